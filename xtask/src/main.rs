@@ -1,1 +1,233 @@
-fn main() {}
+//! Strata's automation, run as `cargo xtask <command>` (an alias in `.cargo/config.toml`).
+//!
+//! Everything a contributor or CI runs lives here rather than in shell scripts or Makefiles, so it
+//! works the same on every platform and is checked by the same compiler and lints as the crates:
+//!
+//! - `cargo xtask ci`: the gate before every push: rustfmt, clippy with `-D warnings`, the
+//!   workspace tests, rustdoc with `-D warnings`, and the tidy test. It stops at the first failing
+//!   step and names it.
+//! - `cargo xtask bench NAME [ARGS...]`: runs one of the `harness = false` bench targets that live
+//!   inside the crates, looked up by a short name in [`BENCHES`].
+//!
+//! The tidy checks (layer order, crate docs, format docs pointing at real code) are `#[test]`s in
+//! `tidy.rs`, so `cargo test` runs them too and a failure reads like any other test failure.
+//!
+//! Arguments are parsed by hand: the surface is two commands, and keeping clap out keeps
+//! `cargo xtask` fast to build on a clean checkout.
+
+#[cfg(test)]
+mod tidy;
+
+use std::env;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+/// The usage text for `cargo xtask help` and for mistakes on the command line.
+const USAGE: &str = "\
+usage: cargo xtask <command> [args...]
+
+commands:
+  ci                   fmt, clippy (-D warnings), tests, docs (-D warnings), tidy; stops at the
+                       first failing step
+  bench NAME [ARGS]    run the benchmark NAME, passing ARGS to the bench binary;
+                       `cargo xtask bench` lists the names
+  help                 print this text";
+
+/// A benchmark that `cargo xtask bench` knows by a short name.
+struct Bench {
+    /// What the user types: `cargo xtask bench <name>`.
+    name: &'static str,
+    /// The workspace package that holds the bench target.
+    package: &'static str,
+    /// The `[[bench]]` target's name inside that package (a `harness = false` binary).
+    target: &'static str,
+}
+
+/// Every benchmark `cargo xtask bench` can run. A new bench target becomes reachable by adding a
+/// row here; the short name lets the command line stay stable if a bench moves between crates.
+const BENCHES: &[Bench] = &[Bench {
+    name: "snaplog",
+    package: "strata-snaplog",
+    target: "snaplog",
+}];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    match command.as_str() {
+        "ci" => {
+            if !rest.is_empty() {
+                bail!("`cargo xtask ci` takes no arguments, got {rest:?}\n\n{USAGE}");
+            }
+            ci()
+        }
+        "bench" => bench(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+///
+/// `cargo run` sets `CARGO_MANIFEST_DIR` at run time; the compile-time value is the fallback for
+/// when the binary is started some other way. Either way every command then runs from the root,
+/// so `cargo xtask` behaves the same from any subdirectory.
+fn workspace_root() -> Result<PathBuf> {
+    let manifest_dir = env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let root = manifest_dir
+        .parent()
+        .with_context(|| format!("{} has no parent directory", manifest_dir.display()))?;
+    Ok(root.to_path_buf())
+}
+
+/// The cargo to run: the one that started us (`CARGO`), so a `cargo +toolchain xtask` run does
+/// not silently switch toolchains for its sub-steps.
+fn cargo() -> OsString {
+    env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// One step of `cargo xtask ci`: a cargo invocation and any environment it needs.
+struct Step {
+    /// Arguments after `cargo`.
+    args: &'static [&'static str],
+    /// Extra environment variables, also shown in the step's header so it can be pasted.
+    env: &'static [(&'static str, &'static str)],
+}
+
+/// The CI steps, cheapest and most likely to fail first, so a formatting slip costs seconds rather
+/// than a full test run.
+const CI_STEPS: &[Step] = &[
+    Step {
+        args: &["fmt", "--all", "--", "--check"],
+        env: &[],
+    },
+    Step {
+        args: &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        env: &[],
+    },
+    Step {
+        args: &["test", "--workspace"],
+        env: &[],
+    },
+    Step {
+        args: &["doc", "--workspace", "--no-deps"],
+        env: &[("RUSTDOCFLAGS", "-D warnings")],
+    },
+    // The tidy tests already ran inside `cargo test --workspace`; running them again by name
+    // makes their verdict a step of its own in the log instead of one line among hundreds.
+    Step {
+        args: &["test", "-p", "xtask", "--quiet", "tidy"],
+        env: &[],
+    },
+];
+
+/// Runs every CI step in order and stops at the first failure.
+fn ci() -> Result<()> {
+    let root = workspace_root()?;
+    let started = Instant::now();
+    for step in CI_STEPS {
+        let mut command = Command::new(cargo());
+        command.args(step.args).current_dir(&root);
+        for (key, value) in step.env {
+            command.env(key, value);
+        }
+        run(&mut command, &step_label(step))?;
+    }
+    println!("==> ci passed in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// How a step appears in headers and errors: the shell command that reproduces it.
+fn step_label(step: &Step) -> String {
+    let env = step
+        .env
+        .iter()
+        .map(|(key, value)| format!("{key}='{value}' "))
+        .collect::<String>();
+    format!("{env}cargo {}", step.args.join(" "))
+}
+
+/// Runs `command` with inherited stdio under a `==> label` header, then prints how long it took.
+///
+/// # Errors
+///
+/// If the command cannot be started or exits unsuccessfully; the error names `label`.
+fn run(command: &mut Command, label: &str) -> Result<()> {
+    println!("==> {label}");
+    let started = Instant::now();
+    let status = command
+        .status()
+        .with_context(|| format!("could not start `{label}`"))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("step `{label}` failed ({status}) after {elapsed:.1}s");
+    }
+    println!("<== {label}: ok in {elapsed:.1}s");
+    Ok(())
+}
+
+/// `cargo xtask bench [NAME [ARGS...]]`: lists the benchmarks, or runs one.
+fn bench(args: &[String]) -> Result<()> {
+    let Some((name, extra)) = args.split_first() else {
+        println!(
+            "benchmarks (cargo xtask bench NAME [ARGS...]):\n{}",
+            bench_list()
+        );
+        return Ok(());
+    };
+    let Some(bench) = BENCHES.iter().find(|bench| bench.name == name) else {
+        bail!(
+            "unknown benchmark `{name}`; known benchmarks:\n{}",
+            bench_list()
+        );
+    };
+    // `cargo xtask bench snaplog -- --flag` reads naturally; the alias already ends in `--`, so
+    // that second `--` would otherwise reach the bench binary as an argument.
+    let extra = match extra.split_first() {
+        Some((first, rest)) if first == "--" => rest,
+        _ => extra,
+    };
+    let mut command = Command::new(cargo());
+    command
+        .args(["bench", "-p", bench.package, "--bench", bench.target])
+        .current_dir(workspace_root()?);
+    let mut label = format!("cargo bench -p {} --bench {}", bench.package, bench.target);
+    if !extra.is_empty() {
+        command.arg("--").args(extra);
+        label = format!("{label} -- {}", extra.join(" "));
+    }
+    run(&mut command, &label)
+}
+
+/// The known benchmarks, one per line, for listings and errors.
+fn bench_list() -> String {
+    BENCHES
+        .iter()
+        .map(|bench| {
+            format!(
+                "  {:<12} package {}, bench target {}",
+                bench.name, bench.package, bench.target
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
