@@ -1,1 +1,36 @@
-fn main() {}
+//! `strata`: inspection and stress tools for every Strata layer.
+//!
+//! One subcommand group per layer; each calls the layer's public API and holds no logic a
+//! library user would need. Today: `strata snaplog dump|compact|demo`.
+//!
+//! Errors go to stderr as `strata: error: ...` with exit code 1.
+
+mod snaplog;
+
+use clap::{Parser, Subcommand};
+
+/// Strata: inspection and stress tools for every layer of the Strata storage stack.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serf-compatible snapshot logs: dump, compact, demo.
+    #[command(subcommand)]
+    Snaplog(snaplog::SnaplogCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Snaplog(command) => snaplog::run(command),
+    };
+    if let Err(e) = result {
+        eprintln!("strata: error: {e:#}");
+        std::process::exit(1);
+    }
+}
