@@ -354,28 +354,30 @@ impl SnapshotLog {
         }
     }
 
-    /// Writes the buffered lines and `fsync`s the file.
+    /// Writes the buffered lines and `fsync`s the file: on `Ok`, everything recorded is
+    /// durable.
+    ///
+    /// If the write or the `fsync` fails (or an earlier one did), the `fsync` is not retried
+    /// (it can report success for data the kernel already dropped): the file is rewritten whole
+    /// from memory instead, once, right away.
     ///
     /// # Errors
     ///
-    /// As [`flush`](Self::flush); a failed `fsync` also stops appending until a rewrite.
+    /// The rewrite's error if it fails too; the log then stays in the rewrite-needed state.
     pub fn sync(&mut self) -> Result<()> {
-        self.flush()?;
-        if self.needs_rewrite {
-            // Nothing on disk can be trusted until the rewrite; a sync would report success
-            // for lines that are not there.
-            return self.compact();
-        }
-        match self.file.sync() {
-            Ok(()) => {
-                self.stats.fsyncs += 1;
-                Ok(())
-            }
-            Err(e) => {
-                self.broken();
-                Err(e.into())
+        if self.flush().is_ok() && !self.needs_rewrite {
+            match self.file.sync() {
+                Ok(()) => {
+                    self.stats.fsyncs += 1;
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshot fsync failed; rewriting the file");
+                    self.broken();
+                }
             }
         }
+        self.compact()
     }
 
     fn broken(&mut self) {

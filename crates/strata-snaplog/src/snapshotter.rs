@@ -294,8 +294,8 @@ impl Snapshotter {
         self.history.lock().state(self.rejoin_after_leave)
     }
 
-    /// Stops the snapshotter: records the clock, drains queued events for at most
-    /// [`SnapshotterConfig::shutdown_flush_timeout`], flushes and `fsync`s, and returns the
+    /// Stops the snapshotter: drains queued events for at most
+    /// [`SnapshotterConfig::shutdown_flush_timeout`], records the clock, flushes and `fsync`s, and returns the
     /// final counters and state.
     ///
     /// # Errors
@@ -534,8 +534,6 @@ impl Task {
 
     async fn shutdown(&mut self) -> Result<()> {
         let deadline = Instant::now() + self.config.shutdown_flush_timeout;
-        let now = self.clock.time();
-        self.record(|log| log.record_member_clock(now).map(|_| ()));
         while Instant::now() < deadline {
             match self.events.try_recv() {
                 Ok(event) => {
@@ -548,6 +546,9 @@ impl Task {
                 Err(_) => break,
             }
         }
+        // Serf records the clock before draining; after is better: it covers what was drained.
+        let now = self.clock.time();
+        self.record(|log| log.record_member_clock(now).map(|_| ()));
         self.flush_at = None;
         let result = self.with_log_blocking(SnapshotLog::sync).await;
         self.publish_stats();
