@@ -49,7 +49,7 @@ impl fmt::Display for Step {
 #[non_exhaustive]
 pub enum Error {
     /// An I/O step failed.
-    #[error("{step} of {} failed: {source}", path.display())]
+    #[error("{step} of {} failed", path.display())]
     Io {
         /// The step that failed.
         step: Step,

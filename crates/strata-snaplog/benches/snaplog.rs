@@ -157,7 +157,7 @@ fn record_stream_chunk(log: &mut SnapshotLog, chunk: u64) {
             .expect("append");
         }
         log.append(Record::Clock(i)).expect("append");
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             log.append(Record::EventClock(i)).expect("append");
         }
     }

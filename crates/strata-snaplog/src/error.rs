@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum Error {
     /// Reading or writing the log failed.
-    #[error("{op} {}: {source}", path.as_deref().map(|p| p.display().to_string()).unwrap_or_default())]
+    #[error("{op} {}", path.as_deref().map(|p| p.display().to_string()).unwrap_or_default())]
     Io {
         /// What was being done.
         op: &'static str,
@@ -62,3 +62,15 @@ impl Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `e` and its chain of causes, `: `-separated, for log messages (Display shows only the top).
+pub(crate) fn display_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

@@ -212,7 +212,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Sync),
         1 => Just(Op::Compact),
         1 => Just(Op::Reopen),
-        1 => proptest::collection::vec(b'a'..b'z', 1..10).prop_map(Op::TearTail),
+        1 => proptest::collection::vec(b'a'..=b'z', 1..10).prop_map(Op::TearTail),
     ]
 }
 

@@ -295,7 +295,7 @@ async fn the_file_replays_to_the_live_state_after_many_compactions() {
     for i in 0..3000u32 {
         let m = member(&format!("n{}", i % 17), (i % 17) as u8);
         let kind = match i % 5 {
-            0 | 1 | 2 => MemberEventKind::Join,
+            0..=2 => MemberEventKind::Join,
             3 => MemberEventKind::Failed,
             _ => MemberEventKind::Leave,
         };
