@@ -186,6 +186,7 @@ struct DemoReport {
     errors: u64,
     bytes_appended: u64,
     file_bytes: u64,
+    compacted_bytes: u64,
     replay_matches_live_state: bool,
     replayed: Dump,
 }
@@ -214,6 +215,10 @@ fn demo(dir: Option<PathBuf>, nodes: u32, events: u32, seed: u64) -> Result<()> 
         .build()
         .context("cannot start the Tokio runtime")?;
     let (stats, live, file_bytes) = runtime.block_on(simulate(&path, nodes, events, seed))?;
+    // A last compaction by hand, as `strata snaplog compact` does it, then a cold replay.
+    compact_file(&path, LogOptions::default())
+        .with_context(|| format!("cannot compact snapshot {}", path.display()))?;
+    let compacted_bytes = std::fs::metadata(&path)?.len();
     let replay = read_replay(&path)?;
     let report = DemoReport {
         path: Some(path).filter(|_| keep),
@@ -224,6 +229,7 @@ fn demo(dir: Option<PathBuf>, nodes: u32, events: u32, seed: u64) -> Result<()> 
         errors: stats.log.errors,
         bytes_appended: stats.log.bytes_appended,
         file_bytes,
+        compacted_bytes,
         replay_matches_live_state: replay.state(false) == live,
         replayed: dump_of(&replay, false),
     };

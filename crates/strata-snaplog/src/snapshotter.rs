@@ -366,7 +366,10 @@ impl Task {
                 self.log = Some(log);
                 result
             }
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime that is shutting down cancels a blocking task; this task is being
+            // torn down with it and the log (moved into the closure) is gone.
+            Err(e) => panic!("snapshot I/O cancelled by runtime shutdown: {e}"),
         }
     }
 
