@@ -22,7 +22,8 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(250);
 #[non_exhaustive]
 pub enum SwapStrategy {
     /// Open the new file, rename it over the target while the old handle is still open, swap
-    /// handles. Atomic on Unix, where an open file can be renamed over.
+    /// handles. Atomic on Unix, where an open file can be renamed over; on Windows the rename
+    /// may be refused while the handles are open, so use it only on Unix.
     RenameOver,
     /// Close the handle, rename the new file over the target, reopen it, retrying transient
     /// sharing violations. Needed on Windows, where an open file may refuse to be replaced.
@@ -316,8 +317,15 @@ impl SwapFile {
     ///
     /// [`Error::Io`] with [`Step::Truncate`] or [`Step::Fsync`].
     pub fn truncate(&mut self, len: u64) -> Result<()> {
+        // Make sure the append handle exists (and is not poisoned) first.
+        self.handle()?;
         let path = self.path.clone();
-        let file = self.handle()?;
+        // An append-only handle lacks the plain write access that truncation needs on Windows,
+        // so truncate through a second, ordinary write handle to the same file.
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(Step::Open, &path, e))?;
         file.set_len(len)
             .map_err(|e| Error::io(Step::Truncate, &path, e))?;
         if let Err(e) = file.sync_all() {
