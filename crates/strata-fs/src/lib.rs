@@ -162,8 +162,7 @@ pub fn write_synced(
     mode: u32,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<u64> {
-    let file = create_options(mode)
-        .open(path)
+    let file = swap::retry_transient(|| create_options(mode).open(path))
         .map_err(|e| Error::io(Step::Open, path, e))?;
     let mut counted = CountingWriter {
         inner: BufWriter::with_capacity(64 * 1024, file),

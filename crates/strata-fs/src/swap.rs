@@ -80,6 +80,10 @@ pub enum RecoveredSwap {
 /// Finishes or rolls back a replace of `target` that a crash interrupted; see
 /// [`RecoveredSwap`]. Call it before reading a file that is replaced through `temp_suffix`.
 ///
+/// A lone temporary file is trusted to be complete. That holds for every crash of a replace
+/// (this crate's or Serf's), but not if someone deletes the target by hand while a crashed
+/// replace left a partial temporary file: delete both to reset.
+///
 /// # Errors
 ///
 /// [`Error::Io`] if a file cannot be inspected, removed or renamed, or the directory synced.
@@ -90,7 +94,8 @@ pub fn recover_swap(target: &Path, temp_suffix: &str) -> Result<RecoveredSwap> {
         return Ok(RecoveredSwap::Clean);
     }
     if exists(target)? {
-        std::fs::remove_file(&temp).map_err(|e| Error::io(Step::Remove, &temp, e))?;
+        retry_transient(|| std::fs::remove_file(&temp))
+            .map_err(|e| Error::io(Step::Remove, &temp, e))?;
         sync_parent_dir(target)?;
         Ok(RecoveredSwap::RemovedStaleTemp)
     } else {
@@ -122,7 +127,7 @@ pub(crate) fn rename_with_retry(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Runs `op` until it succeeds, fails with a non-transient error, or the retries run out.
-fn retry_transient<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+pub(crate) fn retry_transient<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     let mut backoff = RETRY_BACKOFF_INITIAL;
     let mut attempt = 1;
     loop {
@@ -180,6 +185,9 @@ pub struct SwapFile {
     file: Option<File>,
     poisoned: bool,
     generation: u64,
+    /// A replace renamed a new file into place but the directory `fsync` that makes the new
+    /// name durable has not succeeded yet: a power cut could bring the old file back.
+    dir_sync_pending: bool,
 }
 
 impl SwapFile {
@@ -192,8 +200,8 @@ impl SwapFile {
     /// [`Error::Io`] if recovery, the open, or the directory sync fails.
     pub fn open(path: &Path, options: SwapOptions) -> Result<Self> {
         recover_swap(path, &options.temp_suffix)?;
-        let (file, created) =
-            open_append(path, options.mode).map_err(|e| Error::io(Step::Open, path, e))?;
+        let (file, created) = retry_transient(|| open_append(path, options.mode))
+            .map_err(|e| Error::io(Step::Open, path, e))?;
         if created {
             sync_parent_dir(path)?;
         }
@@ -203,6 +211,7 @@ impl SwapFile {
             file: Some(file),
             poisoned: false,
             generation: 0,
+            dir_sync_pending: false,
         })
     }
 
@@ -273,11 +282,17 @@ impl SwapFile {
     }
 
     /// `fsync`s the file's data (`fdatasync` where available). A failure poisons the handle.
+    /// If an earlier [`replace`](Self::replace) could not `fsync` the directory, that is
+    /// retried first.
     ///
     /// # Errors
     ///
-    /// [`Error::Poisoned`] after an earlier failure; [`Error::Io`] with [`Step::Fsync`].
+    /// [`Error::Poisoned`] after an earlier failure; [`Error::Io`] with [`Step::Fsync`], or with
+    /// [`Step::SyncDir`] while the directory `fsync` still fails.
     pub fn sync(&mut self) -> Result<()> {
+        // After a replace whose directory fsync failed, the file's data being durable is not
+        // enough: its name must be too.
+        self.sync_dir_if_pending()?;
         let path = self.path.clone();
         let file = self.handle()?;
         let result = failpoint::check(failpoint::APPEND_FSYNC).and_then(|()| file.sync_data());
@@ -322,9 +337,7 @@ impl SwapFile {
         let path = self.path.clone();
         // An append-only handle lacks the plain write access that truncation needs on Windows,
         // so truncate through a second, ordinary write handle to the same file.
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
+        let file = retry_transient(|| OpenOptions::new().write(true).open(&path))
             .map_err(|e| Error::io(Step::Open, &path, e))?;
         file.set_len(len)
             .map_err(|e| Error::io(Step::Truncate, &path, e))?;
@@ -353,12 +366,26 @@ impl SwapFile {
     pub fn replace(&mut self, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<u64> {
         let temp = self.temp_path();
         let bytes = write_synced(&temp, self.options.mode, write)?;
-        match self.options.strategy {
-            SwapStrategy::RenameOver => self.rename_over(&temp)?,
-            SwapStrategy::CloseAndRename => self.close_and_rename(&temp)?,
+        let generation = self.generation;
+        let swapped = match self.options.strategy {
+            SwapStrategy::RenameOver => self.rename_over(&temp),
+            SwapStrategy::CloseAndRename => self.close_and_rename(&temp),
+        };
+        if self.generation != generation {
+            // The new file is under the target name: make the name durable, or remember that
+            // it is not, so that `sync` cannot report success until it is.
+            self.dir_sync_pending = true;
+            self.sync_dir_if_pending()?;
         }
-        sync_parent_dir(&self.path)?;
-        Ok(bytes)
+        swapped.map(|()| bytes)
+    }
+
+    fn sync_dir_if_pending(&mut self) -> Result<()> {
+        if self.dir_sync_pending {
+            sync_parent_dir(&self.path)?;
+            self.dir_sync_pending = false;
+        }
+        Ok(())
     }
 
     fn rename_over(&mut self, temp: &Path) -> Result<()> {

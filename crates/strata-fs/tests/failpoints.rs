@@ -205,6 +205,43 @@ fn recovery_promotes_a_complete_temp_when_the_target_is_gone() {
     drop(scenario);
 }
 
+/// True if the child died by `abort()` (what `return(abort)` does), not by a panic or an exit.
+fn aborted(status: &std::process::ExitStatus) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        status.signal() == Some(6)
+    }
+    #[cfg(windows)]
+    {
+        // Rust's abort on Windows is a fast-fail: STATUS_STACK_BUFFER_OVERRUN.
+        status.code() == Some(0xC000_0409_u32 as i32)
+    }
+}
+
+#[test]
+fn a_failed_directory_fsync_keeps_sync_failing_until_it_succeeds() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("snapshot");
+    let mut file = open_with_old(&path, SwapStrategy::platform_default());
+    fail::cfg(failpoint::DIR_FSYNC, "return").expect("cfg");
+    let err = file
+        .replace(|w| w.write_all(NEW))
+        .expect_err("dir fsync fails");
+    assert_eq!(err.step(), Some(Step::SyncDir));
+    file.append(b"more\n").expect("append");
+    // The new file's name is not durable: a sync must not claim otherwise.
+    let err = file
+        .sync()
+        .expect_err("sync must fail while the directory fsync does");
+    assert_eq!(err.step(), Some(Step::SyncDir));
+    fail::remove(failpoint::DIR_FSYNC);
+    file.sync().expect("sync retries the directory fsync");
+    file.sync().expect("and then only syncs data");
+    drop(scenario);
+}
+
 /// The environment variable that turns this test binary into the crashing child.
 const CHILD_ENV: &str = "STRATA_FS_CRASH_CHILD";
 
@@ -252,7 +289,7 @@ fn killed_at_any_step_of_a_replace_the_old_or_new_file_survives_whole() {
                 .status()
                 .expect("spawn child");
             assert!(
-                !status.success() && status.code() != Some(3),
+                aborted(&status),
                 "{name} {point}: the child was not killed at the failpoint ({status})"
             );
 

@@ -43,6 +43,14 @@
 //!   replays to exactly the same state under both `rejoin_after_leave` settings.
 //! - **Full queues.** Serf drops events silently when its 2048-slot queues are full. Strata
 //!   applies backpressure or counts the drop ([`SnapshotterStats`]), on input and on output.
+//!   A consumer that stops reading the output holds back new events, but never the flush timer,
+//!   `leave` or shutdown.
+//! - **Shutdown.** Serf records what it can drain within 250 ms and loses the rest of its queue.
+//!   Strata stops accepting events, records every event it had accepted, and spends the timeout
+//!   only on passing them to the output (counting those it could not).
+//! - **Compaction storms.** Serf compacts on every append once its compacted file is larger
+//!   than its 256-bytes-per-member estimate (long names). Strata also waits until the file is
+//!   twice the size of the last compaction.
 //! - **File mode.** Serf creates the compacted file with mode 0755; Strata uses 0644, the mode
 //!   of a new snapshot.
 //! - **Write errors.** After a failed write or `fsync`, Serf keeps appending after what may be

@@ -163,9 +163,19 @@ impl<'a> Record<'a> {
     ///
     /// # Errors
     ///
-    /// A description of the problem: a name with a newline would split into two lines, and an
-    /// address with a space would move the name/address split.
+    /// A description of the problem: a name with a newline would split into two lines, an
+    /// address with a space would move the name/address split, and a line longer than
+    /// [`LINE_BYTES_MAX`] would be skipped by replay.
     pub fn validate(&self) -> Result<(), &'static str> {
+        let text_bytes = match self {
+            Record::Alive { name, addr } => ALIVE.len() + name.len() + 1 + addr.len(),
+            Record::NotAlive { name } => NOT_ALIVE.len() + name.len(),
+            _ => 0,
+        };
+        if text_bytes > LINE_BYTES_MAX {
+            // Replay would skip it, and the live state would differ from the file's.
+            return Err("line longer than LINE_BYTES_MAX");
+        }
         match self {
             Record::Alive { name, addr } => {
                 if name.contains('\n') {
@@ -311,6 +321,37 @@ mod tests {
         assert_eq!(parse_line(b""), Err(SkipReason::Unrecognized));
         assert_eq!(parse_line(b"clock:5"), Err(SkipReason::Unrecognized));
         assert_eq!(parse_line(b"alive: \xff 1:2"), Err(SkipReason::InvalidUtf8));
+    }
+
+    #[test]
+    fn records_that_would_not_replay_to_themselves_are_refused() {
+        let long = "x".repeat(LINE_BYTES_MAX);
+        for bad in [
+            Record::Alive {
+                name: "a\nclock: 9",
+                addr: "1:1",
+            },
+            Record::Alive {
+                name: "a",
+                addr: "1 2",
+            },
+            Record::NotAlive { name: "a\nleave" },
+            Record::Alive {
+                name: &long,
+                addr: "1:1",
+            },
+            Record::NotAlive { name: &long },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        assert!(
+            Record::Alive {
+                name: &long[..LINE_BYTES_MAX - 20],
+                addr: "1:1"
+            }
+            .validate()
+            .is_ok()
+        );
     }
 
     #[test]

@@ -32,7 +32,10 @@ pub struct LogOptions {
     /// Bounds memory; larger means fewer `write` calls. Default 64 KiB.
     pub buffer_bytes_max: usize,
     /// After a compaction fails, or a write fails and the file must be rewritten, try again no
-    /// sooner than this. Default 30 s, Serf's `snapshotErrorRecoveryInterval`.
+    /// sooner than this. Default 30 s, Serf's `snapshotErrorRecoveryInterval`. An explicit
+    /// [`SnapshotLog::sync`] (a leave, a shutdown, a timed flush under
+    /// `FsyncPolicy::EveryFlush`) does not wait: it is a request for durability, so it rewrites
+    /// at once.
     pub error_recovery_interval: Duration,
     /// How the compacted file is swapped in; the temp suffix defaults to [`COMPACT_SUFFIX`].
     pub swap: SwapOptions,
@@ -103,6 +106,10 @@ pub struct SnapshotLog {
     log_bytes: u64,
     /// A write or `fsync` failed: append nothing until a compaction rewrites the file.
     needs_rewrite: bool,
+    /// Lines were written since the last successful `fsync` or compaction.
+    unsynced: bool,
+    /// The size of the file the last compaction wrote.
+    last_compacted_bytes: u64,
     last_compaction_failure: Option<Instant>,
     stats: LogStats,
 }
@@ -140,6 +147,8 @@ impl SnapshotLog {
             log_bytes: replay.valid_len,
             options,
             needs_rewrite: false,
+            unsynced: false,
+            last_compacted_bytes: 0,
             last_compaction_failure: None,
             stats: LogStats::default(),
         };
@@ -188,6 +197,11 @@ impl SnapshotLog {
     /// Bytes recorded but not yet written to the file.
     pub fn buffered_bytes(&self) -> usize {
         self.buffer.len()
+    }
+
+    /// True if lines were written to the file since the last successful `fsync`.
+    pub fn has_unsynced_writes(&self) -> bool {
+        self.unsynced
     }
 
     /// True if a write failed and the file must be rewritten by a compaction.
@@ -284,11 +298,19 @@ impl SnapshotLog {
     }
 
     /// The size above which the log is compacted: Serf's
-    /// `max(min_compact_size, members * 128 * 2)`.
+    /// `max(min_compact_size, members * 128 * 2)`, and at least twice the size of the last
+    /// compacted file.
+    ///
+    /// Members are the entries a compacted file holds, which after a `leave` includes the
+    /// members from before it (kept so that a rejoining node replays them); Serf counts only the
+    /// alive members it currently sees. The floor of twice the last compaction stops the log
+    /// from rewriting itself on every append when names are longer than Serf's 128-byte
+    /// estimate (Serf does rewrite on every append then).
     pub fn compaction_threshold_bytes(&self) -> u64 {
         let members = self.history.lock().member_entries() as u64;
         (members * SNAPSHOT_BYTES_PER_NODE * SNAPSHOT_COMPACTION_THRESHOLD)
             .max(self.options.min_compact_bytes)
+            .max(self.last_compacted_bytes.saturating_mul(2))
     }
 
     fn compaction_allowed_now(&self) -> bool {
@@ -345,6 +367,7 @@ impl SnapshotLog {
                 self.stats.flushes += 1;
                 self.stats.bytes_appended += self.buffer.len() as u64;
                 self.buffer.clear();
+                self.unsynced = true;
                 Ok(())
             }
             Err(e) => {
@@ -369,6 +392,7 @@ impl SnapshotLog {
             match self.file.sync() {
                 Ok(()) => {
                     self.stats.fsyncs += 1;
+                    self.unsynced = false;
                     return Ok(());
                 }
                 Err(e) => {
@@ -406,12 +430,14 @@ impl SnapshotLog {
             // The compacted file is under the target name: what was buffered is in it.
             self.buffer.clear();
             self.log_bytes = compacted.len() as u64;
+            self.last_compacted_bytes = compacted.len() as u64;
             self.needs_rewrite = false;
         }
         match result {
             Ok(_) => {
                 self.stats.compactions += 1;
                 self.stats.fsyncs += 1;
+                self.unsynced = false;
                 self.last_compaction_failure = None;
                 Ok(())
             }

@@ -202,6 +202,7 @@ impl Snapshotter {
             config,
             clock,
             output,
+            undelivered: None,
             events: events_rx,
             events_open: true,
             commands: commands_rx,
@@ -274,8 +275,9 @@ impl Snapshotter {
     }
 
     /// Records that this node is leaving: writes `leave`, flushes and `fsync`s, and stops
-    /// recording member and clock events (they are still passed through). Returns once the
-    /// `leave` is durable.
+    /// recording member events, user-event and query clocks (the events are still passed
+    /// through). The member clock is still recorded when it advances, as Serf does. Returns once
+    /// the `leave` is durable.
     ///
     /// # Errors
     ///
@@ -294,9 +296,10 @@ impl Snapshotter {
         self.history.lock().state(self.rejoin_after_leave)
     }
 
-    /// Stops the snapshotter: drains queued events for at most
-    /// [`SnapshotterConfig::shutdown_flush_timeout`], records the clock, flushes and `fsync`s, and returns the
-    /// final counters and state.
+    /// Stops the snapshotter: refuses new events, records every event already queued, records
+    /// the clock, flushes and `fsync`s, then passes the queued events to the output for at most
+    /// [`SnapshotterConfig::shutdown_flush_timeout`] (counting those it could not deliver), and
+    /// returns the final counters and state.
     ///
     /// # Errors
     ///
@@ -325,6 +328,10 @@ struct Task {
     config: SnapshotterConfig,
     clock: Arc<LamportClock>,
     output: Option<mpsc::Sender<Event>>,
+    /// An event already recorded that waits for room in the output channel
+    /// ([`OutputOverflow::Backpressure`]). While it waits no new event is taken (that is the
+    /// backpressure), but commands and timers are still served.
+    undelivered: Option<Event>,
     events: mpsc::Receiver<Event>,
     events_open: bool,
     commands: mpsc::Receiver<Command>,
@@ -386,6 +393,7 @@ impl Task {
                 .compaction_retry_at()
                 .map(Instant::from_std)
                 .filter(|at| *at > Instant::now());
+            let output = self.output.clone();
             // Unbiased: a flood of events must not starve `leave` or shutdown, nor the reverse.
             tokio::select! {
                 command = self.commands.recv() => match command {
@@ -404,21 +412,34 @@ impl Task {
                         return;
                     }
                 },
-                event = self.events.recv(), if self.events_open => match event {
-                    Some(event) => {
-                        self.handle_event(event).await;
-                        for _ in 1..EVENT_BATCH_MAX {
-                            match self.events.try_recv() {
-                                Ok(event) => {
-                                    self.handle_event(event).await;
-                                    self.pending_io().await;
+                event = self.events.recv(), if self.events_open && self.undelivered.is_none() => {
+                    match event {
+                        Some(event) => {
+                            self.handle_event(event);
+                            for _ in 1..EVENT_BATCH_MAX {
+                                if self.undelivered.is_some() {
+                                    break;
                                 }
-                                Err(_) => break,
+                                match self.events.try_recv() {
+                                    Ok(event) => {
+                                        self.handle_event(event);
+                                        self.pending_io().await;
+                                    }
+                                    Err(_) => break,
+                                }
                             }
                         }
+                        None => self.events_open = false,
                     }
-                    None => self.events_open = false,
-                },
+                }
+                permit = reserve(output.as_ref()), if self.undelivered.is_some() => {
+                    let event = self.undelivered.take();
+                    match (permit, event) {
+                        (Ok(permit), Some(event)) => permit.send(event),
+                        // The consumer is gone: count the event, and every later one.
+                        _ => self.stats.output_dropped += 1,
+                    }
+                }
                 () = sleep_until_opt(flush_at), if flush_at.is_some() => {
                     self.flush().await;
                 }
@@ -443,7 +464,9 @@ impl Task {
     /// Does whatever I/O the records made due, arms the flush timer, publishes counters.
     async fn after_records(&mut self) {
         self.pending_io().await;
-        if self.log().buffered_bytes() > 0 && self.flush_at.is_none() {
+        let fsync_due =
+            self.config.fsync == FsyncPolicy::EveryFlush && self.log().has_unsynced_writes();
+        if (self.log().buffered_bytes() > 0 || fsync_due) && self.flush_at.is_none() {
             self.flush_at = Some(Instant::now() + self.config.flush_interval);
         }
         self.publish_stats();
@@ -464,7 +487,9 @@ impl Task {
         *self.shared_stats.lock() = self.stats;
     }
 
-    async fn handle_event(&mut self, event: Event) {
+    /// Records `event` (unless leaving) and offers it to the output without waiting; under
+    /// [`OutputOverflow::Backpressure`] an event that does not fit waits in `undelivered`.
+    fn handle_event(&mut self, event: Event) {
         self.stats.events += 1;
         if !self.leaving {
             self.record_event(&event);
@@ -472,12 +497,14 @@ impl Task {
         let Some(output) = &self.output else {
             return;
         };
-        let delivered = match self.config.output_overflow {
-            OutputOverflow::Backpressure => output.send(event).await.is_ok(),
-            OutputOverflow::DropAndCount => output.try_send(event).is_ok(),
-        };
-        if !delivered {
-            self.stats.output_dropped += 1;
+        match output.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event))
+                if self.config.output_overflow == OutputOverflow::Backpressure =>
+            {
+                self.undelivered = Some(event);
+            }
+            Err(_) => self.stats.output_dropped += 1,
         }
     }
 
@@ -537,17 +564,21 @@ impl Task {
 
     async fn shutdown(&mut self) -> Result<()> {
         let deadline = Instant::now() + self.config.shutdown_flush_timeout;
-        while Instant::now() < deadline {
-            match self.events.try_recv() {
-                Ok(event) => {
-                    let handled = tokio::time::timeout_at(deadline, self.handle_event(event));
-                    if handled.await.is_err() {
-                        break;
-                    }
-                    self.pending_io().await;
-                }
-                Err(_) => break,
+        // Refuse new events, then record every event already accepted: recording is cheap and
+        // the queue is bounded, so nothing that `send` acknowledged goes unrecorded. Only
+        // delivering them to a slow consumer is bounded by the shutdown timeout.
+        self.events.close();
+        let mut to_deliver: std::collections::VecDeque<Event> =
+            self.undelivered.take().into_iter().collect();
+        while let Ok(event) = self.events.try_recv() {
+            self.stats.events += 1;
+            if !self.leaving {
+                self.record_event(&event);
             }
+            if self.output.is_some() {
+                to_deliver.push_back(event);
+            }
+            self.pending_io().await;
         }
         // Serf records the clock before draining; after is better: it covers what was drained.
         let now = self.clock.time();
@@ -555,7 +586,37 @@ impl Task {
         self.flush_at = None;
         let result = self.with_log_blocking(SnapshotLog::sync).await;
         self.publish_stats();
+        if let Some(output) = self.output.clone() {
+            while let Some(event) = to_deliver.pop_front() {
+                let delivered = match self.config.output_overflow {
+                    OutputOverflow::Backpressure => {
+                        match tokio::time::timeout_at(deadline, output.reserve()).await {
+                            Ok(Ok(permit)) => {
+                                permit.send(event);
+                                true
+                            }
+                            _ => false,
+                        }
+                    }
+                    OutputOverflow::DropAndCount => output.try_send(event).is_ok(),
+                };
+                if !delivered {
+                    self.stats.output_dropped += 1;
+                }
+            }
+        }
+        self.publish_stats();
         result
+    }
+}
+
+/// Waits for room in `output`; never completes without one (the branch is disabled then).
+async fn reserve(
+    output: Option<&mpsc::Sender<Event>>,
+) -> std::result::Result<mpsc::Permit<'_, Event>, mpsc::error::SendError<()>> {
+    match output {
+        Some(output) => output.reserve().await,
+        None => std::future::pending().await,
     }
 }
 

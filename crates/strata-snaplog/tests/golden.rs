@@ -331,3 +331,40 @@ fn compaction_shrinks_the_large_golden_file() {
         "compacting {LARGE_GOLDEN_FILE} should shrink it: {original} bytes before, {compacted} after"
     );
 }
+
+#[test]
+fn appending_to_the_large_golden_file_compacts_it_by_size_and_keeps_its_state() {
+    // The size rule, not a compaction by hand: an agent restarted on this log with a compaction
+    // threshold below its size compacts on its next record.
+    let snap = golden_dir().join(LARGE_GOLDEN_FILE);
+    let before = replay_file(&snap, &all_warnings()).expect("replay");
+    let dir = tempfile::tempdir().expect("create a temp dir");
+    let copy = dir.path().join(LARGE_GOLDEN_FILE);
+    std::fs::copy(&snap, &copy).expect("copy the large golden file");
+    let options = LogOptions {
+        min_compact_bytes: 16 * 1024,
+        ..LogOptions::default()
+    };
+    let (mut log, _) = strata_snaplog::SnapshotLog::open(&copy, options).expect("open");
+    assert!(log.log_bytes() > log.compaction_threshold_bytes());
+    let last_query_clock = before
+        .state(false)
+        .last_query_clock
+        .max(before.state(true).last_query_clock)
+        + 1;
+    log.append(strata_snaplog::Record::QueryClock(last_query_clock))
+        .expect("append");
+    assert_eq!(log.stats().compactions, 1, "the append compacts by size");
+    log.sync().expect("sync");
+    let after = replay_file(&copy, &all_warnings()).expect("replay the compacted copy");
+    assert!(after.warnings.is_empty());
+    for rejoin in [false, true] {
+        let mut expected = before.state(rejoin);
+        expected.last_query_clock = last_query_clock;
+        assert_eq!(
+            after.state(rejoin),
+            expected,
+            "rejoin_after_leave = {rejoin}"
+        );
+    }
+}

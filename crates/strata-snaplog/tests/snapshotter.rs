@@ -319,3 +319,130 @@ async fn the_file_replays_to_the_live_state_after_many_compactions() {
         .expect("reopen");
     assert_eq!(reopened.state(), report.state);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_consumer_neither_blocks_shutdown_nor_loses_recorded_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("snapshot");
+    // Room for one event, and nobody reads it.
+    let (out_tx, _out_rx) = mpsc::channel(1);
+    let clock = Arc::new(LamportClock::new());
+    let (events, snapshotter) = Snapshotter::open(
+        &path,
+        SnapshotterConfig::default(),
+        Arc::clone(&clock),
+        Some(out_tx),
+    )
+    .await
+    .expect("open");
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        events
+            .send(members(MemberEventKind::Join, vec![member(name, i as u8)]))
+            .await
+            .expect("send");
+    }
+    let started = tokio::time::Instant::now();
+    let report = snapshotter.shutdown().await.expect("shutdown returns");
+    assert!(
+        started.elapsed() <= Duration::from_millis(300),
+        "bounded by the timeout"
+    );
+    assert_eq!(report.stats.events, 3);
+    assert_eq!(
+        report.state.alive.len(),
+        3,
+        "every accepted event is recorded"
+    );
+    assert_eq!(
+        report.stats.output_dropped, 2,
+        "undelivered events are counted"
+    );
+    assert!(
+        events.send(user(1)).await.is_err(),
+        "no event is accepted after shutdown"
+    );
+    let replay = replay_file(&path, &ReplayOptions::default()).expect("replay");
+    assert_eq!(replay.state(false), report.state);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_consumer_does_not_block_leave_or_the_flush_timer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("snapshot");
+    let (out_tx, mut out_rx) = mpsc::channel(1);
+    let clock = Arc::new(LamportClock::new());
+    let config = SnapshotterConfig {
+        flush_interval: Duration::from_millis(100),
+        ..SnapshotterConfig::default()
+    };
+    let (events, snapshotter) = Snapshotter::open(&path, config, Arc::clone(&clock), Some(out_tx))
+        .await
+        .expect("open");
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        events
+            .send(members(MemberEventKind::Join, vec![member(name, i as u8)]))
+            .await
+            .expect("send");
+    }
+    // The second event is recorded and waits for the consumer; it still reaches the file.
+    wait_until(Duration::from_secs(1), || {
+        file_text(&path).contains("alive: b ")
+    })
+    .await;
+    snapshotter.leave().await.expect("leave is not blocked");
+    assert!(file_text(&path).ends_with("leave\n"));
+    // Once the consumer reads, the waiting events flow again, in order.
+    for name in ["a", "b", "c"] {
+        match out_rx.recv().await.expect("event") {
+            Event::Member(e) => assert_eq!(e.members[0].name, name),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let report = snapshotter.shutdown().await.expect("shutdown");
+    assert_eq!(report.stats.output_dropped, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn lines_written_because_the_buffer_filled_are_fsynced_within_the_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("snapshot");
+    let config = SnapshotterConfig {
+        log: LogOptions {
+            buffer_bytes_max: 256,
+            ..LogOptions::default()
+        },
+        flush_interval: Duration::from_millis(100),
+        ..SnapshotterConfig::default()
+    };
+    let clock = Arc::new(LamportClock::new());
+    let (events, snapshotter) = Snapshotter::open(&path, config, clock, None)
+        .await
+        .expect("open");
+    let many = (0..50).map(|i| member(&format!("node-{i}"), i)).collect();
+    events
+        .send(members(MemberEventKind::Join, many))
+        .await
+        .expect("send");
+    wait_until(Duration::from_millis(500), || {
+        snapshotter.stats().log.flushes >= 1 && snapshotter.stats().log.fsyncs >= 1
+    })
+    .await;
+    snapshotter.shutdown().await.expect("shutdown");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_compacted_file_is_not_executable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("snapshot");
+    let (mut log, _) =
+        strata_snaplog::SnapshotLog::open(&path, LogOptions::default()).expect("open");
+    log.append(strata_snaplog::Record::Clock(3))
+        .expect("append");
+    log.compact().expect("compact");
+    let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+    // 0644 before the umask; Serf's compaction makes it 0755.
+    assert_eq!(mode & 0o111, 0, "mode {mode:o}");
+    assert_eq!(mode & 0o600, 0o600, "mode {mode:o}");
+}
