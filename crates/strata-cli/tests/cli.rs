@@ -2,81 +2,15 @@
 //! golden snapshot files of `strata-snaplog` (whose expectations were reasoned out from Serf's
 //! rules, not produced by Strata), error handling for a missing file, and `snaplog demo`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// The dump fields compared with the golden expectations (warning reasons are checked only for
-/// being present: their wording is an implementation detail).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Dump {
-    alive: BTreeMap<String, String>,
-    last_clock: u64,
-    last_event_clock: u64,
-    last_query_clock: u64,
-    /// `(line, text)` of every skipped line, in order.
-    warnings: Vec<(u64, String)>,
-    torn_tail_bytes: u64,
-}
+#[path = "../../strata-snaplog/tests/support/expected.rs"]
+mod expected;
 
-impl Dump {
-    fn from_json(value: &Value, context: &str) -> Self {
-        let field = |name: &str| {
-            value
-                .get(name)
-                .unwrap_or_else(|| panic!("{context}: missing field {name:?} in {value}"))
-        };
-        let number = |name: &str| {
-            field(name)
-                .as_u64()
-                .unwrap_or_else(|| panic!("{context}: {name:?} is not a u64 in {value}"))
-        };
-        let alive = field("alive")
-            .as_object()
-            .unwrap_or_else(|| panic!("{context}: \"alive\" is not an object"))
-            .iter()
-            .map(|(name, addr)| {
-                let addr = addr
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{context}: address of {name:?} is not a string"));
-                (name.clone(), addr.to_owned())
-            })
-            .collect();
-        let warnings = field("warnings")
-            .as_array()
-            .unwrap_or_else(|| panic!("{context}: \"warnings\" is not an array"))
-            .iter()
-            .map(|w| {
-                let line = w["line"]
-                    .as_u64()
-                    .unwrap_or_else(|| panic!("{context}: warning without a line: {w}"));
-                let text = w["text"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{context}: warning without a text: {w}"));
-                (line, text.to_owned())
-            })
-            .collect();
-        Self {
-            alive,
-            last_clock: number("last_clock"),
-            last_event_clock: number("last_event_clock"),
-            last_query_clock: number("last_query_clock"),
-            warnings,
-            torn_tail_bytes: number("torn_tail_bytes"),
-        }
-    }
-
-    /// The same state, as a file without skipped lines or a torn tail dumps to.
-    fn clean(&self) -> Self {
-        Self {
-            warnings: Vec::new(),
-            torn_tail_bytes: 0,
-            ..self.clone()
-        }
-    }
-}
+use expected::Expected as Dump;
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../strata-snaplog/tests/golden")

@@ -31,6 +31,25 @@ pub const APPEND_WRITE: &str = "fs::append-write";
 /// `fsync` of a [`SwapFile`](crate::SwapFile).
 pub const APPEND_FSYNC: &str = "fs::append-fsync";
 
+/// True if a child process died by `abort()`, which is what a `return(abort)` failpoint does,
+/// rather than by a panic or an exit. Crash tests use it to check the kill really happened.
+pub fn exited_by_abort(status: &std::process::ExitStatus) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        status.signal() == Some(6)
+    }
+    #[cfg(windows)]
+    {
+        // Rust's abort on Windows is a fast-fail: STATUS_STACK_BUFFER_OVERRUN.
+        status.code() == Some(0xC000_0409_u32 as i32)
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        !status.success()
+    }
+}
+
 /// Evaluates the failpoint `name`: `Ok(())` unless a test configured it to fail.
 ///
 /// # Errors

@@ -205,20 +205,6 @@ fn recovery_promotes_a_complete_temp_when_the_target_is_gone() {
     drop(scenario);
 }
 
-/// True if the child died by `abort()` (what `return(abort)` does), not by a panic or an exit.
-fn aborted(status: &std::process::ExitStatus) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        status.signal() == Some(6)
-    }
-    #[cfg(windows)]
-    {
-        // Rust's abort on Windows is a fast-fail: STATUS_STACK_BUFFER_OVERRUN.
-        status.code() == Some(0xC000_0409_u32 as i32)
-    }
-}
-
 #[test]
 fn a_failed_directory_fsync_keeps_sync_failing_until_it_succeeds() {
     let scenario = FailScenario::setup();
@@ -289,7 +275,7 @@ fn killed_at_any_step_of_a_replace_the_old_or_new_file_survives_whole() {
                 .status()
                 .expect("spawn child");
             assert!(
-                aborted(&status),
+                failpoint::exited_by_abort(&status),
                 "{name} {point}: the child was not killed at the failpoint ({status})"
             );
 

@@ -32,23 +32,29 @@ fn bench(name: &str, unit: &str, mut run: impl FnMut() -> f64) -> f64 {
     value
 }
 
+/// The name and address of the member that event `i` is about, among `members` members,
+/// written into reused buffers (no allocation per record).
+fn member_of(i: u64, members: u64, name: &mut String, addr: &mut String) {
+    use std::fmt::Write;
+    let n = (i * 7919) % members;
+    name.clear();
+    addr.clear();
+    let _ = write!(name, "node-{n}.dc1.example.internal");
+    let _ = write!(
+        addr,
+        "10.{}.{}.{}:7946",
+        n >> 16 & 255,
+        n >> 8 & 255,
+        n & 255
+    );
+}
+
 /// A Serf-like stream of records: joins, failures and clock updates among `members` nodes.
 fn record_stream(log: &mut SnapshotLog, events: u64, members: u64) {
     let mut name = String::new();
     let mut addr = String::new();
     for i in 0..events {
-        let n = (i * 7919) % members;
-        name.clear();
-        addr.clear();
-        use std::fmt::Write;
-        let _ = write!(name, "node-{n}.dc1.example.internal");
-        let _ = write!(
-            addr,
-            "10.{}.{}.{}:7946",
-            n >> 16 & 255,
-            n >> 8 & 255,
-            n & 255
-        );
+        member_of(i, members, &mut name, &mut addr);
         let record = if i % 4 == 3 {
             Record::NotAlive { name: &name }
         } else {
@@ -134,18 +140,7 @@ fn record_stream_chunk(log: &mut SnapshotLog, chunk: u64) {
     let mut addr = String::new();
     for j in 0..1000u64 {
         let i = chunk * 1000 + j;
-        let n = (i * 7919) % 5_000;
-        name.clear();
-        addr.clear();
-        use std::fmt::Write;
-        let _ = write!(name, "node-{n}.dc1.example.internal");
-        let _ = write!(
-            addr,
-            "10.{}.{}.{}:7946",
-            n >> 16 & 255,
-            n >> 8 & 255,
-            n & 255
-        );
+        member_of(i, 5_000, &mut name, &mut addr);
         if i % 4 == 3 {
             log.append(Record::NotAlive { name: &name })
                 .expect("append");

@@ -49,20 +49,6 @@ fn write_churn(path: &Path) {
 
 const CHILD_ENV: &str = "STRATA_SNAPLOG_CRASH_CHILD";
 
-/// True if the child died by `abort()` (what `return(abort)` does), not by a panic or an exit.
-fn aborted(status: &std::process::ExitStatus) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        status.signal() == Some(6)
-    }
-    #[cfg(windows)]
-    {
-        // Rust's abort on Windows is a fast-fail: STATUS_STACK_BUFFER_OVERRUN.
-        status.code() == Some(0xC000_0409_u32 as i32)
-    }
-}
-
 /// In the child: compact the file named by `CHILD_ENV`; `FAILPOINTS` aborts it part-way.
 #[test]
 fn crash_child() {
@@ -98,7 +84,10 @@ fn killed_at_any_step_of_compaction_the_file_replays_to_the_same_state() {
             .env("FAILPOINTS", format!("{point}=return(abort)"))
             .status()
             .expect("spawn child");
-        assert!(aborted(&status), "{point}: child not killed ({status})");
+        assert!(
+            failpoint::exited_by_abort(&status),
+            "{point}: child not killed ({status})"
+        );
 
         // A restart: recovery, replay.
         let (log, report) = SnapshotLog::open(&path, LogOptions::default()).expect("reopen");

@@ -5,7 +5,6 @@
 //! only: reasons are an implementation detail) and torn tail under both `rejoin_after_leave`
 //! settings.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -15,88 +14,24 @@ use strata_snaplog::{LogOptions, Replay, ReplayOptions, compact_file, replay_fil
 /// The golden file that stands for a long-running agent's log: lots of superseded lines.
 const LARGE_GOLDEN_FILE: &str = "churn.snap";
 
-/// What a replay must give under one `rejoin_after_leave` setting.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Expected {
-    alive: BTreeMap<String, String>,
-    last_clock: u64,
-    last_event_clock: u64,
-    last_query_clock: u64,
-    /// `(line, text)` of every skipped line, in order.
-    warnings: Vec<(u64, String)>,
-    torn_tail_bytes: u64,
-}
+#[path = "support/expected.rs"]
+mod expected;
 
-impl Expected {
-    fn from_json(value: &Value, context: &str) -> Self {
-        let field = |name: &str| {
-            value
-                .get(name)
-                .unwrap_or_else(|| panic!("{context}: missing field {name:?}"))
-        };
-        let number = |name: &str| {
-            field(name)
-                .as_u64()
-                .unwrap_or_else(|| panic!("{context}: {name:?} is not a u64"))
-        };
-        let alive = field("alive")
-            .as_object()
-            .unwrap_or_else(|| panic!("{context}: \"alive\" is not an object"))
+use expected::Expected;
+
+fn expected_of_replay(replay: &Replay, rejoin_after_leave: bool) -> Expected {
+    let state = replay.state(rejoin_after_leave);
+    Expected {
+        alive: state.alive.into_iter().collect(),
+        last_clock: state.last_clock,
+        last_event_clock: state.last_event_clock,
+        last_query_clock: state.last_query_clock,
+        warnings: replay
+            .warnings
             .iter()
-            .map(|(name, addr)| {
-                let addr = addr
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{context}: address of {name:?} is not a string"));
-                (name.clone(), addr.to_owned())
-            })
-            .collect();
-        let warnings = field("warnings")
-            .as_array()
-            .unwrap_or_else(|| panic!("{context}: \"warnings\" is not an array"))
-            .iter()
-            .map(|w| {
-                let line = w["line"]
-                    .as_u64()
-                    .unwrap_or_else(|| panic!("{context}: warning without a line: {w}"));
-                let text = w["text"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{context}: warning without a text: {w}"));
-                (line, text.to_owned())
-            })
-            .collect();
-        Self {
-            alive,
-            last_clock: number("last_clock"),
-            last_event_clock: number("last_event_clock"),
-            last_query_clock: number("last_query_clock"),
-            warnings,
-            torn_tail_bytes: number("torn_tail_bytes"),
-        }
-    }
-
-    fn of_replay(replay: &Replay, rejoin_after_leave: bool) -> Self {
-        let state = replay.state(rejoin_after_leave);
-        Self {
-            alive: state.alive.into_iter().collect(),
-            last_clock: state.last_clock,
-            last_event_clock: state.last_event_clock,
-            last_query_clock: state.last_query_clock,
-            warnings: replay
-                .warnings
-                .iter()
-                .map(|w| (w.line, w.text.clone()))
-                .collect(),
-            torn_tail_bytes: replay.torn_tail_bytes,
-        }
-    }
-
-    /// The same state, as a file without skipped lines or a torn tail replays to.
-    fn clean(&self) -> Self {
-        Self {
-            warnings: Vec::new(),
-            torn_tail_bytes: 0,
-            ..self.clone()
-        }
+            .map(|w| (w.line, w.text.clone()))
+            .collect(),
+        torn_tail_bytes: replay.torn_tail_bytes,
     }
 }
 
@@ -244,7 +179,7 @@ fn check(
         } else {
             expected.clone()
         };
-        let actual = Expected::of_replay(replay, rejoin_after_leave);
+        let actual = expected_of_replay(replay, rejoin_after_leave);
         if actual != expected {
             failures.push(format!(
                 "{what} (rejoin_after_leave = {rejoin_after_leave}): replay differs from the \
