@@ -249,16 +249,7 @@ impl SnapshotLog {
     ///
     /// As [`record`](Self::record).
     pub fn record_member_clock(&mut self, now: LamportTime) -> Result<bool> {
-        let last_seen = now.saturating_sub(1);
-        let last = self
-            .history
-            .lock()
-            .last_clock(self.options.rejoin_after_leave);
-        if last_seen > last {
-            self.record(Record::Clock(last_seen))?;
-            return Ok(true);
-        }
-        Ok(false)
+        self.record_if_newer(now.saturating_sub(1), History::last_clock, Record::Clock)
     }
 
     /// Records a user event's Lamport time if it is newer than the last one. Returns whether a
@@ -268,15 +259,7 @@ impl SnapshotLog {
     ///
     /// As [`record`](Self::record).
     pub fn record_event_clock(&mut self, ltime: LamportTime) -> Result<bool> {
-        let last = self
-            .history
-            .lock()
-            .last_event_clock(self.options.rejoin_after_leave);
-        if ltime > last {
-            self.record(Record::EventClock(ltime))?;
-            return Ok(true);
-        }
-        Ok(false)
+        self.record_if_newer(ltime, History::last_event_clock, Record::EventClock)
     }
 
     /// Records a query's Lamport time if it is newer than the last one. Returns whether a line
@@ -286,12 +269,18 @@ impl SnapshotLog {
     ///
     /// As [`record`](Self::record).
     pub fn record_query_clock(&mut self, ltime: LamportTime) -> Result<bool> {
-        let last = self
-            .history
-            .lock()
-            .last_query_clock(self.options.rejoin_after_leave);
-        if ltime > last {
-            self.record(Record::QueryClock(ltime))?;
+        self.record_if_newer(ltime, History::last_query_clock, Record::QueryClock)
+    }
+
+    fn record_if_newer(
+        &mut self,
+        time: LamportTime,
+        last: fn(&History, bool) -> LamportTime,
+        record: fn(LamportTime) -> Record<'static>,
+    ) -> Result<bool> {
+        let last = last(&self.history.lock(), self.options.rejoin_after_leave);
+        if time > last {
+            self.record(record(time))?;
             return Ok(true);
         }
         Ok(false)
