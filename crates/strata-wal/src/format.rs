@@ -1,0 +1,359 @@
+//! The on-disk format: segment names, the segment header, record framing, and the scanner that
+//! recovery, readers and the fuzz target share. Described byte by byte in `docs/formats/wal.md`.
+
+use std::path::{Path, PathBuf};
+
+/// A log sequence number. The first record of a new log is [`FIRST_LSN`]; `0` means "none".
+pub type Lsn = u64;
+
+/// The LSN of the first record of a new log.
+pub const FIRST_LSN: Lsn = 1;
+
+/// The magic bytes a segment file starts with.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"STRATWAL";
+/// The format version this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes in a segment header.
+pub const SEGMENT_HEADER_BYTES: usize = 32;
+/// Bytes in a record header.
+pub const RECORD_HEADER_BYTES: usize = 24;
+/// The file name extension of segments.
+pub const SEGMENT_EXTENSION: &str = "wal";
+
+/// The header at the start of every segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// A random per-segment value mixed into every record checksum, so bytes from another
+    /// segment (or an older use of the same file name) never verify here.
+    pub salt: u32,
+    /// The LSN of the segment's first record.
+    pub first_lsn: Lsn,
+}
+
+impl SegmentHeader {
+    /// Encodes the header.
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES] {
+        let mut out = [0u8; SEGMENT_HEADER_BYTES];
+        out[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[12..16].copy_from_slice(&self.salt.to_le_bytes());
+        out[16..24].copy_from_slice(&self.first_lsn.to_le_bytes());
+        // 24..28 reserved, zero.
+        let crc = crc32fast::hash(&out[0..28]);
+        out[28..32].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes and verifies a header.
+    ///
+    /// # Errors
+    ///
+    /// A description of what is wrong: too short, bad magic, unknown version, bad checksum.
+    pub fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
+        let header = bytes
+            .get(..SEGMENT_HEADER_BYTES)
+            .ok_or("segment header is truncated")?;
+        if header[0..8] != SEGMENT_MAGIC {
+            return Err("bad segment magic");
+        }
+        if crc32fast::hash(&header[0..28]) != le_u32(&header[28..32]) {
+            return Err("segment header checksum mismatch");
+        }
+        if le_u32(&header[8..12]) != FORMAT_VERSION {
+            return Err("unsupported segment format version");
+        }
+        Ok(Self {
+            salt: le_u32(&header[12..16]),
+            first_lsn: le_u64(&header[16..24]),
+        })
+    }
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+/// The checksum of a record: CRC-32 (IEEE) over the salt, then the header after the checksum
+/// field, then the payload.
+fn record_crc(salt: u32, header_rest: &[u8], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&salt.to_le_bytes());
+    hasher.update(header_rest);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// Appends one framed record to `out`.
+pub fn encode_record(out: &mut Vec<u8>, salt: u32, lsn: Lsn, durable_lsn: Lsn, payload: &[u8]) {
+    let len = u32::try_from(payload.len()).expect("record length was checked against the limit");
+    let mut rest = [0u8; RECORD_HEADER_BYTES - 4];
+    rest[0..4].copy_from_slice(&len.to_le_bytes());
+    rest[4..12].copy_from_slice(&lsn.to_le_bytes());
+    rest[12..20].copy_from_slice(&durable_lsn.to_le_bytes());
+    let crc = record_crc(salt, &rest, payload);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&rest);
+    out.extend_from_slice(payload);
+}
+
+/// One record as it lies in a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// The highest LSN that was durable when it was written.
+    pub durable_lsn: Lsn,
+    /// Its byte offset in the segment file.
+    pub offset: u64,
+    /// Its payload.
+    pub payload: &'a [u8],
+}
+
+/// Why a scan stopped before the end of the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// The record header or payload runs past the end of the bytes.
+    Truncated,
+    /// The length field exceeds the record size limit.
+    TooLong,
+    /// The checksum does not match.
+    Checksum,
+    /// The checksum matches but the LSN is not the next one.
+    OutOfSequence,
+}
+
+impl Damage {
+    /// A short description.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Damage::Truncated => "record truncated",
+            Damage::TooLong => "record length exceeds the limit",
+            Damage::Checksum => "record checksum mismatch",
+            Damage::OutOfSequence => "record out of sequence",
+        }
+    }
+}
+
+/// Iterates over the records of a segment's bytes (after the header), verifying each.
+///
+/// Yields records while they verify and follow in LSN order from `header.first_lsn`; stops
+/// with `Some(Err((offset, damage)))` at the first that does not, or `None` at the end.
+#[derive(Debug, Clone)]
+pub struct RecordScanner<'a> {
+    bytes: &'a [u8],
+    salt: u32,
+    next_lsn: Lsn,
+    offset: usize,
+    record_bytes_max: u32,
+    done: bool,
+}
+
+impl<'a> RecordScanner<'a> {
+    /// Scans `segment` (the whole file, header included) whose header is `header`.
+    pub fn new(segment: &'a [u8], header: SegmentHeader, record_bytes_max: u32) -> Self {
+        Self {
+            bytes: segment,
+            salt: header.salt,
+            next_lsn: header.first_lsn,
+            offset: SEGMENT_HEADER_BYTES.min(segment.len()),
+            record_bytes_max,
+            done: false,
+        }
+    }
+
+    /// Scans `segment` from byte `offset`, where the record with `next_lsn` must start.
+    pub fn resume(
+        segment: &'a [u8],
+        header: SegmentHeader,
+        next_lsn: Lsn,
+        offset: u64,
+        record_bytes_max: u32,
+    ) -> Self {
+        Self {
+            bytes: segment,
+            salt: header.salt,
+            next_lsn,
+            offset: usize::try_from(offset).map_or(segment.len(), |o| o.min(segment.len())),
+            record_bytes_max,
+            done: false,
+        }
+    }
+
+    /// The byte offset just after the last record yielded.
+    pub fn offset(&self) -> u64 {
+        self.offset as u64
+    }
+
+    /// The LSN the next record must have.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    /// Decodes the record at `offset` expecting `lsn`, without advancing.
+    fn decode_at(&self, offset: usize, lsn: Lsn) -> Result<(RecordRef<'a>, usize), Damage> {
+        let rest = &self.bytes[offset..];
+        let header = rest.get(..RECORD_HEADER_BYTES).ok_or(Damage::Truncated)?;
+        let len = le_u32(&header[4..8]);
+        if len > self.record_bytes_max {
+            return Err(Damage::TooLong);
+        }
+        let end = RECORD_HEADER_BYTES + len as usize;
+        let payload = rest
+            .get(RECORD_HEADER_BYTES..end)
+            .ok_or(Damage::Truncated)?;
+        if record_crc(self.salt, &header[4..], payload) != le_u32(&header[0..4]) {
+            return Err(Damage::Checksum);
+        }
+        let record_lsn = le_u64(&header[8..16]);
+        if record_lsn != lsn {
+            return Err(Damage::OutOfSequence);
+        }
+        Ok((
+            RecordRef {
+                lsn,
+                durable_lsn: le_u64(&header[16..24]),
+                offset: offset as u64,
+                payload,
+            },
+            end,
+        ))
+    }
+
+    /// After damage at the current offset: the highest `durable_lsn` claimed by any record that
+    /// still verifies further on. If it reaches the damaged record's LSN, the damaged bytes had
+    /// been made durable before that later record was written: corruption, not a torn write.
+    pub fn durable_claim_after_damage(&self) -> Lsn {
+        let mut claim = 0;
+        let mut at = self.offset + 1;
+        // Look for the records that followed: their LSNs continue the sequence, so only
+        // candidate offsets whose LSN field is plausible are checksummed.
+        let lsn_window = self.next_lsn..self.next_lsn.saturating_add(1 << 20);
+        while at + RECORD_HEADER_BYTES <= self.bytes.len() {
+            let lsn_field = le_u64(&self.bytes[at + 8..at + 16]);
+            if lsn_window.contains(&lsn_field)
+                && let Ok((record, end)) = self.decode_at(at, lsn_field)
+            {
+                claim = claim.max(record.durable_lsn);
+                at += end;
+                continue;
+            }
+            at += 1;
+        }
+        claim
+    }
+}
+
+impl<'a> Iterator for RecordScanner<'a> {
+    type Item = Result<RecordRef<'a>, (u64, Damage)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.offset >= self.bytes.len() {
+            return None;
+        }
+        match self.decode_at(self.offset, self.next_lsn) {
+            Ok((record, end)) => {
+                self.offset += end;
+                self.next_lsn += 1;
+                Some(Ok(record))
+            }
+            Err(damage) => {
+                self.done = true;
+                Some(Err((self.offset as u64, damage)))
+            }
+        }
+    }
+}
+
+/// The file name of the segment whose first record is `first_lsn`: 20 zero-padded decimal
+/// digits, so names sort in LSN order.
+pub fn segment_file_name(first_lsn: Lsn) -> String {
+    format!("{first_lsn:020}.{SEGMENT_EXTENSION}")
+}
+
+/// The path of the segment starting at `first_lsn` in `dir`.
+pub fn segment_path(dir: &Path, first_lsn: Lsn) -> PathBuf {
+    dir.join(segment_file_name(first_lsn))
+}
+
+/// The first LSN a segment file name encodes, if it is a segment name.
+pub fn parse_segment_file_name(name: &str) -> Option<Lsn> {
+    let digits = name.strip_suffix(".wal")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(salt: u32, first_lsn: Lsn, payloads: &[&[u8]]) -> Vec<u8> {
+        let header = SegmentHeader { salt, first_lsn };
+        let mut out = header.encode().to_vec();
+        for (i, p) in payloads.iter().enumerate() {
+            encode_record(&mut out, salt, first_lsn + i as u64, 0, p);
+        }
+        out
+    }
+
+    #[test]
+    fn records_scan_back_in_order() {
+        let bytes = segment(7, 10, &[b"a", b"", b"ccc"]);
+        let header = SegmentHeader::decode(&bytes).expect("header");
+        let records: Vec<_> = RecordScanner::new(&bytes, header, 1024)
+            .map(|r| r.expect("valid"))
+            .map(|r| (r.lsn, r.payload.to_vec()))
+            .collect();
+        assert_eq!(
+            records,
+            vec![(10, b"a".to_vec()), (11, Vec::new()), (12, b"ccc".to_vec())]
+        );
+    }
+
+    #[test]
+    fn a_record_from_another_segment_does_not_verify() {
+        let mut bytes = segment(7, 10, &[b"a"]);
+        let other = segment(8, 11, &[b"b"]);
+        bytes.extend_from_slice(&other[SEGMENT_HEADER_BYTES..]);
+        let header = SegmentHeader::decode(&bytes).expect("header");
+        let results: Vec<_> = RecordScanner::new(&bytes, header, 1024).collect();
+        assert_eq!(results.len(), 2);
+        assert_eq!(
+            results[1],
+            Err((SEGMENT_HEADER_BYTES as u64 + 25, Damage::Checksum))
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_reported_as_truncated() {
+        let bytes = segment(7, 1, &[b"hello", b"world"]);
+        let header = SegmentHeader::decode(&bytes).expect("header");
+        for cut in SEGMENT_HEADER_BYTES + 1..bytes.len() {
+            let results: Vec<_> = RecordScanner::new(&bytes[..cut], header, 1024).collect();
+            let last = results.last().expect("something");
+            if cut == SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + 5 {
+                assert!(last.is_ok());
+            } else {
+                assert!(matches!(last, Err((_, Damage::Truncated))), "cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn segment_names_round_trip_and_sort() {
+        assert_eq!(segment_file_name(42), "00000000000000000042.wal");
+        assert_eq!(parse_segment_file_name(&segment_file_name(42)), Some(42));
+        assert_eq!(parse_segment_file_name("42.wal"), None);
+        assert_eq!(parse_segment_file_name("0000000000000000004x.wal"), None);
+        assert!(segment_file_name(9) < segment_file_name(10));
+    }
+}

@@ -1,0 +1,46 @@
+//! Options and their limits, in one place.
+
+use std::time::Duration;
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Acknowledged once `fdatasync` has returned for it: durable on return. One `write` and
+    /// one `fdatasync` cover every record waiting at that moment (group commit).
+    Sync,
+    /// Acknowledged once handed to the operating system: survives a process crash, not a power
+    /// cut. `fdatasync` only at rotation and on [`Wal::sync`](crate::Wal::sync).
+    NoSync,
+    /// Acknowledged once handed to the operating system, and made durable within this interval
+    /// by a background `fdatasync`.
+    Interval(Duration),
+}
+
+/// Options for [`Wal::open`](crate::Wal::open).
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// A segment is sealed and a new one started once it holds at least this many bytes.
+    /// Larger segments mean fewer files and rotations; smaller ones let
+    /// [`purge_before`](crate::Wal::purge_before) free space sooner and bound recovery's read
+    /// buffer. Default 64 MiB.
+    pub segment_bytes_max: u64,
+    /// The largest record accepted; larger ones fail with
+    /// [`Error::RecordTooLarge`](crate::Error::RecordTooLarge). A record is never split, so a
+    /// segment can exceed `segment_bytes_max` by up to one record. Recovery and readers hold a
+    /// whole segment in memory, so this bounds their memory too. Default 64 MiB; at most
+    /// `u32::MAX`.
+    pub record_bytes_max: u32,
+    /// When appends are acknowledged. Default [`Durability::Sync`].
+    pub durability: Durability,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes_max: 64 * 1024 * 1024,
+            record_bytes_max: 64 * 1024 * 1024,
+            durability: Durability::Sync,
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Recovery at open: list the segments, verify every record, cut a torn tail, refuse damage.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    Damage, FIRST_LSN, Lsn, RecordScanner, SEGMENT_HEADER_BYTES, SegmentHeader,
+    parse_segment_file_name, segment_path,
+};
+
+/// A segment file the log holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Segment {
+    pub header: SegmentHeader,
+    pub path: PathBuf,
+}
+
+/// What recovery found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Segment files in the log.
+    pub segments: usize,
+    /// Records that verified.
+    pub records: u64,
+    /// Bytes cut off the end of the last segment: a torn last write (or a segment whose
+    /// creation a crash interrupted).
+    pub torn_tail_bytes: u64,
+    /// The LSN the next record will get.
+    pub next_lsn: Lsn,
+}
+
+pub(crate) struct Recovered {
+    pub report: Recovery,
+    pub segments: Vec<Segment>,
+    /// Length of the last segment after recovery (where appends continue).
+    pub tail_len: u64,
+}
+
+/// Lists the segment files in `dir`, sorted by first LSN.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
+    let mut found = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        if let Some(lsn) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+            found.push((lsn, entry.path()));
+        }
+    }
+    found.sort_unstable_by_key(|(lsn, _)| *lsn);
+    Ok(found)
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io("read", path, e))
+}
+
+/// Recovers the log in `dir` (which must exist).
+pub(crate) fn recover(dir: &Path, record_bytes_max: u32) -> Result<Recovered> {
+    let files = list_segments(dir)?;
+    let mut segments: Vec<Segment> = Vec::with_capacity(files.len());
+    let mut report = Recovery {
+        next_lsn: FIRST_LSN,
+        ..Recovery::default()
+    };
+    let mut tail_len = 0;
+    let count = files.len();
+    for (i, (name_lsn, path)) in files.into_iter().enumerate() {
+        let last = i + 1 == count;
+        let bytes = read_file(&path)?;
+        let corruption = |offset: u64, reason: &'static str| Error::Corruption {
+            segment: path.clone(),
+            offset,
+            reason,
+        };
+        if last && bytes.len() < SEGMENT_HEADER_BYTES {
+            // The header is written and synced before any record goes into a segment, so a
+            // short last segment is a creation a crash interrupted: it holds nothing.
+            std::fs::remove_file(&path).map_err(|e| Error::io("remove torn segment", &path, e))?;
+            strata_fs::sync_dir(dir)?;
+            report.torn_tail_bytes += bytes.len() as u64;
+            continue;
+        }
+        let header = SegmentHeader::decode(&bytes).map_err(|reason| corruption(0, reason))?;
+        if header.first_lsn != name_lsn {
+            return Err(corruption(
+                0,
+                "segment header LSN does not match its file name",
+            ));
+        }
+        if !segments.is_empty() && header.first_lsn != report.next_lsn {
+            return Err(corruption(0, "segment does not continue the previous one"));
+        }
+        let mut scanner = RecordScanner::new(&bytes, header, record_bytes_max);
+        let mut damage: Option<(u64, Damage)> = None;
+        for item in scanner.by_ref() {
+            match item {
+                Ok(_) => report.records += 1,
+                Err(found) => {
+                    damage = Some(found);
+                    break;
+                }
+            }
+        }
+        let valid_len = scanner.offset();
+        if let Some((offset, kind)) = damage {
+            if !last {
+                return Err(corruption(offset, kind.describe()));
+            }
+            // In the last segment, damage is a torn write unless a later record proves the
+            // damaged one had been made durable before it was written.
+            if scanner.durable_claim_after_damage() >= scanner.next_lsn() {
+                return Err(corruption(offset, kind.describe()));
+            }
+            truncate(&path, valid_len)?;
+            report.torn_tail_bytes += bytes.len() as u64 - valid_len;
+        }
+        report.next_lsn = scanner.next_lsn();
+        tail_len = valid_len;
+        segments.push(Segment { header, path });
+    }
+    report.segments = segments.len();
+    Ok(Recovered {
+        report,
+        segments,
+        tail_len,
+    })
+}
+
+fn truncate(path: &Path, len: u64) -> Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("open for truncation", path, e))?;
+    file.set_len(len)
+        .map_err(|e| Error::io("truncate", path, e))?;
+    file.sync_all().map_err(|e| Error::io("fsync", path, e))
+}
+
+/// Creates a new segment: header written and synced, directory synced, before any record.
+pub(crate) fn create_segment(dir: &Path, header: SegmentHeader) -> Result<(File, PathBuf)> {
+    let path = segment_path(dir, header.first_lsn);
+    let mut options = OpenOptions::new();
+    options.append(true).create_new(true);
+    let mut file = options
+        .open(&path)
+        .map_err(|e| Error::io("create segment", &path, e))?;
+    std::io::Write::write_all(&mut file, &header.encode())
+        .and_then(|()| strata_fs::failpoint::check(crate::FP_SEGMENT_CREATE))
+        .map_err(|e| Error::io("write segment header", &path, e))?;
+    file.sync_all()
+        .map_err(|e| Error::io("fsync segment header", &path, e))?;
+    strata_fs::sync_dir(dir)?;
+    Ok((file, path))
+}
