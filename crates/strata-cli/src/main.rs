@@ -1,11 +1,13 @@
 //! `strata`: inspection and stress tools for every Strata layer.
 //!
 //! One subcommand group per layer; each calls the layer's public API and holds no logic a
-//! library user would need. Today: `strata snaplog dump|compact|demo`.
+//! library user would need. Today: `strata snaplog dump|compact|demo` and
+//! `strata wal dump|stress`.
 //!
 //! Errors go to stderr as `strata: error: ...` with exit code 1.
 
 mod snaplog;
+mod wal;
 
 use clap::{Parser, Subcommand};
 
@@ -22,12 +24,16 @@ enum Command {
     /// Serf-compatible snapshot logs: dump, compact, demo.
     #[command(subcommand)]
     Snaplog(snaplog::SnaplogCommand),
+    /// Write-ahead logs: dump, stress.
+    #[command(subcommand)]
+    Wal(wal::WalCommand),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Snaplog(command) => snaplog::run(command),
+        Command::Wal(command) => wal::run(command),
     };
     if let Err(e) = result {
         eprintln!("strata: error: {e:#}");

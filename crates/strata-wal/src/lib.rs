@@ -59,7 +59,7 @@ mod wal;
 pub use error::{Error, Result};
 pub use format::{FIRST_LSN, Lsn};
 pub use options::{Durability, WalOptions};
-pub use recovery::Recovery;
+pub use recovery::{Recovery, Scan, TornTail, scan_log};
 pub use wal::{Metrics, Wal, WalReader};
 
 /// Failpoint: writing a batch of records.

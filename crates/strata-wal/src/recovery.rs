@@ -55,15 +55,62 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io("read", path, e))
 }
 
-/// Recovers the log in `dir` (which must exist).
-pub(crate) fn recover(dir: &Path, record_bytes_max: u32) -> Result<Recovered> {
+/// What is wrong with the end of the last segment, for recovery to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TornTail {
+    /// The last segment is shorter than its header: its creation was interrupted.
+    ShortSegment {
+        /// The segment file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+    },
+    /// The last segment's records end before its bytes do.
+    Records {
+        /// The segment file.
+        path: PathBuf,
+        /// The length of its valid records (with the header).
+        valid_len: u64,
+        /// The bytes after them.
+        torn_bytes: u64,
+    },
+}
+
+/// The result of [`scan_log`].
+#[derive(Debug, Clone)]
+pub struct Scan {
+    pub(crate) segments: Vec<Segment>,
+    /// Records that verified.
+    pub records: u64,
+    /// The LSN after the last valid record.
+    pub next_lsn: Lsn,
+    /// Length of the last segment's valid part.
+    pub tail_len: u64,
+    /// A torn tail, if there is one.
+    pub torn: Option<TornTail>,
+}
+
+/// Reads and verifies the log in `dir` without changing anything, calling `on_segment` for
+/// each segment (its path and first LSN) and `on_record` for each valid record, in order.
+///
+/// # Errors
+///
+/// [`Error::Corruption`] at the first damage that is not a torn tail (after the callbacks
+/// have seen everything valid before it); I/O errors.
+pub fn scan_log(
+    dir: &Path,
+    record_bytes_max: u32,
+    mut on_segment: impl FnMut(&Path, Lsn),
+    mut on_record: impl FnMut(Lsn, &[u8]),
+) -> Result<Scan> {
     let files = list_segments(dir)?;
-    let mut segments: Vec<Segment> = Vec::with_capacity(files.len());
-    let mut report = Recovery {
+    let mut scan = Scan {
+        segments: Vec::with_capacity(files.len()),
+        records: 0,
         next_lsn: FIRST_LSN,
-        ..Recovery::default()
+        tail_len: 0,
+        torn: None,
     };
-    let mut tail_len = 0;
     let count = files.len();
     for (i, (name_lsn, path)) in files.into_iter().enumerate() {
         let last = i + 1 == count;
@@ -76,9 +123,10 @@ pub(crate) fn recover(dir: &Path, record_bytes_max: u32) -> Result<Recovered> {
         if last && bytes.len() < SEGMENT_HEADER_BYTES {
             // The header is written and synced before any record goes into a segment, so a
             // short last segment is a creation a crash interrupted: it holds nothing.
-            std::fs::remove_file(&path).map_err(|e| Error::io("remove torn segment", &path, e))?;
-            strata_fs::sync_dir(dir)?;
-            report.torn_tail_bytes += bytes.len() as u64;
+            scan.torn = Some(TornTail::ShortSegment {
+                path: path.clone(),
+                len: bytes.len() as u64,
+            });
             continue;
         }
         let header = SegmentHeader::decode(&bytes).map_err(|reason| corruption(0, reason))?;
@@ -88,14 +136,18 @@ pub(crate) fn recover(dir: &Path, record_bytes_max: u32) -> Result<Recovered> {
                 "segment header LSN does not match its file name",
             ));
         }
-        if !segments.is_empty() && header.first_lsn != report.next_lsn {
+        if !scan.segments.is_empty() && header.first_lsn != scan.next_lsn {
             return Err(corruption(0, "segment does not continue the previous one"));
         }
+        on_segment(&path, header.first_lsn);
         let mut scanner = RecordScanner::new(&bytes, header, record_bytes_max);
         let mut damage: Option<(u64, Damage)> = None;
         for item in scanner.by_ref() {
             match item {
-                Ok(_) => report.records += 1,
+                Ok(record) => {
+                    scan.records += 1;
+                    on_record(record.lsn, record.payload);
+                }
                 Err(found) => {
                     damage = Some(found);
                     break;
@@ -104,26 +156,53 @@ pub(crate) fn recover(dir: &Path, record_bytes_max: u32) -> Result<Recovered> {
         }
         let valid_len = scanner.offset();
         if let Some((offset, kind)) = damage {
-            if !last {
-                return Err(corruption(offset, kind.describe()));
-            }
             // In the last segment, damage is a torn write unless a later record proves the
             // damaged one had been made durable before it was written.
-            if scanner.durable_claim_after_damage() >= scanner.next_lsn() {
+            if !last || scanner.durable_claim_after_damage() >= scanner.next_lsn() {
                 return Err(corruption(offset, kind.describe()));
             }
-            truncate(&path, valid_len)?;
-            report.torn_tail_bytes += bytes.len() as u64 - valid_len;
+            scan.torn = Some(TornTail::Records {
+                path: path.clone(),
+                valid_len,
+                torn_bytes: bytes.len() as u64 - valid_len,
+            });
         }
-        report.next_lsn = scanner.next_lsn();
-        tail_len = valid_len;
-        segments.push(Segment { header, path });
+        scan.next_lsn = scanner.next_lsn();
+        scan.tail_len = valid_len;
+        scan.segments.push(Segment { header, path });
     }
-    report.segments = segments.len();
+    Ok(scan)
+}
+
+/// Recovers the log in `dir` (which must exist): scans it and cuts off a torn tail.
+pub(crate) fn recover(dir: &Path, record_bytes_max: u32) -> Result<Recovered> {
+    let scan = scan_log(dir, record_bytes_max, |_, _| {}, |_, _| {})?;
+    let mut torn_tail_bytes = 0;
+    match &scan.torn {
+        Some(TornTail::ShortSegment { path, len }) => {
+            std::fs::remove_file(path).map_err(|e| Error::io("remove torn segment", path, e))?;
+            strata_fs::sync_dir(dir)?;
+            torn_tail_bytes = *len;
+        }
+        Some(TornTail::Records {
+            path,
+            valid_len,
+            torn_bytes,
+        }) => {
+            truncate(path, *valid_len)?;
+            torn_tail_bytes = *torn_bytes;
+        }
+        None => {}
+    }
     Ok(Recovered {
-        report,
-        segments,
-        tail_len,
+        report: Recovery {
+            segments: scan.segments.len(),
+            records: scan.records,
+            torn_tail_bytes,
+            next_lsn: scan.next_lsn,
+        },
+        tail_len: scan.tail_len,
+        segments: scan.segments,
     })
 }
 
