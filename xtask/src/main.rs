@@ -35,6 +35,8 @@ commands:
                        first failing step
   bench NAME [ARGS]    run the benchmark NAME, passing ARGS to the bench binary;
                        `cargo xtask bench` lists the names
+  fuzz NAME [SECONDS]  run the cargo-fuzz target NAME (nightly; installs cargo-fuzz if
+                       missing) for SECONDS (default 60); `cargo xtask fuzz` lists them
   help                 print this text";
 
 /// A benchmark that `cargo xtask bench` knows by a short name.
@@ -49,11 +51,18 @@ struct Bench {
 
 /// Every benchmark `cargo xtask bench` can run. A new bench target becomes reachable by adding a
 /// row here; the short name lets the command line stay stable if a bench moves between crates.
-const BENCHES: &[Bench] = &[Bench {
-    name: "snaplog",
-    package: "strata-snaplog",
-    target: "snaplog",
-}];
+const BENCHES: &[Bench] = &[
+    Bench {
+        name: "snaplog",
+        package: "strata-snaplog",
+        target: "snaplog",
+    },
+    Bench {
+        name: "wal",
+        package: "strata-wal",
+        target: "wal",
+    },
+];
 
 fn main() -> Result<()> {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -69,6 +78,7 @@ fn main() -> Result<()> {
             ci()
         }
         "bench" => bench(rest),
+        "fuzz" => fuzz(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -216,6 +226,66 @@ fn bench(args: &[String]) -> Result<()> {
         label = format!("{label} -- {}", extra.join(" "));
     }
     run(&mut command, &label)
+}
+
+/// The cargo-fuzz targets in `fuzz/fuzz_targets/`, and what each one exercises.
+const FUZZ_TARGETS: &[(&str, &str)] = &[("wal", "the WAL's recovery reader on arbitrary bytes")];
+
+/// `cargo xtask fuzz NAME [SECONDS]`: runs a fuzz target with the nightly toolchain. Fuzzing is
+/// a long tier, never part of `ci`; a crash leaves its input in `fuzz/artifacts/NAME/`, and
+/// `cargo +nightly fuzz run NAME fuzz/artifacts/NAME/<file>` replays it.
+fn fuzz(args: &[String]) -> Result<()> {
+    let list = || {
+        FUZZ_TARGETS
+            .iter()
+            .map(|(name, what)| format!("  {name:<12} {what}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let Some((name, rest)) = args.split_first() else {
+        println!(
+            "fuzz targets (cargo xtask fuzz NAME [SECONDS]):\n{}",
+            list()
+        );
+        return Ok(());
+    };
+    if !FUZZ_TARGETS.iter().any(|(known, _)| known == name) {
+        bail!("unknown fuzz target `{name}`; known targets:\n{}", list());
+    }
+    let seconds: u64 = match rest.first() {
+        Some(s) => s
+            .parse()
+            .with_context(|| format!("SECONDS must be a number, got `{s}`"))?,
+        None => 60,
+    };
+    let root = workspace_root()?;
+    // `cargo +nightly` needs rustup's proxy; `CARGO` points at the pinned toolchain's cargo.
+    let installed = Command::new("rustup")
+        .args(["run", "nightly", "cargo", "fuzz", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !installed {
+        run(
+            Command::new(cargo()).args(["install", "cargo-fuzz", "--locked"]),
+            "cargo install cargo-fuzz --locked",
+        )?;
+    }
+    let max_time = format!("-max_total_time={seconds}");
+    run(
+        Command::new("rustup")
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "fuzz",
+                "run",
+                name.as_str(),
+                "--",
+            ])
+            .arg(&max_time)
+            .current_dir(root),
+        &format!("cargo +nightly fuzz run {name} -- {max_time}"),
+    )
 }
 
 /// The known benchmarks, one per line, for listings and errors.

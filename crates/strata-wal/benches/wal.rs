@@ -1,0 +1,194 @@
+//! `cargo xtask bench wal`: the WAL against the disk and against okaywal, in one run on the
+//! same disk (a directory under the target dir, not `/tmp`, which may be memory).
+//!
+//! Prints `BENCH <name> <value> <unit>` (median of the runs) and `RATIO <name> <value>` (above
+//! 1 means Strata is ahead). `-- --quick` runs smaller sizes.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use strata_wal::{Durability, Wal, WalOptions};
+
+const RUNS: usize = 3;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn bench(name: &str, unit: &str, mut run: impl FnMut() -> f64) -> f64 {
+    let value = median((0..RUNS).map(|_| run()).collect());
+    println!("BENCH {name} {value:.1} {unit}");
+    value
+}
+
+fn ratio(name: &str, value: f64) {
+    println!("RATIO {name} {value:.2}");
+}
+
+fn fresh_dir(root: &Path, name: &str) -> std::path::PathBuf {
+    let dir = root.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create bench dir");
+    dir
+}
+
+/// The physical baseline: `write` + `fdatasync` of `bytes`-byte records, `count` times.
+fn raw_write_fdatasync(root: &Path, bytes: usize, count: usize) -> Duration {
+    let dir = fresh_dir(root, "raw");
+    let mut file: File = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("raw.log"))
+        .expect("open");
+    let record = vec![7u8; bytes];
+    let start = Instant::now();
+    for _ in 0..count {
+        file.write_all(&record).expect("write");
+        file.sync_data().expect("fdatasync");
+    }
+    start.elapsed()
+}
+
+fn open_wal(root: &Path, name: &str) -> Wal {
+    let dir = fresh_dir(root, name);
+    Wal::open(&dir, WalOptions::default()).expect("open").0
+}
+
+fn strata_single(root: &Path, bytes: usize, count: usize) -> Duration {
+    let wal = open_wal(root, "single");
+    let record = vec![7u8; bytes];
+    let start = Instant::now();
+    for _ in 0..count {
+        wal.append(&record).expect("append");
+    }
+    start.elapsed()
+}
+
+/// Runs `writers` threads doing `per_writer` appends each through `append`; returns the
+/// elapsed time and every append's latency.
+fn concurrent(
+    writers: usize,
+    per_writer: usize,
+    append: impl Fn(&[u8]) + Send + Sync + 'static,
+) -> (Duration, Vec<Duration>) {
+    let append = Arc::new(append);
+    let barrier = Arc::new(Barrier::new(writers + 1));
+    let handles: Vec<_> = (0..writers)
+        .map(|_| {
+            let append = Arc::clone(&append);
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let record = [9u8; 128];
+                let mut latencies = Vec::with_capacity(per_writer);
+                barrier.wait();
+                for _ in 0..per_writer {
+                    let start = Instant::now();
+                    append(&record);
+                    latencies.push(start.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    let mut latencies: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("writer"))
+        .collect();
+    let elapsed = start.elapsed();
+    latencies.sort_unstable();
+    (elapsed, latencies)
+}
+
+fn percentile_micros(sorted: &[Duration], p: f64) -> f64 {
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at].as_secs_f64() * 1e6
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let scale = if quick { 1 } else { 4 };
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-wal");
+    std::fs::create_dir_all(&root).expect("bench root");
+
+    // 1. One writer, 128-byte records, durable.
+    let n = 500 * scale;
+    let raw = bench("raw_fdatasync", "ops/s", || {
+        n as f64 / raw_write_fdatasync(&root, 128, n).as_secs_f64()
+    });
+    let single = bench("wal_single_writer", "appends/s", || {
+        n as f64 / strata_single(&root, 128, n).as_secs_f64()
+    });
+    ratio("wal_single_vs_raw", single / raw);
+
+    // 2. 64 concurrent writers, 128-byte records, durable: Strata against okaywal.
+    let writers = 64;
+    let per_writer = 50 * scale;
+    let total = (writers * per_writer) as f64;
+    let mut strata_lat = (0.0, 0.0);
+    let strata = bench("wal_64_writers", "records/s", || {
+        let wal = open_wal(&root, "strata64");
+        let (elapsed, lat) = concurrent(writers, per_writer, move |r| {
+            wal.append(r).expect("append");
+        });
+        strata_lat = (percentile_micros(&lat, 0.5), percentile_micros(&lat, 0.99));
+        total / elapsed.as_secs_f64()
+    });
+    println!("BENCH wal_64_writers_p50 {:.0} us", strata_lat.0);
+    println!("BENCH wal_64_writers_p99 {:.0} us", strata_lat.1);
+    let mut okay_lat = (0.0, 0.0);
+    let okay = bench("okaywal_64_writers", "records/s", || {
+        let dir = fresh_dir(&root, "okaywal64");
+        let wal = okaywal::WriteAheadLog::recover(&dir, okaywal::LogVoid).expect("okaywal");
+        let (elapsed, lat) = concurrent(writers, per_writer, move |r| {
+            let mut entry = wal.begin_entry().expect("begin");
+            entry.write_chunk(r).expect("chunk");
+            entry.commit().expect("commit");
+        });
+        okay_lat = (percentile_micros(&lat, 0.5), percentile_micros(&lat, 0.99));
+        total / elapsed.as_secs_f64()
+    });
+    println!("BENCH okaywal_64_writers_p50 {:.0} us", okay_lat.0);
+    println!("BENCH okaywal_64_writers_p99 {:.0} us", okay_lat.1);
+    ratio("wal_64_writers_vs_okaywal", strata / okay);
+
+    // 3. 1 MiB records: against the disk's sequential write + fdatasync rate.
+    let mib = 1 << 20;
+    let count = 16 * scale;
+    let mb = (count * mib) as f64 / 1e6;
+    let raw_mb = bench("raw_1mib_fdatasync", "MB/s", || {
+        mb / raw_write_fdatasync(&root, mib, count).as_secs_f64()
+    });
+    let wal_mb = bench("wal_1mib_records", "MB/s", || {
+        mb / strata_single(&root, mib, count).as_secs_f64()
+    });
+    ratio("wal_1mib_vs_raw", wal_mb / raw_mb);
+
+    // 4. Recovery: open a log of 1 GiB (64 MiB with --quick), page cache warm.
+    let bytes: usize = if quick { 64 << 20 } else { 1 << 30 };
+    let dir = fresh_dir(&root, "recovery");
+    {
+        let options = WalOptions {
+            durability: Durability::NoSync,
+            ..WalOptions::default()
+        };
+        let (wal, _) = Wal::open(&dir, options).expect("open");
+        let record = vec![3u8; 64 * 1024];
+        for _ in 0..bytes / record.len() {
+            wal.append(&record).expect("append");
+        }
+        wal.sync().expect("sync");
+    }
+    bench("wal_recovery", "MB/s", || {
+        let start = Instant::now();
+        let (_wal, report) = Wal::open(&dir, WalOptions::default()).expect("recover");
+        assert_eq!(report.torn_tail_bytes, 0);
+        bytes as f64 / 1e6 / start.elapsed().as_secs_f64()
+    });
+    let _ = std::fs::remove_dir_all(&root);
+}
