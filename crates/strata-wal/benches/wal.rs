@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use strata_wal::{Durability, Wal, WalOptions};
 
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -23,6 +23,24 @@ fn bench(name: &str, unit: &str, mut run: impl FnMut() -> f64) -> f64 {
     let value = median((0..RUNS).map(|_| run()).collect());
     println!("BENCH {name} {value:.1} {unit}");
     value
+}
+
+/// Runs `a` and `b` alternately, `RUNS` times each, so that drift in the shared machine's disk
+/// or CPU hits both alike; prints both medians and returns them.
+fn bench_pair(
+    (name_a, unit_a, mut a): (&str, &str, impl FnMut() -> f64),
+    (name_b, unit_b, mut b): (&str, &str, impl FnMut() -> f64),
+) -> (f64, f64) {
+    let mut xs = Vec::with_capacity(RUNS);
+    let mut ys = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        xs.push(a());
+        ys.push(b());
+    }
+    let (x, y) = (median(xs), median(ys));
+    println!("BENCH {name_a} {x:.1} {unit_a}");
+    println!("BENCH {name_b} {y:.1} {unit_b}");
+    (x, y)
 }
 
 fn ratio(name: &str, value: f64) {
@@ -118,41 +136,50 @@ fn main() {
 
     // 1. One writer, 128-byte records, durable.
     let n = 500 * scale;
-    let raw = bench("raw_fdatasync", "ops/s", || {
-        n as f64 / raw_write_fdatasync(&root, 128, n).as_secs_f64()
-    });
-    let single = bench("wal_single_writer", "appends/s", || {
-        n as f64 / strata_single(&root, 128, n).as_secs_f64()
-    });
+    let (raw, single) = bench_pair(
+        ("raw_fdatasync", "ops/s", || {
+            n as f64 / raw_write_fdatasync(&root, 128, n).as_secs_f64()
+        }),
+        ("wal_single_writer", "appends/s", || {
+            n as f64 / strata_single(&root, 128, n).as_secs_f64()
+        }),
+    );
     ratio("wal_single_vs_raw", single / raw);
 
     // 2. 64 concurrent writers, 128-byte records, durable: Strata against okaywal.
     let writers = 64;
-    let per_writer = 50 * scale;
+    let per_writer = if quick { 50 } else { 500 };
     let total = (writers * per_writer) as f64;
     let mut strata_lat = (0.0, 0.0);
-    let strata = bench("wal_64_writers", "records/s", || {
-        let wal = open_wal(&root, "strata64");
-        let (elapsed, lat) = concurrent(writers, per_writer, move |r| {
-            wal.append(r).expect("append");
-        });
-        strata_lat = (percentile_micros(&lat, 0.5), percentile_micros(&lat, 0.99));
-        total / elapsed.as_secs_f64()
-    });
+    let mut records_per_sync = 0.0;
+    let mut okay_lat = (0.0, 0.0);
+    let (strata, okay) = bench_pair(
+        ("wal_64_writers", "records/s", || {
+            let wal = open_wal(&root, "strata64");
+            let metrics_of = wal.clone();
+            let (elapsed, lat) = concurrent(writers, per_writer, move |r| {
+                wal.append(r).expect("append");
+            });
+            records_per_sync = metrics_of.metrics().records_per_sync();
+            strata_lat = (percentile_micros(&lat, 0.5), percentile_micros(&lat, 0.99));
+            total / elapsed.as_secs_f64()
+        }),
+        ("okaywal_64_writers", "records/s", || {
+            let dir = fresh_dir(&root, "okaywal64");
+            let wal = okaywal::WriteAheadLog::recover(&dir, okaywal::LogVoid).expect("okaywal");
+            let (elapsed, lat) = concurrent(writers, per_writer, move |r| {
+                let mut entry = wal.begin_entry().expect("begin");
+                entry.write_chunk(r).expect("chunk");
+                entry.commit().expect("commit");
+            });
+            okay_lat = (percentile_micros(&lat, 0.5), percentile_micros(&lat, 0.99));
+            total / elapsed.as_secs_f64()
+        }),
+    );
+    // Latencies of the last run of each.
     println!("BENCH wal_64_writers_p50 {:.0} us", strata_lat.0);
     println!("BENCH wal_64_writers_p99 {:.0} us", strata_lat.1);
-    let mut okay_lat = (0.0, 0.0);
-    let okay = bench("okaywal_64_writers", "records/s", || {
-        let dir = fresh_dir(&root, "okaywal64");
-        let wal = okaywal::WriteAheadLog::recover(&dir, okaywal::LogVoid).expect("okaywal");
-        let (elapsed, lat) = concurrent(writers, per_writer, move |r| {
-            let mut entry = wal.begin_entry().expect("begin");
-            entry.write_chunk(r).expect("chunk");
-            entry.commit().expect("commit");
-        });
-        okay_lat = (percentile_micros(&lat, 0.5), percentile_micros(&lat, 0.99));
-        total / elapsed.as_secs_f64()
-    });
+    println!("BENCH wal_64_writers_records_per_sync {records_per_sync:.1} records");
     println!("BENCH okaywal_64_writers_p50 {:.0} us", okay_lat.0);
     println!("BENCH okaywal_64_writers_p99 {:.0} us", okay_lat.1);
     ratio("wal_64_writers_vs_okaywal", strata / okay);
@@ -161,12 +188,14 @@ fn main() {
     let mib = 1 << 20;
     let count = 16 * scale;
     let mb = (count * mib) as f64 / 1e6;
-    let raw_mb = bench("raw_1mib_fdatasync", "MB/s", || {
-        mb / raw_write_fdatasync(&root, mib, count).as_secs_f64()
-    });
-    let wal_mb = bench("wal_1mib_records", "MB/s", || {
-        mb / strata_single(&root, mib, count).as_secs_f64()
-    });
+    let (raw_mb, wal_mb) = bench_pair(
+        ("raw_1mib_fdatasync", "MB/s", || {
+            mb / raw_write_fdatasync(&root, mib, count).as_secs_f64()
+        }),
+        ("wal_1mib_records", "MB/s", || {
+            mb / strata_single(&root, mib, count).as_secs_f64()
+        }),
+    );
     ratio("wal_1mib_vs_raw", wal_mb / raw_mb);
 
     // 4. Recovery: open a log of 1 GiB (64 MiB with --quick), page cache warm.

@@ -91,16 +91,51 @@ fn record_crc(salt: u32, header_rest: &[u8], payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// The CRC state of a payload alone. Computed before taking any lock (it is the expensive
+/// part for large records) and combined with the header's by [`record_header`].
+pub fn payload_crc(payload: &[u8]) -> crc32fast::Hasher {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(payload);
+    hasher
+}
+
+/// The 24-byte header of a record whose payload has length `payload_len` and CRC state
+/// `payload_crc` (see [`payload_crc`]).
+pub fn record_header(
+    salt: u32,
+    lsn: Lsn,
+    durable_lsn: Lsn,
+    payload_len: u32,
+    payload_crc: &crc32fast::Hasher,
+) -> [u8; RECORD_HEADER_BYTES] {
+    let mut header = [0u8; RECORD_HEADER_BYTES];
+    header[4..8].copy_from_slice(&payload_len.to_le_bytes());
+    header[8..16].copy_from_slice(&lsn.to_le_bytes());
+    header[16..24].copy_from_slice(&durable_lsn.to_le_bytes());
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&salt.to_le_bytes());
+    hasher.update(&header[4..]);
+    hasher.combine(payload_crc);
+    header[0..4].copy_from_slice(&hasher.finalize().to_le_bytes());
+    header
+}
+
 /// Appends one framed record to `out`.
 pub fn encode_record(out: &mut Vec<u8>, salt: u32, lsn: Lsn, durable_lsn: Lsn, payload: &[u8]) {
+    encode_record_with_crc(out, salt, lsn, durable_lsn, payload, &payload_crc(payload));
+}
+
+/// Appends one framed record to `out`, its payload's CRC state already computed.
+pub fn encode_record_with_crc(
+    out: &mut Vec<u8>,
+    salt: u32,
+    lsn: Lsn,
+    durable_lsn: Lsn,
+    payload: &[u8],
+    crc: &crc32fast::Hasher,
+) {
     let len = u32::try_from(payload.len()).expect("record length was checked against the limit");
-    let mut rest = [0u8; RECORD_HEADER_BYTES - 4];
-    rest[0..4].copy_from_slice(&len.to_le_bytes());
-    rest[4..12].copy_from_slice(&lsn.to_le_bytes());
-    rest[12..20].copy_from_slice(&durable_lsn.to_le_bytes());
-    let crc = record_crc(salt, &rest, payload);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&rest);
+    out.extend_from_slice(&record_header(salt, lsn, durable_lsn, len, crc));
     out.extend_from_slice(payload);
 }
 

@@ -1,7 +1,7 @@
 //! [`Wal`]: appends with group commit, rotation, purge, suffix truncation and reads.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +12,8 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    Lsn, RECORD_HEADER_BYTES, RecordScanner, SEGMENT_HEADER_BYTES, SegmentHeader, encode_record,
+    Lsn, RECORD_HEADER_BYTES, RecordScanner, SEGMENT_HEADER_BYTES, SegmentHeader, payload_crc,
+    record_header,
 };
 use crate::options::{Durability, WalOptions};
 use crate::recovery::{Recovery, Segment, create_segment, read_file, recover};
@@ -88,6 +89,51 @@ struct Writer {
     header: SegmentHeader,
 }
 
+/// A thread waiting in [`Wal::wait_for`].
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    lsn: Lsn,
+    durable: bool,
+    thread: std::thread::Thread,
+}
+
+impl State {
+    fn reached(&self, lsn: Lsn, durable: bool) -> bool {
+        if durable {
+            self.durable_lsn >= lsn
+        } else {
+            self.written_lsn >= lsn
+        }
+    }
+
+    /// Wakes the waiters whose records are done (all of them if the log is poisoned), and one
+    /// more to lead if others still wait and nobody is writing.
+    fn wake_waiters(&mut self) {
+        let poisoned = self.poisoned.is_some();
+        let (durable_lsn, written_lsn) = (self.durable_lsn, self.written_lsn);
+        self.waiters.retain(|w| {
+            let done = poisoned
+                || if w.durable {
+                    durable_lsn >= w.lsn
+                } else {
+                    written_lsn >= w.lsn
+                };
+            if done {
+                w.thread.unpark();
+            }
+            !done
+        });
+        // Whoever is still waiting needs a write (or a sync) that nobody is doing: wake one of
+        // them to lead it.
+        if self.writer.is_some()
+            && let Some(next_leader) = self.waiters.first()
+        {
+            next_leader.thread.unpark();
+        }
+    }
+}
+
 /// The segment the next record goes into, counting what is queued.
 #[derive(Debug, Clone, Copy)]
 struct TailPlan {
@@ -113,6 +159,11 @@ struct State {
     segments: Vec<Segment>,
     /// Emptied buffers, reused for the next batches.
     spare_buffers: Vec<Vec<u8>>,
+    /// Threads parked until their record is written or durable. A leader wakes exactly those
+    /// it finished (and one more to lead the next round): waking every waiter after every
+    /// round costs more CPU than the `fdatasync` with many writers.
+    waiters: Vec<Waiter>,
+    next_waiter_id: u64,
     last_sync: Instant,
 }
 
@@ -133,6 +184,12 @@ pub struct Wal {
     inner: Arc<Inner>,
 }
 
+/// Records at least this large are written straight from the caller's buffer when no write is
+/// in progress, instead of being copied into the queue. Below it the copy is cheaper than the
+/// extra `writev` segment.
+const DIRECT_WRITE_BYTES_MIN: usize = 64 * 1024;
+/// How many write rounds one leader runs at most before leaving the rest to another thread.
+const LEADER_ROUNDS_MAX: u32 = 2;
 /// How many emptied batch buffers are kept for reuse.
 const SPARE_BUFFERS_MAX: usize = 4;
 /// A kept batch buffer larger than this is dropped instead (after a burst of large records).
@@ -210,6 +267,8 @@ impl Wal {
             poisoned: None,
             segments,
             spare_buffers: Vec::new(),
+            waiters: Vec::new(),
+            next_waiter_id: 0,
             last_sync: Instant::now(),
         };
         let inner = Arc::new(Inner {
@@ -255,6 +314,10 @@ impl Wal {
                 return Err(Error::RecordTooLarge { len, max });
             }
         }
+        // The checksum of the payloads, the expensive part for large records, is computed
+        // before taking the lock; only the 24-byte header's is added under it.
+        let crcs: Vec<crc32fast::Hasher> =
+            payloads.iter().map(|p| payload_crc(p.as_ref())).collect();
         let mut state = self.inner.state.lock();
         while state.exclusive {
             self.inner.changed.wait(&mut state);
@@ -265,14 +328,26 @@ impl Wal {
             });
         }
         let first = state.next_lsn;
-        for p in payloads {
-            self.enqueue(&mut state, p.as_ref());
+        let need_durable = self.inner.options.durability == Durability::Sync;
+        if let [payload] = payloads
+            && payload.as_ref().len() >= DIRECT_WRITE_BYTES_MIN
+            && state.writer.is_some()
+        {
+            // A large record and no write in progress: write it from the caller's buffer
+            // instead of copying it into the queue.
+            let payload = payload.as_ref();
+            let header = self.assign(&mut state, payload.len(), &crcs[0]);
+            self.lead(&mut state, false, Some((&header, payload, first)))?;
+            self.wait_for(&mut state, first, need_durable)?;
+            return Ok(first..=first);
+        }
+        for (p, crc) in payloads.iter().zip(&crcs) {
+            self.enqueue(&mut state, p.as_ref(), crc);
         }
         let last = state.next_lsn - 1;
         if payloads.is_empty() {
             return Ok(first..=last);
         }
-        let need_durable = self.inner.options.durability == Durability::Sync;
         self.wait_for(&mut state, last, need_durable)?;
         Ok(first..=last)
     }
@@ -292,8 +367,15 @@ impl Wal {
             })?
     }
 
-    fn enqueue(&self, state: &mut State, payload: &[u8]) {
-        let record_bytes = (RECORD_HEADER_BYTES + payload.len()) as u64;
+    /// Gives the next record its LSN and segment: queues a rotation first if the record would
+    /// take the tail segment past its limit. Returns the record's header.
+    fn assign(
+        &self,
+        state: &mut State,
+        payload_len: usize,
+        crc: &crc32fast::Hasher,
+    ) -> [u8; RECORD_HEADER_BYTES] {
+        let record_bytes = (RECORD_HEADER_BYTES + payload_len) as u64;
         let lsn = state.next_lsn;
         if state.tail.has_records
             && state.tail.projected_bytes + record_bytes > self.inner.options.segment_bytes_max
@@ -315,6 +397,19 @@ impl Wal {
                 has_records: false,
             };
         }
+        state.tail.projected_bytes += record_bytes;
+        state.tail.has_records = true;
+        state.next_lsn += 1;
+        let len = u32::try_from(payload_len).expect("record length was checked against the limit");
+        record_header(state.tail.header.salt, lsn, state.durable_lsn, len, crc)
+    }
+
+    /// Queues one record for the next leader to write.
+    fn enqueue(&self, state: &mut State, payload: &[u8], crc: &crc32fast::Hasher) {
+        let lsn = state.next_lsn;
+        // A rotation, if this record needs one, is queued as an empty chunk that the record
+        // then goes into.
+        let header = self.assign(state, payload.len(), crc);
         if state.queue.is_empty() {
             let bytes = state.spare_buffers.pop().unwrap_or_default();
             state.queue.push(Chunk {
@@ -324,48 +419,84 @@ impl Wal {
                 records: 0,
             });
         }
-        let durable = state.durable_lsn;
-        let salt = state.tail.header.salt;
         let chunk = state
             .queue
             .last_mut()
             .expect("a chunk was pushed above if the queue was empty");
-        encode_record(&mut chunk.bytes, salt, lsn, durable, payload);
+        chunk.bytes.extend_from_slice(&header);
+        chunk.bytes.extend_from_slice(payload);
         chunk.last_lsn = lsn;
         chunk.records += 1;
-        state.tail.projected_bytes += record_bytes;
-        state.tail.has_records = true;
-        state.next_lsn += 1;
     }
 
     /// Waits until `lsn` is written (and synced, if `durable`), leading a write itself when no
     /// other thread is: the group commit.
     fn wait_for(&self, state: &mut MutexGuard<'_, State>, lsn: Lsn, durable: bool) -> Result<()> {
-        loop {
+        let mut rounds_led = 0;
+        let mut registered: Option<u64> = None;
+        let result = loop {
             if let Some(cause) = &state.poisoned {
-                return Err(Error::Poisoned {
+                break Err(Error::Poisoned {
                     cause: cause.clone(),
                 });
             }
-            let reached = if durable {
-                state.durable_lsn >= lsn
-            } else {
-                state.written_lsn >= lsn
-            };
-            if reached {
-                return Ok(());
+            if state.reached(lsn, durable) {
+                // A leader whose own record is done keeps leading while others have queued
+                // records: it is already awake and holds the lock, where handing over means
+                // waking another thread first. Bounded, so its own caller is not held long.
+                if rounds_led > 0
+                    && rounds_led < LEADER_ROUNDS_MAX
+                    && !state.queue.is_empty()
+                    && state.writer.is_some()
+                {
+                    rounds_led += 1;
+                    // Its own record is durable; an error here reaches the others' waits.
+                    let _ = self.lead(state, false, None);
+                    continue;
+                }
+                break Ok(());
             }
             if state.writer.is_some() {
-                self.lead(state, durable)?;
+                rounds_led += 1;
+                if let Err(e) = self.lead(state, durable, None) {
+                    break Err(e);
+                }
             } else {
-                self.inner.changed.wait(state);
+                if registered.is_none() {
+                    let id = state.next_waiter_id;
+                    state.next_waiter_id += 1;
+                    state.waiters.push(Waiter {
+                        id,
+                        lsn,
+                        durable,
+                        thread: std::thread::current(),
+                    });
+                    registered = Some(id);
+                }
+                // An unpark that comes before the park makes the park return at once, so no
+                // wake-up is lost between releasing the lock and parking.
+                MutexGuard::unlocked(state, std::thread::park);
             }
+        };
+        if let Some(id) = registered {
+            state.waiters.retain(|w| w.id != id);
         }
+        result
     }
 
     /// Takes everything queued, writes it with the lock released, syncs if asked (or if the
     /// interval is due), and publishes the result.
-    fn lead(&self, state: &mut MutexGuard<'_, State>, force_sync: bool) -> Result<()> {
+    fn lead(
+        &self,
+        state: &mut MutexGuard<'_, State>,
+        force_sync: bool,
+        direct: Option<(&[u8; RECORD_HEADER_BYTES], &[u8], Lsn)>,
+    ) -> Result<()> {
+        if direct.is_none() && state.waiters.len() > 1 {
+            // Writers just woken by the last round are about to queue their next records: let
+            // them, so this round's one fsync covers them too.
+            MutexGuard::unlocked(state, std::thread::yield_now);
+        }
         let Some(mut writer) = state.writer.take() else {
             return Ok(());
         };
@@ -376,12 +507,24 @@ impl Wal {
                 Durability::NoSync => false,
                 Durability::Interval(interval) => state.last_sync.elapsed() >= interval,
             };
-        let target = chunks.last().map_or(state.written_lsn, |c| c.last_lsn);
+        let target = match direct {
+            Some((_, _, lsn)) => lsn,
+            None => chunks.last().map_or(state.written_lsn, |c| c.last_lsn),
+        };
+        let direct = direct.map(|(header, payload, _)| (&header[..], payload));
         let pending_unsynced = state.unsynced_records;
         let dir = self.inner.dir.clone();
         let counters = &self.inner.counters;
         let outcome = MutexGuard::unlocked(state, || {
-            write_chunks(&dir, &mut writer, chunks, sync, pending_unsynced, counters)
+            write_chunks(
+                &dir,
+                &mut writer,
+                chunks,
+                direct,
+                sync,
+                pending_unsynced,
+                counters,
+            )
         });
         state.writer = Some(writer);
         let result = match outcome {
@@ -410,6 +553,7 @@ impl Wal {
                 Err(e)
             }
         };
+        state.wake_waiters();
         self.inner.changed.notify_all();
         result
     }
@@ -548,6 +692,7 @@ impl Wal {
                 Err(e)
             }
         };
+        state.wake_waiters();
         self.inner.changed.notify_all();
         result
     }
@@ -597,6 +742,7 @@ fn write_chunks(
     dir: &Path,
     writer: &mut Writer,
     chunks: Vec<Chunk>,
+    direct: Option<(&[u8], &[u8])>,
     sync: bool,
     already_unsynced: u64,
     counters: &Counters,
@@ -636,10 +782,40 @@ fn write_chunks(
         chunk.bytes.clear();
         done.buffers.push(chunk.bytes);
     }
+    if let Some((header, payload)) = direct {
+        strata_fs::failpoint::check(crate::FP_WRITE)
+            .and_then(|()| write_all_vectored(&mut writer.file, header, payload))
+            .map_err(|e| Error::io("write", &writer.path, e))?;
+        counters.writes.fetch_add(1, Ordering::Relaxed);
+        counters
+            .bytes
+            .fetch_add((header.len() + payload.len()) as u64, Ordering::Relaxed);
+        counters.records.fetch_add(1, Ordering::Relaxed);
+        unsynced += 1;
+        done.records_written += 1;
+    }
     if sync {
         sync_segment(writer, unsynced, counters)?;
     }
     Ok(done)
+}
+
+/// Writes `a` then `b` with as few `writev` calls as the kernel allows.
+fn write_all_vectored(file: &mut File, a: &[u8], b: &[u8]) -> std::io::Result<()> {
+    let mut written = 0;
+    let total = a.len() + b.len();
+    while written < total {
+        let n = if written < a.len() {
+            file.write_vectored(&[IoSlice::new(&a[written..]), IoSlice::new(b)])?
+        } else {
+            file.write(&b[written - a.len()..])?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+    }
+    Ok(())
 }
 
 fn sync_segment(writer: &mut Writer, records: u64, counters: &Counters) -> Result<()> {
@@ -734,7 +910,7 @@ fn spawn_interval_syncer(inner: std::sync::Weak<Inner>, interval: Duration) {
                     return;
                 }
                 if state.written_lsn > state.durable_lsn && state.writer.is_some() {
-                    let _ = wal.lead(&mut state, true);
+                    let _ = wal.lead(&mut state, true, None);
                 }
             }
         });

@@ -31,8 +31,10 @@ enum Op {
 
 fn payload() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        4 => proptest::collection::vec(any::<u8>(), 0..40),
-        1 => proptest::collection::vec(any::<u8>(), 100..400),
+        12 => proptest::collection::vec(any::<u8>(), 0..40),
+        3 => proptest::collection::vec(any::<u8>(), 100..400),
+        // Large enough to take the direct-write path (written from the caller's buffer).
+        1 => (64usize * 1024..66 * 1024, any::<u8>()).prop_map(|(len, b)| vec![b; len]),
     ]
 }
 
@@ -64,7 +66,7 @@ fn options() -> WalOptions {
     WalOptions {
         // Small segments, so rotation, purge and cross-segment truncation happen often.
         segment_bytes_max: 512,
-        record_bytes_max: 4096,
+        record_bytes_max: 128 * 1024,
         durability: Durability::NoSync,
     }
 }
