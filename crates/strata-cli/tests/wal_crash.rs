@@ -89,3 +89,38 @@ fn every_acknowledged_record_survives_sigkill() {
         }
     }
 }
+
+#[test]
+fn dump_exits_1_on_corruption_after_printing_what_was_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = strata()
+        .args(["wal", "stress", "--dir"])
+        .arg(dir.path())
+        .args(["--writers", "1", "--records", "5", "--record-bytes", "32"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("stress");
+    assert!(status.success());
+    // Flip a bit in the third record's payload. A later record proves it had been synced, so
+    // this is corruption, not a torn tail.
+    let segment = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "wal"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).expect("read");
+    bytes[32 + 2 * (24 + 32) + 24 + 5] ^= 1;
+    std::fs::write(&segment, bytes).expect("write");
+
+    let out = strata()
+        .args(["wal", "dump", "--json"])
+        .arg(dir.path())
+        .output()
+        .expect("dump");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(stdout.lines().count(), 2, "the two valid records: {stdout}");
+    let stderr = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(stderr.contains("corruption"), "{stderr}");
+    assert!(stderr.contains("offset 144"), "{stderr}");
+}

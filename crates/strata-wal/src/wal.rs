@@ -507,6 +507,13 @@ impl Wal {
                 Durability::NoSync => false,
                 Durability::Interval(interval) => state.last_sync.elapsed() >= interval,
             };
+        if chunks.is_empty() && direct.is_none() && !(sync && state.durable_lsn < state.written_lsn)
+        {
+            // Another leader wrote (and synced) everything while this one yielded.
+            state.writer = Some(writer);
+            state.wake_waiters();
+            return Ok(());
+        }
         let target = match direct {
             Some((_, _, lsn)) => lsn,
             None => chunks.last().map_or(state.written_lsn, |c| c.last_lsn),
@@ -643,28 +650,17 @@ impl Wal {
         while state.exclusive {
             self.inner.changed.wait(&mut state);
         }
-        // Let queued appends finish first, so the cut is between acknowledged records.
-        let queued = state.next_lsn - 1;
-        self.wait_for(&mut state, queued, false)?;
-        while state.writer.is_none() {
-            self.inner.changed.wait(&mut state);
-        }
-        let first_lsn = state
-            .segments
-            .first()
-            .map_or(state.next_lsn, |s| s.header.first_lsn);
-        if lsn + 1 < first_lsn {
-            return Err(Error::LsnOutOfRange {
-                lsn,
-                first_lsn,
-                next_lsn: state.next_lsn,
-            });
-        }
-        if lsn + 1 >= state.next_lsn {
-            return Ok(());
+        // From here on new appends wait; those already queued are written first, so the cut
+        // falls between acknowledged records and no queued record keeps a stale LSN.
+        state.exclusive = true;
+        let ready = self.ready_to_cut(&mut state, lsn);
+        if !matches!(ready, Ok(true)) {
+            state.exclusive = false;
+            state.wake_waiters();
+            self.inner.changed.notify_all();
+            return ready.map(|_| ());
         }
         let writer = state.writer.take();
-        state.exclusive = true;
         let segments = state.segments.clone();
         let dir = self.inner.dir.clone();
         let max = self.inner.options.record_bytes_max;
@@ -695,6 +691,28 @@ impl Wal {
         state.wake_waiters();
         self.inner.changed.notify_all();
         result
+    }
+
+    /// For [`truncate_after`](Self::truncate_after): writes what is queued, waits for the
+    /// writer, and checks `lsn`. `Ok(false)` means there is nothing to cut.
+    fn ready_to_cut(&self, state: &mut MutexGuard<'_, State>, lsn: Lsn) -> Result<bool> {
+        let queued = state.next_lsn - 1;
+        self.wait_for(state, queued, false)?;
+        while state.writer.is_none() {
+            self.inner.changed.wait(state);
+        }
+        let first_lsn = state
+            .segments
+            .first()
+            .map_or(state.next_lsn, |s| s.header.first_lsn);
+        if lsn + 1 < first_lsn {
+            return Err(Error::LsnOutOfRange {
+                lsn,
+                first_lsn,
+                next_lsn: state.next_lsn,
+            });
+        }
+        Ok(lsn + 1 < state.next_lsn)
     }
 
     /// Reads every record from `lsn` on that was written when this is called.

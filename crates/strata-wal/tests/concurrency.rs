@@ -79,3 +79,54 @@ async fn async_appends_are_acknowledged_durable() {
     }
     assert_eq!(wal.next_lsn(), 33);
 }
+
+#[test]
+fn truncation_racing_appends_leaves_a_log_that_verifies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = WalOptions {
+        segment_bytes_max: 4096,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(dir.path(), options.clone()).expect("open");
+    let wal = Arc::new(wal);
+    let appenders: Vec<_> = (0..4u8)
+        .map(|w| {
+            let wal = Arc::clone(&wal);
+            std::thread::spawn(move || {
+                for i in 0..300u32 {
+                    let mut record = vec![w; 40];
+                    record.extend_from_slice(&i.to_be_bytes());
+                    wal.append(&record).expect("append");
+                }
+            })
+        })
+        .collect();
+    let truncator = {
+        let wal = Arc::clone(&wal);
+        std::thread::spawn(move || {
+            for _ in 0..20 {
+                let next = wal.next_lsn();
+                let cut = wal
+                    .first_lsn()
+                    .max(next.saturating_sub(7))
+                    .saturating_sub(1);
+                wal.truncate_after(cut).expect("truncate_after");
+            }
+        })
+    };
+    for a in appenders {
+        a.join().expect("appender");
+    }
+    truncator.join().expect("truncator");
+    let next = wal.next_lsn();
+    let read: Vec<_> = wal
+        .read_from(1)
+        .expect("read")
+        .collect::<Result<_, _>>()
+        .expect("every record verifies");
+    assert_eq!(read.len() as u64, next - 1);
+    drop(wal);
+    let (wal, report) = Wal::open(dir.path(), options).expect("reopen");
+    assert_eq!(report.torn_tail_bytes, 0);
+    assert_eq!(wal.next_lsn(), next);
+}
