@@ -26,6 +26,18 @@
 //! written: then it is corruption. Damage to the very last synced batch with nothing written
 //! after it cannot be told from a torn write, and is cut off as one.
 //!
+//! # Using it
+//!
+//! - [`Wal::append`] / [`Wal::append_batch`] from any number of threads; [`Wal::append_async`]
+//!   from Tokio tasks (the wait runs on the blocking pool). [`Durability`] picks when they
+//!   return: durable (default), handed to the OS, or handed to the OS and synced within an
+//!   interval.
+//! - [`Wal::read_from`] iterates records from any LSN still in the log.
+//! - [`Wal::purge_before`] deletes whole segments below a watermark; [`Wal::truncate_after`]
+//!   durably removes a suffix.
+//! - [`Wal::metrics`]: records, bytes, syncs, records per sync, sync latency.
+//! - [`scan_log`] reads and verifies a log without changing it (`strata wal dump`).
+//!
 //! This crate knows nothing about what its records mean: the LSM and the Raft log sit on it.
 //!
 //! # Examples
