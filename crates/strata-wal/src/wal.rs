@@ -279,7 +279,7 @@ impl Wal {
             counters: Counters::default(),
         });
         if let Durability::Interval(interval) = inner.options.durability {
-            spawn_interval_syncer(Arc::downgrade(&inner), interval);
+            spawn_interval_syncer(dir, Arc::downgrade(&inner), interval)?;
         }
         Ok((Wal { inner }, report))
     }
@@ -912,7 +912,11 @@ fn cut_suffix(
     ))
 }
 
-fn spawn_interval_syncer(inner: std::sync::Weak<Inner>, interval: Duration) {
+fn spawn_interval_syncer(
+    dir: &Path,
+    inner: std::sync::Weak<Inner>,
+    interval: Duration,
+) -> Result<()> {
     let spawned = std::thread::Builder::new()
         .name("strata-wal-sync".into())
         .spawn(move || {
@@ -932,10 +936,10 @@ fn spawn_interval_syncer(inner: std::sync::Weak<Inner>, interval: Duration) {
                 }
             }
         });
-    // Without the thread, Interval degrades to NoSync; say so rather than fail the open.
-    if let Err(e) = spawned {
-        eprintln!("strata-wal: cannot start the interval sync thread: {e}");
-    }
+    // Without the thread the interval promise could not be kept: fail the open instead.
+    spawned
+        .map(|_| ())
+        .map_err(|e| Error::io("start the interval sync thread for", dir, e))
 }
 
 /// An iterator over records from some LSN on, as [`Wal::read_from`] returns it.
