@@ -92,7 +92,6 @@ fn dump(dir: &Path, json: bool) -> Result<()> {
     });
     let scanned = scan_log(
         dir,
-        WalOptions::default().record_bytes_max,
         |path, first_lsn| {
             if !json {
                 out.borrow_mut().line(format_args!(

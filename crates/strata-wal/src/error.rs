@@ -49,6 +49,12 @@ pub enum Error {
         /// The first failure.
         cause: String,
     },
+    /// Another `Wal` (in this process or another) has the log open.
+    #[error("the log in {} is already open", dir.display())]
+    Locked {
+        /// The log's directory.
+        dir: PathBuf,
+    },
     /// The LSN is outside the range the log holds.
     #[error("LSN {lsn} is outside the log ({first_lsn}..{next_lsn})")]
     LsnOutOfRange {

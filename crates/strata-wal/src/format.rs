@@ -17,6 +17,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_BYTES: usize = 32;
 /// Bytes in a record header.
 pub const RECORD_HEADER_BYTES: usize = 24;
+/// After damage, the search for later records that still verify checksums at most this many
+/// times the bytes that follow the damage.
+const CLAIM_SCAN_BUDGET_FACTOR: usize = 8;
 /// The file name extension of segments.
 pub const SEGMENT_EXTENSION: &str = "wal";
 
@@ -268,17 +271,30 @@ impl<'a> RecordScanner<'a> {
     pub fn durable_claim_after_damage(&self) -> Lsn {
         let mut claim = 0;
         let mut at = self.offset + 1;
+        // Each candidate costs a checksum over its claimed length; a payload that repeats
+        // header-like patterns could make that quadratic. Past this budget the search stops
+        // (and the damage is taken for a torn tail).
+        let mut crc_budget = (self.bytes.len() - self.offset)
+            .saturating_mul(CLAIM_SCAN_BUDGET_FACTOR)
+            .saturating_add(1 << 16);
         // Look for the records that followed: their LSNs continue the sequence, so only
         // candidate offsets whose LSN field is plausible are checksummed.
         let lsn_window = self.next_lsn..self.next_lsn.saturating_add(1 << 20);
         while at + RECORD_HEADER_BYTES <= self.bytes.len() {
             let lsn_field = le_u64(&self.bytes[at + 8..at + 16]);
-            if lsn_window.contains(&lsn_field)
-                && let Ok((record, end)) = self.decode_at(at, lsn_field)
-            {
-                claim = claim.max(record.durable_lsn);
-                at += end;
-                continue;
+            let len = le_u32(&self.bytes[at + 4..at + 8]) as usize;
+            // A candidate whose payload would run past the end cannot verify: skip it free.
+            let fits = len <= self.bytes.len() - at - RECORD_HEADER_BYTES;
+            if lsn_window.contains(&lsn_field) && fits {
+                if len > crc_budget {
+                    break;
+                }
+                crc_budget -= len;
+                if let Ok((record, end)) = self.decode_at(at, lsn_field) {
+                    claim = claim.max(record.durable_lsn);
+                    at += end;
+                    continue;
+                }
             }
             at += 1;
         }

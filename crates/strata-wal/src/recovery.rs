@@ -99,7 +99,6 @@ pub struct Scan {
 /// have seen everything valid before it); I/O errors.
 pub fn scan_log(
     dir: &Path,
-    record_bytes_max: u32,
     mut on_segment: impl FnMut(&Path, Lsn),
     mut on_record: impl FnMut(Lsn, &[u8]),
 ) -> Result<Scan> {
@@ -120,16 +119,19 @@ pub fn scan_log(
             offset,
             reason,
         };
-        if last && bytes.len() < SEGMENT_HEADER_BYTES {
+        let decoded = SegmentHeader::decode(&bytes);
+        if last && bytes.len() <= SEGMENT_HEADER_BYTES && decoded.is_err() {
             // The header is written and synced before any record goes into a segment, so a
-            // short last segment is a creation a crash interrupted: it holds nothing.
+            // last segment no longer than a header that does not verify is a creation a crash
+            // interrupted (a file system may show the new length before the data): it holds
+            // nothing.
             scan.torn = Some(TornTail::ShortSegment {
                 path: path.clone(),
                 len: bytes.len() as u64,
             });
             continue;
         }
-        let header = SegmentHeader::decode(&bytes).map_err(|reason| corruption(0, reason))?;
+        let header = decoded.map_err(|reason| corruption(0, reason))?;
         if header.first_lsn != name_lsn {
             return Err(corruption(
                 0,
@@ -140,7 +142,9 @@ pub fn scan_log(
             return Err(corruption(0, "segment does not continue the previous one"));
         }
         on_segment(&path, header.first_lsn);
-        let mut scanner = RecordScanner::new(&bytes, header, record_bytes_max);
+        // No length limit but the file's own: reopening with a smaller `record_bytes_max`
+        // must not turn acknowledged records into a "torn tail".
+        let mut scanner = RecordScanner::new(&bytes, header, u32::MAX);
         let mut damage: Option<(u64, Damage)> = None;
         for item in scanner.by_ref() {
             match item {
@@ -175,8 +179,8 @@ pub fn scan_log(
 }
 
 /// Recovers the log in `dir` (which must exist): scans it and cuts off a torn tail.
-pub(crate) fn recover(dir: &Path, record_bytes_max: u32) -> Result<Recovered> {
-    let scan = scan_log(dir, record_bytes_max, |_, _| {}, |_, _| {})?;
+pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
+    let scan = scan_log(dir, |_, _| {}, |_, _| {})?;
     let mut torn_tail_bytes = 0;
     match &scan.torn {
         Some(TornTail::ShortSegment { path, len }) => {

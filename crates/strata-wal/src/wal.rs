@@ -112,12 +112,15 @@ impl State {
     fn wake_waiters(&mut self) {
         let poisoned = self.poisoned.is_some();
         let (durable_lsn, written_lsn) = (self.durable_lsn, self.written_lsn);
+        let last_lsn = self.next_lsn - 1;
         self.waiters.retain(|w| {
+            // After a `truncate_after`, nothing above the cut will ever be written.
+            let lsn = w.lsn.min(last_lsn);
             let done = poisoned
                 || if w.durable {
-                    durable_lsn >= w.lsn
+                    durable_lsn >= lsn
                 } else {
-                    written_lsn >= w.lsn
+                    written_lsn >= lsn
                 };
             if done {
                 w.thread.unpark();
@@ -174,6 +177,12 @@ struct Inner {
     state: Mutex<State>,
     changed: Condvar,
     counters: Counters,
+    /// Serialises `purge_before` and `truncate_after`, which both change the segment list with
+    /// the state lock released. Appends never take it.
+    maintenance: Mutex<()>,
+    /// Holds the directory's `LOCK` file locked, so a second open of the same log fails
+    /// instead of writing the same tail.
+    _dir_lock: File,
 }
 
 /// A segmented write-ahead log. Cheap to clone; every clone is the same log.
@@ -213,7 +222,8 @@ impl Wal {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
             strata_fs::sync_parent_dir(dir)?;
         }
-        let recovered = recover(dir, options.record_bytes_max)?;
+        let dir_lock = lock_dir(dir)?;
+        let recovered = recover(dir)?;
         let mut report = recovered.report;
         let mut segments = recovered.segments;
         let (writer, tail_bytes) = match segments.last() {
@@ -277,6 +287,8 @@ impl Wal {
             state: Mutex::new(state),
             changed: Condvar::new(),
             counters: Counters::default(),
+            maintenance: Mutex::new(()),
+            _dir_lock: dir_lock,
         });
         if let Durability::Interval(interval) = inner.options.durability {
             spawn_interval_syncer(dir, Arc::downgrade(&inner), interval)?;
@@ -435,11 +447,9 @@ impl Wal {
         let mut rounds_led = 0;
         let mut registered: Option<u64> = None;
         let result = loop {
-            if let Some(cause) = &state.poisoned {
-                break Err(Error::Poisoned {
-                    cause: cause.clone(),
-                });
-            }
+            // A `truncate_after` may have cut below the target (a `sync` that asked for
+            // everything appended so far): what is left is all there is to wait for.
+            let lsn = lsn.min(state.next_lsn - 1);
             if state.reached(lsn, durable) {
                 // A leader whose own record is done keeps leading while others have queued
                 // records: it is already awake and holds the lock, where handing over means
@@ -449,15 +459,20 @@ impl Wal {
                     && !state.queue.is_empty()
                     && state.writer.is_some()
                 {
-                    rounds_led += 1;
+                    rounds_led = rounds_led.saturating_add(1);
                     // Its own record is durable; an error here reaches the others' waits.
                     let _ = self.lead(state, false, None);
                     continue;
                 }
                 break Ok(());
             }
+            if let Some(cause) = &state.poisoned {
+                break Err(Error::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
             if state.writer.is_some() {
-                rounds_led += 1;
+                rounds_led = rounds_led.saturating_add(1);
                 if let Err(e) = self.lead(state, durable, None) {
                     break Err(e);
                 }
@@ -618,6 +633,7 @@ impl Wal {
     ///
     /// I/O errors from deleting or syncing.
     pub fn purge_before(&self, lsn: Lsn) -> Result<usize> {
+        let _maintenance = self.inner.maintenance.lock();
         let doomed: Vec<Segment> = {
             let mut state = self.inner.state.lock();
             let mut keep_from = 0;
@@ -646,6 +662,7 @@ impl Wal {
     /// [`Error::LsnOutOfRange`] if `lsn` is below what [`purge_before`](Self::purge_before) kept;
     /// I/O errors (which poison the log).
     pub fn truncate_after(&self, lsn: Lsn) -> Result<()> {
+        let _maintenance = self.inner.maintenance.lock();
         let mut state = self.inner.state.lock();
         while state.exclusive {
             self.inner.changed.wait(&mut state);
@@ -663,15 +680,17 @@ impl Wal {
         let writer = state.writer.take();
         let segments = state.segments.clone();
         let dir = self.inner.dir.clone();
-        let max = self.inner.options.record_bytes_max;
         let outcome = MutexGuard::unlocked(&mut state, || {
             drop(writer);
-            cut_suffix(&dir, &segments, lsn, max)
+            cut_suffix(&dir, &segments, lsn)
         });
         state.exclusive = false;
         let result = match outcome {
             Ok((kept, writer, tail_bytes)) => {
-                state.segments.truncate(kept);
+                // Keep by first LSN, not by position: the list is the one this cut worked on
+                // (purges wait for the maintenance lock), but say what is meant.
+                let last_kept = segments[kept - 1].header.first_lsn;
+                state.segments.retain(|s| s.header.first_lsn <= last_kept);
                 state.tail = TailPlan {
                     header: writer.header,
                     projected_bytes: tail_bytes,
@@ -679,8 +698,10 @@ impl Wal {
                 };
                 state.writer = Some(writer);
                 state.next_lsn = lsn + 1;
-                state.written_lsn = state.written_lsn.min(lsn);
-                state.durable_lsn = state.durable_lsn.min(lsn);
+                // Every segment before the tail was synced when sealed, and the cut synced the
+                // tail: everything that is left is durable.
+                state.written_lsn = lsn;
+                state.durable_lsn = lsn;
                 Ok(())
             }
             Err(e) => {
@@ -701,10 +722,14 @@ impl Wal {
         while state.writer.is_none() {
             self.inner.changed.wait(state);
         }
+        if lsn >= state.next_lsn - 1 {
+            return Ok(false);
+        }
         let first_lsn = state
             .segments
             .first()
             .map_or(state.next_lsn, |s| s.header.first_lsn);
+        // `lsn < next_lsn - 1`, so `lsn + 1` cannot overflow.
         if lsn + 1 < first_lsn {
             return Err(Error::LsnOutOfRange {
                 lsn,
@@ -712,10 +737,13 @@ impl Wal {
                 next_lsn: state.next_lsn,
             });
         }
-        Ok(lsn + 1 < state.next_lsn)
+        Ok(true)
     }
 
     /// Reads every record from `lsn` on that was written when this is called.
+    ///
+    /// A reader made before a [`truncate_after`](Self::truncate_after) may return records
+    /// written after the cut under the same LSNs; make a new reader after truncating.
     ///
     /// # Errors
     ///
@@ -745,7 +773,6 @@ impl Wal {
             scan_lsn: 0,
             next_lsn: lsn,
             end_lsn: state.written_lsn,
-            record_bytes_max: self.inner.options.record_bytes_max,
         })
     }
 }
@@ -857,12 +884,7 @@ fn sync_segment(writer: &mut Writer, records: u64, counters: &Counters) -> Resul
 
 /// Removes records after `lsn` from `segments` on disk. Returns how many segments remain, a
 /// writer for the new tail, and its length.
-fn cut_suffix(
-    dir: &Path,
-    segments: &[Segment],
-    lsn: Lsn,
-    record_bytes_max: u32,
-) -> Result<(usize, Writer, u64)> {
+fn cut_suffix(dir: &Path, segments: &[Segment], lsn: Lsn) -> Result<(usize, Writer, u64)> {
     // The segment that holds `lsn + 1`: the last whose first LSN is at most that. If `lsn + 1`
     // starts a segment (and it is not the first), the previous one becomes the tail whole.
     let mut keep = segments.partition_point(|s| s.header.first_lsn <= lsn + 1);
@@ -878,7 +900,7 @@ fn cut_suffix(
     let tail = &segments[keep - 1];
     let bytes = read_file(&tail.path)?;
     let mut cut_at = SEGMENT_HEADER_BYTES as u64;
-    for record in RecordScanner::new(&bytes, tail.header, record_bytes_max) {
+    for record in RecordScanner::new(&bytes, tail.header, u32::MAX) {
         match record {
             Ok(record) if record.lsn <= lsn => {
                 cut_at = record.offset + (RECORD_HEADER_BYTES + record.payload.len()) as u64;
@@ -912,6 +934,27 @@ fn cut_suffix(
     ))
 }
 
+/// The name of the lock file in a log's directory.
+const LOCK_FILE_NAME: &str = "LOCK";
+
+/// Creates and locks `DIR/LOCK` for the life of the log.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
+    }
+}
+
 fn spawn_interval_syncer(
     dir: &Path,
     inner: std::sync::Weak<Inner>,
@@ -921,8 +964,9 @@ fn spawn_interval_syncer(
         .name("strata-wal-sync".into())
         .spawn(move || {
             loop {
-                // A timer, not a wait for a condition: the interval is the promise.
-                std::thread::sleep(interval);
+                // A timer, not a wait for a condition. Ticking at half the interval keeps the
+                // promise when a tick finds a leader busy and has to skip.
+                std::thread::sleep(interval / 2);
                 let Some(inner) = inner.upgrade() else {
                     return;
                 };
@@ -957,7 +1001,6 @@ pub struct WalReader {
     /// The first LSN to return, and the last that was written when the reader was made.
     next_lsn: Lsn,
     end_lsn: Lsn,
-    record_bytes_max: u32,
 }
 
 impl Iterator for WalReader {
@@ -979,13 +1022,8 @@ impl Iterator for WalReader {
                 self.scan_lsn = header.first_lsn;
             }
             let bytes = self.current.as_deref().unwrap_or_default();
-            let mut scanner = RecordScanner::resume(
-                bytes,
-                header,
-                self.scan_lsn,
-                self.offset,
-                self.record_bytes_max,
-            );
+            let mut scanner =
+                RecordScanner::resume(bytes, header, self.scan_lsn, self.offset, u32::MAX);
             match scanner.next() {
                 None => {
                     self.next_segment += 1;

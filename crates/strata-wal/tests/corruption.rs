@@ -162,3 +162,48 @@ fn a_record_over_the_limit_is_refused() {
     ));
     assert_eq!(wal.next_lsn(), 1, "nothing was appended");
 }
+
+#[test]
+fn reopening_with_a_smaller_record_limit_loses_nothing() {
+    let dir = filled(10);
+    let small = WalOptions {
+        record_bytes_max: 10,
+        ..options()
+    };
+    let (wal, report) = Wal::open(dir.path(), small).expect("open");
+    assert_eq!(report.torn_tail_bytes, 0);
+    assert_eq!(wal.next_lsn(), 11);
+    assert!(matches!(
+        wal.append(&[0; 11]),
+        Err(Error::RecordTooLarge { .. })
+    ));
+}
+
+#[test]
+fn a_last_segment_of_a_zeroed_header_is_an_interrupted_creation() {
+    let dir = filled(40);
+    let files = segments(dir.path());
+    let next = {
+        let (wal, _) = Wal::open(dir.path(), options()).expect("open");
+        wal.next_lsn()
+    };
+    // A crash after the new segment's size reached the disk but before its header did.
+    let torn = dir.path().join(strata_wal::format::segment_file_name(next));
+    std::fs::write(&torn, [0u8; SEGMENT_HEADER_BYTES]).expect("write");
+    let (wal, report) = Wal::open(dir.path(), options()).expect("recovers");
+    assert_eq!(report.torn_tail_bytes, SEGMENT_HEADER_BYTES as u64);
+    assert_eq!(wal.next_lsn(), next);
+    assert_eq!(segments(dir.path()).len(), files.len());
+}
+
+#[test]
+fn a_second_open_of_the_same_log_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = Wal::open(dir.path(), options()).expect("open");
+    assert!(matches!(
+        Wal::open(dir.path(), options()),
+        Err(Error::Locked { .. })
+    ));
+    drop(wal);
+    Wal::open(dir.path(), options()).expect("open after the first is closed");
+}

@@ -52,3 +52,80 @@ fn a_failed_write_poisons_the_log_for_every_waiter() {
     assert!(matches!(wal.append(b"x"), Err(Error::Poisoned { .. })));
     drop(scenario);
 }
+
+/// Opens a NoSync log with segments of a few records each, holding `n` records.
+fn small_segments(dir: &std::path::Path, n: u8) -> Wal {
+    let options = WalOptions {
+        segment_bytes_max: 256,
+        record_bytes_max: 1024,
+        durability: Durability::NoSync,
+    };
+    let (wal, _) = Wal::open(dir, options).expect("open");
+    for i in 0..n {
+        wal.append(&[i; 40]).expect("append");
+    }
+    wal
+}
+
+#[test]
+fn purge_racing_truncate_after_keeps_the_right_segments() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = Arc::new(small_segments(dir.path(), 40));
+    // Widen the window in which truncate_after works with the state lock released.
+    fail::cfg("fs::dir-fsync", "sleep(100)").expect("cfg");
+    let truncator = {
+        let wal = Arc::clone(&wal);
+        std::thread::spawn(move || wal.truncate_after(12))
+    };
+    let purger = {
+        let wal = Arc::clone(&wal);
+        std::thread::spawn(move || wal.purge_before(20))
+    };
+    truncator.join().expect("join").expect("truncate_after");
+    purger.join().expect("join").expect("purge_before");
+    fail::remove("fs::dir-fsync");
+    assert_eq!(wal.next_lsn(), 13);
+    for i in 0..10u8 {
+        wal.append(&[100 + i; 40]).expect("append after the race");
+    }
+    let first = wal.first_lsn();
+    let read: Vec<_> = wal
+        .read_from(first)
+        .expect("read")
+        .collect::<Result<_, _>>()
+        .expect("every record verifies");
+    assert_eq!(read.last().map(|r| r.0), Some(22));
+    drop(read);
+    let dir_path = wal.dir().to_path_buf();
+    drop(wal);
+    let (wal, report) = Wal::open(&dir_path, WalOptions::default()).expect("reopen");
+    assert_eq!(report.torn_tail_bytes, 0);
+    assert_eq!(wal.next_lsn(), 23);
+    drop(scenario);
+}
+
+#[test]
+fn sync_racing_truncate_after_returns_and_the_log_keeps_working() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = Arc::new(small_segments(dir.path(), 20));
+    fail::cfg("fs::dir-fsync", "sleep(100)").expect("cfg");
+    let truncator = {
+        let wal = Arc::clone(&wal);
+        std::thread::spawn(move || wal.truncate_after(5))
+    };
+    let syncer = {
+        let wal = Arc::clone(&wal);
+        std::thread::spawn(move || wal.sync())
+    };
+    truncator.join().expect("join").expect("truncate_after");
+    syncer.join().expect("join").expect("sync returns");
+    fail::remove("fs::dir-fsync");
+    assert_eq!(wal.append(b"after").expect("append"), 6);
+    assert!(
+        wal.truncate_after(u64::MAX).is_ok(),
+        "nothing to cut, no overflow"
+    );
+    drop(scenario);
+}

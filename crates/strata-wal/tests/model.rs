@@ -62,12 +62,16 @@ struct Model {
     durable: usize,
 }
 
-fn options() -> WalOptions {
+fn options(sync: bool) -> WalOptions {
     WalOptions {
         // Small segments, so rotation, purge and cross-segment truncation happen often.
         segment_bytes_max: 512,
         record_bytes_max: 128 * 1024,
-        durability: Durability::NoSync,
+        durability: if sync {
+            Durability::Sync
+        } else {
+            Durability::NoSync
+        },
     }
 }
 
@@ -144,8 +148,10 @@ proptest! {
     #[test]
     fn recovery_yields_the_durable_prefix_plus_some_unsynced_records(
         ops in proptest::collection::vec(op(), 1..60),
+        sync in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
+        let options = || options(sync);
         let (mut wal, _) = Wal::open(dir.path(), options()).expect("open");
         let mut model = Model { records: Vec::new(), durable: 0 };
         for op in ops {
@@ -154,11 +160,17 @@ proptest! {
                     let lsn = wal.append(&p).expect("append");
                     prop_assert_eq!(lsn, model.records.len() as Lsn + 1);
                     model.records.push(p);
+                    if sync {
+                        model.durable = model.records.len();
+                    }
                 }
                 Op::AppendBatch(ps) => {
                     let lsns = wal.append_batch(&ps).expect("append_batch");
                     prop_assert_eq!(*lsns.start(), model.records.len() as Lsn + 1);
                     model.records.extend(ps);
+                    if sync {
+                        model.durable = model.records.len();
+                    }
                 }
                 Op::Sync => {
                     wal.sync().expect("sync");
@@ -166,7 +178,12 @@ proptest! {
                 }
                 Op::Purge(per_mille) => {
                     let lsn = (model.records.len() as Lsn + 1) * Lsn::from(per_mille) / 1000;
+                    let first_before = wal.first_lsn();
                     wal.purge_before(lsn).expect("purge");
+                    prop_assert!(
+                        wal.first_lsn() <= lsn.max(first_before),
+                        "purged past {}", lsn
+                    );
                 }
                 Op::TruncateAfter(per_mille) => {
                     let first = wal.first_lsn();
