@@ -82,10 +82,18 @@ fn purge_racing_truncate_after_keeps_the_right_segments() {
         let wal = Arc::clone(&wal);
         std::thread::spawn(move || wal.purge_before(20))
     };
-    truncator.join().expect("join").expect("truncate_after");
+    // Either order is legitimate: a purge that runs first removes the segment the cut would
+    // need, and the cut is then refused. What must never happen is a log that no longer
+    // verifies or a purge that deletes the new tail.
+    let truncated = truncator.join().expect("join");
     purger.join().expect("join").expect("purge_before");
     fail::remove("fs::dir-fsync");
-    assert_eq!(wal.next_lsn(), 13);
+    let expected_next = match truncated {
+        Ok(()) => 13,
+        Err(Error::LsnOutOfRange { .. }) => 41,
+        Err(e) => panic!("truncate_after failed: {e}"),
+    };
+    assert_eq!(wal.next_lsn(), expected_next);
     for i in 0..10u8 {
         wal.append(&[100 + i; 40]).expect("append after the race");
     }
@@ -95,13 +103,13 @@ fn purge_racing_truncate_after_keeps_the_right_segments() {
         .expect("read")
         .collect::<Result<_, _>>()
         .expect("every record verifies");
-    assert_eq!(read.last().map(|r| r.0), Some(22));
+    assert_eq!(read.last().map(|r| r.0), Some(expected_next + 9));
     drop(read);
     let dir_path = wal.dir().to_path_buf();
     drop(wal);
     let (wal, report) = Wal::open(&dir_path, WalOptions::default()).expect("reopen");
     assert_eq!(report.torn_tail_bytes, 0);
-    assert_eq!(wal.next_lsn(), 23);
+    assert_eq!(wal.next_lsn(), expected_next + 10);
     drop(scenario);
 }
 
