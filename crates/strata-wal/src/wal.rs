@@ -107,9 +107,9 @@ impl State {
         }
     }
 
-    /// Wakes the waiters whose records are done (all of them if the log is poisoned), and one
-    /// more to lead if others still wait and nobody is writing.
-    fn wake_waiters(&mut self) {
+    /// Moves into `wake` the threads of the waiters whose records are done (all of them if the
+    /// log is poisoned), and one more to lead if others still wait and nobody is writing.
+    fn collect_waiters_to_wake(&mut self, wake: &mut Vec<std::thread::Thread>) {
         let poisoned = self.poisoned.is_some();
         let (durable_lsn, written_lsn) = (self.durable_lsn, self.written_lsn);
         let last_lsn = self.next_lsn - 1;
@@ -123,7 +123,7 @@ impl State {
                     written_lsn >= lsn
                 };
             if done {
-                w.thread.unpark();
+                wake.push(w.thread.clone());
             }
             !done
         });
@@ -132,9 +132,25 @@ impl State {
         if self.writer.is_some()
             && let Some(next_leader) = self.waiters.first()
         {
-            next_leader.thread.unpark();
+            wake.push(next_leader.thread.clone());
         }
     }
+}
+
+/// Wakes the waiters a change finished (see [`State::collect_waiters_to_wake`]). The unparks
+/// happen with the lock released: each is a syscall, and each woken thread's first act is to
+/// take this lock.
+fn wake_waiters(state: &mut MutexGuard<'_, State>) {
+    let mut wake = std::mem::take(&mut state.wake_buffer);
+    state.collect_waiters_to_wake(&mut wake);
+    if !wake.is_empty() {
+        MutexGuard::unlocked(state, || {
+            for thread in wake.drain(..) {
+                thread.unpark();
+            }
+        });
+    }
+    state.wake_buffer = wake;
 }
 
 /// The segment the next record goes into, counting what is queued.
@@ -167,6 +183,8 @@ struct State {
     /// round costs more CPU than the `fdatasync` with many writers.
     waiters: Vec<Waiter>,
     next_waiter_id: u64,
+    /// Reused by `wake_waiters`, so waking allocates nothing.
+    wake_buffer: Vec<std::thread::Thread>,
     last_sync: Instant,
 }
 
@@ -279,6 +297,7 @@ impl Wal {
             spare_buffers: Vec::new(),
             waiters: Vec::new(),
             next_waiter_id: 0,
+            wake_buffer: Vec::new(),
             last_sync: Instant::now(),
         };
         let inner = Arc::new(Inner {
@@ -526,7 +545,7 @@ impl Wal {
         {
             // Another leader wrote (and synced) everything while this one yielded.
             state.writer = Some(writer);
-            state.wake_waiters();
+            wake_waiters(state);
             return Ok(());
         }
         let target = match direct {
@@ -575,7 +594,7 @@ impl Wal {
                 Err(e)
             }
         };
-        state.wake_waiters();
+        wake_waiters(state);
         self.inner.changed.notify_all();
         result
     }
@@ -673,7 +692,7 @@ impl Wal {
         let ready = self.ready_to_cut(&mut state, lsn);
         if !matches!(ready, Ok(true)) {
             state.exclusive = false;
-            state.wake_waiters();
+            wake_waiters(&mut state);
             self.inner.changed.notify_all();
             return ready.map(|_| ());
         }
@@ -709,7 +728,7 @@ impl Wal {
                 Err(e)
             }
         };
-        state.wake_waiters();
+        wake_waiters(&mut state);
         self.inner.changed.notify_all();
         result
     }
