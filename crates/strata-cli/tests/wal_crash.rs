@@ -19,8 +19,16 @@ fn parse_ack(line: &str) -> Option<(u64, u64)> {
 #[test]
 fn every_acknowledged_record_survives_sigkill() {
     const WRITERS: u64 = 4;
-    // Kill after this many acknowledgements: early, in the middle of a burst, later.
-    for (round, kill_after) in [1usize, 37, 250, 1000, 3001].into_iter().enumerate() {
+    // Kill after a random number of acknowledgements each round (from very early to a few
+    // thousand in); the seed is printed so a failure can be replayed with STRATA_CRASH_SEED.
+    let seed: u64 = std::env::var("STRATA_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("crash test seed: STRATA_CRASH_SEED={seed}");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    for round in 0..6 {
+        let kill_after: usize = rand::Rng::random_range(&mut rng, 1..4000);
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = strata()
             .args(["wal", "stress", "--dir"])
@@ -61,7 +69,7 @@ fn every_acknowledged_record_survives_sigkill() {
             .expect("run strata wal dump");
         assert!(
             dump.status.success(),
-            "round {round}: dump failed: {}",
+            "round {round} (seed {seed}, kill after {kill_after}): dump failed: {}",
             String::from_utf8_lossy(&dump.stderr)
         );
         let mut next_seq: HashMap<u64, u64> = HashMap::new();
@@ -76,7 +84,7 @@ fn every_acknowledged_record_survives_sigkill() {
             let expected = next_seq.entry(writer).or_insert(0);
             assert_eq!(
                 seq, *expected,
-                "round {round}: writer {writer} out of order or gap"
+                "round {round} (seed {seed}): writer {writer} out of order or gap"
             );
             *expected += 1;
         }
@@ -84,7 +92,7 @@ fn every_acknowledged_record_survives_sigkill() {
             let survived = next_seq.get(writer).copied().unwrap_or(0);
             assert!(
                 *seq < survived,
-                "round {round}: acked record {writer}/{seq} lost (writer has {survived})"
+                "round {round} (seed {seed}): acked record {writer}/{seq} lost (writer has {survived})"
             );
         }
     }
