@@ -90,3 +90,17 @@ impl Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `e` and its chain of causes, `: `-separated, for messages that must say everything on one
+/// line (a log line, a poisoned log's cause). `Display` of this crate's errors, like most,
+/// shows only the top level and leaves the causes to `source()`.
+pub fn display_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

@@ -78,7 +78,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-pub use error::{Error, Result, Step};
+pub use error::{Error, Result, Step, display_chain};
 pub use swap::{RecoveredSwap, SwapFile, SwapOptions, SwapStrategy, recover_swap};
 
 /// The permission bits of files this crate creates on Unix (before the umask): `0644`, readable

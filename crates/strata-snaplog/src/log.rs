@@ -385,7 +385,7 @@ impl SnapshotLog {
                     return Ok(());
                 }
                 Err(e) => {
-                    tracing::warn!(error = %crate::error::display_chain(&e), "snapshot fsync failed; rewriting the file");
+                    tracing::warn!(error = %strata_fs::display_chain(&e), "snapshot fsync failed; rewriting the file");
                     self.broken();
                 }
             }

@@ -457,7 +457,7 @@ impl Task {
     fn record(&mut self, f: impl FnOnce(&mut SnapshotLog) -> Result<()>) {
         if let Err(e) = f(self.log()) {
             self.stats.unrecordable += 1;
-            tracing::warn!(error = %crate::error::display_chain(&e), "snapshot: event not recorded");
+            tracing::warn!(error = %strata_fs::display_chain(&e), "snapshot: event not recorded");
         }
     }
 
@@ -477,7 +477,7 @@ impl Task {
         if self.log().has_pending_io() {
             let result = self.with_log_blocking(SnapshotLog::do_pending_io).await;
             if let Err(e) = result {
-                tracing::error!(error = %crate::error::display_chain(&e), "snapshot: write or compaction failed; will rewrite the file");
+                tracing::error!(error = %strata_fs::display_chain(&e), "snapshot: write or compaction failed; will rewrite the file");
             }
         }
     }
@@ -549,7 +549,7 @@ impl Task {
             .with_log_blocking(move |log| if fsync { log.sync() } else { log.flush() })
             .await;
         if let Err(e) = result {
-            tracing::error!(error = %crate::error::display_chain(&e), "snapshot: flush failed; will rewrite the file");
+            tracing::error!(error = %strata_fs::display_chain(&e), "snapshot: flush failed; will rewrite the file");
         }
     }
 

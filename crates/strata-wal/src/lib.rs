@@ -80,15 +80,3 @@ pub const FP_WRITE: &str = "wal::write";
 pub const FP_FSYNC: &str = "wal::fsync";
 /// Failpoint: writing a new segment's header.
 pub const FP_SEGMENT_CREATE: &str = "wal::segment-create";
-
-/// `e` and its causes, `: `-separated.
-pub(crate) fn display_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}

@@ -590,7 +590,7 @@ impl Wal {
             Err(e) => {
                 // The file's state after a failed write or fsync is unknown: accept nothing
                 // more, and never retry an fsync (it could report success for lost data).
-                state.poisoned = Some(crate::display_chain(&e));
+                state.poisoned = Some(strata_fs::display_chain(&e));
                 Err(e)
             }
         };
@@ -724,7 +724,7 @@ impl Wal {
                 Ok(())
             }
             Err(e) => {
-                state.poisoned = Some(crate::display_chain(&e));
+                state.poisoned = Some(strata_fs::display_chain(&e));
                 Err(e)
             }
         };
