@@ -1,0 +1,315 @@
+//! [`TableBuilder`]: writes a table file once, from keys in strictly increasing order.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::block::BlockBuilder;
+use crate::bloom::BloomBuilder;
+use crate::error::{Error, Result};
+use crate::format::{
+    BLOCK_HANDLE_BYTES, BlockHandle, Compression, FORMAT_VERSION, Footer, KEY_BYTES_MAX,
+    VALUE_BYTES_MAX, block_crc,
+};
+use crate::properties::{RESERVED_PREFIX, encode_builtin};
+
+/// Options for writing a table.
+#[derive(Debug, Clone)]
+pub struct TableOptions {
+    /// A data block is finished once it holds about this many bytes. Smaller blocks mean less
+    /// to read and checksum per point lookup, a larger index. Default 4 KiB.
+    pub block_bytes: usize,
+    /// Every this many entries a key is stored whole (a restart point) instead of sharing a
+    /// prefix with the previous key. Default 16.
+    pub restart_interval: usize,
+    /// Bloom filter bits per key; 0 writes no filter. Default 10 (about 1% false positives).
+    pub bloom_bits_per_key: u32,
+    /// Block compression. Default [`Compression::None`]: blocks are then read in place from the
+    /// mapped file, with no copy.
+    pub compression: Compression,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        Self {
+            block_bytes: 4 * 1024,
+            restart_interval: 16,
+            bloom_bits_per_key: 10,
+            compression: Compression::None,
+        }
+    }
+}
+
+/// What [`TableBuilder::finish`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSummary {
+    /// Entries in the table.
+    pub entries: u64,
+    /// Data blocks.
+    pub data_blocks: u64,
+    /// Bytes of the whole file.
+    pub file_bytes: u64,
+}
+
+/// Writes one table file from a sorted stream of entries.
+///
+/// The file is created new (never overwriting), written through a buffer, and on
+/// [`finish`](Self::finish) `fsync`ed together with its directory. A builder dropped without
+/// finishing removes its partial file.
+#[derive(Debug)]
+pub struct TableBuilder {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    options: TableOptions,
+    data: BlockBuilder,
+    index: BlockBuilder,
+    bloom: BloomBuilder,
+    offset: u64,
+    last_key: Vec<u8>,
+    first_key: Option<Vec<u8>>,
+    entries: u64,
+    data_blocks: u64,
+    raw_key_bytes: u64,
+    raw_value_bytes: u64,
+    user_properties: BTreeMap<String, Vec<u8>>,
+    finished: bool,
+}
+
+impl TableBuilder {
+    /// Creates the table file at `path`, which must not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the file exists or cannot be created.
+    pub fn create(path: &Path, options: TableOptions) -> Result<Self> {
+        let mut open = OpenOptions::new();
+        open.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            open.mode(strata_fs::DEFAULT_FILE_MODE);
+        }
+        let file = open.open(path).map_err(|e| Error::Io {
+            op: "create table",
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: Some(BufWriter::with_capacity(256 * 1024, file)),
+            data: BlockBuilder::new(options.restart_interval),
+            index: BlockBuilder::new(1),
+            options,
+            bloom: BloomBuilder::default(),
+            offset: 0,
+            last_key: Vec::new(),
+            first_key: None,
+            entries: 0,
+            data_blocks: 0,
+            raw_key_bytes: 0,
+            raw_value_bytes: 0,
+            user_properties: BTreeMap::new(),
+            finished: false,
+        })
+    }
+
+    /// Adds an entry. Keys must be strictly increasing (bytewise).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeysOutOfOrder`], [`Error::TooLarge`], or a write error.
+    pub fn add(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        if key.len() > KEY_BYTES_MAX {
+            return Err(Error::TooLarge {
+                what: "key",
+                len: key.len(),
+                max: KEY_BYTES_MAX,
+            });
+        }
+        if value.len() > VALUE_BYTES_MAX {
+            return Err(Error::TooLarge {
+                what: "value",
+                len: value.len(),
+                max: VALUE_BYTES_MAX,
+            });
+        }
+        if self.first_key.is_some() && key <= &self.last_key[..] {
+            return Err(Error::KeysOutOfOrder);
+        }
+        if self.first_key.is_none() {
+            self.first_key = Some(key.to_vec());
+        }
+        self.data.add(key, value);
+        if self.options.bloom_bits_per_key > 0 {
+            self.bloom.add(key);
+        }
+        self.last_key.clear();
+        self.last_key.extend_from_slice(key);
+        self.entries += 1;
+        self.raw_key_bytes += key.len() as u64;
+        self.raw_value_bytes += value.len() as u64;
+        if self.data.estimated_bytes() >= self.options.block_bytes {
+            self.flush_data_block()?;
+        }
+        Ok(())
+    }
+
+    /// Records a user property (the Raft layer's last index and term, the LSM's sequence
+    /// range...). Names starting with `strata.` are reserved.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReservedProperty`]; [`Error::TooLarge`] for a name over 64 KiB.
+    pub fn set_property(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(Error::ReservedProperty);
+        }
+        if name.len() > KEY_BYTES_MAX {
+            return Err(Error::TooLarge {
+                what: "property",
+                len: name.len(),
+                max: KEY_BYTES_MAX,
+            });
+        }
+        self.user_properties.insert(name.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn flush_data_block(&mut self) -> Result<()> {
+        if self.data.is_empty() {
+            return Ok(());
+        }
+        let contents = self.data.finish();
+        let handle = self.write_block(&contents, self.options.compression)?;
+        let mut encoded = Vec::with_capacity(BLOCK_HANDLE_BYTES);
+        handle.encode(&mut encoded);
+        // The index maps each block's last key to the block.
+        self.index.add(&self.last_key, &encoded);
+        self.data_blocks += 1;
+        Ok(())
+    }
+
+    fn write_block(&mut self, contents: &[u8], compression: Compression) -> Result<BlockHandle> {
+        let compressed;
+        let (stored, code) = match compression {
+            Compression::Lz4 => {
+                compressed = lz4_flex::compress_prepend_size(contents);
+                // Keep the compressed form only if it saves at least an eighth.
+                if compressed.len() < contents.len() - contents.len() / 8 {
+                    (&compressed[..], Compression::Lz4.code())
+                } else {
+                    (contents, Compression::None.code())
+                }
+            }
+            Compression::None => (contents, Compression::None.code()),
+        };
+        let size = u32::try_from(stored.len()).map_err(|_| Error::TooLarge {
+            what: "block",
+            len: stored.len(),
+            max: u32::MAX as usize,
+        })?;
+        let handle = BlockHandle {
+            offset: self.offset,
+            size,
+        };
+        let crc = block_crc(stored, code);
+        let path = &self.path;
+        let out = self.out.as_mut().ok_or_else(|| Error::Io {
+            op: "write to a finished table",
+            path: path.clone(),
+            source: std::io::ErrorKind::Other.into(),
+        })?;
+        out.write_all(stored)
+            .and_then(|()| out.write_all(&[code]))
+            .and_then(|()| out.write_all(&crc.to_le_bytes()))
+            .map_err(|e| Error::Io {
+                op: "write table",
+                path: path.clone(),
+                source: e,
+            })?;
+        self.offset = handle.end();
+        Ok(handle)
+    }
+
+    /// Writes the filter, properties, index and footer, then `fsync`s the file and its
+    /// directory. The table is complete and durable when this returns.
+    ///
+    /// # Errors
+    ///
+    /// A write or sync error; the partial file is removed.
+    pub fn finish(mut self) -> Result<TableSummary> {
+        self.flush_data_block()?;
+        let filter = if self.options.bloom_bits_per_key > 0 {
+            let bytes = self.bloom.finish(self.options.bloom_bits_per_key);
+            self.write_block(&bytes, Compression::None)?
+        } else {
+            BlockHandle::default()
+        };
+        let mut properties = BlockBuilder::new(1);
+        let builtin = encode_builtin(
+            self.entries,
+            self.data_blocks,
+            self.raw_key_bytes,
+            self.raw_value_bytes,
+            self.first_key.as_deref(),
+            self.entries.checked_sub(1).map(|_| &self.last_key[..]),
+        );
+        let mut all: BTreeMap<&[u8], &[u8]> = BTreeMap::new();
+        for (k, v) in &builtin {
+            all.insert(k.as_bytes(), v);
+        }
+        for (k, v) in &self.user_properties {
+            all.insert(k.as_bytes(), v);
+        }
+        for (k, v) in all {
+            properties.add(k, v);
+        }
+        let properties = properties.finish();
+        let properties = self.write_block(&properties, Compression::None)?;
+        let index = self.index.finish();
+        let index = self.write_block(&index, Compression::None)?;
+        let footer = Footer {
+            index,
+            filter,
+            properties,
+            version: FORMAT_VERSION,
+        }
+        .encode();
+        let path = self.path.clone();
+        let io = |op: &'static str| {
+            let path = path.clone();
+            move |source| Error::Io { op, path, source }
+        };
+        let mut out = self.out.take().ok_or_else(|| Error::Io {
+            op: "finish a finished table",
+            path: path.clone(),
+            source: std::io::ErrorKind::Other.into(),
+        })?;
+        out.write_all(&footer).map_err(io("write table footer"))?;
+        let file = out.into_inner().map_err(|e| Error::Io {
+            op: "flush table",
+            path: path.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(io("fsync table"))?;
+        strata_fs::sync_parent_dir(&path)?;
+        self.finished = true;
+        Ok(TableSummary {
+            entries: self.entries,
+            data_blocks: self.data_blocks,
+            file_bytes: self.offset + footer.len() as u64,
+        })
+    }
+}
+
+impl Drop for TableBuilder {
+    fn drop(&mut self) {
+        if !self.finished {
+            // An unfinished table is garbage: remove it rather than leave a file without a
+            // footer for someone to trip over. Best effort: the open below would report it.
+            self.out = None;
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}

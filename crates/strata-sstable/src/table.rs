@@ -1,0 +1,492 @@
+//! [`Table`]: reading a table file through a memory map.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::block::Block;
+use crate::bloom;
+use crate::error::{Error, Result};
+use crate::format::{
+    BLOCK_TRAILER_BYTES, BlockHandle, Compression, FOOTER_BYTES, FORMAT_VERSION, Footer,
+    FooterError, block_crc,
+};
+use crate::properties::{self, Properties};
+
+/// The largest block a reader will decompress. A compressed block states its own uncompressed
+/// size; this keeps a damaged or hostile size from allocating without bound.
+const DECOMPRESSED_BLOCK_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// A decoded data block, as a [`BlockCache`] holds it.
+#[derive(Debug, Clone)]
+pub struct CachedBlock(Arc<Block>);
+
+impl CachedBlock {
+    /// Roughly how many bytes the block holds, for the cache's accounting.
+    pub fn charge(&self) -> usize {
+        self.0.charge()
+    }
+}
+
+/// A cache of decoded data blocks, shared by many tables (the LSM's business; a table only
+/// asks and offers). Keys are the table's id (from [`ReadOptions::table_id`]) and the block's
+/// offset.
+pub trait BlockCache: Send + Sync + std::fmt::Debug {
+    /// The block at `offset` of table `table_id`, if cached.
+    fn get(&self, table_id: u64, offset: u64) -> Option<CachedBlock>;
+    /// Offers a block just read and verified.
+    fn insert(&self, table_id: u64, offset: u64, block: CachedBlock);
+}
+
+/// Options for [`Table::open`].
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// Identifies the table in a shared [`BlockCache`].
+    pub table_id: u64,
+    /// A block cache to consult before reading, and to fill after.
+    pub cache: Option<Arc<dyn BlockCache>>,
+}
+
+/// An open, immutable table.
+///
+/// The file is mapped into memory. Strata writes a table once (with
+/// [`TableBuilder`](crate::TableBuilder)) and never truncates or rewrites it while any reader
+/// may have it mapped: it is deleted only after every reader is gone. A mapped file that
+/// another process shrinks would fault on access; that is the contract this type relies on.
+#[derive(Debug)]
+pub struct Table {
+    path: PathBuf,
+    data: Bytes,
+    /// Where the data blocks end (the filter, properties and index follow).
+    index: Block,
+    filter: Option<Bytes>,
+    properties: Properties,
+    options: ReadOptions,
+    version: u32,
+}
+
+fn map_file(path: &Path) -> Result<Bytes> {
+    let file = File::open(path).map_err(|e| Error::Io {
+        op: "open table",
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::Io {
+            op: "stat table",
+            path: path.to_path_buf(),
+            source: e,
+        })?
+        .len();
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the mapping is read-only and tables are immutable once finished: Strata never
+    // writes, truncates or rewrites a table file after `TableBuilder::finish`, and deletes it
+    // only when no `Table` has it open (see the type's docs). Only a third party modifying the
+    // file could invalidate the mapping, which the docs name as the contract.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io {
+        op: "map table",
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    Ok(Bytes::from_owner(map))
+}
+
+impl Table {
+    /// Opens and maps the table at `path`, verifying its footer, index, filter and properties.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corruption`] naming the offset of what is damaged;
+    /// [`Error::UnsupportedVersion`] for a newer format; I/O errors.
+    pub fn open(path: &Path, options: ReadOptions) -> Result<Table> {
+        let data = map_file(path)?;
+        let corruption = |offset: u64, reason: &'static str| Error::Corruption {
+            path: path.to_path_buf(),
+            offset,
+            reason,
+        };
+        if data.len() < FOOTER_BYTES {
+            return Err(corruption(0, "file too short for a footer"));
+        }
+        let footer_at = data.len() - FOOTER_BYTES;
+        let footer = Footer::decode(&data[footer_at..]).map_err(|e| match e {
+            FooterError::Damaged(reason) => corruption(footer_at as u64, reason),
+            FooterError::Version(found) => Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found,
+                supported: FORMAT_VERSION,
+            },
+        })?;
+        let mut table = Table {
+            path: path.to_path_buf(),
+            data,
+            index: Block::empty(),
+            filter: None,
+            properties: Properties::default(),
+            options,
+            version: footer.version,
+        };
+        table.index = table.read_block(footer.index)?;
+        if footer.filter.size > 0 {
+            let filter = table.read_raw(footer.filter)?;
+            bloom::check_filter(&filter)
+                .ok_or_else(|| corruption(footer.filter.offset, "malformed bloom filter"))?;
+            table.filter = Some(filter);
+        }
+        let props = table.read_block(footer.properties)?;
+        table.properties =
+            properties::decode((0..props.len()).map(|i| (props.key(i).to_vec(), props.value(i))))
+                .map_err(|reason| corruption(footer.properties.offset, reason))?;
+        for i in 0..table.index.len() {
+            let handle = BlockHandle::decode(table.index.value_slice(i));
+            if handle.is_none_or(|h| h.end() > footer_at as u64) {
+                return Err(corruption(
+                    footer.index.offset,
+                    "index entry points outside the file",
+                ));
+            }
+        }
+        Ok(table)
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The format version the file was written with.
+    pub fn format_version(&self) -> u32 {
+        self.version
+    }
+
+    /// The table's properties.
+    pub fn properties(&self) -> &Properties {
+        &self.properties
+    }
+
+    /// Bytes of the file.
+    pub fn file_bytes(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// False if the bloom filter says `key` is certainly absent.
+    pub fn may_contain(&self, key: &[u8]) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|filter| bloom::may_contain(filter, key))
+    }
+
+    /// The value stored for `key`, if any. Consults the bloom filter first, then reads (and
+    /// verifies) at most one data block. The value is a slice of the mapped file when blocks
+    /// are not compressed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corruption`] if the data block is damaged.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        if !self.may_contain(key) {
+            return Ok(None);
+        }
+        let block_index = self.index.seek(key);
+        if block_index == self.index.len() {
+            return Ok(None);
+        }
+        let block = self.data_block(block_index)?;
+        let i = block.seek(key);
+        Ok((i < block.len() && block.key(i) == key).then(|| block.value(i)))
+    }
+
+    /// An iterator over the table, positioned before the first entry. See [`TableIter`].
+    pub fn iter(&self) -> TableIter<'_> {
+        TableIter {
+            table: self,
+            block_index: 0,
+            block: None,
+            pos: 0,
+            error: None,
+            positioned: false,
+            yielded: false,
+        }
+    }
+
+    /// Reads and verifies every block; returns the number of entries.
+    ///
+    /// # Errors
+    ///
+    /// The first damage found.
+    pub fn check(&self) -> Result<u64> {
+        let mut entries = 0;
+        for i in 0..self.index.len() {
+            entries += self.data_block(i)?.len() as u64;
+        }
+        if entries != self.properties.entries {
+            return Err(Error::Corruption {
+                path: self.path.clone(),
+                offset: 0,
+                reason: "entry count differs from the properties",
+            });
+        }
+        Ok(entries)
+    }
+
+    fn handle(&self, block_index: usize) -> Result<BlockHandle> {
+        // Every index entry was checked at open.
+        BlockHandle::decode(self.index.value_slice(block_index)).ok_or_else(|| Error::Corruption {
+            path: self.path.clone(),
+            offset: 0,
+            reason: "bad block handle",
+        })
+    }
+
+    fn data_block(&self, block_index: usize) -> Result<Arc<Block>> {
+        let handle = self.handle(block_index)?;
+        if let Some(cache) = &self.options.cache
+            && let Some(CachedBlock(block)) = cache.get(self.options.table_id, handle.offset)
+        {
+            return Ok(block);
+        }
+        let block = Arc::new(self.read_block(handle)?);
+        if let Some(cache) = &self.options.cache {
+            cache.insert(
+                self.options.table_id,
+                handle.offset,
+                CachedBlock(Arc::clone(&block)),
+            );
+        }
+        Ok(block)
+    }
+
+    fn read_block(&self, handle: BlockHandle) -> Result<Block> {
+        let contents = self.read_raw(handle)?;
+        Block::decode(contents).map_err(|reason| Error::Corruption {
+            path: self.path.clone(),
+            offset: handle.offset,
+            reason,
+        })
+    }
+
+    /// The verified, decompressed contents of the block at `handle`.
+    fn read_raw(&self, handle: BlockHandle) -> Result<Bytes> {
+        let corruption = |reason: &'static str| Error::Corruption {
+            path: self.path.clone(),
+            offset: handle.offset,
+            reason,
+        };
+        let limit = (self.data.len() - FOOTER_BYTES) as u64;
+        if handle.end() > limit {
+            return Err(corruption("block runs past the data"));
+        }
+        let start = handle.offset as usize;
+        let end = start + handle.size as usize;
+        let stored = self.data.slice(start..end);
+        let trailer = &self.data[end..end + BLOCK_TRAILER_BYTES];
+        let code = trailer[0];
+        let crc = u32::from_le_bytes([trailer[1], trailer[2], trailer[3], trailer[4]]);
+        if block_crc(&stored, code) != crc {
+            return Err(corruption("block checksum mismatch"));
+        }
+        match Compression::from_code(code) {
+            Some(Compression::None) => Ok(stored),
+            Some(Compression::Lz4) => {
+                let size = stored
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                    .ok_or_else(|| corruption("compressed block too short"))?;
+                if size > DECOMPRESSED_BLOCK_BYTES_MAX {
+                    return Err(corruption("compressed block too large"));
+                }
+                lz4_flex::decompress_size_prepended(&stored)
+                    .map(Bytes::from)
+                    .map_err(|_| corruption("compressed block does not decompress"))
+            }
+            None => Err(corruption("unknown block compression")),
+            // `Compression` is non-exhaustive for users, not for this crate.
+            #[allow(unreachable_patterns)]
+            Some(_) => Err(corruption("unknown block compression")),
+        }
+    }
+}
+
+/// A cursor over a table's entries in key order, movable both ways.
+///
+/// Starts unpositioned; [`seek_to_first`](Self::seek_to_first), [`seek_to_last`](Self::seek_to_last)
+/// or [`seek`](Self::seek) position it, [`next`](Self::next) and [`prev`](Self::prev) move it, and
+/// [`valid`](Self::valid) says whether it is on an entry. A damaged block stops it and leaves the
+/// error in [`status`](Self::status). It also implements [`Iterator`] (forward, from wherever it
+/// is, starting at the first entry if unpositioned).
+#[derive(Debug)]
+pub struct TableIter<'a> {
+    table: &'a Table,
+    block_index: usize,
+    block: Option<Arc<Block>>,
+    pos: usize,
+    error: Option<Error>,
+    /// Set by any seek: `Iterator::next` then starts from the current entry.
+    positioned: bool,
+    /// Set once `Iterator::next` has returned the current entry; any move clears it.
+    yielded: bool,
+}
+
+impl<'a> TableIter<'a> {
+    fn load(&mut self, block_index: usize) -> bool {
+        self.positioned = true;
+        self.yielded = false;
+        self.block_index = block_index;
+        if block_index >= self.table.index.len() {
+            self.block = None;
+            return false;
+        }
+        match self.table.data_block(block_index) {
+            Ok(block) => {
+                self.block = Some(block);
+                true
+            }
+            Err(e) => {
+                self.error = Some(e);
+                self.block = None;
+                false
+            }
+        }
+    }
+
+    /// True if positioned on an entry.
+    pub fn valid(&self) -> bool {
+        self.block.as_ref().is_some_and(|b| self.pos < b.len())
+    }
+
+    /// The error that stopped the iterator, if any.
+    pub fn status(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+
+    /// Takes the error that stopped the iterator, if any.
+    pub fn take_error(&mut self) -> Option<Error> {
+        self.error.take()
+    }
+
+    /// The current key. Only call when [`valid`](Self::valid).
+    pub fn key(&self) -> &[u8] {
+        self.block.as_ref().map_or(&[], |b| b.key(self.pos))
+    }
+
+    /// The current value (a slice of the mapped file for uncompressed tables).
+    pub fn value(&self) -> Bytes {
+        self.block
+            .as_ref()
+            .map_or_else(Bytes::new, |b| b.value(self.pos))
+    }
+
+    /// Positions on the first entry.
+    pub fn seek_to_first(&mut self) {
+        self.pos = 0;
+        self.error = None;
+        let mut i = 0;
+        while self.load(i) && !self.valid() {
+            i += 1;
+        }
+    }
+
+    /// Positions on the last entry.
+    pub fn seek_to_last(&mut self) {
+        let mut i = self.table.index.len();
+        while i > 0 {
+            i -= 1;
+            if !self.load(i) {
+                return;
+            }
+            if let Some(b) = &self.block
+                && !b.is_empty()
+            {
+                self.pos = b.len() - 1;
+                return;
+            }
+        }
+        self.block = None;
+    }
+
+    /// Positions on the first entry whose key is at least `key`.
+    pub fn seek(&mut self, key: &[u8]) {
+        let i = self.table.index.seek(key);
+        if !self.load(i) {
+            return;
+        }
+        self.pos = self.block.as_ref().map_or(0, |b| b.seek(key));
+        if !self.valid() {
+            self.pos = 0;
+            let mut i = i + 1;
+            while self.load(i) && !self.valid() {
+                i += 1;
+            }
+        }
+    }
+
+    /// Moves to the next entry.
+    pub fn advance(&mut self) {
+        if !self.valid() {
+            return;
+        }
+        self.yielded = false;
+        self.pos += 1;
+        if !self.valid() {
+            self.pos = 0;
+            let mut i = self.block_index + 1;
+            while self.load(i) && !self.valid() {
+                i += 1;
+            }
+        }
+    }
+
+    /// Moves to the previous entry.
+    pub fn prev(&mut self) {
+        if !self.valid() {
+            return;
+        }
+        self.yielded = false;
+        if self.pos > 0 {
+            self.pos -= 1;
+            return;
+        }
+        let mut i = self.block_index;
+        while i > 0 {
+            i -= 1;
+            if !self.load(i) {
+                return;
+            }
+            if let Some(b) = &self.block
+                && !b.is_empty()
+            {
+                self.pos = b.len() - 1;
+                return;
+            }
+        }
+        self.block = None;
+    }
+}
+
+impl Iterator for TableIter<'_> {
+    type Item = Result<(Vec<u8>, Bytes)>;
+
+    /// Yields the entry the cursor is on (the first, if it was never positioned), then moves
+    /// forward on the next call.
+    fn next(&mut self) -> Option<Self::Item> {
+        if !self.positioned {
+            self.seek_to_first();
+        } else if self.yielded {
+            self.advance();
+        }
+        if let Some(e) = self.error.take() {
+            return Some(Err(e));
+        }
+        if !self.valid() {
+            return None;
+        }
+        self.yielded = true;
+        Some(Ok((self.key().to_vec(), self.value())))
+    }
+}
