@@ -62,6 +62,11 @@ const BENCHES: &[Bench] = &[
         package: "strata-wal",
         target: "wal",
     },
+    Bench {
+        name: "sstable",
+        package: "strata-sstable",
+        target: "sstable",
+    },
 ];
 
 fn main() -> Result<()> {
@@ -229,7 +234,13 @@ fn bench(args: &[String]) -> Result<()> {
 }
 
 /// The cargo-fuzz targets in `fuzz/fuzz_targets/`, and what each one exercises.
-const FUZZ_TARGETS: &[(&str, &str)] = &[("wal", "the WAL's recovery reader on arbitrary bytes")];
+const FUZZ_TARGETS: &[(&str, &str)] = &[
+    ("wal", "the WAL's recovery reader on arbitrary bytes"),
+    (
+        "sstable",
+        "opening and reading a table made of arbitrary bytes",
+    ),
+];
 
 /// `cargo xtask fuzz NAME [SECONDS]`: runs a fuzz target with the nightly toolchain. Fuzzing is
 /// a long tier, never part of `ci`; a crash leaves its input in `fuzz/artifacts/NAME/`, and

@@ -2,11 +2,12 @@
 //!
 //! One subcommand group per layer; each calls the layer's public API and holds no logic a
 //! library user would need. Today: `strata snaplog dump|compact|demo` and
-//! `strata wal dump|stress`.
+//! `strata wal dump|stress`, `strata sst dump|check`.
 //!
 //! Errors go to stderr as `strata: error: ...` with exit code 1.
 
 mod snaplog;
+mod sst;
 mod wal;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,9 @@ enum Command {
     /// Serf-compatible snapshot logs: dump, compact, demo.
     #[command(subcommand)]
     Snaplog(snaplog::SnaplogCommand),
+    /// Sorted table files: dump, check.
+    #[command(subcommand)]
+    Sst(sst::SstCommand),
     /// Write-ahead logs: dump, stress.
     #[command(subcommand)]
     Wal(wal::WalCommand),
@@ -33,6 +37,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Snaplog(command) => snaplog::run(command),
+        Command::Sst(command) => sst::run(command),
         Command::Wal(command) => wal::run(command),
     };
     if let Err(e) = result {

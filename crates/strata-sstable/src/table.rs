@@ -106,6 +106,16 @@ impl Table {
     /// [`Error::UnsupportedVersion`] for a newer format; I/O errors.
     pub fn open(path: &Path, options: ReadOptions) -> Result<Table> {
         let data = map_file(path)?;
+        Self::from_bytes(path, data, options)
+    }
+
+    /// Opens a table whose bytes are already in memory (a table received in a snapshot
+    /// transfer, a test, a fuzzer). `path` only names it in errors.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn from_bytes(path: &Path, data: Bytes, options: ReadOptions) -> Result<Table> {
         let corruption = |offset: u64, reason: &'static str| Error::Corruption {
             path: path.to_path_buf(),
             offset,
