@@ -63,6 +63,11 @@ const BENCHES: &[Bench] = &[
         target: "wal",
     },
     Bench {
+        name: "memtable",
+        package: "strata-memtable",
+        target: "memtable",
+    },
+    Bench {
         name: "sstable",
         package: "strata-sstable",
         target: "sstable",

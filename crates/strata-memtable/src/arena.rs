@@ -1,0 +1,155 @@
+//! The arena: one zeroed allocation, bump-allocated by atomic fetch-and-add, freed whole.
+//!
+//! All of the crate's `unsafe` is here and in `skiplist.rs`'s node accessors. The rules that
+//! make it sound:
+//!
+//! 1. Memory is allocated once, zeroed, and freed only when the arena is dropped; nothing in it
+//!    ever moves. References into it therefore live as long as `&Arena`.
+//! 2. Allocation hands each caller a disjoint range (`fetch_add` on the offset), so a writer
+//!    filling a fresh range aliases nothing.
+//! 3. Bytes other than atomics are written only before the range is published (by a
+//!    `Release` compare-and-swap of its offset into a tower), and read only after it is
+//!    observed (by an `Acquire` load). Towers are `AtomicU32`s from the start: the memory is
+//!    zeroed, and an all-zero `AtomicU32` is a valid value.
+#![allow(unsafe_code)]
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+/// Every allocation is aligned to this (enough for `u64` and `AtomicU32`).
+pub(crate) const ALIGN: usize = 8;
+
+pub(crate) struct Arena {
+    ptr: NonNull<u8>,
+    capacity: usize,
+    used: AtomicUsize,
+}
+
+// SAFETY: the arena is a block of memory accessed only under the rules in the module docs:
+// disjoint writes before publication, atomic or read-only access after it.
+unsafe impl Send for Arena {}
+// SAFETY: as above; shared access never produces a data race.
+unsafe impl Sync for Arena {}
+
+impl std::fmt::Debug for Arena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arena")
+            .field("capacity", &self.capacity)
+            .field("used", &self.used.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Arena {
+    /// A zeroed arena of `capacity` bytes (rounded up to the alignment; at most `u32::MAX`, since
+    /// offsets are `u32`). Offset 0 is reserved as "null".
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity
+            .clamp(64, u32::MAX as usize)
+            .next_multiple_of(ALIGN);
+        let layout =
+            Layout::from_size_align(capacity, ALIGN).expect("capacity and alignment are valid");
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout);
+        };
+        Self {
+            ptr,
+            capacity,
+            used: AtomicUsize::new(ALIGN),
+        }
+    }
+
+    /// Bytes allocated so far.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed).min(self.capacity)
+    }
+
+    /// The arena's size.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Reserves `size` bytes (rounded up to the alignment) and returns their offset, or `None`
+    /// if the arena is full.
+    pub fn alloc(&self, size: usize) -> Option<u32> {
+        let size = size.next_multiple_of(ALIGN);
+        let offset = self.used.fetch_add(size, Ordering::Relaxed);
+        if offset.checked_add(size)? > self.capacity {
+            // Leave `used` past the end: every later allocation fails too, which is what a
+            // full memtable wants.
+            return None;
+        }
+        u32::try_from(offset).ok()
+    }
+
+    /// A pointer to `offset`. The caller must stay within what it allocated or observed.
+    fn at(&self, offset: u32) -> *mut u8 {
+        debug_assert!((offset as usize) < self.capacity);
+        // SAFETY: offsets come from `alloc`, so they lie inside the allocation.
+        unsafe { self.ptr.as_ptr().add(offset as usize) }
+    }
+
+    /// Copies `bytes` to `offset`. Only for a range this thread allocated and has not yet
+    /// published (rule 2 and 3).
+    pub fn write(&self, offset: u32, bytes: &[u8]) {
+        debug_assert!(offset as usize + bytes.len() <= self.capacity);
+        // SAFETY: the range was allocated by the caller and is unpublished, so nothing else
+        // reads or writes it; source and destination cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.at(offset), bytes.len()) }
+    }
+
+    /// Writes a `u32` at `offset` (aligned to 4). Same rule as [`write`](Self::write).
+    pub fn write_u32(&self, offset: u32, value: u32) {
+        self.write(offset, &value.to_ne_bytes());
+    }
+
+    /// Writes a `u64` at `offset`. Same rule as [`write`](Self::write).
+    pub fn write_u64(&self, offset: u32, value: u64) {
+        self.write(offset, &value.to_ne_bytes());
+    }
+
+    /// The bytes at `offset..offset + len`. Only for a range that is published (or written by
+    /// this thread): it is never written again.
+    pub fn bytes(&self, offset: u32, len: u32) -> &[u8] {
+        debug_assert!(offset as usize + len as usize <= self.capacity);
+        // SAFETY: the range lies inside the allocation, which lives as long as `&self`, and is
+        // no longer written (rule 3).
+        unsafe { std::slice::from_raw_parts(self.at(offset), len as usize) }
+    }
+
+    /// The `u32` at `offset` (aligned to 4), under the same rule as [`bytes`](Self::bytes).
+    pub fn read_u32(&self, offset: u32) -> u32 {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(self.bytes(offset, 4));
+        u32::from_ne_bytes(b)
+    }
+
+    /// The `u64` at `offset`, under the same rule as [`bytes`](Self::bytes).
+    pub fn read_u64(&self, offset: u32) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.bytes(offset, 8));
+        u64::from_ne_bytes(b)
+    }
+
+    /// The atomic at `offset` (aligned to 4).
+    pub fn atomic_u32(&self, offset: u32) -> &AtomicU32 {
+        debug_assert!(offset.is_multiple_of(4) && offset as usize + 4 <= self.capacity);
+        // SAFETY: the address is inside the allocation, 4-aligned (all allocations are
+        // 8-aligned and towers sit at multiples of 4), lives as long as `&self`, and is only
+        // ever accessed atomically once published; zeroed memory is a valid `AtomicU32`.
+        unsafe { &*self.at(offset).cast::<AtomicU32>() }
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        let layout = Layout::from_size_align(self.capacity, ALIGN)
+            .expect("the layout was valid at creation");
+        // SAFETY: allocated in `new` with this layout; `&mut self` means no reference into it
+        // remains.
+        unsafe { dealloc(self.ptr.as_ptr(), layout) }
+    }
+}
