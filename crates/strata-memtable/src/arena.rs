@@ -9,15 +9,15 @@
 //!    filling a fresh range aliases nothing.
 //! 3. Bytes other than atomics are written only before the range is published (by a
 //!    `Release` compare-and-swap of its offset into a tower), and read only after it is
-//!    observed (by an `Acquire` load). Towers are `AtomicU32`s from the start: the memory is
-//!    zeroed, and an all-zero `AtomicU32` is a valid value.
+//!    observed (by an `Acquire` load). Towers are `AtomicU64`s from the start: the memory is
+//!    zeroed, and an all-zero `AtomicU64` is a valid value.
 #![allow(unsafe_code)]
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Every allocation is aligned to this (enough for `u64` and `AtomicU32`).
+/// Every allocation is aligned to this (enough for `u64` and `AtomicU64`).
 pub(crate) const ALIGN: usize = 8;
 
 pub(crate) struct Arena {
@@ -134,13 +134,14 @@ impl Arena {
         u64::from_ne_bytes(b)
     }
 
-    /// The atomic at `offset` (aligned to 4).
-    pub fn atomic_u32(&self, offset: u32) -> &AtomicU32 {
-        debug_assert!(offset.is_multiple_of(4) && offset as usize + 4 <= self.capacity);
-        // SAFETY: the address is inside the allocation, 4-aligned (all allocations are
-        // 8-aligned and towers sit at multiples of 4), lives as long as `&self`, and is only
-        // ever accessed atomically once published; zeroed memory is a valid `AtomicU32`.
-        unsafe { &*self.at(offset).cast::<AtomicU32>() }
+    /// The atomic at `offset` (aligned to 8).
+    pub fn atomic_u64(&self, offset: u32) -> &AtomicU64 {
+        debug_assert!(offset.is_multiple_of(8) && offset as usize + 8 <= self.capacity);
+        // SAFETY: the address is inside the allocation, 8-aligned (all allocations are
+        // 8-aligned and towers sit at multiples of 8 within a node), lives as long as `&self`,
+        // and is only ever accessed atomically once published; zeroed memory is a valid
+        // `AtomicU64`.
+        unsafe { &*self.at(offset).cast::<AtomicU64>() }
     }
 }
 

@@ -7,6 +7,12 @@ pub enum Error {
     /// The arena has no room for the entry: switch to a new memtable.
     #[error("the memtable is full")]
     Full,
+    /// The user key is longer than [`KEY_BYTES_MAX`](crate::KEY_BYTES_MAX).
+    #[error("key of {len} bytes exceeds the limit")]
+    KeyTooLarge {
+        /// The key's length.
+        len: usize,
+    },
     /// The memtable was frozen for flushing.
     #[error("the memtable is frozen")]
     Frozen,

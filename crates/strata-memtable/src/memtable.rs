@@ -5,19 +5,23 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | n | 8 | trailer: `seq << 8 | kind` |
-//! | n+8 | 8 | key prefix: the first 8 key bytes, zero-padded, as a big-endian integer |
-//! | n+16 | 4 | key length |
-//! | n+20 | 4 | value length |
-//! | n+24 | 4 | height |
-//! | n+28 | 4 per level | tower: offset of the next node at each level (0 = none) |
+//! | n+8 | 4 | value length |
+//! | n+12 | 2 | key length |
+//! | n+14 | 1 | height |
+//! | n+15 | 1 | padding |
+//! | n+16 | 8 per level | tower: a link to the next node at each level (see below) |
 //! | then | key length | user key |
 //! | then | value length | value |
 //!
 //! Order: user key ascending, then sequence number descending (newest first).
+//!
+//! A link is a `u64`: the next node's offset in the low 32 bits (0 = none) and the next node's
+//! first four key bytes (zero-padded, big-endian) in the high 32 bits. A search can then often decide that the
+//! next node is past its target without touching that node: one cache miss fewer per level.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::arena::Arena;
 use crate::error::{Error, Result};
@@ -25,7 +29,9 @@ use crate::error::{Error, Result};
 /// The tallest tower. With a branching factor of 2 this indexes 2^20 (1M) entries at full
 /// speed and degrades gently beyond.
 const MAX_HEIGHT: usize = 20;
-const HEADER_BYTES: u32 = 28;
+const HEADER_BYTES: u32 = 16;
+/// The longest user key (its length is stored in 16 bits).
+pub const KEY_BYTES_MAX: usize = u16::MAX as usize;
 /// The largest sequence number (it shares a `u64` with the kind byte).
 pub const MAX_SEQ: u64 = (1 << 56) - 1;
 
@@ -81,9 +87,9 @@ impl Memtable {
     pub fn with_capacity(capacity_bytes: usize) -> Self {
         let arena = Arena::new(capacity_bytes);
         let head = arena
-            .alloc(HEADER_BYTES as usize + 4 * MAX_HEIGHT)
+            .alloc(HEADER_BYTES as usize + 8 * MAX_HEIGHT)
             .expect("the arena always has room for the head node");
-        arena.write_u32(head + 24, MAX_HEIGHT as u32);
+        arena.write(head + 14, &[MAX_HEIGHT as u8]);
         Self {
             arena,
             head,
@@ -130,27 +136,58 @@ impl Memtable {
         self.arena.read_u64(node)
     }
 
+    fn value_len(&self, node: u32) -> u32 {
+        self.arena.read_u32(node + 8)
+    }
+
+    fn key_len(&self, node: u32) -> u32 {
+        let b = self.arena.bytes(node + 12, 2);
+        u32::from(u16::from_ne_bytes([b[0], b[1]]))
+    }
+
+    fn height(&self, node: u32) -> u32 {
+        u32::from(self.arena.bytes(node + 14, 1)[0])
+    }
+
     fn key(&self, node: u32) -> &[u8] {
-        let key_len = self.arena.read_u32(node + 16);
-        let height = self.arena.read_u32(node + 24);
-        self.arena.bytes(node + HEADER_BYTES + 4 * height, key_len)
+        let key_at = node + HEADER_BYTES + 8 * self.height(node);
+        self.arena.bytes(key_at, self.key_len(node))
     }
 
     fn value(&self, node: u32) -> &[u8] {
-        let key_len = self.arena.read_u32(node + 16);
-        let value_len = self.arena.read_u32(node + 20);
-        let height = self.arena.read_u32(node + 24);
-        self.arena
-            .bytes(node + HEADER_BYTES + 4 * height + key_len, value_len)
+        let key_len = self.key_len(node);
+        let value_at = node + HEADER_BYTES + 8 * self.height(node) + key_len;
+        self.arena.bytes(value_at, self.value_len(node))
     }
 
-    fn tower(&self, node: u32, level: usize) -> &AtomicU32 {
+    fn tower(&self, node: u32, level: usize) -> &AtomicU64 {
         self.arena
-            .atomic_u32(node + HEADER_BYTES + 4 * level as u32)
+            .atomic_u64(node + HEADER_BYTES + 8 * level as u32)
     }
 
-    fn next(&self, node: u32, level: usize) -> u32 {
+    /// The link at `level`: offset and prefix of the next node.
+    fn link(&self, node: u32, level: usize) -> u64 {
         self.tower(node, level).load(Ordering::Acquire)
+    }
+
+    /// The offset of the next node at `level` (0 = none).
+    fn next(&self, node: u32, level: usize) -> u32 {
+        self.link(node, level) as u32
+    }
+
+    /// True if the node `link` points to sorts before the target: decided from the prefix in
+    /// the link when it can be, else by visiting the node.
+    fn link_is_before(&self, link: u64, user_key: &[u8], prefix: u32, seq: u64) -> bool {
+        let node = link as u32;
+        if node == 0 {
+            return false;
+        }
+        let link_prefix = (link >> 32) as u32;
+        let target_prefix = prefix;
+        if link_prefix != target_prefix {
+            return link_prefix < target_prefix;
+        }
+        self.compare(node, user_key, seq) == CmpOrdering::Less
     }
 
     fn entry(&self, node: u32) -> Entry<'_> {
@@ -169,13 +206,7 @@ impl Memtable {
 
     /// Compares `node` with the target `(user_key, seq)`: user key ascending, then sequence
     /// number descending. The kind takes no part: `(user_key, seq)` identifies an entry.
-    /// `prefix` is [`key_prefix`]`(user_key)`: when the stored prefixes differ they decide
-    /// alone, with one integer comparison instead of a byte-slice comparison.
-    fn compare(&self, node: u32, user_key: &[u8], prefix: u64, seq: u64) -> CmpOrdering {
-        let node_prefix = self.arena.read_u64(node + 8);
-        if node_prefix != prefix {
-            return node_prefix.cmp(&prefix);
-        }
+    fn compare(&self, node: u32, user_key: &[u8], seq: u64) -> CmpOrdering {
         self.key(node)
             .cmp(user_key)
             .then_with(|| seq.cmp(&self.seq(node)))
@@ -190,11 +221,12 @@ impl Memtable {
         let mut level = self.height.load(Ordering::Acquire) as usize;
         loop {
             level -= 1;
-            let mut next = self.next(node, level);
-            while next != 0 && self.compare(next, user_key, prefix, seq) == CmpOrdering::Less {
-                node = next;
-                next = self.next(node, level);
+            let mut link = self.link(node, level);
+            while self.link_is_before(link, user_key, prefix, seq) {
+                node = link as u32;
+                link = self.link(node, level);
             }
+            let next = link as u32;
             if level == 0 {
                 return next;
             }
@@ -208,10 +240,10 @@ impl Memtable {
         let mut level = self.height.load(Ordering::Acquire) as usize;
         loop {
             level -= 1;
-            let mut next = self.next(node, level);
-            while next != 0 && self.compare(next, user_key, prefix, seq) == CmpOrdering::Less {
-                node = next;
-                next = self.next(node, level);
+            let mut link = self.link(node, level);
+            while self.link_is_before(link, user_key, prefix, seq) {
+                node = link as u32;
+                link = self.link(node, level);
             }
             if level == 0 {
                 return if node == self.head { 0 } else { node };
@@ -241,7 +273,8 @@ impl Memtable {
     ///
     /// # Errors
     ///
-    /// [`Error::Full`] if the arena has no room (switch memtables); [`Error::Frozen`] after
+    /// [`Error::Full`] if the arena has no room (switch memtables); [`Error::KeyTooLarge`] over
+    /// [`KEY_BYTES_MAX`]; [`Error::Frozen`] after
     /// [`freeze`](Self::freeze); [`Error::Duplicate`] if `(user_key, seq)` is already there;
     /// [`Error::SeqTooLarge`] above [`MAX_SEQ`].
     pub fn insert(&self, user_key: &[u8], seq: u64, kind: ValueKind, value: &[u8]) -> Result<()> {
@@ -256,25 +289,27 @@ impl Memtable {
         } else {
             value
         };
-        let (Ok(key_len), Ok(value_len)) =
-            (u32::try_from(user_key.len()), u32::try_from(value.len()))
-        else {
+        let Ok(key_len) = u16::try_from(user_key.len()) else {
+            return Err(Error::KeyTooLarge {
+                len: user_key.len(),
+            });
+        };
+        let Ok(value_len) = u32::try_from(value.len()) else {
             return Err(Error::Full);
         };
         let trailer = (seq << 8) | kind as u64;
         let height = random_height();
-        let size = HEADER_BYTES as usize + 4 * height + user_key.len() + value.len();
+        let size = HEADER_BYTES as usize + 8 * height + user_key.len() + value.len();
         let node = self.arena.alloc(size).ok_or(Error::Full)?;
         // Fill the node before anyone can see it (arena rule 2 and 3).
         let prefix = key_prefix(user_key);
         self.arena.write_u64(node, trailer);
-        self.arena.write_u64(node + 8, prefix);
-        self.arena.write_u32(node + 16, key_len);
-        self.arena.write_u32(node + 20, value_len);
-        self.arena.write_u32(node + 24, height as u32);
-        let key_at = node + HEADER_BYTES + 4 * height as u32;
+        self.arena.write_u32(node + 8, value_len);
+        self.arena.write(node + 12, &key_len.to_ne_bytes());
+        self.arena.write(node + 14, &[height as u8]);
+        let key_at = node + HEADER_BYTES + 8 * height as u32;
         self.arena.write(key_at, user_key);
-        self.arena.write(key_at + key_len, value);
+        self.arena.write(key_at + u32::from(key_len), value);
 
         // Raise the list's height if this node is taller.
         let mut current = self.height.load(Ordering::Acquire);
@@ -291,8 +326,10 @@ impl Memtable {
         }
 
         // Find the splice (predecessor and successor) at every level, top down.
+        // The link to this node that predecessors will hold.
+        let link_to_node = u64::from(node) | (u64::from(prefix) << 32);
         let mut prev = [self.head; MAX_HEIGHT];
-        let mut next = [0u32; MAX_HEIGHT];
+        let mut next = [0u64; MAX_HEIGHT];
         let top = self.height.load(Ordering::Acquire) as usize;
         let mut node_at = self.head;
         for level in (0..top).rev() {
@@ -310,7 +347,7 @@ impl Memtable {
                     .store(next[level], Ordering::Relaxed);
                 match self.tower(prev[level], level).compare_exchange(
                     next[level],
-                    node,
+                    link_to_node,
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
@@ -329,25 +366,31 @@ impl Memtable {
         Ok(())
     }
 
-    /// From `start` (which precedes the target), the nodes around the target at `level`.
+    /// From `start` (which precedes the target), the node before the target and the link to
+    /// the node after it, at `level`.
     fn splice(
         &self,
         start: u32,
         level: usize,
         user_key: &[u8],
-        prefix: u64,
+        prefix: u32,
         seq: u64,
-    ) -> Result<(u32, u32)> {
+    ) -> Result<(u32, u64)> {
         let mut prev = start;
         loop {
-            let next = self.next(prev, level);
+            let link = self.link(prev, level);
+            let next = link as u32;
             if next == 0 {
                 return Ok((prev, 0));
             }
-            match self.compare(next, user_key, prefix, seq) {
+            if ((link >> 32) as u32) > prefix {
+                // Past the target by the prefix alone: no need to visit the node.
+                return Ok((prev, link));
+            }
+            match self.compare(next, user_key, seq) {
                 CmpOrdering::Less => prev = next,
                 CmpOrdering::Equal => return Err(Error::Duplicate),
-                CmpOrdering::Greater => return Ok((prev, next)),
+                CmpOrdering::Greater => return Ok((prev, link)),
             }
         }
     }
@@ -405,12 +448,7 @@ impl Memtable {
         };
         let empty = front == 0
             || back == 0
-            || self.compare(
-                front,
-                self.key(back),
-                key_prefix(self.key(back)),
-                self.seq(back),
-            ) == CmpOrdering::Greater;
+            || self.compare(front, self.key(back), self.seq(back)) == CmpOrdering::Greater;
         Range {
             table: self,
             front: if empty { 0 } else { front },
@@ -419,15 +457,15 @@ impl Memtable {
     }
 }
 
-/// The first 8 bytes of `key`, zero-padded, as a big-endian integer. If two keys' prefixes
+/// The first 4 bytes of `key`, zero-padded, as a big-endian integer. If two keys' prefixes
 /// differ, they order as their prefixes do: at the first differing position either both keys
 /// have a byte there, or the shorter key has ended, is a prefix of the other, and sorts first,
 /// as its zero padding does.
-fn key_prefix(key: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = key.len().min(8);
+fn key_prefix(key: &[u8]) -> u32 {
+    let mut bytes = [0u8; 4];
+    let n = key.len().min(4);
     bytes[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(bytes)
+    u32::from_be_bytes(bytes)
 }
 
 fn random_height() -> usize {

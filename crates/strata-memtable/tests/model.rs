@@ -154,3 +154,14 @@ fn a_full_arena_refuses_inserts_and_keeps_what_it_has() {
         Err(Error::Frozen)
     );
 }
+
+#[test]
+fn an_over_long_key_is_refused() {
+    let table = Memtable::with_capacity(1 << 20);
+    let key = vec![0u8; strata_memtable::KEY_BYTES_MAX + 1];
+    assert!(matches!(
+        table.insert(&key, 1, ValueKind::Put, b""),
+        Err(Error::KeyTooLarge { .. })
+    ));
+    assert!(table.is_empty());
+}
