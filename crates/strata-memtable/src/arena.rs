@@ -45,8 +45,9 @@ impl Arena {
     /// A zeroed arena of `capacity` bytes (rounded up to the alignment; at most `u32::MAX`, since
     /// offsets are `u32`). Offset 0 is reserved as "null".
     pub fn new(capacity: usize) -> Self {
+        // Round down at the top, so every offset and every `offset + length` fits in a `u32`.
         let capacity = capacity
-            .clamp(64, u32::MAX as usize)
+            .clamp(64, u32::MAX as usize & !(ALIGN - 1))
             .next_multiple_of(ALIGN);
         let layout =
             Layout::from_size_align(capacity, ALIGN).expect("capacity and alignment are valid");

@@ -30,6 +30,8 @@ use crate::error::{Error, Result};
 /// speed and degrades gently beyond.
 const MAX_HEIGHT: usize = 20;
 const HEADER_BYTES: u32 = 16;
+/// The smallest arena: room for the head node's full tower and a little more.
+const MIN_CAPACITY_BYTES: usize = 4096;
 /// The longest user key (its length is stored in 16 bits).
 pub const KEY_BYTES_MAX: usize = u16::MAX as usize;
 /// The largest sequence number (it shares a `u64` with the kind byte).
@@ -80,12 +82,15 @@ pub struct Memtable {
     height: AtomicU32,
     len: AtomicUsize,
     immutable: AtomicBool,
+    /// Inserts between their frozen check and their last link; `freeze` waits for zero.
+    writers: AtomicUsize,
 }
 
 impl Memtable {
     /// A memtable whose arena holds `capacity_bytes` (at most 4 GiB).
     pub fn with_capacity(capacity_bytes: usize) -> Self {
-        let arena = Arena::new(capacity_bytes);
+        // Room for the head node at least; a memtable this small holds almost nothing.
+        let arena = Arena::new(capacity_bytes.max(MIN_CAPACITY_BYTES));
         let head = arena
             .alloc(HEADER_BYTES as usize + 8 * MAX_HEIGHT)
             .expect("the arena always has room for the head node");
@@ -96,6 +101,7 @@ impl Memtable {
             height: AtomicU32::new(1),
             len: AtomicUsize::new(0),
             immutable: AtomicBool::new(false),
+            writers: AtomicUsize::new(0),
         }
     }
 
@@ -120,9 +126,17 @@ impl Memtable {
         self.arena.capacity()
     }
 
-    /// Refuses further inserts, so the memtable can be flushed while readers keep reading.
+    /// Refuses further inserts, and returns once every insert already under way has finished,
+    /// so that what a flush then reads is everything that will ever be in the memtable.
+    /// Readers are not affected.
     pub fn freeze(&self) {
-        self.immutable.store(true, Ordering::Release);
+        // SeqCst here and in `insert`: either the insert sees the flag, or this sees the
+        // insert's count (a store-load pair that Release/Acquire alone does not order).
+        self.immutable.store(true, Ordering::SeqCst);
+        while self.writers.load(Ordering::SeqCst) != 0 {
+            // An insert finishes within a few microseconds: yield rather than sleep.
+            std::thread::yield_now();
+        }
     }
 
     /// True after [`freeze`](Self::freeze).
@@ -278,9 +292,23 @@ impl Memtable {
     /// [`freeze`](Self::freeze); [`Error::Duplicate`] if `(user_key, seq)` is already there;
     /// [`Error::SeqTooLarge`] above [`MAX_SEQ`].
     pub fn insert(&self, user_key: &[u8], seq: u64, kind: ValueKind, value: &[u8]) -> Result<()> {
-        if self.is_frozen() {
-            return Err(Error::Frozen);
-        }
+        self.writers.fetch_add(1, Ordering::SeqCst);
+        let result = if self.immutable.load(Ordering::SeqCst) {
+            Err(Error::Frozen)
+        } else {
+            self.insert_unfrozen(user_key, seq, kind, value)
+        };
+        self.writers.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    fn insert_unfrozen(
+        &self,
+        user_key: &[u8],
+        seq: u64,
+        kind: ValueKind,
+        value: &[u8],
+    ) -> Result<()> {
         if seq > MAX_SEQ {
             return Err(Error::SeqTooLarge { seq });
         }

@@ -96,3 +96,70 @@ fn readers_see_only_complete_entries_and_everything_finished_before_them() {
     }
     assert_eq!(table.len() as u64, WRITERS * PER_WRITER);
 }
+
+#[test]
+fn nothing_lands_after_freeze_returns() {
+    for _ in 0..50 {
+        let table = Arc::new(Memtable::with_capacity(8 << 20));
+        let writers: Vec<_> = (0..2u64)
+            .map(|w| {
+                let table = Arc::clone(&table);
+                std::thread::spawn(move || {
+                    let mut i = 0u64;
+                    while table
+                        .insert(&key(w, i), w * 1_000_000 + i + 1, ValueKind::Put, b"v")
+                        .is_ok()
+                    {
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        while table.len() < 100 {
+            std::thread::yield_now();
+        }
+        table.freeze();
+        let frozen_len = table.len();
+        for w in writers {
+            w.join().expect("writer");
+        }
+        assert_eq!(
+            table.len(),
+            frozen_len,
+            "an insert landed after freeze returned"
+        );
+    }
+}
+
+#[test]
+fn racing_inserts_of_the_same_versions_succeed_exactly_once_each() {
+    let table = Arc::new(Memtable::with_capacity(16 << 20));
+    let results: Vec<_> = (0..2)
+        .map(|_| {
+            let table = Arc::clone(&table);
+            std::thread::spawn(move || {
+                let mut ok = 0u64;
+                for i in 0..5_000u64 {
+                    // Few distinct user keys, several versions each, shared 4-byte prefixes.
+                    let user_key = format!("key-{}", i % 97);
+                    if table
+                        .insert(user_key.as_bytes(), i, ValueKind::Put, &i.to_be_bytes())
+                        .is_ok()
+                    {
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let total: u64 = results.into_iter().map(|h| h.join().expect("thread")).sum();
+    assert_eq!(total, 5_000);
+    assert_eq!(table.len(), 5_000);
+    for i in 0..5_000u64 {
+        let user_key = format!("key-{}", i % 97);
+        let e = table.get(user_key.as_bytes(), i).expect("present");
+        assert_eq!(e.seq, i);
+        assert_eq!(e.value, &i.to_be_bytes());
+    }
+}

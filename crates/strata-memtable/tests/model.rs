@@ -11,9 +11,11 @@ use strata_memtable::{Error, Memtable, ValueKind};
 type Model = BTreeMap<(Vec<u8>, Reverse<u64>), (ValueKind, Vec<u8>)>;
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
+    // Up to 7 bytes over 4 symbols: many keys share their first 4 bytes (the prefix the links
+    // carry) and differ later, and many are prefixes of others, so both comparison paths run.
     proptest::collection::vec(
         prop_oneof![Just(b'a'), Just(b'b'), Just(0u8), Just(0xff)],
-        0..4,
+        0..8,
     )
 }
 
@@ -164,4 +166,15 @@ fn an_over_long_key_is_refused() {
         Err(Error::KeyTooLarge { .. })
     ));
     assert!(table.is_empty());
+}
+
+#[test]
+fn a_tiny_capacity_still_makes_a_working_memtable() {
+    for capacity in [0, 1, 100, 175, 176] {
+        let table = Memtable::with_capacity(capacity);
+        table
+            .insert(b"k", 1, ValueKind::Put, b"v")
+            .expect("room for one entry");
+        assert_eq!(table.get(b"k", 1).map(|e| e.value), Some(&b"v"[..]));
+    }
 }

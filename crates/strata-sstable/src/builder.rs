@@ -74,6 +74,9 @@ pub struct TableBuilder {
     raw_value_bytes: u64,
     user_properties: BTreeMap<String, Vec<u8>>,
     finished: bool,
+    /// A write failed: the file is missing a block whose entries the filter and counts already
+    /// include, so the table can only be abandoned.
+    failed: bool,
 }
 
 impl TableBuilder {
@@ -111,6 +114,7 @@ impl TableBuilder {
             raw_value_bytes: 0,
             user_properties: BTreeMap::new(),
             finished: false,
+            failed: false,
         })
     }
 
@@ -118,8 +122,10 @@ impl TableBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::KeysOutOfOrder`], [`Error::TooLarge`], or a write error.
+    /// [`Error::KeysOutOfOrder`], [`Error::TooLarge`], or a write error. After a write error
+    /// every later call fails too: the table can only be dropped.
     pub fn add(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_not_failed()?;
         if key.len() > KEY_BYTES_MAX {
             return Err(Error::TooLarge {
                 what: "key",
@@ -150,7 +156,22 @@ impl TableBuilder {
         self.raw_key_bytes += key.len() as u64;
         self.raw_value_bytes += value.len() as u64;
         if self.data.estimated_bytes() >= self.options.block_bytes {
-            self.flush_data_block()?;
+            let flushed = self.flush_data_block();
+            self.failed |= flushed.is_err();
+            flushed?;
+        }
+        Ok(())
+    }
+
+    fn check_not_failed(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::Io {
+                op: "continue a table after a failed write:",
+                path: self.path.clone(),
+                source: std::io::Error::other(
+                    "an earlier write failed; the table must be abandoned",
+                ),
+            });
         }
         Ok(())
     }
@@ -228,7 +249,11 @@ impl TableBuilder {
                 path: path.clone(),
                 source: e,
             })?;
-        self.offset = handle.end();
+        self.offset = handle.end().ok_or(Error::TooLarge {
+            what: "table",
+            len: usize::MAX,
+            max: usize::MAX,
+        })?;
         Ok(handle)
     }
 
@@ -237,8 +262,10 @@ impl TableBuilder {
     ///
     /// # Errors
     ///
-    /// A write or sync error; the partial file is removed.
+    /// A write or sync error, or an earlier failed write (after which the builder refuses
+    /// everything); the partial file is removed.
     pub fn finish(mut self) -> Result<TableSummary> {
+        self.check_not_failed()?;
         self.flush_data_block()?;
         let filter = if self.options.bloom_bits_per_key > 0 {
             let bytes = self.bloom.finish(self.options.bloom_bits_per_key);

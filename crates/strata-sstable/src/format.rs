@@ -69,9 +69,12 @@ impl BlockHandle {
         })
     }
 
-    /// The offset just past the block's trailer.
-    pub(crate) fn end(&self) -> u64 {
-        self.offset + u64::from(self.size) + BLOCK_TRAILER_BYTES as u64
+    /// The offset just past the block's trailer, or `None` if that overflows (a damaged or
+    /// hostile handle).
+    pub(crate) fn end(&self) -> Option<u64> {
+        self.offset
+            .checked_add(u64::from(self.size))?
+            .checked_add(BLOCK_TRAILER_BYTES as u64)
     }
 }
 
@@ -111,6 +114,10 @@ impl Footer {
         let stored_crc = u32::from_le_bytes([bytes[40], bytes[41], bytes[42], bytes[43]]);
         if crc32fast::hash(&bytes[0..40]) != stored_crc {
             return Err(FooterError::Damaged("footer checksum mismatch"));
+        }
+        if bytes[44..48] != [0; 4] {
+            // Outside the checksum, so a flipped bit here must be caught this way.
+            return Err(FooterError::Damaged("footer reserved bytes are not zero"));
         }
         let version = u32::from_le_bytes([bytes[36], bytes[37], bytes[38], bytes[39]]);
         if version > FORMAT_VERSION {

@@ -52,9 +52,12 @@ pub struct ReadOptions {
 /// An open, immutable table.
 ///
 /// The file is mapped into memory. Strata writes a table once (with
-/// [`TableBuilder`](crate::TableBuilder)) and never truncates or rewrites it while any reader
-/// may have it mapped: it is deleted only after every reader is gone. A mapped file that
-/// another process shrinks would fault on access; that is the contract this type relies on.
+/// [`TableBuilder`](crate::TableBuilder)) and never truncates or rewrites it; deleting it while
+/// mapped is harmless. A mapped file that another process truncates would fault on access: do
+/// not modify table files in place (this includes opening a file that something else is still
+/// writing). Values returned as [`Bytes`] keep the mapping alive after the `Table` is dropped.
+///
+/// [`ReadOptions::table_id`] must be unique among tables sharing a [`BlockCache`].
 #[derive(Debug)]
 pub struct Table {
     path: PathBuf,
@@ -86,9 +89,10 @@ fn map_file(path: &Path) -> Result<Bytes> {
     }
     #[allow(unsafe_code)]
     // SAFETY: the mapping is read-only and tables are immutable once finished: Strata never
-    // writes, truncates or rewrites a table file after `TableBuilder::finish`, and deletes it
-    // only when no `Table` has it open (see the type's docs). Only a third party modifying the
-    // file could invalidate the mapping, which the docs name as the contract.
+    // writes, truncates or rewrites a table file after `TableBuilder::finish`. Deleting it is
+    // harmless (on Unix the mapping keeps the inode). Only another process truncating or
+    // rewriting the file in place could invalidate the mapping; the type's docs make that the
+    // contract.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io {
         op: "map table",
         path: path.to_path_buf(),
@@ -153,14 +157,31 @@ impl Table {
         table.properties =
             properties::decode((0..props.len()).map(|i| (props.key(i).to_vec(), props.value(i))))
                 .map_err(|reason| corruption(footer.properties.offset, reason))?;
+        // The data blocks are contiguous from offset 0 up to the first metadata block.
+        let data_end = if footer.filter.size > 0 {
+            footer.filter.offset
+        } else {
+            footer.properties.offset
+        };
+        let mut expected_offset = 0u64;
         for i in 0..table.index.len() {
-            let handle = BlockHandle::decode(table.index.value_slice(i));
-            if handle.is_none_or(|h| h.end() > footer_at as u64) {
+            let handle = BlockHandle::decode(table.index.value_slice(i))
+                .ok_or_else(|| corruption(footer.index.offset, "bad block handle in the index"))?;
+            if handle.offset != expected_offset {
                 return Err(corruption(
                     footer.index.offset,
-                    "index entry points outside the file",
+                    "index entries are not contiguous",
                 ));
             }
+            expected_offset = handle.end().filter(|&end| end <= data_end).ok_or_else(|| {
+                corruption(footer.index.offset, "index entry points past the data")
+            })?;
+        }
+        if expected_offset != data_end {
+            return Err(corruption(
+                footer.index.offset,
+                "index does not cover the data",
+            ));
         }
         Ok(table)
     }
@@ -232,8 +253,31 @@ impl Table {
     /// The first damage found.
     pub fn check(&self) -> Result<u64> {
         let mut entries = 0;
+        let mut previous_last: Option<Vec<u8>> = None;
         for i in 0..self.index.len() {
-            entries += self.data_block(i)?.len() as u64;
+            let block = self.data_block(i)?;
+            let offset = self.handle(i)?.offset;
+            let structure = |reason: &'static str| Error::Corruption {
+                path: self.path.clone(),
+                offset,
+                reason,
+            };
+            if block.is_empty() {
+                return Err(structure("empty data block"));
+            }
+            // Keys increase across blocks, and the index names each block's last key.
+            if previous_last
+                .as_deref()
+                .is_some_and(|last| last >= block.key(0))
+            {
+                return Err(structure("keys out of order across blocks"));
+            }
+            let last = block.key(block.len() - 1);
+            if last != self.index.key(i) {
+                return Err(structure("index key differs from the block's last key"));
+            }
+            previous_last = Some(last.to_vec());
+            entries += block.len() as u64;
         }
         if entries != self.properties.entries {
             return Err(Error::Corruption {
@@ -289,7 +333,7 @@ impl Table {
             reason,
         };
         let limit = (self.data.len() - FOOTER_BYTES) as u64;
-        if handle.end() > limit {
+        if handle.end().is_none_or(|end| end > limit) {
             return Err(corruption("block runs past the data"));
         }
         let start = handle.offset as usize;
@@ -404,6 +448,7 @@ impl<'a> TableIter<'a> {
 
     /// Positions on the last entry.
     pub fn seek_to_last(&mut self) {
+        self.error = None;
         let mut i = self.table.index.len();
         while i > 0 {
             i -= 1;
@@ -422,6 +467,7 @@ impl<'a> TableIter<'a> {
 
     /// Positions on the first entry whose key is at least `key`.
     pub fn seek(&mut self, key: &[u8]) {
+        self.error = None;
         let i = self.table.index.seek(key);
         if !self.load(i) {
             return;

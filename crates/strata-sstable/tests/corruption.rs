@@ -74,7 +74,15 @@ fn a_flipped_bit_in_any_metadata_block_fails_the_open_with_its_offset() {
         }
     }
     let footer_at = bytes.len() - FOOTER_BYTES;
-    for at in [footer_at, footer_at + 20, footer_at + 38, bytes.len() - 1] {
+    // Handles, version, checksum, the reserved bytes (outside the checksum), the magic.
+    for at in [
+        footer_at,
+        footer_at + 20,
+        footer_at + 38,
+        footer_at + 42,
+        footer_at + 45,
+        bytes.len() - 1,
+    ] {
         let damaged = flipped(&path, at);
         corruption_at(
             Table::open(&damaged, ReadOptions::default()),
@@ -161,5 +169,23 @@ fn a_newer_format_version_is_refused_by_name() {
             supported: 1,
             ..
         })
+    ));
+}
+
+#[test]
+fn a_handle_at_the_end_of_the_address_space_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = build(dir.path());
+    let mut bytes = std::fs::read(&path).expect("read");
+    let footer_at = bytes.len() - FOOTER_BYTES;
+    // Point the index handle at u64::MAX - 2, and give the footer a valid checksum.
+    bytes[footer_at..footer_at + 8].copy_from_slice(&(u64::MAX - 2).to_le_bytes());
+    let crc = crc32fast::hash(&bytes[footer_at..footer_at + 40]);
+    bytes[footer_at + 40..footer_at + 44].copy_from_slice(&crc.to_le_bytes());
+    let hostile = dir.path().join("hostile.sst");
+    std::fs::write(&hostile, &bytes).expect("write");
+    assert!(matches!(
+        Table::open(&hostile, ReadOptions::default()),
+        Err(Error::Corruption { .. })
     ));
 }
