@@ -432,18 +432,9 @@ impl Memtable {
         (node != 0 && self.key(node) == user_key).then(|| self.entry(node))
     }
 
-    /// A cursor over every version, in order; see [`MemtableIter`].
-    pub fn iter(&self) -> MemtableIter<'_> {
-        MemtableIter {
-            table: self,
-            node: 0,
-        }
-    }
-
-    /// Every version of every user key within the bounds, in order (newest version first within
-    /// a key); reversible.
-    pub fn range<'a>(&'a self, lower: Bound<&[u8]>, upper: Bound<&'a [u8]>) -> Range<'a> {
-        let front = match lower {
+    /// The first node at or after the lower bound (0 if none).
+    fn first_in(&self, lower: Bound<&[u8]>) -> u32 {
+        match lower {
             Bound::Unbounded => self.next(self.head, 0),
             // (k, u64::MAX) sorts before every version of k (sequence numbers stop at MAX_SEQ).
             Bound::Included(k) => self.seek_ge(k, u64::MAX),
@@ -455,8 +446,12 @@ impl Memtable {
                 }
                 n
             }
-        };
-        let back = match upper {
+        }
+    }
+
+    /// The last node at or before the upper bound (0 if none).
+    fn last_in(&self, upper: Bound<&[u8]>) -> u32 {
+        match upper {
             Bound::Unbounded => self.last(),
             Bound::Included(k) => {
                 // The last node before (k, 0), then forward over the versions of k.
@@ -473,7 +468,34 @@ impl Memtable {
                 last
             }
             Bound::Excluded(k) => self.seek_lt(k, u64::MAX),
-        };
+        }
+    }
+
+    /// A cursor over every version, in order; see [`MemtableIter`].
+    pub fn iter(&self) -> MemtableIter<'_> {
+        self.iter_range(Bound::Unbounded, Bound::Unbounded)
+    }
+
+    /// A cursor confined to user keys within the bounds: it becomes invalid when it moves or
+    /// seeks past either bound.
+    pub fn iter_range<'a>(
+        &'a self,
+        lower: Bound<&'a [u8]>,
+        upper: Bound<&'a [u8]>,
+    ) -> MemtableIter<'a> {
+        MemtableIter {
+            table: self,
+            node: 0,
+            lower,
+            upper,
+        }
+    }
+
+    /// Every version of every user key within the bounds, in order (newest version first within
+    /// a key); reversible.
+    pub fn range<'a>(&'a self, lower: Bound<&[u8]>, upper: Bound<&'a [u8]>) -> Range<'a> {
+        let front = self.first_in(lower);
+        let back = self.last_in(upper);
         let empty = front == 0
             || back == 0
             || self.compare(front, self.key(back), self.seq(back)) == CmpOrdering::Greater;
@@ -522,9 +544,32 @@ fn random_height() -> usize {
 pub struct MemtableIter<'a> {
     table: &'a Memtable,
     node: u32,
+    lower: Bound<&'a [u8]>,
+    upper: Bound<&'a [u8]>,
 }
 
 impl<'a> MemtableIter<'a> {
+    fn within(&self, key: &[u8]) -> bool {
+        let above = match self.lower {
+            Bound::Unbounded => true,
+            Bound::Included(l) => key >= l,
+            Bound::Excluded(l) => key > l,
+        };
+        let below = match self.upper {
+            Bound::Unbounded => true,
+            Bound::Included(u) => key <= u,
+            Bound::Excluded(u) => key < u,
+        };
+        above && below
+    }
+
+    /// Leaves the cursor invalid if it is outside the bounds.
+    fn clamp(&mut self) {
+        if self.node != 0 && !self.within(self.table.key(self.node)) {
+            self.node = 0;
+        }
+    }
+
     /// True if on an entry.
     pub fn valid(&self) -> bool {
         self.node != 0
@@ -535,26 +580,40 @@ impl<'a> MemtableIter<'a> {
         (self.node != 0).then(|| self.table.entry(self.node))
     }
 
-    /// Positions on the first entry.
+    /// Positions on the first entry within the bounds.
     pub fn seek_to_first(&mut self) {
-        self.node = self.table.next(self.table.head, 0);
+        self.node = self.table.first_in(self.lower);
+        self.clamp();
     }
 
-    /// Positions on the last entry.
+    /// Positions on the last entry within the bounds.
     pub fn seek_to_last(&mut self) {
-        self.node = self.table.last();
+        self.node = self.table.last_in(self.upper);
+        self.clamp();
     }
 
     /// Positions on the first entry at or after `(user_key, seq)`: the newest version of
-    /// `user_key` not newer than `seq`, or the next key's.
+    /// `user_key` not newer than `seq`, or the next key's; a target below the lower bound
+    /// starts at the bound.
     pub fn seek(&mut self, user_key: &[u8], seq: u64) {
-        self.node = self.table.seek_ge(user_key, seq);
+        let below_lower = match self.lower {
+            Bound::Unbounded => false,
+            Bound::Included(l) => user_key < l,
+            Bound::Excluded(l) => user_key <= l,
+        };
+        if below_lower {
+            self.seek_to_first();
+        } else {
+            self.node = self.table.seek_ge(user_key, seq);
+            self.clamp();
+        }
     }
 
     /// Moves to the next entry.
     pub fn next(&mut self) {
         if self.node != 0 {
             self.node = self.table.next(self.node, 0);
+            self.clamp();
         }
     }
 
@@ -564,6 +623,7 @@ impl<'a> MemtableIter<'a> {
             let key = self.table.key(self.node);
             let seq = self.table.seq(self.node);
             self.node = self.table.seek_lt(key, seq);
+            self.clamp();
         }
     }
 }

@@ -129,6 +129,33 @@ proptest! {
                 .collect();
             got_back.reverse();
             prop_assert_eq!(&got_back, &want, "reversed range {:?}..{:?}", lower, upper);
+
+            // The bounded cursor: the same entries both ways, and seeks that respect bounds.
+            let mut cursor = table.iter_range(as_ref(&lower), as_ref(&upper));
+            cursor.seek_to_first();
+            let mut forward = Vec::new();
+            while let Some(e) = cursor.entry() {
+                forward.push((e.user_key.to_vec(), e.seq));
+                cursor.next();
+            }
+            prop_assert_eq!(&forward, &want, "cursor {:?}..{:?}", lower, upper);
+            cursor.seek_to_last();
+            let mut backward = Vec::new();
+            while let Some(e) = cursor.entry() {
+                backward.push((e.user_key.to_vec(), e.seq));
+                cursor.prev();
+            }
+            backward.reverse();
+            prop_assert_eq!(&backward, &want, "reversed cursor {:?}..{:?}", lower, upper);
+            for (k, _) in expected.iter().take(5) {
+                cursor.seek(k, u64::MAX);
+                let first = want.iter().find(|(wk, _)| wk >= k);
+                prop_assert_eq!(
+                    cursor.entry().map(|e| (e.user_key.to_vec(), e.seq)),
+                    first.cloned(),
+                    "seek {:?} in {:?}..{:?}", k, lower, upper
+                );
+            }
         }
     }
 }
