@@ -10,34 +10,8 @@ use std::path::Path;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use strata_sstable::{ReadOptions, TABLE_MAGIC, Table};
-
-fn assemble(blocks: [&[u8]; 4]) -> Vec<u8> {
-    let mut file = Vec::new();
-    let mut handles = Vec::new();
-    for block in blocks {
-        let offset = file.len() as u64;
-        file.extend_from_slice(block);
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(block);
-        hasher.update(&[0]);
-        file.push(0);
-        file.extend_from_slice(&hasher.finalize().to_le_bytes());
-        handles.push((offset, block.len() as u32));
-    }
-    let mut footer = Vec::new();
-    for i in [3usize, 1, 2] {
-        footer.extend_from_slice(&handles[i].0.to_le_bytes());
-        footer.extend_from_slice(&handles[i].1.to_le_bytes());
-    }
-    footer.extend_from_slice(&1u32.to_le_bytes());
-    let crc = crc32fast::hash(&footer);
-    footer.extend_from_slice(&crc.to_le_bytes());
-    footer.extend_from_slice(&[0u8; 4]);
-    footer.extend_from_slice(&TABLE_MAGIC);
-    file.extend_from_slice(&footer);
-    file
-}
+use strata_sstable::testing::assemble_table;
+use strata_sstable::{ReadOptions, Table};
 
 fn exercise(bytes: Vec<u8>) {
     if let Ok(table) = Table::from_bytes(Path::new("fuzz"), Bytes::from(bytes), ReadOptions::default()) {
@@ -68,6 +42,6 @@ fuzz_target!(|data: &[u8]| {
         let a = at[1].min(rest.len());
         let b = (a + at[2]).min(rest.len());
         let c = (b + at[3]).min(rest.len());
-        exercise(assemble([&rest[..a], &rest[a..b], &rest[b..c], &rest[c..]]));
+        exercise(assemble_table(&rest[..a], &rest[a..b], &rest[b..c], &rest[c..]));
     }
 });

@@ -228,8 +228,9 @@ impl Memtable {
 
     // ---- search ----------------------------------------------------------------------------
 
-    /// The first node at or after the target, or 0.
-    fn seek_ge(&self, user_key: &[u8], seq: u64) -> u32 {
+    /// The nodes around the target at level 0: the last node before it (0 if none) and the
+    /// first at or after it (0 if none).
+    fn find(&self, user_key: &[u8], seq: u64) -> (u32, u32) {
         let prefix = key_prefix(user_key);
         let mut node = self.head;
         let mut level = self.height.load(Ordering::Acquire) as usize;
@@ -240,29 +241,21 @@ impl Memtable {
                 node = link as u32;
                 link = self.link(node, level);
             }
-            let next = link as u32;
             if level == 0 {
-                return next;
+                let before = if node == self.head { 0 } else { node };
+                return (before, link as u32);
             }
         }
     }
 
+    /// The first node at or after the target, or 0.
+    fn seek_ge(&self, user_key: &[u8], seq: u64) -> u32 {
+        self.find(user_key, seq).1
+    }
+
     /// The last node before the target, or 0 if none.
     fn seek_lt(&self, user_key: &[u8], seq: u64) -> u32 {
-        let prefix = key_prefix(user_key);
-        let mut node = self.head;
-        let mut level = self.height.load(Ordering::Acquire) as usize;
-        loop {
-            level -= 1;
-            let mut link = self.link(node, level);
-            while self.link_is_before(link, user_key, prefix, seq) {
-                node = link as u32;
-                link = self.link(node, level);
-            }
-            if level == 0 {
-                return if node == self.head { 0 } else { node };
-            }
-        }
+        self.find(user_key, seq).0
     }
 
     fn last(&self) -> u32 {

@@ -57,6 +57,8 @@ mod error;
 mod format;
 mod properties;
 mod table;
+#[doc(hidden)]
+pub mod testing;
 
 pub use bloom::key_hash;
 pub use builder::{TableBuilder, TableOptions, TableSummary};

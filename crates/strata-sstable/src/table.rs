@@ -449,7 +449,12 @@ impl<'a> TableIter<'a> {
     /// Positions on the last entry.
     pub fn seek_to_last(&mut self) {
         self.error = None;
-        let mut i = self.table.index.len();
+        self.last_entry_before_block(self.table.index.len());
+    }
+
+    /// Positions on the last entry of the last non-empty block before block `end`.
+    fn last_entry_before_block(&mut self, end: usize) {
+        let mut i = end;
         while i > 0 {
             i -= 1;
             if !self.load(i) {
@@ -508,20 +513,7 @@ impl<'a> TableIter<'a> {
             self.pos -= 1;
             return;
         }
-        let mut i = self.block_index;
-        while i > 0 {
-            i -= 1;
-            if !self.load(i) {
-                return;
-            }
-            if let Some(b) = &self.block
-                && !b.is_empty()
-            {
-                self.pos = b.len() - 1;
-                return;
-            }
-        }
-        self.block = None;
+        self.last_entry_before_block(self.block_index);
     }
 }
 

@@ -211,35 +211,6 @@ fn measured_bloom_false_positive_rate_is_within_twice_the_target() {
     );
 }
 
-/// A table file assembled from arbitrary block contents, each with a correct trailer, and a
-/// correct footer: checksums pass, so every decoder sees the arbitrary bytes.
-fn assemble(data: &[u8], filter: &[u8], properties: &[u8], index: &[u8]) -> Vec<u8> {
-    let mut file = Vec::new();
-    let mut handles = Vec::new();
-    for block in [data, filter, properties, index] {
-        let offset = file.len() as u64;
-        file.extend_from_slice(block);
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(block);
-        hasher.update(&[0]);
-        file.push(0);
-        file.extend_from_slice(&hasher.finalize().to_le_bytes());
-        handles.push((offset, block.len() as u32));
-    }
-    let mut footer = Vec::new();
-    for i in [3usize, 1, 2] {
-        footer.extend_from_slice(&handles[i].0.to_le_bytes());
-        footer.extend_from_slice(&handles[i].1.to_le_bytes());
-    }
-    footer.extend_from_slice(&1u32.to_le_bytes());
-    let crc = crc32fast::hash(&footer);
-    footer.extend_from_slice(&crc.to_le_bytes());
-    footer.extend_from_slice(&[0u8; 4]);
-    footer.extend_from_slice(&strata_sstable::TABLE_MAGIC);
-    file.extend_from_slice(&footer);
-    file
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -250,7 +221,7 @@ proptest! {
         properties in proptest::collection::vec(any::<u8>(), 0..120),
         index in proptest::collection::vec(any::<u8>(), 0..80),
     ) {
-        let bytes = assemble(&data, &filter, &properties, &index);
+        let bytes = strata_sstable::testing::assemble_table(&data, &filter, &properties, &index);
         if let Ok(table) = Table::from_bytes(
             std::path::Path::new("arbitrary"),
             bytes::Bytes::from(bytes),
