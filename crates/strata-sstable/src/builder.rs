@@ -28,6 +28,19 @@ pub struct TableOptions {
     /// Block compression. Default [`Compression::None`]: blocks are then read in place from the
     /// mapped file, with no copy.
     pub compression: Compression,
+    /// The part of each key the bloom filter records. Default: the whole key. An LSM whose
+    /// keys carry a sequence number filters on the user key instead, so that a read at any
+    /// snapshot can consult the filter; readers must use the same function
+    /// ([`ReadOptions::filter_key`](crate::ReadOptions::filter_key)).
+    pub filter_key: FilterKeyFn,
+}
+
+/// Extracts from a key the part a bloom filter records (see [`TableOptions::filter_key`]).
+pub type FilterKeyFn = fn(&[u8]) -> &[u8];
+
+/// The default [`FilterKeyFn`]: the whole key.
+pub fn whole_key(key: &[u8]) -> &[u8] {
+    key
 }
 
 impl Default for TableOptions {
@@ -37,6 +50,7 @@ impl Default for TableOptions {
             restart_interval: 16,
             bloom_bits_per_key: 10,
             compression: Compression::None,
+            filter_key: whole_key,
         }
     }
 }
@@ -148,7 +162,15 @@ impl TableBuilder {
         }
         self.data.add(key, value);
         if self.options.bloom_bits_per_key > 0 {
-            self.bloom.add(key);
+            let filter_key = (self.options.filter_key)(key);
+            // Versions of one user key arrive together: record each filter key once.
+            let previous = self
+                .first_key
+                .is_some()
+                .then(|| (self.options.filter_key)(&self.last_key));
+            if self.entries == 0 || previous != Some(filter_key) {
+                self.bloom.add(filter_key);
+            }
         }
         self.last_key.clear();
         self.last_key.extend_from_slice(key);

@@ -61,7 +61,7 @@ mod table;
 pub mod testing;
 
 pub use bloom::key_hash;
-pub use builder::{TableBuilder, TableOptions, TableSummary};
+pub use builder::{FilterKeyFn, TableBuilder, TableOptions, TableSummary, whole_key};
 pub use error::{Error, Result};
 pub use format::{
     BlockHandle, Compression, FOOTER_BYTES, FORMAT_VERSION, KEY_BYTES_MAX, TABLE_MAGIC,

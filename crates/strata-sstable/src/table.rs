@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use crate::block::Block;
 use crate::bloom;
+use crate::builder::{FilterKeyFn, whole_key};
 use crate::error::{Error, Result};
 use crate::format::{
     BLOCK_TRAILER_BYTES, BlockHandle, Compression, FOOTER_BYTES, FORMAT_VERSION, Footer,
@@ -41,12 +42,25 @@ pub trait BlockCache: Send + Sync + std::fmt::Debug {
 }
 
 /// Options for [`Table::open`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReadOptions {
     /// Identifies the table in a shared [`BlockCache`].
     pub table_id: u64,
     /// A block cache to consult before reading, and to fill after.
     pub cache: Option<Arc<dyn BlockCache>>,
+    /// The function the table was built with as [`TableOptions::filter_key`](crate::TableOptions);
+    /// [`Table::get`] filters on what it returns.
+    pub filter_key: FilterKeyFn,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self {
+            table_id: 0,
+            cache: None,
+            filter_key: whole_key,
+        }
+    }
 }
 
 /// An open, immutable table.
@@ -206,11 +220,14 @@ impl Table {
         self.data.len() as u64
     }
 
-    /// False if the bloom filter says `key` is certainly absent.
-    pub fn may_contain(&self, key: &[u8]) -> bool {
+    /// False if the bloom filter says no key with this filter key is in the table.
+    ///
+    /// `filter_key` is what [`TableOptions::filter_key`](crate::TableOptions) extracted when the
+    /// table was built (the whole key, by default).
+    pub fn may_contain(&self, filter_key: &[u8]) -> bool {
         self.filter
             .as_ref()
-            .is_none_or(|filter| bloom::may_contain(filter, key))
+            .is_none_or(|filter| bloom::may_contain(filter, filter_key))
     }
 
     /// The value stored for `key`, if any. Consults the bloom filter first, then reads (and
@@ -221,7 +238,7 @@ impl Table {
     ///
     /// [`Error::Corruption`] if the data block is damaged.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        if !self.may_contain(key) {
+        if !self.may_contain((self.options.filter_key)(key)) {
             return Ok(None);
         }
         let block_index = self.index.seek(key);
