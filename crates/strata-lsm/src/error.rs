@@ -1,0 +1,44 @@
+//! The crate's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+/// An error from the LSM store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O operation failed.
+    #[error("{op} {}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A durable file step failed.
+    #[error(transparent)]
+    Fs(#[from] strata_fs::Error),
+    /// The write-ahead log (or the manifest, which is one) failed.
+    #[error(transparent)]
+    Wal(#[from] strata_wal::Error),
+    /// A table failed to open or read.
+    #[error(transparent)]
+    Table(#[from] strata_sstable::Error),
+    /// Stored state that does not decode or does not make sense: the store refuses to serve
+    /// from it rather than risk wrong data.
+    #[error("corrupt {} at {offset}: {reason}", path.display())]
+    Corruption {
+        /// The file or directory.
+        path: PathBuf,
+        /// Where: a byte offset, or for the manifest the LSN of the record.
+        offset: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

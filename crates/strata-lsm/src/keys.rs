@@ -1,0 +1,133 @@
+//! Internal keys: a user key, a sequence number and a kind, encoded so that plain bytewise
+//! order is the LSM's order (user key ascending, then newest first). Tables store these.
+//!
+//! Encoding: the user key with every `0x00` byte written as `0x00 0xFF`, then the terminator
+//! `0x00 0x01`, then `!(seq << 8 | kind)` as 8 big-endian bytes. The escaping keeps user-key
+//! order and makes no encoded user key a prefix of another; the inverted trailer puts higher
+//! sequence numbers first.
+
+use strata_memtable::ValueKind;
+
+/// The largest sequence number (it shares a `u64` with the kind byte).
+pub const MAX_SEQ: u64 = strata_memtable::MAX_SEQ;
+
+const TRAILER_BYTES: usize = 8;
+
+/// Appends the internal key of `(user_key, seq, kind)` to `out`.
+pub fn encode_internal_key(out: &mut Vec<u8>, user_key: &[u8], seq: u64, kind: ValueKind) {
+    out.reserve(user_key.len() + 2 + TRAILER_BYTES);
+    for &b in user_key {
+        out.push(b);
+        if b == 0 {
+            out.push(0xff);
+        }
+    }
+    out.extend_from_slice(&[0x00, 0x01]);
+    let trailer = !((seq.min(MAX_SEQ) << 8) | kind as u64);
+    out.extend_from_slice(&trailer.to_be_bytes());
+}
+
+/// The internal key of `(user_key, seq, kind)`.
+pub fn internal_key(user_key: &[u8], seq: u64, kind: ValueKind) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_internal_key(&mut out, user_key, seq, kind);
+    out
+}
+
+/// The smallest internal key of `user_key` visible at `seq`: seeking to it finds the newest
+/// version not newer than `seq`.
+pub fn seek_key(user_key: &[u8], seq: u64) -> Vec<u8> {
+    // Kind Put (1) is the larger kind byte, so its inverted trailer is the smaller: the first
+    // of the two possible entries at `seq`.
+    internal_key(user_key, seq, ValueKind::Put)
+}
+
+/// An internal key taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedKey {
+    /// The user key.
+    pub user_key: Vec<u8>,
+    /// The sequence number.
+    pub seq: u64,
+    /// Put or delete.
+    pub kind: ValueKind,
+}
+
+/// Decodes an internal key; `None` if it is malformed.
+pub fn parse_internal_key(key: &[u8]) -> Option<ParsedKey> {
+    let split = key.len().checked_sub(TRAILER_BYTES)?;
+    let (escaped, trailer) = key.split_at(split);
+    let trailer = !u64::from_be_bytes(trailer.try_into().ok()?);
+    let escaped = escaped.strip_suffix(&[0x00, 0x01])?;
+    let mut user_key = Vec::with_capacity(escaped.len());
+    let mut bytes = escaped.iter();
+    while let Some(&b) = bytes.next() {
+        user_key.push(b);
+        if b == 0 && bytes.next() != Some(&0xff) {
+            return None;
+        }
+    }
+    let kind = match trailer & 0xff {
+        0 => ValueKind::Delete,
+        1 => ValueKind::Put,
+        _ => return None,
+    };
+    Some(ParsedKey {
+        user_key,
+        seq: trailer >> 8,
+        kind,
+    })
+}
+
+/// The part of an internal key the tables' bloom filters record: the encoded user key (every
+/// version of a user key shares it). A [`strata_sstable::FilterKeyFn`].
+pub fn filter_key(internal_key: &[u8]) -> &[u8] {
+    &internal_key[..internal_key.len().saturating_sub(TRAILER_BYTES)]
+}
+
+/// The filter key of `user_key` (what [`filter_key`] returns for its internal keys).
+pub fn user_filter_key(user_key: &[u8]) -> Vec<u8> {
+    let mut out = internal_key(user_key, 0, ValueKind::Delete);
+    out.truncate(out.len() - TRAILER_BYTES);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn kind(put: bool) -> ValueKind {
+        if put {
+            ValueKind::Put
+        } else {
+            ValueKind::Delete
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn bytewise_order_of_internal_keys_is_user_key_then_newest_first(
+            a in proptest::collection::vec(prop_oneof![Just(0u8), Just(1), Just(0xff), Just(b'a')], 0..5),
+            b in proptest::collection::vec(prop_oneof![Just(0u8), Just(1), Just(0xff), Just(b'a')], 0..5),
+            sa in 0u64..1000, sb in 0u64..1000, ka in any::<bool>(), kb in any::<bool>(),
+        ) {
+            let ea = internal_key(&a, sa, kind(ka));
+            let eb = internal_key(&b, sb, kind(kb));
+            let want = a.cmp(&b).then(sb.cmp(&sa)).then((kb as u8).cmp(&(ka as u8)));
+            prop_assert_eq!(ea.cmp(&eb), want);
+            let parsed = parse_internal_key(&ea).expect("parses");
+            prop_assert_eq!(parsed, ParsedKey { user_key: a.clone(), seq: sa, kind: kind(ka) });
+            prop_assert_eq!(filter_key(&ea), &user_filter_key(&a)[..]);
+        }
+    }
+
+    #[test]
+    fn malformed_keys_do_not_parse() {
+        assert!(parse_internal_key(b"").is_none());
+        assert!(parse_internal_key(b"short").is_none());
+        let mut bad = internal_key(b"a\0b", 3, ValueKind::Put);
+        bad[2] = 0x05; // the escape after the 0x00
+        assert!(parse_internal_key(&bad).is_none());
+    }
+}

@@ -1,0 +1,43 @@
+//! An embedded LSM key-value store (in progress).
+//!
+//! Built from the layers below it: writes go to a `strata-wal` log and a `strata-memtable`,
+//! memtables are flushed into `strata-sstable` tables, and the manifest (itself a
+//! `strata-wal` log of version edits, named by a `CURRENT` file swapped with `strata-fs`)
+//! records which tables make up the store. The manifest format is in
+//! `docs/formats/manifest.md`.
+//!
+//! Today this crate has the internal key encoding ([`keys`]) and the manifest ([`manifest`]);
+//! the store itself is not written yet.
+//!
+//! # Examples
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use strata_lsm::manifest::{FileMeta, Manifest, VersionEdit, VersionState};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let manifest = Manifest::create(dir.path(), 1, &VersionState::default())?;
+//! manifest.append(&VersionEdit {
+//!     added: vec![FileMeta {
+//!         number: 7, level: 0, size: 4096,
+//!         smallest: b"a".to_vec(), largest: b"z".to_vec(),
+//!         smallest_seq: 1, largest_seq: 9,
+//!     }],
+//!     last_seq: Some(9),
+//!     ..VersionEdit::default()
+//! })?;
+//! drop(manifest);
+//!
+//! let (_, state) = Manifest::open(dir.path())?.expect("the store exists");
+//! assert_eq!(state.levels[0][0].number, 7);
+//! assert_eq!(state.next_file_number, 8);
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod error;
+pub mod keys;
+pub mod manifest;
+
+pub use error::{Error, Result};
