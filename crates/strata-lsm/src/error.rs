@@ -27,6 +27,13 @@ pub enum Error {
     /// A table failed to open or read.
     #[error(transparent)]
     Table(#[from] strata_sstable::Error),
+    /// A background flush failed (a failed `fsync` included): the store refuses writes until
+    /// it is reopened, and keeps serving reads from what is durable.
+    #[error("the store is read-only after a background failure: {cause}")]
+    ReadOnly {
+        /// The failure.
+        cause: String,
+    },
     /// Stored state that does not decode or does not make sense: the store refuses to serve
     /// from it rather than risk wrong data.
     #[error("corrupt {} at {offset}: {reason}", path.display())]

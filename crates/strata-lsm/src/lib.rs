@@ -6,8 +6,10 @@
 //! records which tables make up the store. The manifest format is in
 //! `docs/formats/manifest.md`.
 //!
-//! Today this crate has the internal key encoding ([`keys`]) and the manifest ([`manifest`]);
-//! the store itself is not written yet.
+//! Today: [`Db`] with puts, deletes, atomic [`WriteBatch`]es, gets, snapshots, background and
+//! forced flushes to level-0 tables, and recovery (manifest, then WAL). Not yet: compaction,
+//! scans, the block cache, ingest and checkpoints. Writers are serialised (one WAL append at a
+//! time), so concurrent sync writes do not yet share an `fdatasync`.
 //!
 //! # Examples
 //!
@@ -36,8 +38,12 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod batch;
+mod db;
 mod error;
 pub mod keys;
 pub mod manifest;
 
+pub use batch::WriteBatch;
+pub use db::{Db, Options, Snapshot, WriteOptions};
 pub use error::{Error, Result};

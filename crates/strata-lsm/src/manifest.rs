@@ -227,7 +227,7 @@ impl VersionState {
             self.next_file_number = self.next_file_number.max(f.number + 1);
         }
         if let Some(v) = edit.wal_flushed_lsn {
-            self.wal_flushed_lsn = v;
+            self.wal_flushed_lsn = self.wal_flushed_lsn.max(v);
         }
         if let Some(v) = edit.next_file_number {
             self.next_file_number = self.next_file_number.max(v);
@@ -308,6 +308,7 @@ fn wal_options() -> WalOptions {
         segment_bytes_max: 4 * 1024 * 1024,
         record_bytes_max: 256 * 1024 * 1024,
         durability: Durability::Sync,
+        ..WalOptions::default()
     }
 }
 

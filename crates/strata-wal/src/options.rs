@@ -33,6 +33,10 @@ pub struct WalOptions {
     pub record_bytes_max: u32,
     /// When appends are acknowledged. Default [`Durability::Sync`].
     pub durability: Durability,
+    /// The LSN of the first record of a log created empty (ignored when the directory already
+    /// holds segments). A user that deletes a log whose records it has consumed (the LSM after
+    /// a flush) starts the new one past them, so LSNs never repeat. Default 1.
+    pub first_lsn: crate::Lsn,
 }
 
 impl Default for WalOptions {
@@ -41,6 +45,7 @@ impl Default for WalOptions {
             segment_bytes_max: 64 * 1024 * 1024,
             record_bytes_max: 64 * 1024 * 1024,
             durability: Durability::Sync,
+            first_lsn: crate::FIRST_LSN,
         }
     }
 }

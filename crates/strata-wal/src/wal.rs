@@ -265,6 +265,7 @@ impl Wal {
                 )
             }
             None => {
+                report.next_lsn = report.next_lsn.max(options.first_lsn.max(1));
                 let header = SegmentHeader {
                     salt: new_salt(),
                     first_lsn: report.next_lsn,

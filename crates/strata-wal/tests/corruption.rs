@@ -10,6 +10,7 @@ fn options() -> WalOptions {
         segment_bytes_max: 1024,
         record_bytes_max: 64 * 1024,
         durability: Durability::Sync,
+        ..WalOptions::default()
     }
 }
 

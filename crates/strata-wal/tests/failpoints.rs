@@ -11,6 +11,7 @@ fn options() -> WalOptions {
         segment_bytes_max: 1024,
         record_bytes_max: 64 * 1024,
         durability: Durability::Sync,
+        ..WalOptions::default()
     }
 }
 
@@ -59,6 +60,7 @@ fn small_segments(dir: &std::path::Path, n: u8) -> Wal {
         segment_bytes_max: 256,
         record_bytes_max: 1024,
         durability: Durability::NoSync,
+        ..WalOptions::default()
     };
     let (wal, _) = Wal::open(dir, options).expect("open");
     for i in 0..n {

@@ -72,6 +72,7 @@ fn options(sync: bool) -> WalOptions {
         } else {
             Durability::NoSync
         },
+        ..WalOptions::default()
     }
 }
 

@@ -1,0 +1,155 @@
+//! [`WriteBatch`]: operations applied atomically, and their encoding as one WAL record.
+//!
+//! Record: first sequence number `u64`, operation count `u32`, then per operation: kind `u8`
+//! (1 put, 0 delete), key length `u32`, key, value length `u32`, value. Little-endian.
+
+use strata_memtable::ValueKind;
+
+const HEADER_BYTES: usize = 12;
+
+/// Puts and deletes applied together: all or none, at consecutive sequence numbers.
+#[derive(Debug, Clone)]
+pub struct WriteBatch {
+    encoded: Vec<u8>,
+    count: u32,
+}
+
+impl Default for WriteBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self {
+            encoded: vec![0; HEADER_BYTES],
+            count: 0,
+        }
+    }
+
+    fn push(&mut self, kind: ValueKind, key: &[u8], value: &[u8]) {
+        self.encoded.push(kind as u8);
+        self.encoded
+            .extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.encoded.extend_from_slice(key);
+        self.encoded
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.encoded.extend_from_slice(value);
+        self.count += 1;
+        self.encoded[8..12].copy_from_slice(&self.count.to_le_bytes());
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.push(ValueKind::Put, key, value);
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, key: &[u8]) {
+        self.push(ValueKind::Delete, key, &[]);
+    }
+
+    /// Operations in the batch.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// True if the batch has no operations.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub(crate) fn set_first_seq(&mut self, seq: u64) {
+        self.encoded[0..8].copy_from_slice(&seq.to_le_bytes());
+    }
+
+    pub(crate) fn first_seq(&self) -> u64 {
+        u64::from_le_bytes(self.encoded[0..8].try_into().unwrap_or([0; 8]))
+    }
+
+    pub(crate) fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// Decodes a WAL record, checking its structure.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
+        if bytes.len() < HEADER_BYTES {
+            return Err("write batch header truncated");
+        }
+        let count = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| "bad count")?);
+        let batch = Self {
+            encoded: bytes.to_vec(),
+            count,
+        };
+        let mut seen = 0u32;
+        for op in batch.raw_ops() {
+            op?;
+            seen += 1;
+        }
+        if seen != count {
+            return Err("write batch count does not match its operations");
+        }
+        Ok(batch)
+    }
+
+    fn raw_ops(&self) -> RawOps<'_> {
+        RawOps {
+            bytes: &self.encoded[HEADER_BYTES..],
+        }
+    }
+
+    /// The operations, in order: kind, key, value. Only on a batch this crate built or
+    /// [`decode`](Self::decode)d, which checked the structure.
+    pub(crate) fn ops(&self) -> impl Iterator<Item = (ValueKind, &[u8], &[u8])> {
+        self.raw_ops().map_while(Result::ok)
+    }
+}
+
+struct RawOps<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> RawOps<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        if n > self.bytes.len() {
+            return Err("write batch operation truncated");
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn len(&mut self) -> Result<usize, &'static str> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+}
+
+impl<'a> Iterator for RawOps<'a> {
+    type Item = Result<(ValueKind, &'a [u8], &'a [u8]), &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.bytes.is_empty() {
+            return None;
+        }
+        let mut op = || {
+            let kind = match self.take(1)?[0] {
+                0 => ValueKind::Delete,
+                1 => ValueKind::Put,
+                _ => return Err("unknown write batch operation"),
+            };
+            let key_len = self.len()?;
+            let key = self.take(key_len)?;
+            let value_len = self.len()?;
+            let value = self.take(value_len)?;
+            Ok((kind, key, value))
+        };
+        let result = op();
+        if result.is_err() {
+            self.bytes = &[];
+        }
+        Some(result)
+    }
+}

@@ -1,0 +1,584 @@
+//! [`Db`]: writes through the WAL into memtables, reads across memtables and tables, flushes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Condvar, Mutex};
+use strata_memtable::{Memtable, ValueKind};
+use strata_sstable::{ReadOptions, Table, TableBuilder, TableOptions};
+use strata_wal::{Durability, Wal, WalOptions};
+
+use crate::batch::WriteBatch;
+use crate::error::{Error, Result};
+use crate::keys::{encode_internal_key, filter_key, parse_internal_key, seek_key, user_filter_key};
+use crate::manifest::{FileMeta, Manifest, VersionEdit, VersionState};
+
+/// Options for [`Db::open`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A memtable is switched for a new one (and flushed) once it holds this many bytes.
+    /// Memory use is about this times (1 + `immutable_memtables_max`). Default 64 MiB.
+    pub memtable_bytes: usize,
+    /// How many full memtables may wait for their flush before writes wait too
+    /// (backpressure). Default 2.
+    pub immutable_memtables_max: usize,
+    /// Options of the tables flushes write.
+    pub table: TableOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            memtable_bytes: 64 * 1024 * 1024,
+            immutable_memtables_max: 2,
+            table: TableOptions {
+                filter_key,
+                ..TableOptions::default()
+            },
+        }
+    }
+}
+
+/// Options for one write.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// Return only once the write is durable (`fdatasync`). Without it, a write survives a
+    /// process crash but not a power cut.
+    pub sync: bool,
+}
+
+/// A memtable and the highest WAL LSN whose records it holds.
+#[derive(Debug)]
+struct MemtableHandle {
+    table: Memtable,
+    max_wal_lsn: AtomicU64,
+}
+
+/// A table in the store, open.
+#[derive(Debug)]
+struct TableHandle {
+    meta: FileMeta,
+    table: Table,
+}
+
+/// An immutable view of the tables.
+#[derive(Debug, Default)]
+struct Version {
+    /// Per level; level 0 newest first.
+    levels: Vec<Vec<Arc<TableHandle>>>,
+}
+
+#[derive(Debug)]
+struct State {
+    active: Arc<MemtableHandle>,
+    /// Full memtables waiting to be flushed, newest first.
+    immutables: Vec<Arc<MemtableHandle>>,
+    version: Arc<Version>,
+    /// The sequence number of the latest write visible to reads.
+    last_seq: u64,
+    manifest_state: VersionState,
+    /// Set when a background flush fails; every later write fails with it.
+    background_error: Option<String>,
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    options: Options,
+    wal: Wal,
+    state: Mutex<State>,
+    /// Signalled when a flush finishes or is needed.
+    changed: Condvar,
+    /// Serialises writers: sequence numbers, WAL order and memtable inserts agree.
+    write_lock: Mutex<()>,
+    manifest: Mutex<Manifest>,
+}
+
+/// An embedded LSM key-value store. Cheap to clone; every clone is the same store.
+#[derive(Debug, Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+    _flusher: Arc<FlusherGuard>,
+}
+
+/// Stops the background flusher when the last `Db` handle goes.
+#[derive(Debug)]
+struct FlusherGuard {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for FlusherGuard {
+    fn drop(&mut self) {
+        self.inner.state.lock().closing = true;
+        self.inner.changed.notify_all();
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn table_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:06}.sst"))
+}
+
+fn wal_options(first_lsn: u64) -> WalOptions {
+    WalOptions {
+        durability: Durability::NoSync,
+        first_lsn,
+        ..WalOptions::default()
+    }
+}
+
+/// Opens the WAL so that its next LSN is past `flushed_lsn`. A crash can leave the log ending
+/// before records that a flush already put in tables (their WAL tail was never synced); new
+/// records must not reuse those LSNs, or recovery would skip them as flushed. Everything in
+/// such a log is in tables, so it is removed and started again past the flushed LSN.
+fn open_wal(dir: &Path, flushed_lsn: u64) -> Result<Wal> {
+    let wal_dir = dir.join("wal");
+    let (wal, _) = Wal::open(&wal_dir, wal_options(flushed_lsn + 1))?;
+    if wal.next_lsn() > flushed_lsn {
+        return Ok(wal);
+    }
+    drop(wal);
+    std::fs::remove_dir_all(&wal_dir).map_err(|e| Error::Io {
+        op: "remove a fully flushed WAL",
+        path: wal_dir.clone(),
+        source: e,
+    })?;
+    strata_fs::sync_dir(dir)?;
+    let (wal, _) = Wal::open(&wal_dir, wal_options(flushed_lsn + 1))?;
+    Ok(wal)
+}
+
+fn read_options() -> ReadOptions {
+    ReadOptions {
+        filter_key,
+        ..ReadOptions::default()
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the store in `dir`: replays the manifest, opens its tables,
+    /// and replays the WAL records not yet in tables into a memtable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corruption`] for a damaged manifest, table or WAL; I/O errors.
+    pub fn open(dir: &Path, options: Options) -> Result<Db> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            op: "create store directory",
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        let (manifest, manifest_state) = match Manifest::open(dir)? {
+            Some(opened) => opened,
+            None => {
+                let state = VersionState::default();
+                (Manifest::create(dir, 1, &state)?, state)
+            }
+        };
+        let mut version = Version {
+            levels: vec![Vec::new(); manifest_state.levels.len()],
+        };
+        for (level, files) in manifest_state.levels.iter().enumerate() {
+            for meta in files {
+                let table = Table::open(&table_path(dir, meta.number), read_options())?;
+                version.levels[level].push(Arc::new(TableHandle {
+                    meta: meta.clone(),
+                    table,
+                }));
+            }
+        }
+        let wal = open_wal(dir, manifest_state.wal_flushed_lsn)?;
+        let active = Arc::new(MemtableHandle {
+            table: Memtable::with_capacity(options.memtable_bytes + options.memtable_bytes / 4),
+            max_wal_lsn: AtomicU64::new(0),
+        });
+        let mut last_seq = manifest_state.last_seq;
+        let replay_from = (manifest_state.wal_flushed_lsn + 1).max(wal.first_lsn());
+        if replay_from < wal.next_lsn() {
+            for record in wal.read_from(replay_from)? {
+                let (lsn, bytes) = record?;
+                let batch = WriteBatch::decode(&bytes).map_err(|reason| Error::Corruption {
+                    path: dir.join("wal"),
+                    offset: lsn,
+                    reason,
+                })?;
+                let first_seq = batch.first_seq();
+                for (i, op) in batch.ops().enumerate() {
+                    let seq = first_seq + i as u64;
+                    insert(&active.table, op.0, seq, op.1, op.2)?;
+                    last_seq = last_seq.max(seq);
+                }
+                active.max_wal_lsn.store(lsn, Ordering::Release);
+            }
+        }
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            options,
+            wal,
+            state: Mutex::new(State {
+                active,
+                immutables: Vec::new(),
+                version: Arc::new(version),
+                last_seq,
+                manifest_state,
+                background_error: None,
+                closing: false,
+            }),
+            changed: Condvar::new(),
+            write_lock: Mutex::new(()),
+            manifest: Mutex::new(manifest),
+        });
+        let flusher_inner = Arc::clone(&inner);
+        let thread = std::thread::Builder::new()
+            .name("strata-lsm-flush".into())
+            .spawn(move || flusher_inner.flush_loop())
+            .map_err(|e| Error::Io {
+                op: "start the flush thread for",
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
+        Ok(Db {
+            _flusher: Arc::new(FlusherGuard {
+                inner: Arc::clone(&inner),
+                thread: Mutex::new(Some(thread)),
+            }),
+            inner,
+        })
+    }
+
+    /// Sets `key` to `value`.
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write).
+    pub fn put(&self, key: &[u8], value: &[u8], options: WriteOptions) -> Result<u64> {
+        let mut batch = WriteBatch::new();
+        batch.put(key, value);
+        self.write(batch, options)
+    }
+
+    /// Deletes `key`.
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write).
+    pub fn delete(&self, key: &[u8], options: WriteOptions) -> Result<u64> {
+        let mut batch = WriteBatch::new();
+        batch.delete(key);
+        self.write(batch, options)
+    }
+
+    /// Applies `batch` atomically: readers see all of it or none of it, and after a crash it
+    /// is all there or all gone. Returns the sequence number of its last operation.
+    ///
+    /// # Errors
+    ///
+    /// A WAL error (a failed fsync makes the store refuse further writes), or an earlier
+    /// background flush failure.
+    pub fn write(&self, mut batch: WriteBatch, options: WriteOptions) -> Result<u64> {
+        if batch.is_empty() {
+            return Ok(self.inner.state.lock().last_seq);
+        }
+        let _writer = self.inner.write_lock.lock();
+        let active = self.inner.make_room()?;
+        let first_seq = self.inner.state.lock().last_seq + 1;
+        batch.set_first_seq(first_seq);
+        let lsn = self.inner.wal.append(batch.encoded())?;
+        if options.sync {
+            self.inner.wal.sync()?;
+        }
+        for (i, op) in batch.ops().enumerate() {
+            insert(&active.table, op.0, first_seq + i as u64, op.1, op.2)?;
+        }
+        active.max_wal_lsn.store(lsn, Ordering::Release);
+        let last = first_seq + batch.len() as u64 - 1;
+        self.inner.state.lock().last_seq = last;
+        Ok(last)
+    }
+
+    /// The newest value of `key`, or `None` if it is absent or deleted.
+    ///
+    /// # Errors
+    ///
+    /// A table read error (a damaged block is never returned as data).
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let seq = self.inner.state.lock().last_seq;
+        self.get_at(key, seq)
+    }
+
+    /// A consistent view: reads through it see the store as of now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            db: self.clone(),
+            seq: self.inner.state.lock().last_seq,
+        }
+    }
+
+    fn get_at(&self, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
+        let (active, immutables, version) = {
+            let state = self.inner.state.lock();
+            (
+                Arc::clone(&state.active),
+                state.immutables.clone(),
+                Arc::clone(&state.version),
+            )
+        };
+        for memtable in std::iter::once(&active).chain(immutables.iter()) {
+            if let Some(entry) = memtable.table.get(key, seq) {
+                return Ok(match entry.kind {
+                    ValueKind::Put => Some(entry.value.to_vec()),
+                    ValueKind::Delete => None,
+                });
+            }
+        }
+        let filter = user_filter_key(key);
+        let target = seek_key(key, seq);
+        for files in &version.levels {
+            for handle in files {
+                if let Some(found) = table_get(handle, &filter, &target, key)? {
+                    return Ok(found);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Switches to a new memtable and writes every full one to a level-0 table; returns the
+    /// tables written, once they are durable and in the manifest.
+    ///
+    /// # Errors
+    ///
+    /// A write or manifest error.
+    pub fn flush(&self) -> Result<Vec<FileMeta>> {
+        {
+            let _writer = self.inner.write_lock.lock();
+            let mut state = self.inner.state.lock();
+            if !state.active.table.is_empty() {
+                self.inner.rotate(&mut state);
+            }
+        }
+        let mut written = Vec::new();
+        while let Some(meta) = self.inner.flush_oldest()? {
+            written.push(meta);
+        }
+        Ok(written)
+    }
+
+    /// Every table in the store, by level.
+    pub fn live_files(&self) -> Vec<FileMeta> {
+        let state = self.inner.state.lock();
+        state
+            .version
+            .levels
+            .iter()
+            .flatten()
+            .map(|h| h.meta.clone())
+            .collect()
+    }
+}
+
+/// A pinned view of the store; see [`Db::snapshot`].
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    db: Db,
+    seq: u64,
+}
+
+impl Snapshot {
+    /// The value of `key` as of the snapshot.
+    ///
+    /// # Errors
+    ///
+    /// As [`Db::get`].
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_at(key, self.seq)
+    }
+
+    /// The sequence number the snapshot reads at.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+fn insert(table: &Memtable, kind: ValueKind, seq: u64, key: &[u8], value: &[u8]) -> Result<()> {
+    table
+        .insert(key, seq, kind, value)
+        .map_err(|_| Error::Corruption {
+            path: PathBuf::from("memtable"),
+            offset: seq,
+            reason: "memtable refused an insert (full or duplicate)",
+        })
+}
+
+/// Looks `key` up in one table: `Some(Some(v))` found, `Some(None)` deleted, `None` absent.
+fn table_get(
+    handle: &TableHandle,
+    filter: &[u8],
+    target: &[u8],
+    key: &[u8],
+) -> Result<Option<Option<Vec<u8>>>> {
+    if !handle.table.may_contain(filter) {
+        return Ok(None);
+    }
+    let mut iter = handle.table.iter();
+    iter.seek(target);
+    if let Some(e) = iter.take_error() {
+        return Err(e.into());
+    }
+    if !iter.valid() {
+        return Ok(None);
+    }
+    let parsed = parse_internal_key(iter.key()).ok_or_else(|| Error::Corruption {
+        path: handle.table.path().to_path_buf(),
+        offset: 0,
+        reason: "table key is not an internal key",
+    })?;
+    if parsed.user_key != key {
+        return Ok(None);
+    }
+    Ok(Some(match parsed.kind {
+        ValueKind::Put => Some(iter.value().to_vec()),
+        ValueKind::Delete => None,
+    }))
+}
+
+impl Inner {
+    /// Returns the memtable to write into, switching to a new one (and waiting for flushes,
+    /// if too many are pending) when the active one is full. Called with the write lock held.
+    fn make_room(&self) -> Result<Arc<MemtableHandle>> {
+        let mut state = self.state.lock();
+        loop {
+            if let Some(cause) = &state.background_error {
+                return Err(Error::ReadOnly {
+                    cause: cause.clone(),
+                });
+            }
+            if state.active.table.approximate_bytes() < self.options.memtable_bytes {
+                return Ok(Arc::clone(&state.active));
+            }
+            if state.immutables.len() >= self.options.immutable_memtables_max {
+                // Backpressure: wait for the flusher.
+                self.changed.wait(&mut state);
+                continue;
+            }
+            self.rotate(&mut state);
+        }
+    }
+
+    fn rotate(&self, state: &mut State) {
+        state.active.table.freeze();
+        let full = std::mem::replace(
+            &mut state.active,
+            Arc::new(MemtableHandle {
+                table: Memtable::with_capacity(
+                    self.options.memtable_bytes + self.options.memtable_bytes / 4,
+                ),
+                max_wal_lsn: AtomicU64::new(0),
+            }),
+        );
+        state.immutables.insert(0, full);
+        self.changed.notify_all();
+    }
+
+    fn flush_loop(&self) {
+        loop {
+            {
+                let mut state = self.state.lock();
+                while state.immutables.is_empty() && !state.closing {
+                    self.changed.wait(&mut state);
+                }
+                if state.closing {
+                    return;
+                }
+            }
+            if let Err(e) = self.flush_oldest() {
+                let mut state = self.state.lock();
+                state.background_error = Some(strata_fs::display_chain(&e));
+                self.changed.notify_all();
+                return;
+            }
+        }
+    }
+
+    /// Writes the oldest full memtable to a level-0 table, records it in the manifest, and
+    /// drops the memtable and the WAL segments it covered. `None` if there was nothing to do.
+    fn flush_oldest(&self) -> Result<Option<FileMeta>> {
+        // One flush at a time (the background thread and `Db::flush` may both try).
+        let manifest = self.manifest.lock();
+        let (memtable, number, last_seq) = {
+            let mut state = self.state.lock();
+            let Some(memtable) = state.immutables.last().cloned() else {
+                return Ok(None);
+            };
+            let number = state.manifest_state.next_file_number;
+            state.manifest_state.next_file_number += 1;
+            (memtable, number, state.last_seq)
+        };
+        let path = table_path(&self.dir, number);
+        let mut builder = TableBuilder::create(&path, self.options.table.clone())?;
+        let mut key = Vec::new();
+        let (mut smallest_seq, mut largest_seq) = (u64::MAX, 0);
+        let mut smallest = None;
+        for entry in memtable
+            .table
+            .range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        {
+            key.clear();
+            encode_internal_key(&mut key, entry.user_key, entry.seq, entry.kind);
+            builder.add(&key, entry.value)?;
+            smallest.get_or_insert_with(|| key.clone());
+            smallest_seq = smallest_seq.min(entry.seq);
+            largest_seq = largest_seq.max(entry.seq);
+        }
+        let summary = builder.finish()?;
+        let meta = FileMeta {
+            number,
+            level: 0,
+            size: summary.file_bytes,
+            smallest: smallest.unwrap_or_default(),
+            largest: key,
+            smallest_seq: smallest_seq.min(largest_seq),
+            largest_seq,
+        };
+        let flushed_lsn = memtable.max_wal_lsn.load(Ordering::Acquire);
+        let edit = VersionEdit {
+            wal_flushed_lsn: Some(flushed_lsn),
+            next_file_number: Some(number + 1),
+            last_seq: Some(last_seq.max(largest_seq)),
+            added: vec![meta.clone()],
+            deleted: Vec::new(),
+        };
+        manifest.append(&edit)?;
+        let table = Table::open(&path, read_options())?;
+        {
+            let mut state = self.state.lock();
+            state
+                .manifest_state
+                .apply(&edit)
+                .map_err(|reason| Error::Corruption {
+                    path: self.dir.clone(),
+                    offset: number,
+                    reason,
+                })?;
+            let mut levels = state.version.levels.clone();
+            levels[0].insert(
+                0,
+                Arc::new(TableHandle {
+                    meta: meta.clone(),
+                    table,
+                }),
+            );
+            state.version = Arc::new(Version { levels });
+            state.immutables.pop();
+            self.changed.notify_all();
+        }
+        drop(manifest);
+        self.wal.purge_before(flushed_lsn + 1)?;
+        Ok(Some(meta))
+    }
+}

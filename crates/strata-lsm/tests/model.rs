@@ -1,0 +1,167 @@
+//! The store against a `BTreeMap` model: random puts, deletes, batches, snapshots, forced
+//! flushes, reopens and crashes with a torn WAL tail. Reads always match the model.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use strata_lsm::{Db, Options, WriteBatch, WriteOptions};
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, Vec<u8>),
+    Delete(u8),
+    Batch(Vec<(u8, Option<Vec<u8>>)>),
+    Get(u8),
+    TakeSnapshot,
+    ReadSnapshot(u8),
+    Flush,
+    Reopen,
+    CrashTearingWal(u16),
+}
+
+fn key(k: u8) -> Vec<u8> {
+    format!("key-{}", k % 12).into_bytes()
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let value = proptest::collection::vec(any::<u8>(), 0..200);
+    prop_oneof![
+        8 => (any::<u8>(), value.clone()).prop_map(|(k, v)| Op::Put(k, v)),
+        3 => any::<u8>().prop_map(Op::Delete),
+        2 => proptest::collection::vec((any::<u8>(), proptest::option::of(value)), 0..5).prop_map(Op::Batch),
+        4 => any::<u8>().prop_map(Op::Get),
+        1 => Just(Op::TakeSnapshot),
+        2 => any::<u8>().prop_map(Op::ReadSnapshot),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Reopen),
+        1 => (1u16..200).prop_map(Op::CrashTearingWal),
+    ]
+}
+
+fn options() -> Options {
+    Options {
+        // Small, so rotations and background flushes happen within a test case.
+        memtable_bytes: 4 * 1024,
+        immutable_memtables_max: 1,
+        ..Options::default()
+    }
+}
+
+fn last_wal_segment(dir: &Path) -> Option<PathBuf> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir.join("wal"))
+        .ok()?
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    segments.sort();
+    segments.pop()
+}
+
+fn matches(db: &Db, model: &Model) -> Result<(), TestCaseError> {
+    for k in 0..12u8 {
+        let k = key(k);
+        prop_assert_eq!(
+            db.get(&k).expect("get"),
+            model.get(&k).cloned(),
+            "key {:?}",
+            k
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn store_matches_btreemap_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = Db::open(dir.path(), options()).expect("open");
+        let mut model = Model::new();
+        // The model after each write, to check what a torn WAL tail can leave.
+        let mut history: Vec<Model> = vec![Model::new()];
+        let mut durable_writes = 0usize;
+        let mut snapshot: Option<(strata_lsm::Snapshot, Model)> = None;
+        let write = WriteOptions::default();
+        for op in ops {
+            match op {
+                Op::Put(k, v) => {
+                    db.put(&key(k), &v, write).expect("put");
+                    model.insert(key(k), v);
+                    history.push(model.clone());
+                }
+                Op::Delete(k) => {
+                    db.delete(&key(k), write).expect("delete");
+                    model.remove(&key(k));
+                    history.push(model.clone());
+                }
+                Op::Batch(ops) => {
+                    let mut batch = WriteBatch::new();
+                    for (k, v) in &ops {
+                        match v {
+                            Some(v) => batch.put(&key(*k), v),
+                            None => batch.delete(&key(*k)),
+                        }
+                    }
+                    db.write(batch, write).expect("write");
+                    for (k, v) in ops {
+                        match v {
+                            Some(v) => model.insert(key(k), v),
+                            None => model.remove(&key(k)),
+                        };
+                    }
+                    history.push(model.clone());
+                }
+                Op::Get(k) => {
+                    prop_assert_eq!(db.get(&key(k)).expect("get"), model.get(&key(k)).cloned());
+                }
+                Op::TakeSnapshot => snapshot = Some((db.snapshot(), model.clone())),
+                Op::ReadSnapshot(k) => {
+                    if let Some((snap, then)) = &snapshot {
+                        prop_assert_eq!(snap.get(&key(k)).expect("get"), then.get(&key(k)).cloned());
+                    }
+                }
+                Op::Flush => {
+                    db.flush().expect("flush");
+                    durable_writes = history.len() - 1;
+                }
+                Op::Reopen => {
+                    snapshot = None;
+                    drop(db);
+                    db = Db::open(dir.path(), options()).expect("reopen");
+                    // Nothing was lost: the WAL is written (not synced) before a write returns.
+                    matches(&db, &model)?;
+                }
+                Op::CrashTearingWal(cut) => {
+                    snapshot = None;
+                    drop(db);
+                    if let Some(segment) = last_wal_segment(dir.path()) {
+                        let len = std::fs::metadata(&segment).expect("stat").len();
+                        let keep = len.saturating_sub(u64::from(cut)).max(32);
+                        let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("open");
+                        file.set_len(keep.min(len)).expect("truncate");
+                    }
+                    db = Db::open(dir.path(), options()).expect("reopen after a torn WAL");
+                    // The store is the model after some prefix of the writes: at least the
+                    // flushed ones, and each batch all or nothing.
+                    let found = (durable_writes..history.len()).rev().find(|&i| {
+                        (0..12u8).all(|k| db.get(&key(k)).expect("get") == history[i].get(&key(k)).cloned())
+                    });
+                    prop_assert!(found.is_some(), "the store matches no prefix of the writes");
+                    let i = found.expect("checked");
+                    model = history[i].clone();
+                    history.truncate(i + 1);
+                }
+            }
+        }
+        matches(&db, &model)?;
+        // A snapshot keeps the store open (it holds a handle).
+        drop(snapshot);
+        drop(db);
+        let db = Db::open(dir.path(), options()).expect("final reopen");
+        matches(&db, &model)?;
+    }
+}
