@@ -2,10 +2,11 @@
 //!
 //! One subcommand group per layer; each calls the layer's public API and holds no logic a
 //! library user would need. Today: `strata snaplog dump|compact|demo` and
-//! `strata wal dump|stress`, `strata sst dump|check`.
+//! `strata wal dump|stress`, `strata sst dump|check`, `strata lsm put|get|delete|stats|stress`.
 //!
 //! Errors go to stderr as `strata: error: ...` with exit code 1.
 
+mod lsm;
 mod snaplog;
 mod sst;
 mod wal;
@@ -25,6 +26,9 @@ enum Command {
     /// Serf-compatible snapshot logs: dump, compact, demo.
     #[command(subcommand)]
     Snaplog(snaplog::SnaplogCommand),
+    /// The LSM store: put, get, delete, stats, stress.
+    #[command(subcommand)]
+    Lsm(lsm::LsmCommand),
     /// Sorted table files: dump, check.
     #[command(subcommand)]
     Sst(sst::SstCommand),
@@ -37,6 +41,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Snaplog(command) => snaplog::run(command),
+        Command::Lsm(command) => lsm::run(command),
         Command::Sst(command) => sst::run(command),
         Command::Wal(command) => wal::run(command),
     };
