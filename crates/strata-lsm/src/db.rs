@@ -1,5 +1,6 @@
 //! [`Db`]: writes through the WAL into memtables, reads across memtables and tables, flushes.
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use crate::batch::WriteBatch;
 use crate::error::{Error, Result};
 use crate::keys::{encode_internal_key, filter_key, parse_internal_key, seek_key, user_filter_key};
 use crate::manifest::{FileMeta, Manifest, VersionEdit, VersionState};
+use crate::scan::{Direction, MemtableSource, Source, TableSource, merge, prefix_bounds};
 
 /// Options for [`Db::open`].
 #[derive(Debug, Clone)]
@@ -369,6 +371,80 @@ impl Db {
         Ok(written)
     }
 
+    /// Calls `visit` with every live key within the bounds and its value, in `direction`
+    /// order, until it returns false. Sees the store as of the call.
+    ///
+    /// # Errors
+    ///
+    /// A table read error.
+    pub fn scan(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        direction: Direction,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let seq = self.inner.state.lock().last_seq;
+        self.scan_at(seq, lower, upper, direction, visit)
+    }
+
+    /// [`scan`](Self::scan) over every key that starts with `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// As [`scan`](Self::scan).
+    pub fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        direction: Direction,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let (lower, upper) = prefix_bounds(prefix);
+        self.scan(as_ref(&lower), as_ref(&upper), direction, visit)
+    }
+
+    fn scan_at(
+        &self,
+        seq: u64,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        direction: Direction,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let (active, immutables, version) = {
+            let state = self.inner.state.lock();
+            (
+                Arc::clone(&state.active),
+                state.immutables.clone(),
+                Arc::clone(&state.version),
+            )
+        };
+        let owned = |b: Bound<&[u8]>| match b {
+            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(k) => Bound::Included(k.to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+        };
+        let mut sources: Vec<Box<dyn Source + '_>> = Vec::new();
+        for memtable in std::iter::once(&active).chain(immutables.iter()) {
+            let range = memtable.table.range(lower, upper);
+            match direction {
+                Direction::Forward => sources.push(Box::new(MemtableSource { entries: range })),
+                Direction::Reverse => sources.push(Box::new(MemtableSource {
+                    entries: range.rev(),
+                })),
+            }
+        }
+        for handle in version.levels.iter().flatten() {
+            sources.push(Box::new(TableSource::new(
+                handle.table.iter(),
+                direction,
+                owned(lower),
+                owned(upper),
+            )));
+        }
+        merge(sources, direction, seq, visit)
+    }
+
     /// Every table in the store, by level.
     pub fn live_files(&self) -> Vec<FileMeta> {
         let state = self.inner.state.lock();
@@ -397,6 +473,21 @@ impl Snapshot {
     /// As [`Db::get`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db.get_at(key, self.seq)
+    }
+
+    /// [`Db::scan`] as of the snapshot.
+    ///
+    /// # Errors
+    ///
+    /// As [`Db::scan`].
+    pub fn scan(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        direction: Direction,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.db.scan_at(self.seq, lower, upper, direction, visit)
     }
 
     /// The sequence number the snapshot reads at.
@@ -580,5 +671,13 @@ impl Inner {
         drop(manifest);
         self.wal.purge_before(flushed_lsn + 1)?;
         Ok(Some(meta))
+    }
+}
+
+fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Unbounded => Bound::Unbounded,
+        Bound::Included(k) => Bound::Included(k),
+        Bound::Excluded(k) => Bound::Excluded(k),
     }
 }

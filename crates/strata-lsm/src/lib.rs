@@ -6,8 +6,9 @@
 //! records which tables make up the store. The manifest format is in
 //! `docs/formats/manifest.md`.
 //!
-//! Today: [`Db`] with puts, deletes, atomic [`WriteBatch`]es, gets, snapshots, background and
-//! forced flushes to level-0 tables, and recovery (manifest, then WAL). Not yet: compaction,
+//! Today: [`Db`] with puts, deletes, atomic [`WriteBatch`]es, gets, scans (forward and reverse,
+//! with bounds or a prefix), snapshots, background and forced flushes to level-0 tables, and
+//! recovery (manifest, then WAL). Not yet: compaction,
 //! scans, the block cache, ingest and checkpoints. Writers are serialised (one WAL append at a
 //! time), so concurrent sync writes do not yet share an `fdatasync`.
 //!
@@ -43,7 +44,9 @@ mod db;
 mod error;
 pub mod keys;
 pub mod manifest;
+mod scan;
 
 pub use batch::WriteBatch;
 pub use db::{Db, Options, Snapshot, WriteOptions};
 pub use error::{Error, Result};
+pub use scan::{Direction, prefix_bounds};

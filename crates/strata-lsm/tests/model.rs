@@ -2,10 +2,11 @@
 //! flushes, reopens and crashes with a torn WAL tail. Reads always match the model.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use strata_lsm::{Db, Options, WriteBatch, WriteOptions};
+use strata_lsm::{Db, Direction, Options, WriteBatch, WriteOptions};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -20,6 +21,74 @@ enum Op {
     Flush,
     Reopen,
     CrashTearingWal(u16),
+    Scan(Bound<u8>, Bound<u8>, bool),
+    ScanSnapshot(bool),
+    ScanPrefix(u8),
+}
+
+fn bound() -> impl Strategy<Value = Bound<u8>> {
+    prop_oneof![
+        Just(Bound::Unbounded),
+        any::<u8>().prop_map(Bound::Included),
+        any::<u8>().prop_map(Bound::Excluded),
+    ]
+}
+
+fn key_bound(b: &Bound<u8>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Unbounded => Bound::Unbounded,
+        Bound::Included(k) => Bound::Included(key(*k)),
+        Bound::Excluded(k) => Bound::Excluded(key(*k)),
+    }
+}
+
+fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Unbounded => Bound::Unbounded,
+        Bound::Included(k) => Bound::Included(k),
+        Bound::Excluded(k) => Bound::Excluded(k),
+    }
+}
+
+/// What a scan of `model` within the bounds returns, in order.
+fn model_scan(
+    model: &Model,
+    lower: &Bound<Vec<u8>>,
+    upper: &Bound<Vec<u8>>,
+    reverse: bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let valid = match (lower, upper) {
+        (Bound::Included(l) | Bound::Excluded(l), Bound::Included(u) | Bound::Excluded(u)) => {
+            l < u
+                || (l == u
+                    && matches!(lower, Bound::Included(_))
+                    && matches!(upper, Bound::Included(_)))
+        }
+        _ => true,
+    };
+    if !valid {
+        return Vec::new();
+    }
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = model
+        .range::<Vec<u8>, _>((lower.clone(), upper.clone()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if reverse {
+        out.reverse();
+    }
+    out
+}
+
+fn db_scan(
+    scan: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> bool) -> strata_lsm::Result<()>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    scan(&mut |k, v| {
+        out.push((k.to_vec(), v.to_vec()));
+        true
+    })
+    .expect("scan");
+    out
 }
 
 fn key(k: u8) -> Vec<u8> {
@@ -38,6 +107,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Flush),
         1 => Just(Op::Reopen),
         1 => (1u16..200).prop_map(Op::CrashTearingWal),
+        2 => (bound(), bound(), any::<bool>()).prop_map(|(l, u, r)| Op::Scan(l, u, r)),
+        1 => any::<bool>().prop_map(Op::ScanSnapshot),
+        1 => any::<u8>().prop_map(Op::ScanPrefix),
     ]
 }
 
@@ -123,6 +195,30 @@ proptest! {
                     if let Some((snap, then)) = &snapshot {
                         prop_assert_eq!(snap.get(&key(k)).expect("get"), then.get(&key(k)).cloned());
                     }
+                }
+                Op::Scan(l, u, reverse) => {
+                    let (lower, upper) = (key_bound(&l), key_bound(&u));
+                    let direction = if reverse { Direction::Reverse } else { Direction::Forward };
+                    let got = db_scan(|visit| db.scan(as_ref(&lower), as_ref(&upper), direction, visit));
+                    prop_assert_eq!(got, model_scan(&model, &lower, &upper, reverse), "scan {:?}..{:?}", l, u);
+                }
+                Op::ScanSnapshot(reverse) => {
+                    if let Some((snap, then)) = &snapshot {
+                        let direction = if reverse { Direction::Reverse } else { Direction::Forward };
+                        let got = db_scan(|visit| snap.scan(Bound::Unbounded, Bound::Unbounded, direction, visit));
+                        prop_assert_eq!(got, model_scan(then, &Bound::Unbounded, &Bound::Unbounded, reverse));
+                    }
+                }
+                Op::ScanPrefix(k) => {
+                    // "key-1" is a prefix of "key-10" and "key-11": a real prefix scan.
+                    let prefix = format!("key-{}", k % 12 % 10).into_bytes();
+                    let got = db_scan(|visit| db.scan_prefix(&prefix, Direction::Forward, visit));
+                    let want: Vec<(Vec<u8>, Vec<u8>)> = model
+                        .iter()
+                        .filter(|(key, _)| key.starts_with(&prefix))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    prop_assert_eq!(got, want);
                 }
                 Op::Flush => {
                     db.flush().expect("flush");
