@@ -1,9 +1,10 @@
 //! [`Db`]: writes through the WAL into memtables, reads across memtables and tables, flushes.
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 use strata_memtable::{Memtable, ValueKind};
@@ -11,6 +12,7 @@ use strata_sstable::{ReadOptions, Table, TableBuilder, TableOptions};
 use strata_wal::{Durability, Wal, WalOptions};
 
 use crate::batch::WriteBatch;
+use crate::compaction::{self, CompactionOptions, Plan};
 use crate::error::{Error, Result};
 use crate::keys::{encode_internal_key, filter_key, parse_internal_key, seek_key, user_filter_key};
 use crate::manifest::{FileMeta, Manifest, VersionEdit, VersionState};
@@ -25,8 +27,10 @@ pub struct Options {
     /// How many full memtables may wait for their flush before writes wait too
     /// (backpressure). Default 2.
     pub immutable_memtables_max: usize,
-    /// Options of the tables flushes write.
+    /// Options of the tables flushes and compactions write.
     pub table: TableOptions,
+    /// When and how levels are compacted.
+    pub compaction: CompactionOptions,
 }
 
 impl Default for Options {
@@ -38,6 +42,7 @@ impl Default for Options {
                 filter_key,
                 ..TableOptions::default()
             },
+            compaction: CompactionOptions::default(),
         }
     }
 }
@@ -62,6 +67,30 @@ struct MemtableHandle {
 struct TableHandle {
     meta: FileMeta,
     table: Table,
+    path: PathBuf,
+    /// Set when a compaction replaced the table: the file is deleted when the last reader
+    /// (a version, scan or snapshot read holding this handle) lets go.
+    obsolete: AtomicBool,
+}
+
+impl Drop for TableHandle {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire) {
+            // Best effort: a leftover file is only garbage, removed by the next open.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn open_table(dir: &Path, meta: &FileMeta) -> Result<Arc<TableHandle>> {
+    let path = table_path(dir, meta.number);
+    let table = Table::open(&path, read_options())?;
+    Ok(Arc::new(TableHandle {
+        meta: meta.clone(),
+        table,
+        path,
+        obsolete: AtomicBool::new(false),
+    }))
 }
 
 /// An immutable view of the tables.
@@ -83,6 +112,8 @@ struct State {
     /// Set when a background flush fails; every later write fails with it.
     background_error: Option<String>,
     closing: bool,
+    /// Sequence numbers pinned by live snapshots, with counts.
+    snapshots: BTreeMap<u64, usize>,
 }
 
 #[derive(Debug)]
@@ -96,6 +127,8 @@ struct Inner {
     /// Serialises writers: sequence numbers, WAL order and memtable inserts agree.
     write_lock: Mutex<()>,
     manifest: Mutex<Manifest>,
+    /// One compaction at a time.
+    compaction_lock: Mutex<()>,
 }
 
 /// An embedded LSM key-value store. Cheap to clone; every clone is the same store.
@@ -187,13 +220,10 @@ impl Db {
         };
         for (level, files) in manifest_state.levels.iter().enumerate() {
             for meta in files {
-                let table = Table::open(&table_path(dir, meta.number), read_options())?;
-                version.levels[level].push(Arc::new(TableHandle {
-                    meta: meta.clone(),
-                    table,
-                }));
+                version.levels[level].push(open_table(dir, meta)?);
             }
         }
+        remove_unlisted_tables(dir, &manifest_state)?;
         let wal = open_wal(dir, manifest_state.wal_flushed_lsn)?;
         let active = Arc::new(MemtableHandle {
             table: Memtable::with_capacity(options.memtable_bytes + options.memtable_bytes / 4),
@@ -230,10 +260,12 @@ impl Db {
                 manifest_state,
                 background_error: None,
                 closing: false,
+                snapshots: BTreeMap::new(),
             }),
             changed: Condvar::new(),
             write_lock: Mutex::new(()),
             manifest: Mutex::new(manifest),
+            compaction_lock: Mutex::new(()),
         });
         let flusher_inner = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
@@ -315,10 +347,42 @@ impl Db {
 
     /// A consistent view: reads through it see the store as of now.
     pub fn snapshot(&self) -> Snapshot {
+        let mut state = self.inner.state.lock();
+        let seq = state.last_seq;
+        *state.snapshots.entry(seq).or_insert(0) += 1;
         Snapshot {
             db: self.clone(),
-            seq: self.inner.state.lock().last_seq,
+            seq,
         }
+    }
+
+    /// Compacts every level down into the last non-empty one (or one below level 0), dropping
+    /// every version no snapshot needs. Returns once done.
+    ///
+    /// # Errors
+    ///
+    /// A table or manifest error.
+    pub fn compact(&self) -> Result<()> {
+        let _one = self.inner.compaction_lock.lock();
+        for level in 0..crate::manifest::LEVELS - 1 {
+            let plan = {
+                let state = self.inner.state.lock();
+                let levels = &state.manifest_state.levels;
+                let chosen: Vec<&FileMeta> = levels[level].iter().collect();
+                if chosen.is_empty() {
+                    continue;
+                }
+                // Stop at the deepest level holding data: below it there is nothing to merge.
+                if levels[level + 1..].iter().all(Vec::is_empty) && level > 0 {
+                    break;
+                }
+                compaction::plan_for(levels, level, chosen)
+            };
+            if let Some(plan) = plan {
+                self.inner.run_compaction(&plan)?;
+            }
+        }
+        Ok(())
     }
 
     fn get_at(&self, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
@@ -458,11 +522,24 @@ impl Db {
     }
 }
 
-/// A pinned view of the store; see [`Db::snapshot`].
-#[derive(Debug, Clone)]
+/// A pinned view of the store; see [`Db::snapshot`]. Compactions keep the versions it reads
+/// until it is dropped.
+#[derive(Debug)]
 pub struct Snapshot {
     db: Db,
     seq: u64,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let mut state = self.db.inner.state.lock();
+        if let Some(count) = state.snapshots.get_mut(&self.seq) {
+            *count -= 1;
+            if *count == 0 {
+                state.snapshots.remove(&self.seq);
+            }
+        }
+    }
 }
 
 impl Snapshot {
@@ -576,24 +653,134 @@ impl Inner {
         self.changed.notify_all();
     }
 
+    fn compaction_due(&self, state: &State) -> bool {
+        compaction::pick(&state.manifest_state.levels, &self.options.compaction).is_some()
+    }
+
     fn flush_loop(&self) {
         loop {
-            {
+            let flush = {
                 let mut state = self.state.lock();
-                while state.immutables.is_empty() && !state.closing {
+                while state.immutables.is_empty() && !self.compaction_due(&state) && !state.closing
+                {
                     self.changed.wait(&mut state);
                 }
                 if state.closing {
                     return;
                 }
-            }
-            if let Err(e) = self.flush_oldest() {
+                !state.immutables.is_empty()
+            };
+            let result = if flush {
+                self.flush_oldest().map(|_| ())
+            } else {
+                self.compact_once()
+            };
+            if let Err(e) = result {
                 let mut state = self.state.lock();
                 state.background_error = Some(strata_fs::display_chain(&e));
                 self.changed.notify_all();
                 return;
             }
         }
+    }
+
+    /// Runs the compaction `pick` chooses, if any.
+    fn compact_once(&self) -> Result<()> {
+        let _one = self.compaction_lock.lock();
+        let plan = {
+            let state = self.state.lock();
+            compaction::pick(&state.manifest_state.levels, &self.options.compaction)
+        };
+        match plan {
+            Some(plan) => self.run_compaction(&plan),
+            None => Ok(()),
+        }
+    }
+
+    /// Merges the plan's inputs into new tables, records the change in the manifest, and
+    /// installs it; the inputs' files go when their last reader does. Called with the
+    /// compaction lock held.
+    fn run_compaction(&self, plan: &Plan) -> Result<()> {
+        let (handles, oldest_snapshot) = {
+            let state = self.state.lock();
+            let handles: Vec<Arc<TableHandle>> = plan
+                .inputs
+                .iter()
+                .filter_map(|meta| {
+                    state.version.levels[usize::from(meta.level)]
+                        .iter()
+                        .find(|h| h.meta.number == meta.number)
+                        .cloned()
+                })
+                .collect();
+            let oldest = state
+                .snapshots
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(state.last_seq)
+                .min(state.last_seq);
+            (handles, oldest)
+        };
+        let sources = handles
+            .iter()
+            .map(|h| compaction::table_source(&h.table))
+            .collect();
+        let outputs = compaction::run(
+            sources,
+            plan,
+            oldest_snapshot,
+            &self.options.table,
+            self.options.compaction.target_file_bytes,
+            || {
+                let mut state = self.state.lock();
+                let number = state.manifest_state.next_file_number;
+                state.manifest_state.next_file_number += 1;
+                (number, table_path(&self.dir, number))
+            },
+        )?;
+        let mut opened = Vec::with_capacity(outputs.len());
+        for meta in &outputs {
+            opened.push(open_table(&self.dir, meta)?);
+        }
+        let manifest = self.manifest.lock();
+        let next_file_number = self.state.lock().manifest_state.next_file_number;
+        let edit = VersionEdit {
+            next_file_number: Some(next_file_number),
+            added: outputs,
+            deleted: plan.inputs.iter().map(|f| (f.level, f.number)).collect(),
+            ..VersionEdit::default()
+        };
+        manifest.append(&edit)?;
+        let mut state = self.state.lock();
+        state
+            .manifest_state
+            .apply(&edit)
+            .map_err(|reason| Error::Corruption {
+                path: self.dir.clone(),
+                offset: 0,
+                reason,
+            })?;
+        let mut levels = state.version.levels.clone();
+        for (level, number) in &edit.deleted {
+            levels[usize::from(*level)].retain(|h| {
+                if h.meta.number == *number {
+                    h.obsolete.store(true, Ordering::Release);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let output_level = usize::from(plan.output_level);
+        for handle in opened {
+            let at =
+                levels[output_level].partition_point(|h| h.meta.smallest < handle.meta.smallest);
+            levels[output_level].insert(at, handle);
+        }
+        state.version = Arc::new(Version { levels });
+        self.changed.notify_all();
+        Ok(())
     }
 
     /// Writes the oldest full memtable to a level-0 table, records it in the manifest, and
@@ -645,7 +832,7 @@ impl Inner {
             deleted: Vec::new(),
         };
         manifest.append(&edit)?;
-        let table = Table::open(&path, read_options())?;
+        let handle = open_table(&self.dir, &meta)?;
         {
             let mut state = self.state.lock();
             state
@@ -657,13 +844,7 @@ impl Inner {
                     reason,
                 })?;
             let mut levels = state.version.levels.clone();
-            levels[0].insert(
-                0,
-                Arc::new(TableHandle {
-                    meta: meta.clone(),
-                    table,
-                }),
-            );
+            levels[0].insert(0, handle);
             state.version = Arc::new(Version { levels });
             state.immutables.pop();
             self.changed.notify_all();
@@ -680,4 +861,38 @@ fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
         Bound::Included(k) => Bound::Included(k),
         Bound::Excluded(k) => Bound::Excluded(k),
     }
+}
+
+/// Deletes `.sst` files the manifest does not list: outputs of a flush or compaction a crash
+/// interrupted before its edit, and inputs whose deletion a crash interrupted.
+fn remove_unlisted_tables(dir: &Path, state: &VersionState) -> Result<()> {
+    let live: std::collections::HashSet<u64> =
+        state.levels.iter().flatten().map(|f| f.number).collect();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::Io {
+        op: "list",
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::Io {
+            op: "list",
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        let name = entry.file_name();
+        let number = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".sst"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(number) = number
+            && !live.contains(&number)
+        {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::Io {
+                op: "remove unlisted table",
+                path: entry.path(),
+                source: e,
+            })?;
+        }
+    }
+    Ok(())
 }

@@ -7,9 +7,10 @@
 //! `docs/formats/manifest.md`.
 //!
 //! Today: [`Db`] with puts, deletes, atomic [`WriteBatch`]es, gets, scans (forward and reverse,
-//! with bounds or a prefix), snapshots, background and forced flushes to level-0 tables, and
-//! recovery (manifest, then WAL). Not yet: compaction,
-//! scans, the block cache, ingest and checkpoints. Writers are serialised (one WAL append at a
+//! with bounds or a prefix), snapshots, background and forced flushes to level-0 tables,
+//! leveled compaction (background, and forced with [`Db::compact`]) that keeps what snapshots
+//! need and drops tombstones at the bottom, and recovery (manifest, then WAL). Not yet: the
+//! block cache, ingest, checkpoints and statistics. Writers are serialised (one WAL append at a
 //! time), so concurrent sync writes do not yet share an `fdatasync`.
 //!
 //! # Examples
@@ -40,6 +41,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod batch;
+mod compaction;
 mod db;
 mod error;
 pub mod keys;
@@ -47,6 +49,7 @@ pub mod manifest;
 mod scan;
 
 pub use batch::WriteBatch;
+pub use compaction::CompactionOptions;
 pub use db::{Db, Options, Snapshot, WriteOptions};
 pub use error::{Error, Result};
 pub use scan::{Direction, prefix_bounds};

@@ -6,7 +6,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use strata_lsm::{Db, Direction, Options, WriteBatch, WriteOptions};
+use strata_lsm::{CompactionOptions, Db, Direction, Options, WriteBatch, WriteOptions};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -19,6 +19,7 @@ enum Op {
     TakeSnapshot,
     ReadSnapshot(u8),
     Flush,
+    Compact,
     Reopen,
     CrashTearingWal(u16),
     Scan(Bound<u8>, Bound<u8>, bool),
@@ -105,6 +106,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::TakeSnapshot),
         2 => any::<u8>().prop_map(Op::ReadSnapshot),
         1 => Just(Op::Flush),
+        1 => Just(Op::Compact),
         1 => Just(Op::Reopen),
         1 => (1u16..200).prop_map(Op::CrashTearingWal),
         2 => (bound(), bound(), any::<bool>()).prop_map(|(l, u, r)| Op::Scan(l, u, r)),
@@ -115,9 +117,15 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn options() -> Options {
     Options {
-        // Small, so rotations and background flushes happen within a test case.
+        // Small, so rotations, background flushes and compactions happen within a test case.
         memtable_bytes: 4 * 1024,
         immutable_memtables_max: 1,
+        compaction: CompactionOptions {
+            l0_trigger: 2,
+            target_file_bytes: 2 * 1024,
+            level_base_bytes: 8 * 1024,
+            level_multiplier: 2,
+        },
         ..Options::default()
     }
 }
@@ -219,6 +227,11 @@ proptest! {
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect();
                     prop_assert_eq!(got, want);
+                }
+                Op::Compact => {
+                    db.compact().expect("compact");
+                    // Compaction works on flushed data only: everything written is still in
+                    // the WAL or tables, so nothing new becomes durable here.
                 }
                 Op::Flush => {
                     db.flush().expect("flush");

@@ -1,0 +1,300 @@
+//! Leveled compaction: choosing what to compact, and merging it into new tables.
+//!
+//! Level 0 holds flushed tables, which may overlap; every other level holds tables with
+//! disjoint user-key ranges, and every version of a user key lives in one table. A compaction
+//! merges some tables of level `n` with the tables of level `n + 1` they overlap, and writes
+//! the result to level `n + 1`, dropping versions no reader can see.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use strata_memtable::ValueKind;
+use strata_sstable::{TableBuilder, TableOptions};
+
+use crate::error::Result;
+use crate::keys::{encode_internal_key, parse_internal_key};
+use crate::manifest::FileMeta;
+use crate::scan::{Direction, Source, TableSource, Version};
+
+/// Compaction settings (part of [`Options`](crate::Options)).
+#[derive(Debug, Clone)]
+pub struct CompactionOptions {
+    /// Compact level 0 once it holds this many tables. Default 4.
+    pub l0_trigger: usize,
+    /// Split compaction output into tables of about this size. Default 16 MiB.
+    pub target_file_bytes: u64,
+    /// Level 1 is compacted down once it holds more than this. Default 64 MiB.
+    pub level_base_bytes: u64,
+    /// Each level below holds this many times more than the one above. Default 10.
+    pub level_multiplier: u64,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        Self {
+            l0_trigger: 4,
+            target_file_bytes: 16 * 1024 * 1024,
+            level_base_bytes: 64 * 1024 * 1024,
+            level_multiplier: 10,
+        }
+    }
+}
+
+/// What to compact.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    /// `(level, table)` of every input.
+    pub inputs: Vec<FileMeta>,
+    pub output_level: u8,
+    /// No level below the output holds any key in the inputs' range: tombstones can go.
+    pub bottom: bool,
+}
+
+fn user_range(files: &[&FileMeta]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut low: Option<Vec<u8>> = None;
+    let mut high: Option<Vec<u8>> = None;
+    for f in files {
+        let s = parse_internal_key(&f.smallest)?.user_key;
+        let l = parse_internal_key(&f.largest)?.user_key;
+        if low.as_ref().is_none_or(|x| s < *x) {
+            low = Some(s);
+        }
+        if high.as_ref().is_none_or(|x| l > *x) {
+            high = Some(l);
+        }
+    }
+    Some((low?, high?))
+}
+
+fn overlaps(f: &FileMeta, low: &[u8], high: &[u8]) -> bool {
+    match (
+        parse_internal_key(&f.smallest),
+        parse_internal_key(&f.largest),
+    ) {
+        (Some(s), Some(l)) => !(l.user_key.as_slice() < low || s.user_key.as_slice() > high),
+        // A table whose keys do not parse overlaps everything: never drop data because of it.
+        _ => true,
+    }
+}
+
+/// Picks the next compaction, if one is due.
+pub(crate) fn pick(levels: &[Vec<FileMeta>], options: &CompactionOptions) -> Option<Plan> {
+    let last_level = levels.len() - 1;
+    let (source_level, chosen): (usize, Vec<&FileMeta>) = if levels[0].len() >= options.l0_trigger {
+        (0, levels[0].iter().collect())
+    } else {
+        let mut max_bytes = options.level_base_bytes;
+        let mut found = None;
+        for (level, files) in levels.iter().enumerate().take(last_level).skip(1) {
+            let bytes: u64 = files.iter().map(|f| f.size).sum();
+            if bytes > max_bytes {
+                // The table with the oldest data goes first: it has waited longest.
+                found = files
+                    .iter()
+                    .min_by_key(|f| f.largest_seq)
+                    .map(|f| (level, vec![f]));
+                break;
+            }
+            max_bytes = max_bytes.saturating_mul(options.level_multiplier);
+        }
+        found?
+    };
+    plan_for(levels, source_level, chosen)
+}
+
+/// Plans compacting `chosen` (tables of `source_level`) into the next level.
+pub(crate) fn plan_for(
+    levels: &[Vec<FileMeta>],
+    source_level: usize,
+    chosen: Vec<&FileMeta>,
+) -> Option<Plan> {
+    let output_level = source_level + 1;
+    if output_level >= levels.len() {
+        return None;
+    }
+    let (low, high) = user_range(&chosen)?;
+    let mut inputs: Vec<FileMeta> = chosen.into_iter().cloned().collect();
+    inputs.extend(
+        levels[output_level]
+            .iter()
+            .filter(|f| overlaps(f, &low, &high))
+            .cloned(),
+    );
+    let bottom = levels[output_level + 1..]
+        .iter()
+        .flatten()
+        .all(|f| !overlaps(f, &low, &high));
+    Some(Plan {
+        inputs,
+        output_level: output_level as u8,
+        bottom,
+    })
+}
+
+/// Merges the sources into new tables at `plan.output_level`, keeping, for each user key, every
+/// version newer than `oldest_snapshot` and the newest one at or below it (dropped too if it is
+/// a tombstone at the bottom). `new_file` gives each output table a number and path.
+pub(crate) fn run(
+    sources: Vec<Box<dyn Source + '_>>,
+    plan: &Plan,
+    oldest_snapshot: u64,
+    table_options: &TableOptions,
+    target_file_bytes: u64,
+    mut new_file: impl FnMut() -> (u64, std::path::PathBuf),
+) -> Result<Vec<FileMeta>> {
+    let mut merged = Merged::new(sources)?;
+    let mut outputs = Vec::new();
+    let mut current: Option<Output> = None;
+    let mut key = Vec::new();
+    while let Some(group) = merged.next_group()? {
+        // `group` holds every version of one user key, newest first.
+        let mut kept: Vec<&Version> = Vec::new();
+        for v in &group {
+            if kept
+                .last()
+                .is_some_and(|newer| newer.seq <= oldest_snapshot)
+            {
+                break; // Shadowed for every reader.
+            }
+            kept.push(v);
+        }
+        if plan.bottom
+            && let Some(last) = kept.last()
+            && last.seq <= oldest_snapshot
+            && last.kind == ValueKind::Delete
+        {
+            kept.pop();
+        }
+        if kept.is_empty() {
+            continue;
+        }
+        // Close the table at a user-key boundary once it is big enough (every version of a
+        // key stays in one table, so a lookup below level 0 reads one table per level).
+        if current
+            .as_ref()
+            .is_some_and(|o| o.bytes >= target_file_bytes)
+            && let Some(done) = current.take()
+        {
+            outputs.push(done.finish(plan.output_level)?);
+        }
+        let out = match &mut current {
+            Some(out) => out,
+            None => {
+                let (number, path) = new_file();
+                current.insert(Output::new(number, &path, table_options)?)
+            }
+        };
+        for v in kept {
+            key.clear();
+            encode_internal_key(&mut key, &v.user_key, v.seq, v.kind);
+            out.add(&key, v)?;
+        }
+    }
+    if let Some(done) = current.take() {
+        outputs.push(done.finish(plan.output_level)?);
+    }
+    Ok(outputs)
+}
+
+struct Output {
+    number: u64,
+    builder: TableBuilder,
+    bytes: u64,
+    smallest: Option<Vec<u8>>,
+    largest: Vec<u8>,
+    smallest_seq: u64,
+    largest_seq: u64,
+}
+
+impl Output {
+    fn new(number: u64, path: &Path, options: &TableOptions) -> Result<Self> {
+        Ok(Self {
+            number,
+            builder: TableBuilder::create(path, options.clone())?,
+            bytes: 0,
+            smallest: None,
+            largest: Vec::new(),
+            smallest_seq: u64::MAX,
+            largest_seq: 0,
+        })
+    }
+
+    fn add(&mut self, key: &[u8], v: &Version) -> Result<()> {
+        self.builder.add(key, &v.value)?;
+        self.bytes += (key.len() + v.value.len()) as u64;
+        if self.smallest.is_none() {
+            self.smallest = Some(key.to_vec());
+        }
+        self.largest.clear();
+        self.largest.extend_from_slice(key);
+        self.smallest_seq = self.smallest_seq.min(v.seq);
+        self.largest_seq = self.largest_seq.max(v.seq);
+        Ok(())
+    }
+
+    fn finish(self, level: u8) -> Result<FileMeta> {
+        let summary = self.builder.finish()?;
+        Ok(FileMeta {
+            number: self.number,
+            level,
+            size: summary.file_bytes,
+            smallest: self.smallest.unwrap_or_default(),
+            largest: self.largest,
+            smallest_seq: self.smallest_seq.min(self.largest_seq),
+            largest_seq: self.largest_seq,
+        })
+    }
+}
+
+/// The forward merge of the sources, one user key (all its versions, newest first) at a time.
+struct Merged<'a> {
+    sources: Vec<Box<dyn Source + 'a>>,
+    heads: Vec<Option<Version>>,
+}
+
+impl<'a> Merged<'a> {
+    fn new(mut sources: Vec<Box<dyn Source + 'a>>) -> Result<Self> {
+        let mut heads = Vec::with_capacity(sources.len());
+        for s in &mut sources {
+            heads.push(s.next_version()?);
+        }
+        Ok(Self { sources, heads })
+    }
+
+    fn next_group(&mut self) -> Result<Option<Vec<Version>>> {
+        let Some(user_key) = self
+            .heads
+            .iter()
+            .flatten()
+            .map(|v| &v.user_key)
+            .min()
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let mut group = Vec::new();
+        for (i, source) in self.sources.iter_mut().enumerate() {
+            while self.heads[i]
+                .as_ref()
+                .is_some_and(|v| v.user_key == user_key)
+            {
+                if let Some(v) = self.heads[i].take() {
+                    group.push(v);
+                }
+                self.heads[i] = source.next_version()?;
+            }
+        }
+        group.sort_by_key(|v| std::cmp::Reverse(v.seq));
+        Ok(Some(group))
+    }
+}
+
+/// A source over one input table.
+pub(crate) fn table_source(table: &strata_sstable::Table) -> Box<dyn Source + '_> {
+    Box::new(TableSource::new(
+        table.iter(),
+        Direction::Forward,
+        Bound::Unbounded,
+        Bound::Unbounded,
+    ))
+}

@@ -1,0 +1,126 @@
+//! Compaction keeps what readers can see (including through snapshots) and drops the rest.
+
+use std::collections::BTreeMap;
+
+use strata_lsm::{CompactionOptions, Db, Options, WriteOptions};
+
+fn options() -> Options {
+    Options {
+        memtable_bytes: 16 * 1024,
+        compaction: CompactionOptions {
+            l0_trigger: 3,
+            target_file_bytes: 8 * 1024,
+            level_base_bytes: 32 * 1024,
+            level_multiplier: 4,
+        },
+        ..Options::default()
+    }
+}
+
+#[test]
+fn compaction_keeps_visible_data_and_snapshots_and_drops_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path(), options()).expect("open");
+    let w = WriteOptions::default();
+    let mut model = BTreeMap::new();
+    for i in 0..500u32 {
+        let k = format!("k{:04}", i % 250);
+        let v = format!("first-{i}");
+        db.put(k.as_bytes(), v.as_bytes(), w).expect("put");
+        model.insert(k, v);
+    }
+    db.flush().expect("flush");
+    let snapshot = db.snapshot();
+    let snapshot_model = model.clone();
+    for round in 0..6u32 {
+        for i in 0..250u32 {
+            let k = format!("k{i:04}");
+            if (i + round) % 5 == 0 {
+                db.delete(k.as_bytes(), w).expect("delete");
+                model.remove(&k);
+            } else {
+                let v = format!("round-{round}-{i}");
+                db.put(k.as_bytes(), v.as_bytes(), w).expect("put");
+                model.insert(k, v);
+            }
+        }
+        db.flush().expect("flush");
+    }
+    let before: u64 = db.live_files().iter().map(|f| f.size).sum();
+    db.compact().expect("compact");
+    let files = db.live_files();
+    assert!(
+        files.iter().all(|f| f.level > 0),
+        "level 0 was compacted away"
+    );
+    for i in 0..250u32 {
+        let k = format!("k{i:04}");
+        assert_eq!(
+            db.get(k.as_bytes())
+                .expect("get")
+                .map(|v| String::from_utf8(v).expect("utf-8")),
+            model.get(&k).cloned(),
+            "{k}"
+        );
+        assert_eq!(
+            snapshot
+                .get(k.as_bytes())
+                .expect("get")
+                .map(|v| String::from_utf8(v).expect("utf-8")),
+            snapshot_model.get(&k).cloned(),
+            "{k} through the snapshot"
+        );
+    }
+    drop(snapshot);
+    db.compact().expect("compact again");
+    let after: u64 = db.live_files().iter().map(|f| f.size).sum();
+    assert!(
+        after < before,
+        "old versions were not dropped: {before} -> {after}"
+    );
+
+    // A reopen sees the same, and no table file is left over.
+    drop(db);
+    let db = Db::open(dir.path(), options()).expect("reopen");
+    for (k, v) in &model {
+        assert_eq!(
+            db.get(k.as_bytes()).expect("get").as_deref(),
+            Some(v.as_bytes())
+        );
+    }
+    let live: Vec<u64> = db.live_files().iter().map(|f| f.number).collect();
+    let on_disk = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter(|e| {
+            e.as_ref()
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".sst")
+        })
+        .count();
+    assert_eq!(on_disk, live.len(), "obsolete tables were not deleted");
+}
+
+#[test]
+fn background_compaction_keeps_level_0_small() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path(), options()).expect("open");
+    for i in 0..20_000u32 {
+        let k = format!("key-{:06}", (i * 7919) % 5000);
+        db.put(k.as_bytes(), &[7; 50], WriteOptions::default())
+            .expect("put");
+    }
+    db.flush().expect("flush");
+    // Wait (bounded) for the background thread to catch up on level 0.
+    let start = std::time::Instant::now();
+    while db.live_files().iter().filter(|f| f.level == 0).count() >= 3 {
+        assert!(start.elapsed().as_secs() < 30, "level 0 never compacted");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(db.live_files().iter().any(|f| f.level > 0));
+    for i in 0..5000u32 {
+        let k = format!("key-{i:06}");
+        assert!(db.get(k.as_bytes()).expect("get").is_some(), "{k}");
+    }
+}
