@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use strata_lsm::{Db, Options, WriteOptions};
+use std::ops::Bound;
+
+use strata_lsm::{Db, Direction, Options, WriteOptions};
 
 /// The `strata lsm` subcommands.
 #[derive(Debug, Subcommand)]
@@ -36,6 +38,21 @@ pub enum LsmCommand {
         dir: PathBuf,
         /// The key.
         key: String,
+    },
+    /// List every live key in order (with --json, one {"key": "...", "value_len": N} per line).
+    Scan {
+        /// The store's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// One JSON object per key.
+        #[arg(long)]
+        json: bool,
+        /// Only keys starting with this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Newest key first.
+        #[arg(long)]
+        reverse: bool,
     },
     /// Print the store's tables.
     Stats {
@@ -90,6 +107,12 @@ pub fn run(command: LsmCommand) -> Result<()> {
             db.delete(key.as_bytes(), WriteOptions { sync: true })?;
             Ok(())
         }
+        LsmCommand::Scan {
+            dir,
+            json,
+            prefix,
+            reverse,
+        } => scan(&dir, json, prefix.as_deref(), reverse),
         LsmCommand::Stats { dir } => {
             let db = open(&dir)?;
             for f in db.live_files() {
@@ -107,6 +130,41 @@ pub fn run(command: LsmCommand) -> Result<()> {
             value_bytes,
         } => stress(&dir, writers, keys, value_bytes),
     }
+}
+
+fn scan(dir: &Path, json: bool, prefix: Option<&str>, reverse: bool) -> Result<()> {
+    let db = open(dir)?;
+    let direction = if reverse {
+        Direction::Reverse
+    } else {
+        Direction::Forward
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut failure = None;
+    let mut visit = |key: &[u8], value: &[u8]| {
+        let key = String::from_utf8_lossy(key);
+        let line = if json {
+            serde_json::json!({"key": key, "value_len": value.len()}).to_string()
+        } else {
+            format!("{key} ({} bytes)", value.len())
+        };
+        match writeln!(out, "{line}") {
+            Ok(()) => true,
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        }
+    };
+    match prefix {
+        Some(p) => db.scan_prefix(p.as_bytes(), direction, &mut visit)?,
+        None => db.scan(Bound::Unbounded, Bound::Unbounded, direction, &mut visit)?,
+    }
+    if let Some(e) = failure {
+        return Err(e).context("cannot write to stdout");
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn open(dir: &Path) -> Result<Db> {

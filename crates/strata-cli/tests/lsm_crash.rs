@@ -49,3 +49,29 @@ fn every_acknowledged_key_survives_sigkill() {
         }
     }
 }
+
+#[test]
+fn put_get_delete_and_scan_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let strata = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("lsm")
+            .args(args)
+            .arg("--dir")
+            .arg(dir.path())
+            .output()
+            .expect("run")
+    };
+    for (k, v) in [("b", "2"), ("a", "1"), ("c", "3")] {
+        assert!(strata(&["put", k, v]).status.success());
+    }
+    assert!(strata(&["delete", "b"]).status.success());
+    let got = strata(&["get", "a"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "1\n");
+    assert_eq!(strata(&["get", "b"]).status.code(), Some(1));
+    let scan = strata(&["scan", "--json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&scan.stdout),
+        "{\"key\":\"a\",\"value_len\":1}\n{\"key\":\"c\",\"value_len\":1}\n"
+    );
+}
