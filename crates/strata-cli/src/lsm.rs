@@ -115,9 +115,16 @@ pub fn run(command: LsmCommand) -> Result<()> {
         } => scan(&dir, json, prefix.as_deref(), reverse),
         LsmCommand::Stats { dir } => {
             let db = open(&dir)?;
+            let stats = db.stats();
+            for (level, l) in stats.levels.iter().enumerate() {
+                if l.tables > 0 {
+                    println!("L{level}: {} tables, {} bytes", l.tables, l.bytes);
+                }
+            }
+            println!("last sequence {}", stats.last_seq);
             for f in db.live_files() {
                 println!(
-                    "L{} {:06}.sst {} bytes, sequences {}..={}",
+                    "  L{} {:06}.sst {} bytes, sequences {}..={}",
                     f.level, f.number, f.size, f.smallest_seq, f.largest_seq
                 );
             }

@@ -12,6 +12,7 @@ use strata_sstable::{ReadOptions, Table, TableBuilder, TableOptions};
 use strata_wal::{Durability, Wal, WalOptions};
 
 use crate::batch::WriteBatch;
+use crate::cache::LruBlockCache;
 use crate::compaction::{self, CompactionOptions, Plan};
 use crate::error::{Error, Result};
 use crate::keys::{encode_internal_key, filter_key, parse_internal_key, seek_key, user_filter_key};
@@ -31,6 +32,8 @@ pub struct Options {
     pub table: TableOptions,
     /// When and how levels are compacted.
     pub compaction: CompactionOptions,
+    /// Bytes of decoded data blocks kept in the shared LRU cache (0: no cache). Default 32 MiB.
+    pub block_cache_bytes: usize,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
                 ..TableOptions::default()
             },
             compaction: CompactionOptions::default(),
+            block_cache_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -82,9 +86,18 @@ impl Drop for TableHandle {
     }
 }
 
-fn open_table(dir: &Path, meta: &FileMeta) -> Result<Arc<TableHandle>> {
+fn open_table(
+    dir: &Path,
+    meta: &FileMeta,
+    cache: Option<&Arc<LruBlockCache>>,
+) -> Result<Arc<TableHandle>> {
     let path = table_path(dir, meta.number);
-    let table = Table::open(&path, read_options())?;
+    let options = ReadOptions {
+        table_id: meta.number,
+        cache: cache.map(|c| Arc::clone(c) as Arc<dyn strata_sstable::BlockCache>),
+        filter_key,
+    };
+    let table = Table::open(&path, options)?;
     Ok(Arc::new(TableHandle {
         meta: meta.clone(),
         table,
@@ -129,6 +142,7 @@ struct Inner {
     manifest: Mutex<Manifest>,
     /// One compaction at a time.
     compaction_lock: Mutex<()>,
+    cache: Option<Arc<LruBlockCache>>,
 }
 
 /// An embedded LSM key-value store. Cheap to clone; every clone is the same store.
@@ -188,13 +202,6 @@ fn open_wal(dir: &Path, flushed_lsn: u64) -> Result<Wal> {
     Ok(wal)
 }
 
-fn read_options() -> ReadOptions {
-    ReadOptions {
-        filter_key,
-        ..ReadOptions::default()
-    }
-}
-
 impl Db {
     /// Opens (creating if needed) the store in `dir`: replays the manifest, opens its tables,
     /// and replays the WAL records not yet in tables into a memtable.
@@ -215,12 +222,14 @@ impl Db {
                 (Manifest::create(dir, 1, &state)?, state)
             }
         };
+        let cache = (options.block_cache_bytes > 0)
+            .then(|| Arc::new(LruBlockCache::new(options.block_cache_bytes)));
         let mut version = Version {
             levels: vec![Vec::new(); manifest_state.levels.len()],
         };
         for (level, files) in manifest_state.levels.iter().enumerate() {
             for meta in files {
-                version.levels[level].push(open_table(dir, meta)?);
+                version.levels[level].push(open_table(dir, meta, cache.as_ref())?);
             }
         }
         remove_unlisted_tables(dir, &manifest_state)?;
@@ -266,6 +275,7 @@ impl Db {
             write_lock: Mutex::new(()),
             manifest: Mutex::new(manifest),
             compaction_lock: Mutex::new(()),
+            cache,
         });
         let flusher_inner = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
@@ -509,6 +519,27 @@ impl Db {
         merge(sources, direction, seq, visit)
     }
 
+    /// Counters and sizes: per-level tables and bytes, block cache hits and misses.
+    pub fn stats(&self) -> Stats {
+        let state = self.inner.state.lock();
+        let levels = state
+            .version
+            .levels
+            .iter()
+            .map(|files| LevelStats {
+                tables: files.len(),
+                bytes: files.iter().map(|h| h.meta.size).sum(),
+            })
+            .collect();
+        Stats {
+            levels,
+            last_seq: state.last_seq,
+            cache_hits: self.inner.cache.as_ref().map_or(0, |c| c.hits()),
+            cache_misses: self.inner.cache.as_ref().map_or(0, |c| c.misses()),
+            cache_bytes: self.inner.cache.as_ref().map_or(0, |c| c.bytes()),
+        }
+    }
+
     /// Every table in the store, by level.
     pub fn live_files(&self) -> Vec<FileMeta> {
         let state = self.inner.state.lock();
@@ -520,6 +551,30 @@ impl Db {
             .map(|h| h.meta.clone())
             .collect()
     }
+}
+
+/// Statistics from [`Db::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Per level.
+    pub levels: Vec<LevelStats>,
+    /// The latest sequence number.
+    pub last_seq: u64,
+    /// Block cache lookups that hit.
+    pub cache_hits: u64,
+    /// Block cache lookups that missed.
+    pub cache_misses: u64,
+    /// Bytes in the block cache.
+    pub cache_bytes: usize,
+}
+
+/// One level's size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LevelStats {
+    /// Tables in the level.
+    pub tables: usize,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// A pinned view of the store; see [`Db::snapshot`]. Compactions keep the versions it reads
@@ -741,7 +796,7 @@ impl Inner {
         )?;
         let mut opened = Vec::with_capacity(outputs.len());
         for meta in &outputs {
-            opened.push(open_table(&self.dir, meta)?);
+            opened.push(open_table(&self.dir, meta, self.cache.as_ref())?);
         }
         let manifest = self.manifest.lock();
         let next_file_number = self.state.lock().manifest_state.next_file_number;
@@ -832,7 +887,7 @@ impl Inner {
             deleted: Vec::new(),
         };
         manifest.append(&edit)?;
-        let handle = open_table(&self.dir, &meta)?;
+        let handle = open_table(&self.dir, &meta, self.cache.as_ref())?;
         {
             let mut state = self.state.lock();
             state

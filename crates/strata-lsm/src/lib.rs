@@ -9,8 +9,8 @@
 //! Today: [`Db`] with puts, deletes, atomic [`WriteBatch`]es, gets, scans (forward and reverse,
 //! with bounds or a prefix), snapshots, background and forced flushes to level-0 tables,
 //! leveled compaction (background, and forced with [`Db::compact`]) that keeps what snapshots
-//! need and drops tombstones at the bottom, and recovery (manifest, then WAL). Not yet: the
-//! block cache, ingest, checkpoints and statistics. Writers are serialised (one WAL append at a
+//! need and drops tombstones at the bottom, a shared LRU block cache, statistics, and recovery
+//! (manifest, then WAL). Not yet: ingest, checkpoints and forced flushes with properties. Writers are serialised (one WAL append at a
 //! time), so concurrent sync writes do not yet share an `fdatasync`.
 //!
 //! # Examples
@@ -41,6 +41,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod batch;
+mod cache;
 mod compaction;
 mod db;
 mod error;
@@ -49,7 +50,8 @@ pub mod manifest;
 mod scan;
 
 pub use batch::WriteBatch;
+pub use cache::LruBlockCache;
 pub use compaction::CompactionOptions;
-pub use db::{Db, Options, Snapshot, WriteOptions};
+pub use db::{Db, LevelStats, Options, Snapshot, Stats, WriteOptions};
 pub use error::{Error, Result};
 pub use scan::{Direction, prefix_bounds};

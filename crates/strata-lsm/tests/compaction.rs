@@ -124,3 +124,35 @@ fn background_compaction_keeps_level_0_small() {
         assert!(db.get(k.as_bytes()).expect("get").is_some(), "{k}");
     }
 }
+
+#[test]
+fn repeated_reads_hit_the_block_cache_within_its_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = Options {
+        block_cache_bytes: 64 * 1024,
+        ..options()
+    };
+    let db = Db::open(dir.path(), options).expect("open");
+    for i in 0..3000u32 {
+        db.put(
+            format!("k{i:05}").as_bytes(),
+            &[1; 40],
+            WriteOptions::default(),
+        )
+        .expect("put");
+    }
+    db.flush().expect("flush");
+    for _ in 0..3 {
+        for i in (0..3000u32).step_by(7) {
+            assert!(
+                db.get(format!("k{i:05}").as_bytes())
+                    .expect("get")
+                    .is_some()
+            );
+        }
+    }
+    let stats = db.stats();
+    assert!(stats.cache_hits > stats.cache_misses, "{stats:?}");
+    assert!(stats.cache_bytes <= 64 * 1024, "{stats:?}");
+    assert!(stats.levels.iter().map(|l| l.tables).sum::<usize>() > 0);
+}
