@@ -431,6 +431,17 @@ impl Db {
     ///
     /// A write or manifest error.
     pub fn flush(&self) -> Result<Vec<FileMeta>> {
+        self.flush_with_properties(&[])
+    }
+
+    /// [`flush`](Self::flush), recording `properties` in every table it writes (the Raft layer
+    /// records the last applied index and term); [`live_files`](Self::live_files) reports them.
+    /// Names starting with `strata.` are reserved.
+    ///
+    /// # Errors
+    ///
+    /// As [`flush`](Self::flush).
+    pub fn flush_with_properties(&self, properties: &[(&str, &[u8])]) -> Result<Vec<FileMeta>> {
         {
             let _writer = self.inner.write_lock.lock();
             let mut state = self.inner.state.lock();
@@ -439,10 +450,44 @@ impl Db {
             }
         }
         let mut written = Vec::new();
-        while let Some(meta) = self.inner.flush_oldest()? {
+        while let Some(meta) = self.inner.flush_oldest(properties)? {
             written.push(meta);
         }
         Ok(written)
+    }
+
+    /// Exports a consistent copy of the store to `path` (which must not exist): flushes, then
+    /// hard-links every live table and writes a manifest describing exactly them. The copy opens
+    /// as a store of its own. Tables are immutable, so sharing them by links is safe.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors (hard links need `path` on the same file system).
+    pub fn checkpoint(&self, path: &Path) -> Result<()> {
+        self.flush()?;
+        // Compactions would delete tables while they are being linked: hold them off.
+        let _no_compaction = self.inner.compaction_lock.lock();
+        let state = self.inner.state.lock().manifest_state.clone();
+        std::fs::create_dir(path).map_err(|e| Error::Io {
+            op: "create checkpoint directory",
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        for meta in state.levels.iter().flatten() {
+            let from = table_path(&self.inner.dir, meta.number);
+            let to = table_path(path, meta.number);
+            std::fs::hard_link(&from, &to).map_err(|e| Error::Io {
+                op: "link table into checkpoint",
+                path: to,
+                source: e,
+            })?;
+        }
+        let mut exported = state;
+        // Everything is in tables: the copy's WAL starts empty, past what this one used.
+        exported.wal_flushed_lsn = self.inner.wal.next_lsn().saturating_sub(1);
+        drop(Manifest::create(path, 1, &exported)?);
+        strata_fs::sync_dir(path)?;
+        Ok(())
     }
 
     /// Calls `visit` with every live key within the bounds and its value, in `direction`
@@ -540,16 +585,42 @@ impl Db {
         }
     }
 
-    /// Every table in the store, by level.
-    pub fn live_files(&self) -> Vec<FileMeta> {
+    /// Every table in the store: its level and metadata, and the properties recorded in it.
+    pub fn live_files(&self) -> Vec<LiveFile> {
         let state = self.inner.state.lock();
         state
             .version
             .levels
             .iter()
             .flatten()
-            .map(|h| h.meta.clone())
+            .map(|h| LiveFile {
+                meta: h.meta.clone(),
+                properties: h
+                    .table
+                    .properties()
+                    .user
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_vec()))
+                    .collect(),
+            })
             .collect()
+    }
+}
+
+/// A table as [`Db::live_files`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveFile {
+    /// Its level, number, size, key and sequence ranges.
+    pub meta: FileMeta,
+    /// The properties recorded by [`Db::flush_with_properties`].
+    pub properties: BTreeMap<String, Vec<u8>>,
+}
+
+impl std::ops::Deref for LiveFile {
+    type Target = FileMeta;
+
+    fn deref(&self) -> &FileMeta {
+        &self.meta
     }
 }
 
@@ -726,7 +797,7 @@ impl Inner {
                 !state.immutables.is_empty()
             };
             let result = if flush {
-                self.flush_oldest().map(|_| ())
+                self.flush_oldest(&[]).map(|_| ())
             } else {
                 self.compact_once()
             };
@@ -840,7 +911,7 @@ impl Inner {
 
     /// Writes the oldest full memtable to a level-0 table, records it in the manifest, and
     /// drops the memtable and the WAL segments it covered. `None` if there was nothing to do.
-    fn flush_oldest(&self) -> Result<Option<FileMeta>> {
+    fn flush_oldest(&self, properties: &[(&str, &[u8])]) -> Result<Option<FileMeta>> {
         // One flush at a time (the background thread and `Db::flush` may both try).
         let manifest = self.manifest.lock();
         let (memtable, number, last_seq) = {
@@ -854,6 +925,9 @@ impl Inner {
         };
         let path = table_path(&self.dir, number);
         let mut builder = TableBuilder::create(&path, self.options.table.clone())?;
+        for (name, value) in properties {
+            builder.set_property(name, value)?;
+        }
         let mut key = Vec::new();
         let (mut smallest_seq, mut largest_seq) = (u64::MAX, 0);
         let mut smallest = None;

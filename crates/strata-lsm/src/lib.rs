@@ -10,7 +10,8 @@
 //! with bounds or a prefix), snapshots, background and forced flushes to level-0 tables,
 //! leveled compaction (background, and forced with [`Db::compact`]) that keeps what snapshots
 //! need and drops tombstones at the bottom, a shared LRU block cache, statistics, and recovery
-//! (manifest, then WAL). Not yet: ingest, checkpoints and forced flushes with properties. Writers are serialised (one WAL append at a
+//! (manifest, then WAL), forced flushes that record caller properties in their tables,
+//! [`Db::live_files`], and [`Db::checkpoint`]. Not yet: ingest. Writers are serialised (one WAL append at a
 //! time), so concurrent sync writes do not yet share an `fdatasync`.
 //!
 //! # Examples
@@ -52,6 +53,6 @@ mod scan;
 pub use batch::WriteBatch;
 pub use cache::LruBlockCache;
 pub use compaction::CompactionOptions;
-pub use db::{Db, LevelStats, Options, Snapshot, Stats, WriteOptions};
+pub use db::{Db, LevelStats, LiveFile, Options, Snapshot, Stats, WriteOptions};
 pub use error::{Error, Result};
 pub use scan::{Direction, prefix_bounds};
