@@ -34,6 +34,12 @@ pub enum Error {
         /// The failure.
         cause: String,
     },
+    /// The group commit that carried this write failed (the cause is the leader's error).
+    #[error("the write failed: {cause}")]
+    WriteFailed {
+        /// The failure.
+        cause: String,
+    },
     /// Stored state that does not decode or does not make sense: the store refuses to serve
     /// from it rather than risk wrong data.
     #[error("corrupt {} at {offset}: {reason}", path.display())]

@@ -11,8 +11,8 @@
 //! leveled compaction (background, and forced with [`Db::compact`]) that keeps what snapshots
 //! need and drops tombstones at the bottom, a shared LRU block cache, statistics, and recovery
 //! (manifest, then WAL), forced flushes that record caller properties in their tables,
-//! [`Db::live_files`], and [`Db::checkpoint`]. Not yet: ingest. Writers are serialised (one WAL append at a
-//! time), so concurrent sync writes do not yet share an `fdatasync`.
+//! [`Db::live_files`], and [`Db::checkpoint`]. Not yet: ingest. Concurrent writers are group-committed: one
+//! WAL write and at most one `fdatasync` for every batch waiting.
 //!
 //! # Examples
 //!

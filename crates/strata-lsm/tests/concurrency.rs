@@ -98,3 +98,42 @@ fn reads_during_flush_and_compaction_see_whole_batches() {
         "no compaction happened during the test"
     );
 }
+
+#[test]
+fn concurrent_sync_writers_share_fsyncs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Arc::new(Db::open(dir.path(), Options::default()).expect("open"));
+    let writers: Vec<_> = (0..16u32)
+        .map(|w| {
+            let db = Arc::clone(&db);
+            std::thread::spawn(move || {
+                for i in 0..100u32 {
+                    db.put(
+                        format!("w{w}-{i}").as_bytes(),
+                        &i.to_le_bytes(),
+                        WriteOptions { sync: true },
+                    )
+                    .expect("put");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    for w in 0..16u32 {
+        for i in 0..100u32 {
+            assert_eq!(
+                db.get(format!("w{w}-{i}").as_bytes()).expect("get"),
+                Some(i.to_le_bytes().to_vec())
+            );
+        }
+    }
+    let stats = db.stats();
+    // One WAL record per batch; group commit shares each fsync among the batches waiting.
+    assert_eq!(stats.wal_records, 1600);
+    assert!(
+        stats.wal_syncs < stats.wal_records,
+        "no group commit: {stats:?}"
+    );
+}
