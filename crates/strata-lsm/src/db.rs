@@ -437,8 +437,11 @@ impl Db {
                 }
                 compaction::plan_for(levels, level, chosen)
             };
-            if let Some(plan) = plan {
-                self.inner.run_compaction(&plan)?;
+            if let Some(plan) = plan
+                && let Err(e) = self.inner.run_compaction(&plan)
+            {
+                self.inner.fail(&e);
+                return Err(e);
             }
         }
         Ok(())
@@ -499,10 +502,16 @@ impl Db {
             }
         }
         let mut written = Vec::new();
-        while let Some(meta) = self.inner.flush_oldest(properties)? {
-            written.push(meta);
+        loop {
+            match self.inner.flush_oldest(properties) {
+                Ok(Some(meta)) => written.push(meta),
+                Ok(None) => return Ok(written),
+                Err(e) => {
+                    self.inner.fail(&e);
+                    return Err(e);
+                }
+            }
         }
-        Ok(written)
     }
 
     /// Exports a consistent copy of the store to `path` (which must not exist): flushes, then
@@ -872,6 +881,17 @@ impl Inner {
         self.changed.notify_all();
     }
 
+    /// Puts the store into the read-only error state: a flush or compaction failed part-way
+    /// (a failed fsync among the possibilities), so nothing more may be written until a reopen
+    /// recovers from what is durable.
+    fn fail(&self, e: &Error) {
+        let mut state = self.state.lock();
+        if state.background_error.is_none() {
+            state.background_error = Some(strata_fs::display_chain(e));
+        }
+        self.changed.notify_all();
+    }
+
     fn compaction_due(&self, state: &State) -> bool {
         compaction::pick(&state.manifest_state.levels, &self.options.compaction).is_some()
     }
@@ -895,9 +915,7 @@ impl Inner {
                 self.compact_once()
             };
             if let Err(e) = result {
-                let mut state = self.state.lock();
-                state.background_error = Some(strata_fs::display_chain(&e));
-                self.changed.notify_all();
+                self.fail(&e);
                 return;
             }
         }
