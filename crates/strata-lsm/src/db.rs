@@ -466,9 +466,21 @@ impl Db {
         }
         let filter = user_filter_key(key);
         let target = seek_key(key, seq);
-        for files in &version.levels {
-            for handle in files {
-                if let Some(found) = table_get(handle, &filter, &target, key)? {
+        for (level, files) in version.levels.iter().enumerate() {
+            if level == 0 {
+                // Level 0 tables may overlap: newest first, each may hold the key.
+                for handle in files {
+                    if let Some(found) = table_get(handle, &filter, &target, key)? {
+                        return Ok(found);
+                    }
+                }
+            } else {
+                // Below level 0 tables are disjoint and every version of a key is in one
+                // table: the first whose largest key is not below the target.
+                let at = files.partition_point(|h| h.meta.largest.as_slice() < target.as_slice());
+                if let Some(handle) = files.get(at)
+                    && let Some(found) = table_get(handle, &filter, &target, key)?
+                {
                     return Ok(found);
                 }
             }
