@@ -76,6 +76,21 @@ struct Pending {
 struct MemtableHandle {
     table: Memtable,
     max_wal_lsn: AtomicU64,
+    /// Properties a forced flush asked to record in this memtable's table (whichever thread
+    /// ends up flushing it), and the table it became.
+    properties: Mutex<Vec<(String, Vec<u8>)>>,
+    flushed_as: Mutex<Option<FileMeta>>,
+}
+
+impl MemtableHandle {
+    fn new(capacity_bytes: usize) -> Self {
+        Self {
+            table: Memtable::with_capacity(capacity_bytes),
+            max_wal_lsn: AtomicU64::new(0),
+            properties: Mutex::new(Vec::new()),
+            flushed_as: Mutex::new(None),
+        }
+    }
 }
 
 /// A table in the store, open.
@@ -250,10 +265,9 @@ impl Db {
         }
         remove_unlisted_tables(dir, &manifest_state)?;
         let wal = open_wal(dir, manifest_state.wal_flushed_lsn)?;
-        let active = Arc::new(MemtableHandle {
-            table: Memtable::with_capacity(options.memtable_bytes + options.memtable_bytes / 4),
-            max_wal_lsn: AtomicU64::new(0),
-        });
+        let active = Arc::new(MemtableHandle::new(
+            options.memtable_bytes + options.memtable_bytes / 4,
+        ));
         let mut last_seq = manifest_state.last_seq;
         let replay_from = (manifest_state.wal_flushed_lsn + 1).max(wal.first_lsn());
         if replay_from < wal.next_lsn() {
@@ -506,18 +520,58 @@ impl Db {
     ///
     /// As [`flush`](Self::flush).
     pub fn flush_with_properties(&self, properties: &[(&str, &[u8])]) -> Result<Vec<FileMeta>> {
+        if properties
+            .iter()
+            .any(|(name, _)| name.starts_with("strata."))
         {
+            return Err(strata_sstable::Error::ReservedProperty.into());
+        }
+        let target = {
             let _writer = self.inner.write_lock.lock();
             let mut state = self.inner.state.lock();
-            if !state.active.table.is_empty() {
+            if state.active.table.is_empty() {
+                None
+            } else {
+                *state.active.properties.lock() = properties
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+                    .collect();
+                let target = Arc::clone(&state.active);
                 self.inner.rotate(&mut state);
+                Some(target)
             }
-        }
+        };
+        // Flush until the memtable switched out above is a table (the background thread may
+        // flush some of the older ones, or even it, meanwhile).
         let mut written = Vec::new();
         loop {
-            match self.inner.flush_oldest(properties) {
+            if let Some(target) = &target
+                && let Some(meta) = target.flushed_as.lock().clone()
+            {
+                if !written.contains(&meta) {
+                    written.push(meta);
+                }
+                return Ok(written);
+            }
+            match self.inner.flush_oldest() {
                 Ok(Some(meta)) => written.push(meta),
-                Ok(None) => return Ok(written),
+                Ok(None) if target.is_none() => return Ok(written),
+                // Someone else is flushing the target: wait for them.
+                Ok(None) => {
+                    let mut state = self.inner.state.lock();
+                    if target
+                        .as_ref()
+                        .is_some_and(|t| t.flushed_as.lock().is_none())
+                        && state.background_error.is_none()
+                    {
+                        self.inner.changed.wait(&mut state);
+                    }
+                    if let Some(cause) = &state.background_error {
+                        return Err(Error::ReadOnly {
+                            cause: cause.clone(),
+                        });
+                    }
+                }
                 Err(e) => {
                     self.inner.fail(&e);
                     return Err(e);
@@ -882,12 +936,9 @@ impl Inner {
         state.active.table.freeze();
         let full = std::mem::replace(
             &mut state.active,
-            Arc::new(MemtableHandle {
-                table: Memtable::with_capacity(
-                    self.options.memtable_bytes + self.options.memtable_bytes / 4,
-                ),
-                max_wal_lsn: AtomicU64::new(0),
-            }),
+            Arc::new(MemtableHandle::new(
+                self.options.memtable_bytes + self.options.memtable_bytes / 4,
+            )),
         );
         state.immutables.insert(0, full);
         self.changed.notify_all();
@@ -922,7 +973,7 @@ impl Inner {
                 !state.immutables.is_empty()
             };
             let result = if flush {
-                self.flush_oldest(&[]).map(|_| ())
+                self.flush_oldest().map(|_| ())
             } else {
                 self.compact_once()
             };
@@ -1034,7 +1085,7 @@ impl Inner {
 
     /// Writes the oldest full memtable to a level-0 table, records it in the manifest, and
     /// drops the memtable and the WAL segments it covered. `None` if there was nothing to do.
-    fn flush_oldest(&self, properties: &[(&str, &[u8])]) -> Result<Option<FileMeta>> {
+    fn flush_oldest(&self) -> Result<Option<FileMeta>> {
         // One flush at a time (the background thread and `Db::flush` may both try).
         let manifest = self.manifest.lock();
         let (memtable, number, last_seq) = {
@@ -1048,7 +1099,7 @@ impl Inner {
         };
         let path = table_path(&self.dir, number);
         let mut builder = TableBuilder::create(&path, self.options.table.clone())?;
-        for (name, value) in properties {
+        for (name, value) in memtable.properties.lock().iter() {
             builder.set_property(name, value)?;
         }
         let mut key = Vec::new();
@@ -1099,6 +1150,7 @@ impl Inner {
             levels[0].insert(0, handle);
             state.version = Arc::new(Version { levels });
             state.immutables.pop();
+            *memtable.flushed_as.lock() = Some(meta.clone());
             self.changed.notify_all();
         }
         drop(manifest);

@@ -19,14 +19,26 @@ fn a_forced_flush_records_properties_that_live_files_report() {
         live[0].properties.get("raft.applied_index"),
         Some(&42u64.to_le_bytes().to_vec())
     );
-    assert!(
-        db.flush_with_properties(&[("strata.x", b"")]).is_ok(),
-        "nothing to flush"
-    );
+    assert!(db.flush().expect("nothing to flush").is_empty());
     db.put(b"k2", b"v", WriteOptions::default()).expect("put");
     assert!(
         db.flush_with_properties(&[("strata.x", b"")]).is_err(),
         "reserved property names are refused"
+    );
+    // A refused flush is the caller's mistake, not a failure of the store.
+    db.put(b"k3", b"v", WriteOptions::default())
+        .expect("the store still takes writes");
+    let written = db
+        .flush_with_properties(&[("raft.applied_index", &43u64.to_le_bytes())])
+        .expect("flush");
+    let newest = db
+        .live_files()
+        .into_iter()
+        .find(|f| f.number == written[written.len() - 1].number)
+        .expect("the flushed table is live");
+    assert_eq!(
+        newest.properties.get("raft.applied_index"),
+        Some(&43u64.to_le_bytes().to_vec())
     );
 }
 
