@@ -68,6 +68,11 @@ const BENCHES: &[Bench] = &[
         target: "memtable",
     },
     Bench {
+        name: "lsm",
+        package: "strata-lsm",
+        target: "lsm",
+    },
+    Bench {
         name: "sstable",
         package: "strata-sstable",
         target: "sstable",
@@ -226,6 +231,9 @@ fn bench(args: &[String]) -> Result<()> {
         Some((first, rest)) if first == "--" => rest,
         _ => extra,
     };
+    if bench.name == "lsm" {
+        ensure_db_bench()?;
+    }
     let mut command = Command::new(cargo());
     command
         .args(["bench", "-p", bench.package, "--bench", bench.target])
@@ -301,6 +309,26 @@ fn fuzz(args: &[String]) -> Result<()> {
             .arg(&max_time)
             .current_dir(root),
         &format!("cargo +nightly fuzz run {name} -- {max_time}"),
+    )
+}
+
+/// The LSM benchmark runs RocksDB's own `db_bench` beside Strata: install Debian's
+/// `rocksdb-tools` if it is missing.
+fn ensure_db_bench() -> Result<()> {
+    let present = Command::new("db_bench")
+        .arg("--help")
+        .output()
+        .is_ok_and(|out| out.status.success() || !out.stdout.is_empty() || !out.stderr.is_empty());
+    if present {
+        return Ok(());
+    }
+    run(
+        Command::new("apt-get").args(["update", "-q"]),
+        "apt-get update",
+    )?;
+    run(
+        Command::new("apt-get").args(["install", "-y", "-q", "rocksdb-tools"]),
+        "apt-get install rocksdb-tools",
     )
 }
 

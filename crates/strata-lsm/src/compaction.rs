@@ -120,6 +120,10 @@ pub(crate) fn plan_for(
             .filter(|f| overlaps(f, &low, &high))
             .cloned(),
     );
+    // Tombstones may go only if nothing deeper holds any key the output will cover, and the
+    // output covers the range of every input, the output level's included.
+    let all: Vec<&FileMeta> = inputs.iter().collect();
+    let (low, high) = user_range(&all)?;
     let bottom = levels[output_level + 1..]
         .iter()
         .flatten()
@@ -297,4 +301,40 @@ pub(crate) fn table_source(table: &strata_sstable::Table) -> Box<dyn Source + '_
         Bound::Unbounded,
         Bound::Unbounded,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::internal_key;
+
+    fn file(number: u64, level: u8, low: &[u8], high: &[u8]) -> FileMeta {
+        FileMeta {
+            number,
+            level,
+            size: 100,
+            smallest: internal_key(low, 9, ValueKind::Put),
+            largest: internal_key(high, 1, ValueKind::Put),
+            smallest_seq: 1,
+            largest_seq: 9,
+        }
+    }
+
+    #[test]
+    fn the_bottom_test_covers_the_output_levels_inputs_too() {
+        // L1 [c, d] pulls in L2 [a, z]; L3 holds x, inside [a, z] but outside [c, d]. A
+        // tombstone for x in L2 must survive, or the L3 value would come back.
+        let mut levels = vec![Vec::new(); 7];
+        levels[1].push(file(1, 1, b"c", b"d"));
+        levels[2].push(file(2, 2, b"a", b"z"));
+        levels[3].push(file(3, 3, b"x", b"x"));
+        let chosen: Vec<&FileMeta> = levels[1].iter().collect();
+        let plan = plan_for(&levels, 1, chosen).expect("a plan");
+        assert_eq!(plan.inputs.len(), 2);
+        assert!(!plan.bottom);
+        // Without the L3 table it is the bottom.
+        levels[3].clear();
+        let chosen: Vec<&FileMeta> = levels[1].iter().collect();
+        assert!(plan_for(&levels, 1, chosen).expect("a plan").bottom);
+    }
 }

@@ -59,6 +59,26 @@ pub struct WriteOptions {
     pub sync: bool,
 }
 
+/// The smallest memtable: below this, per-memtable overheads dominate.
+const MEMTABLE_BYTES_MIN: usize = 64 * 1024;
+
+/// A memtable's arena: its nominal size plus the most one admitted group can add beyond it
+/// (`make_room` only lets a group in if it fits below the nominal size... plus a quarter of
+/// headroom for the node overhead estimate).
+fn memtable_capacity(options: &Options) -> usize {
+    options.memtable_bytes + options.memtable_bytes / 4
+}
+
+/// An upper bound on the arena bytes a batch takes in a memtable: each operation costs its key
+/// and value plus a node (header and tower, at most 16 + 8 * 20 bytes; 64 is ample on average,
+/// and the quarter of headroom in the arena absorbs the rest).
+fn batch_memory_bytes(batch: &WriteBatch) -> usize {
+    batch.ops().map(|(_, k, v)| k.len() + v.len() + 64).sum()
+}
+
+/// The manifest is rewritten as a new generation once its edits exceed this.
+const MANIFEST_REWRITE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// At most this many queued batches are committed together.
 const GROUP_BATCHES_MAX: usize = 256;
 
@@ -240,7 +260,11 @@ impl Db {
     /// # Errors
     ///
     /// [`Error::Corruption`] for a damaged manifest, table or WAL; I/O errors.
-    pub fn open(dir: &Path, options: Options) -> Result<Db> {
+    pub fn open(dir: &Path, mut options: Options) -> Result<Db> {
+        // Values that would wedge the store are raised to the least that works.
+        options.memtable_bytes = options.memtable_bytes.max(MEMTABLE_BYTES_MIN);
+        options.immutable_memtables_max = options.immutable_memtables_max.max(1);
+        options.compaction.l0_trigger = options.compaction.l0_trigger.max(2);
         std::fs::create_dir_all(dir).map_err(|e| Error::Io {
             op: "create store directory",
             path: dir.to_path_buf(),
@@ -265,10 +289,13 @@ impl Db {
         }
         remove_unlisted_tables(dir, &manifest_state)?;
         let wal = open_wal(dir, manifest_state.wal_flushed_lsn)?;
-        let active = Arc::new(MemtableHandle::new(
-            options.memtable_bytes + options.memtable_bytes / 4,
-        ));
+        let active = Arc::new(MemtableHandle::new(memtable_capacity(&options)));
         let mut last_seq = manifest_state.last_seq;
+        // What the WAL holds beyond the tables can exceed one memtable (a crash while flushes
+        // lagged): replay into as many as it takes; the full ones are flushed once the store
+        // is running.
+        let mut active = active;
+        let mut recovered_immutables: Vec<Arc<MemtableHandle>> = Vec::new();
         let replay_from = (manifest_state.wal_flushed_lsn + 1).max(wal.first_lsn());
         if replay_from < wal.next_lsn() {
             for record in wal.read_from(replay_from)? {
@@ -278,6 +305,17 @@ impl Db {
                     offset: lsn,
                     reason,
                 })?;
+                if active.table.approximate_bytes() + batch_memory_bytes(&batch)
+                    > options.memtable_bytes
+                    && !active.table.is_empty()
+                {
+                    active.table.freeze();
+                    let full = std::mem::replace(
+                        &mut active,
+                        Arc::new(MemtableHandle::new(memtable_capacity(&options))),
+                    );
+                    recovered_immutables.insert(0, full);
+                }
                 let first_seq = batch.first_seq();
                 for (i, op) in batch.ops().enumerate() {
                     let seq = first_seq + i as u64;
@@ -293,7 +331,7 @@ impl Db {
             wal,
             state: Mutex::new(State {
                 active,
-                immutables: Vec::new(),
+                immutables: recovered_immutables,
                 version: Arc::new(version),
                 last_seq,
                 manifest_state,
@@ -361,6 +399,21 @@ impl Db {
         if batch.is_empty() {
             return Ok(self.inner.state.lock().last_seq);
         }
+        // Refuse what could not be stored before it reaches the WAL: once logged, a write
+        // must never fail.
+        for (_, key, _) in batch.ops() {
+            let encoded = key.len() + key.iter().filter(|&&b| b == 0).count() + 10;
+            if encoded > strata_sstable::KEY_BYTES_MAX {
+                return Err(Error::KeyTooLarge { len: key.len() });
+            }
+        }
+        let bytes = batch_memory_bytes(&batch);
+        if bytes > self.inner.options.memtable_bytes / 4 {
+            return Err(Error::BatchTooLarge {
+                bytes,
+                max: self.inner.options.memtable_bytes / 4,
+            });
+        }
         let pending = Arc::new(Pending {
             batch: Mutex::new(Some(batch)),
             sync: options.sync,
@@ -382,7 +435,21 @@ impl Db {
             }
             self.inner.queue_changed.wait(&mut queue);
         }
-        let group: Vec<Arc<Pending>> = queue.iter().take(GROUP_BATCHES_MAX).cloned().collect();
+        // The group is capped by count and by memory, so that it always fits the memtable
+        // `make_room` gives it.
+        let mut group_bytes = 0usize;
+        let group: Vec<Arc<Pending>> = queue
+            .iter()
+            .take(GROUP_BATCHES_MAX)
+            .take_while(|p| {
+                let bytes = p.batch.lock().as_ref().map_or(0, batch_memory_bytes);
+                let fits = group_bytes == 0
+                    || group_bytes + bytes <= self.inner.options.memtable_bytes / 4;
+                group_bytes += bytes;
+                fits
+            })
+            .cloned()
+            .collect();
         drop(queue);
         let committed = self.inner.commit_group(&group);
         let mut queue = self.inner.queue.lock();
@@ -414,8 +481,7 @@ impl Db {
     ///
     /// A table read error (a damaged block is never returned as data).
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let seq = self.inner.state.lock().last_seq;
-        self.get_at(key, seq)
+        self.get_at(key, None)
     }
 
     /// A consistent view: reads through it see the store as of now.
@@ -461,15 +527,29 @@ impl Db {
         Ok(())
     }
 
-    fn get_at(&self, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
-        let (active, immutables, version) = {
-            let state = self.inner.state.lock();
-            (
-                Arc::clone(&state.active),
-                state.immutables.clone(),
-                Arc::clone(&state.version),
-            )
-        };
+    /// A read's view: the sequence number (the latest, or a snapshot's) and the memtables and
+    /// tables, taken together so that no compaction can drop a version the read needs between
+    /// choosing the sequence number and pinning the tables.
+    fn view(
+        &self,
+        at: Option<u64>,
+    ) -> (
+        u64,
+        Arc<MemtableHandle>,
+        Vec<Arc<MemtableHandle>>,
+        Arc<Version>,
+    ) {
+        let state = self.inner.state.lock();
+        (
+            at.unwrap_or(state.last_seq),
+            Arc::clone(&state.active),
+            state.immutables.clone(),
+            Arc::clone(&state.version),
+        )
+    }
+
+    fn get_at(&self, key: &[u8], at: Option<u64>) -> Result<Option<Vec<u8>>> {
+        let (seq, active, immutables, version) = self.view(at);
         for memtable in std::iter::once(&active).chain(immutables.iter()) {
             if let Some(entry) = memtable.table.get(key, seq) {
                 return Ok(match entry.kind {
@@ -512,9 +592,11 @@ impl Db {
         self.flush_with_properties(&[])
     }
 
-    /// [`flush`](Self::flush), recording `properties` in every table it writes (the Raft layer
-    /// records the last applied index and term); [`live_files`](Self::live_files) reports them.
-    /// Names starting with `strata.` are reserved.
+    /// [`flush`](Self::flush), recording `properties` in the table made from the memtable that
+    /// is current at the call (the Raft layer records the last applied index and term there);
+    /// [`live_files`](Self::live_files) reports them. Older full memtables flushed by the same
+    /// call are returned too, without the properties: their data predates them. Names starting
+    /// with `strata.` are reserved.
     ///
     /// # Errors
     ///
@@ -627,8 +709,7 @@ impl Db {
         direction: Direction,
         visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        let seq = self.inner.state.lock().last_seq;
-        self.scan_at(seq, lower, upper, direction, visit)
+        self.scan_at(None, lower, upper, direction, visit)
     }
 
     /// [`scan`](Self::scan) over every key that starts with `prefix`.
@@ -648,20 +729,13 @@ impl Db {
 
     fn scan_at(
         &self,
-        seq: u64,
+        at: Option<u64>,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
         direction: Direction,
         visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        let (active, immutables, version) = {
-            let state = self.inner.state.lock();
-            (
-                Arc::clone(&state.active),
-                state.immutables.clone(),
-                Arc::clone(&state.version),
-            )
-        };
+        let (seq, active, immutables, version) = self.view(at);
         let owned = |b: Bound<&[u8]>| match b {
             Bound::Unbounded => Bound::Unbounded,
             Bound::Included(k) => Bound::Included(k.to_vec()),
@@ -806,7 +880,7 @@ impl Snapshot {
     ///
     /// As [`Db::get`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.db.get_at(key, self.seq)
+        self.db.get_at(key, Some(self.seq))
     }
 
     /// [`Db::scan`] as of the snapshot.
@@ -821,7 +895,8 @@ impl Snapshot {
         direction: Direction,
         visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        self.db.scan_at(self.seq, lower, upper, direction, visit)
+        self.db
+            .scan_at(Some(self.seq), lower, upper, direction, visit)
     }
 
     /// The sequence number the snapshot reads at.
@@ -878,7 +953,11 @@ impl Inner {
     /// each batch's last sequence number.
     fn commit_group(&self, group: &[Arc<Pending>]) -> Result<Vec<u64>> {
         let _writer = self.write_lock.lock();
-        let active = self.make_room()?;
+        let needed: usize = group
+            .iter()
+            .map(|p| p.batch.lock().as_ref().map_or(0, batch_memory_bytes))
+            .sum();
+        let active = self.make_room(needed)?;
         let mut next_seq = self.state.lock().last_seq + 1;
         let mut batches = Vec::with_capacity(group.len());
         let mut last_seqs = Vec::with_capacity(group.len());
@@ -895,14 +974,23 @@ impl Inner {
         }
         let encoded: Vec<&[u8]> = batches.iter().map(WriteBatch::encoded).collect();
         let lsns = self.wal.append_batch(&encoded)?;
-        if group.iter().any(|p| p.sync) {
-            self.wal.sync()?;
-        }
-        for batch in &batches {
-            let first_seq = batch.first_seq();
-            for (i, op) in batch.ops().enumerate() {
-                insert(&active.table, op.0, first_seq + i as u64, op.1, op.2)?;
+        // From here the group is in the WAL: any failure would leave memory and log disagreeing,
+        // so it makes the store read-only (a reopen replays the log).
+        let applied = (|| {
+            if group.iter().any(|p| p.sync) {
+                self.wal.sync()?;
             }
+            for batch in &batches {
+                let first_seq = batch.first_seq();
+                for (i, op) in batch.ops().enumerate() {
+                    insert(&active.table, op.0, first_seq + i as u64, op.1, op.2)?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = applied {
+            self.fail(&e);
+            return Err(e);
         }
         active.max_wal_lsn.store(*lsns.end(), Ordering::Release);
         // Visible only now, all at once: readers never see part of a batch.
@@ -912,7 +1000,7 @@ impl Inner {
 
     /// Returns the memtable to write into, switching to a new one (and waiting for flushes,
     /// if too many are pending) when the active one is full. Called with the write lock held.
-    fn make_room(&self) -> Result<Arc<MemtableHandle>> {
+    fn make_room(&self, needed: usize) -> Result<Arc<MemtableHandle>> {
         let mut state = self.state.lock();
         loop {
             if let Some(cause) = &state.background_error {
@@ -920,7 +1008,8 @@ impl Inner {
                     cause: cause.clone(),
                 });
             }
-            if state.active.table.approximate_bytes() < self.options.memtable_bytes {
+            let used = state.active.table.approximate_bytes();
+            if used + needed <= self.options.memtable_bytes || state.active.table.is_empty() {
                 return Ok(Arc::clone(&state.active));
             }
             if state.immutables.len() >= self.options.immutable_memtables_max {
@@ -936,9 +1025,7 @@ impl Inner {
         state.active.table.freeze();
         let full = std::mem::replace(
             &mut state.active,
-            Arc::new(MemtableHandle::new(
-                self.options.memtable_bytes + self.options.memtable_bytes / 4,
-            )),
+            Arc::new(MemtableHandle::new(memtable_capacity(&self.options))),
         );
         state.immutables.insert(0, full);
         self.changed.notify_all();
@@ -986,7 +1073,10 @@ impl Inner {
 
     /// Runs the compaction `pick` chooses, if any.
     fn compact_once(&self) -> Result<()> {
-        let _one = self.compaction_lock.lock();
+        // A manual compaction or checkpoint holds the lock: skip rather than stall flushes.
+        let Some(_one) = self.compaction_lock.try_lock() else {
+            return Ok(());
+        };
         let plan = {
             let state = self.state.lock();
             compaction::pick(&state.manifest_state.levels, &self.options.compaction)
@@ -1045,6 +1135,7 @@ impl Inner {
         }
         let manifest = self.manifest.lock();
         let next_file_number = self.state.lock().manifest_state.next_file_number;
+        // (The manifest guard is handed to `maybe_rewrite_manifest` at the end.)
         let edit = VersionEdit {
             next_file_number: Some(next_file_number),
             added: outputs,
@@ -1080,6 +1171,23 @@ impl Inner {
         }
         state.version = Arc::new(Version { levels });
         self.changed.notify_all();
+        let snapshot = state.manifest_state.clone();
+        drop(state);
+        self.maybe_rewrite_manifest(manifest, &snapshot)
+    }
+
+    /// Starts a new manifest generation (a snapshot of the state, then a `CURRENT` swap) once
+    /// the live one has grown past [`MANIFEST_REWRITE_BYTES`], so that reopening stays fast and
+    /// the manifest's size stays bounded.
+    fn maybe_rewrite_manifest(
+        &self,
+        mut manifest: parking_lot::MutexGuard<'_, Manifest>,
+        state: &VersionState,
+    ) -> Result<()> {
+        if manifest.bytes() > MANIFEST_REWRITE_BYTES {
+            let next = manifest.generation() + 1;
+            *manifest = Manifest::create(&self.dir, next, state)?;
+        }
         Ok(())
     }
 
@@ -1153,7 +1261,8 @@ impl Inner {
             *memtable.flushed_as.lock() = Some(meta.clone());
             self.changed.notify_all();
         }
-        drop(manifest);
+        let snapshot = self.state.lock().manifest_state.clone();
+        self.maybe_rewrite_manifest(manifest, &snapshot)?;
         self.wal.purge_before(flushed_lsn + 1)?;
         Ok(Some(meta))
     }

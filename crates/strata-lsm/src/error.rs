@@ -34,6 +34,21 @@ pub enum Error {
         /// The failure.
         cause: String,
     },
+    /// A key whose encoded form would exceed the table format's key limit (64 KiB, where a
+    /// zero byte counts twice). Refused before anything is written.
+    #[error("key of {len} bytes is too large")]
+    KeyTooLarge {
+        /// The key's length.
+        len: usize,
+    },
+    /// A batch larger than a quarter of a memtable. Refused before anything is written.
+    #[error("write batch of about {bytes} bytes exceeds the limit of {max}")]
+    BatchTooLarge {
+        /// The batch's size in memory.
+        bytes: usize,
+        /// The limit (a quarter of `Options::memtable_bytes`).
+        max: usize,
+    },
     /// The group commit that carried this write failed (the cause is the leader's error).
     #[error("the write failed: {cause}")]
     WriteFailed {

@@ -86,3 +86,85 @@ fn a_checkpoint_is_a_consistent_independent_store() {
     let copy = Db::open(&copy_dir, Options::default()).expect("reopen the copy");
     assert_eq!(copy.get(b"only-in-copy").expect("get"), Some(b"y".to_vec()));
 }
+
+#[test]
+fn writes_the_store_cannot_hold_are_refused_before_the_wal_and_the_store_keeps_working() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = || Options {
+        memtable_bytes: 64 * 1024,
+        ..Options::default()
+    };
+    let db = Db::open(dir.path(), options()).expect("open");
+    let huge_key = vec![0u8; 40_000]; // Each zero byte doubles in the encoded key.
+    assert!(matches!(
+        db.put(&huge_key, b"v", WriteOptions::default()),
+        Err(strata_lsm::Error::KeyTooLarge { .. })
+    ));
+    let mut batch = strata_lsm::WriteBatch::new();
+    for i in 0..3u8 {
+        batch.put(&[i], &[0; 30_000]);
+    }
+    assert!(matches!(
+        db.write(batch, WriteOptions::default()),
+        Err(strata_lsm::Error::BatchTooLarge { .. })
+    ));
+    db.put(b"ok", b"v", WriteOptions::default())
+        .expect("the store still works");
+    db.flush().expect("flush");
+    drop(db);
+    let db = Db::open(dir.path(), options()).expect("reopen");
+    assert_eq!(db.get(b"ok").expect("get"), Some(b"v".to_vec()));
+    assert_eq!(
+        db.get(&[0]).expect("get"),
+        None,
+        "nothing of the refused batch"
+    );
+}
+
+#[test]
+fn a_reopen_replays_more_than_one_memtable_of_wal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = || Options {
+        memtable_bytes: 64 * 1024,
+        immutable_memtables_max: 2,
+        ..Options::default()
+    };
+    {
+        let db = Db::open(dir.path(), options()).expect("open");
+        for i in 0..400u32 {
+            db.put(
+                format!("k{i:04}").as_bytes(),
+                &[3; 1000],
+                WriteOptions::default(),
+            )
+            .expect("put");
+        }
+        // Abandon the store without a clean close, whatever the flusher managed.
+        std::mem::forget(db);
+    }
+    // The forgotten store still holds the directory lock in this process: the WAL of a crashed
+    // process is what a reopen sees, so copy the files as they are now.
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_tree(dir.path(), copy.path());
+    let db = Db::open(copy.path(), options()).expect("reopen");
+    for i in 0..400u32 {
+        assert_eq!(
+            db.get(format!("k{i:04}").as_bytes()).expect("get"),
+            Some(vec![3; 1000]),
+            "k{i:04}"
+        );
+    }
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).expect("list") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_tree(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
