@@ -20,22 +20,25 @@
 //! # Examples
 //!
 //! ```
+//! # fn main() -> Result<(), strata_memtable::Error> {
 //! use strata_memtable::{Memtable, ValueKind};
 //!
 //! let table = Memtable::with_capacity(1 << 20);
-//! table.insert(b"k", 1, ValueKind::Put, b"v1").unwrap();
-//! table.insert(b"k", 5, ValueKind::Put, b"v5").unwrap();
-//! table.insert(b"k", 9, ValueKind::Delete, b"").unwrap();
+//! table.insert(b"k", 1, ValueKind::Put, b"v1")?;
+//! table.insert(b"k", 5, ValueKind::Put, b"v5")?;
+//! table.insert(b"k", 9, ValueKind::Delete, b"")?;
 //!
-//! assert_eq!(table.get(b"k", 4).unwrap().value, b"v1"); // a snapshot at 4
-//! assert_eq!(table.get(b"k", 7).unwrap().value, b"v5");
-//! assert_eq!(table.get(b"k", 9).unwrap().kind, ValueKind::Delete); // tombstone
+//! assert_eq!(table.get(b"k", 4).map(|e| e.value), Some(&b"v1"[..])); // a snapshot at 4
+//! assert_eq!(table.get(b"k", 7).map(|e| e.value), Some(&b"v5"[..]));
+//! assert_eq!(table.get(b"k", 9).map(|e| e.kind), Some(ValueKind::Delete)); // tombstone
 //! assert!(table.get(b"other", 9).is_none());
 //!
 //! let versions: Vec<u64> = table.range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
 //!     .map(|e| e.seq)
 //!     .collect();
 //! assert_eq!(versions, [9, 5, 1]); // newest first
+//! # Ok(())
+//! # }
 //! ```
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
