@@ -188,27 +188,13 @@ fn stress(dir: &Path, writers: u64, keys: u64, value_bytes: usize) -> Result<()>
     let db = Arc::new(
         Db::open(dir, options).with_context(|| format!("cannot open store {}", dir.display()))?,
     );
-    let handles: Vec<_> = (0..writers)
-        .map(|w| {
-            let db = Arc::clone(&db);
-            std::thread::spawn(move || -> Result<()> {
-                let value = vec![0x5a; value_bytes];
-                for seq in 0..keys {
-                    let key = format!("w{w}-{seq}");
-                    db.put(key.as_bytes(), &value, WriteOptions { sync: true })?;
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "acked {key}")?;
-                    out.flush()?;
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    for handle in handles {
-        match handle.join() {
-            Ok(result) => result?,
-            Err(_) => bail!("a writer thread panicked"),
+    crate::stress::run_writers(writers, move |w| {
+        let value = vec![0x5a; value_bytes];
+        for seq in 0..keys {
+            let key = format!("w{w}-{seq}");
+            db.put(key.as_bytes(), &value, WriteOptions { sync: true })?;
+            crate::stress::ack(format_args!("{key}"))?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }

@@ -9,6 +9,7 @@
 mod lsm;
 mod snaplog;
 mod sst;
+mod stress;
 mod wal;
 
 use clap::{Parser, Subcommand};

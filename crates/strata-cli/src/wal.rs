@@ -149,30 +149,14 @@ fn stress(
     let (wal, _) =
         Wal::open(dir, options).with_context(|| format!("cannot open {}", dir.display()))?;
     let wal = Arc::new(wal);
-    let handles: Vec<_> = (0..writers)
-        .map(|writer| {
-            let wal = Arc::clone(&wal);
-            std::thread::spawn(move || -> Result<()> {
-                let mut record = vec![0xa5u8; record_bytes];
-                record[0..8].copy_from_slice(&writer.to_be_bytes());
-                for seq in 0..records {
-                    record[8..16].copy_from_slice(&seq.to_be_bytes());
-                    wal.append(&record).context("append failed")?;
-                    // One line per acknowledged record, flushed before the next append, so a
-                    // kill can only lose acknowledgements, never invent them.
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "acked {writer} {seq}")?;
-                    out.flush()?;
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    for handle in handles {
-        match handle.join() {
-            Ok(result) => result?,
-            Err(_) => bail!("a writer thread panicked"),
+    crate::stress::run_writers(writers, move |writer| {
+        let mut record = vec![0xa5u8; record_bytes];
+        record[0..8].copy_from_slice(&writer.to_be_bytes());
+        for seq in 0..records {
+            record[8..16].copy_from_slice(&seq.to_be_bytes());
+            wal.append(&record).context("append failed")?;
+            crate::stress::ack(format_args!("{writer} {seq}"))?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
