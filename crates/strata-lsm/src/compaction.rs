@@ -27,6 +27,12 @@ pub struct CompactionOptions {
     pub level_base_bytes: u64,
     /// Each level below holds this many times more than the one above. Default 10.
     pub level_multiplier: u64,
+    /// Backpressure: once level 0 holds this many tables, each group of writes is delayed by
+    /// a millisecond, so that compaction catches up before writes must stop. Default 8.
+    pub l0_slowdown_trigger: usize,
+    /// Backpressure: once level 0 holds this many tables, writes wait until compaction brings
+    /// it below. Default 12.
+    pub l0_stop_trigger: usize,
 }
 
 impl Default for CompactionOptions {
@@ -36,6 +42,8 @@ impl Default for CompactionOptions {
             target_file_bytes: 16 * 1024 * 1024,
             level_base_bytes: 64 * 1024 * 1024,
             level_multiplier: 10,
+            l0_slowdown_trigger: 8,
+            l0_stop_trigger: 12,
         }
     }
 }
@@ -135,13 +143,60 @@ pub(crate) fn plan_for(
     })
 }
 
+/// Plans installing an ingest's tables (`ingested`, sorted and disjoint) at `level`: the
+/// tables of that level they overlap, to be merged with them. Levels above must already hold
+/// nothing in their range.
+pub(crate) fn plan_ingest(levels: &[Vec<FileMeta>], level: usize, ingested: &[FileMeta]) -> Plan {
+    let all: Vec<&FileMeta> = ingested.iter().collect();
+    let inputs: Vec<FileMeta> = match user_range(&all) {
+        // Level 0 tables may overlap: the ingested ones simply go on top.
+        Some((low, high)) if level > 0 => levels[level]
+            .iter()
+            .filter(|f| overlaps(f, &low, &high))
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
+    let all: Vec<&FileMeta> = inputs.iter().chain(ingested).collect();
+    let bottom = user_range(&all).is_some_and(|(low, high)| {
+        levels[level + 1..]
+            .iter()
+            .flatten()
+            .all(|f| !overlaps(f, &low, &high))
+    });
+    Plan {
+        inputs,
+        output_level: level as u8,
+        bottom,
+    }
+}
+
+/// The tables of `level` holding keys in the user-key range of `of`.
+pub(crate) fn overlapping<'a>(
+    levels: &'a [Vec<FileMeta>],
+    level: usize,
+    of: &[FileMeta],
+) -> Vec<&'a FileMeta> {
+    let all: Vec<&FileMeta> = of.iter().collect();
+    match user_range(&all) {
+        Some((low, high)) => levels[level]
+            .iter()
+            .filter(|f| overlaps(f, &low, &high))
+            .collect(),
+        None => levels[level].iter().collect(),
+    }
+}
+
 /// Merges the sources into new tables at `plan.output_level`, keeping, for each user key, every
 /// version newer than `oldest_snapshot` and the newest one at or below it (dropped too if it is
-/// a tombstone at the bottom). `new_file` gives each output table a number and path.
+/// a tombstone at the bottom). `new_file` gives each output table a number and path. With
+/// `assign_seq`, every version written carries that sequence number instead of its own (an
+/// ingest: `oldest_snapshot` is then `u64::MAX`, so one version per key is kept).
 pub(crate) fn run(
     sources: Vec<Box<dyn Source + '_>>,
     plan: &Plan,
     oldest_snapshot: u64,
+    assign_seq: Option<u64>,
     table_options: &TableOptions,
     target_file_bytes: u64,
     mut new_file: impl FnMut() -> (u64, std::path::PathBuf),
@@ -189,9 +244,10 @@ pub(crate) fn run(
             }
         };
         for v in kept {
+            let seq = assign_seq.unwrap_or(v.seq);
             key.clear();
-            encode_internal_key(&mut key, &v.user_key, v.seq, v.kind);
-            out.add(&key, v)?;
+            encode_internal_key(&mut key, &v.user_key, seq, v.kind);
+            out.add(&key, seq, &v.value)?;
         }
     }
     if let Some(done) = current.take() {
@@ -223,16 +279,16 @@ impl Output {
         })
     }
 
-    fn add(&mut self, key: &[u8], v: &Version) -> Result<()> {
-        self.builder.add(key, &v.value)?;
-        self.bytes += (key.len() + v.value.len()) as u64;
+    fn add(&mut self, key: &[u8], seq: u64, value: &[u8]) -> Result<()> {
+        self.builder.add(key, value)?;
+        self.bytes += (key.len() + value.len()) as u64;
         if self.smallest.is_none() {
             self.smallest = Some(key.to_vec());
         }
         self.largest.clear();
         self.largest.extend_from_slice(key);
-        self.smallest_seq = self.smallest_seq.min(v.seq);
-        self.largest_seq = self.largest_seq.max(v.seq);
+        self.smallest_seq = self.smallest_seq.min(seq);
+        self.largest_seq = self.largest_seq.max(seq);
         Ok(())
     }
 
@@ -296,7 +352,7 @@ impl<'a> Merged<'a> {
 /// A source over one input table.
 pub(crate) fn table_source(table: &strata_sstable::Table) -> Box<dyn Source + '_> {
     Box::new(TableSource::new(
-        table.iter(),
+        table,
         Direction::Forward,
         Bound::Unbounded,
         Bound::Unbounded,

@@ -174,6 +174,26 @@ struct State {
     closing: bool,
     /// Sequence numbers pinned by live snapshots, with counts.
     snapshots: BTreeMap<u64, usize>,
+    /// Bumped whenever `version` changes or a manual compaction lets go of the compaction
+    /// lock: the flusher, finding the lock taken, waits for this to move without missing it.
+    generation: u64,
+}
+
+/// Counters since open, for [`Stats`].
+#[derive(Debug, Default)]
+struct Counters {
+    user_bytes: AtomicU64,
+    flush_bytes: AtomicU64,
+    compaction_read_bytes: AtomicU64,
+    compaction_written_bytes: AtomicU64,
+    ingested_bytes: AtomicU64,
+    slowdowns: AtomicU64,
+    stops: AtomicU64,
+    stall_micros: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
 }
 
 #[derive(Debug)]
@@ -194,6 +214,7 @@ struct Inner {
     /// One compaction at a time.
     compaction_lock: Mutex<()>,
     cache: Option<Arc<LruBlockCache>>,
+    counters: Counters,
 }
 
 /// An embedded LSM key-value store. Cheap to clone; every clone is the same store.
@@ -264,7 +285,10 @@ impl Db {
         // Values that would wedge the store are raised to the least that works.
         options.memtable_bytes = options.memtable_bytes.max(MEMTABLE_BYTES_MIN);
         options.immutable_memtables_max = options.immutable_memtables_max.max(1);
-        options.compaction.l0_trigger = options.compaction.l0_trigger.max(2);
+        let c = &mut options.compaction;
+        c.l0_trigger = c.l0_trigger.max(2);
+        c.l0_slowdown_trigger = c.l0_slowdown_trigger.max(c.l0_trigger);
+        c.l0_stop_trigger = c.l0_stop_trigger.max(c.l0_slowdown_trigger);
         std::fs::create_dir_all(dir).map_err(|e| Error::Io {
             op: "create store directory",
             path: dir.to_path_buf(),
@@ -338,6 +362,7 @@ impl Db {
                 background_error: None,
                 closing: false,
                 snapshots: BTreeMap::new(),
+                generation: 0,
             }),
             changed: Condvar::new(),
             write_lock: Mutex::new(()),
@@ -346,6 +371,7 @@ impl Db {
             manifest: Mutex::new(manifest),
             compaction_lock: Mutex::new(()),
             cache,
+            counters: Counters::default(),
         });
         let flusher_inner = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
@@ -502,7 +528,7 @@ impl Db {
     ///
     /// A table or manifest error.
     pub fn compact(&self) -> Result<()> {
-        let _one = self.inner.compaction_lock.lock();
+        let _one = self.inner.manual_compaction_lock();
         for level in 0..crate::manifest::LEVELS - 1 {
             let plan = {
                 let state = self.inner.state.lock();
@@ -518,7 +544,7 @@ impl Db {
                 compaction::plan_for(levels, level, chosen)
             };
             if let Some(plan) = plan
-                && let Err(e) = self.inner.run_compaction(&plan)
+                && let Err(e) = self.inner.run_compaction(&plan, Vec::new(), None)
             {
                 self.inner.fail(&e);
                 return Err(e);
@@ -672,7 +698,7 @@ impl Db {
     pub fn checkpoint(&self, path: &Path) -> Result<()> {
         self.flush()?;
         // Compactions would delete tables while they are being linked: hold them off.
-        let _no_compaction = self.inner.compaction_lock.lock();
+        let _no_compaction = self.inner.manual_compaction_lock();
         let state = self.inner.state.lock().manifest_state.clone();
         std::fs::create_dir(path).map_err(|e| Error::Io {
             op: "create checkpoint directory",
@@ -694,6 +720,93 @@ impl Db {
         drop(Manifest::create(path, 1, &exported)?);
         strata_fs::sync_dir(path)?;
         Ok(())
+    }
+
+    /// Installs the data of the tables at `files` at `level`, as newer than everything in the
+    /// store: for each key they hold, their newest version becomes the store's (a tombstone
+    /// in them deletes the key); other keys are untouched. Returns the tables installed.
+    ///
+    /// The files are Strata tables, as another store's flushes and compactions write them
+    /// (see [`live_files`](Self::live_files) and [`checkpoint`](Self::checkpoint)); they may
+    /// overlap and come from several levels. They are read, verified and rewritten into this
+    /// store under one new sequence number (the inputs are left in place; their properties
+    /// are not carried over), which makes the ingest atomic: a reader or snapshot sees all of
+    /// it or none of it, and a crash leaves all of it or none of it. Before the install, the
+    /// memtables are flushed and the levels above `level` that hold keys in the ingested range
+    /// are compacted down, so that no older local version can shadow the ingested ones; at
+    /// `level` the ingested tables are merged with the tables they overlap. Writes wait for
+    /// the ingest to finish.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchLevel`]; a table that does not open, fails a checksum or holds keys that
+    /// are not Strata's ([`Error::Table`], [`Error::Corruption`]), in which case nothing is
+    /// installed; an I/O or manifest error, which makes the store read-only.
+    pub fn ingest<P: AsRef<Path>>(&self, level: usize, files: &[P]) -> Result<Vec<FileMeta>> {
+        let last = crate::manifest::LEVELS - 1;
+        if level > last {
+            return Err(Error::NoSuchLevel { level, last });
+        }
+        let inner = &self.inner;
+        // Writes wait: the ingest takes the next sequence number, and nothing may reach the
+        // memtable between its flush and the install.
+        let _writer = inner.write_lock.lock();
+        let _no_compaction = inner.manual_compaction_lock();
+        let seq = {
+            let state = inner.state.lock();
+            if let Some(cause) = &state.background_error {
+                return Err(Error::ReadOnly {
+                    cause: cause.clone(),
+                });
+            }
+            state.last_seq + 1
+        };
+        // Rewrite the inputs into tables of this store: verified, merged, one version per
+        // key, every one at `seq`. They are not in the manifest: until installed they are
+        // garbage (marked obsolete here, removed at the next open after a crash).
+        let ingested = {
+            let mut inputs = Vec::with_capacity(files.len());
+            for file in files {
+                inputs.push(Table::open(
+                    file.as_ref(),
+                    ReadOptions {
+                        table_id: 0,
+                        cache: None,
+                        filter_key,
+                    },
+                )?);
+            }
+            let sources = inputs.iter().map(compaction::table_source).collect();
+            let plan = Plan {
+                inputs: Vec::new(),
+                output_level: level as u8,
+                bottom: false,
+            };
+            compaction::run(
+                sources,
+                &plan,
+                u64::MAX,
+                Some(seq),
+                &inner.options.table,
+                inner.options.compaction.target_file_bytes,
+                || inner.new_table_number(),
+            )?
+        };
+        let mut handles = Vec::with_capacity(ingested.len());
+        for meta in &ingested {
+            bump(&inner.counters.ingested_bytes, meta.size);
+            let handle = open_table(&inner.dir, meta, inner.cache.as_ref())?;
+            handle.obsolete.store(true, Ordering::Release);
+            handles.push(handle);
+        }
+        if handles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let installed = inner.ingest_install(level, &ingested, handles, seq);
+        if let Err(e) = &installed {
+            inner.fail(e);
+        }
+        installed
     }
 
     /// Calls `visit` with every live key within the bounds and its value, in `direction`
@@ -753,7 +866,7 @@ impl Db {
         }
         for handle in version.levels.iter().flatten() {
             sources.push(Box::new(TableSource::new(
-                handle.table.iter(),
+                &handle.table,
                 direction,
                 owned(lower),
                 owned(upper),
@@ -762,8 +875,12 @@ impl Db {
         merge(sources, direction, seq, visit)
     }
 
-    /// Counters and sizes: per-level tables and bytes, block cache hits and misses.
+    /// Counters and sizes: per-level tables and bytes, block cache hits and misses, bytes
+    /// written by each stage (for write amplification), write stalls. Counters start at zero
+    /// at open.
     pub fn stats(&self) -> Stats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let c = &self.inner.counters;
         let state = self.inner.state.lock();
         let levels = state
             .version
@@ -782,6 +899,15 @@ impl Db {
             cache_bytes: self.inner.cache.as_ref().map_or(0, |c| c.bytes()),
             wal_records: self.inner.wal.metrics().records,
             wal_syncs: self.inner.wal.metrics().syncs,
+            wal_bytes: self.inner.wal.metrics().bytes,
+            user_bytes: load(&c.user_bytes),
+            flush_bytes: load(&c.flush_bytes),
+            compaction_read_bytes: load(&c.compaction_read_bytes),
+            compaction_written_bytes: load(&c.compaction_written_bytes),
+            ingested_bytes: load(&c.ingested_bytes),
+            write_slowdowns: load(&c.slowdowns),
+            write_stops: load(&c.stops),
+            stall_micros: load(&c.stall_micros),
         }
     }
 
@@ -795,6 +921,7 @@ impl Db {
             .flatten()
             .map(|h| LiveFile {
                 meta: h.meta.clone(),
+                path: h.path.clone(),
                 properties: h
                     .table
                     .properties()
@@ -812,6 +939,9 @@ impl Db {
 pub struct LiveFile {
     /// Its level, number, size, key and sequence ranges.
     pub meta: FileMeta,
+    /// Where the table is. The file stays as long as the store lists it (a compaction may
+    /// remove it after that).
+    pub path: PathBuf,
     /// The properties recorded by [`Db::flush_with_properties`].
     pub properties: BTreeMap<String, Vec<u8>>,
 }
@@ -842,6 +972,37 @@ pub struct Stats {
     pub wal_records: u64,
     /// See `wal_records`.
     pub wal_syncs: u64,
+    /// Bytes written to the WAL, framing included.
+    pub wal_bytes: u64,
+    /// Key and value bytes of every write committed since open.
+    pub user_bytes: u64,
+    /// Bytes of level-0 tables written by flushes.
+    pub flush_bytes: u64,
+    /// Bytes of tables read by compactions.
+    pub compaction_read_bytes: u64,
+    /// Bytes of tables written by compactions.
+    pub compaction_written_bytes: u64,
+    /// Bytes of tables written by [`Db::ingest`].
+    pub ingested_bytes: u64,
+    /// Write groups delayed because level 0 reached `l0_slowdown_trigger`.
+    pub write_slowdowns: u64,
+    /// Times writes waited: level 0 at `l0_stop_trigger`, or too many memtables unflushed.
+    pub write_stops: u64,
+    /// Total time writes spent delayed or waiting, in microseconds.
+    pub stall_micros: u64,
+}
+
+impl Stats {
+    /// Write amplification: bytes the store wrote to disk (WAL, flushes, compactions) per
+    /// byte of keys and values written to it; 0 before any write. Ingested tables count as
+    /// neither.
+    pub fn write_amplification(&self) -> f64 {
+        if self.user_bytes == 0 {
+            return 0.0;
+        }
+        (self.wal_bytes + self.flush_bytes + self.compaction_written_bytes) as f64
+            / self.user_bytes as f64
+    }
 }
 
 /// One level's size.
@@ -972,6 +1133,12 @@ impl Inner {
             last_seqs.push(next_seq - 1);
             batches.push(batch);
         }
+        let user_bytes: usize = batches
+            .iter()
+            .flat_map(WriteBatch::ops)
+            .map(|(_, k, v)| k.len() + v.len())
+            .sum();
+        bump(&self.counters.user_bytes, user_bytes as u64);
         let encoded: Vec<&[u8]> = batches.iter().map(WriteBatch::encoded).collect();
         let lsns = self.wal.append_batch(&encoded)?;
         // From here the group is in the WAL: any failure would leave memory and log disagreeing,
@@ -998,27 +1165,60 @@ impl Inner {
         Ok(last_seqs)
     }
 
-    /// Returns the memtable to write into, switching to a new one (and waiting for flushes,
-    /// if too many are pending) when the active one is full. Called with the write lock held.
+    /// Returns the memtable to write into, switching to a new one when the active one is
+    /// full. Backpressure happens here, with the write lock held so that every writer feels
+    /// it: a group is delayed by a millisecond once level 0 reaches the slowdown trigger, and
+    /// waits while level 0 is at the stop trigger or too many memtables wait for a flush.
     fn make_room(&self, needed: usize) -> Result<Arc<MemtableHandle>> {
         let mut state = self.state.lock();
-        loop {
+        let mut slowed = false;
+        let mut stalled_since: Option<std::time::Instant> = None;
+        let room = loop {
             if let Some(cause) = &state.background_error {
                 return Err(Error::ReadOnly {
                     cause: cause.clone(),
                 });
             }
+            let l0 = state.version.levels[0].len();
+            let compaction = &self.options.compaction;
+            if l0 >= compaction.l0_stop_trigger && !state.closing {
+                if stalled_since.is_none() {
+                    bump(&self.counters.stops, 1);
+                    stalled_since = Some(std::time::Instant::now());
+                }
+                self.changed.wait(&mut state);
+                continue;
+            }
+            if l0 >= compaction.l0_slowdown_trigger && !slowed && stalled_since.is_none() {
+                slowed = true;
+                bump(&self.counters.slowdowns, 1);
+                let start = std::time::Instant::now();
+                // Not a wait for a condition: a deliberate delay that hands the compaction
+                // thread time (and, on a small machine, the CPU) before writes must stop.
+                parking_lot::MutexGuard::unlocked(&mut state, || {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                });
+                bump(&self.counters.stall_micros, micros(start));
+                continue;
+            }
             let used = state.active.table.approximate_bytes();
             if used + needed <= self.options.memtable_bytes || state.active.table.is_empty() {
-                return Ok(Arc::clone(&state.active));
+                break Arc::clone(&state.active);
             }
             if state.immutables.len() >= self.options.immutable_memtables_max {
-                // Backpressure: wait for the flusher.
+                if stalled_since.is_none() {
+                    bump(&self.counters.stops, 1);
+                    stalled_since = Some(std::time::Instant::now());
+                }
                 self.changed.wait(&mut state);
                 continue;
             }
             self.rotate(&mut state);
+        };
+        if let Some(since) = stalled_since {
+            bump(&self.counters.stall_micros, micros(since));
         }
+        Ok(room)
     }
 
     fn rotate(&self, state: &mut State) {
@@ -1048,7 +1248,7 @@ impl Inner {
 
     fn flush_loop(&self) {
         loop {
-            let flush = {
+            let (flush, generation) = {
                 let mut state = self.state.lock();
                 while state.immutables.is_empty() && !self.compaction_due(&state) && !state.closing
                 {
@@ -1057,12 +1257,28 @@ impl Inner {
                 if state.closing {
                     return;
                 }
-                !state.immutables.is_empty()
+                (!state.immutables.is_empty(), state.generation)
             };
             let result = if flush {
                 self.flush_oldest().map(|_| ())
             } else {
-                self.compact_once()
+                match self.compact_once() {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        // A manual compaction, ingest or checkpoint holds the compaction lock:
+                        // rather than block (flushes would stall behind it), wait until it
+                        // changes something or lets go, or a flush is needed.
+                        let mut state = self.state.lock();
+                        while state.generation == generation
+                            && state.immutables.is_empty()
+                            && !state.closing
+                        {
+                            self.changed.wait(&mut state);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
             };
             if let Err(e) = result {
                 self.fail(&e);
@@ -1071,29 +1287,139 @@ impl Inner {
         }
     }
 
-    /// Runs the compaction `pick` chooses, if any.
-    fn compact_once(&self) -> Result<()> {
-        // A manual compaction or checkpoint holds the lock: skip rather than stall flushes.
+    /// A number (and path) for a new table.
+    fn new_table_number(&self) -> (u64, PathBuf) {
+        let mut state = self.state.lock();
+        let number = state.manifest_state.next_file_number;
+        state.manifest_state.next_file_number += 1;
+        (number, table_path(&self.dir, number))
+    }
+
+    /// The second half of [`Db::ingest`], once the ingested tables are written: flush, clear
+    /// the levels above, install. Called with the write and compaction locks held.
+    fn ingest_install(
+        &self,
+        level: usize,
+        ingested: &[FileMeta],
+        handles: Vec<Arc<TableHandle>>,
+        seq: u64,
+    ) -> Result<Vec<FileMeta>> {
+        {
+            let mut state = self.state.lock();
+            if !state.active.table.is_empty() {
+                self.rotate(&mut state);
+            }
+        }
+        while self.flush_oldest()?.is_some() {}
+        for above in 0..level {
+            let plan = {
+                let state = self.state.lock();
+                let levels = &state.manifest_state.levels;
+                // Level 0 tables may overlap one another: all of them go down together, or
+                // an older one could end up above a newer one.
+                let chosen = if above == 0 {
+                    levels[0].iter().collect()
+                } else {
+                    compaction::overlapping(levels, above, ingested)
+                };
+                if chosen.is_empty() {
+                    continue;
+                }
+                compaction::plan_for(levels, above, chosen)
+            };
+            if let Some(plan) = plan {
+                self.run_compaction(&plan, Vec::new(), None)?;
+            }
+        }
+        let plan = {
+            let state = self.state.lock();
+            compaction::plan_ingest(&state.manifest_state.levels, level, ingested)
+        };
+        if !plan.inputs.is_empty() {
+            // Merge with the level's overlapping tables; the ingested ones are then spent.
+            return self.run_compaction(&plan, handles, Some(seq));
+        }
+        let manifest = self.manifest.lock();
+        let edit = VersionEdit {
+            next_file_number: Some(self.state.lock().manifest_state.next_file_number),
+            last_seq: Some(seq),
+            added: ingested.to_vec(),
+            ..VersionEdit::default()
+        };
+        manifest.append(&edit)?;
+        let mut state = self.state.lock();
+        state
+            .manifest_state
+            .apply(&edit)
+            .map_err(|reason| Error::Corruption {
+                path: self.dir.clone(),
+                offset: 0,
+                reason,
+            })?;
+        let mut levels = state.version.levels.clone();
+        for handle in handles {
+            handle.obsolete.store(false, Ordering::Release);
+            if level == 0 {
+                // Newest first: the ingested data is the newest there is.
+                levels[0].insert(0, handle);
+            } else {
+                let at = levels[level].partition_point(|h| h.meta.smallest < handle.meta.smallest);
+                levels[level].insert(at, handle);
+            }
+        }
+        state.version = Arc::new(Version { levels });
+        state.generation += 1;
+        state.last_seq = state.last_seq.max(seq);
+        self.changed.notify_all();
+        let snapshot = state.manifest_state.clone();
+        drop(state);
+        self.maybe_rewrite_manifest(manifest, &snapshot)?;
+        Ok(edit.added)
+    }
+
+    /// Takes the compaction lock for a caller other than the flusher; letting go wakes the
+    /// flusher, which may have found the lock taken.
+    fn manual_compaction_lock(&self) -> ManualCompaction<'_> {
+        ManualCompaction {
+            inner: self,
+            guard: Some(self.compaction_lock.lock()),
+        }
+    }
+
+    /// Runs the compaction `pick` chooses, if any. False if the compaction lock was taken.
+    fn compact_once(&self) -> Result<bool> {
         let Some(_one) = self.compaction_lock.try_lock() else {
-            return Ok(());
+            return Ok(false);
         };
         let plan = {
             let state = self.state.lock();
             compaction::pick(&state.manifest_state.levels, &self.options.compaction)
         };
-        match plan {
-            Some(plan) => self.run_compaction(&plan),
-            None => Ok(()),
+        if let Some(plan) = plan {
+            self.run_compaction(&plan, Vec::new(), None)?;
         }
+        Ok(true)
     }
 
-    /// Merges the plan's inputs into new tables, records the change in the manifest, and
-    /// installs it; the inputs' files go when their last reader does. Called with the
-    /// compaction lock held.
-    fn run_compaction(&self, plan: &Plan) -> Result<()> {
+    /// Merges the plan's inputs (and `extra` tables not in the store: an ingest's) into new
+    /// tables, records the change in the manifest (with `last_seq`, if given: an ingest's
+    /// sequence number, made visible with the tables), and installs it; the inputs' files go
+    /// when their last reader does. Returns the new tables. Called with the compaction lock
+    /// held.
+    fn run_compaction(
+        &self,
+        plan: &Plan,
+        extra: Vec<Arc<TableHandle>>,
+        last_seq: Option<u64>,
+    ) -> Result<Vec<FileMeta>> {
+        strata_fs::failpoint::check(crate::FP_COMPACTION).map_err(|e| Error::Io {
+            op: "compact tables in",
+            path: self.dir.clone(),
+            source: e,
+        })?;
         let (handles, oldest_snapshot) = {
             let state = self.state.lock();
-            let handles: Vec<Arc<TableHandle>> = plan
+            let mut handles: Vec<Arc<TableHandle>> = plan
                 .inputs
                 .iter()
                 .filter_map(|meta| {
@@ -1103,6 +1429,7 @@ impl Inner {
                         .cloned()
                 })
                 .collect();
+            handles.extend(extra);
             let oldest = state
                 .snapshots
                 .keys()
@@ -1120,15 +1447,19 @@ impl Inner {
             sources,
             plan,
             oldest_snapshot,
+            None,
             &self.options.table,
             self.options.compaction.target_file_bytes,
-            || {
-                let mut state = self.state.lock();
-                let number = state.manifest_state.next_file_number;
-                state.manifest_state.next_file_number += 1;
-                (number, table_path(&self.dir, number))
-            },
+            || self.new_table_number(),
         )?;
+        bump(
+            &self.counters.compaction_read_bytes,
+            handles.iter().map(|h| h.meta.size).sum(),
+        );
+        bump(
+            &self.counters.compaction_written_bytes,
+            outputs.iter().map(|m| m.size).sum(),
+        );
         let mut opened = Vec::with_capacity(outputs.len());
         for meta in &outputs {
             opened.push(open_table(&self.dir, meta, self.cache.as_ref())?);
@@ -1138,6 +1469,7 @@ impl Inner {
         // (The manifest guard is handed to `maybe_rewrite_manifest` at the end.)
         let edit = VersionEdit {
             next_file_number: Some(next_file_number),
+            last_seq,
             added: outputs,
             deleted: plan.inputs.iter().map(|f| (f.level, f.number)).collect(),
             ..VersionEdit::default()
@@ -1170,10 +1502,15 @@ impl Inner {
             levels[output_level].insert(at, handle);
         }
         state.version = Arc::new(Version { levels });
+        state.generation += 1;
+        if let Some(seq) = last_seq {
+            state.last_seq = state.last_seq.max(seq);
+        }
         self.changed.notify_all();
         let snapshot = state.manifest_state.clone();
         drop(state);
-        self.maybe_rewrite_manifest(manifest, &snapshot)
+        self.maybe_rewrite_manifest(manifest, &snapshot)?;
+        Ok(edit.added)
     }
 
     /// Starts a new manifest generation (a snapshot of the state, then a `CURRENT` swap) once
@@ -1225,6 +1562,7 @@ impl Inner {
             largest_seq = largest_seq.max(entry.seq);
         }
         let summary = builder.finish()?;
+        bump(&self.counters.flush_bytes, summary.file_bytes);
         let meta = FileMeta {
             number,
             level: 0,
@@ -1257,6 +1595,7 @@ impl Inner {
             let mut levels = state.version.levels.clone();
             levels[0].insert(0, handle);
             state.version = Arc::new(Version { levels });
+            state.generation += 1;
             state.immutables.pop();
             *memtable.flushed_as.lock() = Some(meta.clone());
             self.changed.notify_all();
@@ -1266,6 +1605,26 @@ impl Inner {
         self.wal.purge_before(flushed_lsn + 1)?;
         Ok(Some(meta))
     }
+}
+
+/// The compaction lock held by a manual compaction, ingest or checkpoint.
+struct ManualCompaction<'a> {
+    inner: &'a Inner,
+    guard: Option<parking_lot::MutexGuard<'a, ()>>,
+}
+
+impl Drop for ManualCompaction<'_> {
+    fn drop(&mut self) {
+        // Release first, then wake the flusher: woken earlier, it could find the lock still
+        // taken and wait for a change that never comes.
+        drop(self.guard.take());
+        self.inner.state.lock().generation += 1;
+        self.inner.changed.notify_all();
+    }
+}
+
+fn micros(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {

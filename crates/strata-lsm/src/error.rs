@@ -49,6 +49,14 @@ pub enum Error {
         /// The limit (a quarter of `Options::memtable_bytes`).
         max: usize,
     },
+    /// A level number past the last level.
+    #[error("level {level} does not exist (levels are 0 to {last})")]
+    NoSuchLevel {
+        /// The level asked for.
+        level: usize,
+        /// The last level.
+        last: usize,
+    },
     /// The group commit that carried this write failed (the cause is the leader's error).
     #[error("the write failed: {cause}")]
     WriteFailed {

@@ -56,3 +56,7 @@ pub use compaction::CompactionOptions;
 pub use db::{Db, LevelStats, LiveFile, Options, Snapshot, Stats, WriteOptions};
 pub use error::{Error, Result};
 pub use scan::{Direction, prefix_bounds};
+
+/// Failpoint at the start of every compaction (with the `failpoints` feature; tests pause it
+/// to hold compaction off).
+pub const FP_COMPACTION: &str = "lsm::compaction";

@@ -49,6 +49,8 @@ impl<'a, I: Iterator<Item = strata_memtable::Entry<'a>>> Source for MemtableSour
 
 pub(crate) struct TableSource<'a> {
     iter: TableIter<'a>,
+    /// For errors.
+    path: &'a std::path::Path,
     direction: Direction,
     lower: Bound<Vec<u8>>,
     upper: Bound<Vec<u8>>,
@@ -57,13 +59,14 @@ pub(crate) struct TableSource<'a> {
 
 impl<'a> TableSource<'a> {
     pub fn new(
-        iter: TableIter<'a>,
+        table: &'a strata_sstable::Table,
         direction: Direction,
         lower: Bound<Vec<u8>>,
         upper: Bound<Vec<u8>>,
     ) -> Self {
         Self {
-            iter,
+            iter: table.iter(),
+            path: table.path(),
             direction,
             lower,
             upper,
@@ -128,7 +131,7 @@ impl Source for TableSource<'_> {
                 return Ok(None);
             }
             let parsed = parse_internal_key(self.iter.key()).ok_or_else(|| Error::Corruption {
-                path: std::path::PathBuf::from("table"),
+                path: self.path.to_path_buf(),
                 offset: 0,
                 reason: "table key is not an internal key",
             })?;

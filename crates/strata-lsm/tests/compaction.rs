@@ -12,6 +12,7 @@ fn options() -> Options {
             target_file_bytes: 8 * 1024,
             level_base_bytes: 32 * 1024,
             level_multiplier: 4,
+            ..CompactionOptions::default()
         },
         ..Options::default()
     }

@@ -18,6 +18,7 @@ fn reads_during_flush_and_compaction_see_whole_batches() {
             target_file_bytes: 4 * 1024,
             level_base_bytes: 16 * 1024,
             level_multiplier: 3,
+            ..CompactionOptions::default()
         },
         ..Options::default()
     };

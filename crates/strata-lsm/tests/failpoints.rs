@@ -54,3 +54,63 @@ fn a_failed_flush_makes_the_store_read_only() {
     );
     drop(scenario);
 }
+
+/// Options whose level 0 slows writes at 3 tables and stops them at 4, with compaction due at 2.
+fn stalling_options() -> Options {
+    Options {
+        compaction: strata_lsm::CompactionOptions {
+            l0_trigger: 2,
+            l0_slowdown_trigger: 3,
+            l0_stop_trigger: 4,
+            ..strata_lsm::CompactionOptions::default()
+        },
+        ..Options::default()
+    }
+}
+
+#[test]
+fn writes_slow_down_then_stop_while_level_0_is_behind_and_resume_after_compaction() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Compaction starts and then waits at the failpoint: level 0 only grows.
+    fail::cfg(strata_lsm::FP_COMPACTION, "pause").expect("cfg");
+    let db = Db::open(dir.path(), stalling_options()).expect("open");
+    let w = WriteOptions::default();
+    for i in 0..3u8 {
+        db.put(&[i], b"v", w).expect("put");
+        db.flush().expect("flush");
+    }
+    assert_eq!(db.stats().levels[0].tables, 3);
+    assert_eq!(db.stats().write_slowdowns, 0);
+    // At the slowdown trigger a write is delayed, not refused.
+    db.put(&[3], b"v", w).expect("a slowed write");
+    assert_eq!(db.stats().write_slowdowns, 1);
+    assert_eq!(db.stats().write_stops, 0);
+    db.flush().expect("flush");
+    assert_eq!(db.stats().levels[0].tables, 4);
+    // At the stop trigger a write waits for compaction.
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || db.put(&[4], b"v", WriteOptions::default()))
+    };
+    while db.stats().write_stops == 0 {
+        std::thread::yield_now();
+    }
+    assert!(
+        !writer.is_finished(),
+        "the write waits while level 0 is full"
+    );
+    assert_eq!(db.get(&[4]).expect("get"), None);
+    fail::cfg(strata_lsm::FP_COMPACTION, "off").expect("cfg");
+    writer
+        .join()
+        .expect("writer")
+        .expect("the write goes through once compaction has run");
+    assert!(db.stats().levels[0].tables < 4);
+    assert!(db.stats().stall_micros > 0);
+    for i in 0..5u8 {
+        assert_eq!(db.get(&[i]).expect("get"), Some(b"v".to_vec()));
+    }
+    drop(db);
+    drop(scenario);
+}

@@ -1,5 +1,6 @@
 //! The store against a `BTreeMap` model: random puts, deletes, batches, snapshots, forced
-//! flushes, reopens and crashes with a torn WAL tail. Reads always match the model.
+//! flushes and compactions, ingests of another store's tables, reopens and crashes with a torn
+//! WAL tail. Reads always match the model.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -25,6 +26,9 @@ enum Op {
     Scan(Bound<u8>, Bound<u8>, bool),
     ScanSnapshot(bool),
     ScanPrefix(u8),
+    /// Ingest, at a level, the tables of another store that received these writes, split
+    /// into two flushes (so its tables overlap and hold several versions of a key).
+    Ingest(u8, Vec<(u8, Option<Vec<u8>>)>, usize),
 }
 
 fn bound() -> impl Strategy<Value = Bound<u8>> {
@@ -101,7 +105,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (any::<u8>(), value.clone()).prop_map(|(k, v)| Op::Put(k, v)),
         3 => any::<u8>().prop_map(Op::Delete),
-        2 => proptest::collection::vec((any::<u8>(), proptest::option::of(value)), 0..5).prop_map(Op::Batch),
+        2 => proptest::collection::vec((any::<u8>(), proptest::option::of(value.clone())), 0..5).prop_map(Op::Batch),
         4 => any::<u8>().prop_map(Op::Get),
         1 => Just(Op::TakeSnapshot),
         2 => any::<u8>().prop_map(Op::ReadSnapshot),
@@ -112,6 +116,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (bound(), bound(), any::<bool>()).prop_map(|(l, u, r)| Op::Scan(l, u, r)),
         1 => any::<bool>().prop_map(Op::ScanSnapshot),
         1 => any::<u8>().prop_map(Op::ScanPrefix),
+        1 => (0u8..7, proptest::collection::vec((any::<u8>(), proptest::option::of(value)), 0..8), 0usize..8)
+            .prop_map(|(level, writes, split)| Op::Ingest(level, writes, split)),
     ]
 }
 
@@ -125,6 +131,7 @@ fn options() -> Options {
             target_file_bytes: 2 * 1024,
             level_base_bytes: 8 * 1024,
             level_multiplier: 2,
+            ..CompactionOptions::default()
         },
         ..Options::default()
     }
@@ -227,6 +234,35 @@ proptest! {
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect();
                     prop_assert_eq!(got, want);
+                }
+                Op::Ingest(level, writes, split) => {
+                    let other_dir = tempfile::tempdir().expect("tempdir");
+                    let other = Db::open(other_dir.path(), Options::default()).expect("open");
+                    for (i, (k, v)) in writes.iter().enumerate() {
+                        if i == split {
+                            other.flush().expect("flush");
+                        }
+                        match v {
+                            Some(v) => other.put(&key(*k), v, write).expect("put"),
+                            None => other.delete(&key(*k), write).expect("delete"),
+                        };
+                    }
+                    other.flush().expect("flush");
+                    let files: Vec<PathBuf> = other
+                        .live_files()
+                        .iter()
+                        .map(|f| f.path.clone())
+                        .collect();
+                    db.ingest(usize::from(level), &files).expect("ingest");
+                    for (k, v) in writes {
+                        match v {
+                            Some(v) => model.insert(key(k), v),
+                            None => model.remove(&key(k)),
+                        };
+                    }
+                    history.push(model.clone());
+                    // An ingest flushes first and is durable once it returns.
+                    durable_writes = history.len() - 1;
                 }
                 Op::Compact => {
                     db.compact().expect("compact");
