@@ -231,13 +231,15 @@ fn bench(args: &[String]) -> Result<()> {
         Some((first, rest)) if first == "--" => rest,
         _ => extra,
     };
+    let root = workspace_root()?;
+    let mut command = Command::new(cargo());
     if bench.name == "lsm" {
         ensure_db_bench()?;
+        command.env("STRATA_BENCH_FJALL", build_fjall_bench(&root)?);
     }
-    let mut command = Command::new(cargo());
     command
         .args(["bench", "-p", bench.package, "--bench", bench.target])
-        .current_dir(workspace_root()?);
+        .current_dir(&root);
     let mut label = format!("cargo bench -p {} --bench {}", bench.package, bench.target);
     if !extra.is_empty() {
         command.arg("--").args(extra);
@@ -310,6 +312,26 @@ fn fuzz(args: &[String]) -> Result<()> {
             .current_dir(root),
         &format!("cargo +nightly fuzz run {name} -- {max_time}"),
     )
+}
+
+/// The LSM benchmark runs the same workloads on fjall, in `bench/fjall`: a crate outside the
+/// workspace, so that only this command ever builds fjall. Returns the binary's path.
+fn build_fjall_bench(root: &std::path::Path) -> Result<PathBuf> {
+    let target = root.join("target").join("bench-fjall");
+    run(
+        Command::new(cargo())
+            .args([
+                "build",
+                "--release",
+                "--manifest-path",
+                "bench/fjall/Cargo.toml",
+            ])
+            .arg("--target-dir")
+            .arg(&target)
+            .current_dir(root),
+        "cargo build --release --manifest-path bench/fjall/Cargo.toml",
+    )?;
+    Ok(target.join("release").join("strata-bench-fjall"))
 }
 
 /// The LSM benchmark runs RocksDB's own `db_bench` beside Strata: install Debian's

@@ -2,7 +2,7 @@
 //!
 //! One subcommand group per layer; each calls the layer's public API and holds no logic a
 //! library user would need. Today: `strata snaplog dump|compact|demo` and
-//! `strata wal dump|stress`, `strata sst dump|check`, `strata lsm put|get|delete|stats|stress`.
+//! `strata wal dump|stress`, `strata sst dump|check`, `strata lsm put|get|delete|scan|stats|stress|demo`.
 //!
 //! Errors go to stderr as `strata: error: ...` with exit code 1.
 

@@ -75,3 +75,36 @@ fn put_get_delete_and_scan_from_the_command_line() {
         "{\"key\":\"a\",\"value_len\":1}\n{\"key\":\"c\",\"value_len\":1}\n"
     );
 }
+
+#[test]
+fn the_demo_checks_its_store_and_reports_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["lsm", "demo", "--writers", "2", "--ops", "20000", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    for check in [
+        "snapshot_unchanged",
+        "checkpoint_ingested_matches",
+        "reopened_matches",
+    ] {
+        assert_eq!(report[check], serde_json::Value::Bool(true), "{check}");
+    }
+    assert_eq!(report["operations"], 40_000);
+    assert!(report["live_keys"].as_u64().expect("a count") > 0);
+    // The stores stay in the directory it was given, and it refuses to write over them.
+    assert!(dir.path().join("store").join("CURRENT").exists());
+    let again = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["lsm", "demo", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(again.status.code(), Some(1));
+}

@@ -1,158 +1,189 @@
 //! `cargo xtask bench lsm`: Strata's LSM against RocksDB's own `db_bench` (Debian's
-//! `rocksdb-tools`, which `cargo xtask bench lsm` installs if missing), same disk, same
-//! settings: 16-byte keys, 100-byte values, 1M keys (`-- --quick`: 200k), WAL on without
-//! per-write sync, a 32 MiB block cache, compression off, 64 MiB memtables, 10-bit bloom
-//! filters. Everything else is each engine's default (RocksDB's compaction and L0 triggers
-//! included). One run of each; the figures are noisy on a shared machine. Prints `BENCH`
-//! lines for both and `RATIO lsm_<workload>_vs_rocksdb` (above 1: Strata ahead).
+//! `rocksdb-tools`, which `cargo xtask bench lsm` installs if missing) and against fjall
+//! (`bench/fjall`, which it builds), same disk, same settings: 16-byte keys, 100-byte values,
+//! 1M keys (`-- --large`: 10M; `-- --quick`: 200k and one round), WAL on without per-write
+//! sync, a 32 MiB block cache, compression off, 64 MiB memtables, 10-bit bloom filters.
+//! Everything else is each engine's default (compaction and level-0 triggers included).
 //!
 //! Workloads as db_bench defines them: `fillseq`, `fillrandom`, `overwrite`, `readrandom`
 //! (random keys over the key space, about 63% present after fillrandom), `seekrandom` (seek,
 //! then 10 nexts), `readwhilewriting` (one reader, one writer; reader ops/s), and `fillsync`
-//! (16 writers, sync every write).
+//! (16 writers, sync every write). Strata and fjall run the same code
+//! (`benches/common/workloads.rs`).
+//!
+//! Every engine runs in a process of its own, so that the kernel's accounting of each process
+//! gives its peak resident memory (`ru_maxrss`, mapped table pages included) and the bytes it
+//! wrote to disk (`ru_oublock`). Write amplification is measured by a separate run per engine
+//! of `fillrandom` then `overwrite` (2N writes) and a close: disk bytes written over the key
+//! and value bytes written.
+//!
+//! `--runs R` (default 3) repeats the whole comparison, the engines taking turns within each
+//! round; every figure printed is the median over the rounds. Prints `BENCH` lines for every
+//! engine and `RATIO lsm_<workload>_vs_rocksdb` and `RATIO lsm_<workload>_vs_fjall` (above 1:
+//! Strata ahead), and for peak memory and write amplification ratios where above 1 means
+//! Strata uses less.
 
+#![allow(unsafe_code)] // `wait4`, for a child's resource usage; see `wait_measured`.
+
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::ops::Bound;
-use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use strata_lsm::{Db, Direction, Options, WriteOptions};
 
-const VALUE_BYTES: usize = 100;
+#[path = "common/workloads.rs"]
+mod workloads;
+
+use workloads::{FILLSYNC_PER_WRITER, KEY_BYTES, VALUE_BYTES};
+
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
-const FILLSYNC_WRITERS: usize = 16;
-const FILLSYNC_PER_WRITER: u64 = 500;
+const WORKLOADS: [&str; 7] = [
+    "fillseq",
+    "fillrandom",
+    "overwrite",
+    "readrandom",
+    "seekrandom",
+    "readwhilewriting",
+    "fillsync",
+];
 
-fn key(k: u64) -> [u8; 16] {
-    let mut out = [b'0'; 16];
-    let s = format!("{k:016}");
-    out.copy_from_slice(&s.as_bytes()[..16]);
-    out
-}
+struct Strata(Db);
 
-fn options() -> Options {
-    Options {
+fn open_strata(dir: &Path) -> Strata {
+    let options = Options {
         block_cache_bytes: CACHE_BYTES,
         ..Options::default()
-    }
-}
-
-fn fresh(root: &Path, name: &str) -> std::path::PathBuf {
-    let dir = root.join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn rate(ops: u64, start: Instant) -> f64 {
-    ops as f64 / start.elapsed().as_secs_f64()
-}
-
-/// Strata's ops/s for every workload, in `WORKLOADS` order.
-fn strata(root: &Path, n: u64) -> Vec<(&'static str, f64)> {
-    let mut out = Vec::new();
-    let value = [0x42u8; VALUE_BYTES];
-    let w = WriteOptions::default();
-    {
-        let db = Db::open(&fresh(root, "strata-seq"), options()).expect("open");
-        let start = Instant::now();
-        for k in 0..n {
-            db.put(&key(k), &value, w).expect("put");
-        }
-        out.push(("fillseq", rate(n, start)));
-    }
-    let db = Arc::new(Db::open(&fresh(root, "strata"), options()).expect("open"));
-    let mut rng = StdRng::seed_from_u64(1);
-    let start = Instant::now();
-    for _ in 0..n {
-        db.put(&key(rng.random_range(0..n)), &value, w)
-            .expect("put");
-    }
-    out.push(("fillrandom", rate(n, start)));
-    let start = Instant::now();
-    for _ in 0..n {
-        db.put(&key(rng.random_range(0..n)), &value, w)
-            .expect("put");
-    }
-    out.push(("overwrite", rate(n, start)));
-    let start = Instant::now();
-    let mut found = 0u64;
-    for _ in 0..n {
-        if db.get(&key(rng.random_range(0..n))).expect("get").is_some() {
-            found += 1;
-        }
-    }
-    std::hint::black_box(found);
-    out.push(("readrandom", rate(n, start)));
-    let seeks = n / 10;
-    let start = Instant::now();
-    for _ in 0..seeks {
-        let k = key(rng.random_range(0..n));
-        let mut seen = 0;
-        db.scan(
-            Bound::Included(&k),
-            Bound::Unbounded,
-            Direction::Forward,
-            |_, _| {
-                seen += 1;
-                seen < 11
-            },
-        )
-        .expect("scan");
-    }
-    out.push(("seekrandom", rate(seeks, start)));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let db = Arc::clone(&db);
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let mut rng = StdRng::seed_from_u64(2);
-            while !stop.load(Ordering::Relaxed) {
-                db.put(
-                    &key(rng.random_range(0..n)),
-                    &[0x43; VALUE_BYTES],
-                    WriteOptions::default(),
-                )
-                .expect("put");
-            }
-        })
     };
-    let start = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(db.get(&key(rng.random_range(0..n))).expect("get"));
+    Strata(Db::open(dir, options).expect("open strata"))
+}
+
+impl workloads::Engine for Strata {
+    fn put(&self, key: &[u8], value: &[u8]) {
+        self.0
+            .put(key, value, WriteOptions::default())
+            .expect("put");
     }
-    out.push(("readwhilewriting", rate(n, start)));
-    stop.store(true, Ordering::Relaxed);
-    writer.join().expect("writer");
-    drop(db);
-    let db = Arc::new(Db::open(&fresh(root, "strata-sync"), options()).expect("open"));
-    let start = Instant::now();
-    let writers: Vec<_> = (0..FILLSYNC_WRITERS as u64)
-        .map(|t| {
-            let db = Arc::clone(&db);
-            std::thread::spawn(move || {
-                for i in 0..FILLSYNC_PER_WRITER {
-                    db.put(
-                        &key(t * 1_000_000 + i),
-                        &[1; VALUE_BYTES],
-                        WriteOptions { sync: true },
-                    )
-                    .expect("put");
-                }
-            })
+
+    fn put_sync(&self, key: &[u8], value: &[u8]) {
+        self.0
+            .put(key, value, WriteOptions { sync: true })
+            .expect("put");
+    }
+
+    fn get(&self, key: &[u8]) -> bool {
+        self.0.get(key).expect("get").is_some()
+    }
+
+    fn seek_scan(&self, key: &[u8], n: usize) -> usize {
+        let mut seen = 0;
+        self.0
+            .scan(
+                Bound::Included(key),
+                Bound::Unbounded,
+                Direction::Forward,
+                |k, v| {
+                    std::hint::black_box((k, v));
+                    seen += 1;
+                    seen < n
+                },
+            )
+            .expect("scan");
+        seen
+    }
+}
+
+/// What the kernel counted for a finished child.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    peak_rss_bytes: u64,
+    written_bytes: u64,
+}
+
+/// Runs `command` to completion, returning its standard output and resource usage.
+#[allow(clippy::zombie_processes)] // `wait_measured` reaps it.
+fn run_measured(command: &mut Command) -> (String, Usage) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_string(&mut out)
+        .expect("read the child's output");
+    let usage = wait_measured(child.id());
+    (out, usage)
+}
+
+/// Reaps the child `pid` with `wait4`, which (unlike `Child::wait`) returns its `rusage`.
+fn wait_measured(pid: u32) -> Usage {
+    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+    let mut status = 0;
+    // SAFETY: `rusage` is plain old data, for which all zero bytes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet reaped (std never waits for it: the `Child` is
+    // dropped unwaited); `status` and `usage` are valid for writes for the call.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "benchmark child {pid} failed (status {status})"
+    );
+    Usage {
+        // Linux reports kilobytes, and output blocks of 512 bytes.
+        peak_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+        written_bytes: u64::try_from(usage.ru_oublock).unwrap_or(0) * 512,
+    }
+}
+
+/// Parses the `RESULT <workload> <ops/s>` lines of a child.
+fn parse_results(output: &str) -> BTreeMap<String, f64> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("RESULT ")?.split_whitespace();
+            Some((words.next()?.to_owned(), words.next()?.parse().ok()?))
         })
-        .collect();
-    for w in writers {
-        w.join().expect("writer");
+        .collect()
+}
+
+/// One engine's figures from one round.
+#[derive(Debug, Default)]
+struct Round {
+    ops: BTreeMap<String, f64>,
+    peak_rss_bytes: u64,
+    /// Disk bytes written per key and value byte, in the separate writes run.
+    write_amplification: f64,
+}
+
+/// Runs an embedded engine's child binary (this one for Strata, fjall's) in both modes.
+fn embedded(binary: &Path, dir: &Path, n: u64) -> Round {
+    let child = |mode: &str| {
+        run_measured(Command::new(binary).args([
+            "--child",
+            mode,
+            "--dir",
+            &dir.display().to_string(),
+            "--keys",
+            &n.to_string(),
+        ]))
+    };
+    let (out, main) = child("main");
+    let (_, writes) = child("writes");
+    Round {
+        ops: parse_results(&out),
+        peak_rss_bytes: main.peak_rss_bytes,
+        write_amplification: writes.written_bytes as f64 / user_bytes(2 * n),
     }
-    out.push((
-        "fillsync",
-        rate(FILLSYNC_WRITERS as u64 * FILLSYNC_PER_WRITER, start),
-    ));
-    out
+}
+
+fn user_bytes(writes: u64) -> f64 {
+    (writes * (KEY_BYTES + VALUE_BYTES) as u64) as f64
 }
 
 /// Parses `name : ... X ops/sec` from db_bench's output.
@@ -164,9 +195,10 @@ fn parse_db_bench(output: &str, name: &str) -> Option<f64> {
     })
 }
 
-fn db_bench(root: &Path, benchmarks: &str, num: u64, extra: &[&str]) -> String {
-    let dir = fresh(root, "rocksdb");
-    let out = Command::new("db_bench")
+fn db_bench(dir: &Path, benchmarks: &str, num: u64, extra: &[&str]) -> (String, Usage) {
+    let _ = std::fs::remove_dir_all(dir);
+    let mut command = Command::new("db_bench");
+    command
         .arg(format!("--benchmarks={benchmarks}"))
         .arg(format!("--num={num}"))
         .arg(format!("--db={}", dir.display()))
@@ -182,54 +214,171 @@ fn db_bench(root: &Path, benchmarks: &str, num: u64, extra: &[&str]) -> String {
             // Strata's tables carry a 10-bits-per-key bloom filter; give RocksDB the same.
             "--bloom_bits=10",
         ])
-        .args(extra)
-        .output()
-        .expect("run db_bench (install it with: apt-get install rocksdb-tools)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .args(extra);
+    let result = run_measured(&mut command);
+    let _ = std::fs::remove_dir_all(dir);
+    result
 }
 
-fn rocksdb(root: &Path, n: u64) -> Vec<(&'static str, f64)> {
-    let mut out = Vec::new();
-    let seq = db_bench(root, "fillseq", n, &[]);
-    out.push(("fillseq", parse_db_bench(&seq, "fillseq").unwrap_or(0.0)));
-    let main = db_bench(
-        root,
-        "fillrandom,overwrite,readrandom,seekrandom,readwhilewriting",
-        n,
-        &[],
-    );
-    for name in [
-        "fillrandom",
-        "overwrite",
-        "readrandom",
-        "seekrandom",
-        "readwhilewriting",
-    ] {
-        out.push((name, parse_db_bench(&main, name).unwrap_or(0.0)));
-    }
-    let sync = db_bench(
-        root,
+fn rocksdb(dir: &Path, n: u64) -> Round {
+    let mut round = Round::default();
+    let mut peak = 0;
+    let (seq, usage) = db_bench(dir, "fillseq", n, &[]);
+    peak = peak.max(usage.peak_rss_bytes);
+    let main_names = &WORKLOADS[1..6];
+    let (main, usage) = db_bench(dir, &main_names.join(","), n, &[]);
+    peak = peak.max(usage.peak_rss_bytes);
+    // db_bench's fillsync draws keys from `num / 1000` and does `--writes` writes per thread
+    // (without `--writes`, `num` of them: 1000 times more than the key count suggests).
+    let (sync, usage) = db_bench(
+        dir,
         "fillsync",
         FILLSYNC_PER_WRITER * 1000,
-        &["--threads=16"],
+        &["--threads=16", &format!("--writes={FILLSYNC_PER_WRITER}")],
     );
-    out.push(("fillsync", parse_db_bench(&sync, "fillsync").unwrap_or(0.0)));
-    out
+    peak = peak.max(usage.peak_rss_bytes);
+    for (name, output) in [("fillseq", &seq), ("fillsync", &sync)]
+        .into_iter()
+        .chain(main_names.iter().map(|name| (*name, &main)))
+    {
+        if let Some(ops) = parse_db_bench(output, name) {
+            round.ops.insert(name.to_owned(), ops);
+        }
+    }
+    round.peak_rss_bytes = peak;
+    // The same 2N random writes as the embedded engines' writes run, then a close.
+    // (`--writes` random writes over `--num` keys.)
+    let (_, writes) = db_bench(dir, "fillrandom", n, &[&format!("--writes={}", 2 * n)]);
+    round.write_amplification = writes.written_bytes as f64 / user_bytes(2 * n);
+    round
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// The medians of one engine's rounds.
+struct Summary {
+    ops: BTreeMap<&'static str, f64>,
+    peak_rss_mib: f64,
+    write_amplification: f64,
+}
+
+fn summarize(rounds: &[Round]) -> Summary {
+    Summary {
+        ops: WORKLOADS
+            .iter()
+            .map(|w| {
+                let values = rounds
+                    .iter()
+                    .filter_map(|r| r.ops.get(*w).copied())
+                    .collect();
+                (*w, median(values))
+            })
+            .collect(),
+        peak_rss_mib: median(
+            rounds
+                .iter()
+                .map(|r| r.peak_rss_bytes as f64 / 1048576.0)
+                .collect(),
+        ),
+        write_amplification: median(rounds.iter().map(|r| r.write_amplification).collect()),
+    }
+}
+
+fn flag_value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let n = if quick { 200_000 } else { 1_000_000 };
+    if workloads::child(&open_strata) {
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let large = args.iter().any(|a| a == "--large");
+    let n: u64 = if quick {
+        200_000
+    } else if large {
+        10_000_000
+    } else {
+        1_000_000
+    };
+    let runs: usize = flag_value(&args, "--runs")
+        .map(|r| r.parse().expect("--runs is a number"))
+        .unwrap_or(if quick { 1 } else { 3 });
+    let fjall = std::env::var_os("STRATA_BENCH_FJALL").map(PathBuf::from);
+    if fjall.is_none() {
+        eprintln!(
+            "STRATA_BENCH_FJALL is not set: run `cargo xtask bench lsm` to compare with fjall too"
+        );
+    }
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-lsm");
     std::fs::create_dir_all(&root).expect("bench dir");
-    let ours = strata(&root, n);
-    let theirs = rocksdb(&root, n);
-    for ((name, s), (_, r)) in ours.iter().zip(&theirs) {
-        println!("BENCH lsm_{name} {s:.0} ops/s");
-        println!("BENCH rocksdb_{name} {r:.0} ops/s");
-        if *r > 0.0 {
-            println!("RATIO lsm_{name}_vs_rocksdb {:.2}", s / r);
+    let this = std::env::current_exe().expect("this benchmark's path");
+    let (mut ours, mut rocks, mut fj) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..runs {
+        eprintln!("round {} of {runs}: {n} keys", round + 1);
+        ours.push(embedded(&this, &root.join("strata"), n));
+        rocks.push(rocksdb(&root.join("rocksdb"), n));
+        if let Some(binary) = &fjall {
+            fj.push(embedded(binary, &root.join("fjall"), n));
         }
     }
     let _ = std::fs::remove_dir_all(&root);
+    let ours = summarize(&ours);
+    let baselines = [("rocksdb", summarize(&rocks)), ("fjall", summarize(&fj))];
+    let baselines: Vec<&(&str, Summary)> = baselines
+        .iter()
+        .filter(|(_, s)| s.ops.values().any(|v| *v > 0.0))
+        .collect();
+    println!("# {n} keys, median of {runs} round(s)");
+    for workload in WORKLOADS {
+        let s = ours.ops[workload];
+        println!("BENCH lsm_{workload} {s:.0} ops/s");
+        for (name, theirs) in &baselines {
+            let b = theirs.ops[workload];
+            println!("BENCH {name}_{workload} {b:.0} ops/s");
+            if b > 0.0 {
+                println!("RATIO lsm_{workload}_vs_{name} {:.2}", s / b);
+            }
+        }
+    }
+    println!("BENCH lsm_peak_rss {:.0} MiB", ours.peak_rss_mib);
+    println!(
+        "BENCH lsm_write_amplification {:.2} x",
+        ours.write_amplification
+    );
+    for (name, theirs) in &baselines {
+        println!("BENCH {name}_peak_rss {:.0} MiB", theirs.peak_rss_mib);
+        println!(
+            "BENCH {name}_write_amplification {:.2} x",
+            theirs.write_amplification
+        );
+        if ours.peak_rss_mib > 0.0 {
+            println!(
+                "RATIO lsm_peak_rss_vs_{name} {:.2}",
+                theirs.peak_rss_mib / ours.peak_rss_mib
+            );
+        }
+        if ours.write_amplification > 0.0 {
+            println!(
+                "RATIO lsm_write_amplification_vs_{name} {:.2}",
+                theirs.write_amplification / ours.write_amplification
+            );
+        }
+    }
 }

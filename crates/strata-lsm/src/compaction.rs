@@ -201,6 +201,38 @@ pub(crate) fn run(
     target_file_bytes: u64,
     mut new_file: impl FnMut() -> (u64, std::path::PathBuf),
 ) -> Result<Vec<FileMeta>> {
+    // On failure, the tables written so far are removed: they are in no manifest.
+    let mut created = Vec::new();
+    let result = merge_into_tables(
+        sources,
+        plan,
+        oldest_snapshot,
+        assign_seq,
+        table_options,
+        target_file_bytes,
+        || {
+            let (number, path) = new_file();
+            created.push(path.clone());
+            (number, path)
+        },
+    );
+    if result.is_err() {
+        for path in &created {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    result
+}
+
+fn merge_into_tables(
+    sources: Vec<Box<dyn Source + '_>>,
+    plan: &Plan,
+    oldest_snapshot: u64,
+    assign_seq: Option<u64>,
+    table_options: &TableOptions,
+    target_file_bytes: u64,
+    mut new_file: impl FnMut() -> (u64, std::path::PathBuf),
+) -> Result<Vec<FileMeta>> {
     let mut merged = Merged::new(sources)?;
     let mut outputs = Vec::new();
     let mut current: Option<Output> = None;

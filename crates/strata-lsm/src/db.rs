@@ -17,7 +17,9 @@ use crate::compaction::{self, CompactionOptions, Plan};
 use crate::error::{Error, Result};
 use crate::keys::{encode_internal_key, filter_key, parse_internal_key, seek_key, user_filter_key};
 use crate::manifest::{FileMeta, Manifest, VersionEdit, VersionState};
-use crate::scan::{Direction, MemtableSource, Source, TableSource, merge, prefix_bounds};
+use crate::scan::{
+    Direction, LevelSource, LevelTable, MemtableSource, Source, TableSource, merge, prefix_bounds,
+};
 
 /// Options for [`Db::open`].
 #[derive(Debug, Clone)]
@@ -741,7 +743,11 @@ impl Db {
     ///
     /// [`Error::NoSuchLevel`]; a table that does not open, fails a checksum or holds keys that
     /// are not Strata's ([`Error::Table`], [`Error::Corruption`]), in which case nothing is
-    /// installed; an I/O or manifest error, which makes the store read-only.
+    /// installed and nothing is left behind; an I/O or manifest error, which makes the store
+    /// read-only.
+    ///
+    /// If two inputs hold the same key at the same sequence number (tables from different
+    /// stores can), the one listed first in `files` wins.
     pub fn ingest<P: AsRef<Path>>(&self, level: usize, files: &[P]) -> Result<Vec<FileMeta>> {
         let last = crate::manifest::LEVELS - 1;
         if level > last {
@@ -749,7 +755,9 @@ impl Db {
         }
         let inner = &self.inner;
         // Writes wait: the ingest takes the next sequence number, and nothing may reach the
-        // memtable between its flush and the install.
+        // memtable between its flush and the install. The write lock comes before the
+        // compaction lock, as everywhere: a writer stalled at the level-0 stop trigger holds the
+        // write lock and waits for the flusher's compaction, which needs the compaction lock.
         let _writer = inner.write_lock.lock();
         let _no_compaction = inner.manual_compaction_lock();
         let seq = {
@@ -794,14 +802,29 @@ impl Db {
         };
         let mut handles = Vec::with_capacity(ingested.len());
         for meta in &ingested {
-            bump(&inner.counters.ingested_bytes, meta.size);
-            let handle = open_table(&inner.dir, meta, inner.cache.as_ref())?;
-            handle.obsolete.store(true, Ordering::Release);
-            handles.push(handle);
+            match open_table(&inner.dir, meta, inner.cache.as_ref()) {
+                Ok(handle) => {
+                    handle.obsolete.store(true, Ordering::Release);
+                    handles.push(handle);
+                }
+                Err(e) => {
+                    // Nothing is installed: the opened tables go with their handles, the
+                    // rest here.
+                    drop(handles);
+                    for meta in &ingested {
+                        let _ = std::fs::remove_file(table_path(&inner.dir, meta.number));
+                    }
+                    return Err(e);
+                }
+            }
         }
         if handles.is_empty() {
             return Ok(Vec::new());
         }
+        bump(
+            &inner.counters.ingested_bytes,
+            ingested.iter().map(|m| m.size).sum(),
+        );
         let installed = inner.ingest_install(level, &ingested, handles, seq);
         if let Err(e) = &installed {
             inner.fail(e);
@@ -864,13 +887,33 @@ impl Db {
                 })),
             }
         }
-        for handle in version.levels.iter().flatten() {
-            sources.push(Box::new(TableSource::new(
-                &handle.table,
-                direction,
-                owned(lower),
-                owned(upper),
-            )));
+        for (level, handles) in version.levels.iter().enumerate() {
+            if level == 0 {
+                // Level 0 tables overlap: each is a source of its own.
+                for handle in handles {
+                    sources.push(Box::new(TableSource::new(
+                        &handle.table,
+                        direction,
+                        owned(lower),
+                        owned(upper),
+                    )));
+                }
+            } else if !handles.is_empty() {
+                let tables = handles
+                    .iter()
+                    .map(|h| LevelTable {
+                        table: &h.table,
+                        smallest: &h.meta.smallest,
+                        largest: &h.meta.largest,
+                    })
+                    .collect();
+                sources.push(Box::new(LevelSource::new(
+                    tables,
+                    direction,
+                    owned(lower),
+                    owned(upper),
+                )));
+            }
         }
         merge(sources, direction, seq, visit)
     }
@@ -994,8 +1037,8 @@ pub struct Stats {
 
 impl Stats {
     /// Write amplification: bytes the store wrote to disk (WAL, flushes, compactions) per
-    /// byte of keys and values written to it; 0 before any write. Ingested tables count as
-    /// neither.
+    /// byte of keys and values written to it; 0 before any write. Tables an ingest writes
+    /// count as neither, but an ingest that merges with a level's tables is a compaction.
     pub fn write_amplification(&self) -> f64 {
         if self.user_bytes == 0 {
             return 0.0;
@@ -1133,14 +1176,14 @@ impl Inner {
             last_seqs.push(next_seq - 1);
             batches.push(batch);
         }
+        let encoded: Vec<&[u8]> = batches.iter().map(WriteBatch::encoded).collect();
+        let lsns = self.wal.append_batch(&encoded)?;
         let user_bytes: usize = batches
             .iter()
             .flat_map(WriteBatch::ops)
             .map(|(_, k, v)| k.len() + v.len())
             .sum();
         bump(&self.counters.user_bytes, user_bytes as u64);
-        let encoded: Vec<&[u8]> = batches.iter().map(WriteBatch::encoded).collect();
-        let lsns = self.wal.append_batch(&encoded)?;
         // From here the group is in the WAL: any failure would leave memory and log disagreeing,
         // so it makes the store read-only (a reopen replays the log).
         let applied = (|| {
@@ -1346,6 +1389,12 @@ impl Inner {
             added: ingested.to_vec(),
             ..VersionEdit::default()
         };
+        // From the append on, the edit may be in the manifest even if the append reports a
+        // failure (a failed fsync): the files must stay. If the edit did not make it, the
+        // next open removes them as unlisted.
+        for handle in &handles {
+            handle.obsolete.store(false, Ordering::Release);
+        }
         manifest.append(&edit)?;
         let mut state = self.state.lock();
         state
@@ -1358,7 +1407,6 @@ impl Inner {
             })?;
         let mut levels = state.version.levels.clone();
         for handle in handles {
-            handle.obsolete.store(false, Ordering::Release);
             if level == 0 {
                 // Newest first: the ingested data is the newest there is.
                 levels[0].insert(0, handle);

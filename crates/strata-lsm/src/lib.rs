@@ -1,4 +1,7 @@
-//! An embedded LSM key-value store (in progress).
+//! An embedded LSM key-value store: durable writes through a write-ahead log with group
+//! commit, reads from memtables and sorted tables, background flushes and leveled compaction,
+//! snapshots, and what a Raft state machine needs (forced flushes that record the applied
+//! index, live files, ingest, checkpoints).
 //!
 //! Built from the layers below it: writes go to a `strata-wal` log and a `strata-memtable`,
 //! memtables are flushed into `strata-sstable` tables, and the manifest (itself a
@@ -6,39 +9,87 @@
 //! records which tables make up the store. The manifest format is in
 //! `docs/formats/manifest.md`.
 //!
-//! Today: [`Db`] with puts, deletes, atomic [`WriteBatch`]es, gets, scans (forward and reverse,
-//! with bounds or a prefix), snapshots, background and forced flushes to level-0 tables,
-//! leveled compaction (background, and forced with [`Db::compact`]) that keeps what snapshots
-//! need and drops tombstones at the bottom, a shared LRU block cache, statistics, and recovery
-//! (manifest, then WAL), forced flushes that record caller properties in their tables,
-//! [`Db::live_files`], and [`Db::checkpoint`]. Not yet: ingest. Concurrent writers are group-committed: one
-//! WAL write and at most one `fdatasync` for every batch waiting.
-//!
-//! # Examples
+//! # Using it
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use strata_lsm::manifest::{FileMeta, Manifest, VersionEdit, VersionState};
+//! use std::ops::Bound;
+//! use strata_lsm::{Db, Direction, Options, WriteBatch, WriteOptions};
 //!
 //! let dir = tempfile::tempdir()?;
-//! let manifest = Manifest::create(dir.path(), 1, &VersionState::default())?;
-//! manifest.append(&VersionEdit {
-//!     added: vec![FileMeta {
-//!         number: 7, level: 0, size: 4096,
-//!         smallest: b"a".to_vec(), largest: b"z".to_vec(),
-//!         smallest_seq: 1, largest_seq: 9,
-//!     }],
-//!     last_seq: Some(9),
-//!     ..VersionEdit::default()
-//! })?;
-//! drop(manifest);
+//! let db = Db::open(dir.path(), Options::default())?;
 //!
-//! let (_, state) = Manifest::open(dir.path())?.expect("the store exists");
-//! assert_eq!(state.levels[0][0].number, 7);
-//! assert_eq!(state.next_file_number, 8);
+//! // A write returns once it is in the WAL (it survives a process crash); `sync: true` also
+//! // waits for the fdatasync (it survives a power cut), shared with concurrent writers.
+//! db.put(b"user:1", b"ada", WriteOptions::default())?;
+//! db.put(b"user:2", b"grace", WriteOptions { sync: true })?;
+//!
+//! // A batch is atomic: readers and recovery see all of it or none of it.
+//! let mut batch = WriteBatch::new();
+//! batch.put(b"user:3", b"edsger");
+//! batch.delete(b"user:1");
+//! db.write(batch, WriteOptions::default())?;
+//! assert_eq!(db.get(b"user:1")?, None);
+//!
+//! // A snapshot reads the store as it was when it was taken.
+//! let snapshot = db.snapshot();
+//! db.put(b"user:2", b"hopper", WriteOptions::default())?;
+//! assert_eq!(snapshot.get(b"user:2")?, Some(b"grace".to_vec()));
+//! assert_eq!(db.get(b"user:2")?, Some(b"hopper".to_vec()));
+//! drop(snapshot);
+//!
+//! // Scans go either way, within bounds or under a prefix, until the visitor says stop.
+//! let mut newest_first = Vec::new();
+//! db.scan_prefix(b"user:", Direction::Reverse, |key, _value| {
+//!     newest_first.push(key.to_vec());
+//!     true
+//! })?;
+//! assert_eq!(newest_first, [b"user:3".to_vec(), b"user:2".to_vec()]);
+//! let mut count = 0;
+//! db.scan(Bound::Included(b"user:2"), Bound::Excluded(b"user:3"), Direction::Forward, |_, _| {
+//!     count += 1;
+//!     true
+//! })?;
+//! assert_eq!(count, 1);
+//!
+//! // Flushes and compactions run in the background; they can be forced too. A reopen
+//! // recovers the tables from the manifest and the rest from the WAL.
+//! db.flush()?;
+//! db.compact()?;
+//! drop(db);
+//! let db = Db::open(dir.path(), Options::default())?;
+//! assert_eq!(db.get(b"user:3")?, Some(b"edsger".to_vec()));
+//! println!("{:?}", db.stats().levels);
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # What it guarantees
+//!
+//! - **Durability.** A write that returned `Ok` is in the WAL, handed to the operating system;
+//!   with `sync` it is on disk. Flushes and compactions make their tables durable (file and
+//!   directory fsync) before the manifest names them, and the manifest is synced per edit.
+//! - **Atomicity and isolation.** Each [`WriteBatch`] (and each [`Db::ingest`]) becomes visible
+//!   at once under one sequence range; reads and scans see the store at one sequence number, and
+//!   a [`Snapshot`] pins it: compactions keep every version a live snapshot can read.
+//! - **No wrong data.** Tables, WAL and manifest are checksummed; damage is reported as
+//!   [`Error::Corruption`] or [`Error::Table`] with the file and offset, never returned as
+//!   data. A failed fsync or background failure puts the store in a read-only state
+//!   ([`Error::ReadOnly`]) until it is reopened, since what is on disk is then unknown.
+//! - **Bounded memory.** At most `1 + immutable_memtables_max` memtables of `memtable_bytes`,
+//!   the block cache's `block_cache_bytes`, and one batch (at most a quarter of a memtable)
+//!   per waiting writer.
+//!   Writers slow down when level 0 reaches `l0_slowdown_trigger` tables and wait at
+//!   `l0_stop_trigger` or when every memtable slot is full; [`Stats`] counts the stalls.
+//! - **Obsolete files** are deleted once no reader, scan or snapshot holds them, and files a
+//!   crash left behind are removed at the next open.
+//!
+//! # For Raft
+//!
+//! [`Db::flush_with_properties`] writes the memtable out now and records the caller's
+//! properties (the last applied index and term) in the table; [`Db::live_files`] lists every
+//! table with its level, path and properties; [`Db::checkpoint`] exports a consistent copy by
+//! hard links; [`Db::ingest`] installs another store's tables as newer than everything local.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod batch;

@@ -155,6 +155,120 @@ impl Source for TableSource<'_> {
     }
 }
 
+/// A table of a level below 0, with its smallest and largest internal keys.
+pub(crate) struct LevelTable<'a> {
+    pub table: &'a strata_sstable::Table,
+    pub smallest: &'a [u8],
+    pub largest: &'a [u8],
+}
+
+/// One level below 0 as a single source: its tables are sorted and disjoint, so a scan reads
+/// them one after another, opening (and seeking) only the tables the bounds reach, instead of
+/// seeking in every table of the level.
+pub(crate) struct LevelSource<'a> {
+    tables: Vec<LevelTable<'a>>,
+    direction: Direction,
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    /// The first internal key of the lower bound's user key, and the last of the upper's.
+    lower_key: Option<Vec<u8>>,
+    upper_key: Option<Vec<u8>>,
+    /// The table to open next, if any.
+    next: Option<usize>,
+    current: Option<TableSource<'a>>,
+}
+
+impl<'a> LevelSource<'a> {
+    pub fn new(
+        tables: Vec<LevelTable<'a>>,
+        direction: Direction,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+    ) -> Self {
+        let lower_key = match &lower {
+            Bound::Included(k) | Bound::Excluded(k) => Some(seek_key(k, crate::keys::MAX_SEQ)),
+            Bound::Unbounded => None,
+        };
+        let upper_key = match &upper {
+            Bound::Included(k) | Bound::Excluded(k) => {
+                Some(crate::keys::internal_key(k, 0, ValueKind::Delete))
+            }
+            Bound::Unbounded => None,
+        };
+        let next = match direction {
+            // The first table whose largest key reaches the lower bound.
+            Direction::Forward => Some(match &lower_key {
+                Some(low) => tables.partition_point(|t| t.largest < low.as_slice()),
+                None => 0,
+            }),
+            // The last table whose smallest key is within the upper bound.
+            Direction::Reverse => match &upper_key {
+                Some(high) => tables
+                    .partition_point(|t| t.smallest <= high.as_slice())
+                    .checked_sub(1),
+                None => tables.len().checked_sub(1),
+            },
+        };
+        Self {
+            tables,
+            direction,
+            lower,
+            upper,
+            lower_key,
+            upper_key,
+            next,
+            current: None,
+        }
+    }
+
+    /// Opens the next table, unless the bounds end before it.
+    fn open_next(&mut self) -> bool {
+        let Some(table) = self.next.and_then(|i| self.tables.get(i)) else {
+            return false;
+        };
+        let beyond = match self.direction {
+            Direction::Forward => self
+                .upper_key
+                .as_ref()
+                .is_some_and(|high| table.smallest > high.as_slice()),
+            Direction::Reverse => self
+                .lower_key
+                .as_ref()
+                .is_some_and(|low| table.largest < low.as_slice()),
+        };
+        if beyond {
+            return false;
+        }
+        self.current = Some(TableSource::new(
+            table.table,
+            self.direction,
+            self.lower.clone(),
+            self.upper.clone(),
+        ));
+        true
+    }
+}
+
+impl Source for LevelSource<'_> {
+    fn next_version(&mut self) -> Result<Option<Version>> {
+        loop {
+            if self.current.is_none() && !self.open_next() {
+                return Ok(None);
+            }
+            if let Some(current) = &mut self.current
+                && let Some(v) = current.next_version()?
+            {
+                return Ok(Some(v));
+            }
+            self.current = None;
+            self.next = match self.direction {
+                Direction::Forward => self.next.map(|i| i + 1),
+                Direction::Reverse => self.next.and_then(|i| i.checked_sub(1)),
+            };
+        }
+    }
+}
+
 /// Merges `sources` and calls `visit` with each live key and value at `seq`, in `direction`
 /// order, until `visit` returns false.
 pub(crate) fn merge(

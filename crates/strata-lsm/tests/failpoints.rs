@@ -114,3 +114,31 @@ fn writes_slow_down_then_stop_while_level_0_is_behind_and_resume_after_compactio
     drop(db);
     drop(scenario);
 }
+
+#[test]
+fn an_ingest_whose_manifest_fsync_fails_leaves_a_store_that_opens() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = Db::open(&dir.path().join("source"), Options::default()).expect("open");
+    for i in 0..10u8 {
+        source
+            .put(&[i], b"ingested", WriteOptions::default())
+            .expect("put");
+    }
+    source.flush().expect("flush");
+    let files: Vec<_> = source.live_files().into_iter().map(|f| f.path).collect();
+    let db = Db::open(&dir.path().join("db"), Options::default()).expect("open");
+    fail::cfg(strata_wal::FP_FSYNC, "return").expect("cfg");
+    assert!(db.ingest(0, &files).is_err());
+    fail::remove(strata_wal::FP_FSYNC);
+    assert!(
+        db.put(b"x", b"y", WriteOptions::default()).is_err(),
+        "read-only after the failure"
+    );
+    drop(db);
+    // The edit reached the log before its fsync failed: its tables must still be there.
+    let db = Db::open(&dir.path().join("db"), Options::default()).expect("reopen");
+    assert_eq!(db.get(&[3]).expect("get"), Some(b"ingested".to_vec()));
+    drop(db);
+    drop(scenario);
+}

@@ -56,8 +56,9 @@ fn layered_store(dir: &Path) -> Db {
     for k in ["a", "b", "c", "d", "e"] {
         db.put(k.as_bytes(), b"deep", W).expect("put");
     }
+    db.flush().expect("flush");
     db.compact().expect("compact to level 1");
-    db.compact().expect("and on down");
+    assert_eq!(db.live_files()[0].level, 1);
     for k in ["b", "c"] {
         db.put(k.as_bytes(), b"level0", W).expect("put");
     }
@@ -203,4 +204,45 @@ fn ingesting_a_checkpoint_reproduces_its_contents() {
     };
     assert_eq!(collect(&db), collect(&source));
     assert!(db.stats().ingested_bytes > 0);
+}
+
+#[test]
+fn damage_deep_in_an_input_leaves_no_partial_output_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = || Options {
+        compaction: strata_lsm::CompactionOptions {
+            // Many small outputs, so that several are finished before the damage is reached.
+            target_file_bytes: 4096,
+            ..strata_lsm::CompactionOptions::default()
+        },
+        ..Options::default()
+    };
+    let source = Db::open(&dir.path().join("source"), Options::default()).expect("open");
+    for i in 0..2000u32 {
+        source
+            .put(format!("k{i:05}").as_bytes(), &[7; 64], W)
+            .expect("put");
+    }
+    let file = source.flush().expect("flush")[0].clone();
+    let path = source.live_files()[0].path.clone();
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[usize::try_from(file.size / 2).expect("fits")] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("write");
+    let db = Db::open(&dir.path().join("db"), options()).expect("open");
+    assert!(db.ingest(1, &[path]).is_err());
+    let tables = std::fs::read_dir(dir.path().join("db"))
+        .expect("list")
+        .filter(|e| {
+            e.as_ref()
+                .expect("entry")
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sst")
+        })
+        .count();
+    assert_eq!(
+        tables, 0,
+        "the outputs written before the damage are removed"
+    );
+    assert!(db.live_files().is_empty());
 }
