@@ -12,8 +12,11 @@
 //! (`benches/common/workloads.rs`).
 //!
 //! Every engine runs in a process of its own, so that the kernel's accounting of each process
-//! gives its peak resident memory (`ru_maxrss`, mapped table pages included) and the bytes it
-//! wrote to disk (`ru_oublock`). Write amplification is measured by a separate run per engine
+//! gives its peak resident memory (`ru_maxrss`: every resident page, those of mapped files
+//! included, which for Strata's memory-mapped tables means the page cache it reads through)
+//! and the bytes it wrote to disk (`ru_oublock`); the peak of its anonymous memory (heap:
+//! memtables, block cache, indexes), which is what the engine itself holds, is sampled from
+//! `/proc/PID/status` every 20 ms. Write amplification is measured by a separate run per engine
 //! of `fillrandom` then `overwrite` (2N writes) and a close: disk bytes written over the key
 //! and value bytes written.
 //!
@@ -30,6 +33,8 @@ use std::io::Read;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use strata_lsm::{Db, Direction, Options, WriteOptions};
 
@@ -98,6 +103,8 @@ impl workloads::Engine for Strata {
 #[derive(Debug, Clone, Copy, Default)]
 struct Usage {
     peak_rss_bytes: u64,
+    /// The peak of anonymous memory (heap and stacks, without mapped files), sampled.
+    peak_anon_bytes: u64,
     written_bytes: u64,
 }
 
@@ -109,6 +116,20 @@ fn run_measured(command: &mut Command) -> (String, Usage) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
+    // The kernel keeps only the peak of all resident memory, mapped files included; the
+    // anonymous part is sampled from /proc while the child runs.
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (done, pid) = (Arc::clone(&done), child.id());
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(Ordering::Relaxed) {
+                peak = peak.max(anon_bytes(pid).unwrap_or(0));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            peak
+        })
+    };
     let mut out = String::new();
     child
         .stdout
@@ -116,8 +137,24 @@ fn run_measured(command: &mut Command) -> (String, Usage) {
         .expect("piped stdout")
         .read_to_string(&mut out)
         .expect("read the child's output");
+    done.store(true, Ordering::Relaxed);
+    let peak_anon_bytes = sampler.join().expect("sampler thread");
     let usage = wait_measured(child.id());
-    (out, usage)
+    (
+        out,
+        Usage {
+            peak_anon_bytes,
+            ..usage
+        },
+    )
+}
+
+/// `RssAnon` of process `pid`.
+fn anon_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Reaps the child `pid` with `wait4`, which (unlike `Child::wait`) returns its `rusage`.
@@ -137,6 +174,7 @@ fn wait_measured(pid: u32) -> Usage {
     Usage {
         // Linux reports kilobytes, and output blocks of 512 bytes.
         peak_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+        peak_anon_bytes: 0,
         written_bytes: u64::try_from(usage.ru_oublock).unwrap_or(0) * 512,
     }
 }
@@ -157,6 +195,7 @@ fn parse_results(output: &str) -> BTreeMap<String, f64> {
 struct Round {
     ops: BTreeMap<String, f64>,
     peak_rss_bytes: u64,
+    peak_anon_bytes: u64,
     /// Disk bytes written per key and value byte, in the separate writes run.
     write_amplification: f64,
 }
@@ -178,6 +217,7 @@ fn embedded(binary: &Path, dir: &Path, n: u64) -> Round {
     Round {
         ops: parse_results(&out),
         peak_rss_bytes: main.peak_rss_bytes,
+        peak_anon_bytes: main.peak_anon_bytes,
         write_amplification: writes.written_bytes as f64 / user_bytes(2 * n),
     }
 }
@@ -222,12 +262,15 @@ fn db_bench(dir: &Path, benchmarks: &str, num: u64, extra: &[&str]) -> (String, 
 
 fn rocksdb(dir: &Path, n: u64) -> Round {
     let mut round = Round::default();
-    let mut peak = 0;
+    let mut peak = |usage: Usage| {
+        round.peak_rss_bytes = round.peak_rss_bytes.max(usage.peak_rss_bytes);
+        round.peak_anon_bytes = round.peak_anon_bytes.max(usage.peak_anon_bytes);
+    };
     let (seq, usage) = db_bench(dir, "fillseq", n, &[]);
-    peak = peak.max(usage.peak_rss_bytes);
+    peak(usage);
     let main_names = &WORKLOADS[1..6];
     let (main, usage) = db_bench(dir, &main_names.join(","), n, &[]);
-    peak = peak.max(usage.peak_rss_bytes);
+    peak(usage);
     // db_bench's fillsync draws keys from `num / 1000` and does `--writes` writes per thread
     // (without `--writes`, `num` of them: 1000 times more than the key count suggests).
     let (sync, usage) = db_bench(
@@ -236,7 +279,7 @@ fn rocksdb(dir: &Path, n: u64) -> Round {
         FILLSYNC_PER_WRITER * 1000,
         &["--threads=16", &format!("--writes={FILLSYNC_PER_WRITER}")],
     );
-    peak = peak.max(usage.peak_rss_bytes);
+    peak(usage);
     for (name, output) in [("fillseq", &seq), ("fillsync", &sync)]
         .into_iter()
         .chain(main_names.iter().map(|name| (*name, &main)))
@@ -245,7 +288,6 @@ fn rocksdb(dir: &Path, n: u64) -> Round {
             round.ops.insert(name.to_owned(), ops);
         }
     }
-    round.peak_rss_bytes = peak;
     // The same 2N random writes as the embedded engines' writes run, then a close.
     // (`--writes` random writes over `--num` keys.)
     let (_, writes) = db_bench(dir, "fillrandom", n, &[&format!("--writes={}", 2 * n)]);
@@ -271,6 +313,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 struct Summary {
     ops: BTreeMap<&'static str, f64>,
     peak_rss_mib: f64,
+    peak_anon_mib: f64,
     write_amplification: f64,
 }
 
@@ -286,14 +329,14 @@ fn summarize(rounds: &[Round]) -> Summary {
                 (*w, median(values))
             })
             .collect(),
-        peak_rss_mib: median(
-            rounds
-                .iter()
-                .map(|r| r.peak_rss_bytes as f64 / 1048576.0)
-                .collect(),
-        ),
+        peak_rss_mib: median(rounds.iter().map(|r| mib(r.peak_rss_bytes)).collect()),
+        peak_anon_mib: median(rounds.iter().map(|r| mib(r.peak_anon_bytes)).collect()),
         write_amplification: median(rounds.iter().map(|r| r.write_amplification).collect()),
     }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1_048_576.0
 }
 
 fn flag_value(args: &[String], name: &str) -> Option<String> {
@@ -357,28 +400,23 @@ fn main() {
             }
         }
     }
-    println!("BENCH lsm_peak_rss {:.0} MiB", ours.peak_rss_mib);
-    println!(
-        "BENCH lsm_write_amplification {:.2} x",
-        ours.write_amplification
-    );
-    for (name, theirs) in &baselines {
-        println!("BENCH {name}_peak_rss {:.0} MiB", theirs.peak_rss_mib);
-        println!(
-            "BENCH {name}_write_amplification {:.2} x",
-            theirs.write_amplification
-        );
-        if ours.peak_rss_mib > 0.0 {
-            println!(
-                "RATIO lsm_peak_rss_vs_{name} {:.2}",
-                theirs.peak_rss_mib / ours.peak_rss_mib
-            );
-        }
-        if ours.write_amplification > 0.0 {
-            println!(
-                "RATIO lsm_write_amplification_vs_{name} {:.2}",
-                theirs.write_amplification / ours.write_amplification
-            );
+    // Resources: for each, Strata's figure, each baseline's, and a ratio above 1 when Strata
+    // uses less.
+    type Figure = fn(&Summary) -> f64;
+    let resources: [(&str, &str, Figure); 3] = [
+        ("peak_rss", "MiB", |s| s.peak_rss_mib),
+        ("peak_anon", "MiB", |s| s.peak_anon_mib),
+        ("write_amplification", "x", |s| s.write_amplification),
+    ];
+    for (name, unit, figure) in resources {
+        let s = figure(&ours);
+        println!("BENCH lsm_{name} {s:.2} {unit}");
+        for (baseline, theirs) in &baselines {
+            let b = figure(theirs);
+            println!("BENCH {baseline}_{name} {b:.2} {unit}");
+            if s > 0.0 {
+                println!("RATIO lsm_{name}_vs_{baseline} {:.2}", b / s);
+            }
         }
     }
 }

@@ -12,6 +12,10 @@ const HEADER_BYTES: usize = 12;
 pub struct WriteBatch {
     encoded: Vec<u8>,
     count: u32,
+    /// Key and value bytes of every operation.
+    data_bytes: usize,
+    /// The longest key, zero bytes counted twice (as the internal key escapes them).
+    escaped_key_max: usize,
 }
 
 impl Default for WriteBatch {
@@ -23,13 +27,25 @@ impl Default for WriteBatch {
 impl WriteBatch {
     /// An empty batch.
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// An empty batch with room for `bytes` of keys and values without reallocating.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut encoded = Vec::with_capacity(HEADER_BYTES + bytes + 9);
+        encoded.resize(HEADER_BYTES, 0);
         Self {
-            encoded: vec![0; HEADER_BYTES],
+            encoded,
             count: 0,
+            data_bytes: 0,
+            escaped_key_max: 0,
         }
     }
 
     fn push(&mut self, kind: ValueKind, key: &[u8], value: &[u8]) {
+        self.data_bytes += key.len() + value.len();
+        let escaped = key.len() + key.iter().filter(|&&b| b == 0).count();
+        self.escaped_key_max = self.escaped_key_max.max(escaped);
         self.encoded.push(kind as u8);
         self.encoded
             .extend_from_slice(&(key.len() as u32).to_le_bytes());
@@ -61,6 +77,16 @@ impl WriteBatch {
         self.count == 0
     }
 
+    /// Key and value bytes of every operation.
+    pub(crate) fn data_bytes(&self) -> usize {
+        self.data_bytes
+    }
+
+    /// The longest key as the internal key encoding escapes it (zero bytes count twice).
+    pub(crate) fn escaped_key_max(&self) -> usize {
+        self.escaped_key_max
+    }
+
     pub(crate) fn set_first_seq(&mut self, seq: u64) {
         self.encoded[0..8].copy_from_slice(&seq.to_le_bytes());
     }
@@ -79,18 +105,26 @@ impl WriteBatch {
             return Err("write batch header truncated");
         }
         let count = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| "bad count")?);
-        let batch = Self {
+        let mut batch = Self {
             encoded: bytes.to_vec(),
             count,
+            data_bytes: 0,
+            escaped_key_max: 0,
         };
         let mut seen = 0u32;
+        let (mut data_bytes, mut escaped_key_max) = (0, 0);
         for op in batch.raw_ops() {
-            op?;
+            let (_, key, value) = op?;
+            data_bytes += key.len() + value.len();
+            escaped_key_max =
+                escaped_key_max.max(key.len() + key.iter().filter(|&&b| b == 0).count());
             seen += 1;
         }
         if seen != count {
             return Err("write batch count does not match its operations");
         }
+        batch.data_bytes = data_bytes;
+        batch.escaped_key_max = escaped_key_max;
         Ok(batch)
     }
 

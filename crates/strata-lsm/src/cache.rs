@@ -83,6 +83,22 @@ impl BlockCache for LruBlockCache {
         Some(block)
     }
 
+    fn evict_table(&self, table_id: u64) {
+        for shard in &self.shards {
+            let mut shard = shard.lock();
+            let shard = &mut *shard;
+            let (order, bytes) = (&mut shard.order, &mut shard.bytes);
+            shard.entries.retain(|&(table, _), (_, charge, tick)| {
+                if table != table_id {
+                    return true;
+                }
+                order.remove(tick);
+                *bytes -= *charge;
+                false
+            });
+        }
+    }
+
     fn insert(&self, table_id: u64, offset: u64, block: CachedBlock) {
         let charge = block.charge();
         if charge > self.shard_bytes_max {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 use strata_memtable::{Memtable, ValueKind};
-use strata_sstable::{ReadOptions, Table, TableBuilder, TableOptions};
+use strata_sstable::{BlockCache, ReadOptions, Table, TableBuilder, TableOptions};
 use strata_wal::{Durability, Wal, WalOptions};
 
 use crate::batch::WriteBatch;
@@ -75,7 +75,7 @@ fn memtable_capacity(options: &Options) -> usize {
 /// and value plus a node (header and tower, at most 16 + 8 * 20 bytes; 64 is ample on average,
 /// and the quarter of headroom in the arena absorbs the rest).
 fn batch_memory_bytes(batch: &WriteBatch) -> usize {
-    batch.ops().map(|(_, k, v)| k.len() + v.len() + 64).sum()
+    batch.data_bytes() + 64 * batch.len()
 }
 
 /// The manifest is rewritten as a new generation once its edits exceed this.
@@ -124,11 +124,17 @@ struct TableHandle {
     /// Set when a compaction replaced the table: the file is deleted when the last reader
     /// (a version, scan or snapshot read holding this handle) lets go.
     obsolete: AtomicBool,
+    /// The shared cache, whose blocks of an obsolete table must go with it (they would keep
+    /// its mapping, and the deleted file's disk space, alive).
+    cache: Option<Arc<LruBlockCache>>,
 }
 
 impl Drop for TableHandle {
     fn drop(&mut self) {
         if self.obsolete.load(Ordering::Acquire) {
+            if let Some(cache) = &self.cache {
+                cache.evict_table(self.meta.number);
+            }
             // Best effort: a leftover file is only garbage, removed by the next open.
             let _ = std::fs::remove_file(&self.path);
         }
@@ -152,6 +158,7 @@ fn open_table(
         table,
         path,
         obsolete: AtomicBool::new(false),
+        cache: cache.cloned(),
     }))
 }
 
@@ -399,7 +406,7 @@ impl Db {
     ///
     /// As [`write`](Self::write).
     pub fn put(&self, key: &[u8], value: &[u8], options: WriteOptions) -> Result<u64> {
-        let mut batch = WriteBatch::new();
+        let mut batch = WriteBatch::with_capacity(key.len() + value.len());
         batch.put(key, value);
         self.write(batch, options)
     }
@@ -410,7 +417,7 @@ impl Db {
     ///
     /// As [`write`](Self::write).
     pub fn delete(&self, key: &[u8], options: WriteOptions) -> Result<u64> {
-        let mut batch = WriteBatch::new();
+        let mut batch = WriteBatch::with_capacity(key.len());
         batch.delete(key);
         self.write(batch, options)
     }
@@ -429,11 +436,17 @@ impl Db {
         }
         // Refuse what could not be stored before it reaches the WAL: once logged, a write
         // must never fail.
-        for (_, key, _) in batch.ops() {
-            let encoded = key.len() + key.iter().filter(|&&b| b == 0).count() + 10;
-            if encoded > strata_sstable::KEY_BYTES_MAX {
-                return Err(Error::KeyTooLarge { len: key.len() });
-            }
+        if batch.escaped_key_max() + 10 > strata_sstable::KEY_BYTES_MAX {
+            let too_large = |key: &&[u8]| {
+                key.len() + key.iter().filter(|&&b| b == 0).count() + 10
+                    > strata_sstable::KEY_BYTES_MAX
+            };
+            let len = batch
+                .ops()
+                .map(|(_, key, _)| key)
+                .find(too_large)
+                .map_or(0, <[u8]>::len);
+            return Err(Error::KeyTooLarge { len });
         }
         let bytes = batch_memory_bytes(&batch);
         if bytes > self.inner.options.memtable_bytes / 4 {
@@ -1178,11 +1191,7 @@ impl Inner {
         }
         let encoded: Vec<&[u8]> = batches.iter().map(WriteBatch::encoded).collect();
         let lsns = self.wal.append_batch(&encoded)?;
-        let user_bytes: usize = batches
-            .iter()
-            .flat_map(WriteBatch::ops)
-            .map(|(_, k, v)| k.len() + v.len())
-            .sum();
+        let user_bytes: usize = batches.iter().map(WriteBatch::data_bytes).sum();
         bump(&self.counters.user_bytes, user_bytes as u64);
         // From here the group is in the WAL: any failure would leave memory and log disagreeing,
         // so it makes the store read-only (a reopen replays the log).

@@ -39,6 +39,12 @@ pub trait BlockCache: Send + Sync + std::fmt::Debug {
     fn get(&self, table_id: u64, offset: u64) -> Option<CachedBlock>;
     /// Offers a block just read and verified.
     fn insert(&self, table_id: u64, offset: u64, block: CachedBlock);
+    /// Drops every block of table `table_id`: the table is gone. A cached block of an
+    /// uncompressed table is a slice of the table's mapping, so it keeps the whole mapping
+    /// (and, for a deleted file, its disk space) alive. The default does nothing.
+    fn evict_table(&self, table_id: u64) {
+        let _ = table_id;
+    }
 }
 
 /// Options for [`Table::open`].

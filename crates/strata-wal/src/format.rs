@@ -94,12 +94,30 @@ fn record_crc(salt: u32, header_rest: &[u8], payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// The CRC state of a payload alone. Computed before taking any lock (it is the expensive
-/// part for large records) and combined with the header's by [`record_header`].
-pub fn payload_crc(payload: &[u8]) -> crc32fast::Hasher {
+/// Payloads at most this long are checksummed with their header in one pass; longer ones ahead
+/// of time, and the two CRCs combined (which costs about as much as checksumming a few
+/// hundred bytes).
+const PAYLOAD_CRC_AHEAD_BYTES_MIN: usize = 1024;
+
+/// What [`record_header`] needs of a payload's checksum: for a large payload its CRC state,
+/// computed before taking any lock (it is the expensive part) and combined with the header's;
+/// for a small one the payload itself, checksummed with the header.
+#[derive(Debug, Clone)]
+pub enum PayloadCrc<'a> {
+    /// A payload short enough to checksum with its header.
+    Inline(&'a [u8]),
+    /// The CRC state of a long payload alone.
+    Ahead(crc32fast::Hasher),
+}
+
+/// The checksum work for `payload` that can be done ahead, before any lock.
+pub fn payload_crc(payload: &[u8]) -> PayloadCrc<'_> {
+    if payload.len() < PAYLOAD_CRC_AHEAD_BYTES_MIN {
+        return PayloadCrc::Inline(payload);
+    }
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(payload);
-    hasher
+    PayloadCrc::Ahead(hasher)
 }
 
 /// The 24-byte header of a record whose payload has length `payload_len` and CRC state
@@ -109,7 +127,7 @@ pub fn record_header(
     lsn: Lsn,
     durable_lsn: Lsn,
     payload_len: u32,
-    payload_crc: &crc32fast::Hasher,
+    payload_crc: &PayloadCrc<'_>,
 ) -> [u8; RECORD_HEADER_BYTES] {
     let mut header = [0u8; RECORD_HEADER_BYTES];
     header[4..8].copy_from_slice(&payload_len.to_le_bytes());
@@ -118,7 +136,10 @@ pub fn record_header(
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&salt.to_le_bytes());
     hasher.update(&header[4..]);
-    hasher.combine(payload_crc);
+    match payload_crc {
+        PayloadCrc::Inline(payload) => hasher.update(payload),
+        PayloadCrc::Ahead(crc) => hasher.combine(crc),
+    }
     header[0..4].copy_from_slice(&hasher.finalize().to_le_bytes());
     header
 }
@@ -135,7 +156,7 @@ pub fn encode_record_with_crc(
     lsn: Lsn,
     durable_lsn: Lsn,
     payload: &[u8],
-    crc: &crc32fast::Hasher,
+    crc: &PayloadCrc<'_>,
 ) {
     let len = u32::try_from(payload.len()).expect("record length was checked against the limit");
     out.extend_from_slice(&record_header(salt, lsn, durable_lsn, len, crc));

@@ -12,8 +12,8 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    Lsn, RECORD_HEADER_BYTES, RecordScanner, SEGMENT_HEADER_BYTES, SegmentHeader, payload_crc,
-    record_header,
+    Lsn, PayloadCrc, RECORD_HEADER_BYTES, RecordScanner, SEGMENT_HEADER_BYTES, SegmentHeader,
+    payload_crc, record_header,
 };
 use crate::options::{Durability, WalOptions};
 use crate::recovery::{Recovery, Segment, create_segment, read_file, recover};
@@ -348,8 +348,7 @@ impl Wal {
         }
         // The checksum of the payloads, the expensive part for large records, is computed
         // before taking the lock; only the 24-byte header's is added under it.
-        let crcs: Vec<crc32fast::Hasher> =
-            payloads.iter().map(|p| payload_crc(p.as_ref())).collect();
+        let crcs: Vec<PayloadCrc<'_>> = payloads.iter().map(|p| payload_crc(p.as_ref())).collect();
         let mut state = self.inner.state.lock();
         while state.exclusive {
             self.inner.changed.wait(&mut state);
@@ -405,7 +404,7 @@ impl Wal {
         &self,
         state: &mut State,
         payload_len: usize,
-        crc: &crc32fast::Hasher,
+        crc: &PayloadCrc<'_>,
     ) -> [u8; RECORD_HEADER_BYTES] {
         let record_bytes = (RECORD_HEADER_BYTES + payload_len) as u64;
         let lsn = state.next_lsn;
@@ -437,7 +436,7 @@ impl Wal {
     }
 
     /// Queues one record for the next leader to write.
-    fn enqueue(&self, state: &mut State, payload: &[u8], crc: &crc32fast::Hasher) {
+    fn enqueue(&self, state: &mut State, payload: &[u8], crc: &PayloadCrc<'_>) {
         let lsn = state.next_lsn;
         // A rotation, if this record needs one, is queued as an empty chunk that the record
         // then goes into.

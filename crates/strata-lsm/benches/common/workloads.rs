@@ -2,7 +2,8 @@
 //! embedded engine in a process of its own: Strata from `benches/lsm.rs`, fjall from
 //! `bench/fjall` (which includes this file), so that both do exactly the same work.
 //!
-//! A child process is started as `BIN --child main|writes --dir DIR --keys N` and prints one
+//! A child process is started as `BIN --child main|writes --dir DIR --keys N` (or `fillseq`,
+//! for profiling that workload alone) and prints one
 //! `RESULT <workload> <ops/s>` line per workload. `main` runs every workload in db_bench's
 //! order; `writes` runs `fillrandom` then `overwrite` and closes the store, so that the parent
 //! can divide the bytes the process wrote to disk by the bytes of keys and values it wrote.
@@ -59,22 +60,29 @@ fn fresh(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// `fillseq` alone (for profiling).
+pub fn run_fillseq<E: Engine>(
+    open: &dyn Fn(&Path) -> E,
+    dir: &Path,
+    n: u64,
+) -> Vec<(&'static str, f64)> {
+    let value = [0x42u8; VALUE_BYTES];
+    let db = open(&fresh(dir, "seq"));
+    let start = Instant::now();
+    for k in 0..n {
+        db.put(&key(k), &value);
+    }
+    vec![("fillseq", rate(n, start))]
+}
+
 /// Every workload, in db_bench's order: ops/s for each.
 pub fn run_main<E: Engine>(
     open: &dyn Fn(&Path) -> E,
     dir: &Path,
     n: u64,
 ) -> Vec<(&'static str, f64)> {
-    let mut out = Vec::new();
+    let mut out = run_fillseq(open, dir, n);
     let value = [0x42u8; VALUE_BYTES];
-    {
-        let db = open(&fresh(dir, "seq"));
-        let start = Instant::now();
-        for k in 0..n {
-            db.put(&key(k), &value);
-        }
-        out.push(("fillseq", rate(n, start)));
-    }
     let db = Arc::new(open(&fresh(dir, "random")));
     let mut rng = StdRng::seed_from_u64(1);
     let start = Instant::now();
@@ -185,6 +193,7 @@ pub fn child<E: Engine>(open: &dyn Fn(&Path) -> E) -> bool {
     let results = match mode.as_str() {
         "main" => run_main(open, &dir, n),
         "writes" => run_writes(open, &dir, n),
+        "fillseq" => run_fillseq(open, &dir, n),
         other => panic!("unknown child mode {other}"),
     };
     for (name, ops) in results {
