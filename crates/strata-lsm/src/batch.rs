@@ -24,6 +24,13 @@ impl Default for WriteBatch {
     }
 }
 
+/// The batch's encoding, which is what its WAL record holds (`docs/formats/write-batch.md`).
+impl AsRef<[u8]> for WriteBatch {
+    fn as_ref(&self) -> &[u8] {
+        &self.encoded
+    }
+}
+
 impl WriteBatch {
     /// An empty batch.
     pub fn new() -> Self {
@@ -93,10 +100,6 @@ impl WriteBatch {
 
     pub(crate) fn first_seq(&self) -> u64 {
         u64::from_le_bytes(self.encoded[0..8].try_into().unwrap_or([0; 8]))
-    }
-
-    pub(crate) fn encoded(&self) -> &[u8] {
-        &self.encoded
     }
 
     /// Decodes a WAL record, checking its structure.

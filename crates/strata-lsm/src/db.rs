@@ -93,6 +93,14 @@ struct Pending {
     result: Mutex<Option<std::result::Result<u64, String>>>,
 }
 
+/// The committing leader's buffers, kept between commits so that a commit allocates nothing.
+#[derive(Debug, Default)]
+struct WriteScratch {
+    group: Vec<Arc<Pending>>,
+    batches: Vec<WriteBatch>,
+    last_seqs: Vec<u64>,
+}
+
 /// A memtable and the highest WAL LSN whose records it holds.
 #[derive(Debug)]
 struct MemtableHandle {
@@ -213,9 +221,9 @@ struct Inner {
     state: Mutex<State>,
     /// Signalled when a flush finishes or is needed.
     changed: Condvar,
-    /// Held by the committing leader (and by a forced flush's memtable switch): sequence
-    /// numbers, WAL order and memtable inserts agree.
-    write_lock: Mutex<()>,
+    /// Held by the committing leader (and by a forced flush's memtable switch, and an ingest):
+    /// sequence numbers, WAL order and memtable inserts agree. Holds the leader's buffers.
+    write_lock: Mutex<WriteScratch>,
     /// Writers waiting to be committed, in arrival order.
     queue: Mutex<std::collections::VecDeque<Arc<Pending>>>,
     queue_changed: Condvar,
@@ -374,7 +382,7 @@ impl Db {
                 generation: 0,
             }),
             changed: Condvar::new(),
-            write_lock: Mutex::new(()),
+            write_lock: Mutex::new(WriteScratch::default()),
             queue: Mutex::new(std::collections::VecDeque::new()),
             queue_changed: Condvar::new(),
             manifest: Mutex::new(manifest),
@@ -455,12 +463,29 @@ impl Db {
                 max: self.inner.options.memtable_bytes / 4,
             });
         }
+        let mut queue = self.inner.queue.lock();
+        // Alone: nobody queued and nobody committing. Commit directly, without queueing; a
+        // writer arriving meanwhile queues and leads the next group.
+        if queue.is_empty()
+            && let Some(mut scratch) = self.inner.write_lock.try_lock()
+        {
+            drop(queue);
+            let scratch = &mut *scratch;
+            scratch.batches.clear();
+            scratch.batches.push(batch);
+            let committed = self.inner.commit_batches(
+                &mut scratch.batches,
+                &mut scratch.last_seqs,
+                options.sync,
+            );
+            scratch.batches.clear();
+            return committed.map(|()| scratch.last_seqs[0]);
+        }
         let pending = Arc::new(Pending {
             batch: Mutex::new(Some(batch)),
             sync: options.sync,
             result: Mutex::new(None),
         });
-        let mut queue = self.inner.queue.lock();
         queue.push_back(Arc::clone(&pending));
         // Group commit: the writer at the front leads, committing every batch queued behind
         // it with one WAL write and at most one fdatasync; the others wait for their result.
@@ -476,42 +501,52 @@ impl Db {
             }
             self.inner.queue_changed.wait(&mut queue);
         }
-        // The group is capped by count and by memory, so that it always fits the memtable
-        // `make_room` gives it.
-        let mut group_bytes = 0usize;
-        let group: Vec<Arc<Pending>> = queue
-            .iter()
-            .take(GROUP_BATCHES_MAX)
-            .take_while(|p| {
-                let bytes = p.batch.lock().as_ref().map_or(0, batch_memory_bytes);
-                let fits = group_bytes == 0
-                    || group_bytes + bytes <= self.inner.options.memtable_bytes / 4;
-                group_bytes += bytes;
-                fits
-            })
-            .cloned()
-            .collect();
+        // Only the leader pops the queue: it stays at the front while it waits for the write
+        // lock (not held across that wait, so that writers keep queueing).
         drop(queue);
-        let committed = self.inner.commit_group(&group);
+        let mut scratch = self.inner.write_lock.lock();
+        let scratch = &mut *scratch;
+        {
+            // The group is capped by count and by memory, so that it always fits the memtable
+            // `make_room` gives it.
+            let queue = self.inner.queue.lock();
+            let mut group_bytes = 0usize;
+            scratch.group.clear();
+            scratch.group.extend(
+                queue
+                    .iter()
+                    .take(GROUP_BATCHES_MAX)
+                    .take_while(|p| {
+                        let bytes = p.batch.lock().as_ref().map_or(0, batch_memory_bytes);
+                        let fits = group_bytes == 0
+                            || group_bytes + bytes <= self.inner.options.memtable_bytes / 4;
+                        group_bytes += bytes;
+                        fits
+                    })
+                    .cloned(),
+            );
+        }
+        let committed = self.inner.commit_group(scratch);
         let mut queue = self.inner.queue.lock();
         let own = match committed {
-            Ok(last_seqs) => {
-                for (p, last) in group.iter().zip(&last_seqs).skip(1) {
+            Ok(()) => {
+                for (p, last) in scratch.group.iter().zip(&scratch.last_seqs).skip(1) {
                     *p.result.lock() = Some(Ok(*last));
                 }
-                Ok(last_seqs[0])
+                Ok(scratch.last_seqs[0])
             }
             Err(e) => {
                 let cause = strata_fs::display_chain(&e);
-                for p in group.iter().skip(1) {
+                for p in scratch.group.iter().skip(1) {
                     *p.result.lock() = Some(Err(cause.clone()));
                 }
                 Err(e)
             }
         };
-        for _ in 0..group.len() {
+        for _ in 0..scratch.group.len() {
             queue.pop_front();
         }
+        scratch.group.clear();
         self.inner.queue_changed.notify_all();
         own
     }
@@ -1165,41 +1200,56 @@ fn table_get(
 }
 
 impl Inner {
-    /// Commits a group of queued batches: sequence numbers in order, one WAL write, one
-    /// `fdatasync` if any of them asked for it, then the memtable, then visibility. Returns
-    /// each batch's last sequence number.
-    fn commit_group(&self, group: &[Arc<Pending>]) -> Result<Vec<u64>> {
-        let _writer = self.write_lock.lock();
-        let needed: usize = group
-            .iter()
-            .map(|p| p.batch.lock().as_ref().map_or(0, batch_memory_bytes))
-            .sum();
+    /// Commits the group of queued batches in `scratch` (whose holder holds the write lock):
+    /// sequence numbers in order, one WAL write, one `fdatasync` if any of them asked for it,
+    /// then the memtable, then visibility. Leaves each batch's last sequence number in
+    /// `scratch.last_seqs`.
+    fn commit_group(&self, scratch: &mut WriteScratch) -> Result<()> {
+        let WriteScratch {
+            group,
+            batches,
+            last_seqs,
+        } = scratch;
+        batches.clear();
+        for p in group.iter() {
+            batches.push(
+                p.batch
+                    .lock()
+                    .take()
+                    .expect("a queued batch is committed by one leader, once"),
+            );
+        }
+        let sync = group.iter().any(|p| p.sync);
+        self.commit_batches(batches, last_seqs, sync)
+    }
+
+    /// Commits `batches` (the caller holds the write lock), leaving each one's last sequence
+    /// number in `last_seqs`; see [`commit_group`](Self::commit_group).
+    fn commit_batches(
+        &self,
+        batches: &mut Vec<WriteBatch>,
+        last_seqs: &mut Vec<u64>,
+        sync: bool,
+    ) -> Result<()> {
+        last_seqs.clear();
+        let needed: usize = batches.iter().map(batch_memory_bytes).sum();
         let active = self.make_room(needed)?;
         let mut next_seq = self.state.lock().last_seq + 1;
-        let mut batches = Vec::with_capacity(group.len());
-        let mut last_seqs = Vec::with_capacity(group.len());
-        for p in group {
-            let mut batch = p
-                .batch
-                .lock()
-                .take()
-                .expect("a queued batch is committed by one leader, once");
+        for batch in batches.iter_mut() {
             batch.set_first_seq(next_seq);
             next_seq += batch.len() as u64;
             last_seqs.push(next_seq - 1);
-            batches.push(batch);
         }
-        let encoded: Vec<&[u8]> = batches.iter().map(WriteBatch::encoded).collect();
-        let lsns = self.wal.append_batch(&encoded)?;
+        let lsns = self.wal.append_batch(batches)?;
         let user_bytes: usize = batches.iter().map(WriteBatch::data_bytes).sum();
         bump(&self.counters.user_bytes, user_bytes as u64);
         // From here the group is in the WAL: any failure would leave memory and log disagreeing,
         // so it makes the store read-only (a reopen replays the log).
         let applied = (|| {
-            if group.iter().any(|p| p.sync) {
+            if sync {
                 self.wal.sync()?;
             }
-            for batch in &batches {
+            for batch in batches.iter() {
                 let first_seq = batch.first_seq();
                 for (i, op) in batch.ops().enumerate() {
                     insert(&active.table, op.0, first_seq + i as u64, op.1, op.2)?;
@@ -1214,7 +1264,9 @@ impl Inner {
         active.max_wal_lsn.store(*lsns.end(), Ordering::Release);
         // Visible only now, all at once: readers never see part of a batch.
         self.state.lock().last_seq = next_seq - 1;
-        Ok(last_seqs)
+        // The batches' buffers go now, not at the next commit.
+        batches.clear();
+        Ok(())
     }
 
     /// Returns the memtable to write into, switching to a new one when the active one is

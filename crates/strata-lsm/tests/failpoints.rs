@@ -94,6 +94,10 @@ fn writes_slow_down_then_stop_while_level_0_is_behind_and_resume_after_compactio
         std::thread::spawn(move || db.put(&[4], b"v", WriteOptions::default()))
     };
     while db.stats().write_stops == 0 {
+        assert!(
+            !writer.is_finished(),
+            "the write went through with level 0 at the stop trigger"
+        );
         std::thread::yield_now();
     }
     assert!(

@@ -346,9 +346,23 @@ impl Wal {
                 return Err(Error::RecordTooLarge { len, max });
             }
         }
-        // The checksum of the payloads, the expensive part for large records, is computed
-        // before taking the lock; only the 24-byte header's is added under it.
-        let crcs: Vec<PayloadCrc<'_>> = payloads.iter().map(|p| payload_crc(p.as_ref())).collect();
+        // The checksum of large payloads, the expensive part, is computed before taking the
+        // lock; only the 24-byte header's is added under it. (Small payloads are checksummed
+        // with their header, and need no vector.)
+        let ahead: Vec<PayloadCrc<'_>> = if payloads
+            .iter()
+            .any(|p| matches!(payload_crc(p.as_ref()), PayloadCrc::Ahead(_)))
+        {
+            payloads.iter().map(|p| payload_crc(p.as_ref())).collect()
+        } else {
+            Vec::new()
+        };
+        let crc = |i: usize| {
+            ahead
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| PayloadCrc::Inline(payloads[i].as_ref()))
+        };
         let mut state = self.inner.state.lock();
         while state.exclusive {
             self.inner.changed.wait(&mut state);
@@ -367,13 +381,13 @@ impl Wal {
             // A large record and no write in progress: write it from the caller's buffer
             // instead of copying it into the queue.
             let payload = payload.as_ref();
-            let header = self.assign(&mut state, payload.len(), &crcs[0]);
+            let header = self.assign(&mut state, payload.len(), &crc(0));
             self.lead(&mut state, false, Some((&header, payload, first)))?;
             self.wait_for(&mut state, first, need_durable)?;
             return Ok(first..=first);
         }
-        for (p, crc) in payloads.iter().zip(&crcs) {
-            self.enqueue(&mut state, p.as_ref(), crc);
+        for (i, p) in payloads.iter().enumerate() {
+            self.enqueue(&mut state, p.as_ref(), &crc(i));
         }
         let last = state.next_lsn - 1;
         if payloads.is_empty() {
