@@ -24,10 +24,14 @@ impl Default for WriteBatch {
     }
 }
 
-/// The batch's encoding, which is what its WAL record holds (`docs/formats/write-batch.md`).
-impl AsRef<[u8]> for WriteBatch {
+/// A batch on its way to the WAL: its encoding is the record (`docs/formats/write-batch.md`).
+/// Crate-private, so that the encoding is not part of `WriteBatch`'s API.
+#[derive(Debug)]
+pub(crate) struct Logged(pub WriteBatch);
+
+impl AsRef<[u8]> for Logged {
     fn as_ref(&self) -> &[u8] {
-        &self.encoded
+        &self.0.encoded
     }
 }
 

@@ -16,8 +16,21 @@ struct Shard {
     entries: HashMap<(u64, u64), (CachedBlock, usize, u64)>,
     /// Last-use tick to key: the first entry is the least recently used.
     order: BTreeMap<u64, (u64, u64)>,
+    /// Blocks per table, so that evicting a table skips the shards that hold none of it.
+    per_table: HashMap<u64, usize>,
     bytes: usize,
     tick: u64,
+}
+
+impl Shard {
+    fn forget(&mut self, table_id: u64) {
+        if let Some(count) = self.per_table.get_mut(&table_id) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_table.remove(&table_id);
+            }
+        }
+    }
 }
 
 /// Decoded data blocks shared by every table of a store, within a byte budget.
@@ -86,6 +99,9 @@ impl BlockCache for LruBlockCache {
     fn evict_table(&self, table_id: u64) {
         for shard in &self.shards {
             let mut shard = shard.lock();
+            if shard.per_table.remove(&table_id).is_none() {
+                continue;
+            }
             let shard = &mut *shard;
             let (order, bytes) = (&mut shard.order, &mut shard.bytes);
             shard.entries.retain(|&(table, _), (_, charge, tick)| {
@@ -113,6 +129,8 @@ impl BlockCache for LruBlockCache {
         {
             shard.order.remove(&old_tick);
             shard.bytes -= old_charge;
+        } else {
+            *shard.per_table.entry(table_id).or_insert(0) += 1;
         }
         shard.order.insert(tick, (table_id, offset));
         shard.bytes += charge;
@@ -122,6 +140,7 @@ impl BlockCache for LruBlockCache {
             };
             if let Some((_, c, _)) = shard.entries.remove(&key) {
                 shard.bytes -= c;
+                shard.forget(key.0);
             }
         }
     }

@@ -11,7 +11,7 @@ use strata_memtable::{Memtable, ValueKind};
 use strata_sstable::{BlockCache, ReadOptions, Table, TableBuilder, TableOptions};
 use strata_wal::{Durability, Wal, WalOptions};
 
-use crate::batch::WriteBatch;
+use crate::batch::{Logged, WriteBatch};
 use crate::cache::LruBlockCache;
 use crate::compaction::{self, CompactionOptions, Plan};
 use crate::error::{Error, Result};
@@ -97,7 +97,7 @@ struct Pending {
 #[derive(Debug, Default)]
 struct WriteScratch {
     group: Vec<Arc<Pending>>,
-    batches: Vec<WriteBatch>,
+    batches: Vec<Logged>,
     last_seqs: Vec<u64>,
 }
 
@@ -472,7 +472,7 @@ impl Db {
             drop(queue);
             let scratch = &mut *scratch;
             scratch.batches.clear();
-            scratch.batches.push(batch);
+            scratch.batches.push(Logged(batch));
             let committed = self.inner.commit_batches(
                 &mut scratch.batches,
                 &mut scratch.last_seqs,
@@ -1212,36 +1212,39 @@ impl Inner {
         } = scratch;
         batches.clear();
         for p in group.iter() {
-            batches.push(
+            batches.push(Logged(
                 p.batch
                     .lock()
                     .take()
                     .expect("a queued batch is committed by one leader, once"),
-            );
+            ));
         }
         let sync = group.iter().any(|p| p.sync);
-        self.commit_batches(batches, last_seqs, sync)
+        let committed = self.commit_batches(batches, last_seqs, sync);
+        // The batches' buffers go now, on failure too, not at the next commit.
+        batches.clear();
+        committed
     }
 
     /// Commits `batches` (the caller holds the write lock), leaving each one's last sequence
     /// number in `last_seqs`; see [`commit_group`](Self::commit_group).
     fn commit_batches(
         &self,
-        batches: &mut Vec<WriteBatch>,
+        batches: &mut [Logged],
         last_seqs: &mut Vec<u64>,
         sync: bool,
     ) -> Result<()> {
         last_seqs.clear();
-        let needed: usize = batches.iter().map(batch_memory_bytes).sum();
+        let needed: usize = batches.iter().map(|b| batch_memory_bytes(&b.0)).sum();
         let active = self.make_room(needed)?;
         let mut next_seq = self.state.lock().last_seq + 1;
-        for batch in batches.iter_mut() {
+        for Logged(batch) in batches.iter_mut() {
             batch.set_first_seq(next_seq);
             next_seq += batch.len() as u64;
             last_seqs.push(next_seq - 1);
         }
         let lsns = self.wal.append_batch(batches)?;
-        let user_bytes: usize = batches.iter().map(WriteBatch::data_bytes).sum();
+        let user_bytes: usize = batches.iter().map(|b| b.0.data_bytes()).sum();
         bump(&self.counters.user_bytes, user_bytes as u64);
         // From here the group is in the WAL: any failure would leave memory and log disagreeing,
         // so it makes the store read-only (a reopen replays the log).
@@ -1249,7 +1252,7 @@ impl Inner {
             if sync {
                 self.wal.sync()?;
             }
-            for batch in batches.iter() {
+            for Logged(batch) in batches.iter() {
                 let first_seq = batch.first_seq();
                 for (i, op) in batch.ops().enumerate() {
                     insert(&active.table, op.0, first_seq + i as u64, op.1, op.2)?;
@@ -1264,8 +1267,6 @@ impl Inner {
         active.max_wal_lsn.store(*lsns.end(), Ordering::Release);
         // Visible only now, all at once: readers never see part of a batch.
         self.state.lock().last_seq = next_seq - 1;
-        // The batches' buffers go now, not at the next commit.
-        batches.clear();
         Ok(())
     }
 

@@ -94,30 +94,39 @@ fn record_crc(salt: u32, header_rest: &[u8], payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// Payloads at most this long are checksummed with their header in one pass; longer ones ahead
+/// Payloads shorter than this are checksummed with their header in one pass; longer ones ahead
 /// of time, and the two CRCs combined (which costs about as much as checksumming a few
 /// hundred bytes).
-const PAYLOAD_CRC_AHEAD_BYTES_MIN: usize = 1024;
+pub(crate) const PAYLOAD_CRC_AHEAD_BYTES_MIN: usize = 1024;
 
 /// What [`record_header`] needs of a payload's checksum: for a large payload its CRC state,
 /// computed before taking any lock (it is the expensive part) and combined with the header's;
-/// for a small one the payload itself, checksummed with the header.
+/// for a small one the payload itself, checksummed with the header. Made only by
+/// [`payload_crc`], from the payload it goes with.
 #[derive(Debug, Clone)]
-pub enum PayloadCrc<'a> {
-    /// A payload short enough to checksum with its header.
+pub struct PayloadCrc<'a>(Crc<'a>);
+
+#[derive(Debug, Clone)]
+enum Crc<'a> {
     Inline(&'a [u8]),
-    /// The CRC state of a long payload alone.
     Ahead(crc32fast::Hasher),
+}
+
+impl<'a> PayloadCrc<'a> {
+    /// For a payload shorter than `PAYLOAD_CRC_AHEAD_BYTES_MIN`: nothing computed ahead.
+    pub(crate) fn inline(payload: &'a [u8]) -> Self {
+        Self(Crc::Inline(payload))
+    }
 }
 
 /// The checksum work for `payload` that can be done ahead, before any lock.
 pub fn payload_crc(payload: &[u8]) -> PayloadCrc<'_> {
     if payload.len() < PAYLOAD_CRC_AHEAD_BYTES_MIN {
-        return PayloadCrc::Inline(payload);
+        return PayloadCrc::inline(payload);
     }
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(payload);
-    PayloadCrc::Ahead(hasher)
+    PayloadCrc(Crc::Ahead(hasher))
 }
 
 /// The 24-byte header of a record whose payload has length `payload_len` and CRC state
@@ -136,9 +145,9 @@ pub fn record_header(
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&salt.to_le_bytes());
     hasher.update(&header[4..]);
-    match payload_crc {
-        PayloadCrc::Inline(payload) => hasher.update(payload),
-        PayloadCrc::Ahead(crc) => hasher.combine(crc),
+    match &payload_crc.0 {
+        Crc::Inline(payload) => hasher.update(payload),
+        Crc::Ahead(crc) => hasher.combine(crc),
     }
     header[0..4].copy_from_slice(&hasher.finalize().to_le_bytes());
     header

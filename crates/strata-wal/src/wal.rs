@@ -12,8 +12,8 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    Lsn, PayloadCrc, RECORD_HEADER_BYTES, RecordScanner, SEGMENT_HEADER_BYTES, SegmentHeader,
-    payload_crc, record_header,
+    Lsn, PAYLOAD_CRC_AHEAD_BYTES_MIN, PayloadCrc, RECORD_HEADER_BYTES, RecordScanner,
+    SEGMENT_HEADER_BYTES, SegmentHeader, payload_crc, record_header,
 };
 use crate::options::{Durability, WalOptions};
 use crate::recovery::{Recovery, Segment, create_segment, read_file, recover};
@@ -351,7 +351,7 @@ impl Wal {
         // with their header, and need no vector.)
         let ahead: Vec<PayloadCrc<'_>> = if payloads
             .iter()
-            .any(|p| matches!(payload_crc(p.as_ref()), PayloadCrc::Ahead(_)))
+            .any(|p| p.as_ref().len() >= PAYLOAD_CRC_AHEAD_BYTES_MIN)
         {
             payloads.iter().map(|p| payload_crc(p.as_ref())).collect()
         } else {
@@ -361,7 +361,7 @@ impl Wal {
             ahead
                 .get(i)
                 .cloned()
-                .unwrap_or_else(|| PayloadCrc::Inline(payloads[i].as_ref()))
+                .unwrap_or_else(|| PayloadCrc::inline(payloads[i].as_ref()))
         };
         let mut state = self.inner.state.lock();
         while state.exclusive {
