@@ -165,13 +165,20 @@ pub fn run(command: LsmCommand) -> Result<()> {
 }
 
 #[derive(Serialize)]
+struct LevelReport {
+    level: usize,
+    tables: usize,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
 struct DemoReport {
     path: Option<PathBuf>,
     writers: u64,
     operations: u64,
     writes_per_sec: f64,
     live_keys: usize,
-    levels: Vec<(usize, u64)>,
+    levels: Vec<LevelReport>,
     write_amplification: f64,
     flush_bytes: u64,
     compaction_written_bytes: u64,
@@ -316,7 +323,17 @@ fn demo(dir: Option<PathBuf>, writers: u64, ops: u64, seed: u64) -> Result<()> {
         operations: writers * ops,
         writes_per_sec: (writers * ops) as f64 / elapsed,
         live_keys: model.len(),
-        levels: stats.levels.iter().map(|l| (l.tables, l.bytes)).collect(),
+        levels: stats
+            .levels
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.tables > 0)
+            .map(|(level, l)| LevelReport {
+                level,
+                tables: l.tables,
+                bytes: l.bytes,
+            })
+            .collect(),
         write_amplification: (stats.write_amplification() * 100.0).round() / 100.0,
         flush_bytes: stats.flush_bytes,
         compaction_written_bytes: stats.compaction_written_bytes,
