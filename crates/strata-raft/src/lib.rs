@@ -1,0 +1,59 @@
+//! A Raft consensus core that does no I/O, reads no clock and draws no randomness of its own.
+//!
+//! Messages ([`Raft::step`]), ticks ([`Raft::tick`]) and proposals ([`Raft::propose`]) go in; a
+//! [`Ready`] comes out with what to persist, what to send (and what may be sent only after
+//! persisting), what is committed and must be applied, and confirmed reads. The driver acts on
+//! it and calls [`Raft::advance`]. The log is read through [`Storage`], implemented by
+//! `strata_raft_log::RaftLog` (durable) and [`MemStorage`] (tests and simulation).
+//!
+//! Today: leader election with randomized timeouts from a configured seed, pre-vote and
+//! check-quorum; log replication with next/match indexes, fast back-off on rejection using
+//! conflict-term hints, pipelining within an in-flight window (messages and bytes) and probe
+//! mode; proposals batched into one append and one persist per `Ready`; commit only by a
+//! quorum's match on an entry of the current term; heartbeats carrying the commit index;
+//! ReadIndex reads (and opt-in lease reads); leadership transfer; a cap on uncommitted bytes;
+//! refused and counted bad input. Not yet: membership changes (joint consensus, promoting
+//! learners at runtime), snapshots, the async driver and the simulator.
+//!
+//! # Examples
+//!
+//! A single voter elects itself and commits a proposal:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use strata_raft::{Config, MemStorage, Raft, Role};
+//! use strata_raft_log::HardState;
+//!
+//! let mut node = Raft::new(Config::new(1, vec![1]), MemStorage::default(), HardState::default())?;
+//! let mut applied = Vec::new();
+//! let mut step = |node: &mut Raft<MemStorage>| -> Result<(), Box<dyn std::error::Error>> {
+//!     let ready = node.ready()?;
+//!     node.storage_mut().append(&ready.entries); // persist
+//!     applied.extend(ready.committed_entries.iter().map(|e| e.data.clone()));
+//!     node.advance(&ready);
+//!     Ok(())
+//! };
+//! while node.role() != Role::Leader {
+//!     node.tick();
+//! }
+//! step(&mut node)?;
+//! node.propose(bytes::Bytes::from_static(b"put x=1"))?;
+//! while node.has_ready() {
+//!     step(&mut node)?;
+//! }
+//! assert_eq!(applied.last().map(|d| &d[..]), Some(&b"put x=1"[..]));
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod log_view;
+mod message;
+mod progress;
+mod raft;
+mod storage;
+
+pub use message::{Message, MessageType, NodeId};
+pub use progress::ProgressState;
+pub use raft::{Config, Counters, Error, Raft, ReadState, Ready, Role, Status};
+pub use storage::{MemStorage, Storage};

@@ -1,0 +1,127 @@
+//! The leader's view of each follower's log.
+
+use std::collections::VecDeque;
+
+/// How the leader sends to a follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressState {
+    /// Where the follower's log matches is not known: one append at a time, each answered
+    /// before the next.
+    Probe,
+    /// The follower is known to match up to `matched`: appends are pipelined, within the
+    /// in-flight window.
+    Replicate,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Progress {
+    pub matched: u64,
+    pub next: u64,
+    pub state: ProgressState,
+    /// In probe state: an append was sent and not yet answered.
+    pub probe_sent: bool,
+    /// Appends in flight: last index and bytes of each.
+    pub inflight: VecDeque<(u64, usize)>,
+    pub inflight_bytes: usize,
+    /// Heard from since the last check-quorum round.
+    pub recent_active: bool,
+    /// The tick at which this follower last answered.
+    pub last_ack_tick: u64,
+    pub is_learner: bool,
+}
+
+impl Progress {
+    pub fn new(next: u64, is_learner: bool) -> Self {
+        Self {
+            matched: 0,
+            next,
+            state: ProgressState::Probe,
+            probe_sent: false,
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            recent_active: false,
+            last_ack_tick: 0,
+            is_learner,
+        }
+    }
+
+    pub fn paused(&self, max_msgs: usize, max_bytes: usize) -> bool {
+        match self.state {
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => {
+                self.inflight.len() >= max_msgs || self.inflight_bytes >= max_bytes
+            }
+        }
+    }
+
+    pub fn become_probe(&mut self) {
+        self.state = ProgressState::Probe;
+        self.next = self.matched + 1;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+    }
+
+    pub fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next = self.matched + 1;
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+    }
+
+    /// An append ending at `last` (with `bytes` of entries) was sent.
+    pub fn sent(&mut self, last: u64, bytes: usize, carried_entries: bool) {
+        match self.state {
+            ProgressState::Replicate if carried_entries => {
+                self.next = last + 1;
+                self.inflight.push_back((last, bytes));
+                self.inflight_bytes += bytes;
+            }
+            ProgressState::Replicate => {}
+            ProgressState::Probe => self.probe_sent = true,
+        }
+    }
+
+    /// The follower accepted up to `index`. Whether that is news.
+    pub fn maybe_update(&mut self, index: u64) -> bool {
+        let updated = index > self.matched;
+        if updated {
+            self.matched = index;
+            self.probe_sent = false;
+        }
+        self.next = self.next.max(index + 1);
+        while self
+            .inflight
+            .front()
+            .is_some_and(|&(last, _)| last <= index)
+        {
+            if let Some((_, bytes)) = self.inflight.pop_front() {
+                self.inflight_bytes -= bytes;
+            }
+        }
+        updated
+    }
+
+    /// The follower rejected the append after `rejected`, and may match at `hint`. Whether
+    /// that changes anything (a rejection of an old append does not).
+    pub fn maybe_decrease(&mut self, rejected: u64, hint: u64) -> bool {
+        match self.state {
+            ProgressState::Replicate => {
+                if rejected <= self.matched {
+                    return false;
+                }
+                self.become_probe();
+                self.next = (hint + 1).clamp(self.matched + 1, rejected.max(self.matched + 1));
+                true
+            }
+            ProgressState::Probe => {
+                if self.next == 0 || self.next - 1 != rejected {
+                    return false;
+                }
+                self.next = (hint + 1).min(rejected).max(self.matched + 1);
+                self.probe_sent = false;
+                true
+            }
+        }
+    }
+}

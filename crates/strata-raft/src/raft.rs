@@ -1,0 +1,1181 @@
+//! [`Raft`]: the consensus core. No I/O, no clock, no randomness of its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use prost::Message as _;
+use strata_raft_log::{Entry, EntryKind, HardState};
+
+use crate::log_view::LogView;
+use crate::message::{Message, MessageType, NodeId};
+use crate::progress::{Progress, ProgressState};
+use crate::storage::Storage;
+
+/// How a node is configured. Times are in ticks: the driver calls [`Raft::tick`] at a fixed
+/// interval.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node (not 0).
+    pub id: NodeId,
+    /// The voting members, this node included if it votes.
+    pub voters: Vec<NodeId>,
+    /// Non-voting members: they receive the log but neither vote nor count for commits.
+    pub learners: Vec<NodeId>,
+    /// A follower that hears nothing from a leader for a random time in
+    /// `election_tick..2 * election_tick` starts an election. Default 10.
+    pub election_tick: u64,
+    /// A leader sends heartbeats this often. Default 1.
+    pub heartbeat_tick: u64,
+    /// Ask for votes without bumping the term first, so that a node cut off from the cluster
+    /// cannot disrupt it when it returns. Default true.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a quorum for an election timeout steps down; a
+    /// follower that has heard from a leader within one ignores vote requests. Default true.
+    pub check_quorum: bool,
+    /// Appends in flight to one follower, at most, in messages and in entry bytes.
+    pub max_inflight_msgs: usize,
+    /// See `max_inflight_msgs`.
+    pub max_inflight_bytes: usize,
+    /// Entry bytes in one append message, at most (one entry always goes).
+    pub max_append_bytes: usize,
+    /// Bytes of proposed, not yet committed entries a leader accepts before refusing
+    /// proposals (0: no limit).
+    pub max_uncommitted_bytes: usize,
+    /// Serve reads from a leader lease (no heartbeat round) while a quorum answered within
+    /// `election_tick - lease_drift_ticks`. Needs `check_quorum`. Default false.
+    pub lease_read: bool,
+    /// Ticks of clock drift the lease allows for. Default 2.
+    pub lease_drift_ticks: u64,
+    /// Seeds the election timeouts' randomness (the core draws none of its own).
+    pub seed: u64,
+}
+
+impl Config {
+    /// A configuration with defaults for node `id` among `voters`.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Self {
+        Self {
+            id,
+            voters,
+            learners: Vec::new(),
+            election_tick: 10,
+            heartbeat_tick: 1,
+            pre_vote: true,
+            check_quorum: true,
+            max_inflight_msgs: 256,
+            max_inflight_bytes: 64 << 20,
+            max_append_bytes: 1 << 20,
+            max_uncommitted_bytes: 64 << 20,
+            lease_read: false,
+            lease_drift_ticks: 2,
+            seed: id,
+        }
+    }
+}
+
+/// A node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asking for pre-votes.
+    PreCandidate,
+    /// Asking for votes.
+    Candidate,
+    /// Leads.
+    Leader,
+}
+
+/// Errors from the core's entry points.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Only the leader accepts this; `leader` is the one this node knows of (0: none).
+    #[error("not the leader (the leader is {leader})")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader: NodeId,
+    },
+    /// The proposal was refused: a leadership transfer is under way, or the uncommitted
+    /// entries exceed `max_uncommitted_bytes`.
+    #[error("proposal dropped: {reason}")]
+    ProposalDropped {
+        /// Why.
+        reason: &'static str,
+    },
+    /// A message that does not decode, or comes from a node outside the configuration.
+    #[error("message refused: {reason}")]
+    BadMessage {
+        /// Why.
+        reason: &'static str,
+    },
+    /// The storage failed to read entries.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A configuration that cannot work.
+    #[error("bad configuration: {0}")]
+    Config(&'static str),
+}
+
+/// A confirmed linearizable read: once the state machine has applied `index`, a read there
+/// sees every write acknowledged before the read was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadState {
+    /// The commit index the read must wait for.
+    pub index: u64,
+    /// The caller's context, as given to [`Raft::read_index`].
+    pub context: Bytes,
+}
+
+/// What changed since the last [`Raft::ready`], for the driver to act on in this order:
+/// persist `hard_state` and `entries`; send `messages` (they need not wait for that);
+/// after persisting, send `persisted_messages`; apply `committed_entries`; answer
+/// `read_states` once applied; then call [`Raft::advance`].
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// A new role or leader, if either changed.
+    pub role_change: Option<(Role, NodeId)>,
+    /// The hard state to persist, if it changed.
+    pub hard_state: Option<HardState>,
+    /// Entries to append to the log (overwriting any suffix from the first one's index).
+    pub entries: Vec<Entry>,
+    /// Messages that may be sent at once.
+    pub messages: Vec<Message>,
+    /// Messages that may be sent only once `hard_state` and `entries` are durable (votes
+    /// and acknowledgements of appended entries).
+    pub persisted_messages: Vec<Message>,
+    /// Committed entries to apply, in order.
+    pub committed_entries: Vec<Entry>,
+    /// Confirmed reads.
+    pub read_states: Vec<ReadState>,
+}
+
+impl Ready {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.role_change.is_none()
+            && self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.persisted_messages.is_empty()
+            && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
+    }
+}
+
+/// Counters of refused input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Messages from a node outside the configuration.
+    pub unknown_sender: u64,
+    /// Messages from an older term, dropped.
+    pub stale_term: u64,
+    /// Messages that did not decode.
+    pub malformed: u64,
+    /// Proposals refused.
+    pub dropped_proposals: u64,
+}
+
+/// A snapshot of the node's state, for status reporting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its term.
+    pub term: u64,
+    /// The leader it knows of (0: none).
+    pub leader: NodeId,
+    /// The commit index.
+    pub commit: u64,
+    /// The last index handed out for applying.
+    pub applied: u64,
+    /// The last index in its log.
+    pub last_index: u64,
+    /// On a leader: each member's match index.
+    pub matched: BTreeMap<NodeId, u64>,
+    /// Refused input.
+    pub counters: Counters,
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    context: Bytes,
+    index: u64,
+    acks: BTreeSet<NodeId>,
+}
+
+/// The Raft consensus core of one node (Ongaro and Ousterhout, "In Search of an
+/// Understandable Consensus Algorithm", with pre-vote, check-quorum, pipelining, ReadIndex
+/// and leader transfer as in Ongaro's thesis).
+#[derive(Debug)]
+pub struct Raft<S: Storage> {
+    config: Config,
+    id: NodeId,
+    term: u64,
+    vote: NodeId,
+    role: Role,
+    leader: NodeId,
+    log: LogView<S>,
+    voters: BTreeSet<NodeId>,
+    learners: BTreeSet<NodeId>,
+    progress: BTreeMap<NodeId, Progress>,
+    votes: BTreeMap<NodeId, bool>,
+    election_elapsed: u64,
+    heartbeat_elapsed: u64,
+    randomized_timeout: u64,
+    ticks: u64,
+    rng: u64,
+    lead_transferee: NodeId,
+    uncommitted_bytes: usize,
+    pending_reads: Vec<PendingRead>,
+    /// Reads asked for before the leader committed an entry of its term.
+    waiting_reads: Vec<Bytes>,
+    messages: Vec<Message>,
+    persisted_messages: Vec<Message>,
+    read_states: Vec<ReadState>,
+    broadcast_due: bool,
+    last_hard_state: HardState,
+    last_role: (Role, NodeId),
+    counters: Counters,
+}
+
+fn quorum(n: usize) -> usize {
+    n / 2 + 1
+}
+
+impl<S: Storage> Raft<S> {
+    /// A node restarting from `storage` and `hard_state` (both as persisted), as a follower.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an id of 0, an empty voter set, or zero ticks.
+    pub fn new(config: Config, storage: S, hard_state: HardState) -> Result<Self, Error> {
+        if config.id == 0 {
+            return Err(Error::Config("node id 0 is reserved"));
+        }
+        if config.voters.is_empty() {
+            return Err(Error::Config("no voters"));
+        }
+        if config.election_tick == 0 || config.heartbeat_tick == 0 {
+            return Err(Error::Config("ticks must be positive"));
+        }
+        if config.heartbeat_tick >= config.election_tick {
+            return Err(Error::Config("heartbeat_tick must be below election_tick"));
+        }
+        let log = LogView::new(storage, hard_state.commit);
+        let mut raft = Self {
+            id: config.id,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: 0,
+            log,
+            voters: config.voters.iter().copied().collect(),
+            learners: config.learners.iter().copied().collect(),
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_timeout: config.election_tick,
+            ticks: 0,
+            rng: config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            lead_transferee: 0,
+            uncommitted_bytes: 0,
+            pending_reads: Vec::new(),
+            waiting_reads: Vec::new(),
+            messages: Vec::new(),
+            persisted_messages: Vec::new(),
+            read_states: Vec::new(),
+            broadcast_due: false,
+            last_hard_state: hard_state,
+            last_role: (Role::Follower, 0),
+            counters: Counters::default(),
+            config,
+        };
+        raft.reset_randomized_timeout();
+        Ok(raft)
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*: deterministic from the configured seed.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn reset_randomized_timeout(&mut self) {
+        let t = self.config.election_tick;
+        self.randomized_timeout = t + self.random() % t;
+    }
+
+    /// The storage, for the driver to persist into.
+    pub fn storage(&self) -> &S {
+        &self.log.storage
+    }
+
+    /// The storage, mutably (for an in-memory storage the driver writes to).
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.log.storage
+    }
+
+    /// This node's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// The leader this node knows of (0: none).
+    pub fn leader(&self) -> NodeId {
+        self.leader
+    }
+
+    /// The commit index.
+    pub fn commit(&self) -> u64 {
+        self.log.committed
+    }
+
+    /// The node's state.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id,
+            role: self.role,
+            term: self.term,
+            leader: self.leader,
+            commit: self.log.committed,
+            applied: self.log.applied,
+            last_index: self.log.last_index(),
+            matched: self
+                .progress
+                .iter()
+                .map(|(id, p)| (*id, p.matched))
+                .collect(),
+            counters: self.counters,
+        }
+    }
+
+    fn is_member(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.learners.contains(&id)
+    }
+
+    fn send(&mut self, mut m: Message) {
+        m.from = self.id;
+        let after_persist = match m.kind() {
+            // A vote (ours, for ourselves or another) and an acknowledgement of entries
+            // promise something about durable state.
+            MessageType::Vote | MessageType::VoteResponse | MessageType::AppendResponse => true,
+            _ => false,
+        };
+        if after_persist {
+            self.persisted_messages.push(m);
+        } else {
+            self.messages.push(m);
+        }
+    }
+
+    // ---- roles -------------------------------------------------------------------------
+
+    fn reset(&mut self, term: u64) {
+        if self.term != term {
+            self.term = term;
+            self.vote = 0;
+        }
+        self.leader = 0;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.reset_randomized_timeout();
+        self.votes.clear();
+        self.lead_transferee = 0;
+        self.pending_reads.clear();
+        self.waiting_reads.clear();
+        self.uncommitted_bytes = 0;
+        let next = self.log.last_index() + 1;
+        self.progress = self
+            .voters
+            .iter()
+            .map(|&id| (id, Progress::new(next, false)))
+            .chain(
+                self.learners
+                    .iter()
+                    .map(|&id| (id, Progress::new(next, true))),
+            )
+            .collect();
+    }
+
+    fn become_follower(&mut self, term: u64, leader: NodeId) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.progress.clear();
+    }
+
+    fn become_pre_candidate(&mut self) {
+        // The term does not change, nor the vote: a pre-vote promises nothing.
+        self.role = Role::PreCandidate;
+        self.votes.clear();
+        self.leader = 0;
+        self.election_elapsed = 0;
+        self.reset_randomized_timeout();
+    }
+
+    fn become_candidate(&mut self) {
+        let term = self.term + 1;
+        self.reset(term);
+        self.role = Role::Candidate;
+        self.vote = self.id;
+        self.progress.clear();
+    }
+
+    fn become_leader(&mut self) {
+        let term = self.term;
+        self.reset(term);
+        self.role = Role::Leader;
+        self.leader = self.id;
+        let last = self.log.last_index();
+        if let Some(me) = self.progress.get_mut(&self.id) {
+            me.matched = self.log.persisted_last();
+            me.become_replicate();
+            me.next = last + 1;
+        }
+        // An entry of the new term: committing it commits everything before (§5.4.2), and
+        // lets reads be served (§8).
+        let noop = Entry::new(term, last + 1, EntryKind::Normal, Bytes::new());
+        self.log.append(vec![noop]);
+        self.broadcast_due = true;
+    }
+
+    // ---- time --------------------------------------------------------------------------
+
+    /// Advances the clock by one tick.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => {
+                self.election_elapsed += 1;
+                if self.election_elapsed >= self.randomized_timeout
+                    && self.voters.contains(&self.id)
+                {
+                    self.election_elapsed = 0;
+                    self.campaign(false);
+                }
+            }
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_tick {
+            self.election_elapsed = 0;
+            if self.config.check_quorum {
+                let id = self.id;
+                let active = self
+                    .progress
+                    .iter()
+                    .filter(|(pid, p)| !p.is_learner && (**pid == id || p.recent_active))
+                    .count();
+                for p in self.progress.values_mut() {
+                    p.recent_active = false;
+                }
+                if active < quorum(self.voters.len()) {
+                    let term = self.term;
+                    self.become_follower(term, 0);
+                    return;
+                }
+            }
+            // A transfer that has not finished within an election timeout is abandoned.
+            self.lead_transferee = 0;
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_tick {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat(Bytes::new());
+        }
+    }
+
+    // ---- elections ---------------------------------------------------------------------
+
+    /// Starts an election: with pre-vote, a pre-election first (unless a leader asked for
+    /// this one, in a transfer).
+    fn campaign(&mut self, transfer: bool) {
+        if self.config.pre_vote && !transfer {
+            self.become_pre_candidate();
+            self.request_votes(MessageType::PreVote, self.term + 1, false);
+        } else {
+            self.start_election(transfer);
+        }
+    }
+
+    fn start_election(&mut self, transfer: bool) {
+        self.become_candidate();
+        let term = self.term;
+        self.request_votes(MessageType::Vote, term, transfer);
+    }
+
+    fn request_votes(&mut self, kind: MessageType, term: u64, transfer: bool) {
+        let me = self.id;
+        // Our own vote.
+        self.votes.insert(me, true);
+        if self.tally() == Some(true) {
+            self.won(kind);
+            return;
+        }
+        let (index, log_term) = (self.log.last_index(), self.log.last_term());
+        let voters: Vec<NodeId> = self.voters.iter().copied().filter(|&v| v != me).collect();
+        for to in voters {
+            let mut m = Message::new(kind, me, to, term);
+            m.index = index;
+            m.log_term = log_term;
+            if transfer {
+                m.context = Bytes::from_static(b"transfer");
+            }
+            self.send(m);
+        }
+    }
+
+    /// `Some(true)` once a quorum granted, `Some(false)` once a quorum refused.
+    fn tally(&self) -> Option<bool> {
+        let granted = self.votes.values().filter(|&&v| v).count();
+        let refused = self.votes.values().filter(|&&v| !v).count();
+        let q = quorum(self.voters.len());
+        if granted >= q {
+            Some(true)
+        } else if refused >= q {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    fn won(&mut self, kind: MessageType) {
+        if kind == MessageType::PreVote {
+            self.start_election(false);
+        } else {
+            self.become_leader();
+        }
+    }
+
+    // ---- input -------------------------------------------------------------------------
+
+    /// Steps a message encoded as protobuf; a message that does not decode is counted and
+    /// refused.
+    ///
+    /// # Errors
+    ///
+    /// As [`step`](Self::step), and [`Error::BadMessage`] for bytes that do not decode.
+    pub fn step_bytes(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        match Message::decode(bytes) {
+            Ok(m) => self.step(m),
+            Err(_) => {
+                self.counters.malformed += 1;
+                Err(Error::BadMessage {
+                    reason: "does not decode",
+                })
+            }
+        }
+    }
+
+    /// Handles a message from another node.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadMessage`] (counted, nothing changes) for a message from a node outside the
+    /// configuration, addressed to another node, or of an unknown type;
+    /// [`Error::Storage`] if reading the log failed.
+    pub fn step(&mut self, m: Message) -> Result<(), Error> {
+        if m.from == self.id || !self.is_member(m.from) {
+            self.counters.unknown_sender += 1;
+            return Err(Error::BadMessage {
+                reason: "from a node outside the configuration",
+            });
+        }
+        if m.to != self.id {
+            self.counters.malformed += 1;
+            return Err(Error::BadMessage {
+                reason: "addressed to another node",
+            });
+        }
+        if MessageType::try_from(m.msg_type).is_err() {
+            self.counters.malformed += 1;
+            return Err(Error::BadMessage {
+                reason: "unknown message type",
+            });
+        }
+        let kind = m.kind();
+        if m.term > self.term {
+            let vote_request = matches!(kind, MessageType::Vote | MessageType::PreVote);
+            if vote_request {
+                // A node that heard from a leader within the minimum election timeout does not
+                // help depose it (§9.6; what makes a removed or partitioned node harmless),
+                // unless the leader itself asked for the election (a transfer).
+                let in_lease = self.config.check_quorum
+                    && self.leader != 0
+                    && self.election_elapsed < self.config.election_tick;
+                if in_lease && m.context.as_ref() != b"transfer" {
+                    return Ok(());
+                }
+            }
+            match kind {
+                // A pre-vote does not move anyone's term; neither does its granted answer.
+                MessageType::PreVote => {}
+                MessageType::PreVoteResponse if !m.reject => {}
+                MessageType::Append | MessageType::Heartbeat => {
+                    self.become_follower(m.term, m.from);
+                }
+                _ => self.become_follower(m.term, 0),
+            }
+        } else if m.term < self.term {
+            self.counters.stale_term += 1;
+            match kind {
+                // Tell a stale leader about the new term, so that it steps down (with
+                // check-quorum or pre-vote, it would otherwise never learn of it).
+                MessageType::Append | MessageType::Heartbeat
+                    if self.config.check_quorum || self.config.pre_vote =>
+                {
+                    let mut r =
+                        Message::new(MessageType::AppendResponse, self.id, m.from, self.term);
+                    r.reject = true;
+                    self.messages.push(r);
+                }
+                MessageType::PreVote => {
+                    let mut r =
+                        Message::new(MessageType::PreVoteResponse, self.id, m.from, self.term);
+                    r.reject = true;
+                    self.send(r);
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        match kind {
+            MessageType::Vote | MessageType::PreVote => {
+                self.handle_vote_request(&m);
+                Ok(())
+            }
+            _ => match self.role {
+                Role::Leader => self.step_leader(m),
+                Role::Candidate | Role::PreCandidate => {
+                    self.step_candidate(m);
+                    Ok(())
+                }
+                Role::Follower => self.step_follower(m),
+            },
+        }
+    }
+
+    fn handle_vote_request(&mut self, m: &Message) {
+        let kind = m.kind();
+        let response = if kind == MessageType::PreVote {
+            MessageType::PreVoteResponse
+        } else {
+            MessageType::VoteResponse
+        };
+        let can_vote = self.vote == m.from
+            || (self.vote == 0 && self.leader == 0)
+            || (kind == MessageType::PreVote && m.term > self.term);
+        let grant = can_vote && self.log.is_up_to_date(m.index, m.log_term);
+        let mut r = Message::new(
+            response,
+            self.id,
+            m.from,
+            if grant { m.term } else { self.term },
+        );
+        r.reject = !grant;
+        if grant && kind == MessageType::Vote {
+            self.election_elapsed = 0;
+            self.vote = m.from;
+        }
+        self.send(r);
+    }
+
+    fn step_candidate(&mut self, m: Message) {
+        let kind = m.kind();
+        let expected = if self.role == Role::PreCandidate {
+            MessageType::PreVoteResponse
+        } else {
+            MessageType::VoteResponse
+        };
+        match kind {
+            k if k == expected => {
+                self.votes.insert(m.from, !m.reject);
+                match self.tally() {
+                    Some(true) => {
+                        if self.role == Role::PreCandidate {
+                            self.start_election(false);
+                        } else {
+                            self.become_leader();
+                        }
+                    }
+                    Some(false) => {
+                        let term = self.term;
+                        self.become_follower(term, 0);
+                    }
+                    None => {}
+                }
+            }
+            MessageType::Append | MessageType::Heartbeat => {
+                // A leader of this term exists.
+                let term = self.term;
+                self.become_follower(term, m.from);
+                let _ = self.step_follower(m);
+            }
+            _ => {}
+        }
+    }
+
+    fn step_follower(&mut self, m: Message) -> Result<(), Error> {
+        match m.kind() {
+            MessageType::Append => {
+                self.election_elapsed = 0;
+                self.leader = m.from;
+                self.handle_append(m);
+            }
+            MessageType::Heartbeat => {
+                self.election_elapsed = 0;
+                self.leader = m.from;
+                self.log.commit_to(m.commit);
+                let mut r =
+                    Message::new(MessageType::HeartbeatResponse, self.id, m.from, self.term);
+                r.context = m.context;
+                self.send(r);
+            }
+            MessageType::TimeoutNow if self.voters.contains(&self.id) => self.campaign(true),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn handle_append(&mut self, m: Message) {
+        let mut r = Message::new(MessageType::AppendResponse, self.id, m.from, self.term);
+        if m.index < self.log.committed {
+            // Old news: everything up to the commit index is known to match.
+            r.index = self.log.committed;
+            self.send(r);
+            return;
+        }
+        if self.log.matches(m.index, m.log_term) {
+            let last_new = m.index + m.entries.len() as u64;
+            if let Some(at) = self.log.find_conflict(&m.entries) {
+                let rest: Vec<Entry> = m.entries[at..].to_vec();
+                self.log.append(rest);
+            }
+            self.log.commit_to(m.commit.min(last_new));
+            r.index = last_new;
+            self.send(r);
+        } else {
+            // Tell the leader where our log may agree with its, so that it skips a whole
+            // term of mismatches at once.
+            let hint = self.log.find_conflict_by_term(m.index, m.log_term);
+            r.reject = true;
+            r.index = m.index;
+            r.reject_hint = hint;
+            r.log_term = self.log.term(hint).unwrap_or(0);
+            self.send(r);
+        }
+    }
+
+    fn step_leader(&mut self, m: Message) -> Result<(), Error> {
+        let from = m.from;
+        let ticks = self.ticks;
+        let last = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else {
+            return Ok(());
+        };
+        p.recent_active = true;
+        p.last_ack_tick = ticks;
+        match m.kind() {
+            MessageType::AppendResponse if m.reject => {
+                // Our largest index at or before the follower's hint whose term is at most
+                // the follower's term there: the whole conflicting term is skipped at once.
+                let hint = self.log.find_conflict_by_term(m.reject_hint, m.log_term);
+                let decreased = self
+                    .progress
+                    .get_mut(&from)
+                    .is_some_and(|p| p.maybe_decrease(m.index, hint));
+                if decreased {
+                    self.send_append(from)?;
+                }
+            }
+            MessageType::AppendResponse => {
+                let was_probe = p.state == ProgressState::Probe;
+                let updated = p.maybe_update(m.index);
+                if updated && was_probe {
+                    p.become_replicate();
+                }
+                let caught_up = p.matched == last;
+                if updated {
+                    if self.maybe_commit() {
+                        self.broadcast_due = true;
+                    } else {
+                        self.send_append(from)?;
+                    }
+                    if from == self.lead_transferee && caught_up {
+                        let m = Message::new(MessageType::TimeoutNow, self.id, from, self.term);
+                        self.send(m);
+                    }
+                } else if was_probe {
+                    self.send_append(from)?;
+                }
+            }
+            MessageType::HeartbeatResponse => {
+                if p.matched < last {
+                    if p.state == ProgressState::Probe {
+                        p.probe_sent = false;
+                    }
+                    self.send_append(from)?;
+                }
+                if !m.context.is_empty() {
+                    self.ack_read(&m.context, from);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    // ---- replication -------------------------------------------------------------------
+
+    fn send_append(&mut self, to: NodeId) -> Result<(), Error> {
+        if to == self.id {
+            return Ok(());
+        }
+        let (max_msgs, max_bytes) = (
+            self.config.max_inflight_msgs,
+            self.config.max_inflight_bytes,
+        );
+        let Some(p) = self.progress.get(&to) else {
+            return Ok(());
+        };
+        if p.paused(max_msgs, max_bytes) {
+            return Ok(());
+        }
+        let next = p.next;
+        let prev = next - 1;
+        let Some(prev_term) = self.log.term(prev) else {
+            // The entries it needs are compacted away: it needs a snapshot (not yet: the
+            // snapshot issue). Leave it in probe.
+            return Ok(());
+        };
+        let last = self.log.last_index();
+        let entries = if next <= last {
+            self.log
+                .entries(next, last + 1, self.config.max_append_bytes)
+                .map_err(Error::Storage)?
+        } else {
+            Vec::new()
+        };
+        let bytes: usize = entries.iter().map(Entry::size).sum();
+        let sent_last = prev + entries.len() as u64;
+        let carried = !entries.is_empty();
+        let mut m = Message::new(MessageType::Append, self.id, to, self.term);
+        m.index = prev;
+        m.log_term = prev_term;
+        m.entries = entries;
+        m.commit = self.log.committed;
+        self.send(m);
+        if let Some(p) = self.progress.get_mut(&to) {
+            p.sent(sent_last, bytes, carried);
+        }
+        Ok(())
+    }
+
+    fn broadcast_append(&mut self) -> Result<(), Error> {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for to in peers {
+            self.send_append(to)?;
+        }
+        Ok(())
+    }
+
+    fn broadcast_heartbeat(&mut self, context: Bytes) {
+        let peers: Vec<(NodeId, u64)> = self
+            .progress
+            .iter()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, p)| (*id, p.matched))
+            .collect();
+        for (to, matched) in peers {
+            let mut m = Message::new(MessageType::Heartbeat, self.id, to, self.term);
+            // Never tell a follower to commit past what it is known to hold.
+            m.commit = self.log.committed.min(matched);
+            m.context = context.clone();
+            self.send(m);
+        }
+    }
+
+    /// Advances the commit index to what a quorum of voters holds, if that entry is of the
+    /// current term (§5.4.2: a leader never commits an older term's entry by counting).
+    fn maybe_commit(&mut self) -> bool {
+        let mut matched: Vec<u64> = self
+            .progress
+            .iter()
+            .filter(|(id, p)| !p.is_learner && self.voters.contains(id))
+            .map(|(_, p)| p.matched)
+            .collect();
+        if matched.is_empty() {
+            return false;
+        }
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let index = matched[quorum(self.voters.len()) - 1];
+        if index > self.log.committed && self.log.term(index) == Some(self.term) {
+            let before = self.log.committed;
+            self.log.commit_to(index);
+            self.release_uncommitted(before, index);
+            self.release_waiting_reads();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn release_uncommitted(&mut self, from: u64, to: u64) {
+        if let Ok(entries) = self.log.entries(from + 1, to + 1, usize::MAX) {
+            let bytes: usize = entries.iter().map(|e| e.data.len()).sum();
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);
+        }
+    }
+
+    // ---- proposals and reads -----------------------------------------------------------
+
+    /// Proposes a command. Proposals made before the next [`ready`](Self::ready) go out as
+    /// one append and one persist. Returns the entry's index.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLeader`]; [`Error::ProposalDropped`] during a leadership transfer or past
+    /// `max_uncommitted_bytes`.
+    pub fn propose(&mut self, data: Bytes) -> Result<u64, Error> {
+        self.propose_entry(EntryKind::Normal, data)
+    }
+
+    fn propose_entry(&mut self, kind: EntryKind, data: Bytes) -> Result<u64, Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.lead_transferee != 0 {
+            self.counters.dropped_proposals += 1;
+            return Err(Error::ProposalDropped {
+                reason: "a leadership transfer is under way",
+            });
+        }
+        let max = self.config.max_uncommitted_bytes;
+        if max > 0 && self.uncommitted_bytes > 0 && self.uncommitted_bytes + data.len() > max {
+            self.counters.dropped_proposals += 1;
+            return Err(Error::ProposalDropped {
+                reason: "too many uncommitted bytes",
+            });
+        }
+        self.uncommitted_bytes += data.len();
+        let index = self.log.last_index() + 1;
+        self.log
+            .append(vec![Entry::new(self.term, index, kind, data)]);
+        self.broadcast_due = true;
+        Ok(index)
+    }
+
+    /// Asks for a linearizable read. On the leader, once a quorum confirms it is still the
+    /// leader (a heartbeat round; or at once from the lease, with `lease_read`), a
+    /// [`ReadState`] with the commit index comes out of [`ready`](Self::ready).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLeader`].
+    pub fn read_index(&mut self, context: Bytes) -> Result<(), Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.log.term(self.log.committed) != Some(self.term) {
+            // Until an entry of this term commits, the commit index may be behind what an
+            // earlier leader committed (§8).
+            self.waiting_reads.push(context);
+            return Ok(());
+        }
+        self.start_read(context);
+        Ok(())
+    }
+
+    fn start_read(&mut self, context: Bytes) {
+        let index = self.log.committed;
+        if self.voters.len() == 1 || self.lease_valid() {
+            self.read_states.push(ReadState { index, context });
+            return;
+        }
+        let mut acks = BTreeSet::new();
+        acks.insert(self.id);
+        self.pending_reads.push(PendingRead {
+            context: context.clone(),
+            index,
+            acks,
+        });
+        self.broadcast_heartbeat(context);
+    }
+
+    fn lease_valid(&self) -> bool {
+        if !(self.config.lease_read && self.config.check_quorum) {
+            return false;
+        }
+        let window = self
+            .config
+            .election_tick
+            .saturating_sub(self.config.lease_drift_ticks);
+        let fresh = self
+            .progress
+            .iter()
+            .filter(|(id, p)| {
+                !p.is_learner
+                    && (**id == self.id || self.ticks.saturating_sub(p.last_ack_tick) < window)
+            })
+            .count();
+        fresh >= quorum(self.voters.len())
+    }
+
+    fn release_waiting_reads(&mut self) {
+        if self.log.term(self.log.committed) == Some(self.term) {
+            for context in std::mem::take(&mut self.waiting_reads) {
+                self.start_read(context);
+            }
+        }
+    }
+
+    fn ack_read(&mut self, context: &[u8], from: NodeId) {
+        let Some(at) = self
+            .pending_reads
+            .iter()
+            .position(|r| r.context.as_ref() == context)
+        else {
+            return;
+        };
+        self.pending_reads[at].acks.insert(from);
+        let acks = self.pending_reads[at]
+            .acks
+            .iter()
+            .filter(|id| self.voters.contains(id))
+            .count();
+        if acks >= quorum(self.voters.len()) {
+            // This read and every earlier one are confirmed.
+            for r in self.pending_reads.drain(..=at) {
+                self.read_states.push(ReadState {
+                    index: r.index,
+                    context: r.context,
+                });
+            }
+        }
+    }
+
+    /// Starts handing leadership to `to`: once its log is caught up it is told to start an
+    /// election at once. Proposals are refused meanwhile (for up to an election timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLeader`]; [`Error::BadMessage`] if `to` is not a voter.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if to == self.id {
+            return Ok(());
+        }
+        if !self.voters.contains(&to) {
+            return Err(Error::BadMessage {
+                reason: "transfer target is not a voter",
+            });
+        }
+        self.lead_transferee = to;
+        self.election_elapsed = 0;
+        if self.progress.get(&to).map(|p| p.matched) == Some(self.log.last_index()) {
+            let m = Message::new(MessageType::TimeoutNow, self.id, to, self.term);
+            self.send(m);
+        } else {
+            self.send_append(to)?;
+        }
+        Ok(())
+    }
+
+    // ---- output ------------------------------------------------------------------------
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    /// Whether [`ready`](Self::ready) has anything.
+    pub fn has_ready(&self) -> bool {
+        self.broadcast_due
+            || !self.messages.is_empty()
+            || !self.persisted_messages.is_empty()
+            || !self.read_states.is_empty()
+            || self.hard_state() != self.last_hard_state
+            || (self.role, self.leader) != self.last_role
+            || self.log.handed_out < self.log.unstable.len()
+            || self.log.committed.min(self.log.persisted_last()) > self.log.applied
+    }
+
+    /// Everything to act on since the last call; see [`Ready`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] if reading committed entries failed.
+    pub fn ready(&mut self) -> Result<Ready, Error> {
+        if self.broadcast_due && self.role == Role::Leader {
+            self.broadcast_due = false;
+            self.broadcast_append()?;
+        }
+        self.broadcast_due = false;
+        let mut ready = Ready::default();
+        if (self.role, self.leader) != self.last_role {
+            self.last_role = (self.role, self.leader);
+            ready.role_change = Some(self.last_role);
+        }
+        let hs = self.hard_state();
+        if hs != self.last_hard_state {
+            self.last_hard_state = hs;
+            ready.hard_state = Some(hs);
+        }
+        ready.entries = self.log.take_unstable();
+        ready.messages = std::mem::take(&mut self.messages);
+        ready.persisted_messages = std::mem::take(&mut self.persisted_messages);
+        // Only entries this node has persisted are applied.
+        let apply_to = self.log.committed.min(self.log.persisted_last());
+        if apply_to > self.log.applied {
+            ready.committed_entries = self
+                .log
+                .entries(self.log.applied + 1, apply_to + 1, usize::MAX)
+                .map_err(Error::Storage)?;
+            if let Some(last) = ready.committed_entries.last() {
+                self.log.applied = last.index;
+            }
+        }
+        ready.read_states = std::mem::take(&mut self.read_states);
+        Ok(ready)
+    }
+
+    /// The driver persisted `ready`'s hard state and entries (its storage now holds them).
+    pub fn advance(&mut self, ready: &Ready) {
+        if let Some(last) = ready.entries.last() {
+            self.log.stable_to(last.index, last.term);
+        }
+        if self.role == Role::Leader {
+            let persisted = self.log.persisted_last();
+            if let Some(me) = self.progress.get_mut(&self.id) {
+                me.maybe_update(persisted);
+            }
+            if self.maybe_commit() {
+                self.broadcast_due = true;
+            }
+        }
+    }
+}
