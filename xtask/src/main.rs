@@ -37,6 +37,9 @@ commands:
                        `cargo xtask bench` lists the names
   fuzz NAME [SECONDS]  run the cargo-fuzz target NAME (nightly; installs cargo-fuzz if
                        missing) for SECONDS (default 60); `cargo xtask fuzz` lists them
+  sim [ARGS]           the Raft simulator over many seeds (release build): --seeds N
+                       (default 1000), --seed S (replay one), --nodes 3|5, --steps, fault
+                       rates in percent --drop, --dup, --partition, --crash
   help                 print this text";
 
 /// A benchmark that `cargo xtask bench` knows by a short name.
@@ -94,6 +97,7 @@ fn main() -> Result<()> {
         }
         "bench" => bench(rest),
         "fuzz" => fuzz(rest),
+        "sim" => sim(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -246,6 +250,32 @@ fn bench(args: &[String]) -> Result<()> {
         label = format!("{label} -- {}", extra.join(" "));
     }
     run(&mut command, &label)
+}
+
+/// `cargo xtask sim [ARGS]`: the deterministic Raft simulator (`strata_raft::sim`) over many
+/// seeds, built in release mode; the arguments go to `crates/strata-raft/examples/sim.rs`.
+fn sim(args: &[String]) -> Result<()> {
+    let mut command = Command::new(cargo());
+    command
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "strata-raft",
+            "--example",
+            "sim",
+            "--",
+        ])
+        .args(args)
+        .current_dir(workspace_root()?);
+    run(
+        &mut command,
+        &format!(
+            "cargo run --release -p strata-raft --example sim -- {}",
+            args.join(" ")
+        ),
+    )
 }
 
 /// The cargo-fuzz targets in `fuzz/fuzz_targets/`, and what each one exercises.

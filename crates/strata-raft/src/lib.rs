@@ -12,8 +12,15 @@
 //! mode; proposals batched into one append and one persist per `Ready`; commit only by a
 //! quorum's match on an entry of the current term; heartbeats carrying the commit index;
 //! ReadIndex reads (and opt-in lease reads); leadership transfer; a cap on uncommitted bytes;
-//! refused and counted bad input. Not yet: membership changes (joint consensus, promoting
-//! learners at runtime), snapshots, the async driver and the simulator.
+//! refused and counted bad input.
+//!
+//! [`sim`] is a deterministic simulator of a whole cluster, where one seed decides the clock,
+//! message loss, duplication and reordering, partitions, crashes and client requests; it
+//! checks Raft's safety properties after every step and the clients' history for
+//! linearizability ([`linearizability`]). `cargo xtask sim` runs it over many seeds.
+//!
+//! Not yet: membership changes (joint consensus, promoting learners at runtime), snapshots,
+//! and the async driver.
 //!
 //! # Examples
 //!
@@ -47,10 +54,12 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod linearizability;
 mod log_view;
 mod message;
 mod progress;
 mod raft;
+pub mod sim;
 mod storage;
 
 pub use message::{Message, MessageType, NodeId};

@@ -2,8 +2,6 @@
 //! paper's Figure 7 and Figure 8 scenarios, pre-vote, check-quorum, reads, leader transfer and
 //! bad input.
 
-mod cluster;
-
 fn msg(kind: MessageType, from: u64, to: u64, term: u64, index: u64) -> Message {
     Message {
         msg_type: kind as i32,
@@ -16,8 +14,8 @@ fn msg(kind: MessageType, from: u64, to: u64, term: u64, index: u64) -> Message 
 }
 
 use bytes::Bytes;
-use cluster::{Cluster, log_with_terms};
 use prost::Message as _;
+use strata_raft::sim::{Cluster, log_with_terms};
 use strata_raft::{Message, MessageType, Raft, Role, Storage};
 use strata_raft_log::HardState;
 
