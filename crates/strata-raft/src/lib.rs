@@ -19,8 +19,14 @@
 //! checks Raft's safety properties after every step and the clients' history for
 //! linearizability ([`linearizability`]). `cargo xtask sim` runs it over many seeds.
 //!
-//! Not yet: membership changes (joint consensus, promoting learners at runtime), snapshots,
-//! and the async driver.
+//! [`RaftNode`] is the async driver on Tokio: it runs a core on a durable
+//! `strata_raft_log::RaftLog`, a [`Transport`] ([`MemNetwork`] in process; TCP later) and a
+//! [`StateMachine`], with `propose` (a future of the applied answer, with a timeout),
+//! `read_index`, `transfer_leader` and watchable status and applied index. Proposals waiting
+//! together become one append and one `fdatasync`; entries are applied off the hot path.
+//!
+//! Not yet: membership changes (joint consensus, promoting learners at runtime) and
+//! snapshots.
 //!
 //! # Examples
 //!
@@ -54,6 +60,7 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod driver;
 pub mod linearizability;
 mod log_view;
 mod message;
@@ -62,6 +69,7 @@ mod raft;
 pub mod sim;
 mod storage;
 
+pub use driver::{DriverError, MemNetwork, RaftNode, StateMachine, Transport};
 pub use message::{Message, MessageType, NodeId};
 pub use progress::ProgressState;
 pub use raft::{Config, Counters, Error, Raft, ReadState, Ready, Role, Status};

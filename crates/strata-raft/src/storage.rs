@@ -96,3 +96,21 @@ impl Storage for MemStorage {
         Ok(out)
     }
 }
+
+impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
+    fn first_index(&self) -> u64 {
+        (**self).first_index()
+    }
+
+    fn last_index(&self) -> u64 {
+        (**self).last_index()
+    }
+
+    fn term(&self, index: u64) -> Option<u64> {
+        (**self).term(index)
+    }
+
+    fn entries(&self, lo: u64, hi: u64, max_bytes: usize) -> Result<Vec<Entry>, String> {
+        (**self).entries(lo, hi, max_bytes)
+    }
+}
