@@ -80,6 +80,11 @@ const BENCHES: &[Bench] = &[
         package: "strata-sstable",
         target: "sstable",
     },
+    Bench {
+        name: "raft",
+        package: "strata-raft",
+        target: "raft",
+    },
 ];
 
 fn main() -> Result<()> {
