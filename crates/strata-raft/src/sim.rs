@@ -451,7 +451,12 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
     let mut report = SimReport::default();
     let mut traced: BTreeMap<NodeId, String> = BTreeMap::new();
     let total_steps = options.steps;
-    for step in 0..total_steps + 400 {
+    // After the faults, the healed cluster runs until a client operation completes (at least
+    // 400 steps, at most 20,000): one that never does is a liveness failure.
+    let mut completed_after_healing = false;
+    let mut step = 0;
+    while step < total_steps + 400 || (!completed_after_healing && step < total_steps + 20_000) {
+        step += 1;
         now += 1;
         let healing = step >= total_steps;
         if healing {
@@ -575,6 +580,7 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
                     {
                         if decode_put(&e.data).map(|(_, v)| v) == Some(*value) {
                             history[*op].returned = Some(now);
+                            completed_after_healing |= healing;
                         }
                         // Either way the client is done: a different entry at its index
                         // means its proposal was overwritten (never committed).
@@ -597,6 +603,7 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
                     let key = history[*op].key;
                     history[*op].op = Op::Get(kv[node].get(&key).copied());
                     history[*op].returned = Some(now);
+                    completed_after_healing |= healing;
                     *p = None;
                 }
             }
@@ -666,8 +673,10 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
     report.committed = committed.len();
     report.invoked = history.len();
     report.completed = history.iter().filter(|o| o.returned.is_some()).count();
-    if report.completed == 0 {
-        return Err(format!("seed {seed}: no client operation completed"));
+    if !completed_after_healing {
+        return Err(format!(
+            "seed {seed}: no client operation completed in the 20,000 steps after healing (liveness)"
+        ));
     }
     Ok(report)
 }
