@@ -21,7 +21,9 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// Make every append durable (`fdatasync`) before it returns. Default true; without it,
     /// call [`RaftLog::sync`] before acting on the appended entries (acknowledging them to a
-    /// leader, or counting them towards a quorum).
+    /// leader, or counting them towards a quorum). `strata-raft`'s driver does not: with it
+    /// off there, acknowledged entries can be lost in a power cut, which breaks Raft's
+    /// guarantees (use it for benchmarks of the CPU-bound ceiling only).
     pub sync: bool,
 }
 

@@ -150,6 +150,7 @@ pub struct RaftNode {
     applied: watch::Receiver<u64>,
     driver: tokio::task::JoinHandle<()>,
     applier: tokio::task::JoinHandle<()>,
+    stop: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Command {
@@ -187,7 +188,9 @@ impl RaftNode {
         let (applied_tx, applied_rx) = watch::channel(0);
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
         let applier = tokio::spawn(apply_loop(apply_rx, state_machine, applied_tx));
+        let stop = Arc::new(tokio::sync::Notify::new());
         let driver = tokio::spawn(drive(Driver {
+            stop: Arc::clone(&stop),
             core,
             log,
             tick,
@@ -205,6 +208,7 @@ impl RaftNode {
             applied: applied_rx,
             driver,
             applier,
+            stop,
         })
     }
 
@@ -269,11 +273,13 @@ impl RaftNode {
         self.applied.clone()
     }
 
-    /// Stops the node (as a crash would: nothing more is sent or persisted).
+    /// Stops the node as a crash would: nothing more is sent or persisted once it returns
+    /// (a persist already under way finishes first, so that nothing writes to the log after
+    /// this returns).
     pub async fn shutdown(self) {
-        self.driver.abort();
-        self.applier.abort();
+        self.stop.notify_one();
         let _ = self.driver.await;
+        self.applier.abort();
         let _ = self.applier.await;
     }
 }
@@ -290,6 +296,7 @@ async fn wait<T>(
 }
 
 struct Driver {
+    stop: Arc<tokio::sync::Notify>,
     core: Raft<Arc<RaftLog>>,
     log: Arc<RaftLog>,
     tick: Duration,
@@ -310,6 +317,7 @@ async fn drive(mut d: Driver) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            () = d.stop.notified() => return,
             _ = ticker.tick() => d.core.tick(),
             m = d.inbox.recv() => match m {
                 Some(m) => { let _ = d.core.step(m); }
@@ -384,16 +392,6 @@ impl Driver {
 
     async fn process_ready(&mut self) -> Result<(), ()> {
         let ready = self.core.ready().map_err(|_| ())?;
-        if let Some((role, _)) = ready.role_change
-            && role != Role::Leader
-        {
-            // Reads waiting for a leadership confirmation will not get one.
-            for (_, reply) in std::mem::take(&mut self.reads) {
-                let _ = reply.send(Err(DriverError::NotLeader {
-                    leader: self.core.leader(),
-                }));
-            }
-        }
         if !ready.messages.is_empty() {
             self.transport.send(ready.messages.clone()).await;
         }
@@ -401,11 +399,15 @@ impl Driver {
             let log = Arc::clone(&self.log);
             let hard_state = ready.hard_state;
             let entries = ready.entries.clone();
+            // Entries first: a commit index must never be durable before the entries it
+            // covers (after a crash in between, a restart would apply entries that a leader
+            // had replaced). Both are done before anything in `persisted_messages` goes out.
             let persisted = tokio::task::spawn_blocking(move || {
-                if let Some(hs) = hard_state {
-                    log.set_hard_state(hs)?;
+                log.append(&entries)?;
+                match hard_state {
+                    Some(hs) => log.set_hard_state(hs),
+                    None => Ok(()),
                 }
-                log.append(&entries)
             })
             .await;
             if !matches!(persisted, Ok(Ok(()))) {
@@ -433,6 +435,15 @@ impl Driver {
             }
         }
         self.core.advance(&ready);
+        if self.core.role() != Role::Leader && !self.reads.is_empty() {
+            // Reads waiting for a leadership confirmation will not get one.
+            let leader = self.core.leader();
+            for (_, reply) in std::mem::take(&mut self.reads) {
+                let _ = reply.send(Err(DriverError::NotLeader { leader }));
+            }
+        }
+        // Reads whose caller gave up (a lost heartbeat round) are forgotten.
+        self.reads.retain(|_, reply| !reply.is_closed());
         Ok(())
     }
 }
@@ -449,7 +460,12 @@ async fn apply_loop(
     while let Some(msg) = rx.recv().await {
         match msg {
             Apply::Register { index, term, reply } => {
-                pending.insert(index, (term, reply));
+                if let Some((_, replaced)) = pending.insert(index, (term, reply)) {
+                    // An earlier proposal at this index was overwritten before it applied.
+                    let _ = replaced.send(Err(DriverError::Dropped(
+                        "a new leader replaced the entry".to_owned(),
+                    )));
+                }
             }
             Apply::Batch(entries) => {
                 for e in entries {

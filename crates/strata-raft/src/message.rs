@@ -70,6 +70,11 @@ pub struct Message {
     /// Heartbeat and its response: the read-index request being confirmed, if any.
     #[prost(bytes = "bytes", tag = "11")]
     pub context: Bytes,
+    /// Heartbeat: the leader's clock when it sent it; the response echoes it, so that a
+    /// leader lease is measured from when the heartbeat left, never from when a (possibly
+    /// delayed or duplicated) answer arrived.
+    #[prost(uint64, tag = "12")]
+    pub sent_tick: u64,
 }
 
 impl Message {

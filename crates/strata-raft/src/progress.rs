@@ -25,8 +25,8 @@ pub(crate) struct Progress {
     pub inflight_bytes: usize,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
-    /// The tick at which this follower last answered.
-    pub last_ack_tick: u64,
+    /// The leader's tick when it sent the latest heartbeat this follower answered.
+    pub last_ack_tick: Option<u64>,
     pub is_learner: bool,
 }
 
@@ -40,7 +40,7 @@ impl Progress {
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             recent_active: false,
-            last_ack_tick: 0,
+            last_ack_tick: None,
             is_learner,
         }
     }
@@ -79,6 +79,18 @@ impl Progress {
             }
             ProgressState::Replicate => {}
             ProgressState::Probe => self.probe_sent = true,
+        }
+    }
+
+    /// The follower answered a heartbeat while its appends may have been lost: with the
+    /// window full, free its oldest slot so that replication goes on (a gap is then rejected
+    /// and probed, as usual).
+    pub fn free_first_if_full(&mut self, max_msgs: usize, max_bytes: usize) {
+        if self.state == ProgressState::Replicate
+            && self.paused(max_msgs, max_bytes)
+            && let Some((_, bytes)) = self.inflight.pop_front()
+        {
+            self.inflight_bytes -= bytes;
         }
     }
 

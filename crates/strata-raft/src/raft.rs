@@ -540,8 +540,9 @@ impl<S: Storage> Raft<S> {
 
     /// `Some(true)` once a quorum granted, `Some(false)` once a quorum refused.
     fn tally(&self) -> Option<bool> {
-        let granted = self.votes.values().filter(|&&v| v).count();
-        let refused = self.votes.values().filter(|&&v| !v).count();
+        let counted = self.votes.iter().filter(|(id, _)| self.voters.contains(id));
+        let granted = counted.clone().filter(|(_, v)| **v).count();
+        let refused = counted.filter(|(_, v)| !**v).count();
         let q = quorum(self.voters.len());
         if granted >= q {
             Some(true)
@@ -742,6 +743,7 @@ impl<S: Storage> Raft<S> {
                 let mut r =
                     Message::new(MessageType::HeartbeatResponse, self.id, m.from, self.term);
                 r.context = m.context;
+                r.sent_tick = m.sent_tick;
                 self.send(r);
             }
             MessageType::TimeoutNow if self.voters.contains(&self.id) => self.campaign(true),
@@ -781,13 +783,15 @@ impl<S: Storage> Raft<S> {
 
     fn step_leader(&mut self, m: Message) -> Result<(), Error> {
         let from = m.from;
-        let ticks = self.ticks;
         let last = self.log.last_index();
+        let (max_msgs, max_bytes) = (
+            self.config.max_inflight_msgs,
+            self.config.max_inflight_bytes,
+        );
         let Some(p) = self.progress.get_mut(&from) else {
             return Ok(());
         };
         p.recent_active = true;
-        p.last_ack_tick = ticks;
         match m.kind() {
             MessageType::AppendResponse if m.reject => {
                 // Our largest index at or before the follower's hint whose term is at most
@@ -823,6 +827,9 @@ impl<S: Storage> Raft<S> {
                 }
             }
             MessageType::HeartbeatResponse => {
+                // The lease counts from when the answered heartbeat was sent.
+                p.last_ack_tick = p.last_ack_tick.max(Some(m.sent_tick));
+                p.free_first_if_full(max_msgs, max_bytes);
                 if p.matched < last {
                     if p.state == ProgressState::Probe {
                         p.probe_sent = false;
@@ -904,6 +911,7 @@ impl<S: Storage> Raft<S> {
             // Never tell a follower to commit past what it is known to hold.
             m.commit = self.log.committed.min(matched);
             m.context = context.clone();
+            m.sent_tick = self.ticks;
             self.send(m);
         }
     }
@@ -935,7 +943,12 @@ impl<S: Storage> Raft<S> {
 
     fn release_uncommitted(&mut self, from: u64, to: u64) {
         if let Ok(entries) = self.log.entries(from + 1, to + 1, usize::MAX) {
-            let bytes: usize = entries.iter().map(|e| e.data.len()).sum();
+            // Only this term's proposals were counted in.
+            let bytes: usize = entries
+                .iter()
+                .filter(|e| e.term == self.term)
+                .map(|e| e.data.len())
+                .sum();
             self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);
         }
     }
@@ -1032,7 +1045,9 @@ impl<S: Storage> Raft<S> {
             .iter()
             .filter(|(id, p)| {
                 !p.is_learner
-                    && (**id == self.id || self.ticks.saturating_sub(p.last_ack_tick) < window)
+                    && (**id == self.id
+                        || p.last_ack_tick
+                            .is_some_and(|sent| self.ticks.saturating_sub(sent) < window))
             })
             .count();
         fresh >= quorum(self.voters.len())

@@ -1,7 +1,11 @@
 //! Deterministic simulation: a cluster of cores in memory, where one seed decides everything
-//! (the clock, message delays, loss, duplication and reordering, partitions, crashes that lose
-//! what was not persisted, restarts, and client requests), checked after every step against
-//! Raft's safety properties and, at the end, for linearizability of the clients' history.
+//! (the clock with drift, message loss, duplication and reordering, partitions, persists that
+//! take time, crashes that lose what was not yet persisted, restarts, and client requests),
+//! checked against Raft's safety properties (election safety and state machine safety after
+//! every step, leader completeness every step, log matching every 25 steps), then healed:
+//! every node must catch up and a client operation must complete (liveness), and the
+//! clients' history must be linearizable. The seed also picks pre-vote, check-quorum and the
+//! in-flight window.
 //!
 //! `cargo xtask sim` runs it over many seeds; a failure names its seed, and
 //! `cargo xtask sim --seed N` replays it exactly.
@@ -31,6 +35,11 @@ pub struct Cluster {
     pub reads: BTreeMap<NodeId, Vec<ReadState>>,
     /// The leader seen in each term (election safety: at most one).
     pub leaders: BTreeMap<u64, NodeId>,
+    /// With this set, a node's `Ready` is persisted later, by [`save_one`](Self::save_one):
+    /// until then its `persisted_messages` are held back, and a crash loses it.
+    pub defer_saves: bool,
+    /// Readies handed out and not yet persisted, per node, oldest first.
+    pub unsaved: BTreeMap<NodeId, VecDeque<crate::Ready>>,
 }
 
 impl Cluster {
@@ -64,6 +73,8 @@ impl Cluster {
             applied: ids.iter().map(|&id| (id, Vec::new())).collect(),
             reads: ids.iter().map(|&id| (id, Vec::new())).collect(),
             leaders: BTreeMap::new(),
+            defer_saves: false,
+            unsaved: BTreeMap::new(),
         }
     }
 
@@ -85,25 +96,16 @@ impl Cluster {
     pub fn ready_all(&mut self) {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
-            let node = self.nodes.get_mut(&id).expect("node");
-            while node.has_ready() {
-                let ready = node.ready().expect("ready");
-                if let Some(hs) = ready.hard_state {
-                    self.hard.insert(id, hs);
-                }
-                node.storage_mut().append(&ready.entries);
+            while self.nodes.get(&id).is_some_and(Raft::has_ready) {
+                let ready = self.node(id).ready().expect("ready");
+                // What needs no persist goes at once.
                 self.queue.extend(ready.messages.iter().cloned());
-                self.queue.extend(ready.persisted_messages.iter().cloned());
-                self.applied
-                    .get_mut(&id)
-                    .expect("node")
-                    .extend(ready.committed_entries.iter().cloned());
-                self.reads
-                    .get_mut(&id)
-                    .expect("node")
-                    .extend(ready.read_states.iter().cloned());
-                node.advance(&ready);
+                self.unsaved.entry(id).or_default().push_back(ready);
+                if !self.defer_saves {
+                    self.save_one(id);
+                }
             }
+            let node = self.nodes.get_mut(&id).expect("node");
             if node.role() == Role::Leader {
                 let term = node.term();
                 let seen = *self.leaders.entry(term).or_insert(id);
@@ -114,6 +116,34 @@ impl Cluster {
             }
         }
         self.check_state_machine_safety();
+    }
+
+    /// Persists node `id`'s oldest unsaved `Ready`: storage and hard state, then its
+    /// `persisted_messages`, committed entries and reads, then `advance`. False if none.
+    ///
+    /// # Panics
+    ///
+    /// If there is no such node.
+    pub fn save_one(&mut self, id: NodeId) -> bool {
+        let Some(ready) = self.unsaved.get_mut(&id).and_then(VecDeque::pop_front) else {
+            return false;
+        };
+        let node = self.nodes.get_mut(&id).expect("node");
+        node.storage_mut().append(&ready.entries);
+        if let Some(hs) = ready.hard_state {
+            self.hard.insert(id, hs);
+        }
+        self.queue.extend(ready.persisted_messages.iter().cloned());
+        self.applied
+            .get_mut(&id)
+            .expect("node")
+            .extend(ready.committed_entries.iter().cloned());
+        self.reads
+            .get_mut(&id)
+            .expect("node")
+            .extend(ready.read_states.iter().cloned());
+        node.advance(&ready);
+        true
     }
 
     /// Every node applied a prefix of the same sequence (§5.4.3).
@@ -430,14 +460,19 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
     let mut rng = SimRng::new(seed);
     // The seed also picks the protocol options, so that every combination is exercised.
     let (pre_vote, check_quorum) = (rng.chance(50), rng.chance(50));
+    // A small in-flight window half the time, so that lost appends fill it.
+    let window = if rng.chance(50) { 4 } else { 256 };
     let configure = move |config: &mut Config| {
         config.pre_vote = pre_vote;
         config.check_quorum = check_quorum;
+        config.max_inflight_msgs = window;
     };
     let mut c = Cluster::new(&ids, |config: &mut Config| {
         configure(config);
         config.seed = seed ^ config.id;
     });
+    // Persisting takes time: a crash can catch a node with handed-out, unsaved Readies.
+    c.defer_saves = true;
     let mut committed: BTreeMap<u64, (Entry, u64)> = BTreeMap::new();
     let mut history: Vec<Operation> = Vec::new();
     let mut pending: Vec<Option<Pending>> = (0..options.clients).map(|_| None).collect();
@@ -454,8 +489,12 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
     // After the faults, the healed cluster runs until a client operation completes (at least
     // 400 steps, at most 20,000): one that never does is a liveness failure.
     let mut completed_after_healing = false;
+    // ... and every node has caught up with the commit index.
+    let mut caught_up = false;
     let mut step = 0;
-    while step < total_steps + 400 || (!completed_after_healing && step < total_steps + 20_000) {
+    while step < total_steps + 400
+        || (!(completed_after_healing && caught_up) && step < total_steps + 20_000)
+    {
         step += 1;
         now += 1;
         let healing = step >= total_steps;
@@ -542,6 +581,7 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
             configure(&mut config);
             config.seed = seed ^ id ^ (step as u64) << 8;
             *c.node(id) = Raft::new(config, storage, hard).map_err(|e| e.to_string())?;
+            c.unsaved.remove(&id);
             c.applied.insert(id, Vec::new());
             c.reads.insert(id, Vec::new());
             applied_seen.insert(id, 0);
@@ -558,6 +598,11 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
                     *p = None;
                 }
             }
+        }
+        c.ready_all();
+        // Persists complete, each after a random delay.
+        for &id in &ids {
+            while rng.chance(60) && c.save_one(id) {}
         }
         c.ready_all();
         // Apply to each node's key-value state; answer clients.
@@ -620,8 +665,12 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
         }
         for (id, node) in &c.nodes {
             report.max_term = report.max_term.max(node.term());
+            // What the node has durably committed: its persisted commit index over its
+            // persisted log (in memory, a commit can already cover entries whose persist,
+            // replacing older ones, is still under way).
             let log = log_of(node);
-            for e in log.iter().take_while(|e| e.index <= node.commit()) {
+            let durable_commit = c.hard.get(id).map_or(0, |h| h.commit);
+            for e in log.iter().take_while(|e| e.index <= durable_commit) {
                 match committed.get(&e.index) {
                     Some((prev, _)) if prev != e => {
                         return Err(format!(
@@ -658,6 +707,11 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
                 }
             }
         }
+        if healing {
+            let target = c.nodes.values().map(Raft::commit).max().unwrap_or(0);
+            caught_up = c.hard.values().all(|h| h.commit >= target);
+        }
+        check_leader_completeness(&c, &committed, seed)?;
         if step % 25 == 0 {
             check_log_matching(&c, seed)?;
             check_leader_completeness(&c, &committed, seed)?;
@@ -676,6 +730,12 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
     if !completed_after_healing {
         return Err(format!(
             "seed {seed}: no client operation completed in the 20,000 steps after healing (liveness)"
+        ));
+    }
+    if !caught_up {
+        let commits: Vec<u64> = c.hard.values().map(|h| h.commit).collect();
+        return Err(format!(
+            "seed {seed}: not every node caught up with the commit index within 20,000 steps after healing: {commits:?} (liveness)"
         ));
     }
     Ok(report)

@@ -338,3 +338,86 @@ fn uncommitted_bytes_are_capped() {
     assert_eq!(accepted, 10);
     assert_eq!(c.node(leader).status().counters.dropped_proposals, 1);
 }
+
+/// Appends lost while a follower was cut off fill the in-flight window; heartbeat answers
+/// must free it, or the follower would never receive another entry.
+#[test]
+fn a_follower_whose_appends_were_lost_catches_up() {
+    for window in [4, 256] {
+        let mut c = Cluster::new(&[1, 2, 3], |config| config.max_inflight_msgs = window);
+        let leader = c.elect();
+        c.propose(leader, b"warm-up");
+        c.tick_all(3);
+        let f = [1, 2, 3]
+            .into_iter()
+            .find(|&i| i != leader)
+            .expect("follower");
+        c.isolated.insert(f);
+        for i in 0..300u32 {
+            c.propose(leader, &i.to_le_bytes());
+        }
+        c.isolated.clear();
+        c.tick_all(50);
+        assert_eq!(c.node(leader).role(), Role::Leader);
+        assert_eq!(
+            c.node(f).storage().last_index(),
+            c.node(leader).commit(),
+            "window {window}: the follower caught up"
+        );
+    }
+}
+
+/// A lease counts from when the answered heartbeat was sent: a delayed or duplicated old
+/// answer does not keep a deposed leader's lease alive.
+#[test]
+fn an_old_duplicated_heartbeat_answer_does_not_extend_a_lease() {
+    let mut c = Cluster::new(&[1, 2, 3], |config| {
+        config.lease_read = true;
+        config.check_quorum = false;
+    });
+    let old = c.elect();
+    c.propose(old, b"a");
+    c.tick_all(2);
+    let f = [1, 2, 3].into_iter().find(|&i| i != old).expect("follower");
+    let dup = Message {
+        sent_tick: 0,
+        ..msg(
+            MessageType::HeartbeatResponse,
+            f,
+            old,
+            c.node(old).term(),
+            0,
+        )
+    };
+    c.isolated.insert(old);
+    let mut new = None;
+    for _ in 0..300 {
+        for id in [1, 2, 3] {
+            c.node(id).tick();
+        }
+        let _ = c.node(old).step(dup.clone());
+        c.settle();
+        if let Some(l) = c.leader()
+            && l != old
+        {
+            new = Some(l);
+            break;
+        }
+    }
+    let new = new.expect("a new leader");
+    c.propose(new, b"b");
+    let _ = c.node(old).step(dup);
+    assert_eq!(
+        c.node(old).role(),
+        Role::Leader,
+        "cut off, it still thinks it leads"
+    );
+    c.node(old)
+        .read_index(Bytes::from_static(b"r"))
+        .expect("read");
+    let ready = c.node(old).ready().expect("ready");
+    assert!(
+        ready.read_states.is_empty(),
+        "no lease read from a stale lease"
+    );
+}
