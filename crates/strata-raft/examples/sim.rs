@@ -54,6 +54,7 @@ fn main() -> ExitCode {
                 total.completed += report.completed;
                 total.invoked += report.invoked;
                 total.max_term = total.max_term.max(report.max_term);
+                total.membership_changes += report.membership_changes;
             }
             Ok(Err(failure)) => {
                 eprintln!("FAILED {failure}");
@@ -68,11 +69,12 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "sim: {} seeds x {} steps, {nodes} nodes: all passed in {:.1}s; {} entries committed, {} of {} client operations answered, highest term {}",
+        "sim: {} seeds x {} steps, {nodes} nodes: all passed in {:.1}s; {} entries committed ({} membership changes), {} of {} client operations answered, highest term {}",
         seeds.len(),
         base.steps,
         started.elapsed().as_secs_f64(),
         total.committed,
+        total.membership_changes,
         total.completed,
         total.invoked,
         total.max_term,

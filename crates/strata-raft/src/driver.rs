@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use strata_raft_log::{Entry, EntryKind, RaftLog};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::membership::ConfChange;
 use crate::message::{Message, NodeId};
 use crate::raft::{Config, Error as CoreError, Raft, Role, Status};
 
@@ -127,6 +128,10 @@ enum Command {
         to: NodeId,
         reply: oneshot::Sender<Result<(), DriverError>>,
     },
+    ChangeMembership {
+        change: ConfChange,
+        reply: oneshot::Sender<Result<Bytes, DriverError>>,
+    },
 }
 
 enum Apply {
@@ -159,6 +164,7 @@ impl std::fmt::Debug for Command {
             Command::Propose { .. } => "Propose",
             Command::Read { .. } => "Read",
             Command::Transfer { .. } => "Transfer",
+            Command::ChangeMembership { .. } => "ChangeMembership",
         })
     }
 }
@@ -260,6 +266,40 @@ impl RaftNode {
             .send(Command::Transfer { to, reply })
             .map_err(|_| DriverError::Stopped)?;
         answer.await.map_err(|_| DriverError::Stopped)?
+    }
+
+    /// Changes the membership (joint consensus: see [`Raft::propose_conf_change`]); resolves
+    /// once the change that enters the joint configuration is applied here (the leader then
+    /// leaves it by itself).
+    ///
+    /// # Errors
+    ///
+    /// As [`propose`](Self::propose); [`DriverError::Dropped`] while another change is under
+    /// way or for a change that cannot apply.
+    pub async fn change_membership(
+        &self,
+        change: ConfChange,
+        timeout: Duration,
+    ) -> Result<(), DriverError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::ChangeMembership { change, reply })
+            .map_err(|_| DriverError::Stopped)?;
+        wait(answer, timeout).await.map(|_| ())
+    }
+
+    /// Adds `node` as a learner: it receives the log and can be promoted with
+    /// [`ChangeKind::AddVoter`](crate::ChangeKind) once caught up.
+    ///
+    /// # Errors
+    ///
+    /// As [`change_membership`](Self::change_membership).
+    pub async fn add_learner(&self, node: NodeId, timeout: Duration) -> Result<(), DriverError> {
+        self.change_membership(
+            ConfChange::single(crate::ChangeKind::AddLearner, node),
+            timeout,
+        )
+        .await
     }
 
     /// The node's status (role, term, leader, commit index, per-peer match index), updated
@@ -386,6 +426,17 @@ impl Driver {
             }
             Command::Transfer { to, reply } => {
                 let _ = reply.send(self.core.transfer_leader(to).map_err(Into::into));
+            }
+            Command::ChangeMembership { change, reply } => {
+                match self.core.propose_conf_change(&change) {
+                    Ok(index) => {
+                        let term = self.core.term();
+                        let _ = self.apply.send(Apply::Register { index, term, reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
             }
         }
     }

@@ -11,8 +11,8 @@
 //! conflict-term hints, pipelining within an in-flight window (messages and bytes) and probe
 //! mode; proposals batched into one append and one persist per `Ready`; commit only by a
 //! quorum's match on an entry of the current term; heartbeats carrying the commit index;
-//! ReadIndex reads (and opt-in lease reads); leadership transfer; a cap on uncommitted bytes;
-//! refused and counted bad input.
+//! ReadIndex reads (and opt-in lease reads); leadership transfer; membership changes; a cap
+//! on uncommitted bytes; refused and counted bad input.
 //!
 //! [`sim`] is a deterministic simulator of a whole cluster, where one seed decides the clock,
 //! message loss, duplication and reordering, partitions, crashes and client requests; it
@@ -25,8 +25,12 @@
 //! `read_index`, `transfer_leader` and watchable status and applied index. Proposals waiting
 //! together become one append and one `fdatasync`; entries are applied off the hot path.
 //!
-//! Not yet: membership changes (joint consensus, promoting learners at runtime) and
-//! snapshots.
+//! Membership changes use joint consensus ([`Raft::propose_conf_change`], [`Membership`]):
+//! a change enters a joint configuration in which every decision needs a majority of both the
+//! old and the new voters, and the leader leaves it by itself once it is applied; learners
+//! receive the log without voting and can be promoted.
+//!
+//! Not yet: snapshots (the next issue).
 //!
 //! # Examples
 //!
@@ -63,6 +67,7 @@
 mod driver;
 pub mod linearizability;
 mod log_view;
+mod membership;
 mod message;
 mod progress;
 mod raft;
@@ -70,6 +75,7 @@ pub mod sim;
 mod storage;
 
 pub use driver::{DriverError, MemNetwork, RaftNode, StateMachine, Transport};
+pub use membership::{Change, ChangeKind, ConfChange, Membership};
 pub use message::{Message, MessageType, NodeId};
 pub use progress::ProgressState;
 pub use raft::{Config, Counters, Error, Raft, ReadState, Ready, Role, Status};

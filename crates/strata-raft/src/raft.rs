@@ -7,6 +7,7 @@ use prost::Message as _;
 use strata_raft_log::{Entry, EntryKind, HardState};
 
 use crate::log_view::LogView;
+use crate::membership::{ConfChange, Membership};
 use crate::message::{Message, MessageType, NodeId};
 use crate::progress::{Progress, ProgressState};
 use crate::storage::Storage;
@@ -21,6 +22,10 @@ pub struct Config {
     pub voters: Vec<NodeId>,
     /// Non-voting members: they receive the log but neither vote nor count for commits.
     pub learners: Vec<NodeId>,
+    /// Other nodes that may send messages (the address book): nodes that may join or leave
+    /// the configuration. Messages from a node that is neither a member nor here are refused
+    /// and counted. (A node catching up may not yet know of a member added later; list it.)
+    pub peers: Vec<NodeId>,
     /// A follower that hears nothing from a leader for a random time in
     /// `election_tick..2 * election_tick` starts an election. Default 10.
     pub election_tick: u64,
@@ -57,6 +62,7 @@ impl Config {
             id,
             voters,
             learners: Vec::new(),
+            peers: Vec::new(),
             election_tick: 10,
             heartbeat_tick: 1,
             pre_vote: true,
@@ -217,8 +223,12 @@ pub struct Raft<S: Storage> {
     role: Role,
     leader: NodeId,
     log: LogView<S>,
-    voters: BTreeSet<NodeId>,
-    learners: BTreeSet<NodeId>,
+    membership: Membership,
+    /// The index of the last membership change proposed by this leader (or the last index
+    /// when it became leader): another may be proposed only once it is applied.
+    pending_conf_index: u64,
+    /// A joint configuration was applied: the leader proposes leaving it.
+    leave_joint_due: bool,
     progress: BTreeMap<NodeId, Progress>,
     votes: BTreeMap<NodeId, bool>,
     election_elapsed: u64,
@@ -238,10 +248,6 @@ pub struct Raft<S: Storage> {
     last_hard_state: HardState,
     last_role: (Role, NodeId),
     counters: Counters,
-}
-
-fn quorum(n: usize) -> usize {
-    n / 2 + 1
 }
 
 impl<S: Storage> Raft<S> {
@@ -271,8 +277,9 @@ impl<S: Storage> Raft<S> {
             role: Role::Follower,
             leader: 0,
             log,
-            voters: config.voters.iter().copied().collect(),
-            learners: config.learners.iter().copied().collect(),
+            membership: Membership::new(&config.voters, &config.learners),
+            pending_conf_index: 0,
+            leave_joint_due: false,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             election_elapsed: 0,
@@ -360,7 +367,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn is_member(&self, id: NodeId) -> bool {
-        self.voters.contains(&id) || self.learners.contains(&id)
+        self.membership.is_member(id) || self.config.peers.contains(&id)
     }
 
     fn send(&mut self, mut m: Message) {
@@ -396,11 +403,13 @@ impl<S: Storage> Raft<S> {
         self.uncommitted_bytes = 0;
         let next = self.log.last_index() + 1;
         self.progress = self
-            .voters
-            .iter()
-            .map(|&id| (id, Progress::new(next, false)))
+            .membership
+            .all_voters()
+            .into_iter()
+            .map(|id| (id, Progress::new(next, false)))
             .chain(
-                self.learners
+                self.membership
+                    .learners
                     .iter()
                     .map(|&id| (id, Progress::new(next, true))),
             )
@@ -442,6 +451,11 @@ impl<S: Storage> Raft<S> {
             me.become_replicate();
             me.next = last + 1;
         }
+        // Changes in the log not yet applied may be membership changes: no new one until
+        // they are.
+        self.pending_conf_index = last;
+        // Elected while joint: finish the change.
+        self.leave_joint_due = self.membership.is_joint();
         // An entry of the new term: committing it commits everything before (§5.4.2), and
         // lets reads be served (§8).
         let noop = Entry::new(term, last + 1, EntryKind::Normal, Bytes::new());
@@ -459,7 +473,7 @@ impl<S: Storage> Raft<S> {
             _ => {
                 self.election_elapsed += 1;
                 if self.election_elapsed >= self.randomized_timeout
-                    && self.voters.contains(&self.id)
+                    && self.membership.is_voter(self.id)
                 {
                     self.election_elapsed = 0;
                     self.campaign(false);
@@ -475,15 +489,16 @@ impl<S: Storage> Raft<S> {
             self.election_elapsed = 0;
             if self.config.check_quorum {
                 let id = self.id;
-                let active = self
+                let active: BTreeSet<NodeId> = self
                     .progress
                     .iter()
-                    .filter(|(pid, p)| !p.is_learner && (**pid == id || p.recent_active))
-                    .count();
+                    .filter(|(pid, p)| **pid == id || p.recent_active)
+                    .map(|(pid, _)| *pid)
+                    .collect();
                 for p in self.progress.values_mut() {
                     p.recent_active = false;
                 }
-                if active < quorum(self.voters.len()) {
+                if !self.membership.quorum_met(|v| active.contains(&v)) {
                     let term = self.term;
                     self.become_follower(term, 0);
                     return;
@@ -526,7 +541,12 @@ impl<S: Storage> Raft<S> {
             return;
         }
         let (index, log_term) = (self.log.last_index(), self.log.last_term());
-        let voters: Vec<NodeId> = self.voters.iter().copied().filter(|&v| v != me).collect();
+        let voters: Vec<NodeId> = self
+            .membership
+            .all_voters()
+            .into_iter()
+            .filter(|&v| v != me)
+            .collect();
         for to in voters {
             let mut m = Message::new(kind, me, to, term);
             m.index = index;
@@ -540,17 +560,7 @@ impl<S: Storage> Raft<S> {
 
     /// `Some(true)` once a quorum granted, `Some(false)` once a quorum refused.
     fn tally(&self) -> Option<bool> {
-        let counted = self.votes.iter().filter(|(id, _)| self.voters.contains(id));
-        let granted = counted.clone().filter(|(_, v)| **v).count();
-        let refused = counted.filter(|(_, v)| !**v).count();
-        let q = quorum(self.voters.len());
-        if granted >= q {
-            Some(true)
-        } else if refused >= q {
-            Some(false)
-        } else {
-            None
-        }
+        self.membership.vote_result(&self.votes)
     }
 
     fn won(&mut self, kind: MessageType) {
@@ -746,7 +756,7 @@ impl<S: Storage> Raft<S> {
                 r.sent_tick = m.sent_tick;
                 self.send(r);
             }
-            MessageType::TimeoutNow if self.voters.contains(&self.id) => self.campaign(true),
+            MessageType::TimeoutNow if self.membership.is_voter(self.id) => self.campaign(true),
             _ => {}
         }
         Ok(())
@@ -919,17 +929,10 @@ impl<S: Storage> Raft<S> {
     /// Advances the commit index to what a quorum of voters holds, if that entry is of the
     /// current term (§5.4.2: a leader never commits an older term's entry by counting).
     fn maybe_commit(&mut self) -> bool {
-        let mut matched: Vec<u64> = self
-            .progress
-            .iter()
-            .filter(|(id, p)| !p.is_learner && self.voters.contains(id))
-            .map(|(_, p)| p.matched)
-            .collect();
-        if matched.is_empty() {
-            return false;
-        }
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let index = matched[quorum(self.voters.len()) - 1];
+        let progress = &self.progress;
+        let index = self
+            .membership
+            .committed_index(|id| progress.get(&id).map_or(0, |p| p.matched));
         if index > self.log.committed && self.log.term(index) == Some(self.term) {
             let before = self.log.committed;
             self.log.commit_to(index);
@@ -964,6 +967,83 @@ impl<S: Storage> Raft<S> {
     /// `max_uncommitted_bytes`.
     pub fn propose(&mut self, data: Bytes) -> Result<u64, Error> {
         self.propose_entry(EntryKind::Normal, data)
+    }
+
+    /// Proposes a membership change: with changes, the cluster enters a joint configuration
+    /// when it is applied, and the leader then proposes leaving it by itself; one change at
+    /// a time. Returns the entry's index.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLeader`]; [`Error::ProposalDropped`] while an earlier change is not yet
+    /// applied, or for a change that cannot apply (see [`Membership::apply`]).
+    pub fn propose_conf_change(&mut self, change: &ConfChange) -> Result<u64, Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.pending_conf_index > self.log.applied {
+            self.counters.dropped_proposals += 1;
+            return Err(Error::ProposalDropped {
+                reason: "an earlier membership change is not yet applied",
+            });
+        }
+        let mut next = self.membership.clone();
+        if let Err(reason) = next.apply(change) {
+            self.counters.dropped_proposals += 1;
+            return Err(Error::ProposalDropped { reason });
+        }
+        let index =
+            self.propose_entry(EntryKind::ConfChange, Bytes::from(change.encode_to_vec()))?;
+        self.pending_conf_index = index;
+        Ok(index)
+    }
+
+    /// The current configuration (as of the last applied membership change).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// Applies a committed membership change as it is handed out for applying.
+    fn apply_conf_change(&mut self, entry: &Entry) {
+        let Ok(change) = ConfChange::decode(entry.data.as_ref()) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        if self.membership.apply(&change).is_err() {
+            // Checked when proposed; one that does not apply now changes nothing.
+            self.counters.malformed += 1;
+            return;
+        }
+        if self.role == Role::Leader {
+            let next = self.log.last_index() + 1;
+            let members: Vec<(NodeId, bool)> = self
+                .membership
+                .all_voters()
+                .into_iter()
+                .map(|id| (id, false))
+                .chain(self.membership.learners.iter().map(|&id| (id, true)))
+                .collect();
+            self.progress
+                .retain(|id, _| members.iter().any(|(m, _)| m == id));
+            for (id, learner) in members {
+                let p = self
+                    .progress
+                    .entry(id)
+                    .or_insert_with(|| Progress::new(next, learner));
+                p.is_learner = learner;
+            }
+            if self.membership.is_joint() {
+                self.leave_joint_due = true;
+            }
+            if !self.membership.is_member(self.id) {
+                // Removed: lead no more (the others elect a leader among themselves).
+                let term = self.term;
+                self.become_follower(term, 0);
+            }
+            self.broadcast_due = true;
+        }
     }
 
     fn propose_entry(&mut self, kind: EntryKind, data: Bytes) -> Result<u64, Error> {
@@ -1018,7 +1098,8 @@ impl<S: Storage> Raft<S> {
 
     fn start_read(&mut self, context: Bytes) {
         let index = self.log.committed;
-        if self.voters.len() == 1 || self.lease_valid() {
+        let alone = self.membership.all_voters().into_iter().eq([self.id]);
+        if alone || self.lease_valid() {
             self.read_states.push(ReadState { index, context });
             return;
         }
@@ -1040,17 +1121,14 @@ impl<S: Storage> Raft<S> {
             .config
             .election_tick
             .saturating_sub(self.config.lease_drift_ticks);
-        let fresh = self
-            .progress
-            .iter()
-            .filter(|(id, p)| {
-                !p.is_learner
-                    && (**id == self.id
-                        || p.last_ack_tick
-                            .is_some_and(|sent| self.ticks.saturating_sub(sent) < window))
-            })
-            .count();
-        fresh >= quorum(self.voters.len())
+        let fresh = |id: NodeId| {
+            id == self.id
+                || self.progress.get(&id).is_some_and(|p| {
+                    p.last_ack_tick
+                        .is_some_and(|sent| self.ticks.saturating_sub(sent) < window)
+                })
+        };
+        self.membership.quorum_met(fresh)
     }
 
     fn release_waiting_reads(&mut self) {
@@ -1070,12 +1148,8 @@ impl<S: Storage> Raft<S> {
             return;
         };
         self.pending_reads[at].acks.insert(from);
-        let acks = self.pending_reads[at]
-            .acks
-            .iter()
-            .filter(|id| self.voters.contains(id))
-            .count();
-        if acks >= quorum(self.voters.len()) {
+        let acks = &self.pending_reads[at].acks;
+        if self.membership.quorum_met(|id| acks.contains(&id)) {
             // This read and every earlier one are confirmed.
             for r in self.pending_reads.drain(..=at) {
                 self.read_states.push(ReadState {
@@ -1101,7 +1175,7 @@ impl<S: Storage> Raft<S> {
         if to == self.id {
             return Ok(());
         }
-        if !self.voters.contains(&to) {
+        if !self.membership.is_voter(to) {
             return Err(Error::BadMessage {
                 reason: "transfer target is not a voter",
             });
@@ -1170,9 +1244,19 @@ impl<S: Storage> Raft<S> {
                 .log
                 .entries(self.log.applied + 1, apply_to + 1, usize::MAX)
                 .map_err(Error::Storage)?;
-            if let Some(last) = ready.committed_entries.last() {
-                self.log.applied = last.index;
+            for entry in &ready.committed_entries {
+                self.log.applied = entry.index;
+                if entry.kind == EntryKind::ConfChange as i32 {
+                    self.apply_conf_change(entry);
+                }
             }
+        }
+        if self.leave_joint_due
+            && self.role == Role::Leader
+            && self.pending_conf_index <= self.log.applied
+        {
+            self.leave_joint_due = false;
+            let _ = self.propose_conf_change(&ConfChange::default());
         }
         ready.read_states = std::mem::take(&mut self.read_states);
         Ok(ready)

@@ -16,7 +16,10 @@ use bytes::Bytes;
 use strata_raft_log::{Entry, EntryKind, HardState};
 
 use crate::linearizability::{self, Op, Operation};
-use crate::{Config, MemStorage, Message, NodeId, Raft, ReadState, Role, Storage};
+use crate::{
+    Change, ChangeKind, ConfChange, Config, MemStorage, Message, NodeId, Raft, ReadState, Role,
+    Storage,
+};
 
 /// Nodes, their persisted state, the network queue, and what each node applied.
 #[derive(Debug)]
@@ -252,11 +255,11 @@ impl Cluster {
         index
     }
 
-    /// The commands (non-empty entries) node `id` applied.
+    /// The commands (non-empty normal entries) node `id` applied.
     pub fn commands(&self, id: NodeId) -> Vec<Bytes> {
         self.applied[&id]
             .iter()
-            .filter(|e| !e.data.is_empty())
+            .filter(|e| !e.data.is_empty() && e.kind == EntryKind::Normal as i32)
             .map(|e| e.data.clone())
             .collect()
     }
@@ -331,6 +334,8 @@ pub struct SimReport {
     pub invoked: usize,
     /// The highest term reached.
     pub max_term: u64,
+    /// Membership changes committed (entering and leaving joint configurations).
+    pub membership_changes: usize,
 }
 
 /// The simulator's random source: xorshift, from the seed.
@@ -456,13 +461,20 @@ fn check_leader_completeness(
 /// machine safety failures panic from inside [`Cluster::ready_all`] with the same details).
 pub fn run(options: &SimOptions) -> Result<SimReport, String> {
     let seed = options.seed;
-    let ids: Vec<NodeId> = (1..=options.nodes).collect();
+    // The cluster starts with `nodes` voters; two more nodes start outside it, for
+    // membership changes to add (and any member may be removed).
+    let initial: Vec<NodeId> = (1..=options.nodes).collect();
+    let ids: Vec<NodeId> = (1..=options.nodes + 2).collect();
+    let all = ids.len() as u64;
     let mut rng = SimRng::new(seed);
     // The seed also picks the protocol options, so that every combination is exercised.
     let (pre_vote, check_quorum) = (rng.chance(50), rng.chance(50));
     // A small in-flight window half the time, so that lost appends fill it.
     let window = if rng.chance(50) { 4 } else { 256 };
+    let peers = ids.clone();
     let configure = move |config: &mut Config| {
+        config.voters.clone_from(&initial);
+        config.peers.clone_from(&peers);
         config.pre_vote = pre_vote;
         config.check_quorum = check_quorum;
         config.max_inflight_msgs = window;
@@ -529,7 +541,7 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
             // A free client invokes an operation at a node.
             let client = rng.below(options.clients as u64) as usize;
             if pending[client].is_none() {
-                let node = ids[rng.below(options.nodes) as usize];
+                let node = ids[rng.below(all) as usize];
                 let key = rng.below(4);
                 if rng.chance(50) {
                     next_value += 1;
@@ -566,15 +578,69 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
                 }
             }
         } else if roll < 92 + options.partition_percent && !healing {
-            let id = ids[rng.below(options.nodes) as usize];
+            let id = ids[rng.below(all) as usize];
             let minority = (options.nodes as usize - 1) / 2;
             if !c.isolated.remove(&id) && c.isolated.len() < minority {
                 c.isolated.insert(id);
             }
+        } else if rng.chance(10) && !healing {
+            // A membership change, at the leader: add an outsider (as learner or voter),
+            // promote a learner, or remove a voter (keeping at least two).
+            let leader = c
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.role() == Role::Leader)
+                .max_by_key(|(_, n)| n.term())
+                .map(|(id, _)| *id);
+            if let Some(leader) = leader {
+                let m = c.node(leader).membership().clone();
+                let outsiders: Vec<NodeId> =
+                    ids.iter().copied().filter(|&id| !m.is_member(id)).collect();
+                let learners: Vec<NodeId> = m.learners.iter().copied().collect();
+                let voters: Vec<NodeId> = m.voters.iter().copied().collect();
+                let pick =
+                    |rng: &mut SimRng, from: &[NodeId]| from[rng.below(from.len() as u64) as usize];
+                let change = match rng.below(4) {
+                    // Replace a voter by an outsider in one change: the old and the new
+                    // majorities need not overlap, which only joint consensus makes safe.
+                    3 if !outsiders.is_empty() && voters.len() > 1 => Some(ConfChange {
+                        changes: vec![
+                            Change {
+                                kind: ChangeKind::AddVoter as i32,
+                                node: pick(&mut rng, &outsiders),
+                            },
+                            Change {
+                                kind: ChangeKind::RemoveNode as i32,
+                                node: pick(&mut rng, &voters),
+                            },
+                        ],
+                    }),
+                    0 if !outsiders.is_empty() => {
+                        let kind = if rng.chance(50) {
+                            ChangeKind::AddLearner
+                        } else {
+                            ChangeKind::AddVoter
+                        };
+                        Some(ConfChange::single(kind, pick(&mut rng, &outsiders)))
+                    }
+                    1 if !learners.is_empty() => Some(ConfChange::single(
+                        ChangeKind::AddVoter,
+                        pick(&mut rng, &learners),
+                    )),
+                    _ if voters.len() > 2 => Some(ConfChange::single(
+                        ChangeKind::RemoveNode,
+                        pick(&mut rng, &voters),
+                    )),
+                    _ => None,
+                };
+                if let Some(change) = change {
+                    let _ = c.node(leader).propose_conf_change(&change);
+                }
+            }
         } else if rng.chance(options.crash_percent * 20) && !healing {
             // A crash: the node restarts from what it persisted, its state machine rebuilt
             // from the log; messages to it and its clients' answers are lost.
-            let id = ids[rng.below(options.nodes) as usize];
+            let id = ids[rng.below(all) as usize];
             let storage = c.node(id).storage().clone();
             let hard = c.hard[&id];
             let mut config = Config::new(id, ids.clone());
@@ -610,6 +676,9 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
             let applied = &c.applied[&id];
             let state = kv.get_mut(&id).ok_or("node")?;
             for e in &applied[applied_seen[&id]..] {
+                if e.kind != EntryKind::Normal as i32 {
+                    continue;
+                }
                 if let Some((key, value)) = decode_put(&e.data) {
                     state.insert(key, value);
                 }
@@ -708,8 +777,20 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
             }
         }
         if healing {
-            let target = c.nodes.values().map(Raft::commit).max().unwrap_or(0);
-            caught_up = c.hard.values().all(|h| h.commit >= target);
+            // Every member of the current configuration (the latest leader's) catches up.
+            let leader = c
+                .nodes
+                .values()
+                .filter(|n| n.role() == Role::Leader)
+                .max_by_key(|n| n.term());
+            caught_up = leader.is_some_and(|l| {
+                let target = l.commit();
+                l.membership()
+                    .all_voters()
+                    .iter()
+                    .chain(&l.membership().learners)
+                    .all(|id| c.hard.get(id).is_some_and(|h| h.commit >= target))
+            });
         }
         check_leader_completeness(&c, &committed, seed)?;
         if step % 25 == 0 {
@@ -725,6 +806,10 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
         ));
     }
     report.committed = committed.len();
+    report.membership_changes = committed
+        .values()
+        .filter(|(e, _)| e.kind == EntryKind::ConfChange as i32)
+        .count();
     report.invoked = history.len();
     report.completed = history.iter().filter(|o| o.returned.is_some()).count();
     if !completed_after_healing {

@@ -421,3 +421,58 @@ fn an_old_duplicated_heartbeat_answer_does_not_extend_a_lease() {
         "no lease read from a stale lease"
     );
 }
+
+/// Joint consensus end to end: a learner joins and catches up without voting, is promoted,
+/// and the leader removes itself; every change passes through a joint configuration that
+/// the leader leaves by itself.
+#[test]
+fn membership_changes_go_through_joint_configurations() {
+    use strata_raft::{ChangeKind, ConfChange};
+    let mut c = Cluster::new(&[1, 2, 3, 4], |config| {
+        config.voters = vec![1, 2, 3];
+        config.peers = vec![1, 2, 3, 4];
+    });
+    let leader = c.elect();
+    assert_ne!(leader, 4, "node 4 is not a voter yet");
+    c.propose(leader, b"before");
+    c.node(leader)
+        .propose_conf_change(&ConfChange::single(ChangeKind::AddLearner, 4))
+        .expect("add learner");
+    // Another change must wait until this one (and leaving its joint state) is applied.
+    assert!(
+        c.node(leader)
+            .propose_conf_change(&ConfChange::single(ChangeKind::AddVoter, 4))
+            .is_err()
+    );
+    c.tick_all(5);
+    let m = c.node(leader).membership().clone();
+    assert!(!m.is_joint(), "the leader left the joint configuration");
+    assert!(m.learners.contains(&4));
+    assert_eq!(
+        c.commands(4),
+        vec![Bytes::from_static(b"before")],
+        "the learner has the log"
+    );
+    c.node(leader)
+        .propose_conf_change(&ConfChange::single(ChangeKind::AddVoter, 4))
+        .expect("promote");
+    c.tick_all(5);
+    assert!(c.node(leader).membership().voters.contains(&4));
+    c.node(leader)
+        .propose_conf_change(&ConfChange::single(ChangeKind::RemoveNode, leader))
+        .expect("remove the leader");
+    c.tick_all(60);
+    let next = c.leader().expect("a new leader among the remaining voters");
+    assert_ne!(next, leader);
+    let m = c.node(next).membership().clone();
+    assert!(!m.is_member(leader) && m.voters.len() == 3 && !m.is_joint());
+    c.propose(next, b"after");
+    c.tick_all(3);
+    for id in m.voters.iter().copied() {
+        assert_eq!(
+            c.commands(id),
+            vec![Bytes::from_static(b"before"), Bytes::from_static(b"after")],
+            "node {id}"
+        );
+    }
+}

@@ -34,6 +34,8 @@ struct Cluster {
 }
 
 const IDS: [NodeId; 3] = [1, 2, 3];
+/// A node outside the initial configuration, for membership changes.
+const SPARE: NodeId = 4;
 
 impl Cluster {
     fn new() -> Self {
@@ -48,6 +50,8 @@ impl Cluster {
             c.nodes.push(None);
             c.start(id);
         }
+        c.applied.push(Arc::new(Mutex::new(Vec::new())));
+        c.nodes.push(None);
         c
     }
 
@@ -55,6 +59,7 @@ impl Cluster {
         let log = RaftLog::open(&self.dir.path().join(id.to_string()), LogOptions::default())
             .expect("log");
         let mut config = Config::new(id, IDS.to_vec());
+        config.peers = vec![1, 2, 3, SPARE];
         config.election_tick = 10;
         let applied = Arc::clone(&self.applied[id as usize - 1]);
         applied.lock().clear();
@@ -237,4 +242,48 @@ async fn leadership_moves_by_transfer_and_by_crash_and_a_restart_catches_up() {
         ]
     );
     assert!(index > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_joins_catches_up_and_is_promoted() {
+    use strata_raft::{ChangeKind, ConfChange};
+    let mut c = Cluster::new();
+    let leader = c.leader().await;
+    c.node(leader)
+        .propose(Bytes::from_static(b"before"), WAIT)
+        .await
+        .expect("propose");
+    c.start(SPARE);
+    c.node(leader)
+        .add_learner(SPARE, WAIT)
+        .await
+        .expect("add learner");
+    let last = c.node(leader).status().borrow().commit;
+    c.wait_applied(SPARE, last).await;
+    assert_eq!(
+        c.applied[SPARE as usize - 1].lock()[0].1,
+        Bytes::from_static(b"before")
+    );
+    // Promotion waits until the learner change (and leaving its joint state) is applied.
+    let promote = ConfChange::single(ChangeKind::AddVoter, SPARE);
+    let mut promoted = c
+        .node(leader)
+        .change_membership(promote.clone(), WAIT)
+        .await;
+    let mut commit = c.node(leader).status();
+    while matches!(promoted, Err(DriverError::Dropped(_))) {
+        tokio::time::timeout(WAIT, commit.changed())
+            .await
+            .expect("progress")
+            .expect("running");
+        promoted = c
+            .node(leader)
+            .change_membership(promote.clone(), WAIT)
+            .await;
+    }
+    promoted.expect("promoted");
+    c.node(leader)
+        .propose(Bytes::from_static(b"after"), WAIT)
+        .await
+        .expect("propose with four voters");
 }
