@@ -62,6 +62,62 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Three nodes in one process, on durable logs and the in-memory network:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use bytes::Bytes;
+//! use strata_raft::{Config, MemNetwork, RaftNode, Role, StateMachine, Transport};
+//! use strata_raft_log::{LogOptions, RaftLog};
+//!
+//! /// The state machine: here, a counter of applied commands.
+//! struct Counter(u64);
+//!
+//! #[async_trait::async_trait]
+//! impl StateMachine for Counter {
+//!     async fn apply(&mut self, _index: u64, _command: Bytes) -> Bytes {
+//!         self.0 += 1;
+//!         Bytes::from(self.0.to_string())
+//!     }
+//! }
+//!
+//! let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+//! runtime.block_on(async {
+//!     let dir = tempfile::tempdir()?;
+//!     let net = MemNetwork::new();
+//!     let mut nodes = Vec::new();
+//!     for id in [1, 2, 3] {
+//!         let log = RaftLog::open(&dir.path().join(id.to_string()), LogOptions::default())?;
+//!         nodes.push(RaftNode::start(
+//!             Config::new(id, vec![1, 2, 3]),
+//!             Duration::from_millis(10), // one tick
+//!             Arc::new(log),
+//!             Counter(0),
+//!             Arc::clone(&net) as Arc<dyn Transport>,
+//!             net.join(id),
+//!         )?);
+//!     }
+//!     // Wait for an election, then propose at the leader.
+//!     let mut status = nodes[0].status();
+//!     let leader = status.wait_for(|s| s.leader != 0).await?.leader;
+//!     let leader = &nodes[leader as usize - 1];
+//!     let answer = leader.propose(Bytes::from_static(b"hello"), Duration::from_secs(5)).await?;
+//!     assert_eq!(answer, Bytes::from_static(b"1"));
+//!     // A linearizable read point.
+//!     leader.read_index(Duration::from_secs(5)).await?;
+//!     assert_eq!(leader.status().borrow().role, Role::Leader);
+//!     for node in nodes {
+//!         node.shutdown().await;
+//!     }
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//! # Ok(())
+//! # }
+//! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod driver;
