@@ -229,6 +229,8 @@ pub struct Raft<S: Storage> {
     pending_conf_index: u64,
     /// A joint configuration was applied: the leader proposes leaving it.
     leave_joint_due: bool,
+    /// This leader proposed a configuration without it: it accepts no more commands.
+    leaving: bool,
     progress: BTreeMap<NodeId, Progress>,
     votes: BTreeMap<NodeId, bool>,
     election_elapsed: u64,
@@ -280,6 +282,7 @@ impl<S: Storage> Raft<S> {
             membership: Membership::new(&config.voters, &config.learners),
             pending_conf_index: 0,
             leave_joint_due: false,
+            leaving: false,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             election_elapsed: 0,
@@ -398,6 +401,7 @@ impl<S: Storage> Raft<S> {
         self.reset_randomized_timeout();
         self.votes.clear();
         self.lead_transferee = 0;
+        self.leaving = false;
         self.pending_reads.clear();
         self.waiting_reads.clear();
         self.uncommitted_bytes = 0;
@@ -504,8 +508,12 @@ impl<S: Storage> Raft<S> {
                     return;
                 }
             }
-            // A transfer that has not finished within an election timeout is abandoned.
+            // A transfer that has not finished within an election timeout is abandoned (a
+            // removed leader tries again).
             self.lead_transferee = 0;
+            if !self.membership.is_member(self.id) {
+                self.hand_over_after_removal();
+            }
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_tick {
             self.heartbeat_elapsed = 0;
@@ -997,6 +1005,9 @@ impl<S: Storage> Raft<S> {
         let index =
             self.propose_entry(EntryKind::ConfChange, Bytes::from(change.encode_to_vec()))?;
         self.pending_conf_index = index;
+        // Entering a joint configuration in which it is only an outgoing voter, or leaving
+        // one without it: this leader is on its way out.
+        self.leaving |= !next.voters.contains(&self.id);
         Ok(index)
     }
 
@@ -1037,12 +1048,27 @@ impl<S: Storage> Raft<S> {
             if self.membership.is_joint() {
                 self.leave_joint_due = true;
             }
-            if !self.membership.is_member(self.id) {
-                // Removed: lead no more (the others elect a leader among themselves).
-                let term = self.term;
-                self.become_follower(term, 0);
-            }
             self.broadcast_due = true;
+            if !self.membership.is_member(self.id) {
+                // Removed. Stepping down at once could strand the remaining voters in the
+                // joint configuration (they learn that leaving it committed only from a
+                // leader), needing this node's vote; instead keep leading, without counting
+                // itself, until the most caught-up voter takes over.
+                self.hand_over_after_removal();
+            }
+        }
+    }
+
+    /// A leader that was removed hands leadership to the voter with the highest match.
+    fn hand_over_after_removal(&mut self) {
+        let target = self
+            .progress
+            .iter()
+            .filter(|(id, p)| **id != self.id && !p.is_learner && self.membership.is_voter(**id))
+            .max_by_key(|(_, p)| p.matched)
+            .map(|(id, _)| *id);
+        if let Some(target) = target {
+            let _ = self.transfer_leader(target);
         }
     }
 
@@ -1056,6 +1082,14 @@ impl<S: Storage> Raft<S> {
             self.counters.dropped_proposals += 1;
             return Err(Error::ProposalDropped {
                 reason: "a leadership transfer is under way",
+            });
+        }
+        if self.leaving && kind == EntryKind::Normal {
+            // Nothing after its own removal: the remaining voters must be able to elect one of
+            // themselves with this node's vote, which needs their logs to be as long as its.
+            self.counters.dropped_proposals += 1;
+            return Err(Error::ProposalDropped {
+                reason: "this leader is being removed",
             });
         }
         let max = self.config.max_uncommitted_bytes;

@@ -522,7 +522,10 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
                 }
             }
         } else if roll < 75 {
-            for _ in 0..rng.below(8) {
+            // Some messages, more when many wait (a real network's throughput keeps up with
+            // heartbeats; one that never did would only show a crawling cluster).
+            let burst = rng.below(8) + c.queue.len() as u64 / 8;
+            for _ in 0..burst {
                 if c.queue.is_empty() {
                     break;
                 }
@@ -763,11 +766,17 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
         }
         if options.trace {
             for (id, node) in &c.nodes {
+                let m = node.membership();
                 let line = format!(
-                    "{:?} t{} c{} log {:?}",
+                    "{:?} t{} c{} last {} matched {:?} voters {:?} outgoing {:?} learners {:?} log {:?}",
                     node.role(),
                     node.term(),
                     node.commit(),
+                    node.status().last_index,
+                    node.status().matched,
+                    m.voters,
+                    m.outgoing,
+                    m.learners,
                     log_of(node).iter().map(|e| e.term).collect::<Vec<_>>()
                 );
                 if traced.get(id) != Some(&line) {
