@@ -271,7 +271,25 @@ impl<S: Storage> Raft<S> {
         if config.heartbeat_tick >= config.election_tick {
             return Err(Error::Config("heartbeat_tick must be below election_tick"));
         }
-        let log = LogView::new(storage, hard_state.commit);
+        let mut log = LogView::new(storage, hard_state.commit);
+        // The commit index on disk may lag (it is not synced on its own). One membership
+        // change is proposed at a time, only once the one before it is applied, so every
+        // change in the log but the last is committed: count them as such, so that this node
+        // never acts on a configuration older than one its log proves committed.
+        let last = log.last_index();
+        if last > log.committed {
+            let entries = log
+                .entries(log.committed + 1, last + 1, usize::MAX)
+                .map_err(Error::Storage)?;
+            let changes: Vec<u64> = entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::ConfChange as i32)
+                .map(|e| e.index)
+                .collect();
+            if let [.., proven, _] = changes[..] {
+                log.committed = proven;
+            }
+        }
         let mut raft = Self {
             id: config.id,
             term: hard_state.term,
@@ -478,6 +496,7 @@ impl<S: Storage> Raft<S> {
                 self.election_elapsed += 1;
                 if self.election_elapsed >= self.randomized_timeout
                     && self.membership.is_voter(self.id)
+                    && !self.has_unapplied_conf_change()
                 {
                     self.election_elapsed = 0;
                     self.campaign(false);
@@ -1039,15 +1058,15 @@ impl<S: Storage> Raft<S> {
             self.progress
                 .retain(|id, _| members.iter().any(|(m, _)| m == id));
             for (id, learner) in members {
-                let p = self
-                    .progress
-                    .entry(id)
-                    .or_insert_with(|| Progress::new(next, learner));
+                let p = self.progress.entry(id).or_insert_with(|| {
+                    let mut p = Progress::new(next, learner);
+                    // Not yet heard from, but not to be held against check-quorum at once.
+                    p.recent_active = true;
+                    p
+                });
                 p.is_learner = learner;
             }
-            if self.membership.is_joint() {
-                self.leave_joint_due = true;
-            }
+            self.leave_joint_due = self.membership.is_joint();
             self.broadcast_due = true;
             if !self.membership.is_member(self.id) {
                 // Removed. Stepping down at once could strand the remaining voters in the
@@ -1057,6 +1076,21 @@ impl<S: Storage> Raft<S> {
                 self.hand_over_after_removal();
             }
         }
+    }
+
+    /// A committed membership change is not yet applied (handed out): until it is, this
+    /// node's configuration may be out of date, and it must not start an election.
+    fn has_unapplied_conf_change(&self) -> bool {
+        let (from, to) = (self.log.applied + 1, self.log.committed);
+        from <= to
+            && self
+                .log
+                .entries(from, to + 1, usize::MAX)
+                .map_or(true, |entries| {
+                    entries
+                        .iter()
+                        .any(|e| e.kind == EntryKind::ConfChange as i32)
+                })
     }
 
     /// A leader that was removed hands leadership to the voter with the highest match.
@@ -1287,10 +1321,23 @@ impl<S: Storage> Raft<S> {
         }
         if self.leave_joint_due
             && self.role == Role::Leader
+            && self.membership.is_joint()
             && self.pending_conf_index <= self.log.applied
         {
+            // Appended directly: neither a transfer under way, nor the uncommitted-bytes cap,
+            // nor this leader's own removal may keep the cluster joint.
             self.leave_joint_due = false;
-            let _ = self.propose_conf_change(&ConfChange::default());
+            let index = self.log.last_index() + 1;
+            let data = Bytes::from(ConfChange::default().encode_to_vec());
+            self.log.append(vec![Entry::new(
+                self.term,
+                index,
+                EntryKind::ConfChange,
+                data,
+            )]);
+            self.pending_conf_index = index;
+            self.leaving |= !self.membership.voters.contains(&self.id);
+            self.broadcast_due = true;
         }
         ready.read_states = std::mem::take(&mut self.read_states);
         Ok(ready)
