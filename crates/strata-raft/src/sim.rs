@@ -586,9 +586,12 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
             if !c.isolated.remove(&id) && c.isolated.len() < minority {
                 c.isolated.insert(id);
             }
-        } else if rng.chance(10) && !healing {
+        } else if rng.chance(10) && !healing && pre_vote {
             // A membership change, at the leader: add an outsider (as learner or voter),
-            // promote a learner, or remove a voter (keeping at least two).
+            // promote a learner, or remove a voter (keeping at least two). Only with pre-vote:
+            // without it, a removed node that missed its removal (or a lagging one with an
+            // old configuration) keeps raising its term and can keep deposing leaders, which
+            // is what pre-vote exists to prevent.
             let leader = c
                 .nodes
                 .iter()
