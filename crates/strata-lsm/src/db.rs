@@ -1392,6 +1392,19 @@ impl Inner {
         }
     }
 
+    /// Applies a durable edit to the in-memory manifest state; an edit that contradicts it is
+    /// corruption (`offset`: the table concerned, or 0).
+    fn apply_edit(&self, state: &mut State, edit: &VersionEdit, offset: u64) -> Result<()> {
+        state
+            .manifest_state
+            .apply(edit)
+            .map_err(|reason| Error::Corruption {
+                path: self.dir.clone(),
+                offset,
+                reason,
+            })
+    }
+
     /// A number (and path) for a new table.
     fn new_table_number(&self) -> (u64, PathBuf) {
         let mut state = self.state.lock();
@@ -1459,14 +1472,7 @@ impl Inner {
         }
         manifest.append(&edit)?;
         let mut state = self.state.lock();
-        state
-            .manifest_state
-            .apply(&edit)
-            .map_err(|reason| Error::Corruption {
-                path: self.dir.clone(),
-                offset: 0,
-                reason,
-            })?;
+        self.apply_edit(&mut state, &edit, 0)?;
         let mut levels = state.version.levels.clone();
         for handle in handles {
             if level == 0 {
@@ -1586,14 +1592,7 @@ impl Inner {
         };
         manifest.append(&edit)?;
         let mut state = self.state.lock();
-        state
-            .manifest_state
-            .apply(&edit)
-            .map_err(|reason| Error::Corruption {
-                path: self.dir.clone(),
-                offset: 0,
-                reason,
-            })?;
+        self.apply_edit(&mut state, &edit, 0)?;
         let mut levels = state.version.levels.clone();
         for (level, number) in &edit.deleted {
             levels[usize::from(*level)].retain(|h| {
@@ -1694,14 +1693,7 @@ impl Inner {
         let handle = open_table(&self.dir, &meta, self.cache.as_ref())?;
         {
             let mut state = self.state.lock();
-            state
-                .manifest_state
-                .apply(&edit)
-                .map_err(|reason| Error::Corruption {
-                    path: self.dir.clone(),
-                    offset: number,
-                    reason,
-                })?;
+            self.apply_edit(&mut state, &edit, number)?;
             let mut levels = state.version.levels.clone();
             levels[0].insert(0, handle);
             state.version = Arc::new(Version { levels });
