@@ -26,6 +26,20 @@ fn source_tables(dir: &Path, writes: &[(&str, Option<&str>)]) -> (Db, Vec<PathBu
     (db, paths)
 }
 
+/// How many table files `dir` holds.
+fn tables_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("list")
+        .filter(|e| {
+            e.as_ref()
+                .expect("entry")
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sst")
+        })
+        .count()
+}
+
 fn get(db: &Db, k: &str) -> Option<String> {
     db.get(k.as_bytes())
         .expect("get")
@@ -138,19 +152,7 @@ fn a_corrupt_ingest_file_is_refused_and_nothing_is_installed() {
     assert_eq!(get(&db, "b"), None);
     db.put(b"c", b"still writable", W).expect("put");
     // Nothing is left behind: the only tables are the store's own.
-    let tables = |dir: &Path| {
-        std::fs::read_dir(dir)
-            .expect("list")
-            .filter(|e| {
-                e.as_ref()
-                    .expect("entry")
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "sst")
-            })
-            .count()
-    };
-    assert_eq!(tables(&dir.path().join("db")), db.live_files().len());
+    assert_eq!(tables_in(&dir.path().join("db")), db.live_files().len());
 
     let missing = dir.path().join("no-such.sst");
     assert!(db.ingest(0, &[missing]).is_err());
@@ -230,16 +232,7 @@ fn damage_deep_in_an_input_leaves_no_partial_output_behind() {
     std::fs::write(&path, &bytes).expect("write");
     let db = Db::open(&dir.path().join("db"), options()).expect("open");
     assert!(db.ingest(1, &[path]).is_err());
-    let tables = std::fs::read_dir(dir.path().join("db"))
-        .expect("list")
-        .filter(|e| {
-            e.as_ref()
-                .expect("entry")
-                .path()
-                .extension()
-                .is_some_and(|x| x == "sst")
-        })
-        .count();
+    let tables = tables_in(&dir.path().join("db"));
     assert_eq!(
         tables, 0,
         "the outputs written before the damage are removed"
