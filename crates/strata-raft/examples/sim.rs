@@ -35,7 +35,6 @@ fn main() -> ExitCode {
         duplicate_percent: value(&args, "--dup").unwrap_or(defaults.duplicate_percent),
         partition_percent: value(&args, "--partition").unwrap_or(defaults.partition_percent),
         crash_percent: value(&args, "--crash").unwrap_or(defaults.crash_percent),
-        trace: args.iter().any(|a| a == "--trace"),
         ..defaults
     };
     // Panics inside the cluster's checks carry the details; keep the output to one line each.
@@ -47,7 +46,14 @@ fn main() -> ExitCode {
             seed,
             ..base.clone()
         };
-        let outcome = std::panic::catch_unwind(|| sim::run(&options));
+        let trace = args.iter().any(|a| a == "--trace");
+        let outcome = std::panic::catch_unwind(|| {
+            let mut print = |line: &str| println!("{line}");
+            sim::run_traced(
+                &options,
+                trace.then_some(&mut print as &mut dyn FnMut(&str)),
+            )
+        });
         match outcome {
             Ok(Ok(report)) => {
                 total.committed += report.committed;

@@ -303,8 +303,6 @@ pub struct SimOptions {
     pub crash_percent: u64,
     /// Concurrent clients.
     pub clients: usize,
-    /// Print each node's role, term, commit index and log terms whenever they change.
-    pub trace: bool,
 }
 
 impl Default for SimOptions {
@@ -318,7 +316,6 @@ impl Default for SimOptions {
             partition_percent: 3,
             crash_percent: 1,
             clients: 3,
-            trace: false,
         }
     }
 }
@@ -460,6 +457,19 @@ fn check_leader_completeness(
 /// A description naming the seed and the property that failed (election safety and state
 /// machine safety failures panic from inside [`Cluster::ready_all`] with the same details).
 pub fn run(options: &SimOptions) -> Result<SimReport, String> {
+    run_traced(options, None)
+}
+
+/// [`run`], giving `trace` a line whenever a node's role, term, commit index, configuration
+/// or log changes (for replaying a failing seed).
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_traced(
+    options: &SimOptions,
+    mut trace: Option<&mut dyn FnMut(&str)>,
+) -> Result<SimReport, String> {
     let seed = options.seed;
     // The cluster starts with `nodes` voters; two more nodes start outside it, for
     // membership changes to add (and any member may be removed).
@@ -767,7 +777,7 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
                 }
             }
         }
-        if options.trace {
+        if let Some(trace) = trace.as_mut() {
             for (id, node) in &c.nodes {
                 let m = node.membership();
                 let line = format!(
@@ -783,7 +793,7 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
                     log_of(node).iter().map(|e| e.term).collect::<Vec<_>>()
                 );
                 if traced.get(id) != Some(&line) {
-                    println!("step {step} node {id}: {line}");
+                    trace(&format!("step {step} node {id}: {line}"));
                     traced.insert(*id, line);
                 }
             }
