@@ -2,6 +2,7 @@
 //!
 //! `--seeds N` (default 1000) runs seeds 1..=N, `--seed S` one seed (a replay), `--nodes 3|5`,
 //! `--steps`, and the fault rates in percent: `--drop`, `--dup`, `--partition`, `--crash`;
+//! `--no-snapshots` turns snapshots off (otherwise the seed picks their settings);
 //! `--trace` prints every change of a node's role, term, commit index or log.
 //! A failure prints its seed and how to replay it, and exits 1.
 
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         duplicate_percent: value(&args, "--dup").unwrap_or(defaults.duplicate_percent),
         partition_percent: value(&args, "--partition").unwrap_or(defaults.partition_percent),
         crash_percent: value(&args, "--crash").unwrap_or(defaults.crash_percent),
+        snapshots: !args.iter().any(|a| a == "--no-snapshots"),
         ..defaults
     };
     // Panics inside the cluster's checks carry the details; keep the output to one line each.
@@ -61,6 +63,8 @@ fn main() -> ExitCode {
                 total.invoked += report.invoked;
                 total.max_term = total.max_term.max(report.max_term);
                 total.membership_changes += report.membership_changes;
+                total.snapshots_taken += report.snapshots_taken;
+                total.snapshots_installed += report.snapshots_installed;
             }
             Ok(Err(failure)) => {
                 eprintln!("FAILED {failure}");
@@ -75,7 +79,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "sim: {} seeds x {} steps, {nodes} nodes: all passed in {:.1}s; {} entries committed ({} membership changes), {} of {} client operations answered, highest term {}",
+        "sim: {} seeds x {} steps, {nodes} nodes: all passed in {:.1}s; {} entries committed ({} membership changes), {} of {} client operations answered, highest term {}; {} snapshots taken, {} installed from a leader",
         seeds.len(),
         base.steps,
         started.elapsed().as_secs_f64(),
@@ -84,6 +88,8 @@ fn main() -> ExitCode {
         total.completed,
         total.invoked,
         total.max_term,
+        total.snapshots_taken,
+        total.snapshots_installed,
     );
     ExitCode::SUCCESS
 }

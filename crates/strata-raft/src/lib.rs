@@ -131,7 +131,7 @@ pub mod sim;
 mod storage;
 
 pub use driver::{DriverError, MemNetwork, RaftNode, StateMachine, Transport};
-pub use membership::{Change, ChangeKind, ConfChange, Membership};
+pub use membership::{Change, ChangeKind, ConfChange, ConfState, Membership};
 pub use message::{Message, MessageType, NodeId};
 pub use progress::ProgressState;
 pub use raft::{Config, Counters, Error, Raft, ReadState, Ready, Role, Status};

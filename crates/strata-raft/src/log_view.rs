@@ -17,6 +17,10 @@ pub(crate) struct LogView<S: Storage> {
     pub committed: u64,
     /// The last index handed out for applying.
     pub applied: u64,
+    /// A snapshot installed since the start, (index, term): entries up to it are covered by
+    /// it (storage may not have caught up yet: the driver makes it start there when it
+    /// persists the `Ready` that carries the snapshot).
+    pub installed: Option<(u64, u64)>,
 }
 
 impl<S: Storage> LogView<S> {
@@ -30,12 +34,15 @@ impl<S: Storage> LogView<S> {
             handed_out: 0,
             committed: committed.min(last),
             applied: first - 1,
+            installed: None,
         }
     }
 
     pub fn last_index(&self) -> u64 {
         if self.unstable.is_empty() {
-            self.storage.last_index().min(self.unstable_offset - 1)
+            let stored = self.storage.last_index().min(self.unstable_offset - 1);
+            self.installed
+                .map_or(stored, |(index, _)| stored.max(index))
         } else {
             self.unstable_offset + self.unstable.len() as u64 - 1
         }
@@ -46,7 +53,39 @@ impl<S: Storage> LogView<S> {
             let at = usize::try_from(index - self.unstable_offset).ok()?;
             return self.unstable.get(at).map(|e| e.term);
         }
+        // (Until storage is compacted past it.)
+        if let Some((at, term)) = self.installed
+            && at >= self.storage.first_index().saturating_sub(1)
+        {
+            if index == at {
+                return Some(term);
+            }
+            if index < at {
+                return None;
+            }
+        }
         self.storage.term(index)
+    }
+
+    /// Installs a snapshot ending at (`index`, `term`), past the commit index: entries after
+    /// it are kept only if the log holds `index` with `term` (Raft's Figure 13, rule 7);
+    /// otherwise the log ends at the snapshot.
+    pub fn restore(&mut self, index: u64, term: u64) {
+        let keep = self.term(index) == Some(term);
+        if keep && index >= self.unstable_offset {
+            let n = usize::try_from(index + 1 - self.unstable_offset).unwrap_or(usize::MAX);
+            let n = n.min(self.unstable.len());
+            self.unstable.drain(..n);
+            self.handed_out = self.handed_out.saturating_sub(n);
+            self.unstable_offset = index + 1;
+        } else if !keep {
+            self.unstable.clear();
+            self.handed_out = 0;
+            self.unstable_offset = index + 1;
+        }
+        self.installed = Some((index, term));
+        self.committed = index;
+        self.applied = index;
     }
 
     pub fn last_term(&self) -> u64 {

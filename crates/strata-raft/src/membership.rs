@@ -62,6 +62,21 @@ pub struct Membership {
     pub learners: BTreeSet<NodeId>,
 }
 
+/// A [`Membership`] as it travels in snapshot metadata
+/// ([`SnapshotMeta::membership`](strata_snapshot::SnapshotMeta)).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ConfState {
+    /// The voters (the incoming ones, while joint), ascending.
+    #[prost(uint64, repeated, tag = "1")]
+    pub voters: Vec<NodeId>,
+    /// While joint: the outgoing voters, ascending.
+    #[prost(uint64, repeated, tag = "2")]
+    pub outgoing: Vec<NodeId>,
+    /// The learners, ascending.
+    #[prost(uint64, repeated, tag = "3")]
+    pub learners: Vec<NodeId>,
+}
+
 fn majority_met(set: &BTreeSet<NodeId>, yes: &impl Fn(NodeId) -> bool) -> bool {
     set.is_empty() || set.iter().filter(|&&id| yes(id)).count() > set.len() / 2
 }
@@ -84,6 +99,35 @@ impl Membership {
             outgoing: BTreeSet::new(),
             learners: learners.iter().copied().collect(),
         }
+    }
+
+    /// The configuration as snapshot metadata carries it.
+    pub fn to_conf_state(&self) -> ConfState {
+        ConfState {
+            voters: self.voters.iter().copied().collect(),
+            outgoing: self.outgoing.iter().copied().collect(),
+            learners: self.learners.iter().copied().collect(),
+        }
+    }
+
+    /// The configuration a [`ConfState`] describes.
+    ///
+    /// # Errors
+    ///
+    /// One without voters, or with node id 0.
+    pub fn from_conf_state(cs: &ConfState) -> Result<Self, &'static str> {
+        let all = || cs.voters.iter().chain(&cs.outgoing).chain(&cs.learners);
+        if cs.voters.is_empty() {
+            return Err("a configuration needs a voter");
+        }
+        if all().any(|&id| id == 0) {
+            return Err("node id 0 is reserved");
+        }
+        Ok(Self {
+            voters: cs.voters.iter().copied().collect(),
+            outgoing: cs.outgoing.iter().copied().collect(),
+            learners: cs.learners.iter().copied().collect(),
+        })
     }
 
     /// In a joint configuration.

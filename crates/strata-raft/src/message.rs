@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use strata_raft_log::Entry;
+use strata_snapshot::{Chunk, SnapshotMeta};
 
 /// A node's id; 0 means none.
 pub type NodeId = u64;
@@ -28,6 +29,15 @@ pub enum MessageType {
     HeartbeatResponse = 7,
     /// Leader to the transfer target: start an election now.
     TimeoutNow = 8,
+    /// Leader to follower: one chunk (`chunk`) of the snapshot `snapshot`. The core sets only
+    /// the chunk's position; the driver reads its data before sending (see
+    /// [`Ready::messages`](crate::Ready)).
+    InstallSnapshot = 9,
+    /// Follower to leader about the snapshot `chunk.snapshot_id` covering `index`: the
+    /// position it needs next in `chunk` (`reject`: after a gap), or `chunk.done` once
+    /// installed; or, with `reject` and no `chunk`, not needed: its commit index `index` is
+    /// already past it.
+    SnapshotResponse = 10,
 }
 
 /// One Raft message.
@@ -75,6 +85,14 @@ pub struct Message {
     /// delayed or duplicated) answer arrived.
     #[prost(uint64, tag = "12")]
     pub sent_tick: u64,
+    /// InstallSnapshot: the snapshot's metadata (it goes with every chunk, so that a
+    /// follower can start or resume receiving at any chunk).
+    #[prost(message, optional, tag = "13")]
+    pub snapshot: Option<SnapshotMeta>,
+    /// InstallSnapshot: the chunk. SnapshotResponse: the position the follower needs (no
+    /// data), or `done`.
+    #[prost(message, optional, tag = "14")]
+    pub chunk: Option<Chunk>,
 }
 
 impl Message {

@@ -1,6 +1,9 @@
 //! The leader's view of each follower's log.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+use strata_snapshot::{Position, SnapshotMeta};
 
 /// How the leader sends to a follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +14,73 @@ pub enum ProgressState {
     /// The follower is known to match up to `matched`: appends are pipelined, within the
     /// in-flight window.
     Replicate,
+    /// The follower needs entries the leader no longer has: the leader streams it a snapshot,
+    /// and sends no appends until it is installed.
+    Snapshot,
+}
+
+/// A snapshot being streamed to one follower.
+#[derive(Debug, Clone)]
+pub(crate) struct Transfer {
+    pub meta: Arc<SnapshotMeta>,
+    /// Where the follower said it needs data from.
+    pub acked: Position,
+    /// The next chunk to send.
+    pub sent: Position,
+    /// The leader's tick when the follower last moved forward (or the chunks were resent).
+    pub progress_tick: u64,
+    /// Where the chunks were last resent from: a second gap report at the same place is one
+    /// the resend already answers.
+    pub resent_from: Option<Position>,
+}
+
+impl Transfer {
+    /// Where the transfer ends.
+    pub fn end(&self) -> Position {
+        Position {
+            file: self.meta.files.len() as u32,
+            offset: 0,
+        }
+    }
+
+    /// The position after the chunk at `at`, `chunk_bytes` long (empty files take no chunk).
+    pub fn after(&self, at: Position, chunk_bytes: u64) -> Position {
+        let Some(info) = self.meta.files.get(at.file as usize) else {
+            return self.end();
+        };
+        let end = at.offset.saturating_add(chunk_bytes.max(1)).min(info.size);
+        if end < info.size {
+            return Position {
+                file: at.file,
+                offset: end,
+            };
+        }
+        self.skip_empty(at.file + 1)
+    }
+
+    /// The first position at or after file `file` with data.
+    pub fn skip_empty(&self, mut file: u32) -> Position {
+        while self
+            .meta
+            .files
+            .get(file as usize)
+            .is_some_and(|f| f.size == 0)
+        {
+            file += 1;
+        }
+        Position { file, offset: 0 }
+    }
+
+    /// Chunks sent and not yet acknowledged.
+    pub fn in_flight(&self, chunk_bytes: u64) -> usize {
+        let mut at = self.acked;
+        let mut n = 0;
+        while at < self.sent {
+            at = self.after(at, chunk_bytes);
+            n += 1;
+        }
+        n
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -28,6 +98,8 @@ pub(crate) struct Progress {
     /// The leader's tick when it sent the latest heartbeat this follower answered.
     pub last_ack_tick: Option<u64>,
     pub is_learner: bool,
+    /// In snapshot state: the transfer.
+    pub transfer: Option<Transfer>,
 }
 
 impl Progress {
@@ -42,6 +114,7 @@ impl Progress {
             recent_active: false,
             last_ack_tick: None,
             is_learner,
+            transfer: None,
         }
     }
 
@@ -51,10 +124,30 @@ impl Progress {
             ProgressState::Replicate => {
                 self.inflight.len() >= max_msgs || self.inflight_bytes >= max_bytes
             }
+            ProgressState::Snapshot => true,
         }
     }
 
+    /// Starts streaming `meta`.
+    pub fn become_snapshot(&mut self, meta: Arc<SnapshotMeta>, tick: u64) {
+        self.state = ProgressState::Snapshot;
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+        self.probe_sent = false;
+        let mut transfer = Transfer {
+            meta,
+            acked: Position { file: 0, offset: 0 },
+            sent: Position { file: 0, offset: 0 },
+            progress_tick: tick,
+            resent_from: None,
+        };
+        transfer.acked = transfer.skip_empty(0);
+        transfer.sent = transfer.acked;
+        self.transfer = Some(transfer);
+    }
+
     pub fn become_probe(&mut self) {
+        self.transfer = None;
         self.state = ProgressState::Probe;
         self.next = self.matched + 1;
         self.probe_sent = false;
@@ -63,6 +156,7 @@ impl Progress {
     }
 
     pub fn become_replicate(&mut self) {
+        self.transfer = None;
         self.state = ProgressState::Replicate;
         self.next = self.matched + 1;
         self.inflight.clear();
@@ -77,7 +171,7 @@ impl Progress {
                 self.inflight.push_back((last, bytes));
                 self.inflight_bytes += bytes;
             }
-            ProgressState::Replicate => {}
+            ProgressState::Replicate | ProgressState::Snapshot => {}
             ProgressState::Probe => self.probe_sent = true,
         }
     }
@@ -134,6 +228,8 @@ impl Progress {
                 self.probe_sent = false;
                 true
             }
+            // Appends sent before the snapshot started: their answers no longer matter.
+            ProgressState::Snapshot => false,
         }
     }
 }

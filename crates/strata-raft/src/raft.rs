@@ -1,13 +1,15 @@
 //! [`Raft`]: the consensus core. No I/O, no clock, no randomness of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message as _;
 use strata_raft_log::{Entry, EntryKind, HardState};
+use strata_snapshot::{Ack, Chunk, Position, SnapshotMeta};
 
 use crate::log_view::LogView;
-use crate::membership::{ConfChange, Membership};
+use crate::membership::{ConfChange, ConfState, Membership};
 use crate::message::{Message, MessageType, NodeId};
 use crate::progress::{Progress, ProgressState};
 use crate::storage::Storage;
@@ -53,6 +55,11 @@ pub struct Config {
     pub lease_drift_ticks: u64,
     /// Seeds the election timeouts' randomness (the core draws none of its own).
     pub seed: u64,
+    /// Bytes of snapshot data in one chunk (the driver reads chunks this long). Default
+    /// 1 MiB.
+    pub snapshot_chunk_bytes: usize,
+    /// Snapshot chunks in flight to one follower, at most. Default 4.
+    pub max_snapshot_inflight: usize,
 }
 
 impl Config {
@@ -74,6 +81,8 @@ impl Config {
             lease_read: false,
             lease_drift_ticks: 2,
             seed: id,
+            snapshot_chunk_bytes: 1 << 20,
+            max_snapshot_inflight: 4,
         }
     }
 }
@@ -133,9 +142,11 @@ pub struct ReadState {
 }
 
 /// What changed since the last [`Raft::ready`], for the driver to act on in this order:
-/// persist `hard_state` and `entries`; send `messages` (they need not wait for that);
-/// after persisting, send `persisted_messages`; apply `committed_entries`; answer
-/// `read_states` once applied; then call [`Raft::advance`].
+/// install `snapshot`; persist `hard_state` and `entries`; send `messages` (they need not
+/// wait for that; the driver fills in the data of `InstallSnapshot` chunks first); after
+/// persisting, send `persisted_messages`; apply `committed_entries`; answer `read_states`
+/// once applied; call [`Raft::advance`]; then stage `snapshot_chunks` and report each with
+/// [`Raft::snapshot_staged`].
 #[derive(Debug, Default)]
 pub struct Ready {
     /// A new role or leader, if either changed.
@@ -153,6 +164,14 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     /// Confirmed reads.
     pub read_states: Vec<ReadState>,
+    /// A snapshot this node received and installed (its files are in the driver's snapshot
+    /// store): before persisting anything else, make the log start after it (keeping the
+    /// entries after its last index only if the log holds that index with its term, as
+    /// `RaftLog::compact` does) and restore the state machine from it.
+    pub snapshot: Option<SnapshotMeta>,
+    /// `InstallSnapshot` messages from the leader, for the driver to stage (with
+    /// `strata_snapshot::Receiver`) and report with [`Raft::snapshot_staged`].
+    pub snapshot_chunks: Vec<Message>,
 }
 
 impl Ready {
@@ -165,6 +184,8 @@ impl Ready {
             && self.persisted_messages.is_empty()
             && self.committed_entries.is_empty()
             && self.read_states.is_empty()
+            && self.snapshot.is_none()
+            && self.snapshot_chunks.is_empty()
     }
 }
 
@@ -200,6 +221,8 @@ pub struct Status {
     pub last_index: u64,
     /// On a leader: each member's match index.
     pub matched: BTreeMap<NodeId, u64>,
+    /// The last index of the latest snapshot this node knows (taken or installed; 0: none).
+    pub snapshot: u64,
     /// Refused input.
     pub counters: Counters,
 }
@@ -250,6 +273,13 @@ pub struct Raft<S: Storage> {
     last_hard_state: HardState,
     last_role: (Role, NodeId),
     counters: Counters,
+    /// The latest snapshot (taken here or installed): what a follower that needs compacted
+    /// entries is sent.
+    snapshot: Option<Arc<SnapshotMeta>>,
+    /// Installed from a leader, not yet handed out in a `Ready`.
+    pending_snapshot: Option<SnapshotMeta>,
+    /// Chunks received, not yet handed out.
+    snapshot_chunks: Vec<Message>,
 }
 
 impl<S: Storage> Raft<S> {
@@ -259,6 +289,25 @@ impl<S: Storage> Raft<S> {
     ///
     /// [`Error::Config`] for an id of 0, an empty voter set, or zero ticks.
     pub fn new(config: Config, storage: S, hard_state: HardState) -> Result<Self, Error> {
+        Self::with_snapshot(config, storage, hard_state, None)
+    }
+
+    /// A node restarting from `storage`, `hard_state` and the latest snapshot it has (taken
+    /// or installed): its membership is the snapshot's, and entries are applied from the one
+    /// after it (the driver restores the state machine from the snapshot first). The log must
+    /// hold the snapshot's last index with its term, or start right after it (after a crash
+    /// between installing a snapshot and compacting the log, compact it first).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new); [`Error::Config`] for a log that does not match the snapshot
+    /// or a membership that does not decode.
+    pub fn with_snapshot(
+        config: Config,
+        storage: S,
+        hard_state: HardState,
+        snapshot: Option<&SnapshotMeta>,
+    ) -> Result<Self, Error> {
         if config.id == 0 {
             return Err(Error::Config("node id 0 is reserved"));
         }
@@ -272,6 +321,17 @@ impl<S: Storage> Raft<S> {
             return Err(Error::Config("heartbeat_tick must be below election_tick"));
         }
         let mut log = LogView::new(storage, hard_state.commit);
+        let mut membership = Membership::new(&config.voters, &config.learners);
+        if let Some(meta) = snapshot {
+            if log.term(meta.last_index) != Some(meta.last_term) {
+                return Err(Error::Config(
+                    "the log does not hold the snapshot's last entry: compact it to the snapshot",
+                ));
+            }
+            membership = decode_membership(&meta.membership).map_err(Error::Config)?;
+            log.committed = log.committed.max(meta.last_index);
+            log.applied = log.applied.max(meta.last_index);
+        }
         // The commit index on disk may lag (it is not synced on its own). One membership
         // change is proposed at a time, only once the one before it is applied, so every
         // change in the log but the last is committed: count them as such, so that this node
@@ -297,7 +357,7 @@ impl<S: Storage> Raft<S> {
             role: Role::Follower,
             leader: 0,
             log,
-            membership: Membership::new(&config.voters, &config.learners),
+            membership,
             pending_conf_index: 0,
             leave_joint_due: false,
             leaving: false,
@@ -319,6 +379,9 @@ impl<S: Storage> Raft<S> {
             last_hard_state: hard_state,
             last_role: (Role::Follower, 0),
             counters: Counters::default(),
+            snapshot: snapshot.map(|meta| Arc::new(meta.clone())),
+            pending_snapshot: None,
+            snapshot_chunks: Vec::new(),
             config,
         };
         raft.reset_randomized_timeout();
@@ -336,6 +399,11 @@ impl<S: Storage> Raft<S> {
     fn reset_randomized_timeout(&mut self) {
         let t = self.config.election_tick;
         self.randomized_timeout = t + self.random() % t;
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The storage, for the driver to persist into.
@@ -383,6 +451,7 @@ impl<S: Storage> Raft<S> {
                 .iter()
                 .map(|(id, p)| (*id, p.matched))
                 .collect(),
+            snapshot: self.snapshot.as_ref().map_or(0, |m| m.last_index),
             counters: self.counters,
         }
     }
@@ -397,6 +466,9 @@ impl<S: Storage> Raft<S> {
             // A vote (ours, for ourselves or another) and an acknowledgement of entries
             // promise something about durable state.
             MessageType::Vote | MessageType::VoteResponse | MessageType::AppendResponse => true,
+            // So is "installed": it goes once the Ready that makes the log start after the
+            // snapshot is persisted.
+            MessageType::SnapshotResponse => m.chunk.as_ref().is_some_and(|c| c.done),
             _ => false,
         };
         if after_persist {
@@ -538,6 +610,23 @@ impl<S: Storage> Raft<S> {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat(Bytes::new());
         }
+        // A snapshot chunk not acknowledged within two heartbeats is sent again (with the
+        // ones after it).
+        let (ticks, patience) = (self.ticks, 2 * self.config.heartbeat_tick);
+        let mut stalled = Vec::new();
+        for (id, p) in &mut self.progress {
+            if let Some(t) = &mut p.transfer
+                && ticks.saturating_sub(t.progress_tick) >= patience
+            {
+                t.sent = t.acked;
+                t.resent_from = Some(t.acked);
+                t.progress_tick = ticks;
+                stalled.push(*id);
+            }
+        }
+        for id in stalled {
+            self.send_snapshot_chunks(id);
+        }
     }
 
     // ---- elections ---------------------------------------------------------------------
@@ -662,7 +751,7 @@ impl<S: Storage> Raft<S> {
                 // A pre-vote does not move anyone's term; neither does its granted answer.
                 MessageType::PreVote => {}
                 MessageType::PreVoteResponse if !m.reject => {}
-                MessageType::Append | MessageType::Heartbeat => {
+                MessageType::Append | MessageType::Heartbeat | MessageType::InstallSnapshot => {
                     self.become_follower(m.term, m.from);
                 }
                 _ => self.become_follower(m.term, 0),
@@ -672,7 +761,7 @@ impl<S: Storage> Raft<S> {
             match kind {
                 // Tell a stale leader about the new term, so that it steps down (with
                 // check-quorum or pre-vote, it would otherwise never learn of it).
-                MessageType::Append | MessageType::Heartbeat
+                MessageType::Append | MessageType::Heartbeat | MessageType::InstallSnapshot
                     if self.config.check_quorum || self.config.pre_vote =>
                 {
                     let mut r =
@@ -756,7 +845,7 @@ impl<S: Storage> Raft<S> {
                     None => {}
                 }
             }
-            MessageType::Append | MessageType::Heartbeat => {
+            MessageType::Append | MessageType::Heartbeat | MessageType::InstallSnapshot => {
                 // A leader of this term exists.
                 let term = self.term;
                 self.become_follower(term, m.from);
@@ -783,10 +872,131 @@ impl<S: Storage> Raft<S> {
                 r.sent_tick = m.sent_tick;
                 self.send(r);
             }
+            MessageType::InstallSnapshot => {
+                self.election_elapsed = 0;
+                self.leader = m.from;
+                return self.handle_snapshot_chunk(m);
+            }
             MessageType::TimeoutNow if self.membership.is_voter(self.id) => self.campaign(true),
             _ => {}
         }
         Ok(())
+    }
+
+    fn handle_snapshot_chunk(&mut self, m: Message) -> Result<(), Error> {
+        let (Some(meta), Some(chunk)) = (&m.snapshot, &m.chunk) else {
+            self.counters.malformed += 1;
+            return Err(Error::BadMessage {
+                reason: "a snapshot chunk without its snapshot",
+            });
+        };
+        if chunk.snapshot_id != meta.id {
+            self.counters.malformed += 1;
+            return Err(Error::BadMessage {
+                reason: "a chunk of another snapshot",
+            });
+        }
+        if meta.last_index <= self.log.committed {
+            // Everything it covers is here already: the leader resumes appends after our
+            // commit index (never an install loop).
+            self.refuse_snapshot(m.from);
+            return Ok(());
+        }
+        self.snapshot_chunks.push(m);
+        Ok(())
+    }
+
+    fn refuse_snapshot(&mut self, to: NodeId) {
+        let mut r = Message::new(MessageType::SnapshotResponse, self.id, to, self.term);
+        r.reject = true;
+        r.index = self.log.committed;
+        self.send(r);
+    }
+
+    /// The driver staged a chunk of `meta` from `leader` (one of [`Ready::snapshot_chunks`]),
+    /// and its receiver answered `ack`: tells the leader where to go on, or, once the whole
+    /// snapshot is installed in the driver's store ([`Ack::Complete`]), installs it here: the
+    /// log then starts after it (keeping later entries only if they match, Raft's Figure 13
+    /// rule 7), the membership is the snapshot's, and the next [`Ready::snapshot`] tells the
+    /// driver to compact its log and restore the state machine.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadMessage`] (counted) for a snapshot whose membership does not decode.
+    pub fn snapshot_staged(
+        &mut self,
+        leader: NodeId,
+        meta: &SnapshotMeta,
+        ack: Ack,
+    ) -> Result<(), Error> {
+        let mut r = Message::new(MessageType::SnapshotResponse, self.id, leader, self.term);
+        r.index = meta.last_index;
+        let position = |at: Position, done: bool| Chunk {
+            snapshot_id: meta.id,
+            file: at.file,
+            offset: at.offset,
+            done,
+            ..Chunk::default()
+        };
+        match ack {
+            Ack::Accepted { next } | Ack::Duplicate { next } => {
+                r.chunk = Some(position(next, false));
+            }
+            Ack::Gap { need } => {
+                r.chunk = Some(position(need, false));
+                r.reject = true;
+            }
+            Ack::Complete => {
+                if meta.last_index <= self.log.committed {
+                    self.refuse_snapshot(leader);
+                    return Ok(());
+                }
+                let membership = decode_membership(&meta.membership).map_err(|reason| {
+                    self.counters.malformed += 1;
+                    Error::BadMessage { reason }
+                })?;
+                self.log.restore(meta.last_index, meta.last_term);
+                self.membership = membership;
+                self.snapshot = Some(Arc::new(meta.clone()));
+                self.pending_snapshot = Some(meta.clone());
+                r.chunk = Some(position(Position { file: 0, offset: 0 }, true));
+            }
+        }
+        self.send(r);
+        Ok(())
+    }
+
+    /// A snapshot the driver took (and installed in its store) or restored: followers that
+    /// need entries before the log's start are sent the latest one. An older one than the
+    /// latest known is ignored.
+    pub fn set_snapshot(&mut self, meta: SnapshotMeta) {
+        if self
+            .snapshot
+            .as_ref()
+            .is_none_or(|s| s.last_index < meta.last_index)
+        {
+            self.snapshot = Some(Arc::new(meta));
+        }
+    }
+
+    /// The latest snapshot this node knows.
+    pub fn snapshot(&self) -> Option<&SnapshotMeta> {
+        self.snapshot.as_deref()
+    }
+
+    /// The ids of the snapshots this node needs to keep: the latest, and those being
+    /// streamed to followers (older ones, if a newer one was taken meanwhile: a transfer
+    /// under way is finished rather than restarted).
+    pub fn snapshots_in_use(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.snapshot.iter().map(|m| m.id).collect();
+        for p in self.progress.values() {
+            if let Some(t) = &p.transfer
+                && !ids.contains(&t.meta.id)
+            {
+                ids.push(t.meta.id);
+            }
+        }
+        ids
     }
 
     fn handle_append(&mut self, m: Message) {
@@ -830,6 +1040,17 @@ impl<S: Storage> Raft<S> {
         };
         p.recent_active = true;
         match m.kind() {
+            MessageType::SnapshotResponse => self.handle_snapshot_response(&m)?,
+            MessageType::AppendResponse if p.state == ProgressState::Snapshot => {
+                // An answer to an append sent before the transfer: if the follower has
+                // everything the snapshot covers after all, appends go on from there.
+                let covered = p.transfer.as_ref().map_or(0, |t| t.meta.last_index);
+                if !m.reject && m.index >= covered {
+                    p.maybe_update(m.index);
+                    p.become_replicate();
+                    self.send_append(from)?;
+                }
+            }
             MessageType::AppendResponse if m.reject => {
                 // Our largest index at or before the follower's hint whose term is at most
                 // the follower's term there: the whole conflicting term is skipped at once.
@@ -882,6 +1103,100 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
+    // ---- snapshots ---------------------------------------------------------------------
+
+    fn handle_snapshot_response(&mut self, m: &Message) -> Result<(), Error> {
+        let from = m.from;
+        let ticks = self.ticks;
+        let Some(p) = self.progress.get_mut(&from) else {
+            return Ok(());
+        };
+        let Some(chunk) = &m.chunk else {
+            // Not needed: the follower's commit index is past the snapshot. Its log matches
+            // up to there; appends go on after it.
+            if m.reject && (p.state == ProgressState::Snapshot || p.matched < m.index) {
+                p.maybe_update(m.index);
+                p.become_replicate();
+                self.send_append(from)?;
+            }
+            return Ok(());
+        };
+        let Some(t) = &mut p.transfer else {
+            return Ok(());
+        };
+        if t.meta.id != chunk.snapshot_id {
+            return Ok(());
+        }
+        if chunk.done {
+            // Installed: replication resumes after the snapshot's last entry.
+            let index = t.meta.last_index;
+            p.maybe_update(index);
+            p.become_replicate();
+            return self.send_append(from);
+        }
+        let at = Position {
+            file: chunk.file,
+            offset: chunk.offset,
+        };
+        if at > t.end() {
+            return Ok(());
+        }
+        if at > t.acked {
+            t.acked = at;
+            t.progress_tick = ticks;
+            if t.resent_from.is_some_and(|r| r < at) {
+                t.resent_from = None;
+            }
+        }
+        if t.sent < at {
+            t.sent = at;
+        }
+        if m.reject && at < t.sent && t.resent_from != Some(at) {
+            // A gap (a chunk lost or damaged): go back to where the follower is. Further
+            // gap reports at the same place are answered by this resend.
+            t.sent = at;
+            t.resent_from = Some(at);
+            t.progress_tick = ticks;
+        }
+        self.send_snapshot_chunks(from);
+        Ok(())
+    }
+
+    /// Sends the chunks that fit in `to`'s window.
+    fn send_snapshot_chunks(&mut self, to: NodeId) {
+        let chunk_bytes = self.config.snapshot_chunk_bytes as u64;
+        let window = self.config.max_snapshot_inflight.max(1);
+        let (id, term, commit) = (self.id, self.term, self.log.committed);
+        let Some(t) = self.progress.get_mut(&to).and_then(|p| p.transfer.as_mut()) else {
+            return;
+        };
+        let end = t.end();
+        let mut out = Vec::new();
+        if t.acked >= end {
+            // Nothing but empty files: one message carries the metadata.
+            out.push(end);
+        }
+        while t.sent < end && t.in_flight(chunk_bytes) < window {
+            out.push(t.sent);
+            t.sent = t.after(t.sent, chunk_bytes);
+        }
+        let meta = Arc::clone(&t.meta);
+        for at in out {
+            let mut m = Message::new(MessageType::InstallSnapshot, id, to, term);
+            m.index = meta.last_index;
+            m.log_term = meta.last_term;
+            m.commit = commit;
+            m.chunk = Some(Chunk {
+                snapshot_id: meta.id,
+                file: at.file,
+                offset: at.offset,
+                ..Chunk::default()
+            });
+            m.snapshot = Some((*meta).clone());
+            self.send(m);
+        }
+    }
+
     // ---- replication -------------------------------------------------------------------
 
     fn send_append(&mut self, to: NodeId) -> Result<(), Error> {
@@ -901,8 +1216,14 @@ impl<S: Storage> Raft<S> {
         let next = p.next;
         let prev = next - 1;
         let Some(prev_term) = self.log.term(prev) else {
-            // The entries it needs are compacted away: it needs a snapshot (not yet: the
-            // snapshot issue). Leave it in probe.
+            // The entries it needs are compacted away: it needs the latest snapshot.
+            if let Some(meta) = self.snapshot.clone() {
+                let ticks = self.ticks;
+                if let Some(p) = self.progress.get_mut(&to) {
+                    p.become_snapshot(meta, ticks);
+                }
+                self.send_snapshot_chunks(to);
+            }
             return Ok(());
         };
         let last = self.log.last_index();
@@ -1279,6 +1600,8 @@ impl<S: Storage> Raft<S> {
             || (self.role, self.leader) != self.last_role
             || self.log.handed_out < self.log.unstable.len()
             || self.log.committed.min(self.log.persisted_last()) > self.log.applied
+            || self.pending_snapshot.is_some()
+            || !self.snapshot_chunks.is_empty()
     }
 
     /// Everything to act on since the last call; see [`Ready`].
@@ -1292,7 +1615,11 @@ impl<S: Storage> Raft<S> {
             self.broadcast_append()?;
         }
         self.broadcast_due = false;
-        let mut ready = Ready::default();
+        let mut ready = Ready {
+            snapshot: self.pending_snapshot.take(),
+            snapshot_chunks: std::mem::take(&mut self.snapshot_chunks),
+            ..Ready::default()
+        };
         if (self.role, self.leader) != self.last_role {
             self.last_role = (self.role, self.leader);
             ready.role_change = Some(self.last_role);
@@ -1358,4 +1685,9 @@ impl<S: Storage> Raft<S> {
             }
         }
     }
+}
+
+fn decode_membership(bytes: &[u8]) -> Result<Membership, &'static str> {
+    let cs = ConfState::decode(bytes).map_err(|_| "snapshot membership does not decode")?;
+    Membership::from_conf_state(&cs)
 }

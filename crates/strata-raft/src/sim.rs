@@ -13,13 +13,142 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
+use prost::Message as _;
 use strata_raft_log::{Entry, EntryKind, HardState};
+use strata_snapshot::{Ack, Chunk, FileInfo, Position, SnapshotMeta};
 
 use crate::linearizability::{self, Op, Operation};
 use crate::{
-    Change, ChangeKind, ConfChange, Config, MemStorage, Message, NodeId, Raft, ReadState, Role,
-    Storage,
+    Change, ChangeKind, ConfChange, ConfState, Config, MemStorage, Membership, Message,
+    MessageType, NodeId, Raft, ReadState, Role, Storage,
 };
+
+/// How the simulated nodes take snapshots.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnapshotPolicy {
+    /// Take one every this many applied entries (0: never).
+    pub every: u64,
+    /// Entries kept in the log before a snapshot's last index.
+    pub compaction_overhead: u64,
+    /// Filler bytes in each snapshot, so that transfers take many chunks.
+    pub filler: usize,
+}
+
+/// A node's snapshot store, in memory; like a disk, it survives crashes. It receives a
+/// transfer as `strata_snapshot::Receiver` does: chunks only at the expected position,
+/// duplicates acknowledged and ignored, a gap answered with the position needed, each file's
+/// checksum verified when it completes, and the set installed only whole and only if newer.
+#[derive(Debug, Clone, Default)]
+pub struct SimStore {
+    /// Sets kept, by id: metadata and each file's contents.
+    pub sets: BTreeMap<u64, (SnapshotMeta, Vec<Bytes>)>,
+    /// The installed set.
+    pub current: Option<u64>,
+    /// A transfer being received: its metadata, the files so far, the next position.
+    pub staging: Option<(SnapshotMeta, Vec<Vec<u8>>, Position)>,
+}
+
+impl SimStore {
+    /// The installed set's metadata.
+    pub fn current_meta(&self) -> Option<&SnapshotMeta> {
+        self.current
+            .and_then(|id| self.sets.get(&id))
+            .map(|(meta, _)| meta)
+    }
+
+    fn skip_empty(meta: &SnapshotMeta, mut file: u32) -> Position {
+        while meta.files.get(file as usize).is_some_and(|f| f.size == 0) {
+            file += 1;
+        }
+        Position { file, offset: 0 }
+    }
+
+    /// Installs `meta` with `files` if it is newer than the current set.
+    pub fn install(&mut self, meta: SnapshotMeta, files: Vec<Bytes>) {
+        if self
+            .current_meta()
+            .is_some_and(|c| c.last_index >= meta.last_index)
+        {
+            return;
+        }
+        self.current = Some(meta.id);
+        self.sets.insert(meta.id, (meta, files));
+    }
+
+    /// Stages a chunk of `meta`.
+    pub fn stage(&mut self, meta: &SnapshotMeta, chunk: &Chunk) -> Ack {
+        if self.current_meta() == Some(meta) {
+            return Ack::Complete;
+        }
+        if self.staging.as_ref().is_none_or(|(m, _, _)| m != meta) {
+            let start = Self::skip_empty(meta, 0);
+            self.staging = Some((meta.clone(), vec![Vec::new(); meta.files.len()], start));
+        }
+        let Some((staged, files, next)) = &mut self.staging else {
+            return Ack::Gap {
+                need: Position { file: 0, offset: 0 },
+            };
+        };
+        let at = Position {
+            file: chunk.file,
+            offset: chunk.offset,
+        };
+        let end = staged.files.len() as u32;
+        if next.file < end {
+            if crc32fast::hash(&chunk.data) != chunk.crc || at > *next {
+                return Ack::Gap { need: *next };
+            }
+            if at < *next {
+                return Ack::Duplicate { next: *next };
+            }
+            let info = &staged.files[at.file as usize];
+            let file = &mut files[at.file as usize];
+            if file.len() as u64 + chunk.data.len() as u64 > info.size {
+                return Ack::Gap { need: *next };
+            }
+            file.extend_from_slice(&chunk.data);
+            next.offset = file.len() as u64;
+            if next.offset < info.size {
+                return Ack::Accepted { next: *next };
+            }
+            if crc32fast::hash(file) != info.crc {
+                file.clear();
+                next.offset = 0;
+                return Ack::Gap { need: *next };
+            }
+            *next = Self::skip_empty(staged, at.file + 1);
+            if next.file < end {
+                return Ack::Accepted { next: *next };
+            }
+        }
+        let Some((meta, files, _)) = self.staging.take() else {
+            return Ack::Complete;
+        };
+        self.install(meta, files.into_iter().map(Bytes::from).collect());
+        Ack::Complete
+    }
+
+    /// The data of the chunk at `at` of set `id`, `chunk_bytes` long at most.
+    fn read(&self, id: u64, at: Position, chunk_bytes: usize) -> Option<Bytes> {
+        let (_, files) = self.sets.get(&id)?;
+        let Some(file) = files.get(at.file as usize) else {
+            return Some(Bytes::new());
+        };
+        let from = usize::try_from(at.offset).ok()?.min(file.len());
+        let to = (from + chunk_bytes).min(file.len());
+        Some(file.slice(from..to))
+    }
+}
+
+fn digest_of(before: u64, e: &Entry) -> u64 {
+    let mut x =
+        before ^ e.index.rotate_left(17) ^ e.term.rotate_left(41) ^ u64::from(e.kind as u32);
+    x ^= u64::from(crc32fast::hash(&e.data)) << 7;
+    // splitmix64's finalizer.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
 
 /// Nodes, their persisted state, the network queue, and what each node applied.
 #[derive(Debug)]
@@ -43,6 +172,25 @@ pub struct Cluster {
     pub defer_saves: bool,
     /// Readies handed out and not yet persisted, per node, oldest first.
     pub unsaved: BTreeMap<NodeId, VecDeque<crate::Ready>>,
+    /// Each node's key-value state (the simulated state machine).
+    pub kv: BTreeMap<NodeId, BTreeMap<u64, u64>>,
+    /// Each node's configuration as of what it applied (what its snapshots record).
+    pub members: BTreeMap<NodeId, Membership>,
+    /// Each node's last applied index and the digest of everything applied up to it.
+    pub digest: BTreeMap<NodeId, (u64, u64)>,
+    /// The digest of the applied sequence up to each index, as the first node to apply it
+    /// had it: every other node must agree (state machine safety, including what came from
+    /// snapshots).
+    pub digests: BTreeMap<u64, u64>,
+    /// Each node's snapshot store.
+    pub stores: BTreeMap<NodeId, SimStore>,
+    /// When the nodes take snapshots.
+    pub snapshots: SnapshotPolicy,
+    /// Snapshots installed from a leader, and taken, so far.
+    pub snapshot_counts: (usize, usize),
+    next_snapshot_id: u64,
+    /// The initial configuration, for nodes restarting without a snapshot.
+    initial: Membership,
 }
 
 impl Cluster {
@@ -61,14 +209,25 @@ impl Cluster {
     ) -> Self {
         let mut nodes = BTreeMap::new();
         let mut hard = BTreeMap::new();
+        let mut first = Membership::default();
         for &id in ids {
             let mut config = Config::new(id, ids.to_vec());
             configure(&mut config);
+            first = Membership::new(&config.voters, &config.learners);
             let (storage, hs) = initial(id);
             nodes.insert(id, Raft::new(config, storage, hs).expect("config"));
             hard.insert(id, hs);
         }
         Self {
+            kv: ids.iter().map(|&id| (id, BTreeMap::new())).collect(),
+            members: ids.iter().map(|&id| (id, first.clone())).collect(),
+            digest: ids.iter().map(|&id| (id, (0, 0))).collect(),
+            digests: BTreeMap::new(),
+            stores: ids.iter().map(|&id| (id, SimStore::default())).collect(),
+            snapshots: SnapshotPolicy::default(),
+            snapshot_counts: (0, 0),
+            next_snapshot_id: 1,
+            initial: first,
             nodes,
             hard,
             queue: VecDeque::new(),
@@ -100,9 +259,16 @@ impl Cluster {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
             while self.nodes.get(&id).is_some_and(Raft::has_ready) {
-                let ready = self.node(id).ready().expect("ready");
-                // What needs no persist goes at once.
-                self.queue.extend(ready.messages.iter().cloned());
+                let ready = self
+                    .node(id)
+                    .ready()
+                    .unwrap_or_else(|e| panic!("node {id}: ready: {e}"));
+                // What needs no persist goes at once (snapshot chunks with their data).
+                for m in &ready.messages {
+                    if let Some(m) = self.fill_chunk(id, m.clone()) {
+                        self.queue.push_back(m);
+                    }
+                }
                 self.unsaved.entry(id).or_default().push_back(ready);
                 if !self.defer_saves {
                     self.save_one(id);
@@ -131,42 +297,235 @@ impl Cluster {
         let Some(ready) = self.unsaved.get_mut(&id).and_then(VecDeque::pop_front) else {
             return false;
         };
+        if let Some(meta) = &ready.snapshot {
+            // Installed from a leader: the log starts after it, the state is its.
+            self.node(id)
+                .storage_mut()
+                .compact(meta.last_index, meta.last_term);
+            self.restore(id, meta);
+            self.snapshot_counts.0 += 1;
+        }
         let node = self.nodes.get_mut(&id).expect("node");
         node.storage_mut().append(&ready.entries);
         if let Some(hs) = ready.hard_state {
             self.hard.insert(id, hs);
         }
         self.queue.extend(ready.persisted_messages.iter().cloned());
-        self.applied
-            .get_mut(&id)
-            .expect("node")
-            .extend(ready.committed_entries.iter().cloned());
+        for e in &ready.committed_entries {
+            self.apply(id, e);
+        }
         self.reads
             .get_mut(&id)
             .expect("node")
             .extend(ready.read_states.iter().cloned());
-        node.advance(&ready);
+        self.node(id).advance(&ready);
+        for m in &ready.snapshot_chunks {
+            let (Some(meta), Some(chunk)) = (&m.snapshot, &m.chunk) else {
+                continue;
+            };
+            let store = self.stores.entry(id).or_default();
+            let ack = store.stage(meta, chunk);
+            let _ = self.node(id).snapshot_staged(m.from, meta, ack);
+        }
+        self.maybe_snapshot(id);
         true
     }
 
-    /// Every node applied a prefix of the same sequence (§5.4.3).
+    /// Applies a committed entry to node `id`'s state, checking that every node applies
+    /// the same sequence (§5.4.3).
+    fn apply(&mut self, id: NodeId, e: &Entry) {
+        let (at, before) = self.digest[&id];
+        assert_eq!(
+            e.index,
+            at + 1,
+            "node {id} applied {} after {at} (applied out of order)",
+            e.index
+        );
+        let digest = digest_of(before, e);
+        let seen = *self.digests.entry(e.index).or_insert(digest);
+        assert_eq!(
+            seen, digest,
+            "node {id} applied a different sequence up to {} (state machine safety, §5.4.3)",
+            e.index
+        );
+        self.digest.insert(id, (e.index, digest));
+        if e.kind == EntryKind::ConfChange as i32 {
+            if let Ok(change) = ConfChange::decode(e.data.as_ref()) {
+                let _ = self.members.entry(id).or_default().apply(&change);
+            }
+        } else if let Some((key, value)) = decode_put(&e.data) {
+            self.kv.entry(id).or_default().insert(key, value);
+        }
+        self.applied.entry(id).or_default().push(e.clone());
+    }
+
+    /// Node `id`'s state becomes snapshot `meta`'s (from its store), checked against what
+    /// the nodes that applied the same entries have.
+    fn restore(&mut self, id: NodeId, meta: &SnapshotMeta) {
+        let (_, files) = self.stores[&id]
+            .sets
+            .get(&meta.id)
+            .cloned()
+            .expect("an installed snapshot is in the store");
+        let mut kv = BTreeMap::new();
+        for pair in files[0].chunks_exact(16) {
+            if let Some((key, value)) = decode_put(pair) {
+                kv.insert(key, value);
+            }
+        }
+        let digest = files[1]
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes);
+        let seen = *self.digests.entry(meta.last_index).or_insert(digest);
+        assert_eq!(
+            seen, digest,
+            "node {id} restored a snapshot of a different sequence up to {} (state machine safety)",
+            meta.last_index
+        );
+        let membership = ConfState::decode(meta.membership.as_ref())
+            .ok()
+            .and_then(|cs| Membership::from_conf_state(&cs).ok())
+            .expect("a snapshot's membership decodes");
+        self.kv.insert(id, kv);
+        self.members.insert(id, membership);
+        self.digest.insert(id, (meta.last_index, digest));
+        self.applied.insert(id, Vec::new());
+    }
+
+    /// Takes a snapshot of node `id`'s state if the policy says so, and compacts its log.
+    fn maybe_snapshot(&mut self, id: NodeId) {
+        let (index, digest) = self.digest[&id];
+        let every = self.snapshots.every;
+        let last = self.stores[&id].current_meta().map_or(0, |m| m.last_index);
+        if every == 0 || index < last + every {
+            return;
+        }
+        let Some(term) = self.node(id).storage().term(index) else {
+            return;
+        };
+        let mut state = Vec::new();
+        for (key, value) in &self.kv[&id] {
+            state.extend_from_slice(&encode_put(*key, *value));
+        }
+        let mut tail = digest.to_le_bytes().to_vec();
+        tail.extend((0..self.snapshots.filler).map(|i| (i as u64 ^ index) as u8));
+        let files = vec![Bytes::from(state), Bytes::from(tail)];
+        let meta = SnapshotMeta {
+            id: self.next_snapshot_id,
+            last_index: index,
+            last_term: term,
+            membership: Bytes::from(self.members[&id].to_conf_state().encode_to_vec()),
+            files: ["state", "digest"]
+                .iter()
+                .zip(&files)
+                .map(|(name, data)| FileInfo {
+                    name: (*name).to_owned(),
+                    size: data.len() as u64,
+                    crc: crc32fast::hash(data),
+                })
+                .collect(),
+        };
+        self.next_snapshot_id += 1;
+        self.snapshot_counts.1 += 1;
+        self.stores
+            .entry(id)
+            .or_default()
+            .install(meta.clone(), files);
+        self.node(id).set_snapshot(meta);
+        let keep = self.snapshots.compaction_overhead;
+        let to = index.saturating_sub(keep);
+        let storage = self.node(id).storage_mut();
+        if let Some(term) = storage.term(to) {
+            storage.compact(to, term);
+        }
+        self.prune_store(id);
+    }
+
+    /// Drops the sets node `id` no longer needs.
+    fn prune_store(&mut self, id: NodeId) {
+        let keep = self.node(id).snapshots_in_use();
+        if let Some(store) = self.stores.get_mut(&id) {
+            let current = store.current;
+            store
+                .sets
+                .retain(|set, _| Some(*set) == current || keep.contains(set));
+        }
+    }
+
+    /// Fills in an `InstallSnapshot` chunk's data from node `id`'s store (`None` if the set
+    /// is gone); other messages pass as they are.
+    fn fill_chunk(&mut self, id: NodeId, mut m: Message) -> Option<Message> {
+        if m.kind() != MessageType::InstallSnapshot {
+            return Some(m);
+        }
+        let chunk_bytes = self.chunk_bytes(id);
+        let store = self.stores.get(&id)?;
+        let chunk = m.chunk.as_mut()?;
+        let at = Position {
+            file: chunk.file,
+            offset: chunk.offset,
+        };
+        chunk.data = store.read(chunk.snapshot_id, at, chunk_bytes)?;
+        chunk.crc = crc32fast::hash(&chunk.data);
+        Some(m)
+    }
+
+    fn chunk_bytes(&self, id: NodeId) -> usize {
+        self.nodes
+            .get(&id)
+            .map_or(1 << 20, |n| n.config().snapshot_chunk_bytes)
+    }
+
+    /// Restarts node `id` as after a crash, with `config`: from its persisted log and hard
+    /// state and its installed snapshot (the log compacted to it first if a crash came
+    /// between installing it and compacting the log); its state is the snapshot's, and it
+    /// applies the log after it again.
+    ///
+    /// # Errors
+    ///
+    /// If the core refuses the restart.
+    pub fn restart(&mut self, id: NodeId, config: Config) -> Result<(), String> {
+        let mut storage = self.node(id).storage().clone();
+        let hard = self.hard[&id];
+        let snapshot = self.stores.entry(id).or_default().current_meta().cloned();
+        if let Some(meta) = &snapshot
+            && storage.term(meta.last_index) != Some(meta.last_term)
+        {
+            storage.compact(meta.last_index, meta.last_term);
+        }
+        *self.node(id) = Raft::with_snapshot(config, storage, hard, snapshot.as_ref())
+            .map_err(|e| format!("node {id} cannot restart: {e}"))?;
+        self.unsaved.remove(&id);
+        self.reads.insert(id, Vec::new());
+        self.queue.retain(|m| m.to != id);
+        match &snapshot {
+            Some(meta) => self.restore(id, meta),
+            None => {
+                self.kv.insert(id, BTreeMap::new());
+                self.members.insert(id, self.initial.clone());
+                self.digest.insert(id, (0, 0));
+                self.applied.insert(id, Vec::new());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every node's applied state agrees with what the others applied up to the same index
+    /// (§5.4.3; each entry is also checked as it is applied).
     ///
     /// # Panics
     ///
     /// When two nodes applied different sequences.
     pub fn check_state_machine_safety(&self) {
-        let longest = self
-            .applied
-            .values()
-            .max_by_key(|a| a.len())
-            .cloned()
-            .unwrap_or_default();
-        for (id, applied) in &self.applied {
-            assert_eq!(
-                applied[..],
-                longest[..applied.len()],
-                "node {id} applied a different sequence (state machine safety, §5.4.3)"
-            );
+        for (id, (index, digest)) in &self.digest {
+            if *index > 0 {
+                assert_eq!(
+                    self.digests.get(index),
+                    Some(digest),
+                    "node {id} applied a different sequence up to {index} (state machine safety, §5.4.3)"
+                );
+            }
         }
     }
 
@@ -303,6 +662,9 @@ pub struct SimOptions {
     pub crash_percent: u64,
     /// Concurrent clients.
     pub clients: usize,
+    /// Let the seed pick snapshot settings (small thresholds, compaction overheads, chunk
+    /// sizes and windows; a quarter of seeds take none).
+    pub snapshots: bool,
 }
 
 impl Default for SimOptions {
@@ -316,6 +678,7 @@ impl Default for SimOptions {
             partition_percent: 3,
             crash_percent: 1,
             clients: 3,
+            snapshots: true,
         }
     }
 }
@@ -333,6 +696,10 @@ pub struct SimReport {
     pub max_term: u64,
     /// Membership changes committed (entering and leaving joint configurations).
     pub membership_changes: usize,
+    /// Snapshots taken.
+    pub snapshots_taken: usize,
+    /// Snapshots installed from a leader.
+    pub snapshots_installed: usize,
 }
 
 /// The simulator's random source: xorshift, from the seed.
@@ -410,6 +777,17 @@ fn check_log_matching(c: &Cluster, seed: u64) -> Result<(), String> {
             if a >= b {
                 continue;
             }
+            // Compare over the indexes both still hold (snapshots compact the start).
+            let (Some(fa), Some(fb)) = (la.first(), lb.first()) else {
+                continue;
+            };
+            let start = fa.index.max(fb.index);
+            let la = &la[usize::try_from(start - fa.index)
+                .unwrap_or(usize::MAX)
+                .min(la.len())..];
+            let lb = &lb[usize::try_from(start - fb.index)
+                .unwrap_or(usize::MAX)
+                .min(lb.len())..];
             let common = la.len().min(lb.len());
             if let Some(last) = (0..common).rev().find(|&i| la[i].term == lb[i].term)
                 && la[..=last] != lb[..=last]
@@ -435,14 +813,17 @@ fn check_leader_completeness(
             continue;
         }
         let log = log_of(node);
-        for (index, (entry, committed_in)) in committed {
-            let at = usize::try_from(*index).unwrap_or(usize::MAX);
-            if *committed_in < node.term() && log.get(at.wrapping_sub(1)) != Some(entry) {
+        // Entries before the log's start are in the leader's snapshot (checked when taken
+        // or installed).
+        let first = node.storage().first_index();
+        for (index, (entry, committed_in)) in committed.range(first..) {
+            let at = usize::try_from(index - first).unwrap_or(usize::MAX);
+            if *committed_in < node.term() && log.get(at) != Some(entry) {
                 return Err(format!(
                     "seed {seed}: leader {id} (term {}) lacks committed entry {index} (term {}); it has {:?} (leader completeness, §5.4)",
                     node.term(),
                     entry.term,
-                    log.get(at.wrapping_sub(1)).map(|e| e.term),
+                    log.get(at).map(|e| e.term),
                 ));
             }
         }
@@ -482,25 +863,40 @@ pub fn run_traced(
     // A small in-flight window half the time, so that lost appends fill it.
     let window = if rng.chance(50) { 4 } else { 256 };
     let peers = ids.clone();
+    // Snapshots: small thresholds, so that followers often need one; chunks of a few bytes,
+    // so that a transfer takes many.
+    let policy = if options.snapshots && rng.chance(75) {
+        SnapshotPolicy {
+            every: 3 + rng.below(40),
+            compaction_overhead: rng.below(8),
+            filler: rng.below(1000) as usize,
+        }
+    } else {
+        SnapshotPolicy::default()
+    };
+    let chunk_bytes = [32, 64, 256, 1024][rng.below(4) as usize];
+    let snapshot_window = 1 + rng.below(4) as usize;
     let configure = move |config: &mut Config| {
         config.voters.clone_from(&initial);
         config.peers.clone_from(&peers);
         config.pre_vote = pre_vote;
         config.check_quorum = check_quorum;
         config.max_inflight_msgs = window;
+        config.snapshot_chunk_bytes = chunk_bytes;
+        config.max_snapshot_inflight = snapshot_window;
     };
     let mut c = Cluster::new(&ids, |config: &mut Config| {
         configure(config);
         config.seed = seed ^ config.id;
     });
+    c.snapshots = policy;
     // Persisting takes time: a crash can catch a node with handed-out, unsaved Readies.
     c.defer_saves = true;
     let mut committed: BTreeMap<u64, (Entry, u64)> = BTreeMap::new();
     let mut history: Vec<Operation> = Vec::new();
     let mut pending: Vec<Option<Pending>> = (0..options.clients).map(|_| None).collect();
-    let mut kv: BTreeMap<NodeId, BTreeMap<u64, u64>> =
-        ids.iter().map(|&id| (id, BTreeMap::new())).collect();
-    let mut applied_seen: BTreeMap<NodeId, usize> = ids.iter().map(|&id| (id, 0)).collect();
+    // The last applied index whose entry was looked at for answering clients.
+    let mut applied_seen: BTreeMap<NodeId, u64> = ids.iter().map(|&id| (id, 0)).collect();
     let mut reads_seen: BTreeMap<NodeId, usize> = ids.iter().map(|&id| (id, 0)).collect();
     let mut confirmed: BTreeMap<(NodeId, Bytes), u64> = BTreeMap::new();
     let mut next_value = 0u64;
@@ -654,22 +1050,34 @@ pub fn run_traced(
                 }
             }
         } else if rng.chance(options.crash_percent * 20) && !healing {
-            // A crash: the node restarts from what it persisted, its state machine rebuilt
-            // from the log; messages to it and its clients' answers are lost.
-            let id = ids[rng.below(all) as usize];
-            let storage = c.node(id).storage().clone();
-            let hard = c.hard[&id];
+            // A crash: the node restarts from what it persisted (its log, hard state and
+            // snapshot store), its state machine rebuilt from its snapshot and log; messages
+            // to it and its clients' answers are lost. Half the time, when there is one, the
+            // crash hits a node in the middle of a snapshot transfer (sending or receiving)
+            // or with an installed snapshot not yet persisted into its log.
+            let busy: Vec<NodeId> = ids
+                .iter()
+                .copied()
+                .filter(|id| {
+                    c.stores[id].staging.is_some()
+                        || c.unsaved
+                            .get(id)
+                            .is_some_and(|u| u.iter().any(|r| r.snapshot.is_some()))
+                        || c.nodes[id].status().matched.len() > 1
+                            && c.nodes[id].snapshots_in_use().len() > 1
+                })
+                .collect();
+            let id = if !busy.is_empty() && rng.chance(50) {
+                busy[rng.below(busy.len() as u64) as usize]
+            } else {
+                ids[rng.below(all) as usize]
+            };
             let mut config = Config::new(id, ids.clone());
             configure(&mut config);
             config.seed = seed ^ id ^ (step as u64) << 8;
-            *c.node(id) = Raft::new(config, storage, hard).map_err(|e| e.to_string())?;
-            c.unsaved.remove(&id);
-            c.applied.insert(id, Vec::new());
-            c.reads.insert(id, Vec::new());
+            c.restart(id, config)?;
             applied_seen.insert(id, 0);
             reads_seen.insert(id, 0);
-            kv.insert(id, BTreeMap::new());
-            c.queue.retain(|m| m.to != id);
             for p in &mut pending {
                 let at_node = match p {
                     Some(Pending::Put { node, .. } | Pending::Get { node, .. }) => *node == id,
@@ -687,16 +1095,13 @@ pub fn run_traced(
             while rng.chance(60) && c.save_one(id) {}
         }
         c.ready_all();
-        // Apply to each node's key-value state; answer clients.
+        // Answer clients from what each node applied (its key-value state is `c.kv`).
         for &id in &ids {
             let applied = &c.applied[&id];
-            let state = kv.get_mut(&id).ok_or("node")?;
-            for e in &applied[applied_seen[&id]..] {
+            let seen = applied_seen[&id];
+            for e in applied.iter().filter(|e| e.index > seen) {
                 if e.kind != EntryKind::Normal as i32 {
                     continue;
-                }
-                if let Some((key, value)) = decode_put(&e.data) {
-                    state.insert(key, value);
                 }
                 for p in &mut pending {
                     if let Some(Pending::Put {
@@ -718,7 +1123,7 @@ pub fn run_traced(
                     }
                 }
             }
-            applied_seen.insert(id, applied.len());
+            applied_seen.insert(id, c.digest[&id].0);
             for r in &c.reads[&id][reads_seen[&id]..] {
                 confirmed.insert((id, r.context.clone()), r.index);
             }
@@ -728,10 +1133,10 @@ pub fn run_traced(
             if let Some(Pending::Get { node, context, op }) = p
                 && let Some(&index) = confirmed.get(&(*node, context.clone()))
             {
-                let applied_to = c.applied[node].last().map_or(0, |e| e.index);
+                let applied_to = c.digest[node].0;
                 if applied_to >= index {
                     let key = history[*op].key;
-                    history[*op].op = Op::Get(kv[node].get(&key).copied());
+                    history[*op].op = Op::Get(c.kv[node].get(&key).copied());
                     history[*op].returned = Some(now);
                     completed_after_healing |= healing;
                     *p = None;
@@ -781,10 +1186,13 @@ pub fn run_traced(
             for (id, node) in &c.nodes {
                 let m = node.membership();
                 let line = format!(
-                    "{:?} t{} c{} last {} matched {:?} voters {:?} outgoing {:?} learners {:?} log {:?}",
+                    "{:?} t{} c{} applied {} snapshot {} first {} last {} matched {:?} voters {:?} outgoing {:?} learners {:?} log {:?}",
                     node.role(),
                     node.term(),
                     node.commit(),
+                    node.status().applied,
+                    node.status().snapshot,
+                    node.storage().first_index(),
                     node.status().last_index,
                     node.status().matched,
                     m.voters,
@@ -833,6 +1241,8 @@ pub fn run_traced(
         .filter(|(e, _)| e.kind == EntryKind::ConfChange as i32)
         .count();
     report.invoked = history.len();
+    report.snapshots_installed = c.snapshot_counts.0;
+    report.snapshots_taken = c.snapshot_counts.1;
     report.completed = history.iter().filter(|o| o.returned.is_some()).count();
     if !completed_after_healing {
         return Err(format!(

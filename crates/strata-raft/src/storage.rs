@@ -49,8 +49,13 @@ pub struct MemStorage {
 
 impl MemStorage {
     /// Appends `entries`, first removing any suffix they overwrite (as
-    /// [`RaftLog::append`] does).
+    /// [`RaftLog::append`] does). Entries at or below the compaction point are skipped.
     pub fn append(&mut self, entries: &[Entry]) {
+        let skip = entries
+            .iter()
+            .take_while(|e| e.index <= self.compacted.0)
+            .count();
+        let entries = &entries[skip..];
         let Some(first) = entries.first() else {
             return;
         };
@@ -58,6 +63,23 @@ impl MemStorage {
         self.entries
             .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
         self.entries.extend_from_slice(entries);
+    }
+}
+
+impl MemStorage {
+    /// Compacts the log up to (`index`, `term`), as [`RaftLog::compact`] does: entries up to
+    /// it go; the entries after it stay only if the log holds `index` with `term`.
+    pub fn compact(&mut self, index: u64, term: u64) {
+        if index <= self.compacted.0 {
+            return;
+        }
+        if self.term(index) == Some(term) {
+            let drop = usize::try_from(index - self.compacted.0).unwrap_or(usize::MAX);
+            self.entries.drain(..drop.min(self.entries.len()));
+        } else {
+            self.entries.clear();
+        }
+        self.compacted = (index, term);
     }
 }
 

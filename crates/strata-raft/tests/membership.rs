@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use strata_raft::sim::Cluster;
-use strata_raft::{Change, ChangeKind, ConfChange, Config, NodeId, Raft, Role};
+use strata_raft::{Change, ChangeKind, ConfChange, Config, NodeId, Role};
 
 /// Settles, dropping every message between `a` and the rest (a two-sided partition).
 fn settle_split(c: &mut Cluster, a: &BTreeSet<NodeId>) {
@@ -70,15 +70,12 @@ fn a_restart_with_a_stale_commit_index_does_not_split_the_cluster() {
     let others: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&i| i != leader).collect();
     let (s, p) = (others[0], others[1]);
     // s restarts: its log is intact, its commit index is older than the change.
-    let storage = c.node(s).storage().clone();
     let mut hs = c.hard[&s];
     hs.commit = 1;
+    c.hard.insert(s, hs);
     let mut config = Config::new(s, ids.clone());
     configure(&mut config);
-    c.nodes
-        .insert(s, Raft::new(config, storage, hs).expect("restart"));
-    c.hard.insert(s, hs);
-    c.applied.insert(s, Vec::new());
+    c.restart(s, config).expect("restart");
     // Partition {s, p} | {leader, 4, 5}: the old leader keeps a majority of the five.
     let a: BTreeSet<NodeId> = [s, p].into_iter().collect();
     for _ in 0..100 {

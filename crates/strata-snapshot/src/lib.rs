@@ -127,7 +127,8 @@ pub enum Ack {
         /// Where the receiver needs data from.
         need: Position,
     },
-    /// The whole set is verified and installed.
+    /// The whole set is verified and installed (or dropped, when the installed set is at
+    /// least as new: see [`installed`](Receiver::installed)).
     Complete,
 }
 
@@ -295,10 +296,15 @@ impl Sender {
 
 /// Receives one snapshot at a time into `ROOT/staging/`, installing complete ones under
 /// `ROOT/snapshots/ID/`, named by `ROOT/CURRENT`.
+///
+/// It is also a node's snapshot store: [`adopt`](Self::adopt) installs a set made locally (a
+/// snapshot the node took itself) the same way. Installing removes older sets except those
+/// [`pin`](Self::pin)ned (a sender still reading them).
 #[derive(Debug)]
 pub struct Receiver {
     root: PathBuf,
     staging: Option<Staging>,
+    pinned: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -323,6 +329,7 @@ impl Receiver {
         let mut receiver = Receiver {
             root: root.to_path_buf(),
             staging: None,
+            pinned: Vec::new(),
         };
         let meta_path = staging_dir.join(META_FILE);
         if meta_path.exists() {
@@ -519,11 +526,17 @@ impl Receiver {
         Ok(())
     }
 
-    /// Moves the complete staged set under `snapshots/ID/` and points `CURRENT` at it.
+    /// Moves the complete staged set under `snapshots/ID/` and points `CURRENT` at it,
+    /// unless the installed set is as new (by `last_index`): then the staged one is dropped.
     fn install(&mut self) -> Result<()> {
         let Some(staging) = self.staging.take() else {
             return Ok(());
         };
+        if let Some((current, _)) = self.installed()?
+            && current.last_index >= staging.meta.last_index
+        {
+            return self.abort();
+        }
         let dir = self.staging_dir();
         strata_fs::sync_dir(&dir)?;
         let snapshots = self.root.join("snapshots");
@@ -539,17 +552,111 @@ impl Receiver {
             &self.root.join("CURRENT"),
             staging.meta.id.to_string().as_bytes(),
         )?;
-        // Older sets are garbage now.
-        let list = std::fs::read_dir(&snapshots).map_err(io("list", &snapshots))?;
-        for item in list {
-            let item = item.map_err(io("list", &snapshots))?;
-            if item.path() != target {
-                let _ = std::fs::remove_dir_all(item.path());
-            }
-        }
+        self.remove_unused(staging.meta.id)?;
         std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         strata_fs::sync_dir(&self.root)?;
         Ok(())
+    }
+
+    /// Removes every set but `current` and the pinned ones.
+    fn remove_unused(&self, current: u64) -> Result<()> {
+        let snapshots = self.root.join("snapshots");
+        let Ok(list) = std::fs::read_dir(&snapshots) else {
+            return Ok(());
+        };
+        for item in list {
+            let item = item.map_err(io("list", &snapshots))?;
+            let id = item
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok());
+            if id.is_some_and(|id| id == current || self.pinned.contains(&id)) {
+                continue;
+            }
+            let path = item.path();
+            std::fs::remove_dir_all(&path).map_err(io("remove", &path))?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the sets `ids` (besides the current one) until the next call: a sender is still
+    /// reading them. Sets no longer pinned and not current are removed now.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn pin(&mut self, ids: &[u64]) -> Result<()> {
+        if self.pinned == ids {
+            return Ok(());
+        }
+        self.pinned = ids.to_vec();
+        let current = self.installed()?.map(|(meta, _)| meta.id);
+        match current {
+            Some(current) => self.remove_unused(current),
+            None => Ok(()),
+        }
+    }
+
+    /// The directory of installed (or pinned) set `id`.
+    pub fn set_dir(&self, id: u64) -> PathBuf {
+        self.root.join("snapshots").join(id.to_string())
+    }
+
+    /// An empty directory for a snapshot made locally: write its files there, then
+    /// [`adopt`](Self::adopt) them. What it held before is removed.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn local_dir(&self) -> Result<PathBuf> {
+        let dir = self.root.join("local");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        Ok(dir)
+    }
+
+    /// Installs the set made in [`local_dir`](Self::local_dir), described by `meta` (see
+    /// [`describe`]), as the current snapshot: its files are fsynced and the directory moved
+    /// in whole, as a received set would be. A set older than the installed one (by
+    /// `last_index`) is not installed; returns whether it was.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; [`Error::Invalid`] for a file name that is not a plain name.
+    pub fn adopt(&mut self, meta: &SnapshotMeta) -> Result<bool> {
+        let dir = self.root.join("local");
+        if let Some((current, _)) = self.installed()?
+            && current.last_index >= meta.last_index
+        {
+            std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+            return Ok(false);
+        }
+        for info in &meta.files {
+            check_name(&info.name)?;
+            if info.name == META_FILE {
+                return Err(Error::Invalid("a snapshot file cannot be named `meta`"));
+            }
+            let path = dir.join(&info.name);
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io("fsync", &path))?;
+        }
+        strata_fs::atomic_replace(&dir.join(META_FILE), &meta.encode_to_vec())?;
+        strata_fs::sync_dir(&dir)?;
+        let snapshots = self.root.join("snapshots");
+        std::fs::create_dir_all(&snapshots).map_err(io("create", &snapshots))?;
+        let target = snapshots.join(meta.id.to_string());
+        if target.exists() {
+            std::fs::remove_dir_all(&target).map_err(io("remove", &target))?;
+        }
+        std::fs::rename(&dir, &target).map_err(io("rename", &dir))?;
+        strata_fs::sync_dir(&snapshots)?;
+        strata_fs::atomic_replace(&self.root.join("CURRENT"), meta.id.to_string().as_bytes())?;
+        self.remove_unused(meta.id)?;
+        strata_fs::sync_dir(&self.root)?;
+        Ok(true)
     }
 
     /// The installed snapshot and its directory, if any.
