@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use strata_raft::{Config, MemNetwork, RaftNode, Role, StateMachine, Transport};
+use strata_raft::{
+    Config, MemNetwork, NodeOptions, RaftNode, Role, SnapshotWriter, StateMachine, Transport,
+};
 use strata_raft_log::{LogOptions, RaftLog};
 
 struct Counter;
@@ -19,6 +21,14 @@ struct Counter;
 impl StateMachine for Counter {
     async fn apply(&mut self, _index: u64, _command: Bytes) -> Bytes {
         Bytes::new()
+    }
+
+    async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
+        Ok(Box::new(|_dir: &std::path::Path| Ok(Vec::new())))
+    }
+
+    async fn restore(&mut self, _dir: &std::path::Path, _files: &[String]) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -79,7 +89,10 @@ async fn run_once(
         nodes.push(Arc::new(
             RaftNode::start(
                 config,
-                Duration::from_millis(10),
+                NodeOptions::new(
+                    Duration::from_millis(10),
+                    dir.join(format!("{id}.snapshots")),
+                ),
                 Arc::new(log),
                 Counter,
                 Arc::clone(&net) as Arc<dyn Transport>,

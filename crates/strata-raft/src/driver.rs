@@ -6,27 +6,93 @@
 //! and one `fdatasync`), sends what may go at once, persists (on Tokio's blocking pool), then
 //! sends what had to wait for the persist. Committed entries go to a second task that applies
 //! them in order, off the hot path, and answers proposals and reads.
+//!
+//! Snapshots: the applying task takes one every [`NodeOptions::snapshot_entries`] entries
+//! or [`NodeOptions::snapshot_bytes`] bytes (or when asked): the state machine captures its
+//! state there, and writes it as files on the blocking pool while applying goes on; the set
+//! goes into the node's snapshot store (`strata_snapshot::Receiver`) and the log is
+//! compacted up to [`NodeOptions::compaction_overhead`] entries before it. A leader streams
+//! the latest set to a follower that needs compacted entries; the follower stages the chunks
+//! in its store and, once the set is installed, compacts its log to it and restores its state
+//! machine from it. A restart restores the state machine from the installed set and applies
+//! the log after it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use prost::Message as _;
 use strata_raft_log::{Entry, EntryKind, RaftLog};
+use strata_snapshot::{Ack, Position, Receiver, Sender, SnapshotMeta};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::membership::ConfChange;
-use crate::message::{Message, NodeId};
+use crate::membership::{ConfChange, Membership};
+use crate::message::{Message, MessageType, NodeId};
 use crate::raft::{Config, Error as CoreError, Raft, Role, Status};
+
+/// Writes a captured state as files into a directory and returns their names (see
+/// [`StateMachine::snapshot`]).
+pub type SnapshotWriter = Box<dyn FnOnce(&Path) -> std::io::Result<Vec<String>> + Send>;
 
 /// The state machine the log drives (the server's key-value store).
 #[async_trait::async_trait]
 pub trait StateMachine: Send + 'static {
     /// Applies the committed command at `index`; what it returns answers the proposal.
-    /// Called once per entry, in index order (after a restart, again from the first entry
-    /// in the log).
+    /// Called once per entry, in index order (after a restart, from the entry after the
+    /// snapshot it was restored from, or the first entry in the log).
     async fn apply(&mut self, index: u64, command: Bytes) -> Bytes;
+
+    /// Captures the state as of the last applied entry. This runs between two applies, so
+    /// it should be cheap (a point-in-time view, a copy-on-write handle, hard links); the
+    /// returned writer then puts the state into a directory as files (plain names, none
+    /// called `meta`), on the blocking pool while applying goes on.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error: no snapshot is taken (the next trigger tries again).
+    async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter>;
+
+    /// Replaces the state with the snapshot whose files (`files`, as the writer named them)
+    /// are in `dir`; entries after the snapshot's last index are applied next.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error: the node stops (a restart tries again).
+    async fn restore(&mut self, dir: &Path, files: &[String]) -> std::io::Result<()>;
+}
+
+/// How a [`RaftNode`] runs: its clock and its snapshots.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// One tick of the core's clock.
+    pub tick: Duration,
+    /// The node's snapshot store (a `strata_snapshot::Receiver` directory).
+    pub snapshot_dir: PathBuf,
+    /// Take a snapshot once this many entries were applied since the last one (0: not by
+    /// count). Default 100,000.
+    pub snapshot_entries: u64,
+    /// Take a snapshot once this many bytes of commands were applied since the last one (0:
+    /// not by size). Default 256 MiB.
+    pub snapshot_bytes: u64,
+    /// Entries kept in the log before a snapshot's last index, so that a follower slightly
+    /// behind gets entries rather than a snapshot. Default 5,000.
+    pub compaction_overhead: u64,
+}
+
+impl NodeOptions {
+    /// Defaults, with a tick of `tick` and the snapshot store in `snapshot_dir`.
+    pub fn new(tick: Duration, snapshot_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            tick,
+            snapshot_dir: snapshot_dir.into(),
+            snapshot_entries: 100_000,
+            snapshot_bytes: 256 << 20,
+            compaction_overhead: 5_000,
+        }
+    }
 }
 
 /// How messages reach other nodes (TCP later; [`MemNetwork`] here).
@@ -105,6 +171,9 @@ pub enum DriverError {
     /// A bad argument.
     #[error("invalid: {0}")]
     Invalid(&'static str),
+    /// The log, the snapshot store or the state machine failed.
+    #[error("storage: {0}")]
+    Storage(String),
 }
 
 impl From<CoreError> for DriverError {
@@ -132,9 +201,26 @@ enum Command {
         change: ConfChange,
         reply: oneshot::Sender<Result<Bytes, DriverError>>,
     },
+    Snapshot {
+        export: Option<PathBuf>,
+        reply: SnapshotReply,
+    },
 }
 
+type SnapshotReply = oneshot::Sender<Result<Option<SnapshotMeta>, DriverError>>;
+
 enum Apply {
+    Restore {
+        meta: SnapshotMeta,
+        dir: PathBuf,
+    },
+    Snapshot {
+        export: Option<PathBuf>,
+        reply: SnapshotReply,
+    },
+    SnapshotDone {
+        taken: Option<SnapshotMeta>,
+    },
     Register {
         index: u64,
         term: u64,
@@ -165,43 +251,89 @@ impl std::fmt::Debug for Command {
             Command::Read { .. } => "Read",
             Command::Transfer { .. } => "Transfer",
             Command::ChangeMembership { .. } => "ChangeMembership",
+            Command::Snapshot { .. } => "Snapshot",
         })
     }
 }
 
+fn storage_error(e: impl std::fmt::Display) -> DriverError {
+    DriverError::Storage(e.to_string())
+}
+
 impl RaftNode {
     /// Starts a node on the current Tokio runtime: restores the core from `log` (its hard
-    /// state and entries), and runs it with a tick every `tick`.
+    /// state and entries) and the installed snapshot in `options.snapshot_dir` (the state
+    /// machine is restored from it first; a log that does not yet start at it, after a crash
+    /// in between, is compacted to it), and runs it.
     ///
     /// # Errors
     ///
-    /// [`DriverError::Invalid`] for a configuration the core refuses.
+    /// [`DriverError::Invalid`] for a configuration the core refuses;
+    /// [`DriverError::Storage`] if the snapshot store cannot be opened or the log compacted.
     pub fn start(
         config: Config,
-        tick: Duration,
+        options: NodeOptions,
         log: Arc<RaftLog>,
         state_machine: impl StateMachine,
         transport: Arc<dyn Transport>,
         inbox: mpsc::UnboundedReceiver<Message>,
     ) -> Result<RaftNode, DriverError> {
+        let store = Receiver::open(&options.snapshot_dir).map_err(storage_error)?;
+        let installed = store.installed().map_err(storage_error)?;
+        if let Some((meta, _)) = &installed
+            && log.term(meta.last_index) != Some(meta.last_term)
+        {
+            log.compact(meta.last_index, meta.last_term)
+                .map_err(storage_error)?;
+        }
         let hard_state = log.hard_state();
-        let core = Raft::new(config, Arc::clone(&log), hard_state).map_err(|e| match e {
+        let membership = Membership::new(&config.voters, &config.learners);
+        let id = config.id;
+        let core = Raft::with_snapshot(
+            config,
+            Arc::clone(&log),
+            hard_state,
+            installed.as_ref().map(|(meta, _)| meta),
+        )
+        .map_err(|e| match e {
             CoreError::Config(reason) => DriverError::Invalid(reason),
             _ => DriverError::Invalid("the core refused the configuration"),
         })?;
+        let store = Arc::new(Mutex::new(store));
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = watch::channel(core.status());
         let (applied_tx, applied_rx) = watch::channel(0);
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
-        let applier = tokio::spawn(apply_loop(apply_rx, state_machine, applied_tx));
+        let (taken_tx, taken_rx) = mpsc::unbounded_channel();
         let stop = Arc::new(tokio::sync::Notify::new());
+        if let Some((meta, dir)) = installed {
+            // Before anything is applied.
+            let _ = apply_tx.send(Apply::Restore { meta, dir });
+        }
+        let applier = tokio::spawn(apply_loop(Applier {
+            id,
+            rx: apply_rx,
+            tx: apply_tx.clone(),
+            state_machine,
+            applied_tx,
+            membership,
+            store: Arc::clone(&store),
+            taken: taken_tx,
+            stop: Arc::clone(&stop),
+            entries: options.snapshot_entries,
+            bytes: options.snapshot_bytes,
+        }));
         let driver = tokio::spawn(drive(Driver {
             stop: Arc::clone(&stop),
             core,
             log,
-            tick,
+            tick: options.tick,
+            compaction_overhead: options.compaction_overhead,
+            store,
+            pinned: Vec::new(),
             inbox,
             commands: commands_rx,
+            taken: taken_rx,
             transport,
             apply: apply_tx,
             status: status_tx,
@@ -302,6 +434,53 @@ impl RaftNode {
         .await
     }
 
+    /// Takes a snapshot now (it goes into the snapshot store and the log is compacted, as
+    /// for one the thresholds trigger); resolves once it is installed. Skipped (`None`) when
+    /// nothing was applied since the last snapshot.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Storage`] if the state machine or the store failed,
+    /// [`DriverError::Timeout`], [`DriverError::Stopped`].
+    pub async fn request_snapshot(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<SnapshotMeta>, DriverError> {
+        self.snapshot(None, timeout).await
+    }
+
+    /// Writes a snapshot of the current state into the directory `path` (created; it must
+    /// not hold another snapshot): the state machine's files and `meta`, the
+    /// `strata_snapshot::SnapshotMeta` (protobuf) that describes them, with the last index,
+    /// term and membership. The node neither keeps nor compacts for it: it is a copy for
+    /// the operator (a backup, or the seed of a new cluster). Always taken.
+    ///
+    /// # Errors
+    ///
+    /// As [`request_snapshot`](Self::request_snapshot).
+    pub async fn export_snapshot(
+        &self,
+        path: &Path,
+        timeout: Duration,
+    ) -> Result<SnapshotMeta, DriverError> {
+        match self.snapshot(Some(path.to_path_buf()), timeout).await? {
+            Some(meta) => Ok(meta),
+            None => Err(DriverError::Storage("no snapshot was exported".to_owned())),
+        }
+    }
+
+    async fn snapshot(
+        &self,
+        export: Option<PathBuf>,
+        timeout: Duration,
+    ) -> Result<Option<SnapshotMeta>, DriverError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Snapshot { export, reply })
+            .map_err(|_| DriverError::Stopped)?;
+        wait(answer, timeout).await
+    }
+
     /// The node's status (role, term, leader, commit index, per-peer match index), updated
     /// as it changes.
     pub fn status(&self) -> watch::Receiver<Status> {
@@ -340,8 +519,13 @@ struct Driver {
     core: Raft<Arc<RaftLog>>,
     log: Arc<RaftLog>,
     tick: Duration,
+    compaction_overhead: u64,
+    store: Arc<Mutex<Receiver>>,
+    /// The snapshot sets last pinned in the store.
+    pinned: Vec<u64>,
     inbox: mpsc::UnboundedReceiver<Message>,
     commands: mpsc::UnboundedReceiver<Command>,
+    taken: mpsc::UnboundedReceiver<SnapshotMeta>,
     transport: Arc<dyn Transport>,
     apply: mpsc::UnboundedSender<Apply>,
     status: watch::Sender<Status>,
@@ -367,6 +551,11 @@ async fn drive(mut d: Driver) {
                 Some(c) => d.handle(c),
                 None => return,
             },
+            Some(meta) = d.taken.recv() => {
+                if d.snapshot_taken(meta).await.is_err() {
+                    return;
+                }
+            }
         }
         // Everything else already waiting goes into the same Ready: one append, one sync.
         for _ in 0..BATCH_MAX {
@@ -385,7 +574,8 @@ async fn drive(mut d: Driver) {
         }
         while d.core.has_ready() {
             if d.process_ready().await.is_err() {
-                // The log failed: stop, as a crash would (a restart recovers what is durable).
+                // The log or the snapshot store failed: stop, as a crash would (a restart
+                // recovers what is durable).
                 return;
             }
         }
@@ -398,6 +588,15 @@ async fn drive(mut d: Driver) {
             changed
         });
     }
+}
+
+/// Runs blocking I/O on Tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DriverError> + Send + 'static,
+) -> Result<T, DriverError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Err(DriverError::Stopped))
 }
 
 impl Driver {
@@ -438,13 +637,115 @@ impl Driver {
                     }
                 }
             }
+            Command::Snapshot { export, reply } => {
+                let _ = self.apply.send(Apply::Snapshot { export, reply });
+            }
         }
     }
 
-    async fn process_ready(&mut self) -> Result<(), ()> {
-        let ready = self.core.ready().map_err(|_| ())?;
+    /// The applying task installed a snapshot it took: followers that need compacted
+    /// entries get it, and the log is compacted up to `compaction_overhead` entries before
+    /// it.
+    async fn snapshot_taken(&mut self, meta: SnapshotMeta) -> Result<(), DriverError> {
+        let to = meta.last_index.saturating_sub(self.compaction_overhead);
+        self.core.set_snapshot(meta);
+        if to > self.log.compacted().0
+            && let Some(term) = self.log.term(to)
+        {
+            let log = Arc::clone(&self.log);
+            blocking(move || log.compact(to, term).map_err(storage_error)).await?;
+        }
+        self.pin().await
+    }
+
+    /// Keeps the snapshot sets the core still sends.
+    async fn pin(&mut self) -> Result<(), DriverError> {
+        let in_use = self.core.snapshots_in_use();
+        if in_use == self.pinned {
+            return Ok(());
+        }
+        self.pinned.clone_from(&in_use);
+        let store = Arc::clone(&self.store);
+        blocking(move || store.lock().pin(&in_use).map_err(storage_error)).await
+    }
+
+    /// Reads the data of the snapshot chunks among `messages` from the store (a chunk that
+    /// cannot be read is not sent: the leader sends it again).
+    async fn fill_chunks(&self, messages: Vec<Message>) -> Result<Vec<Message>, DriverError> {
+        if !messages
+            .iter()
+            .any(|m| m.kind() == MessageType::InstallSnapshot)
+        {
+            return Ok(messages);
+        }
+        let store = Arc::clone(&self.store);
+        let chunk_bytes = self.core.config().snapshot_chunk_bytes;
+        blocking(move || {
+            let mut out = Vec::with_capacity(messages.len());
+            for mut m in messages {
+                if m.kind() == MessageType::InstallSnapshot {
+                    let (Some(meta), Some(chunk)) = (m.snapshot.clone(), m.chunk.as_mut()) else {
+                        continue;
+                    };
+                    let at = Position {
+                        file: chunk.file,
+                        offset: chunk.offset,
+                    };
+                    if (at.file as usize) < meta.files.len() {
+                        let dir = store.lock().set_dir(meta.id);
+                        match Sender::new(&dir, meta, chunk_bytes).chunk(at) {
+                            Ok(Some(read)) => *chunk = read,
+                            _ => continue,
+                        }
+                    }
+                }
+                out.push(m);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Stages received chunks in the store and tells the core how each went.
+    async fn stage_chunks(&mut self, chunks: Vec<Message>) -> Result<(), DriverError> {
+        let store = Arc::clone(&self.store);
+        let acks: Vec<(NodeId, SnapshotMeta, Ack)> = blocking(move || {
+            let mut store = store.lock();
+            let mut acks = Vec::with_capacity(chunks.len());
+            for m in chunks {
+                let (Some(meta), Some(chunk)) = (m.snapshot, m.chunk) else {
+                    continue;
+                };
+                let ack = store.receive(&meta, &chunk).map_err(storage_error)?;
+                acks.push((m.from, meta, ack));
+            }
+            Ok(acks)
+        })
+        .await?;
+        for (from, meta, ack) in acks {
+            let _ = self.core.snapshot_staged(from, &meta, ack);
+        }
+        Ok(())
+    }
+
+    async fn process_ready(&mut self) -> Result<(), DriverError> {
+        let ready = self.core.ready().map_err(storage_error)?;
+        if let Some(meta) = &ready.snapshot {
+            // Installed from the leader (its files are in the store): the log starts after
+            // it, keeping later entries only if they match; then the state machine is
+            // restored from it, before anything after it is applied.
+            let log = Arc::clone(&self.log);
+            let (index, term) = (meta.last_index, meta.last_term);
+            blocking(move || log.compact(index, term).map_err(storage_error)).await?;
+            let dir = self.store.lock().set_dir(meta.id);
+            let _ = self.apply.send(Apply::Restore {
+                meta: meta.clone(),
+                dir,
+            });
+        }
         if !ready.messages.is_empty() {
-            self.transport.send(ready.messages.clone()).await;
+            let messages = self.fill_chunks(ready.messages.clone()).await?;
+            self.transport.send(messages).await;
         }
         if ready.hard_state.is_some() || !ready.entries.is_empty() {
             let log = Arc::clone(&self.log);
@@ -453,17 +754,14 @@ impl Driver {
             // Entries first: a commit index must never be durable before the entries it
             // covers (after a crash in between, a restart would apply entries that a leader
             // had replaced). Both are done before anything in `persisted_messages` goes out.
-            let persisted = tokio::task::spawn_blocking(move || {
-                log.append(&entries)?;
+            blocking(move || {
+                log.append(&entries).map_err(storage_error)?;
                 match hard_state {
-                    Some(hs) => log.set_hard_state(hs),
+                    Some(hs) => log.set_hard_state(hs).map_err(storage_error),
                     None => Ok(()),
                 }
             })
-            .await;
-            if !matches!(persisted, Ok(Ok(()))) {
-                return Err(());
-            }
+            .await?;
         }
         if !ready.persisted_messages.is_empty() {
             self.transport.send(ready.persisted_messages.clone()).await;
@@ -486,6 +784,10 @@ impl Driver {
             }
         }
         self.core.advance(&ready);
+        if !ready.snapshot_chunks.is_empty() {
+            self.stage_chunks(ready.snapshot_chunks).await?;
+        }
+        self.pin().await?;
         if self.core.role() != Role::Leader && !self.reads.is_empty() {
             // Reads waiting for a leadership confirmation will not get one.
             let leader = self.core.leader();
@@ -499,16 +801,33 @@ impl Driver {
     }
 }
 
-async fn apply_loop(
-    mut rx: mpsc::UnboundedReceiver<Apply>,
-    mut state_machine: impl StateMachine,
+/// The applying task's state.
+struct Applier<M: StateMachine> {
+    id: NodeId,
+    rx: mpsc::UnboundedReceiver<Apply>,
+    /// For the snapshot jobs to report back.
+    tx: mpsc::UnboundedSender<Apply>,
+    state_machine: M,
     applied_tx: watch::Sender<u64>,
-) {
+    /// The configuration as of the last applied entry (what a snapshot records).
+    membership: Membership,
+    store: Arc<Mutex<Receiver>>,
+    taken: mpsc::UnboundedSender<SnapshotMeta>,
+    stop: Arc<tokio::sync::Notify>,
+    entries: u64,
+    bytes: u64,
+}
+
+async fn apply_loop<M: StateMachine>(mut a: Applier<M>) {
     let mut pending: BTreeMap<u64, (u64, oneshot::Sender<Result<Bytes, DriverError>>)> =
         BTreeMap::new();
     let mut reads: Vec<(u64, oneshot::Sender<Result<u64, DriverError>>)> = Vec::new();
-    let mut applied = 0u64;
-    while let Some(msg) = rx.recv().await {
+    let (mut applied, mut applied_term) = (0u64, 0u64);
+    // Since the last snapshot.
+    let (mut last_snapshot, mut bytes_since) = (0u64, 0u64);
+    let mut in_progress = false;
+    let mut queued: Vec<(Option<PathBuf>, SnapshotReply)> = Vec::new();
+    while let Some(msg) = a.rx.recv().await {
         match msg {
             Apply::Register { index, term, reply } => {
                 if let Some((_, replaced)) = pending.insert(index, (term, reply)) {
@@ -520,12 +839,22 @@ async fn apply_loop(
             }
             Apply::Batch(entries) => {
                 for e in entries {
-                    let response = if e.data.is_empty() || e.kind != EntryKind::Normal as i32 {
+                    if e.index <= applied {
+                        continue;
+                    }
+                    let response = if e.kind == EntryKind::ConfChange as i32 {
+                        if let Ok(change) = ConfChange::decode(e.data.as_ref()) {
+                            let _ = a.membership.apply(&change);
+                        }
+                        Bytes::new()
+                    } else if e.data.is_empty() || e.kind != EntryKind::Normal as i32 {
                         Bytes::new()
                     } else {
-                        state_machine.apply(e.index, e.data.clone()).await
+                        bytes_since += e.data.len() as u64;
+                        a.state_machine.apply(e.index, e.data.clone()).await
                     };
                     applied = e.index;
+                    applied_term = e.term;
                     if let Some((term, reply)) = pending.remove(&e.index) {
                         let _ = reply.send(if term == e.term {
                             Ok(response)
@@ -536,9 +865,58 @@ async fn apply_loop(
                         });
                     }
                 }
-                applied_tx.send_replace(applied);
+                a.applied_tx.send_replace(applied);
+                let due = (a.entries > 0 && applied >= last_snapshot + a.entries)
+                    || (a.bytes > 0 && bytes_since >= a.bytes);
+                if due && !in_progress {
+                    let (tx, _) = oneshot::channel();
+                    queued.push((None, tx));
+                }
             }
             Apply::Read { index, reply } => reads.push((index, reply)),
+            Apply::Restore { meta, dir } => {
+                let names: Vec<String> = meta.files.iter().map(|f| f.name.clone()).collect();
+                let restored = a.state_machine.restore(&dir, &names).await;
+                let membership = crate::raft::decode_membership(&meta.membership);
+                let (Ok(()), Ok(membership)) = (restored, membership) else {
+                    // The state machine cannot be trusted: stop, as a crash would.
+                    a.stop.notify_one();
+                    return;
+                };
+                a.membership = membership;
+                applied = meta.last_index;
+                applied_term = meta.last_term;
+                last_snapshot = meta.last_index;
+                bytes_since = 0;
+                // Proposals the snapshot covers were not applied here: their outcome is
+                // not known on this node.
+                let covered: Vec<u64> = pending.range(..=applied).map(|(i, _)| *i).collect();
+                for index in covered {
+                    if let Some((_, reply)) = pending.remove(&index) {
+                        let _ = reply.send(Err(DriverError::Timeout));
+                    }
+                }
+                a.applied_tx.send_replace(applied);
+            }
+            Apply::Snapshot { export, reply } => {
+                if export.is_none() && applied == last_snapshot {
+                    let _ = reply.send(Ok(None));
+                } else {
+                    queued.push((export, reply));
+                }
+            }
+            Apply::SnapshotDone { taken } => {
+                in_progress = false;
+                if let Some(meta) = taken {
+                    last_snapshot = last_snapshot.max(meta.last_index);
+                    bytes_since = 0;
+                }
+            }
+        }
+        if !in_progress && !queued.is_empty() {
+            let (export, reply) = queued.remove(0);
+            in_progress = true;
+            start_snapshot(&mut a, applied, applied_term, export, reply).await;
         }
         let mut still = Vec::new();
         for (index, reply) in reads.drain(..) {
@@ -550,4 +928,74 @@ async fn apply_loop(
         }
         reads = still;
     }
+}
+
+/// Captures the state machine at `index` and writes the snapshot on the blocking pool;
+/// reports back to the applying task (and the driver, for a snapshot that was installed).
+async fn start_snapshot<M: StateMachine>(
+    a: &mut Applier<M>,
+    index: u64,
+    term: u64,
+    export: Option<PathBuf>,
+    reply: SnapshotReply,
+) {
+    let writer = match a.state_machine.snapshot().await {
+        Ok(writer) => writer,
+        Err(e) => {
+            let _ = reply.send(Err(storage_error(e)));
+            let _ = a.tx.send(Apply::SnapshotDone { taken: None });
+            return;
+        }
+    };
+    let membership = Bytes::from(a.membership.to_conf_state().encode_to_vec());
+    let id = snapshot_id(a.id, index);
+    let store = Arc::clone(&a.store);
+    let (tx, taken) = (a.tx.clone(), a.taken.clone());
+    tokio::spawn(async move {
+        let exporting = export.is_some();
+        let made = blocking(move || {
+            let dir = match &export {
+                Some(path) => {
+                    std::fs::create_dir_all(path).map_err(storage_error)?;
+                    path.clone()
+                }
+                None => store.lock().local_dir().map_err(storage_error)?,
+            };
+            let names = writer(&dir).map_err(storage_error)?;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let mut meta =
+                strata_snapshot::describe(&dir, id, index, term, &names).map_err(storage_error)?;
+            meta.membership = membership;
+            if export.is_some() {
+                strata_fs::atomic_replace(&dir.join("meta"), &meta.encode_to_vec())
+                    .map_err(storage_error)?;
+                strata_fs::sync_dir(&dir).map_err(storage_error)?;
+                return Ok(Some(meta));
+            }
+            // Not installed if a newer snapshot came from the leader meanwhile.
+            let installed = store.lock().adopt(&meta).map_err(storage_error)?;
+            Ok(installed.then_some(meta))
+        })
+        .await;
+        let kept = match &made {
+            Ok(Some(meta)) if !exporting => Some(meta.clone()),
+            _ => None,
+        };
+        if let Some(meta) = &kept {
+            let _ = taken.send(meta.clone());
+        }
+        let _ = tx.send(Apply::SnapshotDone { taken: kept });
+        let _ = reply.send(made);
+    });
+}
+
+/// A snapshot id unlikely to repeat: from the node, the index and the clock.
+fn snapshot_id(node: NodeId, index: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = node.rotate_left(48) ^ index ^ nanos.rotate_left(20);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (x ^ (x >> 31)).max(1)
 }

@@ -71,7 +71,9 @@
 //! use std::time::Duration;
 //!
 //! use bytes::Bytes;
-//! use strata_raft::{Config, MemNetwork, RaftNode, Role, StateMachine, Transport};
+//! use strata_raft::{
+//!     Config, MemNetwork, NodeOptions, RaftNode, Role, SnapshotWriter, StateMachine, Transport,
+//! };
 //! use strata_raft_log::{LogOptions, RaftLog};
 //!
 //! /// The state machine: here, a counter of applied commands.
@@ -82,6 +84,20 @@
 //!     async fn apply(&mut self, _index: u64, _command: Bytes) -> Bytes {
 //!         self.0 += 1;
 //!         Bytes::from(self.0.to_string())
+//!     }
+//!
+//!     async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
+//!         let count = self.0; // captured here, written off the apply path
+//!         Ok(Box::new(move |dir: &std::path::Path| {
+//!             std::fs::write(dir.join("count"), count.to_le_bytes())?;
+//!             Ok(vec!["count".to_owned()])
+//!         }))
+//!     }
+//!
+//!     async fn restore(&mut self, dir: &std::path::Path, _files: &[String]) -> std::io::Result<()> {
+//!         let bytes = std::fs::read(dir.join("count"))?;
+//!         self.0 = u64::from_le_bytes(bytes.try_into().map_err(|_| std::io::ErrorKind::InvalidData)?);
+//!         Ok(())
 //!     }
 //! }
 //!
@@ -94,7 +110,8 @@
 //!         let log = RaftLog::open(&dir.path().join(id.to_string()), LogOptions::default())?;
 //!         nodes.push(RaftNode::start(
 //!             Config::new(id, vec![1, 2, 3]),
-//!             Duration::from_millis(10), // one tick
+//!             // A tick of 10 ms; the snapshot store.
+//!             NodeOptions::new(Duration::from_millis(10), dir.path().join(format!("{id}.snap"))),
 //!             Arc::new(log),
 //!             Counter(0),
 //!             Arc::clone(&net) as Arc<dyn Transport>,
@@ -130,7 +147,9 @@ mod raft;
 pub mod sim;
 mod storage;
 
-pub use driver::{DriverError, MemNetwork, RaftNode, StateMachine, Transport};
+pub use driver::{
+    DriverError, MemNetwork, NodeOptions, RaftNode, SnapshotWriter, StateMachine, Transport,
+};
 pub use membership::{Change, ChangeKind, ConfChange, ConfState, Membership};
 pub use message::{Message, MessageType, NodeId};
 pub use progress::ProgressState;

@@ -1687,7 +1687,7 @@ impl<S: Storage> Raft<S> {
     }
 }
 
-fn decode_membership(bytes: &[u8]) -> Result<Membership, &'static str> {
+pub(crate) fn decode_membership(bytes: &[u8]) -> Result<Membership, &'static str> {
     let cs = ConfState::decode(bytes).map_err(|_| "snapshot membership does not decode")?;
     Membership::from_conf_state(&cs)
 }

@@ -2,12 +2,16 @@
 //! Concurrent proposals commit and apply in the same order everywhere; reads, leader
 //! transfer, a leader crash and a restart from the log.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use strata_raft::{Config, DriverError, MemNetwork, NodeId, RaftNode, Role, StateMachine};
+use strata_raft::{
+    Config, DriverError, MemNetwork, NodeId, NodeOptions, RaftNode, Role, SnapshotWriter,
+    StateMachine,
+};
 use strata_raft_log::{LogOptions, RaftLog};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -24,6 +28,35 @@ impl StateMachine for Recorder {
         self.0.lock().push((index, command.clone()));
         Bytes::from(format!("applied {index}"))
     }
+
+    async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
+        // The captured state: what was applied, in order.
+        let mut state = Vec::new();
+        for (index, command) in self.0.lock().iter() {
+            state.extend_from_slice(&index.to_le_bytes());
+            state.extend_from_slice(&(command.len() as u32).to_le_bytes());
+            state.extend_from_slice(command);
+        }
+        Ok(Box::new(move |dir: &Path| {
+            std::fs::write(dir.join("applied"), &state)?;
+            Ok(vec!["applied".to_owned()])
+        }))
+    }
+
+    async fn restore(&mut self, dir: &Path, files: &[String]) -> std::io::Result<()> {
+        assert_eq!(files, ["applied"]);
+        let state = std::fs::read(dir.join("applied"))?;
+        let mut applied = Vec::new();
+        let mut at = &state[..];
+        while at.len() >= 12 {
+            let index = u64::from_le_bytes(at[..8].try_into().expect("8 bytes"));
+            let len = u32::from_le_bytes(at[8..12].try_into().expect("4 bytes")) as usize;
+            applied.push((index, Bytes::copy_from_slice(&at[12..12 + len])));
+            at = &at[12 + len..];
+        }
+        *self.0.lock() = applied;
+        Ok(())
+    }
 }
 
 struct Cluster {
@@ -31,6 +64,9 @@ struct Cluster {
     net: Arc<MemNetwork>,
     nodes: Vec<Option<RaftNode>>,
     applied: Vec<Applied>,
+    logs: Vec<Option<Arc<RaftLog>>>,
+    /// Snapshot every this many entries (0: the defaults).
+    snapshot_entries: u64,
 }
 
 const IDS: [NodeId; 3] = [1, 2, 3];
@@ -39,23 +75,33 @@ const SPARE: NodeId = 4;
 
 impl Cluster {
     fn new() -> Self {
+        Self::with_snapshots(0)
+    }
+
+    fn with_snapshots(snapshot_entries: u64) -> Self {
         let mut c = Cluster {
             dir: tempfile::tempdir().expect("tempdir"),
             net: MemNetwork::new(),
             nodes: Vec::new(),
             applied: Vec::new(),
+            logs: Vec::new(),
+            snapshot_entries,
         };
         for id in IDS {
             c.applied.push(Arc::new(Mutex::new(Vec::new())));
             c.nodes.push(None);
+            c.logs.push(None);
             c.start(id);
         }
         c.applied.push(Arc::new(Mutex::new(Vec::new())));
         c.nodes.push(None);
+        c.logs.push(None);
         c
     }
 
     fn start(&mut self, id: NodeId) {
+        // A restarted node's earlier log handle goes first (it holds the log's lock).
+        self.logs[id as usize - 1] = None;
         let log = RaftLog::open(&self.dir.path().join(id.to_string()), LogOptions::default())
             .expect("log");
         let mut config = Config::new(id, IDS.to_vec());
@@ -63,10 +109,22 @@ impl Cluster {
         config.election_tick = 10;
         let applied = Arc::clone(&self.applied[id as usize - 1]);
         applied.lock().clear();
+        let mut options = NodeOptions::new(
+            Duration::from_millis(5),
+            self.dir.path().join(format!("{id}.snapshots")),
+        );
+        if self.snapshot_entries > 0 {
+            // Small snapshots in many chunks, and a log compacted right up to them.
+            options.snapshot_entries = self.snapshot_entries;
+            options.compaction_overhead = 2;
+            config.snapshot_chunk_bytes = 100;
+        }
+        let log = Arc::new(log);
+        self.logs[id as usize - 1] = Some(Arc::clone(&log));
         let node = RaftNode::start(
             config,
-            Duration::from_millis(5),
-            Arc::new(log),
+            options,
+            log,
             Recorder(applied),
             Arc::clone(&self.net) as Arc<dyn strata_raft::Transport>,
             self.net.join(id),
@@ -286,4 +344,88 @@ async fn a_learner_joins_catches_up_and_is_promoted() {
         .propose(Bytes::from_static(b"after"), WAIT)
         .await
         .expect("propose with four voters");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_past_the_compacted_log_installs_a_snapshot_and_restarts_from_it() {
+    let mut c = Cluster::with_snapshots(20);
+    let leader = c.leader().await;
+    let behind = IDS.into_iter().find(|&id| id != leader).expect("follower");
+    c.net.set_cut_off(behind, true);
+    let mut last = 0;
+    for i in 0..100u32 {
+        let answer = c
+            .node(leader)
+            .propose(Bytes::from(format!("command {i}")), WAIT)
+            .await
+            .expect("committed");
+        last = std::str::from_utf8(&answer[8..])
+            .expect("utf-8")
+            .parse()
+            .expect("an index");
+    }
+    let log = |c: &Cluster, id: NodeId| Arc::clone(c.logs[id as usize - 1].as_ref().expect("log"));
+    // The leader took snapshots and compacted its log past what the follower has.
+    let mut status = c.node(leader).status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.snapshot >= 80))
+        .await
+        .expect("snapshots in time")
+        .expect("running");
+    // (The status shows a snapshot once the log is compacted for it.)
+    assert!(log(&c, leader).first_index() > log(&c, behind).last_index() + 1);
+
+    c.net.set_cut_off(behind, false);
+    c.wait_applied(behind, last).await;
+    let reference = c.applied[leader as usize - 1].lock().clone();
+    assert_eq!(reference.len(), 100);
+    assert_eq!(
+        *c.applied[behind as usize - 1].lock(),
+        reference,
+        "restored from the snapshot, then applied the rest"
+    );
+    assert!(c.node(behind).status().borrow().snapshot > 0, "installed");
+    assert!(log(&c, behind).first_index() > 1, "its log starts after it");
+
+    // A restart restores from the snapshot and applies the log after it.
+    c.nodes[behind as usize - 1]
+        .take()
+        .expect("running")
+        .shutdown()
+        .await;
+    c.start(behind);
+    c.wait_applied(behind, last).await;
+    assert_eq!(*c.applied[behind as usize - 1].lock(), reference);
+
+    // Requested snapshots: one now, then none while nothing new is applied.
+    let taken = c
+        .node(leader)
+        .request_snapshot(WAIT)
+        .await
+        .expect("snapshot");
+    assert!(taken.is_none_or(|m| m.last_index >= last));
+    assert_eq!(
+        c.node(leader).request_snapshot(WAIT).await.expect("again"),
+        None,
+        "skipped: nothing applied since"
+    );
+    // An exported snapshot: the files and their description, outside the store.
+    let export = c.dir.path().join("export");
+    let meta = c
+        .node(leader)
+        .export_snapshot(&export, WAIT)
+        .await
+        .expect("export");
+    assert!(meta.last_index >= last);
+    let described = std::fs::read(export.join("meta")).expect("meta");
+    assert_eq!(
+        <strata_snapshot::SnapshotMeta as prost::Message>::decode(described.as_slice())
+            .expect("decodes"),
+        meta
+    );
+    assert_eq!(
+        std::fs::metadata(export.join("applied"))
+            .expect("file")
+            .len(),
+        meta.files[0].size
+    );
 }

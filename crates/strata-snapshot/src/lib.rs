@@ -510,6 +510,32 @@ impl Receiver {
         })
     }
 
+    /// Takes a chunk of `meta` whatever is staged: starts (or resumes) receiving `meta` if it
+    /// is not the snapshot staged, and answers [`Ack::Complete`] if `meta` is the installed
+    /// set (a chunk that arrives after the last). A chunk positioned past the last file (a
+    /// set of empty files needs no data) just starts the transfer.
+    ///
+    /// # Errors
+    ///
+    /// As [`begin`](Self::begin) and [`accept`](Self::accept).
+    pub fn receive(&mut self, meta: &SnapshotMeta, chunk: &Chunk) -> Result<Ack> {
+        if self.staging.as_ref().is_none_or(|s| s.meta != *meta)
+            && let Some((installed, _)) = self.installed()?
+            && installed == *meta
+        {
+            return Ok(Ack::Complete);
+        }
+        let need = self.begin(meta)?;
+        if self.staging.is_none() {
+            // Installed by `begin` (nothing but empty files), or dropped as older.
+            return Ok(Ack::Complete);
+        }
+        if chunk.file as usize >= meta.files.len() {
+            return Ok(Ack::Gap { need });
+        }
+        self.accept(chunk)
+    }
+
     /// Drops what is staged.
     ///
     /// # Errors

@@ -1,0 +1,241 @@
+//! Snapshots in the consensus core: a follower behind the leader's compacted log is streamed
+//! the snapshot in chunks and then gets appends again; a lost chunk is resent after two
+//! heartbeats; appends to it pause meanwhile; Figure 13's rule 7 on install; and a follower
+//! that already has what a snapshot covers refuses it (no install loop).
+
+use bytes::Bytes;
+use prost::Message as _;
+use strata_raft::sim::{Cluster, SnapshotPolicy, log_with_terms};
+use strata_raft::{
+    ConfState, Config, MemStorage, Membership, Message, MessageType, NodeId, Raft, Storage,
+};
+use strata_raft_log::HardState;
+use strata_snapshot::{Ack, Chunk, FileInfo, SnapshotMeta};
+
+fn small_chunks(config: &mut Config) {
+    config.snapshot_chunk_bytes = 64;
+    config.max_snapshot_inflight = 2;
+}
+
+/// A three-node cluster taking a snapshot every 5 entries with no compaction overhead; the
+/// leader and the follower that will fall behind.
+fn cluster_with_a_lagging_follower(filler: usize) -> (Cluster, NodeId, NodeId) {
+    let mut c = Cluster::new(&[1, 2, 3], small_chunks);
+    c.snapshots = SnapshotPolicy {
+        every: 5,
+        compaction_overhead: 0,
+        filler,
+    };
+    let leader = c.elect();
+    let behind = [1, 2, 3]
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    c.isolated.insert(behind);
+    for i in 0..30u64 {
+        let key = i % 4;
+        let mut put = key.to_le_bytes().to_vec();
+        put.extend_from_slice(&(100 + i).to_le_bytes());
+        c.propose(leader, &put);
+    }
+    assert!(
+        c.node(leader).storage().first_index() > 20,
+        "the leader compacted its log: {}",
+        c.node(leader).storage().first_index()
+    );
+    (c, leader, behind)
+}
+
+#[test]
+fn a_follower_behind_the_compacted_log_installs_the_snapshot_and_catches_up() {
+    let (mut c, leader, behind) = cluster_with_a_lagging_follower(1000);
+    c.isolated.clear();
+    c.tick_all(50);
+    assert_eq!(c.node(behind).commit(), c.node(leader).commit());
+    assert!(c.snapshot_counts.0 >= 1, "installed from the leader");
+    assert_eq!(c.kv[&behind], c.kv[&leader], "the same state");
+    assert_eq!(c.members[&behind], c.members[&leader]);
+    // Appends resumed after the snapshot: a new command reaches it as an entry.
+    c.propose(leader, &[9u8; 16]);
+    c.tick_all(3);
+    assert_eq!(c.node(behind).commit(), c.node(leader).commit());
+    assert!(c.commands(behind).contains(&Bytes::from(vec![9u8; 16])));
+}
+
+#[test]
+fn a_lost_chunk_is_sent_again_after_two_heartbeats_and_appends_pause_meanwhile() {
+    let (mut c, leader, behind) = cluster_with_a_lagging_follower(1000);
+    c.isolated.clear();
+    // A heartbeat round: the follower's answer shows it needs compacted entries.
+    c.node(leader).tick();
+    let mut first_chunks = Vec::new();
+    for _ in 0..20 {
+        c.ready_all();
+        if c.queue
+            .iter()
+            .any(|m| m.kind() == MessageType::InstallSnapshot)
+        {
+            break;
+        }
+        c.deliver_one();
+    }
+    // Lose every chunk in flight.
+    c.queue.retain(|m| {
+        let chunk = m.kind() == MessageType::InstallSnapshot;
+        if chunk {
+            first_chunks.push(m.chunk.clone().expect("a chunk"));
+        }
+        !chunk
+    });
+    assert_eq!(first_chunks.len(), 2, "a window of two chunks");
+    assert_eq!((first_chunks[0].file, first_chunks[0].offset), (0, 0));
+    // Appends to the follower pause while it is being sent the snapshot.
+    c.node(leader)
+        .propose(Bytes::from(vec![1u8; 16]))
+        .expect("propose");
+    c.ready_all();
+    assert!(
+        !c.queue
+            .iter()
+            .any(|m| m.kind() == MessageType::Append && m.to == behind),
+        "no appends to a follower receiving a snapshot"
+    );
+    let resent = |c: &mut Cluster| {
+        c.ready_all();
+        c.queue
+            .iter()
+            .filter(|m| m.kind() == MessageType::InstallSnapshot)
+            .filter_map(|m| m.chunk.clone())
+            .collect::<Vec<Chunk>>()
+    };
+    c.node(leader).tick();
+    assert!(resent(&mut c).is_empty(), "not after one heartbeat");
+    c.node(leader).tick();
+    let again = resent(&mut c);
+    assert_eq!(again.len(), 2, "after two heartbeats, the window again");
+    assert_eq!(
+        (again[0].file, again[0].offset),
+        (0, 0),
+        "from the lost one"
+    );
+    // And the transfer completes.
+    c.tick_all(50);
+    assert_eq!(c.node(behind).commit(), c.node(leader).commit());
+    assert_eq!(c.kv[&behind], c.kv[&leader]);
+}
+
+fn meta(last_index: u64, last_term: u64, voters: &[NodeId]) -> SnapshotMeta {
+    let cs = ConfState {
+        voters: voters.to_vec(),
+        ..ConfState::default()
+    };
+    SnapshotMeta {
+        id: 77,
+        last_index,
+        last_term,
+        membership: Bytes::from(cs.encode_to_vec()),
+        files: vec![FileInfo {
+            name: "state".to_owned(),
+            size: 10,
+            crc: 0,
+        }],
+    }
+}
+
+fn chunk_message(meta: &SnapshotMeta, term: u64) -> Message {
+    Message {
+        msg_type: MessageType::InstallSnapshot as i32,
+        from: 1,
+        to: 2,
+        term,
+        snapshot: Some(meta.clone()),
+        chunk: Some(Chunk {
+            snapshot_id: meta.id,
+            ..Chunk::default()
+        }),
+        ..Message::default()
+    }
+}
+
+/// A follower (node 2 of {1, 2, 3}) with `terms` in its log, installing `meta` from leader 1
+/// in `term`; its last index afterwards, and the Ready that carries the snapshot.
+fn install(
+    terms: &[u64],
+    meta: &SnapshotMeta,
+    term: u64,
+) -> (Raft<MemStorage>, strata_raft::Ready) {
+    let hs = HardState {
+        term: 1,
+        vote: 0,
+        commit: 1,
+    };
+    let mut node =
+        Raft::new(Config::new(2, vec![1, 2, 3]), log_with_terms(terms), hs).expect("node");
+    node.step(chunk_message(meta, term)).expect("step");
+    let ready = node.ready().expect("ready");
+    assert_eq!(
+        ready.snapshot_chunks.len(),
+        1,
+        "handed to the driver to stage"
+    );
+    node.advance(&ready);
+    node.snapshot_staged(1, meta, Ack::Complete)
+        .expect("staged");
+    let ready = node.ready().expect("ready");
+    (node, ready)
+}
+
+#[test]
+fn an_installed_snapshot_keeps_the_entries_after_it_only_if_they_match() {
+    // Rule 7: the log holds the snapshot's last entry with its term: what follows stays.
+    let (node, ready) = install(&[1, 1, 1, 1, 1], &meta(3, 1, &[1, 2, 3, 4]), 2);
+    assert_eq!(ready.snapshot.as_ref().map(|m| m.last_index), Some(3));
+    assert_eq!(node.status().last_index, 5, "entries 4 and 5 kept");
+    assert_eq!(node.commit(), 3);
+    assert_eq!(
+        node.membership(),
+        &Membership::new(&[1, 2, 3, 4], &[]),
+        "the snapshot's membership"
+    );
+    let done = ready
+        .persisted_messages
+        .iter()
+        .find(|m| m.kind() == MessageType::SnapshotResponse)
+        .expect("installed, once persisted");
+    assert!(done.chunk.as_ref().is_some_and(|c| c.done));
+
+    // A different term there: everything after it goes.
+    let (mut node, ready) = install(&[1, 1, 2, 2, 2], &meta(4, 3, &[1, 2, 3]), 3);
+    assert_eq!(node.status().last_index, 4, "the log ends at the snapshot");
+    // The driver makes storage start after it, then persists the Ready.
+    node.storage_mut().compact(4, 3);
+    node.advance(&ready);
+    assert_eq!(node.storage().first_index(), 5);
+    assert_eq!(node.storage().term(4), Some(3));
+}
+
+#[test]
+fn a_follower_that_has_what_a_snapshot_covers_refuses_it() {
+    let hs = HardState {
+        term: 2,
+        vote: 0,
+        commit: 5,
+    };
+    let mut node = Raft::new(
+        Config::new(2, vec![1, 2, 3]),
+        log_with_terms(&[1, 1, 2, 2, 2]),
+        hs,
+    )
+    .expect("node");
+    node.step(chunk_message(&meta(4, 2, &[1, 2, 3]), 2))
+        .expect("step");
+    let ready = node.ready().expect("ready");
+    assert!(ready.snapshot_chunks.is_empty(), "nothing to stage");
+    let refusal = ready
+        .messages
+        .iter()
+        .find(|m| m.kind() == MessageType::SnapshotResponse)
+        .expect("an answer");
+    assert!(refusal.reject && refusal.chunk.is_none());
+    assert_eq!(refusal.index, 5, "appends resume after its commit index");
+}
