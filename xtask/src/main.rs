@@ -39,7 +39,8 @@ commands:
                        missing) for SECONDS (default 60); `cargo xtask fuzz` lists them
   sim [ARGS]           the Raft simulator over many seeds (release build): --seeds N
                        (default 1000), --seed S (replay one), --nodes 3|5, --steps, fault
-                       rates in percent --drop, --dup, --partition, --crash
+                       rates in percent --drop, --dup, --partition, --crash;
+                       --no-snapshots
   help                 print this text";
 
 /// A benchmark that `cargo xtask bench` knows by a short name.
@@ -84,6 +85,11 @@ const BENCHES: &[Bench] = &[
         name: "raft",
         package: "strata-raft",
         target: "raft",
+    },
+    Bench {
+        name: "snapshot",
+        package: "strata-raft",
+        target: "snapshot",
     },
 ];
 

@@ -12,7 +12,7 @@
 //! mode; proposals batched into one append and one persist per `Ready`; commit only by a
 //! quorum's match on an entry of the current term; heartbeats carrying the commit index;
 //! ReadIndex reads (and opt-in lease reads); leadership transfer; membership changes; a cap
-//! on uncommitted bytes; refused and counted bad input.
+//! on uncommitted bytes; refused and counted bad input; snapshots (below).
 //!
 //! [`sim`] is a deterministic simulator of a whole cluster, where one seed decides the clock,
 //! message loss, duplication and reordering, partitions, crashes and client requests; it
@@ -30,7 +30,16 @@
 //! old and the new voters, and the leader leaves it by itself once it is applied; learners
 //! receive the log without voting and can be promoted.
 //!
-//! Not yet: snapshots (the next issue).
+//! Snapshots: a leader streams a follower that needs entries its log no longer holds the latest
+//! snapshot, in chunks of a `strata_snapshot` file set, a window at a time, resending what is
+//! not acknowledged within two heartbeats; the follower installs it (keeping later entries only
+//! if they match, Figure 13's rule 7) and takes its configuration (a [`ConfState`] in the
+//! snapshot's metadata). The driver takes snapshots by entries or bytes applied, or on
+//! request ([`RaftNode::request_snapshot`], skipped when nothing was applied since the last;
+//! [`RaftNode::export_snapshot`] to a directory), through [`StateMachine::snapshot`] (a
+//! capture on the apply path, the writing off it), compacts the log up to
+//! [`NodeOptions::compaction_overhead`] entries before it, and restores from the latest one at
+//! restart ([`StateMachine::restore`]).
 //!
 //! # Examples
 //!

@@ -311,6 +311,48 @@ pub struct Receiver {
 struct Staging {
     meta: SnapshotMeta,
     next: Position,
+    /// The file at `next`, open, and the checksum of its bytes so far.
+    current: Option<File>,
+    crc: crc32fast::Hasher,
+    /// Fsyncs of complete files, running in the background while the next file arrives;
+    /// all are waited for before the set is installed.
+    syncing: std::collections::VecDeque<(PathBuf, std::thread::JoinHandle<std::io::Result<()>>)>,
+}
+
+impl Staging {
+    fn new(meta: SnapshotMeta, next: Position, crc: crc32fast::Hasher) -> Self {
+        Self {
+            meta,
+            next,
+            current: None,
+            crc,
+            syncing: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Waits for the background fsyncs, all of them or all but `keep`.
+    fn wait_synced(&mut self, keep: usize) -> Result<()> {
+        while self.syncing.len() > keep {
+            let Some((path, handle)) = self.syncing.pop_front() else {
+                break;
+            };
+            let synced = handle
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the fsync thread panicked")));
+            synced.map_err(io("fsync", &path))?;
+        }
+        Ok(())
+    }
+}
+
+/// Complete files being fsynced in the background, at most.
+const SYNCING_MAX: usize = 4;
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // Nothing may write into a staging directory after it is dropped (or removed).
+        let _ = self.wait_synced(0);
+    }
 }
 
 const META_FILE: &str = "meta";
@@ -338,8 +380,8 @@ impl Receiver {
                 path: meta_path.clone(),
                 reason: "staged snapshot metadata does not decode",
             })?;
-            let next = receiver.resume_position(&meta)?;
-            receiver.staging = Some(Staging { meta, next });
+            let (next, crc) = receiver.resume_position(&meta)?;
+            receiver.staging = Some(Staging::new(meta, next, crc));
             if receiver.is_complete() {
                 receiver.install()?;
             }
@@ -351,8 +393,10 @@ impl Receiver {
         self.root.join("staging")
     }
 
-    /// Where a staged transfer of `meta` continues: the first file not complete on disk.
-    fn resume_position(&self, meta: &SnapshotMeta) -> Result<Position> {
+    /// Where a staged transfer of `meta` continues: the first file not complete on disk
+    /// (files after it, written before its fsync finished, are removed), and the checksum of
+    /// what it holds.
+    fn resume_position(&self, meta: &SnapshotMeta) -> Result<(Position, crc32fast::Hasher)> {
         for (i, info) in meta.files.iter().enumerate() {
             let path = self.staging_dir().join(&info.name);
             let on_disk = std::fs::metadata(&path).map_or(0, |m| m.len());
@@ -360,16 +404,29 @@ impl Receiver {
             if !complete {
                 let keep = if on_disk < info.size { on_disk } else { 0 };
                 truncate(&path, keep)?;
-                return Ok(Position {
-                    file: i as u32,
-                    offset: keep,
-                });
+                for later in &meta.files[i + 1..] {
+                    let path = self.staging_dir().join(&later.name);
+                    if path.exists() {
+                        std::fs::remove_file(&path).map_err(io("remove", &path))?;
+                    }
+                }
+                let crc = crc_of_prefix(&path, keep)?;
+                return Ok((
+                    Position {
+                        file: i as u32,
+                        offset: keep,
+                    },
+                    crc,
+                ));
             }
         }
-        Ok(Position {
-            file: meta.files.len() as u32,
-            offset: 0,
-        })
+        Ok((
+            Position {
+                file: meta.files.len() as u32,
+                offset: 0,
+            },
+            crc32fast::Hasher::new(),
+        ))
     }
 
     fn is_complete(&self) -> bool {
@@ -400,10 +457,11 @@ impl Receiver {
         let dir = self.staging_dir();
         std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         strata_fs::atomic_replace(&dir.join(META_FILE), &meta.encode_to_vec())?;
-        self.staging = Some(Staging {
-            meta: meta.clone(),
-            next: Position { file: 0, offset: 0 },
-        });
+        self.staging = Some(Staging::new(
+            meta.clone(),
+            Position { file: 0, offset: 0 },
+            crc32fast::Hasher::new(),
+        ));
         self.skip_empty_files()?;
         if self.is_complete() {
             self.install()?;
@@ -459,7 +517,9 @@ impl Receiver {
             offset: chunk.offset,
         };
         let next = staging.next;
-        if crc32fast::hash(&chunk.data) != chunk.crc {
+        let mut chunk_crc = crc32fast::Hasher::new();
+        chunk_crc.update(&chunk.data);
+        if chunk_crc.clone().finalize() != chunk.crc {
             return Ok(Ack::Gap { need: next });
         }
         if at < next {
@@ -479,21 +539,43 @@ impl Receiver {
             return Err(Error::Invalid("chunk runs past the end of its file"));
         }
         let path = dir.join(&info.name);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io("open", &path))?;
-        file.write_all(&chunk.data).map_err(io("write", &path))?;
+        if staging.current.is_none() {
+            staging.current = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(io("open", &path))?,
+            );
+        }
+        let Some(file) = staging.current.as_mut() else {
+            return Err(Error::Invalid("no open file"));
+        };
+        if let Err(e) = file.write_all(&chunk.data) {
+            // What reached the file is unknown: start it again.
+            staging.current = None;
+            staging.crc = crc32fast::Hasher::new();
+            staging.next.offset = 0;
+            truncate(&path, 0)?;
+            return Err(io("write", &path)(e));
+        }
+        staging.crc.combine(&chunk_crc);
         staging.next.offset = end;
         if end == info.size {
-            // The file is whole: durable, then verified.
-            file.sync_all().map_err(io("fsync", &path))?;
-            drop(file);
-            if crc_of_file(&path)?.1 != info.crc {
+            // The file is whole and verified (its checksum ran over what was written); it
+            // is fsynced in the background while the next one arrives.
+            let file = staging.current.take();
+            let crc = std::mem::take(&mut staging.crc).finalize();
+            if crc != info.crc {
+                drop(file);
                 truncate(&path, 0)?;
                 staging.next.offset = 0;
                 return Ok(Ack::Gap { need: staging.next });
+            }
+            if let Some(file) = file {
+                let handle = std::thread::spawn(move || file.sync_all());
+                staging.syncing.push_back((path, handle));
+                staging.wait_synced(SYNCING_MAX)?;
             }
             staging.next = Position {
                 file: at.file + 1,
@@ -542,7 +624,10 @@ impl Receiver {
     ///
     /// I/O errors.
     pub fn abort(&mut self) -> Result<()> {
-        self.staging = None;
+        if let Some(mut staging) = self.staging.take() {
+            // Its files are about to go: whether their fsyncs failed does not matter.
+            let _ = staging.wait_synced(0);
+        }
         let dir = self.staging_dir();
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
@@ -555,9 +640,11 @@ impl Receiver {
     /// Moves the complete staged set under `snapshots/ID/` and points `CURRENT` at it,
     /// unless the installed set is as new (by `last_index`): then the staged one is dropped.
     fn install(&mut self) -> Result<()> {
-        let Some(staging) = self.staging.take() else {
+        let Some(mut staging) = self.staging.take() else {
             return Ok(());
         };
+        // Every file durable before the set is.
+        staging.wait_synced(0)?;
         if let Some((current, _)) = self.installed()?
             && current.last_index >= staging.meta.last_index
         {
@@ -704,6 +791,25 @@ impl Receiver {
         })?;
         Ok(Some((meta, dir)))
     }
+}
+
+/// The checksum state of the first `len` bytes of `path`.
+fn crc_of_prefix(path: &Path, len: u64) -> Result<crc32fast::Hasher> {
+    let mut hasher = crc32fast::Hasher::new();
+    if len == 0 {
+        return Ok(hasher);
+    }
+    let file = File::open(path).map_err(io("open", path))?;
+    let mut reader = file.take(len);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf).map_err(io("read", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher)
 }
 
 fn truncate(path: &Path, len: u64) -> Result<()> {

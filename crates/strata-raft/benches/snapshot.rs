@@ -1,0 +1,398 @@
+//! `cargo xtask bench snapshot`: snapshot transfer between Raft nodes in one process on the
+//! in-memory network, each with its own `strata-raft-log` (fsync on) and snapshot store, all
+//! on the same disk.
+//!
+//! - `snapshot_install_mb_per_s`: a leader's 1 GiB snapshot of 64 files (16 MiB each) is
+//!   streamed in 1 MiB chunks to a new learner, which stages, fsyncs, verifies and installs
+//!   it; timed from adding the learner to its state machine being restored.
+//!   `disk_seq_write_mb_per_s` is the disk's rate for the same 64 files written in 1 MiB
+//!   writes with an fsync per file, measured in the same run;
+//!   `RATIO snapshot_install_vs_disk` is the first over the second (goal: at least 0.7).
+//! - `catchup_1m_entries_s`: a follower of three is cut off while the leader commits 1M
+//!   16-byte commands (a snapshot every 100,000 entries, 5,000 kept in the log; `--entries`
+//!   changes the count, and these in proportion); then the
+//!   time until it has applied up to the leader's commit index again.
+//!   `catchup_1m_entries_replay_s` is the same with snapshots off (it replays the log), and
+//!   `RATIO catchup_snapshot_vs_replay` the second over the first.
+//!
+//! Each figure is the median of `--runs` (default 3) runs. Loopback TCP comes with the
+//! transport crate.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use strata_raft::{
+    ChangeKind, ConfChange, Config, MemNetwork, NodeId, NodeOptions, RaftNode, Role,
+    SnapshotWriter, StateMachine, Transport,
+};
+use strata_raft_log::{LogOptions, RaftLog};
+
+const FILES: usize = 64;
+const FILE_BYTES: usize = 16 << 20;
+const WAIT: Duration = Duration::from_secs(120);
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+fn flag(args: &[String], name: &str) -> Option<f64> {
+    let at = args.iter().position(|a| a == name)?;
+    args.get(at + 1)?.parse().ok()
+}
+
+/// Deterministic, incompressible-looking file contents.
+fn fill(buf: &mut [u8], seed: u64) {
+    let mut x = seed | 1;
+    for chunk in buf.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let bytes = x.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
+/// Writes the 64 files into `dir` in 1 MiB writes, each fsynced; MB/s.
+fn write_files(dir: &Path) -> f64 {
+    std::fs::create_dir_all(dir).expect("dir");
+    // The data is made before the clock starts: each write only stamps a counter in.
+    let mut buf = vec![0u8; 1 << 20];
+    fill(&mut buf, 42);
+    let started = Instant::now();
+    for i in 0..FILES {
+        let mut file = std::fs::File::create(dir.join(format!("{i:06}.sst"))).expect("create");
+        for j in 0..FILE_BYTES / buf.len() {
+            buf[..8].copy_from_slice(&((i * 1000 + j) as u64).to_le_bytes());
+            file.write_all(&buf).expect("write");
+        }
+        file.sync_all().expect("fsync");
+    }
+    strata_fs::sync_dir(dir).expect("sync dir");
+    (FILES * FILE_BYTES) as f64 / 1e6 / started.elapsed().as_secs_f64()
+}
+
+/// A state machine whose state is a set of table files (as the LSM's will be): a snapshot
+/// hard-links them, a restore checks they are all there.
+struct Tables {
+    dir: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl StateMachine for Tables {
+    async fn apply(&mut self, _index: u64, _command: Bytes) -> Bytes {
+        Bytes::new()
+    }
+
+    async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
+        let from = self.dir.clone();
+        Ok(Box::new(move |to: &Path| {
+            let mut names = Vec::new();
+            for i in 0..FILES {
+                let name = format!("{i:06}.sst");
+                std::fs::hard_link(from.join(&name), to.join(&name))?;
+                names.push(name);
+            }
+            Ok(names)
+        }))
+    }
+
+    async fn restore(&mut self, dir: &Path, files: &[String]) -> std::io::Result<()> {
+        for name in files {
+            if std::fs::metadata(dir.join(name))?.len() != FILE_BYTES as u64 {
+                return Err(std::io::ErrorKind::InvalidData.into());
+            }
+        }
+        self.dir = dir.to_path_buf();
+        Ok(())
+    }
+}
+
+fn start(
+    root: &Path,
+    id: NodeId,
+    config: Config,
+    options: impl FnOnce(&mut NodeOptions),
+    state_machine: impl StateMachine,
+    net: &Arc<MemNetwork>,
+) -> RaftNode {
+    let log = RaftLog::open(&root.join(format!("{id}.log")), LogOptions::default()).expect("log");
+    let mut node_options =
+        NodeOptions::new(Duration::from_millis(50), root.join(format!("{id}.snap")));
+    options(&mut node_options);
+    RaftNode::start(
+        config,
+        node_options,
+        Arc::new(log),
+        state_machine,
+        Arc::clone(net) as Arc<dyn Transport>,
+        net.join(id),
+    )
+    .expect("start")
+}
+
+async fn wait_leader(node: &RaftNode) {
+    let mut status = node.status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.role == Role::Leader))
+        .await
+        .expect("a leader in time")
+        .expect("running");
+}
+
+async fn wait_applied(node: &RaftNode, index: u64) {
+    let mut applied = node.applied();
+    tokio::time::timeout(WAIT, applied.wait_for(|a| *a >= index))
+        .await
+        .expect("applied in time")
+        .expect("running");
+}
+
+/// One transfer of the 1 GiB set from `source` to a new learner; MB/s.
+async fn install_once(root: &Path, source: &Path) -> f64 {
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root).expect("dir");
+    let net = MemNetwork::new();
+    let no_auto = |o: &mut NodeOptions| {
+        o.snapshot_entries = 0;
+        o.snapshot_bytes = 0;
+        o.compaction_overhead = 0;
+    };
+    let mut config = Config::new(1, vec![1]);
+    config.peers = vec![2];
+    let leader = start(
+        root,
+        1,
+        config,
+        no_auto,
+        Tables {
+            dir: source.to_path_buf(),
+        },
+        &net,
+    );
+    wait_leader(&leader).await;
+    leader
+        .propose(Bytes::from_static(b"x"), WAIT)
+        .await
+        .expect("propose");
+    let meta = leader
+        .request_snapshot(WAIT)
+        .await
+        .expect("snapshot")
+        .expect("taken");
+    let mut config = Config::new(2, vec![1]);
+    config.peers = vec![1];
+    let learner = start(
+        root,
+        2,
+        config,
+        no_auto,
+        Tables {
+            dir: PathBuf::new(),
+        },
+        &net,
+    );
+    let started = Instant::now();
+    leader
+        .change_membership(ConfChange::single(ChangeKind::AddLearner, 2), WAIT)
+        .await
+        .expect("add learner");
+    wait_applied(&learner, meta.last_index).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    leader.shutdown().await;
+    learner.shutdown().await;
+    let bytes: u64 = meta.files.iter().map(|f| f.size).sum();
+    bytes as f64 / 1e6 / elapsed
+}
+
+/// A key-value map of u64s; a command is key and value, 8 bytes each.
+#[derive(Default)]
+struct Kv(HashMap<u64, u64>);
+
+#[async_trait::async_trait]
+impl StateMachine for Kv {
+    async fn apply(&mut self, _index: u64, command: Bytes) -> Bytes {
+        if let (Some(k), Some(v)) = (command.get(..8), command.get(8..16)) {
+            let key = u64::from_le_bytes(k.try_into().unwrap_or_default());
+            let value = u64::from_le_bytes(v.try_into().unwrap_or_default());
+            self.0.insert(key, value);
+        }
+        Bytes::new()
+    }
+
+    async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
+        let pairs: Vec<(u64, u64)> = self.0.iter().map(|(k, v)| (*k, *v)).collect();
+        Ok(Box::new(move |dir: &Path| {
+            let mut out = Vec::with_capacity(pairs.len() * 16);
+            for (k, v) in pairs {
+                out.extend_from_slice(&k.to_le_bytes());
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            std::fs::write(dir.join("kv"), out)?;
+            Ok(vec!["kv".to_owned()])
+        }))
+    }
+
+    async fn restore(&mut self, dir: &Path, _files: &[String]) -> std::io::Result<()> {
+        let bytes = std::fs::read(dir.join("kv"))?;
+        self.0.clear();
+        for pair in bytes.chunks_exact(16) {
+            let key = u64::from_le_bytes(pair[..8].try_into().unwrap_or_default());
+            let value = u64::from_le_bytes(pair[8..].try_into().unwrap_or_default());
+            self.0.insert(key, value);
+        }
+        Ok(())
+    }
+}
+
+/// A follower misses `entries` commands; seconds until it has applied them.
+async fn catchup_once(root: &Path, entries: u64, snapshots: bool) -> f64 {
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root).expect("dir");
+    let net = MemNetwork::new();
+    let ids = [1u64, 2, 3];
+    let mut nodes = Vec::new();
+    for id in ids {
+        let mut config = Config::new(id, ids.to_vec());
+        // Elections among 1 and 2: 3 is the one cut off.
+        config.seed = id * 7919;
+        nodes.push(Arc::new(start(
+            root,
+            id,
+            config,
+            |o| {
+                o.tick = Duration::from_millis(10);
+                // For 1M entries: a snapshot every 100,000, 5,000 kept (the defaults).
+                o.snapshot_entries = (entries / 10).max(1);
+                o.compaction_overhead = entries / 200;
+                if !snapshots {
+                    o.snapshot_entries = 0;
+                    o.snapshot_bytes = 0;
+                }
+            },
+            Kv::default(),
+            &net,
+        )));
+    }
+    let leader = loop {
+        if let Some(n) = nodes[..2]
+            .iter()
+            .find(|n| n.status().borrow().role == Role::Leader)
+        {
+            break Arc::clone(n);
+        }
+        if nodes[2].status().borrow().role == Role::Leader {
+            // Not the one to cut off: hand leadership to node 1.
+            let _ = nodes[2].transfer_leader(1).await;
+        }
+        let mut status = nodes[0].status();
+        let _ = tokio::time::timeout(Duration::from_millis(50), status.changed()).await;
+    };
+    net.set_cut_off(3, true);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tasks: Vec<_> = (0..256)
+        .map(|_| {
+            let leader = Arc::clone(&leader);
+            let next = Arc::clone(&next);
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= entries {
+                        return;
+                    }
+                    let mut command = (i % 100_000).to_le_bytes().to_vec();
+                    command.extend_from_slice(&i.to_le_bytes());
+                    leader
+                        .propose(Bytes::from(command), WAIT)
+                        .await
+                        .expect("committed");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("proposer");
+    }
+    let commit = leader.status().borrow().commit;
+    let started = Instant::now();
+    net.set_cut_off(3, false);
+    wait_applied(&nodes[2], commit).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    if snapshots {
+        assert!(
+            nodes[2].status().borrow().snapshot > 0,
+            "the follower caught up through a snapshot"
+        );
+    }
+    for node in nodes {
+        if let Ok(node) = Arc::try_unwrap(node) {
+            node.shutdown().await;
+        }
+    }
+    elapsed
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runs = flag(&args, "--runs").unwrap_or(3.0) as usize;
+    let entries = flag(&args, "--entries").unwrap_or(1e6) as u64;
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-snapshot");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("bench dir");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let source = root.join("source");
+    write_files(&source);
+    // Disks (and virtual disks' host caches) write the first GiB after a pause faster than
+    // the ones that follow: both measurements run alternately, each after the other's files
+    // are deleted, after one probe not counted.
+    let probe = root.join("disk-probe");
+    let probe_once = || {
+        let rate = write_files(&probe);
+        let _ = std::fs::remove_dir_all(&probe);
+        rate
+    };
+    probe_once();
+    let mut disk = Vec::new();
+    let mut install = Vec::new();
+    let mut ratios = Vec::new();
+    for run in 0..runs {
+        let d = probe_once();
+        let i = runtime.block_on(install_once(&root.join("install"), &source));
+        let _ = std::fs::remove_dir_all(root.join("install"));
+        eprintln!("run {run}: disk {d:.0} MB/s, install {i:.0} MB/s");
+        disk.push(d);
+        install.push(i);
+        ratios.push(i / d);
+    }
+    let (disk, install) = (median(disk), median(install));
+    println!("BENCH disk_seq_write_mb_per_s {disk:.0} MB/s");
+    println!("BENCH snapshot_install_mb_per_s {install:.0} MB/s");
+    // The median of each run's ratio (the two measured back to back).
+    println!("RATIO snapshot_install_vs_disk {:.2}", median(ratios));
+
+    let mut with = Vec::new();
+    let mut replay = Vec::new();
+    for _ in 0..runs {
+        with.push(runtime.block_on(catchup_once(&root.join("catchup"), entries, true)));
+        replay.push(runtime.block_on(catchup_once(&root.join("catchup"), entries, false)));
+    }
+    let (with, replay) = (median(with), median(replay));
+    let m = entries / 1_000_000;
+    let name = if m > 0 && entries % 1_000_000 == 0 {
+        format!("{m}m")
+    } else {
+        entries.to_string()
+    };
+    println!("BENCH catchup_{name}_entries_s {with:.2} s");
+    println!("BENCH catchup_{name}_entries_replay_s {replay:.2} s");
+    println!("RATIO catchup_snapshot_vs_replay {:.2}", replay / with);
+    let _ = std::fs::remove_dir_all(&root);
+}
