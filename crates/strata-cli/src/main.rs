@@ -2,12 +2,14 @@
 //!
 //! One subcommand group per layer; each calls the layer's public API and holds no logic a
 //! library user would need. Today: `strata snaplog dump|compact|demo` and
-//! `strata wal dump|stress`, `strata sst dump|check`, `strata lsm put|get|delete|scan|stats|stress|demo`.
+//! `strata wal dump|stress`, `strata sst dump|check`, `strata lsm put|get|delete|scan|stats|stress|demo`,
+//! `strata snapshot show|check`.
 //!
 //! Errors go to stderr as `strata: error: ...` with exit code 1.
 
 mod lsm;
 mod snaplog;
+mod snapshot;
 mod sst;
 mod stress;
 mod wal;
@@ -30,6 +32,9 @@ enum Command {
     /// The LSM store: put, get, delete, stats, stress.
     #[command(subcommand)]
     Lsm(lsm::LsmCommand),
+    /// Raft snapshots (exported, or in a node's store): show, check.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Sorted table files: dump, check.
     #[command(subcommand)]
     Sst(sst::SstCommand),
@@ -43,6 +48,7 @@ fn main() {
     let result = match cli.command {
         Command::Snaplog(command) => snaplog::run(command),
         Command::Lsm(command) => lsm::run(command),
+        Command::Snapshot(command) => snapshot::run(command),
         Command::Sst(command) => sst::run(command),
         Command::Wal(command) => wal::run(command),
     };
