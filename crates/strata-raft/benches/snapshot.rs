@@ -386,7 +386,7 @@ fn main() {
     }
     let (with, replay) = (median(with), median(replay));
     let m = entries / 1_000_000;
-    let name = if m > 0 && entries % 1_000_000 == 0 {
+    let name = if m > 0 && entries.is_multiple_of(1_000_000) {
         format!("{m}m")
     } else {
         entries.to_string()

@@ -209,6 +209,31 @@ enum Command {
 
 type SnapshotReply = oneshot::Sender<Result<Option<SnapshotMeta>, DriverError>>;
 
+/// What the applying task tells the driver.
+enum Event {
+    /// A snapshot it took is installed in the store.
+    Taken(SnapshotMeta),
+    /// The state machine was restored from set `id` (the store may drop it now).
+    Restored(u64),
+}
+
+/// The snapshot job writing files, if any, and whether the node stopped: shutdown waits for
+/// the job, and a job that finds the node stopped installs nothing.
+#[derive(Clone, Default)]
+struct Writer(Arc<Mutex<WriterState>>);
+
+#[derive(Default)]
+struct WriterState {
+    stopped: bool,
+    job: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
+
 enum Apply {
     Restore {
         meta: SnapshotMeta,
@@ -237,6 +262,7 @@ enum Apply {
 #[derive(Debug)]
 pub struct RaftNode {
     commands: mpsc::UnboundedSender<Command>,
+    writer: Writer,
     status: watch::Receiver<Status>,
     applied: watch::Receiver<u64>,
     driver: tokio::task::JoinHandle<()>,
@@ -300,14 +326,17 @@ impl RaftNode {
             _ => DriverError::Invalid("the core refused the configuration"),
         })?;
         let store = Arc::new(Mutex::new(store));
+        let writer = Writer::default();
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = watch::channel(core.status());
         let (applied_tx, applied_rx) = watch::channel(0);
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
-        let (taken_tx, taken_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
         let stop = Arc::new(tokio::sync::Notify::new());
+        let mut restoring = Vec::new();
         if let Some((meta, dir)) = installed {
             // Before anything is applied.
+            restoring.push(meta.id);
             let _ = apply_tx.send(Apply::Restore { meta, dir });
         }
         let applier = tokio::spawn(apply_loop(Applier {
@@ -318,7 +347,8 @@ impl RaftNode {
             applied_tx,
             membership,
             store: Arc::clone(&store),
-            taken: taken_tx,
+            events: events_tx,
+            writer: writer.clone(),
             stop: Arc::clone(&stop),
             entries: options.snapshot_entries,
             bytes: options.snapshot_bytes,
@@ -329,11 +359,13 @@ impl RaftNode {
             log,
             tick: options.tick,
             compaction_overhead: options.compaction_overhead,
+            snapshot_dir: options.snapshot_dir,
             store,
             pinned: Vec::new(),
+            restoring,
             inbox,
             commands: commands_rx,
-            taken: taken_rx,
+            events: events_rx,
             transport,
             apply: apply_tx,
             status: status_tx,
@@ -342,6 +374,7 @@ impl RaftNode {
         }));
         Ok(RaftNode {
             commands: commands_tx,
+            writer,
             status: status_rx,
             applied: applied_rx,
             driver,
@@ -496,10 +529,16 @@ impl RaftNode {
     /// (a persist already under way finishes first, so that nothing writes to the log after
     /// this returns).
     pub async fn shutdown(self) {
+        // A snapshot being written finishes without installing; no other starts.
+        self.writer.0.lock().stopped = true;
         self.stop.notify_one();
         let _ = self.driver.await;
         self.applier.abort();
         let _ = self.applier.await;
+        let job = self.writer.0.lock().job.take();
+        if let Some(job) = job {
+            let _ = job.await;
+        }
     }
 }
 
@@ -520,12 +559,15 @@ struct Driver {
     log: Arc<RaftLog>,
     tick: Duration,
     compaction_overhead: u64,
+    snapshot_dir: PathBuf,
     store: Arc<Mutex<Receiver>>,
     /// The snapshot sets last pinned in the store.
     pinned: Vec<u64>,
+    /// Sets the state machine is to be restored from: kept until it is.
+    restoring: Vec<u64>,
     inbox: mpsc::UnboundedReceiver<Message>,
     commands: mpsc::UnboundedReceiver<Command>,
-    taken: mpsc::UnboundedReceiver<SnapshotMeta>,
+    events: mpsc::UnboundedReceiver<Event>,
     transport: Arc<dyn Transport>,
     apply: mpsc::UnboundedSender<Apply>,
     status: watch::Sender<Status>,
@@ -551,8 +593,15 @@ async fn drive(mut d: Driver) {
                 Some(c) => d.handle(c),
                 None => return,
             },
-            Some(meta) = d.taken.recv() => {
-                if d.snapshot_taken(meta).await.is_err() {
+            Some(event) = d.events.recv() => {
+                let handled = match event {
+                    Event::Taken(meta) => d.snapshot_taken(meta).await,
+                    Event::Restored(id) => {
+                        d.restoring.retain(|&r| r != id);
+                        d.pin().await
+                    }
+                };
+                if handled.is_err() {
                     return;
                 }
             }
@@ -647,7 +696,13 @@ impl Driver {
     /// entries get it, and the log is compacted up to `compaction_overhead` entries before
     /// it.
     async fn snapshot_taken(&mut self, meta: SnapshotMeta) -> Result<(), DriverError> {
-        let to = meta.last_index.saturating_sub(self.compaction_overhead);
+        // Never past a snapshot still being sent: the follower that installs it needs the
+        // entries after it.
+        let floor = self.core.transfer_floor().unwrap_or(u64::MAX);
+        let to = meta
+            .last_index
+            .saturating_sub(self.compaction_overhead)
+            .min(floor);
         self.core.set_snapshot(meta);
         if to > self.log.compacted().0
             && let Some(term) = self.log.term(to)
@@ -658,9 +713,10 @@ impl Driver {
         self.pin().await
     }
 
-    /// Keeps the snapshot sets the core still sends.
+    /// Keeps the snapshot sets the core still sends, and those still to be restored from.
     async fn pin(&mut self) -> Result<(), DriverError> {
-        let in_use = self.core.snapshots_in_use();
+        let mut in_use = self.core.snapshots_in_use();
+        in_use.extend(self.restoring.iter().copied());
         if in_use == self.pinned {
             return Ok(());
         }
@@ -669,19 +725,26 @@ impl Driver {
         blocking(move || store.lock().pin(&in_use).map_err(storage_error)).await
     }
 
-    /// Reads the data of the snapshot chunks among `messages` from the store (a chunk that
-    /// cannot be read is not sent: the leader sends it again).
-    async fn fill_chunks(&self, messages: Vec<Message>) -> Result<Vec<Message>, DriverError> {
+    /// The directory of snapshot set `id` in the store.
+    fn set_dir(&self, id: u64) -> PathBuf {
+        self.snapshot_dir.join("snapshots").join(id.to_string())
+    }
+
+    /// Reads the data of the snapshot chunks among `messages` from the store. A chunk that
+    /// cannot be read is not sent, and its transfer is dropped (the next one starts with the
+    /// latest snapshot).
+    async fn fill_chunks(&mut self, messages: Vec<Message>) -> Result<Vec<Message>, DriverError> {
         if !messages
             .iter()
             .any(|m| m.kind() == MessageType::InstallSnapshot)
         {
             return Ok(messages);
         }
-        let store = Arc::clone(&self.store);
+        let root = self.snapshot_dir.join("snapshots");
         let chunk_bytes = self.core.config().snapshot_chunk_bytes;
-        blocking(move || {
+        let (out, unreadable) = blocking(move || {
             let mut out = Vec::with_capacity(messages.len());
+            let mut unreadable = Vec::new();
             for mut m in messages {
                 if m.kind() == MessageType::InstallSnapshot {
                     let (Some(meta), Some(chunk)) = (m.snapshot.clone(), m.chunk.as_mut()) else {
@@ -692,18 +755,26 @@ impl Driver {
                         offset: chunk.offset,
                     };
                     if (at.file as usize) < meta.files.len() {
-                        let dir = store.lock().set_dir(meta.id);
+                        let dir = root.join(meta.id.to_string());
+                        let id = meta.id;
                         match Sender::new(&dir, meta, chunk_bytes).chunk(at) {
                             Ok(Some(read)) => *chunk = read,
-                            _ => continue,
+                            _ => {
+                                unreadable.push((m.to, id));
+                                continue;
+                            }
                         }
                     }
                 }
                 out.push(m);
             }
-            Ok(out)
+            Ok((out, unreadable))
         })
-        .await
+        .await?;
+        for (to, id) in unreadable {
+            self.core.snapshot_unreadable(to, id);
+        }
+        Ok(out)
     }
 
     /// Stages received chunks in the store and tells the core how each went.
@@ -737,10 +808,10 @@ impl Driver {
             let log = Arc::clone(&self.log);
             let (index, term) = (meta.last_index, meta.last_term);
             blocking(move || log.compact(index, term).map_err(storage_error)).await?;
-            let dir = self.store.lock().set_dir(meta.id);
+            self.restoring.push(meta.id);
             let _ = self.apply.send(Apply::Restore {
                 meta: meta.clone(),
-                dir,
+                dir: self.set_dir(meta.id),
             });
         }
         if !ready.messages.is_empty() {
@@ -812,7 +883,8 @@ struct Applier<M: StateMachine> {
     /// The configuration as of the last applied entry (what a snapshot records).
     membership: Membership,
     store: Arc<Mutex<Receiver>>,
-    taken: mpsc::UnboundedSender<SnapshotMeta>,
+    events: mpsc::UnboundedSender<Event>,
+    writer: Writer,
     stop: Arc<tokio::sync::Notify>,
     entries: u64,
     bytes: u64,
@@ -883,6 +955,7 @@ async fn apply_loop<M: StateMachine>(mut a: Applier<M>) {
                     a.stop.notify_one();
                     return;
                 };
+                let _ = a.events.send(Event::Restored(meta.id));
                 a.membership = membership;
                 applied = meta.last_index;
                 applied_term = meta.last_term;
@@ -950,8 +1023,14 @@ async fn start_snapshot<M: StateMachine>(
     let membership = Bytes::from(a.membership.to_conf_state().encode_to_vec());
     let id = snapshot_id(a.id, index);
     let store = Arc::clone(&a.store);
-    let (tx, taken) = (a.tx.clone(), a.taken.clone());
-    tokio::spawn(async move {
+    let (tx, events) = (a.tx.clone(), a.events.clone());
+    let writer_state = a.writer.clone();
+    let mut slot = a.writer.0.lock();
+    if slot.stopped {
+        let _ = reply.send(Err(DriverError::Stopped));
+        return;
+    }
+    slot.job = Some(tokio::spawn(async move {
         let exporting = export.is_some();
         let made = blocking(move || {
             let dir = match &export {
@@ -972,8 +1051,14 @@ async fn start_snapshot<M: StateMachine>(
                 strata_fs::sync_dir(&dir).map_err(storage_error)?;
                 return Ok(Some(meta));
             }
-            // Not installed if a newer snapshot came from the leader meanwhile.
-            let installed = store.lock().adopt(&meta).map_err(storage_error)?;
+            // Nothing once the node stopped (checked with the store locked, so that a
+            // shutdown either waits for this or stops it); not installed if a newer snapshot
+            // came from the leader meanwhile.
+            let mut store = store.lock();
+            if writer_state.0.lock().stopped {
+                return Err(DriverError::Stopped);
+            }
+            let installed = store.adopt(&meta).map_err(storage_error)?;
             Ok(installed.then_some(meta))
         })
         .await;
@@ -982,11 +1067,11 @@ async fn start_snapshot<M: StateMachine>(
             _ => None,
         };
         if let Some(meta) = &kept {
-            let _ = taken.send(meta.clone());
+            let _ = events.send(Event::Taken(meta.clone()));
         }
         let _ = tx.send(Apply::SnapshotDone { taken: kept });
         let _ = reply.send(made);
-    });
+    }));
 }
 
 /// A snapshot id unlikely to repeat: from the node, the index and the clock.

@@ -979,6 +979,27 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// The driver could not read a chunk of snapshot `snapshot_id` for follower `to`: the
+    /// transfer is dropped, and the next append to it starts one of the latest snapshot.
+    pub fn snapshot_unreadable(&mut self, to: NodeId, snapshot_id: u64) {
+        if let Some(p) = self.progress.get_mut(&to)
+            && p.transfer
+                .as_ref()
+                .is_some_and(|t| t.meta.id == snapshot_id)
+        {
+            p.become_probe();
+        }
+    }
+
+    /// The lowest last index among the snapshots being streamed to followers: compacting the
+    /// log past it would leave a follower that installs one needing another at once.
+    pub fn transfer_floor(&self) -> Option<u64> {
+        self.progress
+            .values()
+            .filter_map(|p| p.transfer.as_ref().map(|t| t.meta.last_index))
+            .min()
+    }
+
     /// The latest snapshot this node knows.
     pub fn snapshot(&self) -> Option<&SnapshotMeta> {
         self.snapshot.as_deref()
@@ -1150,6 +1171,11 @@ impl<S: Storage> Raft<S> {
         }
         if t.sent < at {
             t.sent = at;
+        }
+        if m.reject && at < t.acked {
+            // The follower lost what it had acknowledged (its staged files did not survive a
+            // crash, or one failed its checksum): it is where it says.
+            t.acked = at;
         }
         if m.reject && at < t.sent && t.resent_from != Some(at) {
             // A gap (a chunk lost or damaged): go back to where the follower is. Further

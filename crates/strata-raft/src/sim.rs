@@ -434,7 +434,8 @@ impl Cluster {
             .install(meta.clone(), files);
         self.node(id).set_snapshot(meta);
         let keep = self.snapshots.compaction_overhead;
-        let to = index.saturating_sub(keep);
+        let floor = self.node(id).transfer_floor().unwrap_or(u64::MAX);
+        let to = index.saturating_sub(keep).min(floor);
         let storage = self.node(id).storage_mut();
         if let Some(term) = storage.term(to) {
             storage.compact(to, term);

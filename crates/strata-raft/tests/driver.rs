@@ -429,3 +429,91 @@ async fn a_follower_cut_off_past_the_compacted_log_installs_a_snapshot_and_resta
         meta.files[0].size
     );
 }
+
+/// A state machine whose snapshot writer waits for the test to let it go.
+struct Gated {
+    gate: Arc<Mutex<Option<std::sync::mpsc::Receiver<()>>>>,
+    writing: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl StateMachine for Gated {
+    async fn apply(&mut self, _index: u64, _command: Bytes) -> Bytes {
+        Bytes::new()
+    }
+
+    async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
+        let gate = self.gate.lock().take();
+        let writing = Arc::clone(&self.writing);
+        Ok(Box::new(move |dir: &Path| {
+            writing.notify_one();
+            if let Some(gate) = gate {
+                let _ = gate.recv();
+            }
+            std::fs::write(dir.join("state"), b"gated")?;
+            Ok(vec!["state".to_owned()])
+        }))
+    }
+
+    async fn restore(&mut self, _dir: &Path, _files: &[String]) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_snapshot_being_written_and_nothing_is_installed_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = MemNetwork::new();
+    let log = RaftLog::open(&dir.path().join("log"), LogOptions::default()).expect("log");
+    let (release, gate) = std::sync::mpsc::channel();
+    let writing = Arc::new(tokio::sync::Notify::new());
+    let store = dir.path().join("snapshots");
+    let node = RaftNode::start(
+        Config::new(1, vec![1]),
+        NodeOptions::new(Duration::from_millis(5), &store),
+        Arc::new(log),
+        Gated {
+            gate: Arc::new(Mutex::new(Some(gate))),
+            writing: Arc::clone(&writing),
+        },
+        Arc::clone(&net) as Arc<dyn strata_raft::Transport>,
+        net.join(1),
+    )
+    .expect("start");
+    let mut status = node.status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.role == Role::Leader))
+        .await
+        .expect("leader")
+        .expect("running");
+    node.propose(Bytes::from_static(b"x"), WAIT)
+        .await
+        .expect("propose");
+    {
+        let request = node.request_snapshot(WAIT);
+        tokio::pin!(request);
+        tokio::select! {
+            answer = &mut request => panic!("answered before the writer ran: {answer:?}"),
+            () = writing.notified() => {}
+        }
+        // The caller gives up; the writer waits at the gate.
+    }
+    let shutdown = node.shutdown();
+    tokio::pin!(shutdown);
+    // Started (it marks the node stopped at once, then waits), then the writer goes on.
+    tokio::select! {
+        biased;
+        () = &mut shutdown => panic!("shutdown returned while the writer was still waiting"),
+        () = std::future::ready(()) => {}
+    }
+    release.send(()).expect("release the writer");
+    shutdown.await;
+    // Shutdown returned after the writer finished, and nothing was installed after it.
+    assert!(
+        store.join("local").join("state").exists(),
+        "the writer ran to its end"
+    );
+    assert!(
+        !store.join("CURRENT").exists(),
+        "no snapshot installed after shutdown"
+    );
+}

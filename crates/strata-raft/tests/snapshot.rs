@@ -1,7 +1,9 @@
 //! Snapshots in the consensus core: a follower behind the leader's compacted log is streamed
 //! the snapshot in chunks and then gets appends again; a lost chunk is resent after two
-//! heartbeats; appends to it pause meanwhile; Figure 13's rule 7 on install; and a follower
-//! that already has what a snapshot covers refuses it (no install loop).
+//! heartbeats; appends to it pause meanwhile; Figure 13's rule 7 on install; a follower that
+//! already has what a snapshot covers refuses it (no install loop); a follower that lost what
+//! it acknowledged is resent within the window; and the leader does not compact past a
+//! snapshot it is sending (no chain of installs while writes go on).
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -238,4 +240,115 @@ fn a_follower_that_has_what_a_snapshot_covers_refuses_it() {
         .expect("an answer");
     assert!(refusal.reject && refusal.chunk.is_none());
     assert_eq!(refusal.index, 5, "appends resume after its commit index");
+}
+
+/// After the follower reports it needs data far behind what it acknowledged before (its
+/// staging restarted: a crash losing unsynced chunks, a file whose checksum failed, or a
+/// chunk of another snapshot that made it begin again), the leader should resend within
+/// its window of `max_snapshot_inflight` chunks.
+#[test]
+fn a_gap_behind_the_acked_position_resends_within_the_window() {
+    let (mut c, leader, behind) = cluster_with_a_lagging_follower(20_000);
+    c.isolated.clear();
+    c.node(leader).tick();
+    // Run the transfer until the follower acknowledged well into the second file.
+    let mut snapshot_id = 0;
+    'outer: for _ in 0..100_000 {
+        c.ready_all();
+        let Some(m) = c.queue.pop_front() else {
+            c.node(leader).tick();
+            continue;
+        };
+        let far = m.kind() == MessageType::SnapshotResponse
+            && m.from == behind
+            && m.chunk
+                .as_ref()
+                .is_some_and(|ch| ch.file == 1 && ch.offset >= 10_000);
+        if let Some(ch) = &m.chunk {
+            snapshot_id = ch.snapshot_id;
+        }
+        let to = m.to;
+        let _ = c.node(to).step(m);
+        if far {
+            break 'outer;
+        }
+    }
+    assert_ne!(snapshot_id, 0);
+    c.ready_all();
+    c.queue.clear();
+    // The follower's receiver restarted the transfer: it needs (0, 0).
+    let term = c.node(leader).term();
+    let gap = Message {
+        msg_type: MessageType::SnapshotResponse as i32,
+        from: behind,
+        to: leader,
+        term,
+        reject: true,
+        chunk: Some(Chunk {
+            snapshot_id,
+            ..Chunk::default()
+        }),
+        ..Message::default()
+    };
+    c.node(leader).step(gap).expect("step");
+    let ready = c.node(leader).ready().expect("ready");
+    let chunks = ready
+        .messages
+        .iter()
+        .filter(|m| m.kind() == MessageType::InstallSnapshot && m.to == behind)
+        .count();
+    assert!(
+        chunks <= 2,
+        "{chunks} InstallSnapshot messages in one Ready for a window of 2"
+    );
+}
+
+/// While the leader keeps taking snapshots and compacting (writes go on), a follower that is
+/// sent a snapshot finishes installing an older one, finds the entries after it compacted
+/// away, and is sent the next one: it installs snapshot after snapshot without ever getting
+/// appends.
+#[test]
+fn a_follower_reinstalls_while_the_leader_compacts_past_the_transfer() {
+    let mut c = Cluster::new(&[1, 2, 3], |config: &mut Config| {
+        config.snapshot_chunk_bytes = 256;
+        config.max_snapshot_inflight = 1;
+    });
+    c.snapshots = SnapshotPolicy {
+        every: 50,
+        compaction_overhead: 10,
+        filler: 4000,
+    };
+    let leader = c.elect();
+    let behind = [1, 2, 3].into_iter().find(|&id| id != leader).expect("f");
+    c.isolated.insert(behind);
+    for i in 0..120u64 {
+        let mut put = (i % 4).to_le_bytes().to_vec();
+        put.extend_from_slice(&i.to_le_bytes());
+        c.propose(leader, &put);
+    }
+    c.isolated.clear();
+    let mut installs_seen = Vec::new();
+    let mut last_installs = c.snapshot_counts.0;
+    // Writes continue: a proposal every few messages.
+    for step in 0..20_000u64 {
+        if step % 4 == 0 {
+            let mut put = (step % 4).to_le_bytes().to_vec();
+            put.extend_from_slice(&step.to_le_bytes());
+            let _ = c.node(leader).propose(bytes::Bytes::from(put));
+        }
+        if step % 50 == 0 {
+            c.node(leader).tick();
+            c.node(behind).tick();
+        }
+        c.ready_all();
+        c.deliver_one();
+        if c.snapshot_counts.0 != last_installs {
+            last_installs = c.snapshot_counts.0;
+            installs_seen.push((step, c.node(behind).status().snapshot));
+        }
+    }
+    assert!(
+        installs_seen.len() <= 2,
+        "the follower installed snapshots {installs_seen:?} in a row while writes went on"
+    );
 }

@@ -686,8 +686,9 @@ impl Receiver {
             if id.is_some_and(|id| id == current || self.pinned.contains(&id)) {
                 continue;
             }
-            let path = item.path();
-            std::fs::remove_dir_all(&path).map_err(io("remove", &path))?;
+            // Garbage: failing to remove it now is not worth failing the install over (the
+            // next install tries again).
+            let _ = std::fs::remove_dir_all(item.path());
         }
         Ok(())
     }
