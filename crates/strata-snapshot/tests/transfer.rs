@@ -15,6 +15,8 @@ enum Step {
     Drop(usize),
     Damage(usize),
     RestartReceiver,
+    /// The sender's timeout: it goes back to the last position the receiver named.
+    Timeout,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -25,6 +27,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<usize>().prop_map(Step::Drop),
         1 => any::<usize>().prop_map(Step::Damage),
         1 => Just(Step::RestartReceiver),
+        1 => Just(Step::Timeout),
     ]
 }
 
@@ -53,13 +56,21 @@ proptest! {
         let mut cursor = receiver.begin(&meta).expect("begin");
         let mut network: VecDeque<Chunk> = VecDeque::new();
         let mut complete = receiver.installed().expect("installed").is_some();
-        let handle = |ack: Ack, cursor: &mut Position, complete: &mut bool| match ack {
-            Ack::Accepted { next } | Ack::Duplicate { next } | Ack::Gap { need: next } => *cursor = next,
+        let mut acked = cursor;
+        let handle = |ack: Ack, cursor: &mut Position, acked: &mut Position, complete: &mut bool| match ack {
+            Ack::Accepted { next } | Ack::Duplicate { next } | Ack::Gap { need: next } => {
+                *cursor = next;
+                *acked = next;
+            }
             Ack::Complete => *complete = true,
         };
-        // The random steps, then a clean finish (the sender keeps going until complete).
-        let finish = std::iter::repeat_n(Step::Send, 1).chain(std::iter::repeat_n(Step::Deliver(0), 1)).cycle().take(20_000);
-        for step in steps.into_iter().chain(finish) {
+        // The random steps, then a clean finish: what is still in flight is lost (as a
+        // sender's timeout would have it), and each chunk is sent and delivered in turn.
+        let chunks: usize = sizes.iter().map(|s| s.div_ceil(chunk_bytes) + 1).sum();
+        let finish = [Step::Drop(0)].into_iter().cycle().take(steps.len() + 1)
+            .chain([Step::Timeout])
+            .chain([Step::Send, Step::Deliver(0)].into_iter().cycle().take(2 * chunks + 4));
+        for step in steps.clone().into_iter().chain(finish) {
             if complete {
                 break;
             }
@@ -80,7 +91,7 @@ proptest! {
                 Step::Deliver(i) => {
                     let chunk = network.remove(i % network.len()).expect("chunk");
                     let ack = receiver.accept(&chunk).expect("accept");
-                    handle(ack, &mut cursor, &mut complete);
+                    handle(ack, &mut cursor, &mut acked, &mut complete);
                 }
                 Step::Duplicate(i) => {
                     let chunk = network[i % network.len()].clone();
@@ -97,12 +108,14 @@ proptest! {
                         network[at].data = data.into();
                     }
                 }
+                Step::Timeout => cursor = acked,
                 Step::RestartReceiver => {
                     drop(receiver);
                     receiver = Receiver::open(target.path()).expect("reopen");
                     complete = receiver.installed().expect("installed").is_some();
                     if !complete {
                         cursor = receiver.begin(&meta).expect("resume");
+                        acked = cursor;
                     }
                 }
             }
