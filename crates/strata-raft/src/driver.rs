@@ -325,6 +325,11 @@ impl RaftNode {
             CoreError::Config(reason) => DriverError::Invalid(reason),
             _ => DriverError::Invalid("the core refused the configuration"),
         })?;
+        let mut store = store;
+        if let Some((meta, _)) = &installed {
+            // Kept until the state machine is restored from it.
+            store.pin(&[meta.id]).map_err(storage_error)?;
+        }
         let store = Arc::new(Mutex::new(store));
         let writer = Writer::default();
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
@@ -361,7 +366,7 @@ impl RaftNode {
             compaction_overhead: options.compaction_overhead,
             snapshot_dir: options.snapshot_dir,
             store,
-            pinned: Vec::new(),
+            pinned: restoring.clone(),
             restoring,
             inbox,
             commands: commands_rx,

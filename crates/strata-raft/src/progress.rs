@@ -98,6 +98,8 @@ pub(crate) struct Progress {
     /// The leader's tick when it sent the latest heartbeat this follower answered.
     pub last_ack_tick: Option<u64>,
     pub is_learner: bool,
+    /// The leader's tick when it last heard from the follower (or began to lead it).
+    pub heard_tick: u64,
     /// In snapshot state: the transfer.
     pub transfer: Option<Transfer>,
 }
@@ -114,6 +116,7 @@ impl Progress {
             recent_active: false,
             last_ack_tick: None,
             is_learner,
+            heard_tick: 0,
             transfer: None,
         }
     }

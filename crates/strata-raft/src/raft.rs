@@ -508,6 +508,9 @@ impl<S: Storage> Raft<S> {
                     .map(|&id| (id, Progress::new(next, true))),
             )
             .collect();
+        for p in self.progress.values_mut() {
+            p.heard_tick = self.ticks;
+        }
     }
 
     fn become_follower(&mut self, term: u64, leader: NodeId) {
@@ -611,10 +614,16 @@ impl<S: Storage> Raft<S> {
             self.broadcast_heartbeat(Bytes::new());
         }
         // A snapshot chunk not acknowledged within two heartbeats is sent again (with the
-        // ones after it).
+        // ones after it). A follower silent for an election timeout is no longer sent it: its
+        // set need not be kept, nor the log entries after it (it starts again with the latest
+        // snapshot when it answers a heartbeat).
         let (ticks, patience) = (self.ticks, 2 * self.config.heartbeat_tick);
+        let silence = self.config.election_tick;
         let mut stalled = Vec::new();
         for (id, p) in &mut self.progress {
+            if p.transfer.is_some() && ticks.saturating_sub(p.heard_tick) >= silence {
+                p.become_probe();
+            }
             if let Some(t) = &mut p.transfer
                 && ticks.saturating_sub(t.progress_tick) >= patience
             {
@@ -991,8 +1000,9 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// The lowest last index among the snapshots being streamed to followers: compacting the
-    /// log past it would leave a follower that installs one needing another at once.
+    /// The lowest last index among the snapshots being streamed to followers (that answered
+    /// within an election timeout): compacting the log past it would leave a follower that
+    /// installs one needing another at once.
     pub fn transfer_floor(&self) -> Option<u64> {
         self.progress
             .values()
@@ -1056,10 +1066,12 @@ impl<S: Storage> Raft<S> {
             self.config.max_inflight_msgs,
             self.config.max_inflight_bytes,
         );
+        let ticks = self.ticks;
         let Some(p) = self.progress.get_mut(&from) else {
             return Ok(());
         };
         p.recent_active = true;
+        p.heard_tick = ticks;
         match m.kind() {
             MessageType::SnapshotResponse => self.handle_snapshot_response(&m)?,
             MessageType::AppendResponse if p.state == ProgressState::Snapshot => {
@@ -1242,9 +1254,14 @@ impl<S: Storage> Raft<S> {
         let next = p.next;
         let prev = next - 1;
         let Some(prev_term) = self.log.term(prev) else {
-            // The entries it needs are compacted away: it needs the latest snapshot.
-            if let Some(meta) = self.snapshot.clone() {
-                let ticks = self.ticks;
+            // The entries it needs are compacted away: it needs the latest snapshot, if it is
+            // there to take it (one silent for an election timeout is sent it when it answers
+            // a heartbeat again).
+            let (ticks, silence) = (self.ticks, self.config.election_tick);
+            let alive = ticks.saturating_sub(p.heard_tick) < silence;
+            if let Some(meta) = self.snapshot.clone()
+                && alive
+            {
                 if let Some(p) = self.progress.get_mut(&to) {
                     p.become_snapshot(meta, ticks);
                 }
@@ -1405,10 +1422,12 @@ impl<S: Storage> Raft<S> {
             self.progress
                 .retain(|id, _| members.iter().any(|(m, _)| m == id));
             for (id, learner) in members {
+                let ticks = self.ticks;
                 let p = self.progress.entry(id).or_insert_with(|| {
                     let mut p = Progress::new(next, learner);
                     // Not yet heard from, but not to be held against check-quorum at once.
                     p.recent_active = true;
+                    p.heard_tick = ticks;
                     p
                 });
                 p.is_learner = learner;

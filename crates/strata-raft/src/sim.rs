@@ -461,13 +461,21 @@ impl Cluster {
             return Some(m);
         }
         let chunk_bytes = self.chunk_bytes(id);
-        let store = self.stores.get(&id)?;
         let chunk = m.chunk.as_mut()?;
         let at = Position {
             file: chunk.file,
             offset: chunk.offset,
         };
-        chunk.data = store.read(chunk.snapshot_id, at, chunk_bytes)?;
+        let read = self
+            .stores
+            .get(&id)
+            .and_then(|store| store.read(chunk.snapshot_id, at, chunk_bytes));
+        let Some(data) = read else {
+            let snapshot_id = chunk.snapshot_id;
+            self.node(id).snapshot_unreadable(m.to, snapshot_id);
+            return None;
+        };
+        chunk.data = data;
         chunk.crc = crc32fast::hash(&chunk.data);
         Some(m)
     }

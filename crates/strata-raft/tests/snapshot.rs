@@ -352,3 +352,64 @@ fn a_follower_reinstalls_while_the_leader_compacts_past_the_transfer() {
         "the follower installed snapshots {installs_seen:?} in a row while writes went on"
     );
 }
+
+/// A follower that goes silent mid-transfer is no longer sent the snapshot after an election
+/// timeout: the leader compacts again, and the set is no longer kept for it.
+#[test]
+fn a_follower_gone_mid_transfer_does_not_stop_the_leader_compacting() {
+    let mut c = Cluster::new(&[1, 2, 3], |config: &mut Config| {
+        config.snapshot_chunk_bytes = 256;
+        config.max_snapshot_inflight = 1;
+    });
+    c.snapshots = SnapshotPolicy {
+        every: 50,
+        compaction_overhead: 10,
+        filler: 4000,
+    };
+    let leader = c.elect();
+    let behind = [1, 2, 3].into_iter().find(|&id| id != leader).expect("f");
+    c.isolated.insert(behind);
+    for i in 0..120u64 {
+        let mut put = (i % 4).to_le_bytes().to_vec();
+        put.extend_from_slice(&i.to_le_bytes());
+        c.propose(leader, &put);
+    }
+    c.isolated.clear();
+    // Let the transfer start and make a little progress.
+    for _ in 0..200 {
+        c.node(leader).tick();
+        c.ready_all();
+        for _ in 0..5 {
+            c.deliver_one();
+        }
+        if c.node(leader).transfer_floor().is_some() {
+            break;
+        }
+    }
+    assert!(
+        c.node(leader).transfer_floor().is_some(),
+        "a transfer started"
+    );
+    // The follower crashes / is partitioned for good.
+    c.isolated.insert(behind);
+    for i in 0..2000u64 {
+        let mut put = (i % 4).to_le_bytes().to_vec();
+        put.extend_from_slice(&i.to_le_bytes());
+        c.propose(leader, &put);
+        if i % 10 == 0 {
+            c.tick_all(1);
+        }
+    }
+    let first = c.node(leader).storage().first_index();
+    let last = c.node(leader).storage().last_index();
+    assert!(
+        last - first < 200,
+        "leader log not compacted: {first}..={last}, floor {:?}",
+        c.node(leader).transfer_floor()
+    );
+    assert_eq!(
+        c.node(leader).transfer_floor(),
+        None,
+        "the transfer was dropped"
+    );
+}
