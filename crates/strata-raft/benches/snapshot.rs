@@ -15,7 +15,8 @@
 //!   `catchup_1m_entries_replay_s` is the same with snapshots off (it replays the log), and
 //!   `RATIO catchup_snapshot_vs_replay` the second over the first.
 //!
-//! Each figure is the median of `--runs` (default 3) runs. Loopback TCP comes with the
+//! Each figure is the median of `--runs` (default 5) runs; the ratio is the median of each
+//! run's ratio (its two measurements back to back). Loopback TCP comes with the
 //! transport crate.
 
 use std::collections::HashMap;
@@ -337,7 +338,7 @@ async fn catchup_once(root: &Path, entries: u64, snapshots: bool) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let runs = flag(&args, "--runs").unwrap_or(3.0) as usize;
+    let runs = flag(&args, "--runs").unwrap_or(5.0) as usize;
     let entries = flag(&args, "--entries").unwrap_or(1e6) as u64;
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-snapshot");
     let _ = std::fs::remove_dir_all(&root);
@@ -351,8 +352,8 @@ fn main() {
     let source = root.join("source");
     write_files(&source);
     // Disks (and virtual disks' host caches) write the first GiB after a pause faster than
-    // the ones that follow: both measurements run alternately, each after the other's files
-    // are deleted, after one probe not counted.
+    // the ones that follow: both measurements run in turn (each first every other run), each
+    // after the other's files are deleted, after one probe not counted.
     let probe = root.join("disk-probe");
     let probe_once = || {
         let rate = write_files(&probe);
@@ -363,10 +364,20 @@ fn main() {
     let mut disk = Vec::new();
     let mut install = Vec::new();
     let mut ratios = Vec::new();
-    for run in 0..runs {
-        let d = probe_once();
-        let i = runtime.block_on(install_once(&root.join("install"), &source));
+    let install_run = || {
+        let rate = runtime.block_on(install_once(&root.join("install"), &source));
         let _ = std::fs::remove_dir_all(root.join("install"));
+        rate
+    };
+    for run in 0..runs {
+        // Alternately first, so that neither always follows the other.
+        let (d, i) = if run % 2 == 0 {
+            let d = probe_once();
+            (d, install_run())
+        } else {
+            let i = install_run();
+            (probe_once(), i)
+        };
         eprintln!("run {run}: disk {d:.0} MB/s, install {i:.0} MB/s");
         disk.push(d);
         install.push(i);

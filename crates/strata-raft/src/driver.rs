@@ -368,6 +368,7 @@ impl RaftNode {
             store,
             pinned: restoring.clone(),
             restoring,
+            senders: HashMap::new(),
             inbox,
             commands: commands_rx,
             events: events_rx,
@@ -570,6 +571,8 @@ struct Driver {
     pinned: Vec<u64>,
     /// Sets the state machine is to be restored from: kept until it is.
     restoring: Vec<u64>,
+    /// Readers of the sets being sent (their files mapped once).
+    senders: HashMap<u64, Sender>,
     inbox: mpsc::UnboundedReceiver<Message>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedReceiver<Event>,
@@ -721,6 +724,7 @@ impl Driver {
     /// Keeps the snapshot sets the core still sends, and those still to be restored from.
     async fn pin(&mut self) -> Result<(), DriverError> {
         let mut in_use = self.core.snapshots_in_use();
+        self.senders.retain(|id, _| in_use.contains(id));
         in_use.extend(self.restoring.iter().copied());
         if in_use == self.pinned {
             return Ok(());
@@ -745,8 +749,17 @@ impl Driver {
         {
             return Ok(messages);
         }
-        let root = self.snapshot_dir.join("snapshots");
         let chunk_bytes = self.core.config().snapshot_chunk_bytes;
+        for m in &messages {
+            if let Some(meta) = &m.snapshot
+                && m.kind() == MessageType::InstallSnapshot
+                && !self.senders.contains_key(&meta.id)
+            {
+                let sender = Sender::mapped(&self.set_dir(meta.id), meta.clone(), chunk_bytes);
+                self.senders.insert(meta.id, sender);
+            }
+        }
+        let senders = self.senders.clone();
         let (out, unreadable) = blocking(move || {
             let mut out = Vec::with_capacity(messages.len());
             let mut unreadable = Vec::new();
@@ -760,10 +773,10 @@ impl Driver {
                         offset: chunk.offset,
                     };
                     if (at.file as usize) < meta.files.len() {
-                        let dir = root.join(meta.id.to_string());
                         let id = meta.id;
-                        match Sender::new(&dir, meta, chunk_bytes).chunk(at) {
-                            Ok(Some(read)) => *chunk = read,
+                        let read = senders.get(&id).map(|sender| sender.chunk(at));
+                        match read {
+                            Some(Ok(Some(read))) => *chunk = read,
                             _ => {
                                 unreadable.push((m.to, id));
                                 continue;

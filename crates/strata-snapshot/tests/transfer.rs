@@ -168,3 +168,41 @@ fn a_newer_snapshot_replaces_a_staged_one_and_an_abort_cleans_up() {
     bad.files[0].name = "../escape".to_owned();
     assert!(receiver.begin(&bad).is_err());
 }
+
+#[test]
+fn a_mapped_sender_sends_what_a_reading_sender_sends() {
+    let source = tempfile::tempdir().expect("tempdir");
+    let names = ["a", "empty", "b"];
+    std::fs::write(
+        source.path().join("a"),
+        (0..5000u32).map(|i| i as u8).collect::<Vec<u8>>(),
+    )
+    .expect("write");
+    std::fs::write(source.path().join("empty"), b"").expect("write");
+    std::fs::write(source.path().join("b"), vec![9u8; 1234]).expect("write");
+    let meta = describe(source.path(), 3, 30, 2, &names).expect("describe");
+    let read = Sender::new(source.path(), meta.clone(), 1000);
+    let mapped = Sender::mapped(source.path(), meta.clone(), 1000);
+    for (file, info) in meta.files.iter().enumerate() {
+        let mut offset = 0;
+        loop {
+            let at = Position {
+                file: file as u32,
+                offset,
+            };
+            let (a, b) = (
+                read.chunk(at).expect("read"),
+                mapped.chunk(at).expect("mapped"),
+            );
+            assert_eq!(a, b, "file {file} offset {offset}");
+            offset += 1000;
+            if offset >= info.size {
+                break;
+            }
+        }
+    }
+    // A file shorter than described is an error, not a short chunk.
+    std::fs::write(source.path().join("b"), vec![9u8; 10]).expect("truncate");
+    let fresh = Sender::mapped(source.path(), meta, 1000);
+    assert!(fresh.chunk(Position { file: 2, offset: 0 }).is_err());
+}
