@@ -1,6 +1,7 @@
 //! `strata snapshot`: inspect and verify Raft snapshots: an exported snapshot directory, a
 //! node's snapshot store (its installed set), or one set in it.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -79,7 +80,8 @@ fn show(dir: &Path) -> Result<()> {
         "bytes": meta.files.iter().map(|f| f.size).sum::<u64>(),
         "files": files,
     });
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     Ok(())
 }
 
@@ -108,11 +110,13 @@ fn check(dir: &Path) -> Result<()> {
             damaged.join("\n  ")
         );
     }
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "snapshot {} ({} files, last index {}) is intact",
         meta.id,
         meta.files.len(),
         meta.last_index
-    );
+    )?;
     Ok(())
 }
