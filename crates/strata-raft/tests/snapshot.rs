@@ -14,38 +14,61 @@ use strata_raft::{
 use strata_raft_log::HardState;
 use strata_snapshot::{Ack, Chunk, FileInfo, SnapshotMeta};
 
-fn small_chunks(config: &mut Config) {
-    config.snapshot_chunk_bytes = 64;
-    config.max_snapshot_inflight = 2;
+/// The simulator's command: key `i % 4` gets value `i`.
+fn put(i: u64) -> Vec<u8> {
+    let mut put = (i % 4).to_le_bytes().to_vec();
+    put.extend_from_slice(&i.to_le_bytes());
+    put
 }
 
-/// A three-node cluster taking a snapshot every 5 entries with no compaction overhead; the
-/// leader and the follower that will fall behind.
-fn cluster_with_a_lagging_follower(filler: usize) -> (Cluster, NodeId, NodeId) {
-    let mut c = Cluster::new(&[1, 2, 3], small_chunks);
-    c.snapshots = SnapshotPolicy {
-        every: 5,
-        compaction_overhead: 0,
-        filler,
-    };
+/// A three-node cluster snapshotting by `policy`, sending chunks of `chunk_bytes`, `window`
+/// at a time; a follower is cut off while the leader commits `commands`. The leader and that
+/// follower (still cut off).
+fn lagging(
+    policy: SnapshotPolicy,
+    chunk_bytes: usize,
+    window: usize,
+    commands: u64,
+) -> (Cluster, NodeId, NodeId) {
+    let mut c = Cluster::new(&[1, 2, 3], |config: &mut Config| {
+        config.snapshot_chunk_bytes = chunk_bytes;
+        config.max_snapshot_inflight = window;
+    });
+    c.snapshots = policy;
     let leader = c.elect();
     let behind = [1, 2, 3]
         .into_iter()
         .find(|&id| id != leader)
         .expect("a follower");
     c.isolated.insert(behind);
-    for i in 0..30u64 {
-        let key = i % 4;
-        let mut put = key.to_le_bytes().to_vec();
-        put.extend_from_slice(&(100 + i).to_le_bytes());
-        c.propose(leader, &put);
+    for i in 0..commands {
+        c.propose(leader, &put(100 + i));
     }
-    assert!(
-        c.node(leader).storage().first_index() > 20,
-        "the leader compacted its log: {}",
-        c.node(leader).storage().first_index()
-    );
     (c, leader, behind)
+}
+
+/// A snapshot every 5 entries with no compaction overhead, chunks of 64 bytes two at a time.
+fn cluster_with_a_lagging_follower(filler: usize) -> (Cluster, NodeId, NodeId) {
+    let policy = SnapshotPolicy {
+        every: 5,
+        compaction_overhead: 0,
+        filler,
+    };
+    let (mut c, leader, behind) = lagging(policy, 64, 2, 30);
+    let first = c.node(leader).storage().first_index();
+    assert!(first > 20, "the leader compacted its log: {first}");
+    (c, leader, behind)
+}
+
+/// A snapshot every 50 entries, 10 kept, 4 KB of filler, chunks of 256 bytes one at a time;
+/// 120 commands missed.
+fn cluster_with_a_far_follower() -> (Cluster, NodeId, NodeId) {
+    let policy = SnapshotPolicy {
+        every: 50,
+        compaction_overhead: 10,
+        filler: 4000,
+    };
+    lagging(policy, 256, 1, 120)
 }
 
 #[test]
@@ -309,32 +332,14 @@ fn a_gap_behind_the_acked_position_resends_within_the_window() {
 /// appends.
 #[test]
 fn a_follower_reinstalls_while_the_leader_compacts_past_the_transfer() {
-    let mut c = Cluster::new(&[1, 2, 3], |config: &mut Config| {
-        config.snapshot_chunk_bytes = 256;
-        config.max_snapshot_inflight = 1;
-    });
-    c.snapshots = SnapshotPolicy {
-        every: 50,
-        compaction_overhead: 10,
-        filler: 4000,
-    };
-    let leader = c.elect();
-    let behind = [1, 2, 3].into_iter().find(|&id| id != leader).expect("f");
-    c.isolated.insert(behind);
-    for i in 0..120u64 {
-        let mut put = (i % 4).to_le_bytes().to_vec();
-        put.extend_from_slice(&i.to_le_bytes());
-        c.propose(leader, &put);
-    }
+    let (mut c, leader, behind) = cluster_with_a_far_follower();
     c.isolated.clear();
     let mut installs_seen = Vec::new();
     let mut last_installs = c.snapshot_counts.0;
     // Writes continue: a proposal every few messages.
     for step in 0..20_000u64 {
         if step % 4 == 0 {
-            let mut put = (step % 4).to_le_bytes().to_vec();
-            put.extend_from_slice(&step.to_le_bytes());
-            let _ = c.node(leader).propose(bytes::Bytes::from(put));
+            let _ = c.node(leader).propose(Bytes::from(put(step)));
         }
         if step % 50 == 0 {
             c.node(leader).tick();
@@ -357,23 +362,7 @@ fn a_follower_reinstalls_while_the_leader_compacts_past_the_transfer() {
 /// timeout: the leader compacts again, and the set is no longer kept for it.
 #[test]
 fn a_follower_gone_mid_transfer_does_not_stop_the_leader_compacting() {
-    let mut c = Cluster::new(&[1, 2, 3], |config: &mut Config| {
-        config.snapshot_chunk_bytes = 256;
-        config.max_snapshot_inflight = 1;
-    });
-    c.snapshots = SnapshotPolicy {
-        every: 50,
-        compaction_overhead: 10,
-        filler: 4000,
-    };
-    let leader = c.elect();
-    let behind = [1, 2, 3].into_iter().find(|&id| id != leader).expect("f");
-    c.isolated.insert(behind);
-    for i in 0..120u64 {
-        let mut put = (i % 4).to_le_bytes().to_vec();
-        put.extend_from_slice(&i.to_le_bytes());
-        c.propose(leader, &put);
-    }
+    let (mut c, leader, behind) = cluster_with_a_far_follower();
     c.isolated.clear();
     // Let the transfer start and make a little progress.
     for _ in 0..200 {
@@ -393,9 +382,7 @@ fn a_follower_gone_mid_transfer_does_not_stop_the_leader_compacting() {
     // The follower crashes / is partitioned for good.
     c.isolated.insert(behind);
     for i in 0..2000u64 {
-        let mut put = (i % 4).to_le_bytes().to_vec();
-        put.extend_from_slice(&i.to_le_bytes());
-        c.propose(leader, &put);
+        c.propose(leader, &put(i));
         if i % 10 == 0 {
             c.tick_all(1);
         }
