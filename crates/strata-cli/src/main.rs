@@ -3,7 +3,7 @@
 //! One subcommand group per layer; each calls the layer's public API and holds no logic a
 //! library user would need. Today: `strata snaplog dump|compact|demo` and
 //! `strata wal dump|stress`, `strata sst dump|check`, `strata lsm put|get|delete|scan|stats|stress|demo`,
-//! `strata snapshot show|check`.
+//! `strata snapshot show|check|stress`.
 //!
 //! Errors go to stderr as `strata: error: ...` with exit code 1.
 
@@ -32,7 +32,7 @@ enum Command {
     /// The LSM store: put, get, delete, stats, stress.
     #[command(subcommand)]
     Lsm(lsm::LsmCommand),
-    /// Raft snapshots (exported, or in a node's store): show, check.
+    /// Raft snapshots (exported, or in a node's store): show, check, stress.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
     /// Sorted table files: dump, check.
