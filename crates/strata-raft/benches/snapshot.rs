@@ -16,7 +16,7 @@
 //!   `RATIO catchup_snapshot_vs_replay` the second over the first.
 //!
 //! Each figure is the median of `--runs` (default 5) runs; the ratio is the median of each
-//! run's ratio (its two measurements back to back). Loopback TCP comes with the
+//! run's ratio (its two measurements back to back); each run's pair also goes to stderr. Loopback TCP comes with the
 //! transport crate.
 
 use std::collections::HashMap;
