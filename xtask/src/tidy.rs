@@ -16,6 +16,11 @@
 //!   with `//!` docs: its first non-blank line begins with `//!`.
 //! - **Format docs point at code.** Each `docs/formats/*.md` names at least one codec file as a
 //!   backticked path `crates/<...>.rs`, and every such path exists.
+//! - **Durable steps go through `strata-fs`.** No source file under `crates/*/src` outside
+//!   `strata-fs` calls `sync_all`, `sync_data`, `fs::rename` or `fs::hard_link`: those steps live
+//!   in `strata-fs`, where each has a failpoint.
+//! - **Files stay readable.** No source file under `crates/*/src` is over
+//!   [`SOURCE_LINES_MAX`] lines, except the ones in [`SOURCE_LINES_EXEMPT`].
 
 use std::collections::HashSet;
 use std::fs;
@@ -285,6 +290,98 @@ fn format_doc_problems(doc_path: &str, doc: &str, exists: impl Fn(&str) -> bool)
         .collect()
 }
 
+/// The calls that only `strata-fs` may make: each is a durable step that must have a failpoint.
+const DURABLE_CALLS: &[&str] = &["sync_all", "sync_data", "fs::rename", "fs::hard_link"];
+
+/// The crate that owns the durable steps, as its directory under `crates/`.
+const DURABLE_STEPS_CRATE: &str = "crates/strata-fs/";
+
+/// Every line of `source` (a file at `path`) that makes one of the [`DURABLE_CALLS`] outside
+/// `strata-fs`. Comment lines do not count: docs may name the calls they replace.
+fn durable_call_problems(path: &str, source: &str) -> Vec<String> {
+    if path.starts_with(DURABLE_STEPS_CRATE) {
+        return Vec::new();
+    }
+    let mut problems = Vec::new();
+    for (number, line) in source.lines().enumerate() {
+        let code = line.trim_start();
+        if code.starts_with("//") {
+            continue;
+        }
+        for call in DURABLE_CALLS {
+            if code.contains(call) {
+                problems.push(format!(
+                    "{path}:{}: `{call}` outside strata-fs: use strata_fs::{{sync_file, \
+                     sync_file_data, rename_durable, hard_link, truncate_synced}} so the step has \
+                     a failpoint",
+                    number + 1
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The most lines a source file under `crates/*/src` may have: past this a file holds more than
+/// one job and should be split into modules.
+const SOURCE_LINES_MAX: usize = 1_000;
+
+/// The files allowed past [`SOURCE_LINES_MAX`], each with the reason.
+const SOURCE_LINES_EXEMPT: &[(&str, &str)] = &[(
+    "crates/strata-raft/src/raft.rs",
+    "the Raft core's state machine: one `step` over every message type reads best in one place",
+)];
+
+/// A problem if `source` (a file at `path`) is longer than [`SOURCE_LINES_MAX`] lines and not
+/// exempt.
+fn source_length_problem(path: &str, source: &str) -> Option<String> {
+    let lines = source.lines().count();
+    let exempt = SOURCE_LINES_EXEMPT.iter().any(|(file, _)| *file == path);
+    (lines > SOURCE_LINES_MAX && !exempt).then(|| {
+        format!(
+            "{path} has {lines} lines (at most {SOURCE_LINES_MAX}): split it into modules with \
+             one job each"
+        )
+    })
+}
+
+/// Every `.rs` file under `dir`, recursively, sorted.
+fn rust_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for path in sorted_entries(dir, |_| true)? {
+        if path.is_dir() {
+            files.extend(rust_files(&path)?);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+/// Every `crates/*/src/**/*.rs` file, as a path relative to the workspace root with `/`
+/// separators, and its contents.
+fn crate_sources(root: &Path) -> Result<Vec<(String, String)>> {
+    let crates = sorted_entries(&root.join("crates"), |path| {
+        path.join("Cargo.toml").is_file()
+    })?;
+    let mut sources = Vec::new();
+    for krate in crates {
+        for file in rust_files(&krate.join("src"))? {
+            let relative = file
+                .strip_prefix(root)
+                .with_context(|| format!("{} is outside the workspace", file.display()))?
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            let text = fs::read_to_string(&file)
+                .with_context(|| format!("could not read {}", file.display()))?;
+            sources.push((relative, text));
+        }
+    }
+    Ok(sources)
+}
+
 /// Fails with every problem listed, so one run shows all there is to fix.
 fn report(check: &str, problems: &[String]) -> Result<()> {
     if problems.is_empty() {
@@ -402,6 +499,26 @@ fn tidy_format_docs_name_existing_codecs() -> Result<()> {
         }));
     }
     report("format docs", &problems)
+}
+
+#[test]
+fn tidy_durable_steps_go_through_strata_fs() -> Result<()> {
+    let root = workspace_root()?;
+    let mut problems = Vec::new();
+    for (path, text) in crate_sources(&root)? {
+        problems.extend(durable_call_problems(&path, &text));
+    }
+    report("durable steps", &problems)
+}
+
+#[test]
+fn tidy_source_files_stay_under_the_line_limit() -> Result<()> {
+    let root = workspace_root()?;
+    let problems: Vec<String> = crate_sources(&root)?
+        .iter()
+        .filter_map(|(path, text)| source_length_problem(path, text))
+        .collect();
+    report("file length", &problems)
 }
 
 /// Each check on small inputs, good and bad: the bad ones prove the check can fail.
@@ -639,6 +756,31 @@ Not codecs: crates/strata-fs/src/lib.rs (no backticks), `crates/x/Cargo.toml`, `
         let problems = format_doc_problems("docs/formats/orphan.md", orphan, exists);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].starts_with("docs/formats/orphan.md names no codec file"));
+    }
+
+    #[test]
+    fn durable_call_problems_flags_std_calls_outside_strata_fs_but_not_comments() {
+        let source = "fn f(file: &File) {\n    // file.sync_all() is what this replaces\n    \
+                      file.sync_data().unwrap();\n    std::fs::rename(a, b);\n}\n";
+        let problems = durable_call_problems("crates/strata-wal/src/wal.rs", source);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("crates/strata-wal/src/wal.rs:3: `sync_data`"));
+        assert!(problems[1].starts_with("crates/strata-wal/src/wal.rs:4: `fs::rename`"));
+        assert!(durable_call_problems("crates/strata-fs/src/file.rs", source).is_empty());
+        assert!(
+            durable_call_problems("crates/strata-lsm/src/x.rs", "std::fs::hard_link(a, b)")
+                .len()
+                == 1
+        );
+    }
+
+    #[test]
+    fn source_length_problem_flags_long_files_unless_exempt() {
+        let long = "x\n".repeat(SOURCE_LINES_MAX + 1);
+        let short = "x\n".repeat(SOURCE_LINES_MAX);
+        assert!(source_length_problem("crates/strata-lsm/src/db.rs", &long).is_some());
+        assert!(source_length_problem("crates/strata-lsm/src/db.rs", &short).is_none());
+        assert!(source_length_problem(SOURCE_LINES_EXEMPT[0].0, &long).is_none());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The step of a durable file operation that failed.
 ///
@@ -27,6 +27,8 @@ pub enum Step {
     Metadata,
     /// Truncating a file.
     Truncate,
+    /// Creating a hard link.
+    Link,
 }
 
 impl fmt::Display for Step {
@@ -40,6 +42,7 @@ impl fmt::Display for Step {
             Step::SyncDir => "directory fsync",
             Step::Metadata => "metadata",
             Step::Truncate => "truncate",
+            Step::Link => "hard link",
         })
     }
 }
@@ -85,6 +88,46 @@ impl Error {
             Error::Io { step, .. } => Some(*step),
             Error::Poisoned { .. } => None,
         }
+    }
+}
+
+/// A plain I/O operation that failed (a read, a directory listing, a `mkdir`): what was being
+/// done, on which path, and the operating system's error.
+///
+/// Durable steps fail with [`Error`] and its [`Step`]; everything else a layer does with files
+/// fails with this, which each layer's own error type wraps (`Error::Io(IoError)`), so a message
+/// always reads "`<op>` `<path>`: `<cause>`" whichever layer it comes from.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}", path.display())]
+pub struct IoError {
+    /// What was being done, as a short phrase ("read", "open segment", "list directory").
+    pub op: &'static str,
+    /// The file or directory.
+    pub path: PathBuf,
+    /// The operating system's error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl IoError {
+    /// An error for `op` on `path`.
+    pub fn new(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        IoError {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A closure for `map_err` that makes an [`IoError`] for `op` on `path`:
+    /// `std::fs::read(&path).map_err(IoError::with("read", &path))?`.
+    pub fn with<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> IoError + 'a {
+        move |source| IoError::new(op, path, source)
+    }
+
+    /// The operating system error's kind.
+    pub fn kind(&self) -> io::ErrorKind {
+        self.source.kind()
     }
 }
 

@@ -30,6 +30,13 @@ pub const REOPEN: &str = "fs::reopen";
 pub const APPEND_WRITE: &str = "fs::append-write";
 /// `fsync` of a [`SwapFile`](crate::SwapFile).
 pub const APPEND_FSYNC: &str = "fs::append-fsync";
+/// `fsync` or `fdatasync` of an open file through [`sync_file`](crate::sync_file) or
+/// [`sync_file_data`](crate::sync_file_data) (a table, a staged snapshot file, a WAL segment).
+pub const FSYNC: &str = "fs::fsync";
+/// A hard link made with [`hard_link`](crate::hard_link).
+pub const LINK: &str = "fs::link";
+/// The length change of [`truncate_synced`](crate::truncate_synced).
+pub const TRUNCATE: &str = "fs::truncate";
 
 /// True if a child process died by `abort()`, which is what a `return(abort)` failpoint does,
 /// rather than by a panic or an exit. Crash tests use it to check the kill really happened.

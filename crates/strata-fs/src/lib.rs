@@ -12,6 +12,12 @@
 //! - [`SwapFile`]: an open, append-mode handle to a file that can be replaced whole while open
 //!   (Serf's snapshot compaction), with the Windows close, rename and reopen dance.
 //! - [`sync_dir`], [`sync_parent_dir`], [`create_synced`], [`write_synced`]: the building blocks.
+//! - [`sync_file`], [`sync_file_data`], [`rename_durable`], [`hard_link`], [`truncate_synced`]:
+//!   single durable steps for layers that manage their own files (tables, WAL segments,
+//!   snapshot sets). No other crate calls `sync_all`, `sync_data`, `rename` or `hard_link`
+//!   itself (the tidy check enforces it), so every durable step in Strata has a failpoint.
+//! - [`IoError`]: the error of a plain (non-durable) file operation, which every layer's error
+//!   type wraps.
 //! - [`failpoint`]: named failure points at every write, `fsync`, rename and directory `fsync`
 //!   (feature `failpoints`).
 //!
@@ -72,13 +78,15 @@
 
 mod error;
 pub mod failpoint;
+mod file;
 mod swap;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-pub use error::{Error, Result, Step, display_chain};
+pub use error::{Error, IoError, Result, Step, display_chain};
+pub use file::{hard_link, rename_durable, sync_file, sync_file_data, truncate_synced};
 pub use swap::{RecoveredSwap, SwapFile, SwapOptions, SwapStrategy, recover_swap};
 
 /// The permission bits of files this crate creates on Unix (before the umask): `0644`, readable
