@@ -11,7 +11,9 @@
 //!   of backticked crate names. Every `strata-*` workspace crate must be in that list, and may
 //!   depend (normal, dev or build) only on workspace crates with a smaller number. A crate's
 //!   dev-dependency on itself (to turn a feature on in its own tests) is allowed; `xtask` is not a
-//!   layer and may depend on anything.
+//!   layer and may depend on anything. A dev-dependency on an unpublished (`publish = false`)
+//!   workspace crate that is not a layer, such as `bench-support`, is allowed too: such a crate
+//!   is test or bench support that no user of a layer ever compiles.
 //! - **Crate docs.** Each `crates/*/src/lib.rs` (or `src/main.rs` for a binary-only crate) starts
 //!   with `//!` docs: its first non-blank line begins with `//!`.
 //! - **Format docs point at code.** Each `docs/formats/*.md` names at least one codec file as a
@@ -39,6 +41,8 @@ struct Pkg {
     name: String,
     /// Every declared dependency of any kind, including target-specific ones.
     deps: Vec<Dep>,
+    /// Whether the package may be published (`publish = false` in its `Cargo.toml` says no).
+    publish: bool,
 }
 
 /// One dependency declaration of a [`Pkg`].
@@ -145,9 +149,15 @@ fn packages_from_metadata(metadata: &Value) -> Result<Vec<Pkg>> {
                     })
                 })
                 .collect::<Result<_>>()?;
+            // `cargo metadata` gives `publish: null` for "any registry" and a list of the
+            // registries allowed otherwise: `publish = false` is the empty list.
+            let publish = package["publish"]
+                .as_array()
+                .is_none_or(|registries| !registries.is_empty());
             Ok(Pkg {
                 name: name.to_owned(),
                 deps,
+                publish,
             })
         })
         .collect()
@@ -161,6 +171,11 @@ fn packages_from_metadata(metadata: &Value) -> Result<Vec<Pkg>> {
 fn layer_violations(layers: &[String], packages: &[Pkg]) -> Vec<String> {
     let layer_of = |name: &str| layers.iter().position(|layer| layer == name).map(|i| i + 1);
     let members: HashSet<&str> = packages.iter().map(|pkg| pkg.name.as_str()).collect();
+    let support: HashSet<&str> = packages
+        .iter()
+        .filter(|pkg| !pkg.publish && !pkg.name.starts_with("strata-"))
+        .map(|pkg| pkg.name.as_str())
+        .collect();
     let mut violations = Vec::new();
     for pkg in packages
         .iter()
@@ -177,6 +192,10 @@ fn layer_violations(layers: &[String], packages: &[Pkg]) -> Vec<String> {
         for dep in &pkg.deps {
             // A self dev-dependency only switches features on for the crate's own tests.
             if dep.name == pkg.name || !members.contains(dep.name.as_str()) {
+                continue;
+            }
+            // Unpublished support crates (bench helpers) may serve any layer's tests and benches.
+            if dep.kind.as_deref() == Some("dev") && support.contains(dep.name.as_str()) {
                 continue;
             }
             let as_kind = match dep.kind.as_deref() {
@@ -527,6 +546,7 @@ mod tests {
 
     fn pkg(name: &str, deps: &[(&str, Option<&str>)]) -> Pkg {
         Pkg {
+            publish: true,
             name: name.to_owned(),
             deps: deps
                 .iter()
@@ -659,10 +679,31 @@ Some prose, with a number: 2. not an item.
         ];
         let violations = layer_violations(&layers(&["strata-fs"]), &packages);
         assert_eq!(violations.len(), 2, "{violations:?}");
+        // `xtask` is unpublished too, but an unpublished support crate is allowed only as a
+        // dev-dependency, and `xtask` here is a published one.
         assert!(violations[0].starts_with(
             "strata-fs (layer 1) depends on xtask (as a dev-dependency), which is not a layer"
         ));
         assert!(violations[1].starts_with("strata-new is a workspace crate but is not in"));
+    }
+
+    #[test]
+    fn layer_violations_allows_unpublished_support_crates_only_as_dev_dependencies() {
+        let support = Pkg {
+            publish: false,
+            ..pkg("bench-support", &[])
+        };
+        let packages = [
+            pkg("strata-fs", &[("bench-support", Some("dev"))]),
+            pkg("strata-wal", &[("bench-support", None)]),
+            support,
+        ];
+        let violations = layer_violations(&layers(&["strata-fs", "strata-wal"]), &packages);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert!(
+            violations[0]
+                .starts_with("strata-wal (layer 2) depends on bench-support, which is not a layer")
+        );
     }
 
     #[test]
@@ -675,19 +716,30 @@ Some prose, with a number: 2. not an item.
                     {"name": "strata-fs", "kind": "dev", "rename": null},
                     {"name": "strata-clock", "kind": "build", "rename": "clock"},
                 ],
+                "publish": null,
+            }, {
+                "name": "bench-support",
+                "dependencies": [],
+                "publish": [],
             }],
             "workspace_members": [],
         });
         assert_eq!(
             packages_from_metadata(&metadata)?,
-            [pkg(
-                "strata-fs",
-                &[
-                    ("thiserror", None),
-                    ("strata-fs", Some("dev")),
-                    ("strata-clock", Some("build")),
-                ],
-            )]
+            [
+                pkg(
+                    "strata-fs",
+                    &[
+                        ("thiserror", None),
+                        ("strata-fs", Some("dev")),
+                        ("strata-clock", Some("build")),
+                    ],
+                ),
+                Pkg {
+                    publish: false,
+                    ..pkg("bench-support", &[])
+                }
+            ]
         );
         assert!(packages_from_metadata(&serde_json::json!({"version": 1})).is_err());
         Ok(())
@@ -768,8 +820,7 @@ Not codecs: crates/strata-fs/src/lib.rs (no backticks), `crates/x/Cargo.toml`, `
         assert!(problems[1].starts_with("crates/strata-wal/src/wal.rs:4: `fs::rename`"));
         assert!(durable_call_problems("crates/strata-fs/src/file.rs", source).is_empty());
         assert!(
-            durable_call_problems("crates/strata-lsm/src/x.rs", "std::fs::hard_link(a, b)")
-                .len()
+            durable_call_problems("crates/strata-lsm/src/x.rs", "std::fs::hard_link(a, b)").len()
                 == 1
         );
     }

@@ -36,6 +36,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bench_support::{Args, median, print_bench, print_ratio};
 use strata_lsm::{Db, Direction, Options, WriteOptions};
 
 #[path = "common/workloads.rs"]
@@ -295,20 +296,6 @@ fn rocksdb(dir: &Path, n: u64) -> Round {
     round
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.retain(|v| v.is_finite());
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
 /// The medians of one engine's rounds.
 struct Summary {
     ops: BTreeMap<&'static str, f64>,
@@ -322,16 +309,13 @@ fn summarize(rounds: &[Round]) -> Summary {
         ops: WORKLOADS
             .iter()
             .map(|w| {
-                let values = rounds
-                    .iter()
-                    .filter_map(|r| r.ops.get(*w).copied())
-                    .collect();
+                let values = rounds.iter().filter_map(|r| r.ops.get(*w).copied());
                 (*w, median(values))
             })
             .collect(),
-        peak_rss_mib: median(rounds.iter().map(|r| mib(r.peak_rss_bytes)).collect()),
-        peak_anon_mib: median(rounds.iter().map(|r| mib(r.peak_anon_bytes)).collect()),
-        write_amplification: median(rounds.iter().map(|r| r.write_amplification).collect()),
+        peak_rss_mib: median(rounds.iter().map(|r| mib(r.peak_rss_bytes))),
+        peak_anon_mib: median(rounds.iter().map(|r| mib(r.peak_anon_bytes))),
+        write_amplification: median(rounds.iter().map(|r| r.write_amplification)),
     }
 }
 
@@ -339,20 +323,13 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1_048_576.0
 }
 
-fn flag_value(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
 fn main() {
     if workloads::child(&open_strata) {
         return;
     }
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let large = args.iter().any(|a| a == "--large");
+    let args = Args::from_env();
+    let quick = args.has("--quick");
+    let large = args.has("--large");
     let n: u64 = if quick {
         200_000
     } else if large {
@@ -360,9 +337,7 @@ fn main() {
     } else {
         1_000_000
     };
-    let runs: usize = flag_value(&args, "--runs")
-        .map(|r| r.parse().expect("--runs is a number"))
-        .unwrap_or(if quick { 1 } else { 3 });
+    let runs: usize = args.value_or("--runs", if quick { 1 } else { 3 });
     let fjall = std::env::var_os("STRATA_BENCH_FJALL").map(PathBuf::from);
     if fjall.is_none() {
         eprintln!(
@@ -391,12 +366,12 @@ fn main() {
     println!("# {n} keys, median of {runs} round(s)");
     for workload in WORKLOADS {
         let s = ours.ops[workload];
-        println!("BENCH lsm_{workload} {s:.0} ops/s");
+        print_bench(&format!("lsm_{workload}"), s, "ops/s");
         for (name, theirs) in &baselines {
             let b = theirs.ops[workload];
-            println!("BENCH {name}_{workload} {b:.0} ops/s");
+            print_bench(&format!("{name}_{workload}"), b, "ops/s");
             if b > 0.0 {
-                println!("RATIO lsm_{workload}_vs_{name} {:.2}", s / b);
+                print_ratio(&format!("lsm_{workload}_vs_{name}"), s / b);
             }
         }
     }
@@ -410,12 +385,12 @@ fn main() {
     ];
     for (name, unit, figure) in resources {
         let s = figure(&ours);
-        println!("BENCH lsm_{name} {s:.2} {unit}");
+        print_bench(&format!("lsm_{name}"), s, unit);
         for (baseline, theirs) in &baselines {
             let b = figure(theirs);
-            println!("BENCH {baseline}_{name} {b:.2} {unit}");
+            print_bench(&format!("{baseline}_{name}"), b, unit);
             if s > 0.0 {
-                println!("RATIO lsm_{name}_vs_{baseline} {:.2}", b / s);
+                print_ratio(&format!("lsm_{name}_vs_{baseline}"), b / s);
             }
         }
     }

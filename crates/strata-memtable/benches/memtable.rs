@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
+use bench_support::{median, print_bench, print_ratio};
 use crossbeam_skiplist::SkipMap;
 use parking_lot::RwLock;
 use rand::rngs::StdRng;
@@ -55,14 +56,9 @@ const RUNS: usize = 3;
 type Key = [u8; 16];
 type InternalKey = (Key, Reverse<u64>);
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn report(name: &str, unit: &str, xs: Vec<f64>) -> f64 {
     let value = median(xs);
-    println!("BENCH {name} {value:.1} {unit}");
+    print_bench(name, value, unit);
     value
 }
 
@@ -154,11 +150,11 @@ fn main() {
         results.push((threads, s, c, b));
     }
     for (threads, s, c, b) in &results {
-        println!("RATIO memtable_insert_{threads}t_vs_crossbeam {:.2}", s / c);
-        println!("RATIO memtable_insert_{threads}t_vs_btreemap {:.2}", s / b);
+        print_ratio(&format!("memtable_insert_{threads}t_vs_crossbeam"), s / c);
+        print_ratio(&format!("memtable_insert_{threads}t_vs_btreemap"), s / b);
     }
     if let Some((_, s, c, _)) = results.first() {
-        println!("RATIO memtable_insert_vs_crossbeam {:.2}", s / c);
+        print_ratio("memtable_insert_vs_crossbeam", s / c);
     }
 
     // Build each once more for reads, measuring memory. The memtable's figure is its arena bytes
@@ -176,21 +172,16 @@ fn main() {
     let btree = Arc::new(RwLock::new(BTreeMap::new()));
     parallel(&btree, &keys, 1, btree_insert);
     let btree_bytes = (LIVE_BYTES.load(Ordering::Relaxed) - before) as f64;
-    println!(
-        "BENCH memtable_bytes_per_entry {:.1} bytes",
-        strata_bytes / n as f64
+    print_bench("memtable_bytes_per_entry", strata_bytes / n as f64, "bytes");
+    print_bench(
+        "crossbeam_bytes_per_entry",
+        crossbeam_bytes / n as f64,
+        "bytes",
     );
-    println!(
-        "BENCH crossbeam_bytes_per_entry {:.1} bytes",
-        crossbeam_bytes / n as f64
-    );
-    println!(
-        "BENCH btreemap_bytes_per_entry {:.1} bytes",
-        btree_bytes / n as f64
-    );
-    println!(
-        "RATIO memtable_memory_vs_crossbeam {:.2}",
-        crossbeam_bytes / strata_bytes
+    print_bench("btreemap_bytes_per_entry", btree_bytes / n as f64, "bytes");
+    print_ratio(
+        "memtable_memory_vs_crossbeam",
+        crossbeam_bytes / strata_bytes,
     );
 
     // Random versioned gets: the newest version of a key at the latest snapshot.
@@ -237,8 +228,8 @@ fn main() {
             })
             .collect(),
     );
-    println!("RATIO memtable_get_vs_crossbeam {:.2}", s / c);
-    println!("RATIO memtable_get_vs_btreemap {:.2}", s / b);
+    print_ratio("memtable_get_vs_crossbeam", s / c);
+    print_ratio("memtable_get_vs_btreemap", s / b);
 
     // Full scans.
     let scan = |f: &dyn Fn() -> usize| -> f64 {
@@ -267,6 +258,6 @@ fn main() {
             .map(|_| scan(&|| btree.read().iter().count()))
             .collect(),
     );
-    println!("RATIO memtable_scan_vs_crossbeam {:.2}", s / c);
-    println!("RATIO memtable_scan_vs_btreemap {:.2}", s / b);
+    print_ratio("memtable_scan_vs_crossbeam", s / c);
+    print_ratio("memtable_scan_vs_btreemap", s / b);
 }

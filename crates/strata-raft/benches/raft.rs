@@ -9,6 +9,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bench_support::{Args, median, percentile_us, print_bench, print_ratio};
 use bytes::Bytes;
 use strata_raft::{
     Config, MemNetwork, NodeOptions, RaftNode, Role, SnapshotWriter, StateMachine, Transport,
@@ -44,19 +45,6 @@ fn raw_fdatasync_us(dir: &std::path::Path) -> f64 {
     }
     let _ = std::fs::remove_file(&path);
     median(samples)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let at = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[at].as_secs_f64() * 1e6
 }
 
 struct Figures {
@@ -148,20 +136,15 @@ async fn run_once(
     latencies.sort();
     Figures {
         commits_per_s: latencies.len() as f64 / elapsed,
-        p50_us: percentile(&latencies, 0.5),
-        p99_us: percentile(&latencies, 0.99),
+        p50_us: percentile_us(&latencies, 0.5),
+        p99_us: percentile_us(&latencies, 0.99),
     }
 }
 
-fn flag(args: &[String], name: &str) -> Option<f64> {
-    let at = args.iter().position(|a| a == name)?;
-    args.get(at + 1)?.parse().ok()
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let runs = flag(&args, "--runs").unwrap_or(3.0) as usize;
-    let seconds = flag(&args, "--seconds").unwrap_or(2.0);
+    let args = Args::from_env();
+    let runs: usize = args.value_or("--runs", 3);
+    let seconds: f64 = args.value_or("--seconds", 2.0);
     let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-raft");
     std::fs::create_dir_all(&root).expect("bench dir");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -169,8 +152,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let raw = median((0..runs).map(|_| raw_fdatasync_us(&root)).collect());
-    println!("BENCH raw_fdatasync_us {raw:.1} us");
+    let raw = median((0..runs).map(|_| raw_fdatasync_us(&root)));
+    print_bench("raw_fdatasync_us", raw, "us");
     for sync in [true, false] {
         let suffix = if sync { "" } else { "_nosync" };
         for proposers in [1usize, 64, 256] {
@@ -186,26 +169,20 @@ fn main() {
                         ))
                     })
                     .collect();
-                let commits = median(runs.iter().map(|f| f.commits_per_s).collect());
-                let p50 = median(runs.iter().map(|f| f.p50_us).collect());
-                let p99 = median(runs.iter().map(|f| f.p99_us).collect());
+                let commits = median(runs.iter().map(|f| f.commits_per_s));
+                let p50 = median(runs.iter().map(|f| f.p50_us));
+                let p99 = median(runs.iter().map(|f| f.p99_us));
                 let name = format!("p{proposers}_{bytes}b{suffix}");
-                println!("BENCH raft_commits_per_s_{name} {commits:.0} commits/s");
-                println!("BENCH raft_latency_p50_us_{name} {p50:.0} us");
-                println!("BENCH raft_latency_p99_us_{name} {p99:.0} us");
+                print_bench(&format!("raft_commits_per_s_{name}"), commits, "commits/s");
+                print_bench(&format!("raft_latency_p50_us_{name}"), p50, "us");
+                print_bench(&format!("raft_latency_p99_us_{name}"), p99, "us");
                 if sync && proposers == 1 && bytes == 16 {
                     // Goal: p50 under 3x raw fdatasync (above 1: met).
-                    println!(
-                        "RATIO raft_p50_p1_vs_3x_fdatasync {:.2}",
-                        3.0 * raw / p50.max(1.0)
-                    );
+                    print_ratio("raft_p50_p1_vs_3x_fdatasync", 3.0 * raw / p50.max(1.0));
                 }
                 if sync && proposers == 256 && bytes == 16 {
                     // Goal: at least 100,000 commits/s (above 1: met).
-                    println!(
-                        "RATIO raft_commits_p256_16b_vs_100k {:.2}",
-                        commits / 100_000.0
-                    );
+                    print_ratio("raft_commits_p256_16b_vs_100k", commits / 100_000.0);
                 }
             }
         }

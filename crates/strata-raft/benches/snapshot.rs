@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bench_support::{Args, median, print_bench, print_ratio};
 use bytes::Bytes;
 use strata_raft::{
     ChangeKind, ConfChange, Config, MemNetwork, NodeId, NodeOptions, RaftNode, Role,
@@ -35,16 +36,6 @@ use strata_raft_log::{LogOptions, RaftLog};
 const FILES: usize = 64;
 const FILE_BYTES: usize = 16 << 20;
 const WAIT: Duration = Duration::from_secs(120);
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
-}
-
-fn flag(args: &[String], name: &str) -> Option<f64> {
-    let at = args.iter().position(|a| a == name)?;
-    args.get(at + 1)?.parse().ok()
-}
 
 /// Deterministic, incompressible-looking file contents.
 fn fill(buf: &mut [u8], seed: u64) {
@@ -337,9 +328,9 @@ async fn catchup_once(root: &Path, entries: u64, snapshots: bool) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let runs = flag(&args, "--runs").unwrap_or(5.0) as usize;
-    let entries = flag(&args, "--entries").unwrap_or(1e6) as u64;
+    let args = Args::from_env();
+    let runs: usize = args.value_or("--runs", 5);
+    let entries: u64 = args.value_or("--entries", 1_000_000);
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-snapshot");
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("bench dir");
@@ -384,10 +375,10 @@ fn main() {
         ratios.push(i / d);
     }
     let (disk, install) = (median(disk), median(install));
-    println!("BENCH disk_seq_write_mb_per_s {disk:.0} MB/s");
-    println!("BENCH snapshot_install_mb_per_s {install:.0} MB/s");
+    print_bench("disk_seq_write_mb_per_s", disk, "MB/s");
+    print_bench("snapshot_install_mb_per_s", install, "MB/s");
     // The median of each run's ratio (the two measured back to back).
-    println!("RATIO snapshot_install_vs_disk {:.2}", median(ratios));
+    print_ratio("snapshot_install_vs_disk", median(ratios));
 
     let mut with = Vec::new();
     let mut replay = Vec::new();
@@ -402,8 +393,8 @@ fn main() {
     } else {
         entries.to_string()
     };
-    println!("BENCH catchup_{name}_entries_s {with:.2} s");
-    println!("BENCH catchup_{name}_entries_replay_s {replay:.2} s");
-    println!("RATIO catchup_snapshot_vs_replay {:.2}", replay / with);
+    print_bench(&format!("catchup_{name}_entries_s"), with, "s");
+    print_bench(&format!("catchup_{name}_entries_replay_s"), replay, "s");
+    print_ratio("catchup_snapshot_vs_replay", replay / with);
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bench_support::print_ratio;
 use strata_clock::LamportClock;
 use strata_snaplog::{
     Event, LogOptions, Member, MemberEvent, MemberEventKind, Record, ReplayOptions, SnapshotLog,
@@ -21,15 +22,8 @@ use strata_snaplog::{
 
 const RUNS: usize = 5;
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-fn bench(name: &str, unit: &str, mut run: impl FnMut() -> f64) -> f64 {
-    let value = median((0..RUNS).map(|_| run()).collect());
-    println!("BENCH {name} {value:.1} {unit}");
-    value
+fn bench(name: &str, unit: &str, run: impl FnMut() -> f64) -> f64 {
+    bench_support::bench(name, unit, RUNS, run)
 }
 
 /// The name and address of the member that event `i` is about, among `members` members,
@@ -244,10 +238,7 @@ fn main() {
         std::hint::black_box(serf_style_replay(&path));
         mb / start.elapsed().as_secs_f64()
     });
-    println!(
-        "RATIO snaplog_replay_vs_serf_style {:.2}",
-        strata / baseline
-    );
+    print_ratio("snaplog_replay_vs_serf_style", strata / baseline);
 
     let compact = bench("snaplog_compact", "MB/s", || {
         let copy = dir.path().join("compact.snapshot");

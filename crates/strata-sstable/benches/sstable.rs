@@ -5,21 +5,15 @@
 use std::path::Path;
 use std::time::Instant;
 
+use bench_support::print_bench;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use strata_sstable::{ReadOptions, Table, TableBuilder, TableOptions};
 
 const RUNS: usize = 3;
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-fn bench(name: &str, unit: &str, mut run: impl FnMut() -> f64) -> f64 {
-    let value = median((0..RUNS).map(|_| run()).collect());
-    println!("BENCH {name} {value:.1} {unit}");
-    value
+fn bench(name: &str, unit: &str, run: impl FnMut() -> f64) -> f64 {
+    bench_support::bench(name, unit, RUNS, run)
 }
 
 fn build(path: &Path, keys: &[[u8; 16]], value: &[u8]) -> f64 {
@@ -49,9 +43,10 @@ fn main() {
 
     bench("sstable_build", "MB/s", || build(&path, &keys, &value));
     let table = Table::open(&path, ReadOptions::default()).expect("open");
-    println!(
-        "BENCH sstable_file_bytes_per_entry {:.1} bytes",
-        table.file_bytes() as f64 / keys.len() as f64
+    print_bench(
+        "sstable_file_bytes_per_entry",
+        table.file_bytes() as f64 / keys.len() as f64,
+        "bytes",
     );
 
     let lookups = n.min(200_000);
@@ -74,9 +69,10 @@ fn main() {
         lookups as f64 / start.elapsed().as_secs_f64()
     });
     let false_positive_reads = absent.iter().filter(|k| table.may_contain(&k[..])).count();
-    println!(
-        "BENCH sstable_absent_filter_pass_rate {:.2} percent",
-        100.0 * false_positive_reads as f64 / lookups as f64
+    print_bench(
+        "sstable_absent_filter_pass_rate",
+        100.0 * false_positive_reads as f64 / lookups as f64,
+        "percent",
     );
     bench("sstable_scan", "MB/s", || {
         let start = Instant::now();

@@ -10,48 +10,26 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use bench_support::{alternate, fresh_dir, median, print_bench, print_ratio as ratio};
 use strata_wal::{Durability, Wal, WalOptions};
 
 const RUNS: usize = 5;
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-fn bench(name: &str, unit: &str, mut run: impl FnMut() -> f64) -> f64 {
-    let value = median((0..RUNS).map(|_| run()).collect());
-    println!("BENCH {name} {value:.1} {unit}");
-    value
+fn bench(name: &str, unit: &str, run: impl FnMut() -> f64) -> f64 {
+    bench_support::bench(name, unit, RUNS, run)
 }
 
 /// Runs `a` and `b` alternately, `RUNS` times each, so that drift in the shared machine's disk
 /// or CPU hits both alike; prints both medians and returns them.
 fn bench_pair(
-    (name_a, unit_a, mut a): (&str, &str, impl FnMut() -> f64),
-    (name_b, unit_b, mut b): (&str, &str, impl FnMut() -> f64),
+    (name_a, unit_a, a): (&str, &str, impl FnMut() -> f64),
+    (name_b, unit_b, b): (&str, &str, impl FnMut() -> f64),
 ) -> (f64, f64) {
-    let mut xs = Vec::with_capacity(RUNS);
-    let mut ys = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        xs.push(a());
-        ys.push(b());
-    }
+    let (xs, ys) = alternate(RUNS, a, b);
     let (x, y) = (median(xs), median(ys));
-    println!("BENCH {name_a} {x:.1} {unit_a}");
-    println!("BENCH {name_b} {y:.1} {unit_b}");
+    print_bench(name_a, x, unit_a);
+    print_bench(name_b, y, unit_b);
     (x, y)
-}
-
-fn ratio(name: &str, value: f64) {
-    println!("RATIO {name} {value:.2}");
-}
-
-fn fresh_dir(root: &Path, name: &str) -> std::path::PathBuf {
-    let dir = root.join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create bench dir");
-    dir
 }
 
 /// The physical baseline: `write` + `fdatasync` of `bytes`-byte records, `count` times.
@@ -177,11 +155,15 @@ fn main() {
         }),
     );
     // Latencies of the last run of each.
-    println!("BENCH wal_64_writers_p50 {:.0} us", strata_lat.0);
-    println!("BENCH wal_64_writers_p99 {:.0} us", strata_lat.1);
-    println!("BENCH wal_64_writers_records_per_sync {records_per_sync:.1} records");
-    println!("BENCH okaywal_64_writers_p50 {:.0} us", okay_lat.0);
-    println!("BENCH okaywal_64_writers_p99 {:.0} us", okay_lat.1);
+    print_bench("wal_64_writers_p50", strata_lat.0, "us");
+    print_bench("wal_64_writers_p99", strata_lat.1, "us");
+    print_bench(
+        "wal_64_writers_records_per_sync",
+        records_per_sync,
+        "records",
+    );
+    print_bench("okaywal_64_writers_p50", okay_lat.0, "us");
+    print_bench("okaywal_64_writers_p99", okay_lat.1, "us");
     ratio("wal_64_writers_vs_okaywal", strata / okay);
 
     // 3. 1 MiB records: against the disk's sequential write + fdatasync rate.

@@ -1,0 +1,222 @@
+//! What every `cargo xtask bench` harness shares, so the seven bench binaries print and compute
+//! their figures the same way.
+//!
+//! A harness prints one `BENCH <name> <value> <unit>` line per figure ([`print_bench`]) and one
+//! `RATIO <name> <value>` line per comparison against a baseline measured in the same run
+//! ([`print_ratio`]; above 1 means Strata is ahead). Figures are medians of several runs
+//! ([`median`], [`bench`]); runs of two competitors alternate ([`alternate`]) so that drift in a
+//! shared machine's disk or CPU hits both alike. Flags come from [`Args`].
+//!
+//! This crate is not a layer of Strata and is never published: only bench targets depend on it
+//! (as a dev-dependency), which the tidy check allows for unpublished workspace crates.
+//!
+//! # Examples
+//!
+//! ```
+//! use bench_support::{Args, median, print_ratio};
+//!
+//! let args = Args::new(["bench", "--runs", "5", "--quick"]);
+//! assert_eq!(args.value_or("--runs", 3_usize), 5);
+//! assert!(args.has("--quick"));
+//! assert_eq!(median([3.0, 1.0, 2.0]), 2.0);
+//! print_ratio("example_vs_baseline", 2.0 / 1.0); // RATIO example_vs_baseline 2.00
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The median of the finite values in `values`: the middle one, or the mean of the two middle
+/// ones for an even count. `0.0` when there are none, so a harness whose runs all failed prints
+/// an obviously wrong figure instead of panicking after minutes of work.
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// The `p`-th quantile (`0.0..=1.0`, nearest rank) of `sorted` latencies, in microseconds;
+/// `0.0` when there are none.
+pub fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let at = ((sorted.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize;
+    sorted[at].as_secs_f64() * 1e6
+}
+
+/// `value` with as many decimals as a figure of its size needs: none from 1,000 up, one from 10
+/// up, two below (a throughput of 241008 ops/s, a rate of 21.5 MB/s, a time of 0.06 s).
+fn format_figure(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude >= 1_000.0 {
+        format!("{value:.0}")
+    } else if magnitude >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+/// Prints `BENCH <name> <value> <unit>`.
+pub fn print_bench(name: &str, value: f64, unit: &str) {
+    println!("BENCH {name} {} {unit}", format_figure(value));
+}
+
+/// Prints `RATIO <name> <value>` with two decimals. Above 1 must mean Strata is ahead: pass
+/// `strata / baseline` for a rate, `baseline / strata` for a time or a size.
+pub fn print_ratio(name: &str, value: f64) {
+    println!("RATIO {name} {value:.2}");
+}
+
+/// Runs `run` `runs` times, prints the median of what it returns as a `BENCH` line, and returns
+/// that median.
+pub fn bench(name: &str, unit: &str, runs: usize, mut run: impl FnMut() -> f64) -> f64 {
+    let value = median((0..runs).map(|_| run()));
+    print_bench(name, value, unit);
+    value
+}
+
+/// Runs `a` and `b` alternately, `runs` times each, and returns what each returned, in order:
+/// drift in the machine's disk or CPU over the run hits both alike.
+pub fn alternate(
+    runs: usize,
+    mut a: impl FnMut() -> f64,
+    mut b: impl FnMut() -> f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut xs = Vec::with_capacity(runs);
+    let mut ys = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        xs.push(a());
+        ys.push(b());
+    }
+    (xs, ys)
+}
+
+/// `root/name`, emptied: removed if it was there, then created.
+///
+/// # Panics
+///
+/// If the directory cannot be created: a harness cannot run without it.
+pub fn fresh_dir(root: &Path, name: &str) -> PathBuf {
+    let dir = root.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create bench directory {}: {e}", dir.display()));
+    dir
+}
+
+/// A harness's command line: `--flag` switches and `--name value` pairs, as `cargo xtask bench
+/// NAME -- ARGS` passes them.
+#[derive(Debug, Clone)]
+pub struct Args(Vec<String>);
+
+impl Args {
+    /// The process's own arguments.
+    pub fn from_env() -> Self {
+        Args(std::env::args().collect())
+    }
+
+    /// Arguments from a list (for tests and examples).
+    pub fn new<S: Into<String>>(args: impl IntoIterator<Item = S>) -> Self {
+        Args(args.into_iter().map(Into::into).collect())
+    }
+
+    /// Whether the switch `flag` (such as `--quick`) was given.
+    pub fn has(&self, flag: &str) -> bool {
+        self.0.iter().any(|a| a == flag)
+    }
+
+    /// The value after `name` (`--runs 5`), parsed; `None` if `name` was not given.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is given without a value or with one that does not parse as `T`: a mistyped
+    /// flag must stop the harness rather than silently run with the default.
+    pub fn value<T: FromStr>(&self, name: &str) -> Option<T> {
+        let at = self.0.iter().position(|a| a == name)?;
+        let Some(raw) = self.0.get(at + 1) else {
+            panic!("{name} needs a value");
+        };
+        match raw.parse() {
+            Ok(value) => Some(value),
+            Err(_) => panic!("{name}: cannot parse {raw:?}"),
+        }
+    }
+
+    /// The value after `name`, or `default` when it is not given; panics as [`Args::value`].
+    pub fn value_or<T: FromStr>(&self, name: &str, default: T) -> T {
+        self.value(name).unwrap_or(default)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_takes_the_middle_or_the_mean_of_the_two_middle_finite_values() {
+        assert_eq!(median([5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median([f64::NAN, 2.0, f64::INFINITY]), 2.0);
+        assert_eq!(median(Vec::new()), 0.0);
+    }
+
+    #[test]
+    fn percentile_us_picks_the_nearest_rank() {
+        let sorted: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        assert_eq!(percentile_us(&sorted, 0.5), 51.0);
+        assert_eq!(percentile_us(&sorted, 0.99), 99.0);
+        assert_eq!(percentile_us(&sorted, 1.0), 100.0);
+        assert_eq!(percentile_us(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn figures_get_decimals_by_size() {
+        assert_eq!(format_figure(241_008.4), "241008");
+        assert_eq!(format_figure(21.54), "21.5");
+        assert_eq!(format_figure(0.061), "0.06");
+    }
+
+    #[test]
+    fn args_read_switches_and_values() {
+        let args = Args::new(["bench", "--quick", "--runs", "7", "--seconds", "1.5"]);
+        assert!(args.has("--quick") && !args.has("--large"));
+        assert_eq!(args.value::<usize>("--runs"), Some(7));
+        assert_eq!(args.value_or("--seconds", 2.0), 1.5);
+        assert_eq!(args.value_or("--entries", 10_u64), 10);
+    }
+
+    #[test]
+    #[should_panic(expected = "--runs: cannot parse")]
+    fn a_value_that_does_not_parse_stops_the_harness() {
+        Args::new(["bench", "--runs", "many"]).value::<usize>("--runs");
+    }
+
+    #[test]
+    fn alternate_interleaves_the_runs() {
+        let mut order = Vec::new();
+        let order_cell = std::cell::RefCell::new(&mut order);
+        let (a, b) = alternate(
+            2,
+            || {
+                order_cell.borrow_mut().push('a');
+                1.0
+            },
+            || {
+                order_cell.borrow_mut().push('b');
+                2.0
+            },
+        );
+        assert_eq!((a, b), (vec![1.0, 1.0], vec![2.0, 2.0]));
+        assert_eq!(order, vec!['a', 'b', 'a', 'b']);
+    }
+}
