@@ -1,0 +1,138 @@
+//! The node's snapshot store side of a [`Receiver`]: the installed set and `CURRENT`, sets made
+//! locally ([`local_dir`](Receiver::local_dir), [`adopt`](Receiver::adopt)), pinned sets, and
+//! the removal of sets no longer used.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use prost::Message;
+
+use crate::error::{Error, Result, io};
+use crate::meta::{META_FILE, SnapshotMeta, check_name};
+use crate::receiver::Receiver;
+
+impl Receiver {
+    /// Removes every set but `current` and the pinned ones.
+    pub(crate) fn remove_unused(&self, current: u64) -> Result<()> {
+        let snapshots = self.root.join("snapshots");
+        let Ok(list) = std::fs::read_dir(&snapshots) else {
+            return Ok(());
+        };
+        for item in list {
+            let item = item.map_err(io("list", &snapshots))?;
+            let id = item
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok());
+            if id.is_some_and(|id| id == current || self.pinned.contains(&id)) {
+                continue;
+            }
+            // Garbage: failing to remove it now is not worth failing the install over (the
+            // next install tries again).
+            let _ = std::fs::remove_dir_all(item.path());
+        }
+        Ok(())
+    }
+
+    /// Keeps the sets `ids` (besides the current one) until the next call: a sender is still
+    /// reading them. Sets no longer pinned and not current are removed now.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn pin(&mut self, ids: &[u64]) -> Result<()> {
+        if self.pinned == ids {
+            return Ok(());
+        }
+        self.pinned = ids.to_vec();
+        let current = self.installed()?.map(|(meta, _)| meta.id);
+        match current {
+            Some(current) => self.remove_unused(current),
+            None => Ok(()),
+        }
+    }
+
+    /// The directory of installed (or pinned) set `id`.
+    pub fn set_dir(&self, id: u64) -> PathBuf {
+        self.root.join("snapshots").join(id.to_string())
+    }
+
+    /// An empty directory for a snapshot made locally: write its files there, then
+    /// [`adopt`](Self::adopt) them. What it held before is removed.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn local_dir(&self) -> Result<PathBuf> {
+        let dir = self.root.join("local");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        Ok(dir)
+    }
+
+    /// Installs the set made in [`local_dir`](Self::local_dir), described by `meta` (see
+    /// [`describe`]), as the current snapshot: its files are fsynced and the directory moved
+    /// in whole, as a received set would be. A set older than the installed one (by
+    /// `last_index`) is not installed; returns whether it was.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; [`Error::Invalid`] for a file name that is not a plain name.
+    ///
+    /// [`describe`]: crate::describe
+    pub fn adopt(&mut self, meta: &SnapshotMeta) -> Result<bool> {
+        let dir = self.root.join("local");
+        if let Some((current, _)) = self.installed()?
+            && current.last_index >= meta.last_index
+        {
+            std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+            return Ok(false);
+        }
+        for info in &meta.files {
+            check_name(&info.name)?;
+            if info.name == META_FILE {
+                return Err(Error::Invalid("a snapshot file cannot be named `meta`"));
+            }
+            let path = dir.join(&info.name);
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io("fsync", &path))?;
+        }
+        strata_fs::atomic_replace(&dir.join(META_FILE), &meta.encode_to_vec())?;
+        strata_fs::sync_dir(&dir)?;
+        let snapshots = self.root.join("snapshots");
+        std::fs::create_dir_all(&snapshots).map_err(io("create", &snapshots))?;
+        let target = snapshots.join(meta.id.to_string());
+        if target.exists() {
+            std::fs::remove_dir_all(&target).map_err(io("remove", &target))?;
+        }
+        std::fs::rename(&dir, &target).map_err(io("rename", &dir))?;
+        strata_fs::sync_dir(&snapshots)?;
+        strata_fs::atomic_replace(&self.root.join("CURRENT"), meta.id.to_string().as_bytes())?;
+        self.remove_unused(meta.id)?;
+        strata_fs::sync_dir(&self.root)?;
+        Ok(true)
+    }
+
+    /// The installed snapshot and its directory, if any.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; [`Error::Corruption`] for a `CURRENT` or metadata that does not decode.
+    pub fn installed(&self) -> Result<Option<(SnapshotMeta, PathBuf)>> {
+        let current = self.root.join("CURRENT");
+        let Ok(id) = std::fs::read_to_string(&current) else {
+            return Ok(None);
+        };
+        let dir = self.root.join("snapshots").join(id.trim());
+        let meta_path = dir.join(META_FILE);
+        let bytes = std::fs::read(&meta_path).map_err(io("read", &meta_path))?;
+        let meta = SnapshotMeta::decode(bytes.as_slice()).map_err(|_| Error::Corruption {
+            path: meta_path,
+            reason: "installed snapshot metadata does not decode",
+        })?;
+        Ok(Some((meta, dir)))
+    }
+}
