@@ -7,8 +7,9 @@ use std::io::Read;
 use std::path::Path;
 
 use bytes::Bytes;
+use strata_fs::IoError;
 
-use crate::error::{Error, Result, io};
+use crate::error::{Error, Result};
 
 /// One file of a snapshot.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -88,12 +89,12 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
 }
 
 pub(crate) fn crc_of_file(path: &Path) -> Result<(u64, u32)> {
-    let mut file = File::open(path).map_err(io("open", path))?;
+    let mut file = File::open(path).map_err(IoError::with("open", path))?;
     let mut hasher = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut size = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(io("read", path))?;
+        let n = file.read(&mut buf).map_err(IoError::with("read", path))?;
         if n == 0 {
             break;
         }

@@ -6,8 +6,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use prost::Message;
+use strata_fs::IoError;
 
-use crate::error::{Error, Result, io};
+use crate::error::{Error, Result};
 use crate::meta::{Chunk, META_FILE, Position, SnapshotMeta, check_name, crc_of_file};
 
 /// The receiver's answer to a chunk.
@@ -78,7 +79,7 @@ impl Staging {
             let synced = handle
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("the fsync thread panicked")));
-            synced.map_err(io("fsync", &path))?;
+            synced.map_err(IoError::with("fsync", &path))?;
         }
         Ok(())
     }
@@ -103,7 +104,7 @@ impl Receiver {
     /// I/O errors; [`Error::Corruption`] for staged metadata that does not decode.
     pub fn open(root: &Path) -> Result<Receiver> {
         let staging_dir = root.join("staging");
-        std::fs::create_dir_all(&staging_dir).map_err(io("create", &staging_dir))?;
+        std::fs::create_dir_all(&staging_dir).map_err(IoError::with("create", &staging_dir))?;
         let mut receiver = Receiver {
             root: root.to_path_buf(),
             staging: None,
@@ -111,7 +112,7 @@ impl Receiver {
         };
         let meta_path = staging_dir.join(META_FILE);
         if meta_path.exists() {
-            let bytes = std::fs::read(&meta_path).map_err(io("read", &meta_path))?;
+            let bytes = std::fs::read(&meta_path).map_err(IoError::with("read", &meta_path))?;
             let meta = SnapshotMeta::decode(bytes.as_slice()).map_err(|_| Error::Corruption {
                 path: meta_path.clone(),
                 reason: "staged snapshot metadata does not decode",
@@ -143,7 +144,7 @@ impl Receiver {
                 for later in &meta.files[i + 1..] {
                     let path = self.staging_dir().join(&later.name);
                     if path.exists() {
-                        std::fs::remove_file(&path).map_err(io("remove", &path))?;
+                        std::fs::remove_file(&path).map_err(IoError::with("remove", &path))?;
                     }
                 }
                 let crc = crc_of_prefix(&path, keep)?;
@@ -191,7 +192,7 @@ impl Receiver {
         }
         self.abort()?;
         let dir = self.staging_dir();
-        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        std::fs::create_dir_all(&dir).map_err(IoError::with("create", &dir))?;
         strata_fs::atomic_replace(&dir.join(META_FILE), &meta.encode_to_vec())?;
         self.staging = Some(Staging::new(
             meta.clone(),
@@ -281,7 +282,7 @@ impl Receiver {
                     .create(true)
                     .append(true)
                     .open(&path)
-                    .map_err(io("open", &path))?,
+                    .map_err(IoError::with("open", &path))?,
             );
         }
         let Some(file) = staging.current.as_mut() else {
@@ -293,7 +294,7 @@ impl Receiver {
             staging.crc = crc32fast::Hasher::new();
             staging.next.offset = 0;
             truncate(&path, 0)?;
-            return Err(io("write", &path)(e));
+            return Err(IoError::new("write", path, e).into());
         }
         staging.crc.combine(&chunk_crc);
         staging.next.offset = end;
@@ -366,9 +367,9 @@ impl Receiver {
         }
         let dir = self.staging_dir();
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+            std::fs::remove_dir_all(&dir).map_err(IoError::with("remove", &dir))?;
         }
-        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        std::fs::create_dir_all(&dir).map_err(IoError::with("create", &dir))?;
         strata_fs::sync_dir(&self.root)?;
         Ok(())
     }
@@ -389,12 +390,12 @@ impl Receiver {
         let dir = self.staging_dir();
         strata_fs::sync_dir(&dir)?;
         let snapshots = self.root.join("snapshots");
-        std::fs::create_dir_all(&snapshots).map_err(io("create", &snapshots))?;
+        std::fs::create_dir_all(&snapshots).map_err(IoError::with("create", &snapshots))?;
         let target = snapshots.join(staging.meta.id.to_string());
         if target.exists() {
-            std::fs::remove_dir_all(&target).map_err(io("remove", &target))?;
+            std::fs::remove_dir_all(&target).map_err(IoError::with("remove", &target))?;
         }
-        std::fs::rename(&dir, &target).map_err(io("rename", &dir))?;
+        std::fs::rename(&dir, &target).map_err(IoError::with("rename", &dir))?;
         strata_fs::sync_dir(&snapshots)?;
         // The commit point: CURRENT names the new set.
         strata_fs::atomic_replace(
@@ -402,7 +403,7 @@ impl Receiver {
             staging.meta.id.to_string().as_bytes(),
         )?;
         self.remove_unused(staging.meta.id)?;
-        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        std::fs::create_dir_all(&dir).map_err(IoError::with("create", &dir))?;
         strata_fs::sync_dir(&self.root)?;
         Ok(())
     }
@@ -414,11 +415,11 @@ fn crc_of_prefix(path: &Path, len: u64) -> Result<crc32fast::Hasher> {
     if len == 0 {
         return Ok(hasher);
     }
-    let file = File::open(path).map_err(io("open", path))?;
+    let file = File::open(path).map_err(IoError::with("open", path))?;
     let mut reader = file.take(len);
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = reader.read(&mut buf).map_err(io("read", path))?;
+        let n = reader.read(&mut buf).map_err(IoError::with("read", path))?;
         if n == 0 {
             break;
         }
@@ -434,8 +435,8 @@ fn truncate(path: &Path, len: u64) -> Result<()> {
     let file = OpenOptions::new()
         .write(true)
         .open(path)
-        .map_err(io("open", path))?;
-    file.set_len(len).map_err(io("truncate", path))?;
-    file.sync_all().map_err(io("fsync", path))?;
+        .map_err(IoError::with("open", path))?;
+    file.set_len(len).map_err(IoError::with("truncate", path))?;
+    file.sync_all().map_err(IoError::with("fsync", path))?;
     Ok(())
 }

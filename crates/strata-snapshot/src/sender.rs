@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use strata_fs::IoError;
 
-use crate::error::{Error, Result, io};
+use crate::error::{Error, Result};
 use crate::meta::{Chunk, Position, SnapshotMeta};
 
 /// Reads a snapshot's files in chunks, from any position.
@@ -64,8 +65,11 @@ impl Sender {
         if let Some(Some(map)) = maps.get(file) {
             return Ok(map.clone());
         }
-        let opened = File::open(path).map_err(io("open", path))?;
-        let len = opened.metadata().map_err(io("stat", path))?.len();
+        let opened = File::open(path).map_err(IoError::with("open", path))?;
+        let len = opened
+            .metadata()
+            .map_err(IoError::with("stat", path))?
+            .len();
         let map = if len == 0 {
             Bytes::new()
         } else {
@@ -73,7 +77,7 @@ impl Sender {
             // SAFETY: read-only, and `mapped`'s contract is that nothing modifies the files
             // while they are sent (installed sets are immutable; deleting one keeps the
             // inode, and so the mapping, alive).
-            let map = unsafe { memmap2::Mmap::map(&opened) }.map_err(io("map", path))?;
+            let map = unsafe { memmap2::Mmap::map(&opened) }.map_err(IoError::with("map", path))?;
             Bytes::from_owner(map)
         };
         if let Some(slot) = maps.get_mut(file) {
@@ -123,18 +127,16 @@ impl Sender {
         }
         // Read straight into spare capacity (no zeroing first).
         let mut data = Vec::with_capacity(len);
-        let mut file = File::open(&path).map_err(io("open", &path))?;
+        let mut file = File::open(&path).map_err(IoError::with("open", &path))?;
         file.seek(SeekFrom::Start(at.offset))
-            .map_err(io("seek", &path))?;
+            .map_err(IoError::with("seek", &path))?;
         file.take(len as u64)
             .read_to_end(&mut data)
-            .map_err(io("read", &path))?;
+            .map_err(IoError::with("read", &path))?;
         if data.len() != len {
-            return Err(Error::Io {
-                op: "read",
-                path,
-                source: std::io::ErrorKind::UnexpectedEof.into(),
-            });
+            return Err(
+                IoError::new("read", path, std::io::ErrorKind::UnexpectedEof.into()).into(),
+            );
         }
         Ok(Some(Chunk {
             snapshot_id: self.meta.id,

@@ -6,8 +6,9 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use prost::Message;
+use strata_fs::IoError;
 
-use crate::error::{Error, Result, io};
+use crate::error::{Error, Result};
 use crate::meta::{META_FILE, SnapshotMeta, check_name};
 use crate::receiver::Receiver;
 
@@ -19,7 +20,7 @@ impl Receiver {
             return Ok(());
         };
         for item in list {
-            let item = item.map_err(io("list", &snapshots))?;
+            let item = item.map_err(IoError::with("list", &snapshots))?;
             let id = item
                 .file_name()
                 .to_str()
@@ -66,9 +67,9 @@ impl Receiver {
     pub fn local_dir(&self) -> Result<PathBuf> {
         let dir = self.root.join("local");
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+            std::fs::remove_dir_all(&dir).map_err(IoError::with("remove", &dir))?;
         }
-        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        std::fs::create_dir_all(&dir).map_err(IoError::with("create", &dir))?;
         Ok(dir)
     }
 
@@ -87,7 +88,7 @@ impl Receiver {
         if let Some((current, _)) = self.installed()?
             && current.last_index >= meta.last_index
         {
-            std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+            std::fs::remove_dir_all(&dir).map_err(IoError::with("remove", &dir))?;
             return Ok(false);
         }
         for info in &meta.files {
@@ -98,17 +99,17 @@ impl Receiver {
             let path = dir.join(&info.name);
             File::open(&path)
                 .and_then(|f| f.sync_all())
-                .map_err(io("fsync", &path))?;
+                .map_err(IoError::with("fsync", &path))?;
         }
         strata_fs::atomic_replace(&dir.join(META_FILE), &meta.encode_to_vec())?;
         strata_fs::sync_dir(&dir)?;
         let snapshots = self.root.join("snapshots");
-        std::fs::create_dir_all(&snapshots).map_err(io("create", &snapshots))?;
+        std::fs::create_dir_all(&snapshots).map_err(IoError::with("create", &snapshots))?;
         let target = snapshots.join(meta.id.to_string());
         if target.exists() {
-            std::fs::remove_dir_all(&target).map_err(io("remove", &target))?;
+            std::fs::remove_dir_all(&target).map_err(IoError::with("remove", &target))?;
         }
-        std::fs::rename(&dir, &target).map_err(io("rename", &dir))?;
+        std::fs::rename(&dir, &target).map_err(IoError::with("rename", &dir))?;
         strata_fs::sync_dir(&snapshots)?;
         strata_fs::atomic_replace(&self.root.join("CURRENT"), meta.id.to_string().as_bytes())?;
         self.remove_unused(meta.id)?;
@@ -128,7 +129,7 @@ impl Receiver {
         };
         let dir = self.root.join("snapshots").join(id.trim());
         let meta_path = dir.join(META_FILE);
-        let bytes = std::fs::read(&meta_path).map_err(io("read", &meta_path))?;
+        let bytes = std::fs::read(&meta_path).map_err(IoError::with("read", &meta_path))?;
         let meta = SnapshotMeta::decode(bytes.as_slice()).map_err(|_| Error::Corruption {
             path: meta_path,
             reason: "installed snapshot metadata does not decode",
