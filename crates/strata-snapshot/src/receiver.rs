@@ -56,7 +56,7 @@ pub(crate) struct Staging {
     crc: crc32fast::Hasher,
     /// Fsyncs of complete files, running in the background while the next file arrives;
     /// all are waited for before the set is installed.
-    syncing: std::collections::VecDeque<(PathBuf, std::thread::JoinHandle<std::io::Result<()>>)>,
+    syncing: std::collections::VecDeque<(PathBuf, std::thread::JoinHandle<strata_fs::Result<()>>)>,
 }
 
 impl Staging {
@@ -76,10 +76,13 @@ impl Staging {
             let Some((path, handle)) = self.syncing.pop_front() else {
                 break;
             };
-            let synced = handle
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the fsync thread panicked")));
-            synced.map_err(IoError::with("fsync", &path))?;
+            match handle.join() {
+                Ok(synced) => synced?,
+                Err(_) => {
+                    let panicked = std::io::Error::other("the fsync thread panicked");
+                    return Err(IoError::new("fsync", path, panicked).into());
+                }
+            }
         }
         Ok(())
     }
@@ -310,7 +313,8 @@ impl Receiver {
                 return Ok(Ack::Gap { need: staging.next });
             }
             if let Some(file) = file {
-                let handle = std::thread::spawn(move || file.sync_all());
+                let synced = path.clone();
+                let handle = std::thread::spawn(move || strata_fs::sync_file(&file, &synced));
                 staging.syncing.push_back((path, handle));
                 staging.wait_synced(SYNCING_MAX)?;
             }
@@ -388,23 +392,12 @@ impl Receiver {
             return self.abort();
         }
         let dir = self.staging_dir();
+        // The names of the files written into it durable before it moves.
         strata_fs::sync_dir(&dir)?;
-        let snapshots = self.root.join("snapshots");
-        std::fs::create_dir_all(&snapshots).map_err(IoError::with("create", &snapshots))?;
-        let target = snapshots.join(staging.meta.id.to_string());
-        if target.exists() {
-            std::fs::remove_dir_all(&target).map_err(IoError::with("remove", &target))?;
-        }
-        std::fs::rename(&dir, &target).map_err(IoError::with("rename", &dir))?;
-        strata_fs::sync_dir(&snapshots)?;
-        // The commit point: CURRENT names the new set.
-        strata_fs::atomic_replace(
-            &self.root.join("CURRENT"),
-            staging.meta.id.to_string().as_bytes(),
-        )?;
-        self.remove_unused(staging.meta.id)?;
+        self.commit(&dir, staging.meta.id)?;
+        // An empty staging directory for the next transfer. Its creation is not fsynced:
+        // `open` and `begin` create it again if a crash loses it.
         std::fs::create_dir_all(&dir).map_err(IoError::with("create", &dir))?;
-        strata_fs::sync_dir(&self.root)?;
         Ok(())
     }
 }
@@ -436,7 +429,6 @@ fn truncate(path: &Path, len: u64) -> Result<()> {
         .write(true)
         .open(path)
         .map_err(IoError::with("open", path))?;
-    file.set_len(len).map_err(IoError::with("truncate", path))?;
-    file.sync_all().map_err(IoError::with("fsync", path))?;
+    strata_fs::truncate_synced(&file, path, len)?;
     Ok(())
 }

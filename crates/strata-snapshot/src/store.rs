@@ -3,10 +3,10 @@
 //! the removal of sets no longer used.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use prost::Message;
-use strata_fs::IoError;
+use strata_fs::{IoError, rename_durable};
 
 use crate::error::{Error, Result};
 use crate::meta::{META_FILE, SnapshotMeta, check_name};
@@ -97,24 +97,51 @@ impl Receiver {
                 return Err(Error::Invalid("a snapshot file cannot be named `meta`"));
             }
             let path = dir.join(&info.name);
-            File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(IoError::with("fsync", &path))?;
+            let file = File::open(&path).map_err(IoError::with("open", &path))?;
+            strata_fs::sync_file(&file, &path)?;
         }
+        // The metadata durable, and with the directory fsync that ends the replace, the
+        // names of the files written into it.
         strata_fs::atomic_replace(&dir.join(META_FILE), &meta.encode_to_vec())?;
-        strata_fs::sync_dir(&dir)?;
+        self.commit(&dir, meta.id)?;
+        Ok(true)
+    }
+
+    /// Moves the complete set in `from` (`staging` or `local`, a directory of the root) to
+    /// `snapshots/ID/`, points `CURRENT` at it, and removes the sets no longer used: the one
+    /// install sequence of [`install`](Self::install) and [`adopt`](Self::adopt).
+    ///
+    /// The caller has made the set durable where it is: every file fsynced, `meta` written,
+    /// and `from` itself fsynced, so that the names of its files survive a crash.
+    ///
+    /// Why a crash at any step leaves a complete set current (the old one or this one):
+    ///
+    /// - Until `CURRENT` is replaced it names the old set, and nothing here touches that set
+    ///   before then (`snapshots/ID` is not its directory: a set is installed only if it is
+    ///   newer than the current one, and a newer snapshot has a new id). A crash before then
+    ///   leaves this set in `from` (a staged set is found complete and installed again at
+    ///   open; a local one is garbage that the next [`local_dir`](Self::local_dir) removes)
+    ///   or in `snapshots/ID` unnamed (garbage that the next install or [`pin`](Self::pin)
+    ///   removes, or that installing the same id again replaces).
+    /// - The rename is durable (its directory fsynced, with the root's, which loses `from`)
+    ///   before `CURRENT` names the set: after a crash, a `CURRENT` that names it finds it.
+    /// - Replacing `CURRENT` is the commit point, atomic and durable when it returns:
+    ///   temporary file fsynced, renamed over `CURRENT`, root fsynced.
+    /// - Old sets are removed only after that, once nothing names them.
+    ///
+    /// The root is fsynced by the rename and again by the replace, which is why neither
+    /// caller syncs it once more.
+    pub(crate) fn commit(&self, from: &Path, id: u64) -> Result<()> {
         let snapshots = self.root.join("snapshots");
         std::fs::create_dir_all(&snapshots).map_err(IoError::with("create", &snapshots))?;
-        let target = snapshots.join(meta.id.to_string());
+        let target = snapshots.join(id.to_string());
         if target.exists() {
             std::fs::remove_dir_all(&target).map_err(IoError::with("remove", &target))?;
         }
-        std::fs::rename(&dir, &target).map_err(IoError::with("rename", &dir))?;
-        strata_fs::sync_dir(&snapshots)?;
-        strata_fs::atomic_replace(&self.root.join("CURRENT"), meta.id.to_string().as_bytes())?;
-        self.remove_unused(meta.id)?;
-        strata_fs::sync_dir(&self.root)?;
-        Ok(true)
+        rename_durable(from, &target)?;
+        // The commit point: CURRENT names the new set.
+        strata_fs::atomic_replace(&self.root.join("CURRENT"), id.to_string().as_bytes())?;
+        self.remove_unused(id)
     }
 
     /// The installed snapshot and its directory, if any.
