@@ -148,15 +148,40 @@ impl Receiver {
     ///
     /// # Errors
     ///
-    /// I/O errors; [`Error::Corruption`] for a `CURRENT` or metadata that does not decode.
+    /// I/O errors (reading `CURRENT` or the set's metadata fails other than by `CURRENT` not
+    /// existing, which means no set was ever installed); [`Error::Corruption`] for a
+    /// `CURRENT` that does not hold a set id, one that names a set that is not there, or
+    /// metadata that does not decode.
     pub fn installed(&self) -> Result<Option<(SnapshotMeta, PathBuf)>> {
         let current = self.root.join("CURRENT");
-        let Ok(id) = std::fs::read_to_string(&current) else {
-            return Ok(None);
+        let text = match std::fs::read(&current) {
+            Ok(text) => text,
+            // The store has never installed a set. Any other failure is not "no set": a
+            // caller that took it for one would start from nothing, or install an older set.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(IoError::new("read", current, e).into()),
         };
-        let dir = self.root.join("snapshots").join(id.trim());
+        let Some(id) = std::str::from_utf8(&text)
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+        else {
+            return Err(Error::Corruption {
+                path: current,
+                reason: "CURRENT does not hold a snapshot id",
+            });
+        };
+        let dir = self.set_dir(id);
         let meta_path = dir.join(META_FILE);
-        let bytes = std::fs::read(&meta_path).map_err(IoError::with("read", &meta_path))?;
+        let bytes = match std::fs::read(&meta_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Corruption {
+                    path: current,
+                    reason: "CURRENT names a snapshot set that is not there",
+                });
+            }
+            Err(e) => return Err(IoError::new("read", meta_path, e).into()),
+        };
         let meta = SnapshotMeta::decode(bytes.as_slice()).map_err(|_| Error::Corruption {
             path: meta_path,
             reason: "installed snapshot metadata does not decode",
