@@ -61,12 +61,34 @@ pub(crate) struct Staging {
 
 impl Staging {
     fn new(meta: SnapshotMeta, next: Position, crc: crc32fast::Hasher) -> Self {
-        Self {
+        let staging = Self {
             meta,
             next,
             current: None,
             crc,
             syncing: std::collections::VecDeque::new(),
+        };
+        staging.debug_check_next();
+        staging
+    }
+
+    /// Asserts that `next` is a position of the set: in a file, at most at its size (the
+    /// staged offset never runs past what the metadata says the file holds), or just past
+    /// the last file, at offset 0.
+    fn debug_check_next(&self) {
+        match self.meta.files.get(self.next.file as usize) {
+            Some(info) => debug_assert!(
+                self.next.offset <= info.size,
+                "staged offset {} past the size {} of file {}",
+                self.next.offset,
+                info.size,
+                self.next.file
+            ),
+            None => debug_assert!(
+                self.next.file as usize == self.meta.files.len() && self.next.offset == 0,
+                "staged position {:?} past the end of the set",
+                self.next
+            ),
         }
     }
 
@@ -227,6 +249,7 @@ impl Receiver {
                 file: staging.next.file + 1,
                 offset: 0,
             };
+            staging.debug_check_next();
         }
         Ok(())
     }
@@ -268,6 +291,9 @@ impl Receiver {
         if at > next {
             return Ok(Ack::Gap { need: next });
         }
+        // Only the chunk at the expected position is written: the staged bytes are a prefix
+        // of the set, in order.
+        debug_assert_eq!(at, next, "a chunk out of order reached the staged file");
         let info = staging
             .meta
             .files
@@ -301,6 +327,7 @@ impl Receiver {
         }
         staging.crc.combine(&chunk_crc);
         staging.next.offset = end;
+        staging.debug_check_next();
         if end == info.size {
             // The file is whole and verified (its checksum ran over what was written); it
             // is fsynced in the background while the next one arrives.
@@ -322,6 +349,7 @@ impl Receiver {
                 file: at.file + 1,
                 offset: 0,
             };
+            staging.debug_check_next();
             self.skip_empty_files()?;
             if self.is_complete() {
                 self.install()?;
@@ -384,8 +412,13 @@ impl Receiver {
         let Some(mut staging) = self.staging.take() else {
             return Ok(());
         };
+        debug_assert!(
+            staging.next.file as usize >= staging.meta.files.len(),
+            "installing a set that is not complete"
+        );
         // Every file durable before the set is.
         staging.wait_synced(0)?;
+        debug_assert!(staging.syncing.is_empty() && staging.current.is_none());
         if let Some((current, _)) = self.installed()?
             && current.last_index >= staging.meta.last_index
         {
@@ -394,7 +427,7 @@ impl Receiver {
         let dir = self.staging_dir();
         // The names of the files written into it durable before it moves.
         strata_fs::sync_dir(&dir)?;
-        self.commit(&dir, staging.meta.id)?;
+        self.commit(&dir, &staging.meta)?;
         // An empty staging directory for the next transfer. Its creation is not fsynced:
         // `open` and `begin` create it again if a crash loses it.
         std::fs::create_dir_all(&dir).map_err(IoError::with("create", &dir))?;

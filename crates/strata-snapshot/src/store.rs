@@ -103,7 +103,7 @@ impl Receiver {
         // The metadata durable, and with the directory fsync that ends the replace, the
         // names of the files written into it.
         strata_fs::atomic_replace(&dir.join(META_FILE), &meta.encode_to_vec())?;
-        self.commit(&dir, meta.id)?;
+        self.commit(&dir, meta)?;
         Ok(true)
     }
 
@@ -131,7 +131,18 @@ impl Receiver {
     ///
     /// The root is fsynced by the rename and again by the replace, which is why neither
     /// caller syncs it once more.
-    pub(crate) fn commit(&self, from: &Path, id: u64) -> Result<()> {
+    pub(crate) fn commit(&self, from: &Path, meta: &SnapshotMeta) -> Result<()> {
+        // Both callers checked this just before; a store never goes back to an older set.
+        debug_assert!(
+            self.installed()
+                .ok()
+                .flatten()
+                .is_none_or(|(current, _)| current.last_index < meta.last_index),
+            "installing set {} (last index {}) over a set at least as new",
+            meta.id,
+            meta.last_index
+        );
+        let id = meta.id;
         let snapshots = self.root.join("snapshots");
         std::fs::create_dir_all(&snapshots).map_err(IoError::with("create", &snapshots))?;
         let target = snapshots.join(id.to_string());
