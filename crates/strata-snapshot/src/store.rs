@@ -121,8 +121,8 @@ impl Receiver {
     ///   newer than the current one, and a newer snapshot has a new id). A crash before then
     ///   leaves this set in `from` (a staged set is found complete and installed again at
     ///   open; a local one is garbage that the next [`local_dir`](Self::local_dir) removes)
-    ///   or in `snapshots/ID` unnamed (garbage that the next install or [`pin`](Self::pin)
-    ///   removes, or that installing the same id again replaces).
+    ///   or in `snapshots/ID` unnamed (garbage that the next install removes, or that
+    ///   installing the same id again replaces).
     /// - The rename is durable (its directory fsynced, with the root's, which loses `from`)
     ///   before `CURRENT` names the set: after a crash, a `CURRENT` that names it finds it.
     /// - Replacing `CURRENT` is the commit point, atomic and durable when it returns:
