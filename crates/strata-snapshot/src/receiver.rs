@@ -144,6 +144,9 @@ impl Receiver {
             })?;
             let (next, crc) = receiver.resume_position(&meta)?;
             receiver.staging = Some(Staging::new(meta, next, crc));
+            // A crash can come between writing the metadata and creating the empty files at
+            // the resume position: they need no chunk, so create them now.
+            receiver.skip_empty_files()?;
             if receiver.is_complete() {
                 receiver.install()?;
             }
@@ -161,9 +164,15 @@ impl Receiver {
     fn resume_position(&self, meta: &SnapshotMeta) -> Result<(Position, crc32fast::Hasher)> {
         for (i, info) in meta.files.iter().enumerate() {
             let path = self.staging_dir().join(&info.name);
-            let on_disk = std::fs::metadata(&path).map_or(0, |m| m.len());
-            let complete = on_disk == info.size && crc_of_file(&path)?.1 == info.crc;
-            if !complete {
+            let on_disk = std::fs::metadata(&path).ok().map(|m| m.len());
+            let complete = on_disk == Some(info.size) && crc_of_file(&path)?.1 == info.crc;
+            if complete {
+                // Complete is not durable: the process that wrote it may have died before its
+                // fsync finished (or the fsync failed). Sync it before it counts as received.
+                let file = File::open(&path).map_err(IoError::with("open", &path))?;
+                strata_fs::sync_file(&file, &path)?;
+            } else {
+                let on_disk = on_disk.unwrap_or(0);
                 let keep = if on_disk < info.size { on_disk } else { 0 };
                 truncate(&path, keep)?;
                 for later in &meta.files[i + 1..] {

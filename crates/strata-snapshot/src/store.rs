@@ -147,6 +147,16 @@ impl Receiver {
         std::fs::create_dir_all(&snapshots).map_err(IoError::with("create", &snapshots))?;
         let target = snapshots.join(id.to_string());
         if target.exists() {
+            // Garbage from a crash before `CURRENT` named it, unless it is the current set:
+            // removing that would leave `CURRENT` naming nothing until the replace below.
+            if self
+                .installed()?
+                .is_some_and(|(current, _)| current.id == id)
+            {
+                return Err(Error::Invalid(
+                    "a newer snapshot must have a new id: this one is the installed set's",
+                ));
+            }
             std::fs::remove_dir_all(&target).map_err(IoError::with("remove", &target))?;
         }
         rename_durable(from, &target)?;
