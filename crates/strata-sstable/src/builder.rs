@@ -341,7 +341,7 @@ impl TableBuilder {
             path: path.clone(),
             source: e.into_error(),
         })?;
-        file.sync_all().map_err(io("fsync table"))?;
+        strata_fs::sync_file(&file, &path)?;
         strata_fs::sync_parent_dir(&path)?;
         self.finished = true;
         Ok(TableSummary {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use strata_fs::{hard_link, sync_dir, sync_parent_dir};
 use strata_sstable::{ReadOptions, Table};
 
 use super::stats::bump;
@@ -37,17 +38,17 @@ impl Db {
         for meta in state.levels.iter().flatten() {
             let from = table_path(&self.inner.dir, meta.number);
             let to = table_path(path, meta.number);
-            std::fs::hard_link(&from, &to).map_err(|e| Error::Io {
-                op: "link table into checkpoint",
-                path: to,
-                source: e,
-            })?;
+            // Not durable yet: one directory fsync below covers every link.
+            hard_link(&from, &to)?;
         }
         let mut exported = state;
         // Everything is in tables: the copy's WAL starts empty, past what this one used.
         exported.wal_flushed_lsn = self.inner.wal.next_lsn().saturating_sub(1);
         drop(Manifest::create(path, 1, &exported)?);
-        strata_fs::sync_dir(path)?;
+        sync_dir(path)?;
+        // And the checkpoint directory's own name, so that a checkpoint that returned `Ok`
+        // survives a crash whole.
+        sync_parent_dir(path)?;
         Ok(())
     }
 
