@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use strata_fs::IoError;
+
 use super::stats::bump;
 use super::version::{TableHandle, Version, open_table};
 use super::{Db, Inner, State};
 use crate::compaction::{self, Plan};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::manifest::{FileMeta, VersionEdit};
 
 impl Db {
@@ -86,11 +88,8 @@ impl Inner {
         extra: Vec<Arc<TableHandle>>,
         last_seq: Option<u64>,
     ) -> Result<Vec<FileMeta>> {
-        strata_fs::failpoint::check(crate::FP_COMPACTION).map_err(|e| Error::Io {
-            op: "compact tables in",
-            path: self.dir.clone(),
-            source: e,
-        })?;
+        strata_fs::failpoint::check(crate::FP_COMPACTION)
+            .map_err(IoError::with("compact tables in", &self.dir))?;
         let (handles, oldest_snapshot) = {
             let state = self.state.lock();
             let mut handles: Vec<Arc<TableHandle>> = plan

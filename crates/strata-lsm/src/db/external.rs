@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use strata_fs::{hard_link, sync_dir, sync_parent_dir};
+use strata_fs::{IoError, hard_link, sync_dir, sync_parent_dir};
 use strata_sstable::{ReadOptions, Table};
 
 use super::stats::bump;
@@ -30,11 +30,7 @@ impl Db {
         // Compactions would delete tables while they are being linked: hold them off.
         let _no_compaction = self.inner.manual_compaction_lock();
         let state = self.inner.state.lock().manifest_state.clone();
-        std::fs::create_dir(path).map_err(|e| Error::Io {
-            op: "create checkpoint directory",
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        std::fs::create_dir(path).map_err(IoError::with("create checkpoint directory", path))?;
         for meta in state.levels.iter().flatten() {
             let from = table_path(&self.inner.dir, meta.number);
             let to = table_path(path, meta.number);

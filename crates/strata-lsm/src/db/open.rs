@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use parking_lot::{Condvar, Mutex};
+use strata_fs::IoError;
 use strata_wal::{Durability, Wal, WalOptions};
 
 use super::stats::Counters;
@@ -40,11 +41,8 @@ fn open_wal(dir: &Path, flushed_lsn: u64) -> Result<Wal> {
         return Ok(wal);
     }
     drop(wal);
-    std::fs::remove_dir_all(&wal_dir).map_err(|e| Error::Io {
-        op: "remove a fully flushed WAL",
-        path: wal_dir.clone(),
-        source: e,
-    })?;
+    std::fs::remove_dir_all(&wal_dir)
+        .map_err(IoError::with("remove a fully flushed WAL", &wal_dir))?;
     strata_fs::sync_dir(dir)?;
     let (wal, _) = Wal::open(&wal_dir, wal_options(flushed_lsn + 1))?;
     Ok(wal)
@@ -65,11 +63,7 @@ impl Db {
         c.l0_trigger = c.l0_trigger.max(2);
         c.l0_slowdown_trigger = c.l0_slowdown_trigger.max(c.l0_trigger);
         c.l0_stop_trigger = c.l0_stop_trigger.max(c.l0_slowdown_trigger);
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-            op: "create store directory",
-            path: dir.to_path_buf(),
-            source: e,
-        })?;
+        std::fs::create_dir_all(dir).map_err(IoError::with("create store directory", dir))?;
         let (manifest, manifest_state) = match Manifest::open(dir)? {
             Some(opened) => opened,
             None => {
@@ -153,11 +147,7 @@ impl Db {
         let thread = std::thread::Builder::new()
             .name("strata-lsm-flush".into())
             .spawn(move || flusher_inner.flush_loop())
-            .map_err(|e| Error::Io {
-                op: "start the flush thread for",
-                path: dir.to_path_buf(),
-                source: e,
-            })?;
+            .map_err(IoError::with("start the flush thread for", dir))?;
         Ok(Db {
             _flusher: Arc::new(FlusherGuard {
                 inner: Arc::clone(&inner),
@@ -173,17 +163,9 @@ impl Db {
 fn remove_unlisted_tables(dir: &Path, state: &VersionState) -> Result<()> {
     let live: std::collections::HashSet<u64> =
         state.levels.iter().flatten().map(|f| f.number).collect();
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::Io {
-        op: "list",
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(IoError::with("list", dir))?;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::Io {
-            op: "list",
-            path: dir.to_path_buf(),
-            source: e,
-        })?;
+        let entry = entry.map_err(IoError::with("list", dir))?;
         let name = entry.file_name();
         let number = name
             .to_str()
@@ -192,11 +174,8 @@ fn remove_unlisted_tables(dir: &Path, state: &VersionState) -> Result<()> {
         if let Some(number) = number
             && !live.contains(&number)
         {
-            std::fs::remove_file(entry.path()).map_err(|e| Error::Io {
-                op: "remove unlisted table",
-                path: entry.path(),
-                source: e,
-            })?;
+            std::fs::remove_file(entry.path())
+                .map_err(|e| IoError::new("remove unlisted table", entry.path(), e))?;
         }
     }
     Ok(())
