@@ -9,7 +9,7 @@
 use strata_memtable::ValueKind;
 
 /// The largest sequence number (it shares a `u64` with the kind byte).
-pub const MAX_SEQ: u64 = strata_memtable::MAX_SEQ;
+pub const SEQ_MAX: u64 = strata_memtable::SEQ_MAX;
 
 const TRAILER_BYTES: usize = 8;
 
@@ -23,7 +23,7 @@ pub fn encode_internal_key(out: &mut Vec<u8>, user_key: &[u8], seq: u64, kind: V
         }
     }
     out.extend_from_slice(&[0x00, 0x01]);
-    let trailer = !((seq.min(MAX_SEQ) << 8) | kind as u64);
+    let trailer = !((seq.min(SEQ_MAX) << 8) | kind as u64);
     out.extend_from_slice(&trailer.to_be_bytes());
 }
 
