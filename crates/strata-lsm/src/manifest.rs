@@ -24,7 +24,12 @@ const TAG_LAST_SEQ: u8 = 3;
 const TAG_ADD_FILE: u8 = 4;
 const TAG_DELETE_FILE: u8 = 5;
 
-/// A table in the store.
+/// A table in the store, as the manifest records it: what [`Db::flush`](crate::Db::flush) and
+/// [`Db::ingest`](crate::Db::ingest) return and what a [`LiveFile`](crate::LiveFile) describes.
+///
+/// Its keys are internal keys: the user key with every `0x00` byte written as `0x00 0xFF`,
+/// then `0x00 0x01`, then the sequence number and kind as 8 inverted big-endian bytes, so
+/// that bytewise order is user-key order, newest version first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileMeta {
     /// Its number: the file is `NNNNNN.sst`.
