@@ -298,10 +298,20 @@ fn remove_other_generations(db_dir: &Path, live: u64) -> Result<()> {
     Ok(())
 }
 
+/// The manifest log's segment size. Edits are small (a flush's is about a hundred bytes plus two
+/// keys), and the store starts a new generation once they pass a few MiB, so one segment
+/// usually holds a whole generation.
+const SEGMENT_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+/// The largest edit. The first edit of a generation lists every table in the store (each in
+/// about 50 bytes plus its smallest and largest keys), so this bounds how many tables a store
+/// can hold; recovery holds such an edit in memory.
+const EDIT_BYTES_MAX: u32 = 256 * 1024 * 1024;
+
 fn wal_options() -> WalOptions {
     WalOptions {
-        segment_bytes_max: 4 * 1024 * 1024,
-        record_bytes_max: 256 * 1024 * 1024,
+        segment_bytes_max: SEGMENT_BYTES_MAX,
+        record_bytes_max: EDIT_BYTES_MAX,
         durability: Durability::Sync,
         ..WalOptions::default()
     }

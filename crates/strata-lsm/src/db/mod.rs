@@ -91,18 +91,40 @@ pub struct WriteOptions {
 /// The smallest memtable: below this, per-memtable overheads dominate.
 const MEMTABLE_BYTES_MIN: usize = 64 * 1024;
 
-/// A memtable's arena: its nominal size plus the most one admitted group can add beyond it
-/// (`make_room` only lets a group in if it fits below the nominal size... plus a quarter of
-/// headroom for the node overhead estimate).
+/// The fewest immutable memtables: with none, a full memtable could never be switched out for
+/// its flush, and writes would wait forever.
+const IMMUTABLE_MEMTABLES_MIN: usize = 1;
+
+/// The least `l0_trigger`: at 0 a compaction would always be due (the flush thread would never
+/// rest), and level 0 is there to gather more than one flush per compaction.
+const L0_TRIGGER_MIN: usize = 2;
+
+/// The arena bytes one operation's skiplist node is assumed to take beyond its key and value: a
+/// header and a tower, at most 16 + 8 * 20 bytes. 64 is ample on average (most towers are short),
+/// and a memtable's headroom ([`memtable_capacity`]) absorbs the rest.
+const NODE_BYTES_ESTIMATE: usize = 64;
+
+/// The most memory (as [`batch_memory_bytes`] counts it) one batch may take, and one group of
+/// batches committed together: a quarter of a memtable. A memtable is switched out when the next
+/// group does not fit in it, so a quarter keeps every memtable at least three quarters full when
+/// it is flushed (level-0 tables of about even size, little memory left unused), while a batch
+/// may still be large; it also bounds the memory each waiting writer holds.
+fn batch_bytes_max(options: &Options) -> usize {
+    options.memtable_bytes / 4
+}
+
+/// A memtable's arena: its nominal size plus room for one more group. `make_room` lets a group in
+/// only if the memtable's use plus the group's estimate ([`batch_memory_bytes`]) stays within
+/// the nominal size (or if the memtable is empty); the extra room absorbs what the estimate
+/// misses.
 fn memtable_capacity(options: &Options) -> usize {
-    options.memtable_bytes + options.memtable_bytes / 4
+    options.memtable_bytes + batch_bytes_max(options)
 }
 
 /// An upper bound on the arena bytes a batch takes in a memtable: each operation costs its key
-/// and value plus a node (header and tower, at most 16 + 8 * 20 bytes; 64 is ample on average,
-/// and the quarter of headroom in the arena absorbs the rest).
+/// and value plus a node ([`NODE_BYTES_ESTIMATE`]).
 fn batch_memory_bytes(batch: &WriteBatch) -> usize {
-    batch.data_bytes() + 64 * batch.len()
+    batch.data_bytes() + NODE_BYTES_ESTIMATE * batch.len()
 }
 
 /// A memtable and the highest WAL LSN whose records it holds.

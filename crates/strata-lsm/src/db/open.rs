@@ -14,8 +14,8 @@ use super::stats::Counters;
 use super::version::{Version, open_table};
 use super::write::{WriteScratch, insert};
 use super::{
-    Db, FlusherGuard, Inner, MEMTABLE_BYTES_MIN, MemtableHandle, Options, State,
-    batch_memory_bytes, memtable_capacity,
+    Db, FlusherGuard, IMMUTABLE_MEMTABLES_MIN, Inner, L0_TRIGGER_MIN, MEMTABLE_BYTES_MIN,
+    MemtableHandle, Options, State, batch_memory_bytes, memtable_capacity,
 };
 use crate::batch::WriteBatch;
 use crate::cache::LruBlockCache;
@@ -58,9 +58,10 @@ impl Db {
     pub fn open(dir: &Path, mut options: Options) -> Result<Db> {
         // Values that would wedge the store are raised to the least that works.
         options.memtable_bytes = options.memtable_bytes.max(MEMTABLE_BYTES_MIN);
-        options.immutable_memtables_max = options.immutable_memtables_max.max(1);
+        options.immutable_memtables_max =
+            options.immutable_memtables_max.max(IMMUTABLE_MEMTABLES_MIN);
         let c = &mut options.compaction;
-        c.l0_trigger = c.l0_trigger.max(2);
+        c.l0_trigger = c.l0_trigger.max(L0_TRIGGER_MIN);
         c.l0_slowdown_trigger = c.l0_slowdown_trigger.max(c.l0_trigger);
         c.l0_stop_trigger = c.l0_stop_trigger.max(c.l0_slowdown_trigger);
         std::fs::create_dir_all(dir).map_err(IoError::with("create store directory", dir))?;

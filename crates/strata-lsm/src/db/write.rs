@@ -5,19 +5,27 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use strata_memtable::{Memtable, ValueKind};
+use strata_sstable::KEY_BYTES_MAX;
 
 use super::stats::bump;
 use super::{
-    Db, Inner, MemtableHandle, State, WriteOptions, batch_memory_bytes, memtable_capacity,
+    Db, Inner, MemtableHandle, State, WriteOptions, batch_bytes_max, batch_memory_bytes,
+    memtable_capacity,
 };
 use crate::batch::{Logged, WriteBatch};
 use crate::error::{Error, Result};
+use crate::keys::{INTERNAL_KEY_OVERHEAD_BYTES, escaped_len};
 
 /// At most this many queued batches are committed together.
 const GROUP_BATCHES_MAX: usize = 256;
+
+/// How long a group is delayed once level 0 reaches the slowdown trigger: enough to hand the
+/// compaction thread the CPU, little enough that one write barely notices.
+const SLOWDOWN_DELAY: Duration = Duration::from_millis(1);
 
 /// A batch waiting in the write queue.
 #[derive(Debug)]
@@ -73,11 +81,9 @@ impl Db {
         }
         // Refuse what could not be stored before it reaches the WAL: once logged, a write
         // must never fail.
-        if batch.escaped_key_max() + 10 > strata_sstable::KEY_BYTES_MAX {
-            let too_large = |key: &&[u8]| {
-                key.len() + key.iter().filter(|&&b| b == 0).count() + 10
-                    > strata_sstable::KEY_BYTES_MAX
-            };
+        if batch.escaped_key_max() + INTERNAL_KEY_OVERHEAD_BYTES > KEY_BYTES_MAX {
+            let too_large =
+                |key: &&[u8]| escaped_len(key) + INTERNAL_KEY_OVERHEAD_BYTES > KEY_BYTES_MAX;
             let len = batch
                 .ops()
                 .map(|(_, key, _)| key)
@@ -86,11 +92,9 @@ impl Db {
             return Err(Error::KeyTooLarge { len });
         }
         let bytes = batch_memory_bytes(&batch);
-        if bytes > self.inner.options.memtable_bytes / 4 {
-            return Err(Error::BatchTooLarge {
-                bytes,
-                max: self.inner.options.memtable_bytes / 4,
-            });
+        let max = batch_bytes_max(&self.inner.options);
+        if bytes > max {
+            return Err(Error::BatchTooLarge { bytes, max });
         }
         let mut queue = self.inner.queue.lock();
         // Alone: nobody queued and nobody committing. Commit directly, without queueing; a
@@ -148,7 +152,7 @@ impl Db {
                     .take_while(|p| {
                         let bytes = p.batch.lock().as_ref().map_or(0, batch_memory_bytes);
                         let fits = group_bytes == 0
-                            || group_bytes + bytes <= self.inner.options.memtable_bytes / 4;
+                            || group_bytes + bytes <= batch_bytes_max(&self.inner.options);
                         group_bytes += bytes;
                         fits
                     })
@@ -283,7 +287,7 @@ impl Inner {
                 // Not a wait for a condition: a deliberate delay that hands the compaction
                 // thread time (and, on a small machine, the CPU) before writes must stop.
                 parking_lot::MutexGuard::unlocked(&mut state, || {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    std::thread::sleep(SLOWDOWN_DELAY);
                 });
                 bump(&self.counters.stall_micros, micros(start));
                 continue;
