@@ -170,6 +170,8 @@ impl Inner {
         state.version = Arc::new(Version { levels });
         state.generation += 1;
         if let Some(seq) = last_seq {
+            // Sequence numbers only grow: an ingest's is newer than every write (writes wait).
+            debug_assert!(seq > state.last_seq);
             state.last_seq = state.last_seq.max(seq);
         }
         self.changed.notify_all();

@@ -171,6 +171,10 @@ impl Inner {
             smallest_seq = smallest_seq.min(entry.seq);
             largest_seq = largest_seq.max(entry.seq);
         }
+        // Only memtables holding something are switched out, so none is flushed empty.
+        debug_assert!(smallest.is_some());
+        // A flushed table holds only committed writes: every sequence number in it is visible.
+        debug_assert!(smallest_seq <= largest_seq && largest_seq <= last_seq);
         let summary = builder.finish()?;
         bump(&self.counters.flush_bytes, summary.file_bytes);
         let meta = FileMeta {
@@ -194,12 +198,23 @@ impl Inner {
         let handle = open_table(&self.dir, &meta, self.cache.as_ref())?;
         {
             let mut state = self.state.lock();
+            // Flushed WAL records only grow: this memtable's follow those already in tables.
+            debug_assert!(flushed_lsn > state.manifest_state.wal_flushed_lsn);
             self.apply_edit(&mut state, &edit, number)?;
             let mut levels = state.version.levels.clone();
+            // Level 0 is newest first: a flushed memtable is newer than every table there.
+            debug_assert!(
+                levels[0]
+                    .first()
+                    .is_none_or(|newest| { newest.meta.largest_seq < meta.smallest_seq })
+            );
             levels[0].insert(0, handle);
             state.version = Arc::new(Version { levels });
             state.generation += 1;
-            state.immutables.pop();
+            let flushed = state.immutables.pop();
+            // Flushes run one at a time, oldest memtable first: the one written is the one
+            // that goes.
+            debug_assert!(flushed.is_some_and(|m| Arc::ptr_eq(&m, &memtable)));
             *memtable.flushed_as.lock() = Some(meta.clone());
             self.changed.notify_all();
         }

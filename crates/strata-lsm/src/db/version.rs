@@ -83,6 +83,13 @@ impl Inner {
         edit: &VersionEdit,
         offset: u64,
     ) -> Result<()> {
+        // A table's number is handed out (and `next_file_number` moved past it) before the table
+        // is written, so every table an edit adds is numbered below `next_file_number`.
+        debug_assert!(
+            edit.added
+                .iter()
+                .all(|f| f.number < state.manifest_state.next_file_number)
+        );
         state
             .manifest_state
             .apply(edit)

@@ -163,6 +163,8 @@ impl Db {
         let mut queue = self.inner.queue.lock();
         let own = match committed {
             Ok(()) => {
+                // Every batch of the group has its sequence number.
+                debug_assert_eq!(scratch.last_seqs.len(), scratch.group.len());
                 for (p, last) in scratch.group.iter().zip(&scratch.last_seqs).skip(1) {
                     *p.result.lock() = Some(Ok(*last));
                 }
@@ -222,8 +224,16 @@ impl Inner {
     ) -> Result<()> {
         last_seqs.clear();
         let needed: usize = batches.iter().map(|b| batch_memory_bytes(&b.0)).sum();
+        // A write group fits a memtable: it is within the group limit...
+        debug_assert!(needed <= batch_bytes_max(&self.options));
         let active = self.make_room(needed)?;
-        let mut next_seq = self.state.lock().last_seq + 1;
+        // ...and within what `make_room` let into this memtable (only this leader inserts).
+        debug_assert!(
+            active.table.is_empty()
+                || active.table.approximate_bytes() + needed <= self.options.memtable_bytes
+        );
+        let first_seq = self.state.lock().last_seq + 1;
+        let mut next_seq = first_seq;
         for Logged(batch) in batches.iter_mut() {
             batch.set_first_seq(next_seq);
             next_seq += batch.len() as u64;
@@ -252,7 +262,11 @@ impl Inner {
         }
         active.max_wal_lsn.store(*lsns.end(), Ordering::Release);
         // Visible only now, all at once: readers never see part of a batch.
-        self.state.lock().last_seq = next_seq - 1;
+        let mut state = self.state.lock();
+        // Sequence numbers only grow: the group starts right after the last one assigned, which
+        // nobody moved while this leader held the write lock.
+        debug_assert_eq!(state.last_seq + 1, first_seq);
+        state.last_seq = next_seq - 1;
         Ok(())
     }
 
