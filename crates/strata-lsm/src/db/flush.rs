@@ -206,7 +206,7 @@ impl Inner {
             debug_assert!(
                 levels[0]
                     .first()
-                    .is_none_or(|newest| { newest.meta.largest_seq < meta.smallest_seq })
+                    .is_none_or(|newest| newest.meta.largest_seq < meta.smallest_seq)
             );
             levels[0].insert(0, handle);
             state.version = Arc::new(Version { levels });
