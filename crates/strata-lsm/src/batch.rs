@@ -3,9 +3,19 @@
 //! Record: first sequence number `u64`, operation count `u32`, then per operation: kind `u8`
 //! (1 put, 0 delete), key length `u32`, key, value length `u32`, value. Little-endian.
 
+use std::ops::Range;
+
 use strata_memtable::ValueKind;
 
-const HEADER_BYTES: usize = 12;
+use crate::keys::escaped_len;
+
+/// Where the header holds the first sequence number.
+const FIRST_SEQ_AT: Range<usize> = 0..8;
+/// Where the header holds the operation count.
+const COUNT_AT: Range<usize> = 8..12;
+const HEADER_BYTES: usize = COUNT_AT.end;
+/// What an operation adds to its key and value: kind `u8`, key and value lengths `u32`.
+const OP_HEADER_BYTES: usize = 1 + 4 + 4;
 
 /// Puts and deletes applied together: all or none, at consecutive sequence numbers.
 #[derive(Debug, Clone)]
@@ -43,7 +53,8 @@ impl WriteBatch {
 
     /// An empty batch with room for `bytes` of keys and values without reallocating.
     pub fn with_capacity(bytes: usize) -> Self {
-        let mut encoded = Vec::with_capacity(HEADER_BYTES + bytes + 9);
+        // Room for one operation's header too: a batch of one needs no reallocation.
+        let mut encoded = Vec::with_capacity(HEADER_BYTES + bytes + OP_HEADER_BYTES);
         encoded.resize(HEADER_BYTES, 0);
         Self {
             encoded,
@@ -55,8 +66,7 @@ impl WriteBatch {
 
     fn push(&mut self, kind: ValueKind, key: &[u8], value: &[u8]) {
         self.data_bytes += key.len() + value.len();
-        let escaped = key.len() + key.iter().filter(|&&b| b == 0).count();
-        self.escaped_key_max = self.escaped_key_max.max(escaped);
+        self.escaped_key_max = self.escaped_key_max.max(escaped_len(key));
         self.encoded.push(kind as u8);
         self.encoded
             .extend_from_slice(&(key.len() as u32).to_le_bytes());
@@ -65,7 +75,7 @@ impl WriteBatch {
             .extend_from_slice(&(value.len() as u32).to_le_bytes());
         self.encoded.extend_from_slice(value);
         self.count += 1;
-        self.encoded[8..12].copy_from_slice(&self.count.to_le_bytes());
+        self.encoded[COUNT_AT].copy_from_slice(&self.count.to_le_bytes());
     }
 
     /// Adds a put.
@@ -99,11 +109,11 @@ impl WriteBatch {
     }
 
     pub(crate) fn set_first_seq(&mut self, seq: u64) {
-        self.encoded[0..8].copy_from_slice(&seq.to_le_bytes());
+        self.encoded[FIRST_SEQ_AT].copy_from_slice(&seq.to_le_bytes());
     }
 
     pub(crate) fn first_seq(&self) -> u64 {
-        u64::from_le_bytes(self.encoded[0..8].try_into().unwrap_or([0; 8]))
+        u64::from_le_bytes(self.encoded[FIRST_SEQ_AT].try_into().unwrap_or([0; 8]))
     }
 
     /// Decodes a WAL record, checking its structure.
@@ -111,7 +121,7 @@ impl WriteBatch {
         if bytes.len() < HEADER_BYTES {
             return Err("write batch header truncated");
         }
-        let count = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| "bad count")?);
+        let count = u32::from_le_bytes(bytes[COUNT_AT].try_into().map_err(|_| "bad count")?);
         let mut batch = Self {
             encoded: bytes.to_vec(),
             count,
@@ -123,8 +133,7 @@ impl WriteBatch {
         for op in batch.raw_ops() {
             let (_, key, value) = op?;
             data_bytes += key.len() + value.len();
-            escaped_key_max =
-                escaped_key_max.max(key.len() + key.iter().filter(|&&b| b == 0).count());
+            escaped_key_max = escaped_key_max.max(escaped_len(key));
             seen += 1;
         }
         if seen != count {

@@ -9,21 +9,45 @@
 use strata_memtable::ValueKind;
 
 /// The largest sequence number (it shares a `u64` with the kind byte).
-pub const MAX_SEQ: u64 = strata_memtable::MAX_SEQ;
+pub const SEQ_MAX: u64 = strata_memtable::SEQ_MAX;
 
+/// What follows every `0x00` byte of the user key: `0x00 0xFF` sorts after the terminator.
+const ZERO_ESCAPE: u8 = 0xff;
+
+/// Ends the escaped user key. It sorts before any escaped byte that can follow at its place, so
+/// a user key sorts before every longer key it is a prefix of.
+const TERMINATOR: [u8; 2] = [0x00, 0x01];
+
+/// The trailer: `!(seq << KIND_BITS | kind)`, big-endian.
 const TRAILER_BYTES: usize = 8;
+
+/// The low bits of the trailer that hold the kind; the sequence number is above them.
+const KIND_BITS: u32 = 8;
+
+// Every sequence number fits above the kind bits of the trailer.
+const _: () = assert!(SEQ_MAX == u64::MAX >> KIND_BITS);
+
+/// What an internal key adds to its escaped user key: the terminator and the trailer. A user
+/// key fits a table only if its escaped length plus this is within the table's key limit.
+pub const INTERNAL_KEY_OVERHEAD_BYTES: usize = TERMINATOR.len() + TRAILER_BYTES;
+
+/// The length of `user_key` once escaped (every `0x00` byte takes two).
+#[inline]
+pub fn escaped_len(user_key: &[u8]) -> usize {
+    user_key.len() + user_key.iter().filter(|&&b| b == 0).count()
+}
 
 /// Appends the internal key of `(user_key, seq, kind)` to `out`.
 pub fn encode_internal_key(out: &mut Vec<u8>, user_key: &[u8], seq: u64, kind: ValueKind) {
-    out.reserve(user_key.len() + 2 + TRAILER_BYTES);
+    out.reserve(user_key.len() + INTERNAL_KEY_OVERHEAD_BYTES);
     for &b in user_key {
         out.push(b);
         if b == 0 {
-            out.push(0xff);
+            out.push(ZERO_ESCAPE);
         }
     }
-    out.extend_from_slice(&[0x00, 0x01]);
-    let trailer = !((seq.min(MAX_SEQ) << 8) | kind as u64);
+    out.extend_from_slice(&TERMINATOR);
+    let trailer = !((seq.min(SEQ_MAX) << KIND_BITS) | kind as u64);
     out.extend_from_slice(&trailer.to_be_bytes());
 }
 
@@ -58,23 +82,23 @@ pub fn parse_internal_key(key: &[u8]) -> Option<ParsedKey> {
     let split = key.len().checked_sub(TRAILER_BYTES)?;
     let (escaped, trailer) = key.split_at(split);
     let trailer = !u64::from_be_bytes(trailer.try_into().ok()?);
-    let escaped = escaped.strip_suffix(&[0x00, 0x01])?;
+    let escaped = escaped.strip_suffix(&TERMINATOR)?;
     let mut user_key = Vec::with_capacity(escaped.len());
     let mut bytes = escaped.iter();
     while let Some(&b) = bytes.next() {
         user_key.push(b);
-        if b == 0 && bytes.next() != Some(&0xff) {
+        if b == 0 && bytes.next() != Some(&ZERO_ESCAPE) {
             return None;
         }
     }
-    let kind = match trailer & 0xff {
+    let kind = match trailer & ((1 << KIND_BITS) - 1) {
         0 => ValueKind::Delete,
         1 => ValueKind::Put,
         _ => return None,
     };
     Some(ParsedKey {
         user_key,
-        seq: trailer >> 8,
+        seq: trailer >> KIND_BITS,
         kind,
     })
 }

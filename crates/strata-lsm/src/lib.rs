@@ -97,7 +97,10 @@ mod cache;
 mod compaction;
 mod db;
 mod error;
-pub mod keys;
+mod keys;
+// Internal, but public for the manifest's model test (`tests/manifest.rs`), which replays
+// random edits through `Manifest` against `VersionState`. Not part of the API.
+#[doc(hidden)]
 pub mod manifest;
 mod scan;
 
@@ -106,6 +109,7 @@ pub use cache::LruBlockCache;
 pub use compaction::CompactionOptions;
 pub use db::{Db, LevelStats, LiveFile, Options, Snapshot, Stats, WriteOptions};
 pub use error::{Error, Result};
+pub use manifest::FileMeta;
 pub use scan::{Direction, prefix_bounds};
 
 /// Failpoint at the start of every compaction (with the `failpoints` feature; tests pause it

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use strata_fs::IoError;
 use strata_wal::{Durability, Wal, WalOptions};
 
 use crate::error::{Error, Result};
@@ -23,7 +24,12 @@ const TAG_LAST_SEQ: u8 = 3;
 const TAG_ADD_FILE: u8 = 4;
 const TAG_DELETE_FILE: u8 = 5;
 
-/// A table in the store.
+/// A table in the store, as the manifest records it: what [`Db::flush`](crate::Db::flush) and
+/// [`Db::ingest`](crate::Db::ingest) return and what a [`LiveFile`](crate::LiveFile) describes.
+///
+/// Its keys are internal keys: the user key with every `0x00` byte written as `0x00 0xFF`,
+/// then `0x00 0x01`, then the sequence number and kind as 8 inverted big-endian bytes, so
+/// that bytewise order is user-key order, newest version first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileMeta {
     /// Its number: the file is `NNNNNN.sst`.
@@ -271,29 +277,18 @@ fn manifest_dir_name(generation: u64) -> String {
 /// Removes manifest directories other than the live one: older ones a crash left after the
 /// `CURRENT` swap, newer ones a crash left before it. Neither is or will be live.
 fn remove_other_generations(db_dir: &Path, live: u64) -> Result<()> {
-    let entries = std::fs::read_dir(db_dir).map_err(|e| Error::Io {
-        op: "list",
-        path: db_dir.to_path_buf(),
-        source: e,
-    })?;
+    let entries = std::fs::read_dir(db_dir).map_err(IoError::with("list", db_dir))?;
     let mut removed = false;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::Io {
-            op: "list",
-            path: db_dir.to_path_buf(),
-            source: e,
-        })?;
+        let entry = entry.map_err(IoError::with("list", db_dir))?;
         let name = entry.file_name();
         let generation = name
             .to_str()
             .and_then(|n| n.strip_prefix("manifest-"))
             .and_then(|n| n.parse::<u64>().ok());
         if generation.is_some_and(|g| g != live) {
-            std::fs::remove_dir_all(entry.path()).map_err(|e| Error::Io {
-                op: "remove obsolete manifest",
-                path: entry.path(),
-                source: e,
-            })?;
+            std::fs::remove_dir_all(entry.path())
+                .map_err(|e| IoError::new("remove obsolete manifest", entry.path(), e))?;
             removed = true;
         }
     }
@@ -303,10 +298,20 @@ fn remove_other_generations(db_dir: &Path, live: u64) -> Result<()> {
     Ok(())
 }
 
+/// The manifest log's segment size. Edits are small (a flush's is about a hundred bytes plus two
+/// keys), and the store starts a new generation once they pass a few MiB, so one segment
+/// usually holds a whole generation.
+const SEGMENT_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+/// The largest edit. The first edit of a generation lists every table in the store (each in
+/// about 50 bytes plus its smallest and largest keys), so this bounds how many tables a store
+/// can hold; recovery holds such an edit in memory.
+const EDIT_BYTES_MAX: u32 = 256 * 1024 * 1024;
+
 fn wal_options() -> WalOptions {
     WalOptions {
-        segment_bytes_max: 4 * 1024 * 1024,
-        record_bytes_max: 256 * 1024 * 1024,
+        segment_bytes_max: SEGMENT_BYTES_MAX,
+        record_bytes_max: EDIT_BYTES_MAX,
         durability: Durability::Sync,
         ..WalOptions::default()
     }
@@ -326,11 +331,7 @@ impl Manifest {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
-                return Err(Error::Io {
-                    op: "read",
-                    path: current_path,
-                    source: e,
-                });
+                return Err(IoError::new("read", current_path, e).into());
             }
         };
         let corrupt_current = |reason| Error::Corruption {
@@ -380,11 +381,7 @@ impl Manifest {
         let dir = db_dir.join(manifest_dir_name(generation));
         if dir.exists() {
             // Left by a crash before an earlier swap: never live, safe to remove.
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::Io {
-                op: "remove stale manifest",
-                path: dir.clone(),
-                source: e,
-            })?;
+            std::fs::remove_dir_all(&dir).map_err(IoError::with("remove stale manifest", &dir))?;
         }
         let (log, _) = Wal::open(&dir, wal_options())?;
         log.append(&state.snapshot_edit().encode())?;
@@ -395,11 +392,8 @@ impl Manifest {
         if let Some(previous) = generation.checked_sub(1) {
             let old = db_dir.join(manifest_dir_name(previous));
             if old.exists() {
-                std::fs::remove_dir_all(&old).map_err(|e| Error::Io {
-                    op: "remove old manifest",
-                    path: old,
-                    source: e,
-                })?;
+                std::fs::remove_dir_all(&old)
+                    .map_err(IoError::with("remove old manifest", &old))?;
                 strata_fs::sync_dir(db_dir)?;
             }
         }

@@ -77,7 +77,7 @@ impl<'a> TableSource<'a> {
     fn start(&mut self) {
         match (self.direction, &self.lower, &self.upper) {
             (Direction::Forward, Bound::Included(k) | Bound::Excluded(k), _) => {
-                self.iter.seek(&seek_key(k, crate::keys::MAX_SEQ));
+                self.iter.seek(&seek_key(k, crate::keys::SEQ_MAX));
             }
             (Direction::Forward, Bound::Unbounded, _) => self.iter.seek_to_first(),
             (Direction::Reverse, _, Bound::Unbounded) => self.iter.seek_to_last(),
@@ -85,7 +85,7 @@ impl<'a> TableSource<'a> {
                 // Land just past every version of `k`, then step back.
                 let mut past = k.clone();
                 past.push(0);
-                self.iter.seek(&seek_key(&past, crate::keys::MAX_SEQ));
+                self.iter.seek(&seek_key(&past, crate::keys::SEQ_MAX));
                 if self.iter.valid() {
                     self.iter.prev();
                 } else if self.iter.status().is_none() {
@@ -186,7 +186,7 @@ impl<'a> LevelSource<'a> {
         upper: Bound<Vec<u8>>,
     ) -> Self {
         let lower_key = match &lower {
-            Bound::Included(k) | Bound::Excluded(k) => Some(seek_key(k, crate::keys::MAX_SEQ)),
+            Bound::Included(k) | Bound::Excluded(k) => Some(seek_key(k, crate::keys::SEQ_MAX)),
             Bound::Unbounded => None,
         };
         let upper_key = match &upper {

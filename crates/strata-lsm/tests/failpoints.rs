@@ -146,3 +146,60 @@ fn an_ingest_whose_manifest_fsync_fails_leaves_a_store_that_opens() {
     drop(db);
     drop(scenario);
 }
+
+#[test]
+fn a_failed_table_fsync_fails_the_flush_and_makes_the_store_read_only() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path(), Options::default()).expect("open");
+    db.put(b"k", b"v", WriteOptions::default()).expect("put");
+    // The new table's fsync fails as the flush finishes it (nothing here syncs the WAL).
+    fail::cfg(strata_fs::failpoint::FSYNC, "return").expect("cfg");
+    let err = db.flush().expect_err("the flush fails");
+    fail::remove(strata_fs::failpoint::FSYNC);
+    // The flush thread may have taken the memtable first: then the error is its cause.
+    let message = strata_fs::display_chain(&err);
+    assert!(
+        message.contains("fsync") && message.contains(".sst"),
+        "{message}"
+    );
+    assert!(
+        db.put(b"x", b"y", WriteOptions::default()).is_err(),
+        "read-only after the failure"
+    );
+    assert_eq!(db.get(b"k").expect("get"), Some(b"v".to_vec()));
+    drop(db);
+    let db = Db::open(dir.path(), Options::default()).expect("reopen");
+    assert_eq!(
+        db.get(b"k").expect("get"),
+        Some(b"v".to_vec()),
+        "the WAL still has it"
+    );
+    drop(scenario);
+}
+
+#[test]
+fn a_failed_checkpoint_link_fails_the_checkpoint_only() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(&dir.path().join("db"), Options::default()).expect("open");
+    db.put(b"k", b"v", WriteOptions::default()).expect("put");
+    fail::cfg(strata_fs::failpoint::LINK, "return").expect("cfg");
+    let err = db
+        .checkpoint(&dir.path().join("copy"))
+        .expect_err("the link fails");
+    fail::remove(strata_fs::failpoint::LINK);
+    assert!(
+        strata_fs::display_chain(&err).contains("hard link"),
+        "{err}"
+    );
+    // The store itself is untouched, and a later checkpoint works.
+    db.put(b"k2", b"v2", WriteOptions::default())
+        .expect("writes still work");
+    db.checkpoint(&dir.path().join("copy2"))
+        .expect("checkpoint");
+    drop(db);
+    let copy = Db::open(&dir.path().join("copy2"), Options::default()).expect("open the copy");
+    assert_eq!(copy.get(b"k2").expect("get"), Some(b"v2".to_vec()));
+    drop(scenario);
+}

@@ -1,7 +1,8 @@
 //! The arena: one zeroed allocation, bump-allocated by atomic fetch-and-add, freed whole.
 //!
-//! All of the crate's `unsafe` is here and in `skiplist.rs`'s node accessors. The rules that
-//! make it sound:
+//! All of the crate's `unsafe` is here: the skiplist (`memtable.rs`) reads and writes its nodes
+//! only through this module's accessors (`write`, `bytes`, `read_u32`, `atomic_u64`...). The
+//! rules that make it sound:
 //!
 //! 1. Memory is allocated once, zeroed, and freed only when the arena is dropped; nothing in it
 //!    ever moves. References into it therefore live as long as `&Arena`.

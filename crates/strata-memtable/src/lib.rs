@@ -48,4 +48,4 @@ mod error;
 mod memtable;
 
 pub use error::{Error, Result};
-pub use memtable::{Entry, KEY_BYTES_MAX, MAX_SEQ, Memtable, MemtableIter, Range, ValueKind};
+pub use memtable::{Entry, KEY_BYTES_MAX, Memtable, MemtableIter, Range, SEQ_MAX, ValueKind};

@@ -35,7 +35,7 @@ const MIN_CAPACITY_BYTES: usize = 4096;
 /// The longest user key (its length is stored in 16 bits).
 pub const KEY_BYTES_MAX: usize = u16::MAX as usize;
 /// The largest sequence number (it shares a `u64` with the kind byte).
-pub const MAX_SEQ: u64 = (1 << 56) - 1;
+pub const SEQ_MAX: u64 = (1 << 56) - 1;
 
 /// What an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -283,7 +283,7 @@ impl Memtable {
     /// [`Error::Full`] if the arena has no room (switch memtables); [`Error::KeyTooLarge`] over
     /// [`KEY_BYTES_MAX`]; [`Error::Frozen`] after
     /// [`freeze`](Self::freeze); [`Error::Duplicate`] if `(user_key, seq)` is already there;
-    /// [`Error::SeqTooLarge`] above [`MAX_SEQ`].
+    /// [`Error::SeqTooLarge`] above [`SEQ_MAX`].
     pub fn insert(&self, user_key: &[u8], seq: u64, kind: ValueKind, value: &[u8]) -> Result<()> {
         self.writers.fetch_add(1, Ordering::SeqCst);
         let result = if self.immutable.load(Ordering::SeqCst) {
@@ -302,7 +302,7 @@ impl Memtable {
         kind: ValueKind,
         value: &[u8],
     ) -> Result<()> {
-        if seq > MAX_SEQ {
+        if seq > SEQ_MAX {
             return Err(Error::SeqTooLarge { seq });
         }
         let value = if kind == ValueKind::Delete {
@@ -429,7 +429,7 @@ impl Memtable {
     fn first_in(&self, lower: Bound<&[u8]>) -> u32 {
         match lower {
             Bound::Unbounded => self.next(self.head, 0),
-            // (k, u64::MAX) sorts before every version of k (sequence numbers stop at MAX_SEQ).
+            // (k, u64::MAX) sorts before every version of k (sequence numbers stop at SEQ_MAX).
             Bound::Included(k) => self.seek_ge(k, u64::MAX),
             Bound::Excluded(k) => {
                 // (k, 0) sorts at or after every version of k; skip any left.

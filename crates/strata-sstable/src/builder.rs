@@ -5,6 +5,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use strata_fs::IoError;
+
 use crate::block::BlockBuilder;
 use crate::bloom::BloomBuilder;
 use crate::error::{Error, Result};
@@ -107,11 +109,9 @@ impl TableBuilder {
             use std::os::unix::fs::OpenOptionsExt;
             open.mode(strata_fs::DEFAULT_FILE_MODE);
         }
-        let file = open.open(path).map_err(|e| Error::Io {
-            op: "create table",
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let file = open
+            .open(path)
+            .map_err(IoError::with("create table", path))?;
         Ok(Self {
             path: path.to_path_buf(),
             out: Some(BufWriter::with_capacity(256 * 1024, file)),
@@ -187,13 +187,12 @@ impl TableBuilder {
 
     fn check_not_failed(&self) -> Result<()> {
         if self.failed {
-            return Err(Error::Io {
-                op: "continue a table after a failed write:",
-                path: self.path.clone(),
-                source: std::io::Error::other(
-                    "an earlier write failed; the table must be abandoned",
-                ),
-            });
+            return Err(IoError::new(
+                "continue a table after a failed write:",
+                &self.path,
+                std::io::Error::other("an earlier write failed; the table must be abandoned"),
+            )
+            .into());
         }
         Ok(())
     }
@@ -258,19 +257,17 @@ impl TableBuilder {
         };
         let crc = block_crc(stored, code);
         let path = &self.path;
-        let out = self.out.as_mut().ok_or_else(|| Error::Io {
-            op: "write to a finished table",
-            path: path.clone(),
-            source: std::io::ErrorKind::Other.into(),
+        let out = self.out.as_mut().ok_or_else(|| {
+            IoError::new(
+                "write to a finished table",
+                path,
+                std::io::ErrorKind::Other.into(),
+            )
         })?;
         out.write_all(stored)
             .and_then(|()| out.write_all(&[code]))
             .and_then(|()| out.write_all(&crc.to_le_bytes()))
-            .map_err(|e| Error::Io {
-                op: "write table",
-                path: path.clone(),
-                source: e,
-            })?;
+            .map_err(IoError::with("write table", path))?;
         self.offset = handle.end().ok_or(Error::TooLarge {
             what: "table",
             len: usize::MAX,
@@ -326,22 +323,19 @@ impl TableBuilder {
         }
         .encode();
         let path = self.path.clone();
-        let io = |op: &'static str| {
-            let path = path.clone();
-            move |source| Error::Io { op, path, source }
-        };
-        let mut out = self.out.take().ok_or_else(|| Error::Io {
-            op: "finish a finished table",
-            path: path.clone(),
-            source: std::io::ErrorKind::Other.into(),
+        let mut out = self.out.take().ok_or_else(|| {
+            IoError::new(
+                "finish a finished table",
+                &path,
+                std::io::ErrorKind::Other.into(),
+            )
         })?;
-        out.write_all(&footer).map_err(io("write table footer"))?;
-        let file = out.into_inner().map_err(|e| Error::Io {
-            op: "flush table",
-            path: path.clone(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(io("fsync table"))?;
+        out.write_all(&footer)
+            .map_err(IoError::with("write table footer", &path))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| IoError::new("flush table", &path, e.into_error()))?;
+        strata_fs::sync_file(&file, &path)?;
         strata_fs::sync_parent_dir(&path)?;
         self.finished = true;
         Ok(TableSummary {

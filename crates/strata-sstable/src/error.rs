@@ -1,23 +1,15 @@
 //! The crate's error type.
 
-use std::io;
 use std::path::PathBuf;
 
 /// An error from building or reading a table.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An I/O operation failed.
-    #[error("{op} {}", path.display())]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The table file.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
-    },
+    /// A file operation on the table that is not a durable step failed (create, write, open,
+    /// map): what was being done, on which path, and why.
+    #[error(transparent)]
+    Io(#[from] strata_fs::IoError),
     /// A durable file step failed.
     #[error(transparent)]
     Fs(#[from] strata_fs::Error),

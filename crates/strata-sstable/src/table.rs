@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use strata_fs::IoError;
 
 use crate::block::Block;
 use crate::bloom;
@@ -91,18 +92,10 @@ pub struct Table {
 }
 
 fn map_file(path: &Path) -> Result<Bytes> {
-    let file = File::open(path).map_err(|e| Error::Io {
-        op: "open table",
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let file = File::open(path).map_err(IoError::with("open table", path))?;
     let len = file
         .metadata()
-        .map_err(|e| Error::Io {
-            op: "stat table",
-            path: path.to_path_buf(),
-            source: e,
-        })?
+        .map_err(IoError::with("stat table", path))?
         .len();
     if len == 0 {
         return Ok(Bytes::new());
@@ -113,11 +106,7 @@ fn map_file(path: &Path) -> Result<Bytes> {
     // harmless (on Unix the mapping keeps the inode). Only another process truncating or
     // rewriting the file in place could invalidate the mapping; the type's docs make that the
     // contract.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io {
-        op: "map table",
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(IoError::with("map table", path))?;
     Ok(Bytes::from_owner(map))
 }
 

@@ -1,0 +1,199 @@
+//! Compactions: the flush thread runs the one `compaction::pick` chooses, [`Db::compact`]
+//! compacts everything down; both merge tables into new ones and install them in one manifest
+//! edit. One compaction runs at a time, under the compaction lock.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use strata_fs::IoError;
+
+use super::stats::bump;
+use super::version::{TableHandle, Version, open_table};
+use super::{Db, Inner, State};
+use crate::compaction::{self, Plan};
+use crate::error::Result;
+use crate::manifest::{FileMeta, VersionEdit};
+
+impl Db {
+    /// Compacts every level down into the last non-empty one (or one below level 0), dropping
+    /// every version no snapshot needs. Returns once done.
+    ///
+    /// # Errors
+    ///
+    /// A table or manifest error.
+    pub fn compact(&self) -> Result<()> {
+        let _one = self.inner.manual_compaction_lock();
+        for level in 0..crate::manifest::LEVELS - 1 {
+            let plan = {
+                let state = self.inner.state.lock();
+                let levels = &state.manifest_state.levels;
+                let chosen: Vec<&FileMeta> = levels[level].iter().collect();
+                if chosen.is_empty() {
+                    continue;
+                }
+                // Stop at the deepest level holding data: below it there is nothing to merge.
+                if levels[level + 1..].iter().all(Vec::is_empty) && level > 0 {
+                    break;
+                }
+                compaction::plan_for(levels, level, chosen)
+            };
+            if let Some(plan) = plan
+                && let Err(e) = self.inner.run_compaction(&plan, Vec::new(), None)
+            {
+                self.inner.fail(&e);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    pub(super) fn compaction_due(&self, state: &State) -> bool {
+        compaction::pick(&state.manifest_state.levels, &self.options.compaction).is_some()
+    }
+
+    /// Takes the compaction lock for a caller other than the flusher; letting go wakes the
+    /// flusher, which may have found the lock taken.
+    pub(super) fn manual_compaction_lock(&self) -> ManualCompaction<'_> {
+        ManualCompaction {
+            inner: self,
+            guard: Some(self.compaction_lock.lock()),
+        }
+    }
+
+    /// Runs the compaction `pick` chooses, if any. False if the compaction lock was taken.
+    pub(super) fn compact_once(&self) -> Result<bool> {
+        let Some(_one) = self.compaction_lock.try_lock() else {
+            return Ok(false);
+        };
+        let plan = {
+            let state = self.state.lock();
+            compaction::pick(&state.manifest_state.levels, &self.options.compaction)
+        };
+        if let Some(plan) = plan {
+            self.run_compaction(&plan, Vec::new(), None)?;
+        }
+        Ok(true)
+    }
+
+    /// Merges the plan's inputs (and `extra` tables not in the store: an ingest's) into new
+    /// tables, records the change in the manifest (with `last_seq`, if given: an ingest's
+    /// sequence number, made visible with the tables), and installs it; the inputs' files go
+    /// when their last reader does. Returns the new tables. Called with the compaction lock
+    /// held.
+    pub(super) fn run_compaction(
+        &self,
+        plan: &Plan,
+        extra: Vec<Arc<TableHandle>>,
+        last_seq: Option<u64>,
+    ) -> Result<Vec<FileMeta>> {
+        strata_fs::failpoint::check(crate::FP_COMPACTION)
+            .map_err(IoError::with("compact tables in", &self.dir))?;
+        let (handles, oldest_snapshot) = {
+            let state = self.state.lock();
+            let mut handles: Vec<Arc<TableHandle>> = plan
+                .inputs
+                .iter()
+                .filter_map(|meta| {
+                    state.version.levels[usize::from(meta.level)]
+                        .iter()
+                        .find(|h| h.meta.number == meta.number)
+                        .cloned()
+                })
+                .collect();
+            handles.extend(extra);
+            let oldest = state
+                .snapshots
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(state.last_seq)
+                .min(state.last_seq);
+            (handles, oldest)
+        };
+        let sources = handles
+            .iter()
+            .map(|h| compaction::table_source(&h.table))
+            .collect();
+        let outputs = compaction::run(
+            sources,
+            plan,
+            oldest_snapshot,
+            None,
+            &self.options.table,
+            self.options.compaction.target_file_bytes,
+            || self.new_table_number(),
+        )?;
+        bump(
+            &self.counters.compaction_read_bytes,
+            handles.iter().map(|h| h.meta.size).sum(),
+        );
+        bump(
+            &self.counters.compaction_written_bytes,
+            outputs.iter().map(|m| m.size).sum(),
+        );
+        let mut opened = Vec::with_capacity(outputs.len());
+        for meta in &outputs {
+            opened.push(open_table(&self.dir, meta, self.cache.as_ref())?);
+        }
+        let manifest = self.manifest.lock();
+        let next_file_number = self.state.lock().manifest_state.next_file_number;
+        // (The manifest guard is handed to `maybe_rewrite_manifest` at the end.)
+        let edit = VersionEdit {
+            next_file_number: Some(next_file_number),
+            last_seq,
+            added: outputs,
+            deleted: plan.inputs.iter().map(|f| (f.level, f.number)).collect(),
+            ..VersionEdit::default()
+        };
+        manifest.append(&edit)?;
+        let mut state = self.state.lock();
+        self.apply_edit(&mut state, &edit, 0)?;
+        let mut levels = state.version.levels.clone();
+        for (level, number) in &edit.deleted {
+            levels[usize::from(*level)].retain(|h| {
+                if h.meta.number == *number {
+                    h.obsolete.store(true, Ordering::Release);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let output_level = usize::from(plan.output_level);
+        for handle in opened {
+            let at =
+                levels[output_level].partition_point(|h| h.meta.smallest < handle.meta.smallest);
+            levels[output_level].insert(at, handle);
+        }
+        state.version = Arc::new(Version { levels });
+        state.generation += 1;
+        if let Some(seq) = last_seq {
+            // Sequence numbers only grow: an ingest's is newer than every write (writes wait).
+            debug_assert!(seq > state.last_seq);
+            state.last_seq = state.last_seq.max(seq);
+        }
+        self.changed.notify_all();
+        let snapshot = state.manifest_state.clone();
+        drop(state);
+        self.maybe_rewrite_manifest(manifest, &snapshot)?;
+        Ok(edit.added)
+    }
+}
+
+/// The compaction lock held by a manual compaction, ingest or checkpoint.
+pub(super) struct ManualCompaction<'a> {
+    inner: &'a Inner,
+    guard: Option<parking_lot::MutexGuard<'a, ()>>,
+}
+
+impl Drop for ManualCompaction<'_> {
+    fn drop(&mut self) {
+        // Release first, then wake the flusher: woken earlier, it could find the lock still
+        // taken and wait for a change that never comes.
+        drop(self.guard.take());
+        self.inner.state.lock().generation += 1;
+        self.inner.changed.notify_all();
+    }
+}

@@ -1,0 +1,226 @@
+//! Flushes: full memtables written to level-0 tables, in the background (the flush thread,
+//! which also runs compactions when they are due) or on demand, with properties a caller
+//! records in the table.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use strata_sstable::TableBuilder;
+
+use super::stats::bump;
+use super::version::{Version, open_table, table_path};
+use super::{Db, Inner};
+use crate::error::{Error, Result};
+use crate::keys::encode_internal_key;
+use crate::manifest::{FileMeta, VersionEdit};
+
+impl Db {
+    /// Switches to a new memtable and writes every full one to a level-0 table; returns the
+    /// tables written, once they are durable and in the manifest.
+    ///
+    /// # Errors
+    ///
+    /// A write or manifest error.
+    pub fn flush(&self) -> Result<Vec<FileMeta>> {
+        self.flush_with_properties(&[])
+    }
+
+    /// [`flush`](Self::flush), recording `properties` in the table made from the memtable that
+    /// is current at the call (the Raft layer records the last applied index and term there);
+    /// [`live_files`](Self::live_files) reports them. Older full memtables flushed by the same
+    /// call are returned too, without the properties: their data predates them. Names starting
+    /// with `strata.` are reserved.
+    ///
+    /// # Errors
+    ///
+    /// As [`flush`](Self::flush).
+    pub fn flush_with_properties(&self, properties: &[(&str, &[u8])]) -> Result<Vec<FileMeta>> {
+        if properties
+            .iter()
+            .any(|(name, _)| name.starts_with("strata."))
+        {
+            return Err(strata_sstable::Error::ReservedProperty.into());
+        }
+        let target = {
+            let _writer = self.inner.write_lock.lock();
+            let mut state = self.inner.state.lock();
+            if state.active.table.is_empty() {
+                None
+            } else {
+                *state.active.properties.lock() = properties
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+                    .collect();
+                let target = Arc::clone(&state.active);
+                self.inner.rotate(&mut state);
+                Some(target)
+            }
+        };
+        // Flush until the memtable switched out above is a table (the background thread may
+        // flush some of the older ones, or even it, meanwhile).
+        let mut written = Vec::new();
+        loop {
+            if let Some(target) = &target
+                && let Some(meta) = target.flushed_as.lock().clone()
+            {
+                if !written.contains(&meta) {
+                    written.push(meta);
+                }
+                return Ok(written);
+            }
+            match self.inner.flush_oldest() {
+                Ok(Some(meta)) => written.push(meta),
+                Ok(None) if target.is_none() => return Ok(written),
+                // Someone else is flushing the target: wait for them.
+                Ok(None) => {
+                    let mut state = self.inner.state.lock();
+                    if target
+                        .as_ref()
+                        .is_some_and(|t| t.flushed_as.lock().is_none())
+                        && state.background_error.is_none()
+                    {
+                        self.inner.changed.wait(&mut state);
+                    }
+                    if let Some(cause) = &state.background_error {
+                        return Err(Error::ReadOnly {
+                            cause: cause.clone(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    self.inner.fail(&e);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    pub(super) fn flush_loop(&self) {
+        loop {
+            let (flush, generation) = {
+                let mut state = self.state.lock();
+                while state.immutables.is_empty() && !self.compaction_due(&state) && !state.closing
+                {
+                    self.changed.wait(&mut state);
+                }
+                if state.closing {
+                    return;
+                }
+                (!state.immutables.is_empty(), state.generation)
+            };
+            let result = if flush {
+                self.flush_oldest().map(|_| ())
+            } else {
+                match self.compact_once() {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        // A manual compaction, ingest or checkpoint holds the compaction lock:
+                        // rather than block (flushes would stall behind it), wait until it
+                        // changes something or lets go, or a flush is needed.
+                        let mut state = self.state.lock();
+                        while state.generation == generation
+                            && state.immutables.is_empty()
+                            && !state.closing
+                        {
+                            self.changed.wait(&mut state);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            if let Err(e) = result {
+                self.fail(&e);
+                return;
+            }
+        }
+    }
+
+    /// Writes the oldest full memtable to a level-0 table, records it in the manifest, and
+    /// drops the memtable and the WAL segments it covered. `None` if there was nothing to do.
+    pub(super) fn flush_oldest(&self) -> Result<Option<FileMeta>> {
+        // One flush at a time (the background thread and `Db::flush` may both try).
+        let manifest = self.manifest.lock();
+        let (memtable, number, last_seq) = {
+            let mut state = self.state.lock();
+            let Some(memtable) = state.immutables.last().cloned() else {
+                return Ok(None);
+            };
+            let number = state.manifest_state.next_file_number;
+            state.manifest_state.next_file_number += 1;
+            (memtable, number, state.last_seq)
+        };
+        let path = table_path(&self.dir, number);
+        let mut builder = TableBuilder::create(&path, self.options.table.clone())?;
+        for (name, value) in memtable.properties.lock().iter() {
+            builder.set_property(name, value)?;
+        }
+        let mut key = Vec::new();
+        let (mut smallest_seq, mut largest_seq) = (u64::MAX, 0);
+        let mut smallest = None;
+        for entry in memtable
+            .table
+            .range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        {
+            key.clear();
+            encode_internal_key(&mut key, entry.user_key, entry.seq, entry.kind);
+            builder.add(&key, entry.value)?;
+            smallest.get_or_insert_with(|| key.clone());
+            smallest_seq = smallest_seq.min(entry.seq);
+            largest_seq = largest_seq.max(entry.seq);
+        }
+        // Only memtables holding something are switched out, so none is flushed empty.
+        debug_assert!(smallest.is_some());
+        // A flushed table holds only committed writes: every sequence number in it is visible.
+        debug_assert!(smallest_seq <= largest_seq && largest_seq <= last_seq);
+        let summary = builder.finish()?;
+        bump(&self.counters.flush_bytes, summary.file_bytes);
+        let meta = FileMeta {
+            number,
+            level: 0,
+            size: summary.file_bytes,
+            smallest: smallest.unwrap_or_default(),
+            largest: key,
+            smallest_seq: smallest_seq.min(largest_seq),
+            largest_seq,
+        };
+        let flushed_lsn = memtable.max_wal_lsn.load(Ordering::Acquire);
+        let edit = VersionEdit {
+            wal_flushed_lsn: Some(flushed_lsn),
+            next_file_number: Some(number + 1),
+            last_seq: Some(last_seq.max(largest_seq)),
+            added: vec![meta.clone()],
+            deleted: Vec::new(),
+        };
+        manifest.append(&edit)?;
+        let handle = open_table(&self.dir, &meta, self.cache.as_ref())?;
+        {
+            let mut state = self.state.lock();
+            // Flushed WAL records only grow: this memtable's follow those already in tables.
+            debug_assert!(flushed_lsn > state.manifest_state.wal_flushed_lsn);
+            self.apply_edit(&mut state, &edit, number)?;
+            let mut levels = state.version.levels.clone();
+            // Level 0 is newest first: a flushed memtable is newer than every table there.
+            debug_assert!(
+                levels[0]
+                    .first()
+                    .is_none_or(|newest| newest.meta.largest_seq < meta.smallest_seq)
+            );
+            levels[0].insert(0, handle);
+            state.version = Arc::new(Version { levels });
+            state.generation += 1;
+            let flushed = state.immutables.pop();
+            // Flushes run one at a time, oldest memtable first: the one written is the one
+            // that goes.
+            debug_assert!(flushed.is_some_and(|m| Arc::ptr_eq(&m, &memtable)));
+            *memtable.flushed_as.lock() = Some(meta.clone());
+            self.changed.notify_all();
+        }
+        let snapshot = self.state.lock().manifest_state.clone();
+        self.maybe_rewrite_manifest(manifest, &snapshot)?;
+        self.wal.purge_before(flushed_lsn + 1)?;
+        Ok(Some(meta))
+    }
+}

@@ -1,0 +1,230 @@
+//! [`Db`]: writes through the WAL into memtables, reads across memtables and tables, flushes.
+//!
+//! This module holds what every part of the store shares: the [`Options`], the memtable
+//! handles, the `State` behind the state lock, and `Inner`, which every `Db` handle and the
+//! background flusher hold. The work is split by job into modules, each adding `impl` blocks to
+//! `Db` and `Inner` (as RocksDB's `db_impl_*` files do):
+//!
+//! - `open`: opening a store and recovering it (manifest, tables, WAL replay, leftovers).
+//! - `write`: group commit through the WAL into the memtable, memtable switches, backpressure.
+//! - `read`: point reads, scans and snapshots.
+//! - `flush`: writing full memtables to level-0 tables, and the background thread.
+//! - `compact`: picking and running compactions, and manual compaction.
+//! - `external`: what crosses the store's boundary: checkpoints, ingest, live files.
+//! - `stats`: counters and sizes.
+//! - `version`: the open tables that make up the store, and the manifest edits that change them.
+
+mod compact;
+mod external;
+mod flush;
+mod open;
+mod read;
+mod stats;
+mod version;
+mod write;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use parking_lot::{Condvar, Mutex};
+use strata_memtable::Memtable;
+use strata_sstable::TableOptions;
+use strata_wal::Wal;
+
+use crate::batch::WriteBatch;
+use crate::cache::LruBlockCache;
+use crate::compaction::CompactionOptions;
+use crate::error::Error;
+use crate::keys::filter_key;
+use crate::manifest::{FileMeta, Manifest, VersionState};
+
+pub use external::LiveFile;
+pub use read::Snapshot;
+pub use stats::{LevelStats, Stats};
+
+use stats::Counters;
+use version::Version;
+use write::{Pending, WriteScratch};
+
+/// Options for [`Db::open`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A memtable is switched for a new one (and flushed) once it holds this many bytes.
+    /// Memory use is about this times (1 + `immutable_memtables_max`). Default 64 MiB.
+    pub memtable_bytes: usize,
+    /// How many full memtables may wait for their flush before writes wait too
+    /// (backpressure). Default 2.
+    pub immutable_memtables_max: usize,
+    /// Options of the tables flushes and compactions write.
+    pub table: TableOptions,
+    /// When and how levels are compacted.
+    pub compaction: CompactionOptions,
+    /// Bytes of decoded data blocks kept in the shared LRU cache (0: no cache). Default 32 MiB.
+    pub block_cache_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            memtable_bytes: 64 * 1024 * 1024,
+            immutable_memtables_max: 2,
+            table: TableOptions {
+                filter_key,
+                ..TableOptions::default()
+            },
+            compaction: CompactionOptions::default(),
+            block_cache_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// Options for one write.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// Return only once the write is durable (`fdatasync`). Without it, a write survives a
+    /// process crash but not a power cut.
+    pub sync: bool,
+}
+
+/// The smallest memtable: below this, per-memtable overheads dominate.
+const MEMTABLE_BYTES_MIN: usize = 64 * 1024;
+
+/// The fewest immutable memtables: with none, a full memtable could never be switched out for
+/// its flush, and writes would wait forever.
+const IMMUTABLE_MEMTABLES_MIN: usize = 1;
+
+/// The least `l0_trigger`: at 0 a compaction would always be due (the flush thread would never
+/// rest), and level 0 is there to gather more than one flush per compaction.
+const L0_TRIGGER_MIN: usize = 2;
+
+/// The arena bytes one operation's skiplist node is assumed to take beyond its key and value: a
+/// header and a tower, at most 16 + 8 * 20 bytes. 64 is ample on average (most towers are short),
+/// and a memtable's headroom ([`memtable_capacity`]) absorbs the rest.
+const NODE_BYTES_ESTIMATE: usize = 64;
+
+/// The most memory (as [`batch_memory_bytes`] counts it) one batch may take, and one group of
+/// batches committed together: a quarter of a memtable. A memtable is switched out when the next
+/// group does not fit in it, so a quarter keeps every memtable at least three quarters full when
+/// it is flushed (level-0 tables of about even size, little memory left unused), while a batch
+/// may still be large; it also bounds the memory each waiting writer holds.
+fn batch_bytes_max(options: &Options) -> usize {
+    options.memtable_bytes / 4
+}
+
+/// A memtable's arena: its nominal size plus room for one more group. `make_room` lets a group in
+/// only if the memtable's use plus the group's estimate ([`batch_memory_bytes`]) stays within
+/// the nominal size (or if the memtable is empty); the extra room absorbs what the estimate
+/// misses.
+fn memtable_capacity(options: &Options) -> usize {
+    options.memtable_bytes + batch_bytes_max(options)
+}
+
+/// An upper bound on the arena bytes a batch takes in a memtable: each operation costs its key
+/// and value plus a node ([`NODE_BYTES_ESTIMATE`]).
+fn batch_memory_bytes(batch: &WriteBatch) -> usize {
+    batch.data_bytes() + NODE_BYTES_ESTIMATE * batch.len()
+}
+
+/// A memtable and the highest WAL LSN whose records it holds.
+#[derive(Debug)]
+struct MemtableHandle {
+    table: Memtable,
+    max_wal_lsn: AtomicU64,
+    /// Properties a forced flush asked to record in this memtable's table (whichever thread
+    /// ends up flushing it), and the table it became.
+    properties: Mutex<Vec<(String, Vec<u8>)>>,
+    flushed_as: Mutex<Option<FileMeta>>,
+}
+
+impl MemtableHandle {
+    fn new(capacity_bytes: usize) -> Self {
+        Self {
+            table: Memtable::with_capacity(capacity_bytes),
+            max_wal_lsn: AtomicU64::new(0),
+            properties: Mutex::new(Vec::new()),
+            flushed_as: Mutex::new(None),
+        }
+    }
+}
+
+/// What the state lock guards: the memtables, the tables, the visible sequence number and the
+/// manifest's view of the store.
+#[derive(Debug)]
+struct State {
+    active: Arc<MemtableHandle>,
+    /// Full memtables waiting to be flushed, newest first.
+    immutables: Vec<Arc<MemtableHandle>>,
+    version: Arc<Version>,
+    /// The sequence number of the latest write visible to reads.
+    last_seq: u64,
+    manifest_state: VersionState,
+    /// Set when a background flush fails; every later write fails with it.
+    background_error: Option<String>,
+    closing: bool,
+    /// Sequence numbers pinned by live snapshots, with counts.
+    snapshots: BTreeMap<u64, usize>,
+    /// Bumped whenever `version` changes or a manual compaction lets go of the compaction
+    /// lock: the flusher, finding the lock taken, waits for this to move without missing it.
+    generation: u64,
+}
+
+/// The store, shared by every [`Db`] handle and the flush thread.
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    options: Options,
+    wal: Wal,
+    state: Mutex<State>,
+    /// Signalled when a flush finishes or is needed.
+    changed: Condvar,
+    /// Held by the committing leader (and by a forced flush's memtable switch, and an ingest):
+    /// sequence numbers, WAL order and memtable inserts agree. Holds the leader's buffers.
+    write_lock: Mutex<WriteScratch>,
+    /// Writers waiting to be committed, in arrival order.
+    queue: Mutex<std::collections::VecDeque<Arc<Pending>>>,
+    queue_changed: Condvar,
+    manifest: Mutex<Manifest>,
+    /// One compaction at a time.
+    compaction_lock: Mutex<()>,
+    cache: Option<Arc<LruBlockCache>>,
+    counters: Counters,
+}
+
+/// An embedded LSM key-value store. Cheap to clone; every clone is the same store.
+#[derive(Debug, Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+    _flusher: Arc<FlusherGuard>,
+}
+
+/// Stops the background flusher when the last `Db` handle goes.
+#[derive(Debug)]
+struct FlusherGuard {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for FlusherGuard {
+    fn drop(&mut self) {
+        self.inner.state.lock().closing = true;
+        self.inner.changed.notify_all();
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Inner {
+    /// Puts the store into the read-only error state: a flush or compaction failed part-way
+    /// (a failed fsync among the possibilities), so nothing more may be written until a reopen
+    /// recovers from what is durable.
+    fn fail(&self, e: &Error) {
+        let mut state = self.state.lock();
+        if state.background_error.is_none() {
+            state.background_error = Some(strata_fs::display_chain(e));
+        }
+        self.changed.notify_all();
+    }
+}

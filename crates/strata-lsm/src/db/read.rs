@@ -1,0 +1,270 @@
+//! The read path: point reads and scans across the memtables and the levels at one sequence
+//! number, and [`Snapshot`]s that pin it.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use strata_memtable::ValueKind;
+
+use super::version::{TableHandle, Version};
+use super::{Db, MemtableHandle};
+use crate::error::{Error, Result};
+use crate::keys::{parse_internal_key, seek_key, user_filter_key};
+use crate::scan::{
+    Direction, LevelSource, LevelTable, MemtableSource, Source, TableSource, merge, prefix_bounds,
+};
+
+impl Db {
+    /// The newest value of `key`, or `None` if it is absent or deleted.
+    ///
+    /// # Errors
+    ///
+    /// A table read error (a damaged block is never returned as data).
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_at(key, None)
+    }
+
+    /// A consistent view: reads through it see the store as of now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut state = self.inner.state.lock();
+        let seq = state.last_seq;
+        *state.snapshots.entry(seq).or_insert(0) += 1;
+        Snapshot {
+            db: self.clone(),
+            seq,
+        }
+    }
+
+    /// A read's view: the sequence number (the latest, or a snapshot's) and the memtables and
+    /// tables, taken together so that no compaction can drop a version the read needs between
+    /// choosing the sequence number and pinning the tables.
+    fn view(
+        &self,
+        at: Option<u64>,
+    ) -> (
+        u64,
+        Arc<MemtableHandle>,
+        Vec<Arc<MemtableHandle>>,
+        Arc<Version>,
+    ) {
+        let state = self.inner.state.lock();
+        (
+            at.unwrap_or(state.last_seq),
+            Arc::clone(&state.active),
+            state.immutables.clone(),
+            Arc::clone(&state.version),
+        )
+    }
+
+    fn get_at(&self, key: &[u8], at: Option<u64>) -> Result<Option<Vec<u8>>> {
+        let (seq, active, immutables, version) = self.view(at);
+        for memtable in std::iter::once(&active).chain(immutables.iter()) {
+            if let Some(entry) = memtable.table.get(key, seq) {
+                return Ok(match entry.kind {
+                    ValueKind::Put => Some(entry.value.to_vec()),
+                    ValueKind::Delete => None,
+                });
+            }
+        }
+        let filter = user_filter_key(key);
+        let target = seek_key(key, seq);
+        for (level, files) in version.levels.iter().enumerate() {
+            if level == 0 {
+                // Level 0 tables may overlap: newest first, each may hold the key.
+                for handle in files {
+                    if let Some(found) = table_get(handle, &filter, &target, key)? {
+                        return Ok(found);
+                    }
+                }
+            } else {
+                // Below level 0 tables are disjoint and every version of a key is in one
+                // table: the first whose largest key is not below the target.
+                let at = files.partition_point(|h| h.meta.largest.as_slice() < target.as_slice());
+                if let Some(handle) = files.get(at)
+                    && let Some(found) = table_get(handle, &filter, &target, key)?
+                {
+                    return Ok(found);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Calls `visit` with every live key within the bounds and its value, in `direction`
+    /// order, until it returns false. Sees the store as of the call.
+    ///
+    /// # Errors
+    ///
+    /// A table read error.
+    pub fn scan(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        direction: Direction,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.scan_at(None, lower, upper, direction, visit)
+    }
+
+    /// [`scan`](Self::scan) over every key that starts with `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// As [`scan`](Self::scan).
+    pub fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        direction: Direction,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let (lower, upper) = prefix_bounds(prefix);
+        self.scan(as_ref(&lower), as_ref(&upper), direction, visit)
+    }
+
+    fn scan_at(
+        &self,
+        at: Option<u64>,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        direction: Direction,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let (seq, active, immutables, version) = self.view(at);
+        let owned = |b: Bound<&[u8]>| match b {
+            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(k) => Bound::Included(k.to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+        };
+        let mut sources: Vec<Box<dyn Source + '_>> = Vec::new();
+        for memtable in std::iter::once(&active).chain(immutables.iter()) {
+            let range = memtable.table.range(lower, upper);
+            match direction {
+                Direction::Forward => sources.push(Box::new(MemtableSource { entries: range })),
+                Direction::Reverse => sources.push(Box::new(MemtableSource {
+                    entries: range.rev(),
+                })),
+            }
+        }
+        for (level, handles) in version.levels.iter().enumerate() {
+            if level == 0 {
+                // Level 0 tables overlap: each is a source of its own.
+                for handle in handles {
+                    sources.push(Box::new(TableSource::new(
+                        &handle.table,
+                        direction,
+                        owned(lower),
+                        owned(upper),
+                    )));
+                }
+            } else if !handles.is_empty() {
+                let tables = handles
+                    .iter()
+                    .map(|h| LevelTable {
+                        table: &h.table,
+                        smallest: &h.meta.smallest,
+                        largest: &h.meta.largest,
+                    })
+                    .collect();
+                sources.push(Box::new(LevelSource::new(
+                    tables,
+                    direction,
+                    owned(lower),
+                    owned(upper),
+                )));
+            }
+        }
+        merge(sources, direction, seq, visit)
+    }
+}
+
+/// A pinned view of the store; see [`Db::snapshot`]. Compactions keep the versions it reads
+/// until it is dropped.
+#[derive(Debug)]
+pub struct Snapshot {
+    db: Db,
+    seq: u64,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let mut state = self.db.inner.state.lock();
+        if let Some(count) = state.snapshots.get_mut(&self.seq) {
+            *count -= 1;
+            if *count == 0 {
+                state.snapshots.remove(&self.seq);
+            }
+        }
+    }
+}
+
+impl Snapshot {
+    /// The value of `key` as of the snapshot.
+    ///
+    /// # Errors
+    ///
+    /// As [`Db::get`].
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_at(key, Some(self.seq))
+    }
+
+    /// [`Db::scan`] as of the snapshot.
+    ///
+    /// # Errors
+    ///
+    /// As [`Db::scan`].
+    pub fn scan(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        direction: Direction,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.db
+            .scan_at(Some(self.seq), lower, upper, direction, visit)
+    }
+
+    /// The sequence number the snapshot reads at.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// Looks `key` up in one table: `Some(Some(v))` found, `Some(None)` deleted, `None` absent.
+fn table_get(
+    handle: &TableHandle,
+    filter: &[u8],
+    target: &[u8],
+    key: &[u8],
+) -> Result<Option<Option<Vec<u8>>>> {
+    if !handle.table.may_contain(filter) {
+        return Ok(None);
+    }
+    let mut iter = handle.table.iter();
+    iter.seek(target);
+    if let Some(e) = iter.take_error() {
+        return Err(e.into());
+    }
+    if !iter.valid() {
+        return Ok(None);
+    }
+    let parsed = parse_internal_key(iter.key()).ok_or_else(|| Error::Corruption {
+        path: handle.table.path().to_path_buf(),
+        offset: 0,
+        reason: "table key is not an internal key",
+    })?;
+    if parsed.user_key != key {
+        return Ok(None);
+    }
+    Ok(Some(match parsed.kind {
+        ValueKind::Put => Some(iter.value().to_vec()),
+        ValueKind::Delete => None,
+    }))
+}
+
+fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Unbounded => Bound::Unbounded,
+        Bound::Included(k) => Bound::Included(k),
+        Bound::Excluded(k) => Bound::Excluded(k),
+    }
+}

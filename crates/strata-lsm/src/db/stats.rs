@@ -1,0 +1,121 @@
+//! Statistics: counters kept since open, and [`Stats`], the snapshot of them and of the
+//! levels' sizes that [`Db::stats`] returns.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Db;
+
+/// Counters since open, for [`Stats`].
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) user_bytes: AtomicU64,
+    pub(super) flush_bytes: AtomicU64,
+    pub(super) compaction_read_bytes: AtomicU64,
+    pub(super) compaction_written_bytes: AtomicU64,
+    pub(super) ingested_bytes: AtomicU64,
+    pub(super) slowdowns: AtomicU64,
+    pub(super) stops: AtomicU64,
+    pub(super) stall_micros: AtomicU64,
+}
+
+pub(super) fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+impl Db {
+    /// Counters and sizes: per-level tables and bytes, block cache hits and misses, bytes
+    /// written by each stage (for write amplification), write stalls. Counters start at zero
+    /// at open.
+    pub fn stats(&self) -> Stats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let c = &self.inner.counters;
+        let state = self.inner.state.lock();
+        let levels = state
+            .version
+            .levels
+            .iter()
+            .map(|files| LevelStats {
+                tables: files.len(),
+                bytes: files.iter().map(|h| h.meta.size).sum(),
+            })
+            .collect();
+        Stats {
+            levels,
+            last_seq: state.last_seq,
+            cache_hits: self.inner.cache.as_ref().map_or(0, |c| c.hits()),
+            cache_misses: self.inner.cache.as_ref().map_or(0, |c| c.misses()),
+            cache_bytes: self.inner.cache.as_ref().map_or(0, |c| c.bytes()),
+            wal_records: self.inner.wal.metrics().records,
+            wal_syncs: self.inner.wal.metrics().syncs,
+            wal_bytes: self.inner.wal.metrics().bytes,
+            user_bytes: load(&c.user_bytes),
+            flush_bytes: load(&c.flush_bytes),
+            compaction_read_bytes: load(&c.compaction_read_bytes),
+            compaction_written_bytes: load(&c.compaction_written_bytes),
+            ingested_bytes: load(&c.ingested_bytes),
+            write_slowdowns: load(&c.slowdowns),
+            write_stops: load(&c.stops),
+            stall_micros: load(&c.stall_micros),
+        }
+    }
+}
+
+/// Statistics from [`Db::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Per level.
+    pub levels: Vec<LevelStats>,
+    /// The latest sequence number.
+    pub last_seq: u64,
+    /// Block cache lookups that hit.
+    pub cache_hits: u64,
+    /// Block cache lookups that missed.
+    pub cache_misses: u64,
+    /// Bytes in the block cache.
+    pub cache_bytes: usize,
+    /// WAL records written (one per committed batch) and `fdatasync`s since open: with many
+    /// sync writers, group commit makes the second much smaller than the first.
+    pub wal_records: u64,
+    /// See `wal_records`.
+    pub wal_syncs: u64,
+    /// Bytes written to the WAL, framing included.
+    pub wal_bytes: u64,
+    /// Key and value bytes of every write committed since open.
+    pub user_bytes: u64,
+    /// Bytes of level-0 tables written by flushes.
+    pub flush_bytes: u64,
+    /// Bytes of tables read by compactions.
+    pub compaction_read_bytes: u64,
+    /// Bytes of tables written by compactions.
+    pub compaction_written_bytes: u64,
+    /// Bytes of tables written by [`Db::ingest`].
+    pub ingested_bytes: u64,
+    /// Write groups delayed because level 0 reached `l0_slowdown_trigger`.
+    pub write_slowdowns: u64,
+    /// Times writes waited: level 0 at `l0_stop_trigger`, or too many memtables unflushed.
+    pub write_stops: u64,
+    /// Total time writes spent delayed or waiting, in microseconds.
+    pub stall_micros: u64,
+}
+
+impl Stats {
+    /// Write amplification: bytes the store wrote to disk (WAL, flushes, compactions) per
+    /// byte of keys and values written to it; 0 before any write. Tables an ingest writes
+    /// count as neither, but an ingest that merges with a level's tables is a compaction.
+    pub fn write_amplification(&self) -> f64 {
+        if self.user_bytes == 0 {
+            return 0.0;
+        }
+        (self.wal_bytes + self.flush_bytes + self.compaction_written_bytes) as f64
+            / self.user_bytes as f64
+    }
+}
+
+/// One level's size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LevelStats {
+    /// Tables in the level.
+    pub tables: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}

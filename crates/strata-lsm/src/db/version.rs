@@ -1,0 +1,125 @@
+//! The tables that make up the store: a [`Version`] of open [`TableHandle`]s, and the manifest
+//! edits that change it (table numbers, applying an edit, starting a new manifest generation).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use strata_sstable::{BlockCache, ReadOptions, Table};
+
+use super::{Inner, State};
+use crate::cache::LruBlockCache;
+use crate::error::{Error, Result};
+use crate::keys::filter_key;
+use crate::manifest::{FileMeta, Manifest, VersionEdit, VersionState};
+
+/// The manifest is rewritten as a new generation once its edits exceed this.
+const MANIFEST_REWRITE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A table in the store, open.
+#[derive(Debug)]
+pub(super) struct TableHandle {
+    pub(super) meta: FileMeta,
+    pub(super) table: Table,
+    pub(super) path: PathBuf,
+    /// Set when a compaction replaced the table: the file is deleted when the last reader
+    /// (a version, scan or snapshot read holding this handle) lets go.
+    pub(super) obsolete: AtomicBool,
+    /// The shared cache, whose blocks of an obsolete table must go with it (they would keep
+    /// its mapping, and the deleted file's disk space, alive).
+    pub(super) cache: Option<Arc<LruBlockCache>>,
+}
+
+impl Drop for TableHandle {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire) {
+            if let Some(cache) = &self.cache {
+                cache.evict_table(self.meta.number);
+            }
+            // Best effort: a leftover file is only garbage, removed by the next open.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+pub(super) fn open_table(
+    dir: &Path,
+    meta: &FileMeta,
+    cache: Option<&Arc<LruBlockCache>>,
+) -> Result<Arc<TableHandle>> {
+    let path = table_path(dir, meta.number);
+    let options = ReadOptions {
+        table_id: meta.number,
+        cache: cache.map(|c| Arc::clone(c) as Arc<dyn strata_sstable::BlockCache>),
+        filter_key,
+    };
+    let table = Table::open(&path, options)?;
+    Ok(Arc::new(TableHandle {
+        meta: meta.clone(),
+        table,
+        path,
+        obsolete: AtomicBool::new(false),
+        cache: cache.cloned(),
+    }))
+}
+
+/// An immutable view of the tables.
+#[derive(Debug, Default)]
+pub(super) struct Version {
+    /// Per level; level 0 newest first.
+    pub(super) levels: Vec<Vec<Arc<TableHandle>>>,
+}
+
+pub(super) fn table_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:06}.sst"))
+}
+
+impl Inner {
+    /// Applies a durable edit to the in-memory manifest state; an edit that contradicts it is
+    /// corruption (`offset`: the table concerned, or 0).
+    pub(super) fn apply_edit(
+        &self,
+        state: &mut State,
+        edit: &VersionEdit,
+        offset: u64,
+    ) -> Result<()> {
+        // A table's number is handed out (and `next_file_number` moved past it) before the table
+        // is written, so every table an edit adds is numbered below `next_file_number`.
+        debug_assert!(
+            edit.added
+                .iter()
+                .all(|f| f.number < state.manifest_state.next_file_number)
+        );
+        state
+            .manifest_state
+            .apply(edit)
+            .map_err(|reason| Error::Corruption {
+                path: self.dir.clone(),
+                offset,
+                reason,
+            })
+    }
+
+    /// A number (and path) for a new table.
+    pub(super) fn new_table_number(&self) -> (u64, PathBuf) {
+        let mut state = self.state.lock();
+        let number = state.manifest_state.next_file_number;
+        state.manifest_state.next_file_number += 1;
+        (number, table_path(&self.dir, number))
+    }
+
+    /// Starts a new manifest generation (a snapshot of the state, then a `CURRENT` swap) once
+    /// the live one has grown past [`MANIFEST_REWRITE_BYTES`], so that reopening stays fast and
+    /// the manifest's size stays bounded.
+    pub(super) fn maybe_rewrite_manifest(
+        &self,
+        mut manifest: parking_lot::MutexGuard<'_, Manifest>,
+        state: &VersionState,
+    ) -> Result<()> {
+        if manifest.bytes() > MANIFEST_REWRITE_BYTES {
+            let next = manifest.generation() + 1;
+            *manifest = Manifest::create(&self.dir, next, state)?;
+        }
+        Ok(())
+    }
+}
