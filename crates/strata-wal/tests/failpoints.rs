@@ -22,7 +22,7 @@ fn a_failed_fsync_poisons_the_log() {
     let (wal, _) = Wal::open(dir.path(), options()).expect("open");
     wal.append(b"one").expect("append");
     fail::cfg(FP_FSYNC, "1*return->off").expect("cfg");
-    assert!(matches!(wal.append(b"two"), Err(Error::Io { .. })));
+    assert!(matches!(wal.append(b"two"), Err(Error::Io(_))));
     // The failpoint is off now, but nothing more is accepted: a retried fsync could report
     // success for data the kernel dropped.
     assert!(matches!(wal.append(b"three"), Err(Error::Poisoned { .. })));
@@ -51,6 +51,36 @@ fn a_failed_write_poisons_the_log_for_every_waiter() {
     }
     fail::remove(FP_WRITE);
     assert!(matches!(wal.append(b"x"), Err(Error::Poisoned { .. })));
+    drop(scenario);
+}
+
+#[test]
+fn a_failed_strata_fs_fdatasync_poisons_the_log() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = Wal::open(dir.path(), options()).expect("open");
+    wal.append(b"one").expect("append");
+    // The group commit's fdatasync goes through strata-fs, so its failpoint reaches it too.
+    fail::cfg(strata_fs::failpoint::FSYNC, "1*return->off").expect("cfg");
+    assert!(matches!(wal.append(b"two"), Err(Error::Fs(_))));
+    assert!(matches!(wal.append(b"three"), Err(Error::Poisoned { .. })));
+    drop(wal);
+    let (wal, _) = Wal::open(dir.path(), options()).expect("reopen recovers");
+    assert!(wal.next_lsn() >= 2);
+    drop(scenario);
+}
+
+#[test]
+fn a_failed_truncation_in_truncate_after_poisons_the_log() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = small_segments(dir.path(), 10);
+    fail::cfg(strata_fs::failpoint::TRUNCATE, "1*return->off").expect("cfg");
+    assert!(matches!(wal.truncate_after(8), Err(Error::Fs(_))));
+    assert!(matches!(wal.append(b"x"), Err(Error::Poisoned { .. })));
+    drop(wal);
+    let (wal, _) = Wal::open(dir.path(), WalOptions::default()).expect("reopen recovers");
+    assert!(wal.next_lsn() >= 9);
     drop(scenario);
 }
 

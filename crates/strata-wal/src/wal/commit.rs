@@ -282,11 +282,12 @@ impl Wal {
         };
         let direct = direct.map(|(header, payload, _)| (&header[..], payload));
         let pending_unsynced = state.unsynced_records;
-        let dir = self.inner.dir.clone();
+        // Borrowed, not cloned: this runs once per commit round.
+        let dir: &Path = &self.inner.dir;
         let counters = &self.inner.counters;
         let outcome = MutexGuard::unlocked(state, || {
             write_chunks(
-                &dir,
+                dir,
                 &mut writer,
                 chunks,
                 direct,

@@ -166,10 +166,7 @@ fn cut_suffix(dir: &Path, segments: &[Segment], lsn: Lsn) -> Result<(usize, Writ
         .append(true)
         .open(&tail.path)
         .map_err(|e| Error::io("open segment", &tail.path, e))?;
-    file.set_len(cut_at)
-        .map_err(|e| Error::io("truncate", &tail.path, e))?;
-    file.sync_all()
-        .map_err(|e| Error::io("fsync", &tail.path, e))?;
+    strata_fs::truncate_synced(&file, &tail.path, cut_at)?;
     Ok((
         keep,
         Writer {

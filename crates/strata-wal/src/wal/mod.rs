@@ -138,8 +138,7 @@ impl Wal {
                 // What recovery found may still be only in the page cache (written by a
                 // process that died before its fsync): make it durable before new records
                 // claim, in their durable-LSN field, that it is.
-                file.sync_all()
-                    .map_err(|e| Error::io("fsync segment", &last.path, e))?;
+                strata_fs::sync_file(&file, &last.path)?;
                 (
                     Writer {
                         file,

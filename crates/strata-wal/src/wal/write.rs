@@ -101,9 +101,10 @@ fn write_all_vectored(file: &mut File, a: &[u8], b: &[u8]) -> std::io::Result<()
 
 fn sync_segment(writer: &mut Writer, records: u64, counters: &Counters) -> Result<()> {
     let start = Instant::now();
+    // The WAL's own failpoint stays (tests of the layers above name it), before strata-fs's.
     strata_fs::failpoint::check(crate::FP_FSYNC)
-        .and_then(|()| writer.file.sync_data())
         .map_err(|e| Error::io("fdatasync", &writer.path, e))?;
+    strata_fs::sync_file_data(&writer.file, &writer.path)?;
     let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     counters.syncs.fetch_add(1, Ordering::Relaxed);
     counters
