@@ -259,6 +259,15 @@ impl Wal {
             // them, so this round's one fsync covers them too.
             MutexGuard::unlocked(state, std::thread::yield_now);
         }
+        // Another leader may have failed since the caller last looked (while the lock was
+        // released for the yield above, or for the unparks of the caller's previous round).
+        // Writing and syncing what is queued now could report success for records the failed
+        // write or fsync covered.
+        if let Some(cause) = &state.poisoned {
+            return Err(Error::Poisoned {
+                cause: cause.clone(),
+            });
+        }
         let Some(mut writer) = state.writer.take() else {
             return Ok(());
         };
