@@ -177,6 +177,8 @@ impl Wal {
             .queue
             .last_mut()
             .expect("a chunk was pushed above if the queue was empty");
+        // LSNs are handed out consecutively: a record follows the last one of its chunk.
+        debug_assert_eq!(chunk.last_lsn + 1, lsn, "a queued LSN skips or repeats");
         chunk.bytes.extend_from_slice(&header);
         chunk.bytes.extend_from_slice(payload);
         chunk.last_lsn = lsn;
@@ -272,6 +274,21 @@ impl Wal {
             return Ok(());
         };
         let chunks = std::mem::take(&mut state.queue);
+        // LSNs are written consecutively: a round starts right after the last record written,
+        // and a direct record follows the queued ones.
+        debug_assert!(
+            chunks
+                .first()
+                .is_none_or(|c| c.last_lsn + 1 - c.records == state.written_lsn + 1),
+            "a commit round does not start after the last written LSN {}",
+            state.written_lsn
+        );
+        debug_assert!(
+            direct.is_none_or(|(_, _, lsn)| {
+                lsn == chunks.last().map_or(state.written_lsn, |c| c.last_lsn) + 1
+            }),
+            "a direct record does not follow the queued ones"
+        );
         let sync = force_sync
             || match self.inner.options.durability {
                 Durability::Sync => true,
@@ -319,10 +336,13 @@ impl Wal {
                 state.written_lsn = state.written_lsn.max(target);
                 state.unsynced_records += done.records_written;
                 if sync {
+                    // The durable LSN never goes backwards: a sync covers all that was written.
+                    debug_assert!(state.written_lsn >= state.durable_lsn);
                     state.durable_lsn = state.written_lsn;
                     state.unsynced_records = 0;
                     state.last_sync = Instant::now();
                 }
+                state.debug_assert_watermarks();
                 Ok(())
             }
             Err(e) => {

@@ -89,7 +89,9 @@ impl Wal {
                 // Every segment before the tail was synced when sealed, and the cut synced the
                 // tail: everything that is left is durable.
                 state.written_lsn = lsn;
+                // The one step that lowers the durable LSN: a cut lowers the written LSN with it.
                 state.durable_lsn = lsn;
+                state.debug_assert_watermarks();
                 Ok(())
             }
             Err(e) => {

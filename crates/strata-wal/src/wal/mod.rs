@@ -107,6 +107,26 @@ pub struct Wal {
     inner: Arc<Inner>,
 }
 
+impl State {
+    /// Checks, in debug builds, the order of the LSN watermarks.
+    fn debug_assert_watermarks(&self) {
+        // The durable LSN is never above the last written LSN.
+        debug_assert!(
+            self.durable_lsn <= self.written_lsn,
+            "durable LSN {} is above the written LSN {}",
+            self.durable_lsn,
+            self.written_lsn
+        );
+        // Nothing is written that was not handed out.
+        debug_assert!(
+            self.written_lsn < self.next_lsn,
+            "written LSN {} is not below the next LSN {}",
+            self.written_lsn,
+            self.next_lsn
+        );
+    }
+}
+
 fn new_salt() -> u32 {
     // Never zero, so a zeroed region can never carry a matching salt by accident.
     rand::random::<u32>() | 1
@@ -185,6 +205,7 @@ impl Wal {
             wake_buffer: Vec::new(),
             last_sync: Instant::now(),
         };
+        state.debug_assert_watermarks();
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             options,
