@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
+use strata_fs::IoError;
 use strata_wal::{Durability, Wal, WalOptions};
 
 use crate::entry::{Entry, HardState, StateRecord};
@@ -163,29 +164,18 @@ fn open_entry_log(dir: &Path, options: &LogOptions, log_start: u64) -> Result<Wa
 /// Removes every entry log directory but the live one: what a crash left of a reset.
 fn remove_other_entry_logs(dir: &Path, log_start: u64) -> Result<()> {
     let live = entries_dir(dir, log_start);
-    let list = std::fs::read_dir(dir).map_err(|source| Error::Io {
-        op: "list",
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let list = std::fs::read_dir(dir).map_err(IoError::with("list", dir))?;
     let mut removed = false;
     for item in list {
-        let item = item.map_err(|source| Error::Io {
-            op: "list",
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let item = item.map_err(IoError::with("list", dir))?;
         let path = item.path();
         let is_entry_log = item
             .file_name()
             .to_str()
             .is_some_and(|n| n.starts_with("entries-"));
         if is_entry_log && path != live {
-            std::fs::remove_dir_all(&path).map_err(|source| Error::Io {
-                op: "remove an old entry log",
-                path: path.clone(),
-                source,
-            })?;
+            std::fs::remove_dir_all(&path)
+                .map_err(IoError::with("remove an old entry log", &path))?;
             removed = true;
         }
     }
@@ -212,11 +202,7 @@ impl RaftLog {
     /// [`Error::Corruption`] for a record that does not decode, an entry at the wrong position
     /// or going back in term, or entries missing after the compaction point; WAL and I/O errors.
     pub fn open(dir: &Path, options: LogOptions) -> Result<RaftLog> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            op: "create log directory",
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(IoError::with("create log directory", dir))?;
         let state_path = dir.join("state");
         let (state_log, _) = Wal::open(
             &state_path,
