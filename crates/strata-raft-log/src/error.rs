@@ -12,17 +12,9 @@ pub enum Error {
     /// A durable file step failed.
     #[error(transparent)]
     Fs(#[from] strata_fs::Error),
-    /// An I/O operation failed.
-    #[error("{op} {}", path.display())]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// An I/O operation failed: what was being done, on which file or directory, and why.
+    #[error(transparent)]
+    Io(#[from] strata_fs::IoError),
     /// Stored state that does not decode or does not make sense.
     #[error("corrupt {} at {lsn}: {reason}", path.display())]
     Corruption {

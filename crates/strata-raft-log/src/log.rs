@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
+use strata_fs::IoError;
 use strata_wal::{Durability, Wal, WalOptions};
 
 use crate::entry::{Entry, HardState, StateRecord};
@@ -40,6 +41,17 @@ impl Default for LogOptions {
 /// The state log is compacted (older segments deleted) once it holds this many records past
 /// its first segment.
 const STATE_SEGMENT_BYTES: u64 = 64 * 1024;
+
+/// The `max_bytes` of a read that must return its entry whatever the entry's size (a one-entry
+/// read: [`RaftLog::entry`]).
+const NO_BYTE_LIMIT: usize = usize::MAX;
+
+/// `n` as an in-memory count, saturating: a count that does not fit in `usize` is more than
+/// any collection holds, so it still means "all of them" to `truncate`, `skip`, `take` and
+/// `min`.
+fn saturating_count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
 
 #[derive(Debug)]
 struct State {
@@ -93,13 +105,56 @@ impl State {
     /// Forgets entries from `index` on.
     fn truncate_from(&mut self, index: u64) {
         let keep = index.saturating_sub(self.first_index());
-        self.terms
-            .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+        self.terms.truncate(saturating_count(keep));
         while self.cache.back().is_some_and(|e| e.index >= index) {
             if let Some(e) = self.cache.pop_back() {
                 self.cache_bytes -= e.size();
             }
         }
+        self.debug_assert_consistent();
+    }
+
+    /// Checks, in debug builds, that the term index and the cache agree with each other and
+    /// with the compaction point. Endpoints only, so it costs the same however long the log.
+    fn debug_assert_consistent(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        // Terms never go down along the log, starting from the compaction point's.
+        debug_assert!(
+            self.terms.front().is_none_or(|&t| t >= self.compacted_term),
+            "the first entry's term is below the compaction point's"
+        );
+        debug_assert!(
+            self.terms.front() <= self.terms.back(),
+            "the last entry's term is below the first's"
+        );
+        // The cache holds the newest entries, so never more than the log.
+        debug_assert!(
+            self.cache.len() <= self.terms.len(),
+            "the cache outgrew the log"
+        );
+        // Indexes are consecutive from the compaction point: the cache's ends sit at their
+        // positions, with the terms the term index has for them.
+        if let (Some(oldest), Some(newest)) = (self.cache.front(), self.cache.back()) {
+            debug_assert_eq!(oldest.index, self.cache_first(), "the cache's first index");
+            debug_assert_eq!(newest.index, self.last_index(), "the cache's last index");
+            debug_assert_eq!(
+                Some(oldest.term),
+                self.term(oldest.index),
+                "the cache's first term"
+            );
+            debug_assert_eq!(
+                Some(newest.term),
+                self.term(newest.index),
+                "the cache's last term"
+            );
+        }
+        // The byte count is the cache's: nothing when it is empty.
+        debug_assert!(
+            !self.cache.is_empty() || self.cache_bytes == 0,
+            "an empty cache counts bytes"
+        );
     }
 
     fn record(&self) -> StateRecord {
@@ -163,29 +218,18 @@ fn open_entry_log(dir: &Path, options: &LogOptions, log_start: u64) -> Result<Wa
 /// Removes every entry log directory but the live one: what a crash left of a reset.
 fn remove_other_entry_logs(dir: &Path, log_start: u64) -> Result<()> {
     let live = entries_dir(dir, log_start);
-    let list = std::fs::read_dir(dir).map_err(|source| Error::Io {
-        op: "list",
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let list = std::fs::read_dir(dir).map_err(IoError::with("list", dir))?;
     let mut removed = false;
     for item in list {
-        let item = item.map_err(|source| Error::Io {
-            op: "list",
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let item = item.map_err(IoError::with("list", dir))?;
         let path = item.path();
         let is_entry_log = item
             .file_name()
             .to_str()
             .is_some_and(|n| n.starts_with("entries-"));
         if is_entry_log && path != live {
-            std::fs::remove_dir_all(&path).map_err(|source| Error::Io {
-                op: "remove an old entry log",
-                path: path.clone(),
-                source,
-            })?;
+            std::fs::remove_dir_all(&path)
+                .map_err(IoError::with("remove an old entry log", &path))?;
             removed = true;
         }
     }
@@ -212,11 +256,7 @@ impl RaftLog {
     /// [`Error::Corruption`] for a record that does not decode, an entry at the wrong position
     /// or going back in term, or entries missing after the compaction point; WAL and I/O errors.
     pub fn open(dir: &Path, options: LogOptions) -> Result<RaftLog> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            op: "create log directory",
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(IoError::with("create log directory", dir))?;
         let state_path = dir.join("state");
         let (state_log, _) = Wal::open(
             &state_path,
@@ -286,6 +326,7 @@ impl RaftLog {
                 state.push_cached(entry, options.cache_bytes);
             }
         }
+        state.debug_assert_consistent();
         let needs_reset = entries.next_lsn() < first_index;
         let log = RaftLog {
             dir: dir.to_path_buf(),
@@ -402,10 +443,20 @@ impl RaftLog {
             });
         }
         let mut state = self.state.lock();
+        // An append starts above the compaction point and, after the cut above, right after
+        // the last index (so it started at most one past it).
+        debug_assert!(first.index > state.compacted_index && first.index == state.last_index() + 1);
         for e in entries {
+            // Entry indexes are consecutive, and terms never go down along the log.
+            debug_assert_eq!(e.index, state.last_index() + 1, "an appended index skips");
+            debug_assert!(
+                state.term(state.last_index()).is_none_or(|t| e.term >= t),
+                "an appended term goes down"
+            );
             state.terms.push_back(e.term);
             state.push_cached(e.clone(), self.options.cache_bytes);
         }
+        state.debug_assert_consistent();
         Ok(())
     }
 
@@ -459,7 +510,7 @@ impl RaftLog {
     ///
     /// As [`entries`](Self::entries).
     pub fn entry(&self, index: u64) -> Result<Entry> {
-        let mut entries = self.entries(index, index + 1, usize::MAX)?;
+        let mut entries = self.entries(index, index + 1, NO_BYTE_LIMIT)?;
         entries.pop().ok_or(Error::Unavailable {
             index,
             last_index: self.last_index(),
@@ -495,8 +546,8 @@ impl RaftLog {
             let cached: Vec<Entry> = state
                 .cache
                 .iter()
-                .skip(usize::try_from(from - cache_first).unwrap_or(usize::MAX))
-                .take(usize::try_from(hi.saturating_sub(from)).unwrap_or(usize::MAX))
+                .skip(saturating_count(from - cache_first))
+                .take(saturating_count(hi.saturating_sub(from)))
                 .cloned()
                 .collect();
             (cache_first, cached)
@@ -595,8 +646,7 @@ impl RaftLog {
             }
             let keep_suffix = index <= state.last_index() && state.term(index) == Some(term);
             if keep_suffix {
-                let drop = usize::try_from(index - state.compacted_index).unwrap_or(usize::MAX);
-                let drop = drop.min(state.terms.len());
+                let drop = saturating_count(index - state.compacted_index).min(state.terms.len());
                 state.terms.drain(..drop);
                 while state.cache.front().is_some_and(|e| e.index <= index) {
                     if let Some(e) = state.cache.pop_front() {
@@ -608,8 +658,12 @@ impl RaftLog {
                 state.cache.clear();
                 state.cache_bytes = 0;
             }
+            // The compaction point only moves forward, also when every entry is dropped: Raft's
+            // snapshot rule resets the log after the point, never the point backwards.
+            debug_assert!(index > state.compacted_index);
             state.compacted_index = index;
             state.compacted_term = term;
+            state.debug_assert_consistent();
             (state.record(), keep_suffix)
         };
         let mut entries = self.entries.write();
@@ -636,6 +690,11 @@ impl RaftLog {
             // Only after a crash: the live log is already the one wanted, and empty.
             return Ok(());
         }
+        // A reset only moves the entry log forward, past the compaction point.
+        debug_assert!(
+            log_start > old_start,
+            "a reset moves the entry log backwards"
+        );
         let _ = std::fs::remove_dir_all(entries_dir(&self.dir, log_start));
         let fresh = open_entry_log(&self.dir, &self.options, log_start)?;
         let record = {

@@ -9,17 +9,9 @@ use crate::format::Lsn;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An I/O operation failed.
-    #[error("{op} {}", path.display())]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
-    },
+    /// An I/O operation failed: what was being done, on which file or directory, and why.
+    #[error(transparent)]
+    Io(#[from] strata_fs::IoError),
     /// A durable file step failed.
     #[error(transparent)]
     Fs(#[from] strata_fs::Error),
@@ -69,11 +61,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        Error::Io(strata_fs::IoError::new(op, path, source))
     }
 }
 

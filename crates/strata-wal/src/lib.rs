@@ -63,6 +63,10 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod error;
+/// The on-disk codec (segment header, record framing, the record scanner), public only for this
+/// crate's tests and the fuzz target: not a stable API. What a user needs ([`Lsn`],
+/// [`FIRST_LSN`]) is re-exported at the crate root.
+#[doc(hidden)]
 pub mod format;
 mod options;
 mod recovery;

@@ -215,9 +215,8 @@ fn truncate(path: &Path, len: u64) -> Result<()> {
         .write(true)
         .open(path)
         .map_err(|e| Error::io("open for truncation", path, e))?;
-    file.set_len(len)
-        .map_err(|e| Error::io("truncate", path, e))?;
-    file.sync_all().map_err(|e| Error::io("fsync", path, e))
+    strata_fs::truncate_synced(&file, path, len)?;
+    Ok(())
 }
 
 /// Creates a new segment: header written and synced, directory synced, before any record.
@@ -231,8 +230,7 @@ pub(crate) fn create_segment(dir: &Path, header: SegmentHeader) -> Result<(File,
     std::io::Write::write_all(&mut file, &header.encode())
         .and_then(|()| strata_fs::failpoint::check(crate::FP_SEGMENT_CREATE))
         .map_err(|e| Error::io("write segment header", &path, e))?;
-    file.sync_all()
-        .map_err(|e| Error::io("fsync segment header", &path, e))?;
+    strata_fs::sync_file(&file, &path)?;
     strata_fs::sync_dir(dir)?;
     Ok((file, path))
 }
