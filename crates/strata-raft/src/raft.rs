@@ -805,6 +805,15 @@ impl<S: Storage> Raft<S> {
         );
         r.reject = !grant;
         if grant && kind == MessageType::Vote {
+            // A node votes at most once per term.
+            debug_assert!(
+                self.vote == 0 || self.vote == m.from,
+                "node {} voted for {} and now for {} in term {}",
+                self.id,
+                self.vote,
+                m.from,
+                self.term
+            );
             self.election_elapsed = 0;
             self.vote = m.from;
         }
@@ -1405,6 +1414,29 @@ impl<S: Storage> Raft<S> {
         }
         let hs = self.hard_state();
         if hs != self.last_hard_state {
+            let last = self.last_hard_state;
+            // Terms only move forward.
+            debug_assert!(
+                hs.term >= last.term,
+                "term went from {} to {}",
+                last.term,
+                hs.term
+            );
+            // A node votes at most once per term: its vote changes only from none or with the term.
+            debug_assert!(
+                hs.term > last.term || last.vote == 0 || hs.vote == last.vote,
+                "vote changed from {} to {} in term {}",
+                last.vote,
+                hs.vote,
+                hs.term
+            );
+            // The commit index never goes down.
+            debug_assert!(
+                hs.commit >= last.commit,
+                "commit index went from {} to {}",
+                last.commit,
+                hs.commit
+            );
             self.last_hard_state = hs;
             ready.hard_state = Some(hs);
         }
@@ -1446,6 +1478,7 @@ impl<S: Storage> Raft<S> {
             self.broadcast_due = true;
         }
         ready.read_states = std::mem::take(&mut self.read_states);
+        self.debug_assert_invariants();
         Ok(ready)
     }
 
@@ -1462,6 +1495,38 @@ impl<S: Storage> Raft<S> {
             if self.maybe_commit() {
                 self.broadcast_due = true;
             }
+        }
+        self.debug_assert_invariants();
+    }
+
+    /// Checks, in debug builds, what holds after every `ready` and `advance` (the simulator
+    /// and the tests then check it at every step).
+    fn debug_assert_invariants(&self) {
+        let (applied, committed) = (self.log.applied, self.log.committed);
+        // Only committed entries are applied (a snapshot covers both equally).
+        debug_assert!(
+            applied <= committed,
+            "node {}: applied {applied} past the commit index {committed}",
+            self.id
+        );
+        // Only entries the log holds (or the snapshot it starts after covers) are committed.
+        debug_assert!(
+            committed <= self.log.last_index(),
+            "node {}: commit index {committed} past the last index {}",
+            self.id,
+            self.log.last_index()
+        );
+        // A leader counts itself for a commit only up to what it has persisted.
+        if self.role == Role::Leader
+            && let Some(me) = self.progress.get(&self.id)
+        {
+            debug_assert!(
+                me.matched <= self.log.persisted_last(),
+                "leader {}: own match {} past its persisted last index {}",
+                self.id,
+                me.matched,
+                self.log.persisted_last()
+            );
         }
     }
 }
