@@ -18,6 +18,10 @@ mod snapshot;
 
 pub(crate) use self::snapshot::decode_membership;
 
+/// The byte limit of a log read that must see every entry of its range (each use says why
+/// and what bounds the range); reads that hand entries out are bounded by the configuration.
+const ALL_ENTRIES: usize = usize::MAX;
+
 /// How a node is configured. Times are in ticks: the driver calls [`Raft::tick`] at a fixed
 /// interval.
 #[derive(Debug, Clone)]
@@ -43,15 +47,24 @@ pub struct Config {
     /// A leader that has not heard from a quorum for an election timeout steps down; a
     /// follower that has heard from a leader within one ignores vote requests. Default true.
     pub check_quorum: bool,
-    /// Appends in flight to one follower, at most, in messages and in entry bytes.
+    /// Appends in flight to one follower, at most, in messages and in entry bytes. Default
+    /// 256 messages.
     pub max_inflight_msgs: usize,
-    /// See `max_inflight_msgs`.
+    /// See `max_inflight_msgs`. Default 64 MiB.
     pub max_inflight_bytes: usize,
-    /// Entry bytes in one append message, at most (one entry always goes).
+    /// Entry bytes in one append message, at most (one entry always goes). Default 1 MiB.
     pub max_append_bytes: usize,
     /// Bytes of proposed, not yet committed entries a leader accepts before refusing
-    /// proposals (0: no limit).
+    /// proposals (0: no limit). Default 64 MiB.
     pub max_uncommitted_bytes: usize,
+    /// Entry bytes handed out for applying in one [`Ready::committed_entries`], at most (one
+    /// entry always goes, and the last one may cross the limit); the entries after them come
+    /// in the next `Ready`s, and [`Raft::has_ready`] stays true until all are handed out. It
+    /// costs the memory one `Ready`'s committed entries hold, from the read of the log until
+    /// they are applied. Default 64 MiB, as `max_uncommitted_bytes`: a leader commits about
+    /// that much at once at most in steady state, so the limit only splits a backlog (a
+    /// restart applying its log, a follower catching up). Not 0.
+    pub committed_bytes_per_ready_max: usize,
     /// Serve reads from a leader lease (no heartbeat round) while a quorum answered within
     /// `election_tick - lease_drift_ticks`. Needs `check_quorum`. Default false.
     pub lease_read: bool,
@@ -82,6 +95,7 @@ impl Config {
             max_inflight_bytes: 64 << 20,
             max_append_bytes: 1 << 20,
             max_uncommitted_bytes: 64 << 20,
+            committed_bytes_per_ready_max: 64 << 20,
             lease_read: false,
             lease_drift_ticks: 2,
             seed: id,
@@ -291,7 +305,8 @@ impl<S: Storage> Raft<S> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an id of 0, an empty voter set, or zero ticks.
+    /// [`Error::Config`] for an id of 0, an empty voter set, zero ticks, or a zero
+    /// `committed_bytes_per_ready_max`.
     pub fn new(config: Config, storage: S, hard_state: HardState) -> Result<Self, Error> {
         Self::with_snapshot(config, storage, hard_state, None)
     }
@@ -324,6 +339,11 @@ impl<S: Storage> Raft<S> {
         if config.heartbeat_tick >= config.election_tick {
             return Err(Error::Config("heartbeat_tick must be below election_tick"));
         }
+        if config.committed_bytes_per_ready_max == 0 {
+            return Err(Error::Config(
+                "committed_bytes_per_ready_max must be positive",
+            ));
+        }
         let mut log = LogView::new(storage, hard_state.commit);
         let mut membership = Membership::new(&config.voters, &config.learners);
         if let Some(meta) = snapshot {
@@ -342,8 +362,10 @@ impl<S: Storage> Raft<S> {
         // never acts on a configuration older than one its log proves committed.
         let last = log.last_index();
         if last > log.committed {
+            // Every entry of the uncommitted tail (once, at restart): the last two changes in
+            // it must be found.
             let entries = log
-                .entries(log.committed + 1, last + 1, usize::MAX)
+                .entries(log.committed + 1, last + 1, ALL_ENTRIES)
                 .map_err(Error::Storage)?;
             let changes: Vec<u64> = entries
                 .iter()
@@ -1079,7 +1101,9 @@ impl<S: Storage> Raft<S> {
     }
 
     fn release_uncommitted(&mut self, from: u64, to: u64) {
-        if let Ok(entries) = self.log.entries(from + 1, to + 1, usize::MAX) {
+        // Every newly committed entry: the bytes counted in must all be released, or the cap
+        // would refuse proposals for good. The range is what this commit just covered.
+        if let Ok(entries) = self.log.entries(from + 1, to + 1, ALL_ENTRIES) {
             // Only this term's proposals were counted in.
             let bytes: usize = entries
                 .iter()
@@ -1190,11 +1214,14 @@ impl<S: Storage> Raft<S> {
     /// A committed membership change is not yet applied (handed out): until it is, this
     /// node's configuration may be out of date, and it must not start an election.
     fn has_unapplied_conf_change(&self) -> bool {
+        // Every entry not yet handed out: one change missed would let this node campaign in
+        // an old configuration. The range is short: the driver takes every `Ready` before the
+        // next tick, so only committed entries not yet persisted here are left.
         let (from, to) = (self.log.applied + 1, self.log.committed);
         from <= to
             && self
                 .log
-                .entries(from, to + 1, usize::MAX)
+                .entries(from, to + 1, ALL_ENTRIES)
                 .map_or(true, |entries| {
                     entries
                         .iter()
@@ -1443,12 +1470,17 @@ impl<S: Storage> Raft<S> {
         ready.entries = self.log.take_unstable();
         ready.messages = std::mem::take(&mut self.messages);
         ready.persisted_messages = std::mem::take(&mut self.persisted_messages);
-        // Only entries this node has persisted are applied.
+        // Only entries this node has persisted are applied; those past the per-Ready limit
+        // come in the next Ready (`has_ready` stays true while any is left).
         let apply_to = self.log.committed.min(self.log.persisted_last());
         if apply_to > self.log.applied {
             ready.committed_entries = self
                 .log
-                .entries(self.log.applied + 1, apply_to + 1, usize::MAX)
+                .entries(
+                    self.log.applied + 1,
+                    apply_to + 1,
+                    self.config.committed_bytes_per_ready_max,
+                )
                 .map_err(Error::Storage)?;
             for entry in &ready.committed_entries {
                 self.log.applied = entry.index;
