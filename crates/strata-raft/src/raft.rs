@@ -18,6 +18,19 @@ mod snapshot;
 
 pub(crate) use self::snapshot::decode_membership;
 
+/// Multiplies the configured seed into the random generator's state: 2^64 divided by the
+/// golden ratio (Fibonacci hashing), so that nearby seeds (node ids 1, 2, 3 by default) start
+/// far apart and their election timeouts are not correlated.
+const SEED_MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// xorshift64*'s output multiplier (Vigna, "An experimental exploration of Marsaglia's
+/// xorshift generators, scrambled", 2016); its shifts 12, 25 and 27 are in `random`.
+const XORSHIFT64_STAR_MULTIPLIER: u64 = 0x2545_f491_4f6c_dd1d;
+
+/// The context of the vote requests of an election a leader asked for (a leadership
+/// transfer): voters grant them even while they still hear from that leader.
+const TRANSFER_CONTEXT: &[u8] = b"transfer";
+
 /// The byte limit of a log read that must see every entry of its range (each use says why
 /// and what bounds the range); reads that hand entries out are bounded by the configuration.
 const ALL_ENTRIES: usize = usize::MAX;
@@ -393,7 +406,8 @@ impl<S: Storage> Raft<S> {
             heartbeat_elapsed: 0,
             randomized_timeout: config.election_tick,
             ticks: 0,
-            rng: config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            // Never zero: xorshift's state stays zero once it is.
+            rng: config.seed.wrapping_mul(SEED_MIX) | 1,
             lead_transferee: 0,
             uncommitted_bytes: 0,
             pending_reads: Vec::new(),
@@ -415,11 +429,11 @@ impl<S: Storage> Raft<S> {
     }
 
     fn random(&mut self) -> u64 {
-        // xorshift64*: deterministic from the configured seed.
+        // xorshift64*: deterministic from the configured seed; 12, 25 and 27 are its shifts.
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.rng.wrapping_mul(XORSHIFT64_STAR_MULTIPLIER)
     }
 
     fn reset_randomized_timeout(&mut self) {
@@ -681,7 +695,7 @@ impl<S: Storage> Raft<S> {
             m.index = index;
             m.log_term = log_term;
             if transfer {
-                m.context = Bytes::from_static(b"transfer");
+                m.context = Bytes::from_static(TRANSFER_CONTEXT);
             }
             self.send(m);
         }
@@ -756,7 +770,7 @@ impl<S: Storage> Raft<S> {
                 let in_lease = self.config.check_quorum
                     && self.leader != 0
                     && self.election_elapsed < self.config.election_tick;
-                if in_lease && m.context.as_ref() != b"transfer" {
+                if in_lease && m.context.as_ref() != TRANSFER_CONTEXT {
                     return Ok(());
                 }
             }

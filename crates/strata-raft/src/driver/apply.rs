@@ -270,11 +270,19 @@ async fn start_snapshot<M: StateMachine>(
 
 /// A snapshot id unlikely to repeat: from the node, the index and the clock.
 fn snapshot_id(node: NodeId, index: u64) -> u64 {
+    // The node id in the high bits and the clock's fast-moving low bits away from the
+    // index's, so that the three mix before the hash.
+    const NODE_ROTATE_BITS: u32 = 48;
+    const CLOCK_ROTATE_BITS: u32 = 20;
+    // splitmix64's finalizer (Steele, Lea and Flood, 2014; its shifts are 30, 27 and 31):
+    // every input bit reaches every output bit.
+    const SPLITMIX64_MULTIPLIERS: (u64, u64) = (0xbf58_476d_1ce4_e5b9, 0x94d0_49bb_1331_11eb);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let mut x = node.rotate_left(48) ^ index ^ nanos.rotate_left(20);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    let mut x = node.rotate_left(NODE_ROTATE_BITS) ^ index ^ nanos.rotate_left(CLOCK_ROTATE_BITS);
+    x = (x ^ (x >> 30)).wrapping_mul(SPLITMIX64_MULTIPLIERS.0);
+    x = (x ^ (x >> 27)).wrapping_mul(SPLITMIX64_MULTIPLIERS.1);
+    // Never 0, the value of an id left unset.
     (x ^ (x >> 31)).max(1)
 }

@@ -42,7 +42,9 @@ pub(super) struct Driver {
     pub(super) next_read: u64,
 }
 
-/// How much waiting input one loop iteration takes before producing a `Ready`.
+/// How much waiting input (commands, and messages) one loop iteration takes before producing
+/// a `Ready`: up to this many proposals share one append and one `fdatasync`, and a burst
+/// delays ticks and the answers of what is already waiting by at most this many steps.
 const BATCH_MAX: usize = 4096;
 
 pub(super) async fn drive(mut d: Driver) {
@@ -311,11 +313,9 @@ impl Driver {
                 .send(Apply::Batch(ready.committed_entries.clone()));
         }
         for read in &ready.read_states {
-            let mut id = [0u8; 8];
-            if read.context.len() == 8 {
-                id.copy_from_slice(&read.context);
-            }
-            if let Some(reply) = self.reads.remove(&u64::from_be_bytes(id)) {
+            // The read's id, as `handle` encoded it (0, which no read has, for anything else).
+            let id = <[u8; 8]>::try_from(read.context.as_ref()).map_or(0, u64::from_be_bytes);
+            if let Some(reply) = self.reads.remove(&id) {
                 let _ = self.apply.send(Apply::Read {
                     index: read.index,
                     reply,

@@ -13,6 +13,12 @@ use crate::message::{Message, MessageType, NodeId};
 use crate::progress::ProgressState;
 use crate::storage::Storage;
 
+/// Heartbeat intervals a snapshot transfer may go without the follower moving forward before
+/// the chunks from where it is are sent again: one for a chunk's round trip and one of slack,
+/// so that a chunk that is merely slow is not sent twice (doubling the traffic), while a lost
+/// one costs at most two heartbeats.
+const SNAPSHOT_RESEND_HEARTBEATS: u64 = 2;
+
 impl<S: Storage> Raft<S> {
     // ---- follower ----------------------------------------------------------------------
 
@@ -168,7 +174,10 @@ impl<S: Storage> Raft<S> {
         // ones after it). A follower silent for an election timeout is no longer sent it: its
         // set need not be kept, nor the log entries after it (it starts again with the latest
         // snapshot when it answers a heartbeat).
-        let (ticks, patience) = (self.ticks, 2 * self.config.heartbeat_tick);
+        let (ticks, patience) = (
+            self.ticks,
+            SNAPSHOT_RESEND_HEARTBEATS * self.config.heartbeat_tick,
+        );
         let silence = self.config.election_tick;
         let mut stalled = Vec::new();
         for (id, p) in &mut self.progress {
