@@ -524,6 +524,27 @@ fn committed_entries_past_the_per_ready_limit_come_in_the_next_readies() {
     assert_eq!(node.status().applied, ENTRIES);
 }
 
+/// The same limit in a cluster: leader and followers apply every command, in the same order.
+#[test]
+fn three_nodes_with_a_small_per_ready_limit_apply_the_same_commands() {
+    let mut c = Cluster::new(&[1, 2, 3], |config| {
+        config.committed_bytes_per_ready_max = 64;
+    });
+    let leader = c.elect();
+    for i in 0..100u32 {
+        c.node(leader)
+            .propose(Bytes::copy_from_slice(&i.to_le_bytes()))
+            .expect("propose");
+    }
+    c.tick_all(5);
+    let want: Vec<Bytes> = (0..100u32)
+        .map(|i| Bytes::copy_from_slice(&i.to_le_bytes()))
+        .collect();
+    for id in [1, 2, 3] {
+        assert_eq!(c.commands(id), want, "node {id}");
+    }
+}
+
 #[test]
 fn a_zero_per_ready_limit_is_refused() {
     use strata_raft::{Config, Error, MemStorage};
