@@ -18,6 +18,7 @@ use super::{Command, DriverError, Transport, blocking, storage_error};
 use crate::message::{Message, MessageType, NodeId};
 use crate::raft::{Raft, Role, Status};
 
+/// The driver task's state: the core and everything it acts on.
 pub(super) struct Driver {
     pub(super) stop: Arc<tokio::sync::Notify>,
     pub(super) core: Raft<Arc<RaftLog>>,
@@ -42,11 +43,12 @@ pub(super) struct Driver {
     pub(super) next_read: u64,
 }
 
-/// How much waiting input (commands, and messages) one loop iteration takes before producing
-/// a `Ready`: up to this many proposals share one append and one `fdatasync`, and a burst
-/// delays ticks and the answers of what is already waiting by at most this many steps.
+/// How much waiting input one loop iteration takes before producing a `Ready`, of commands
+/// and of messages each: up to this many proposals share one append and one `fdatasync`, and
+/// a burst holds back ticks and the next `Ready` by at most this much work.
 const BATCH_MAX: usize = 4096;
 
+/// The driver task: runs until the node is stopped or its log or snapshot store fails.
 pub(super) async fn drive(mut d: Driver) {
     let mut ticker = tokio::time::interval(d.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
