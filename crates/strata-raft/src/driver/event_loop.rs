@@ -48,7 +48,8 @@ pub(super) struct Driver {
 /// a burst holds back ticks and the next `Ready` by at most this much work.
 const BATCH_MAX: usize = 4096;
 
-/// The driver task: runs until the node is stopped or its log or snapshot store fails.
+/// The driver task: runs until the node is stopped, its inbox or command channel closes, or
+/// its log or snapshot store fails.
 pub(super) async fn drive(mut d: Driver) {
     let mut ticker = tokio::time::interval(d.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
