@@ -71,6 +71,12 @@ impl<S: Storage> LogView<S> {
     /// it are kept only if the log holds `index` with `term` (Raft's Figure 13, rule 7);
     /// otherwise the log ends at the snapshot.
     pub fn restore(&mut self, index: u64, term: u64) {
+        // The commit index never goes down: a snapshot is installed only past it.
+        debug_assert!(
+            index > self.committed,
+            "snapshot at {index} below the commit index {}",
+            self.committed
+        );
         let keep = self.term(index) == Some(term);
         if keep && index >= self.unstable_offset {
             let n = usize::try_from(index + 1 - self.unstable_offset).unwrap_or(usize::MAX);
@@ -137,6 +143,22 @@ impl<S: Storage> LogView<S> {
             return;
         };
         let at = first.index;
+        // Appends are contiguous: right after the log, or over a suffix above the commit index.
+        debug_assert!(
+            at <= self.last_index() + 1 && at > self.committed,
+            "append at {at}: last index {}, commit index {}",
+            self.last_index(),
+            self.committed
+        );
+        // An appended batch has consecutive indexes and non-decreasing terms (from the entry
+        // before it on).
+        debug_assert!(
+            self.term(at - 1).is_none_or(|before| before <= first.term)
+                && entries
+                    .windows(2)
+                    .all(|w| w[1].index == w[0].index + 1 && w[1].term >= w[0].term),
+            "append at {at}: indexes not consecutive or terms decreasing"
+        );
         if at >= self.unstable_offset {
             // After storage: extend or overwrite part of the unstable suffix.
             let keep = usize::try_from(at - self.unstable_offset).unwrap_or(usize::MAX);

@@ -6,13 +6,34 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message as _;
 use strata_raft_log::{Entry, EntryKind, HardState};
-use strata_snapshot::{Ack, Chunk, Position, SnapshotMeta};
+use strata_snapshot::SnapshotMeta;
 
 use crate::log_view::LogView;
-use crate::membership::{ConfChange, ConfState, Membership};
+use crate::membership::{ConfChange, Membership};
 use crate::message::{Message, MessageType, NodeId};
 use crate::progress::{Progress, ProgressState};
 use crate::storage::Storage;
+
+mod snapshot;
+
+pub(crate) use self::snapshot::decode_membership;
+
+/// Multiplies the configured seed into the random generator's state: 2^64 divided by the
+/// golden ratio (Fibonacci hashing), so that nearby seeds (node ids 1, 2, 3 by default) start
+/// far apart and their election timeouts are not correlated.
+const SEED_MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// xorshift64*'s output multiplier (Vigna, "An experimental exploration of Marsaglia's
+/// xorshift generators, scrambled", 2016); its shifts 12, 25 and 27 are in `random`.
+const XORSHIFT64_STAR_MULTIPLIER: u64 = 0x2545_f491_4f6c_dd1d;
+
+/// The context of the vote requests of an election a leader asked for (a leadership
+/// transfer): voters grant them even while they still hear from that leader.
+const TRANSFER_CONTEXT: &[u8] = b"transfer";
+
+/// The byte limit of a log read that must see every entry of its range (each use says why
+/// and what bounds the range); reads that hand entries out are bounded by the configuration.
+const ALL_ENTRIES: usize = usize::MAX;
 
 /// How a node is configured. Times are in ticks: the driver calls [`Raft::tick`] at a fixed
 /// interval.
@@ -39,15 +60,24 @@ pub struct Config {
     /// A leader that has not heard from a quorum for an election timeout steps down; a
     /// follower that has heard from a leader within one ignores vote requests. Default true.
     pub check_quorum: bool,
-    /// Appends in flight to one follower, at most, in messages and in entry bytes.
+    /// Appends in flight to one follower, at most, in messages and in entry bytes. Default
+    /// 256 messages.
     pub max_inflight_msgs: usize,
-    /// See `max_inflight_msgs`.
+    /// See `max_inflight_msgs`. Default 64 MiB.
     pub max_inflight_bytes: usize,
-    /// Entry bytes in one append message, at most (one entry always goes).
+    /// Entry bytes in one append message, at most (one entry always goes). Default 1 MiB.
     pub max_append_bytes: usize,
     /// Bytes of proposed, not yet committed entries a leader accepts before refusing
-    /// proposals (0: no limit).
+    /// proposals (0: no limit). Default 64 MiB.
     pub max_uncommitted_bytes: usize,
+    /// Entry bytes handed out for applying in one [`Ready::committed_entries`], at most (one
+    /// entry always goes, and the last one may cross the limit); the entries after them come
+    /// in the next `Ready`s, and [`Raft::has_ready`] stays true until all are handed out. It
+    /// costs the memory one `Ready`'s committed entries hold, from the read of the log until
+    /// they are applied. Default 64 MiB, as `max_uncommitted_bytes`: a leader commits about
+    /// that much at once at most in steady state, so the limit only splits a backlog (a
+    /// restart applying its log, a follower catching up). Not 0.
+    pub committed_bytes_per_ready_max: usize,
     /// Serve reads from a leader lease (no heartbeat round) while a quorum answered within
     /// `election_tick - lease_drift_ticks`. Needs `check_quorum`. Default false.
     pub lease_read: bool,
@@ -78,6 +108,7 @@ impl Config {
             max_inflight_bytes: 64 << 20,
             max_append_bytes: 1 << 20,
             max_uncommitted_bytes: 64 << 20,
+            committed_bytes_per_ready_max: 64 << 20,
             lease_read: false,
             lease_drift_ticks: 2,
             seed: id,
@@ -287,7 +318,8 @@ impl<S: Storage> Raft<S> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an id of 0, an empty voter set, or zero ticks.
+    /// [`Error::Config`] for an id of 0, an empty voter set, zero ticks, or a zero
+    /// `committed_bytes_per_ready_max`.
     pub fn new(config: Config, storage: S, hard_state: HardState) -> Result<Self, Error> {
         Self::with_snapshot(config, storage, hard_state, None)
     }
@@ -320,6 +352,11 @@ impl<S: Storage> Raft<S> {
         if config.heartbeat_tick >= config.election_tick {
             return Err(Error::Config("heartbeat_tick must be below election_tick"));
         }
+        if config.committed_bytes_per_ready_max == 0 {
+            return Err(Error::Config(
+                "committed_bytes_per_ready_max must be positive",
+            ));
+        }
         let mut log = LogView::new(storage, hard_state.commit);
         let mut membership = Membership::new(&config.voters, &config.learners);
         if let Some(meta) = snapshot {
@@ -338,8 +375,10 @@ impl<S: Storage> Raft<S> {
         // never acts on a configuration older than one its log proves committed.
         let last = log.last_index();
         if last > log.committed {
+            // Every entry of the uncommitted tail (once, at restart): the last two changes in
+            // it must be found.
             let entries = log
-                .entries(log.committed + 1, last + 1, usize::MAX)
+                .entries(log.committed + 1, last + 1, ALL_ENTRIES)
                 .map_err(Error::Storage)?;
             let changes: Vec<u64> = entries
                 .iter()
@@ -367,7 +406,8 @@ impl<S: Storage> Raft<S> {
             heartbeat_elapsed: 0,
             randomized_timeout: config.election_tick,
             ticks: 0,
-            rng: config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            // Never zero: xorshift's state stays zero once it is.
+            rng: config.seed.wrapping_mul(SEED_MIX) | 1,
             lead_transferee: 0,
             uncommitted_bytes: 0,
             pending_reads: Vec::new(),
@@ -389,11 +429,11 @@ impl<S: Storage> Raft<S> {
     }
 
     fn random(&mut self) -> u64 {
-        // xorshift64*: deterministic from the configured seed.
+        // xorshift64*: deterministic from the configured seed; 12, 25 and 27 are its shifts.
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.rng.wrapping_mul(XORSHIFT64_STAR_MULTIPLIER)
     }
 
     fn reset_randomized_timeout(&mut self) {
@@ -613,29 +653,7 @@ impl<S: Storage> Raft<S> {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat(Bytes::new());
         }
-        // A snapshot chunk not acknowledged within two heartbeats is sent again (with the
-        // ones after it). A follower silent for an election timeout is no longer sent it: its
-        // set need not be kept, nor the log entries after it (it starts again with the latest
-        // snapshot when it answers a heartbeat).
-        let (ticks, patience) = (self.ticks, 2 * self.config.heartbeat_tick);
-        let silence = self.config.election_tick;
-        let mut stalled = Vec::new();
-        for (id, p) in &mut self.progress {
-            if p.transfer.is_some() && ticks.saturating_sub(p.heard_tick) >= silence {
-                p.become_probe();
-            }
-            if let Some(t) = &mut p.transfer
-                && ticks.saturating_sub(t.progress_tick) >= patience
-            {
-                t.sent = t.acked;
-                t.resent_from = Some(t.acked);
-                t.progress_tick = ticks;
-                stalled.push(*id);
-            }
-        }
-        for id in stalled {
-            self.send_snapshot_chunks(id);
-        }
+        self.tick_snapshot_transfers();
     }
 
     // ---- elections ---------------------------------------------------------------------
@@ -677,7 +695,7 @@ impl<S: Storage> Raft<S> {
             m.index = index;
             m.log_term = log_term;
             if transfer {
-                m.context = Bytes::from_static(b"transfer");
+                m.context = Bytes::from_static(TRANSFER_CONTEXT);
             }
             self.send(m);
         }
@@ -752,7 +770,7 @@ impl<S: Storage> Raft<S> {
                 let in_lease = self.config.check_quorum
                     && self.leader != 0
                     && self.election_elapsed < self.config.election_tick;
-                if in_lease && m.context.as_ref() != b"transfer" {
+                if in_lease && m.context.as_ref() != TRANSFER_CONTEXT {
                     return Ok(());
                 }
             }
@@ -823,6 +841,15 @@ impl<S: Storage> Raft<S> {
         );
         r.reject = !grant;
         if grant && kind == MessageType::Vote {
+            // A node votes at most once per term.
+            debug_assert!(
+                self.vote == 0 || self.vote == m.from,
+                "node {} voted for {} and now for {} in term {}",
+                self.id,
+                self.vote,
+                m.from,
+                self.term
+            );
             self.election_elapsed = 0;
             self.vote = m.from;
         }
@@ -890,144 +917,6 @@ impl<S: Storage> Raft<S> {
             _ => {}
         }
         Ok(())
-    }
-
-    fn handle_snapshot_chunk(&mut self, m: Message) -> Result<(), Error> {
-        let (Some(meta), Some(chunk)) = (&m.snapshot, &m.chunk) else {
-            self.counters.malformed += 1;
-            return Err(Error::BadMessage {
-                reason: "a snapshot chunk without its snapshot",
-            });
-        };
-        if chunk.snapshot_id != meta.id {
-            self.counters.malformed += 1;
-            return Err(Error::BadMessage {
-                reason: "a chunk of another snapshot",
-            });
-        }
-        if meta.last_index <= self.log.committed {
-            // Everything it covers is here already: the leader resumes appends after our
-            // commit index (never an install loop).
-            self.refuse_snapshot(m.from);
-            return Ok(());
-        }
-        self.snapshot_chunks.push(m);
-        Ok(())
-    }
-
-    fn refuse_snapshot(&mut self, to: NodeId) {
-        let mut r = Message::new(MessageType::SnapshotResponse, self.id, to, self.term);
-        r.reject = true;
-        r.index = self.log.committed;
-        self.send(r);
-    }
-
-    /// The driver staged a chunk of `meta` from `leader` (one of [`Ready::snapshot_chunks`]),
-    /// and its receiver answered `ack`: tells the leader where to go on, or, once the whole
-    /// snapshot is installed in the driver's store ([`Ack::Complete`]), installs it here: the
-    /// log then starts after it (keeping later entries only if they match, Raft's Figure 13
-    /// rule 7), the membership is the snapshot's, and the next [`Ready::snapshot`] tells the
-    /// driver to compact its log and restore the state machine.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BadMessage`] (counted) for a snapshot whose membership does not decode.
-    pub fn snapshot_staged(
-        &mut self,
-        leader: NodeId,
-        meta: &SnapshotMeta,
-        ack: Ack,
-    ) -> Result<(), Error> {
-        let mut r = Message::new(MessageType::SnapshotResponse, self.id, leader, self.term);
-        r.index = meta.last_index;
-        let position = |at: Position, done: bool| Chunk {
-            snapshot_id: meta.id,
-            file: at.file,
-            offset: at.offset,
-            done,
-            ..Chunk::default()
-        };
-        match ack {
-            Ack::Accepted { next } | Ack::Duplicate { next } => {
-                r.chunk = Some(position(next, false));
-            }
-            Ack::Gap { need } => {
-                r.chunk = Some(position(need, false));
-                r.reject = true;
-            }
-            Ack::Complete => {
-                if meta.last_index <= self.log.committed {
-                    self.refuse_snapshot(leader);
-                    return Ok(());
-                }
-                let membership = decode_membership(&meta.membership).map_err(|reason| {
-                    self.counters.malformed += 1;
-                    Error::BadMessage { reason }
-                })?;
-                self.log.restore(meta.last_index, meta.last_term);
-                self.membership = membership;
-                self.snapshot = Some(Arc::new(meta.clone()));
-                self.pending_snapshot = Some(meta.clone());
-                r.chunk = Some(position(Position { file: 0, offset: 0 }, true));
-            }
-        }
-        self.send(r);
-        Ok(())
-    }
-
-    /// A snapshot the driver took (and installed in its store) or restored: followers that
-    /// need entries before the log's start are sent the latest one. An older one than the
-    /// latest known is ignored.
-    pub fn set_snapshot(&mut self, meta: SnapshotMeta) {
-        if self
-            .snapshot
-            .as_ref()
-            .is_none_or(|s| s.last_index < meta.last_index)
-        {
-            self.snapshot = Some(Arc::new(meta));
-        }
-    }
-
-    /// The driver could not read a chunk of snapshot `snapshot_id` for follower `to`: the
-    /// transfer is dropped, and the next append to it starts one of the latest snapshot.
-    pub fn snapshot_unreadable(&mut self, to: NodeId, snapshot_id: u64) {
-        if let Some(p) = self.progress.get_mut(&to)
-            && p.transfer
-                .as_ref()
-                .is_some_and(|t| t.meta.id == snapshot_id)
-        {
-            p.become_probe();
-        }
-    }
-
-    /// The lowest last index among the snapshots being streamed to followers (that answered
-    /// within an election timeout): compacting the log past it would leave a follower that
-    /// installs one needing another at once.
-    pub fn transfer_floor(&self) -> Option<u64> {
-        self.progress
-            .values()
-            .filter_map(|p| p.transfer.as_ref().map(|t| t.meta.last_index))
-            .min()
-    }
-
-    /// The latest snapshot this node knows.
-    pub fn snapshot(&self) -> Option<&SnapshotMeta> {
-        self.snapshot.as_deref()
-    }
-
-    /// The ids of the snapshots this node needs to keep: the latest, and those being
-    /// streamed to followers (older ones, if a newer one was taken meanwhile: a transfer
-    /// under way is finished rather than restarted).
-    pub fn snapshots_in_use(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.snapshot.iter().map(|m| m.id).collect();
-        for p in self.progress.values() {
-            if let Some(t) = &p.transfer
-                && !ids.contains(&t.meta.id)
-            {
-                ids.push(t.meta.id);
-            }
-        }
-        ids
     }
 
     fn handle_append(&mut self, m: Message) {
@@ -1136,105 +1025,6 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
-    // ---- snapshots ---------------------------------------------------------------------
-
-    fn handle_snapshot_response(&mut self, m: &Message) -> Result<(), Error> {
-        let from = m.from;
-        let ticks = self.ticks;
-        let Some(p) = self.progress.get_mut(&from) else {
-            return Ok(());
-        };
-        let Some(chunk) = &m.chunk else {
-            // Not needed: the follower's commit index is past the snapshot. Its log matches
-            // up to there; appends go on after it.
-            if m.reject && (p.state == ProgressState::Snapshot || p.matched < m.index) {
-                p.maybe_update(m.index);
-                p.become_replicate();
-                self.send_append(from)?;
-            }
-            return Ok(());
-        };
-        let Some(t) = &mut p.transfer else {
-            return Ok(());
-        };
-        if t.meta.id != chunk.snapshot_id {
-            return Ok(());
-        }
-        if chunk.done {
-            // Installed: replication resumes after the snapshot's last entry.
-            let index = t.meta.last_index;
-            p.maybe_update(index);
-            p.become_replicate();
-            return self.send_append(from);
-        }
-        let at = Position {
-            file: chunk.file,
-            offset: chunk.offset,
-        };
-        if at > t.end() {
-            return Ok(());
-        }
-        if at > t.acked {
-            t.acked = at;
-            t.progress_tick = ticks;
-            if t.resent_from.is_some_and(|r| r < at) {
-                t.resent_from = None;
-            }
-        }
-        if t.sent < at {
-            t.sent = at;
-        }
-        if m.reject && at < t.acked {
-            // The follower lost what it had acknowledged (its staged files did not survive a
-            // crash, or one failed its checksum): it is where it says.
-            t.acked = at;
-        }
-        if m.reject && at < t.sent && t.resent_from != Some(at) {
-            // A gap (a chunk lost or damaged): go back to where the follower is. Further
-            // gap reports at the same place are answered by this resend.
-            t.sent = at;
-            t.resent_from = Some(at);
-            t.progress_tick = ticks;
-        }
-        self.send_snapshot_chunks(from);
-        Ok(())
-    }
-
-    /// Sends the chunks that fit in `to`'s window.
-    fn send_snapshot_chunks(&mut self, to: NodeId) {
-        let chunk_bytes = self.config.snapshot_chunk_bytes as u64;
-        let window = self.config.max_snapshot_inflight.max(1);
-        let (id, term, commit) = (self.id, self.term, self.log.committed);
-        let Some(t) = self.progress.get_mut(&to).and_then(|p| p.transfer.as_mut()) else {
-            return;
-        };
-        let end = t.end();
-        let mut out = Vec::new();
-        if t.acked >= end {
-            // Nothing but empty files: one message carries the metadata.
-            out.push(end);
-        }
-        while t.sent < end && t.in_flight(chunk_bytes) < window {
-            out.push(t.sent);
-            t.sent = t.after(t.sent, chunk_bytes);
-        }
-        let meta = Arc::clone(&t.meta);
-        for at in out {
-            let mut m = Message::new(MessageType::InstallSnapshot, id, to, term);
-            m.index = meta.last_index;
-            m.log_term = meta.last_term;
-            m.commit = commit;
-            m.chunk = Some(Chunk {
-                snapshot_id: meta.id,
-                file: at.file,
-                offset: at.offset,
-                ..Chunk::default()
-            });
-            m.snapshot = Some((*meta).clone());
-            self.send(m);
-        }
-    }
-
     // ---- replication -------------------------------------------------------------------
 
     fn send_append(&mut self, to: NodeId) -> Result<(), Error> {
@@ -1254,19 +1044,8 @@ impl<S: Storage> Raft<S> {
         let next = p.next;
         let prev = next - 1;
         let Some(prev_term) = self.log.term(prev) else {
-            // The entries it needs are compacted away: it needs the latest snapshot, if it is
-            // there to take it (one silent for an election timeout is sent it when it answers
-            // a heartbeat again).
-            let (ticks, silence) = (self.ticks, self.config.election_tick);
-            let alive = ticks.saturating_sub(p.heard_tick) < silence;
-            if let Some(meta) = self.snapshot.clone()
-                && alive
-            {
-                if let Some(p) = self.progress.get_mut(&to) {
-                    p.become_snapshot(meta, ticks);
-                }
-                self.send_snapshot_chunks(to);
-            }
+            // The entries it needs are compacted away: it needs the latest snapshot.
+            self.start_snapshot_transfer(to);
             return Ok(());
         };
         let last = self.log.last_index();
@@ -1336,7 +1115,9 @@ impl<S: Storage> Raft<S> {
     }
 
     fn release_uncommitted(&mut self, from: u64, to: u64) {
-        if let Ok(entries) = self.log.entries(from + 1, to + 1, usize::MAX) {
+        // Every newly committed entry: the bytes counted in must all be released, or the cap
+        // would refuse proposals for good. The range is what this commit just covered.
+        if let Ok(entries) = self.log.entries(from + 1, to + 1, ALL_ENTRIES) {
             // Only this term's proposals were counted in.
             let bytes: usize = entries
                 .iter()
@@ -1447,11 +1228,14 @@ impl<S: Storage> Raft<S> {
     /// A committed membership change is not yet applied (handed out): until it is, this
     /// node's configuration may be out of date, and it must not start an election.
     fn has_unapplied_conf_change(&self) -> bool {
+        // Every entry not yet handed out: one change missed would let this node campaign in
+        // an old configuration. The range is short: the driver takes every `Ready` before the
+        // next tick, so only committed entries not yet persisted here are left.
         let (from, to) = (self.log.applied + 1, self.log.committed);
         from <= to
             && self
                 .log
-                .entries(from, to + 1, usize::MAX)
+                .entries(from, to + 1, ALL_ENTRIES)
                 .map_or(true, |entries| {
                     entries
                         .iter()
@@ -1671,18 +1455,46 @@ impl<S: Storage> Raft<S> {
         }
         let hs = self.hard_state();
         if hs != self.last_hard_state {
+            let last = self.last_hard_state;
+            // Terms only move forward.
+            debug_assert!(
+                hs.term >= last.term,
+                "term went from {} to {}",
+                last.term,
+                hs.term
+            );
+            // A node votes at most once per term: its vote changes only from none or with the term.
+            debug_assert!(
+                hs.term > last.term || last.vote == 0 || hs.vote == last.vote,
+                "vote changed from {} to {} in term {}",
+                last.vote,
+                hs.vote,
+                hs.term
+            );
+            // The commit index never goes down.
+            debug_assert!(
+                hs.commit >= last.commit,
+                "commit index went from {} to {}",
+                last.commit,
+                hs.commit
+            );
             self.last_hard_state = hs;
             ready.hard_state = Some(hs);
         }
         ready.entries = self.log.take_unstable();
         ready.messages = std::mem::take(&mut self.messages);
         ready.persisted_messages = std::mem::take(&mut self.persisted_messages);
-        // Only entries this node has persisted are applied.
+        // Only entries this node has persisted are applied; those past the per-Ready limit
+        // come in the next Ready (`has_ready` stays true while any is left).
         let apply_to = self.log.committed.min(self.log.persisted_last());
         if apply_to > self.log.applied {
             ready.committed_entries = self
                 .log
-                .entries(self.log.applied + 1, apply_to + 1, usize::MAX)
+                .entries(
+                    self.log.applied + 1,
+                    apply_to + 1,
+                    self.config.committed_bytes_per_ready_max,
+                )
                 .map_err(Error::Storage)?;
             for entry in &ready.committed_entries {
                 self.log.applied = entry.index;
@@ -1712,6 +1524,7 @@ impl<S: Storage> Raft<S> {
             self.broadcast_due = true;
         }
         ready.read_states = std::mem::take(&mut self.read_states);
+        self.debug_assert_invariants();
         Ok(ready)
     }
 
@@ -1729,10 +1542,37 @@ impl<S: Storage> Raft<S> {
                 self.broadcast_due = true;
             }
         }
+        self.debug_assert_invariants();
     }
-}
 
-pub(crate) fn decode_membership(bytes: &[u8]) -> Result<Membership, &'static str> {
-    let cs = ConfState::decode(bytes).map_err(|_| "snapshot membership does not decode")?;
-    Membership::from_conf_state(&cs)
+    /// Checks, in debug builds, what holds after every `ready` and `advance` (the simulator
+    /// and the tests then check it at every step).
+    fn debug_assert_invariants(&self) {
+        let (applied, committed) = (self.log.applied, self.log.committed);
+        // Only committed entries are applied (a snapshot covers both equally).
+        debug_assert!(
+            applied <= committed,
+            "node {}: applied {applied} past the commit index {committed}",
+            self.id
+        );
+        // Only entries the log holds (or the snapshot it starts after covers) are committed.
+        debug_assert!(
+            committed <= self.log.last_index(),
+            "node {}: commit index {committed} past the last index {}",
+            self.id,
+            self.log.last_index()
+        );
+        // A leader counts itself for a commit only up to what it has persisted.
+        if self.role == Role::Leader
+            && let Some(me) = self.progress.get(&self.id)
+        {
+            debug_assert!(
+                me.matched <= self.log.persisted_last(),
+                "leader {}: own match {} past its persisted last index {}",
+                self.id,
+                me.matched,
+                self.log.persisted_last()
+            );
+        }
+    }
 }

@@ -476,3 +476,82 @@ fn membership_changes_go_through_joint_configurations() {
         );
     }
 }
+
+/// A node restarting on a long committed log hands it out for applying over several
+/// Readies, at most `committed_bytes_per_ready_max` bytes in each (one entry always goes,
+/// and the last may cross it): in order, with no gap or repeat, and `has_ready` stays true
+/// until everything is handed out, so applying goes on without waiting for another event.
+#[test]
+fn committed_entries_past_the_per_ready_limit_come_in_the_next_readies() {
+    use strata_raft::{Config, MemStorage};
+    use strata_raft_log::{Entry, EntryKind};
+
+    const ENTRIES: u64 = 200;
+    const LIMIT_BYTES: usize = 300;
+    let log = MemStorage {
+        entries: (1..=ENTRIES)
+            .map(|i| Entry::new(1, i, EntryKind::Normal, format!("command {i}")))
+            .collect(),
+        compacted: (0, 0),
+    };
+    let hs = HardState {
+        term: 1,
+        vote: 0,
+        commit: ENTRIES,
+    };
+    let mut config = Config::new(1, vec![1, 2, 3]);
+    config.committed_bytes_per_ready_max = LIMIT_BYTES;
+    let mut node = Raft::new(config, log, hs).expect("node");
+    let mut applied = Vec::new();
+    let mut readies = 0;
+    while node.has_ready() {
+        let ready = node.ready().expect("ready");
+        let batch = &ready.committed_entries;
+        if let Some((_, before_last)) = batch.split_last() {
+            readies += 1;
+            let bytes: usize = before_last.iter().map(Entry::size).sum();
+            assert!(bytes <= LIMIT_BYTES, "{bytes} bytes before the last entry");
+        }
+        applied.extend(batch.iter().map(|e| e.index));
+        node.advance(&ready);
+    }
+    assert_eq!(
+        applied,
+        (1..=ENTRIES).collect::<Vec<_>>(),
+        "in order, no gap or repeat"
+    );
+    assert!(readies > 10, "spread over several Readies, not {readies}");
+    assert_eq!(node.status().applied, ENTRIES);
+}
+
+/// The same limit in a cluster: leader and followers apply every command, in the same order.
+#[test]
+fn three_nodes_with_a_small_per_ready_limit_apply_the_same_commands() {
+    let mut c = Cluster::new(&[1, 2, 3], |config| {
+        config.committed_bytes_per_ready_max = 64;
+    });
+    let leader = c.elect();
+    for i in 0..100u32 {
+        c.node(leader)
+            .propose(Bytes::copy_from_slice(&i.to_le_bytes()))
+            .expect("propose");
+    }
+    c.tick_all(5);
+    let want: Vec<Bytes> = (0..100u32)
+        .map(|i| Bytes::copy_from_slice(&i.to_le_bytes()))
+        .collect();
+    for id in [1, 2, 3] {
+        assert_eq!(c.commands(id), want, "node {id}");
+    }
+}
+
+#[test]
+fn a_zero_per_ready_limit_is_refused() {
+    use strata_raft::{Config, Error, MemStorage};
+    let mut config = Config::new(1, vec![1]);
+    config.committed_bytes_per_ready_max = 0;
+    assert!(matches!(
+        Raft::new(config, MemStorage::default(), HardState::default()),
+        Err(Error::Config(_))
+    ));
+}

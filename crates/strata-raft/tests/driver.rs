@@ -517,3 +517,82 @@ async fn shutdown_waits_for_a_snapshot_being_written_and_nothing_is_installed_af
         "no snapshot installed after shutdown"
     );
 }
+
+/// A node whose Readies hand out few committed bytes each applies everything, in order and
+/// without gaps: proposals committed together, and its log again after a restart, where a
+/// clock that never ticks within the test leaves nothing but the core's `has_ready` to keep
+/// the driver handing out the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_small_per_ready_limit_applies_everything_in_order() {
+    const PROPOSALS: u64 = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = MemNetwork::new();
+    let start = |applied: Applied, tick: Duration| {
+        let log = RaftLog::open(&dir.path().join("log"), LogOptions::default()).expect("log");
+        let mut config = Config::new(1, vec![1]);
+        // About one entry per Ready.
+        config.committed_bytes_per_ready_max = 1;
+        RaftNode::start(
+            config,
+            NodeOptions::new(tick, dir.path().join("snapshots")),
+            Arc::new(log),
+            Recorder(applied),
+            Arc::clone(&net) as Arc<dyn strata_raft::Transport>,
+            net.join(1),
+        )
+        .expect("start")
+    };
+    let applied: Applied = Arc::new(Mutex::new(Vec::new()));
+    let node = Arc::new(start(Arc::clone(&applied), Duration::from_millis(5)));
+    let mut status = node.status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.role == Role::Leader))
+        .await
+        .expect("leader")
+        .expect("running");
+    let proposals: Vec<_> = (0..PROPOSALS)
+        .map(|i| {
+            let node = Arc::clone(&node);
+            tokio::spawn(async move {
+                node.propose(Bytes::from(format!("command {i}")), WAIT)
+                    .await
+                    .expect("committed")
+            })
+        })
+        .collect();
+    for proposal in proposals {
+        proposal.await.expect("task");
+    }
+    let first_run = applied.lock().clone();
+    assert_eq!(first_run.len() as u64, PROPOSALS);
+    // The leader's no-op comes first (not applied to the state machine), then the commands.
+    let indexes: Vec<u64> = first_run.iter().map(|(index, _)| *index).collect();
+    assert_eq!(indexes, (2..PROPOSALS + 2).collect::<Vec<_>>());
+    let node = Arc::into_inner(node).expect("the only handle");
+    node.shutdown().await;
+
+    // A restart applies the log up to its durable commit index again (no snapshot was taken).
+    let commit = RaftLog::open(&dir.path().join("log"), LogOptions::default())
+        .expect("log")
+        .hard_state()
+        .commit;
+    // Written before the last command was handed out for applying.
+    assert_eq!(commit, PROPOSALS + 1);
+    let again: Applied = Arc::new(Mutex::new(Vec::new()));
+    let node = start(Arc::clone(&again), Duration::from_secs(3600));
+    let mut applied_index = node.applied();
+    tokio::time::timeout(WAIT, applied_index.wait_for(|a| *a >= commit))
+        .await
+        .expect("applied in time")
+        .expect("running");
+    let expected: Vec<(u64, Bytes)> = first_run
+        .iter()
+        .filter(|(index, _)| *index <= commit)
+        .cloned()
+        .collect();
+    assert_eq!(
+        *again.lock(),
+        expected,
+        "the same commands, in the same order"
+    );
+    node.shutdown().await;
+}
