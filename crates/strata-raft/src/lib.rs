@@ -17,7 +17,7 @@
 //! [`sim`] is a deterministic simulator of a whole cluster, where one seed decides the clock,
 //! message loss, duplication and reordering, partitions, crashes and client requests; it
 //! checks Raft's safety properties after every step and the clients' history for
-//! linearizability ([`linearizability`]). `cargo xtask sim` runs it over many seeds.
+//! linearizability ([`sim::linearizability`]). `cargo xtask sim` runs it over many seeds.
 //!
 //! [`RaftNode`] is the async driver on Tokio: it runs a core on a durable
 //! `strata_raft_log::RaftLog`, a [`Transport`] ([`MemNetwork`] in process; TCP later) and a
@@ -147,7 +147,6 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod driver;
-pub mod linearizability;
 mod log_view;
 mod membership;
 mod message;
