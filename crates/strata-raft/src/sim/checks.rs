@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use strata_raft_log::Entry;
 
-use super::Cluster;
 use super::cluster::log_of;
+use super::{Cluster, Sim};
 use crate::{NodeId, Role, Storage};
 
 /// §5.3: if two logs have an entry with the same index and term, they are identical up to it.
@@ -70,4 +70,81 @@ pub(super) fn check_leader_completeness(
         }
     }
     Ok(())
+}
+
+impl Sim<'_> {
+    /// The checks after every step: every node's durable commits agree, leader completeness,
+    /// and log matching every 25 steps; once healing, whether every member caught up.
+    pub(super) fn check(&mut self, healing: bool) -> Result<(), String> {
+        let seed = self.options.seed;
+        self.check_commits()?;
+        // The trace shows this step's changes before a check below fails on them.
+        self.trace_changes();
+        if healing {
+            // Every member of the current configuration (the latest leader's) catches up.
+            let c = &self.cluster;
+            let leader = c
+                .nodes
+                .values()
+                .filter(|n| n.role() == Role::Leader)
+                .max_by_key(|n| n.term());
+            self.caught_up = leader.is_some_and(|l| {
+                let target = l.commit();
+                l.membership()
+                    .all_voters()
+                    .iter()
+                    .chain(&l.membership().learners)
+                    .all(|id| c.hard.get(id).is_some_and(|h| h.commit >= target))
+            });
+        }
+        check_leader_completeness(&self.cluster, &self.committed, seed)?;
+        if self.step.is_multiple_of(25) {
+            check_log_matching(&self.cluster, seed)?;
+            check_leader_completeness(&self.cluster, &self.committed, seed)?;
+        }
+        Ok(())
+    }
+
+    /// What each node has durably committed is what the others committed at the same
+    /// indexes (state machine safety); also notes the highest term.
+    fn check_commits(&mut self) -> Result<(), String> {
+        let Self {
+            cluster: c,
+            options,
+            committed,
+            report,
+            ..
+        } = self;
+        let seed = options.seed;
+        for (id, node) in &c.nodes {
+            report.max_term = report.max_term.max(node.term());
+            // What the node has durably committed: its persisted commit index over its
+            // persisted log (in memory, a commit can already cover entries whose persist,
+            // replacing older ones, is still under way).
+            let log = log_of(node);
+            let durable_commit = c.hard.get(id).map_or(0, |h| h.commit);
+            for e in log.iter().take_while(|e| e.index <= durable_commit) {
+                match committed.get(&e.index) {
+                    Some((prev, _)) if prev != e => {
+                        return Err(format!(
+                            "seed {seed}: node {id} committed a different entry at {} (state machine safety, §5.4.3)",
+                            e.index
+                        ));
+                    }
+                    // Committed no later than the lowest term of any node that has it
+                    // committed (a node cannot learn of a commit from a later term without
+                    // moving to that term).
+                    Some(_) => {
+                        if let Some((_, term)) = committed.get_mut(&e.index) {
+                            *term = (*term).min(node.term());
+                        }
+                    }
+                    None => {
+                        committed.insert(e.index, (e.clone(), node.term()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }

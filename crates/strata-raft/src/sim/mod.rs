@@ -11,7 +11,9 @@
 //! `cargo xtask sim --seed N` replays it exactly.
 
 mod checks;
+mod clients;
 mod cluster;
+mod faults;
 pub mod linearizability;
 mod rng;
 mod run;
@@ -19,5 +21,5 @@ mod store;
 
 pub use cluster::{Cluster, SnapshotPolicy, log_with_terms};
 pub use rng::SimRng;
-pub use run::{SimOptions, SimReport, run, run_traced};
+pub use run::{Sim, SimOptions, SimReport, run, run_traced};
 pub use store::SimStore;

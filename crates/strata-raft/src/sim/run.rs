@@ -1,5 +1,6 @@
-//! One simulation run: the seed's choices of protocol options and faults, the clients, and
-//! the checks after every step.
+//! One simulation run, the `Sim` value: the seed's choices of protocol options, the steps
+//! (time passing and message delivery here; client requests in `clients`, faults in `faults`,
+//! the checks after every step in `checks`), and the report.
 
 use std::collections::BTreeMap;
 
@@ -7,10 +8,11 @@ use bytes::Bytes;
 use strata_raft_log::{Entry, EntryKind};
 
 use super::checks::{check_leader_completeness, check_log_matching};
-use super::cluster::{decode_put, encode_put, log_of};
-use super::linearizability::{self, Op, Operation};
+use super::clients::Pending;
+use super::cluster::log_of;
+use super::linearizability::{self, Operation};
 use super::{Cluster, SimRng, SnapshotPolicy};
-use crate::{Change, ChangeKind, ConfChange, Config, NodeId, Role, Storage};
+use crate::{Config, NodeId, Storage};
 
 /// What one simulation does.
 #[derive(Debug, Clone)]
@@ -71,21 +73,6 @@ pub struct SimReport {
     pub snapshots_installed: usize,
 }
 
-#[derive(Debug)]
-enum Pending {
-    Put {
-        node: NodeId,
-        index: u64,
-        value: u64,
-        op: usize,
-    },
-    Get {
-        node: NodeId,
-        context: Bytes,
-        op: usize,
-    },
-}
-
 /// Runs one simulation.
 ///
 /// # Errors
@@ -104,339 +91,278 @@ pub fn run(options: &SimOptions) -> Result<SimReport, String> {
 /// As [`run`].
 pub fn run_traced(
     options: &SimOptions,
-    mut trace: Option<&mut dyn FnMut(&str)>,
+    trace: Option<&mut dyn FnMut(&str)>,
 ) -> Result<SimReport, String> {
-    let seed = options.seed;
-    // The cluster starts with `nodes` voters; two more nodes start outside it, for
-    // membership changes to add (and any member may be removed).
-    let initial: Vec<NodeId> = (1..=options.nodes).collect();
-    let ids: Vec<NodeId> = (1..=options.nodes + 2).collect();
-    let all = ids.len() as u64;
-    let mut rng = SimRng::new(seed);
-    // The seed also picks the protocol options, so that every combination is exercised.
-    let (pre_vote, check_quorum) = (rng.chance(50), rng.chance(50));
-    // A small in-flight window half the time, so that lost appends fill it.
-    let window = if rng.chance(50) { 4 } else { 256 };
-    let peers = ids.clone();
-    // Snapshots: small thresholds, so that followers often need one; chunks of a few bytes,
-    // so that a transfer takes many.
-    let policy = if options.snapshots && rng.chance(75) {
-        SnapshotPolicy {
-            every: 3 + rng.below(40),
-            compaction_overhead: rng.below(8),
-            filler: rng.below(1000) as usize,
+    Sim::new(options, trace).run()
+}
+
+/// What the seed picked for every node's configuration.
+#[derive(Debug, Clone)]
+pub(super) struct Protocol {
+    /// The initial voters.
+    voters: Vec<NodeId>,
+    /// Every node: the initial voters and the outsiders.
+    peers: Vec<NodeId>,
+    pre_vote: bool,
+    check_quorum: bool,
+    /// The in-flight window (messages).
+    window: usize,
+    chunk_bytes: usize,
+    /// The snapshot chunks in flight.
+    snapshot_window: usize,
+}
+
+impl Protocol {
+    /// Sets the picked options in `config` (its id and seed are the caller's).
+    pub(super) fn configure(&self, config: &mut Config) {
+        config.voters.clone_from(&self.voters);
+        config.peers.clone_from(&self.peers);
+        config.pre_vote = self.pre_vote;
+        config.check_quorum = self.check_quorum;
+        config.max_inflight_msgs = self.window;
+        config.snapshot_chunk_bytes = self.chunk_bytes;
+        config.max_snapshot_inflight = self.snapshot_window;
+    }
+}
+
+/// One simulation under way: the cluster, the seed's generator and what it picked, the
+/// clients' pending operations and history, and what the checks have seen so far.
+///
+/// Each [`step`](Self::step) draws from the generator which kind of step it is (time passes,
+/// messages are delivered, a client request, a fault), then persists, answers clients and
+/// checks the safety properties; [`run`](Self::run) runs the steps and the final checks. One
+/// seed gives one sequence of draws, so a run replays exactly.
+pub struct Sim<'t> {
+    pub(super) options: SimOptions,
+    pub(super) rng: SimRng,
+    /// Every node: the initial voters, and two more nodes that start outside the cluster.
+    pub(super) ids: Vec<NodeId>,
+    pub(super) protocol: Protocol,
+    pub(super) cluster: Cluster,
+    /// Each committed index's entry, and the lowest term of a node seen with it committed.
+    pub(super) committed: BTreeMap<u64, (Entry, u64)>,
+    pub(super) history: Vec<Operation>,
+    /// Each client's operation waiting for its answer.
+    pub(super) pending: Vec<Option<Pending>>,
+    /// The last applied index whose entry was looked at for answering clients.
+    pub(super) applied_seen: BTreeMap<NodeId, u64>,
+    /// How many of each node's confirmed reads were looked at.
+    pub(super) reads_seen: BTreeMap<NodeId, usize>,
+    /// The read index each node confirmed for a read's context.
+    pub(super) confirmed: BTreeMap<(NodeId, Bytes), u64>,
+    pub(super) next_value: u64,
+    /// The clients' clock: one unit a step.
+    pub(super) now: u64,
+    /// Steps run so far.
+    pub(super) step: usize,
+    pub(super) report: SimReport,
+    /// After the faults, the healed cluster runs until a client operation completes (at least
+    /// 400 steps, at most 20,000): one that never does is a liveness failure.
+    pub(super) completed_after_healing: bool,
+    /// ... and every node has caught up with the commit index.
+    pub(super) caught_up: bool,
+    pub(super) trace: Option<&'t mut dyn FnMut(&str)>,
+    /// The last line traced for each node.
+    pub(super) traced: BTreeMap<NodeId, String>,
+}
+
+impl std::fmt::Debug for Sim<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("options", &self.options)
+            .field("step", &self.step)
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'t> Sim<'t> {
+    /// A simulation of `options`: the seed picks the protocol options and snapshot settings,
+    /// and the cluster starts. `trace` gets a line whenever a node's role, term, commit index,
+    /// configuration or log changes.
+    pub fn new(options: &SimOptions, trace: Option<&'t mut dyn FnMut(&str)>) -> Self {
+        let seed = options.seed;
+        // The cluster starts with `nodes` voters; two more nodes start outside it, for
+        // membership changes to add (and any member may be removed).
+        let initial: Vec<NodeId> = (1..=options.nodes).collect();
+        let ids: Vec<NodeId> = (1..=options.nodes + 2).collect();
+        let mut rng = SimRng::new(seed);
+        // The seed also picks the protocol options, so that every combination is exercised.
+        let (pre_vote, check_quorum) = (rng.chance(50), rng.chance(50));
+        // A small in-flight window half the time, so that lost appends fill it.
+        let window = if rng.chance(50) { 4 } else { 256 };
+        let peers = ids.clone();
+        // Snapshots: small thresholds, so that followers often need one; chunks of a few bytes,
+        // so that a transfer takes many.
+        let policy = if options.snapshots && rng.chance(75) {
+            SnapshotPolicy {
+                every: 3 + rng.below(40),
+                compaction_overhead: rng.below(8),
+                filler: rng.below(1000) as usize,
+            }
+        } else {
+            SnapshotPolicy::default()
+        };
+        let chunk_bytes = [32, 64, 256, 1024][rng.below(4) as usize];
+        let snapshot_window = 1 + rng.below(4) as usize;
+        let protocol = Protocol {
+            voters: initial,
+            peers,
+            pre_vote,
+            check_quorum,
+            window,
+            chunk_bytes,
+            snapshot_window,
+        };
+        let mut cluster = Cluster::new(&ids, |config: &mut Config| {
+            protocol.configure(config);
+            config.seed = seed ^ config.id;
+        });
+        cluster.snapshots = policy;
+        // Persisting takes time: a crash can catch a node with handed-out, unsaved Readies.
+        cluster.defer_saves = true;
+        Self {
+            options: options.clone(),
+            rng,
+            pending: (0..options.clients).map(|_| None).collect(),
+            applied_seen: ids.iter().map(|&id| (id, 0)).collect(),
+            reads_seen: ids.iter().map(|&id| (id, 0)).collect(),
+            ids,
+            protocol,
+            cluster,
+            committed: BTreeMap::new(),
+            history: Vec::new(),
+            confirmed: BTreeMap::new(),
+            next_value: 0,
+            now: 0,
+            step: 0,
+            report: SimReport::default(),
+            completed_after_healing: false,
+            caught_up: false,
+            trace,
+            traced: BTreeMap::new(),
         }
-    } else {
-        SnapshotPolicy::default()
-    };
-    let chunk_bytes = [32, 64, 256, 1024][rng.below(4) as usize];
-    let snapshot_window = 1 + rng.below(4) as usize;
-    let configure = move |config: &mut Config| {
-        config.voters.clone_from(&initial);
-        config.peers.clone_from(&peers);
-        config.pre_vote = pre_vote;
-        config.check_quorum = check_quorum;
-        config.max_inflight_msgs = window;
-        config.snapshot_chunk_bytes = chunk_bytes;
-        config.max_snapshot_inflight = snapshot_window;
-    };
-    let mut c = Cluster::new(&ids, |config: &mut Config| {
-        configure(config);
-        config.seed = seed ^ config.id;
-    });
-    c.snapshots = policy;
-    // Persisting takes time: a crash can catch a node with handed-out, unsaved Readies.
-    c.defer_saves = true;
-    let mut committed: BTreeMap<u64, (Entry, u64)> = BTreeMap::new();
-    let mut history: Vec<Operation> = Vec::new();
-    let mut pending: Vec<Option<Pending>> = (0..options.clients).map(|_| None).collect();
-    // The last applied index whose entry was looked at for answering clients.
-    let mut applied_seen: BTreeMap<NodeId, u64> = ids.iter().map(|&id| (id, 0)).collect();
-    let mut reads_seen: BTreeMap<NodeId, usize> = ids.iter().map(|&id| (id, 0)).collect();
-    let mut confirmed: BTreeMap<(NodeId, Bytes), u64> = BTreeMap::new();
-    let mut next_value = 0u64;
-    let mut now = 0u64;
-    let mut report = SimReport::default();
-    let mut traced: BTreeMap<NodeId, String> = BTreeMap::new();
-    let total_steps = options.steps;
-    // After the faults, the healed cluster runs until a client operation completes (at least
-    // 400 steps, at most 20,000): one that never does is a liveness failure.
-    let mut completed_after_healing = false;
-    // ... and every node has caught up with the commit index.
-    let mut caught_up = false;
-    let mut step = 0;
-    while step < total_steps + 400
-        || (!(completed_after_healing && caught_up) && step < total_steps + 20_000)
-    {
-        step += 1;
-        now += 1;
-        let healing = step >= total_steps;
+    }
+
+    /// The clients' history so far.
+    pub fn history(&self) -> &[Operation] {
+        &self.history
+    }
+
+    /// Runs the steps, then the final checks: log matching, leader completeness,
+    /// linearizability of the clients' history, and liveness after healing.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](fn@run).
+    pub fn run(&mut self) -> Result<SimReport, String> {
+        while self.running() {
+            self.step()?;
+        }
+        self.finish()
+    }
+
+    /// Whether [`run`](Self::run) takes another step: the steps asked for, then at least 400
+    /// steps of healing, and more (20,000 at most) until a client operation completed and
+    /// every node caught up.
+    fn running(&self) -> bool {
+        let total_steps = self.options.steps;
+        self.step < total_steps + 400
+            || (!(self.completed_after_healing && self.caught_up)
+                && self.step < total_steps + 20_000)
+    }
+
+    /// Runs one step: the generator picks its kind (time passes, messages are delivered, a
+    /// client request, a partition, a membership change, a crash; no fault once healing),
+    /// then the nodes persist, clients get their answers, and the checks run.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](fn@run).
+    pub fn step(&mut self) -> Result<(), String> {
+        self.step += 1;
+        self.now += 1;
+        let healing = self.step >= self.options.steps;
         if healing {
-            c.isolated.clear();
+            self.cluster.isolated.clear();
         }
-        let roll = rng.below(100);
+        let roll = self.rng.below(100);
         if roll < 30 {
-            // Time passes: each node's clock ticks, most of the time (clocks drift).
-            for &id in &ids {
-                if rng.chance(80) {
-                    c.node(id).tick();
-                }
-            }
+            self.tick();
         } else if roll < 75 {
-            // Some messages, more when many wait (a real network's throughput keeps up with
-            // heartbeats; one that never did would only show a crawling cluster).
-            let burst = rng.below(8) + c.queue.len() as u64 / 8;
-            for _ in 0..burst {
-                if c.queue.is_empty() {
-                    break;
-                }
-                let at = rng.below(c.queue.len() as u64) as usize;
-                let Some(m) = c.queue.remove(at) else { break };
-                if !healing && rng.chance(options.drop_percent) {
-                    continue;
-                }
-                if rng.chance(options.duplicate_percent) {
-                    c.queue.push_back(m.clone());
-                }
-                c.queue.push_front(m);
-                c.deliver_one();
-            }
+            self.deliver(healing);
         } else if roll < 92 {
-            // A free client invokes an operation at a node.
-            let client = rng.below(options.clients as u64) as usize;
-            if pending[client].is_none() {
-                let node = ids[rng.below(all) as usize];
-                let key = rng.below(4);
-                if rng.chance(50) {
-                    next_value += 1;
-                    let value = next_value;
-                    if let Ok(index) = c.node(node).propose(encode_put(key, value)) {
-                        history.push(Operation {
-                            key,
-                            op: Op::Put(value),
-                            invoked: now,
-                            returned: None,
-                        });
-                        pending[client] = Some(Pending::Put {
-                            node,
-                            index,
-                            value,
-                            op: history.len() - 1,
-                        });
-                    }
-                } else {
-                    let context = Bytes::from(format!("{client}:{now}"));
-                    if c.node(node).read_index(context.clone()).is_ok() {
-                        history.push(Operation {
-                            key,
-                            op: Op::Get(None),
-                            invoked: now,
-                            returned: None,
-                        });
-                        pending[client] = Some(Pending::Get {
-                            node,
-                            context,
-                            op: history.len() - 1,
-                        });
-                    }
-                }
-            }
-        } else if roll < 92 + options.partition_percent && !healing {
-            let id = ids[rng.below(all) as usize];
-            let minority = (options.nodes as usize - 1) / 2;
-            if !c.isolated.remove(&id) && c.isolated.len() < minority {
-                c.isolated.insert(id);
-            }
-        } else if rng.chance(10) && !healing && pre_vote {
-            // A membership change, at the leader: add an outsider (as learner or voter),
-            // promote a learner, or remove a voter (keeping at least two). Only with pre-vote:
-            // without it, a removed node that missed its removal (or a lagging one with an
-            // old configuration) keeps raising its term and can keep deposing leaders, which
-            // is what pre-vote exists to prevent.
-            let leader = c
-                .nodes
-                .iter()
-                .filter(|(_, n)| n.role() == Role::Leader)
-                .max_by_key(|(_, n)| n.term())
-                .map(|(id, _)| *id);
-            if let Some(leader) = leader {
-                let m = c.node(leader).membership().clone();
-                let outsiders: Vec<NodeId> =
-                    ids.iter().copied().filter(|&id| !m.is_member(id)).collect();
-                let learners: Vec<NodeId> = m.learners.iter().copied().collect();
-                let voters: Vec<NodeId> = m.voters.iter().copied().collect();
-                let pick =
-                    |rng: &mut SimRng, from: &[NodeId]| from[rng.below(from.len() as u64) as usize];
-                let change = match rng.below(4) {
-                    // Replace a voter by an outsider in one change: the old and the new
-                    // majorities need not overlap, which only joint consensus makes safe.
-                    3 if !outsiders.is_empty() && voters.len() > 1 => Some(ConfChange {
-                        changes: vec![
-                            Change {
-                                kind: ChangeKind::AddVoter as i32,
-                                node: pick(&mut rng, &outsiders),
-                            },
-                            Change {
-                                kind: ChangeKind::RemoveNode as i32,
-                                node: pick(&mut rng, &voters),
-                            },
-                        ],
-                    }),
-                    0 if !outsiders.is_empty() => {
-                        let kind = if rng.chance(50) {
-                            ChangeKind::AddLearner
-                        } else {
-                            ChangeKind::AddVoter
-                        };
-                        Some(ConfChange::single(kind, pick(&mut rng, &outsiders)))
-                    }
-                    1 if !learners.is_empty() => Some(ConfChange::single(
-                        ChangeKind::AddVoter,
-                        pick(&mut rng, &learners),
-                    )),
-                    _ if voters.len() > 2 => Some(ConfChange::single(
-                        ChangeKind::RemoveNode,
-                        pick(&mut rng, &voters),
-                    )),
-                    _ => None,
-                };
-                if let Some(change) = change {
-                    let _ = c.node(leader).propose_conf_change(&change);
-                }
-            }
-        } else if rng.chance(options.crash_percent * 20) && !healing {
-            // A crash: the node restarts from what it persisted (its log, hard state and
-            // snapshot store), its state machine rebuilt from its snapshot and log; messages
-            // to it and its clients' answers are lost. Half the time, when there is one, the
-            // crash hits a node in the middle of a snapshot transfer (sending or receiving)
-            // or with an installed snapshot not yet persisted into its log.
-            let busy: Vec<NodeId> = ids
-                .iter()
-                .copied()
-                .filter(|id| {
-                    c.stores[id].staging.is_some()
-                        || c.unsaved
-                            .get(id)
-                            .is_some_and(|u| u.iter().any(|r| r.snapshot.is_some()))
-                        || c.nodes[id].status().matched.len() > 1
-                            && c.nodes[id].snapshots_in_use().len() > 1
-                })
-                .collect();
-            let id = if !busy.is_empty() && rng.chance(50) {
-                busy[rng.below(busy.len() as u64) as usize]
-            } else {
-                ids[rng.below(all) as usize]
-            };
-            let mut config = Config::new(id, ids.clone());
-            configure(&mut config);
-            config.seed = seed ^ id ^ (step as u64) << 8;
-            c.restart(id, config)?;
-            applied_seen.insert(id, 0);
-            reads_seen.insert(id, 0);
-            for p in &mut pending {
-                let at_node = match p {
-                    Some(Pending::Put { node, .. } | Pending::Get { node, .. }) => *node == id,
-                    None => false,
-                };
-                if at_node {
-                    // Never answered: a put may or may not have happened.
-                    *p = None;
-                }
+            self.client_request();
+        } else if roll < 92 + self.options.partition_percent && !healing {
+            self.partition();
+        } else if self.rng.chance(10) && !healing && self.protocol.pre_vote {
+            self.membership_request();
+        } else if self.rng.chance(self.options.crash_percent * 20) && !healing {
+            self.crash()?;
+        }
+        self.persist();
+        self.answer_clients(healing);
+        self.check(healing)
+    }
+
+    /// Time passes: each node's clock ticks, most of the time (clocks drift).
+    fn tick(&mut self) {
+        for &id in &self.ids {
+            if self.rng.chance(80) {
+                self.cluster.node(id).tick();
             }
         }
-        c.ready_all();
+    }
+
+    /// Some messages are delivered, in random order; before healing, some are lost, and
+    /// some are delivered twice.
+    fn deliver(&mut self, healing: bool) {
+        let Self {
+            cluster: c,
+            rng,
+            options,
+            ..
+        } = self;
+        // Some messages, more when many wait (a real network's throughput keeps up with
+        // heartbeats; one that never did would only show a crawling cluster).
+        let burst = rng.below(8) + c.queue.len() as u64 / 8;
+        for _ in 0..burst {
+            if c.queue.is_empty() {
+                break;
+            }
+            let at = rng.below(c.queue.len() as u64) as usize;
+            let Some(m) = c.queue.remove(at) else { break };
+            if !healing && rng.chance(options.drop_percent) {
+                continue;
+            }
+            if rng.chance(options.duplicate_percent) {
+                c.queue.push_back(m.clone());
+            }
+            c.queue.push_front(m);
+            c.deliver_one();
+        }
+    }
+
+    /// Every node's `Ready` is handed out; persists complete, each after a random delay.
+    fn persist(&mut self) {
+        self.cluster.ready_all();
         // Persists complete, each after a random delay.
-        for &id in &ids {
-            while rng.chance(60) && c.save_one(id) {}
+        for &id in &self.ids {
+            while self.rng.chance(60) && self.cluster.save_one(id) {}
         }
-        c.ready_all();
-        // Answer clients from what each node applied (its key-value state is `c.kv`).
-        for &id in &ids {
-            let applied = &c.applied[&id];
-            let seen = applied_seen[&id];
-            for e in applied.iter().filter(|e| e.index > seen) {
-                if e.kind != EntryKind::Normal as i32 {
-                    continue;
-                }
-                for p in &mut pending {
-                    if let Some(Pending::Put {
-                        node,
-                        index,
-                        value,
-                        op,
-                    }) = p
-                        && *node == id
-                        && *index == e.index
-                    {
-                        if decode_put(&e.data).map(|(_, v)| v) == Some(*value) {
-                            history[*op].returned = Some(now);
-                            completed_after_healing |= healing;
-                        }
-                        // Either way the client is done: a different entry at its index
-                        // means its proposal was overwritten (never committed).
-                        *p = None;
-                    }
-                }
-            }
-            applied_seen.insert(id, c.digest[&id].0);
-            for r in &c.reads[&id][reads_seen[&id]..] {
-                confirmed.insert((id, r.context.clone()), r.index);
-            }
-            reads_seen.insert(id, c.reads[&id].len());
-        }
-        for p in &mut pending {
-            if let Some(Pending::Get { node, context, op }) = p
-                && let Some(&index) = confirmed.get(&(*node, context.clone()))
-            {
-                let applied_to = c.digest[node].0;
-                if applied_to >= index {
-                    let key = history[*op].key;
-                    history[*op].op = Op::Get(c.kv[node].get(&key).copied());
-                    history[*op].returned = Some(now);
-                    completed_after_healing |= healing;
-                    *p = None;
-                }
-            }
-        }
-        // Give up on old requests (their outcome stays unknown).
-        for p in &mut pending {
-            let op = match p {
-                Some(Pending::Put { op, .. } | Pending::Get { op, .. }) => *op,
-                None => continue,
-            };
-            if now - history[op].invoked > 300 {
-                *p = None;
-            }
-        }
-        for (id, node) in &c.nodes {
-            report.max_term = report.max_term.max(node.term());
-            // What the node has durably committed: its persisted commit index over its
-            // persisted log (in memory, a commit can already cover entries whose persist,
-            // replacing older ones, is still under way).
-            let log = log_of(node);
-            let durable_commit = c.hard.get(id).map_or(0, |h| h.commit);
-            for e in log.iter().take_while(|e| e.index <= durable_commit) {
-                match committed.get(&e.index) {
-                    Some((prev, _)) if prev != e => {
-                        return Err(format!(
-                            "seed {seed}: node {id} committed a different entry at {} (state machine safety, §5.4.3)",
-                            e.index
-                        ));
-                    }
-                    // Committed no later than the lowest term of any node that has it
-                    // committed (a node cannot learn of a commit from a later term without
-                    // moving to that term).
-                    Some(_) => {
-                        if let Some((_, term)) = committed.get_mut(&e.index) {
-                            *term = (*term).min(node.term());
-                        }
-                    }
-                    None => {
-                        committed.insert(e.index, (e.clone(), node.term()));
-                    }
-                }
-            }
-        }
+        self.cluster.ready_all();
+    }
+
+    /// Gives the trace a line for each node whose role, term, commit index, configuration or
+    /// log changed in this step.
+    pub(super) fn trace_changes(&mut self) {
+        let Self {
+            cluster: c,
+            trace,
+            traced,
+            step,
+            ..
+        } = self;
         if let Some(trace) = trace.as_mut() {
             for (id, node) in &c.nodes {
                 let m = node.membership();
@@ -461,54 +387,43 @@ pub fn run_traced(
                 }
             }
         }
-        if healing {
-            // Every member of the current configuration (the latest leader's) catches up.
-            let leader = c
-                .nodes
-                .values()
-                .filter(|n| n.role() == Role::Leader)
-                .max_by_key(|n| n.term());
-            caught_up = leader.is_some_and(|l| {
-                let target = l.commit();
-                l.membership()
-                    .all_voters()
-                    .iter()
-                    .chain(&l.membership().learners)
-                    .all(|id| c.hard.get(id).is_some_and(|h| h.commit >= target))
-            });
+    }
+
+    /// The checks after the last step: log matching, leader completeness, linearizability
+    /// of the clients' history, and liveness after healing; the report.
+    fn finish(&mut self) -> Result<SimReport, String> {
+        let seed = self.options.seed;
+        let c = &self.cluster;
+        let committed = &self.committed;
+        let history = &self.history;
+        check_log_matching(c, seed)?;
+        check_leader_completeness(c, committed, seed)?;
+        if let Err((key, ops)) = linearizability::check(history) {
+            return Err(format!(
+                "seed {seed}: the history of key {key} is not linearizable: {ops:?}"
+            ));
         }
-        check_leader_completeness(&c, &committed, seed)?;
-        if step % 25 == 0 {
-            check_log_matching(&c, seed)?;
-            check_leader_completeness(&c, &committed, seed)?;
+        let report = &mut self.report;
+        report.committed = committed.len();
+        report.membership_changes = committed
+            .values()
+            .filter(|(e, _)| e.kind == EntryKind::ConfChange as i32)
+            .count();
+        report.invoked = history.len();
+        report.snapshots_installed = c.snapshot_counts.0;
+        report.snapshots_taken = c.snapshot_counts.1;
+        report.completed = history.iter().filter(|o| o.returned.is_some()).count();
+        if !self.completed_after_healing {
+            return Err(format!(
+                "seed {seed}: no client operation completed in the 20,000 steps after healing (liveness)"
+            ));
         }
+        if !self.caught_up {
+            let commits: Vec<u64> = c.hard.values().map(|h| h.commit).collect();
+            return Err(format!(
+                "seed {seed}: not every node caught up with the commit index within 20,000 steps after healing: {commits:?} (liveness)"
+            ));
+        }
+        Ok(report.clone())
     }
-    check_log_matching(&c, seed)?;
-    check_leader_completeness(&c, &committed, seed)?;
-    if let Err((key, ops)) = linearizability::check(&history) {
-        return Err(format!(
-            "seed {seed}: the history of key {key} is not linearizable: {ops:?}"
-        ));
-    }
-    report.committed = committed.len();
-    report.membership_changes = committed
-        .values()
-        .filter(|(e, _)| e.kind == EntryKind::ConfChange as i32)
-        .count();
-    report.invoked = history.len();
-    report.snapshots_installed = c.snapshot_counts.0;
-    report.snapshots_taken = c.snapshot_counts.1;
-    report.completed = history.iter().filter(|o| o.returned.is_some()).count();
-    if !completed_after_healing {
-        return Err(format!(
-            "seed {seed}: no client operation completed in the 20,000 steps after healing (liveness)"
-        ));
-    }
-    if !caught_up {
-        let commits: Vec<u64> = c.hard.values().map(|h| h.commit).collect();
-        return Err(format!(
-            "seed {seed}: not every node caught up with the commit index within 20,000 steps after healing: {commits:?} (liveness)"
-        ));
-    }
-    Ok(report)
 }
