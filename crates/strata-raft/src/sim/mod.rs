@@ -9,6 +9,10 @@
 //!
 //! `cargo xtask sim` runs it over many seeds; a failure names its seed, and
 //! `cargo xtask sim --seed N` replays it exactly.
+//!
+//! [`Sim`] is one run (its steps in `run`, `clients` and `faults`, the checks in `checks`);
+//! [`Cluster`] is the harness under it, which the crate's other tests also drive by hand, with
+//! a [`SimStore`] per node. The module is compiled only with the crate's `sim` feature.
 
 mod checks;
 mod clients;

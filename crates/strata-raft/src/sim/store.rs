@@ -8,7 +8,8 @@ use strata_snapshot::{Ack, Chunk, Position, SnapshotMeta};
 /// A node's snapshot store, in memory; like a disk, it survives crashes. It receives a
 /// transfer as `strata_snapshot::Receiver` does: chunks only at the expected position,
 /// duplicates acknowledged and ignored, a gap answered with the position needed, each file's
-/// checksum verified when it completes, and the set installed only whole and only if newer.
+/// checksum verified when it completes, and the set installed only whole and only if newer
+/// (`tests/sim_store.rs` checks it against the real receiver).
 #[derive(Debug, Clone, Default)]
 pub struct SimStore {
     /// Sets kept, by id: metadata and each file's contents.
