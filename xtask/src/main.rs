@@ -40,7 +40,7 @@ commands:
   sim [ARGS]           the Raft simulator over many seeds (release build): --seeds N
                        (default 1000), --seed S (replay one), --nodes 3|5, --steps, fault
                        rates in percent --drop, --dup, --partition, --crash;
-                       --no-snapshots
+                       --no-snapshots, --trace
   help                 print this text";
 
 /// A benchmark that `cargo xtask bench` knows by a short name.
@@ -265,6 +265,8 @@ fn bench(args: &[String]) -> Result<()> {
 
 /// `cargo xtask sim [ARGS]`: the deterministic Raft simulator (`strata_raft::sim`) over many
 /// seeds, built in release mode; the arguments go to `crates/strata-raft/examples/sim.rs`.
+/// The simulator is compiled only with strata-raft's `sim` feature (its dev-dependency on
+/// itself turns it on for the example too; naming it keeps this command independent of that).
 fn sim(args: &[String]) -> Result<()> {
     let mut command = Command::new(cargo());
     command
@@ -274,6 +276,8 @@ fn sim(args: &[String]) -> Result<()> {
             "--release",
             "-p",
             "strata-raft",
+            "--features",
+            "sim",
             "--example",
             "sim",
             "--",
@@ -283,7 +287,7 @@ fn sim(args: &[String]) -> Result<()> {
     run(
         &mut command,
         &format!(
-            "cargo run --release -p strata-raft --example sim -- {}",
+            "cargo run --release -p strata-raft --features sim --example sim -- {}",
             args.join(" ")
         ),
     )

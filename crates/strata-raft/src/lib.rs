@@ -14,10 +14,12 @@
 //! ReadIndex reads (and opt-in lease reads); leadership transfer; membership changes; a cap
 //! on uncommitted bytes; refused and counted bad input; snapshots (below).
 //!
-//! [`sim`] is a deterministic simulator of a whole cluster, where one seed decides the clock,
-//! message loss, duplication and reordering, partitions, crashes and client requests; it
-//! checks Raft's safety properties after every step and the clients' history for
-//! linearizability ([`linearizability`]). `cargo xtask sim` runs it over many seeds.
+//! `sim`, compiled only with the `sim` feature, is a deterministic simulator of a whole
+//! cluster, where one seed decides the clock, message loss, duplication and reordering,
+//! partitions, crashes and client requests; it checks Raft's safety properties after every
+//! step and the clients' history for linearizability (`sim::linearizability`). The crate's
+//! tests turn the feature on, and `cargo xtask sim` runs the simulator over many seeds; a node
+//! does not need it.
 //!
 //! [`RaftNode`] is the async driver on Tokio: it runs a core on a durable
 //! `strata_raft_log::RaftLog`, a [`Transport`] ([`MemNetwork`] in process; TCP later) and a
@@ -147,12 +149,12 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod driver;
-pub mod linearizability;
 mod log_view;
 mod membership;
 mod message;
 mod progress;
 mod raft;
+#[cfg(feature = "sim")]
 pub mod sim;
 mod storage;
 

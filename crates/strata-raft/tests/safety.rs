@@ -3,7 +3,8 @@
 //! crash-restarts, checked for election safety, log matching, leader completeness, state
 //! machine safety and linearizability of the clients' history.
 
-use strata_raft::sim::{self, SimOptions};
+use strata_raft::sim::linearizability::Operation;
+use strata_raft::sim::{self, Sim, SimOptions};
 
 fn run_seeds(nodes: u64, seeds: std::ops::Range<u64>, steps: usize) -> sim::SimReport {
     let mut total = sim::SimReport::default();
@@ -36,11 +37,51 @@ fn five_node_clusters_stay_safe_and_linearizable() {
     assert!(total.completed > 500, "clients got answers: {total:?}");
 }
 
+/// What a run showed: every line of its trace, the clients' history, and the report.
+#[derive(Debug, PartialEq)]
+struct Replay {
+    trace: Vec<String>,
+    history: Vec<Operation>,
+    report: Result<sim::SimReport, String>,
+}
+
+fn replay(options: &SimOptions) -> Replay {
+    let mut trace = Vec::new();
+    let mut sink = |line: &str| trace.push(line.to_owned());
+    let mut run = Sim::new(options, Some(&mut sink));
+    let report = run.run();
+    let history = run.history().to_vec();
+    drop(run);
+    Replay {
+        trace,
+        history,
+        report,
+    }
+}
+
 #[test]
 fn the_same_seed_replays_the_same_run() {
-    let options = SimOptions {
-        seed: 42,
-        ..SimOptions::default()
-    };
-    assert_eq!(sim::run(&options), sim::run(&options));
+    for (seed, nodes) in [(42, 3), (43, 5)] {
+        let options = SimOptions {
+            seed,
+            nodes,
+            ..SimOptions::default()
+        };
+        let first = replay(&options);
+        let second = replay(&options);
+        assert!(
+            first.trace.len() > 100 && !first.history.is_empty(),
+            "seed {seed}: a run that shows something ({} trace lines, {} operations)",
+            first.trace.len(),
+            first.history.len()
+        );
+        // The first line that differs, rather than two whole traces.
+        if let Some((a, b)) = first.trace.iter().zip(&second.trace).find(|(a, b)| a != b) {
+            panic!("seed {seed}: the replay diverged:\n{a}\n{b}");
+        }
+        assert_eq!(first.trace.len(), second.trace.len(), "seed {seed}");
+        assert_eq!(first.history, second.history, "seed {seed}");
+        assert_eq!(first.report, second.report, "seed {seed}");
+        assert!(first.report.is_ok(), "seed {seed}: {:?}", first.report);
+    }
 }
