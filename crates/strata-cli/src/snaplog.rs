@@ -251,7 +251,7 @@ async fn simulate(
     let config = SnapshotterConfig {
         log: LogOptions {
             // Small, so the demo compacts several times.
-            min_compact_bytes: 4 * 1024,
+            compact_bytes_min: 4 * 1024,
             ..LogOptions::default()
         },
         flush_interval: Duration::from_millis(20),

@@ -91,11 +91,11 @@ pub(crate) fn pick(levels: &[Vec<FileMeta>], options: &CompactionOptions) -> Opt
     let (source_level, chosen): (usize, Vec<&FileMeta>) = if levels[0].len() >= options.l0_trigger {
         (0, levels[0].iter().collect())
     } else {
-        let mut max_bytes = options.level_base_bytes;
+        let mut bytes_max = options.level_base_bytes;
         let mut found = None;
         for (level, files) in levels.iter().enumerate().take(last_level).skip(1) {
             let bytes: u64 = files.iter().map(|f| f.size).sum();
-            if bytes > max_bytes {
+            if bytes > bytes_max {
                 // The table with the oldest data goes first: it has waited longest.
                 found = files
                     .iter()
@@ -103,7 +103,7 @@ pub(crate) fn pick(levels: &[Vec<FileMeta>], options: &CompactionOptions) -> Opt
                     .map(|f| (level, vec![f]));
                 break;
             }
-            max_bytes = max_bytes.saturating_mul(options.level_multiplier);
+            bytes_max = bytes_max.saturating_mul(options.level_multiplier);
         }
         found?
     };

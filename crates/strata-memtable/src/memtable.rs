@@ -28,10 +28,10 @@ use crate::error::{Error, Result};
 
 /// The tallest tower. With a branching factor of 2 this indexes 2^20 (1M) entries at full
 /// speed and degrades gently beyond.
-const MAX_HEIGHT: usize = 20;
+const HEIGHT_MAX: usize = 20;
 const HEADER_BYTES: u32 = 16;
 /// The smallest arena: room for the head node's full tower and a little more.
-const MIN_CAPACITY_BYTES: usize = 4096;
+const CAPACITY_BYTES_MIN: usize = 4096;
 /// The longest user key (its length is stored in 16 bits).
 pub const KEY_BYTES_MAX: usize = u16::MAX as usize;
 /// The largest sequence number (it shares a `u64` with the kind byte).
@@ -90,11 +90,11 @@ impl Memtable {
     /// A memtable whose arena holds `capacity_bytes` (at most 4 GiB).
     pub fn with_capacity(capacity_bytes: usize) -> Self {
         // Room for the head node at least; a memtable this small holds almost nothing.
-        let arena = Arena::new(capacity_bytes.max(MIN_CAPACITY_BYTES));
+        let arena = Arena::new(capacity_bytes.max(CAPACITY_BYTES_MIN));
         let head = arena
-            .alloc(HEADER_BYTES as usize + 8 * MAX_HEIGHT)
+            .alloc(HEADER_BYTES as usize + 8 * HEIGHT_MAX)
             .expect("the arena always has room for the head node");
-        arena.write(head + 14, &[MAX_HEIGHT as u8]);
+        arena.write(head + 14, &[HEIGHT_MAX as u8]);
         Self {
             arena,
             head,
@@ -349,8 +349,8 @@ impl Memtable {
         // Find the splice (predecessor and successor) at every level, top down.
         // The link to this node that predecessors will hold.
         let link_to_node = u64::from(node) | (u64::from(prefix) << 32);
-        let mut prev = [self.head; MAX_HEIGHT];
-        let mut next = [0u64; MAX_HEIGHT];
+        let mut prev = [self.head; HEIGHT_MAX];
+        let mut next = [0u64; HEIGHT_MAX];
         let top = self.height.load(Ordering::Acquire) as usize;
         let mut node_at = self.head;
         for level in (0..top).rev() {
@@ -528,7 +528,7 @@ fn random_height() -> usize {
     // Branching factor 2: each extra level with probability 1/2. (A factor of 4 saves three
     // bytes of tower per entry but measured slower: more nodes are visited per level, and each
     // visit is a cache miss.)
-    (1 + bits.trailing_zeros() as usize).min(MAX_HEIGHT)
+    (1 + bits.trailing_zeros() as usize).min(HEIGHT_MAX)
 }
 
 /// A cursor over a memtable's entries, movable both ways. Inserts made while it exists may or

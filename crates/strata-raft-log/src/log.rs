@@ -42,7 +42,7 @@ impl Default for LogOptions {
 /// its first segment.
 const STATE_SEGMENT_BYTES: u64 = 64 * 1024;
 
-/// The `max_bytes` of a read that must return its entry whatever the entry's size (a one-entry
+/// The `bytes_max` of a read that must return its entry whatever the entry's size (a one-entry
 /// read: [`RaftLog::entry`]).
 const NO_BYTE_LIMIT: usize = usize::MAX;
 
@@ -517,14 +517,14 @@ impl RaftLog {
         })
     }
 
-    /// The entries `lo..hi`, stopping early once they exceed `max_bytes` (at least one is
+    /// The entries `lo..hi`, stopping early once they exceed `bytes_max` (at least one is
     /// returned). From the cache when they are recent, from disk otherwise.
     ///
     /// # Errors
     ///
     /// [`Error::Compacted`] if `lo` is compacted away, [`Error::Unavailable`] if `hi` is past
     /// the end; WAL errors and [`Error::Corruption`] from disk.
-    pub fn entries(&self, lo: u64, hi: u64, max_bytes: usize) -> Result<Vec<Entry>> {
+    pub fn entries(&self, lo: u64, hi: u64, bytes_max: usize) -> Result<Vec<Entry>> {
         let guard = self.entries.read();
         let records = guard.as_ref().ok_or_else(closed)?;
         let (cache_first, cached) = {
@@ -577,13 +577,13 @@ impl RaftLog {
                 }
                 bytes += entry.size();
                 out.push(entry);
-                if bytes > max_bytes {
+                if bytes > bytes_max {
                     return Ok(out);
                 }
             }
         }
         for entry in cached {
-            if bytes > max_bytes && !out.is_empty() {
+            if bytes > bytes_max && !out.is_empty() {
                 break;
             }
             bytes += entry.size();

@@ -151,7 +151,7 @@ async fn install_once(root: &Path, source: &Path) -> f64 {
     let no_auto = |o: &mut NodeOptions| {
         o.snapshot_entries = 0;
         o.snapshot_bytes = 0;
-        o.compaction_overhead = 0;
+        o.compaction_overhead_entries = 0;
     };
     let mut config = Config::new(1, vec![1]);
     config.peers = vec![2];
@@ -259,7 +259,7 @@ async fn catchup_once(root: &Path, entries: u64, snapshots: bool) -> f64 {
                 o.tick = Duration::from_millis(10);
                 // For 1M entries: a snapshot every 100,000, 5,000 kept (the defaults).
                 o.snapshot_entries = (entries / 10).max(1);
-                o.compaction_overhead = entries / 200;
+                o.compaction_overhead_entries = entries / 200;
                 if !snapshots {
                     o.snapshot_entries = 0;
                     o.snapshot_bytes = 0;

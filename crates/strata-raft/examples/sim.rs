@@ -61,7 +61,7 @@ fn main() -> ExitCode {
                 total.committed += report.committed;
                 total.completed += report.completed;
                 total.invoked += report.invoked;
-                total.max_term = total.max_term.max(report.max_term);
+                total.term_max = total.term_max.max(report.term_max);
                 total.membership_changes += report.membership_changes;
                 total.snapshots_taken += report.snapshots_taken;
                 total.snapshots_installed += report.snapshots_installed;
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
         total.membership_changes,
         total.completed,
         total.invoked,
-        total.max_term,
+        total.term_max,
         total.snapshots_taken,
         total.snapshots_installed,
     );

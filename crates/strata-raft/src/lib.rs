@@ -40,8 +40,8 @@
 //! request ([`RaftNode::request_snapshot`], skipped when nothing was applied since the last;
 //! [`RaftNode::export_snapshot`] to a directory), through [`StateMachine::snapshot`] (a
 //! capture on the apply path, the writing off it), compacts the log up to
-//! [`NodeOptions::compaction_overhead`] entries before it, and restores from the latest one at
-//! restart ([`StateMachine::restore`]).
+//! [`NodeOptions::compaction_overhead_entries`] entries before it, and restores from the latest
+//! one at restart ([`StateMachine::restore`]).
 //!
 //! # Examples
 //!

@@ -108,12 +108,12 @@ impl<S: Storage> LogView<S> {
         self.term(index) == Some(term)
     }
 
-    /// Entries `lo..hi`, at most about `max_bytes` (at least one).
-    pub fn entries(&self, lo: u64, hi: u64, max_bytes: usize) -> Result<Vec<Entry>, String> {
+    /// Entries `lo..hi`, at most about `bytes_max` (at least one).
+    pub fn entries(&self, lo: u64, hi: u64, bytes_max: usize) -> Result<Vec<Entry>, String> {
         let mut out = Vec::new();
         if lo < self.unstable_offset {
             let stable_hi = hi.min(self.unstable_offset);
-            out = self.storage.entries(lo, stable_hi, max_bytes)?;
+            out = self.storage.entries(lo, stable_hi, bytes_max)?;
             if (out.len() as u64) < stable_hi - lo {
                 return Ok(out);
             }
@@ -127,7 +127,7 @@ impl<S: Storage> LogView<S> {
             else {
                 break;
             };
-            if bytes > max_bytes && !out.is_empty() {
+            if bytes > bytes_max && !out.is_empty() {
                 break;
             }
             bytes += e.size();

@@ -121,11 +121,11 @@ impl Progress {
         }
     }
 
-    pub fn paused(&self, max_msgs: usize, max_bytes: usize) -> bool {
+    pub fn paused(&self, msgs_max: usize, bytes_max: usize) -> bool {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => {
-                self.inflight.len() >= max_msgs || self.inflight_bytes >= max_bytes
+                self.inflight.len() >= msgs_max || self.inflight_bytes >= bytes_max
             }
             ProgressState::Snapshot => true,
         }
@@ -182,9 +182,9 @@ impl Progress {
     /// The follower answered a heartbeat while its appends may have been lost: with the
     /// window full, free its oldest slot so that replication goes on (a gap is then rejected
     /// and probed, as usual).
-    pub fn free_first_if_full(&mut self, max_msgs: usize, max_bytes: usize) {
+    pub fn free_first_if_full(&mut self, msgs_max: usize, bytes_max: usize) {
         if self.state == ProgressState::Replicate
-            && self.paused(max_msgs, max_bytes)
+            && self.paused(msgs_max, bytes_max)
             && let Some((_, bytes)) = self.inflight.pop_front()
         {
             self.inflight_bytes -= bytes;

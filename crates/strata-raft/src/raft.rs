@@ -62,19 +62,19 @@ pub struct Config {
     pub check_quorum: bool,
     /// Appends in flight to one follower, at most, in messages and in entry bytes. Default
     /// 256 messages.
-    pub max_inflight_msgs: usize,
-    /// See `max_inflight_msgs`. Default 64 MiB.
-    pub max_inflight_bytes: usize,
+    pub inflight_msgs_max: usize,
+    /// See `inflight_msgs_max`. Default 64 MiB.
+    pub inflight_bytes_max: usize,
     /// Entry bytes in one append message, at most (one entry always goes). Default 1 MiB.
-    pub max_append_bytes: usize,
+    pub append_bytes_max: usize,
     /// Bytes of proposed, not yet committed entries a leader accepts before refusing
     /// proposals (0: no limit). Default 64 MiB.
-    pub max_uncommitted_bytes: usize,
+    pub uncommitted_bytes_max: usize,
     /// Entry bytes handed out for applying in one [`Ready::committed_entries`], at most (one
     /// entry always goes, and the last one may cross the limit); the entries after them come
     /// in the next `Ready`s, and [`Raft::has_ready`] stays true until all are handed out. It
     /// costs the memory one `Ready`'s committed entries hold, from the read of the log until
-    /// they are applied. Default 64 MiB, as `max_uncommitted_bytes`: a leader commits about
+    /// they are applied. Default 64 MiB, as `uncommitted_bytes_max`: a leader commits about
     /// that much at once at most in steady state, so the limit only splits a backlog (a
     /// restart applying its log, a follower catching up). Not 0.
     pub committed_bytes_per_ready_max: usize,
@@ -89,7 +89,7 @@ pub struct Config {
     /// 1 MiB.
     pub snapshot_chunk_bytes: usize,
     /// Snapshot chunks in flight to one follower, at most. Default 4.
-    pub max_snapshot_inflight: usize,
+    pub snapshot_inflight_chunks_max: usize,
 }
 
 impl Config {
@@ -104,16 +104,16 @@ impl Config {
             heartbeat_tick: 1,
             pre_vote: true,
             check_quorum: true,
-            max_inflight_msgs: 256,
-            max_inflight_bytes: 64 << 20,
-            max_append_bytes: 1 << 20,
-            max_uncommitted_bytes: 64 << 20,
+            inflight_msgs_max: 256,
+            inflight_bytes_max: 64 << 20,
+            append_bytes_max: 1 << 20,
+            uncommitted_bytes_max: 64 << 20,
             committed_bytes_per_ready_max: 64 << 20,
             lease_read: false,
             lease_drift_ticks: 2,
             seed: id,
             snapshot_chunk_bytes: 1 << 20,
-            max_snapshot_inflight: 4,
+            snapshot_inflight_chunks_max: 4,
         }
     }
 }
@@ -142,7 +142,7 @@ pub enum Error {
         leader: NodeId,
     },
     /// The proposal was refused: a leadership transfer is under way, or the uncommitted
-    /// entries exceed `max_uncommitted_bytes`.
+    /// entries exceed `uncommitted_bytes_max`.
     #[error("proposal dropped: {reason}")]
     ProposalDropped {
         /// Why.
@@ -951,9 +951,9 @@ impl<S: Storage> Raft<S> {
     fn step_leader(&mut self, m: Message) -> Result<(), Error> {
         let from = m.from;
         let last = self.log.last_index();
-        let (max_msgs, max_bytes) = (
-            self.config.max_inflight_msgs,
-            self.config.max_inflight_bytes,
+        let (msgs_max, bytes_max) = (
+            self.config.inflight_msgs_max,
+            self.config.inflight_bytes_max,
         );
         let ticks = self.ticks;
         let Some(p) = self.progress.get_mut(&from) else {
@@ -1009,7 +1009,7 @@ impl<S: Storage> Raft<S> {
             MessageType::HeartbeatResponse => {
                 // The lease counts from when the answered heartbeat was sent.
                 p.last_ack_tick = p.last_ack_tick.max(Some(m.sent_tick));
-                p.free_first_if_full(max_msgs, max_bytes);
+                p.free_first_if_full(msgs_max, bytes_max);
                 if p.matched < last {
                     if p.state == ProgressState::Probe {
                         p.probe_sent = false;
@@ -1031,14 +1031,14 @@ impl<S: Storage> Raft<S> {
         if to == self.id {
             return Ok(());
         }
-        let (max_msgs, max_bytes) = (
-            self.config.max_inflight_msgs,
-            self.config.max_inflight_bytes,
+        let (msgs_max, bytes_max) = (
+            self.config.inflight_msgs_max,
+            self.config.inflight_bytes_max,
         );
         let Some(p) = self.progress.get(&to) else {
             return Ok(());
         };
-        if p.paused(max_msgs, max_bytes) {
+        if p.paused(msgs_max, bytes_max) {
             return Ok(());
         }
         let next = p.next;
@@ -1051,7 +1051,7 @@ impl<S: Storage> Raft<S> {
         let last = self.log.last_index();
         let entries = if next <= last {
             self.log
-                .entries(next, last + 1, self.config.max_append_bytes)
+                .entries(next, last + 1, self.config.append_bytes_max)
                 .map_err(Error::Storage)?
         } else {
             Vec::new()
@@ -1136,7 +1136,7 @@ impl<S: Storage> Raft<S> {
     /// # Errors
     ///
     /// [`Error::NotLeader`]; [`Error::ProposalDropped`] during a leadership transfer or past
-    /// `max_uncommitted_bytes`.
+    /// `uncommitted_bytes_max`.
     pub fn propose(&mut self, data: Bytes) -> Result<u64, Error> {
         self.propose_entry(EntryKind::Normal, data)
     }
@@ -1276,7 +1276,7 @@ impl<S: Storage> Raft<S> {
                 reason: "this leader is being removed",
             });
         }
-        let max = self.config.max_uncommitted_bytes;
+        let max = self.config.uncommitted_bytes_max;
         if max > 0 && self.uncommitted_bytes > 0 && self.uncommitted_bytes + data.len() > max {
             self.counters.dropped_proposals += 1;
             return Err(Error::ProposalDropped {

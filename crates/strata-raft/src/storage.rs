@@ -12,12 +12,12 @@ pub trait Storage {
     fn last_index(&self) -> u64;
     /// The term at `index`, for the compaction point and every entry after it.
     fn term(&self, index: u64) -> Option<u64>;
-    /// Entries `lo..hi`, stopping once over `max_bytes` (at least one).
+    /// Entries `lo..hi`, stopping once over `bytes_max` (at least one).
     ///
     /// # Errors
     ///
     /// A description of the failure (the core reports it as [`Error::Storage`](crate::Error)).
-    fn entries(&self, lo: u64, hi: u64, max_bytes: usize) -> Result<Vec<Entry>, String>;
+    fn entries(&self, lo: u64, hi: u64, bytes_max: usize) -> Result<Vec<Entry>, String>;
 }
 
 impl Storage for RaftLog {
@@ -33,8 +33,8 @@ impl Storage for RaftLog {
         RaftLog::term(self, index)
     }
 
-    fn entries(&self, lo: u64, hi: u64, max_bytes: usize) -> Result<Vec<Entry>, String> {
-        RaftLog::entries(self, lo, hi, max_bytes).map_err(|e| e.to_string())
+    fn entries(&self, lo: u64, hi: u64, bytes_max: usize) -> Result<Vec<Entry>, String> {
+        RaftLog::entries(self, lo, hi, bytes_max).map_err(|e| e.to_string())
     }
 }
 
@@ -100,7 +100,7 @@ impl Storage for MemStorage {
         self.entries.get(usize::try_from(at).ok()?).map(|e| e.term)
     }
 
-    fn entries(&self, lo: u64, hi: u64, max_bytes: usize) -> Result<Vec<Entry>, String> {
+    fn entries(&self, lo: u64, hi: u64, bytes_max: usize) -> Result<Vec<Entry>, String> {
         if lo <= self.compacted.0 || hi > self.last_index() + 1 || lo > hi {
             return Err(format!("entries {lo}..{hi} are not in the log"));
         }
@@ -109,7 +109,7 @@ impl Storage for MemStorage {
         let mut out = Vec::new();
         let mut bytes = 0;
         for e in &self.entries[from..to] {
-            if bytes > max_bytes && !out.is_empty() {
+            if bytes > bytes_max && !out.is_empty() {
                 break;
             }
             bytes += e.size();
@@ -132,7 +132,7 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
         (**self).term(index)
     }
 
-    fn entries(&self, lo: u64, hi: u64, max_bytes: usize) -> Result<Vec<Entry>, String> {
-        (**self).entries(lo, hi, max_bytes)
+    fn entries(&self, lo: u64, hi: u64, bytes_max: usize) -> Result<Vec<Entry>, String> {
+        (**self).entries(lo, hi, bytes_max)
     }
 }

@@ -326,7 +326,7 @@ fn bad_input_is_refused_and_counted_never_a_panic() {
 
 #[test]
 fn uncommitted_bytes_are_capped() {
-    let mut c = Cluster::new(&[1, 2, 3], |config| config.max_uncommitted_bytes = 1000);
+    let mut c = Cluster::new(&[1, 2, 3], |config| config.uncommitted_bytes_max = 1000);
     let leader = c.elect();
     c.isolated
         .extend([1, 2, 3].into_iter().filter(|&id| id != leader));
@@ -344,7 +344,7 @@ fn uncommitted_bytes_are_capped() {
 #[test]
 fn a_follower_whose_appends_were_lost_catches_up() {
     for window in [4, 256] {
-        let mut c = Cluster::new(&[1, 2, 3], |config| config.max_inflight_msgs = window);
+        let mut c = Cluster::new(&[1, 2, 3], |config| config.inflight_msgs_max = window);
         let leader = c.elect();
         c.propose(leader, b"warm-up");
         c.tick_all(3);

@@ -116,7 +116,7 @@ impl Cluster {
         if self.snapshot_entries > 0 {
             // Small snapshots in many chunks, and a log compacted right up to them.
             options.snapshot_entries = self.snapshot_entries;
-            options.compaction_overhead = 2;
+            options.compaction_overhead_entries = 2;
             config.snapshot_chunk_bytes = 100;
         }
         let log = Arc::new(log);

@@ -32,7 +32,7 @@ fn lagging(
 ) -> (Cluster, NodeId, NodeId) {
     let mut c = Cluster::new(&[1, 2, 3], |config: &mut Config| {
         config.snapshot_chunk_bytes = chunk_bytes;
-        config.max_snapshot_inflight = window;
+        config.snapshot_inflight_chunks_max = window;
     });
     c.snapshots = policy;
     let leader = c.elect();
@@ -51,7 +51,7 @@ fn lagging(
 fn cluster_with_a_lagging_follower(filler: usize) -> (Cluster, NodeId, NodeId) {
     let policy = SnapshotPolicy {
         every: 5,
-        compaction_overhead: 0,
+        compaction_overhead_entries: 0,
         filler,
     };
     let (mut c, leader, behind) = lagging(policy, 64, 2, 30);
@@ -65,7 +65,7 @@ fn cluster_with_a_lagging_follower(filler: usize) -> (Cluster, NodeId, NodeId) {
 fn cluster_with_a_far_follower() -> (Cluster, NodeId, NodeId) {
     let policy = SnapshotPolicy {
         every: 50,
-        compaction_overhead: 10,
+        compaction_overhead_entries: 10,
         filler: 4000,
     };
     lagging(policy, 256, 1, 120)
@@ -268,7 +268,7 @@ fn a_follower_that_has_what_a_snapshot_covers_refuses_it() {
 /// After the follower reports it needs data far behind what it acknowledged before (its
 /// staging restarted: a crash losing unsynced chunks, a file whose checksum failed, or a
 /// chunk of another snapshot that made it begin again), the leader should resend within
-/// its window of `max_snapshot_inflight` chunks.
+/// its window of `snapshot_inflight_chunks_max` chunks.
 #[test]
 fn a_gap_behind_the_acked_position_resends_within_the_window() {
     let (mut c, leader, behind) = cluster_with_a_lagging_follower(20_000);

@@ -116,7 +116,7 @@ fn write_replay_file(path: &Path, bytes: u64) {
     let (mut log, _) = SnapshotLog::open(
         path,
         LogOptions {
-            min_compact_bytes: u64::MAX,
+            compact_bytes_min: u64::MAX,
             ..LogOptions::default()
         },
     )

@@ -27,7 +27,7 @@ pub struct LogOptions {
     /// cluster); if false, it clears the members and clocks.
     pub rejoin_after_leave: bool,
     /// Never compact a log smaller than this. Default 128 KiB, Serf's default.
-    pub min_compact_bytes: u64,
+    pub compact_bytes_min: u64,
     /// Appended lines are buffered in memory up to this many bytes before a write is needed.
     /// Bounds memory; larger means fewer `write` calls. Default 64 KiB.
     pub buffer_bytes_max: usize,
@@ -47,7 +47,7 @@ impl Default for LogOptions {
     fn default() -> Self {
         Self {
             rejoin_after_leave: false,
-            min_compact_bytes: 128 * 1024,
+            compact_bytes_min: 128 * 1024,
             buffer_bytes_max: 64 * 1024,
             error_recovery_interval: Duration::from_secs(30),
             swap: SwapOptions {
@@ -298,7 +298,7 @@ impl SnapshotLog {
     pub fn compaction_threshold_bytes(&self) -> u64 {
         let members = self.history.lock().member_entries() as u64;
         (members * SNAPSHOT_BYTES_PER_NODE * SNAPSHOT_COMPACTION_THRESHOLD)
-            .max(self.options.min_compact_bytes)
+            .max(self.options.compact_bytes_min)
             .max(self.last_compacted_bytes.saturating_mul(2))
     }
 

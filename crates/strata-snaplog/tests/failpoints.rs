@@ -22,7 +22,7 @@ fn write_churn(path: &Path) {
     let (mut log, _) = SnapshotLog::open(
         path,
         LogOptions {
-            min_compact_bytes: u64::MAX,
+            compact_bytes_min: u64::MAX,
             ..LogOptions::default()
         },
     )
@@ -187,7 +187,7 @@ fn a_failed_compaction_keeps_appending_to_the_old_file_and_backs_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("snapshot");
     let options = LogOptions {
-        min_compact_bytes: 0,
+        compact_bytes_min: 0,
         error_recovery_interval: Duration::from_secs(3600),
         ..LogOptions::default()
     };

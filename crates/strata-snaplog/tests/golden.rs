@@ -277,7 +277,7 @@ fn appending_to_the_large_golden_file_compacts_it_by_size_and_keeps_its_state() 
     let copy = dir.path().join(LARGE_GOLDEN_FILE);
     std::fs::copy(&snap, &copy).expect("copy the large golden file");
     let options = LogOptions {
-        min_compact_bytes: 16 * 1024,
+        compact_bytes_min: 16 * 1024,
         ..LogOptions::default()
     };
     let (mut log, _) = strata_snaplog::SnapshotLog::open(&copy, options).expect("open");

@@ -223,13 +223,13 @@ proptest! {
     fn snapshot_log_state_always_equals_the_replay_of_its_file(
         ops in proptest::collection::vec(op(), 0..80),
         rejoin in any::<bool>(),
-        min_compact_bytes in prop_oneof![Just(0u64), Just(200), Just(1 << 20)],
+        compact_bytes_min in prop_oneof![Just(0u64), Just(200), Just(1 << 20)],
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("snapshot");
         let options = LogOptions {
             rejoin_after_leave: rejoin,
-            min_compact_bytes,
+            compact_bytes_min,
             buffer_bytes_max: 64,
             ..LogOptions::default()
         };

@@ -284,7 +284,7 @@ async fn the_file_replays_to_the_live_state_after_many_compactions() {
     let clock = Arc::new(LamportClock::new());
     let config = SnapshotterConfig {
         log: LogOptions {
-            min_compact_bytes: 512,
+            compact_bytes_min: 512,
             ..LogOptions::default()
         },
         ..SnapshotterConfig::default()

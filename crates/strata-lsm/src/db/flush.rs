@@ -186,7 +186,7 @@ impl Inner {
             smallest_seq: smallest_seq.min(largest_seq),
             largest_seq,
         };
-        let flushed_lsn = memtable.max_wal_lsn.load(Ordering::Acquire);
+        let flushed_lsn = memtable.wal_lsn_max.load(Ordering::Acquire);
         let edit = VersionEdit {
             wal_flushed_lsn: Some(flushed_lsn),
             next_file_number: Some(number + 1),

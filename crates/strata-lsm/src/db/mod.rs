@@ -131,7 +131,7 @@ fn batch_memory_bytes(batch: &WriteBatch) -> usize {
 #[derive(Debug)]
 struct MemtableHandle {
     table: Memtable,
-    max_wal_lsn: AtomicU64,
+    wal_lsn_max: AtomicU64,
     /// Properties a forced flush asked to record in this memtable's table (whichever thread
     /// ends up flushing it), and the table it became.
     properties: Mutex<Vec<(String, Vec<u8>)>>,
@@ -142,7 +142,7 @@ impl MemtableHandle {
     fn new(capacity_bytes: usize) -> Self {
         Self {
             table: Memtable::with_capacity(capacity_bytes),
-            max_wal_lsn: AtomicU64::new(0),
+            wal_lsn_max: AtomicU64::new(0),
             properties: Mutex::new(Vec::new()),
             flushed_as: Mutex::new(None),
         }

@@ -117,7 +117,7 @@ impl Db {
                     insert(&active.table, op.0, seq, op.1, op.2)?;
                     last_seq = last_seq.max(seq);
                 }
-                active.max_wal_lsn.store(lsn, Ordering::Release);
+                active.wal_lsn_max.store(lsn, Ordering::Release);
             }
         }
         let inner = Arc::new(Inner {

@@ -260,7 +260,7 @@ impl Inner {
             self.fail(&e);
             return Err(e);
         }
-        active.max_wal_lsn.store(*lsns.end(), Ordering::Release);
+        active.wal_lsn_max.store(*lsns.end(), Ordering::Release);
         // Visible only now, all at once: readers never see part of a batch.
         let mut state = self.state.lock();
         // Sequence numbers only grow: the group starts right after the last one assigned, which

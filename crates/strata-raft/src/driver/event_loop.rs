@@ -24,7 +24,7 @@ pub(super) struct Driver {
     pub(super) core: Raft<Arc<RaftLog>>,
     pub(super) log: Arc<RaftLog>,
     pub(super) tick: Duration,
-    pub(super) compaction_overhead: u64,
+    pub(super) compaction_overhead_entries: u64,
     pub(super) snapshot_dir: PathBuf,
     pub(super) store: Arc<Mutex<Receiver>>,
     /// The snapshot sets last pinned in the store.
@@ -156,7 +156,7 @@ impl Driver {
     }
 
     /// The applying task installed a snapshot it took: followers that need compacted
-    /// entries get it, and the log is compacted up to `compaction_overhead` entries before
+    /// entries get it, and the log is compacted up to `compaction_overhead_entries` entries before
     /// it.
     async fn snapshot_taken(&mut self, meta: SnapshotMeta) -> Result<(), DriverError> {
         // Never past a snapshot still being sent: the follower that installs it needs the
@@ -164,7 +164,7 @@ impl Driver {
         let floor = self.core.transfer_floor().unwrap_or(u64::MAX);
         let to = meta
             .last_index
-            .saturating_sub(self.compaction_overhead)
+            .saturating_sub(self.compaction_overhead_entries)
             .min(floor);
         self.core.set_snapshot(meta);
         if to > self.log.compacted().0

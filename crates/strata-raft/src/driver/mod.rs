@@ -11,7 +11,7 @@
 //! or [`NodeOptions::snapshot_bytes`] bytes (or when asked): the state machine captures its
 //! state there, and writes it as files on the blocking pool while applying goes on; the set
 //! goes into the node's snapshot store (`strata_snapshot::Receiver`) and the log is
-//! compacted up to [`NodeOptions::compaction_overhead`] entries before it. A leader streams
+//! compacted up to [`NodeOptions::compaction_overhead_entries`] entries before it. A leader streams
 //! the latest set to a follower that needs compacted entries; the follower stages the chunks
 //! in its store and, once the set is installed, compacts its log to it and restores its state
 //! machine from it. A restart restores the state machine from the installed set and applies
@@ -216,7 +216,7 @@ impl RaftNode {
             core,
             log,
             tick: options.tick,
-            compaction_overhead: options.compaction_overhead,
+            compaction_overhead_entries: options.compaction_overhead_entries,
             snapshot_dir: options.snapshot_dir,
             store,
             pinned: restoring.clone(),

@@ -56,7 +56,7 @@ pub struct NodeOptions {
     pub snapshot_bytes: u64,
     /// Entries kept in the log before a snapshot's last index, so that a follower slightly
     /// behind gets entries rather than a snapshot. Default 5,000.
-    pub compaction_overhead: u64,
+    pub compaction_overhead_entries: u64,
 }
 
 impl NodeOptions {
@@ -67,7 +67,7 @@ impl NodeOptions {
             snapshot_dir: snapshot_dir.into(),
             snapshot_entries: 100_000,
             snapshot_bytes: 256 << 20,
-            compaction_overhead: 5_000,
+            compaction_overhead_entries: 5_000,
         }
     }
 }

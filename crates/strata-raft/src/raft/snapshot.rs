@@ -283,7 +283,7 @@ impl<S: Storage> Raft<S> {
     /// Sends the chunks that fit in `to`'s window.
     fn send_snapshot_chunks(&mut self, to: NodeId) {
         let chunk_bytes = self.config.snapshot_chunk_bytes as u64;
-        let window = self.config.max_snapshot_inflight.max(1);
+        let window = self.config.snapshot_inflight_chunks_max.max(1);
         let (id, term, commit) = (self.id, self.term, self.log.committed);
         let Some(t) = self.progress.get_mut(&to).and_then(|p| p.transfer.as_mut()) else {
             return;

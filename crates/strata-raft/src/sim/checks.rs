@@ -117,7 +117,7 @@ impl Sim<'_> {
         } = self;
         let seed = options.seed;
         for (id, node) in &c.nodes {
-            report.max_term = report.max_term.max(node.term());
+            report.term_max = report.term_max.max(node.term());
             // What the node has durably committed: its persisted commit index over its
             // persisted log (in memory, a commit can already cover entries whose persist,
             // replacing older ones, is still under way).

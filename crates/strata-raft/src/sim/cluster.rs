@@ -20,7 +20,7 @@ pub struct SnapshotPolicy {
     /// Take one every this many applied entries (0: never).
     pub every: u64,
     /// Entries kept in the log before a snapshot's last index.
-    pub compaction_overhead: u64,
+    pub compaction_overhead_entries: u64,
     /// Filler bytes in each snapshot, so that transfers take many chunks.
     pub filler: usize,
 }
@@ -318,7 +318,7 @@ impl Cluster {
             .or_default()
             .install(meta.clone(), files);
         self.node(id).set_snapshot(meta);
-        let keep = self.snapshots.compaction_overhead;
+        let keep = self.snapshots.compaction_overhead_entries;
         let floor = self.node(id).transfer_floor().unwrap_or(u64::MAX);
         let to = index.saturating_sub(keep).min(floor);
         let storage = self.node(id).storage_mut();

@@ -64,7 +64,7 @@ pub struct SimReport {
     /// Client operations invoked.
     pub invoked: usize,
     /// The highest term reached.
-    pub max_term: u64,
+    pub term_max: u64,
     /// Membership changes committed (entering and leaving joint configurations).
     pub membership_changes: usize,
     /// Snapshots taken.
@@ -119,9 +119,9 @@ impl Protocol {
         config.peers.clone_from(&self.peers);
         config.pre_vote = self.pre_vote;
         config.check_quorum = self.check_quorum;
-        config.max_inflight_msgs = self.window;
+        config.inflight_msgs_max = self.window;
         config.snapshot_chunk_bytes = self.chunk_bytes;
-        config.max_snapshot_inflight = self.snapshot_window;
+        config.snapshot_inflight_chunks_max = self.snapshot_window;
     }
 }
 
@@ -197,7 +197,7 @@ impl<'t> Sim<'t> {
         let policy = if options.snapshots && rng.chance(75) {
             SnapshotPolicy {
                 every: 3 + rng.below(40),
-                compaction_overhead: rng.below(8),
+                compaction_overhead_entries: rng.below(8),
                 filler: rng.below(1000) as usize,
             }
         } else {
