@@ -596,3 +596,64 @@ async fn a_node_with_a_small_per_ready_limit_applies_everything_in_order() {
     );
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_the_store_refuses_is_counted_and_dropped_and_the_node_carries_on() {
+    use strata_raft::{Message, MessageType};
+    use strata_snapshot::{Chunk, FileInfo, SnapshotMeta};
+
+    let c = Cluster::new();
+    let leader = c.leader().await;
+    let follower = IDS.into_iter().find(|&id| id != leader).expect("follower");
+    let term = c.node(follower).status().borrow().term;
+
+    // A chunk at the position the follower expects, but longer than its file: only a broken or
+    // hostile peer sends it. The follower's store refuses it.
+    let data = Bytes::from(vec![7u8; 100]);
+    let meta = SnapshotMeta {
+        id: 99,
+        last_index: 1_000_000,
+        last_term: term,
+        membership: Vec::new().into(),
+        files: vec![FileInfo {
+            name: "a".to_owned(),
+            size: 10,
+            crc: 0,
+        }],
+    };
+    let mut m = Message {
+        msg_type: MessageType::InstallSnapshot as i32,
+        from: leader,
+        to: follower,
+        term,
+        ..Message::default()
+    };
+    m.chunk = Some(Chunk {
+        snapshot_id: meta.id,
+        file: 0,
+        offset: 0,
+        crc: crc32fast::hash(&data),
+        done: true,
+        data,
+    });
+    m.snapshot = Some(meta);
+    let before = c.node(follower).status().borrow().counters.malformed;
+    strata_raft::Transport::send(c.net.as_ref(), vec![m]).await;
+    let mut status = c.node(follower).status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.counters.malformed > before))
+        .await
+        .expect("the refused chunk is counted in time")
+        .expect("the follower is still running");
+
+    // The follower still replicates and applies.
+    let answer = c
+        .node(leader)
+        .propose(Bytes::from_static(b"after"), WAIT)
+        .await
+        .expect("committed");
+    let index: u64 = std::str::from_utf8(&answer[8..])
+        .expect("utf-8")
+        .parse()
+        .expect("an index");
+    c.wait_applied(follower, index).await;
+}

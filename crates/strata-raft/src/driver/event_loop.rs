@@ -253,21 +253,35 @@ impl Driver {
     /// Stages received chunks in the store and tells the core how each went.
     async fn stage_chunks(&mut self, chunks: Vec<Message>) -> Result<(), DriverError> {
         let store = Arc::clone(&self.store);
-        let acks: Vec<(NodeId, SnapshotMeta, Ack)> = blocking(move || {
+        let acks: Vec<(NodeId, SnapshotMeta, Option<Ack>)> = blocking(move || {
             let mut store = store.lock();
             let mut acks = Vec::with_capacity(chunks.len());
             for m in chunks {
                 let (Some(meta), Some(chunk)) = (m.snapshot, m.chunk) else {
                     continue;
                 };
-                let ack = store.receive(&meta, &chunk).map_err(storage_error)?;
+                let ack = match store.receive(&meta, &chunk) {
+                    Ok(ack) => Some(ack),
+                    // The sender's fault, not this node's: the store refused the chunk and
+                    // is unchanged. Any other error is this node's disk: it stops the node.
+                    Err(
+                        strata_snapshot::Error::Invalid(_)
+                        | strata_snapshot::Error::UnknownSnapshot { .. },
+                    ) => None,
+                    Err(e) => return Err(storage_error(e)),
+                };
                 acks.push((m.from, meta, ack));
             }
             Ok(acks)
         })
         .await?;
         for (from, meta, ack) in acks {
-            let _ = self.core.snapshot_staged(from, &meta, ack);
+            match ack {
+                Some(ack) => {
+                    let _ = self.core.snapshot_staged(from, &meta, ack);
+                }
+                None => self.core.snapshot_chunk_refused(),
+            }
         }
         Ok(())
     }

@@ -108,6 +108,14 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
+    /// The driver's store refused a chunk as invalid (past its file's end, a file name that is
+    /// not a plain name): a peer's bad message, counted as malformed and dropped. The store is
+    /// unchanged, so a sound leader's resend (after two heartbeats without progress) carries
+    /// the transfer on; one bad peer never stops this node.
+    pub fn snapshot_chunk_refused(&mut self) {
+        self.counters.malformed += 1;
+    }
+
     // ---- the driver's snapshots -----------------------------------------------------------
 
     /// A snapshot the driver took (and installed in its store) or restored: followers that
