@@ -77,12 +77,18 @@ fn transfer(
     }
 }
 
-/// Writes `set`'s files into a fresh [`Receiver::local_dir`] and adopts them.
-fn adopt(store: &mut Receiver, set: &Set) -> strata_snapshot::Result<bool> {
+/// Writes `set`'s files into a fresh [`Receiver::local_dir`], as a node taking a snapshot does.
+fn write_local(store: &mut Receiver, set: &Set) -> strata_snapshot::Result<()> {
     let local = store.local_dir()?;
     for (name, bytes) in &set.files {
         std::fs::write(local.join(name), bytes).expect("write a local file");
     }
+    Ok(())
+}
+
+/// Writes `set`'s files into a fresh [`Receiver::local_dir`] and adopts them.
+fn adopt(store: &mut Receiver, set: &Set) -> strata_snapshot::Result<bool> {
+    write_local(store, set)?;
     store.adopt(&set.meta)
 }
 
@@ -345,10 +351,7 @@ fn a_failed_adopt_leaves_the_old_set_current() {
         let scenario = FailScenario::setup();
         let context = context("adopt", failure);
         let (f, mut store) = Fixture::new();
-        let local = store.local_dir().expect("local");
-        for (name, bytes) in &f.new.files {
-            std::fs::write(local.join(name), bytes).expect("write a local file");
-        }
+        write_local(&mut store, &f.new).expect("local");
         let result = failing(failure, || store.adopt(&f.new.meta));
         f.assert_failed_at(result, failure, &context);
         assert_current(&store, f.set(failure.after), &context);
@@ -370,10 +373,7 @@ fn a_store_reopened_after_a_failed_adopt_reports_a_whole_set() {
         let scenario = FailScenario::setup();
         let context = context("adopt", failure);
         let (f, mut store) = Fixture::new();
-        let local = store.local_dir().expect("local");
-        for (name, bytes) in &f.new.files {
-            std::fs::write(local.join(name), bytes).expect("write a local file");
-        }
+        write_local(&mut store, &f.new).expect("local");
         let result = failing(failure, || store.adopt(&f.new.meta));
         f.assert_failed_at(result, failure, &context);
 

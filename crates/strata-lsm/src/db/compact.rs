@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use strata_fs::IoError;
 
 use super::stats::bump;
-use super::version::{TableHandle, Version, open_table};
+use super::version::{TableHandle, open_table};
 use super::{Db, Inner, State};
 use crate::compaction::{self, Plan};
 use crate::error::Result;
@@ -167,17 +167,7 @@ impl Inner {
                 levels[output_level].partition_point(|h| h.meta.smallest < handle.meta.smallest);
             levels[output_level].insert(at, handle);
         }
-        state.version = Arc::new(Version { levels });
-        state.generation += 1;
-        if let Some(seq) = last_seq {
-            // Sequence numbers only grow: an ingest's is newer than every write (writes wait).
-            debug_assert!(seq > state.last_seq);
-            state.last_seq = state.last_seq.max(seq);
-        }
-        self.changed.notify_all();
-        let snapshot = state.manifest_state.clone();
-        drop(state);
-        self.maybe_rewrite_manifest(manifest, &snapshot)?;
+        self.publish_version(state, levels, last_seq, manifest)?;
         Ok(edit.added)
     }
 }

@@ -10,7 +10,7 @@ use strata_fs::{IoError, hard_link, sync_dir, sync_parent_dir};
 use strata_sstable::{ReadOptions, Table};
 
 use super::stats::bump;
-use super::version::{TableHandle, Version, open_table, table_path};
+use super::version::{TableHandle, open_table, table_path};
 use super::{Db, Inner};
 use crate::compaction::{self, Plan};
 use crate::error::{Error, Result};
@@ -270,15 +270,7 @@ impl Inner {
                 levels[level].insert(at, handle);
             }
         }
-        state.version = Arc::new(Version { levels });
-        state.generation += 1;
-        // Sequence numbers only grow: an ingest's is newer than every write (writes wait).
-        debug_assert!(seq > state.last_seq);
-        state.last_seq = state.last_seq.max(seq);
-        self.changed.notify_all();
-        let snapshot = state.manifest_state.clone();
-        drop(state);
-        self.maybe_rewrite_manifest(manifest, &snapshot)?;
+        self.publish_version(state, levels, Some(seq), manifest)?;
         Ok(edit.added)
     }
 }

@@ -111,6 +111,29 @@ impl Inner {
     /// Starts a new manifest generation (a snapshot of the state, then a `CURRENT` swap) once
     /// the live one has grown past [`MANIFEST_REWRITE_BYTES`], so that reopening stays fast and
     /// the manifest's size stays bounded.
+    /// Ends every edit that changes the tables (a compaction, an ingest): `levels` becomes the
+    /// current version, `last_seq` (an ingest's) the last sequence number, readers waiting for
+    /// a change are woken, and the manifest is rewritten if it has grown past its limit.
+    pub(super) fn publish_version(
+        &self,
+        mut state: parking_lot::MutexGuard<'_, State>,
+        levels: Vec<Vec<Arc<TableHandle>>>,
+        last_seq: Option<u64>,
+        manifest: parking_lot::MutexGuard<'_, Manifest>,
+    ) -> Result<()> {
+        state.version = Arc::new(Version { levels });
+        state.generation += 1;
+        if let Some(seq) = last_seq {
+            // Sequence numbers only grow: an ingest's is newer than every write (writes wait).
+            debug_assert!(seq > state.last_seq);
+            state.last_seq = state.last_seq.max(seq);
+        }
+        self.changed.notify_all();
+        let snapshot = state.manifest_state.clone();
+        drop(state);
+        self.maybe_rewrite_manifest(manifest, &snapshot)
+    }
+
     pub(super) fn maybe_rewrite_manifest(
         &self,
         mut manifest: parking_lot::MutexGuard<'_, Manifest>,
