@@ -4,7 +4,7 @@
 //! A harness prints one `BENCH <name> <value> <unit>` line per figure ([`print_bench`]) and one
 //! `RATIO <name> <value>` line per comparison against a baseline measured in the same run
 //! ([`print_ratio`]; above 1 means Strata is ahead). Figures are medians of several runs
-//! ([`median`], [`bench`]); runs of two competitors alternate ([`alternate`]) so that drift in a
+//! ([`median`], [`bench()`]); runs of two competitors alternate ([`alternate`]) so that drift in a
 //! shared machine's disk or CPU hits both alike. Flags come from [`Args`].
 //!
 //! This crate is not a layer of Strata and is never published: only bench targets depend on it
