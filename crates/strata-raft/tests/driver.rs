@@ -166,6 +166,14 @@ impl Cluster {
     }
 }
 
+/// The log index in a [`Recorder`]'s answer (`applied INDEX`).
+fn applied_index(answer: &[u8]) -> u64 {
+    std::str::from_utf8(&answer[b"applied ".len()..])
+        .expect("utf-8")
+        .parse()
+        .expect("an index")
+}
+
 /// Resolves when any of the watches changes.
 async fn futures_any(watches: &mut [tokio::sync::watch::Receiver<strata_raft::Status>]) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
@@ -201,10 +209,7 @@ async fn three_nodes_apply_concurrent_proposals_in_the_same_order() {
                     .propose(Bytes::from(format!("{t}-{i}")), WAIT)
                     .await
                     .expect("committed");
-                let index: u64 = std::str::from_utf8(&answer[8..])
-                    .expect("utf-8")
-                    .parse()
-                    .expect("an index");
+                let index = applied_index(&answer);
                 assert!(index > last, "a task's commands commit in order");
                 last = index;
             }
@@ -262,10 +267,7 @@ async fn leadership_moves_by_transfer_and_by_crash_and_a_restart_catches_up() {
             .propose(Bytes::from_static(b"two"), WAIT)
             .await
             .expect("propose");
-        std::str::from_utf8(&answer[8..])
-            .expect("utf-8")
-            .parse()
-            .expect("index")
+        applied_index(&answer)
     };
     // Crash the leader; the other two elect one and go on.
     let crashed = target;
@@ -359,10 +361,7 @@ async fn a_follower_cut_off_past_the_compacted_log_installs_a_snapshot_and_resta
             .propose(Bytes::from(format!("command {i}")), WAIT)
             .await
             .expect("committed");
-        last = std::str::from_utf8(&answer[8..])
-            .expect("utf-8")
-            .parse()
-            .expect("an index");
+        last = applied_index(&answer);
     }
     let log = |c: &Cluster, id: NodeId| Arc::clone(c.logs[id as usize - 1].as_ref().expect("log"));
     // The leader took snapshots and compacted its log past what the follower has.
@@ -651,9 +650,6 @@ async fn a_chunk_the_store_refuses_is_counted_and_dropped_and_the_node_carries_o
         .propose(Bytes::from_static(b"after"), WAIT)
         .await
         .expect("committed");
-    let index: u64 = std::str::from_utf8(&answer[8..])
-        .expect("utf-8")
-        .parse()
-        .expect("an index");
+    let index = applied_index(&answer);
     c.wait_applied(follower, index).await;
 }

@@ -285,6 +285,31 @@ fn context(operation: &str, failure: &Failure) -> String {
     )
 }
 
+/// Receives the new set into a store holding the old one, failing as `failure` says, and checks
+/// the failure named its step. Returns the fixture, the store, the case's name for messages and
+/// the position the transfer began at.
+fn failed_install(failure: &Failure) -> (Fixture, Receiver, String, Position) {
+    let context = context("install", failure);
+    let (f, mut store) = Fixture::new();
+    let at = store.begin(&f.new.meta).expect("begin");
+    let result = failing(failure, || {
+        transfer(&mut store, f.new_source.path(), &f.new, at)
+    });
+    f.assert_failed_at(result, failure, &context);
+    (f, store, context, at)
+}
+
+/// Adopts the new set (written into the local directory) into a store holding the old one,
+/// failing as `failure` says, and checks the failure named its step.
+fn failed_adopt(failure: &Failure) -> (Fixture, Receiver, String) {
+    let context = context("adopt", failure);
+    let (f, mut store) = Fixture::new();
+    write_local(&mut store, &f.new).expect("local");
+    let result = failing(failure, || store.adopt(&f.new.meta));
+    f.assert_failed_at(result, failure, &context);
+    (f, store, context)
+}
+
 /// After a failed install the old set is current, whole, until the replace of `CURRENT` has
 /// renamed the new one in; the store does not take the new set for installed before then
 /// (it wants every chunk again), and receiving it again installs it.
@@ -292,13 +317,7 @@ fn context(operation: &str, failure: &Failure) -> String {
 fn a_failed_install_leaves_the_old_set_current() {
     for failure in &INSTALL_STEPS {
         let scenario = FailScenario::setup();
-        let context = context("install", failure);
-        let (f, mut store) = Fixture::new();
-        let at = store.begin(&f.new.meta).expect("begin");
-        let result = failing(failure, || {
-            transfer(&mut store, f.new_source.path(), &f.new, at)
-        });
-        f.assert_failed_at(result, failure, &context);
+        let (f, mut store, context, at) = failed_install(failure);
         assert_current(&store, f.set(failure.after), &context);
 
         // Receiving again (the sender resends from where the store says) installs it.
@@ -320,13 +339,7 @@ fn a_failed_install_leaves_the_old_set_current() {
 fn a_receiver_reopened_after_a_failed_install_reports_a_whole_set() {
     for failure in &INSTALL_STEPS {
         let scenario = FailScenario::setup();
-        let context = context("install", failure);
-        let (f, mut store) = Fixture::new();
-        let at = store.begin(&f.new.meta).expect("begin");
-        let result = failing(failure, || {
-            transfer(&mut store, f.new_source.path(), &f.new, at)
-        });
-        f.assert_failed_at(result, failure, &context);
+        let (f, store, context, _) = failed_install(failure);
 
         // What a restart after the error finds: a whole set, and the new one once received.
         drop(store);
@@ -349,11 +362,7 @@ fn a_receiver_reopened_after_a_failed_install_reports_a_whole_set() {
 fn a_failed_adopt_leaves_the_old_set_current() {
     for failure in &ADOPT_STEPS {
         let scenario = FailScenario::setup();
-        let context = context("adopt", failure);
-        let (f, mut store) = Fixture::new();
-        write_local(&mut store, &f.new).expect("local");
-        let result = failing(failure, || store.adopt(&f.new.meta));
-        f.assert_failed_at(result, failure, &context);
+        let (f, mut store, context) = failed_adopt(failure);
         assert_current(&store, f.set(failure.after), &context);
 
         // Taking the snapshot again (its files written anew) installs it, unless it is
@@ -371,11 +380,7 @@ fn a_failed_adopt_leaves_the_old_set_current() {
 fn a_store_reopened_after_a_failed_adopt_reports_a_whole_set() {
     for failure in &ADOPT_STEPS {
         let scenario = FailScenario::setup();
-        let context = context("adopt", failure);
-        let (f, mut store) = Fixture::new();
-        write_local(&mut store, &f.new).expect("local");
-        let result = failing(failure, || store.adopt(&f.new.meta));
-        f.assert_failed_at(result, failure, &context);
+        let (f, store, context) = failed_adopt(failure);
 
         drop(store);
         let mut store = Receiver::open(f.root.path()).expect("reopen");
