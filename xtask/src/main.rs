@@ -83,12 +83,12 @@ const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "raft",
-        package: "strata-raft",
+        package: "strata-raft-node",
         target: "raft",
     },
     Bench {
         name: "snapshot",
-        package: "strata-raft",
+        package: "strata-raft-node",
         target: "snapshot",
     },
 ];
@@ -263,9 +263,9 @@ fn bench(args: &[String]) -> Result<()> {
     run(&mut command, &label)
 }
 
-/// `cargo xtask sim [ARGS]`: the deterministic Raft simulator (`strata_raft::sim`) over many
-/// seeds, built in release mode; the arguments go to `crates/strata-raft/examples/sim.rs`.
-/// The simulator is compiled only with strata-raft's `sim` feature (its dev-dependency on
+/// `cargo xtask sim [ARGS]`: the deterministic Raft simulator (`strata_raft_node::sim`) over many
+/// seeds, built in release mode; the arguments go to `crates/strata-raft-node/examples/sim.rs`.
+/// The simulator is compiled only with strata-raft-node's `sim` feature (its dev-dependency on
 /// itself turns it on for the example too; naming it keeps this command independent of that).
 fn sim(args: &[String]) -> Result<()> {
     let mut command = Command::new(cargo());
@@ -275,7 +275,7 @@ fn sim(args: &[String]) -> Result<()> {
             "--quiet",
             "--release",
             "-p",
-            "strata-raft",
+            "strata-raft-node",
             "--features",
             "sim",
             "--example",
@@ -287,7 +287,7 @@ fn sim(args: &[String]) -> Result<()> {
     run(
         &mut command,
         &format!(
-            "cargo run --release -p strata-raft --features sim --example sim -- {}",
+            "cargo run --release -p strata-raft-node --features sim --example sim -- {}",
             args.join(" ")
         ),
     )

@@ -16,7 +16,7 @@ use crate::storage::Storage;
 
 mod snapshot;
 
-pub(crate) use self::snapshot::decode_membership;
+pub use self::snapshot::decode_membership;
 
 /// Multiplies the configured seed into the random generator's state: 2^64 divided by the
 /// golden ratio (Fibonacci hashing), so that nearby seeds (node ids 1, 2, 3 by default) start
@@ -90,6 +90,10 @@ pub struct Config {
     pub snapshot_chunk_bytes: usize,
     /// Snapshot chunks in flight to one follower, at most. Default 4.
     pub snapshot_inflight_chunks_max: usize,
+    /// At a restart, the last index the state machine already holds (durably): entries up to
+    /// it are not handed out again (their membership changes are taken from the log). Not
+    /// past the log's last index. Default 0.
+    pub applied: u64,
 }
 
 impl Config {
@@ -114,6 +118,7 @@ impl Config {
             seed: id,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_inflight_chunks_max: 4,
+            applied: 0,
         }
     }
 }
@@ -358,6 +363,11 @@ impl<S: Storage> Raft<S> {
             ));
         }
         let mut log = LogView::new(storage, hard_state.commit);
+        if config.applied > log.last_index() {
+            return Err(Error::Config(
+                "the state machine's applied index is past the log's last index",
+            ));
+        }
         let mut membership = Membership::new(&config.voters, &config.learners);
         if let Some(meta) = snapshot {
             if log.term(meta.last_index) != Some(meta.last_term) {
@@ -425,7 +435,42 @@ impl<S: Storage> Raft<S> {
             config,
         };
         raft.reset_randomized_timeout();
+        raft.skip_applied()?;
         Ok(raft)
+    }
+
+    /// At a restart, takes the entries up to `config.applied` as applied: the state machine
+    /// holds them, and their membership changes are applied here from the log (a chunk of
+    /// `committed_bytes_per_ready_max` at a time, so that a long stretch is never read at
+    /// once).
+    fn skip_applied(&mut self) -> Result<(), Error> {
+        let to = self.config.applied;
+        // Applied entries were committed.
+        self.log.committed = self.log.committed.max(to);
+        while self.log.applied < to {
+            let entries = self
+                .log
+                .entries(
+                    self.log.applied + 1,
+                    to + 1,
+                    self.config.committed_bytes_per_ready_max,
+                )
+                .map_err(Error::Storage)?;
+            let Some(last) = entries.last() else {
+                return Err(Error::Storage(format!(
+                    "the log has no entry at {} to skip to {to}",
+                    self.log.applied + 1
+                )));
+            };
+            let last = last.index;
+            for entry in &entries {
+                if entry.kind == EntryKind::ConfChange as i32 {
+                    self.apply_conf_change(entry);
+                }
+            }
+            self.log.applied = last;
+        }
+        Ok(())
     }
 
     fn random(&mut self) -> u64 {

@@ -324,7 +324,12 @@ impl<S: Storage> Raft<S> {
     }
 }
 
-pub(crate) fn decode_membership(bytes: &[u8]) -> Result<Membership, &'static str> {
+/// The membership a snapshot records (its metadata's `membership`: a protobuf [`ConfState`]).
+///
+/// # Errors
+///
+/// A reason if the bytes do not decode or describe no valid configuration.
+pub fn decode_membership(bytes: &[u8]) -> Result<Membership, &'static str> {
     let cs = ConfState::decode(bytes).map_err(|_| "snapshot membership does not decode")?;
     Membership::from_conf_state(&cs)
 }

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use strata_raft::sim::Cluster;
 use strata_raft::{Change, ChangeKind, ConfChange, Config, NodeId, Role};
+use strata_raft_node::sim::Cluster;
 
 /// Settles, dropping every message between `a` and the rest (a two-sided partition).
 fn settle_split(c: &mut Cluster, a: &BTreeSet<NodeId>) {

@@ -15,9 +15,9 @@ fn msg(kind: MessageType, from: u64, to: u64, term: u64, index: u64) -> Message 
 
 use bytes::Bytes;
 use prost::Message as _;
-use strata_raft::sim::{Cluster, log_with_terms};
 use strata_raft::{Message, MessageType, Raft, Role, Storage};
 use strata_raft_log::HardState;
+use strata_raft_node::sim::{Cluster, log_with_terms};
 
 #[test]
 fn three_nodes_elect_one_leader_and_apply_the_same_commands() {

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use strata_raft::sim::SimStore;
+use strata_raft_node::sim::SimStore;
 use strata_snapshot::{Ack, Chunk, FileInfo, Position, Receiver, SnapshotMeta};
 
 /// A snapshot the leader holds: its metadata and its files.

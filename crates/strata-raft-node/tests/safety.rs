@@ -3,8 +3,8 @@
 //! crash-restarts, checked for election safety, log matching, leader completeness, state
 //! machine safety and linearizability of the clients' history.
 
-use strata_raft::sim::linearizability::Operation;
-use strata_raft::sim::{self, Sim, SimOptions};
+use strata_raft_node::sim::linearizability::Operation;
+use strata_raft_node::sim::{self, Sim, SimOptions};
 
 fn run_seeds(nodes: u64, seeds: std::ops::Range<u64>, steps: usize) -> sim::SimReport {
     let mut total = sim::SimReport::default();

@@ -1,4 +1,4 @@
-//! `cargo xtask sim`: the deterministic simulator over many seeds (see `strata_raft::sim`).
+//! `cargo xtask sim`: the deterministic simulator over many seeds (see `strata_raft_node::sim`).
 //!
 //! `--seeds N` (default 1000) runs seeds 1..=N, `--seed S` one seed (a replay), `--nodes 3|5`,
 //! `--steps`, and the fault rates in percent: `--drop`, `--dup`, `--partition`, `--crash`;
@@ -8,7 +8,7 @@
 
 use std::process::ExitCode;
 
-use strata_raft::sim::{self, SimOptions, SimReport};
+use strata_raft_node::sim::{self, SimOptions, SimReport};
 
 fn value(args: &[String], name: &str) -> Option<u64> {
     let at = args.iter().position(|a| a == name)?;

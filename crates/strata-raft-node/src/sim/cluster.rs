@@ -9,7 +9,7 @@ use strata_raft_log::{Entry, EntryKind, HardState};
 use strata_snapshot::{FileInfo, Position, SnapshotMeta};
 
 use super::SimStore;
-use crate::{
+use strata_raft::{
     ConfChange, ConfState, Config, MemStorage, Membership, Message, MessageType, NodeId, Raft,
     ReadState, Role, Storage,
 };
@@ -56,7 +56,7 @@ pub struct Cluster {
     /// until then its `persisted_messages` are held back, and a crash loses it.
     pub defer_saves: bool,
     /// Readies handed out and not yet persisted, per node, oldest first.
-    pub unsaved: BTreeMap<NodeId, VecDeque<crate::Ready>>,
+    pub unsaved: BTreeMap<NodeId, VecDeque<strata_raft::Ready>>,
     /// Each node's key-value state (the simulated state machine).
     pub kv: BTreeMap<NodeId, BTreeMap<u64, u64>>,
     /// Each node's configuration as of what it applied (what its snapshots record).
@@ -134,8 +134,12 @@ impl Cluster {
         self.nodes.get_mut(&id).expect("a node")
     }
 
-    /// Handles every node's `Ready` (persisting at once), queueing their messages, and checks
-    /// election safety and state machine safety.
+    /// Handles every node's `Ready` with the node's own Ready-processing functions
+    /// ([`crate::begin`], [`crate::persist`], [`crate::finish`]) over memory, queueing their
+    /// messages, and checks election safety and state machine safety. With
+    /// [`defer_saves`](Self::defer_saves), each node's persist (and what follows it) waits
+    /// for [`save_one`](Self::save_one), one `Ready` at a time as in the node's loop (whose
+    /// core, unlike here, steps nothing while it persists).
     ///
     /// # Panics
     ///
@@ -143,17 +147,14 @@ impl Cluster {
     pub fn ready_all(&mut self) {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
-            while self.nodes.get(&id).is_some_and(Raft::has_ready) {
+            while self.nodes.get(&id).is_some_and(Raft::has_ready)
+                && self.unsaved.get(&id).is_none_or(VecDeque::is_empty)
+            {
                 let ready = self
                     .node(id)
                     .ready()
                     .unwrap_or_else(|e| panic!("node {id}: ready: {e}"));
-                // What needs no persist goes at once (snapshot chunks with their data).
-                for m in &ready.messages {
-                    if let Some(m) = self.fill_chunk(id, m.clone()) {
-                        self.queue.push_back(m);
-                    }
-                }
+                let ready = self.with_io(id, |node, io| crate::begin(node, io, ready));
                 self.unsaved.entry(id).or_default().push_back(ready);
                 if !self.defer_saves {
                     self.save_one(id);
@@ -172,8 +173,32 @@ impl Cluster {
         self.check_state_machine_safety();
     }
 
-    /// Persists node `id`'s oldest unsaved `Ready`: storage and hard state, then its
-    /// `persisted_messages`, committed entries and reads, then `advance`. False if none.
+    /// Runs `f` on node `id`'s core and the I/O of its `Ready`s here.
+    fn with_io<T>(
+        &mut self,
+        id: NodeId,
+        f: impl FnOnce(&mut Raft<MemStorage>, &mut SimIo<'_>) -> Result<T, Never>,
+    ) -> T {
+        let mut node = self.nodes.remove(&id).expect("a node");
+        let chunk_bytes = node.config().snapshot_chunk_bytes;
+        let result = f(
+            &mut node,
+            &mut SimIo {
+                cluster: self,
+                id,
+                chunk_bytes,
+            },
+        );
+        self.nodes.insert(id, node);
+        match result {
+            Ok(value) => value,
+        }
+    }
+
+    /// Persists node `id`'s unsaved `Ready`, then finishes it ([`crate::persist`], then
+    /// [`crate::finish`]: its `persisted_messages`, committed entries and reads, `advance`,
+    /// and the snapshot chunks it received), and takes a snapshot if the policy says so.
+    /// False if none.
     ///
     /// # Panics
     ///
@@ -182,36 +207,10 @@ impl Cluster {
         let Some(ready) = self.unsaved.get_mut(&id).and_then(VecDeque::pop_front) else {
             return false;
         };
-        if let Some(meta) = &ready.snapshot {
-            // Installed from a leader: the log starts after it, the state is its.
-            self.node(id)
-                .storage_mut()
-                .compact(meta.last_index, meta.last_term);
-            self.restore(id, meta);
-            self.snapshot_counts.0 += 1;
-        }
-        let node = self.nodes.get_mut(&id).expect("node");
-        node.storage_mut().append(&ready.entries);
-        if let Some(hs) = ready.hard_state {
-            self.hard.insert(id, hs);
-        }
-        self.queue.extend(ready.persisted_messages.iter().cloned());
-        for e in &ready.committed_entries {
-            self.apply(id, e);
-        }
-        self.reads
-            .get_mut(&id)
-            .expect("node")
-            .extend(ready.read_states.iter().cloned());
-        self.node(id).advance(&ready);
-        for m in &ready.snapshot_chunks {
-            let (Some(meta), Some(chunk)) = (&m.snapshot, &m.chunk) else {
-                continue;
-            };
-            let store = self.stores.entry(id).or_default();
-            let ack = store.stage(meta, chunk);
-            let _ = self.node(id).snapshot_staged(m.from, meta, ack);
-        }
+        self.with_io(id, |node, io| {
+            crate::persist(node, io, &ready)?;
+            crate::finish(node, io, ready)
+        });
         self.maybe_snapshot(id);
         true
     }
@@ -337,38 +336,6 @@ impl Cluster {
                 .sets
                 .retain(|set, _| Some(*set) == current || keep.contains(set));
         }
-    }
-
-    /// Fills in an `InstallSnapshot` chunk's data from node `id`'s store (`None` if the set
-    /// is gone); other messages pass as they are.
-    fn fill_chunk(&mut self, id: NodeId, mut m: Message) -> Option<Message> {
-        if m.kind() != MessageType::InstallSnapshot {
-            return Some(m);
-        }
-        let chunk_bytes = self.chunk_bytes(id);
-        let chunk = m.chunk.as_mut()?;
-        let at = Position {
-            file: chunk.file,
-            offset: chunk.offset,
-        };
-        let read = self
-            .stores
-            .get(&id)
-            .and_then(|store| store.read(chunk.snapshot_id, at, chunk_bytes));
-        let Some(data) = read else {
-            let snapshot_id = chunk.snapshot_id;
-            self.node(id).snapshot_unreadable(m.to, snapshot_id);
-            return None;
-        };
-        chunk.data = data;
-        chunk.crc = crc32fast::hash(&chunk.data);
-        Some(m)
-    }
-
-    fn chunk_bytes(&self, id: NodeId) -> usize {
-        self.nodes
-            .get(&id)
-            .map_or(1 << 20, |n| n.config().snapshot_chunk_bytes)
     }
 
     /// Restarts node `id` as after a crash, with `config`: from its persisted log and hard
@@ -515,6 +482,98 @@ impl Cluster {
             .filter(|e| !e.data.is_empty() && e.kind == EntryKind::Normal as i32)
             .map(|e| e.data.clone())
             .collect()
+    }
+}
+
+/// A simulated step cannot fail (a crash is the simulator's own decision, between steps).
+#[derive(Debug)]
+pub(super) enum Never {}
+
+/// The I/O of node `id`'s `Ready`s, in memory: its log is the core's `MemStorage`; its hard
+/// state, snapshot store and state machine are the cluster's; its messages go on the
+/// cluster's queue.
+struct SimIo<'a> {
+    cluster: &'a mut Cluster,
+    id: NodeId,
+    chunk_bytes: usize,
+}
+
+impl crate::ReadyIo<MemStorage> for SimIo<'_> {
+    type Error = Never;
+
+    fn install_snapshot(
+        &mut self,
+        storage: &mut MemStorage,
+        meta: &SnapshotMeta,
+    ) -> Result<(), Never> {
+        // Installed from a leader: the log starts after it, the state is its.
+        storage.compact(meta.last_index, meta.last_term);
+        self.cluster.restore(self.id, meta);
+        self.cluster.snapshot_counts.0 += 1;
+        Ok(())
+    }
+
+    fn fill_chunks(&mut self, messages: &mut Vec<Message>) -> Result<Vec<(NodeId, u64)>, Never> {
+        let store = self.cluster.stores.entry(self.id).or_default();
+        let mut unreadable = Vec::new();
+        messages.retain_mut(|m| {
+            if m.kind() != MessageType::InstallSnapshot {
+                return true;
+            }
+            let to = m.to;
+            let Some(chunk) = m.chunk.as_mut() else {
+                return false;
+            };
+            let at = Position {
+                file: chunk.file,
+                offset: chunk.offset,
+            };
+            match store.read(chunk.snapshot_id, at, self.chunk_bytes) {
+                Some(data) => {
+                    chunk.crc = crc32fast::hash(&data);
+                    chunk.data = data;
+                    true
+                }
+                None => {
+                    unreadable.push((to, chunk.snapshot_id));
+                    false
+                }
+            }
+        });
+        Ok(unreadable)
+    }
+
+    fn send(&mut self, messages: Vec<Message>) {
+        self.cluster.queue.extend(messages);
+    }
+
+    fn persist(
+        &mut self,
+        storage: &mut MemStorage,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
+    ) -> Result<(), Never> {
+        storage.append(entries);
+        if let Some(hs) = hard_state {
+            self.cluster.hard.insert(self.id, hs);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, committed: Vec<Entry>, reads: Vec<ReadState>) -> Result<(), Never> {
+        for e in &committed {
+            self.cluster.apply(self.id, e);
+        }
+        self.cluster.reads.entry(self.id).or_default().extend(reads);
+        Ok(())
+    }
+
+    fn stage(&mut self, chunk: &Message) -> Result<Option<strata_snapshot::Ack>, Never> {
+        let (Some(meta), Some(data)) = (&chunk.snapshot, &chunk.chunk) else {
+            return Ok(None);
+        };
+        let store = self.cluster.stores.entry(self.id).or_default();
+        Ok(Some(store.stage(meta, data)))
     }
 }
 

@@ -1,54 +1,49 @@
-//! The async driver: runs a [`Raft`] core on Tokio with a durable [`RaftLog`], a
-//! [`Transport`] and a [`StateMachine`], behind a [`RaftNode`] handle.
+//! [`RaftNode`]: a handle on a running node, its errors, and the requests it sends its loop.
 //!
-//! One task owns the core: it ticks it, steps inbound messages and client commands (taking
-//! everything that is waiting at once, so proposals that arrive together become one append
-//! and one `fdatasync`), sends what may go at once, persists (on Tokio's blocking pool), then
-//! sends what had to wait for the persist. Committed entries go to a second task that applies
-//! them in order, off the hot path, and answers proposals and reads.
+//! One task (the loop, `event_loop`) owns the core: it ticks it, steps inbound messages and
+//! client requests (taking everything that is waiting at once, so that proposals that arrive
+//! together become one append and one `fdatasync`, and reads that arrive together one
+//! heartbeat round), and acts on each `Ready` with [`process_ready`](crate::process_ready) (on
+//! Tokio's blocking pool when the `Ready` needs I/O). Committed entries go in batches to a
+//! second task (`apply`) that applies them in order, off the hot path, and answers proposals
+//! and reads.
 //!
 //! Snapshots: the applying task takes one every [`NodeOptions::snapshot_entries`] entries
 //! or [`NodeOptions::snapshot_bytes`] bytes (or when asked): the state machine captures its
 //! state there, and writes it as files on the blocking pool while applying goes on; the set
 //! goes into the node's snapshot store (`strata_snapshot::Receiver`) and the log is
-//! compacted up to [`NodeOptions::compaction_overhead_entries`] entries before it. A leader streams
-//! the latest set to a follower that needs compacted entries; the follower stages the chunks
-//! in its store and, once the set is installed, compacts its log to it and restores its state
-//! machine from it. A restart restores the state machine from the installed set and applies
-//! the log after it.
+//! compacted up to [`NodeOptions::compaction_overhead_entries`] entries before it. A leader
+//! streams the latest set to a follower that needs compacted entries; the follower stages the
+//! chunks in its store and, once the set is installed, compacts its log to it and restores its
+//! state machine from it. A restart restores the state machine from the installed set only if
+//! the set is newer than what the state machine holds ([`StateMachine::applied_index`]), and
+//! applies the log after the newer of the two.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use strata_raft::{ConfChange, Config, Error as CoreError, NodeId, Raft, Status};
 use strata_raft_log::RaftLog;
 use strata_snapshot::{Receiver, SnapshotMeta};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::membership::{ConfChange, Membership};
-use crate::message::{Message, NodeId};
-use crate::raft::{Config, Error as CoreError, Raft, Status};
+use crate::apply::{Applier, Apply, Writer, apply_loop};
+use crate::event_loop::{Driver, NodeIo, drive};
+use crate::inbox::Inbox;
+use crate::traits::NodeOptions;
+use crate::{StateMachine, Transport};
 
-mod apply;
-mod event_loop;
-mod mem_network;
-mod traits;
-
-use self::apply::{Applier, Apply, Writer, apply_loop};
-use self::event_loop::{Driver, drive};
-pub use self::mem_network::MemNetwork;
-pub use self::traits::{NodeOptions, SnapshotWriter, StateMachine, Transport};
-
-enum Command {
+/// A request from a [`RaftNode`] handle to its loop.
+pub(crate) enum Command {
     Propose {
         data: Bytes,
         reply: oneshot::Sender<Result<Bytes, DriverError>>,
     },
     Read {
-        reply: oneshot::Sender<Result<u64, DriverError>>,
+        reply: ReadReply,
     },
     Transfer {
         to: NodeId,
@@ -58,13 +53,10 @@ enum Command {
         change: ConfChange,
         reply: oneshot::Sender<Result<Bytes, DriverError>>,
     },
-    Snapshot {
-        export: Option<PathBuf>,
-        reply: SnapshotReply,
-    },
 }
 
-type SnapshotReply = oneshot::Sender<Result<Option<SnapshotMeta>, DriverError>>;
+pub(crate) type SnapshotReply = oneshot::Sender<Result<Option<SnapshotMeta>, DriverError>>;
+pub(crate) type ReadReply = oneshot::Sender<Result<u64, DriverError>>;
 
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,7 +65,6 @@ impl std::fmt::Debug for Command {
             Command::Read { .. } => "Read",
             Command::Transfer { .. } => "Transfer",
             Command::ChangeMembership { .. } => "ChangeMembership",
-            Command::Snapshot { .. } => "Snapshot",
         })
     }
 }
@@ -87,6 +78,14 @@ pub enum DriverError {
     NotLeader {
         /// The leader this node knows of.
         leader: NodeId,
+    },
+    /// The proposal is larger than `Config::entry_bytes_max`; nothing reached the log.
+    #[error("entry too large: {bytes} bytes, at most {max}")]
+    EntryTooLarge {
+        /// The entry's size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
     },
     /// The proposal was refused or lost its place in the log (a new leader overwrote it).
     #[error("dropped: {0}")]
@@ -117,7 +116,9 @@ impl From<CoreError> for DriverError {
 /// A running Raft node.
 #[derive(Debug)]
 pub struct RaftNode {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
+    /// Snapshot requests go straight to the applying task.
+    apply: mpsc::Sender<Apply>,
     writer: Writer,
     status: watch::Receiver<Status>,
     applied: watch::Receiver<u64>,
@@ -126,12 +127,12 @@ pub struct RaftNode {
     stop: Arc<tokio::sync::Notify>,
 }
 
-fn storage_error(e: impl std::fmt::Display) -> DriverError {
+pub(crate) fn storage_error(e: impl std::fmt::Display) -> DriverError {
     DriverError::Storage(e.to_string())
 }
 
 /// Runs blocking I/O on Tokio's blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, DriverError> + Send + 'static,
 ) -> Result<T, DriverError> {
     tokio::task::spawn_blocking(f)
@@ -141,23 +142,26 @@ async fn blocking<T: Send + 'static>(
 
 impl RaftNode {
     /// Starts a node on the current Tokio runtime: restores the core from `log` (its hard
-    /// state and entries) and the installed snapshot in `options.snapshot_dir` (the state
-    /// machine is restored from it first; a log that does not yet start at it, after a crash
-    /// in between, is compacted to it), and runs it.
+    /// state and entries) and the installed snapshot in `options.snapshot_dir`, and runs it.
+    /// The state machine is restored from that snapshot only if it is newer than
+    /// [`StateMachine::applied_index`] (a log that does not yet start at it, after a crash
+    /// in between, is compacted to it first); entries are applied from the one after the
+    /// newer of the two.
     ///
     /// # Errors
     ///
-    /// [`DriverError::Invalid`] for a configuration the core refuses;
-    /// [`DriverError::Storage`] if the snapshot store cannot be opened or the log compacted.
+    /// [`DriverError::Invalid`] for a configuration the core refuses (or a state machine
+    /// whose applied index is past the log's end); [`DriverError::Storage`] if the snapshot
+    /// store cannot be opened or the log compacted.
     pub fn start(
-        config: Config,
+        mut config: Config,
         options: NodeOptions,
         log: Arc<RaftLog>,
         state_machine: impl StateMachine,
         transport: Arc<dyn Transport>,
-        inbox: mpsc::UnboundedReceiver<Message>,
+        inbox: Inbox,
     ) -> Result<RaftNode, DriverError> {
-        let store = Receiver::open(&options.snapshot_dir).map_err(storage_error)?;
+        let mut store = Receiver::open(&options.snapshot_dir).map_err(storage_error)?;
         let installed = store.installed().map_err(storage_error)?;
         if let Some((meta, _)) = &installed
             && log.term(meta.last_index) != Some(meta.last_term)
@@ -165,44 +169,57 @@ impl RaftNode {
             log.compact(meta.last_index, meta.last_term)
                 .map_err(storage_error)?;
         }
+        let held = state_machine.applied_index();
+        // Restore only from a snapshot newer than what the state machine holds.
+        let restore = installed.filter(|(meta, _)| meta.last_index > held);
+        let last_snapshot = store
+            .installed()
+            .map_err(storage_error)?
+            .map_or(0, |(meta, _)| meta.last_index);
+        config.applied = config.applied.max(held);
         let hard_state = log.hard_state();
-        let membership = Membership::new(&config.voters, &config.learners);
         let id = config.id;
-        let core = Raft::with_snapshot(
-            config,
-            Arc::clone(&log),
-            hard_state,
-            installed.as_ref().map(|(meta, _)| meta),
-        )
-        .map_err(|e| match e {
-            CoreError::Config(reason) => DriverError::Invalid(reason),
-            _ => DriverError::Invalid("the core refused the configuration"),
-        })?;
-        let mut store = store;
-        if let Some((meta, _)) = &installed {
+        let chunk_bytes = config.snapshot_chunk_bytes;
+        let snapshot = store
+            .installed()
+            .map_err(storage_error)?
+            .map(|(meta, _)| meta);
+        let core = Raft::with_snapshot(config, Arc::clone(&log), hard_state, snapshot.as_ref())
+            .map_err(|e| match e {
+                CoreError::Config(reason) => DriverError::Invalid(reason),
+                other => storage_error(other),
+            })?;
+        let membership = core.membership().clone();
+        if let Some((meta, _)) = &restore {
             // Kept until the state machine is restored from it.
             store.pin(&[meta.id]).map_err(storage_error)?;
         }
         let store = Arc::new(Mutex::new(store));
         let writer = Writer::default();
-        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let (commands_tx, commands_rx) = mpsc::channel(options.requests_max.max(1));
         let (status_tx, status_rx) = watch::channel(core.status());
-        let (applied_tx, applied_rx) = watch::channel(0);
-        let (apply_tx, apply_rx) = mpsc::unbounded_channel();
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (applied_tx, applied_rx) = watch::channel(held);
+        let apply_batches_max = options.apply_batches_max.max(1);
+        let (apply_tx, apply_rx) = mpsc::channel(apply_batches_max);
+        // Every event answers a message of the apply queue or the one snapshot job, so this
+        // never fills (the applier's `try_send` never fails for want of room).
+        let (events_tx, events_rx) = mpsc::channel(apply_batches_max + 2);
         let stop = Arc::new(tokio::sync::Notify::new());
         let mut restoring = Vec::new();
-        if let Some((meta, dir)) = installed {
+        if let Some((meta, dir)) = restore {
             // Before anything is applied.
             restoring.push(meta.id);
-            let _ = apply_tx.send(Apply::Restore { meta, dir });
+            apply_tx
+                .try_send(Apply::Restore { meta, dir })
+                .map_err(|_| DriverError::Stopped)?;
         }
         let applier = tokio::spawn(apply_loop(Applier {
             id,
             rx: apply_rx,
-            tx: apply_tx.clone(),
             state_machine,
             applied_tx,
+            applied: held,
+            applied_term: log.term(held).unwrap_or(0),
             membership,
             store: Arc::clone(&store),
             events: events_tx,
@@ -210,29 +227,30 @@ impl RaftNode {
             stop: Arc::clone(&stop),
             entries: options.snapshot_entries,
             bytes: options.snapshot_bytes,
+            last_snapshot,
         }));
-        let driver = tokio::spawn(drive(Driver {
-            stop: Arc::clone(&stop),
-            core,
-            log,
-            tick: options.tick,
-            compaction_overhead_entries: options.compaction_overhead_entries,
-            snapshot_dir: options.snapshot_dir,
-            store,
-            pinned: restoring.clone(),
-            restoring,
-            senders: HashMap::new(),
-            inbox,
-            commands: commands_rx,
-            events: events_rx,
+        let io = NodeIo::new(
+            options.snapshot_dir.clone(),
+            chunk_bytes,
+            Arc::clone(&store),
             transport,
-            apply: apply_tx,
-            status: status_tx,
-            reads: BTreeMap::new(),
-            next_read: 0,
-        }));
+            apply_tx.clone(),
+            restoring,
+        );
+        let driver = tokio::spawn(drive(Driver::new(
+            Arc::clone(&stop),
+            core,
+            io,
+            log,
+            &options,
+            inbox,
+            commands_rx,
+            events_rx,
+            status_tx,
+        )));
         Ok(RaftNode {
             commands: commands_tx,
+            apply: apply_tx,
             writer,
             status: status_rx,
             applied: applied_rx,
@@ -240,6 +258,13 @@ impl RaftNode {
             applier,
             stop,
         })
+    }
+
+    async fn request(&self, command: Command) -> Result<(), DriverError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| DriverError::Stopped)
     }
 
     /// Proposes `command`; resolves with the state machine's answer once it is committed
@@ -255,28 +280,29 @@ impl RaftNode {
             return Err(DriverError::Invalid("empty command"));
         }
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Propose {
+        wait(
+            self.request(Command::Propose {
                 data: command,
                 reply,
-            })
-            .map_err(|_| DriverError::Stopped)?;
-        wait(answer, timeout).await
+            }),
+            answer,
+            timeout,
+        )
+        .await
     }
 
-    /// A linearizable read point: resolves once this node (the leader) has confirmed its
-    /// leadership with a quorum and applied everything committed before the call; a read of
-    /// the state machine then sees every write acknowledged before it. Returns that index.
+    /// A linearizable read point: resolves once the leader has confirmed its leadership with
+    /// a quorum (on a follower, the request is forwarded to the leader, which answers with its
+    /// commit index) and this node has applied everything committed before the call; a read
+    /// of this node's state machine then sees every write acknowledged before it. Reads asked
+    /// together share one confirmation round. Returns that index.
     ///
     /// # Errors
     ///
     /// As [`propose`](Self::propose).
     pub async fn read_index(&self, timeout: Duration) -> Result<u64, DriverError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Read { reply })
-            .map_err(|_| DriverError::Stopped)?;
-        wait(answer, timeout).await
+        wait(self.request(Command::Read { reply }), answer, timeout).await
     }
 
     /// Hands leadership to `to` (see [`Raft::transfer_leader`]); returns once started.
@@ -286,9 +312,7 @@ impl RaftNode {
     /// [`DriverError::NotLeader`], [`DriverError::Stopped`].
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), DriverError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Transfer { to, reply })
-            .map_err(|_| DriverError::Stopped)?;
+        self.request(Command::Transfer { to, reply }).await?;
         answer.await.map_err(|_| DriverError::Stopped)?
     }
 
@@ -306,21 +330,24 @@ impl RaftNode {
         timeout: Duration,
     ) -> Result<(), DriverError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::ChangeMembership { change, reply })
-            .map_err(|_| DriverError::Stopped)?;
-        wait(answer, timeout).await.map(|_| ())
+        wait(
+            self.request(Command::ChangeMembership { change, reply }),
+            answer,
+            timeout,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Adds `node` as a learner: it receives the log and can be promoted with
-    /// [`ChangeKind::AddVoter`](crate::ChangeKind) once caught up.
+    /// [`ChangeKind::AddVoter`](strata_raft::ChangeKind) once caught up.
     ///
     /// # Errors
     ///
     /// As [`change_membership`](Self::change_membership).
     pub async fn add_learner(&self, node: NodeId, timeout: Duration) -> Result<(), DriverError> {
         self.change_membership(
-            ConfChange::single(crate::ChangeKind::AddLearner, node),
+            ConfChange::single(strata_raft::ChangeKind::AddLearner, node),
             timeout,
         )
         .await
@@ -367,10 +394,13 @@ impl RaftNode {
         timeout: Duration,
     ) -> Result<Option<SnapshotMeta>, DriverError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Snapshot { export, reply })
-            .map_err(|_| DriverError::Stopped)?;
-        wait(answer, timeout).await
+        let request = async {
+            self.apply
+                .send(Apply::Snapshot { export, reply })
+                .await
+                .map_err(|_| DriverError::Stopped)
+        };
+        wait(request, answer, timeout).await
     }
 
     /// The node's status (role, term, leader, commit index, per-peer match index), updated
@@ -401,13 +431,18 @@ impl RaftNode {
     }
 }
 
+/// Queues `request` (waiting for room in the loop's bounded queue) and waits for its
+/// answer, all within `timeout`.
 async fn wait<T>(
+    request: impl Future<Output = Result<(), DriverError>>,
     answer: oneshot::Receiver<Result<T, DriverError>>,
     timeout: Duration,
 ) -> Result<T, DriverError> {
-    match tokio::time::timeout(timeout, answer).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) => Err(DriverError::Stopped),
-        Err(_) => Err(DriverError::Timeout),
-    }
+    let asked = async {
+        request.await?;
+        answer.await.unwrap_or(Err(DriverError::Stopped))
+    };
+    tokio::time::timeout(timeout, asked)
+        .await
+        .unwrap_or(Err(DriverError::Timeout))
 }

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use strata_raft::{
-    Config, DriverError, MemNetwork, NodeId, NodeOptions, RaftNode, Role, SnapshotWriter,
-    StateMachine,
-};
+use strata_raft::{Config, NodeId, Role};
 use strata_raft_log::{LogOptions, RaftLog};
+use strata_raft_node::{
+    Committed, CommittedKind, DriverError, MemNetwork, NodeOptions, RaftNode, SnapshotWriter,
+    StateMachine, Transport,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -22,11 +23,22 @@ type Applied = Arc<Mutex<Vec<(u64, Bytes)>>>;
 /// Records what it applies.
 struct Recorder(Applied);
 
-#[async_trait::async_trait]
 impl StateMachine for Recorder {
-    async fn apply(&mut self, index: u64, command: Bytes) -> Bytes {
-        self.0.lock().push((index, command.clone()));
-        Bytes::from(format!("applied {index}"))
+    async fn apply(&mut self, batch: Vec<Committed>) -> std::io::Result<Vec<Bytes>> {
+        let mut answers = Vec::new();
+        let mut applied = self.0.lock();
+        for entry in batch {
+            if let CommittedKind::Command(command) = entry.kind {
+                applied.push((entry.index, command));
+                answers.push(Bytes::from(format!("applied {}", entry.index)));
+            }
+        }
+        Ok(answers)
+    }
+
+    fn applied_index(&self) -> u64 {
+        // In memory: nothing survives a restart.
+        0
     }
 
     async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
@@ -43,7 +55,7 @@ impl StateMachine for Recorder {
         }))
     }
 
-    async fn restore(&mut self, dir: &Path, files: &[String]) -> std::io::Result<()> {
+    async fn restore(&mut self, dir: &Path, files: &[String], _: u64) -> std::io::Result<()> {
         assert_eq!(files, ["applied"]);
         let state = std::fs::read(dir.join("applied"))?;
         let mut applied = Vec::new();
@@ -121,15 +133,9 @@ impl Cluster {
         }
         let log = Arc::new(log);
         self.logs[id as usize - 1] = Some(Arc::clone(&log));
-        let node = RaftNode::start(
-            config,
-            options,
-            log,
-            Recorder(applied),
-            Arc::clone(&self.net) as Arc<dyn strata_raft::Transport>,
-            self.net.join(id),
-        )
-        .expect("start");
+        let (transport, inbox) = self.net.join(id);
+        let node = RaftNode::start(config, options, log, Recorder(applied), transport, inbox)
+            .expect("start");
         self.nodes[id as usize - 1] = Some(node);
     }
 
@@ -435,10 +441,17 @@ struct Gated {
     writing: Arc<tokio::sync::Notify>,
 }
 
-#[async_trait::async_trait]
 impl StateMachine for Gated {
-    async fn apply(&mut self, _index: u64, _command: Bytes) -> Bytes {
-        Bytes::new()
+    async fn apply(&mut self, batch: Vec<Committed>) -> std::io::Result<Vec<Bytes>> {
+        Ok(batch
+            .iter()
+            .filter(|c| matches!(c.kind, CommittedKind::Command(_)))
+            .map(|_| Bytes::new())
+            .collect())
+    }
+
+    fn applied_index(&self) -> u64 {
+        0
     }
 
     async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
@@ -454,7 +467,7 @@ impl StateMachine for Gated {
         }))
     }
 
-    async fn restore(&mut self, _dir: &Path, _files: &[String]) -> std::io::Result<()> {
+    async fn restore(&mut self, _dir: &Path, _files: &[String], _: u64) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -467,6 +480,7 @@ async fn shutdown_waits_for_a_snapshot_being_written_and_nothing_is_installed_af
     let (release, gate) = std::sync::mpsc::channel();
     let writing = Arc::new(tokio::sync::Notify::new());
     let store = dir.path().join("snapshots");
+    let (transport, inbox) = net.join(1);
     let node = RaftNode::start(
         Config::new(1, vec![1]),
         NodeOptions::new(Duration::from_millis(5), &store),
@@ -475,8 +489,8 @@ async fn shutdown_waits_for_a_snapshot_being_written_and_nothing_is_installed_af
             gate: Arc::new(Mutex::new(Some(gate))),
             writing: Arc::clone(&writing),
         },
-        Arc::clone(&net) as Arc<dyn strata_raft::Transport>,
-        net.join(1),
+        transport,
+        inbox,
     )
     .expect("start");
     let mut status = node.status();
@@ -531,13 +545,14 @@ async fn a_node_with_a_small_per_ready_limit_applies_everything_in_order() {
         let mut config = Config::new(1, vec![1]);
         // About one entry per Ready.
         config.committed_bytes_per_ready_max = 1;
+        let (transport, inbox) = net.join(1);
         RaftNode::start(
             config,
             NodeOptions::new(tick, dir.path().join("snapshots")),
             Arc::new(log),
             Recorder(applied),
-            Arc::clone(&net) as Arc<dyn strata_raft::Transport>,
-            net.join(1),
+            transport,
+            inbox,
         )
         .expect("start")
     };
@@ -637,7 +652,9 @@ async fn a_chunk_the_store_refuses_is_counted_and_dropped_and_the_node_carries_o
     });
     m.snapshot = Some(meta);
     let before = c.node(follower).status().borrow().counters.malformed;
-    strata_raft::Transport::send(c.net.as_ref(), vec![m]).await;
+    // Sent as the leader would (through its end of the network).
+    let (as_leader, _) = c.net.join(100);
+    as_leader.send(vec![m]);
     let mut status = c.node(follower).status();
     tokio::time::timeout(WAIT, status.wait_for(|s| s.counters.malformed > before))
         .await

@@ -8,7 +8,7 @@ use strata_raft_log::EntryKind;
 use super::cluster::{decode_put, encode_put};
 use super::linearizability::{Op, Operation};
 use super::{Sim, SimRng};
-use crate::{Change, ChangeKind, ConfChange, NodeId, Role};
+use strata_raft::{Change, ChangeKind, ConfChange, NodeId, Role};
 
 /// A client's operation waiting for its answer.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use strata_raft_log::Entry;
 
 use super::cluster::log_of;
 use super::{Cluster, Sim};
-use crate::{NodeId, Role, Storage};
+use strata_raft::{NodeId, Role, Storage};
 
 /// §5.3: if two logs have an entry with the same index and term, they are identical up to it.
 pub(super) fn check_log_matching(c: &Cluster, seed: u64) -> Result<(), String> {

@@ -12,7 +12,7 @@ use super::clients::Pending;
 use super::cluster::log_of;
 use super::linearizability::{self, Operation};
 use super::{Cluster, SimRng, SnapshotPolicy};
-use crate::{Config, NodeId, Storage};
+use strata_raft::{Config, NodeId, Storage};
 
 /// What one simulation does.
 #[derive(Debug, Clone)]

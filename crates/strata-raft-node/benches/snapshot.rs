@@ -27,11 +27,11 @@ use std::time::{Duration, Instant};
 
 use bench_support::{Args, median, print_bench, print_ratio};
 use bytes::Bytes;
-use strata_raft::{
-    ChangeKind, ConfChange, Config, MemNetwork, NodeId, NodeOptions, RaftNode, Role,
-    SnapshotWriter, StateMachine, Transport,
-};
+use strata_raft::{ChangeKind, ConfChange, Config, NodeId, Role};
 use strata_raft_log::{LogOptions, RaftLog};
+use strata_raft_node::{
+    Committed, CommittedKind, MemNetwork, NodeOptions, RaftNode, SnapshotWriter, StateMachine,
+};
 
 const FILES: usize = 64;
 const FILE_BYTES: usize = 16 << 20;
@@ -74,10 +74,22 @@ struct Tables {
     dir: PathBuf,
 }
 
-#[async_trait::async_trait]
+/// One empty answer per command of `batch`.
+fn no_answers(batch: &[Committed]) -> Vec<Bytes> {
+    batch
+        .iter()
+        .filter(|c| matches!(c.kind, CommittedKind::Command(_)))
+        .map(|_| Bytes::new())
+        .collect()
+}
+
 impl StateMachine for Tables {
-    async fn apply(&mut self, _index: u64, _command: Bytes) -> Bytes {
-        Bytes::new()
+    async fn apply(&mut self, batch: Vec<Committed>) -> std::io::Result<Vec<Bytes>> {
+        Ok(no_answers(&batch))
+    }
+
+    fn applied_index(&self) -> u64 {
+        0
     }
 
     async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
@@ -93,7 +105,7 @@ impl StateMachine for Tables {
         }))
     }
 
-    async fn restore(&mut self, dir: &Path, files: &[String]) -> std::io::Result<()> {
+    async fn restore(&mut self, dir: &Path, files: &[String], _: u64) -> std::io::Result<()> {
         for name in files {
             if std::fs::metadata(dir.join(name))?.len() != FILE_BYTES as u64 {
                 return Err(std::io::ErrorKind::InvalidData.into());
@@ -116,13 +128,14 @@ fn start(
     let mut node_options =
         NodeOptions::new(Duration::from_millis(50), root.join(format!("{id}.snap")));
     options(&mut node_options);
+    let (transport, inbox) = net.join(id);
     RaftNode::start(
         config,
         node_options,
         Arc::new(log),
         state_machine,
-        Arc::clone(net) as Arc<dyn Transport>,
-        net.join(id),
+        transport,
+        inbox,
     )
     .expect("start")
 }
@@ -204,15 +217,24 @@ async fn install_once(root: &Path, source: &Path) -> f64 {
 #[derive(Default)]
 struct Kv(HashMap<u64, u64>);
 
-#[async_trait::async_trait]
 impl StateMachine for Kv {
-    async fn apply(&mut self, _index: u64, command: Bytes) -> Bytes {
-        if let (Some(k), Some(v)) = (command.get(..8), command.get(8..16)) {
-            let key = u64::from_le_bytes(k.try_into().unwrap_or_default());
-            let value = u64::from_le_bytes(v.try_into().unwrap_or_default());
-            self.0.insert(key, value);
+    async fn apply(&mut self, batch: Vec<Committed>) -> std::io::Result<Vec<Bytes>> {
+        let answers = no_answers(&batch);
+        for entry in batch {
+            let CommittedKind::Command(command) = entry.kind else {
+                continue;
+            };
+            if let (Some(k), Some(v)) = (command.get(..8), command.get(8..16)) {
+                let key = u64::from_le_bytes(k.try_into().unwrap_or_default());
+                let value = u64::from_le_bytes(v.try_into().unwrap_or_default());
+                self.0.insert(key, value);
+            }
         }
-        Bytes::new()
+        Ok(answers)
+    }
+
+    fn applied_index(&self) -> u64 {
+        0
     }
 
     async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
@@ -228,7 +250,7 @@ impl StateMachine for Kv {
         }))
     }
 
-    async fn restore(&mut self, dir: &Path, _files: &[String]) -> std::io::Result<()> {
+    async fn restore(&mut self, dir: &Path, _files: &[String], _: u64) -> std::io::Result<()> {
         let bytes = std::fs::read(dir.join("kv"))?;
         self.0.clear();
         for pair in bytes.chunks_exact(16) {

@@ -7,11 +7,11 @@
 
 use bytes::Bytes;
 use prost::Message as _;
-use strata_raft::sim::{Cluster, SnapshotPolicy, log_with_terms};
 use strata_raft::{
     ConfState, Config, MemStorage, Membership, Message, MessageType, NodeId, Raft, Storage,
 };
 use strata_raft_log::HardState;
+use strata_raft_node::sim::{Cluster, SnapshotPolicy, log_with_terms};
 use strata_snapshot::{Ack, Chunk, FileInfo, SnapshotMeta};
 
 /// The simulator's command: key `i % 4` gets value `i`.

@@ -3,7 +3,7 @@
 
 use super::Sim;
 use super::clients::Pending;
-use crate::{Config, NodeId};
+use strata_raft::{Config, NodeId};
 
 impl Sim<'_> {
     /// A fault: a node is cut off, or one cut off rejoins (at most a minority is cut off).

@@ -11,24 +11,37 @@ use std::time::{Duration, Instant};
 
 use bench_support::{Args, median, percentile_us, print_bench, print_ratio};
 use bytes::Bytes;
-use strata_raft::{
-    Config, MemNetwork, NodeOptions, RaftNode, Role, SnapshotWriter, StateMachine, Transport,
-};
+use strata_raft::{Config, Role};
 use strata_raft_log::{LogOptions, RaftLog};
+use strata_raft_node::{
+    Committed, CommittedKind, MemNetwork, NodeOptions, RaftNode, SnapshotWriter, StateMachine,
+};
 
 struct Counter;
 
-#[async_trait::async_trait]
 impl StateMachine for Counter {
-    async fn apply(&mut self, _index: u64, _command: Bytes) -> Bytes {
-        Bytes::new()
+    async fn apply(&mut self, batch: Vec<Committed>) -> std::io::Result<Vec<Bytes>> {
+        Ok(batch
+            .iter()
+            .filter(|c| matches!(c.kind, CommittedKind::Command(_)))
+            .map(|_| Bytes::new())
+            .collect())
+    }
+
+    fn applied_index(&self) -> u64 {
+        0
     }
 
     async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
         Ok(Box::new(|_dir: &std::path::Path| Ok(Vec::new())))
     }
 
-    async fn restore(&mut self, _dir: &std::path::Path, _files: &[String]) -> std::io::Result<()> {
+    async fn restore(
+        &mut self,
+        _dir: &std::path::Path,
+        _files: &[String],
+        _last_index: u64,
+    ) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -74,6 +87,7 @@ async fn run_once(
         )
         .expect("log");
         let config = Config::new(id, ids.to_vec());
+        let (transport, inbox) = net.join(id);
         nodes.push(Arc::new(
             RaftNode::start(
                 config,
@@ -83,8 +97,8 @@ async fn run_once(
                 ),
                 Arc::new(log),
                 Counter,
-                Arc::clone(&net) as Arc<dyn Transport>,
-                net.join(id),
+                transport,
+                inbox,
             )
             .expect("start"),
         ));
