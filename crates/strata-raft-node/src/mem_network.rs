@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use strata_raft::{Message, NodeId};
 
 use crate::Transport;
-use crate::inbox::{Inbox, InboxSender, inbox};
+use crate::inbox::{INBOX_CHUNKS_MAX, INBOX_MESSAGES_MAX, Inbox, InboxSender, inbox_with};
 
 /// An in-process network: each node's inbox, reached directly (its bounded lanes are the
 /// per-peer queues); nodes can be cut off for tests.
@@ -35,7 +35,18 @@ impl MemNetwork {
     /// Joins node `id` (again, after a restart): its transport and its inbox (give both to
     /// [`RaftNode::start`](crate::RaftNode::start)).
     pub fn join(self: &Arc<Self>, id: NodeId) -> (Arc<MemTransport>, Inbox) {
-        let (sender, inbox) = inbox();
+        self.join_with(id, INBOX_MESSAGES_MAX, INBOX_CHUNKS_MAX)
+    }
+
+    /// As [`join`](Self::join), with an inbox whose lanes hold `messages_max` messages and
+    /// `chunks_max` snapshot chunks.
+    pub fn join_with(
+        self: &Arc<Self>,
+        id: NodeId,
+        messages_max: usize,
+        chunks_max: usize,
+    ) -> (Arc<MemTransport>, Inbox) {
+        let (sender, inbox) = inbox_with(messages_max, chunks_max);
         self.inboxes.lock().insert(id, sender);
         let transport = MemTransport {
             net: Arc::clone(self),

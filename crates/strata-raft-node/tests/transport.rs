@@ -1,0 +1,134 @@
+//! The transport contract: sending never waits, lanes are bounded and a full one drops and
+//! counts, snapshot chunks never hold up Raft's own messages, and a peer that reads nothing
+//! does not stall the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_raft::{Config, Message, MessageType, NodeId, Role};
+use strata_raft_log::{LogOptions, RaftLog};
+use strata_raft_node::{
+    Committed, CommittedKind, MemNetwork, NodeOptions, RaftNode, SnapshotWriter, StateMachine,
+    inbox_with,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn message(kind: MessageType) -> Message {
+    Message {
+        msg_type: kind as i32,
+        from: 1,
+        to: 2,
+        term: 1,
+        ..Message::default()
+    }
+}
+
+#[test]
+fn a_full_lane_drops_and_counts_and_raft_messages_never_wait_behind_chunks() {
+    let (sender, _inbox) = inbox_with(2, 1);
+    assert!(sender.deliver(message(MessageType::InstallSnapshot)));
+    // The chunk lane is full: another chunk is dropped and counted.
+    assert!(!sender.deliver(message(MessageType::InstallSnapshot)));
+    assert_eq!(sender.dropped(), 1);
+    // Raft's own messages have their lane: a full chunk lane does not hold them up.
+    assert!(sender.deliver(message(MessageType::Heartbeat)));
+    assert!(sender.deliver(message(MessageType::Append)));
+    assert!(!sender.deliver(message(MessageType::Append)));
+    assert_eq!(sender.dropped(), 2);
+}
+
+#[test]
+fn a_stopped_node_drops_what_is_sent_to_it() {
+    let (sender, inbox) = inbox_with(4, 4);
+    drop(inbox);
+    assert!(sender.is_closed());
+    assert!(!sender.deliver(message(MessageType::Heartbeat)));
+    assert_eq!(sender.dropped(), 1);
+}
+
+struct Nothing;
+
+impl StateMachine for Nothing {
+    async fn apply(&mut self, batch: Vec<Committed>) -> std::io::Result<Vec<Bytes>> {
+        Ok(batch
+            .iter()
+            .filter(|c| matches!(c.kind, CommittedKind::Command(_)))
+            .map(|_| Bytes::new())
+            .collect())
+    }
+
+    fn applied_index(&self) -> u64 {
+        0
+    }
+
+    async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
+        Ok(Box::new(|_: &std::path::Path| Ok(Vec::new())))
+    }
+
+    async fn restore(&mut self, _: &std::path::Path, _: &[String], _: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Node 3 is a member whose inbox nobody reads (a hung process): its lanes fill, what is
+/// sent to it is dropped and counted, and nodes 1 and 2 go on committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_reads_nothing_does_not_stall_the_others() {
+    const PROPOSALS: usize = 300;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = MemNetwork::new();
+    let ids: [NodeId; 3] = [1, 2, 3];
+    // Tiny lanes, never drained.
+    let (_hung_transport, _hung_inbox) = net.join_with(3, 4, 1);
+    let mut nodes = Vec::new();
+    for id in [1, 2] {
+        let log =
+            RaftLog::open(&dir.path().join(id.to_string()), LogOptions::default()).expect("log");
+        let (transport, inbox) = net.join(id);
+        nodes.push(Arc::new(
+            RaftNode::start(
+                Config::new(id, ids.to_vec()),
+                NodeOptions::new(
+                    Duration::from_millis(5),
+                    dir.path().join(format!("{id}.snapshots")),
+                ),
+                Arc::new(log),
+                Nothing,
+                transport,
+                inbox,
+            )
+            .expect("start"),
+        ));
+    }
+    let leader = loop {
+        if let Some(n) = nodes
+            .iter()
+            .find(|n| n.status().borrow().role == Role::Leader)
+        {
+            break Arc::clone(n);
+        }
+        let mut status = nodes[0].status();
+        let _ = tokio::time::timeout(Duration::from_millis(50), status.changed()).await;
+    };
+    let tasks: Vec<_> = (0..PROPOSALS)
+        .map(|i| {
+            let leader = Arc::clone(&leader);
+            tokio::spawn(async move {
+                leader
+                    .propose(Bytes::from(format!("command {i}")), WAIT)
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("committed without node 3");
+    }
+    assert!(net.dropped(3) > 0, "node 3's full lanes dropped messages");
+    for node in nodes {
+        if let Ok(node) = Arc::try_unwrap(node) {
+            node.shutdown().await;
+        }
+    }
+}
