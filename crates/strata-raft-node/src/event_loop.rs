@@ -48,6 +48,9 @@ pub(crate) struct NodeIo {
     /// Reads waiting for their confirmation, by the id in their context: every read asked
     /// in one loop iteration shares one.
     reads: HashMap<u64, Vec<ReadReply>>,
+    /// Messages for the applying task that found its queue full (at most one `Ready`'s: a
+    /// restore and a batch), sent before the next `Ready` is taken.
+    overflow: Vec<Apply>,
 }
 
 impl NodeIo {
@@ -69,15 +72,37 @@ impl NodeIo {
             restoring,
             registered: Vec::new(),
             reads: HashMap::new(),
+            overflow: Vec::new(),
         }
     }
 
-    /// Hands `message` to the applying task, waiting for room (this runs on the blocking
-    /// pool).
-    fn to_applier(&self, message: Apply) -> Result<(), DriverError> {
-        self.apply
-            .blocking_send(message)
-            .map_err(|_| DriverError::Stopped)
+    /// Hands `message` to the applying task without waiting: if its queue is full, the
+    /// message waits in `overflow` (behind any already there) and the loop sends it before it
+    /// takes the next `Ready`, waiting for room then.
+    fn send_to_applier(&mut self, message: Apply) -> Result<(), DriverError> {
+        if !self.overflow.is_empty() {
+            self.overflow.push(message);
+            return Ok(());
+        }
+        match self.apply.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                self.overflow.push(message);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(DriverError::Stopped),
+        }
+    }
+
+    /// Sends what waits in `overflow`, waiting for room in the applying task's queue.
+    async fn drain_overflow(&mut self) -> Result<(), DriverError> {
+        for message in std::mem::take(&mut self.overflow) {
+            self.apply
+                .send(message)
+                .await
+                .map_err(|_| DriverError::Stopped)?;
+        }
+        Ok(())
     }
 }
 
@@ -97,7 +122,7 @@ impl ReadyIo<Arc<RaftLog>> for NodeIo {
         log.compact(meta.last_index, meta.last_term)
             .map_err(storage_error)?;
         self.restoring.push(meta.id);
-        self.to_applier(Apply::Restore {
+        self.send_to_applier(Apply::Restore {
             meta: meta.clone(),
             dir: set_dir(&self.snapshot_dir, meta.id),
         })
@@ -168,7 +193,7 @@ impl ReadyIo<Arc<RaftLog>> for NodeIo {
             }
         }
         let registered = std::mem::take(&mut self.registered);
-        self.to_applier(Apply::Batch {
+        self.send_to_applier(Apply::Batch {
             registered,
             entries: committed,
             reads: confirmed,
@@ -379,6 +404,9 @@ impl Driver {
     /// Takes the next `Ready` and acts on it: on the blocking pool if it needs I/O (the whole
     /// driver goes there and comes back), here if it only sends.
     async fn process(mut self) -> Result<Self, ()> {
+        // The applying task falls behind by at most `apply_batches_max` batches: the loop
+        // waits here for it rather than taking more.
+        self.io.drain_overflow().await.map_err(|_| ())?;
         let ready = self.core.ready().map_err(|_| ())?;
         let role_changed = ready.role_change.is_some();
         if needs_io(&ready) {
@@ -396,6 +424,7 @@ impl Driver {
         if role_changed {
             self.fail_reads();
         }
+        self.io.drain_overflow().await.map_err(|_| ())?;
         // Reads whose callers all gave up (a lost round) are forgotten.
         self.io
             .reads

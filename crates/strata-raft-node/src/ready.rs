@@ -27,8 +27,9 @@ use strata_raft_log::{Entry, HardState};
 use strata_snapshot::{Ack, SnapshotMeta};
 
 /// What processing a `Ready` acts on: a node's storage, network, state machine and snapshot
-/// store. Every method may block (the node runs [`process_ready`] on Tokio's blocking pool
-/// when a `Ready` needs I/O), except [`send`](ReadyIo::send), which must not wait.
+/// store. The storage and snapshot steps may block (the node runs [`process_ready`] on
+/// Tokio's blocking pool when [`needs_io`] says so); [`send`](ReadyIo::send) and
+/// [`apply`](ReadyIo::apply) must not wait.
 pub trait ReadyIo<S: Storage> {
     /// Why a step failed: processing stops, and the node with it, as a crash would.
     type Error;
@@ -72,7 +73,7 @@ pub trait ReadyIo<S: Storage> {
     ) -> Result<(), Self::Error>;
 
     /// Hands committed entries (consecutive, in order) and confirmed reads to the state
-    /// machine.
+    /// machine, without waiting for it.
     ///
     /// # Errors
     ///
@@ -89,14 +90,13 @@ pub trait ReadyIo<S: Storage> {
     fn stage(&mut self, chunk: &Message) -> Result<Option<Ack>, Self::Error>;
 }
 
-/// Whether acting on `ready` needs I/O that may block (a persist, a snapshot, the state
-/// machine); a `Ready` that only sends may be processed on the loop's own thread.
+/// Whether acting on `ready` needs disk I/O (a persist, a snapshot's files); a `Ready` that
+/// only sends and hands out committed entries may be processed on the loop's own thread
+/// (the node's [`ReadyIo::apply`] never waits: it queues).
 pub fn needs_io(ready: &Ready) -> bool {
     ready.snapshot.is_some()
         || ready.hard_state.is_some()
         || !ready.entries.is_empty()
-        || !ready.committed_entries.is_empty()
-        || !ready.read_states.is_empty()
         || !ready.snapshot_chunks.is_empty()
         || ready
             .messages
