@@ -103,14 +103,16 @@ mod keys;
 #[doc(hidden)]
 pub mod manifest;
 mod scan;
+mod snapshot_file;
 
 pub use batch::WriteBatch;
 pub use cache::LruBlockCache;
 pub use compaction::CompactionOptions;
-pub use db::{Db, LevelStats, LiveFile, Options, Snapshot, Stats, WriteOptions};
+pub use db::{Capture, Db, LevelStats, LiveFile, Options, Snapshot, Stats, WriteOptions};
 pub use error::{Error, Result};
 pub use manifest::FileMeta;
 pub use scan::{Direction, prefix_bounds};
+pub use snapshot_file::{LSM_SNAPSHOT_FILE, PROPERTIES_BYTES_MAX, SnapshotInfo, table_file_name};
 
 /// Failpoint at the start of every compaction (with the `failpoints` feature; tests pause it
 /// to hold compaction off).
