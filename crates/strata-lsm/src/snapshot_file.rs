@@ -92,7 +92,7 @@ impl SnapshotInfo {
                 + self
                     .tables
                     .iter()
-                    .map(|t| 49 + t.smallest.len() + t.largest.len())
+                    .map(|t| 41 + t.smallest.len() + t.largest.len())
                     .sum::<usize>()
                 + 4
                 + properties_bytes(self.properties.iter().map(|(k, v)| (k.as_str(), &v[..])))
