@@ -372,7 +372,7 @@ fn a_failed_write_to_leaves_nothing_behind() {
         .collect();
     assert_eq!(
         left,
-        [blocker.clone()],
+        std::slice::from_ref(&blocker),
         "only the caller's own file is left"
     );
     assert_eq!(std::fs::read(&blocker).expect("read"), b"not mine");
