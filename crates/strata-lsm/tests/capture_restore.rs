@@ -2,7 +2,7 @@
 //! writes, flushes and compactions, then restored into another store, reads exactly the state
 //! as of the capture (a `BTreeMap` model), whatever the target held before; a capture pins its
 //! tables against compaction and releases them when dropped; a damaged or incomplete file set is
-//! refused and changes nothing.
+//! refused and changes nothing; readers during a restore see the old or the new state whole.
 //!
 //! Failpoint and crash tests are in `capture_restore_failpoints.rs` (failpoints are global to a
 //! test binary).
@@ -500,4 +500,47 @@ fn a_truncated_or_damaged_table_is_refused_and_changes_nothing() {
     std::fs::write(&table, &good).expect("write");
     db.restore(&snapshot, &names)
         .expect("the repaired set restores");
+}
+
+#[test]
+fn readers_during_a_restore_see_the_whole_old_or_the_whole_new_state() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (_root, db, old, snapshot, names) = refusal_case();
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let db = db.clone();
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                // One more scan after the restore is done, so the new state is seen too.
+                loop {
+                    let last = done.load(Ordering::Acquire);
+                    seen.push(contents(&db));
+                    if last {
+                        return seen;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut expected_new = Model::new();
+    for k in 1..=4 {
+        expected_new.insert(key(k), vec![1; 50]);
+    }
+    db.restore(&snapshot, &names).expect("restore");
+    done.store(true, Ordering::Release);
+    for reader in readers {
+        let seen = reader.join().expect("reader");
+        assert!(
+            seen.last() == Some(&expected_new),
+            "the last scan sees the new state"
+        );
+        for state in seen {
+            assert!(state == old || state == expected_new, "a mix: {state:?}");
+        }
+    }
+    assert_eq!(contents(&db), expected_new);
 }
