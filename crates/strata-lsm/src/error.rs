@@ -55,6 +55,28 @@ pub enum Error {
         /// The failure.
         cause: String,
     },
+    /// The store was replaced by [`Db::restore`](crate::Db::restore) after this
+    /// [`Snapshot`](crate::Snapshot) was taken, or while this forced flush waited for its
+    /// memtable: what it would read or write is gone.
+    #[error("the store was restored from a snapshot since this operation began")]
+    Restored,
+    /// A file that a snapshot's file set must hold is not in the list given to
+    /// [`Db::restore`](crate::Db::restore), or not in its directory. Nothing was changed.
+    #[error("the snapshot's file set has no {name}")]
+    SnapshotFileMissing {
+        /// The file's name.
+        name: String,
+    },
+    /// Properties for [`Capture::write_to`](crate::Capture::write_to) larger than
+    /// [`PROPERTIES_BYTES_MAX`](crate::PROPERTIES_BYTES_MAX). Refused before anything is
+    /// written.
+    #[error("snapshot properties of {bytes} bytes exceed the limit of {max}")]
+    PropertiesTooLarge {
+        /// Their size, as the limit counts it.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Stored state that does not decode or does not make sense: the store refuses to serve
     /// from it rather than risk wrong data.
     #[error("corrupt {} at {offset}: {reason}", path.display())]

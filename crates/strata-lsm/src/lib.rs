@@ -1,13 +1,14 @@
 //! An embedded LSM key-value store: durable writes through a write-ahead log with group
 //! commit, reads from memtables and sorted tables, background flushes and leveled compaction,
-//! snapshots, and what a Raft state machine needs (forced flushes that record the applied
-//! index, live files, ingest, checkpoints).
+//! snapshots, and what a Raft state machine needs (captures written out as flat file sets and
+//! restored whole, forced flushes that record the applied index, live files, ingest,
+//! checkpoints).
 //!
 //! Built from the layers below it: writes go to a `strata-wal` log and a `strata-memtable`,
 //! memtables are flushed into `strata-sstable` tables, and the manifest (itself a
 //! `strata-wal` log of version edits, named by a `CURRENT` file swapped with `strata-fs`)
 //! records which tables make up the store. The manifest format is in
-//! `docs/formats/manifest.md`.
+//! `docs/formats/manifest.md`, a capture's file set in `docs/formats/lsm-snapshot.md`.
 //!
 //! # Using it
 //!
@@ -81,15 +82,60 @@
 //!   per waiting writer.
 //!   Writers slow down when level 0 reaches `l0_slowdown_trigger` tables and wait at
 //!   `l0_stop_trigger` or when every memtable slot is full; [`Stats`] counts the stalls.
-//! - **Obsolete files** are deleted once no reader, scan or snapshot holds them, and files a
-//!   crash left behind are removed at the next open.
+//! - **Obsolete files** are deleted once no reader, scan, snapshot or capture holds them, and
+//!   files a crash left behind are removed at the next open.
+//! - **Restores are all or nothing.** [`Db::restore`] swaps every table for a snapshot's in one
+//!   manifest record: after a crash at any step the store reopens to the whole old or the whole
+//!   new state, and the other's files are removed.
 //!
-//! # For Raft
+//! # For Raft: snapshots as flat file sets
 //!
-//! [`Db::flush_with_properties`] writes the memtable out now and records the caller's
-//! properties (the last applied index and term) in the table; [`Db::live_files`] lists every
-//! table with its level, path and properties; [`Db::checkpoint`] exports a consistent copy by
-//! hard links; [`Db::ingest`] installs another store's tables as newer than everything local.
+//! A Raft snapshot of the store is a capture written out as a flat set of files, with the Raft
+//! index and term recorded as properties. [`Db::capture`] is cheap enough for the apply path
+//! (no I/O: it pins the tables and memtables at the last sequence number); the [`Capture`]
+//! moves to another thread, where [`Capture::write_to`] flushes the pinned memtables to tables,
+//! hard-links the pinned tables and writes one [`LSM_SNAPSHOT_FILE`] describing them. On the
+//! receiving node, [`Db::restore`] replaces the whole store with the set (keys the snapshot
+//! lacks are gone), and [`Db::snapshot_properties`] tells, across reopens, which snapshot the
+//! store was last restored from. [`SnapshotInfo::read`] reads a set's description.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use strata_lsm::{Db, Options, WriteOptions};
+//!
+//! let root = tempfile::tempdir()?;
+//! let leader = Db::open(&root.path().join("leader"), Options::default())?;
+//! leader.put(b"k", b"v1", WriteOptions::default())?;
+//! let capture = leader.capture(); // On the apply path: no I/O.
+//! leader.put(b"k", b"v2", WriteOptions::default())?; // Not in the capture.
+//!
+//! let set = root.path().join("snapshot-7");
+//! std::fs::create_dir(&set)?;
+//! let files = std::thread::spawn(move || {
+//!     capture.write_to(&set, &[("raft.index", &7u64.to_le_bytes())])
+//! })
+//! .join()
+//! .expect("writer thread")?;
+//!
+//! let follower = Db::open(&root.path().join("follower"), Options::default())?;
+//! follower.put(b"stale", b"x", WriteOptions::default())?;
+//! follower.restore(&root.path().join("snapshot-7"), &files)?;
+//! assert_eq!(follower.get(b"k")?, Some(b"v1".to_vec()));
+//! assert_eq!(follower.get(b"stale")?, None);
+//! assert_eq!(
+//!     follower.snapshot_properties().get("raft.index"),
+//!     Some(&7u64.to_le_bytes().to_vec())
+//! );
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Older tools remain: [`Db::flush_with_properties`] writes the memtable out now and records
+//! the caller's properties in the table; [`Db::live_files`] lists every table with its level,
+//! path and properties (a compaction may delete a listed file at any time: a capture pins
+//! them); [`Db::checkpoint`] exports a consistent copy as a store directory by hard links;
+//! [`Db::ingest`] installs another store's tables as newer than everything local, merging with
+//! it (a restore replaces it).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod batch;
@@ -103,14 +149,16 @@ mod keys;
 #[doc(hidden)]
 pub mod manifest;
 mod scan;
+mod snapshot_file;
 
 pub use batch::WriteBatch;
 pub use cache::LruBlockCache;
 pub use compaction::CompactionOptions;
-pub use db::{Db, LevelStats, LiveFile, Options, Snapshot, Stats, WriteOptions};
+pub use db::{Capture, Db, LevelStats, LiveFile, Options, Snapshot, Stats, WriteOptions};
 pub use error::{Error, Result};
 pub use manifest::FileMeta;
 pub use scan::{Direction, prefix_bounds};
+pub use snapshot_file::{LSM_SNAPSHOT_FILE, PROPERTIES_BYTES_MAX, SnapshotInfo, table_file_name};
 
 /// Failpoint at the start of every compaction (with the `failpoints` feature; tests pause it
 /// to hold compaction off).

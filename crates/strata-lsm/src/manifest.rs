@@ -5,6 +5,7 @@
 //! live manifest directory and is replaced atomically (`strata_fs::atomic_replace`) when a new
 //! manifest generation is written, which starts with a snapshot of the whole state.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use strata_fs::IoError;
@@ -23,6 +24,7 @@ const TAG_NEXT_FILE_NUMBER: u8 = 2;
 const TAG_LAST_SEQ: u8 = 3;
 const TAG_ADD_FILE: u8 = 4;
 const TAG_DELETE_FILE: u8 = 5;
+const TAG_PROPERTIES: u8 = 6;
 
 /// A table in the store, as the manifest records it: what [`Db::flush`](crate::Db::flush) and
 /// [`Db::ingest`](crate::Db::ingest) return and what a [`LiveFile`](crate::LiveFile) describes.
@@ -61,6 +63,11 @@ pub struct VersionEdit {
     pub added: Vec<FileMeta>,
     /// Tables removed, as `(level, number)`.
     pub deleted: Vec<(u8, u64)>,
+    /// The properties of the snapshot the store was restored from ([`Db::restore`]), replacing
+    /// the previous ones; `None` leaves them as they are.
+    ///
+    /// [`Db::restore`]: crate::Db::restore
+    pub properties: Option<BTreeMap<String, Vec<u8>>>,
 }
 
 fn put_u64(out: &mut Vec<u8>, v: u64) {
@@ -95,8 +102,12 @@ impl<'a> Reader<'a> {
         self.take(8)?.try_into().ok().map(u64::from_le_bytes)
     }
 
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)?.try_into().ok().map(u32::from_le_bytes)
+    }
+
     fn bytes(&mut self) -> Option<Vec<u8>> {
-        let len = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
+        let len = self.u32()? as usize;
         self.take(len).map(<[u8]>::to_vec)
     }
 }
@@ -129,6 +140,16 @@ impl VersionEdit {
             out.push(TAG_DELETE_FILE);
             out.push(level);
             put_u64(&mut out, number);
+        }
+        if let Some(properties) = &self.properties {
+            out.push(TAG_PROPERTIES);
+            let count =
+                u32::try_from(properties.len()).expect("properties are at most 64 KiB in all");
+            out.extend_from_slice(&count.to_le_bytes());
+            for (name, value) in properties {
+                put_bytes(&mut out, name.as_bytes());
+                put_bytes(&mut out, value);
+            }
         }
         out
     }
@@ -169,6 +190,16 @@ impl VersionEdit {
                     let level = r.u8().ok_or(truncated)?;
                     edit.deleted.push((level, r.u64().ok_or(truncated)?));
                 }
+                TAG_PROPERTIES => {
+                    let count = r.u32().ok_or(truncated)?;
+                    let mut properties = BTreeMap::new();
+                    for _ in 0..count {
+                        let name = String::from_utf8(r.bytes().ok_or(truncated)?)
+                            .map_err(|_| "property name is not UTF-8")?;
+                        properties.insert(name, r.bytes().ok_or(truncated)?);
+                    }
+                    edit.properties = Some(properties);
+                }
                 _ => return Err("unknown version edit tag"),
             }
         }
@@ -187,6 +218,8 @@ pub struct VersionState {
     pub next_file_number: u64,
     /// The highest sequence number in tables.
     pub last_seq: u64,
+    /// The properties of the snapshot the store was last restored from (empty if never).
+    pub properties: BTreeMap<String, Vec<u8>>,
 }
 
 impl Default for VersionState {
@@ -196,6 +229,7 @@ impl Default for VersionState {
             wal_flushed_lsn: 0,
             next_file_number: 1,
             last_seq: 0,
+            properties: BTreeMap::new(),
         }
     }
 }
@@ -241,6 +275,9 @@ impl VersionState {
         if let Some(v) = edit.last_seq {
             self.last_seq = self.last_seq.max(v);
         }
+        if let Some(properties) = &edit.properties {
+            self.properties.clone_from(properties);
+        }
         Ok(())
     }
 
@@ -258,6 +295,7 @@ impl VersionState {
                 .cloned()
                 .collect(),
             deleted: Vec::new(),
+            properties: (!self.properties.is_empty()).then(|| self.properties.clone()),
         }
     }
 }

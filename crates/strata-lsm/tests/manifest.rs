@@ -7,9 +7,14 @@ use strata_lsm::manifest::{FileMeta, Manifest, VersionEdit, VersionState};
 
 #[derive(Debug, Clone)]
 enum Op {
-    Add { level: u8, keys: (u8, u8) },
+    Add {
+        level: u8,
+        keys: (u8, u8),
+    },
     DeleteOldest,
     Lsn(u64),
+    /// A restore's properties (replacing the previous ones; none empties them).
+    Properties(Vec<(String, Vec<u8>)>),
     Rewrite,
     Reopen,
 }
@@ -19,6 +24,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u8..7, any::<(u8, u8)>()).prop_map(|(level, keys)| Op::Add { level, keys }),
         2 => Just(Op::DeleteOldest),
         1 => (0u64..1000).prop_map(Op::Lsn),
+        1 => proptest::collection::vec(("[a-z.]{0,8}", proptest::collection::vec(any::<u8>(), 0..8)), 0..3)
+            .prop_map(Op::Properties),
         1 => Just(Op::Rewrite),
         1 => Just(Op::Reopen),
     ]
@@ -63,6 +70,10 @@ proptest! {
                     }),
                 Op::Lsn(lsn) => Some(VersionEdit {
                     wal_flushed_lsn: Some(lsn),
+                    ..VersionEdit::default()
+                }),
+                Op::Properties(properties) => Some(VersionEdit {
+                    properties: Some(properties.into_iter().collect()),
                     ..VersionEdit::default()
                 }),
                 Op::Rewrite => {

@@ -2,10 +2,12 @@
 //! which also runs compactions when they are due) or on demand, with properties a caller
 //! records in the table.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use strata_sstable::TableBuilder;
+use strata_memtable::Memtable;
+use strata_sstable::{TableBuilder, TableOptions};
 
 use super::stats::bump;
 use super::version::{Version, open_table, table_path};
@@ -74,11 +76,19 @@ impl Db {
                 // Someone else is flushing the target: wait for them.
                 Ok(None) => {
                     let mut state = self.inner.state.lock();
-                    if target
+                    let pending = target
                         .as_ref()
-                        .is_some_and(|t| t.flushed_as.lock().is_none())
-                        && state.background_error.is_none()
+                        .is_some_and(|t| t.flushed_as.lock().is_none());
+                    // A memtable leaves `immutables` only with `flushed_as` set (both under
+                    // the state lock), or discarded whole by a restore: then it never will be.
+                    if pending
+                        && !target
+                            .as_ref()
+                            .is_some_and(|t| state.immutables.iter().any(|m| Arc::ptr_eq(m, t)))
                     {
+                        return Err(Error::Restored);
+                    }
+                    if pending && state.background_error.is_none() {
                         self.inner.changed.wait(&mut state);
                     }
                     if let Some(cause) = &state.background_error {
@@ -153,46 +163,28 @@ impl Inner {
             (memtable, number, state.last_seq)
         };
         let path = table_path(&self.dir, number);
-        let mut builder = TableBuilder::create(&path, self.options.table.clone())?;
-        for (name, value) in memtable.properties.lock().iter() {
-            builder.set_property(name, value)?;
-        }
-        let mut key = Vec::new();
-        let (mut smallest_seq, mut largest_seq) = (u64::MAX, 0);
-        let mut smallest = None;
-        for entry in memtable
-            .table
-            .range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
-        {
-            key.clear();
-            encode_internal_key(&mut key, entry.user_key, entry.seq, entry.kind);
-            builder.add(&key, entry.value)?;
-            smallest.get_or_insert_with(|| key.clone());
-            smallest_seq = smallest_seq.min(entry.seq);
-            largest_seq = largest_seq.max(entry.seq);
-        }
-        // Only memtables holding something are switched out, so none is flushed empty.
-        debug_assert!(smallest.is_some());
-        // A flushed table holds only committed writes: every sequence number in it is visible.
-        debug_assert!(smallest_seq <= largest_seq && largest_seq <= last_seq);
-        let summary = builder.finish()?;
-        bump(&self.counters.flush_bytes, summary.file_bytes);
-        let meta = FileMeta {
+        let properties = memtable.properties.lock().clone();
+        let meta = write_memtable(
+            &memtable.table,
             number,
-            level: 0,
-            size: summary.file_bytes,
-            smallest: smallest.unwrap_or_default(),
-            largest: key,
-            smallest_seq: smallest_seq.min(largest_seq),
-            largest_seq,
-        };
+            &path,
+            &self.options.table,
+            &properties,
+            u64::MAX,
+            false,
+        )?
+        // Only memtables holding something are switched out, so none is flushed empty.
+        .expect("a switched-out memtable holds at least one version");
+        // A flushed table holds only committed writes: every sequence number in it is visible.
+        debug_assert!(meta.largest_seq <= last_seq);
+        bump(&self.counters.flush_bytes, meta.size);
         let flushed_lsn = memtable.wal_lsn_max.load(Ordering::Acquire);
         let edit = VersionEdit {
             wal_flushed_lsn: Some(flushed_lsn),
             next_file_number: Some(number + 1),
-            last_seq: Some(last_seq.max(largest_seq)),
+            last_seq: Some(last_seq.max(meta.largest_seq)),
             added: vec![meta.clone()],
-            deleted: Vec::new(),
+            ..VersionEdit::default()
         };
         manifest.append(&edit)?;
         let handle = open_table(&self.dir, &meta, self.cache.as_ref())?;
@@ -223,4 +215,68 @@ impl Inner {
         self.wal.purge_before(flushed_lsn + 1)?;
         Ok(Some(meta))
     }
+}
+
+/// Writes the versions in `memtable` at or below `seq_max` to a new level-0 table numbered
+/// `number` at `path`, recording `properties` in it. A flush writes every version (snapshots may
+/// read the older ones); with `newest_only`, only the newest qualifying version of each key is
+/// written, which is all a capture's table needs (it is only ever read as of `seq_max`). `None`,
+/// and no file, if no version qualifies.
+///
+/// Streams from the memtable into the table builder: nothing is copied but one key at a time.
+/// The memtable may take inserts meanwhile (a capture's active memtable does); versions above
+/// `seq_max` are skipped, and every one at or below it was inserted before it became visible.
+pub(super) fn write_memtable(
+    memtable: &Memtable,
+    number: u64,
+    path: &Path,
+    options: &TableOptions,
+    properties: &[(String, Vec<u8>)],
+    seq_max: u64,
+    newest_only: bool,
+) -> Result<Option<FileMeta>> {
+    let mut builder: Option<TableBuilder> = None;
+    let mut key = Vec::new();
+    let (mut smallest_seq, mut largest_seq) = (u64::MAX, 0);
+    let mut smallest = None;
+    let mut previous_user_key: Option<&[u8]> = None;
+    for entry in memtable.range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded) {
+        if entry.seq > seq_max {
+            continue;
+        }
+        // Versions come newest first within a key: the first that qualifies is the newest.
+        if newest_only && previous_user_key == Some(entry.user_key) {
+            continue;
+        }
+        previous_user_key = Some(entry.user_key);
+        let out = match &mut builder {
+            Some(out) => out,
+            None => {
+                let mut created = TableBuilder::create(path, options.clone())?;
+                for (name, value) in properties {
+                    created.set_property(name, value)?;
+                }
+                builder.insert(created)
+            }
+        };
+        key.clear();
+        encode_internal_key(&mut key, entry.user_key, entry.seq, entry.kind);
+        out.add(&key, entry.value)?;
+        smallest.get_or_insert_with(|| key.clone());
+        smallest_seq = smallest_seq.min(entry.seq);
+        largest_seq = largest_seq.max(entry.seq);
+    }
+    let (Some(builder), Some(smallest)) = (builder, smallest) else {
+        return Ok(None);
+    };
+    let summary = builder.finish()?;
+    Ok(Some(FileMeta {
+        number,
+        level: 0,
+        size: summary.file_bytes,
+        smallest,
+        largest: key,
+        smallest_seq,
+        largest_seq,
+    }))
 }

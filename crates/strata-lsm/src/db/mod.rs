@@ -11,14 +11,19 @@
 //! - `flush`: writing full memtables to level-0 tables, and the background thread.
 //! - `compact`: picking and running compactions, and manual compaction.
 //! - `external`: what crosses the store's boundary: checkpoints, ingest, live files.
+//! - `capture`: a Raft snapshot taken on the apply path ([`Db::capture`]) and written out as a
+//!   flat file set off it ([`Capture::write_to`]).
+//! - `restore`: replacing the whole store with such a file set ([`Db::restore`]).
 //! - `stats`: counters and sizes.
 //! - `version`: the open tables that make up the store, and the manifest edits that change them.
 
+mod capture;
 mod compact;
 mod external;
 mod flush;
 mod open;
 mod read;
+mod restore;
 mod stats;
 mod version;
 mod write;
@@ -40,6 +45,7 @@ use crate::error::Error;
 use crate::keys::filter_key;
 use crate::manifest::{FileMeta, Manifest, VersionState};
 
+pub use capture::Capture;
 pub use external::LiveFile;
 pub use read::Snapshot;
 pub use stats::{LevelStats, Stats};
@@ -168,6 +174,9 @@ struct State {
     /// Bumped whenever `version` changes or a manual compaction lets go of the compaction
     /// lock: the flusher, finding the lock taken, waits for this to move without missing it.
     generation: u64,
+    /// How many times [`Db::restore`] has replaced the store since open: a [`Snapshot`] taken
+    /// under another count reads a state that is gone, and says so.
+    restores: u64,
 }
 
 /// The store, shared by every [`Db`] handle and the flush thread.

@@ -134,6 +134,7 @@ impl Db {
                 closing: false,
                 snapshots: BTreeMap::new(),
                 generation: 0,
+                restores: 0,
             }),
             changed: Condvar::new(),
             write_lock: Mutex::new(WriteScratch::default()),

@@ -14,6 +14,14 @@ use crate::scan::{
     Direction, LevelSource, LevelTable, MemtableSource, Source, TableSource, merge, prefix_bounds,
 };
 
+/// What a read works on: its sequence number, the active and immutable memtables, the tables.
+type View = (
+    u64,
+    Arc<MemtableHandle>,
+    Vec<Arc<MemtableHandle>>,
+    Arc<Version>,
+);
+
 impl Db {
     /// The newest value of `key`, or `None` if it is absent or deleted.
     ///
@@ -24,7 +32,9 @@ impl Db {
         self.get_at(key, None)
     }
 
-    /// A consistent view: reads through it see the store as of now.
+    /// A consistent view: reads through it see the store as of now (until a
+    /// [`restore`](Self::restore) replaces the store, after which they fail with
+    /// [`Error::Restored`]).
     pub fn snapshot(&self) -> Snapshot {
         let mut state = self.inner.state.lock();
         let seq = state.last_seq;
@@ -32,32 +42,33 @@ impl Db {
         Snapshot {
             db: self.clone(),
             seq,
+            restores: state.restores,
         }
     }
 
     /// A read's view: the sequence number (the latest, or a snapshot's) and the memtables and
     /// tables, taken together so that no compaction can drop a version the read needs between
     /// choosing the sequence number and pinning the tables.
-    fn view(
-        &self,
-        at: Option<u64>,
-    ) -> (
-        u64,
-        Arc<MemtableHandle>,
-        Vec<Arc<MemtableHandle>>,
-        Arc<Version>,
-    ) {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Restored`] for a snapshot's read (`at`: its sequence number and restore count)
+    /// once a restore has replaced the state it was taken of.
+    fn view(&self, at: Option<(u64, u64)>) -> Result<View> {
         let state = self.inner.state.lock();
-        (
-            at.unwrap_or(state.last_seq),
+        if at.is_some_and(|(_, restores)| restores != state.restores) {
+            return Err(Error::Restored);
+        }
+        Ok((
+            at.map_or(state.last_seq, |(seq, _)| seq),
             Arc::clone(&state.active),
             state.immutables.clone(),
             Arc::clone(&state.version),
-        )
+        ))
     }
 
-    fn get_at(&self, key: &[u8], at: Option<u64>) -> Result<Option<Vec<u8>>> {
-        let (seq, active, immutables, version) = self.view(at);
+    fn get_at(&self, key: &[u8], at: Option<(u64, u64)>) -> Result<Option<Vec<u8>>> {
+        let (seq, active, immutables, version) = self.view(at)?;
         for memtable in std::iter::once(&active).chain(immutables.iter()) {
             if let Some(entry) = memtable.table.get(key, seq) {
                 return Ok(match entry.kind {
@@ -123,13 +134,13 @@ impl Db {
 
     fn scan_at(
         &self,
-        at: Option<u64>,
+        at: Option<(u64, u64)>,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
         direction: Direction,
         visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        let (seq, active, immutables, version) = self.view(at);
+        let (seq, active, immutables, version) = self.view(at)?;
         let owned = |b: Bound<&[u8]>| match b {
             Bound::Unbounded => Bound::Unbounded,
             Bound::Included(k) => Bound::Included(k.to_vec()),
@@ -183,6 +194,8 @@ impl Db {
 pub struct Snapshot {
     db: Db,
     seq: u64,
+    /// The store's restore count when it was taken.
+    restores: u64,
 }
 
 impl Drop for Snapshot {
@@ -202,16 +215,17 @@ impl Snapshot {
     ///
     /// # Errors
     ///
-    /// As [`Db::get`].
+    /// As [`Db::get`]; [`Error::Restored`] if [`Db::restore`] replaced the store since the
+    /// snapshot was taken.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.db.get_at(key, Some(self.seq))
+        self.db.get_at(key, Some((self.seq, self.restores)))
     }
 
     /// [`Db::scan`] as of the snapshot.
     ///
     /// # Errors
     ///
-    /// As [`Db::scan`].
+    /// As [`get`](Self::get).
     pub fn scan(
         &self,
         lower: Bound<&[u8]>,
@@ -219,8 +233,13 @@ impl Snapshot {
         direction: Direction,
         visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        self.db
-            .scan_at(Some(self.seq), lower, upper, direction, visit)
+        self.db.scan_at(
+            Some((self.seq, self.restores)),
+            lower,
+            upper,
+            direction,
+            visit,
+        )
     }
 
     /// The sequence number the snapshot reads at.

@@ -108,12 +108,10 @@ impl Inner {
         (number, table_path(&self.dir, number))
     }
 
-    /// Starts a new manifest generation (a snapshot of the state, then a `CURRENT` swap) once
-    /// the live one has grown past [`MANIFEST_REWRITE_BYTES`], so that reopening stays fast and
-    /// the manifest's size stays bounded.
-    /// Ends every edit that changes the tables (a compaction, an ingest): `levels` becomes the
-    /// current version, `last_seq` (an ingest's) the last sequence number, readers waiting for
-    /// a change are woken, and the manifest is rewritten if it has grown past its limit.
+    /// Ends every edit that changes the tables (a compaction, an ingest, a restore): `levels`
+    /// becomes the current version, `last_seq` (an ingest's) the last sequence number, readers
+    /// waiting for a change are woken, and the manifest is rewritten if it has grown past its
+    /// limit.
     pub(super) fn publish_version(
         &self,
         mut state: parking_lot::MutexGuard<'_, State>,
@@ -134,6 +132,9 @@ impl Inner {
         self.maybe_rewrite_manifest(manifest, &snapshot)
     }
 
+    /// Starts a new manifest generation (a snapshot of the state, then a `CURRENT` swap) once
+    /// the live one has grown past [`MANIFEST_REWRITE_BYTES`], so that reopening stays fast and
+    /// the manifest's size stays bounded.
     pub(super) fn maybe_rewrite_manifest(
         &self,
         mut manifest: parking_lot::MutexGuard<'_, Manifest>,
