@@ -37,8 +37,8 @@ fn start(root: &std::path::Path, net: &Arc<MemNetwork>, id: NodeId) -> Node {
     options.snapshot_entries = 50;
     options.compaction_overhead_entries = 2;
     let (transport, inbox) = net.join(id);
-    let raft = RaftNode::start(config, options, Arc::new(log), machine, transport, inbox)
-        .expect("start");
+    let raft =
+        RaftNode::start(config, options, Arc::new(log), machine, transport, inbox).expect("start");
     Node { raft, db }
 }
 
@@ -55,6 +55,10 @@ async fn leader(nodes: &[Option<Node>]) -> NodeId {
         assert!(tokio::time::Instant::now() < deadline, "no leader in time");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+fn node(nodes: &[Option<Node>], id: NodeId) -> &Node {
+    nodes[id as usize - 1].as_ref().expect("running")
 }
 
 async fn wait_applied(node: &RaftNode, index: u64) {
@@ -75,11 +79,11 @@ fn get(db: &strata_lsm::Db, key: &str) -> Option<String> {
 async fn a_follower_installs_the_leaders_tables_and_keys_missing_from_the_snapshot_are_gone() {
     let root = tempfile::tempdir().expect("tempdir");
     let net = MemNetwork::new();
-    let mut nodes: Vec<Option<Node>> = IDS.iter().map(|&id| Some(start(root.path(), &net, id))).collect();
+    let mut nodes: Vec<Option<Node>> = IDS
+        .iter()
+        .map(|&id| Some(start(root.path(), &net, id)))
+        .collect();
     let lead = leader(&nodes).await;
-    let node = |nodes: &[Option<Node>], id: NodeId| -> &Node {
-        nodes[id as usize - 1].as_ref().expect("running")
-    };
     node(&nodes, lead)
         .raft
         .propose(put(b"gone", b"soon"), WAIT)
@@ -93,7 +97,10 @@ async fn a_follower_installs_the_leaders_tables_and_keys_missing_from_the_snapsh
     let behind = IDS.into_iter().find(|&id| id != lead).expect("a follower");
     let commit = node(&nodes, lead).raft.status().borrow().commit;
     wait_applied(&node(&nodes, behind).raft, commit).await;
-    assert_eq!(get(&node(&nodes, behind).db, "gone").as_deref(), Some("soon"));
+    assert_eq!(
+        get(&node(&nodes, behind).db, "gone").as_deref(),
+        Some("soon")
+    );
 
     // Cut off: meanwhile the leader deletes a key it holds, and writes enough for snapshots
     // that compact its log past where the follower stopped.
@@ -106,7 +113,13 @@ async fn a_follower_installs_the_leaders_tables_and_keys_missing_from_the_snapsh
     for i in 0..200 {
         let answer = node(&nodes, lead)
             .raft
-            .propose(put(format!("key{i:03}").as_bytes(), format!("value{i}").as_bytes()), WAIT)
+            .propose(
+                put(
+                    format!("key{i:03}").as_bytes(),
+                    format!("value{i}").as_bytes(),
+                ),
+                WAIT,
+            )
             .await
             .expect("put");
         assert!(answer.is_empty(), "answered {answer:?}");
@@ -126,7 +139,11 @@ async fn a_follower_installs_the_leaders_tables_and_keys_missing_from_the_snapsh
         follower.raft.status().borrow().snapshot > 0,
         "caught up through a snapshot"
     );
-    assert_eq!(get(&follower.db, "gone"), None, "deleted while it was cut off");
+    assert_eq!(
+        get(&follower.db, "gone"),
+        None,
+        "deleted while it was cut off"
+    );
     assert_eq!(get(&follower.db, "kept").as_deref(), Some("1"));
     for i in 0..200 {
         assert_eq!(
@@ -141,7 +158,11 @@ async fn a_follower_installs_the_leaders_tables_and_keys_missing_from_the_snapsh
     stopped.raft.shutdown().await;
     drop(stopped.db);
     let restarted = start(root.path(), &net, behind);
-    assert_eq!(*restarted.raft.applied().borrow(), applied, "nothing to restore or re-apply");
+    assert_eq!(
+        *restarted.raft.applied().borrow(),
+        applied,
+        "nothing to restore or re-apply"
+    );
     assert_eq!(get(&restarted.db, "key199").as_deref(), Some("value199"));
     assert_eq!(get(&restarted.db, "gone"), None);
     nodes[behind as usize - 1] = Some(restarted);
