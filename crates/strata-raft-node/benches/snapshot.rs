@@ -15,9 +15,23 @@
 //!   `catchup_1m_entries_replay_s` is the same with snapshots off (it replays the log), and
 //!   `RATIO catchup_snapshot_vs_replay` the second over the first.
 //!
+//! - The same two with the LSM state machine of the tests (`tests/support/lsm_machine.rs`):
+//!   `snapshot_lsm_install_mb_per_s`, a learner installing a leader's LSM snapshot of about
+//!   1 GiB of tables (a store loaded once, then hard-linked for each run), with
+//!   `RATIO snapshot_lsm_install_vs_disk` against the disk's rate measured in turn with it
+//!   (goal: at least 0.7); and `catchup_lsm_1gib_s`, a follower of three cut off while the
+//!   leader commits 1 GiB of puts (16 KiB values, 256 proposers, snapshots every 256 MiB),
+//!   then the time until it has applied up to the leader's commit index again (through the
+//!   latest snapshot and the log after it). `--lsm-mib` changes the 1 GiB.
+//!
 //! Each figure is the median of `--runs` (default 5) runs; the ratio is the median of each
 //! run's ratio (its two measurements back to back); each run's pair also goes to stderr. Loopback TCP comes with the
 //! transport crate.
+
+// Shared with the tests, which use the rest of it.
+#[allow(dead_code)]
+#[path = "../tests/support/lsm_machine.rs"]
+mod lsm_machine;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -349,6 +363,159 @@ async fn catchup_once(root: &Path, entries: u64, snapshots: bool) -> f64 {
     elapsed
 }
 
+/// Loads a store in `dir` with about `mib` MiB of incompressible 1 KiB values (outside Raft:
+/// the state a leader's snapshot will hold), flushed to tables.
+fn load_lsm(dir: &Path, mib: u64) {
+    let db = strata_lsm::Db::open(dir, strata_lsm::Options::default()).expect("lsm");
+    let mut value = vec![0u8; 1024];
+    let values = mib * 1024;
+    let mut key = Vec::with_capacity(9);
+    for batch in 0..values.div_ceil(1000) {
+        let mut write = strata_lsm::WriteBatch::new();
+        for i in batch * 1000..((batch + 1) * 1000).min(values) {
+            fill(&mut value, i + 1);
+            // The data keys as the LSM machine names them.
+            key.clear();
+            key.push(b'd');
+            key.extend_from_slice(&i.to_be_bytes());
+            write.put(&key, &value);
+        }
+        db.write(write, strata_lsm::WriteOptions { sync: false })
+            .expect("write");
+    }
+    db.flush().expect("flush");
+}
+
+/// One transfer of the LSM snapshot of the store in `source` (linked for the run) to a new
+/// learner; MB/s of tables shipped.
+async fn install_lsm_once(root: &Path, source: &strata_lsm::Db) -> f64 {
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root).expect("dir");
+    source.checkpoint(&root.join("1.lsm")).expect("checkpoint");
+    let net = MemNetwork::new();
+    let no_auto = |o: &mut NodeOptions| {
+        o.snapshot_entries = 0;
+        o.snapshot_bytes = 0;
+        o.compaction_overhead_entries = 0;
+    };
+    let machine = |id: NodeId| {
+        lsm_machine::LsmMachine::open(
+            &root.join(format!("{id}.lsm")),
+            strata_lsm::Options::default(),
+        )
+        .expect("lsm")
+    };
+    let mut config = Config::new(1, vec![1]);
+    config.peers = vec![2];
+    let leader = start(root, 1, config, no_auto, machine(1), &net);
+    wait_leader(&leader).await;
+    leader
+        .propose(lsm_machine::put(b"x", b"1"), WAIT)
+        .await
+        .expect("propose");
+    let meta = leader
+        .request_snapshot(WAIT)
+        .await
+        .expect("snapshot")
+        .expect("taken");
+    let mut config = Config::new(2, vec![1]);
+    config.peers = vec![1];
+    let learner = start(root, 2, config, no_auto, machine(2), &net);
+    let started = Instant::now();
+    leader
+        .change_membership(ConfChange::single(ChangeKind::AddLearner, 2), WAIT)
+        .await
+        .expect("add learner");
+    wait_applied(&learner, meta.last_index).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    leader.shutdown().await;
+    learner.shutdown().await;
+    let bytes: u64 = meta.files.iter().map(|f| f.size).sum();
+    bytes as f64 / 1e6 / elapsed
+}
+
+/// A follower of three (LSM state machines) misses `mib` MiB of puts; seconds until it has
+/// applied up to the leader's commit index again.
+async fn catchup_lsm_once(root: &Path, mib: u64) -> f64 {
+    const VALUE_BYTES: usize = 16 << 10;
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root).expect("dir");
+    let net = MemNetwork::new();
+    let ids = [1u64, 2, 3];
+    let mut nodes = Vec::new();
+    for id in ids {
+        let mut config = Config::new(id, ids.to_vec());
+        config.seed = id * 7919;
+        let machine = lsm_machine::LsmMachine::open(
+            &root.join(format!("{id}.lsm")),
+            strata_lsm::Options::default(),
+        )
+        .expect("lsm");
+        nodes.push(Arc::new(start(
+            root,
+            id,
+            config,
+            |o| o.tick = Duration::from_millis(10),
+            machine,
+            &net,
+        )));
+    }
+    let leader = loop {
+        if let Some(n) = nodes[..2]
+            .iter()
+            .find(|n| n.status().borrow().role == Role::Leader)
+        {
+            break Arc::clone(n);
+        }
+        if nodes[2].status().borrow().role == Role::Leader {
+            let _ = nodes[2].transfer_leader(1).await;
+        }
+        let mut status = nodes[0].status();
+        let _ = tokio::time::timeout(Duration::from_millis(50), status.changed()).await;
+    };
+    net.set_cut_off(3, true);
+    let puts = (mib << 20) / VALUE_BYTES as u64;
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tasks: Vec<_> = (0..256)
+        .map(|_| {
+            let leader = Arc::clone(&leader);
+            let next = Arc::clone(&next);
+            tokio::spawn(async move {
+                let mut value = vec![0u8; VALUE_BYTES];
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= puts {
+                        return;
+                    }
+                    fill(&mut value, i + 1);
+                    leader
+                        .propose(lsm_machine::put(&i.to_be_bytes(), &value), WAIT)
+                        .await
+                        .expect("committed");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("proposer");
+    }
+    let commit = leader.status().borrow().commit;
+    let started = Instant::now();
+    net.set_cut_off(3, false);
+    wait_applied(&nodes[2], commit).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        nodes[2].status().borrow().snapshot > 0,
+        "the follower caught up through a snapshot"
+    );
+    for node in nodes {
+        if let Ok(node) = Arc::try_unwrap(node) {
+            node.shutdown().await;
+        }
+    }
+    elapsed
+}
+
 fn main() {
     let args = Args::from_env();
     let runs: usize = args.value_or("--runs", 5);
@@ -401,6 +568,46 @@ fn main() {
     print_bench("snapshot_install_mb_per_s", install, "MB/s");
     // The median of each run's ratio (the two measured back to back).
     print_ratio("snapshot_install_vs_disk", median(ratios));
+
+    // The LSM state machine: install against the disk, in turn, then catch-up.
+    let lsm_mib: u64 = args.value_or("--lsm-mib", 1024);
+    let loaded = root.join("lsm-source");
+    load_lsm(&loaded, lsm_mib);
+    let source = strata_lsm::Db::open(&loaded, strata_lsm::Options::default()).expect("lsm");
+    let install_lsm_run = || {
+        let rate = runtime.block_on(install_lsm_once(&root.join("install-lsm"), &source));
+        let _ = std::fs::remove_dir_all(root.join("install-lsm"));
+        rate
+    };
+    let (mut disk, mut install, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let (d, i) = if run % 2 == 0 {
+            let d = probe_once();
+            (d, install_lsm_run())
+        } else {
+            let i = install_lsm_run();
+            (probe_once(), i)
+        };
+        eprintln!("run {run}: disk {d:.0} MB/s, lsm install {i:.0} MB/s");
+        disk.push(d);
+        install.push(i);
+        ratios.push(i / d);
+    }
+    drop(source);
+    let _ = std::fs::remove_dir_all(&loaded);
+    print_bench("disk_seq_write_lsm_run_mb_per_s", median(disk), "MB/s");
+    print_bench("snapshot_lsm_install_mb_per_s", median(install), "MB/s");
+    print_ratio("snapshot_lsm_install_vs_disk", median(ratios));
+    let catchup: Vec<f64> = (0..runs)
+        .map(|_| runtime.block_on(catchup_lsm_once(&root.join("catchup-lsm"), lsm_mib)))
+        .collect();
+    let _ = std::fs::remove_dir_all(root.join("catchup-lsm"));
+    let name = if lsm_mib == 1024 {
+        "1gib".to_owned()
+    } else {
+        format!("{lsm_mib}mib")
+    };
+    print_bench(&format!("catchup_lsm_{name}_s"), median(catchup), "s");
 
     let mut with = Vec::new();
     let mut replay = Vec::new();
