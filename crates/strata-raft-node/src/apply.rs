@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use strata_raft::{ConfChange, Membership, NodeId};
 
-use crate::node::{DriverError, ReadReply, SnapshotReply, blocking, storage_error};
+use crate::node::{
+    DriverError, Failure, ReadReply, SnapshotReply, blocking, record, storage_error,
+};
 use crate::traits::{Committed, CommittedKind, StateMachine};
 
 /// What the applying task tells the loop.
@@ -24,8 +26,6 @@ pub(crate) enum Event {
     Taken(SnapshotMeta),
     /// The state machine was restored from set `id` (the store may drop it now).
     Restored(u64),
-    /// The state machine failed: the node stops, as a crash would.
-    Failed,
 }
 
 /// The snapshot job writing files, if any, and whether the node stopped: shutdown waits for
@@ -89,6 +89,8 @@ pub(crate) struct Applier<M: StateMachine> {
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) writer: Writer,
     pub(crate) stop: Arc<tokio::sync::Notify>,
+    /// Why the node stopped, if it failed.
+    pub(crate) failure: Failure,
     pub(crate) entries: u64,
     pub(crate) bytes: u64,
     /// The last index of the latest snapshot in the store.
@@ -109,14 +111,24 @@ impl<M: StateMachine> Applier<M> {
         let _ = self.events.try_send(event);
     }
 
-    /// Applies one batch of committed entries and answers the proposals among them. False if
-    /// the state machine failed (the node stops).
+    /// The state machine failed: the node stops, as a crash would (a restart recovers what is
+    /// durable).
+    fn fail(&self, error: DriverError) {
+        record(&self.failure, error);
+        self.stop.notify_one();
+    }
+
+    /// Applies one batch of committed entries and answers the proposals among them.
+    ///
+    /// # Errors
+    ///
+    /// The state machine failed or broke its contract (the node stops).
     async fn apply_batch(
         &mut self,
         entries: Vec<Entry>,
         pending: &mut Pending,
         bytes_since: &mut u64,
-    ) -> bool {
+    ) -> Result<(), DriverError> {
         let mut batch = Vec::with_capacity(entries.len());
         for e in entries {
             if e.index <= self.applied {
@@ -144,7 +156,7 @@ impl<M: StateMachine> Applier<M> {
             });
         }
         let Some(last) = batch.last().map(|c| (c.index, c.term)) else {
-            return true;
+            return Ok(());
         };
         // Each entry's index and term, and whether it carries a command (and so an answer).
         let shape: Vec<(u64, u64, bool)> = batch
@@ -152,12 +164,20 @@ impl<M: StateMachine> Applier<M> {
             .map(|c| (c.index, c.term, matches!(c.kind, CommittedKind::Command(_))))
             .collect();
         let commands = shape.iter().filter(|(_, _, command)| *command).count();
-        let Ok(answers) = self.state_machine.apply(batch).await else {
-            return false;
-        };
+        let first = batch[0].index;
+        let answers = self.state_machine.apply(batch).await.map_err(|e| {
+            DriverError::Storage(format!(
+                "the state machine failed to apply {first}..={}: {e}",
+                last.0
+            ))
+        })?;
         if answers.len() != commands {
             // The state machine broke its contract: its state cannot be trusted.
-            return false;
+            return Err(DriverError::Storage(format!(
+                "the state machine answered {} of {commands} commands in {first}..={}",
+                answers.len(),
+                last.0
+            )));
         }
         if !pending.is_empty() {
             let mut answers = answers.into_iter();
@@ -173,7 +193,7 @@ impl<M: StateMachine> Applier<M> {
             }
         }
         (self.applied, self.applied_term) = last;
-        true
+        Ok(())
     }
 }
 
@@ -211,9 +231,8 @@ pub(crate) async fn apply_loop<M: StateMachine>(mut a: Applier<M>) {
                         let _ = earlier.send(Err(replaced()));
                     }
                 }
-                if !a.apply_batch(entries, &mut pending, &mut bytes_since).await {
-                    a.event(Event::Failed);
-                    a.stop.notify_one();
+                if let Err(e) = a.apply_batch(entries, &mut pending, &mut bytes_since).await {
+                    a.fail(e);
                     return;
                 }
                 a.applied_tx.send_replace(a.applied);
@@ -229,13 +248,24 @@ pub(crate) async fn apply_loop<M: StateMachine>(mut a: Applier<M>) {
             }
             Some(Apply::Restore { meta, dir }) => {
                 let names: Vec<String> = meta.files.iter().map(|f| f.name.clone()).collect();
-                let restored = a.state_machine.restore(&dir, &names, meta.last_index).await;
-                let membership = strata_raft::decode_membership(&meta.membership);
-                let (Ok(()), Ok(membership)) = (restored, membership) else {
-                    // The state machine cannot be trusted: stop, as a crash would.
-                    a.event(Event::Failed);
-                    a.stop.notify_one();
-                    return;
+                let restored = a
+                    .state_machine
+                    .restore(&dir, &names, meta.last_index)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        strata_raft::decode_membership(&meta.membership).map_err(str::to_owned)
+                    });
+                let membership = match restored {
+                    Ok(membership) => membership,
+                    Err(e) => {
+                        // The state machine cannot be trusted: stop, as a crash would.
+                        a.fail(DriverError::Storage(format!(
+                            "restoring snapshot {} (up to {}): {e}",
+                            meta.id, meta.last_index
+                        )));
+                        return;
+                    }
                 };
                 a.event(Event::Restored(meta.id));
                 a.membership = membership;

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use crate::Transport;
 use crate::apply::{Apply, Event, Registration};
 use crate::inbox::Inbox;
-use crate::node::{Command, DriverError, ReadReply, blocking, storage_error};
+use crate::node::{Command, DriverError, Failure, ReadReply, blocking, record, storage_error};
 use crate::ready::{ReadyIo, needs_io, process_ready};
 use crate::traits::NodeOptions;
 
@@ -219,6 +219,7 @@ impl ReadyIo<Arc<RaftLog>> for NodeIo {
 /// The loop's state: the core, what its `Ready`s act on, and its inputs.
 pub(crate) struct Driver {
     stop: Arc<tokio::sync::Notify>,
+    failure: Failure,
     core: Raft<Arc<RaftLog>>,
     io: NodeIo,
     log: Arc<RaftLog>,
@@ -239,6 +240,7 @@ impl Driver {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         stop: Arc<tokio::sync::Notify>,
+        failure: Failure,
         core: Raft<Arc<RaftLog>>,
         io: NodeIo,
         log: Arc<RaftLog>,
@@ -251,6 +253,7 @@ impl Driver {
         let pinned = io.restoring.clone();
         Self {
             stop,
+            failure,
             core,
             io,
             log,
@@ -294,9 +297,9 @@ pub(crate) async fn drive(mut d: Driver) {
                         d.io.restoring.retain(|&r| r != id);
                         d.pin().await
                     }
-                    Event::Failed => Err(DriverError::Stopped),
                 };
-                if handled.is_err() {
+                if let Err(e) = handled {
+                    record(&d.failure, e);
                     return;
                 }
             }
@@ -331,12 +334,17 @@ pub(crate) async fn drive(mut d: Driver) {
             let _ = peer; // MERGE: d.core.report_unreachable(peer);
         }
         while d.core.has_ready() {
+            let failure = Arc::clone(&d.failure);
             match d.process().await {
                 Ok(next) => d = next,
-                Err(()) => return,
+                Err(e) => {
+                    record(&failure, e);
+                    return;
+                }
             }
         }
-        if d.pin().await.is_err() {
+        if let Err(e) = d.pin().await {
+            record(&d.failure, e);
             return;
         }
         let status = d.core.status();
@@ -403,11 +411,11 @@ impl Driver {
 
     /// Takes the next `Ready` and acts on it: on the blocking pool if it needs I/O (the whole
     /// driver goes there and comes back), here if it only sends.
-    async fn process(mut self) -> Result<Self, ()> {
+    async fn process(mut self) -> Result<Self, DriverError> {
         // The applying task falls behind by at most `apply_batches_max` batches: the loop
         // waits here for it rather than taking more.
-        self.io.drain_overflow().await.map_err(|_| ())?;
-        let ready = self.core.ready().map_err(|_| ())?;
+        self.io.drain_overflow().await?;
+        let ready = self.core.ready().map_err(storage_error)?;
         let role_changed = ready.role_change.is_some();
         if needs_io(&ready) {
             let (back, result) = tokio::task::spawn_blocking(move || {
@@ -415,16 +423,16 @@ impl Driver {
                 (self, result)
             })
             .await
-            .map_err(|_| ())?;
+            .map_err(|_| DriverError::Stopped)?;
             self = back;
-            result.map_err(|_| ())?;
+            result?;
         } else {
-            process_ready(&mut self.core, &mut self.io, ready).map_err(|_| ())?;
+            process_ready(&mut self.core, &mut self.io, ready)?;
         }
         if role_changed {
             self.fail_reads();
         }
-        self.io.drain_overflow().await.map_err(|_| ())?;
+        self.io.drain_overflow().await?;
         // Reads whose callers all gave up (a lost round) are forgotten.
         self.io
             .reads

@@ -125,6 +125,15 @@ pub struct RaftNode {
     driver: tokio::task::JoinHandle<()>,
     applier: tokio::task::JoinHandle<()>,
     stop: Arc<tokio::sync::Notify>,
+    failure: Failure,
+}
+
+/// Why a node stopped by itself (the first failure), shared by its tasks.
+pub(crate) type Failure = Arc<Mutex<Option<DriverError>>>;
+
+/// Records `error` as the node's failure, unless one is recorded already.
+pub(crate) fn record(failure: &Failure, error: DriverError) {
+    failure.lock().get_or_insert(error);
 }
 
 pub(crate) fn storage_error(e: impl std::fmt::Display) -> DriverError {
@@ -205,6 +214,7 @@ impl RaftNode {
         // never fills (the applier's `try_send` never fails for want of room).
         let (events_tx, events_rx) = mpsc::channel(apply_batches_max + 2);
         let stop = Arc::new(tokio::sync::Notify::new());
+        let failure = Failure::default();
         let mut restoring = Vec::new();
         if let Some((meta, dir)) = restore {
             // Before anything is applied.
@@ -225,6 +235,7 @@ impl RaftNode {
             events: events_tx,
             writer: writer.clone(),
             stop: Arc::clone(&stop),
+            failure: Arc::clone(&failure),
             entries: options.snapshot_entries,
             bytes: options.snapshot_bytes,
             last_snapshot,
@@ -239,6 +250,7 @@ impl RaftNode {
         );
         let driver = tokio::spawn(drive(Driver::new(
             Arc::clone(&stop),
+            Arc::clone(&failure),
             core,
             io,
             log,
@@ -257,6 +269,7 @@ impl RaftNode {
             driver,
             applier,
             stop,
+            failure,
         })
     }
 
@@ -407,6 +420,13 @@ impl RaftNode {
     /// as it changes.
     pub fn status(&self) -> watch::Receiver<Status> {
         self.status.clone()
+    }
+
+    /// Why the node stopped by itself, if it did: its log, snapshot store or state machine
+    /// failed (then every request answers [`DriverError::Stopped`]; a restart recovers what
+    /// is durable). `None` while it runs, and after a [`shutdown`](Self::shutdown).
+    pub fn failure(&self) -> Option<DriverError> {
+        self.failure.lock().clone()
     }
 
     /// The index the state machine has applied, updated as it changes.

@@ -611,18 +611,12 @@ async fn a_node_with_a_small_per_ready_limit_applies_everything_in_order() {
     node.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chunk_the_store_refuses_is_counted_and_dropped_and_the_node_carries_on() {
+/// A chunk at the position `follower` expects, but longer than its file: only a broken or
+/// hostile peer sends it. The follower's store refuses it.
+fn refused_chunk(leader: NodeId, follower: NodeId, term: u64) -> strata_raft::Message {
     use strata_raft::{Message, MessageType};
     use strata_snapshot::{Chunk, FileInfo, SnapshotMeta};
 
-    let c = Cluster::new();
-    let leader = c.leader().await;
-    let follower = IDS.into_iter().find(|&id| id != leader).expect("follower");
-    let term = c.node(follower).status().borrow().term;
-
-    // A chunk at the position the follower expects, but longer than its file: only a broken or
-    // hostile peer sends it. The follower's store refuses it.
     let data = Bytes::from(vec![7u8; 100]);
     let meta = SnapshotMeta {
         id: 99,
@@ -651,17 +645,40 @@ async fn a_chunk_the_store_refuses_is_counted_and_dropped_and_the_node_carries_o
         data,
     });
     m.snapshot = Some(meta);
-    let before = c.node(follower).status().borrow().counters.malformed;
-    // Sent as the leader would (through its end of the network).
-    let (as_leader, _) = c.net.join(100);
-    as_leader.send(vec![m]);
-    let mut status = c.node(follower).status();
-    tokio::time::timeout(WAIT, status.wait_for(|s| s.counters.malformed > before))
-        .await
-        .expect("the refused chunk is counted in time")
-        .expect("the follower is still running");
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_the_store_refuses_is_counted_and_dropped_and_the_node_carries_on() {
+    let c = Cluster::new();
+    // Sent as the leader would (through an end of the network of its own).
+    let (sender, _) = c.net.join(100);
+    // A leader change in between (a slow machine misses heartbeats) makes the chunk stale,
+    // ignored before it is staged: the test then sends it again, as of the new leader.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let follower = loop {
+        let leader = c.leader().await;
+        let follower = IDS.into_iter().find(|&id| id != leader).expect("follower");
+        let term = c.node(follower).status().borrow().term;
+        let before = c.node(follower).status().borrow().counters.malformed;
+        sender.send(vec![refused_chunk(leader, follower, term)]);
+        let mut status = c.node(follower).status();
+        let counted = tokio::time::timeout(
+            Duration::from_millis(500),
+            status.wait_for(|s| s.counters.malformed > before),
+        )
+        .await;
+        if matches!(counted, Ok(Ok(_))) {
+            break follower;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused chunk is not counted in time"
+        );
+    };
 
     // The follower still replicates and applies.
+    let leader = c.leader().await;
     let answer = c
         .node(leader)
         .propose(Bytes::from_static(b"after"), WAIT)

@@ -45,6 +45,21 @@ pub(super) struct WriteScratch {
 }
 
 impl Db {
+    /// The most one [`WriteBatch`] may hold, as [`write`](Self::write) counts it (see
+    /// [`Db::batch_bytes`]): a quarter of
+    /// [`Options::memtable_bytes`](crate::Options::memtable_bytes). A larger batch is refused
+    /// with [`Error::BatchTooLarge`](crate::Error::BatchTooLarge); a caller with more splits
+    /// it.
+    pub fn batch_bytes_max(&self) -> usize {
+        batch_bytes_max(&self.inner.options)
+    }
+
+    /// What `batch` counts for against [`batch_bytes_max`](Self::batch_bytes_max): its keys and
+    /// values plus an estimate of each operation's memtable overhead.
+    pub fn batch_bytes(batch: &WriteBatch) -> usize {
+        batch_memory_bytes(batch)
+    }
+
     /// Sets `key` to `value`.
     ///
     /// # Errors

@@ -4,6 +4,10 @@
 //! written as a flat file set off it), and a restore swaps the whole store for the snapshot's
 //! tables.
 //!
+//! A batch larger than one `WriteBatch` may hold goes as several, the applied index in the
+//! last: a crash between them re-applies the whole batch, which puts and deletes in order
+//! make harmless (each key ends as the batch left it).
+//!
 //! Commands: `[op: u8][key length: u16 LE][key][value]`, op 0 a put, 1 a delete (no value).
 //! A command that does not decode changes nothing and is answered `bad command` (on every
 //! node alike).
@@ -92,7 +96,8 @@ impl StateMachine for LsmMachine {
         let Some((last, term)) = batch.last().map(|c| (c.index, c.term)) else {
             return Ok(Vec::new());
         };
-        let mut write = WriteBatch::new();
+        let max = self.db.batch_bytes_max();
+        let mut writes = vec![WriteBatch::new()];
         let mut answers = Vec::with_capacity(batch.len());
         for entry in &batch {
             let CommittedKind::Command(command) = &entry.kind else {
@@ -110,6 +115,15 @@ impl StateMachine for LsmMachine {
             self.key.clear();
             self.key.push(DATA_PREFIX);
             self.key.extend_from_slice(key);
+            // Room for this command and the applied index (a key and 16 bytes, with the
+            // per-operation estimate) in the last batch.
+            let room = Db::batch_bytes(writes.last().expect("one batch at least"))
+                + (self.key.len() + value.len() + APPLIED_KEY.len() + 16) * 2
+                + 256;
+            if room > max && !writes.last().is_some_and(WriteBatch::is_empty) {
+                writes.push(WriteBatch::new());
+            }
+            let write = writes.last_mut().expect("one batch at least");
             if op == OP_PUT {
                 write.put(&self.key, value);
             } else {
@@ -122,15 +136,23 @@ impl StateMachine for LsmMachine {
         let mut applied = [0u8; 16];
         applied[..8].copy_from_slice(&last.to_le_bytes());
         applied[8..].copy_from_slice(&term.to_le_bytes());
-        write.put(APPLIED_KEY, &applied);
+        writes
+            .last_mut()
+            .expect("one batch at least")
+            .put(APPLIED_KEY, &applied);
         let db = Arc::clone(&self.db);
         // Not synced: the Raft log is durable, and a store that loses its last batches (a
         // power cut) reports an older applied index, from which the node re-applies the log
         // (or restores a newer snapshot).
-        tokio::task::spawn_blocking(move || db.write(write, WriteOptions { sync: false }))
-            .await
-            .map_err(io::Error::other)?
-            .map_err(io::Error::other)?;
+        tokio::task::spawn_blocking(move || {
+            for write in writes {
+                db.write(write, WriteOptions { sync: false })?;
+            }
+            Ok::<_, strata_lsm::Error>(())
+        })
+        .await
+        .map_err(io::Error::other)?
+        .map_err(io::Error::other)?;
         self.applied = last;
         Ok(answers)
     }
