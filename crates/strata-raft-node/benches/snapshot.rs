@@ -455,7 +455,11 @@ async fn catchup_lsm_once(root: &Path, mib: u64) -> f64 {
             root,
             id,
             config,
-            |o| o.tick = Duration::from_millis(10),
+            |o| {
+                o.tick = Duration::from_millis(10);
+                // For 1 GiB: a snapshot every 256 MiB (the default).
+                o.snapshot_bytes = (mib << 20) / 4;
+            },
             machine,
             &net,
         )));
