@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
+
 use crate::message::NodeId;
 
 /// What one change does.
@@ -37,6 +39,12 @@ pub struct ConfChange {
     /// The changes, applied together.
     #[prost(message, repeated, tag = "1")]
     pub changes: Vec<Change>,
+    /// Opaque to Raft: whatever the members must learn with the change, such as a new
+    /// member's network addresses. It travels in the log with the change, so every member
+    /// (and every later one, through the log or a snapshot's state machine) reads it from the
+    /// committed entry; the core stores it as given and never looks at it.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub context: Bytes,
 }
 
 impl ConfChange {
@@ -47,7 +55,24 @@ impl ConfChange {
                 kind: kind as i32,
                 node,
             }],
+            context: Bytes::new(),
         }
+    }
+
+    /// The same change carrying `context` (see [`ConfChange::context`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use strata_raft::{ChangeKind, ConfChange};
+    ///
+    /// let change = ConfChange::single(ChangeKind::AddLearner, 4).with_context("10.0.0.4:7000");
+    /// assert_eq!(&change.context[..], b"10.0.0.4:7000");
+    /// ```
+    #[must_use]
+    pub fn with_context(mut self, context: impl Into<Bytes>) -> Self {
+        self.context = context.into();
+        self
     }
 }
 
@@ -243,6 +268,7 @@ mod tests {
                     node: 1,
                 },
             ],
+            ..ConfChange::default()
         })
         .expect("enter joint");
         assert!(m.is_joint());
@@ -303,7 +329,8 @@ mod tests {
                         kind: ChangeKind::RemoveNode as i32,
                         node: 2
                     },
-                ]
+                ],
+                ..ConfChange::default()
             })
             .is_err()
         );

@@ -60,6 +60,7 @@ fn a_restart_with_a_stale_commit_index_does_not_split_the_cluster() {
                     node: 5,
                 },
             ],
+            ..ConfChange::default()
         })
         .expect("joint");
     c.tick_all(5);
