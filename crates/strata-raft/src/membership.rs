@@ -289,6 +289,22 @@ mod tests {
         assert_eq!(m.all_voters(), [2, 3, 4].into_iter().collect());
     }
 
+    /// Entries written before the context existed decode with an empty one, and a change
+    /// without a context encodes exactly as they were written (the field is left out).
+    #[test]
+    fn a_change_without_context_encodes_as_before_the_field_existed() {
+        use prost::Message as _;
+
+        let change = ConfChange::single(ChangeKind::AddVoter, 4);
+        // Field 1 (changes), length 4: field 1 (kind) 0 is left out, field 2 (node) = 4.
+        let before: &[u8] = &[0x0a, 0x02, 0x10, 0x04];
+        assert_eq!(change.encode_to_vec(), before);
+        assert_eq!(ConfChange::decode(before), Ok(change.clone()));
+        let with = change.with_context(&b"addr"[..]);
+        let decoded = ConfChange::decode(with.encode_to_vec().as_slice()).expect("decode");
+        assert_eq!(&decoded.context[..], b"addr");
+    }
+
     #[test]
     fn votes_are_lost_once_one_part_refuses() {
         let mut m = Membership::new(&[1, 2, 3], &[]);
