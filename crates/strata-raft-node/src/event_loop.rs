@@ -265,9 +265,17 @@ impl Driver {
             events,
             status,
             asked: Vec::new(),
-            next_read: 0,
+            next_read: read_ids_start(),
         }
     }
+}
+
+/// Where this run's read ids start: from the clock, so that a leader's answer to a read asked
+/// before a restart (delayed in the network) matches no read asked after it.
+fn read_ids_start() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
 }
 
 /// The loop: runs until the node is stopped, its inbox or request queue closes, or its log,
@@ -331,7 +339,7 @@ pub(crate) async fn drive(mut d: Driver) {
         }
         d.start_reads();
         for peer in d.io.transport.take_unreachable() {
-            let _ = peer; // MERGE: d.core.report_unreachable(peer);
+            d.core.report_unreachable(peer);
         }
         while d.core.has_ready() {
             let failure = Arc::clone(&d.failure);

@@ -79,7 +79,8 @@ pub enum DriverError {
         /// The leader this node knows of.
         leader: NodeId,
     },
-    /// The proposal is larger than `Config::entry_bytes_max`; nothing reached the log.
+    /// The proposal (or membership change) is larger than `Config::entry_bytes_max`; nothing
+    /// reached the log.
     #[error("entry too large: {bytes} bytes, at most {max}")]
     EntryTooLarge {
         /// The entry's size.
@@ -108,6 +109,7 @@ impl From<CoreError> for DriverError {
     fn from(e: CoreError) -> Self {
         match e {
             CoreError::NotLeader { leader } => DriverError::NotLeader { leader },
+            CoreError::EntryTooLarge { bytes, max } => DriverError::EntryTooLarge { bytes, max },
             other => DriverError::Dropped(other.to_string()),
         }
     }
@@ -126,6 +128,8 @@ pub struct RaftNode {
     applier: tokio::task::JoinHandle<()>,
     stop: Arc<tokio::sync::Notify>,
     failure: Failure,
+    /// `Config::entry_bytes_max`: a larger proposal is refused before it is queued.
+    entry_bytes_max: usize,
 }
 
 /// Why a node stopped by itself (the first failure), shared by its tasks.
@@ -189,6 +193,7 @@ impl RaftNode {
         let hard_state = log.hard_state();
         let id = config.id;
         let chunk_bytes = config.snapshot_chunk_bytes;
+        let entry_bytes_max = config.entry_bytes_max;
         let snapshot = store
             .installed()
             .map_err(storage_error)?
@@ -270,6 +275,7 @@ impl RaftNode {
             applier,
             stop,
             failure,
+            entry_bytes_max,
         })
     }
 
@@ -285,12 +291,18 @@ impl RaftNode {
     ///
     /// # Errors
     ///
-    /// [`DriverError::NotLeader`], [`DriverError::Dropped`], [`DriverError::Timeout`] (the
-    /// command may still be applied), [`DriverError::Stopped`]; [`DriverError::Invalid`] for
-    /// an empty command (empty entries are the leader's no-ops).
+    /// [`DriverError::NotLeader`], [`DriverError::EntryTooLarge`], [`DriverError::Dropped`],
+    /// [`DriverError::Timeout`] (the command may still be applied), [`DriverError::Stopped`];
+    /// [`DriverError::Invalid`] for an empty command (empty entries are the leader's no-ops).
     pub async fn propose(&self, command: Bytes, timeout: Duration) -> Result<Bytes, DriverError> {
         if command.is_empty() {
             return Err(DriverError::Invalid("empty command"));
+        }
+        if command.len() > self.entry_bytes_max {
+            return Err(DriverError::EntryTooLarge {
+                bytes: command.len(),
+                max: self.entry_bytes_max,
+            });
         }
         let (reply, answer) = oneshot::channel();
         wait(

@@ -233,7 +233,7 @@ fn figure_8_an_old_term_entry_is_not_committed_by_counting_replicas() {
 }
 
 #[test]
-fn read_index_waits_for_a_heartbeat_quorum_and_a_follower_refuses() {
+fn read_index_waits_for_a_heartbeat_quorum() {
     let mut c = Cluster::new(&[1, 2, 3], |_| {});
     let leader = c.elect();
     c.propose(leader, b"x");
@@ -251,14 +251,6 @@ fn read_index_waits_for_a_heartbeat_quorum_and_a_follower_refuses() {
     assert_eq!(reads.len(), 1);
     assert_eq!(reads[0].index, commit);
     assert_eq!(&reads[0].context[..], b"r1");
-    let follower = [1, 2, 3]
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("follower");
-    assert!(matches!(
-        c.node(follower).read_index(Bytes::new()),
-        Err(strata_raft::Error::NotLeader { leader: l }) if l == leader
-    ));
 }
 
 #[test]
@@ -326,7 +318,10 @@ fn bad_input_is_refused_and_counted_never_a_panic() {
 
 #[test]
 fn uncommitted_bytes_are_capped() {
-    let mut c = Cluster::new(&[1, 2, 3], |config| config.uncommitted_bytes_max = 1000);
+    let mut c = Cluster::new(&[1, 2, 3], |config| {
+        config.uncommitted_bytes_max = 1000;
+        config.entry_bytes_max = 1000;
+    });
     let leader = c.elect();
     c.isolated
         .extend([1, 2, 3].into_iter().filter(|&id| id != leader));
@@ -554,4 +549,126 @@ fn a_zero_per_ready_limit_is_refused() {
         Raft::new(config, MemStorage::default(), HardState::default()),
         Err(Error::Config(_))
     ));
+}
+
+#[test]
+fn an_entry_larger_than_entry_bytes_max_is_refused_before_the_log() {
+    use strata_raft::{ChangeKind, ConfChange, Error};
+
+    let mut c = Cluster::new(&[1, 2, 3], |config| config.entry_bytes_max = 100);
+    let leader = c.elect();
+    c.tick_all(2);
+    let last = c.node(leader).status().last_index;
+    assert_eq!(
+        c.node(leader).propose(Bytes::from(vec![0; 101])),
+        Err(Error::EntryTooLarge {
+            bytes: 101,
+            max: 100
+        })
+    );
+    // A change whose context makes it too large, too.
+    let change = ConfChange::single(ChangeKind::AddLearner, 4).with_context(vec![b'a'; 100]);
+    assert!(matches!(
+        c.node(leader).propose_conf_change(&change),
+        Err(Error::EntryTooLarge { max: 100, .. })
+    ));
+    let status = c.node(leader).status();
+    assert_eq!(status.last_index, last, "nothing reached the log");
+    assert_eq!(status.counters.dropped_proposals, 2);
+    assert!(!c.node(leader).has_ready());
+    // At the limit it goes.
+    assert_eq!(
+        c.node(leader).propose(Bytes::from(vec![0; 100])),
+        Ok(last + 1)
+    );
+    // A follower refuses it for its size too: it could not succeed anywhere.
+    let follower = [1, 2, 3]
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("follower");
+    assert!(matches!(
+        c.node(follower).propose(Bytes::from(vec![0; 101])),
+        Err(Error::EntryTooLarge { .. })
+    ));
+}
+
+#[test]
+fn entry_bytes_max_must_fit_one_append_and_the_uncommitted_cap() {
+    use strata_raft::{Config, Error, MemStorage};
+
+    let build = |configure: &dyn Fn(&mut Config)| {
+        let mut config = Config::new(1, vec![1, 2, 3]);
+        configure(&mut config);
+        Raft::new(config, MemStorage::default(), HardState::default()).map(|_| ())
+    };
+    assert_eq!(build(&|_| {}), Ok(()), "the defaults fit");
+    for configure in [
+        &(|c: &mut Config| c.entry_bytes_max = 0) as &dyn Fn(&mut Config),
+        &|c: &mut Config| c.entry_bytes_max = c.append_bytes_max + 1,
+        &|c: &mut Config| c.uncommitted_bytes_max = c.entry_bytes_max - 1,
+    ] {
+        assert!(matches!(build(configure), Err(Error::Config(_))));
+    }
+    // No uncommitted cap: only the append's budget bounds it.
+    assert_eq!(build(&|c| c.uncommitted_bytes_max = 0), Ok(()));
+}
+
+/// The transport reports a follower unreachable: the leader stops pipelining appends to it
+/// (one probe at a time instead of one per proposal) and resends from its match index once
+/// it answers again.
+#[test]
+fn report_unreachable_stops_the_pipeline_to_a_follower_until_it_answers() {
+    // Appends to `f` in three rounds of proposals at the leader, none of them answered.
+    fn appends_in_three_rounds(c: &mut Cluster, leader: u64, f: u64) -> usize {
+        let mut appends = 0;
+        for i in 0..3u8 {
+            c.node(leader)
+                .propose(Bytes::from(vec![i]))
+                .expect("propose");
+            let ready = c.node(leader).ready().expect("ready");
+            c.node(leader).storage_mut().append(&ready.entries);
+            appends += ready
+                .messages
+                .iter()
+                .filter(|m| m.kind() == MessageType::Append && m.to == f)
+                .count();
+            c.node(leader).advance(&ready);
+        }
+        appends
+    }
+    for unreachable in [false, true] {
+        let mut c = Cluster::new(&[1, 2, 3], |_| {});
+        let leader = c.elect();
+        c.propose(leader, b"warm-up");
+        let f = [1, 2, 3]
+            .into_iter()
+            .find(|&i| i != leader)
+            .expect("follower");
+        if unreachable {
+            c.node(leader).report_unreachable(f);
+        }
+        let appends = appends_in_three_rounds(&mut c, leader, f);
+        assert_eq!(appends, if unreachable { 1 } else { 3 }, "{unreachable}");
+        // Nothing was delivered: the follower catches up from the heartbeats' answers.
+        c.tick_all(5);
+        assert_eq!(c.commands(f), c.commands(leader));
+        assert_eq!(c.commands(f).len(), 4);
+    }
+}
+
+#[test]
+fn report_unreachable_changes_nothing_on_a_follower_or_for_an_unknown_peer() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    let leader = c.elect();
+    c.propose(leader, b"x");
+    let f = [1, 2, 3]
+        .into_iter()
+        .find(|&i| i != leader)
+        .expect("follower");
+    c.node(f).report_unreachable(leader);
+    c.node(leader).report_unreachable(99);
+    c.node(leader).report_unreachable(leader);
+    assert!(!c.node(f).has_ready() && !c.node(leader).has_ready());
+    c.propose(leader, b"y");
+    assert_eq!(c.commands(f), c.commands(leader));
 }

@@ -60,6 +60,7 @@ fn a_restart_with_a_stale_commit_index_does_not_split_the_cluster() {
                     node: 5,
                 },
             ],
+            ..ConfChange::default()
         })
         .expect("joint");
     c.tick_all(5);
@@ -119,4 +120,37 @@ fn the_leader_leaves_the_joint_configuration_even_if_a_transfer_was_under_way() 
     assert_eq!(c.leader(), Some(leader));
     let m = c.node(leader).membership().clone();
     assert!(!m.is_joint(), "still joint after 100 ticks: {m:?}");
+}
+
+/// A membership change's context (here a new member's address) reaches every member through
+/// the log byte for byte, and means nothing to the core.
+#[test]
+fn a_membership_changes_context_reaches_every_member_as_is() {
+    use prost::Message as _;
+    use strata_raft_log::EntryKind;
+
+    let ids: Vec<NodeId> = (1..=4).collect();
+    let mut c = Cluster::new(&ids, |config| {
+        config.voters = vec![1, 2, 3];
+        config.peers = (1..=4).collect();
+    });
+    let leader = c.elect();
+    let address = Bytes::from_static(b"10.0.0.4:7000\x00\xff");
+    c.node(leader)
+        .propose_conf_change(
+            &ConfChange::single(ChangeKind::AddLearner, 4).with_context(address.clone()),
+        )
+        .expect("change");
+    c.tick_all(5);
+    for id in ids {
+        let contexts: Vec<Bytes> = c.applied[&id]
+            .iter()
+            .filter(|e| e.kind == EntryKind::ConfChange as i32)
+            .filter_map(|e| ConfChange::decode(e.data.as_ref()).ok())
+            .filter(|cc| !cc.changes.is_empty())
+            .map(|cc| cc.context)
+            .collect();
+        assert_eq!(contexts, vec![address.clone()], "node {id}");
+        assert!(c.node(id).membership().learners.contains(&4), "node {id}");
+    }
 }

@@ -11,8 +11,11 @@
 //! conflict-term hints, pipelining within an in-flight window (messages and bytes) and probe
 //! mode; proposals batched into one append and one persist per `Ready`; commit only by a
 //! quorum's match on an entry of the current term; heartbeats carrying the commit index;
-//! ReadIndex reads (and opt-in lease reads); leadership transfer; membership changes; a cap
-//! on uncommitted bytes; refused and counted bad input; snapshots (below).
+//! ReadIndex reads (those asked together share one heartbeat round; a follower forwards its
+//! reads to the leader) and opt-in lease reads; leadership transfer; membership changes
+//! (with an opaque context for the members); a cap on uncommitted bytes and on one entry's
+//! bytes; probing a follower the transport reports unreachable; refused and counted bad
+//! input; snapshots (below).
 //!
 //! The crate does no I/O: `strata-raft-node` runs a core on Tokio (`RaftNode`), with a durable
 //! log, a transport and a state machine, and processes each [`Ready`] with one function that

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
+
 use crate::message::NodeId;
 
 /// What one change does.
@@ -37,6 +39,12 @@ pub struct ConfChange {
     /// The changes, applied together.
     #[prost(message, repeated, tag = "1")]
     pub changes: Vec<Change>,
+    /// Opaque to Raft: whatever the members must learn with the change, such as a new
+    /// member's network addresses. It travels in the log with the change, so every member
+    /// (and every later one, through the log or a snapshot's state machine) reads it from the
+    /// committed entry; the core stores it as given and never looks at it.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub context: Bytes,
 }
 
 impl ConfChange {
@@ -47,7 +55,24 @@ impl ConfChange {
                 kind: kind as i32,
                 node,
             }],
+            context: Bytes::new(),
         }
+    }
+
+    /// The same change carrying `context` (see [`ConfChange::context`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use strata_raft::{ChangeKind, ConfChange};
+    ///
+    /// let change = ConfChange::single(ChangeKind::AddLearner, 4).with_context("10.0.0.4:7000");
+    /// assert_eq!(&change.context[..], b"10.0.0.4:7000");
+    /// ```
+    #[must_use]
+    pub fn with_context(mut self, context: impl Into<Bytes>) -> Self {
+        self.context = context.into();
+        self
     }
 }
 
@@ -243,6 +268,7 @@ mod tests {
                     node: 1,
                 },
             ],
+            ..ConfChange::default()
         })
         .expect("enter joint");
         assert!(m.is_joint());
@@ -261,6 +287,22 @@ mod tests {
         );
         m.apply(&ConfChange::default()).expect("leave joint");
         assert_eq!(m.all_voters(), [2, 3, 4].into_iter().collect());
+    }
+
+    /// Entries written before the context existed decode with an empty one, and a change
+    /// without a context encodes exactly as they were written (the field is left out).
+    #[test]
+    fn a_change_without_context_encodes_as_before_the_field_existed() {
+        use prost::Message as _;
+
+        let change = ConfChange::single(ChangeKind::AddVoter, 4);
+        // Field 1 (changes), length 4: field 1 (kind) 0 is left out, field 2 (node) = 4.
+        let before: &[u8] = &[0x0a, 0x02, 0x10, 0x04];
+        assert_eq!(change.encode_to_vec(), before);
+        assert_eq!(ConfChange::decode(before), Ok(change.clone()));
+        let with = change.with_context(&b"addr"[..]);
+        let decoded = ConfChange::decode(with.encode_to_vec().as_slice()).expect("decode");
+        assert_eq!(&decoded.context[..], b"addr");
     }
 
     #[test]
@@ -303,7 +345,8 @@ mod tests {
                         kind: ChangeKind::RemoveNode as i32,
                         node: 2
                     },
-                ]
+                ],
+                ..ConfChange::default()
             })
             .is_err()
         );

@@ -38,6 +38,14 @@ pub enum MessageType {
     /// installed; or, with `reject` and no `chunk`, not needed: its commit index `index` is
     /// already past it.
     SnapshotResponse = 10,
+    /// Follower to its leader: confirm a read for me (Ongaro's thesis §6.4, forwarded as
+    /// etcd's raft does). `context` names the batch of reads the follower was asked for; the
+    /// leader echoes it.
+    ReadIndex = 11,
+    /// Leader to the follower that sent [`MessageType::ReadIndex`], once it has confirmed its
+    /// leadership: `index` is its commit index as of when it received the request, `context`
+    /// the request's.
+    ReadIndexResponse = 12,
 }
 
 /// One Raft message.
@@ -61,6 +69,7 @@ pub struct Message {
     pub log_term: u64,
     /// Append: the index before `entries`. Votes: the candidate's last index.
     /// AppendResponse: the last index accepted, or the rejected append's `index`.
+    /// ReadIndexResponse: the index the reads must wait for (the leader's commit index).
     #[prost(uint64, tag = "6")]
     pub index: u64,
     /// Append: the entries.
@@ -77,7 +86,9 @@ pub struct Message {
     /// largest index at or before the rejected one whose term is at most the rejected term.
     #[prost(uint64, tag = "10")]
     pub reject_hint: u64,
-    /// Heartbeat and its response: the read-index request being confirmed, if any.
+    /// Heartbeat and its response: the leader's round of reads being confirmed, if any.
+    /// ReadIndex and its response: the follower's batch of reads. Vote: `transfer` in an
+    /// election a leader asked for.
     #[prost(bytes = "bytes", tag = "11")]
     pub context: Bytes,
     /// Heartbeat: the leader's clock when it sent it; the response echoes it, so that a

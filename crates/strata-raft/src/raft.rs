@@ -14,6 +14,7 @@ use crate::message::{Message, MessageType, NodeId};
 use crate::progress::{Progress, ProgressState};
 use crate::storage::Storage;
 
+mod read;
 mod snapshot;
 
 pub use self::snapshot::decode_membership;
@@ -67,6 +68,18 @@ pub struct Config {
     pub inflight_bytes_max: usize,
     /// Entry bytes in one append message, at most (one entry always goes). Default 1 MiB.
     pub append_bytes_max: usize,
+    /// Data bytes of one proposed entry (a command, or an encoded [`ConfChange`]), at most:
+    /// [`Raft::propose`] and [`Raft::propose_conf_change`] refuse a larger one with
+    /// [`Error::EntryTooLarge`] before it reaches the log. An entry is the unit Raft never
+    /// splits: it is held whole in memory at every step (the proposal, the log's cache, one
+    /// append message, one apply), and every append behind it on the link waits for it, so
+    /// this bounds a message's size (at most `append_bytes_max` plus one entry, which a
+    /// transport's frame limit must allow) and the latency one large command adds to the
+    /// heartbeats and appends queued behind it. Not 0, at most `append_bytes_max`, and at
+    /// most `uncommitted_bytes_max` unless that is 0. Default 1 MiB, `append_bytes_max`'s
+    /// default (etcd allows 1.5 MiB requests over 1 MiB messages; here an entry always fits
+    /// one message's budget).
+    pub entry_bytes_max: usize,
     /// Bytes of proposed, not yet committed entries a leader accepts before refusing
     /// proposals (0: no limit). Default 64 MiB.
     pub uncommitted_bytes_max: usize,
@@ -111,6 +124,7 @@ impl Config {
             inflight_msgs_max: 256,
             inflight_bytes_max: 64 << 20,
             append_bytes_max: 1 << 20,
+            entry_bytes_max: 1 << 20,
             uncommitted_bytes_max: 64 << 20,
             committed_bytes_per_ready_max: 64 << 20,
             lease_read: false,
@@ -165,6 +179,14 @@ pub enum Error {
     /// A configuration that cannot work.
     #[error("bad configuration: {0}")]
     Config(&'static str),
+    /// A proposed entry larger than [`Config::entry_bytes_max`]; nothing reached the log.
+    #[error("entry of {bytes} bytes is larger than the {max} bytes allowed")]
+    EntryTooLarge {
+        /// The entry's data bytes.
+        bytes: usize,
+        /// [`Config::entry_bytes_max`].
+        max: usize,
+    },
 }
 
 /// A confirmed linearizable read: once the state machine has applied `index`, a read there
@@ -263,13 +285,6 @@ pub struct Status {
     pub counters: Counters,
 }
 
-#[derive(Debug)]
-struct PendingRead {
-    context: Bytes,
-    index: u64,
-    acks: BTreeSet<NodeId>,
-}
-
 /// The Raft consensus core of one node (Ongaro and Ousterhout, "In Search of an
 /// Understandable Consensus Algorithm", with pre-vote, check-quorum, pipelining, ReadIndex
 /// and leader transfer as in Ongaro's thesis).
@@ -299,9 +314,8 @@ pub struct Raft<S: Storage> {
     rng: u64,
     lead_transferee: NodeId,
     uncommitted_bytes: usize,
-    pending_reads: Vec<PendingRead>,
-    /// Reads asked for before the leader committed an entry of its term.
-    waiting_reads: Vec<Bytes>,
+    /// Reads in hand: the leader's rounds, a follower's forwarded batches.
+    reads: read::Reads,
     messages: Vec<Message>,
     persisted_messages: Vec<Message>,
     read_states: Vec<ReadState>,
@@ -323,8 +337,9 @@ impl<S: Storage> Raft<S> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an id of 0, an empty voter set, zero ticks, or a zero
-    /// `committed_bytes_per_ready_max`.
+    /// [`Error::Config`] for an id of 0, an empty voter set, zero ticks, a zero
+    /// `committed_bytes_per_ready_max`, or an `entry_bytes_max` that is 0 or larger than
+    /// `append_bytes_max` or a non-zero `uncommitted_bytes_max`.
     pub fn new(config: Config, storage: S, hard_state: HardState) -> Result<Self, Error> {
         Self::with_snapshot(config, storage, hard_state, None)
     }
@@ -360,6 +375,21 @@ impl<S: Storage> Raft<S> {
         if config.committed_bytes_per_ready_max == 0 {
             return Err(Error::Config(
                 "committed_bytes_per_ready_max must be positive",
+            ));
+        }
+        if config.entry_bytes_max == 0 {
+            return Err(Error::Config("entry_bytes_max must be positive"));
+        }
+        if config.entry_bytes_max > config.append_bytes_max {
+            return Err(Error::Config(
+                "entry_bytes_max must be at most append_bytes_max (an entry fits one append)",
+            ));
+        }
+        if config.uncommitted_bytes_max != 0
+            && config.entry_bytes_max > config.uncommitted_bytes_max
+        {
+            return Err(Error::Config(
+                "entry_bytes_max must be at most uncommitted_bytes_max (or that must be 0)",
             ));
         }
         let mut log = LogView::new(storage, hard_state.commit);
@@ -420,8 +450,7 @@ impl<S: Storage> Raft<S> {
             rng: config.seed.wrapping_mul(SEED_MIX) | 1,
             lead_transferee: 0,
             uncommitted_bytes: 0,
-            pending_reads: Vec::new(),
-            waiting_reads: Vec::new(),
+            reads: read::Reads::default(),
             messages: Vec::new(),
             persisted_messages: Vec::new(),
             read_states: Vec::new(),
@@ -577,8 +606,7 @@ impl<S: Storage> Raft<S> {
         self.votes.clear();
         self.lead_transferee = 0;
         self.leaving = false;
-        self.pending_reads.clear();
-        self.waiting_reads.clear();
+        self.reads.reset();
         self.uncommitted_bytes = 0;
         let next = self.log.last_index() + 1;
         self.progress = self
@@ -627,6 +655,7 @@ impl<S: Storage> Raft<S> {
         self.reset(term);
         self.role = Role::Leader;
         self.leader = self.id;
+        self.keep_unforwarded_reads();
         let last = self.log.last_index();
         if let Some(me) = self.progress.get_mut(&self.id) {
             me.matched = self.log.persisted_last();
@@ -696,7 +725,8 @@ impl<S: Storage> Raft<S> {
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_tick {
             self.heartbeat_elapsed = 0;
-            self.broadcast_heartbeat(Bytes::new());
+            let context = self.heartbeat_context();
+            self.broadcast_heartbeat(context);
         }
         self.tick_snapshot_transfers();
     }
@@ -959,6 +989,7 @@ impl<S: Storage> Raft<S> {
                 return self.handle_snapshot_chunk(m);
             }
             MessageType::TimeoutNow if self.membership.is_voter(self.id) => self.campaign(true),
+            MessageType::ReadIndexResponse => self.handle_read_index_response(&m),
             _ => {}
         }
         Ok(())
@@ -1065,6 +1096,7 @@ impl<S: Storage> Raft<S> {
                     self.ack_read(&m.context, from);
                 }
             }
+            MessageType::ReadIndex => self.handle_read_index(m),
             _ => {}
         }
         Ok(())
@@ -1180,10 +1212,22 @@ impl<S: Storage> Raft<S> {
     ///
     /// # Errors
     ///
-    /// [`Error::NotLeader`]; [`Error::ProposalDropped`] during a leadership transfer or past
-    /// `uncommitted_bytes_max`.
+    /// [`Error::EntryTooLarge`] (counted in `dropped_proposals`, on any node: it could not
+    /// succeed anywhere); [`Error::NotLeader`]; [`Error::ProposalDropped`] during a
+    /// leadership transfer or past `uncommitted_bytes_max`.
     pub fn propose(&mut self, data: Bytes) -> Result<u64, Error> {
+        self.check_entry_bytes(data.len())?;
         self.propose_entry(EntryKind::Normal, data)
+    }
+
+    /// Refuses an entry larger than `entry_bytes_max`, before anything else looks at it.
+    fn check_entry_bytes(&mut self, bytes: usize) -> Result<(), Error> {
+        let max = self.config.entry_bytes_max;
+        if bytes > max {
+            self.counters.dropped_proposals += 1;
+            return Err(Error::EntryTooLarge { bytes, max });
+        }
+        Ok(())
     }
 
     /// Proposes a membership change: with changes, the cluster enters a joint configuration
@@ -1192,9 +1236,13 @@ impl<S: Storage> Raft<S> {
     ///
     /// # Errors
     ///
-    /// [`Error::NotLeader`]; [`Error::ProposalDropped`] while an earlier change is not yet
-    /// applied, or for a change that cannot apply (see [`Membership::apply`]).
+    /// [`Error::EntryTooLarge`] for a change (with its context) encoding to more than
+    /// `entry_bytes_max`; [`Error::NotLeader`]; [`Error::ProposalDropped`] while an earlier
+    /// change is not yet applied, or for a change that cannot apply (see
+    /// [`Membership::apply`]).
     pub fn propose_conf_change(&mut self, change: &ConfChange) -> Result<u64, Error> {
+        let data = Bytes::from(change.encode_to_vec());
+        self.check_entry_bytes(data.len())?;
         if self.role != Role::Leader {
             return Err(Error::NotLeader {
                 leader: self.leader,
@@ -1211,8 +1259,7 @@ impl<S: Storage> Raft<S> {
             self.counters.dropped_proposals += 1;
             return Err(Error::ProposalDropped { reason });
         }
-        let index =
-            self.propose_entry(EntryKind::ConfChange, Bytes::from(change.encode_to_vec()))?;
+        let index = self.propose_entry(EntryKind::ConfChange, data)?;
         self.pending_conf_index = index;
         // Entering a joint configuration in which it is only an outgoing voter, or leaving
         // one without it: this leader is on its way out.
@@ -1336,93 +1383,6 @@ impl<S: Storage> Raft<S> {
         Ok(index)
     }
 
-    /// Asks for a linearizable read. On the leader, once a quorum confirms it is still the
-    /// leader (a heartbeat round; or at once from the lease, with `lease_read`), a
-    /// [`ReadState`] with the commit index comes out of [`ready`](Self::ready).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotLeader`].
-    pub fn read_index(&mut self, context: Bytes) -> Result<(), Error> {
-        if self.role != Role::Leader {
-            return Err(Error::NotLeader {
-                leader: self.leader,
-            });
-        }
-        if self.log.term(self.log.committed) != Some(self.term) {
-            // Until an entry of this term commits, the commit index may be behind what an
-            // earlier leader committed (§8).
-            self.waiting_reads.push(context);
-            return Ok(());
-        }
-        self.start_read(context);
-        Ok(())
-    }
-
-    fn start_read(&mut self, context: Bytes) {
-        let index = self.log.committed;
-        let alone = self.membership.all_voters().into_iter().eq([self.id]);
-        if alone || self.lease_valid() {
-            self.read_states.push(ReadState { index, context });
-            return;
-        }
-        let mut acks = BTreeSet::new();
-        acks.insert(self.id);
-        self.pending_reads.push(PendingRead {
-            context: context.clone(),
-            index,
-            acks,
-        });
-        self.broadcast_heartbeat(context);
-    }
-
-    fn lease_valid(&self) -> bool {
-        if !(self.config.lease_read && self.config.check_quorum) {
-            return false;
-        }
-        let window = self
-            .config
-            .election_tick
-            .saturating_sub(self.config.lease_drift_ticks);
-        let fresh = |id: NodeId| {
-            id == self.id
-                || self.progress.get(&id).is_some_and(|p| {
-                    p.last_ack_tick
-                        .is_some_and(|sent| self.ticks.saturating_sub(sent) < window)
-                })
-        };
-        self.membership.quorum_met(fresh)
-    }
-
-    fn release_waiting_reads(&mut self) {
-        if self.log.term(self.log.committed) == Some(self.term) {
-            for context in std::mem::take(&mut self.waiting_reads) {
-                self.start_read(context);
-            }
-        }
-    }
-
-    fn ack_read(&mut self, context: &[u8], from: NodeId) {
-        let Some(at) = self
-            .pending_reads
-            .iter()
-            .position(|r| r.context.as_ref() == context)
-        else {
-            return;
-        };
-        self.pending_reads[at].acks.insert(from);
-        let acks = &self.pending_reads[at].acks;
-        if self.membership.quorum_met(|id| acks.contains(&id)) {
-            // This read and every earlier one are confirmed.
-            for r in self.pending_reads.drain(..=at) {
-                self.read_states.push(ReadState {
-                    index: r.index,
-                    context: r.context,
-                });
-            }
-        }
-    }
-
     /// Starts handing leadership to `to`: once its log is caught up it is told to start an
     /// election at once. Proposals are refused meanwhile (for up to an election timeout).
     ///
@@ -1454,6 +1414,23 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
+    /// The transport could not reach `peer` (it dropped a message to it, or the connection
+    /// broke). On a leader, a follower it was pipelining appends to goes back to probing: one
+    /// append at a time from its match index, each waiting for an answer (a heartbeat's
+    /// answer releases the next), instead of filling the in-flight window with appends that
+    /// are lost, as etcd's raft `ReportUnreachable` does. Nothing happens on other nodes, for
+    /// unknown peers, or for a follower that is already probing or receiving a snapshot.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        if self.role != Role::Leader || peer == self.id {
+            return;
+        }
+        if let Some(p) = self.progress.get_mut(&peer)
+            && p.state == ProgressState::Replicate
+        {
+            p.become_probe();
+        }
+    }
+
     // ---- output ------------------------------------------------------------------------
 
     fn hard_state(&self) -> HardState {
@@ -1470,6 +1447,7 @@ impl<S: Storage> Raft<S> {
             || !self.messages.is_empty()
             || !self.persisted_messages.is_empty()
             || !self.read_states.is_empty()
+            || self.has_reads_to_send()
             || self.hard_state() != self.last_hard_state
             || (self.role, self.leader) != self.last_role
             || self.log.handed_out < self.log.unstable.len()
@@ -1489,6 +1467,7 @@ impl<S: Storage> Raft<S> {
             self.broadcast_append()?;
         }
         self.broadcast_due = false;
+        self.send_reads();
         let mut ready = Ready {
             snapshot: self.pending_snapshot.take(),
             snapshot_chunks: std::mem::take(&mut self.snapshot_chunks),
@@ -1593,6 +1572,7 @@ impl<S: Storage> Raft<S> {
     /// Checks, in debug builds, what holds after every `ready` and `advance` (the simulator
     /// and the tests then check it at every step).
     fn debug_assert_invariants(&self) {
+        self.debug_assert_reads();
         let (applied, committed) = (self.log.applied, self.log.committed);
         // Only committed entries are applied (a snapshot covers both equally).
         debug_assert!(

@@ -122,6 +122,7 @@ impl Sim<'_> {
                             node: pick(rng, &voters),
                         },
                     ],
+                    ..ConfChange::default()
                 }),
                 0 if !outsiders.is_empty() => {
                     let kind = if rng.chance(50) {
