@@ -13,10 +13,13 @@
 //! median of each pair's ratio (goal: at least 0.8). `--only NAME` runs just the lines whose
 //! name contains NAME (`hashmap` or `lsm` for the pair).
 
-// Shared with the tests, which use the rest of it.
+// Shared with the tests, which use the rest of them.
 #[allow(dead_code)]
 #[path = "../tests/support/lsm_machine.rs"]
 mod lsm_machine;
+#[allow(dead_code)]
+#[path = "../tests/support/node.rs"]
+mod support;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -24,13 +27,11 @@ use std::time::{Duration, Instant};
 
 use bench_support::{Args, median, percentile_us, print_bench, print_ratio};
 use bytes::Bytes;
-use strata_raft::{Config, Role};
+use strata_raft::Config;
 use strata_raft_log::{LogOptions, RaftLog};
 use strata_raft_node::{
     Committed, CommittedKind, MemNetwork, NodeOptions, RaftNode, SnapshotWriter, StateMachine,
 };
-
-struct Counter;
 
 /// The data in a `HashMap`: commands as the LSM machine reads them (`[op][key length: u16
 /// LE][key][value]`, op 0 a put), the key and value kept as slices of the command.
@@ -75,33 +76,6 @@ impl StateMachine for HashMapMachine {
     }
 }
 
-impl StateMachine for Counter {
-    async fn apply(&mut self, batch: Vec<Committed>) -> std::io::Result<Vec<Bytes>> {
-        Ok(batch
-            .iter()
-            .filter(|c| matches!(c.kind, CommittedKind::Command(_)))
-            .map(|_| Bytes::new())
-            .collect())
-    }
-
-    fn applied_index(&self) -> u64 {
-        0
-    }
-
-    async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
-        Ok(Box::new(|_dir: &std::path::Path| Ok(Vec::new())))
-    }
-
-    async fn restore(
-        &mut self,
-        _dir: &std::path::Path,
-        _files: &[String],
-        _last_index: u64,
-    ) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn raw_fdatasync_us(dir: &std::path::Path) -> f64 {
     let path = dir.join("fdatasync-probe");
     let mut file = std::fs::File::create(&path).expect("probe file");
@@ -126,7 +100,7 @@ struct Figures {
 #[derive(Clone, Copy, PartialEq)]
 enum Machine {
     /// Answers, holds nothing.
-    Counter,
+    Nothing,
     HashMap,
     Lsm,
 }
@@ -140,7 +114,9 @@ async fn run_once(
     machine: Machine,
 ) -> Figures {
     match machine {
-        Machine::Counter => run_with(dir, proposers, bytes, sync, seconds, |_| Counter).await,
+        Machine::Nothing => {
+            run_with(dir, proposers, bytes, sync, seconds, |_| support::Nothing).await
+        }
         Machine::HashMap => {
             run_with(dir, proposers, bytes, sync, seconds, |_| {
                 HashMapMachine::default()
@@ -194,17 +170,9 @@ async fn run_with<M: StateMachine>(
             .expect("start"),
         ));
     }
-    // Wait for a leader.
-    let leader = loop {
-        if let Some(n) = nodes
-            .iter()
-            .find(|n| n.status().borrow().role == Role::Leader)
-        {
-            break Arc::clone(n);
-        }
-        let mut status = nodes[0].status();
-        let _ = tokio::time::timeout(Duration::from_millis(50), status.changed()).await;
-    };
+    let leader =
+        support::wait_leader(nodes.iter().map(AsRef::as_ref), Duration::from_secs(30)).await;
+    let leader = Arc::clone(&nodes[leader]);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let tasks: Vec<_> = (0..proposers)
         .map(|p| {
@@ -285,7 +253,7 @@ fn main() {
                             bytes,
                             sync,
                             seconds,
-                            Machine::Counter,
+                            Machine::Nothing,
                         ))
                     })
                     .collect();

@@ -28,10 +28,13 @@
 //! run's ratio (its two measurements back to back); each run's pair also goes to stderr. Loopback TCP comes with the
 //! transport crate.
 
-// Shared with the tests, which use the rest of it.
+// Shared with the tests, which use the rest of them.
 #[allow(dead_code)]
 #[path = "../tests/support/lsm_machine.rs"]
 mod lsm_machine;
+#[allow(dead_code)]
+#[path = "../tests/support/node.rs"]
+mod support;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -88,18 +91,9 @@ struct Tables {
     dir: PathBuf,
 }
 
-/// One empty answer per command of `batch`.
-fn no_answers(batch: &[Committed]) -> Vec<Bytes> {
-    batch
-        .iter()
-        .filter(|c| matches!(c.kind, CommittedKind::Command(_)))
-        .map(|_| Bytes::new())
-        .collect()
-}
-
 impl StateMachine for Tables {
     async fn apply(&mut self, batch: Vec<Committed>) -> std::io::Result<Vec<Bytes>> {
-        Ok(no_answers(&batch))
+        Ok(support::no_answers(&batch))
     }
 
     fn applied_index(&self) -> u64 {
@@ -155,25 +149,46 @@ fn start(
 }
 
 async fn wait_leader(node: &RaftNode) {
-    let mut status = node.status();
-    tokio::time::timeout(WAIT, status.wait_for(|s| s.role == Role::Leader))
-        .await
-        .expect("a leader in time")
-        .expect("running");
+    support::wait_leader([node], WAIT).await;
 }
 
 async fn wait_applied(node: &RaftNode, index: u64) {
-    let mut applied = node.applied();
-    tokio::time::timeout(WAIT, applied.wait_for(|a| *a >= index))
-        .await
-        .expect("applied in time")
-        .expect("running");
+    support::wait_applied(node, index, WAIT).await;
 }
 
 /// One transfer of the 1 GiB set from `source` to a new learner; MB/s.
 async fn install_once(root: &Path, source: &Path) -> f64 {
     let _ = std::fs::remove_dir_all(root);
     std::fs::create_dir_all(root).expect("dir");
+    let leader = Tables {
+        dir: source.to_path_buf(),
+    };
+    let learner = Tables {
+        dir: PathBuf::new(),
+    };
+    install_with(root, leader, learner, Bytes::from_static(b"x")).await
+}
+
+/// One transfer of the LSM snapshot of the store in `source` (linked for the run) to a new
+/// learner; MB/s of tables shipped.
+async fn install_lsm_once(root: &Path, source: &strata_lsm::Db) -> f64 {
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root).expect("dir");
+    source.checkpoint(&root.join("1.lsm")).expect("checkpoint");
+    let machine = |id: NodeId| {
+        lsm_machine::LsmMachine::open(
+            &root.join(format!("{id}.lsm")),
+            strata_lsm::Options::default(),
+        )
+        .expect("lsm")
+    };
+    install_with(root, machine(1), machine(2), lsm_machine::put(b"x", b"1")).await
+}
+
+/// A leader (node 1, with `leader`'s state) commits `first`, takes a snapshot, and adds node
+/// 2 (with `learner`) as a learner; MB/s of the snapshot's files, from the add until the
+/// learner has applied the snapshot.
+async fn install_with<M: StateMachine>(root: &Path, leader: M, learner: M, first: Bytes) -> f64 {
     let net = MemNetwork::new();
     let no_auto = |o: &mut NodeOptions| {
         o.snapshot_entries = 0;
@@ -182,21 +197,9 @@ async fn install_once(root: &Path, source: &Path) -> f64 {
     };
     let mut config = Config::new(1, vec![1]);
     config.peers = vec![2];
-    let leader = start(
-        root,
-        1,
-        config,
-        no_auto,
-        Tables {
-            dir: source.to_path_buf(),
-        },
-        &net,
-    );
+    let leader = start(root, 1, config, no_auto, leader, &net);
     wait_leader(&leader).await;
-    leader
-        .propose(Bytes::from_static(b"x"), WAIT)
-        .await
-        .expect("propose");
+    leader.propose(first, WAIT).await.expect("propose");
     let meta = leader
         .request_snapshot(WAIT)
         .await
@@ -204,16 +207,7 @@ async fn install_once(root: &Path, source: &Path) -> f64 {
         .expect("taken");
     let mut config = Config::new(2, vec![1]);
     config.peers = vec![1];
-    let learner = start(
-        root,
-        2,
-        config,
-        no_auto,
-        Tables {
-            dir: PathBuf::new(),
-        },
-        &net,
-    );
+    let learner = start(root, 2, config, no_auto, learner, &net);
     let started = Instant::now();
     leader
         .change_membership(ConfChange::single(ChangeKind::AddLearner, 2), WAIT)
@@ -233,7 +227,7 @@ struct Kv(HashMap<u64, u64>);
 
 impl StateMachine for Kv {
     async fn apply(&mut self, batch: Vec<Committed>) -> std::io::Result<Vec<Bytes>> {
-        let answers = no_answers(&batch);
+        let answers = support::no_answers(&batch);
         for entry in batch {
             let CommittedKind::Command(command) = entry.kind else {
                 continue;
@@ -278,6 +272,68 @@ impl StateMachine for Kv {
 
 /// A follower misses `entries` commands; seconds until it has applied them.
 async fn catchup_once(root: &Path, entries: u64, snapshots: bool) -> f64 {
+    let options = |o: &mut NodeOptions| {
+        o.tick = Duration::from_millis(10);
+        // For 1M entries: a snapshot every 100,000, 5,000 kept (the defaults).
+        o.snapshot_entries = (entries / 10).max(1);
+        o.compaction_overhead_entries = entries / 200;
+        if !snapshots {
+            o.snapshot_entries = 0;
+            o.snapshot_bytes = 0;
+        }
+    };
+    let command = |i: u64| {
+        let mut command = (i % 100_000).to_le_bytes().to_vec();
+        command.extend_from_slice(&i.to_le_bytes());
+        Bytes::from(command)
+    };
+    catchup_with(
+        root,
+        |_| Kv::default(),
+        options,
+        entries,
+        command,
+        snapshots,
+    )
+    .await
+}
+
+/// A follower of three (LSM state machines) misses `mib` MiB of puts; seconds until it has
+/// applied up to the leader's commit index again.
+async fn catchup_lsm_once(root: &Path, mib: u64) -> f64 {
+    const VALUE_BYTES: usize = 16 << 10;
+    let machine = |id: NodeId| {
+        lsm_machine::LsmMachine::open(
+            &root.join(format!("{id}.lsm")),
+            strata_lsm::Options::default(),
+        )
+        .expect("lsm")
+    };
+    let options = |o: &mut NodeOptions| {
+        o.tick = Duration::from_millis(10);
+        // For 1 GiB: a snapshot every 256 MiB (the default).
+        o.snapshot_bytes = (mib << 20) / 4;
+    };
+    let command = |i: u64| {
+        let mut value = vec![0u8; VALUE_BYTES];
+        fill(&mut value, i + 1);
+        lsm_machine::put(&i.to_be_bytes(), &value)
+    };
+    let puts = (mib << 20) / VALUE_BYTES as u64;
+    catchup_with(root, machine, options, puts, command, true).await
+}
+
+/// Three nodes (`machine`, `options`); node 3 is cut off while 256 proposers commit
+/// `commands(0..count)` at the leader, then reconnected: seconds until it has applied up to
+/// the leader's commit index (through a snapshot, if `snapshots`).
+async fn catchup_with<M: StateMachine>(
+    root: &Path,
+    machine: impl Fn(NodeId) -> M,
+    options: impl Fn(&mut NodeOptions) + Copy,
+    count: u64,
+    command: impl Fn(u64) -> Bytes + Copy + Send + 'static,
+    snapshots: bool,
+) -> f64 {
     let _ = std::fs::remove_dir_all(root);
     std::fs::create_dir_all(root).expect("dir");
     let net = MemNetwork::new();
@@ -291,17 +347,8 @@ async fn catchup_once(root: &Path, entries: u64, snapshots: bool) -> f64 {
             root,
             id,
             config,
-            |o| {
-                o.tick = Duration::from_millis(10);
-                // For 1M entries: a snapshot every 100,000, 5,000 kept (the defaults).
-                o.snapshot_entries = (entries / 10).max(1);
-                o.compaction_overhead_entries = entries / 200;
-                if !snapshots {
-                    o.snapshot_entries = 0;
-                    o.snapshot_bytes = 0;
-                }
-            },
-            Kv::default(),
+            options,
+            machine(id),
             &net,
         )));
     }
@@ -328,15 +375,10 @@ async fn catchup_once(root: &Path, entries: u64, snapshots: bool) -> f64 {
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= entries {
+                    if i >= count {
                         return;
                     }
-                    let mut command = (i % 100_000).to_le_bytes().to_vec();
-                    command.extend_from_slice(&i.to_le_bytes());
-                    leader
-                        .propose(Bytes::from(command), WAIT)
-                        .await
-                        .expect("committed");
+                    leader.propose(command(i), WAIT).await.expect("committed");
                 }
             })
         })
@@ -386,138 +428,40 @@ fn load_lsm(dir: &Path, mib: u64) {
     db.flush().expect("flush");
 }
 
-/// One transfer of the LSM snapshot of the store in `source` (linked for the run) to a new
-/// learner; MB/s of tables shipped.
-async fn install_lsm_once(root: &Path, source: &strata_lsm::Db) -> f64 {
-    let _ = std::fs::remove_dir_all(root);
-    std::fs::create_dir_all(root).expect("dir");
-    source.checkpoint(&root.join("1.lsm")).expect("checkpoint");
-    let net = MemNetwork::new();
-    let no_auto = |o: &mut NodeOptions| {
-        o.snapshot_entries = 0;
-        o.snapshot_bytes = 0;
-        o.compaction_overhead_entries = 0;
-    };
-    let machine = |id: NodeId| {
-        lsm_machine::LsmMachine::open(
-            &root.join(format!("{id}.lsm")),
-            strata_lsm::Options::default(),
-        )
-        .expect("lsm")
-    };
-    let mut config = Config::new(1, vec![1]);
-    config.peers = vec![2];
-    let leader = start(root, 1, config, no_auto, machine(1), &net);
-    wait_leader(&leader).await;
-    leader
-        .propose(lsm_machine::put(b"x", b"1"), WAIT)
-        .await
-        .expect("propose");
-    let meta = leader
-        .request_snapshot(WAIT)
-        .await
-        .expect("snapshot")
-        .expect("taken");
-    let mut config = Config::new(2, vec![1]);
-    config.peers = vec![1];
-    let learner = start(root, 2, config, no_auto, machine(2), &net);
-    let started = Instant::now();
-    leader
-        .change_membership(ConfChange::single(ChangeKind::AddLearner, 2), WAIT)
-        .await
-        .expect("add learner");
-    wait_applied(&learner, meta.last_index).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    leader.shutdown().await;
-    learner.shutdown().await;
-    let bytes: u64 = meta.files.iter().map(|f| f.size).sum();
-    bytes as f64 / 1e6 / elapsed
-}
-
-/// A follower of three (LSM state machines) misses `mib` MiB of puts; seconds until it has
-/// applied up to the leader's commit index again.
-async fn catchup_lsm_once(root: &Path, mib: u64) -> f64 {
-    const VALUE_BYTES: usize = 16 << 10;
-    let _ = std::fs::remove_dir_all(root);
-    std::fs::create_dir_all(root).expect("dir");
-    let net = MemNetwork::new();
-    let ids = [1u64, 2, 3];
-    let mut nodes = Vec::new();
-    for id in ids {
-        let mut config = Config::new(id, ids.to_vec());
-        config.seed = id * 7919;
-        let machine = lsm_machine::LsmMachine::open(
-            &root.join(format!("{id}.lsm")),
-            strata_lsm::Options::default(),
-        )
-        .expect("lsm");
-        nodes.push(Arc::new(start(
-            root,
-            id,
-            config,
-            |o| {
-                o.tick = Duration::from_millis(10);
-                // For 1 GiB: a snapshot every 256 MiB (the default).
-                o.snapshot_bytes = (mib << 20) / 4;
-            },
-            machine,
-            &net,
-        )));
+/// Measures `install` and the disk (`probe`) in turn, `runs` times (each first every other
+/// run, so that neither always follows the other), and prints the medians and the median of
+/// each run's ratio (the two measured back to back) as `snapshot{label}_install_…` lines.
+fn install_vs_disk(
+    label: &str,
+    runs: usize,
+    mut probe: impl FnMut() -> f64,
+    mut install: impl FnMut() -> f64,
+) {
+    let (mut disks, mut installs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let (d, i) = if run % 2 == 0 {
+            let d = probe();
+            (d, install())
+        } else {
+            let i = install();
+            (probe(), i)
+        };
+        eprintln!("run {run}: disk {d:.0} MB/s, install{label} {i:.0} MB/s");
+        disks.push(d);
+        installs.push(i);
+        ratios.push(i / d);
     }
-    let leader = loop {
-        if let Some(n) = nodes[..2]
-            .iter()
-            .find(|n| n.status().borrow().role == Role::Leader)
-        {
-            break Arc::clone(n);
-        }
-        if nodes[2].status().borrow().role == Role::Leader {
-            let _ = nodes[2].transfer_leader(1).await;
-        }
-        let mut status = nodes[0].status();
-        let _ = tokio::time::timeout(Duration::from_millis(50), status.changed()).await;
-    };
-    net.set_cut_off(3, true);
-    let puts = (mib << 20) / VALUE_BYTES as u64;
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let tasks: Vec<_> = (0..256)
-        .map(|_| {
-            let leader = Arc::clone(&leader);
-            let next = Arc::clone(&next);
-            tokio::spawn(async move {
-                let mut value = vec![0u8; VALUE_BYTES];
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= puts {
-                        return;
-                    }
-                    fill(&mut value, i + 1);
-                    leader
-                        .propose(lsm_machine::put(&i.to_be_bytes(), &value), WAIT)
-                        .await
-                        .expect("committed");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("proposer");
-    }
-    let commit = leader.status().borrow().commit;
-    let started = Instant::now();
-    net.set_cut_off(3, false);
-    wait_applied(&nodes[2], commit).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    assert!(
-        nodes[2].status().borrow().snapshot > 0,
-        "the follower caught up through a snapshot"
+    print_bench(
+        &format!("disk_seq_write{label}_mb_per_s"),
+        median(disks),
+        "MB/s",
     );
-    for node in nodes {
-        if let Ok(node) = Arc::try_unwrap(node) {
-            node.shutdown().await;
-        }
-    }
-    elapsed
+    print_bench(
+        &format!("snapshot{label}_install_mb_per_s"),
+        median(installs),
+        "MB/s",
+    );
+    print_ratio(&format!("snapshot{label}_install_vs_disk"), median(ratios));
 }
 
 fn main() {
@@ -545,33 +489,12 @@ fn main() {
         rate
     };
     probe_once();
-    let mut disk = Vec::new();
-    let mut install = Vec::new();
-    let mut ratios = Vec::new();
     let install_run = || {
         let rate = runtime.block_on(install_once(&root.join("install"), &source));
         let _ = std::fs::remove_dir_all(root.join("install"));
         rate
     };
-    for run in 0..runs {
-        // Alternately first, so that neither always follows the other.
-        let (d, i) = if run % 2 == 0 {
-            let d = probe_once();
-            (d, install_run())
-        } else {
-            let i = install_run();
-            (probe_once(), i)
-        };
-        eprintln!("run {run}: disk {d:.0} MB/s, install {i:.0} MB/s");
-        disk.push(d);
-        install.push(i);
-        ratios.push(i / d);
-    }
-    let (disk, install) = (median(disk), median(install));
-    print_bench("disk_seq_write_mb_per_s", disk, "MB/s");
-    print_bench("snapshot_install_mb_per_s", install, "MB/s");
-    // The median of each run's ratio (the two measured back to back).
-    print_ratio("snapshot_install_vs_disk", median(ratios));
+    install_vs_disk("", runs, probe_once, install_run);
 
     // The LSM state machine: install against the disk, in turn, then catch-up.
     let lsm_mib: u64 = args.value_or("--lsm-mib", 1024);
@@ -583,25 +506,9 @@ fn main() {
         let _ = std::fs::remove_dir_all(root.join("install-lsm"));
         rate
     };
-    let (mut disk, mut install, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for run in 0..runs {
-        let (d, i) = if run % 2 == 0 {
-            let d = probe_once();
-            (d, install_lsm_run())
-        } else {
-            let i = install_lsm_run();
-            (probe_once(), i)
-        };
-        eprintln!("run {run}: disk {d:.0} MB/s, lsm install {i:.0} MB/s");
-        disk.push(d);
-        install.push(i);
-        ratios.push(i / d);
-    }
+    install_vs_disk("_lsm", runs, probe_once, install_lsm_run);
     drop(source);
     let _ = std::fs::remove_dir_all(&loaded);
-    print_bench("disk_seq_write_lsm_run_mb_per_s", median(disk), "MB/s");
-    print_bench("snapshot_lsm_install_mb_per_s", median(install), "MB/s");
-    print_ratio("snapshot_lsm_install_vs_disk", median(ratios));
     let catchup: Vec<f64> = (0..runs)
         .map(|_| runtime.block_on(catchup_lsm_once(&root.join("catchup-lsm"), lsm_mib)))
         .collect();

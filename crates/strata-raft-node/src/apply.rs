@@ -97,6 +97,10 @@ pub(crate) struct Applier<M: StateMachine> {
     pub(crate) last_snapshot: u64,
 }
 
+/// Snapshot requests (and exports) waiting for the one snapshot job, at most: each is cheap to
+/// hold, but one job serves one at a time, so more only wait longer.
+const SNAPSHOT_REQUESTS_MAX: usize = 16;
+
 /// Proposals waiting for their entries, by index, with the term they were proposed in.
 type Pending = BTreeMap<u64, (u64, oneshot::Sender<Result<Bytes, DriverError>>)>;
 
@@ -226,6 +230,12 @@ pub(crate) async fn apply_loop<M: StateMachine>(mut a: Applier<M>) {
                 reads: confirmed,
             }) => {
                 for r in registered {
+                    if r.index <= a.applied {
+                        // Covered by a snapshot restored since it was proposed: its outcome
+                        // is not known on this node.
+                        let _ = r.reply.send(Err(DriverError::Timeout));
+                        continue;
+                    }
                     if let Some((_, earlier)) = pending.insert(r.index, (r.term, r.reply)) {
                         // An earlier proposal at this index was overwritten before it applied.
                         let _ = earlier.send(Err(replaced()));
@@ -286,6 +296,10 @@ pub(crate) async fn apply_loop<M: StateMachine>(mut a: Applier<M>) {
             Some(Apply::Snapshot { export, reply }) => {
                 if export.is_none() && a.applied == a.last_snapshot {
                     let _ = reply.send(Ok(None));
+                } else if queued.len() >= SNAPSHOT_REQUESTS_MAX {
+                    let _ = reply.send(Err(DriverError::Dropped(format!(
+                        "{SNAPSHOT_REQUESTS_MAX} snapshot requests are already waiting"
+                    ))));
                 } else {
                     queued.push((export, reply));
                 }

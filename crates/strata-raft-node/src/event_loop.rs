@@ -286,9 +286,12 @@ pub(crate) async fn drive(mut d: Driver) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            // Raft's own messages first: a heartbeat never waits behind a snapshot chunk.
+            // In this order: a due tick is never starved by a flood of messages (it is ready
+            // once per tick), and Raft's own messages come before snapshot chunks, so a
+            // heartbeat never waits behind one.
             biased;
             () = d.stop.notified() => return,
+            _ = ticker.tick() => d.core.tick(),
             m = d.inbox.messages.recv() => match m {
                 Some(m) => { let _ = d.core.step(m); }
                 None => return,
@@ -297,7 +300,6 @@ pub(crate) async fn drive(mut d: Driver) {
                 Some(c) => d.handle(c),
                 None => return,
             },
-            _ = ticker.tick() => d.core.tick(),
             Some(event) = d.events.recv() => {
                 let handled = match event {
                     Event::Taken(meta) => d.snapshot_taken(meta).await,

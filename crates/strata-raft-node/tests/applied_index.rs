@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use strata_raft::{Config, Role};
+use strata_raft::Config;
 use strata_raft_log::{LogOptions, RaftLog};
+
+#[allow(dead_code)]
+#[path = "support/node.rs"]
+mod support;
 use strata_raft_node::{
     Committed, CommittedKind, MemNetwork, NodeOptions, RaftNode, SnapshotWriter, StateMachine,
 };
@@ -154,11 +158,7 @@ fn start(root: &Path, state_machine: Durable) -> RaftNode {
 }
 
 async fn wait_leader(node: &RaftNode) {
-    let mut status = node.status();
-    tokio::time::timeout(WAIT, status.wait_for(|s| s.role == Role::Leader))
-        .await
-        .expect("leader in time")
-        .expect("running");
+    support::wait_leader([node], WAIT).await;
 }
 
 async fn put(node: &RaftNode, command: &str) -> u64 {

@@ -10,6 +10,10 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use strata_raft::{Config, NodeId, Role};
 use strata_raft_log::{LogOptions, RaftLog};
+
+#[allow(dead_code)]
+#[path = "support/node.rs"]
+mod support;
 use strata_raft_node::{
     Committed, CommittedKind, DriverError, MemNetwork, NodeOptions, RaftNode, SnapshotWriter,
     StateMachine, Transport,
@@ -442,11 +446,7 @@ struct Gated {
 
 impl StateMachine for Gated {
     async fn apply(&mut self, batch: Vec<Committed>) -> std::io::Result<Vec<Bytes>> {
-        Ok(batch
-            .iter()
-            .filter(|c| matches!(c.kind, CommittedKind::Command(_)))
-            .map(|_| Bytes::new())
-            .collect())
+        Ok(support::no_answers(&batch))
     }
 
     fn applied_index(&self) -> u64 {

@@ -4,13 +4,16 @@
 
 #[path = "support/lsm_machine.rs"]
 mod lsm_machine;
+#[allow(dead_code)]
+#[path = "support/node.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use lsm_machine::{LsmMachine, delete, put};
 use strata_lsm::Options;
-use strata_raft::{Config, NodeId, Role};
+use strata_raft::{Config, NodeId};
 use strata_raft_log::{LogOptions, RaftLog};
 use strata_raft_node::{MemNetwork, NodeOptions, RaftNode};
 
@@ -42,19 +45,10 @@ fn start(root: &std::path::Path, net: &Arc<MemNetwork>, id: NodeId) -> Node {
     Node { raft, db }
 }
 
+/// The leader, among all the nodes (running at the start).
 async fn leader(nodes: &[Option<Node>]) -> NodeId {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        for (i, node) in nodes.iter().enumerate() {
-            if let Some(node) = node
-                && node.raft.status().borrow().role == Role::Leader
-            {
-                return i as NodeId + 1;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no leader in time");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let running = nodes.iter().map(|n| &n.as_ref().expect("running").raft);
+    support::wait_leader(running, WAIT).await as NodeId + 1
 }
 
 fn node(nodes: &[Option<Node>], id: NodeId) -> &Node {
@@ -62,11 +56,7 @@ fn node(nodes: &[Option<Node>], id: NodeId) -> &Node {
 }
 
 async fn wait_applied(node: &RaftNode, index: u64) {
-    let mut applied = node.applied();
-    tokio::time::timeout(WAIT, applied.wait_for(|a| *a >= index))
-        .await
-        .expect("applied in time")
-        .expect("running");
+    support::wait_applied(node, index, WAIT).await;
 }
 
 fn get(db: &strata_lsm::Db, key: &str) -> Option<String> {

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_raft::{Config, Message, MessageType, NodeId, Role};
+use strata_raft::{Config, Message, MessageType, NodeId};
 use strata_raft_log::{LogOptions, RaftLog};
-use strata_raft_node::{
-    Committed, CommittedKind, MemNetwork, NodeOptions, RaftNode, SnapshotWriter, StateMachine,
-    inbox_with,
-};
+use strata_raft_node::{MemNetwork, NodeOptions, RaftNode, inbox_with};
+
+#[allow(dead_code)]
+#[path = "support/node.rs"]
+mod support;
+
+use support::Nothing;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -48,30 +51,6 @@ fn a_stopped_node_drops_what_is_sent_to_it() {
     assert_eq!(sender.dropped(), 1);
 }
 
-struct Nothing;
-
-impl StateMachine for Nothing {
-    async fn apply(&mut self, batch: Vec<Committed>) -> std::io::Result<Vec<Bytes>> {
-        Ok(batch
-            .iter()
-            .filter(|c| matches!(c.kind, CommittedKind::Command(_)))
-            .map(|_| Bytes::new())
-            .collect())
-    }
-
-    fn applied_index(&self) -> u64 {
-        0
-    }
-
-    async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
-        Ok(Box::new(|_: &std::path::Path| Ok(Vec::new())))
-    }
-
-    async fn restore(&mut self, _: &std::path::Path, _: &[String], _: u64) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Node 3 is a member whose inbox nobody reads (a hung process): its lanes fill, what is
 /// sent to it is dropped and counted, and nodes 1 and 2 go on committing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,16 +81,8 @@ async fn a_member_that_reads_nothing_does_not_stall_the_others() {
             .expect("start"),
         ));
     }
-    let leader = loop {
-        if let Some(n) = nodes
-            .iter()
-            .find(|n| n.status().borrow().role == Role::Leader)
-        {
-            break Arc::clone(n);
-        }
-        let mut status = nodes[0].status();
-        let _ = tokio::time::timeout(Duration::from_millis(50), status.changed()).await;
-    };
+    let leader = support::wait_leader(nodes.iter().map(AsRef::as_ref), WAIT).await;
+    let leader = Arc::clone(&nodes[leader]);
     let tasks: Vec<_> = (0..PROPOSALS)
         .map(|i| {
             let leader = Arc::clone(&leader);
