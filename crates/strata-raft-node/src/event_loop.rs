@@ -18,7 +18,7 @@ use crate::Transport;
 use crate::apply::{Apply, Event, Registration};
 use crate::inbox::Inbox;
 use crate::node::{Command, DriverError, Failure, ReadReply, blocking, record, storage_error};
-use crate::ready::{ReadyIo, needs_io, process_ready};
+use crate::ready::{ReadyIo, begin, begin_needs_io, finish, needs_io, persist, process_ready};
 use crate::traits::NodeOptions;
 
 /// How much waiting input one loop iteration takes before producing a `Ready`, of requests
@@ -427,17 +427,31 @@ impl Driver {
         self.io.drain_overflow().await?;
         let ready = self.core.ready().map_err(storage_error)?;
         let role_changed = ready.role_change.is_some();
-        if needs_io(&ready) {
+        if !needs_io(&ready) {
+            process_ready(&mut self.core, &mut self.io, ready)?;
+        } else {
+            // What may go before the persist goes from here at once (a leader's appends
+            // reach the followers without waiting for a thread of the pool), unless that
+            // step itself reads or compacts.
+            let begun = !begin_needs_io(&ready);
+            let ready = if begun {
+                begin(&mut self.core, &mut self.io, ready)?
+            } else {
+                ready
+            };
             let (back, result) = tokio::task::spawn_blocking(move || {
-                let result = process_ready(&mut self.core, &mut self.io, ready);
+                let result = if begun {
+                    persist(&mut self.core, &mut self.io, &ready)
+                        .and_then(|()| finish(&mut self.core, &mut self.io, ready))
+                } else {
+                    process_ready(&mut self.core, &mut self.io, ready)
+                };
                 (self, result)
             })
             .await
             .map_err(|_| DriverError::Stopped)?;
             self = back;
             result?;
-        } else {
-            process_ready(&mut self.core, &mut self.io, ready)?;
         }
         if role_changed {
             self.fail_reads();

@@ -133,5 +133,5 @@ mod traits;
 pub use inbox::{INBOX_CHUNKS_MAX, INBOX_MESSAGES_MAX, Inbox, InboxSender, inbox, inbox_with};
 pub use mem_network::{MemNetwork, MemTransport};
 pub use node::{DriverError, RaftNode};
-pub use ready::{ReadyIo, begin, finish, needs_io, persist, process_ready};
+pub use ready::{ReadyIo, begin, begin_needs_io, finish, needs_io, persist, process_ready};
 pub use traits::{Committed, CommittedKind, NodeOptions, SnapshotWriter, StateMachine, Transport};

@@ -94,10 +94,16 @@ pub trait ReadyIo<S: Storage> {
 /// only sends and hands out committed entries may be processed on the loop's own thread
 /// (the node's [`ReadyIo::apply`] never waits: it queues).
 pub fn needs_io(ready: &Ready) -> bool {
-    ready.snapshot.is_some()
+    begin_needs_io(ready)
         || ready.hard_state.is_some()
         || !ready.entries.is_empty()
         || !ready.snapshot_chunks.is_empty()
+}
+
+/// Whether [`begin`] on `ready` needs disk I/O (a snapshot to install, snapshot chunks to
+/// read); if not, it may run on the loop's own thread even when the rest of `ready` needs I/O.
+pub fn begin_needs_io(ready: &Ready) -> bool {
+    ready.snapshot.is_some()
         || ready
             .messages
             .iter()
