@@ -183,21 +183,15 @@ impl RaftNode {
                 .map_err(storage_error)?;
         }
         let held = state_machine.applied_index();
+        let snapshot = installed.as_ref().map(|(meta, _)| meta.clone());
+        let last_snapshot = snapshot.as_ref().map_or(0, |meta| meta.last_index);
         // Restore only from a snapshot newer than what the state machine holds.
         let restore = installed.filter(|(meta, _)| meta.last_index > held);
-        let last_snapshot = store
-            .installed()
-            .map_err(storage_error)?
-            .map_or(0, |(meta, _)| meta.last_index);
         config.applied = config.applied.max(held);
         let hard_state = log.hard_state();
         let id = config.id;
         let chunk_bytes = config.snapshot_chunk_bytes;
         let entry_bytes_max = config.entry_bytes_max;
-        let snapshot = store
-            .installed()
-            .map_err(storage_error)?
-            .map(|(meta, _)| meta);
         let core = Raft::with_snapshot(config, Arc::clone(&log), hard_state, snapshot.as_ref())
             .map_err(|e| match e {
                 CoreError::Config(reason) => DriverError::Invalid(reason),
