@@ -53,6 +53,20 @@ pub fn inbox_with(messages_max: usize, chunks_max: usize) -> (InboxSender, Inbox
     )
 }
 
+impl Inbox {
+    /// The next message from either lane, Raft's own messages first; `None` once every
+    /// sender is gone. (The node reads its inbox itself; this is for transports' tests and
+    /// tools.)
+    pub async fn recv(&mut self) -> Option<Message> {
+        tokio::select! {
+            biased;
+            Some(m) = self.messages.recv() => Some(m),
+            Some(m) = self.chunks.recv() => Some(m),
+            else => None,
+        }
+    }
+}
+
 impl InboxSender {
     /// Delivers `message` to its lane; false if it was dropped (the lane is full, or the node
     /// stopped).
