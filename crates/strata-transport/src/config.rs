@@ -7,6 +7,7 @@ use std::time::Duration;
 use strata_raft::NodeId;
 
 use crate::frame::FRAME_BYTES_MAX;
+use crate::tls::TlsConfig;
 
 /// Messages waiting to go to one peer on the control lane, at most: a leader keeps up to
 /// `Config::inflight_msgs_max` (256) appends in flight per follower, plus heartbeats and
@@ -48,6 +49,8 @@ pub struct TransportConfig {
     pub reconnect_max: Duration,
     /// How long a connection may take to connect and to finish its handshake. Default 5 s.
     pub handshake_timeout: Duration,
+    /// Mutual TLS between peers; `None`: plain TCP (a trusted network only).
+    pub tls: Option<TlsConfig>,
 }
 
 impl TransportConfig {
@@ -69,6 +72,7 @@ impl TransportConfig {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }

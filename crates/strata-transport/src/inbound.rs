@@ -13,6 +13,7 @@ use crate::Shared;
 use crate::frame::{self, FrameError, Hello, Lane, PROTOCOL_VERSION, Welcome};
 use crate::metrics::add;
 use crate::outbound::HANDSHAKE_BYTES_MAX;
+use crate::tls::Conn;
 
 /// Bytes read from a connection at a time, at least: many small frames per read.
 const READ_BYTES_MIN: usize = 64 << 10;
@@ -46,8 +47,29 @@ enum Refusal {
     Timeout,
 }
 
-async fn serve(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
+async fn serve(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
+    let _ = tcp.set_nodelay(true);
+    let mut stream: Box<dyn Conn> = match &shared.tls {
+        None => Box::new(tcp),
+        Some(tls) => {
+            let accepted =
+                tokio::time::timeout(shared.config.handshake_timeout, tls.acceptor.accept(tcp))
+                    .await;
+            match accepted {
+                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Err(e)) => {
+                    add(&shared.refused, 1);
+                    tracing::warn!(%addr, "refused a peer connection at TLS: {e}");
+                    return;
+                }
+                Err(_) => {
+                    add(&shared.refused, 1);
+                    tracing::warn!(%addr, "refused a peer connection: no TLS handshake in time");
+                    return;
+                }
+            }
+        }
+    };
     let mut buffer = BytesMut::with_capacity(READ_BYTES_MIN);
     let hello = tokio::time::timeout(
         shared.config.handshake_timeout,
@@ -134,7 +156,7 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
     }
 }
 
-async fn read_hello(stream: &mut TcpStream, buffer: &mut BytesMut) -> Result<Hello, Refusal> {
+async fn read_hello(stream: &mut Box<dyn Conn>, buffer: &mut BytesMut) -> Result<Hello, Refusal> {
     loop {
         if let Some(body) = frame::split_frame(buffer, HANDSHAKE_BYTES_MAX)? {
             return Ok(frame::decode_handshake(body)?);

@@ -17,6 +17,9 @@
 //! - **Reconnects** with a wait that doubles from `reconnect_min` to `reconnect_max`, with
 //!   jitter; a peer that cannot be reached (or whose queue is full) is reported to Raft
 //!   ([`Transport::take_unreachable`]), which stops pipelining appends to it.
+//! - **Mutual TLS** ([`TlsConfig`], as etcd's `--peer-cert-file`, `--peer-key-file`,
+//!   `--peer-trusted-ca-file`, `--peer-client-cert-auth`): a peer without a certificate signed
+//!   by the trusted CA is refused before its handshake is read.
 //! - **Metrics** per peer and lane ([`TcpTransport::metrics`]).
 //!
 //! # Examples
@@ -58,6 +61,7 @@ mod frame;
 mod inbound;
 mod metrics;
 mod outbound;
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -76,6 +80,7 @@ pub use frame::{
     decode_handshake, decode_message, encode, split_frame,
 };
 pub use metrics::{LaneMetrics, Metrics};
+pub use tls::{TlsConfig, TlsError};
 
 use metrics::{LaneCounters, add};
 use outbound::{Outbound, Writer};
@@ -91,6 +96,8 @@ pub(crate) struct Shared {
     refused: AtomicU64,
     bad_frames: AtomicU64,
     inbox: InboxSender,
+    /// Both ends of TLS, when configured.
+    tls: Option<tls::Tls>,
     runtime: tokio::runtime::Handle,
     /// Every task, to stop them at shutdown.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -118,6 +125,18 @@ impl Shared {
     }
 }
 
+/// Why a transport could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The listen address cannot be bound.
+    #[error("listen: {0}")]
+    Io(#[from] std::io::Error),
+    /// The TLS files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
 /// Raft over TCP; see the [crate] docs.
 pub struct TcpTransport {
     shared: Arc<Shared>,
@@ -139,8 +158,10 @@ impl TcpTransport {
     ///
     /// # Errors
     ///
-    /// The address cannot be bound.
-    pub async fn bind(config: TransportConfig, inbox: InboxSender) -> std::io::Result<Arc<Self>> {
+    /// [`BindError::Io`] if the address cannot be bound, [`BindError::Tls`] if the TLS files
+    /// cannot be used.
+    pub async fn bind(config: TransportConfig, inbox: InboxSender) -> Result<Arc<Self>, BindError> {
+        let tls = config.tls.as_ref().map(tls::Tls::load).transpose()?;
         let listener = TcpListener::bind(config.listen).await?;
         let local = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -152,6 +173,7 @@ impl TcpTransport {
             refused: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
             inbox,
+            tls,
             runtime: tokio::runtime::Handle::current(),
             tasks: Mutex::new(Vec::new()),
         });

@@ -17,6 +17,7 @@ use crate::Shared;
 use crate::config::WRITE_BATCH_MAX;
 use crate::frame::{self, Hello, Lane, PROTOCOL_VERSION, Welcome};
 use crate::metrics::{LaneCounters, add};
+use crate::tls::Conn;
 
 /// The largest handshake frame read (a [`Welcome`] with its reason).
 pub(crate) const HANDSHAKE_BYTES_MAX: usize = 4096;
@@ -112,7 +113,7 @@ impl Writer {
     }
 
     /// Connects to the peer and shakes hands, within the handshake timeout.
-    async fn connect(&self) -> Result<TcpStream, LinkError> {
+    async fn connect(&self) -> Result<Box<dyn Conn>, LinkError> {
         let addr = self.shared.addr(self.peer).ok_or(LinkError::NoAddress)?;
         let timeout = self.shared.config.handshake_timeout;
         tokio::time::timeout(timeout, self.handshake(addr))
@@ -120,9 +121,17 @@ impl Writer {
             .map_err(|_| LinkError::Timeout)?
     }
 
-    async fn handshake(&self, addr: SocketAddr) -> Result<TcpStream, LinkError> {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+    async fn handshake(&self, addr: SocketAddr) -> Result<Box<dyn Conn>, LinkError> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let mut stream: Box<dyn Conn> = match &self.shared.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                // The peer's certificate must name the address it is reached at.
+                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+                Box::new(tls.connector.connect(name, tcp).await?)
+            }
+        };
         let hello = Hello {
             version: PROTOCOL_VERSION,
             cluster_id: self.shared.config.cluster_id,

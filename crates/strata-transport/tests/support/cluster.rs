@@ -14,7 +14,7 @@ use strata_raft_log::{LogOptions, RaftLog};
 use strata_raft_node::{
     Committed, CommittedKind, NodeOptions, RaftNode, SnapshotWriter, StateMachine, inbox,
 };
-use strata_transport::{TcpTransport, TransportConfig};
+use strata_transport::{TcpTransport, TlsConfig, TransportConfig};
 
 /// How long a test waits for anything.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -91,6 +91,8 @@ pub struct Cluster {
     pub nodes: BTreeMap<NodeId, Node>,
     /// Snapshot every this many entries (0: the defaults).
     pub snapshot_entries: u64,
+    /// Each node's TLS files, if the test uses TLS.
+    pub tls: BTreeMap<NodeId, TlsConfig>,
 }
 
 /// A free loopback port, found by binding port 0 and letting go.
@@ -119,6 +121,7 @@ impl Cluster {
             routes,
             nodes: BTreeMap::new(),
             snapshot_entries: 0,
+            tls: BTreeMap::new(),
         }
     }
 
@@ -139,7 +142,8 @@ impl Cluster {
             .filter(|&&p| p != id)
             .map(|&p| (p, self.routes[&(id, p)]))
             .collect();
-        let transport_config = TransportConfig::new(id, CLUSTER, self.addrs[&id], peers);
+        let mut transport_config = TransportConfig::new(id, CLUSTER, self.addrs[&id], peers);
+        transport_config.tls = self.tls.get(&id).cloned();
         let kv = Arc::new(Mutex::new(HashMap::new()));
         let log = RaftLog::open(&self.path(id, "log"), LogOptions::default()).expect("log");
         let mut config = Config::new(id, self.ids.clone());

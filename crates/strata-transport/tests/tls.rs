@@ -1,0 +1,179 @@
+//! Mutual TLS between peers: a cluster with certificates from its CA works; a dialer without
+//! TLS, or with a certificate from another CA, is refused and counted, and the cluster is
+//! unaffected; unusable TLS files are refused at start.
+
+#[allow(dead_code)]
+mod support {
+    pub mod cluster;
+}
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+};
+use strata_raft::{Message, MessageType, NodeId};
+use strata_raft_node::{Transport, inbox};
+use strata_transport::{BindError, TcpTransport, TlsConfig, TransportConfig};
+use support::cluster::{CLUSTER, Cluster, WAIT};
+
+/// A certificate authority.
+struct Ca {
+    cert: Certificate,
+    key: KeyPair,
+}
+
+fn new_ca() -> Ca {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    Ca {
+        cert: params.self_signed(&key).expect("self-signed"),
+        key,
+    }
+}
+
+/// Writes a certificate for 127.0.0.1 signed by `ca`, its key and the CA's certificate into
+/// `dir` under `name`; the node's TLS files.
+fn node_files(dir: &Path, name: &str, ca: &Ca) -> TlsConfig {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).expect("signed");
+    let files = TlsConfig::new(
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}-ca.crt")),
+    );
+    std::fs::write(&files.cert_file, cert.pem()).expect("cert");
+    std::fs::write(&files.key_file, key.serialize_pem()).expect("key");
+    std::fs::write(&files.trusted_ca_file, ca.cert.pem()).expect("ca");
+    files
+}
+
+/// Polls `count` until it passes `before`, with a bound.
+fn wait_counted(count: impl Fn() -> u64, before: u64, what: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while count() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} not counted in time"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn peers_with_certificates_from_the_cluster_ca_replicate_and_strangers_are_refused() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = new_ca();
+    let mut c = Cluster::new(3);
+    for id in c.ids.clone() {
+        c.tls
+            .insert(id, node_files(certs.path(), &format!("node{id}"), &ca));
+    }
+    c.start_all();
+    let mut last = 0;
+    for i in 0..20 {
+        last = c.put(&format!("k{i}"), &format!("v{i}"));
+    }
+    for id in c.ids.clone() {
+        c.wait_applied(id, last);
+    }
+    let target: NodeId = 1;
+    let refused = || c.nodes[&target].transport.metrics().refused;
+
+    // A stranger with a certificate from another CA, claiming to be node 2.
+    let other = new_ca();
+    let stranger_files = node_files(certs.path(), "stranger", &other);
+    let before = refused();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let stranger = runtime.block_on(async {
+        let mut config = TransportConfig::new(
+            2,
+            CLUSTER,
+            "127.0.0.1:0".parse().expect("addr"),
+            BTreeMap::from([(target, c.addrs[&target])]),
+        );
+        config.tls = Some(stranger_files);
+        let (sender, _inbox) = inbox();
+        let stranger = TcpTransport::bind(config, sender).await.expect("bind");
+        stranger.send(vec![Message {
+            msg_type: MessageType::Heartbeat as i32,
+            from: 2,
+            to: target,
+            term: 1_000,
+            ..Message::default()
+        }]);
+        stranger
+    });
+    wait_counted(refused, before, "a certificate from another CA");
+    drop(stranger);
+
+    // A dialer without TLS at all.
+    let before = refused();
+    let addr = c.addrs[&target];
+    runtime.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut hello = bytes::BytesMut::new();
+        strata_transport::encode(
+            &strata_transport::Hello {
+                version: strata_transport::PROTOCOL_VERSION,
+                cluster_id: CLUSTER,
+                from: 2,
+                to: target,
+                lane: 0,
+            },
+            &mut hello,
+        );
+        let _ = plain.write_all(&hello).await;
+        let _ = plain.shutdown().await;
+    });
+    wait_counted(refused, before, "a dialer without TLS");
+
+    // The cluster carries on: no term was raised by the stranger's heartbeat.
+    let next = c.put("after", "strangers");
+    for id in c.ids.clone() {
+        c.wait_applied(id, next);
+        assert!(c.raft(id).status().borrow().term < 1_000, "node {id}");
+    }
+}
+
+#[test]
+fn unusable_tls_files_are_refused_at_start() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let missing = TlsConfig::new(
+        certs.path().join("none.crt"),
+        certs.path().join("none.key"),
+        certs.path().join("none-ca.crt"),
+    );
+    let empty = certs.path().join("empty.crt");
+    std::fs::write(&empty, "").expect("write");
+    let empty = TlsConfig::new(&empty, &empty, &empty);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for tls in [missing, empty] {
+        let mut config = TransportConfig::new(
+            1,
+            CLUSTER,
+            "127.0.0.1:0".parse().expect("addr"),
+            BTreeMap::new(),
+        );
+        config.tls = Some(tls);
+        let (sender, _inbox) = inbox();
+        let bound = runtime.block_on(TcpTransport::bind(config, sender));
+        assert!(matches!(bound, Err(BindError::Tls(_))), "{bound:?}");
+    }
+}
