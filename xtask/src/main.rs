@@ -91,6 +91,11 @@ const BENCHES: &[Bench] = &[
         package: "strata-raft-node",
         target: "snapshot",
     },
+    Bench {
+        name: "transport",
+        package: "strata-transport",
+        target: "transport",
+    },
 ];
 
 fn main() -> Result<()> {

@@ -37,12 +37,11 @@ mod lsm_machine;
 mod support;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench_support::{Args, median, print_bench, print_ratio};
+use bench_support::{Args, fill, median, print_bench, print_ratio};
 use bytes::Bytes;
 use strata_raft::{ChangeKind, ConfChange, Config, NodeId, Role};
 use strata_raft_log::{LogOptions, RaftLog};
@@ -54,35 +53,9 @@ const FILES: usize = 64;
 const FILE_BYTES: usize = 16 << 20;
 const WAIT: Duration = Duration::from_secs(120);
 
-/// Deterministic, incompressible-looking file contents.
-fn fill(buf: &mut [u8], seed: u64) {
-    let mut x = seed | 1;
-    for chunk in buf.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let bytes = x.to_le_bytes();
-        chunk.copy_from_slice(&bytes[..chunk.len()]);
-    }
-}
-
 /// Writes the 64 files into `dir` in 1 MiB writes, each fsynced; MB/s.
 fn write_files(dir: &Path) -> f64 {
-    std::fs::create_dir_all(dir).expect("dir");
-    // The data is made before the clock starts: each write only stamps a counter in.
-    let mut buf = vec![0u8; 1 << 20];
-    fill(&mut buf, 42);
-    let started = Instant::now();
-    for i in 0..FILES {
-        let mut file = std::fs::File::create(dir.join(format!("{i:06}.sst"))).expect("create");
-        for j in 0..FILE_BYTES / buf.len() {
-            buf[..8].copy_from_slice(&((i * 1000 + j) as u64).to_le_bytes());
-            file.write_all(&buf).expect("write");
-        }
-        file.sync_all().expect("fsync");
-    }
-    strata_fs::sync_dir(dir).expect("sync dir");
-    (FILES * FILE_BYTES) as f64 / 1e6 / started.elapsed().as_secs_f64()
+    bench_support::write_files(dir, FILES, FILE_BYTES)
 }
 
 /// A state machine whose state is a set of table files (as the LSM's will be): a snapshot

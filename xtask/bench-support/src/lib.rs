@@ -22,9 +22,10 @@
 //! print_ratio("example_vs_baseline", 2.0 / 1.0); // RATIO example_vs_baseline 2.00
 //! ```
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The median of the finite values in `values`: the middle one, or the mean of the two middle
 /// ones for an even count. `0.0` when there are none, so a harness whose runs all failed prints
@@ -112,6 +113,47 @@ pub fn fresh_dir(root: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("cannot create bench directory {}: {e}", dir.display()));
     dir
+}
+
+/// Fills `buf` with deterministic, incompressible-looking bytes (xorshift64 from `seed`).
+pub fn fill(buf: &mut [u8], seed: u64) {
+    let mut x = seed | 1;
+    for chunk in buf.chunks_mut(8) {
+        // xorshift64's shifts.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let bytes = x.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
+/// Writes `files` files of `file_bytes` each (named `000000.sst`, ...) into `dir` (created)
+/// in 1 MiB writes, fsyncing each file and then the directory; MB/s. The disk's sequential
+/// write rate, which snapshot installs are measured against.
+///
+/// # Panics
+///
+/// On an I/O error: a harness cannot measure without its disk.
+pub fn write_files(dir: &Path, files: usize, file_bytes: usize) -> f64 {
+    std::fs::create_dir_all(dir).expect("dir");
+    // The data is made before the clock starts: each write only stamps a counter in.
+    let mut buf = vec![0u8; 1 << 20];
+    fill(&mut buf, 42);
+    let started = Instant::now();
+    for i in 0..files {
+        let mut file = std::fs::File::create(dir.join(format!("{i:06}.sst"))).expect("create");
+        for j in 0..file_bytes.div_ceil(buf.len()) {
+            buf[..8].copy_from_slice(&((i * 1000 + j) as u64).to_le_bytes());
+            let n = buf.len().min(file_bytes - j * buf.len());
+            file.write_all(&buf[..n]).expect("write");
+        }
+        file.sync_all().expect("fsync");
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .expect("sync dir");
+    (files * file_bytes) as f64 / 1e6 / started.elapsed().as_secs_f64()
 }
 
 /// A harness's command line: `--flag` switches and `--name value` pairs, as `cargo xtask bench

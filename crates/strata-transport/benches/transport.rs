@@ -1,0 +1,557 @@
+//! `cargo xtask bench transport`: Raft over TCP on loopback against the in-process network,
+//! and the transport's frames against a plain Tokio echo. Three nodes, each on its own Tokio
+//! runtime (one worker thread) with its own sockets, in this process; fsync on; 16-byte
+//! commands.
+//!
+//! - `raft_tcp_commits_per_s_p256` and `raft_mem_commits_per_s_p256`: commits per second with
+//!   256 proposers over `TcpTransport` and over `MemNetwork`, in turn (each first every other
+//!   run); `RATIO raft_tcp_vs_mem` is the median of each pair's ratio (goal: at least 0.8).
+//!   `raft_tcp_latency_p50_us_p1` and `_p99_` with one proposer.
+//! - `snapshot_tcp_install_mb_per_s`: a 1 GiB snapshot of 64 files sent over TCP to a new
+//!   learner, which stages, fsyncs, verifies and installs it, against the disk's sequential
+//!   write rate measured in turn (`RATIO snapshot_tcp_install_vs_disk`, goal at least 0.7).
+//! - `frames_round_trips_per_s`: small frames (a heartbeat) from one transport to another and
+//!   back, 64 in flight, against a plain Tokio TCP echo of the same bytes with as many in
+//!   flight (`RATIO frames_vs_tokio_echo`, goal at least 0.9).
+//!
+//! Each figure is the median of `--runs` (default 3) runs of `--seconds` (default 2) each;
+//! `--only NAME` runs the parts whose name contains NAME (`raft`, `snapshot`, `frames`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bench_support::{Args, median, percentile_us, print_bench, print_ratio, write_files};
+use bytes::{Bytes, BytesMut};
+use strata_raft::{ChangeKind, ConfChange, Config, Message, MessageType, NodeId, Role};
+use strata_raft_log::{LogOptions, RaftLog};
+use strata_raft_node::{
+    Committed, CommittedKind, Inbox, MemNetwork, NodeOptions, RaftNode, SnapshotWriter,
+    StateMachine, Transport, inbox,
+};
+use strata_transport::{TcpTransport, TransportConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(120);
+const CLUSTER: u64 = 0xbe;
+const FILES: usize = 64;
+const FILE_BYTES: usize = 16 << 20;
+
+fn no_answers(batch: &[Committed]) -> Vec<Bytes> {
+    batch
+        .iter()
+        .filter(|c| matches!(c.kind, CommittedKind::Command(_)))
+        .map(|_| Bytes::new())
+        .collect()
+}
+
+/// A state machine that answers and holds nothing but, for the snapshot part, a set of
+/// table files: a snapshot hard-links them, a restore checks they are all there.
+struct Tables(PathBuf);
+
+impl StateMachine for Tables {
+    async fn apply(&mut self, batch: Vec<Committed>) -> std::io::Result<Vec<Bytes>> {
+        Ok(no_answers(&batch))
+    }
+
+    fn applied_index(&self) -> u64 {
+        0
+    }
+
+    async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
+        let from = self.0.clone();
+        Ok(Box::new(move |to: &Path| {
+            let mut names = Vec::new();
+            for i in 0..FILES {
+                let name = format!("{i:06}.sst");
+                if from.join(&name).exists() {
+                    std::fs::hard_link(from.join(&name), to.join(&name))?;
+                    names.push(name);
+                }
+            }
+            Ok(names)
+        }))
+    }
+
+    async fn restore(&mut self, dir: &Path, files: &[String], _: u64) -> std::io::Result<()> {
+        for name in files {
+            if std::fs::metadata(dir.join(name))?.len() != FILE_BYTES as u64 {
+                return Err(std::io::ErrorKind::InvalidData.into());
+            }
+        }
+        self.0 = dir.to_path_buf();
+        Ok(())
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// How the nodes reach each other.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Net {
+    Tcp,
+    Mem,
+}
+
+/// The network the nodes share: which one, and the addresses (TCP) or the in-process
+/// network (`Mem`).
+struct Links {
+    net: Net,
+    mem: Arc<MemNetwork>,
+    addrs: BTreeMap<NodeId, SocketAddr>,
+}
+
+impl Links {
+    fn new(net: Net, ids: &[NodeId]) -> Self {
+        Self {
+            net,
+            mem: MemNetwork::new(),
+            addrs: ids.iter().map(|&id| (id, free_addr())).collect(),
+        }
+    }
+}
+
+/// A node on its own runtime.
+struct Node {
+    runtime: tokio::runtime::Runtime,
+    raft: Arc<RaftNode>,
+    _transport: Option<Arc<TcpTransport>>,
+}
+
+/// Starts node `id` of `voters` (with `peers` as its address book) on its own runtime.
+fn start_node(
+    root: &Path,
+    id: NodeId,
+    config: Config,
+    links: &Links,
+    machine: Tables,
+    options: impl FnOnce(&mut NodeOptions),
+) -> Node {
+    let runtime = runtime();
+    let log = RaftLog::open(&root.join(format!("{id}.log")), LogOptions::default()).expect("log");
+    let mut node_options =
+        NodeOptions::new(Duration::from_millis(10), root.join(format!("{id}.snap")));
+    options(&mut node_options);
+    let (raft, transport) = runtime.block_on(async {
+        let (transport, inbox): (Arc<dyn Transport>, Inbox) = match links.net {
+            Net::Mem => {
+                let (transport, inbox) = links.mem.join(id);
+                (transport, inbox)
+            }
+            Net::Tcp => {
+                let peers = links
+                    .addrs
+                    .iter()
+                    .filter(|(p, _)| **p != id)
+                    .map(|(p, a)| (*p, *a))
+                    .collect();
+                let (sender, inbox) = inbox();
+                let tcp = TcpTransport::bind(
+                    TransportConfig::new(id, CLUSTER, links.addrs[&id], peers),
+                    sender,
+                )
+                .await
+                .expect("bind");
+                return (
+                    RaftNode::start(
+                        config,
+                        node_options,
+                        Arc::new(log),
+                        machine,
+                        Arc::clone(&tcp) as Arc<dyn Transport>,
+                        inbox,
+                    )
+                    .expect("start"),
+                    Some(tcp),
+                );
+            }
+        };
+        (
+            RaftNode::start(
+                config,
+                node_options,
+                Arc::new(log),
+                machine,
+                transport,
+                inbox,
+            )
+            .expect("start"),
+            None,
+        )
+    });
+    Node {
+        runtime,
+        raft: Arc::new(raft),
+        _transport: transport,
+    }
+}
+
+fn stop(nodes: Vec<Node>) {
+    for node in nodes {
+        if let Ok(raft) = Arc::try_unwrap(node.raft) {
+            node.runtime.block_on(raft.shutdown());
+        }
+        node.runtime.shutdown_timeout(Duration::from_secs(5));
+    }
+}
+
+fn wait_leader(nodes: &[Node]) -> usize {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(at) = nodes
+            .iter()
+            .position(|n| n.raft.status().borrow().role == Role::Leader)
+        {
+            return at;
+        }
+        assert!(Instant::now() < deadline, "no leader in time");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+struct Figures {
+    commits_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+/// Three nodes over `net`, `proposers` proposing 16-byte commands at the leader for
+/// `seconds`.
+fn commits(root: &Path, net: Net, proposers: usize, seconds: f64) -> Figures {
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root).expect("dir");
+    let ids = [1u64, 2, 3];
+    let links = Links::new(net, &ids);
+    let nodes: Vec<Node> = ids
+        .iter()
+        .map(|&id| {
+            let config = Config::new(id, ids.to_vec());
+            start_node(root, id, config, &links, Tables(PathBuf::new()), |_| {})
+        })
+        .collect();
+    let leader = Arc::clone(&nodes[wait_leader(&nodes)].raft);
+    let client = runtime();
+    let figures = client.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let tasks: Vec<_> = (0..proposers)
+            .map(|_| {
+                let leader = Arc::clone(&leader);
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    let command = Bytes::from_static(b"0123456789abcdef");
+                    while Instant::now() < deadline {
+                        let start = Instant::now();
+                        if leader
+                            .propose(command.clone(), Duration::from_secs(10))
+                            .await
+                            .is_ok()
+                        {
+                            latencies.push(start.elapsed());
+                        }
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        let mut latencies = Vec::new();
+        for t in tasks {
+            latencies.extend(t.await.expect("proposer"));
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        latencies.sort();
+        Figures {
+            commits_per_s: latencies.len() as f64 / elapsed,
+            p50_us: percentile_us(&latencies, 0.5),
+            p99_us: percentile_us(&latencies, 0.99),
+        }
+    });
+    drop(leader);
+    stop(nodes);
+    figures
+}
+
+/// A leader with the 1 GiB set in `source` sends it over TCP to a new learner; MB/s.
+fn install(root: &Path, source: &Path) -> f64 {
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root).expect("dir");
+    let links = Links::new(Net::Tcp, &[1, 2]);
+    let no_auto = |o: &mut NodeOptions| {
+        o.snapshot_entries = 0;
+        o.snapshot_bytes = 0;
+        o.compaction_overhead_entries = 0;
+    };
+    let mut config = Config::new(1, vec![1]);
+    config.peers = vec![2];
+    let leader = start_node(
+        root,
+        1,
+        config,
+        &links,
+        Tables(source.to_path_buf()),
+        no_auto,
+    );
+    let mut config = Config::new(2, vec![1]);
+    config.peers = vec![1];
+    let learner = start_node(root, 2, config, &links, Tables(PathBuf::new()), no_auto);
+    let nodes = vec![leader, learner];
+    wait_leader(&nodes[..1]);
+    let client = runtime();
+    let rate = client.block_on(async {
+        let leader = &nodes[0].raft;
+        leader
+            .propose(Bytes::from_static(b"x"), WAIT)
+            .await
+            .expect("propose");
+        let meta = leader
+            .request_snapshot(WAIT)
+            .await
+            .expect("snapshot")
+            .expect("taken");
+        let started = Instant::now();
+        leader
+            .change_membership(ConfChange::single(ChangeKind::AddLearner, 2), WAIT)
+            .await
+            .expect("add learner");
+        let mut applied = nodes[1].raft.applied();
+        tokio::time::timeout(WAIT, applied.wait_for(|a| *a >= meta.last_index))
+            .await
+            .expect("installed in time")
+            .expect("running");
+        let bytes: u64 = meta.files.iter().map(|f| f.size).sum();
+        bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
+    });
+    stop(nodes);
+    rate
+}
+
+/// Round trips per second of heartbeats between two transports, `window` in flight.
+fn transport_round_trips(seconds: f64, window: usize) -> f64 {
+    let rt = runtime();
+    rt.block_on(async {
+        let (a_addr, b_addr) = (free_addr(), free_addr());
+        let (a_sender, mut a_inbox) = inbox();
+        let (b_sender, mut b_inbox) = inbox();
+        let a = TcpTransport::bind(
+            TransportConfig::new(1, CLUSTER, a_addr, BTreeMap::from([(2, b_addr)])),
+            a_sender,
+        )
+        .await
+        .expect("bind");
+        let b = TcpTransport::bind(
+            TransportConfig::new(2, CLUSTER, b_addr, BTreeMap::from([(1, a_addr)])),
+            b_sender,
+        )
+        .await
+        .expect("bind");
+        let heartbeat = |from, to| Message {
+            msg_type: MessageType::Heartbeat as i32,
+            from,
+            to,
+            term: 1,
+            commit: 1,
+            ..Message::default()
+        };
+        // B answers every heartbeat.
+        let echo = {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move {
+                while let Some(m) = b_inbox.recv().await {
+                    b.send(vec![heartbeat(2, m.from)]);
+                }
+            })
+        };
+        for _ in 0..window {
+            a.send(vec![heartbeat(1, 2)]);
+        }
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let started = Instant::now();
+        let mut trips = 0u64;
+        while Instant::now() < deadline {
+            if a_inbox.recv().await.is_none() {
+                break;
+            }
+            trips += 1;
+            a.send(vec![heartbeat(1, 2)]);
+        }
+        let rate = trips as f64 / started.elapsed().as_secs_f64();
+        echo.abort();
+        a.shutdown();
+        b.shutdown();
+        rate
+    })
+}
+
+/// Round trips per second of `bytes`-long messages over a plain Tokio TCP echo, `window` in
+/// flight.
+fn echo_round_trips(bytes: usize, seconds: f64, window: usize) -> f64 {
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            stream.set_nodelay(true).expect("nodelay");
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if stream.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        client.set_nodelay(true).expect("nodelay");
+        let message = vec![7u8; bytes];
+        for _ in 0..window {
+            client.write_all(&message).await.expect("write");
+        }
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let started = Instant::now();
+        let mut trips = 0u64;
+        let mut buf = vec![0u8; bytes];
+        while Instant::now() < deadline {
+            client.read_exact(&mut buf).await.expect("read");
+            trips += 1;
+            client.write_all(&message).await.expect("write");
+        }
+        let rate = trips as f64 / started.elapsed().as_secs_f64();
+        drop(client);
+        server.abort();
+        rate
+    })
+}
+
+fn main() {
+    let args = Args::from_env();
+    let runs: usize = args.value_or("--runs", 3);
+    let seconds: f64 = args.value_or("--seconds", 2.0);
+    let only: String = args.value_or("--only", String::new());
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-transport");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("bench dir");
+
+    if "raft".contains(&only) {
+        let (mut tcp, mut mem, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..runs {
+            let once = |net| commits(&root.join("raft"), net, 256, seconds).commits_per_s;
+            let (t, m) = if run % 2 == 0 {
+                let t = once(Net::Tcp);
+                (t, once(Net::Mem))
+            } else {
+                let m = once(Net::Mem);
+                (once(Net::Tcp), m)
+            };
+            eprintln!("run {run}: tcp {t:.0} commits/s, mem {m:.0} commits/s");
+            tcp.push(t);
+            mem.push(m);
+            ratios.push(t / m.max(1.0));
+        }
+        print_bench("raft_tcp_commits_per_s_p256", median(tcp), "commits/s");
+        print_bench("raft_mem_commits_per_s_p256", median(mem), "commits/s");
+        print_ratio("raft_tcp_vs_mem", median(ratios));
+        let one: Vec<Figures> = (0..runs)
+            .map(|_| commits(&root.join("raft"), Net::Tcp, 1, seconds))
+            .collect();
+        print_bench(
+            "raft_tcp_latency_p50_us_p1",
+            median(one.iter().map(|f| f.p50_us)),
+            "us",
+        );
+        print_bench(
+            "raft_tcp_latency_p99_us_p1",
+            median(one.iter().map(|f| f.p99_us)),
+            "us",
+        );
+    }
+
+    if "snapshot".contains(&only) {
+        let source = root.join("source");
+        write_files(&source, FILES, FILE_BYTES);
+        let probe = root.join("disk-probe");
+        let probe_once = || {
+            let rate = write_files(&probe, FILES, FILE_BYTES);
+            let _ = std::fs::remove_dir_all(&probe);
+            rate
+        };
+        // The first GiB after a pause writes faster on this kind of disk: one probe first.
+        probe_once();
+        let (mut disk, mut tcp, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..runs {
+            let install_once = || {
+                let rate = install(&root.join("install"), &source);
+                let _ = std::fs::remove_dir_all(root.join("install"));
+                rate
+            };
+            let (d, i) = if run % 2 == 0 {
+                let d = probe_once();
+                (d, install_once())
+            } else {
+                let i = install_once();
+                (probe_once(), i)
+            };
+            eprintln!("run {run}: disk {d:.0} MB/s, tcp install {i:.0} MB/s");
+            disk.push(d);
+            tcp.push(i);
+            ratios.push(i / d);
+        }
+        print_bench("disk_seq_write_mb_per_s", median(disk), "MB/s");
+        print_bench("snapshot_tcp_install_mb_per_s", median(tcp), "MB/s");
+        print_ratio("snapshot_tcp_install_vs_disk", median(ratios));
+    }
+
+    if "frames".contains(&only) {
+        const WINDOW: usize = 64;
+        // The bytes of one heartbeat frame, for the echo to carry the same.
+        let mut frame = BytesMut::new();
+        strata_transport::encode(
+            &Message {
+                msg_type: MessageType::Heartbeat as i32,
+                from: 1,
+                to: 2,
+                term: 1,
+                commit: 1,
+                ..Message::default()
+            },
+            &mut frame,
+        );
+        let (mut ours, mut echo, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..runs {
+            let (o, e) = if run % 2 == 0 {
+                let o = transport_round_trips(seconds, WINDOW);
+                (o, echo_round_trips(frame.len(), seconds, WINDOW))
+            } else {
+                let e = echo_round_trips(frame.len(), seconds, WINDOW);
+                (transport_round_trips(seconds, WINDOW), e)
+            };
+            eprintln!("run {run}: frames {o:.0}/s, tokio echo {e:.0}/s");
+            ours.push(o);
+            echo.push(e);
+            ratios.push(o / e.max(1.0));
+        }
+        print_bench("frames_round_trips_per_s", median(ours), "trips/s");
+        print_bench("tokio_echo_round_trips_per_s", median(echo), "trips/s");
+        print_ratio("frames_vs_tokio_echo", median(ratios));
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
