@@ -1,7 +1,7 @@
 //! `cargo xtask bench transport`: Raft over TCP on loopback against the in-process network,
 //! and the transport's frames against a plain Tokio echo. Three nodes, each on its own Tokio
-//! runtime (one worker thread) with its own sockets, in this process; fsync on; 16-byte
-//! commands.
+//! runtime (two worker threads, as a process of its own would have on this 2-core machine)
+//! with its own sockets, in this process; fsync on; 16-byte commands.
 //!
 //! - `raft_tcp_commits_per_s_p256` and `raft_mem_commits_per_s_p256`: commits per second with
 //!   256 proposers over `TcpTransport` and over `MemNetwork`, in turn (each first every other
@@ -88,7 +88,7 @@ impl StateMachine for Tables {
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime")
