@@ -305,6 +305,10 @@ const FUZZ_TARGETS: &[(&str, &str)] = &[
         "sstable",
         "opening and reading a table made of arbitrary bytes",
     ),
+    (
+        "frame",
+        "the transport's frame reader and decoders on arbitrary bytes in arbitrary reads",
+    ),
 ];
 
 /// `cargo xtask fuzz NAME [SECONDS]`: runs a fuzz target with the nightly toolchain. Fuzzing is
