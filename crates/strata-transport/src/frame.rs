@@ -18,6 +18,10 @@ pub const LENGTH_BYTES: usize = 4;
 /// snapshot's metadata). A larger length prefix closes the connection before anything is read.
 pub const FRAME_BYTES_MAX: usize = 16 << 20;
 
+/// The most a reader reserves at once for a frame still arriving: 1 MiB, a snapshot chunk's
+/// default size; a larger frame grows its buffer as its bytes come.
+pub const RESERVE_STEP_BYTES: usize = 1 << 20;
+
 /// Which lane a connection carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
 #[repr(i32)]
@@ -108,8 +112,9 @@ pub fn split_frame(buffer: &mut BytesMut, max: usize) -> Result<Option<Bytes>, F
         return Err(FrameError::TooLarge { bytes: len, max });
     }
     if buffer.len() < LENGTH_BYTES + len {
-        // Room for the rest of this frame, so that it arrives in as few reads as possible.
-        buffer.reserve(LENGTH_BYTES + len - buffer.len());
+        // Room for more of this frame, so that it arrives in few reads; in steps, so that a
+        // length prefix alone never makes the reader allocate a whole large frame.
+        buffer.reserve((LENGTH_BYTES + len - buffer.len()).min(RESERVE_STEP_BYTES));
         return Ok(None);
     }
     buffer.advance(LENGTH_BYTES);

@@ -18,13 +18,28 @@ use crate::tls::Conn;
 /// Bytes read from a connection at a time, at least: many small frames per read.
 const READ_BYTES_MIN: usize = 64 << 10;
 
+/// Connections still in their handshake (TLS and `Hello`), at most: each holds a small buffer
+/// for up to the handshake timeout; past this, new connections are closed at once and counted
+/// as refused, so that strangers cannot tie up memory. Established connections are bounded by
+/// the peers (one per peer and lane: a newer one replaces an older).
+pub const HANDSHAKES_MAX: usize = 64;
+
+/// Bytes of the read buffer until the handshake passed.
+const HANDSHAKE_BUFFER_BYTES: usize = 4096;
+
 /// Accepts connections until the transport shuts down.
 pub(crate) async fn accept(listener: TcpListener, shared: Arc<Shared>) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
+                let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+                    add(&shared.refused, 1);
+                    tracing::warn!(%addr, "refused a peer connection: {HANDSHAKES_MAX} handshakes already under way");
+                    continue;
+                };
                 let shared_for_task = Arc::clone(&shared);
-                let task = tokio::spawn(serve(stream, addr, shared_for_task));
+                let task = tokio::spawn(serve(stream, addr, shared_for_task, permit));
                 shared.keep(task);
             }
             Err(e) => {
@@ -47,7 +62,12 @@ enum Refusal {
     Timeout,
 }
 
-async fn serve(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
+async fn serve(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    handshake: tokio::sync::OwnedSemaphorePermit,
+) {
     let _ = tcp.set_nodelay(true);
     let mut stream: Box<dyn Conn> = match &shared.tls {
         None => Box::new(tcp),
@@ -70,7 +90,7 @@ async fn serve(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
             }
         }
     };
-    let mut buffer = BytesMut::with_capacity(READ_BYTES_MIN);
+    let mut buffer = BytesMut::with_capacity(HANDSHAKE_BUFFER_BYTES);
     let hello = tokio::time::timeout(
         shared.config.handshake_timeout,
         read_hello(&mut stream, &mut buffer),
@@ -118,8 +138,12 @@ async fn serve(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
     if stream.write_all(&out).await.is_err() {
         return;
     }
+    drop(handshake);
     let lane = Lane::try_from(hello.lane).unwrap_or(Lane::Control);
     let counters = shared.counters(hello.from, lane);
+    // One connection per peer and lane: this one replaces an older one (whose dialer has
+    // reconnected, or vanished without closing it).
+    let serving = Serving::start(&shared, hello.from, lane);
     let max = shared.config.frame_bytes_max;
     loop {
         loop {
@@ -149,9 +173,55 @@ async fn serve(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>) {
         if buffer.capacity() - buffer.len() < READ_BYTES_MIN / 2 {
             buffer.reserve(READ_BYTES_MIN);
         }
-        match stream.read_buf(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        tokio::select! {
+            read = stream.read_buf(&mut buffer) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            () = serving.replaced.notified() => return,
+        }
+    }
+}
+
+/// The inbound connection serving one peer and lane; it ends when a newer one replaces it.
+struct Serving {
+    shared: Arc<Shared>,
+    key: (u64, Lane),
+    number: u64,
+    replaced: Arc<tokio::sync::Notify>,
+}
+
+impl Serving {
+    fn start(shared: &Arc<Shared>, from: u64, lane: Lane) -> Self {
+        let number = shared
+            .next_connection
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let replaced = Arc::new(tokio::sync::Notify::new());
+        let older = shared
+            .serving
+            .lock()
+            .insert((from, lane), (number, Arc::clone(&replaced)));
+        if let Some((_, older)) = older {
+            // A stored permit: the older connection ends at its next wait.
+            older.notify_one();
+        }
+        Self {
+            shared: Arc::clone(shared),
+            key: (from, lane),
+            number,
+            replaced,
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let mut serving = self.shared.serving.lock();
+        if serving
+            .get(&self.key)
+            .is_some_and(|(n, _)| *n == self.number)
+        {
+            serving.remove(&self.key);
         }
     }
 }

@@ -76,14 +76,18 @@ use tokio::sync::mpsc;
 
 pub use config::{CONTROL_QUEUE_MAX, SNAPSHOT_QUEUE_MAX, TransportConfig, WRITE_BATCH_MAX};
 pub use frame::{
-    FRAME_BYTES_MAX, FrameError, Hello, LENGTH_BYTES, Lane, PROTOCOL_VERSION, Welcome,
-    decode_handshake, decode_message, encode, split_frame,
+    FRAME_BYTES_MAX, FrameError, Hello, LENGTH_BYTES, Lane, PROTOCOL_VERSION, RESERVE_STEP_BYTES,
+    Welcome, decode_handshake, decode_message, encode, split_frame,
 };
+pub use inbound::HANDSHAKES_MAX;
 pub use metrics::{LaneMetrics, Metrics};
 pub use tls::{TlsConfig, TlsError};
 
 use metrics::{LaneCounters, add};
 use outbound::{Outbound, Writer};
+
+/// The inbound connection serving a peer and lane: its number, and what ends it.
+type ServingEntry = (u64, Arc<tokio::sync::Notify>);
 
 /// What the transport's tasks share.
 pub(crate) struct Shared {
@@ -95,6 +99,10 @@ pub(crate) struct Shared {
     unreachable: Mutex<BTreeSet<NodeId>>,
     refused: AtomicU64,
     bad_frames: AtomicU64,
+    /// The inbound connection serving each peer and lane: its number and how to close it.
+    serving: Mutex<HashMap<(NodeId, Lane), ServingEntry>>,
+    /// Numbers inbound connections, to tell a replaced one from its replacement.
+    next_connection: AtomicU64,
     inbox: InboxSender,
     /// Both ends of TLS, when configured.
     tls: Option<tls::Tls>,
@@ -172,6 +180,8 @@ impl TcpTransport {
             unreachable: Mutex::new(BTreeSet::new()),
             refused: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
+            serving: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(0),
             inbox,
             tls,
             runtime: tokio::runtime::Handle::current(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use prost::Message as _;
 use strata_raft::{Message, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -90,7 +91,20 @@ impl Writer {
                     return;
                 }
                 buffer.clear();
+                let max = config.frame_bytes_max;
                 for m in &batch {
+                    if m.encoded_len() > max {
+                        // The peer would close the connection on it, and Raft would send it
+                        // again: drop it and say so (the limits are misconfigured).
+                        add(&self.counters.dropped, 1);
+                        tracing::error!(
+                            peer = self.peer,
+                            bytes = m.encoded_len(),
+                            max,
+                            "a message above the frame limit was dropped"
+                        );
+                        continue;
+                    }
                     frame::encode(m, &mut buffer);
                 }
                 // Everything waiting goes out in one write.

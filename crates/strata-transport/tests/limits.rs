@@ -1,0 +1,102 @@
+//! Bounds on what strangers and vanished peers can hold: connections still in their handshake
+//! are capped, and a newer connection from a peer replaces the older one on the same lane.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use strata_raft_node::inbox;
+use strata_transport::{
+    HANDSHAKES_MAX, Hello, Lane, PROTOCOL_VERSION, TcpTransport, TransportConfig, encode,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(20);
+const CLUSTER: u64 = 11;
+
+async fn node() -> (std::sync::Arc<TcpTransport>, strata_raft_node::Inbox) {
+    let (sender, inbox) = inbox();
+    // Node 2 is a known peer (its address is never dialed here).
+    let peers = BTreeMap::from([(2, "127.0.0.1:9".parse().expect("addr"))]);
+    let config = TransportConfig::new(1, CLUSTER, "127.0.0.1:0".parse().expect("addr"), peers);
+    (
+        TcpTransport::bind(config, sender).await.expect("bind"),
+        inbox,
+    )
+}
+
+async fn wait_refused(transport: &TcpTransport, count: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while transport.metrics().refused < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not refused in time"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_handshake_cap_are_refused() {
+    let (transport, _inbox) = node().await;
+    let addr = transport.local_addr();
+    // Connections that never say hello, up to the cap.
+    let mut idle = Vec::new();
+    for _ in 0..HANDSHAKES_MAX {
+        idle.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    // The node accepts in order: the next one is over the cap whatever the timing.
+    let mut over = TcpStream::connect(addr).await.expect("connect");
+    wait_refused(&transport, 1).await;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(WAIT, over.read(&mut byte))
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the connection over the cap is closed"
+    );
+    assert_eq!(transport.metrics().refused, 1);
+    drop(idle);
+}
+
+async fn hello(addr: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut out = BytesMut::new();
+    encode(
+        &Hello {
+            version: PROTOCOL_VERSION,
+            cluster_id: CLUSTER,
+            from: 2,
+            to: 1,
+            lane: Lane::Control as i32,
+        },
+        &mut out,
+    );
+    stream.write_all(&out).await.expect("hello");
+    // The Welcome.
+    let mut welcome = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut welcome))
+        .await
+        .expect("welcomed in time")
+        .expect("read");
+    assert!(n > 0, "welcomed");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_connection_from_a_peer_replaces_the_older_on_its_lane() {
+    let (transport, _inbox) = node().await;
+    let addr = transport.local_addr();
+    let mut older = hello(addr).await;
+    let _newer = hello(addr).await;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(WAIT, older.read(&mut byte))
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the older connection is closed"
+    );
+}
