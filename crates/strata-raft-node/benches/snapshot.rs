@@ -14,7 +14,6 @@
 //!   time until it has applied up to the leader's commit index again.
 //!   `catchup_1m_entries_replay_s` is the same with snapshots off (it replays the log), and
 //!   `RATIO catchup_snapshot_vs_replay` the second over the first.
-//!
 //! - The same two with the LSM state machine of the tests (`tests/support/lsm_machine.rs`):
 //!   `snapshot_lsm_install_mb_per_s`, a learner installing a leader's LSM snapshot of about
 //!   1 GiB of tables (a store loaded once, then hard-linked for each run), with
@@ -24,9 +23,11 @@
 //!   then the time until it has applied up to the leader's commit index again (through the
 //!   latest snapshot and the log after it). `--lsm-mib` changes the 1 GiB.
 //!
-//! Each figure is the median of `--runs` (default 5) runs; the ratio is the median of each
-//! run's ratio (its two measurements back to back); each run's pair also goes to stderr. Loopback TCP comes with the
-//! transport crate.
+//! Each figure is the median of `--runs` (default 5) runs. An install and the disk are measured
+//! in pairs of runs in both orders (install then disk, disk then install; `--runs` rounded up
+//! to pairs), because this kind of disk writes the second GiB in a row slower than the first:
+//! the install ratios are the median of the pairs' geometric means, and each pair goes to
+//! stderr. Over TCP: `cargo xtask bench transport`.
 
 // Shared with the tests, which use the rest of them.
 #[allow(dead_code)]
@@ -41,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench_support::{Args, fill, median, print_bench, print_ratio};
+use bench_support::{Args, fill, median, print_bench, print_ratio, ratio_in_both_orders};
 use bytes::Bytes;
 use strata_raft::{ChangeKind, ConfChange, Config, NodeId, Role};
 use strata_raft_log::{LogOptions, RaftLog};
@@ -401,29 +402,16 @@ fn load_lsm(dir: &Path, mib: u64) {
     db.flush().expect("flush");
 }
 
-/// Measures `install` and the disk (`probe`) in turn, `runs` times (each first every other
-/// run, so that neither always follows the other), and prints the medians and the median of
-/// each run's ratio (the two measured back to back) as `snapshot{label}_install_…` lines.
+/// Measures `install` against the disk (`probe`) in pairs of runs in both orders (`--runs`
+/// rounded up to pairs; see `bench_support::ratio_in_both_orders`), and prints the medians and
+/// the median of the pairs' ratios as `snapshot{label}_install_…` lines.
 fn install_vs_disk(
     label: &str,
     runs: usize,
-    mut probe: impl FnMut() -> f64,
-    mut install: impl FnMut() -> f64,
+    probe: impl FnMut() -> f64,
+    install: impl FnMut() -> f64,
 ) {
-    let (mut disks, mut installs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for run in 0..runs {
-        let (d, i) = if run % 2 == 0 {
-            let d = probe();
-            (d, install())
-        } else {
-            let i = install();
-            (probe(), i)
-        };
-        eprintln!("run {run}: disk {d:.0} MB/s, install{label} {i:.0} MB/s");
-        disks.push(d);
-        installs.push(i);
-        ratios.push(i / d);
-    }
+    let (installs, disks, ratios) = ratio_in_both_orders(runs.div_ceil(2), install, probe);
     print_bench(
         &format!("disk_seq_write{label}_mb_per_s"),
         median(disks),

@@ -102,6 +102,29 @@ pub fn alternate(
     (xs, ys)
 }
 
+/// Measures `a` against `b` in pairs of runs in both orders (`a` then `b`, then `b` then `a`),
+/// `pairs` times, and returns every run of `a`, every run of `b`, and each pair's ratio of `a`
+/// to `b` as the geometric mean of its two runs' ratios. On a disk whose second large write in a
+/// row is slower than the first (a host cache filling), whichever goes second is handicapped;
+/// the two orders cancel that out, where one order per run would hand the median to chance.
+pub fn ratio_in_both_orders(
+    pairs: usize,
+    mut a: impl FnMut() -> f64,
+    mut b: impl FnMut() -> f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (mut xs, mut ys, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for pair in 0..pairs {
+        let (x1, y1) = (a(), b());
+        let y2 = b();
+        let x2 = a();
+        eprintln!("pair {pair}: {x1:.0} then {y1:.0}; {y2:.0} then {x2:.0}");
+        ratios.push(((x1 / y1) * (x2 / y2)).sqrt());
+        xs.extend([x1, x2]);
+        ys.extend([y1, y2]);
+    }
+    (xs, ys, ratios)
+}
+
 /// `root/name`, emptied: removed if it was there, then created.
 ///
 /// # Panics
