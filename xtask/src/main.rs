@@ -257,6 +257,9 @@ fn bench(args: &[String]) -> Result<()> {
         ensure_db_bench()?;
         command.env("STRATA_BENCH_FJALL", build_fjall_bench(&root)?);
     }
+    if bench.name == "transport" {
+        command.env("STRATA_BENCH_NODE", build_transport_node(&root)?);
+    }
     command
         .args(["bench", "-p", bench.package, "--bench", bench.target])
         .current_dir(&root);
@@ -386,6 +389,29 @@ fn build_fjall_bench(root: &std::path::Path) -> Result<PathBuf> {
         "cargo build --release --manifest-path bench/fjall/Cargo.toml",
     )?;
     Ok(target.join("release").join("strata-bench-fjall"))
+}
+
+/// The transport benchmark runs three nodes as processes of their own: the `transport_node`
+/// example, built in release mode in the workspace's target directory.
+fn build_transport_node(root: &std::path::Path) -> Result<PathBuf> {
+    run(
+        Command::new(cargo())
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "strata-transport",
+                "--example",
+                "transport_node",
+            ])
+            .current_dir(root),
+        "cargo build --release -p strata-transport --example transport_node",
+    )?;
+    let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    Ok(target
+        .join("release")
+        .join("examples")
+        .join("transport_node"))
 }
 
 /// The LSM benchmark runs RocksDB's own `db_bench` beside Strata: install Debian's

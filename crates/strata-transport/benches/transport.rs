@@ -1,12 +1,16 @@
 //! `cargo xtask bench transport`: Raft over TCP on loopback against the in-process network,
-//! and the transport's frames against a plain Tokio echo. Three nodes, each on its own Tokio
-//! runtime (two worker threads, as a process of its own would have on this 2-core machine)
-//! with its own sockets, in this process; fsync on; 16-byte commands.
+//! and the transport's frames against a plain Tokio echo; fsync on; 16-byte commands.
 //!
-//! - `raft_tcp_commits_per_s_p256` and `raft_mem_commits_per_s_p256`: commits per second with
-//!   256 proposers over `TcpTransport` and over `MemNetwork`, in turn (each first every other
-//!   run); `RATIO raft_tcp_vs_mem` is the median of each pair's ratio (goal: at least 0.8).
-//!   `raft_tcp_latency_p50_us_p1` and `_p99_` with one proposer.
+//! - `raft_tcp_commits_per_s_p256`: three nodes in three processes (the `transport_node`
+//!   example, which `cargo xtask bench transport` builds and names in `STRATA_BENCH_NODE`) on
+//!   loopback, 256 proposers at the leader; `raft_mem_commits_per_s_p256`: three nodes over
+//!   `MemNetwork` in this process, each on its own Tokio runtime (two workers, as a process has
+//!   on this 2-core machine). In turn (each first every other run); `RATIO raft_tcp_vs_mem` is
+//!   the median of each pair's ratio (goal: at least 0.8). `raft_tcp_latency_p50_us_p1` and
+//!   `_p99_` with one proposer, in three processes. Without `STRATA_BENCH_NODE` the TCP nodes
+//!   run in this process, each on its own runtime, and a line on stderr says so.
+//! - The snapshot and frame parts run in this process, each node on its own runtime with its
+//!   own sockets.
 //! - `snapshot_tcp_install_mb_per_s`: a 1 GiB snapshot of 64 files sent over TCP to a new
 //!   learner, which stages, fsyncs, verifies and installs it, against the disk's sequential
 //!   write rate measured in pairs of runs in both orders (`RATIO snapshot_tcp_install_vs_disk`,
@@ -288,6 +292,74 @@ fn commits(root: &Path, net: Net, proposers: usize, seconds: f64) -> Figures {
     figures
 }
 
+/// Three nodes in three processes (`node`, the `transport_node` example) on loopback;
+/// `proposers` at whichever is elected leader for `seconds`.
+fn commits_in_processes(node: &Path, root: &Path, proposers: usize, seconds: f64) -> Figures {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let _ = std::fs::remove_dir_all(root);
+    let ids = [1u64, 2, 3];
+    let addrs: BTreeMap<NodeId, SocketAddr> = ids.iter().map(|&id| (id, free_addr())).collect();
+    let mut children = Vec::new();
+    for id in ids {
+        let dir = root.join(id.to_string());
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut command = Command::new(node);
+        command
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--listen")
+            .arg(addrs[&id].to_string())
+            .arg("--proposers")
+            .arg(proposers.to_string())
+            .arg("--seconds")
+            .arg(seconds.to_string());
+        for (peer, addr) in addrs.iter().filter(|(p, _)| **p != id) {
+            command.arg("--peer").arg(format!("{peer}={addr}"));
+        }
+        let child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn a node");
+        children.push(child);
+    }
+    // The leader prints its result; a thread per child reads its lines.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for child in &mut children {
+        let stdout = child.stdout.take().expect("piped");
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(result) = line.strip_prefix("RESULT ") {
+                    let _ = tx.send(result.to_owned());
+                }
+            }
+        });
+    }
+    let result = rx
+        .recv_timeout(WAIT + Duration::from_secs_f64(seconds))
+        .expect("the leader's result in time");
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let numbers: Vec<f64> = result
+        .split_whitespace()
+        .map(|n| n.parse().expect("a number"))
+        .collect();
+    Figures {
+        commits_per_s: numbers[0],
+        p50_us: numbers[1],
+        p99_us: numbers[2],
+    }
+}
+
 /// A leader with the 1 GiB set in `source` sends it over TCP to a new learner; MB/s.
 fn install(root: &Path, source: &Path) -> f64 {
     let _ = std::fs::remove_dir_all(root);
@@ -455,9 +527,20 @@ fn main() {
     std::fs::create_dir_all(&root).expect("bench dir");
 
     if "raft".contains(&only) {
+        let node = std::env::var_os("STRATA_BENCH_NODE").map(PathBuf::from);
+        if node.is_none() {
+            eprintln!("STRATA_BENCH_NODE is not set: the TCP nodes run in this process");
+        }
+        let tcp_run = |proposers| match &node {
+            Some(node) => commits_in_processes(node, &root.join("raft"), proposers, seconds),
+            None => commits(&root.join("raft"), Net::Tcp, proposers, seconds),
+        };
         let (mut tcp, mut mem, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..runs {
-            let once = |net| commits(&root.join("raft"), net, 256, seconds).commits_per_s;
+            let once = |net| match net {
+                Net::Tcp => tcp_run(256).commits_per_s,
+                Net::Mem => commits(&root.join("raft"), net, 256, seconds).commits_per_s,
+            };
             let (t, m) = if run % 2 == 0 {
                 let t = once(Net::Tcp);
                 (t, once(Net::Mem))
@@ -473,9 +556,7 @@ fn main() {
         print_bench("raft_tcp_commits_per_s_p256", median(tcp), "commits/s");
         print_bench("raft_mem_commits_per_s_p256", median(mem), "commits/s");
         print_ratio("raft_tcp_vs_mem", median(ratios));
-        let one: Vec<Figures> = (0..runs)
-            .map(|_| commits(&root.join("raft"), Net::Tcp, 1, seconds))
-            .collect();
+        let one: Vec<Figures> = (0..runs).map(|_| tcp_run(1)).collect();
         print_bench(
             "raft_tcp_latency_p50_us_p1",
             median(one.iter().map(|f| f.p50_us)),
