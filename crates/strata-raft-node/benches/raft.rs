@@ -25,7 +25,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench_support::{Args, median, percentile_us, print_bench, print_ratio};
+use bench_support::{Args, median, print_bench, print_ratio};
 use bytes::Bytes;
 use strata_raft::Config;
 use strata_raft_log::{LogOptions, RaftLog};
@@ -173,39 +173,21 @@ async fn run_with<M: StateMachine>(
     let leader =
         support::wait_leader(nodes.iter().map(AsRef::as_ref), Duration::from_secs(30)).await;
     let leader = Arc::clone(&nodes[leader]);
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let tasks: Vec<_> = (0..proposers)
-        .map(|p| {
-            let leader = Arc::clone(&leader);
+    let load = bench_support::closed_loop(proposers, seconds, move |p, i| {
+        let leader = Arc::clone(&leader);
+        async move {
+            // A put of an 8-byte key, unique per proposer and step, with a value that makes
+            // the command `bytes` long.
+            let key = ((p as u64) << 40 | i).to_be_bytes();
             let value = [0x5a; 256];
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut i = 0u64;
-                while Instant::now() < deadline {
-                    // A put of an 8-byte key, unique per proposer and step, with a value
-                    // that makes the command `bytes` long.
-                    let key = ((p as u64) << 40 | i).to_be_bytes();
-                    let command = lsm_machine::put(&key, &value[..bytes.saturating_sub(11)]);
-                    i += 1;
-                    let start = Instant::now();
-                    if leader
-                        .propose(command, Duration::from_secs(10))
-                        .await
-                        .is_ok()
-                    {
-                        latencies.push(start.elapsed());
-                    }
-                }
-                latencies
-            })
-        })
-        .collect();
-    let started = Instant::now();
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.expect("proposer"));
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+            let command = lsm_machine::put(&key, &value[..bytes.saturating_sub(11)]);
+            leader
+                .propose(command, Duration::from_secs(10))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
     let dropped: Vec<u64> = ids.iter().map(|&id| net.dropped(id)).collect();
     if dropped.iter().any(|&d| d > 0) {
         eprintln!("messages dropped at full inboxes, per node: {dropped:?}");
@@ -215,11 +197,10 @@ async fn run_with<M: StateMachine>(
             node.shutdown().await;
         }
     }
-    latencies.sort();
     Figures {
-        commits_per_s: latencies.len() as f64 / elapsed,
-        p50_us: percentile_us(&latencies, 0.5),
-        p99_us: percentile_us(&latencies, 0.99),
+        commits_per_s: load.per_s(),
+        p50_us: load.percentile_us(0.5),
+        p99_us: load.percentile_us(0.99),
     }
 }
 

@@ -28,9 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench_support::{
-    Args, median, percentile_us, print_bench, print_ratio, ratio_in_both_orders, write_files,
-};
+use bench_support::{Args, median, print_bench, print_ratio, ratio_in_both_orders, write_files};
 use bytes::{Bytes, BytesMut};
 use strata_raft::{ChangeKind, ConfChange, Config, Message, MessageType, NodeId, Role};
 use strata_raft_log::{LogOptions, RaftLog};
@@ -252,42 +250,27 @@ fn commits(root: &Path, net: Net, proposers: usize, seconds: f64) -> Figures {
         .collect();
     let leader = Arc::clone(&nodes[wait_leader(&nodes)].raft);
     let client = runtime();
-    let figures = client.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-        let tasks: Vec<_> = (0..proposers)
-            .map(|_| {
-                let leader = Arc::clone(&leader);
-                tokio::spawn(async move {
-                    let mut latencies = Vec::new();
-                    let command = Bytes::from_static(b"0123456789abcdef");
-                    while Instant::now() < deadline {
-                        let start = Instant::now();
-                        if leader
-                            .propose(command.clone(), Duration::from_secs(10))
-                            .await
-                            .is_ok()
-                        {
-                            latencies.push(start.elapsed());
-                        }
-                    }
-                    latencies
-                })
-            })
-            .collect();
-        let started = Instant::now();
-        let mut latencies = Vec::new();
-        for t in tasks {
-            latencies.extend(t.await.expect("proposer"));
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        latencies.sort();
-        Figures {
-            commits_per_s: latencies.len() as f64 / elapsed,
-            p50_us: percentile_us(&latencies, 0.5),
-            p99_us: percentile_us(&latencies, 0.99),
-        }
-    });
-    drop(leader);
+    let load = client.block_on(bench_support::closed_loop(
+        proposers,
+        seconds,
+        move |_, _| {
+            let leader = Arc::clone(&leader);
+            async move {
+                leader
+                    .propose(
+                        Bytes::from_static(b"0123456789abcdef"),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .is_ok()
+            }
+        },
+    ));
+    let figures = Figures {
+        commits_per_s: load.per_s(),
+        p50_us: load.percentile_us(0.5),
+        p99_us: load.percentile_us(0.99),
+    };
     stop(nodes);
     figures
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use strata_raft::{Config, NodeId, Role};
@@ -141,38 +141,22 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Runs `proposers` proposers for `seconds`; commits per second, p50 and p99 latency in µs.
 async fn propose(node: &Arc<RaftNode>, proposers: usize, seconds: f64) -> (f64, f64, f64) {
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let tasks: Vec<_> = (0..proposers)
-        .map(|_| {
-            let node = Arc::clone(node);
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let command = Bytes::from_static(b"0123456789abcdef");
-                while Instant::now() < deadline {
-                    let start = Instant::now();
-                    if node
-                        .propose(command.clone(), Duration::from_secs(10))
-                        .await
-                        .is_ok()
-                    {
-                        latencies.push(start.elapsed());
-                    }
-                }
-                latencies
-            })
-        })
-        .collect();
-    let started = Instant::now();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap_or_default());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let at = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
-    };
-    (latencies.len() as f64 / elapsed, at(0.5), at(0.99))
+    let node = Arc::clone(node);
+    let load = bench_support::closed_loop(proposers, seconds, move |_, _| {
+        let node = Arc::clone(&node);
+        async move {
+            node.propose(
+                Bytes::from_static(b"0123456789abcdef"),
+                Duration::from_secs(10),
+            )
+            .await
+            .is_ok()
+        }
+    })
+    .await;
+    (
+        load.per_s(),
+        load.percentile_us(0.5),
+        load.percentile_us(0.99),
+    )
 }

@@ -179,6 +179,67 @@ pub fn write_files(dir: &Path, files: usize, file_bytes: usize) -> f64 {
     (files * file_bytes) as f64 / 1e6 / started.elapsed().as_secs_f64()
 }
 
+/// What a closed-loop load measured ([`closed_loop`]).
+#[derive(Debug, Clone, Default)]
+pub struct Load {
+    /// Each completed operation's latency, sorted.
+    pub latencies: Vec<Duration>,
+    /// How long the load ran, in seconds.
+    pub seconds: f64,
+}
+
+impl Load {
+    /// Completed operations per second.
+    pub fn per_s(&self) -> f64 {
+        self.latencies.len() as f64 / self.seconds.max(f64::MIN_POSITIVE)
+    }
+
+    /// The `p` quantile of the latencies in microseconds (see [`percentile_us`]).
+    pub fn percentile_us(&self, p: f64) -> f64 {
+        percentile_us(&self.latencies, p)
+    }
+}
+
+/// Runs `clients` tasks on the current Tokio runtime, each calling `op(client, step)` again as
+/// soon as its previous call ends, until `seconds` have passed. A call that returns `false`
+/// failed and is not counted.
+///
+/// # Panics
+///
+/// If a client task panics.
+pub async fn closed_loop<F, Fut>(clients: usize, seconds: f64, op: F) -> Load
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut step = 0;
+                while Instant::now() < deadline {
+                    let start = Instant::now();
+                    if op(client, step).await {
+                        latencies.push(start.elapsed());
+                    }
+                    step += 1;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("a client task"));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort();
+    Load { latencies, seconds }
+}
+
 /// A harness's command line: `--flag` switches and `--name value` pairs, as `cargo xtask bench
 /// NAME -- ARGS` passes them.
 #[derive(Debug, Clone)]
