@@ -9,10 +9,10 @@
 //!   the median of each pair's ratio (goal: at least 0.8). `raft_tcp_latency_p50_us_p1` and
 //!   `_p99_` with one proposer, in three processes. Without `STRATA_BENCH_NODE` the TCP nodes
 //!   run in this process, each on its own runtime, and a line on stderr says so.
-//! - The snapshot and frame parts run in this process, each node on its own runtime with its
-//!   own sockets.
-//! - `snapshot_tcp_install_mb_per_s`: a 1 GiB snapshot of 64 files sent over TCP to a new
-//!   learner, which stages, fsyncs, verifies and installs it, against the disk's sequential
+//! - The frame part runs in this process: two transports on their own sockets.
+//! - `snapshot_tcp_install_mb_per_s`: a leader process sends a 1 GiB snapshot of 64 files over
+//!   TCP to a new learner process, which stages, fsyncs, verifies and installs it (timed by the
+//!   leader, until the learner's match index reaches the snapshot), against the disk's sequential
 //!   write rate measured in pairs of runs in both orders (`RATIO snapshot_tcp_install_vs_disk`,
 //!   the median of the pairs' geometric means; goal at least 0.7).
 //! - `frames_round_trips_per_s`: small frames (a heartbeat) from one transport to another and
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use bench_support::{Args, median, print_bench, print_ratio, ratio_in_both_orders, write_files};
 use bytes::{Bytes, BytesMut};
-use strata_raft::{ChangeKind, ConfChange, Config, Message, MessageType, NodeId, Role};
+use strata_raft::{Config, Message, MessageType, NodeId, Role};
 use strata_raft_log::{LogOptions, RaftLog};
 use strata_raft_node::{
     Committed, CommittedKind, Inbox, MemNetwork, NodeOptions, RaftNode, SnapshotWriter,
@@ -52,11 +52,10 @@ fn no_answers(batch: &[Committed]) -> Vec<Bytes> {
         .collect()
 }
 
-/// A state machine that answers and holds nothing but, for the snapshot part, a set of
-/// table files: a snapshot hard-links them, a restore checks they are all there.
-struct Tables(PathBuf);
+/// A state machine that answers commands and holds nothing.
+struct Nothing;
 
-impl StateMachine for Tables {
+impl StateMachine for Nothing {
     async fn apply(&mut self, batch: Vec<Committed>) -> std::io::Result<Vec<Bytes>> {
         Ok(no_answers(&batch))
     }
@@ -66,27 +65,10 @@ impl StateMachine for Tables {
     }
 
     async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
-        let from = self.0.clone();
-        Ok(Box::new(move |to: &Path| {
-            let mut names = Vec::new();
-            for i in 0..FILES {
-                let name = format!("{i:06}.sst");
-                if from.join(&name).exists() {
-                    std::fs::hard_link(from.join(&name), to.join(&name))?;
-                    names.push(name);
-                }
-            }
-            Ok(names)
-        }))
+        Ok(Box::new(|_: &Path| Ok(Vec::new())))
     }
 
-    async fn restore(&mut self, dir: &Path, files: &[String], _: u64) -> std::io::Result<()> {
-        for name in files {
-            if std::fs::metadata(dir.join(name))?.len() != FILE_BYTES as u64 {
-                return Err(std::io::ErrorKind::InvalidData.into());
-            }
-        }
-        self.0 = dir.to_path_buf();
+    async fn restore(&mut self, _: &Path, _: &[String], _: u64) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -143,7 +125,7 @@ fn start_node(
     id: NodeId,
     config: Config,
     links: &Links,
-    machine: Tables,
+    machine: Nothing,
     options: impl FnOnce(&mut NodeOptions),
 ) -> Node {
     let runtime = runtime();
@@ -245,7 +227,7 @@ fn commits(root: &Path, net: Net, proposers: usize, seconds: f64) -> Figures {
         .iter()
         .map(|&id| {
             let config = Config::new(id, ids.to_vec());
-            start_node(root, id, config, &links, Tables(PathBuf::new()), |_| {})
+            start_node(root, id, config, &links, Nothing, |_| {})
         })
         .collect();
     let leader = Arc::clone(&nodes[wait_leader(&nodes)].raft);
@@ -278,38 +260,94 @@ fn commits(root: &Path, net: Net, proposers: usize, seconds: f64) -> Figures {
 /// Three nodes in three processes (`node`, the `transport_node` example) on loopback;
 /// `proposers` at whichever is elected leader for `seconds`.
 fn commits_in_processes(node: &Path, root: &Path, proposers: usize, seconds: f64) -> Figures {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
     let _ = std::fs::remove_dir_all(root);
     let ids = [1u64, 2, 3];
     let addrs: BTreeMap<NodeId, SocketAddr> = ids.iter().map(|&id| (id, free_addr())).collect();
+    let processes = ids
+        .iter()
+        .map(|&id| {
+            let mut args = vec![
+                "--id".to_owned(),
+                id.to_string(),
+                "--listen".to_owned(),
+                addrs[&id].to_string(),
+                "--proposers".to_owned(),
+                proposers.to_string(),
+                "--seconds".to_owned(),
+                seconds.to_string(),
+            ];
+            for (peer, addr) in addrs.iter().filter(|(p, _)| **p != id) {
+                args.extend(["--peer".to_owned(), format!("{peer}={addr}")]);
+            }
+            args
+        })
+        .collect();
+    let result = run_processes(node, root, processes);
+    let numbers: Vec<f64> = result
+        .split_whitespace()
+        .map(|n| n.parse().expect("a number"))
+        .collect();
+    Figures {
+        commits_per_s: numbers[0],
+        p50_us: numbers[1],
+        p99_us: numbers[2],
+    }
+}
+
+/// A leader (node 1, a process of its own) with the 1 GiB set in `source` sends it over TCP to
+/// a new learner (node 2, another process); MB/s, as the leader times it.
+fn install_in_processes(node: &Path, root: &Path, source: &Path) -> f64 {
+    let _ = std::fs::remove_dir_all(root);
+    let (one, two) = (free_addr(), free_addr());
+    let leader = [
+        "--id",
+        "1",
+        "--voters",
+        "1",
+        "--listen",
+        &one.to_string(),
+        "--peer",
+        &format!("2={two}"),
+        "--add-learner",
+        "2",
+    ]
+    .map(str::to_owned)
+    .into_iter()
+    .chain(["--tables".to_owned(), source.display().to_string()]);
+    let learner = [
+        "--id",
+        "2",
+        "--voters",
+        "1",
+        "--listen",
+        &two.to_string(),
+        "--peer",
+        &format!("1={one}"),
+    ]
+    .map(str::to_owned);
+    let result = run_processes(node, root, vec![leader.collect(), learner.to_vec()]);
+    result.parse().expect("MB/s")
+}
+
+/// Starts `node` once per argument list (each with `--dir` under `root`), returns the first
+/// `RESULT` line any of them prints (without the prefix), and stops them all.
+fn run_processes(node: &Path, root: &Path, processes: Vec<Vec<String>>) -> String {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
     let mut children = Vec::new();
-    for id in ids {
-        let dir = root.join(id.to_string());
+    for (i, args) in processes.into_iter().enumerate() {
+        let dir = root.join(i.to_string());
         std::fs::create_dir_all(&dir).expect("dir");
-        let mut command = Command::new(node);
-        command
-            .arg("--id")
-            .arg(id.to_string())
+        let child = Command::new(node)
+            .args(args)
             .arg("--dir")
             .arg(&dir)
-            .arg("--listen")
-            .arg(addrs[&id].to_string())
-            .arg("--proposers")
-            .arg(proposers.to_string())
-            .arg("--seconds")
-            .arg(seconds.to_string());
-        for (peer, addr) in addrs.iter().filter(|(p, _)| **p != id) {
-            command.arg("--peer").arg(format!("{peer}={addr}"));
-        }
-        let child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn a node");
         children.push(child);
     }
-    // The leader prints its result; a thread per child reads its lines.
     let (tx, rx) = std::sync::mpsc::channel();
     for child in &mut children {
         let stdout = child.stdout.take().expect("piped");
@@ -326,75 +364,13 @@ fn commits_in_processes(node: &Path, root: &Path, proposers: usize, seconds: f64
         });
     }
     let result = rx
-        .recv_timeout(WAIT + Duration::from_secs_f64(seconds))
-        .expect("the leader's result in time");
+        .recv_timeout(WAIT + Duration::from_secs(10))
+        .expect("a result in time");
     for mut child in children {
         let _ = child.kill();
         let _ = child.wait();
     }
-    let numbers: Vec<f64> = result
-        .split_whitespace()
-        .map(|n| n.parse().expect("a number"))
-        .collect();
-    Figures {
-        commits_per_s: numbers[0],
-        p50_us: numbers[1],
-        p99_us: numbers[2],
-    }
-}
-
-/// A leader with the 1 GiB set in `source` sends it over TCP to a new learner; MB/s.
-fn install(root: &Path, source: &Path) -> f64 {
-    let _ = std::fs::remove_dir_all(root);
-    std::fs::create_dir_all(root).expect("dir");
-    let links = Links::new(Net::Tcp, &[1, 2]);
-    let no_auto = |o: &mut NodeOptions| {
-        o.snapshot_entries = 0;
-        o.snapshot_bytes = 0;
-        o.compaction_overhead_entries = 0;
-    };
-    let mut config = Config::new(1, vec![1]);
-    config.peers = vec![2];
-    let leader = start_node(
-        root,
-        1,
-        config,
-        &links,
-        Tables(source.to_path_buf()),
-        no_auto,
-    );
-    let mut config = Config::new(2, vec![1]);
-    config.peers = vec![1];
-    let learner = start_node(root, 2, config, &links, Tables(PathBuf::new()), no_auto);
-    let nodes = vec![leader, learner];
-    wait_leader(&nodes[..1]);
-    let client = runtime();
-    let rate = client.block_on(async {
-        let leader = &nodes[0].raft;
-        leader
-            .propose(Bytes::from_static(b"x"), WAIT)
-            .await
-            .expect("propose");
-        let meta = leader
-            .request_snapshot(WAIT)
-            .await
-            .expect("snapshot")
-            .expect("taken");
-        let started = Instant::now();
-        leader
-            .change_membership(ConfChange::single(ChangeKind::AddLearner, 2), WAIT)
-            .await
-            .expect("add learner");
-        let mut applied = nodes[1].raft.applied();
-        tokio::time::timeout(WAIT, applied.wait_for(|a| *a >= meta.last_index))
-            .await
-            .expect("installed in time")
-            .expect("running");
-        let bytes: u64 = meta.files.iter().map(|f| f.size).sum();
-        bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
-    });
-    stop(nodes);
-    rate
+    result
 }
 
 /// Round trips per second of heartbeats between two transports, `window` in flight.
@@ -509,11 +485,14 @@ fn main() {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("bench dir");
 
+    let node = std::env::var_os("STRATA_BENCH_NODE").map(PathBuf::from);
+    if node.is_none() {
+        eprintln!(
+            "STRATA_BENCH_NODE is not set (cargo xtask bench transport sets it): the raft part's \
+             TCP nodes run in this process, and the snapshot part is skipped"
+        );
+    }
     if "raft".contains(&only) {
-        let node = std::env::var_os("STRATA_BENCH_NODE").map(PathBuf::from);
-        if node.is_none() {
-            eprintln!("STRATA_BENCH_NODE is not set: the TCP nodes run in this process");
-        }
         let tcp_run = |proposers| match &node {
             Some(node) => commits_in_processes(node, &root.join("raft"), proposers, seconds),
             None => commits(&root.join("raft"), Net::Tcp, proposers, seconds),
@@ -552,7 +531,7 @@ fn main() {
         );
     }
 
-    if "snapshot".contains(&only) {
+    if let (true, Some(node)) = ("snapshot".contains(&only), &node) {
         let source = root.join("source");
         write_files(&source, FILES, FILE_BYTES);
         let probe = root.join("disk-probe");
@@ -564,7 +543,7 @@ fn main() {
         // The first GiB after a pause writes faster on this kind of disk: one probe first.
         probe_once();
         let install_once = || {
-            let rate = install(&root.join("install"), &source);
+            let rate = install_in_processes(node, &root.join("install"), &source);
             let _ = std::fs::remove_dir_all(root.join("install"));
             rate
         };
