@@ -8,8 +8,8 @@
 //!   on this 2-core machine). In turn (each first every other run); `RATIO raft_tcp_vs_mem` is
 //!   the median of each pair's ratio (goal: at least 0.8). `raft_tcp_latency_p50_us_p1` and
 //!   `_p99_` with one proposer, in three processes. Without `STRATA_BENCH_NODE` the TCP nodes
-//!   run in this process, each on its own runtime, and a line on stderr says so.
-//! - The frame part runs in this process: two transports on their own sockets.
+//!   run in this process, each on its own runtime, a line on stderr says so, and the snapshot
+//!   part is skipped.
 //! - `snapshot_tcp_install_mb_per_s`: a leader process sends a 1 GiB snapshot of 64 files over
 //!   TCP to a new learner process, which stages, fsyncs, verifies and installs it (timed by the
 //!   leader, until the learner's match index reaches the snapshot), against the disk's sequential
@@ -17,7 +17,8 @@
 //!   the median of the pairs' geometric means; goal at least 0.7).
 //! - `frames_round_trips_per_s`: small frames (a heartbeat) from one transport to another and
 //!   back, 64 in flight, against a plain Tokio TCP echo of the same bytes with as many in
-//!   flight (`RATIO frames_vs_tokio_echo`, goal at least 0.9).
+//!   flight (`RATIO frames_vs_tokio_echo`, goal at least 0.9); two transports on their own
+//!   sockets in this process.
 //!
 //! Each figure is the median of `--runs` (default 3) runs of `--seconds` (default 2) each;
 //! `--only NAME` runs the parts whose name contains NAME (`raft`, `snapshot`, `frames`).
