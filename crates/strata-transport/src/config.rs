@@ -54,6 +54,27 @@ pub struct TransportConfig {
 }
 
 impl TransportConfig {
+    /// Refuses settings that cannot work: zero queues, a frame limit below the handshake's,
+    /// zero or inverted reconnect waits, a zero handshake timeout.
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        if self.id == 0 {
+            return Err("node id 0 is reserved");
+        }
+        if self.control_queue_max == 0 || self.snapshot_queue_max == 0 {
+            return Err("queues must hold at least one message");
+        }
+        if self.frame_bytes_max < crate::outbound::HANDSHAKE_BYTES_MAX {
+            return Err("frame_bytes_max is below the handshake's frame limit");
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
+            return Err("reconnect_min must be positive and at most reconnect_max");
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err("handshake_timeout must be positive");
+        }
+        Ok(())
+    }
+
     /// Defaults for node `id` of cluster `cluster_id`, listening on `listen`, with `peers`.
     pub fn new(
         id: NodeId,

@@ -19,27 +19,76 @@ use crate::tls::Conn;
 const READ_BYTES_MIN: usize = 64 << 10;
 
 /// Connections still in their handshake (TLS and `Hello`), at most: each holds a small buffer
-/// for up to the handshake timeout; past this, new connections are closed at once and counted
-/// as refused, so that strangers cannot tie up memory. Established connections are bounded by
-/// the peers (one per peer and lane: a newer one replaces an older).
+/// for up to the handshake timeout. One more closes the oldest still waiting (counted as
+/// refused): a peer's handshake takes milliseconds, so strangers holding connections open
+/// without finishing theirs cannot keep a peer out, nor tie up memory. Established connections
+/// are bounded by the peers (one per peer and lane: a newer one replaces an older).
 pub const HANDSHAKES_MAX: usize = 64;
+
+/// The connections in their handshake, oldest first: each one's number and what closes it.
+#[derive(Default)]
+struct Handshakes {
+    waiting: parking_lot::Mutex<std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// A connection's place among those in their handshake; it leaves when dropped.
+struct InHandshake {
+    handshakes: Arc<Handshakes>,
+    number: u64,
+    evicted: Arc<tokio::sync::Notify>,
+}
+
+impl Handshakes {
+    /// Registers a new connection, closing the oldest waiting one if there are too many.
+    fn enter(self: &Arc<Self>, shared: &Shared) -> InHandshake {
+        let number = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let evicted = Arc::new(tokio::sync::Notify::new());
+        let oldest = {
+            let mut waiting = self.waiting.lock();
+            waiting.push_back((number, Arc::clone(&evicted)));
+            if waiting.len() > HANDSHAKES_MAX {
+                waiting.pop_front()
+            } else {
+                None
+            }
+        };
+        if let Some((_, oldest)) = oldest {
+            add(&shared.refused, 1);
+            tracing::warn!(
+                "closed the oldest of {HANDSHAKES_MAX} peer connections still in their handshake"
+            );
+            oldest.notify_one();
+        }
+        InHandshake {
+            handshakes: Arc::clone(self),
+            number,
+            evicted,
+        }
+    }
+}
+
+impl Drop for InHandshake {
+    fn drop(&mut self) {
+        self.handshakes
+            .waiting
+            .lock()
+            .retain(|(n, _)| *n != self.number);
+    }
+}
 
 /// Bytes of the read buffer until the handshake passed.
 const HANDSHAKE_BUFFER_BYTES: usize = 4096;
 
 /// Accepts connections until the transport shuts down.
 pub(crate) async fn accept(listener: TcpListener, shared: Arc<Shared>) {
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+    let handshakes = Arc::new(Handshakes::default());
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
-                let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
-                    add(&shared.refused, 1);
-                    tracing::warn!(%addr, "refused a peer connection: {HANDSHAKES_MAX} handshakes already under way");
-                    continue;
-                };
+                let entered = handshakes.enter(&shared);
                 let shared_for_task = Arc::clone(&shared);
-                let task = tokio::spawn(serve(stream, addr, shared_for_task, permit));
+                let task = tokio::spawn(serve(stream, addr, shared_for_task, entered));
                 shared.keep(task);
             }
             Err(e) => {
@@ -62,13 +111,24 @@ enum Refusal {
     Timeout,
 }
 
-async fn serve(
+async fn serve(tcp: TcpStream, addr: SocketAddr, shared: Arc<Shared>, handshake: InHandshake) {
+    let evicted = Arc::clone(&handshake.evicted);
+    tokio::select! {
+        () = serve_connection(tcp, addr, Arc::clone(&shared), handshake) => {}
+        // Only while in the handshake: once it passed, nothing notifies this.
+        () = evicted.notified() => {}
+    }
+}
+
+async fn serve_connection(
     tcp: TcpStream,
     addr: SocketAddr,
     shared: Arc<Shared>,
-    handshake: tokio::sync::OwnedSemaphorePermit,
+    handshake: InHandshake,
 ) {
     let _ = tcp.set_nodelay(true);
+    // The dialer's certificate (with TLS), to check against the node it claims to be.
+    let mut certificate = None;
     let mut stream: Box<dyn Conn> = match &shared.tls {
         None => Box::new(tcp),
         Some(tls) => {
@@ -76,7 +136,15 @@ async fn serve(
                 tokio::time::timeout(shared.config.handshake_timeout, tls.acceptor.accept(tcp))
                     .await;
             match accepted {
-                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Ok(stream)) => {
+                    certificate = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|c| c.clone().into_owned());
+                    Box::new(stream)
+                }
                 Ok(Err(e)) => {
                     add(&shared.refused, 1);
                     tracing::warn!(%addr, "refused a peer connection at TLS: {e}");
@@ -106,7 +174,9 @@ async fn serve(
             return;
         }
     };
-    if let Err(reason) = check(&hello, &shared) {
+    if let Err(reason) = check(&hello, &shared)
+        .and_then(|()| check_identity(&hello, addr, certificate.as_ref(), &shared))
+    {
         add(&shared.refused, 1);
         tracing::warn!(
             %addr,
@@ -165,10 +235,11 @@ async fn serve(
                     "a message from or to another node than the handshake said",
                 );
             }
-            add(&counters.frames_received, 1);
             add(&counters.bytes_received, len + frame::LENGTH_BYTES as u64);
             // A full inbox lane drops it and counts (Raft resends).
-            shared.inbox.deliver(message);
+            if shared.inbox.deliver(message) {
+                add(&counters.frames_received, 1);
+            }
         }
         if buffer.capacity() - buffer.len() < READ_BYTES_MIN / 2 {
             buffer.reserve(READ_BYTES_MIN);
@@ -262,6 +333,49 @@ fn check(hello: &Hello, shared: &Shared) -> Result<(), String> {
     }
     if Lane::try_from(hello.lane).is_err() {
         return Err(format!("unknown lane {}", hello.lane));
+    }
+    Ok(())
+}
+
+/// Whether the dialer is the node it claims to be, as far as this node can tell: it connects
+/// from that node's configured IP address, and with client certificates its certificate names
+/// that address (so a certificate of the cluster's CA cannot pass for another node's).
+/// (A peer configured at an unspecified address is not checked by address.)
+fn check_identity(
+    hello: &Hello,
+    addr: SocketAddr,
+    certificate: Option<&rustls_pki_types::CertificateDer<'static>>,
+    shared: &Shared,
+) -> Result<(), String> {
+    let Some(configured) = shared.addr(hello.from) else {
+        return Err(format!("node {} is not a known peer", hello.from));
+    };
+    let ip = configured.ip();
+    if ip.is_unspecified() {
+        return Ok(());
+    }
+    if addr.ip() != ip {
+        return Err(format!(
+            "node {} is at {ip}, not at {}",
+            hello.from,
+            addr.ip()
+        ));
+    }
+    // With client certificates demanded (etcd's --peer-client-cert-auth), the certificate
+    // must name the address too.
+    if shared
+        .config
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.client_cert_auth)
+    {
+        let Some(der) = certificate else {
+            return Err(format!("node {} presented no certificate", hello.from));
+        };
+        let name = rustls_pki_types::ServerName::IpAddress(ip.into());
+        webpki::EndEntityCert::try_from(der)
+            .and_then(|cert| cert.verify_is_valid_for_subject_name(&name))
+            .map_err(|e| format!("node {}'s certificate does not name {ip}: {e}", hello.from))?;
     }
     Ok(())
 }

@@ -103,6 +103,8 @@ pub(crate) struct Shared {
     serving: Mutex<HashMap<(NodeId, Lane), ServingEntry>>,
     /// Numbers inbound connections, to tell a replaced one from its replacement.
     next_connection: AtomicU64,
+    /// Shut down: nothing more is sent.
+    stopped: std::sync::atomic::AtomicBool,
     inbox: InboxSender,
     /// Both ends of TLS, when configured.
     tls: Option<tls::Tls>,
@@ -143,6 +145,9 @@ pub enum BindError {
     /// The TLS files cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A setting that cannot work.
+    #[error("bad configuration: {0}")]
+    Config(&'static str),
 }
 
 /// Raft over TCP; see the [crate] docs.
@@ -167,8 +172,9 @@ impl TcpTransport {
     /// # Errors
     ///
     /// [`BindError::Io`] if the address cannot be bound, [`BindError::Tls`] if the TLS files
-    /// cannot be used.
+    /// cannot be used, [`BindError::Config`] for settings that cannot work.
     pub async fn bind(config: TransportConfig, inbox: InboxSender) -> Result<Arc<Self>, BindError> {
+        config.check().map_err(BindError::Config)?;
         let tls = config.tls.as_ref().map(tls::Tls::load).transpose()?;
         let listener = TcpListener::bind(config.listen).await?;
         let local = listener.local_addr()?;
@@ -182,6 +188,7 @@ impl TcpTransport {
             bad_frames: AtomicU64::new(0),
             serving: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
+            stopped: std::sync::atomic::AtomicBool::new(false),
             inbox,
             tls,
             runtime: tokio::runtime::Handle::current(),
@@ -224,8 +231,12 @@ impl TcpTransport {
         }
     }
 
-    /// Stops listening and closes every connection; what is queued is dropped.
+    /// Stops listening and closes every connection; what is queued is dropped, and what is
+    /// sent afterwards too.
     pub fn shutdown(&self) {
+        self.shared
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.shared.outbound.lock().clear();
         for task in self.shared.tasks.lock().drain(..) {
             task.abort();
@@ -257,6 +268,15 @@ impl TcpTransport {
 impl Transport for TcpTransport {
     fn send(&self, messages: Vec<Message>) {
         let mut map = self.shared.outbound.lock();
+        // Checked under the lock `shutdown` clears the queues under: nothing is queued, and no
+        // writer started, after it.
+        if self
+            .shared
+            .stopped
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
         for m in messages {
             let to = m.to;
             let lane = if m.kind() == MessageType::InstallSnapshot {

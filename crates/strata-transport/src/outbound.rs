@@ -67,22 +67,17 @@ impl Writer {
             if batch.is_empty() && self.rx.recv_many(&mut batch, WRITE_BATCH_MAX).await == 0 {
                 return;
             }
-            let mut stream = match self.connect().await {
-                Ok(stream) => {
+            let connected = self.connect().await;
+            let (mut stream, addr) = match connected {
+                Ok(connected) => {
                     add(&self.counters.connects, 1);
                     wait = config.reconnect_min;
-                    stream
+                    connected
                 }
                 Err(e) => {
                     add(&self.counters.connect_failures, 1);
-                    // What waited is stale by the next attempt: Raft resends what matters.
-                    add(&self.counters.dropped, batch.len() as u64);
-                    batch.clear();
-                    self.shared.unreachable(self.peer);
                     tracing::debug!(peer = self.peer, lane = ?self.lane, "cannot reach the peer: {e}");
-                    let pause = wait + jitter.up_to(wait / 2);
-                    wait = (wait * 2).min(config.reconnect_max);
-                    tokio::time::sleep(pause).await;
+                    self.give_up(&mut batch, &mut wait, &mut jitter).await;
                     continue;
                 }
             };
@@ -90,7 +85,12 @@ impl Writer {
                 if batch.is_empty() && self.rx.recv_many(&mut batch, WRITE_BATCH_MAX).await == 0 {
                     return;
                 }
+                if self.shared.addr(self.peer) != Some(addr) {
+                    // The peer moved (`set_peer`): the next connection goes to its new address.
+                    break;
+                }
                 buffer.clear();
+                let mut frames = 0;
                 let max = config.frame_bytes_max;
                 for m in &batch {
                     if m.encoded_len() > max {
@@ -106,18 +106,30 @@ impl Writer {
                         continue;
                     }
                     frame::encode(m, &mut buffer);
+                    frames += 1;
                 }
-                // Everything waiting goes out in one write.
-                if let Err(e) = stream.write_all(&buffer).await {
-                    add(&self.counters.dropped, batch.len() as u64);
-                    batch.clear();
-                    self.shared.unreachable(self.peer);
-                    tracing::info!(peer = self.peer, lane = ?self.lane, "the link to the peer broke: {e}");
-                    break;
+                // Everything waiting goes out in one write, within the handshake timeout: a
+                // peer that takes nothing for that long (gone without closing, a black hole)
+                // is reconnected to.
+                let written =
+                    tokio::time::timeout(config.handshake_timeout, stream.write_all(&buffer)).await;
+                match written {
+                    Ok(Ok(())) => {
+                        add(&self.counters.frames_sent, frames);
+                        add(&self.counters.bytes_sent, buffer.len() as u64);
+                        batch.clear();
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = self.peer, lane = ?self.lane, "the link to the peer broke: {e}");
+                        self.give_up(&mut batch, &mut wait, &mut jitter).await;
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::info!(peer = self.peer, lane = ?self.lane, "the peer took nothing in time");
+                        self.give_up(&mut batch, &mut wait, &mut jitter).await;
+                        break;
+                    }
                 }
-                add(&self.counters.frames_sent, batch.len() as u64);
-                add(&self.counters.bytes_sent, buffer.len() as u64);
-                batch.clear();
                 if buffer.capacity() > 4 * frame::FRAME_BYTES_MAX {
                     // A burst of chunks grew it: give the memory back.
                     buffer = BytesMut::new();
@@ -126,13 +138,27 @@ impl Writer {
         }
     }
 
-    /// Connects to the peer and shakes hands, within the handshake timeout.
-    async fn connect(&self) -> Result<Box<dyn Conn>, LinkError> {
+    /// The link failed: what waited is dropped and counted (stale by the next attempt; Raft
+    /// resends what matters), the peer is reported unreachable, and the writer waits before
+    /// reconnecting, a little longer each time, with jitter.
+    async fn give_up(&self, batch: &mut Vec<Message>, wait: &mut Duration, jitter: &mut Jitter) {
+        add(&self.counters.dropped, batch.len() as u64);
+        batch.clear();
+        self.shared.unreachable(self.peer);
+        let pause = *wait + jitter.up_to(*wait / 2);
+        *wait = wait.saturating_mul(2).min(self.shared.config.reconnect_max);
+        tokio::time::sleep(pause).await;
+    }
+
+    /// Connects to the peer and shakes hands, within the handshake timeout; the connection
+    /// and the address it went to.
+    async fn connect(&self) -> Result<(Box<dyn Conn>, SocketAddr), LinkError> {
         let addr = self.shared.addr(self.peer).ok_or(LinkError::NoAddress)?;
         let timeout = self.shared.config.handshake_timeout;
-        tokio::time::timeout(timeout, self.handshake(addr))
+        let stream = tokio::time::timeout(timeout, self.handshake(addr))
             .await
-            .map_err(|_| LinkError::Timeout)?
+            .map_err(|_| LinkError::Timeout)??;
+        Ok((stream, addr))
     }
 
     async fn handshake(&self, addr: SocketAddr) -> Result<Box<dyn Conn>, LinkError> {

@@ -1,11 +1,12 @@
 //! Bounds on what strangers and vanished peers can hold: connections still in their handshake
-//! are capped, and a newer connection from a peer replaces the older one on the same lane.
+//! are capped (the oldest waiting goes, so strangers cannot keep a peer out), and a newer
+//! connection from a peer replaces the older one on the same lane.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use strata_raft_node::inbox;
+use strata_raft_node::{Transport, inbox};
 use strata_transport::{
     HANDSHAKES_MAX, Hello, Lane, PROTOCOL_VERSION, TcpTransport, TransportConfig, encode,
 };
@@ -38,7 +39,7 @@ async fn wait_refused(transport: &TcpTransport, count: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_past_the_handshake_cap_are_refused() {
+async fn past_the_handshake_cap_the_oldest_waiting_connection_is_closed_and_a_peer_gets_in() {
     let (transport, _inbox) = node().await;
     let addr = transport.local_addr();
     // Connections that never say hello, up to the cap.
@@ -46,18 +47,20 @@ async fn connections_past_the_handshake_cap_are_refused() {
     for _ in 0..HANDSHAKES_MAX {
         idle.push(TcpStream::connect(addr).await.expect("connect"));
     }
-    // The node accepts in order: the next one is over the cap whatever the timing.
-    let mut over = TcpStream::connect(addr).await.expect("connect");
+    // One more: the node accepts in order, so the first is now the oldest over the cap.
+    let _one_more = TcpStream::connect(addr).await.expect("connect");
     wait_refused(&transport, 1).await;
     let mut byte = [0u8; 1];
-    let read = tokio::time::timeout(WAIT, over.read(&mut byte))
+    let read = tokio::time::timeout(WAIT, idle[0].read(&mut byte))
         .await
         .expect("closed in time");
     assert!(
         matches!(read, Ok(0) | Err(_)),
-        "the connection over the cap is closed"
+        "the oldest waiting connection is closed"
     );
-    assert_eq!(transport.metrics().refused, 1);
+    // While strangers hold every slot, a peer's handshake still gets through (it evicts the
+    // oldest stranger and finishes in milliseconds).
+    let _peer = hello(addr).await;
     drop(idle);
 }
 
@@ -98,5 +101,37 @@ async fn a_newer_connection_from_a_peer_replaces_the_older_on_its_lane() {
     assert!(
         matches!(read, Ok(0) | Err(_)),
         "the older connection is closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_sent_after_shutdown() {
+    let (transport, _inbox) = node().await;
+    transport.shutdown();
+    transport.send(vec![strata_raft::Message {
+        msg_type: strata_raft::MessageType::Heartbeat as i32,
+        from: 1,
+        to: 2,
+        term: 1,
+        ..strata_raft::Message::default()
+    }]);
+    // No queue or writer was made for the peer: nothing can reconnect.
+    assert!(transport.metrics().lanes.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_cannot_work_are_refused_at_start() {
+    let (sender, _inbox) = inbox();
+    let mut config = TransportConfig::new(
+        1,
+        CLUSTER,
+        "127.0.0.1:0".parse().expect("addr"),
+        BTreeMap::new(),
+    );
+    config.reconnect_min = Duration::ZERO;
+    let refused = TcpTransport::bind(config, sender).await;
+    assert!(
+        matches!(refused, Err(strata_transport::BindError::Config(_))),
+        "{refused:?}"
     );
 }

@@ -38,8 +38,13 @@ fn new_ca() -> Ca {
 /// Writes a certificate for 127.0.0.1 signed by `ca`, its key and the CA's certificate into
 /// `dir` under `name`; the node's TLS files.
 fn node_files(dir: &Path, name: &str, ca: &Ca) -> TlsConfig {
+    files_for(dir, name, ca, "127.0.0.1")
+}
+
+/// As [`node_files`], for a certificate that names `ip`.
+fn files_for(dir: &Path, name: &str, ca: &Ca, ip: &str) -> TlsConfig {
     let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    let mut params = CertificateParams::new(vec![ip.to_owned()]).expect("params");
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
@@ -118,6 +123,71 @@ fn peers_with_certificates_from_the_cluster_ca_replicate_and_strangers_are_refus
     });
     wait_counted(refused, before, "a certificate from another CA");
     drop(stranger);
+
+    // A certificate from the cluster's CA, but for another address, claiming to be node 2.
+    let before = refused();
+    let impostor = runtime.block_on(async {
+        let mut config = TransportConfig::new(
+            2,
+            CLUSTER,
+            "127.0.0.1:0".parse().expect("addr"),
+            BTreeMap::from([(target, c.addrs[&target])]),
+        );
+        config.tls = Some(files_for(certs.path(), "impostor", &ca, "127.0.0.2"));
+        let (sender, _inbox) = inbox();
+        let impostor = TcpTransport::bind(config, sender).await.expect("bind");
+        impostor.send(vec![Message {
+            msg_type: MessageType::Heartbeat as i32,
+            from: 2,
+            to: target,
+            term: 1_000,
+            ..Message::default()
+        }]);
+        impostor
+    });
+    wait_counted(refused, before, "a cluster certificate for another address");
+    drop(impostor);
+
+    // A dialer that trusts the cluster's CA but presents no certificate of its own.
+    let before = refused();
+    let ca_file = c.tls[&target].trusted_ca_file.clone();
+    let addr = c.addrs[&target];
+    runtime.block_on(async {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in rustls_pki_types::CertificateDer::pem_file_iter(&ca_file).expect("ca") {
+            roots.add(ca.expect("ca")).expect("root");
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        // With TLS 1.3 the client may finish before the server refuses: either way is fine.
+        if let Ok(mut tls) = connector.connect(name, tcp).await {
+            // A valid Hello as node 2: only the missing certificate can keep it out.
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut hello = bytes::BytesMut::new();
+            strata_transport::encode(
+                &strata_transport::Hello {
+                    version: strata_transport::PROTOCOL_VERSION,
+                    cluster_id: CLUSTER,
+                    from: 2,
+                    to: target,
+                    lane: 0,
+                },
+                &mut hello,
+            );
+            let _ = tls.write_all(&hello).await;
+            let mut byte = [0u8; 1];
+            let _ = tls.read(&mut byte).await;
+        }
+    });
+    wait_counted(refused, before, "a dialer without a client certificate");
 
     // A dialer without TLS at all.
     let before = refused();
