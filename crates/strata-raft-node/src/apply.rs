@@ -249,7 +249,7 @@ pub(crate) async fn apply_loop<M: StateMachine>(mut a: Applier<M>) {
                 for (index, replies) in confirmed {
                     reads.extend(replies.into_iter().map(|r| (index, r)));
                 }
-                let due = (a.entries > 0 && a.applied >= a.last_snapshot + a.entries)
+                let due = (a.entries > 0 && a.applied >= a.last_snapshot.saturating_add(a.entries))
                     || (a.bytes > 0 && bytes_since >= a.bytes);
                 if due && job.is_none() && queued.is_empty() {
                     let (tx, _) = oneshot::channel();

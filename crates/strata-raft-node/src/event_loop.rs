@@ -220,6 +220,8 @@ impl ReadyIo<Arc<RaftLog>> for NodeIo {
 pub(crate) struct Driver {
     stop: Arc<tokio::sync::Notify>,
     failure: Failure,
+    /// Ends the applying task when the loop ends (whatever it holds is answered `Stopped`).
+    applier: tokio::task::AbortHandle,
     core: Raft<Arc<RaftLog>>,
     io: NodeIo,
     log: Arc<RaftLog>,
@@ -241,6 +243,7 @@ impl Driver {
     pub(crate) fn new(
         stop: Arc<tokio::sync::Notify>,
         failure: Failure,
+        applier: tokio::task::AbortHandle,
         core: Raft<Arc<RaftLog>>,
         io: NodeIo,
         log: Arc<RaftLog>,
@@ -254,6 +257,7 @@ impl Driver {
         Self {
             stop,
             failure,
+            applier,
             core,
             io,
             log,
@@ -281,7 +285,15 @@ fn read_ids_start() -> u64 {
 /// The loop: runs until the node is stopped, its inbox or request queue closes, or its log,
 /// snapshot store or state machine fails (then it stops as a crash would: a restart recovers
 /// what is durable).
-pub(crate) async fn drive(mut d: Driver) {
+pub(crate) async fn drive(d: Driver) {
+    let applier = d.applier.clone();
+    run(d).await;
+    // Proposals and reads the applying task holds are answered `Stopped` as it goes; no
+    // snapshot is taken after the loop ended.
+    applier.abort();
+}
+
+async fn run(mut d: Driver) {
     let mut ticker = tokio::time::interval(d.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -301,14 +313,7 @@ pub(crate) async fn drive(mut d: Driver) {
                 None => return,
             },
             Some(event) = d.events.recv() => {
-                let handled = match event {
-                    Event::Taken(meta) => d.snapshot_taken(meta).await,
-                    Event::Restored(id) => {
-                        d.io.restoring.retain(|&r| r != id);
-                        d.pin().await
-                    }
-                };
-                if let Err(e) = handled {
+                if let Err(e) = d.event(event).await {
                     record(&d.failure, e);
                     return;
                 }
@@ -329,6 +334,14 @@ pub(crate) async fn drive(mut d: Driver) {
                     let _ = d.core.step(m);
                 }
                 Err(_) => break,
+            }
+        }
+        // Events too (a snapshot taken, a restore done), so that a busy inbox never holds
+        // them back.
+        while let Ok(event) = d.events.try_recv() {
+            if let Err(e) = d.event(event).await {
+                record(&d.failure, e);
+                return;
             }
         }
         for _ in 0..CHUNKS_PER_ITERATION_MAX {
@@ -394,6 +407,17 @@ impl Driver {
                         let _ = reply.send(Err(e.into()));
                     }
                 }
+            }
+        }
+    }
+
+    /// Acts on what the applying task reports.
+    async fn event(&mut self, event: Event) -> Result<(), DriverError> {
+        match event {
+            Event::Taken(meta) => self.snapshot_taken(meta).await,
+            Event::Restored(id) => {
+                self.io.restoring.retain(|&r| r != id);
+                self.pin().await
             }
         }
     }
@@ -502,6 +526,11 @@ impl Driver {
         self.io.senders.retain(|id, _| in_use.contains(id));
         in_use.extend(self.io.restoring.iter().copied());
         if in_use == self.pinned {
+            return Ok(());
+        }
+        if self.io.store.is_locked() {
+            // A snapshot job is adopting its set under the lock (fsyncs): rather than wait for
+            // it here, with ticks and heartbeats held up, pin on a later iteration.
             return Ok(());
         }
         self.pinned.clone_from(&in_use);

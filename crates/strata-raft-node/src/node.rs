@@ -125,7 +125,9 @@ pub struct RaftNode {
     status: watch::Receiver<Status>,
     applied: watch::Receiver<u64>,
     driver: tokio::task::JoinHandle<()>,
+    /// Watches the applying task's end.
     applier: tokio::task::JoinHandle<()>,
+    applier_abort: tokio::task::AbortHandle,
     stop: Arc<tokio::sync::Notify>,
     failure: Failure,
     /// `Config::entry_bytes_max`: a larger proposal is refused before it is queued.
@@ -187,7 +189,8 @@ impl RaftNode {
         let last_snapshot = snapshot.as_ref().map_or(0, |meta| meta.last_index);
         // Restore only from a snapshot newer than what the state machine holds.
         let restore = installed.filter(|(meta, _)| meta.last_index > held);
-        config.applied = config.applied.max(held);
+        // What the state machine holds decides where applying resumes, whatever the caller set.
+        config.applied = held;
         let hard_state = log.hard_state();
         let id = config.id;
         let chunk_bytes = config.snapshot_chunk_bytes;
@@ -222,7 +225,7 @@ impl RaftNode {
                 .try_send(Apply::Restore { meta, dir })
                 .map_err(|_| DriverError::Stopped)?;
         }
-        let applier = tokio::spawn(apply_loop(Applier {
+        let applying = tokio::spawn(apply_loop(Applier {
             id,
             rx: apply_rx,
             state_machine,
@@ -239,6 +242,23 @@ impl RaftNode {
             bytes: options.snapshot_bytes,
             last_snapshot,
         }));
+        // The applying task's end, watched: a panic there stops the node and says why (as a
+        // failure of the state machine would); the loop ends it when the loop ends.
+        let applier_abort = applying.abort_handle();
+        let applier = {
+            let (failure, stop) = (Arc::clone(&failure), Arc::clone(&stop));
+            tokio::spawn(async move {
+                if let Err(e) = applying.await
+                    && e.is_panic()
+                {
+                    record(
+                        &failure,
+                        DriverError::Storage("the applying task panicked".to_owned()),
+                    );
+                    stop.notify_one();
+                }
+            })
+        };
         let io = NodeIo::new(
             options.snapshot_dir.clone(),
             chunk_bytes,
@@ -250,6 +270,7 @@ impl RaftNode {
         let driver = tokio::spawn(drive(Driver::new(
             Arc::clone(&stop),
             Arc::clone(&failure),
+            applier_abort.clone(),
             core,
             io,
             log,
@@ -267,6 +288,7 @@ impl RaftNode {
             applied: applied_rx,
             driver,
             applier,
+            applier_abort,
             stop,
             failure,
             entry_bytes_max,
@@ -448,7 +470,7 @@ impl RaftNode {
         self.writer.0.lock().stopped = true;
         self.stop.notify_one();
         let _ = self.driver.await;
-        self.applier.abort();
+        self.applier_abort.abort();
         let _ = self.applier.await;
         let job = self.writer.0.lock().job.take();
         if let Some(job) = job {

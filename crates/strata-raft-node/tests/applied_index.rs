@@ -270,3 +270,66 @@ async fn a_crash_between_a_batchs_apply_and_its_persist_reapplies_exactly_that_b
         Some("here")
     );
 }
+
+/// Panics on any command: a state machine with a bug.
+struct Panics;
+
+impl StateMachine for Panics {
+    async fn apply(&mut self, batch: Vec<Committed>) -> std::io::Result<Vec<Bytes>> {
+        assert!(
+            !batch
+                .iter()
+                .any(|c| matches!(c.kind, CommittedKind::Command(_))),
+            "a bug in the state machine"
+        );
+        Ok(Vec::new())
+    }
+
+    fn applied_index(&self) -> u64 {
+        0
+    }
+
+    async fn snapshot(&mut self) -> std::io::Result<SnapshotWriter> {
+        Ok(Box::new(|_: &Path| Ok(Vec::new())))
+    }
+
+    async fn restore(&mut self, _: &Path, _: &[String], _: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_machine_that_panics_stops_the_node_and_says_why() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let net = MemNetwork::new();
+    let log = RaftLog::open(&root.path().join("log"), LogOptions::default()).expect("log");
+    let (transport, inbox) = net.join(1);
+    let node = RaftNode::start(
+        Config::new(1, vec![1]),
+        NodeOptions::new(Duration::from_millis(5), root.path().join("snapshots")),
+        Arc::new(log),
+        Panics,
+        transport,
+        inbox,
+    )
+    .expect("start");
+    wait_leader(&node).await;
+    let answer = node.propose(Bytes::from_static(b"boom"), WAIT).await;
+    assert!(answer.is_err(), "{answer:?}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let failure = loop {
+        if let Some(failure) = node.failure() {
+            break failure;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failure recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert!(failure.to_string().contains("panicked"), "{failure}");
+    // The loop stopped too: a request now finds the node stopped.
+    let after = node.propose(Bytes::from_static(b"more"), WAIT).await;
+    assert!(after.is_err(), "{after:?}");
+    node.shutdown().await;
+}
