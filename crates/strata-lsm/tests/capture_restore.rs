@@ -8,16 +8,16 @@
 //! test binary).
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use strata_lsm::{
-    Capture, CompactionOptions, Db, Direction, Error, LSM_SNAPSHOT_FILE, Options, SnapshotInfo,
-    WriteOptions,
+    Capture, CompactionOptions, Db, Error, LSM_SNAPSHOT_FILE, Options, SnapshotInfo, WriteOptions,
 };
 
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+mod support;
+
+use support::{Model, contents, table_files};
 
 const KEYS: u8 = 24;
 
@@ -78,22 +78,6 @@ fn apply(db: &Db, ops: &[Op], model: &mut Model) {
     }
 }
 
-/// Every key and value a full scan returns.
-fn contents(db: &Db) -> Model {
-    let mut out = Model::new();
-    db.scan(
-        Bound::Unbounded,
-        Bound::Unbounded,
-        Direction::Forward,
-        |k, v| {
-            out.insert(k.to_vec(), v.to_vec());
-            true
-        },
-    )
-    .expect("scan");
-    out
-}
-
 /// The store reads exactly `model`: by a full scan, and key by key (deleted keys included).
 fn assert_reads(db: &Db, model: &Model, context: &str) {
     assert_eq!(&contents(db), model, "{context}: scan");
@@ -104,17 +88,6 @@ fn assert_reads(db: &Db, model: &Model, context: &str) {
             "{context}: key {k}"
         );
     }
-}
-
-/// The `.sst` files in a store's directory.
-fn table_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("list")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sst"))
-        .collect();
-    out.sort();
-    out
 }
 
 /// Writes `capture` into a new directory `name` under `root`; returns it and the file names.

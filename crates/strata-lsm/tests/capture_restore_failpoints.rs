@@ -11,16 +11,16 @@
 //!
 //! Every test holds a `fail::FailScenario`, which serialises them: failpoints are global.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fail::FailScenario;
 use strata_fs::failpoint;
-use strata_lsm::{CompactionOptions, Db, Direction, Options, WriteOptions};
+use strata_lsm::{CompactionOptions, Db, Options, WriteOptions};
 
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+mod support;
+
+use support::{Model, contents, table_files};
 
 /// Every durable step a restore may take: linking and syncing the tables, the directory fsync,
 /// the manifest record (a `strata-wal` append), and, should the record make the manifest due
@@ -64,34 +64,6 @@ fn options() -> Options {
 fn put(db: &Db, model: &mut Model, key: &[u8], value: &[u8]) {
     db.put(key, value, WriteOptions::default()).expect("put");
     model.insert(key.to_vec(), value.to_vec());
-}
-
-fn contents(db: &Db) -> Model {
-    let mut out = Model::new();
-    db.scan(
-        Bound::Unbounded,
-        Bound::Unbounded,
-        Direction::Forward,
-        |k, v| {
-            out.insert(k.to_vec(), v.to_vec());
-            true
-        },
-    )
-    .expect("scan");
-    out
-}
-
-fn sst_count(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .expect("list")
-        .filter(|e| {
-            e.as_ref()
-                .expect("entry")
-                .path()
-                .extension()
-                .is_some_and(|x| x == "sst")
-        })
-        .count()
 }
 
 /// A written capture (tables on levels 0 and 1 and a memtable's) and the state it holds.
@@ -217,7 +189,7 @@ fn a_restore_failing_at_any_step_leaves_the_whole_old_or_the_whole_new_state() {
                 assert_eq!(after_reopen, Which::Old, "{context}");
             }
             assert_eq!(
-                sst_count(&dir),
+                table_files(&dir).len(),
                 db.live_files().len(),
                 "{context}: a table is left behind"
             );
@@ -225,7 +197,7 @@ fn a_restore_failing_at_any_step_leaves_the_whole_old_or_the_whole_new_state() {
                 db.restore(&case.snapshot, &case.names)
                     .unwrap_or_else(|e| panic!("{context}: the retry fails: {e}"));
                 assert_eq!(which(&db, &old, &case.new, &context), Which::New);
-                assert_eq!(sst_count(&dir), db.live_files().len(), "{context}");
+                assert_eq!(table_files(&dir).len(), db.live_files().len(), "{context}");
             }
         }
         if STEPS_ALWAYS_TAKEN.contains(&point) {
@@ -295,7 +267,7 @@ fn a_restore_killed_at_any_step_reopens_to_the_whole_old_or_the_whole_new_state(
             let db = Db::open(&dir, options()).expect("reopen");
             let after = which(&db, &old, &case.new, &context);
             assert_eq!(
-                sst_count(&dir),
+                table_files(&dir).len(),
                 db.live_files().len(),
                 "{context}: a table is left behind"
             );

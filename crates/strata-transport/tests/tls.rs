@@ -61,6 +61,32 @@ fn files_for(dir: &Path, name: &str, ca: &Ca, ip: &str) -> TlsConfig {
     files
 }
 
+/// A transport with `files` that claims to be node 2 and sends `target` (at `addr`) a
+/// heartbeat of a high term; kept by the caller until its refusal is counted.
+async fn send_as_node_2(
+    files: TlsConfig,
+    target: NodeId,
+    addr: std::net::SocketAddr,
+) -> std::sync::Arc<TcpTransport> {
+    let mut config = TransportConfig::new(
+        2,
+        CLUSTER,
+        "127.0.0.1:0".parse().expect("addr"),
+        BTreeMap::from([(target, addr)]),
+    );
+    config.tls = Some(files);
+    let (sender, _inbox) = inbox();
+    let transport = TcpTransport::bind(config, sender).await.expect("bind");
+    transport.send(vec![Message {
+        msg_type: MessageType::Heartbeat as i32,
+        from: 2,
+        to: target,
+        term: 1_000,
+        ..Message::default()
+    }]);
+    transport
+}
+
 /// Polls `count` until it passes `before`, with a bound.
 fn wait_counted(count: impl Fn() -> u64, before: u64, what: &str) {
     let deadline = std::time::Instant::now() + WAIT;
@@ -102,49 +128,14 @@ fn peers_with_certificates_from_the_cluster_ca_replicate_and_strangers_are_refus
         .enable_all()
         .build()
         .expect("runtime");
-    let stranger = runtime.block_on(async {
-        let mut config = TransportConfig::new(
-            2,
-            CLUSTER,
-            "127.0.0.1:0".parse().expect("addr"),
-            BTreeMap::from([(target, c.addrs[&target])]),
-        );
-        config.tls = Some(stranger_files);
-        let (sender, _inbox) = inbox();
-        let stranger = TcpTransport::bind(config, sender).await.expect("bind");
-        stranger.send(vec![Message {
-            msg_type: MessageType::Heartbeat as i32,
-            from: 2,
-            to: target,
-            term: 1_000,
-            ..Message::default()
-        }]);
-        stranger
-    });
+    let stranger = runtime.block_on(send_as_node_2(stranger_files, target, c.addrs[&target]));
     wait_counted(refused, before, "a certificate from another CA");
     drop(stranger);
 
     // A certificate from the cluster's CA, but for another address, claiming to be node 2.
     let before = refused();
-    let impostor = runtime.block_on(async {
-        let mut config = TransportConfig::new(
-            2,
-            CLUSTER,
-            "127.0.0.1:0".parse().expect("addr"),
-            BTreeMap::from([(target, c.addrs[&target])]),
-        );
-        config.tls = Some(files_for(certs.path(), "impostor", &ca, "127.0.0.2"));
-        let (sender, _inbox) = inbox();
-        let impostor = TcpTransport::bind(config, sender).await.expect("bind");
-        impostor.send(vec![Message {
-            msg_type: MessageType::Heartbeat as i32,
-            from: 2,
-            to: target,
-            term: 1_000,
-            ..Message::default()
-        }]);
-        impostor
-    });
+    let impostor_files = files_for(certs.path(), "impostor", &ca, "127.0.0.2");
+    let impostor = runtime.block_on(send_as_node_2(impostor_files, target, c.addrs[&target]));
     wait_counted(refused, before, "a cluster certificate for another address");
     drop(impostor);
 
