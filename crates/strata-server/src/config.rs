@@ -1,0 +1,1 @@
+//! The server configuration: etcd's flags, their defaults and their checks.
