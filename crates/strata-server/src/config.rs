@@ -1,1 +1,809 @@
 //! The server configuration: etcd's flags, their defaults and their checks.
+//!
+//! `strata server` takes etcd 3.4's flags with etcd's meaning and defaults, so one command
+//! line starts either binary. [`ServerArgs`] is the command line as clap reads it (flag for
+//! flag etcd's, plus `--kvdb-token-file`); [`ServerConfig::from_args`] checks it as etcd does
+//! and turns it into typed settings, creating the data directory.
+//!
+//! Where Strata differs from etcd, it refuses a line etcd would accept only when etcd would
+//! fail later or do something surely unintended, and says so in the item's docs. The flags
+//! etcd has and Strata does not (`--wal-dir`, `--discovery*`, `--auto-tls`, `--metrics`, ...)
+//! are refused by clap as unknown. Each flag can also come from etcd's environment variable
+//! (`--initial-cluster-token` from `ETCD_INITIAL_CLUSTER_TOKEN`); a flag given on the command
+//! line wins over its variable, where etcd would refuse to start.
+//!
+//! ```
+//! use clap::Parser;
+//! use strata_server::config::{ServerArgs, ServerConfig};
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     server: ServerArgs,
+//! }
+//!
+//! let dir = std::env::temp_dir().join(format!("strata-config-doc-{}", std::process::id()));
+//! let cli = Cli::parse_from(["strata", "--name", "a", "--data-dir", dir.to_str().unwrap()]);
+//! let config = ServerConfig::from_args(cli.server).unwrap();
+//! assert_eq!(config.initial_cluster[0].peer_urls, ["http://localhost:2380"]);
+//! assert_eq!(config.heartbeat_interval.as_millis(), 100);
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! ```
+
+mod compaction;
+mod dev;
+mod error;
+mod ids;
+mod url;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use compaction::{AutoCompaction, AutoCompactionMode};
+pub use dev::{DEV_CLUSTER_TOKEN, DEV_PORTS, dev_members};
+pub use error::ConfigError;
+pub use ids::{added_member_id, cluster_id, member_id};
+pub use url::{ListenUrl, Scheme, resolve_url};
+
+/// `--name`'s default.
+pub const DEFAULT_NAME: &str = "default";
+/// The default client URL, listened on and advertised.
+pub const DEFAULT_CLIENT_URL: &str = "http://localhost:2379";
+/// The default peer URL, listened on and advertised.
+pub const DEFAULT_PEER_URL: &str = "http://localhost:2380";
+/// `--initial-cluster-token`'s default.
+pub const DEFAULT_CLUSTER_TOKEN: &str = "etcd-cluster";
+/// `--heartbeat-interval`'s default.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// `--election-timeout`'s default.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1_000;
+/// etcd's ceiling on `--election-timeout`: longer, a dead leader stalls writes for minutes.
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 50_000;
+/// `--snapshot-count`'s default, also used for 0 as etcd does. Each committed entry past a
+/// snapshot stays in the Raft log until the next one: more means a longer log to replay.
+pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
+/// The quota that `--quota-backend-bytes 0` (the default) stands for: 2 GiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// The quota etcd warns above (8 GiB): bigger stores make snapshots and restarts slow.
+pub const QUOTA_BACKEND_BYTES_WARN: u64 = 8 * 1024 * 1024 * 1024;
+/// `--max-request-bytes`'s default (1.5 MiB): a request's bytes are held in memory on every
+/// member and written to every Raft log.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1_572_864;
+/// The request size etcd warns above (10 MiB): big entries stall heartbeats behind them.
+pub const MAX_REQUEST_BYTES_WARN: u64 = 10 * 1024 * 1024;
+/// `--max-txn-ops`'s default: every op of a transaction is applied in one Raft entry.
+pub const DEFAULT_MAX_TXN_OPS: u64 = 128;
+/// The longest Kvdb token accepted (4 KiB): it is compared on every `register`.
+pub const KVDB_TOKEN_BYTES_MAX: usize = 4 * 1024;
+
+/// `--initial-cluster-state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterState {
+    /// Bootstrap a new cluster from `--initial-cluster`.
+    New,
+    /// Join a running cluster that this member was added to.
+    Existing,
+}
+
+/// `strata server`'s command line: etcd 3.4's flags with etcd's defaults (see
+/// [`ServerArgs::default`]), to be `#[command(flatten)]`ed into a command.
+///
+/// The flags whose default depends on others are `Option`s: `None` is "not given".
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ServerArgs {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = DEFAULT_NAME)]
+    pub name: String,
+    /// Path to the data directory [default: ${name}.etcd].
+    #[arg(long, env = "ETCD_DATA_DIR", value_name = "DIR", value_parser = path_parser())]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic [default: http://localhost:2379].
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", value_name = "URLS")]
+    pub listen_client_urls: Option<String>,
+    /// This member's client URLs to advertise [default: http://localhost:2379; required
+    /// with --listen-client-urls].
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", value_name = "URLS")]
+    pub advertise_client_urls: Option<String>,
+    /// URLs to listen on for peer traffic.
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", value_name = "URLS", default_value = DEFAULT_PEER_URL)]
+    pub listen_peer_urls: String,
+    /// This member's peer URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        value_name = "URLS",
+        default_value = DEFAULT_PEER_URL
+    )]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping, name=url,... [default:
+    /// ${name}=each advertised peer URL].
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER", value_name = "NAME=URL,...")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_STATE",
+        value_enum,
+        default_value = "new"
+    )]
+    pub initial_cluster_state: ClusterState,
+    /// Initial cluster token, which keeps separate clusters' ids apart.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = DEFAULT_CLUSTER_TOKEN)]
+    pub initial_cluster_token: String,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(
+        long = "heartbeat-interval",
+        env = "ETCD_HEARTBEAT_INTERVAL",
+        value_name = "MS",
+        default_value_t = DEFAULT_HEARTBEAT_INTERVAL_MS
+    )]
+    pub heartbeat_interval_ms: u64,
+    /// Time (in milliseconds) for an election to time out.
+    #[arg(
+        long = "election-timeout",
+        env = "ETCD_ELECTION_TIMEOUT",
+        value_name = "MS",
+        default_value_t = DEFAULT_ELECTION_TIMEOUT_MS
+    )]
+    pub election_timeout_ms: u64,
+    /// Number of committed transactions to trigger a snapshot (0: the default).
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = DEFAULT_SNAPSHOT_COUNT)]
+    pub snapshot_count: u64,
+    /// Raise the NOSPACE alarm when the store exceeds this (0: 2 GiB; negative: no quota).
+    #[arg(
+        long,
+        env = "ETCD_QUOTA_BACKEND_BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub quota_backend_bytes: i64,
+    /// Maximum client request size in bytes.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: u64,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = DEFAULT_MAX_TXN_OPS)]
+    pub max_txn_ops: u64,
+    /// How --auto-compaction-retention is read.
+    #[arg(
+        long,
+        env = "ETCD_AUTO_COMPACTION_MODE",
+        value_enum,
+        default_value = "periodic"
+    )]
+    pub auto_compaction_mode: AutoCompactionMode,
+    /// History to keep: periodic, a duration ("30m") or hours; revision, a count; 0: off.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "ETCD_CERT_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Enable client cert authentication.
+    #[arg(
+        long,
+        env = "ETCD_CLIENT_CERT_AUTH",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = parse_go_bool
+    )]
+    pub client_cert_auth: bool,
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub peer_key_file: Option<PathBuf>,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Enable peer client cert authentication.
+    #[arg(
+        long,
+        env = "ETCD_PEER_CLIENT_CERT_AUTH",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = parse_go_bool
+    )]
+    pub peer_client_cert_auth: bool,
+    /// File holding the token Kvdb clients must present to register [default: none, and
+    /// every register is refused].
+    #[arg(long, env = "STRATA_KVDB_TOKEN_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub kvdb_token_file: Option<PathBuf>,
+}
+
+impl Default for ServerArgs {
+    /// etcd 3.4's defaults, as `etcd --help` prints them; the same as parsing an empty
+    /// command line with no `ETCD_*` variable set.
+    fn default() -> Self {
+        ServerArgs {
+            name: DEFAULT_NAME.to_owned(),
+            data_dir: None,
+            listen_client_urls: None,
+            advertise_client_urls: None,
+            listen_peer_urls: DEFAULT_PEER_URL.to_owned(),
+            initial_advertise_peer_urls: DEFAULT_PEER_URL.to_owned(),
+            initial_cluster: None,
+            initial_cluster_state: ClusterState::New,
+            initial_cluster_token: DEFAULT_CLUSTER_TOKEN.to_owned(),
+            heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
+            snapshot_count: DEFAULT_SNAPSHOT_COUNT,
+            quota_backend_bytes: 0,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            auto_compaction_mode: AutoCompactionMode::Periodic,
+            auto_compaction_retention: "0".to_owned(),
+            cert_file: None,
+            key_file: None,
+            trusted_ca_file: None,
+            client_cert_auth: false,
+            peer_cert_file: None,
+            peer_key_file: None,
+            peer_trusted_ca_file: None,
+            peer_client_cert_auth: false,
+            kvdb_token_file: None,
+        }
+    }
+}
+
+/// Paths as given, the empty one included (etcd reads `--data-dir ''` as "not given"; clap's
+/// own path parser would refuse it).
+fn path_parser() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
+}
+
+/// Go's `strconv.ParseBool`, which etcd's boolean flags and variables use.
+fn parse_go_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("{text:?} is not a boolean (true or false)")),
+    }
+}
+
+/// TLS material for one side (clients or peers), as paths to PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain this server presents.
+    pub cert_file: PathBuf,
+    /// Its private key.
+    pub key_file: PathBuf,
+    /// The CA that the other side's certificates must be signed by.
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Whether a connecting side must present a certificate signed by the trusted CA.
+    pub client_cert_auth: bool,
+}
+
+/// One member of `--initial-cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its name.
+    pub name: String,
+    /// Its peer URLs in the order given.
+    pub peer_urls: Vec<String>,
+    /// Its id: [`member_id`] of its peer URLs and the cluster token; never 0.
+    pub id: u64,
+}
+
+/// A checked configuration, everything typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// This member's name (`--name`).
+    pub name: String,
+    /// The data directory, existing and writable.
+    pub data_dir: PathBuf,
+    /// Where clients are served, each address once.
+    pub listen_client_urls: Vec<ListenUrl>,
+    /// The client URLs this member advertises, as given (scheme lower-cased).
+    pub advertise_client_urls: Vec<String>,
+    /// Where peers are served, each address once.
+    pub listen_peer_urls: Vec<ListenUrl>,
+    /// The peer URLs this member advertises, as given (scheme lower-cased).
+    pub advertise_peer_urls: Vec<String>,
+    /// The members of `--initial-cluster` in the order first named; this member is among them.
+    pub initial_cluster: Vec<Member>,
+    /// Bootstrap a new cluster or join an existing one.
+    pub initial_cluster_state: ClusterState,
+    /// `--initial-cluster-token`.
+    pub initial_cluster_token: String,
+    /// Raft's heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Raft's election timeout, at least 5 heartbeats.
+    pub election_timeout: Duration,
+    /// Committed entries between snapshots (never 0).
+    pub snapshot_count: u64,
+    /// The store size that raises the NOSPACE alarm; `None` for no quota (a negative flag).
+    pub quota_backend_bytes: Option<u64>,
+    /// The largest client request accepted.
+    pub max_request_bytes: u64,
+    /// The most operations in one transaction.
+    pub max_txn_ops: u64,
+    /// What the server compacts on its own.
+    pub auto_compaction: AutoCompaction,
+    /// Client TLS, when `--cert-file` and `--key-file` are given.
+    pub client_tls: Option<TlsFiles>,
+    /// Peer TLS, when `--peer-cert-file` and `--peer-key-file` are given.
+    pub peer_tls: Option<TlsFiles>,
+    /// The Kvdb token file; `None` refuses every Kvdb `register` (see [`read_kvdb_token`]).
+    pub kvdb_token_file: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// Checks a command line as etcd 3.4 does and returns the typed configuration, creating
+    /// the data directory (mode 0700) if it is missing.
+    ///
+    /// Besides etcd's checks, it refuses: `unix://` URLs; `https` peer URLs without
+    /// `--peer-trusted-ca-file` (peers always authenticate each other's certificates);
+    /// client-certificate checks without a trusted CA; a CA or a key without the certificate
+    /// it goes with; TLS and token files that cannot be read. `--initial-cluster` defaults to
+    /// `<name>=<each advertised peer URL>` whether or not `--name` was given (etcd derives it
+    /// only from a given `--name`).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first flag at fault.
+    pub fn from_args(args: ServerArgs) -> Result<ServerConfig, ConfigError> {
+        if args.name.is_empty() {
+            return Err(ConfigError::EmptyName);
+        }
+        let (heartbeat_interval, election_timeout) =
+            check_timing(args.heartbeat_interval_ms, args.election_timeout_ms)?;
+
+        let listen_client_text = non_empty(args.listen_client_urls.as_deref());
+        let advertise_client_text = non_empty(args.advertise_client_urls.as_deref());
+        if let (Some(listen), None) = (listen_client_text, advertise_client_text) {
+            return Err(ConfigError::AdvertiseClientUrlsRequired {
+                listen: listen.to_owned(),
+            });
+        }
+        let listen_client_urls = url::parse_listen_urls(
+            "listen-client-urls",
+            listen_client_text.unwrap_or(DEFAULT_CLIENT_URL),
+        )?;
+        let advertise_client_urls = url_strings(url::parse_url_list(
+            "advertise-client-urls",
+            advertise_client_text.unwrap_or(DEFAULT_CLIENT_URL),
+        )?);
+        let listen_peer_urls = url::parse_listen_urls("listen-peer-urls", &args.listen_peer_urls)?;
+        let advertise_peer_urls = url_strings(url::parse_url_list(
+            "initial-advertise-peer-urls",
+            &args.initial_advertise_peer_urls,
+        )?);
+
+        let initial_cluster_text = match non_empty(args.initial_cluster.as_deref()) {
+            Some(text) => text.to_owned(),
+            None => advertise_peer_urls
+                .iter()
+                .map(|url| format!("{}={url}", args.name))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let initial_cluster =
+            parse_initial_cluster(&initial_cluster_text, &args.initial_cluster_token)?;
+        check_local_member(
+            &args.name,
+            &initial_cluster_text,
+            &initial_cluster,
+            &advertise_peer_urls,
+        )?;
+
+        let auto_compaction = compaction::parse_auto_compaction(
+            args.auto_compaction_mode,
+            &args.auto_compaction_retention,
+        )?;
+
+        let client_tls = tls_files(
+            TlsFlags::CLIENT,
+            [args.cert_file, args.key_file, args.trusted_ca_file],
+            args.client_cert_auth,
+        )?;
+        let peer_tls = tls_files(
+            TlsFlags::PEER,
+            [
+                args.peer_cert_file,
+                args.peer_key_file,
+                args.peer_trusted_ca_file,
+            ],
+            args.peer_client_cert_auth,
+        )?;
+        check_https_has_tls(TlsFlags::CLIENT, &listen_client_urls, client_tls.as_ref())?;
+        check_https_has_tls(TlsFlags::PEER, &listen_peer_urls, peer_tls.as_ref())?;
+        if let Some(tls) = &peer_tls
+            && tls.trusted_ca_file.is_none()
+            && listen_peer_urls
+                .iter()
+                .any(|url| url.scheme == Scheme::Https)
+        {
+            return Err(ConfigError::TlsIncomplete {
+                given: "peer-cert-file",
+                missing: "peer-trusted-ca-file (peers check each other's certificates)",
+            });
+        }
+
+        let kvdb_token_file = args
+            .kvdb_token_file
+            .filter(|path| !path.as_os_str().is_empty());
+        if let Some(path) = &kvdb_token_file {
+            read_kvdb_token(path)?;
+        }
+
+        let quota_backend_bytes = match u64::try_from(args.quota_backend_bytes) {
+            Err(_) => None,
+            Ok(0) => Some(DEFAULT_QUOTA_BACKEND_BYTES),
+            Ok(bytes) => Some(bytes),
+        };
+        if quota_backend_bytes.is_some_and(|bytes| bytes > QUOTA_BACKEND_BYTES_WARN) {
+            tracing::warn!(
+                quota_backend_bytes = args.quota_backend_bytes,
+                "--quota-backend-bytes exceeds 8 GiB: snapshots and restarts will be slow"
+            );
+        }
+        if args.max_request_bytes > MAX_REQUEST_BYTES_WARN {
+            tracing::warn!(
+                max_request_bytes = args.max_request_bytes,
+                "--max-request-bytes exceeds 10 MiB: big entries delay heartbeats"
+            );
+        }
+
+        let data_dir = match args.data_dir.filter(|dir| !dir.as_os_str().is_empty()) {
+            Some(dir) => dir,
+            None => PathBuf::from(format!("{}.etcd", args.name)),
+        };
+        prepare_data_dir(&data_dir)?;
+
+        Ok(ServerConfig {
+            name: args.name,
+            data_dir,
+            listen_client_urls,
+            advertise_client_urls,
+            listen_peer_urls,
+            advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_state: args.initial_cluster_state,
+            initial_cluster_token: args.initial_cluster_token,
+            heartbeat_interval,
+            election_timeout,
+            snapshot_count: if args.snapshot_count == 0 {
+                DEFAULT_SNAPSHOT_COUNT
+            } else {
+                args.snapshot_count
+            },
+            quota_backend_bytes,
+            max_request_bytes: args.max_request_bytes,
+            max_txn_ops: args.max_txn_ops,
+            auto_compaction,
+            client_tls,
+            peer_tls,
+            kvdb_token_file,
+        })
+    }
+
+    /// This member's entry in [`ServerConfig::initial_cluster`].
+    pub fn local_member(&self) -> &Member {
+        self.initial_cluster
+            .iter()
+            .find(|member| member.name == self.name)
+            .expect("from_args checked that --initial-cluster names this member")
+    }
+
+    /// This member's id.
+    pub fn member_id(&self) -> u64 {
+        self.local_member().id
+    }
+
+    /// The id of the cluster `--initial-cluster` bootstraps ([`cluster_id`] of its members).
+    pub fn cluster_id(&self) -> u64 {
+        let ids: Vec<u64> = self
+            .initial_cluster
+            .iter()
+            .map(|member| member.id)
+            .collect();
+        cluster_id(&ids)
+    }
+}
+
+/// Reads the Kvdb token: the file's contents without surrounding whitespace (so a trailing
+/// newline does not count). A missing `--kvdb-token-file` means no token exists and every
+/// `register` is refused: Kvdb is opt-in, never open by default.
+///
+/// # Errors
+///
+/// [`ConfigError::KvdbTokenFile`] if the file cannot be read, is not UTF-8, holds only
+/// whitespace or more than [`KVDB_TOKEN_BYTES_MAX`] bytes.
+pub fn read_kvdb_token(path: &Path) -> Result<String, ConfigError> {
+    let invalid = |reason: String| ConfigError::KvdbTokenFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let file = fs::File::open(path).map_err(|e| invalid(e.to_string()))?;
+    // One byte past the limit and the surrounding whitespace budget tell "too long" apart.
+    let read_limit = u64::try_from(KVDB_TOKEN_BYTES_MAX * 2).expect("a small constant fits");
+    let mut bytes = Vec::new();
+    file.take(read_limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| invalid(e.to_string()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| invalid("the token is not UTF-8".to_owned()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(invalid("holds no token".to_owned()));
+    }
+    if token.len() > KVDB_TOKEN_BYTES_MAX || text.len() as u64 > read_limit {
+        return Err(invalid(format!(
+            "the token is longer than {KVDB_TOKEN_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(token.to_owned())
+}
+
+fn non_empty(value: Option<&str>) -> Option<&str> {
+    value.filter(|text| !text.trim().is_empty())
+}
+
+fn url_strings(urls: Vec<url::ParsedUrl>) -> Vec<String> {
+    urls.into_iter().map(|url| url.url).collect()
+}
+
+fn check_timing(heartbeat_ms: u64, election_ms: u64) -> Result<(Duration, Duration), ConfigError> {
+    if heartbeat_ms == 0 {
+        return Err(ConfigError::ZeroInterval {
+            flag: "heartbeat-interval",
+        });
+    }
+    if election_ms == 0 {
+        return Err(ConfigError::ZeroInterval {
+            flag: "election-timeout",
+        });
+    }
+    if heartbeat_ms.saturating_mul(5) > election_ms {
+        return Err(ConfigError::ElectionTimeoutTooShort {
+            election_timeout_ms: election_ms,
+            heartbeat_interval_ms: heartbeat_ms,
+        });
+    }
+    if election_ms > ELECTION_TIMEOUT_MS_MAX {
+        return Err(ConfigError::ElectionTimeoutTooLong {
+            election_timeout_ms: election_ms,
+            max_ms: ELECTION_TIMEOUT_MS_MAX,
+        });
+    }
+    Ok((
+        Duration::from_millis(heartbeat_ms),
+        Duration::from_millis(election_ms),
+    ))
+}
+
+/// Parses `name=url,name=url,...` as etcd's `types.NewURLsMap`: empty items are skipped and a
+/// name given twice gets both URLs. Every URL appears once in the whole cluster, every name is
+/// non-empty, and member ids are distinct and not 0.
+fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<Member>, ConfigError> {
+    let mut members: Vec<Member> = Vec::new();
+    let mut seen_urls = BTreeSet::new();
+    for entry in text.split(',').filter(|entry| !entry.trim().is_empty()) {
+        let invalid = |reason: &str| ConfigError::InvalidInitialCluster {
+            entry: entry.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (name, raw_url) = entry
+            .split_once('=')
+            .ok_or_else(|| invalid("expected name=url"))?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(invalid("the member name is empty"));
+        }
+        let url = url::parse_url("initial-cluster", raw_url)?;
+        if url.host.is_empty() {
+            return Err(invalid("unexpected empty host"));
+        }
+        if !seen_urls.insert(url.url.clone()) {
+            return Err(ConfigError::DuplicatePeerUrl { url: url.url });
+        }
+        match members.iter_mut().find(|member| member.name == name) {
+            Some(member) => member.peer_urls.push(url.url),
+            None => members.push(Member {
+                name: name.to_owned(),
+                peer_urls: vec![url.url],
+                id: 0,
+            }),
+        }
+    }
+    let mut names_by_id: HashMap<u64, String> = HashMap::new();
+    for member in &mut members {
+        member.id = member_id(&member.peer_urls, token);
+        let unusable = |reason| ConfigError::UnusableMemberId {
+            name: member.name.clone(),
+            id: member.id,
+            reason,
+        };
+        if member.id == 0 {
+            return Err(unusable("0 means no member to Raft; change the token"));
+        }
+        if names_by_id.insert(member.id, member.name.clone()).is_some() {
+            return Err(unusable("another member has the same id; change the token"));
+        }
+    }
+    Ok(members)
+}
+
+/// etcd's rule: `--initial-cluster` lists this member, with exactly the peer URLs it
+/// advertises (in any order).
+fn check_local_member(
+    name: &str,
+    initial_cluster_text: &str,
+    initial_cluster: &[Member],
+    advertise_peer_urls: &[String],
+) -> Result<(), ConfigError> {
+    let local = initial_cluster
+        .iter()
+        .find(|member| member.name == name)
+        .ok_or_else(|| ConfigError::LocalMemberMissing {
+            name: name.to_owned(),
+            initial_cluster: initial_cluster_text.to_owned(),
+        })?;
+    let cluster_urls: BTreeSet<&String> = local.peer_urls.iter().collect();
+    let advertised: BTreeSet<&String> = advertise_peer_urls.iter().collect();
+    if cluster_urls != advertised {
+        return Err(ConfigError::AdvertisePeerUrlsMismatch {
+            name: name.to_owned(),
+            cluster_urls: local.peer_urls.join(","),
+            advertise_urls: advertise_peer_urls.join(","),
+        });
+    }
+    Ok(())
+}
+
+/// The flag names of one side's TLS material.
+struct TlsFlags {
+    cert: &'static str,
+    key: &'static str,
+    trusted_ca: &'static str,
+    client_cert_auth: &'static str,
+}
+
+impl TlsFlags {
+    const CLIENT: TlsFlags = TlsFlags {
+        cert: "cert-file",
+        key: "key-file",
+        trusted_ca: "trusted-ca-file",
+        client_cert_auth: "client-cert-auth",
+    };
+    const PEER: TlsFlags = TlsFlags {
+        cert: "peer-cert-file",
+        key: "peer-key-file",
+        trusted_ca: "peer-trusted-ca-file",
+        client_cert_auth: "peer-client-cert-auth",
+    };
+}
+
+/// One side's TLS files: none given is no TLS; a certificate needs its key and the other way
+/// round; a CA or a client-certificate check needs the certificate; client-certificate checks
+/// need a CA. Every file given must be readable now, not at the first connection.
+fn tls_files(
+    flags: TlsFlags,
+    [cert, key, ca]: [Option<PathBuf>; 3],
+    client_cert_auth: bool,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let given = |path: Option<PathBuf>| path.filter(|path| !path.as_os_str().is_empty());
+    let (cert, key, ca) = (given(cert), given(key), given(ca));
+    let incomplete = |given, missing| Err(ConfigError::TlsIncomplete { given, missing });
+    let (cert, key) = match (cert, key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(_), None) => return incomplete(flags.cert, flags.key),
+        (None, Some(_)) => return incomplete(flags.key, flags.cert),
+        (None, None) if ca.is_some() => return incomplete(flags.trusted_ca, flags.cert),
+        (None, None) if client_cert_auth => return incomplete(flags.client_cert_auth, flags.cert),
+        (None, None) => return Ok(None),
+    };
+    if client_cert_auth && ca.is_none() {
+        return incomplete(flags.client_cert_auth, flags.trusted_ca);
+    }
+    for (flag, path) in [
+        (flags.cert, Some(&cert)),
+        (flags.key, Some(&key)),
+        (flags.trusted_ca, ca.as_ref()),
+    ] {
+        if let Some(path) = path {
+            check_readable_file(path).map_err(|source| ConfigError::TlsFile {
+                flag,
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(Some(TlsFiles {
+        cert_file: cert,
+        key_file: key,
+        trusted_ca_file: ca,
+        client_cert_auth,
+    }))
+}
+
+fn check_readable_file(path: &Path) -> io::Result<()> {
+    let file = fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(())
+}
+
+fn check_https_has_tls(
+    flags: TlsFlags,
+    urls: &[ListenUrl],
+    tls: Option<&TlsFiles>,
+) -> Result<(), ConfigError> {
+    match urls.iter().find(|url| url.scheme == Scheme::Https) {
+        Some(url) if tls.is_none() => Err(ConfigError::TlsRequired {
+            cert_flag: flags.cert,
+            key_flag: flags.key,
+            url: url.url.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Makes sure the data directory exists (created with mode 0700 as etcd creates it), is a
+/// directory and can be written, by creating and removing a probe file in it. A directory
+/// open to others is only warned about, as etcd does.
+fn prepare_data_dir(dir: &Path) -> Result<(), ConfigError> {
+    let unusable = |action, source| ConfigError::DataDirUnusable {
+        path: dir.to_owned(),
+        action,
+        source,
+    };
+    match fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(ConfigError::DataDirNotDir {
+                path: dir.to_owned(),
+            });
+        }
+        Ok(meta) => warn_if_open_to_others(dir, &meta),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut builder = fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(|e| unusable("create it", e))?;
+        }
+        Err(e) => return Err(unusable("read it", e)),
+    }
+    let probe = dir.join(".strata-write-probe");
+    fs::write(&probe, b"").map_err(|e| unusable("write in it", e))?;
+    fs::remove_file(&probe).map_err(|e| unusable("remove a file in it", e))?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn warn_if_open_to_others(dir: &Path, meta: &fs::Metadata) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            data_dir = %dir.display(),
+            mode = format!("{mode:o}"),
+            "the data directory is open to other users; 0700 is recommended"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_open_to_others(_dir: &Path, _meta: &fs::Metadata) {}

@@ -1,0 +1,833 @@
+//! `strata server`'s flags against etcd 3.4's: defaults, parsing, every check, and member and
+//! cluster ids equal to those a real etcd 3.4.23 computed for the same flags.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+use strata_server::config::{
+    AutoCompaction, ClusterState, ConfigError, DEV_PORTS, ListenUrl, Scheme, ServerArgs,
+    ServerConfig, added_member_id, cluster_id, dev_members, member_id, read_kvdb_token,
+};
+
+#[derive(Parser, Debug)]
+struct Cli {
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+fn parse(args: &[&str]) -> Result<ServerArgs, clap::Error> {
+    Cli::try_parse_from(std::iter::once("strata").chain(args.iter().copied())).map(|cli| cli.server)
+}
+
+/// A command line with `--data-dir` in a fresh temporary directory, checked.
+fn config(dir: &Path, args: &[&str]) -> Result<ServerConfig, ConfigError> {
+    let data_dir = dir.join("data");
+    let mut full = vec!["--data-dir", data_dir.to_str().expect("utf-8 temp path")];
+    full.extend_from_slice(args);
+    ServerConfig::from_args(parse(&full).expect("clap accepts the line"))
+}
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+/// The defaults `etcd --help` prints for the flags Strata shares, copied from etcd 3.4.23
+/// (Debian's `etcd-server` package: `apt-get install etcd-server; etcd --help`).
+const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
+    ("name", "default"),
+    ("data-dir", "${name}.etcd"),
+    ("snapshot-count", "100000"),
+    ("heartbeat-interval", "100"),
+    ("election-timeout", "1000"),
+    ("listen-peer-urls", "http://localhost:2380"),
+    ("listen-client-urls", "http://localhost:2379"),
+    ("quota-backend-bytes", "0"),
+    ("max-txn-ops", "128"),
+    ("max-request-bytes", "1572864"),
+    ("initial-advertise-peer-urls", "http://localhost:2380"),
+    ("initial-cluster", "default=http://localhost:2380"),
+    ("initial-cluster-state", "new"),
+    ("initial-cluster-token", "etcd-cluster"),
+    ("advertise-client-urls", "http://localhost:2379"),
+    ("auto-compaction-retention", "0"),
+    ("auto-compaction-mode", "periodic"),
+    ("cert-file", ""),
+    ("key-file", ""),
+    ("client-cert-auth", "false"),
+    ("trusted-ca-file", ""),
+    ("peer-cert-file", ""),
+    ("peer-key-file", ""),
+    ("peer-client-cert-auth", "false"),
+    ("peer-trusted-ca-file", ""),
+];
+
+/// `ServerArgs::default()` written as `etcd --help` writes defaults.
+fn strata_help_defaults() -> BTreeMap<String, String> {
+    let d = ServerArgs::default();
+    let path = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map_or(String::new(), |p| p.display().to_string())
+    };
+    let state = match d.initial_cluster_state {
+        ClusterState::New => "new",
+        ClusterState::Existing => "existing",
+    };
+    let mode = format!("{:?}", d.auto_compaction_mode).to_lowercase();
+    [
+        ("name", d.name.clone()),
+        (
+            "data-dir",
+            d.data_dir
+                .as_ref()
+                .map_or("${name}.etcd".to_owned(), |p| p.display().to_string()),
+        ),
+        ("snapshot-count", d.snapshot_count.to_string()),
+        ("heartbeat-interval", d.heartbeat_interval_ms.to_string()),
+        ("election-timeout", d.election_timeout_ms.to_string()),
+        ("listen-peer-urls", d.listen_peer_urls.clone()),
+        (
+            "listen-client-urls",
+            d.listen_client_urls
+                .clone()
+                .unwrap_or("http://localhost:2379".into()),
+        ),
+        ("quota-backend-bytes", d.quota_backend_bytes.to_string()),
+        ("max-txn-ops", d.max_txn_ops.to_string()),
+        ("max-request-bytes", d.max_request_bytes.to_string()),
+        (
+            "initial-advertise-peer-urls",
+            d.initial_advertise_peer_urls.clone(),
+        ),
+        (
+            "initial-cluster",
+            d.initial_cluster
+                .clone()
+                .unwrap_or(format!("{}={}", d.name, d.initial_advertise_peer_urls)),
+        ),
+        ("initial-cluster-state", state.to_owned()),
+        ("initial-cluster-token", d.initial_cluster_token.clone()),
+        (
+            "advertise-client-urls",
+            d.advertise_client_urls
+                .clone()
+                .unwrap_or("http://localhost:2379".into()),
+        ),
+        (
+            "auto-compaction-retention",
+            d.auto_compaction_retention.clone(),
+        ),
+        ("auto-compaction-mode", mode),
+        ("cert-file", path(&d.cert_file)),
+        ("key-file", path(&d.key_file)),
+        ("client-cert-auth", d.client_cert_auth.to_string()),
+        ("trusted-ca-file", path(&d.trusted_ca_file)),
+        ("peer-cert-file", path(&d.peer_cert_file)),
+        ("peer-key-file", path(&d.peer_key_file)),
+        ("peer-client-cert-auth", d.peer_client_cert_auth.to_string()),
+        ("peer-trusted-ca-file", path(&d.peer_trusted_ca_file)),
+    ]
+    .into_iter()
+    .map(|(flag, value)| (flag.to_owned(), value))
+    .collect()
+}
+
+#[test]
+fn every_default_equals_etcd_3_4s() {
+    let etcd: BTreeMap<String, String> = ETCD_3_4_HELP_DEFAULTS
+        .iter()
+        .map(|(flag, value)| ((*flag).to_owned(), (*value).to_owned()))
+        .collect();
+    assert_eq!(strata_help_defaults(), etcd);
+    assert!(
+        std::env::vars().all(|(name, _)| !name.starts_with("ETCD_")),
+        "an ETCD_* variable is set, which changes clap's defaults"
+    );
+    assert_eq!(parse(&[]).expect("an empty line"), ServerArgs::default());
+}
+
+/// When a real etcd is installed (CI's compat step installs 3.4), its `--help` must print the
+/// defaults written above: a newer etcd whose defaults moved fails here.
+#[test]
+fn etcd_help_if_installed_prints_the_recorded_defaults() {
+    let Ok(output) = Command::new("etcd").arg("--help").output() else {
+        eprintln!("etcd is not installed; the recorded defaults are checked alone");
+        return;
+    };
+    let help = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    let mut printed = BTreeMap::new();
+    for line in help.lines() {
+        if let Some(rest) = line.trim().strip_prefix("--")
+            && let Some((flag, value)) = rest.split_once(" '")
+        {
+            printed.insert(flag.to_owned(), value.trim_end_matches('\'').to_owned());
+        }
+    }
+    for (flag, value) in ETCD_3_4_HELP_DEFAULTS {
+        assert_eq!(
+            printed.get(*flag).map(String::as_str),
+            Some(*value),
+            "--{flag}"
+        );
+    }
+}
+
+#[test]
+fn long_flags_are_etcds_plus_kvdb_token_file() {
+    let mut flags: Vec<String> = Cli::command()
+        .get_arguments()
+        .filter_map(|arg| arg.get_long().map(str::to_owned))
+        .collect();
+    flags.sort();
+    let mut expected: Vec<String> = ETCD_3_4_HELP_DEFAULTS
+        .iter()
+        .map(|(f, _)| (*f).to_owned())
+        .collect();
+    expected.push("kvdb-token-file".to_owned());
+    expected.sort();
+    assert_eq!(flags, expected);
+}
+
+#[test]
+fn the_default_line_starts_a_member_like_etcds_default() {
+    let dir = temp();
+    let config = config(dir.path(), &[]).expect("the defaults are valid");
+    assert_eq!(config.name, "default");
+    let local = |addr: &str, url: &str| ListenUrl {
+        scheme: Scheme::Http,
+        addr: addr.parse().expect("an address"),
+        url: url.to_owned(),
+    };
+    assert_eq!(
+        config.listen_client_urls,
+        [local("127.0.0.1:2379", "http://localhost:2379")]
+    );
+    assert_eq!(
+        config.listen_peer_urls,
+        [local("127.0.0.1:2380", "http://localhost:2380")]
+    );
+    assert_eq!(config.advertise_client_urls, ["http://localhost:2379"]);
+    assert_eq!(config.advertise_peer_urls, ["http://localhost:2380"]);
+    assert_eq!(config.initial_cluster.len(), 1);
+    assert_eq!(config.initial_cluster[0].name, "default");
+    assert_eq!(
+        config.initial_cluster[0].peer_urls,
+        ["http://localhost:2380"]
+    );
+    assert_eq!(config.initial_cluster_state, ClusterState::New);
+    assert_eq!(config.initial_cluster_token, "etcd-cluster");
+    assert_eq!(config.heartbeat_interval, Duration::from_millis(100));
+    assert_eq!(config.election_timeout, Duration::from_millis(1_000));
+    assert_eq!(config.snapshot_count, 100_000);
+    assert_eq!(config.quota_backend_bytes, Some(2 * 1024 * 1024 * 1024));
+    assert_eq!(config.max_request_bytes, 1_572_864);
+    assert_eq!(config.max_txn_ops, 128);
+    assert_eq!(config.auto_compaction, AutoCompaction::Off);
+    assert_eq!(
+        (config.client_tls.clone(), config.peer_tls.clone()),
+        (None, None)
+    );
+    assert_eq!(config.kvdb_token_file, None);
+    // etcd 3.4.23 run with no flags logged these ids ("local-member-id":"8e9e05c52164694d",
+    // "cluster-id":"cdf818194e3a8c32").
+    assert_eq!(config.member_id(), 0x8e9e_05c5_2164_694d);
+    assert_eq!(config.cluster_id(), 0xcdf8_1819_4e3a_8c32);
+}
+
+#[test]
+fn name_alone_derives_the_data_dir_and_the_initial_cluster() {
+    let dir = temp();
+    // An absolute name keeps the derived `${name}.etcd` out of the working directory.
+    let name = dir.path().join("m").display().to_string();
+    let named = ServerConfig::from_args(parse(&["--name", &name]).expect("valid")).expect("valid");
+    assert_eq!(named.data_dir, Path::new(&format!("{name}.etcd")));
+    assert!(named.data_dir.is_dir());
+    assert_eq!(named.initial_cluster[0].name, name);
+    let peers = [
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:1,http://127.0.0.1:2",
+    ];
+    let two =
+        config(dir.path(), &[&["--name", "x"], &peers[..]].concat()).expect("derived from both");
+    assert_eq!(
+        two.initial_cluster[0].peer_urls,
+        ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    );
+}
+
+#[test]
+fn flags_take_their_value_after_a_space_or_an_equals_sign() {
+    let spaced = parse(&[
+        "--name",
+        "a",
+        "--heartbeat-interval",
+        "50",
+        "--max-txn-ops",
+        "7",
+    ])
+    .expect("valid");
+    let equals = parse(&["--name=a", "--heartbeat-interval=50", "--max-txn-ops=7"]).expect("valid");
+    assert_eq!(spaced, equals);
+    assert_eq!(
+        (
+            spaced.name.as_str(),
+            spaced.heartbeat_interval_ms,
+            spaced.max_txn_ops
+        ),
+        ("a", 50, 7)
+    );
+}
+
+#[test]
+fn boolean_flags_read_as_gos_and_take_no_separate_value() {
+    assert!(
+        parse(&["--client-cert-auth"])
+            .expect("bare")
+            .client_cert_auth
+    );
+    for (text, value) in [
+        ("true", true),
+        ("T", true),
+        ("1", true),
+        ("false", false),
+        ("F", false),
+        ("0", false),
+    ] {
+        let args = parse(&[&format!("--peer-client-cert-auth={text}")]).expect(text);
+        assert_eq!(args.peer_client_cert_auth, value, "{text}");
+    }
+    // As Go's flag package: `--client-cert-auth true` leaves `true` as a stray argument.
+    assert!(parse(&["--client-cert-auth", "true"]).is_err());
+    assert!(parse(&["--client-cert-auth=yes"]).is_err());
+}
+
+#[test]
+fn numbers_states_and_modes_are_refused_by_clap_when_malformed() {
+    for line in [
+        &["--heartbeat-interval", "abc"][..],
+        &["--heartbeat-interval=-5"],
+        &["--snapshot-count", "1.5"],
+        &["--initial-cluster-state", "foo"],
+        &["--auto-compaction-mode", "foo"],
+        &["--bogus-flag", "1"],
+        &["--wal-dir", "x"],
+        &["--metrics", "basic"],
+    ] {
+        let err = parse(line).expect_err(line[0]).to_string();
+        assert!(
+            err.contains(line[0].split('=').next().expect("a flag")),
+            "{line:?}: {err}"
+        );
+    }
+    let states = parse(&[
+        "--initial-cluster-state",
+        "existing",
+        "--auto-compaction-mode",
+        "revision",
+    ])
+    .expect("valid");
+    assert_eq!(states.initial_cluster_state, ClusterState::Existing);
+}
+
+#[test]
+fn quota_zero_is_two_gib_negative_is_none_and_snapshot_count_zero_is_the_default() {
+    let dir = temp();
+    let quota = |q: &str| {
+        config(dir.path(), &[&format!("--quota-backend-bytes={q}")])
+            .expect(q)
+            .quota_backend_bytes
+    };
+    assert_eq!(quota("0"), Some(2 << 30));
+    assert_eq!(quota("1024"), Some(1024));
+    assert_eq!(quota("-1"), None);
+    let negative_spaced =
+        parse(&["--quota-backend-bytes", "-1"]).expect("a negative number is a value");
+    assert_eq!(negative_spaced.quota_backend_bytes, -1);
+    let zero = config(dir.path(), &["--snapshot-count", "0"]).expect("valid");
+    assert_eq!(zero.snapshot_count, 100_000);
+}
+
+#[test]
+fn heartbeat_and_election_checks_are_etcds() {
+    let dir = temp();
+    let timing = |h: &str, e: &str| {
+        config(
+            dir.path(),
+            &["--heartbeat-interval", h, "--election-timeout", e],
+        )
+    };
+    let ok = timing("100", "500").expect("exactly 5 heartbeats");
+    assert_eq!(
+        (ok.heartbeat_interval, ok.election_timeout),
+        (Duration::from_millis(100), Duration::from_millis(500))
+    );
+    timing("10000", "50000").expect("the longest election timeout");
+    for (h, e, message) in [
+        (
+            "100",
+            "400",
+            "--election-timeout[400ms] should be at least as 5 times as --heartbeat-interval[100ms]",
+        ),
+        ("0", "1000", "--heartbeat-interval must be >0 (set to 0ms)"),
+        ("100", "0", "--election-timeout must be >0 (set to 0ms)"),
+        (
+            "100",
+            "60000",
+            "--election-timeout[60000ms] is too long, and should be set less than 50000ms",
+        ),
+        (
+            "10001",
+            "50001",
+            "should be at least as 5 times as --heartbeat-interval[10001ms]",
+        ),
+    ] {
+        let err = timing(h, e).expect_err(message).to_string();
+        assert!(err.contains(message), "{h}/{e}: {err}");
+    }
+}
+
+#[test]
+fn urls_are_checked_as_etcd_checks_them() {
+    let dir = temp();
+    for (line, message) in [
+        (
+            &[
+                "--listen-client-urls",
+                "ftp://localhost:2379",
+                "--advertise-client-urls",
+                "http://a:1",
+            ][..],
+            "scheme",
+        ),
+        (
+            &[
+                "--listen-client-urls",
+                "http://localhost",
+                "--advertise-client-urls",
+                "http://a:1",
+            ],
+            "host:port",
+        ),
+        (
+            &["--listen-peer-urls", "http://localhost:2380/x"],
+            "must not contain a path",
+        ),
+        (
+            &["--listen-peer-urls", "http://example.invalid:2380"],
+            "expected IP in URL for binding",
+        ),
+        (
+            &["--advertise-client-urls", "http://:2379"],
+            "unexpected empty host",
+        ),
+        (
+            &["--listen-client-urls", "http://127.0.0.1:2379"],
+            "--advertise-client-urls is required",
+        ),
+        (
+            &["--listen-peer-urls", ","],
+            "--listen-peer-urls holds no URL",
+        ),
+    ] {
+        let err = config(dir.path(), line).expect_err(message).to_string();
+        assert!(err.contains(message), "{line:?}: {err}");
+    }
+    // An advertised client URL may name a host: only listen URLs must be addresses.
+    let named = config(
+        dir.path(),
+        &[
+            "--listen-client-urls",
+            "http://0.0.0.0:2379",
+            "--advertise-client-urls",
+            "http://db1.example:2379",
+        ],
+    )
+    .expect("valid");
+    assert_eq!(
+        named.listen_client_urls[0].addr,
+        "0.0.0.0:2379".parse().expect("an address")
+    );
+    assert_eq!(named.advertise_client_urls, ["http://db1.example:2379"]);
+}
+
+#[test]
+fn initial_cluster_must_list_this_member_with_exactly_its_advertised_peer_urls() {
+    let dir = temp();
+    for (line, message) in [
+        (
+            &["--initial-cluster", "b=http://localhost:2380"][..],
+            "couldn't find local name \"default\"",
+        ),
+        (
+            &["--initial-cluster", "default=http://localhost:2381"],
+            "--initial-cluster has default=http://localhost:2381",
+        ),
+        (
+            &["--initial-cluster", "default=http://127.0.0.1:2380"],
+            "they must be the same URLs",
+        ),
+        (
+            &[
+                "--initial-cluster",
+                "default=http://localhost:2380,default=http://localhost:2381",
+            ],
+            "--initial-advertise-peer-urls is http://localhost:2380",
+        ),
+        (
+            &[
+                "--initial-cluster",
+                "default=http://localhost:2380,b=http://localhost:2380",
+            ],
+            "twice",
+        ),
+        (
+            &["--initial-cluster", "default=http://localhost:2380,x"],
+            "expected name=url",
+        ),
+        (
+            &[
+                "--initial-cluster",
+                "default=http://localhost:2380,=http://a:1",
+            ],
+            "the member name is empty",
+        ),
+        (
+            &[
+                "--initial-cluster",
+                "default=http://localhost:2380,b=http://b",
+            ],
+            "host:port",
+        ),
+        (&["--name", ""], "--name must not be empty"),
+    ] {
+        let err = config(dir.path(), line).expect_err(message).to_string();
+        assert!(err.contains(message), "{line:?}: {err}");
+    }
+    let two_urls = config(
+        dir.path(),
+        &[
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2,http://127.0.0.1:1",
+            "--initial-cluster",
+            "b=http://127.0.0.1:3,default=http://127.0.0.1:1,default=http://127.0.0.1:2",
+        ],
+    )
+    .expect("the same URLs in another order");
+    let names: Vec<&str> = two_urls
+        .initial_cluster
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(names, ["b", "default"]);
+    assert_eq!(
+        two_urls.local_member().peer_urls,
+        ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    );
+}
+
+/// Writes a file and returns its path as a string.
+fn file(dir: &Path, name: &str, contents: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("write a test file");
+    path.display().to_string()
+}
+
+#[test]
+fn https_urls_need_tls_files_and_tls_flags_need_each_other() {
+    let dir = temp();
+    let (cert, key, ca) = (
+        file(dir.path(), "c.pem", "c"),
+        file(dir.path(), "k.pem", "k"),
+        file(dir.path(), "ca.pem", "ca"),
+    );
+    let https_client = [
+        "--listen-client-urls",
+        "https://127.0.0.1:2379",
+        "--advertise-client-urls",
+        "https://127.0.0.1:2379",
+    ];
+    let https_peer = [
+        "--listen-peer-urls",
+        "https://127.0.0.1:2380",
+        "--initial-advertise-peer-urls",
+        "https://127.0.0.1:2380",
+    ];
+    let missing = dir.path().join("missing.pem").display().to_string();
+    for (line, message) in [
+        (
+            https_client.to_vec(),
+            "TLS key/cert (--cert-file, --key-file) must be provided for https://127.0.0.1:2379",
+        ),
+        (
+            https_peer.to_vec(),
+            "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided",
+        ),
+        (vec!["--cert-file", &cert], "--cert-file needs --key-file"),
+        (
+            vec!["--peer-key-file", &key],
+            "--peer-key-file needs --peer-cert-file",
+        ),
+        (
+            vec!["--trusted-ca-file", &ca],
+            "--trusted-ca-file needs --cert-file",
+        ),
+        (
+            vec!["--peer-client-cert-auth"],
+            "--peer-client-cert-auth needs --peer-cert-file",
+        ),
+        (
+            vec![
+                "--cert-file",
+                &cert,
+                "--key-file",
+                &key,
+                "--client-cert-auth",
+            ],
+            "--client-cert-auth needs --trusted-ca-file",
+        ),
+        (
+            vec!["--cert-file", &cert, "--key-file", &missing],
+            "--key-file",
+        ),
+        (
+            [
+                &https_peer[..],
+                &["--peer-cert-file", &cert, "--peer-key-file", &key],
+            ]
+            .concat(),
+            "--peer-cert-file needs --peer-trusted-ca-file",
+        ),
+    ] {
+        let err = config(dir.path(), &line).expect_err(message).to_string();
+        assert!(err.contains(message), "{line:?}: {err}");
+    }
+    let both = config(
+        dir.path(),
+        &[
+            &https_client[..],
+            &https_peer,
+            &[
+                "--cert-file",
+                &cert,
+                "--key-file",
+                &key,
+                "--trusted-ca-file",
+                &ca,
+                "--client-cert-auth",
+            ],
+            &[
+                "--peer-cert-file",
+                &cert,
+                "--peer-key-file",
+                &key,
+                "--peer-trusted-ca-file",
+                &ca,
+            ],
+            &["--initial-cluster", "default=https://127.0.0.1:2380"],
+        ]
+        .concat(),
+    )
+    .expect("complete TLS on both sides");
+    let client = both.client_tls.expect("client TLS");
+    assert!(client.client_cert_auth);
+    assert_eq!(client.trusted_ca_file.as_deref(), Some(Path::new(&ca)));
+    assert_eq!(both.listen_client_urls[0].scheme, Scheme::Https);
+    let peer = both.peer_tls.expect("peer TLS");
+    assert!(
+        !peer.client_cert_auth,
+        "etcd's default: --peer-client-cert-auth=false"
+    );
+    assert_eq!(peer.cert_file, Path::new(&cert));
+}
+
+#[test]
+fn the_data_dir_is_created_private_and_must_be_a_directory() {
+    let dir = temp();
+    let nested = dir.path().join("a/b");
+    let line = ["--data-dir", nested.to_str().expect("utf-8")];
+    let config = ServerConfig::from_args(parse(&line).expect("valid")).expect("created");
+    assert!(config.data_dir.is_dir());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&nested)
+            .expect("created")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+    assert_eq!(
+        std::fs::read_dir(&nested).expect("readable").count(),
+        0,
+        "the probe is removed"
+    );
+    let not_dir = file(dir.path(), "plain", "");
+    let err = ServerConfig::from_args(parse(&["--data-dir", &not_dir]).expect("valid"))
+        .expect_err("a file");
+    assert!(matches!(err, ConfigError::DataDirNotDir { .. }), "{err}");
+    assert!(err.to_string().contains("--data-dir"), "{err}");
+    let under_file = format!("{not_dir}/sub");
+    let err = ServerConfig::from_args(parse(&["--data-dir", &under_file]).expect("valid"))
+        .expect_err("under a file");
+    assert!(matches!(err, ConfigError::DataDirUnusable { .. }), "{err}");
+}
+
+#[test]
+fn auto_compaction_flags_are_read_by_mode() {
+    let dir = temp();
+    let compaction = |mode: &str, retention: &str| {
+        config(
+            dir.path(),
+            &[
+                "--auto-compaction-mode",
+                mode,
+                "--auto-compaction-retention",
+                retention,
+            ],
+        )
+        .map(|c| c.auto_compaction)
+    };
+    assert_eq!(
+        compaction("periodic", "1").expect("hours"),
+        AutoCompaction::Periodic(Duration::from_secs(3_600))
+    );
+    assert_eq!(
+        compaction("periodic", "30m").expect("duration"),
+        AutoCompaction::Periodic(Duration::from_secs(1_800))
+    );
+    assert_eq!(
+        compaction("revision", "1000").expect("count"),
+        AutoCompaction::Revision(1_000)
+    );
+    assert_eq!(
+        compaction("revision", "0").expect("off"),
+        AutoCompaction::Off
+    );
+    let err = compaction("periodic", "foo")
+        .expect_err("not a duration")
+        .to_string();
+    assert!(err.contains("--auto-compaction-retention \"foo\""), "{err}");
+    assert!(compaction("revision", "1h").is_err());
+}
+
+#[test]
+fn the_kvdb_token_file_must_hold_a_token() {
+    let dir = temp();
+    let good = file(dir.path(), "token", "s3cret\n");
+    assert_eq!(
+        read_kvdb_token(Path::new(&good)).expect("a token"),
+        "s3cret"
+    );
+    let with_token = config(dir.path(), &["--kvdb-token-file", &good]).expect("valid");
+    assert_eq!(
+        with_token.kvdb_token_file.as_deref(),
+        Some(Path::new(&good))
+    );
+    let empty = file(dir.path(), "empty", " \n");
+    let long = file(dir.path(), "long", &"x".repeat(4 * 1024 + 1));
+    let missing = dir.path().join("missing").display().to_string();
+    for (path, message) in [
+        (empty, "holds no token"),
+        (long, "longer than 4096 bytes"),
+        (missing, "--kvdb-token-file"),
+    ] {
+        let err = ServerConfig::from_args(parse(&["--kvdb-token-file", &path]).expect("valid"))
+            .expect_err(message);
+        assert!(err.to_string().contains(message), "{err}");
+    }
+}
+
+// Ids observed from a real etcd 3.4.23 (Debian's etcd-server) started with the flags in each
+// comment; `etcdctl member list -w json` printed the member ids and `header.cluster_id`
+// (decimal), or etcd's log printed "added member <hex> ... to cluster <hex>".
+
+#[test]
+fn member_and_cluster_ids_match_etcd_3_4() {
+    // --name a --initial-advertise-peer-urls http://127.0.0.1:23791
+    // --initial-cluster a=http://127.0.0.1:23791 --initial-cluster-token tok-a
+    let a = member_id(&["http://127.0.0.1:23791".to_owned()], "tok-a");
+    assert_eq!(a, 4_328_076_328_456_457_881);
+    assert_eq!(cluster_id(&[a]), 8_006_846_321_828_141_704);
+    // --name m --initial-cluster-token multi --initial-cluster
+    // m=http://127.0.0.1:23792,m=http://127.0.0.1:23791,n=http://127.0.0.1:23793
+    let m = member_id(
+        &[
+            "http://127.0.0.1:23792".to_owned(),
+            "http://127.0.0.1:23791".to_owned(),
+        ],
+        "multi",
+    );
+    let n = member_id(&["http://127.0.0.1:23793".to_owned()], "multi");
+    assert_eq!((m, n), (0xe401_19ed_7b59_25e8, 0x6196_1ad7_10e7_47ba));
+    assert_eq!(cluster_id(&[n, m]), 0x80dc_ecbe_28c0_eb09);
+    assert_eq!(
+        cluster_id(&[m, n]),
+        cluster_id(&[n, m]),
+        "the order of ids does not matter"
+    );
+    // `etcdctl member add l1 --learner --peer-urls=http://127.0.0.1:42380` on the cluster of
+    // member a, at Unix second 1796383515 (`date +%s` before and after printed the same).
+    assert_eq!(
+        added_member_id(&["http://127.0.0.1:42380".to_owned()], 1_796_383_515),
+        14_218_135_025_695_001_635
+    );
+}
+
+#[test]
+fn dev_members_are_etcds_procfile_cluster() {
+    let dir = temp();
+    let members = dev_members(dir.path());
+    assert_eq!(members.len(), 3);
+    assert_eq!(DEV_PORTS, [(2379, 12380), (22379, 22380), (32379, 32380)]);
+    let configs: Vec<ServerConfig> = members
+        .into_iter()
+        .map(|args| ServerConfig::from_args(args).expect("the Procfile's flags are valid"))
+        .collect();
+    for (i, config) in configs.iter().enumerate() {
+        let (client, peer) = DEV_PORTS[i];
+        assert_eq!(config.name, format!("infra{}", i + 1));
+        assert_eq!(
+            config.data_dir,
+            dir.path().join(format!("infra{}.etcd", i + 1))
+        );
+        assert_eq!(
+            config.listen_client_urls[0].addr.to_string(),
+            format!("127.0.0.1:{client}")
+        );
+        assert_eq!(
+            config.advertise_client_urls,
+            [format!("http://127.0.0.1:{client}")]
+        );
+        assert_eq!(
+            config.listen_peer_urls[0].addr.to_string(),
+            format!("127.0.0.1:{peer}")
+        );
+        assert_eq!(config.initial_cluster_token, "etcd-cluster-1");
+        assert_eq!(config.initial_cluster_state, ClusterState::New);
+        assert_eq!(
+            (
+                config.heartbeat_interval.as_millis(),
+                config.election_timeout.as_millis()
+            ),
+            (100, 1_000)
+        );
+    }
+    // etcd 3.4.23 started with the Procfile's three command lines; `etcdctl member list -w
+    // table` showed these ids and `-w json` cluster_id 17237436991929493444.
+    let ids: Vec<u64> = configs.iter().map(ServerConfig::member_id).collect();
+    assert_eq!(
+        ids,
+        [
+            0x8211_f1d0_f64f_3269,
+            0x91bc_3c39_8fb3_c146,
+            0xfd42_2379_fda5_0e48
+        ]
+    );
+    for config in &configs {
+        assert_eq!(config.cluster_id(), 17_237_436_991_929_493_444);
+    }
+}
