@@ -1,20 +1,73 @@
-//! etcd's MVCC model on `strata-lsm`: every write request gets one main revision (its changes
-//! sub-revisions within it), each key keeps its versions (`create_revision`, `mod_revision`,
-//! `version`), a range reads the store as of any revision not compacted, and compaction drops
-//! the versions no reader can see any more.
+//! etcd's MVCC key space and KV semantics on `strata-lsm`, speaking etcd's own messages.
 //!
-//! Work in progress (issue 15). Today: the key layout ([`keys`]: versions of a user key sort
-//! newest first after it, so the version visible at a revision is one seek away, and a second
-//! keyspace orders every change by revision, for watchers catching up and for compaction), and
-//! the [`Store`]: write requests ([`Store::write`]: put and delete-range, each request one main
-//! revision, its changes sub-revisions, committed in one LSM batch with the caller's extra
-//! pairs such as the Raft applied index), ranges at any revision not compacted
-//! ([`Store::range`], with `count`, `limit` and `more`), and compaction ([`Store::compact`]).
-//! Txn compares, sorting, filters and the watch stream come next.
+//! - [`api`]: etcd's KV messages (`RangeRequest`, `PutRequest`, `TxnRequest`, `KeyValue`, ...)
+//!   exactly as prost-build generates them, so the server's gRPC code uses them directly.
+//! - [`Store`]: every write request gets one main revision (its changes sub-revisions within
+//!   it), each key keeps its versions (`create_revision`, `mod_revision`, `version`, `lease`),
+//!   reads see the store as of any revision not compacted. Reads: [`Store::range_request`],
+//!   [`Store::read_txn`], [`Store::hash_kv`]. Writes: a [`Batch`] of Put, DeleteRange, Txn and
+//!   Compact requests (a Raft batch) committed in one LSM write with the caller's pairs (the
+//!   applied index); or a [`Write`], one request of raw puts and deletes.
+//! - Validation before proposing, with etcd's rules and error texts: [`check_range`],
+//!   [`check_put`], [`check_delete_range`], [`check_txn`].
+//! - Compaction in two parts: [`Batch::compact`] records the revision (reads below it fail
+//!   from the commit on), [`Store::compact_physical`] removes the versions in bounded steps in
+//!   the background, resumable after a crash ([`Store::compaction_pending`]).
+//! - [`keys`]: the key layout (versions of a user key sort newest first after it, so the version
+//!   visible at a revision is one seek away; a second keyspace orders every change by
+//!   revision, for watchers catching up and for compaction). `docs/formats/mvcc.md` has it all.
+//!
+//! The store knows nothing of Raft, leases' lifetimes, watchers or gRPC: the server decides
+//! what to apply, passes a [`LeaseCheck`], and adds the header's ids and the `etcdserver: `
+//! prefix to errors.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use strata_mvcc::api::{PutRequest, RangeRequest};
+//! use strata_mvcc::{LeaseCheck, Store};
+//!
+//! struct NoLeases;
+//! impl LeaseCheck for NoLeases {
+//!     fn exists(&self, _lease: i64) -> bool {
+//!         false
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let db = strata_lsm::Db::open(dir.path(), strata_lsm::Options::default())?;
+//! let store = Store::open(Arc::new(db))?;
+//! let mut batch = store.batch();
+//! let put = PutRequest { key: b"foo".to_vec(), value: b"bar".to_vec(), ..Default::default() };
+//! let response = batch.put(&put, &NoLeases)?;
+//! assert_eq!(response.header.map(|h| h.revision), Some(2));
+//! batch.commit(&[(b"applied", b"7")])?;
+//!
+//! let got = store.range_request(&RangeRequest { key: b"foo".to_vec(), ..Default::default() })?;
+//! assert_eq!(got.kvs[0].value, b"bar");
+//! assert_eq!((got.kvs[0].create_revision, got.kvs[0].version), (2, 1));
+//! # Ok(())
+//! # }
+//! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod api;
+mod batch;
+mod check;
+mod compaction;
+mod error;
 pub mod keys;
+mod range;
 mod store;
+mod txn;
+mod view;
 
+pub use api::KeyValue;
+pub use batch::{Batch, LeaseCheck, Write};
+pub use check::{
+    MAX_TXN_OPS_DEFAULT, check_delete_range, check_put, check_range, check_txn, txn_is_read_only,
+};
+pub use compaction::COMPACTION_STEP_DELETES;
+pub use error::{Error, Result};
 pub use keys::Revision;
-pub use store::{Error, KeyValue, RangeResult, Result, Store, Write};
+pub use store::{HashKv, NEVER_COMPACTED, Store};

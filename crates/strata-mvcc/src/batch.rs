@@ -1,0 +1,483 @@
+//! Write requests: a [`Batch`] applies many requests (a Raft batch) in one LSM write, each one
+//! main revision if it changes anything; [`Write`] is one request of raw puts and deletes.
+
+use parking_lot::MutexGuard;
+use strata_lsm::{Db, Snapshot, WriteBatch, WriteOptions};
+
+use crate::api::request_op::Request;
+use crate::api::response_op::Response;
+use crate::api::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, KeyValue,
+    PutRequest, PutResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse, header,
+};
+use crate::check::txn_is_read_only;
+use crate::error::{Error, Result};
+use crate::keys::{self, Revision};
+use crate::range::range;
+use crate::store::{COMPACTED, CURRENT, Store};
+use crate::txn::{self, Path};
+use crate::view::{Overlay, PUT, TOMBSTONE, View, encode_version};
+
+/// Whether a lease exists, for puts that attach one (etcd's lessor lookup). A put with an
+/// unknown lease fails with [`Error::LeaseNotFound`].
+pub trait LeaseCheck {
+    /// True if `lease` (never 0) is granted and not revoked.
+    fn exists(&self, lease: i64) -> bool;
+}
+
+/// Write requests applied together ([`Store::batch`]): each request gets the next main
+/// revision if it changes anything (none otherwise), sees every earlier request of the batch,
+/// and returns its response at once (`header.revision`: the store's revision after it); all
+/// of them become durable and visible together at [`commit`](Self::commit), in one LSM write
+/// with the caller's pairs. A request that fails changes nothing and takes no revision; the
+/// batch goes on. Dropping a batch uncommitted discards it.
+///
+/// Requests are expected to have passed the checks of [`check_put`](crate::check_put),
+/// [`check_delete_range`](crate::check_delete_range) and [`check_txn`](crate::check_txn) (the
+/// server does them before proposing); execution does what etcd's apply does with them.
+///
+/// One batch at a time: [`Store::batch`] waits while another is alive (so never hold two on
+/// one thread).
+pub struct Batch<'a> {
+    store: &'a Store,
+    _writer: MutexGuard<'a, ()>,
+    /// The committed store, as of the batch's start.
+    snapshot: Snapshot,
+    /// The committed revision the batch started from.
+    base: i64,
+    /// The revision after the batch's requests so far.
+    current: i64,
+    base_compacted: i64,
+    /// The compacted revision, with the batch's compactions.
+    compacted: i64,
+    /// Every change of the batch's requests, the one in progress included.
+    overlay: Overlay,
+    batch: WriteBatch,
+    /// The request in progress: changes so far (its sub-revisions), their LSM pairs (moved to
+    /// `batch` when it succeeds), the keys whose overlay it changed (undone if it fails).
+    sub: u64,
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    touched: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("base", &self.base)
+            .field("current", &self.current)
+            .field("compacted", &self.compacted)
+            .field("ops", &self.batch.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Batch<'a> {
+    pub(crate) fn new(
+        store: &'a Store,
+        writer: MutexGuard<'a, ()>,
+        snapshot: Snapshot,
+        current: i64,
+        compacted: i64,
+    ) -> Self {
+        Self {
+            store,
+            _writer: writer,
+            snapshot,
+            base: current,
+            current,
+            base_compacted: compacted,
+            compacted,
+            overlay: Overlay::new(),
+            batch: WriteBatch::new(),
+            sub: 0,
+            pairs: Vec::new(),
+            touched: Vec::new(),
+        }
+    }
+
+    /// The store's revision after the batch's requests so far.
+    pub fn revision(&self) -> i64 {
+        self.current
+    }
+
+    /// What the batch's LSM write counts for so far, against [`Store::batch_bytes_max`] (a
+    /// larger one is refused at [`commit`](Self::commit): commit before it grows past it).
+    pub fn bytes(&self) -> usize {
+        Db::batch_bytes(&self.batch)
+    }
+
+    /// etcd's Put: sets `req.key` to `req.value` with `req.lease` (or keeps the current value
+    /// or lease with `ignore_value` / `ignore_lease`); `prev_kv` returns the version it
+    /// replaced.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LeaseNotFound`] for a lease `leases` does not know (checked first, as etcd);
+    /// [`Error::KeyNotFound`] for `ignore_*` on a key that does not exist; the LSM's.
+    pub fn put(&mut self, req: &PutRequest, leases: &dyn LeaseCheck) -> Result<PutResponse> {
+        if req.lease != 0 && !leases.exists(req.lease) {
+            return Err(Error::LeaseNotFound);
+        }
+        self.request(|b| b.apply_put(req))
+    }
+
+    /// etcd's DeleteRange: deletes the keys in `[key, range_end)`; `prev_kv` returns them.
+    /// Deleting nothing takes no revision (`header.revision` is the current one).
+    ///
+    /// # Errors
+    ///
+    /// The LSM's.
+    pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        self.request(|b| b.apply_delete(req))
+    }
+
+    /// etcd's Txn: the compares (of this txn and of the nested ones on the chosen path, all on
+    /// the store before the txn, as etcd), then the chosen branch in order, later operations
+    /// seeing earlier writes; one main revision for all its changes (none if it writes
+    /// nothing). Ranges inside answer with `header.revision` the txn's revision so far, puts
+    /// and deletes with the txn's; nested txns' headers are zero, as etcd's.
+    ///
+    /// # Errors
+    ///
+    /// Before anything runs, on the chosen path: [`Error::KeyNotFound`] for a put with
+    /// `ignore_*` on a key absent before the txn, [`Error::LeaseNotFound`], then
+    /// [`Error::FutureRevision`] / [`Error::Compacted`] for a range's revision. While running:
+    /// [`Error::KeyNotFound`] for an `ignore_*` put of a key an earlier operation deleted (etcd
+    /// panics there; here the whole txn is undone); the LSM's.
+    pub fn txn(&mut self, req: &TxnRequest, leases: &dyn LeaseCheck) -> Result<TxnResponse> {
+        self.request(|b| {
+            let before = b.current;
+            let path = {
+                let view = b.view();
+                let path = txn::path(&view, before, req)?;
+                if !txn_is_read_only(req) {
+                    txn::check_puts(&view, before, req, &path, leases)?;
+                }
+                path
+            };
+            txn::check_ranges(req, &path, before, b.compacted)?;
+            let mut response = b.apply_txn(req, &path)?;
+            response.header = header(b.revision_so_far());
+            Ok(response)
+        })
+    }
+
+    /// etcd's Compact, its first part: from the commit on, reads below `req.revision` fail
+    /// with [`Error::Compacted`], and the compaction is recorded as pending; the versions it
+    /// makes unreachable are removed later by [`Store::compact_physical`] (or steps of it).
+    /// Takes no revision: `header.revision` is the current one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Compacted`] if `req.revision` is not above the last compacted revision,
+    /// [`Error::FutureRevision`] if it is above the current one.
+    pub fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse> {
+        if req.revision <= self.compacted {
+            return Err(Error::Compacted);
+        }
+        if req.revision > self.current {
+            return Err(Error::FutureRevision);
+        }
+        self.compacted = req.revision;
+        Ok(CompactionResponse {
+            header: header(self.current),
+        })
+    }
+
+    /// Writes the batch's changes and `extra` pairs (such as the Raft applied index) in one
+    /// LSM write, then publishes the new current and compacted revisions to readers. Returns
+    /// the current revision.
+    ///
+    /// # Errors
+    ///
+    /// The LSM's (such as [`strata_lsm::Error::BatchTooLarge`] past
+    /// [`Store::batch_bytes_max`]): then nothing of the batch is visible or durable.
+    pub fn commit(mut self, extra: &[(&[u8], &[u8])]) -> Result<i64> {
+        for (k, v) in extra {
+            self.batch.put(k, v);
+        }
+        if self.current != self.base {
+            self.batch
+                .put(&keys::meta_key(CURRENT), &self.current.to_le_bytes());
+        }
+        if self.compacted != self.base_compacted {
+            self.batch
+                .put(&keys::meta_key(COMPACTED), &self.compacted.to_le_bytes());
+        }
+        // Written before the revision moves (and outside the state lock): a reader in between
+        // reads the new versions' revision as a future one, and skips them.
+        if !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            self.store.db().write(batch, WriteOptions { sync: false })?;
+        }
+        self.store.publish(self.current, self.compacted);
+        Ok(self.current)
+    }
+
+    fn view(&self) -> View<'_> {
+        View {
+            snapshot: &self.snapshot,
+            base: self.base,
+            overlay: Some(&self.overlay),
+        }
+    }
+
+    /// The main revision of the request in progress.
+    fn main(&self) -> i64 {
+        self.current + 1
+    }
+
+    /// The revision a reader inside the request in progress is at: its own once it changed
+    /// something, the one before it until then (etcd's `storeTxnWrite.Range`).
+    fn revision_so_far(&self) -> i64 {
+        if self.sub > 0 {
+            self.main()
+        } else {
+            self.current
+        }
+    }
+
+    /// Runs one request: all of its changes, or (if it fails) none of them.
+    fn request<T>(&mut self, run: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let result = run(self);
+        self.finish(result.is_ok());
+        result
+    }
+
+    /// Ends the request in progress: keeps its changes (and takes its revision if it made
+    /// any), or undoes them.
+    fn finish(&mut self, keep: bool) {
+        let main = self.main();
+        if keep {
+            for (k, v) in self.pairs.drain(..) {
+                self.batch.put(&k, &v);
+            }
+            if self.sub > 0 {
+                self.current = main;
+            }
+        } else {
+            self.pairs.clear();
+            for key in self.touched.drain(..) {
+                if let Some(entries) = self.overlay.get_mut(&key) {
+                    if entries.last().is_some_and(|(m, _)| *m == main) {
+                        entries.pop();
+                    }
+                    if entries.is_empty() {
+                        self.overlay.remove(&key);
+                    }
+                }
+            }
+        }
+        self.touched.clear();
+        self.sub = 0;
+    }
+
+    /// The newest version of `key`, the request in progress included.
+    fn latest(&self, key: &[u8], values: bool) -> Result<Option<KeyValue>> {
+        let mut found = None;
+        self.view().scan(key, &[], self.main(), values, |kv| {
+            found = Some(kv);
+            false
+        })?;
+        Ok(found)
+    }
+
+    /// Records one change of the request in progress: `key`'s new state (`None`: deleted).
+    fn set(&mut self, key: &[u8], kv: Option<KeyValue>) {
+        let main = self.main();
+        let rev = Revision::new(main as u64, self.sub);
+        self.sub += 1;
+        let (value, kind) = match &kv {
+            Some(kv) => (encode_version(kv), PUT),
+            None => (vec![TOMBSTONE], TOMBSTONE),
+        };
+        self.pairs.push((keys::data_key(key, rev), value));
+        self.pairs
+            .push((keys::revision_key(rev).to_vec(), [&[kind][..], key].concat()));
+        let entries = self.overlay.entry(key.to_vec()).or_default();
+        match entries.last_mut() {
+            Some((m, state)) if *m == main => *state = kv,
+            _ => entries.push((main, kv)),
+        }
+        self.touched.push(key.to_vec());
+    }
+
+    /// Puts `key` over `prev` (its newest version) in the request in progress.
+    fn put_kv(&mut self, key: &[u8], value: Vec<u8>, lease: i64, prev: Option<&KeyValue>) {
+        let main = self.main();
+        let kv = KeyValue {
+            key: key.to_vec(),
+            create_revision: prev.map_or(main, |p| p.create_revision),
+            mod_revision: main,
+            version: prev.map_or(1, |p| p.version + 1),
+            value,
+            lease,
+        };
+        self.set(key, Some(kv));
+    }
+
+    fn apply_put(&mut self, req: &PutRequest) -> Result<PutResponse> {
+        let ignore = req.ignore_value || req.ignore_lease;
+        let prev = self.latest(&req.key, req.prev_kv || req.ignore_value)?;
+        let (value, lease) = match (&prev, ignore) {
+            (None, true) => return Err(Error::KeyNotFound),
+            (Some(p), true) => (
+                if req.ignore_value {
+                    p.value.clone()
+                } else {
+                    req.value.clone()
+                },
+                if req.ignore_lease { p.lease } else { req.lease },
+            ),
+            (_, false) => (req.value.clone(), req.lease),
+        };
+        self.put_kv(&req.key, value, lease, prev.as_ref());
+        Ok(PutResponse {
+            header: header(self.main()),
+            prev_kv: if req.prev_kv { prev } else { None },
+        })
+    }
+
+    fn apply_delete(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let live = self
+            .view()
+            .collect(&req.key, &req.range_end, self.main(), req.prev_kv)?;
+        for kv in &live {
+            self.set(&kv.key, None);
+        }
+        Ok(DeleteRangeResponse {
+            header: header(self.revision_so_far()),
+            deleted: live.len() as i64,
+            prev_kvs: if req.prev_kv { live } else { Vec::new() },
+        })
+    }
+
+    /// etcd's `applyTxn`: the branch `path` chose, in order.
+    fn apply_txn(&mut self, req: &TxnRequest, path: &Path) -> Result<TxnResponse> {
+        let ops = if path.succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        let mut nested = path.nested.iter();
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match &op.request {
+                Some(Request::RequestRange(r)) => {
+                    let at = self.revision_so_far();
+                    Some(Response::ResponseRange(range(
+                        &self.view(),
+                        r,
+                        at,
+                        self.compacted,
+                    )?))
+                }
+                Some(Request::RequestPut(r)) => Some(Response::ResponsePut(self.apply_put(r)?)),
+                Some(Request::RequestDeleteRange(r)) => {
+                    Some(Response::ResponseDeleteRange(self.apply_delete(r)?))
+                }
+                Some(Request::RequestTxn(r)) => {
+                    let inner = nested.next().expect("a path per nested txn on it");
+                    let mut response = self.apply_txn(r, inner)?;
+                    response.header = Some(ResponseHeader::default());
+                    Some(Response::ResponseTxn(response))
+                }
+                // Refused by `check_txn`; etcd leaves the response empty too.
+                None => None,
+            };
+            responses.push(ResponseOp { response });
+        }
+        Ok(TxnResponse {
+            header: None,
+            succeeded: path.succeeded,
+            responses,
+        })
+    }
+}
+
+/// One write request of raw puts and deletes ([`Store::write`]): its changes share one main
+/// revision, and become visible (and durable with the batch) together at
+/// [`commit`](Self::commit). A put or delete that fails leaves the request uncommittable.
+#[derive(Debug)]
+pub struct Write<'a> {
+    batch: Batch<'a>,
+    failed: bool,
+}
+
+impl<'a> Write<'a> {
+    pub(crate) fn new(batch: Batch<'a>) -> Self {
+        Self {
+            batch,
+            failed: false,
+        }
+    }
+
+    /// The revision this request's changes get.
+    pub fn revision(&self) -> i64 {
+        self.batch.main()
+    }
+
+    /// The newest version of `key`, this request's changes included.
+    ///
+    /// # Errors
+    ///
+    /// The LSM's.
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        self.batch.latest(key, true)
+    }
+
+    /// Sets `key` to `value` with `lease`; returns the version it replaced.
+    ///
+    /// # Errors
+    ///
+    /// The LSM's.
+    pub fn put(&mut self, key: &[u8], value: &[u8], lease: i64) -> Result<Option<KeyValue>> {
+        let prev = self.batch.latest(key, true);
+        let prev = self.track(prev)?;
+        self.batch
+            .put_kv(key, value.to_vec(), lease, prev.as_ref());
+        Ok(prev)
+    }
+
+    /// Deletes the keys in `[key, end)` (etcd's conventions: empty `end` is `key` alone, `[0]`
+    /// every key from `key` on), this request's changes included; returns what it deleted.
+    ///
+    /// # Errors
+    ///
+    /// The LSM's.
+    pub fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>> {
+        let live = self
+            .batch
+            .view()
+            .collect(key, end, self.batch.main(), true);
+        let live = self.track(live)?;
+        for kv in &live {
+            self.batch.set(&kv.key, None);
+        }
+        Ok(live)
+    }
+
+    fn track<T>(&mut self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    /// Ends the request: its changes (and `extra` pairs) are written in one batch, and the
+    /// current revision moves to this request's if it changed anything. Returns the current
+    /// revision.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriteFailed`] if a put or delete of the request failed (nothing is written);
+    /// the LSM's: then nothing of the request is visible.
+    pub fn commit(mut self, extra: &[(&[u8], &[u8])]) -> Result<i64> {
+        if self.failed {
+            self.batch.finish(false);
+            return Err(Error::WriteFailed);
+        }
+        self.batch.finish(true);
+        self.batch.commit(extra)
+    }
+}
