@@ -14,6 +14,18 @@ use strata_snapshot::SnapshotMeta;
 /// The `strata snapshot` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
+    /// Turn a server snapshot file (`etcdctl snapshot save`, Maintenance/Snapshot) into the
+    /// data dir of the first member of a new cluster: its keys and revisions, the membership of
+    /// `--initial-cluster` (etcd's `etcdutl snapshot restore`). Then start that member with the
+    /// same flags and `--initial-cluster-state new`.
+    Restore {
+        /// The snapshot file.
+        file: PathBuf,
+        /// The new member's flags (`--data-dir`, `--name`, `--initial-cluster`,
+        /// `--initial-cluster-token`, `--initial-advertise-peer-urls`, ...).
+        #[command(flatten)]
+        args: Box<strata_server::config::ServerArgs>,
+    },
     /// Print a snapshot's description as JSON: id, last index and term, membership, files.
     Show {
         /// An exported snapshot, a node's snapshot store (`NodeOptions::snapshot_dir`: its
@@ -46,9 +58,23 @@ pub enum SnapshotCommand {
     },
 }
 
+fn restore(file: &Path, args: strata_server::config::ServerArgs) -> Result<()> {
+    let config = strata_server::config::ServerConfig::from_args(args)?;
+    let restored = strata_server::restore::restore(file, &config)
+        .with_context(|| format!("restore {}", file.display()))?;
+    println!(
+        "restored revision {} into {} with {} member(s)",
+        restored.revision,
+        config.data_dir.display(),
+        restored.members
+    );
+    Ok(())
+}
+
 /// Runs a `strata snapshot` subcommand.
 pub fn run(command: SnapshotCommand) -> Result<()> {
     match command {
+        SnapshotCommand::Restore { file, args } => restore(&file, *args),
         SnapshotCommand::Show { dir } => show(&dir),
         SnapshotCommand::Check { dir } => check(&dir),
         SnapshotCommand::Stress {

@@ -124,9 +124,10 @@ pub struct RaftNode {
     writer: Writer,
     status: watch::Receiver<Status>,
     applied: watch::Receiver<u64>,
-    driver: tokio::task::JoinHandle<()>,
+    /// Taken by the first [`shutdown`](RaftNode::shutdown).
+    driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Watches the applying task's end.
-    applier: tokio::task::JoinHandle<()>,
+    applier: Mutex<Option<tokio::task::JoinHandle<()>>>,
     applier_abort: tokio::task::AbortHandle,
     stop: Arc<tokio::sync::Notify>,
     failure: Failure,
@@ -286,8 +287,8 @@ impl RaftNode {
             writer,
             status: status_rx,
             applied: applied_rx,
-            driver,
-            applier,
+            driver: Mutex::new(Some(driver)),
+            applier: Mutex::new(Some(applier)),
             applier_abort,
             stop,
             failure,
@@ -464,14 +465,22 @@ impl RaftNode {
 
     /// Stops the node as a crash would: nothing more is sent or persisted once it returns
     /// (a persist already under way finishes first, so that nothing writes to the log after
-    /// this returns).
-    pub async fn shutdown(self) {
+    /// this returns). It takes `&self` so that a server sharing the node with its request
+    /// handlers can stop it; requests made afterwards answer [`DriverError::Stopped`], and a
+    /// second call returns at once.
+    pub async fn shutdown(&self) {
         // A snapshot being written finishes without installing; no other starts.
         self.writer.0.lock().stopped = true;
         self.stop.notify_one();
-        let _ = self.driver.await;
+        let driver = self.driver.lock().take();
+        if let Some(driver) = driver {
+            let _ = driver.await;
+        }
         self.applier_abort.abort();
-        let _ = self.applier.await;
+        let applier = self.applier.lock().take();
+        if let Some(applier) = applier {
+            let _ = applier.await;
+        }
         let job = self.writer.0.lock().job.take();
         if let Some(job) = job {
             let _ = job.await;

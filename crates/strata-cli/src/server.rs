@@ -1,0 +1,119 @@
+//! `strata server` (one member, etcd's flags) and `strata dev` (a local 3-member cluster).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use strata_server::Server;
+use strata_server::config::{ServerArgs, ServerConfig, dev_members};
+
+/// `strata dev`'s flags.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the members keep their data (`infra1`, `infra2`, `infra3` under it); a temporary
+    /// directory, removed at exit, if not given.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the Tokio runtime")
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `strata server`: runs one member until Ctrl-C or SIGTERM.
+pub fn server(args: ServerArgs) -> Result<()> {
+    let config = ServerConfig::from_args(args)?;
+    runtime()?.block_on(async move {
+        let name = config.name.clone();
+        let server = Server::start(config)
+            .await
+            .with_context(|| format!("start member {name}"))?;
+        eprintln!(
+            "strata: member {name} ({:x}) serving clients on {}",
+            server.id(),
+            join(server.client_addrs())
+        );
+        stopped().await;
+        eprintln!("strata: member {name} stopping");
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+fn join(addrs: &[std::net::SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `strata dev`: three members in this process, on etcd's development ports.
+pub fn dev(args: DevArgs) -> Result<()> {
+    let (base, _temp) = match args.data_dir {
+        Some(dir) => (dir, None),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("strata-dev-")
+                .tempdir()
+                .context("make a temporary data directory")?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    };
+    let configs = dev_members(&base)
+        .into_iter()
+        .map(ServerConfig::from_args)
+        .collect::<Result<Vec<_>, _>>()?;
+    runtime()?.block_on(async move {
+        let mut servers = Vec::new();
+        let mut endpoints = Vec::new();
+        for config in configs {
+            endpoints.extend(config.advertise_client_urls.clone());
+            let name = config.name.clone();
+            servers.push(
+                Server::start(config)
+                    .await
+                    .with_context(|| format!("start member {name}"))?,
+            );
+        }
+        let endpoints = endpoints.join(",");
+        println!("strata dev: 3 members, data in {}", base.display());
+        println!("  endpoints: {endpoints}");
+        println!("  try:       etcdctl --endpoints={endpoints} put greeting hello");
+        println!("             etcdctl --endpoints={endpoints} get greeting -w json");
+        println!("             etcdctl --endpoints={endpoints} member list -w table");
+        println!("  Ctrl-C stops the cluster.");
+        stopped().await;
+        println!("strata dev: stopping");
+        for server in servers {
+            server.shutdown().await;
+        }
+        Ok(())
+    })
+}

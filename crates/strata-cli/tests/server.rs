@@ -1,0 +1,236 @@
+//! The server against real clients: three `strata server` processes on 127.0.0.1, driven by
+//! the `etcd-client` crate (the same library many Rust services use against etcd).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
+use support::cluster::{Cluster, client, wait_ready, wait_value};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// What a client of etcd relies on, on every member: revisions, versions, txn, errors.
+#[test]
+fn etcd_client_sees_etcd_semantics_on_every_member() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), 3, &[]);
+    runtime().block_on(async {
+        let endpoints = cluster.endpoints();
+        let mut c0 = wait_ready(&endpoints[0]).await;
+        let mut c1 = wait_ready(&endpoints[1]).await;
+        let mut c2 = wait_ready(&endpoints[2]).await;
+
+        // One revision per write, from 2; versions count puts.
+        let r = c0.put("foo", "bar", None).await.expect("put");
+        let first = r.header().expect("header").revision();
+        let r = c1
+            .put("foo", "baz", Some(PutOptions::new().with_prev_key()))
+            .await
+            .expect("put via another member");
+        assert_eq!(r.header().expect("header").revision(), first + 1);
+        assert_eq!(r.prev_key().expect("prev kv").value(), b"bar");
+        let got = c2.get("foo", None).await.expect("linearizable get");
+        let kv = &got.kvs()[0];
+        assert_eq!(
+            (
+                kv.value(),
+                kv.version(),
+                kv.create_revision(),
+                kv.mod_revision()
+            ),
+            (&b"baz"[..], 2, first, first + 1)
+        );
+        // Serializable reads at the member that forwarded the write see it at once.
+        let got = c1
+            .get("foo", Some(GetOptions::new().with_serializable()))
+            .await
+            .expect("serializable get");
+        assert_eq!(got.kvs()[0].value(), b"baz");
+
+        // Ranges: prefix, limit with more and count, sort.
+        for k in ["a/1", "a/2", "a/3"] {
+            c0.put(k, k, None).await.expect("put");
+        }
+        let got = c2
+            .get(
+                "a/",
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_limit(2)
+                        .with_sort(SortTarget::Key, SortOrder::Descend),
+                ),
+            )
+            .await
+            .expect("range");
+        assert_eq!(got.count(), 3);
+        assert!(got.more());
+        let keys: Vec<&[u8]> = got.kvs().iter().map(|kv| kv.key()).collect();
+        assert_eq!(keys, vec![&b"a/3"[..], b"a/2"]);
+
+        // A txn: compare then branch, one revision for its writes.
+        let before = c0
+            .get("foo", None)
+            .await
+            .expect("get")
+            .header()
+            .expect("h")
+            .revision();
+        let txn = Txn::new()
+            .when(vec![Compare::value("foo", CompareOp::Equal, "baz")])
+            .and_then(vec![
+                TxnOp::put("foo", "qux", None),
+                TxnOp::put("other", "x", None),
+            ])
+            .or_else(vec![TxnOp::get("foo", None)]);
+        let r = c1.txn(txn).await.expect("txn");
+        assert!(r.succeeded());
+        assert_eq!(r.header().expect("h").revision(), before + 1);
+
+        // Deletes count what they removed; a delete of nothing makes no revision.
+        let r = c2
+            .delete("a/", Some(DeleteOptions::new().with_prefix()))
+            .await
+            .expect("delete");
+        assert_eq!(r.deleted(), 3);
+        let rev = r.header().expect("h").revision();
+        let r = c0
+            .delete("nothing-here", None)
+            .await
+            .expect("delete nothing");
+        assert_eq!(r.header().expect("h").revision(), rev);
+
+        // Compaction: older revisions are gone with etcd's error text; newer ones are read.
+        c0.compact(rev, None).await.expect("compact");
+        let e = c1
+            .get("foo", Some(GetOptions::new().with_revision(rev - 1)))
+            .await
+            .expect_err("compacted");
+        assert!(
+            e.to_string()
+                .contains("etcdserver: mvcc: required revision has been compacted"),
+            "{e}"
+        );
+        let e = c1
+            .get("foo", Some(GetOptions::new().with_revision(rev + 100)))
+            .await
+            .expect_err("future");
+        assert!(
+            e.to_string()
+                .contains("etcdserver: mvcc: required revision is a future revision"),
+            "{e}"
+        );
+        let e = c1.put("", "v", None).await.expect_err("empty key");
+        assert!(
+            e.to_string().contains("etcdserver: key is not provided"),
+            "{e}"
+        );
+
+        // Every member agrees on the hash of the store at one revision.
+        let mut hashes = Vec::new();
+        for c in [&mut c0, &mut c1, &mut c2] {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let status = c.status().await.expect("status");
+                if status.raft_applied_index() >= status.raft_index() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "member did not catch up");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            hashes.push(c.hash_kv(rev).await.expect("hashkv").hash());
+        }
+        assert!(
+            hashes.windows(2).all(|w| w[0] == w[1]),
+            "hashes differ: {hashes:?}"
+        );
+
+        // Members: three, named, with their client URLs.
+        let list = c0.member_list().await.expect("member list");
+        let mut names: Vec<&str> = list.members().iter().map(|m| m.name()).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["m1", "m2", "m3"]);
+    });
+}
+
+/// kill -9 of a member while clients write: every acknowledged write is on every member once
+/// the killed one is back.
+#[test]
+fn kill9_of_a_member_during_writes_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path(), 3, &[]);
+    let rt = runtime();
+    let endpoints = cluster.endpoints();
+    let acknowledged = rt.block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let mut c = client(&endpoints[..1]).await;
+        let mut acked = Vec::new();
+        for i in 0..200 {
+            let key = format!("k{i:04}");
+            if c.put(key.as_str(), key.as_str(), None).await.is_ok() {
+                acked.push(key);
+            }
+        }
+        acked
+    });
+    // Kill the leader's neighbour and the leader in turn is covered by the two kills below.
+    cluster.kill(1);
+    let more = rt.block_on(async {
+        let mut c = client(&endpoints[..1]).await;
+        let mut acked = Vec::new();
+        for i in 200..400 {
+            let key = format!("k{i:04}");
+            if c.put(key.as_str(), key.as_str(), None).await.is_ok() {
+                acked.push(key);
+            }
+        }
+        acked
+    });
+    cluster.kill(0);
+    cluster.restart(0);
+    cluster.restart(1);
+    rt.block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let last = more
+            .last()
+            .or(acknowledged.last())
+            .expect("something was acknowledged");
+        for e in &endpoints {
+            wait_value(e, last, Some(last)).await;
+            let mut c = client(std::slice::from_ref(e)).await;
+            let got = c
+                .get(
+                    "k",
+                    Some(
+                        GetOptions::new()
+                            .with_prefix()
+                            .with_serializable()
+                            .with_keys_only(),
+                    ),
+                )
+                .await
+                .expect("range");
+            let keys: std::collections::BTreeSet<String> = got
+                .kvs()
+                .iter()
+                .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                .collect();
+            for key in acknowledged.iter().chain(&more) {
+                assert!(keys.contains(key), "{e} lost acknowledged {key}");
+            }
+        }
+    });
+}

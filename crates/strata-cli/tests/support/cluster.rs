@@ -1,0 +1,238 @@
+//! Real `strata server` processes on 127.0.0.1 for the server's integration tests: a cluster
+//! of members started with etcd's flags, killed with SIGKILL or stopped, restarted, and
+//! reached with the `etcd-client` crate.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, GetOptions};
+
+/// How long a cluster may take to elect a leader and answer.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A free port on 127.0.0.1 (bound and released: a test that loses the race fails loudly).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// One member's settings.
+#[derive(Debug, Clone)]
+pub struct MemberSpec {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl MemberSpec {
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+}
+
+/// A running (or stopped) member process.
+#[derive(Debug)]
+pub struct Member {
+    pub spec: MemberSpec,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+/// A cluster of member processes; killed when dropped.
+#[derive(Debug)]
+pub struct Cluster {
+    pub members: Vec<Member>,
+    pub dir: PathBuf,
+    pub token: String,
+    pub extra: Vec<String>,
+}
+
+fn initial_cluster(specs: &[MemberSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| format!("{}={}", s.name, s.peer_url()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Cluster {
+    /// `n` members under `dir`, started with `--initial-cluster-state new` and `extra` flags.
+    pub fn start(dir: &Path, n: usize, extra: &[&str]) -> Cluster {
+        let specs: Vec<MemberSpec> = (1..=n)
+            .map(|i| MemberSpec {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: dir.join(format!("m{i}")),
+            })
+            .collect();
+        let mut cluster = Cluster {
+            members: Vec::new(),
+            dir: dir.to_path_buf(),
+            token: "strata-test".to_owned(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let all = initial_cluster(&specs);
+        for spec in specs {
+            let log = dir.join(format!("{}.log", spec.name));
+            let mut member = Member {
+                spec,
+                child: None,
+                log,
+            };
+            cluster.spawn(&mut member, &all, "new");
+            cluster.members.push(member);
+        }
+        cluster
+    }
+
+    fn spawn(&self, member: &mut Member, initial: &str, state: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&member.log)
+            .expect("open the member's log");
+        let s = &member.spec;
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("server")
+            .args(["--name", &s.name])
+            .args(["--data-dir", &s.data_dir.to_string_lossy()])
+            .args(["--listen-client-urls", &s.client_url()])
+            .args(["--advertise-client-urls", &s.client_url()])
+            .args(["--listen-peer-urls", &s.peer_url()])
+            .args(["--initial-advertise-peer-urls", &s.peer_url()])
+            .args(["--initial-cluster", initial])
+            .args(["--initial-cluster-state", state])
+            .args(["--initial-cluster-token", &self.token])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn strata server");
+        member.child = Some(child);
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.spec.client_url()).collect()
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts member `i` with its original flags.
+    pub fn restart(&mut self, i: usize) {
+        let specs: Vec<MemberSpec> = self.members.iter().map(|m| m.spec.clone()).collect();
+        let all = initial_cluster(&specs);
+        let mut member = std::mem::replace(
+            &mut self.members[i],
+            Member {
+                spec: specs[i].clone(),
+                child: None,
+                log: PathBuf::new(),
+            },
+        );
+        self.spawn(&mut member, &all, "new");
+        self.members[i] = member;
+    }
+
+    /// Starts a new member that joins with `--initial-cluster-state existing` (after a
+    /// MemberAdd of its peer URL); returns its index.
+    pub fn join(&mut self, spec: MemberSpec) -> usize {
+        let mut specs: Vec<MemberSpec> = self.members.iter().map(|m| m.spec.clone()).collect();
+        specs.push(spec.clone());
+        let all = initial_cluster(&specs);
+        let log = self.dir.join(format!("{}.log", spec.name));
+        let mut member = Member {
+            spec,
+            child: None,
+            log,
+        };
+        self.spawn(&mut member, &all, "existing");
+        self.members.push(member);
+        self.members.len() - 1
+    }
+
+    /// The log of member `i` (for failure messages).
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A client of `endpoints`.
+pub async fn client(endpoints: &[String]) -> Client {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        match Client::connect(endpoints, None).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("connect to {endpoints:?}: {e}"),
+        }
+    }
+}
+
+/// Polls (bounded) until `endpoint` answers a linearizable read: it has a leader and has
+/// caught up.
+pub async fn wait_ready(endpoint: &str) -> Client {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(mut c) = Client::connect([endpoint], None).await
+            && c.get("ready-probe", None).await.is_ok()
+        {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{endpoint} not ready in {READY_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls (bounded) until a serializable read of `key` at `endpoint` gives `value`.
+pub async fn wait_value(endpoint: &str, key: &str, value: Option<&str>) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(mut c) = Client::connect([endpoint], None).await
+            && let Ok(r) = c
+                .get(key, Some(GetOptions::new().with_serializable()))
+                .await
+        {
+            let got = r.kvs().first().map(|kv| kv.value().to_vec());
+            if got.as_deref() == value.map(str::as_bytes) {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{endpoint}: {key} did not become {value:?} in {READY_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,141 @@
+//! The member's background tasks: physical compaction after a Compact is applied,
+//! auto-compaction, and the quota watch that raises NOSPACE.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::AutoCompaction;
+use crate::machine::NOSPACE;
+use crate::proto::etcdserverpb::{AlarmRequest, alarm_request::AlarmAction};
+use crate::proto::strataserverpb::raft_request::Request;
+use crate::server::Inner;
+
+/// How often the quota is checked.
+const QUOTA_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often auto-compaction looks at the revision (etcd's periodic compactor checks every
+/// tenth of its retention, at most every hour; the revision compactor every 5 minutes).
+const AUTO_COMPACTION_CHECK_MAX: Duration = Duration::from_secs(300);
+
+/// Removes the versions a compaction made unreachable, in the background so that applying is
+/// never held up; resumes an unfinished one at start. Publishes the revision it reached.
+pub async fn physical_compaction(
+    inner: Arc<Inner>,
+    done: watch::Sender<i64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut applied = inner.applied.clone();
+    loop {
+        let target = inner.store.compacted_revision();
+        if target > *done.borrow() {
+            let store = Arc::clone(&inner.store);
+            let result = tokio::task::spawn_blocking(move || store.compact_physical()).await;
+            match result {
+                Ok(Ok(())) => {
+                    let _ = done.send(target);
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "physical compaction failed"),
+                Err(e) => tracing::error!(error = %e, "physical compaction panicked"),
+            }
+            continue;
+        }
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Raises NOSPACE (through Raft, so every member refuses writes alike) once the LSM's tables
+/// exceed the quota.
+pub async fn quota(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(QUOTA_CHECK_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let Some(quota) = inner.config.quota_backend_bytes else {
+            return;
+        };
+        let size = crate::maintenance::db_size_bytes(&inner);
+        if size <= quota {
+            continue;
+        }
+        let raised = inner.shared.0.read().alarms.contains(&(inner.id, NOSPACE));
+        if raised {
+            continue;
+        }
+        tracing::warn!(size, quota, "quota exceeded: raising NOSPACE");
+        let alarm = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: inner.id,
+            alarm: NOSPACE,
+        };
+        if let Err(e) = inner.propose(Request::Alarm(alarm)).await {
+            tracing::warn!(error = %e, "could not raise NOSPACE yet");
+        }
+    }
+}
+
+/// etcd's auto-compaction, run by the leader: `periodic` keeps the revisions of the last
+/// retention period (compacting to the revision current one period ago), `revision` keeps the
+/// last N revisions.
+pub async fn auto_compaction(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let (check, mode) = match inner.config.auto_compaction {
+        AutoCompaction::Off => return,
+        AutoCompaction::Periodic(period) => (
+            (period / 10).clamp(Duration::from_secs(1), AUTO_COMPACTION_CHECK_MAX),
+            inner.config.auto_compaction,
+        ),
+        AutoCompaction::Revision(_) => (
+            AUTO_COMPACTION_CHECK_MAX.min(Duration::from_secs(60)),
+            inner.config.auto_compaction,
+        ),
+    };
+    // (time seen, revision then), oldest first: what the periodic mode compacts to.
+    let mut history: std::collections::VecDeque<(tokio::time::Instant, i64)> = Default::default();
+    let mut tick = tokio::time::interval(check);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let now = tokio::time::Instant::now();
+        let current = inner.store.current_revision();
+        history.push_back((now, current));
+        if inner.status().leader != inner.id {
+            continue;
+        }
+        let target = match mode {
+            AutoCompaction::Periodic(period) => {
+                // The newest revision seen at least one period ago.
+                let mut target = 0;
+                while let Some(&(at, rev)) = history.front() {
+                    if now.duration_since(at) >= period {
+                        target = rev;
+                        history.pop_front();
+                    } else {
+                        break;
+                    }
+                }
+                target
+            }
+            AutoCompaction::Revision(keep) => current - keep as i64,
+            AutoCompaction::Off => 0,
+        };
+        if target <= inner.store.compacted_revision() || target <= 1 {
+            continue;
+        }
+        let request = strata_mvcc::api::CompactionRequest {
+            revision: target,
+            physical: false,
+        };
+        match inner.propose(Request::Compaction(request)).await {
+            Ok(_) => tracing::info!(revision = target, "auto-compacted"),
+            Err(e) => tracing::warn!(revision = target, error = %e, "auto-compaction failed"),
+        }
+    }
+}

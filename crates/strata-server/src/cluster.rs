@@ -1,0 +1,218 @@
+//! etcd's Cluster service: the member table, changed through Raft's joint consensus (members
+//! and learners). Changes run on the leader; a follower sends its client there (etcd's
+//! clients retry on `leader changed`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_raft::{ChangeKind, ConfChange};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::proto::etcdserverpb::cluster_client::ClusterClient;
+use crate::proto::etcdserverpb::cluster_server::Cluster;
+use crate::proto::etcdserverpb::{
+    Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse, ResponseHeader,
+};
+use crate::proto::strataserverpb::{MemberChange, raft_request::Request as Raft};
+use crate::rpctypes::ApiError;
+use crate::server::Inner;
+
+/// How long a membership change may take to be applied.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A learner whose match index is at least this fraction of the leader's commit index is in
+/// sync and may be promoted (etcd's rule, 90 %).
+const PROMOTE_READY_FRACTION: f64 = 0.9;
+
+fn forwarded(status: Status) -> Status {
+    crate::server::forwarded_error(status).into()
+}
+
+/// The Cluster service.
+pub struct ClusterService(pub Arc<Inner>);
+
+impl ClusterService {
+    /// Cluster responses carry no revision (etcd's).
+    fn header(&self) -> Option<ResponseHeader> {
+        let mut header = self.0.header(0);
+        header.revision = 0;
+        Some(header)
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.0.shared.0.read().members.values().cloned().collect()
+    }
+
+    /// Membership changes are proposed by the leader: on a follower, the leader's client
+    /// port (`None` on the leader).
+    async fn leader(&self) -> Result<Option<ClusterClient<Channel>>, Status> {
+        Ok(self.0.leader_channel().await?.map(ClusterClient::new))
+    }
+
+    /// Checks peer URLs: well formed, and not another member's.
+    fn check_urls(&self, urls: &[String], except: u64) -> Result<(), Status> {
+        if urls.is_empty() || urls.iter().any(|u| crate::config::resolve_url(u).is_err()) {
+            return Err(ApiError::InvalidMemberUrls.into());
+        }
+        let taken = self
+            .0
+            .shared
+            .0
+            .read()
+            .members
+            .values()
+            .any(|m| m.id != except && m.peer_ur_ls.iter().any(|u| urls.contains(u)));
+        if taken {
+            return Err(ApiError::PeerUrlExists.into());
+        }
+        Ok(())
+    }
+
+    async fn change(&self, change: ConfChange) -> Result<(), Status> {
+        self.0
+            .node
+            .change_membership(change, CHANGE_TIMEOUT)
+            .await
+            .map_err(|e| Status::from(ApiError::from(e)))
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        request: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        let request = request.into_inner();
+        self.check_urls(&request.peer_ur_ls, 0)?;
+        if let Some(mut leader) = self.leader().await? {
+            return leader.member_add(request).await.map_err(forwarded);
+        }
+        // etcd mixes the time in, so a member re-added at the same URLs gets a new id; a
+        // taken (or zero) id moves to the next second's.
+        let mut secs = (crate::server::now_ms() / 1000) as i64;
+        let id = loop {
+            let id = crate::config::added_member_id(&request.peer_ur_ls, secs);
+            if id != 0 && !self.0.shared.0.read().members.contains_key(&id) {
+                break id;
+            }
+            secs += 1;
+        };
+        let member = Member {
+            id,
+            name: String::new(),
+            peer_ur_ls: request.peer_ur_ls.clone(),
+            client_ur_ls: Vec::new(),
+            is_learner: request.is_learner,
+        };
+        if let Some(addr) = request
+            .peer_ur_ls
+            .iter()
+            .find_map(|u| crate::config::resolve_url(u).ok())
+        {
+            self.0.transport.set_peer(id, addr);
+        }
+        let kind = if request.is_learner {
+            ChangeKind::AddLearner
+        } else {
+            ChangeKind::AddVoter
+        };
+        let context = prost::Message::encode_to_vec(&MemberChange {
+            members: vec![member.clone()],
+        });
+        self.change(ConfChange::single(kind, id).with_context(context))
+            .await?;
+        // The new member catches up from a snapshot rather than the whole log.
+        let _ = self.0.node.request_snapshot(CHANGE_TIMEOUT).await;
+        Ok(Response::new(MemberAddResponse {
+            header: self.header(),
+            member: Some(member),
+            members: self.members(),
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let id = request.into_inner().id;
+        if !self.0.shared.0.read().members.contains_key(&id) {
+            return Err(ApiError::MemberNotFound.into());
+        }
+        if let Some(mut leader) = self.leader().await? {
+            return leader
+                .member_remove(MemberRemoveRequest { id })
+                .await
+                .map_err(forwarded);
+        }
+        self.change(ConfChange::single(ChangeKind::RemoveNode, id))
+            .await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: self.header(),
+            members: self.members(),
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let request = request.into_inner();
+        if !self.0.shared.0.read().members.contains_key(&request.id) {
+            return Err(ApiError::MemberNotFound.into());
+        }
+        self.check_urls(&request.peer_ur_ls, request.id)?;
+        self.0.propose(Raft::MemberUpdate(request)).await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: self.header(),
+            members: self.members(),
+        }))
+    }
+
+    async fn member_list(
+        &self,
+        request: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        if request.into_inner().linearizable {
+            self.0.read_barrier(false).await?;
+        }
+        Ok(Response::new(MemberListResponse {
+            header: self.header(),
+            members: self.members(),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let id = request.into_inner().id;
+        let member = self.0.shared.0.read().members.get(&id).cloned();
+        let Some(member) = member else {
+            return Err(ApiError::MemberNotFound.into());
+        };
+        if !member.is_learner {
+            return Err(ApiError::MemberNotLearner.into());
+        }
+        if let Some(mut leader) = self.leader().await? {
+            return leader
+                .member_promote(MemberPromoteRequest { id })
+                .await
+                .map_err(forwarded);
+        }
+        let status = self.0.status();
+        let matched = status.matched.get(&id).copied().unwrap_or(0);
+        if (matched as f64) < status.commit as f64 * PROMOTE_READY_FRACTION {
+            return Err(ApiError::LearnerNotReady.into());
+        }
+        self.change(ConfChange::single(ChangeKind::AddVoter, id))
+            .await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: self.header(),
+            members: self.members(),
+        }))
+    }
+}

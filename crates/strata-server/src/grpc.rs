@@ -1,0 +1,125 @@
+//! The client port: gRPC (etcd's KV, Cluster and Maintenance, the seed's Kvdb, Strata's
+//! Internal forwarding) and HTTP (`/health`, `/version`, `/metrics`) on one listener per
+//! `--listen-client-urls` address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+use crate::proto::clientpb::kvdb_server::KvdbServer;
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
+use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::strataserverpb::internal_server::{Internal, InternalServer};
+use crate::proto::strataserverpb::{RaftAnswer, RaftRequest};
+use crate::rpctypes::ApiError;
+use crate::server::{Inner, ServerError};
+
+/// Bytes a gRPC message may have beyond `--max-request-bytes` (etcd's allowance, 512 KiB): a
+/// request over the limit but under this gets etcd's "request is too large" rather than a
+/// transport error.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// The leader's side of forwarding: proposes what a follower sends.
+pub struct InternalService(pub Arc<Inner>);
+
+#[tonic::async_trait]
+impl Internal for InternalService {
+    async fn propose(&self, request: Request<RaftRequest>) -> Result<Response<RaftAnswer>, Status> {
+        let inner = &self.0;
+        if inner.status().leader != inner.id {
+            // Never forwarded twice: the sender retries with the leader it learns next.
+            return Err(ApiError::LeaderChanged.into());
+        }
+        let bytes = prost::Message::encode_to_vec(&request.into_inner());
+        let answer = inner.propose_here(bytes.into()).await?;
+        Ok(Response::new(RaftAnswer {
+            answer: Some(answer),
+        }))
+    }
+}
+
+/// Binds every client address and serves them until `stop`; returns the bound addresses and
+/// the serving tasks.
+///
+/// # Errors
+///
+/// [`ServerError::Listen`] if an address cannot be bound, [`ServerError::Tls`] for unusable
+/// TLS files.
+pub async fn serve(
+    inner: Arc<Inner>,
+    stop: watch::Receiver<bool>,
+) -> Result<(Vec<SocketAddr>, Vec<JoinHandle<()>>), ServerError> {
+    let recv_max = inner.config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
+    let mut builder = RoutesBuilder::default();
+    builder
+        .add_service(
+            KvServer::new(crate::kv::KvService(Arc::clone(&inner)))
+                .max_decoding_message_size(recv_max)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            ClusterServer::new(crate::cluster::ClusterService(Arc::clone(&inner)))
+                .max_decoding_message_size(recv_max),
+        )
+        .add_service(
+            MaintenanceServer::new(crate::maintenance::MaintenanceService(Arc::clone(&inner)))
+                .max_decoding_message_size(recv_max)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            KvdbServer::new(crate::kvdb::KvdbService::new(Arc::clone(&inner))?)
+                .max_decoding_message_size(recv_max),
+        )
+        .add_service(
+            InternalServer::new(InternalService(Arc::clone(&inner)))
+                .max_decoding_message_size(recv_max + GRPC_OVERHEAD_BYTES),
+        );
+    let router = builder
+        .routes()
+        .into_axum_router()
+        .merge(crate::http::router(Arc::clone(&inner)));
+    let routes = tonic::service::Routes::from(router);
+    let tls = crate::tls::server_tls(&inner.config)?;
+    let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
+    for listen in inner.config.listen_client_urls.iter().map(|u| u.addr) {
+        let incoming = TcpIncoming::bind(listen)
+            .map_err(|e| ServerError::Listen {
+                addr: listen.to_string(),
+                reason: e.to_string(),
+            })?
+            .with_nodelay(Some(true));
+        let addr = incoming.local_addr().map_err(|e| ServerError::Listen {
+            addr: listen.to_string(),
+            reason: e.to_string(),
+        })?;
+        addrs.push(addr);
+        let mut server = tonic::transport::Server::builder()
+            .accept_http1(true)
+            // etcd's keepalive enforcement lets clients ping every 5 s.
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(2 * 60 * 60)))
+            .tcp_nodelay(true);
+        if let Some(tls) = tls.clone() {
+            server = server
+                .tls_config(tls)
+                .map_err(|e| ServerError::Tls(e.to_string()))?;
+        }
+        let router = server.add_routes(routes.clone());
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let signal = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+                tracing::error!(%addr, error = %e, "the client port stopped");
+            }
+        }));
+    }
+    Ok((addrs, tasks))
+}

@@ -1,0 +1,115 @@
+//! The client port's HTTP side: `/health` (etcd's JSON), `/version`, `/metrics`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::machine::NOSPACE;
+use crate::server::{ETCD_CLUSTER_VERSION, ETCD_VERSION, Inner};
+
+/// The routes, to merge with the gRPC ones.
+pub fn router(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version))
+        .route("/metrics", get(metrics))
+        .with_state(inner)
+}
+
+fn json(status: StatusCode, body: String) -> axum::response::Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// etcd's health check: no alarm (unless excluded), a leader (unless `serializable=true`), and
+/// a one-key read that succeeds.
+async fn health(
+    State(inner): State<Arc<Inner>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> axum::response::Response {
+    let unhealthy = |reason: String| {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{{\"health\":\"false\",\"reason\":{}}}", quote(&reason)),
+        )
+    };
+    let excluded: Vec<&str> = query
+        .get("exclude")
+        .map(|e| e.split(',').collect())
+        .unwrap_or_default();
+    let alarms: Vec<i32> = inner
+        .shared
+        .0
+        .read()
+        .alarms
+        .iter()
+        .map(|&(_, a)| a)
+        .collect();
+    for alarm in alarms {
+        let name = if alarm == NOSPACE {
+            "NOSPACE"
+        } else {
+            "CORRUPT"
+        };
+        if !excluded.contains(&name) {
+            return unhealthy(format!("ALARM {name}"));
+        }
+    }
+    let serializable = query.get("serializable").is_some_and(|v| v == "true");
+    if !serializable && inner.status().leader == 0 {
+        return unhealthy("RAFT NO LEADER".to_owned());
+    }
+    if let Err(e) = inner.read_barrier(serializable).await {
+        return unhealthy(format!("RANGE ERROR:{e}"));
+    }
+    json(
+        StatusCode::OK,
+        "{\"health\":\"true\",\"reason\":\"\"}".to_owned(),
+    )
+}
+
+/// A JSON string.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+async fn version() -> axum::response::Response {
+    json(
+        StatusCode::OK,
+        format!("{{\"etcdserver\":\"{ETCD_VERSION}\",\"etcdcluster\":\"{ETCD_CLUSTER_VERSION}\"}}"),
+    )
+}
+
+async fn metrics(State(inner): State<Arc<Inner>>) -> axum::response::Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&inner),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn quote_escapes_what_json_needs() {
+        assert_eq!(quote("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+}

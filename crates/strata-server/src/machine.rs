@@ -1,0 +1,492 @@
+//! The Raft state machine: applies each committed batch of requests to the MVCC store and the
+//! server's replicated state in one LSM write, with the applied index in it.
+//!
+//! The LSM write is not fsynced: the Raft log is, and it holds every entry after the applied
+//! index the LSM recorded, so a crash that loses the LSM's unsynced tail loses only entries the
+//! log replays (the node resumes applying after [`StateMachine::applied_index`]). The log is
+//! compacted only behind a snapshot, and a snapshot's tables are synced when written.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+use strata_lsm::Db;
+use strata_mvcc::{LeaseCheck, Store};
+use strata_raft::ChangeKind;
+use strata_raft_node::{Committed, CommittedKind, SnapshotWriter, StateMachine};
+use tokio::sync::watch;
+
+use crate::proto::clientpb;
+use crate::proto::etcdserverpb::{AlarmRequest, AlarmResponse, Member, alarm_request::AlarmAction};
+use crate::proto::strataserverpb::{
+    MemberChange, RaftAnswer, RaftRequest, Refusal, raft_answer::Answer, raft_request::Request,
+};
+use crate::rpctypes::ApiError;
+use crate::state::{self, KVDB_SESSION_TTL_MS, KVDB_SESSIONS_MAX, Pending, Session, Shared};
+
+/// `AlarmType::Nospace`.
+pub const NOSPACE: i32 = 1;
+
+/// Leases do not exist yet (the lease issue adds them): every lease is unknown.
+struct NoLeases;
+
+impl LeaseCheck for NoLeases {
+    fn exists(&self, _lease: i64) -> bool {
+        false
+    }
+}
+
+/// What the applying task tells the rest of the server.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The highest compaction revision applied (the physical removal follows it).
+    pub compact_revision: i64,
+    /// Bumped whenever the member table changes (the transport's peers follow it).
+    pub members_version: u64,
+}
+
+/// The state machine.
+pub struct Machine {
+    db: Arc<Db>,
+    store: Arc<Store>,
+    shared: Arc<Shared>,
+    applied: u64,
+    notify: watch::Sender<Applied>,
+}
+
+impl Machine {
+    /// The state machine over `db` (opened, with `store` on it), with `shared` loaded from it.
+    ///
+    /// # Errors
+    ///
+    /// The LSM failed, or the applied index does not decode.
+    pub fn new(
+        db: Arc<Db>,
+        store: Arc<Store>,
+        shared: Arc<Shared>,
+        notify: watch::Sender<Applied>,
+    ) -> Result<Self, String> {
+        let applied = state::read_u64(&db, state::APPLIED)?;
+        Ok(Self {
+            db,
+            store,
+            shared,
+            applied,
+            notify,
+        })
+    }
+}
+
+/// Whether a txn would write a value (etcd's quota cost): refused while NOSPACE is raised.
+fn txn_puts(txn: &strata_mvcc::api::TxnRequest) -> bool {
+    use strata_mvcc::api::request_op::Request as Op;
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .any(|op| match &op.request {
+            Some(Op::RequestPut(_)) => true,
+            Some(Op::RequestTxn(t)) => txn_puts(t),
+            _ => false,
+        })
+}
+
+fn refused(e: ApiError) -> Answer {
+    Answer::Refused(Refusal {
+        code: e.code() as i32,
+        message: e.to_string(),
+    })
+}
+
+/// An mvcc error: a refusal of the request, or (the LSM's) a failure that stops the node.
+fn refusal_or_fatal(e: strata_mvcc::Error) -> io::Result<Answer> {
+    match ApiError::from(e) {
+        ApiError::Internal(message) => Err(io::Error::other(message)),
+        e => Ok(refused(e)),
+    }
+}
+
+/// Applies one batch; runs on the blocking pool.
+fn apply_batch(
+    store: &Store,
+    shared: &Shared,
+    batch: Vec<Committed>,
+    notify: &watch::Sender<Applied>,
+) -> io::Result<(Vec<Bytes>, u64)> {
+    let mut answers = Vec::new();
+    let mut pending = Pending::default();
+    let mut writes = store.batch();
+    let mut last = 0;
+    let mut compacted = None;
+    let mut members_changed = false;
+    let nospace = shared.0.read().alarms.iter().any(|&(_, a)| a == NOSPACE);
+    let mut nospace_now = nospace;
+    for entry in batch {
+        last = entry.index;
+        match entry.kind {
+            CommittedKind::Noop => {}
+            CommittedKind::Membership(change) => {
+                members_changed = true;
+                let context = MemberChange::decode(change.context.as_ref()).unwrap_or_default();
+                for c in &change.changes {
+                    let kind = ChangeKind::try_from(c.kind).unwrap_or(ChangeKind::AddVoter);
+                    if kind == ChangeKind::RemoveNode {
+                        pending.member(c.node, None);
+                        continue;
+                    }
+                    let known = shared.0.read().members.get(&c.node).cloned();
+                    let given = context.members.iter().find(|m| m.id == c.node).cloned();
+                    let mut member = given.or(known).unwrap_or(Member {
+                        id: c.node,
+                        ..Member::default()
+                    });
+                    member.is_learner = kind == ChangeKind::AddLearner;
+                    pending.member(c.node, Some(member));
+                }
+            }
+            CommittedKind::Command(data) => {
+                let request = match RaftRequest::decode(data.as_ref()) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        answers.push(encode(refused(ApiError::Invalid(
+                            "a replicated request that does not decode".to_owned(),
+                        ))));
+                        continue;
+                    }
+                };
+                pending.clock(request.now_ms);
+                let answer = match request.request {
+                    None => refused(ApiError::Invalid("an empty request".to_owned())),
+                    Some(Request::Put(put)) => {
+                        if nospace_now {
+                            refused(ApiError::NoSpace)
+                        } else {
+                            match writes.put(&put, &NoLeases) {
+                                Ok(r) => Answer::Put(r),
+                                Err(e) => refusal_or_fatal(e)?,
+                            }
+                        }
+                    }
+                    Some(Request::DeleteRange(delete)) => match writes.delete_range(&delete) {
+                        Ok(r) => Answer::DeleteRange(r),
+                        Err(e) => refusal_or_fatal(e)?,
+                    },
+                    Some(Request::Txn(txn)) => {
+                        if nospace_now && txn_puts(&txn) {
+                            refused(ApiError::NoSpace)
+                        } else {
+                            match writes.txn(&txn, &NoLeases) {
+                                Ok(r) => Answer::Txn(r),
+                                Err(e) => refusal_or_fatal(e)?,
+                            }
+                        }
+                    }
+                    Some(Request::Compaction(compaction)) => match writes.compact(&compaction) {
+                        Ok(r) => {
+                            compacted = Some(compaction.revision);
+                            Answer::Compaction(r)
+                        }
+                        Err(e) => refusal_or_fatal(e)?,
+                    },
+                    Some(Request::Alarm(alarm)) => {
+                        let answer = apply_alarm(shared, &mut pending, &alarm);
+                        nospace_now = alarm_raised(shared, &pending, NOSPACE);
+                        answer
+                    }
+                    Some(Request::Publish(attributes)) => {
+                        if attributes.cluster_id != 0 && shared.0.read().cluster_id == 0 {
+                            pending.cluster_id(attributes.cluster_id);
+                        }
+                        let known = shared.0.read().members.get(&attributes.id).cloned();
+                        if let Some(mut member) = known {
+                            member.name = attributes.name;
+                            member.client_ur_ls = attributes.client_urls;
+                            pending.member(attributes.id, Some(member));
+                            members_changed = true;
+                        }
+                        Answer::Done(true)
+                    }
+                    Some(Request::MemberUpdate(update)) => {
+                        let known = shared.0.read().members.get(&update.id).cloned();
+                        match known {
+                            Some(mut member) => {
+                                member.peer_ur_ls = update.peer_ur_ls;
+                                pending.member(update.id, Some(member));
+                                members_changed = true;
+                                Answer::Done(true)
+                            }
+                            None => refused(ApiError::MemberNotFound),
+                        }
+                    }
+                    Some(Request::KvdbRegister(_)) => {
+                        register(shared, &mut pending, entry.index, request.now_ms)
+                    }
+                    Some(Request::Kvdb(kvdb)) => kvdb_apply(
+                        shared,
+                        &mut pending,
+                        &mut writes,
+                        kvdb,
+                        request.now_ms,
+                        nospace_now,
+                    )?,
+                };
+                answers.push(encode(answer));
+            }
+        }
+    }
+    let mut extra = Vec::new();
+    pending.pairs(last, &mut extra);
+    let pairs: Vec<(&[u8], &[u8])> = extra
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    writes
+        .commit(&pairs)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    pending.publish(shared);
+    if compacted.is_some() || members_changed {
+        notify.send_modify(|a| {
+            if let Some(rev) = compacted {
+                a.compact_revision = a.compact_revision.max(rev);
+            }
+            if members_changed {
+                a.members_version += 1;
+            }
+        });
+    }
+    Ok((answers, last))
+}
+
+fn encode(answer: Answer) -> Bytes {
+    Bytes::from(
+        RaftAnswer {
+            answer: Some(answer),
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// Whether `alarm` is raised for any member once `pending` is applied.
+fn alarm_raised(shared: &Shared, pending: &Pending, alarm: i32) -> bool {
+    let state = shared.0.read();
+    let mut raised: std::collections::BTreeSet<(u64, i32)> = state.alarms.clone();
+    pending.apply_alarms(&mut raised);
+    raised.iter().any(|&(_, a)| a == alarm)
+}
+
+fn apply_alarm(shared: &Shared, pending: &mut Pending, request: &AlarmRequest) -> Answer {
+    use crate::proto::etcdserverpb::AlarmMember;
+    let state = shared.0.read();
+    let mut raised = state.alarms.clone();
+    drop(state);
+    pending.apply_alarms(&mut raised);
+    let key = (request.member_id, request.alarm);
+    let mut answered = Vec::new();
+    match AlarmAction::try_from(request.action) {
+        Ok(AlarmAction::Activate) if request.alarm != 0 => {
+            pending.alarm(key.0, key.1, true);
+            answered.push(AlarmMember {
+                member_id: key.0,
+                alarm: key.1,
+            });
+        }
+        Ok(AlarmAction::Deactivate) if raised.contains(&key) => {
+            pending.alarm(key.0, key.1, false);
+            answered.push(AlarmMember {
+                member_id: key.0,
+                alarm: key.1,
+            });
+        }
+        _ => {}
+    }
+    Answer::Alarm(AlarmResponse {
+        header: None,
+        alarms: answered,
+    })
+}
+
+fn register(shared: &Shared, pending: &mut Pending, index: u64, now_ms: u64) -> Answer {
+    let state = shared.0.read();
+    let live = pending.session_count(&state.sessions);
+    let mut evict = None;
+    if live >= KVDB_SESSIONS_MAX {
+        // The longest idle session, if it has expired.
+        evict = state
+            .sessions
+            .iter()
+            .filter(|(_, s)| now_ms.saturating_sub(s.active_ms) >= KVDB_SESSION_TTL_MS)
+            .min_by_key(|(_, s)| s.active_ms)
+            .map(|(&id, _)| id);
+        if evict.is_none() {
+            return refused(ApiError::TooManySessions);
+        }
+    }
+    drop(state);
+    if let Some(id) = evict {
+        pending.session(id, None);
+    }
+    pending.session(
+        index,
+        Some(Session {
+            last_seq: 0,
+            last_answer: Bytes::new(),
+            active_ms: now_ms,
+        }),
+    );
+    Answer::Kvdb(clientpb::Response {
+        success: true,
+        data: Vec::new(),
+        client_id: index,
+        msg: String::new(),
+    })
+}
+
+/// A Kvdb put or delete, exactly once per (client id, seq).
+fn kvdb_apply(
+    shared: &Shared,
+    pending: &mut Pending,
+    writes: &mut strata_mvcc::Batch<'_>,
+    request: clientpb::Request,
+    now_ms: u64,
+    nospace: bool,
+) -> io::Result<Answer> {
+    use strata_mvcc::api::{DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, request_op};
+    let session = match pending.session_of(request.client_id) {
+        Some(session) => session,
+        None => shared.0.read().sessions.get(&request.client_id).cloned(),
+    };
+    let Some(mut session) = session else {
+        return Ok(refused(ApiError::UnknownSession(request.client_id)));
+    };
+    if request.seq == session.last_seq && request.seq != 0 {
+        // A retry: the first answer, applied once.
+        return Ok(
+            match clientpb::Response::decode(session.last_answer.as_ref()) {
+                Ok(r) => Answer::Kvdb(r),
+                Err(_) => refused(ApiError::Internal(
+                    "a stored Kvdb answer that does not decode".into(),
+                )),
+            },
+        );
+    }
+    if request.seq < session.last_seq {
+        return Ok(refused(ApiError::StaleSequence {
+            seq: request.seq,
+            last: session.last_seq,
+        }));
+    }
+    let command = request.cmd.unwrap_or_default();
+    let mut ops = Vec::new();
+    let put = command.operate_type == clientpb::Operate::Put as i32;
+    if put {
+        for pair in command.put.unwrap_or_default().data {
+            ops.push(RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest {
+                    key: pair.key,
+                    value: pair.value,
+                    ..PutRequest::default()
+                })),
+            });
+        }
+    } else {
+        for key in command.del.unwrap_or_default().keys {
+            ops.push(RequestOp {
+                request: Some(request_op::Request::RequestDeleteRange(
+                    DeleteRangeRequest {
+                        key,
+                        ..DeleteRangeRequest::default()
+                    },
+                )),
+            });
+        }
+    }
+    let response = if put && nospace {
+        clientpb::Response {
+            success: false,
+            client_id: request.client_id,
+            msg: ApiError::NoSpace.to_string(),
+            data: Vec::new(),
+        }
+    } else {
+        let txn = TxnRequest {
+            compare: Vec::new(),
+            success: ops,
+            failure: Vec::new(),
+        };
+        let (success, msg) = match writes.txn(&txn, &NoLeases) {
+            Ok(_) => (true, String::new()),
+            Err(e) => match refusal_or_fatal(e)? {
+                Answer::Refused(r) => (false, r.message),
+                _ => (false, String::new()),
+            },
+        };
+        clientpb::Response {
+            success,
+            client_id: request.client_id,
+            msg,
+            data: Vec::new(),
+        }
+    };
+    session.last_seq = request.seq;
+    session.last_answer = Bytes::from(response.encode_to_vec());
+    session.active_ms = session.active_ms.max(now_ms);
+    pending.session(request.client_id, Some(session));
+    Ok(Answer::Kvdb(response))
+}
+
+impl StateMachine for Machine {
+    async fn apply(&mut self, batch: Vec<Committed>) -> io::Result<Vec<Bytes>> {
+        let store = Arc::clone(&self.store);
+        let shared = Arc::clone(&self.shared);
+        let notify = self.notify.clone();
+        let (answers, last) =
+            tokio::task::spawn_blocking(move || apply_batch(&store, &shared, batch, &notify))
+                .await
+                .map_err(io::Error::other)??;
+        if last > 0 {
+            self.applied = last;
+        }
+        Ok(answers)
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    async fn snapshot(&mut self) -> io::Result<SnapshotWriter> {
+        // The capture holds the applied index too: it is written with every batch.
+        let capture = self.db.capture();
+        Ok(Box::new(move |dir: &Path| {
+            capture.write_to(dir, &[]).map_err(io::Error::other)
+        }))
+    }
+
+    async fn restore(&mut self, dir: &Path, files: &[String], last_index: u64) -> io::Result<()> {
+        let db = Arc::clone(&self.db);
+        let store = Arc::clone(&self.store);
+        let shared = Arc::clone(&self.shared);
+        let (dir, files) = (dir.to_path_buf(), files.to_vec());
+        let applied = tokio::task::spawn_blocking(move || -> io::Result<u64> {
+            db.restore(&dir, &files).map_err(io::Error::other)?;
+            store.reload().map_err(io::Error::other)?;
+            let loaded = state::load(&db).map_err(io::Error::other)?;
+            *shared.0.write() = loaded;
+            state::read_u64(&db, state::APPLIED).map_err(io::Error::other)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        if applied != last_index {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the snapshot holds index {applied}, not {last_index}"),
+            ));
+        }
+        self.applied = applied;
+        self.notify.send_modify(|a| {
+            a.members_version += 1;
+            a.compact_revision = self.store.compacted_revision();
+        });
+        Ok(())
+    }
+}

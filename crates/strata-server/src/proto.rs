@@ -1,0 +1,34 @@
+//! The generated gRPC code: etcd's v3 API, the seed's Kvdb service and Strata's own Raft
+//! requests.
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+/// etcd's mvccpb.
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+    pub use strata_mvcc::api::KeyValue;
+}
+
+/// etcd's authpb.
+pub mod authpb {
+    tonic::include_proto!("authpb");
+}
+
+/// etcd's etcdserverpb: the KV, Watch, Lease, Cluster, Maintenance and Auth services.
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+    pub use strata_mvcc::api::{
+        CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
+        PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
+        ResponseOp, TxnRequest, TxnResponse, compare, range_request, request_op, response_op,
+    };
+}
+
+/// The seed's Kvdb service.
+pub mod clientpb {
+    tonic::include_proto!("clientpb");
+}
+
+/// What Strata replicates through Raft.
+pub mod strataserverpb {
+    tonic::include_proto!("strataserverpb");
+}

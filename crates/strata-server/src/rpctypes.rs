@@ -1,0 +1,186 @@
+//! Every error a client can see, with etcd's gRPC code and exact text: clients (etcd's Go
+//! client, `etcdctl`, the `etcd-client` crate) match on the text, so it is written once, here
+//! (etcd's `api/v3rpc/rpctypes/error.go`).
+
+use tonic::{Code, Status};
+
+/// A client-visible error. `Display` is etcd's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// An empty key in a request or a compare.
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    /// `ignore_value`/`ignore_lease` on a key that does not exist; an empty request op.
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// `ignore_value` with a value.
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    /// `ignore_lease` with a lease.
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    /// More operations in a txn than `--max-txn-ops`.
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    /// A key written twice in one txn branch.
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    /// A request larger than `--max-request-bytes`.
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    /// Peer URLs that do not parse.
+    #[error("etcdserver: given member URLs are invalid")]
+    InvalidMemberUrls,
+    /// A read below the compacted revision.
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    /// A read above the current revision.
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// The NOSPACE alarm is raised: writes are refused until it is disarmed.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// Too many requests committed and not yet applied.
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    /// A lease that does not exist.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// A member that does not exist.
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// MemberAdd with an id already in use.
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    /// MemberAdd or MemberUpdate with another member's peer URLs.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    /// MemberPromote of a voter.
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    /// MemberPromote of a learner behind the leader.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    /// MoveLeader on a member that is not the leader.
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    /// MoveLeader to a member that cannot lead.
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    /// No leader to serve the request.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// The leader changed while the request was under way.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    /// The server is stopping or stopped.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// A learner asked for what only voters serve.
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    /// No answer in time.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// A Kvdb session that does not exist (never registered, or expired).
+    #[error("kvdb: unknown client id {0}; register again")]
+    UnknownSession(u64),
+    /// A Kvdb token that does not match `--kvdb-token-file`.
+    #[error("kvdb: invalid token")]
+    BadToken,
+    /// Too many live Kvdb sessions.
+    #[error("kvdb: too many sessions; retry after idle ones expire")]
+    TooManySessions,
+    /// A Kvdb sequence number below one already answered.
+    #[error("kvdb: sequence number {seq} is older than the last one answered ({last})")]
+    StaleSequence {
+        /// The request's.
+        seq: u64,
+        /// The session's last answered.
+        last: u64,
+    },
+    /// A refusal made while applying (on this member or the leader): its code and text as
+    /// they were made.
+    #[error("{1}")]
+    Refused(i32, String),
+    /// Bad input that has no etcd text of its own.
+    #[error("etcdserver: {0}")]
+    Invalid(String),
+    /// The storage failed.
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// etcd's gRPC code for the error.
+    pub fn code(&self) -> Code {
+        use ApiError::*;
+        match self {
+            EmptyKey
+            | KeyNotFound
+            | ValueProvided
+            | LeaseProvided
+            | TooManyOps
+            | DuplicateKey
+            | RequestTooLarge
+            | InvalidMemberUrls
+            | Invalid(_)
+            | BadToken
+            | StaleSequence { .. } => Code::InvalidArgument,
+            Compacted | FutureRevision => Code::OutOfRange,
+            NoSpace | TooManyRequests | TooManySessions => Code::ResourceExhausted,
+            LeaseNotFound | MemberNotFound | UnknownSession(_) => Code::NotFound,
+            MemberExists | PeerUrlExists | MemberNotLearner | LearnerNotReady | NotLeader
+            | BadLeaderTransferee => Code::FailedPrecondition,
+            NoLeader | LeaderChanged | Stopped | NotSupportedForLearner | Timeout => {
+                Code::Unavailable
+            }
+            Internal(_) => Code::Internal,
+            Refused(code, _) => Code::from_i32(*code),
+        }
+    }
+
+    /// The gRPC status a client receives.
+    pub fn to_status(&self) -> Status {
+        Status::new(self.code(), self.to_string())
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        e.to_status()
+    }
+}
+
+impl From<strata_mvcc::Error> for ApiError {
+    fn from(e: strata_mvcc::Error) -> Self {
+        use strata_mvcc::Error as E;
+        match e {
+            E::Compacted => ApiError::Compacted,
+            E::FutureRevision => ApiError::FutureRevision,
+            E::EmptyKey => ApiError::EmptyKey,
+            E::KeyNotFound => ApiError::KeyNotFound,
+            E::ValueProvided => ApiError::ValueProvided,
+            E::LeaseProvided => ApiError::LeaseProvided,
+            E::TooManyOps => ApiError::TooManyOps,
+            E::DuplicateKey => ApiError::DuplicateKey,
+            E::LeaseNotFound => ApiError::LeaseNotFound,
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<strata_raft_node::DriverError> for ApiError {
+    fn from(e: strata_raft_node::DriverError) -> Self {
+        use strata_raft_node::DriverError as D;
+        match e {
+            D::NotLeader { leader: 0 } => ApiError::NoLeader,
+            D::NotLeader { .. } | D::Dropped(_) => ApiError::LeaderChanged,
+            D::EntryTooLarge { .. } => ApiError::RequestTooLarge,
+            D::Timeout => ApiError::Timeout,
+            D::Stopped => ApiError::Stopped,
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}

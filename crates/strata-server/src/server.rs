@@ -1,0 +1,588 @@
+//! One member: its storage, its Raft node on the TCP transport, its background tasks and its
+//! client port (gRPC and HTTP on one listener).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use prost::Message;
+use strata_lsm::Db;
+use strata_mvcc::Store;
+use strata_raft::{Config, Role, Status};
+use strata_raft_log::{LogOptions, RaftLog};
+use strata_raft_node::{NodeOptions, RaftNode};
+use strata_transport::{TcpTransport, TlsConfig, TransportConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{AutoCompaction, ClusterState, ServerConfig};
+use crate::machine::{Applied, Machine};
+use crate::metrics::Metrics;
+use crate::proto::etcdserverpb::{Member, ResponseHeader};
+use crate::proto::strataserverpb::{
+    MemberAttributes, RaftAnswer, RaftRequest, internal_client::InternalClient,
+    raft_answer::Answer, raft_request::Request,
+};
+use crate::rpctypes::ApiError;
+use crate::state::{self, Shared};
+
+/// The version Strata reports as etcd's (`Status.version`, `/version`): the API it speaks.
+pub const ETCD_VERSION: &str = "3.5.0";
+/// The cluster version it reports.
+pub const ETCD_CLUSTER_VERSION: &str = "3.5.0";
+
+/// How long a client request may wait for its answer (etcd's default request timeout, 5 s,
+/// plus its allowance of two election timeouts is what it waits before "request timed out").
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// Bytes a replicated request may add around the client's request (the envelope): the Raft
+/// entry limit is `--max-request-bytes` plus this.
+const ENVELOPE_BYTES: usize = 1024;
+
+/// Errors at start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The data directory cannot be used.
+    #[error("data dir {path}: {reason}")]
+    DataDir {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The storage failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The Raft node refused the configuration.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// A port cannot be bound.
+    #[error("listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS files cannot be used.
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+/// What the services share.
+pub struct Inner {
+    /// The configuration.
+    pub config: ServerConfig,
+    /// This member's id.
+    pub id: u64,
+    /// The cluster's id, as headers show it.
+    pub cluster_id: u64,
+    /// The Raft node.
+    pub node: RaftNode,
+    /// The LSM.
+    pub db: Arc<Db>,
+    /// The MVCC store on it.
+    pub store: Arc<Store>,
+    /// The replicated state beside it.
+    pub shared: Arc<Shared>,
+    /// The TCP transport to the peers.
+    pub transport: Arc<TcpTransport>,
+    /// What the applying task reports.
+    pub applied: watch::Receiver<Applied>,
+    /// The revision the physical compaction has reached.
+    pub physical: watch::Receiver<i64>,
+    /// Request and server counters.
+    pub metrics: Metrics,
+    /// Channels to other members' client ports (for forwarding to the leader), with the URL
+    /// each was made for.
+    channels: Mutex<BTreeMap<u64, (String, tonic::transport::Channel)>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cluster id of the peer transport's handshake: derived from `--initial-cluster-token`
+/// alone, so that a member joining later (which does not yet know the member list the cluster
+/// started with) greets the others with the same one, and members of another cluster (another
+/// token) are refused.
+pub fn handshake_id(token: &str) -> u64 {
+    crate::config::member_id(&[], &format!("strata-transport/{token}"))
+}
+
+/// The time now, in Unix milliseconds (for the replicated clock).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Inner {
+    /// The Raft status now.
+    pub fn status(&self) -> Status {
+        self.node.status().borrow().clone()
+    }
+
+    /// A response header at `revision` (the current one if 0).
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        let revision = if revision == 0 {
+            self.store.current_revision()
+        } else {
+            revision
+        };
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.id,
+            revision,
+            raft_term: self.status().term,
+        }
+    }
+
+    /// Whether this member is a learner now.
+    pub fn is_learner(&self) -> bool {
+        self.shared
+            .0
+            .read()
+            .members
+            .get(&self.id)
+            .is_some_and(|m| m.is_learner)
+    }
+
+    /// Waits (bounded) for a leader; returns its id.
+    pub async fn leader(&self) -> Result<u64, ApiError> {
+        let mut status = self.node.status();
+        let wait = self.config.election_timeout * 3;
+        let found = tokio::time::timeout(wait, async {
+            loop {
+                let leader = status.borrow_and_update().leader;
+                if leader != 0 {
+                    return Ok(leader);
+                }
+                if status.changed().await.is_err() {
+                    return Err(ApiError::Stopped);
+                }
+            }
+        })
+        .await;
+        found.unwrap_or(Err(ApiError::NoLeader))
+    }
+
+    /// A linearizable read point (ReadIndex, shared by the reads waiting together); nothing for
+    /// a serializable read.
+    pub async fn read_barrier(&self, serializable: bool) -> Result<(), ApiError> {
+        if serializable {
+            return Ok(());
+        }
+        self.leader().await?;
+        self.node
+            .read_index(REQUEST_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(ApiError::from)
+    }
+
+    /// Replicates `request` and returns what applying it answered. On a follower, the request
+    /// goes to the leader, and the answer is returned once this member has applied it too (so
+    /// a serializable read here sees the write).
+    pub async fn propose(&self, request: Request) -> Result<Answer, ApiError> {
+        let request = RaftRequest {
+            now_ms: now_ms(),
+            request: Some(request),
+        };
+        let bytes = request.encode_to_vec();
+        if bytes.len() as u64 > self.config.max_request_bytes + ENVELOPE_BYTES as u64 {
+            return Err(ApiError::RequestTooLarge);
+        }
+        self.metrics.proposals.inc();
+        let leader = self.leader().await?;
+        let answer = if leader == self.id {
+            self.propose_here(bytes.into()).await?
+        } else {
+            let answer = self.forward(leader, request).await?;
+            self.wait_applied_revision(revision_of(&answer)).await;
+            answer
+        };
+        match answer {
+            Answer::Refused(r) => Err(ApiError::Refused(r.code, r.message)),
+            other => Ok(other),
+        }
+    }
+
+    /// Proposes on this member, which must lead.
+    pub async fn propose_here(&self, bytes: bytes::Bytes) -> Result<Answer, ApiError> {
+        let answer = self.node.propose(bytes, REQUEST_TIMEOUT).await?;
+        RaftAnswer::decode(answer.as_ref())
+            .ok()
+            .and_then(|a| a.answer)
+            .ok_or_else(|| ApiError::Internal("an answer that does not decode".to_owned()))
+    }
+
+    /// A channel to `member`'s client port (cached), for requests this member sends on.
+    pub fn channel_to(&self, member: u64) -> Result<tonic::transport::Channel, ApiError> {
+        let url = self
+            .shared
+            .0
+            .read()
+            .members
+            .get(&member)
+            .and_then(|m| m.client_ur_ls.first().cloned())
+            .ok_or(ApiError::NoLeader)?;
+        let mut channels = self.channels.lock();
+        if let Some((at, channel)) = channels.get(&member)
+            && *at == url
+        {
+            return Ok(channel.clone());
+        }
+        let channel = crate::tls::client_channel(&self.config, &url)
+            .map_err(|e| ApiError::Internal(format!("connect to {url}: {e}")))?;
+        channels.insert(member, (url, channel.clone()));
+        Ok(channel)
+    }
+
+    /// The leader's client port, or `None` if this member leads.
+    pub async fn leader_channel(&self) -> Result<Option<tonic::transport::Channel>, ApiError> {
+        let leader = self.leader().await?;
+        if leader == self.id {
+            return Ok(None);
+        }
+        self.channel_to(leader).map(Some)
+    }
+
+    async fn forward(&self, leader: u64, request: RaftRequest) -> Result<Answer, ApiError> {
+        let mut client = InternalClient::new(self.channel_to(leader)?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let mut call = tonic::Request::new(request);
+        call.set_timeout(REQUEST_TIMEOUT);
+        match client.propose(call).await {
+            Ok(answer) => answer
+                .into_inner()
+                .answer
+                .ok_or_else(|| ApiError::Internal("an empty answer".to_owned())),
+            Err(status) => Err(forwarded_error(status)),
+        }
+    }
+
+    /// Waits (bounded) until this member's store reaches `revision`.
+    async fn wait_applied_revision(&self, revision: i64) {
+        if revision <= 0 {
+            return;
+        }
+        let mut applied = self.node.applied();
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            while self.store.current_revision() < revision {
+                if applied.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// What a client sees of an error the leader answered a forwarded request with: the leader's
+/// own refusals pass through with their code and text; a leader that stepped down meanwhile
+/// is a leader change (clients retry).
+pub fn forwarded_error(status: tonic::Status) -> ApiError {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown => ApiError::LeaderChanged,
+        code => ApiError::Refused(code as i32, status.message().to_owned()),
+    }
+}
+
+/// The store revision an answer reports (0 if none).
+fn revision_of(answer: &Answer) -> i64 {
+    let header = match answer {
+        Answer::Put(r) => r.header.as_ref(),
+        Answer::DeleteRange(r) => r.header.as_ref(),
+        Answer::Txn(r) => r.header.as_ref(),
+        Answer::Compaction(r) => r.header.as_ref(),
+        _ => None,
+    };
+    header.map_or(0, |h| h.revision)
+}
+
+/// A running member.
+pub struct Server {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    client_addrs: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("id", &self.inner.id)
+            .field("client_addrs", &self.client_addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The first peer URL's address.
+fn peer_addr(member: &Member) -> Option<SocketAddr> {
+    member
+        .peer_ur_ls
+        .iter()
+        .find_map(|url| crate::config::resolve_url(url).ok())
+}
+
+impl Server {
+    /// Starts the member `config` describes, on the current Tokio runtime (multi-threaded).
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError`]: the data dir, the storage, the Raft configuration, a port.
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let member_dir = config.data_dir.join("member");
+        let storage = |e: &dyn std::fmt::Display| ServerError::Storage(e.to_string());
+        std::fs::create_dir_all(&member_dir).map_err(|e| ServerError::DataDir {
+            path: member_dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let db = Arc::new(
+            Db::open(&member_dir.join("db"), strata_lsm::Options::default())
+                .map_err(|e| storage(&e))?,
+        );
+        let store = Arc::new(Store::open(Arc::clone(&db)).map_err(|e| storage(&e))?);
+        let id = config.member_id();
+        let initial: Vec<Member> = config
+            .initial_cluster
+            .iter()
+            .map(|m| Member {
+                id: m.id,
+                name: m.name.clone(),
+                peer_ur_ls: m.peer_urls.clone(),
+                client_ur_ls: Vec::new(),
+                is_learner: false,
+            })
+            .collect();
+        let fresh = state::read_u64(&db, state::APPLIED).map_err(|e| storage(&e))? == 0
+            && state::load(&db)
+                .map_err(|e| storage(&e))?
+                .members
+                .is_empty();
+        if fresh {
+            // A member joining an existing cluster learns the cluster id from the log (the
+            // members' publish requests) or a snapshot.
+            let cluster_id = match config.initial_cluster_state {
+                ClusterState::New => config.cluster_id(),
+                ClusterState::Existing => 0,
+            };
+            state::bootstrap(&db, &initial, cluster_id).map_err(|e| storage(&e))?;
+        }
+        let loaded = state::load(&db).map_err(|e| storage(&e))?;
+        let cluster_id = loaded.cluster_id;
+        let shared = Arc::new(Shared(parking_lot::RwLock::new(loaded)));
+
+        let log = Arc::new(
+            RaftLog::open(&member_dir.join("log"), LogOptions::default())
+                .map_err(|e| storage(&e))?,
+        );
+        let voters: Vec<u64> = initial.iter().map(|m| m.id).collect();
+        let mut raft = Config::new(id, voters);
+        raft.peers = shared.0.read().members.keys().copied().collect();
+        let ticks = (config.election_timeout.as_millis()
+            / config.heartbeat_interval.as_millis().max(1))
+        .max(2) as u64;
+        raft.election_tick = ticks;
+        raft.heartbeat_tick = 1;
+        raft.entry_bytes_max = config.max_request_bytes as usize + ENVELOPE_BYTES;
+        raft.append_bytes_max = raft.append_bytes_max.max(raft.entry_bytes_max);
+        let mut options = NodeOptions::new(config.heartbeat_interval, member_dir.join("snap"));
+        options.snapshot_entries = config.snapshot_count.max(1);
+
+        let (inbox_tx, inbox) = strata_raft_node::inbox();
+        let peers: BTreeMap<u64, SocketAddr> = shared
+            .0
+            .read()
+            .members
+            .values()
+            .filter(|m| m.id != id)
+            .filter_map(|m| Some((m.id, peer_addr(m)?)))
+            .collect();
+        let listen_peer = match config.listen_peer_urls.as_slice() {
+            [one] => one.addr,
+            _ => {
+                return Err(ServerError::Listen {
+                    addr: config
+                        .listen_peer_urls
+                        .iter()
+                        .map(|u| u.url.clone())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    reason: "the peer transport listens on one address: give one \
+                             --listen-peer-urls"
+                        .to_owned(),
+                });
+            }
+        };
+        let mut transport_config = TransportConfig::new(
+            id,
+            handshake_id(&config.initial_cluster_token),
+            listen_peer,
+            peers,
+        );
+        if let Some(tls) = &config.peer_tls {
+            let Some(ca) = tls.trusted_ca_file.clone() else {
+                return Err(ServerError::Tls(
+                    "peer TLS needs --peer-trusted-ca-file".to_owned(),
+                ));
+            };
+            let mut t = TlsConfig::new(&tls.cert_file, &tls.key_file, ca);
+            t.client_cert_auth = tls.client_cert_auth;
+            transport_config.tls = Some(t);
+        }
+        let transport = TcpTransport::bind(transport_config, inbox_tx)
+            .await
+            .map_err(|e| ServerError::Listen {
+                addr: listen_peer.to_string(),
+                reason: e.to_string(),
+            })?;
+
+        let (applied_tx, applied_rx) = watch::channel(Applied {
+            compact_revision: store.compacted_revision(),
+            members_version: 0,
+        });
+        let machine = Machine::new(
+            Arc::clone(&db),
+            Arc::clone(&store),
+            Arc::clone(&shared),
+            applied_tx,
+        )
+        .map_err(|e| storage(&e))?;
+        let transport_dyn: Arc<dyn strata_raft_node::Transport> = transport.clone();
+        let node = RaftNode::start(raft, options, log, machine, transport_dyn, inbox)
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        let (physical_tx, physical_rx) = watch::channel(store.compacted_revision());
+        let inner = Arc::new(Inner {
+            config,
+            id,
+            cluster_id,
+            node,
+            db,
+            store,
+            shared,
+            transport,
+            applied: applied_rx,
+            physical: physical_rx,
+            metrics: Metrics::default(),
+            channels: Mutex::new(BTreeMap::new()),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = vec![
+            tokio::spawn(follow_members(Arc::clone(&inner), stop_rx.clone())),
+            tokio::spawn(publish(Arc::clone(&inner), stop_rx.clone())),
+            tokio::spawn(crate::background::physical_compaction(
+                Arc::clone(&inner),
+                physical_tx,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(crate::background::quota(
+                Arc::clone(&inner),
+                stop_rx.clone(),
+            )),
+        ];
+        if inner.config.auto_compaction != AutoCompaction::Off {
+            tasks.push(tokio::spawn(crate::background::auto_compaction(
+                Arc::clone(&inner),
+                stop_rx.clone(),
+            )));
+        }
+        let (client_addrs, serving) = crate::grpc::serve(Arc::clone(&inner), stop_rx).await?;
+        tasks.extend(serving);
+        Ok(Server {
+            inner,
+            tasks,
+            stop,
+            client_addrs,
+        })
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The addresses the client port listens on.
+    pub fn client_addrs(&self) -> &[SocketAddr] {
+        &self.client_addrs
+    }
+
+    /// The Raft role now.
+    pub fn role(&self) -> Role {
+        self.inner.status().role
+    }
+
+    /// Stops the member: the client port closes, the node stops (what was acknowledged is
+    /// durable in the Raft log), the background tasks end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.inner.node.shutdown().await;
+        self.inner.transport.shutdown();
+    }
+}
+
+/// Keeps the transport's peer addresses equal to the member table.
+async fn follow_members(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let mut applied = inner.applied.clone();
+    loop {
+        let members: Vec<Member> = inner.shared.0.read().members.values().cloned().collect();
+        for member in members {
+            if member.id != inner.id
+                && let Some(addr) = peer_addr(&member)
+            {
+                inner.transport.set_peer(member.id, addr);
+            }
+        }
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Publishes this member's name and client URLs through Raft once there is a leader (etcd's
+/// publish), retrying until it is applied.
+async fn publish(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let attributes = MemberAttributes {
+        id: inner.id,
+        name: inner.config.name.clone(),
+        client_urls: inner.config.advertise_client_urls.clone(),
+        cluster_id: inner.cluster_id,
+    };
+    loop {
+        let known = inner.shared.0.read().members.get(&inner.id).cloned();
+        if let Some(member) = known
+            && member.name == attributes.name
+            && member.client_ur_ls == attributes.client_urls
+        {
+            return;
+        }
+        let done = inner
+            .propose(Request::Publish(attributes.clone()))
+            .await
+            .is_ok();
+        if done {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(inner.config.heartbeat_interval * 5) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

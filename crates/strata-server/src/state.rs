@@ -1,0 +1,331 @@
+//! The server's replicated state beside the MVCC key space: the member table, the alarms, the
+//! Kvdb sessions and the replicated clock. The applying task is its only writer (through
+//! [`Pending`], written in the same LSM batch as the MVCC changes and the applied index); the
+//! services read it. Its keys are in the LSM under [`SERVER`] (`docs/formats/server.md`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use prost::Message;
+use strata_lsm::{Db, Direction};
+
+use crate::proto::etcdserverpb::Member;
+
+/// The first byte of every server key: apart from strata-mvcc's `k`, `r` and `m`.
+pub const SERVER: u8 = b's';
+
+/// The applied index: `s` `applied` → u64 LE.
+pub const APPLIED: &[u8] = b"sapplied";
+/// The replicated clock (Unix ms, never decreasing): `s` `clock` → u64 LE.
+pub const CLOCK: &[u8] = b"sclock";
+/// The cluster id, as headers show it: `s` `cluster` → u64 LE.
+pub const CLUSTER: &[u8] = b"scluster";
+/// A member: `s` `member/` id (u64 BE) → `etcdserverpb.Member`.
+const MEMBER: &[u8] = b"smember/";
+/// A raised alarm: `s` `alarm/` member id (u64 BE) alarm type (i32 BE) → empty.
+const ALARM: &[u8] = b"salarm/";
+/// A Kvdb session: `s` `kvdb/` client id (u64 BE) → `Session` (see [`Session::encode`]).
+const KVDB: &[u8] = b"skvdb/";
+
+/// Live Kvdb sessions at most: each holds its last answer, so this bounds their memory (and
+/// a client that registers in a loop cannot grow the table without bound).
+pub const KVDB_SESSIONS_MAX: usize = 4096;
+
+/// A Kvdb session idle for this long (replicated clock) is dropped when room is needed.
+pub const KVDB_SESSION_TTL_MS: u64 = 60 * 60 * 1000;
+
+/// One Kvdb client's session: the last sequence number applied and its answer, so that a retry
+/// gets the first answer without applying again.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Session {
+    /// The last sequence number applied (0: none yet).
+    pub last_seq: u64,
+    /// Its answer (an encoded `clientpb.Response`).
+    pub last_answer: Bytes,
+    /// When the session was last used (replicated clock).
+    pub active_ms: u64,
+}
+
+impl Session {
+    /// `last_seq` u64 LE, `active_ms` u64 LE, then the answer.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.last_answer.len());
+        out.extend_from_slice(&self.last_seq.to_le_bytes());
+        out.extend_from_slice(&self.active_ms.to_le_bytes());
+        out.extend_from_slice(&self.last_answer);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let last_seq = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        let active_ms = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+        Some(Self {
+            last_seq,
+            last_answer: Bytes::copy_from_slice(&bytes[16..]),
+            active_ms,
+        })
+    }
+}
+
+/// The replicated state as the services read it.
+#[derive(Debug, Default)]
+pub struct State {
+    /// The members, by id.
+    pub members: BTreeMap<u64, Member>,
+    /// The raised alarms: (member id, `AlarmType` value).
+    pub alarms: BTreeSet<(u64, i32)>,
+    /// The Kvdb sessions, by client id.
+    pub sessions: BTreeMap<u64, Session>,
+    /// The replicated clock.
+    pub clock_ms: u64,
+    /// The cluster id (0 until known: a member that joined learns it from the log).
+    pub cluster_id: u64,
+}
+
+/// [`State`], shared.
+#[derive(Debug, Default)]
+pub struct Shared(pub RwLock<State>);
+
+/// Changes to the state made while applying a batch: written in the batch's LSM write, then
+/// published.
+#[derive(Debug, Default)]
+pub struct Pending {
+    members: BTreeMap<u64, Option<Member>>,
+    alarms: BTreeMap<(u64, i32), bool>,
+    sessions: BTreeMap<u64, Option<Session>>,
+    clock_ms: Option<u64>,
+    cluster_id: Option<u64>,
+}
+
+impl Pending {
+    /// Sets (`Some`) or removes a member.
+    pub fn member(&mut self, id: u64, member: Option<Member>) {
+        self.members.insert(id, member);
+    }
+
+    /// Raises or clears an alarm.
+    pub fn alarm(&mut self, member: u64, alarm: i32, raised: bool) {
+        self.alarms.insert((member, alarm), raised);
+    }
+
+    /// Sets or removes a session.
+    pub fn session(&mut self, id: u64, session: Option<Session>) {
+        self.sessions.insert(id, session);
+    }
+
+    /// Sets the cluster id.
+    pub fn cluster_id(&mut self, id: u64) {
+        self.cluster_id = Some(id);
+    }
+
+    /// Moves the clock (never back).
+    pub fn clock(&mut self, now_ms: u64) {
+        self.clock_ms = Some(self.clock_ms.unwrap_or(0).max(now_ms));
+    }
+
+    /// `alarms` with this batch's alarm changes applied.
+    pub fn apply_alarms(&self, alarms: &mut BTreeSet<(u64, i32)>) {
+        for (&key, &raised) in &self.alarms {
+            if raised {
+                alarms.insert(key);
+            } else {
+                alarms.remove(&key);
+            }
+        }
+    }
+
+    /// The session `id` as this batch left it: `None` if the batch did not touch it,
+    /// `Some(None)` if it removed it.
+    pub fn session_of(&self, id: u64) -> Option<Option<Session>> {
+        self.sessions.get(&id).cloned()
+    }
+
+    /// How many sessions `sessions` holds once this batch's changes apply.
+    pub fn session_count(&self, sessions: &BTreeMap<u64, Session>) -> usize {
+        let mut count = sessions.len();
+        for (id, s) in &self.sessions {
+            match (sessions.contains_key(id), s.is_some()) {
+                (false, true) => count += 1,
+                (true, false) => count -= 1,
+                _ => {}
+            }
+        }
+        count
+    }
+
+    /// The pairs to write with the batch.
+    pub fn pairs(&self, applied: u64, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+        out.push((APPLIED.to_vec(), applied.to_le_bytes().to_vec()));
+        if let Some(clock) = self.clock_ms {
+            out.push((CLOCK.to_vec(), clock.to_le_bytes().to_vec()));
+        }
+        if let Some(id) = self.cluster_id {
+            out.push((CLUSTER.to_vec(), id.to_le_bytes().to_vec()));
+        }
+        for (id, member) in &self.members {
+            let value = member.as_ref().map(Message::encode_to_vec);
+            out.push((member_key(*id), value.unwrap_or_default()));
+        }
+        for (&(member, alarm), &raised) in &self.alarms {
+            out.push((
+                alarm_key(member, alarm),
+                if raised { vec![1] } else { Vec::new() },
+            ));
+        }
+        for (id, session) in &self.sessions {
+            let mut key = KVDB.to_vec();
+            key.extend_from_slice(&id.to_be_bytes());
+            out.push((
+                key,
+                session.as_ref().map(Session::encode).unwrap_or_default(),
+            ));
+        }
+    }
+
+    /// Publishes the changes (after the batch is durable in the LSM).
+    pub fn publish(self, shared: &Shared) {
+        let mut state = shared.0.write();
+        for (id, member) in self.members {
+            match member {
+                Some(m) => state.members.insert(id, m),
+                None => state.members.remove(&id),
+            };
+        }
+        for (key, raised) in self.alarms {
+            if raised {
+                state.alarms.insert(key);
+            } else {
+                state.alarms.remove(&key);
+            }
+        }
+        for (id, session) in self.sessions {
+            match session {
+                Some(s) => state.sessions.insert(id, s),
+                None => state.sessions.remove(&id),
+            };
+        }
+        if let Some(clock) = self.clock_ms {
+            state.clock_ms = state.clock_ms.max(clock);
+        }
+        if let Some(id) = self.cluster_id {
+            state.cluster_id = id;
+        }
+    }
+}
+
+/// A member's key.
+pub fn member_key(id: u64) -> Vec<u8> {
+    let mut key = MEMBER.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// An alarm's key.
+pub fn alarm_key(member: u64, alarm: i32) -> Vec<u8> {
+    let mut key = ALARM.to_vec();
+    key.extend_from_slice(&member.to_be_bytes());
+    key.extend_from_slice(&alarm.to_be_bytes());
+    key
+}
+
+/// Reads a u64 LE value (0 when absent).
+pub fn read_u64(db: &Db, key: &[u8]) -> Result<u64, String> {
+    match db.get(key).map_err(|e| e.to_string())? {
+        None => Ok(0),
+        Some(v) => v
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| format!("{}: not a u64", String::from_utf8_lossy(key))),
+    }
+}
+
+/// Writes a new member's first state: the initial members and the cluster id (the same on
+/// every member of a new cluster, which all start from the same flags), synced.
+pub fn bootstrap(db: &Db, members: &[Member], cluster_id: u64) -> Result<(), String> {
+    let mut batch = strata_lsm::WriteBatch::new();
+    for member in members {
+        batch.put(&member_key(member.id), &member.encode_to_vec());
+    }
+    batch.put(CLUSTER, &cluster_id.to_le_bytes());
+    db.write(batch, strata_lsm::WriteOptions { sync: true })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Loads the replicated state from the LSM. Empty values are deletions that the LSM still
+/// holds (a removed member, a cleared alarm): they are skipped.
+pub fn load(db: &Db) -> Result<State, String> {
+    let mut state = State {
+        clock_ms: read_u64(db, CLOCK)?,
+        cluster_id: read_u64(db, CLUSTER)?,
+        ..State::default()
+    };
+    let mut error = None;
+    let lower = [SERVER];
+    let upper = [SERVER + 1];
+    db.scan(
+        std::ops::Bound::Included(&lower[..]),
+        std::ops::Bound::Excluded(&upper[..]),
+        Direction::Forward,
+        |k, v| {
+            if v.is_empty() {
+                return true;
+            }
+            let id_at = |prefix: &[u8]| {
+                k.get(prefix.len()..prefix.len() + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+            };
+            if k.starts_with(MEMBER) {
+                match (id_at(MEMBER), Member::decode(v)) {
+                    (Some(id), Ok(m)) => {
+                        state.members.insert(id, m);
+                    }
+                    _ => error = Some("a member entry that does not decode".to_owned()),
+                }
+            } else if k.starts_with(ALARM) {
+                let alarm = k
+                    .get(ALARM.len() + 8..ALARM.len() + 12)
+                    .and_then(|b| b.try_into().ok())
+                    .map(i32::from_be_bytes);
+                match (id_at(ALARM), alarm) {
+                    (Some(id), Some(alarm)) => {
+                        state.alarms.insert((id, alarm));
+                    }
+                    _ => error = Some("an alarm entry that does not decode".to_owned()),
+                }
+            } else if k.starts_with(KVDB) {
+                match (id_at(KVDB), Session::decode(v)) {
+                    (Some(id), Some(s)) => {
+                        state.sessions.insert(id, s);
+                    }
+                    _ => error = Some("a Kvdb session that does not decode".to_owned()),
+                }
+            }
+            error.is_none()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    match error {
+        Some(e) => Err(e),
+        None => Ok(state),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_round_trips() {
+        let s = Session {
+            last_seq: 7,
+            last_answer: Bytes::from_static(b"answer"),
+            active_ms: 99,
+        };
+        assert_eq!(Session::decode(&s.encode()), Some(s));
+        assert_eq!(Session::decode(&[1, 2, 3]), None);
+    }
+}
