@@ -91,16 +91,14 @@ impl Cluster for ClusterService {
         if let Some(mut leader) = self.leader().await? {
             return leader.member_add(request).await.map_err(forwarded);
         }
-        // etcd mixes the time in, so a member re-added at the same URLs gets a new id; a
-        // taken (or zero) id moves to the next second's.
-        let mut secs = (crate::server::now_ms() / 1000) as i64;
-        let id = loop {
-            let id = crate::config::added_member_id(&request.peer_ur_ls, secs);
-            if id != 0 && !self.0.shared.0.read().members.contains_key(&id) {
-                break id;
-            }
-            secs += 1;
-        };
+        // The id the new member computes from its own flags (its peer URLs and the cluster
+        // token), as bootstrapped members' are: it starts knowing it, with no round trip to
+        // the cluster. (etcd mixes the time in and has the new member look its id up.)
+        let id =
+            crate::config::member_id(&request.peer_ur_ls, &self.0.config.initial_cluster_token);
+        if id == 0 || self.0.shared.0.read().members.contains_key(&id) {
+            return Err(ApiError::MemberExists.into());
+        }
         let member = Member {
             id,
             name: String::new(),

@@ -117,6 +117,9 @@ fn apply_batch(
     let mut answers = Vec::new();
     let mut pending = Pending::default();
     let mut writes = store.batch();
+    // Half the LSM's limit: one more request (at most `--max-request-bytes`, a few MiB with its
+    // revision keys) never takes a batch past the whole.
+    let flush_bytes = store.batch_bytes_max() / 2;
     let mut last = 0;
     let mut compacted = None;
     let mut members_changed = false;
@@ -135,7 +138,7 @@ fn apply_batch(
                         pending.member(c.node, None);
                         continue;
                     }
-                    let known = shared.0.read().members.get(&c.node).cloned();
+                    let known = pending.member_in(shared, c.node);
                     let given = context.members.iter().find(|m| m.id == c.node).cloned();
                     let mut member = given.or(known).unwrap_or(Member {
                         id: c.node,
@@ -198,7 +201,7 @@ fn apply_batch(
                         if attributes.cluster_id != 0 && shared.0.read().cluster_id == 0 {
                             pending.cluster_id(attributes.cluster_id);
                         }
-                        let known = shared.0.read().members.get(&attributes.id).cloned();
+                        let known = pending.member_in(shared, attributes.id);
                         if let Some(mut member) = known {
                             member.name = attributes.name;
                             member.client_ur_ls = attributes.client_urls;
@@ -208,7 +211,7 @@ fn apply_batch(
                         Answer::Done(true)
                     }
                     Some(Request::MemberUpdate(update)) => {
-                        let known = shared.0.read().members.get(&update.id).cloned();
+                        let known = pending.member_in(shared, update.id);
                         match known {
                             Some(mut member) => {
                                 member.peer_ur_ls = update.peer_ur_ls;
@@ -234,17 +237,14 @@ fn apply_batch(
                 answers.push(encode(answer));
             }
         }
+        // A Raft batch can hold more than one LSM write may: commit what is gathered (with
+        // the applied index so far) and go on in a new one.
+        if writes.bytes() >= flush_bytes {
+            commit(writes, std::mem::take(&mut pending), last, shared)?;
+            writes = store.batch();
+        }
     }
-    let mut extra = Vec::new();
-    pending.pairs(last, &mut extra);
-    let pairs: Vec<(&[u8], &[u8])> = extra
-        .iter()
-        .map(|(k, v)| (k.as_slice(), v.as_slice()))
-        .collect();
-    writes
-        .commit(&pairs)
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    pending.publish(shared);
+    commit(writes, pending, last, shared)?;
     if compacted.is_some() || members_changed {
         notify.send_modify(|a| {
             if let Some(rev) = compacted {
@@ -256,6 +256,27 @@ fn apply_batch(
         });
     }
     Ok((answers, last))
+}
+
+/// Writes a batch's MVCC changes and `pending` state in one LSM write with the applied index
+/// `last`, then publishes the state.
+fn commit(
+    writes: strata_mvcc::Batch<'_>,
+    pending: Pending,
+    last: u64,
+    shared: &Shared,
+) -> io::Result<()> {
+    let mut extra = Vec::new();
+    pending.pairs(last, &mut extra);
+    let pairs: Vec<(&[u8], &[u8])> = extra
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    writes
+        .commit(&pairs)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    pending.publish(shared);
+    Ok(())
 }
 
 fn encode(answer: Answer) -> Bytes {

@@ -35,17 +35,22 @@ pub struct MaintenanceService(pub Arc<Inner>);
 /// The bytes of the LSM's files on disk (tables, WAL, manifest): the database size Status
 /// reports and the quota counts, as etcd counts its bbolt file.
 pub fn db_size_bytes(inner: &Inner) -> u64 {
-    let dir = inner.config.data_dir.join("member").join("db");
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .filter(std::fs::Metadata::is_file)
-                .map(|m| m.len())
-                .sum()
+    dir_bytes(&inner.config.data_dir.join("member").join("db"), 2)
+}
+
+/// The bytes of the files in `dir` and its subdirectories down to `depth` levels.
+fn dir_bytes(dir: &std::path::Path, depth: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_file() => m.len(),
+            Ok(m) if m.is_dir() && depth > 0 => dir_bytes(&entry.path(), depth - 1),
+            _ => 0,
         })
-        .unwrap_or(0)
+        .sum()
 }
 
 /// The alarms raised, as Alarm and Status report them.

@@ -124,6 +124,14 @@ impl Pending {
         self.clock_ms = Some(self.clock_ms.unwrap_or(0).max(now_ms));
     }
 
+    /// Member `id` as this batch leaves it, else as `shared` holds it.
+    pub fn member_in(&self, shared: &Shared, id: u64) -> Option<Member> {
+        match self.members.get(&id) {
+            Some(member) => member.clone(),
+            None => shared.0.read().members.get(&id).cloned(),
+        }
+    }
+
     /// `alarms` with this batch's alarm changes applied.
     pub fn apply_alarms(&self, alarms: &mut BTreeSet<(u64, i32)>) {
         for (&key, &raised) in &self.alarms {
