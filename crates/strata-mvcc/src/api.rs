@@ -95,17 +95,7 @@ pub struct RangeRequest {
 /// Nested message and enum types in `RangeRequest`.
 pub mod range_request {
     /// The order of a range's keys.
-    #[derive(
-        Clone,
-        Copy,
-        Debug,
-        PartialEq,
-        Eq,
-        Hash,
-        PartialOrd,
-        Ord,
-        ::prost::Enumeration
-    )]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
     #[repr(i32)]
     pub enum SortOrder {
         /// Key order, unless the target is not the key (then ascending).
@@ -138,17 +128,7 @@ pub mod range_request {
         }
     }
     /// What a range's keys are sorted by.
-    #[derive(
-        Clone,
-        Copy,
-        Debug,
-        PartialEq,
-        Eq,
-        Hash,
-        PartialOrd,
-        Ord,
-        ::prost::Enumeration
-    )]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
     #[repr(i32)]
     pub enum SortTarget {
         /// The key.
@@ -348,17 +328,7 @@ pub struct Compare {
 /// Nested message and enum types in `Compare`.
 pub mod compare {
     /// How the key's target must compare with the given value.
-    #[derive(
-        Clone,
-        Copy,
-        Debug,
-        PartialEq,
-        Eq,
-        Hash,
-        PartialOrd,
-        Ord,
-        ::prost::Enumeration
-    )]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
     #[repr(i32)]
     pub enum CompareResult {
         /// Equal.
@@ -395,17 +365,7 @@ pub mod compare {
         }
     }
     /// What of the key is compared.
-    #[derive(
-        Clone,
-        Copy,
-        Debug,
-        PartialEq,
-        Eq,
-        Hash,
-        PartialOrd,
-        Ord,
-        ::prost::Enumeration
-    )]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
     #[repr(i32)]
     pub enum CompareTarget {
         /// Its version.
@@ -542,7 +502,9 @@ mod tests {
         };
         assert_eq!(
             kv.encode_to_vec(),
-            [0x0A, 1, b'k', 0x10, 2, 0x18, 3, 0x20, 4, 0x2A, 1, b'v', 0x30, 5]
+            [
+                0x0A, 1, b'k', 0x10, 2, 0x18, 3, 0x20, 4, 0x2A, 1, b'v', 0x30, 5
+            ]
         );
         let compare = Compare {
             result: compare::CompareResult::NotEqual as i32,
@@ -554,7 +516,9 @@ mod tests {
         // range_end is field 64: tag (64 << 3 | 2) = 514, varint 0x82 0x04.
         assert_eq!(
             compare.encode_to_vec(),
-            [0x08, 3, 0x10, 4, 0x1A, 1, b'k', 0x40, 7, 0x82, 0x04, 1, b'z']
+            [
+                0x08, 3, 0x10, 4, 0x1A, 1, b'k', 0x40, 7, 0x82, 0x04, 1, b'z'
+            ]
         );
         let range = RangeRequest {
             key: b"a".to_vec(),
@@ -570,11 +534,13 @@ mod tests {
             [0x0A, 1, b'a', 0x18, 1, 0x28, 2, 0x30, 4, 0x48, 1, 0x68, 9]
         );
         let op = RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                key: b"d".to_vec(),
-                prev_kv: true,
-                ..DeleteRangeRequest::default()
-            })),
+            request: Some(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: b"d".to_vec(),
+                    prev_kv: true,
+                    ..DeleteRangeRequest::default()
+                },
+            )),
         };
         assert_eq!(op.encode_to_vec(), [0x1A, 5, 0x0A, 1, b'd', 0x18, 1]);
         let header = ResponseHeader {

@@ -292,8 +292,10 @@ impl<'a> Batch<'a> {
             None => (vec![TOMBSTONE], TOMBSTONE),
         };
         self.pairs.push((keys::data_key(key, rev), value));
-        self.pairs
-            .push((keys::revision_key(rev).to_vec(), [&[kind][..], key].concat()));
+        self.pairs.push((
+            keys::revision_key(rev).to_vec(),
+            [&[kind][..], key].concat(),
+        ));
         let entries = self.overlay.entry(key.to_vec()).or_default();
         match entries.last_mut() {
             Some((m, state)) if *m == main => *state = kv,
@@ -434,8 +436,7 @@ impl<'a> Write<'a> {
     pub fn put(&mut self, key: &[u8], value: &[u8], lease: i64) -> Result<Option<KeyValue>> {
         let prev = self.batch.latest(key, true);
         let prev = self.track(prev)?;
-        self.batch
-            .put_kv(key, value.to_vec(), lease, prev.as_ref());
+        self.batch.put_kv(key, value.to_vec(), lease, prev.as_ref());
         Ok(prev)
     }
 
@@ -446,10 +447,7 @@ impl<'a> Write<'a> {
     ///
     /// The LSM's.
     pub fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>> {
-        let live = self
-            .batch
-            .view()
-            .collect(key, end, self.batch.main(), true);
+        let live = self.batch.view().collect(key, end, self.batch.main(), true);
         let live = self.track(live)?;
         for kv in &live {
             self.batch.set(&kv.key, None);

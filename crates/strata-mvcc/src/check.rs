@@ -23,7 +23,8 @@ pub fn check_range(req: &RangeRequest) -> Result<()> {
     if req.key.is_empty() {
         return Err(Error::EmptyKey);
     }
-    if SortOrder::try_from(req.sort_order).is_err() || SortTarget::try_from(req.sort_target).is_err()
+    if SortOrder::try_from(req.sort_order).is_err()
+        || SortTarget::try_from(req.sort_target).is_err()
     {
         return Err(Error::InvalidSortOption);
     }
@@ -236,11 +237,13 @@ mod tests {
 
     fn del(key: &[u8], end: &[u8]) -> RequestOp {
         RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                key: key.to_vec(),
-                range_end: end.to_vec(),
-                prev_kv: false,
-            })),
+            request: Some(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: key.to_vec(),
+                    range_end: end.to_vec(),
+                    prev_kv: false,
+                },
+            )),
         }
     }
 
@@ -384,15 +387,22 @@ mod tests {
 
     #[test]
     fn a_key_put_twice_or_put_and_deleted_in_one_branch_is_a_duplicate() {
-        let dup = |ops: Vec<RequestOp>| matches!(check(&txn(ops, vec![])), Err(Error::DuplicateKey));
+        let dup =
+            |ops: Vec<RequestOp>| matches!(check(&txn(ops, vec![])), Err(Error::DuplicateKey));
         assert!(dup(vec![put(b"a"), put(b"a")]));
         assert!(dup(vec![put(b"a"), del(b"a", b"")]));
         assert!(dup(vec![del(b"a", b"c"), put(b"b")]));
         // Across nesting: a nested put against the parent's delete or put.
-        assert!(dup(vec![del(b"a", b"c"), nested(txn(vec![put(b"b")], vec![]))]));
+        assert!(dup(vec![
+            del(b"a", b"c"),
+            nested(txn(vec![put(b"b")], vec![]))
+        ]));
         assert!(dup(vec![put(b"b"), nested(txn(vec![], vec![put(b"b")]))]));
         // A nested delete against the parent's put.
-        assert!(dup(vec![nested(txn(vec![del(b"b", b"")], vec![])), put(b"b")]));
+        assert!(dup(vec![
+            nested(txn(vec![del(b"b", b"")], vec![])),
+            put(b"b")
+        ]));
         // Two nested txns putting the same key.
         assert!(dup(vec![
             nested(txn(vec![put(b"b")], vec![])),
@@ -412,7 +422,10 @@ mod tests {
         // A delete of everything from a key on conflicts with nothing (etcd's interval check
         // reads the end `\0` as below every key).
         assert!(ok(vec![del(b"a", &[0]), put(b"b")]));
-        assert!(ok(vec![nested(txn(vec![del(b"a", &[0])], vec![])), put(b"b")]));
+        assert!(ok(vec![
+            nested(txn(vec![del(b"a", &[0])], vec![])),
+            put(b"b")
+        ]));
         // Ranges may overlap anything.
         assert!(ok(vec![get(b"a"), put(b"a"), get(b"a")]));
     }

@@ -63,7 +63,10 @@ mod tests {
     #[test]
     fn request_errors_print_etcds_texts() {
         let cases = [
-            (Error::Compacted, "mvcc: required revision has been compacted"),
+            (
+                Error::Compacted,
+                "mvcc: required revision has been compacted",
+            ),
             (
                 Error::FutureRevision,
                 "mvcc: required revision is a future revision",

@@ -33,7 +33,11 @@ pub(crate) fn path(view: &View<'_>, rev: i64, req: &TxnRequest) -> Result<Path> 
             break;
         }
     }
-    let ops = if succeeded { &req.success } else { &req.failure };
+    let ops = if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    };
     let mut nested = Vec::new();
     for op in ops {
         if let Some(Request::RequestTxn(txn)) = &op.request {

@@ -237,13 +237,7 @@ impl View<'_> {
     }
 
     /// Every key of `[key, end)` visible at `rev`, in key order.
-    pub fn collect(
-        &self,
-        key: &[u8],
-        end: &[u8],
-        rev: i64,
-        values: bool,
-    ) -> Result<Vec<KeyValue>> {
+    pub fn collect(&self, key: &[u8], end: &[u8], rev: i64, values: bool) -> Result<Vec<KeyValue>> {
         let mut out = Vec::new();
         self.scan(key, end, rev, values, |kv| {
             out.push(kv);
