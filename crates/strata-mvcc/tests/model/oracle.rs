@@ -192,7 +192,7 @@ impl Model {
         match order {
             SortOrder::None => {}
             SortOrder::Ascend => kvs.sort_by_key(field),
-            SortOrder::Descend => kvs.sort_by(|a, b| field(b).cmp(&field(a))),
+            SortOrder::Descend => kvs.sort_by_key(|kv| std::cmp::Reverse(field(kv))),
         }
         let mut more = false;
         if req.limit > 0 && kvs.len() > req.limit as usize {
@@ -507,11 +507,10 @@ fn covered(d: &DeleteRangeRequest, universe: &[Vec<u8>]) -> BTreeSet<Vec<u8>> {
         .collect()
 }
 
+type Keys = BTreeSet<Vec<u8>>;
+
 /// etcd's duplicate-key rule over sets of the test's keys: (puts, deleted keys) of a branch.
-fn duplicates(
-    ops: &[RequestOp],
-    universe: &[Vec<u8>],
-) -> Answer<(BTreeSet<Vec<u8>>, BTreeSet<Vec<u8>>)> {
+fn duplicates(ops: &[RequestOp], universe: &[Vec<u8>]) -> Answer<(Keys, Keys)> {
     let mut dels: BTreeSet<Vec<u8>> = BTreeSet::new();
     for op in ops {
         if let Some(Request::RequestDeleteRange(d)) = &op.request {
