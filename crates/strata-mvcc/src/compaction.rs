@@ -35,9 +35,12 @@ struct Cursor {
     /// The compacted revision this cursor works towards.
     target: i64,
     phase: Phase,
-    /// Data phase: whether the key `at` belongs to already kept its newest version at or
-    /// below the target.
+    /// Data phase: whether the key `at` belongs to already met its newest version at or below
+    /// the target.
     kept: bool,
+    /// Data phase: that version, if it is a deletion (empty if not). It is deleted only with
+    /// or after the key's last older version: until then it hides them from readers.
+    tomb: Vec<u8>,
     /// The LSM key to resume at (included).
     at: Vec<u8>,
 }
@@ -54,23 +57,27 @@ impl Cursor {
             target,
             phase: Phase::Data,
             kept: false,
+            tomb: Vec::new(),
             at: vec![keys::DATA],
         }
     }
 
-    /// `target` (i64 LE), phase (u8), kept (u8), then the key (`docs/formats/mvcc.md`).
+    /// `target` (i64 LE), phase (u8), kept (u8), the tombstone's length (u32 LE) and bytes,
+    /// then the key to resume at (`docs/formats/mvcc.md`).
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(10 + self.at.len());
+        let mut out = Vec::with_capacity(14 + self.tomb.len() + self.at.len());
         out.extend_from_slice(&self.target.to_le_bytes());
         out.push(self.phase as u8);
         out.push(u8::from(self.kept));
+        out.extend_from_slice(&(self.tomb.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.tomb);
         out.extend_from_slice(&self.at);
         out
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
         let bad = || Error::Corrupt("a compaction cursor that does not decode");
-        if bytes.len() < 10 {
+        if bytes.len() < 14 {
             return Err(bad());
         }
         let target = i64::from_le_bytes(bytes[..8].try_into().map_err(|_| bad())?);
@@ -84,11 +91,14 @@ impl Cursor {
             1 => true,
             _ => return Err(bad()),
         };
+        let tomb_bytes = u32::from_le_bytes(bytes[10..14].try_into().map_err(|_| bad())?) as usize;
+        let tomb = bytes.get(14..14 + tomb_bytes).ok_or_else(bad)?.to_vec();
         Ok(Self {
             target,
             phase,
             kept,
-            at: bytes[10..].to_vec(),
+            tomb,
+            at: bytes[14 + tomb_bytes..].to_vec(),
         })
     }
 }
@@ -142,8 +152,10 @@ impl Store {
         let mut error = None;
         match cursor.phase {
             Phase::Data => {
+                // The key at hand (on resuming, the cursor's: its progress is `kept`, `tomb`).
                 let mut key: Option<Vec<u8>> = None;
                 let mut kept = cursor.kept;
+                let mut tomb = (!cursor.tomb.is_empty()).then(|| cursor.tomb.clone());
                 snapshot.scan(
                     Bound::Included(&cursor.at[..]),
                     Bound::Excluded(&[keys::DATA + 1][..]),
@@ -153,25 +165,27 @@ impl Store {
                             error = Some(Error::Corrupt("a data key that does not decode"));
                             return false;
                         };
-                        let same = key.as_ref() == Some(&user);
+                        let same = key.as_ref().is_none_or(|key| *key == user);
+                        if !same {
+                            // Every older version of the previous key is doomed: its
+                            // deletion may go now.
+                            doomed.extend(tomb.take());
+                        }
                         if visits >= visits_max || doomed.len() >= deletes_max {
-                            // Resume here: with this key's progress if it is the one at hand.
                             next = Some(Cursor {
                                 target,
                                 phase: Phase::Data,
                                 kept: same && kept,
+                                tomb: tomb.take().unwrap_or_default(),
                                 at: k.to_vec(),
                             });
                             return false;
                         }
                         visits += 1;
-                        if key.is_none() {
-                            // The first entry: the stored progress is its key's.
-                            key = Some(user);
-                        } else if !same {
-                            key = Some(user);
+                        if !same {
                             kept = false;
                         }
+                        key = Some(user);
                         if at.main as i64 > target {
                             return true;
                         }
@@ -180,13 +194,14 @@ impl Store {
                         } else {
                             kept = true;
                             if v.first() == Some(&TOMBSTONE) {
-                                doomed.push(k.to_vec());
+                                tomb = Some(k.to_vec());
                             }
                         }
                         true
                     },
                 )?;
                 if error.is_none() && next.is_none() {
+                    doomed.extend(tomb.take());
                     // The data keyspace is done: the revision keyspace from what an earlier
                     // compaction left.
                     let from = state.compacted_done.max(0) as u64 + 1;
@@ -194,6 +209,7 @@ impl Store {
                         target,
                         phase: Phase::Revisions,
                         kept: false,
+                        tomb: Vec::new(),
                         at: keys::revision_key(Revision::new(from, 0)).to_vec(),
                     });
                 }
@@ -251,10 +267,11 @@ mod tests {
             target: 42,
             phase: Phase::Revisions,
             kept: true,
+            tomb: vec![b'k', 1, 0, 0],
             at: vec![b'r', 0, 1],
         };
         assert_eq!(Cursor::decode(&cursor.encode()).expect("decode"), cursor);
-        assert!(Cursor::decode(&[0; 9]).is_err());
+        assert!(Cursor::decode(&[0; 13]).is_err());
         let mut bad = cursor.encode();
         bad[8] = 7;
         assert!(Cursor::decode(&bad).is_err());

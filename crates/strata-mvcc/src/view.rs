@@ -66,13 +66,12 @@ pub(crate) fn decode_version(
     }
 }
 
-/// The bounds of `[key, end)` (etcd's conventions) in the data keyspace and among user keys;
-/// `None` if the range is empty (`end` at or below `key`).
-#[allow(clippy::type_complexity)]
-fn bounds<'k>(
-    key: &'k [u8],
-    end: &'k [u8],
-) -> Option<((Vec<u8>, Vec<u8>), (Bound<&'k [u8]>, Bound<&'k [u8]>))> {
+/// A range's bounds: in the data keyspace (LSM keys), and among user keys.
+type Bounds<'k> = ((Vec<u8>, Vec<u8>), (Bound<&'k [u8]>, Bound<&'k [u8]>));
+
+/// The bounds of `[key, end)` (etcd's conventions); `None` if the range is empty (`end` at or
+/// below `key`).
+fn bounds<'k>(key: &'k [u8], end: &'k [u8]) -> Option<Bounds<'k>> {
     let lower = keys::data_lower(key);
     if end.is_empty() {
         // Every version of `key` alone: its prefix, with the terminator's last byte raised.

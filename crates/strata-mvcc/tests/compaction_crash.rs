@@ -1,14 +1,15 @@
-//! A compaction that fails part of the way (its deletions' WAL write fails, as a crash or a
-//! full disk would stop it) leaves a store that, reopened, refuses every revision below the
-//! compacted one and reads every revision from it on exactly as before; a compaction that
-//! completes leaves one version per live key on disk.
+//! A physical compaction that fails part of the way (its deletions' WAL write fails, as a crash
+//! or a full disk would stop it) leaves a store that, reopened, says the compaction is pending,
+//! refuses every revision below the compacted one and reads every revision from it on exactly
+//! as before; resumed, the compaction completes and leaves one version per live key on disk.
 
 use std::ops::Bound;
 use std::sync::Arc;
 
 use fail::FailScenario;
 use strata_lsm::{Db, Direction, Options};
-use strata_mvcc::{Error, RangeResult, Store, keys};
+use strata_mvcc::api::{CompactionRequest, RangeRequest, RangeResponse};
+use strata_mvcc::{Error, Store, keys};
 
 fn open(dir: &std::path::Path) -> (Arc<Db>, Store) {
     let db = Arc::new(Db::open(dir, Options::default()).expect("open"));
@@ -16,9 +17,30 @@ fn open(dir: &std::path::Path) -> (Arc<Db>, Store) {
     (db, store)
 }
 
+fn every_key(rev: i64) -> RangeRequest {
+    RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        revision: rev,
+        ..RangeRequest::default()
+    }
+}
+
 /// Every key, at `rev`.
-fn all(store: &Store, rev: u64) -> RangeResult {
-    store.range(&[], &[0], rev, 0).expect("range")
+fn all(store: &Store, rev: i64) -> RangeResponse {
+    store.range_request(&every_key(rev)).expect("range")
+}
+
+/// Records a compaction at `rev` (its first part).
+fn mark(store: &Store, rev: i64) {
+    let mut batch = store.batch();
+    batch
+        .compact(&CompactionRequest {
+            revision: rev,
+            physical: false,
+        })
+        .expect("compact");
+    batch.commit(&[]).expect("commit");
 }
 
 /// Versions (and tombstones) left in the data keyspace.
@@ -38,7 +60,8 @@ fn data_entries(db: &Db) -> usize {
 }
 
 #[test]
-fn a_compaction_cut_short_refuses_older_revisions_and_reads_newer_ones_as_before() {
+fn a_compaction_cut_short_is_pending_refuses_older_revisions_reads_newer_ones_as_before_and_resumes()
+ {
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, store) = open(dir.path());
@@ -61,11 +84,16 @@ fn a_compaction_cut_short_refuses_older_revisions_and_reads_newer_ones_as_before
     }
     let current = store.current_revision();
     let at = current - 8;
-    let before: Vec<RangeResult> = (at..=current).map(|rev| all(&store, rev)).collect();
+    let before: Vec<RangeResponse> = (at..=current).map(|rev| all(&store, rev)).collect();
 
-    // The compacted revision is written, then the first batch of deletions fails.
-    fail::cfg(strata_wal::FP_WRITE, "1*off->return").expect("failpoint");
-    assert!(store.compact(at).is_err(), "the deletions' write failed");
+    // The compacted revision is recorded, then the first step's deletions fail.
+    mark(&store, at);
+    assert!(store.compaction_pending());
+    fail::cfg(strata_wal::FP_WRITE, "return").expect("failpoint");
+    assert!(
+        store.compact_physical().is_err(),
+        "the deletions' write failed"
+    );
     fail::remove(strata_wal::FP_WRITE);
     drop(store);
     drop(db);
@@ -73,16 +101,36 @@ fn a_compaction_cut_short_refuses_older_revisions_and_reads_newer_ones_as_before
     let (db, store) = open(dir.path());
     assert_eq!(store.compacted_revision(), at);
     assert_eq!(store.current_revision(), current);
+    assert!(
+        store.compaction_pending(),
+        "the cut-short compaction is reported"
+    );
     assert!(matches!(
-        store.range(&[], &[0], at - 1, 0),
+        store.range_request(&every_key(at - 1)),
         Err(Error::Compacted)
     ));
     for (rev, want) in (at..=current).zip(&before) {
         assert_eq!(&all(&store, rev), want, "revision {rev}");
     }
+    let hash = store.hash_kv(current).expect("hash");
+
+    // Resumed in small steps, the compaction completes; reads and the hash are unchanged.
+    let mut steps = 0;
+    while !store.compact_physical_step(3).expect("step") {
+        steps += 1;
+        assert!(steps < 1_000, "the compaction ends");
+    }
+    assert!(steps > 1, "it took several steps");
+    assert!(!store.compaction_pending());
+    assert_eq!(store.compacted_done_revision(), at);
+    for (rev, want) in (at..=current).zip(&before) {
+        assert_eq!(&all(&store, rev), want, "revision {rev}");
+    }
+    assert_eq!(store.hash_kv(current).expect("hash"), hash);
 
     // Compacting again, to the current revision, completes: one version per live key.
-    store.compact(current).expect("compact");
+    mark(&store, current);
+    store.compact_physical().expect("compact");
     let live = all(&store, current);
     assert_eq!(live, before[before.len() - 1]);
     assert_eq!(data_entries(&db), live.kvs.len());
