@@ -59,9 +59,7 @@ impl Kv for KvService {
         let inner = &self.0;
         inner.metrics.requests.range.inc();
         let request = request.into_inner();
-        if request.key.is_empty() {
-            return Err(ApiError::EmptyKey.into());
-        }
+        strata_mvcc::check_range(&request).map_err(ApiError::from)?;
         if !request.serializable {
             self.voter_only()?;
         }
@@ -80,9 +78,7 @@ impl Kv for KvService {
         let inner = &self.0;
         inner.metrics.requests.put.inc();
         let request = request.into_inner();
-        if request.key.is_empty() {
-            return Err(ApiError::EmptyKey.into());
-        }
+        strata_mvcc::check_put(&request).map_err(ApiError::from)?;
         match inner.propose(Raft::Put(request)).await? {
             Answer::Put(mut response) => {
                 fill(inner, &mut response.header);
@@ -100,9 +96,7 @@ impl Kv for KvService {
         let inner = &self.0;
         inner.metrics.requests.delete_range.inc();
         let request = request.into_inner();
-        if request.key.is_empty() {
-            return Err(ApiError::EmptyKey.into());
-        }
+        strata_mvcc::check_delete_range(&request).map_err(ApiError::from)?;
         match inner.propose(Raft::DeleteRange(request)).await? {
             Answer::DeleteRange(mut response) => {
                 fill(inner, &mut response.header);

@@ -104,6 +104,9 @@ pub enum ApiError {
     /// they were made.
     #[error("{1}")]
     Refused(i32, String),
+    /// A sort order or target that does not exist.
+    #[error("etcdserver: invalid sort option")]
+    InvalidSortOption,
     /// Bad input that has no etcd text of its own.
     #[error("etcdserver: {0}")]
     Invalid(String),
@@ -118,6 +121,7 @@ impl ApiError {
         use ApiError::*;
         match self {
             EmptyKey
+            | InvalidSortOption
             | KeyNotFound
             | ValueProvided
             | LeaseProvided
@@ -166,6 +170,7 @@ impl From<strata_mvcc::Error> for ApiError {
             E::TooManyOps => ApiError::TooManyOps,
             E::DuplicateKey => ApiError::DuplicateKey,
             E::LeaseNotFound => ApiError::LeaseNotFound,
+            E::InvalidSortOption => ApiError::InvalidSortOption,
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -462,7 +462,8 @@ impl Server {
         let transport_dyn: Arc<dyn strata_raft_node::Transport> = transport.clone();
         let node = RaftNode::start(raft, options, log, machine, transport_dyn, inbox)
             .map_err(|e| ServerError::Raft(e.to_string()))?;
-        let (physical_tx, physical_rx) = watch::channel(store.compacted_revision());
+        // From what is physically done: a removal cut short by a crash is resumed.
+        let (physical_tx, physical_rx) = watch::channel(store.compacted_done_revision());
         let inner = Arc::new(Inner {
             config,
             id,
