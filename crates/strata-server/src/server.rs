@@ -225,16 +225,30 @@ impl Inner {
             .ok_or_else(|| ApiError::Internal("an answer that does not decode".to_owned()))
     }
 
-    /// A channel to `member`'s client port (cached), for requests this member sends on.
-    pub fn channel_to(&self, member: u64) -> Result<tonic::transport::Channel, ApiError> {
-        let url = self
-            .shared
-            .0
-            .read()
-            .members
-            .get(&member)
-            .and_then(|m| m.client_ur_ls.first().cloned())
-            .ok_or(ApiError::NoLeader)?;
+    /// A channel to `member`'s client port (cached), for requests this member sends on. Waits
+    /// (bounded) for the member's client URL: a member publishes it through the log once it
+    /// starts, so it can be missing for a moment after a leader is elected.
+    pub async fn channel_to(&self, member: u64) -> Result<tonic::transport::Channel, ApiError> {
+        let mut applied = self.applied.clone();
+        let url = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            loop {
+                let url = self
+                    .shared
+                    .0
+                    .read()
+                    .members
+                    .get(&member)
+                    .and_then(|m| m.client_ur_ls.first().cloned());
+                if let Some(url) = url {
+                    return Ok(url);
+                }
+                if applied.changed().await.is_err() {
+                    return Err(ApiError::Stopped);
+                }
+            }
+        })
+        .await
+        .unwrap_or(Err(ApiError::NoLeader))?;
         let mut channels = self.channels.lock();
         if let Some((at, channel)) = channels.get(&member)
             && *at == url
@@ -253,11 +267,11 @@ impl Inner {
         if leader == self.id {
             return Ok(None);
         }
-        self.channel_to(leader).map(Some)
+        self.channel_to(leader).await.map(Some)
     }
 
     async fn forward(&self, leader: u64, request: RaftRequest) -> Result<Answer, ApiError> {
-        let mut client = InternalClient::new(self.channel_to(leader)?)
+        let mut client = InternalClient::new(self.channel_to(leader).await?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         let mut call = tonic::Request::new(request);
@@ -399,6 +413,11 @@ impl Server {
         raft.append_bytes_max = raft.append_bytes_max.max(raft.entry_bytes_max);
         let mut options = NodeOptions::new(config.heartbeat_interval, member_dir.join("snap"));
         options.snapshot_entries = config.snapshot_count.max(1);
+        // Entries kept behind a snapshot for followers a little behind (etcd keeps 5,000), never
+        // more than a snapshot's worth: a small --snapshot-count means a small log.
+        options.compaction_overhead_entries = options
+            .compaction_overhead_entries
+            .min(config.snapshot_count);
 
         let (inbox_tx, inbox) = strata_raft_node::inbox();
         let peers: BTreeMap<u64, SocketAddr> = shared

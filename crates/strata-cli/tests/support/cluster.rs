@@ -68,6 +68,7 @@ fn initial_cluster(specs: &[MemberSpec]) -> String {
 impl Cluster {
     /// `n` members under `dir`, started with `--initial-cluster-state new` and `extra` flags.
     pub fn start(dir: &Path, n: usize, extra: &[&str]) -> Cluster {
+        std::fs::create_dir_all(dir).expect("make the cluster's directory");
         let specs: Vec<MemberSpec> = (1..=n)
             .map(|i| MemberSpec {
                 name: format!("m{i}"),

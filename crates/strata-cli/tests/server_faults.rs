@@ -1,0 +1,508 @@
+//! The server under faults, with real processes on 127.0.0.1: members joining under load,
+//! members removed, leaders killed, restarts, snapshots restored, the quota.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use etcd_client::{AlarmAction, AlarmType, GetOptions};
+use strata_server::proto::clientpb::kvdb_client::KvdbClient;
+use strata_server::proto::clientpb::{Auth, Command, KvPair, Operate, PutCommand, Request};
+use support::cluster::{Cluster, MemberSpec, client, free_port, wait_ready, wait_value};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Fast elections, so that the tests that kill leaders stay short.
+const FAST: &[&str] = &["--heartbeat-interval", "50", "--election-timeout", "500"];
+
+/// Writes `prefix{n}` keys through `endpoint` until `stop`; returns the keys acknowledged.
+async fn write_until(endpoint: String, prefix: &'static str, stop: Arc<AtomicBool>) -> Vec<String> {
+    let mut c = client(&[endpoint]).await;
+    let mut acked = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("{prefix}{n:06}");
+        n += 1;
+        if c.put(key.as_str(), key.as_str(), None).await.is_ok() {
+            acked.push(key);
+        }
+    }
+    acked
+}
+
+/// Every key in `keys` is on the member at `endpoint` (serializable reads there).
+async fn assert_has_all(endpoint: &str, prefix: &str, keys: &[String]) {
+    let mut c = client(&[endpoint.to_owned()]).await;
+    let got = c
+        .get(
+            prefix,
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_serializable()
+                    .with_keys_only(),
+            ),
+        )
+        .await
+        .expect("range");
+    let present: std::collections::BTreeSet<&[u8]> = got.kvs().iter().map(|kv| kv.key()).collect();
+    for key in keys {
+        assert!(
+            present.contains(key.as_bytes()),
+            "{endpoint} lacks acknowledged {key}"
+        );
+    }
+}
+
+/// A member added while clients write joins with `--initial-cluster-state existing`, catches
+/// up from a snapshot sent over the peer port, and then holds every acknowledged write.
+#[test]
+fn a_member_added_under_load_catches_up_from_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path(), 3, &["--snapshot-count", "50"]);
+    let rt = runtime();
+    let endpoints = cluster.endpoints();
+    rt.block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = rt.spawn(write_until(
+        endpoints[0].clone(),
+        "load/",
+        Arc::clone(&stop),
+    ));
+    let spec = MemberSpec {
+        name: "m4".to_owned(),
+        client_port: free_port(),
+        peer_port: free_port(),
+        data_dir: dir.path().join("m4"),
+    };
+    rt.block_on(async {
+        // Enough writes first that the log is compacted behind a snapshot.
+        let mut c = client(&endpoints[1..2]).await;
+        for i in 0..200 {
+            c.put(format!("pre/{i:04}"), "x", None).await.expect("put");
+        }
+        c.member_add([spec.peer_url()], None)
+            .await
+            .expect("member add");
+    });
+    let new = cluster.join(spec.clone());
+    rt.block_on(async {
+        let e = spec.client_url();
+        wait_ready(&e).await;
+        let mut c = client(&endpoints[..1]).await;
+        c.put("marker", "after-join", None).await.expect("put");
+        wait_value(&e, "marker", Some("after-join")).await;
+        stop.store(true, Ordering::Relaxed);
+        let acked = writer.await.expect("writer");
+        assert!(!acked.is_empty(), "the load acknowledged nothing");
+        let last = acked.last().expect("acked");
+        wait_value(&e, last, Some(last)).await;
+        assert_has_all(&e, "load/", &acked).await;
+        // The new member publishes its name and client URLs through the log.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let list = c.member_list().await.expect("member list");
+            if list
+                .members()
+                .iter()
+                .any(|m| m.name() == "m4" && !m.client_urls().is_empty())
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the new member did not publish itself: {:?}",
+                list.members()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert!(
+        dir.path().join("m4/member/snap/CURRENT").exists(),
+        "the new member installed no snapshot:\n{}",
+        cluster.log(new)
+    );
+}
+
+/// A removed member that keeps running cannot disrupt the others: they keep their leader and
+/// term and go on committing.
+#[test]
+fn a_removed_member_cannot_disrupt_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), 3, FAST);
+    let endpoints = cluster.endpoints();
+    runtime().block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let mut c = client(&endpoints[..1]).await;
+        let list = c.member_list().await.expect("member list");
+        let m3 = list
+            .members()
+            .iter()
+            .find(|m| m.name() == "m3")
+            .expect("m3")
+            .id();
+        // Not the leader: move leadership off m3 first if it leads.
+        let status = c.status().await.expect("status");
+        if status.leader() == m3 {
+            let m1 = list
+                .members()
+                .iter()
+                .find(|m| m.name() == "m1")
+                .expect("m1")
+                .id();
+            let mut on_m3 = client(&endpoints[2..3]).await;
+            on_m3.move_leader(m1).await.expect("move leader");
+        }
+        c.member_remove(m3).await.expect("member remove");
+        let before = client(&endpoints[..1])
+            .await
+            .status()
+            .await
+            .expect("status");
+        // m3 runs on, cut off from the log: with no leader to hear from it would campaign
+        // after every election timeout. Ten timeouts of writes must not see a new term.
+        let deadline = Instant::now() + Duration::from_millis(5000);
+        let mut writes = 0;
+        while Instant::now() < deadline {
+            c.put(format!("after-remove/{writes}"), "x", None)
+                .await
+                .expect("writes go on");
+            writes += 1;
+        }
+        let after = c.status().await.expect("status");
+        assert_eq!(
+            after.raft_term(),
+            before.raft_term(),
+            "the removed member raised the term"
+        );
+        assert_eq!(after.leader(), before.leader());
+        assert!(writes > 0);
+        let list = c.member_list().await.expect("member list");
+        assert_eq!(list.members().len(), 2);
+    });
+}
+
+fn kvdb_put(client_id: u64, seq: u64, key: &str, value: &str) -> Request {
+    Request {
+        client_id,
+        seq,
+        cmd: Some(Command {
+            operate_type: Operate::Put as i32,
+            put: Some(PutCommand {
+                data: vec![KvPair {
+                    key: key.as_bytes().to_vec(),
+                    value: value.as_bytes().to_vec(),
+                }],
+            }),
+            del: None,
+        }),
+        query: None,
+    }
+}
+
+/// The seed's Kvdb service applies a put once per (client id, seq): a retry (even with another
+/// value) gets the first answer, after a leader change and after every member restarts.
+#[test]
+fn kvdb_puts_apply_once_across_a_leader_kill_and_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").expect("token file");
+    let token_arg = token.to_string_lossy().into_owned();
+    let mut extra = FAST.to_vec();
+    extra.extend(["--kvdb-token-file", token_arg.as_str()]);
+    let mut cluster = Cluster::start(dir.path(), 3, &extra);
+    let rt = runtime();
+    let endpoints = cluster.endpoints();
+    let (client_id, first_rev) = rt.block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let mut k = KvdbClient::connect(endpoints[0].clone())
+            .await
+            .expect("connect");
+        let bad = k
+            .register(Auth {
+                token: "wrong".to_owned(),
+            })
+            .await;
+        assert!(bad.is_err(), "a wrong token registered");
+        let id = k
+            .register(Auth {
+                token: "s3cret".to_owned(),
+            })
+            .await
+            .expect("register")
+            .into_inner()
+            .client_id;
+        assert_ne!(id, 0);
+        let r = k
+            .put(kvdb_put(id, 1, "once", "first"))
+            .await
+            .expect("put")
+            .into_inner();
+        assert!(r.success, "{}", r.msg);
+        // The retry, through another member, with another value: answered, not applied.
+        let mut k2 = KvdbClient::connect(endpoints[1].clone())
+            .await
+            .expect("connect");
+        let r = k2
+            .put(kvdb_put(id, 1, "once", "second"))
+            .await
+            .expect("retry")
+            .into_inner();
+        assert!(r.success, "{}", r.msg);
+        let mut c = client(&endpoints[..1]).await;
+        let kv = c.get("once", None).await.expect("get");
+        let kv = &kv.kvs()[0];
+        assert_eq!(kv.value(), b"first");
+        (id, kv.mod_revision())
+    });
+    // Kill the leader, retry through a survivor.
+    let leader = rt.block_on(async {
+        let mut c = client(&endpoints[..1]).await;
+        c.status().await.expect("status").leader()
+    });
+    let names = rt.block_on(async {
+        let mut c = client(&endpoints[..1]).await;
+        c.member_list()
+            .await
+            .expect("list")
+            .members()
+            .iter()
+            .map(|m| (m.id(), m.name().to_owned()))
+            .collect::<Vec<_>>()
+    });
+    let leader_name = &names
+        .iter()
+        .find(|(id, _)| *id == leader)
+        .expect("leader listed")
+        .1;
+    let killed = cluster
+        .members
+        .iter()
+        .position(|m| &m.spec.name == leader_name)
+        .expect("leader process");
+    cluster.kill(killed);
+    let survivor = endpoints[(killed + 1) % 3].clone();
+    rt.block_on(async {
+        wait_ready(&survivor).await;
+        let mut k = KvdbClient::connect(survivor.clone())
+            .await
+            .expect("connect");
+        let r = k
+            .put(kvdb_put(client_id, 1, "once", "third"))
+            .await
+            .expect("retry")
+            .into_inner();
+        assert!(r.success, "{}", r.msg);
+    });
+    // Every member restarts: the session table is durable and replicated.
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    rt.block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let mut k = KvdbClient::connect(endpoints[2].clone())
+            .await
+            .expect("connect");
+        let r = k
+            .put(kvdb_put(client_id, 1, "once", "fourth"))
+            .await
+            .expect("retry")
+            .into_inner();
+        assert!(r.success, "{}", r.msg);
+        let mut c = client(&endpoints[..1]).await;
+        let got = c.get("once", None).await.expect("get");
+        assert_eq!(got.kvs()[0].value(), b"first");
+        assert_eq!(
+            got.kvs()[0].mod_revision(),
+            first_rev,
+            "a retry was applied again"
+        );
+        // The next seq applies; an older one is refused.
+        let r = k
+            .put(kvdb_put(client_id, 2, "once", "next"))
+            .await
+            .expect("put")
+            .into_inner();
+        assert!(r.success, "{}", r.msg);
+        assert_eq!(
+            c.get("once", None).await.expect("get").kvs()[0].value(),
+            b"next"
+        );
+        let stale = k.put(kvdb_put(client_id, 1, "once", "old")).await;
+        assert!(stale.is_err(), "a stale seq was accepted");
+    });
+}
+
+/// A snapshot streamed to a client (as `etcdctl snapshot save` takes it) restores into the
+/// first member of a new cluster with the same keys and revision.
+#[test]
+fn a_saved_snapshot_restores_into_a_new_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("backup.db");
+    let (revision, count) = {
+        let cluster = Cluster::start(&dir.path().join("old"), 1, &[]);
+        let endpoints = cluster.endpoints();
+        runtime().block_on(async {
+            let mut c = wait_ready(&endpoints[0]).await;
+            for i in 0..100 {
+                c.put(format!("backup/{i:03}"), format!("v{i}"), None)
+                    .await
+                    .expect("put");
+            }
+            let mut stream = c.snapshot().await.expect("snapshot");
+            let mut bytes = Vec::new();
+            while let Some(message) = stream.message().await.expect("snapshot message") {
+                bytes.extend_from_slice(message.blob());
+            }
+            assert_eq!(bytes.len() % 512, 32, "etcdctl's size check");
+            std::fs::write(&file, &bytes).expect("write the snapshot");
+            let got = c
+                .get(
+                    "backup/",
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await
+                .expect("count");
+            (got.header().expect("h").revision(), got.count())
+        })
+    };
+    std::fs::create_dir_all(dir.path().join("new")).expect("dir");
+    let peer = free_port();
+    let data = dir.path().join("new/r1");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["snapshot", "restore"])
+        .arg(&file)
+        .args(["--data-dir", &data.to_string_lossy()])
+        .args(["--name", "r1"])
+        .args(["--initial-cluster", &format!("r1=http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .args(["--initial-cluster-token", "restored"])
+        .status()
+        .expect("run strata snapshot restore");
+    assert!(status.success());
+    // A damaged file is refused.
+    let mut damaged = std::fs::read(&file).expect("read");
+    let at = damaged.len() / 2;
+    damaged[at] ^= 1;
+    std::fs::write(dir.path().join("damaged.db"), &damaged).expect("write");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["snapshot", "restore"])
+        .arg(dir.path().join("damaged.db"))
+        .args(["--data-dir", &dir.path().join("new/bad").to_string_lossy()])
+        .args(["--name", "r1"])
+        .args(["--initial-cluster", &format!("r1=http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .output()
+        .expect("run strata snapshot restore");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("SHA-256"));
+
+    let client_port = free_port();
+    let url = format!("http://127.0.0.1:{client_port}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("server")
+        .args(["--name", "r1", "--data-dir", &data.to_string_lossy()])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .args(["--initial-cluster", &format!("r1=http://127.0.0.1:{peer}")])
+        .args(["--initial-cluster-token", "restored"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the restored member");
+    let result = std::panic::catch_unwind(|| {
+        runtime().block_on(async {
+            let mut c = wait_ready(&url).await;
+            let got = c
+                .get("backup/", Some(GetOptions::new().with_prefix()))
+                .await
+                .expect("range");
+            assert_eq!(got.count(), count);
+            assert_eq!(got.kvs()[99].value(), b"v99");
+            assert!(got.header().expect("h").revision() >= revision);
+            let put = c.put("after-restore", "x", None).await.expect("put");
+            assert_eq!(put.header().expect("h").revision(), revision + 1);
+        });
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// Past `--quota-backend-bytes` the NOSPACE alarm is raised: puts are refused with etcd's
+/// text, reads and deletes still work, and the alarm is listed.
+#[test]
+fn past_the_quota_puts_are_refused_with_nospace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), 1, &["--quota-backend-bytes", "300000"]);
+    let endpoints = cluster.endpoints();
+    runtime().block_on(async {
+        let mut c = wait_ready(&endpoints[0]).await;
+        let value = vec![b'x'; 4096];
+        let mut refused = None;
+        for i in 0..10_000 {
+            match c.put(format!("big/{i:05}"), value.clone(), None).await {
+                Ok(_) => {}
+                Err(e) => {
+                    refused = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let refused = refused.expect("the quota never refused a put");
+        assert!(
+            refused.contains("etcdserver: mvcc: database space exceeded"),
+            "{refused}"
+        );
+        let alarms = c
+            .alarm(AlarmAction::Get, AlarmType::None, None)
+            .await
+            .expect("alarm list");
+        assert!(
+            alarms
+                .alarms()
+                .iter()
+                .any(|a| a.alarm() == AlarmType::Nospace)
+        );
+        c.get("big/00000", None).await.expect("reads go on");
+        let deleted = c.delete("big/00000", None).await.expect("deletes go on");
+        assert_eq!(deleted.deleted(), 1);
+    });
+}
