@@ -32,6 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one member of a cluster; takes etcd's flags (`etcd --help`) with etcd's defaults.
+    #[command(args_override_self = true)]
     Server(Box<strata_server::config::ServerArgs>),
     /// Run a local 3-member cluster (client ports 2379, 22379, 32379) until Ctrl-C.
     Dev(server::DevArgs),

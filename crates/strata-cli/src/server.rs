@@ -66,6 +66,23 @@ pub fn server(args: ServerArgs) -> Result<()> {
     })
 }
 
+/// Writes `contents` to a new file readable by its owner only.
+fn write_private(path: &std::path::Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("write {}", path.display()))
+}
+
 fn join(addrs: &[std::net::SocketAddr]) -> String {
     addrs
         .iter()
@@ -86,9 +103,23 @@ pub fn dev(args: DevArgs) -> Result<()> {
             (temp.path().to_path_buf(), Some(temp))
         }
     };
+    // The Kvdb service's token: random per cluster, in a file only this user reads.
+    std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
+    let token_file = base.join("kvdb-token");
+    let token = match std::fs::read_to_string(&token_file) {
+        Ok(token) if !token.trim().is_empty() => token.trim().to_owned(),
+        _ => {
+            let token = format!("{:032x}", rand::random::<u128>());
+            write_private(&token_file, &token)?;
+            token
+        }
+    };
     let configs = dev_members(&base)
         .into_iter()
-        .map(ServerConfig::from_args)
+        .map(|mut args| {
+            args.kvdb_token_file = Some(token_file.clone());
+            ServerConfig::from_args(args)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     runtime()?.block_on(async move {
         let mut servers = Vec::new();
@@ -108,6 +139,7 @@ pub fn dev(args: DevArgs) -> Result<()> {
         println!("  try:       etcdctl --endpoints={endpoints} put greeting hello");
         println!("             etcdctl --endpoints={endpoints} get greeting -w json");
         println!("             etcdctl --endpoints={endpoints} member list -w table");
+        println!("  Kvdb:      strata kv register --token {token}");
         println!("  Ctrl-C stops the cluster.");
         stopped().await;
         println!("strata dev: stopping");

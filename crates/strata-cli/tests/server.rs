@@ -242,3 +242,46 @@ fn kill9_of_a_member_during_writes_loses_no_acknowledged_write() {
         }
     });
 }
+
+/// The README's main command: `strata dev` starts three members on etcd's development ports,
+/// prints the endpoints, serves etcd's clients and the Kvdb service, and stops on Ctrl-C.
+#[test]
+fn strata_dev_serves_three_members_and_stops_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["dev", "--data-dir", &dir.path().to_string_lossy()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn strata dev");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("read");
+        let done = line.contains("Ctrl-C");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let endpoints = "http://127.0.0.1:2379,http://127.0.0.1:22379,http://127.0.0.1:32379";
+    assert!(printed.iter().any(|l| l.contains(endpoints)), "{printed:?}");
+    runtime().block_on(async {
+        let mut c = wait_ready("http://127.0.0.1:22379").await;
+        c.put("greeting", "hello", None).await.expect("put");
+        wait_value("http://127.0.0.1:32379", "greeting", Some("hello")).await;
+        let list = c.member_list().await.expect("member list");
+        let mut names: Vec<&str> = list.members().iter().map(|m| m.name()).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["infra1", "infra2", "infra3"]);
+    });
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(interrupted.success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "strata dev exited with {status}");
+    assert!(lines.any(|l| l.is_ok_and(|l| l.contains("stopping"))));
+}
