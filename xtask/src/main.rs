@@ -96,6 +96,11 @@ const BENCHES: &[Bench] = &[
         package: "strata-transport",
         target: "transport",
     },
+    Bench {
+        name: "server",
+        package: "strata-cli",
+        target: "server",
+    },
 ];
 
 fn main() -> Result<()> {

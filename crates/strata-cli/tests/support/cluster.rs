@@ -55,6 +55,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub token: String,
     pub extra: Vec<String>,
+    /// The program and its first arguments: `strata server`, or `etcd` (same flags).
+    pub program: Vec<String>,
 }
 
 fn initial_cluster(specs: &[MemberSpec]) -> String {
@@ -68,6 +70,11 @@ fn initial_cluster(specs: &[MemberSpec]) -> String {
 impl Cluster {
     /// `n` members under `dir`, started with `--initial-cluster-state new` and `extra` flags.
     pub fn start(dir: &Path, n: usize, extra: &[&str]) -> Cluster {
+        Self::start_program(&[env!("CARGO_BIN_EXE_strata"), "server"], dir, n, extra)
+    }
+
+    /// As [`start`](Self::start), with another program taking etcd's flags (`etcd` itself).
+    pub fn start_program(program: &[&str], dir: &Path, n: usize, extra: &[&str]) -> Cluster {
         std::fs::create_dir_all(dir).expect("make the cluster's directory");
         let specs: Vec<MemberSpec> = (1..=n)
             .map(|i| MemberSpec {
@@ -82,6 +89,7 @@ impl Cluster {
             dir: dir.to_path_buf(),
             token: "strata-test".to_owned(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            program: program.iter().map(|s| (*s).to_owned()).collect(),
         };
         let all = initial_cluster(&specs);
         for spec in specs {
@@ -104,8 +112,8 @@ impl Cluster {
             .open(&member.log)
             .expect("open the member's log");
         let s = &member.spec;
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .arg("server")
+        let child = Command::new(&self.program[0])
+            .args(&self.program[1..])
             .args(["--name", &s.name])
             .args(["--data-dir", &s.data_dir.to_string_lossy()])
             .args(["--listen-client-urls", &s.client_url()])
@@ -119,7 +127,7 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn strata server");
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.program));
         member.child = Some(child);
     }
 
