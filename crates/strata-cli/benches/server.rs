@@ -46,7 +46,11 @@ fn round(program: &[&str], clients: usize, seconds: f64) -> (f64, f64, f64) {
         .await
     });
     drop(cluster);
-    (load.per_s(), load.percentile_us(0.5), load.percentile_us(0.99))
+    (
+        load.per_s(),
+        load.percentile_us(0.5),
+        load.percentile_us(0.99),
+    )
 }
 
 fn main() {
@@ -61,7 +65,11 @@ fn main() {
     let mut strata = Vec::new();
     let mut theirs = Vec::new();
     for _ in 0..rounds {
-        strata.push(round(&[env!("CARGO_BIN_EXE_strata"), "server"], clients, seconds));
+        strata.push(round(
+            &[env!("CARGO_BIN_EXE_strata"), "server"],
+            clients,
+            seconds,
+        ));
         if etcd {
             theirs.push(round(&["etcd"], clients, seconds));
         }
