@@ -292,11 +292,14 @@ impl Cluster {
 
     /// Waits until every member reports the same revision and applied index in `endpoint status`,
     /// so that a command asking all of them sees one state. Gives up quietly after
-    /// [`CONVERGED_WITHIN`]: the command then shows the difference itself.
+    /// [`CONVERGED_WITHIN`], or at once if a member has died: the command then shows the
+    /// difference itself, and a death is reported when the script ends.
     pub fn wait_converged(&mut self) -> Result<()> {
         let started = Instant::now();
         while started.elapsed() < CONVERGED_WITHIN {
-            self.check_running()?;
+            if self.check_running().is_err() {
+                return Ok(());
+            }
             if let Some(statuses) = self.statuses()? {
                 let points: Vec<(i64, u64)> = statuses
                     .iter()
@@ -388,6 +391,10 @@ impl Cluster {
     }
 }
 
+/// Kills the members on every way out of a run but a signal. The members stay in the harness's
+/// process group, so a Ctrl-C in the terminal reaches them as it reaches the harness (which then
+/// ends without unwinding). Only the started process is killed: a wrapper script that forks the
+/// real server rather than `exec`ing it would leave that server behind.
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
