@@ -119,7 +119,6 @@ fn parse_args(args: &[String]) -> Result<Args> {
             "--keep" => parsed.keep = true,
             "--allow-diff" => parsed.allow_diff = true,
             "--show" => parsed.show = true,
-            "-h" | "--help" => bail!("{USAGE}"),
             other => bail!("unknown argument `{other}`\n\n{USAGE}"),
         }
     }
@@ -133,6 +132,10 @@ fn parse_args(args: &[String]) -> Result<Args> {
 /// If etcd cannot be installed, a cluster cannot be started, or (without `--allow-diff`) any
 /// command's normalized output differs.
 pub fn compat(root: &Path, cargo: &std::ffi::OsStr, args: &[String]) -> Result<()> {
+    if args.iter().any(|arg| arg == "-h" || arg == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let args = parse_args(args)?;
     let steps = script::parse(script::SCRIPT)?;
     ensure_etcd()?;
