@@ -8,6 +8,8 @@
 //!   step and names it.
 //! - `cargo xtask bench NAME [ARGS...]`: runs one of the `harness = false` bench targets that live
 //!   inside the crates, looked up by a short name in [`BENCHES`].
+//! - `cargo xtask compat`: the same etcdctl script against etcd and against Strata, outputs
+//!   compared after normalization (see `compat.rs`).
 //!
 //! The tidy checks (layer order, crate docs, format docs pointing at real code) are `#[test]`s in
 //! `tidy.rs`, so `cargo test` runs them too and a failure reads like any other test failure.
@@ -15,6 +17,7 @@
 //! Arguments are parsed by hand: the surface is two commands, and keeping clap out keeps
 //! `cargo xtask` fast to build on a clean checkout.
 
+mod compat;
 #[cfg(test)]
 mod tidy;
 
@@ -41,6 +44,10 @@ commands:
                        (default 1000), --seed S (replay one), --nodes 3|5, --steps, fault
                        rates in percent --drop, --dup, --partition, --crash;
                        --no-snapshots, --trace
+  compat [ARGS]        the etcdctl script xtask/compat/script.txt against etcd and against
+                       Strata, normalized outputs compared: --against strata|etcd (etcd:
+                       validates the harness), --members N (default 3), --strata-bin PATH,
+                       --show, --keep, --allow-diff
   help                 print this text";
 
 /// A benchmark that `cargo xtask bench` knows by a short name.
@@ -119,6 +126,7 @@ fn main() -> Result<()> {
         "bench" => bench(rest),
         "fuzz" => fuzz(rest),
         "sim" => sim(rest),
+        "compat" => compat::compat(&workspace_root()?, &cargo(), rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
