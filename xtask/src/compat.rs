@@ -404,6 +404,7 @@ fn run_step(
     }
     let options = Options {
         any_member: step.any_member,
+        no_header: step.no_header,
     };
     let mut shown = normalizer.output(&answer.exit, &answer.stdout, &answer.stderr, options);
     if step.snapshot {

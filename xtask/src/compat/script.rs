@@ -8,7 +8,9 @@
 //!   first member's client URL) unless ARGS give their own.
 //! - `| TEXT`: one line of the previous command's stdin (`|` alone: an empty line), for `txn`.
 //!
-//! Tags: `@multi` runs the command only on a cluster of more than one member; `@any-member` shows
+//! Tags: `@no-header` drops the response's top-level `header` (for responses etcd 3.5 gives a
+//! header and 3.4 does not, such as Alarm's: Strata follows 3.5); `@multi` runs the command only
+//! on a cluster of more than one member; `@any-member` shows
 //! every member id in its output as `<member>` (outputs that name the leader, which elections
 //! pick); `@snapshot` adds a line saying whether the file named by the last argument is a
 //! plausible snapshot (its size is the implementation's, so only its shape is compared);
@@ -49,6 +51,8 @@ pub struct Step {
     pub snapshot: bool,
     /// Repeat while the answer is `etcdserver: unhealthy cluster` (`@retry-unhealthy`).
     pub retry_unhealthy: bool,
+    /// Drop the response's top-level `header` (`@no-header`).
+    pub no_header: bool,
 }
 
 /// A placeholder of the script, as found between braces.
@@ -203,6 +207,7 @@ pub fn parse(script: &str) -> Result<Vec<Step>> {
             any_member: false,
             snapshot: false,
             retry_unhealthy: false,
+            no_header: false,
         };
         for tag in words.drain(..tags) {
             match tag.as_str() {
@@ -210,6 +215,7 @@ pub fn parse(script: &str) -> Result<Vec<Step>> {
                 "@any-member" => step.any_member = true,
                 "@snapshot" => step.snapshot = true,
                 "@retry-unhealthy" => step.retry_unhealthy = true,
+                "@no-header" => step.no_header = true,
                 other => bail!("script line {line}: unknown tag `{other}`"),
             }
         }
