@@ -34,8 +34,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args...]
 
 commands:
-  ci                   fmt, clippy (-D warnings), tests, docs (-D warnings), tidy; stops at the
-                       first failing step
+  ci                   fmt, clippy (-D warnings), tests, docs (-D warnings), tidy, then
+                       `compat --members 3`; stops at the first failing step
   bench NAME [ARGS]    run the benchmark NAME, passing ARGS to the bench binary;
                        `cargo xtask bench` lists the names
   fuzz NAME [SECONDS]  run the cargo-fuzz target NAME (nightly; installs cargo-fuzz if
@@ -210,6 +210,16 @@ fn ci() -> Result<()> {
         }
         run(&mut command, &step_label(step))?;
     }
+    // The same etcdctl script against etcd 3.4 and Strata, three members each: the check that
+    // what operators run against etcd works against Strata (installs etcd when missing).
+    println!("==> cargo xtask compat --members 3");
+    let compat_started = Instant::now();
+    compat::compat(&root, &cargo(), &["--members".to_owned(), "3".to_owned()])
+        .context("step `cargo xtask compat --members 3` failed")?;
+    println!(
+        "<== cargo xtask compat --members 3: ok in {:.1}s",
+        compat_started.elapsed().as_secs_f64()
+    );
     println!("==> ci passed in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -86,6 +86,7 @@ fn a_member_added_under_load_catches_up_from_a_snapshot() {
         client_port: free_port(),
         peer_port: free_port(),
         data_dir: dir.path().join("m4"),
+        client_scheme: "http",
     };
     rt.block_on(async {
         // Enough writes first that the log is compacted behind a snapshot.
@@ -505,4 +506,87 @@ fn past_the_quota_puts_are_refused_with_nospace() {
         let deleted = c.delete("big/00000", None).await.expect("deletes go on");
         assert_eq!(deleted.deleted(), 1);
     });
+}
+
+/// Periodic auto-compaction: with a one-second retention, revisions older than a second are
+/// compacted away by the server on its own.
+#[test]
+fn periodic_auto_compaction_compacts_old_revisions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(
+        dir.path(),
+        1,
+        &[
+            "--auto-compaction-mode",
+            "periodic",
+            "--auto-compaction-retention",
+            "1s",
+        ],
+    );
+    let endpoints = cluster.endpoints();
+    runtime().block_on(async {
+        let mut c = wait_ready(&endpoints[0]).await;
+        c.put("k", "1", None).await.expect("put");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // Writes keep the current revision moving past the retention window.
+            c.put("k", "2", None).await.expect("put");
+            let old = c.get("k", Some(GetOptions::new().with_revision(2))).await;
+            match old {
+                Err(e)
+                    if e.to_string()
+                        .contains("required revision has been compacted") =>
+                {
+                    break;
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+                Ok(_) => {}
+            }
+            assert!(Instant::now() < deadline, "revision 2 was never compacted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// `GET /health`, `/version` and `/metrics` on the client port, beside gRPC.
+#[test]
+fn the_client_port_answers_health_version_and_metrics_over_http() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), 1, &[]);
+    let endpoints = cluster.endpoints();
+    runtime().block_on(async {
+        wait_ready(&endpoints[0]).await;
+    });
+    let addr = endpoints[0].trim_start_matches("http://").to_owned();
+    let get = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        answer
+    };
+    let health = get("/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(
+        health.contains(r#"{"health":"true","reason":""}"#),
+        "{health}"
+    );
+    let version = get("/version");
+    assert!(version.contains(r#""etcdserver":"3.5.0""#), "{version}");
+    let metrics = get("/metrics");
+    for name in [
+        "etcd_server_has_leader 1",
+        "etcd_server_is_leader 1",
+        "etcd_mvcc_db_total_size_in_bytes",
+        "process_resident_memory_bytes",
+        "strata_grpc_requests_total{method=\"Range\"}",
+        "strata_lsm_wal_bytes_total",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
 }

@@ -28,11 +28,13 @@ pub struct MemberSpec {
     pub client_port: u16,
     pub peer_port: u16,
     pub data_dir: PathBuf,
+    /// `https` for a client port with TLS.
+    pub client_scheme: &'static str,
 }
 
 impl MemberSpec {
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.client_scheme, self.client_port)
     }
 
     pub fn peer_url(&self) -> String {
@@ -75,6 +77,27 @@ impl Cluster {
 
     /// As [`start`](Self::start), with another program taking etcd's flags (`etcd` itself).
     pub fn start_program(program: &[&str], dir: &Path, n: usize, extra: &[&str]) -> Cluster {
+        Self::start_with(program, "http", dir, n, extra)
+    }
+
+    /// As [`start`](Self::start), with `https` client URLs (`extra` names the TLS files).
+    pub fn start_tls(dir: &Path, n: usize, extra: &[&str]) -> Cluster {
+        Self::start_with(
+            &[env!("CARGO_BIN_EXE_strata"), "server"],
+            "https",
+            dir,
+            n,
+            extra,
+        )
+    }
+
+    fn start_with(
+        program: &[&str],
+        client_scheme: &'static str,
+        dir: &Path,
+        n: usize,
+        extra: &[&str],
+    ) -> Cluster {
         std::fs::create_dir_all(dir).expect("make the cluster's directory");
         let specs: Vec<MemberSpec> = (1..=n)
             .map(|i| MemberSpec {
@@ -82,6 +105,7 @@ impl Cluster {
                 client_port: free_port(),
                 peer_port: free_port(),
                 data_dir: dir.join(format!("m{i}")),
+                client_scheme,
             })
             .collect();
         let mut cluster = Cluster {
