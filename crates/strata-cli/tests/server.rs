@@ -170,52 +170,77 @@ fn etcd_client_sees_etcd_semantics_on_every_member() {
     });
 }
 
-/// kill -9 of a member while clients write: every acknowledged write is on every member once
-/// the killed one is back.
+/// kill -9 of a member while a client writes (each of the other two in turn, the leader among
+/// them whenever it is one): every acknowledged write is on every member once the killed ones
+/// are back.
 #[test]
 fn kill9_of_a_member_during_writes_loses_no_acknowledged_write() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cluster = Cluster::start(dir.path(), 3, &[]);
+    let mut cluster = Cluster::start(
+        dir.path(),
+        3,
+        &["--heartbeat-interval", "50", "--election-timeout", "500"],
+    );
     let rt = runtime();
     let endpoints = cluster.endpoints();
-    let acknowledged = rt.block_on(async {
-        for e in &endpoints {
-            wait_ready(e).await;
-        }
-        let mut c = client(&endpoints[..1]).await;
-        let mut acked = Vec::new();
-        for i in 0..200 {
-            let key = format!("k{i:04}");
-            if c.put(key.as_str(), key.as_str(), None).await.is_ok() {
-                acked.push(key);
-            }
-        }
-        acked
-    });
-    // Kill the leader's neighbour and the leader in turn is covered by the two kills below.
-    cluster.kill(1);
-    let more = rt.block_on(async {
-        let mut c = client(&endpoints[..1]).await;
-        let mut acked = Vec::new();
-        for i in 200..400 {
-            let key = format!("k{i:04}");
-            if c.put(key.as_str(), key.as_str(), None).await.is_ok() {
-                acked.push(key);
-            }
-        }
-        acked
-    });
-    cluster.kill(0);
-    cluster.restart(0);
-    cluster.restart(1);
     rt.block_on(async {
         for e in &endpoints {
             wait_ready(e).await;
         }
-        let last = more
-            .last()
-            .or(acknowledged.last())
-            .expect("something was acknowledged");
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        let endpoint = endpoints[0].clone();
+        rt.spawn(async move {
+            let mut c = client(&[endpoint]).await;
+            let mut acked = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("k{n:06}");
+                n += 1;
+                if c.put(key.as_str(), key.as_str(), None).await.is_ok() {
+                    acked.push(key);
+                }
+            }
+            acked
+        })
+    };
+    let acked_so_far = |n: usize| {
+        // Poll (bounded) until the writer got `n` more acknowledgements through.
+        rt.block_on(async {
+            let mut c = client(&endpoints[..1]).await;
+            let start = c
+                .get("k", Some(GetOptions::new().with_prefix().with_count_only()))
+                .await
+                .map_or(0, |r| r.count());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let now = c
+                    .get("k", Some(GetOptions::new().with_prefix().with_count_only()))
+                    .await
+                    .map_or(0, |r| r.count());
+                if now >= start + n as i64 {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "writes stalled");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    for victim in [1, 2] {
+        acked_so_far(50);
+        cluster.kill(victim);
+        acked_so_far(50);
+        cluster.restart(victim);
+    }
+    acked_so_far(50);
+    stop.store(true, Ordering::Relaxed);
+    let acked = rt.block_on(writer).expect("writer");
+    rt.block_on(async {
+        let last = acked.last().expect("something was acknowledged");
         for e in &endpoints {
             wait_value(e, last, Some(last)).await;
             let mut c = client(std::slice::from_ref(e)).await;
@@ -231,13 +256,10 @@ fn kill9_of_a_member_during_writes_loses_no_acknowledged_write() {
                 )
                 .await
                 .expect("range");
-            let keys: std::collections::BTreeSet<String> = got
-                .kvs()
-                .iter()
-                .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
-                .collect();
-            for key in acknowledged.iter().chain(&more) {
-                assert!(keys.contains(key), "{e} lost acknowledged {key}");
+            let keys: std::collections::BTreeSet<&[u8]> =
+                got.kvs().iter().map(|kv| kv.key()).collect();
+            for key in &acked {
+                assert!(keys.contains(key.as_bytes()), "{e} lost acknowledged {key}");
             }
         }
     });
