@@ -89,7 +89,10 @@ impl Cluster for ClusterService {
         let request = request.into_inner();
         self.check_urls(&request.peer_ur_ls, 0)?;
         if let Some(mut leader) = self.leader().await? {
-            return leader.member_add(request).await.map_err(forwarded);
+            let mut response = leader.member_add(request).await.map_err(forwarded)?;
+            // The member that served the client answers in its own name, as etcd's does.
+            response.get_mut().header = self.header();
+            return Ok(response);
         }
         // The id the new member computes from its own flags (its peer URLs and the cluster
         // token), as bootstrapped members' are: it starts knowing it, with no round trip to
@@ -141,10 +144,12 @@ impl Cluster for ClusterService {
             return Err(ApiError::MemberNotFound.into());
         }
         if let Some(mut leader) = self.leader().await? {
-            return leader
+            let mut response = leader
                 .member_remove(MemberRemoveRequest { id })
                 .await
-                .map_err(forwarded);
+                .map_err(forwarded)?;
+            response.get_mut().header = self.header();
+            return Ok(response);
         }
         self.change(ConfChange::single(ChangeKind::RemoveNode, id))
             .await?;
@@ -196,10 +201,12 @@ impl Cluster for ClusterService {
             return Err(ApiError::MemberNotLearner.into());
         }
         if let Some(mut leader) = self.leader().await? {
-            return leader
+            let mut response = leader
                 .member_promote(MemberPromoteRequest { id })
                 .await
-                .map_err(forwarded);
+                .map_err(forwarded)?;
+            response.get_mut().header = self.header();
+            return Ok(response);
         }
         let status = self.0.status();
         let matched = status.matched.get(&id).copied().unwrap_or(0);
