@@ -548,7 +548,8 @@ fn periodic_auto_compaction_compacts_old_revisions() {
     });
 }
 
-/// `GET /health`, `/version` and `/metrics` on the client port, beside gRPC.
+/// `GET /health`, `/version` and `/metrics` on the client port, beside gRPC (and gRPC's own
+/// health service).
 #[test]
 fn the_client_port_answers_health_version_and_metrics_over_http() {
     use std::io::{Read, Write};
@@ -570,6 +571,28 @@ fn the_client_port_answers_health_version_and_metrics_over_http() {
         stream.read_to_string(&mut answer).expect("read");
         answer
     };
+    runtime().block_on(async {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_client::HealthClient;
+        let channel = tonic::transport::Endpoint::from_shared(endpoints[0].clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut health = HealthClient::new(channel);
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("grpc.health.v1 Check")
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    });
     let health = get("/health");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(

@@ -1,5 +1,5 @@
 //! The client port: gRPC (etcd's KV, Cluster and Maintenance, the seed's Kvdb, Strata's
-//! Internal forwarding) and HTTP (`/health`, `/version`, `/metrics`) on one listener per
+//! Internal forwarding, grpc.health.v1) and HTTP (`/health`, `/version`, `/metrics`) on one listener per
 //! `--listen-client-urls` address.
 
 use std::net::SocketAddr;
@@ -56,8 +56,14 @@ pub async fn serve(
     stop: watch::Receiver<bool>,
 ) -> Result<(Vec<SocketAddr>, Vec<JoinHandle<()>>), ServerError> {
     let recv_max = inner.config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
+    // grpc.health.v1: SERVING (service "") from the moment the port is up, as etcd's.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let mut builder = RoutesBuilder::default();
     builder
+        .add_service(health_service)
         .add_service(
             KvServer::new(crate::kv::KvService(Arc::clone(&inner)))
                 .max_decoding_message_size(recv_max)
