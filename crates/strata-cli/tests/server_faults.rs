@@ -101,8 +101,19 @@ fn a_member_added_under_load_catches_up_from_a_snapshot() {
     let new = cluster.join(spec.clone());
     rt.block_on(async {
         let e = spec.client_url();
-        wait_ready(&e).await;
+        let mut joined = wait_ready(&e).await;
         let mut c = client(&endpoints[..1]).await;
+        // The joiner learned the cluster id (from the log or the snapshot).
+        let cluster_id = |r: etcd_client::GetResponse| r.header().expect("header").cluster_id();
+        let theirs = cluster_id(c.get("x", None).await.expect("get"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cluster_id(joined.get("x", None).await.expect("get")) != theirs {
+            assert!(
+                Instant::now() < deadline,
+                "the new member never learned the cluster id"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         c.put("marker", "after-join", None).await.expect("put");
         wait_value(&e, "marker", Some("after-join")).await;
         stop.store(true, Ordering::Relaxed);

@@ -138,8 +138,14 @@ impl Inner {
         } else {
             revision
         };
+        // A member that joined learns the cluster id from the log after it started.
+        let learned = self.shared.0.read().cluster_id;
         ResponseHeader {
-            cluster_id: self.cluster_id,
+            cluster_id: if learned != 0 {
+                learned
+            } else {
+                self.cluster_id
+            },
             member_id: self.id,
             revision,
             raft_term: self.status().term,
@@ -517,7 +523,19 @@ impl Server {
                 stop_rx.clone(),
             )));
         }
-        let (client_addrs, serving) = crate::grpc::serve(Arc::clone(&inner), stop_rx).await?;
+        let (client_addrs, serving) = match crate::grpc::serve(Arc::clone(&inner), stop_rx).await {
+            Ok(serving) => serving,
+            Err(e) => {
+                // Nothing of this member may run on once its start failed.
+                let _ = stop.send(true);
+                for task in &tasks {
+                    task.abort();
+                }
+                inner.node.shutdown().await;
+                inner.transport.shutdown();
+                return Err(e);
+            }
+        };
         tasks.extend(serving);
         Ok(Server {
             inner,
