@@ -14,7 +14,11 @@ use tonic::{Request, Response, Status};
 use crate::proto::clientpb::kvdb_server::KvdbServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use crate::proto::strataserverpb::internal_server::{Internal, InternalServer};
 use crate::proto::strataserverpb::{RaftAnswer, RaftRequest};
 use crate::rpctypes::ApiError;
@@ -41,6 +45,32 @@ impl Internal for InternalService {
         Ok(Response::new(RaftAnswer {
             answer: Some(answer),
         }))
+    }
+
+    async fn keep_alive(
+        &self,
+        request: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        let inner = &self.0;
+        if inner.status().leader != inner.id {
+            return Err(ApiError::LeaderChanged.into());
+        }
+        Ok(Response::new(
+            crate::lease::keep_alive(inner, request.into_inner().id).await?,
+        ))
+    }
+
+    async fn time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let inner = &self.0;
+        if inner.status().leader != inner.id {
+            return Err(ApiError::LeaderChanged.into());
+        }
+        Ok(Response::new(
+            crate::lease::time_to_live(inner, request.into_inner()).await?,
+        ))
     }
 }
 
@@ -77,6 +107,10 @@ pub async fn serve(
             MaintenanceServer::new(crate::maintenance::MaintenanceService(Arc::clone(&inner)))
                 .max_decoding_message_size(recv_max)
                 .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            LeaseServer::new(crate::lease::LeaseService(Arc::clone(&inner)))
+                .max_decoding_message_size(recv_max),
         )
         .add_service(
             KvdbServer::new(crate::kvdb::KvdbService::new(Arc::clone(&inner))?)

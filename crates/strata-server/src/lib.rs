@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod http;
 pub mod kv;
 pub mod kvdb;
+pub mod lease;
 pub mod machine;
 pub mod maintenance;
 pub mod metrics;

@@ -19,7 +19,10 @@ use strata_raft_node::{Committed, CommittedKind, SnapshotWriter, StateMachine};
 use tokio::sync::watch;
 
 use crate::proto::clientpb;
-use crate::proto::etcdserverpb::{AlarmRequest, AlarmResponse, Member, alarm_request::AlarmAction};
+use crate::proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, LeaseGrantResponse, LeaseRevokeResponse, Member, ResponseHeader,
+    alarm_request::AlarmAction,
+};
 use crate::proto::strataserverpb::{
     MemberChange, RaftAnswer, RaftRequest, Refusal, raft_answer::Answer, raft_request::Request,
 };
@@ -29,13 +32,55 @@ use crate::state::{self, KVDB_SESSION_TTL_MS, KVDB_SESSIONS_MAX, Pending, Sessio
 /// `AlarmType::Nospace`.
 pub const NOSPACE: i32 = 1;
 
-/// Leases do not exist yet (the lease issue adds them): every lease is unknown.
-struct NoLeases;
+/// The leases as the batch sees them: granted before it or earlier in it, not revoked.
+struct Leases<'a> {
+    shared: &'a Shared,
+    pending: &'a Pending,
+}
 
-impl LeaseCheck for NoLeases {
-    fn exists(&self, _lease: i64) -> bool {
-        false
+impl LeaseCheck for Leases<'_> {
+    fn exists(&self, lease: i64) -> bool {
+        self.pending.lease_in(self.shared, lease).is_some()
     }
+}
+
+/// The keys attached to `lease` now, the batch's own writes included (a keys-only read of every
+/// key through the batch: a scan per revoke, which an index kept from the event stream will
+/// replace).
+fn attached_keys(
+    writes: &mut strata_mvcc::Batch<'_>,
+    leases: &Leases<'_>,
+    lease: i64,
+) -> io::Result<Vec<Vec<u8>>> {
+    use strata_mvcc::api::{RangeRequest, RequestOp, TxnRequest, request_op, response_op};
+    let scan = TxnRequest {
+        compare: Vec::new(),
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestRange(RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                keys_only: true,
+                ..RangeRequest::default()
+            })),
+        }],
+        failure: Vec::new(),
+    };
+    let read = writes
+        .txn(&scan, leases)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let mut keys = Vec::new();
+    for op in read.responses {
+        if let Some(response_op::Response::ResponseRange(range)) = op.response {
+            keys.extend(
+                range
+                    .kvs
+                    .into_iter()
+                    .filter(|kv| kv.lease == lease)
+                    .map(|kv| kv.key),
+            );
+        }
+    }
+    Ok(keys)
 }
 
 /// What the applying task tells the rest of the server.
@@ -165,7 +210,13 @@ fn apply_batch(
                         if nospace_now {
                             refused(ApiError::NoSpace)
                         } else {
-                            match writes.put(&put, &NoLeases) {
+                            match writes.put(
+                                &put,
+                                &Leases {
+                                    shared,
+                                    pending: &pending,
+                                },
+                            ) {
                                 Ok(r) => Answer::Put(r),
                                 Err(e) => refusal_or_fatal(e)?,
                             }
@@ -179,7 +230,13 @@ fn apply_batch(
                         if nospace_now && txn_puts(&txn) {
                             refused(ApiError::NoSpace)
                         } else {
-                            match writes.txn(&txn, &NoLeases) {
+                            match writes.txn(
+                                &txn,
+                                &Leases {
+                                    shared,
+                                    pending: &pending,
+                                },
+                            ) {
                                 Ok(r) => Answer::Txn(r),
                                 Err(e) => refusal_or_fatal(e)?,
                             }
@@ -220,6 +277,65 @@ fn apply_batch(
                                 Answer::Done(true)
                             }
                             None => refused(ApiError::MemberNotFound),
+                        }
+                    }
+                    Some(Request::LeaseGrant(grant)) => {
+                        if nospace_now {
+                            refused(ApiError::NoSpace)
+                        } else if pending.lease_in(shared, grant.id).is_some() {
+                            refused(ApiError::LeaseExists)
+                        } else {
+                            pending.lease(grant.id, Some(grant.ttl));
+                            Answer::LeaseGrant(LeaseGrantResponse {
+                                header: Some(ResponseHeader {
+                                    revision: writes.revision(),
+                                    ..ResponseHeader::default()
+                                }),
+                                id: grant.id,
+                                ttl: grant.ttl,
+                                error: String::new(),
+                            })
+                        }
+                    }
+                    Some(Request::LeaseRevoke(revoke)) => {
+                        if pending.lease_in(shared, revoke.id).is_none() {
+                            refused(ApiError::LeaseNotFound)
+                        } else {
+                            // Every attached key deleted in one revision, in key order (etcd's).
+                            let leases = Leases {
+                                shared,
+                                pending: &pending,
+                            };
+                            let keys = attached_keys(&mut writes, &leases, revoke.id)?;
+                            if !keys.is_empty() {
+                                let deletes = strata_mvcc::api::TxnRequest {
+                                    compare: Vec::new(),
+                                    success: keys
+                                        .into_iter()
+                                        .map(|key| strata_mvcc::api::RequestOp {
+                                            request: Some(
+                                                strata_mvcc::api::request_op::Request::RequestDeleteRange(
+                                                    strata_mvcc::api::DeleteRangeRequest {
+                                                        key,
+                                                        ..Default::default()
+                                                    },
+                                                ),
+                                            ),
+                                        })
+                                        .collect(),
+                                    failure: Vec::new(),
+                                };
+                                writes
+                                    .txn(&deletes, &leases)
+                                    .map_err(|e| io::Error::other(e.to_string()))?;
+                            }
+                            pending.lease(revoke.id, None);
+                            Answer::LeaseRevoke(LeaseRevokeResponse {
+                                header: Some(ResponseHeader {
+                                    revision: writes.revision(),
+                                    ..ResponseHeader::default()
+                                }),
+                            })
                         }
                     }
                     Some(Request::KvdbRegister(_)) => {
@@ -435,7 +551,13 @@ fn kvdb_apply(
             success: ops,
             failure: Vec::new(),
         };
-        let (success, msg) = match writes.txn(&txn, &NoLeases) {
+        let (success, msg) = match writes.txn(
+            &txn,
+            &Leases {
+                shared,
+                pending: &*pending,
+            },
+        ) {
             Ok(_) => (true, String::new()),
             Err(e) => match refusal_or_fatal(e)? {
                 Answer::Refused(r) => (false, r.message),

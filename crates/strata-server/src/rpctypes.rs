@@ -47,6 +47,12 @@ pub enum ApiError {
     /// A lease that does not exist.
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// LeaseGrant with the id of a live lease.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// LeaseGrant with a TTL over etcd's maximum (9,000,000,000 s).
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     /// A member that does not exist.
     #[error("etcdserver: member not found")]
     MemberNotFound,
@@ -132,11 +138,11 @@ impl ApiError {
             | Invalid(_)
             | BadToken
             | StaleSequence { .. } => Code::InvalidArgument,
-            Compacted | FutureRevision => Code::OutOfRange,
+            Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests | TooManySessions => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound | UnknownSession(_) => Code::NotFound,
-            MemberExists | PeerUrlExists | MemberNotLearner | LearnerNotReady | NotLeader
-            | BadLeaderTransferee => Code::FailedPrecondition,
+            LeaseExists | MemberExists | PeerUrlExists | MemberNotLearner | LearnerNotReady
+            | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
             NoLeader | LeaderChanged | Stopped | NotSupportedForLearner | Timeout => {
                 Code::Unavailable
             }

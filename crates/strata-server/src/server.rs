@@ -97,6 +97,8 @@ pub struct Inner {
     pub physical: watch::Receiver<i64>,
     /// Request and server counters.
     pub metrics: Metrics,
+    /// The leader's lease clocks.
+    pub lessor: crate::lease::Lessor,
     /// Channels to other members' client ports (for forwarding to the leader), with the URL
     /// each was made for.
     channels: Mutex<BTreeMap<u64, (String, tonic::transport::Channel)>>,
@@ -501,6 +503,7 @@ impl Server {
             applied: applied_rx,
             physical: physical_rx,
             metrics: Metrics::default(),
+            lessor: crate::lease::Lessor::default(),
             channels: Mutex::new(BTreeMap::new()),
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -512,6 +515,7 @@ impl Server {
                 physical_tx,
                 stop_rx.clone(),
             )),
+            tokio::spawn(crate::lease::expire(Arc::clone(&inner), stop_rx.clone())),
             tokio::spawn(crate::background::quota(
                 Arc::clone(&inner),
                 stop_rx.clone(),

@@ -25,6 +25,8 @@ pub const CLUSTER: &[u8] = b"scluster";
 const MEMBER: &[u8] = b"smember/";
 /// A raised alarm: `s` `alarm/` member id (u64 BE) alarm type (i32 BE) → empty.
 const ALARM: &[u8] = b"salarm/";
+/// A lease: `s` `lease/` id (i64 as u64 BE) → its granted TTL in seconds (i64 LE).
+const LEASE: &[u8] = b"slease/";
 /// A Kvdb session: `s` `kvdb/` client id (u64 BE) → `Session` (see [`Session::encode`]).
 const KVDB: &[u8] = b"skvdb/";
 
@@ -81,6 +83,8 @@ pub struct State {
     pub clock_ms: u64,
     /// The cluster id (0 until known: a member that joined learns it from the log).
     pub cluster_id: u64,
+    /// The leases granted and not revoked: id → granted TTL in seconds.
+    pub leases: BTreeMap<i64, i64>,
 }
 
 /// [`State`], shared.
@@ -96,6 +100,7 @@ pub struct Pending {
     sessions: BTreeMap<u64, Option<Session>>,
     clock_ms: Option<u64>,
     cluster_id: Option<u64>,
+    leases: BTreeMap<i64, Option<i64>>,
 }
 
 impl Pending {
@@ -112,6 +117,19 @@ impl Pending {
     /// Sets or removes a session.
     pub fn session(&mut self, id: u64, session: Option<Session>) {
         self.sessions.insert(id, session);
+    }
+
+    /// Grants (`Some(ttl)`) or revokes a lease.
+    pub fn lease(&mut self, id: i64, ttl: Option<i64>) {
+        self.leases.insert(id, ttl);
+    }
+
+    /// Lease `id`'s granted TTL as this batch leaves it, else as `shared` holds it.
+    pub fn lease_in(&self, shared: &Shared, id: i64) -> Option<i64> {
+        match self.leases.get(&id) {
+            Some(ttl) => *ttl,
+            None => shared.0.read().leases.get(&id).copied(),
+        }
     }
 
     /// Sets the cluster id.
@@ -181,6 +199,12 @@ impl Pending {
                 if raised { vec![1] } else { Vec::new() },
             ));
         }
+        for (id, ttl) in &self.leases {
+            out.push((
+                lease_key(*id),
+                ttl.map(|t| t.to_le_bytes().to_vec()).unwrap_or_default(),
+            ));
+        }
         for (id, session) in &self.sessions {
             let mut key = KVDB.to_vec();
             key.extend_from_slice(&id.to_be_bytes());
@@ -219,6 +243,12 @@ impl Pending {
         if let Some(id) = self.cluster_id {
             state.cluster_id = id;
         }
+        for (id, ttl) in self.leases {
+            match ttl {
+                Some(ttl) => state.leases.insert(id, ttl),
+                None => state.leases.remove(&id),
+            };
+        }
     }
 }
 
@@ -226,6 +256,13 @@ impl Pending {
 pub fn member_key(id: u64) -> Vec<u8> {
     let mut key = MEMBER.to_vec();
     key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// A lease's key.
+pub fn lease_key(id: i64) -> Vec<u8> {
+    let mut key = LEASE.to_vec();
+    key.extend_from_slice(&(id as u64).to_be_bytes());
     key
 }
 
@@ -303,6 +340,17 @@ pub fn load(db: &Db) -> Result<State, String> {
                         state.alarms.insert((id, alarm));
                     }
                     _ => error = Some("an alarm entry that does not decode".to_owned()),
+                }
+            } else if k.starts_with(LEASE) {
+                let ttl = v
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(i64::from_le_bytes);
+                match (id_at(LEASE), ttl) {
+                    (Some(id), Some(ttl)) => {
+                        state.leases.insert(id as i64, ttl);
+                    }
+                    _ => error = Some("a lease entry that does not decode".to_owned()),
                 }
             } else if k.starts_with(KVDB) {
                 match (id_at(KVDB), Session::decode(v)) {

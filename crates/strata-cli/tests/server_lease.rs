@@ -1,0 +1,218 @@
+//! Leases against real processes, driven by the etcd-client crate: grant, attach, keep alive,
+//! time to live, revoke, expiry, and a leader killed while a client keeps its lease alive.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
+use support::cluster::{Cluster, client, wait_ready};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Fast elections: the minimum TTL is 1.5 election timeouts, rounded up to seconds (1 s here).
+const FAST: &[&str] = &["--heartbeat-interval", "50", "--election-timeout", "500"];
+
+/// Grant, attach, keep alive, time to live, list and revoke, with etcd's answers and errors.
+#[test]
+fn leases_answer_as_etcds_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), 3, &[]);
+    let endpoints = cluster.endpoints();
+    runtime().block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let mut c = client(&endpoints[1..2]).await;
+        // Below the minimum (1.5 election timeouts: 2 s with etcd's defaults): raised.
+        let short = c.lease_grant(1, None).await.expect("grant");
+        assert_eq!(short.ttl(), 2);
+        assert!(short.id() > 0);
+        let lease = c
+            .lease_grant(60, Some(LeaseGrantOptions::new().with_id(4242)))
+            .await
+            .expect("grant with an id");
+        assert_eq!((lease.id(), lease.ttl()), (4242, 60));
+        let again = c
+            .lease_grant(60, Some(LeaseGrantOptions::new().with_id(4242)))
+            .await
+            .expect_err("a live id");
+        assert!(
+            again
+                .to_string()
+                .contains("etcdserver: lease already exists"),
+            "{again}"
+        );
+        let too_long = c
+            .lease_grant(9_000_000_001, None)
+            .await
+            .expect_err("too long");
+        assert!(
+            too_long
+                .to_string()
+                .contains("etcdserver: too large lease TTL"),
+            "{too_long}"
+        );
+        let unknown = c
+            .put("k", "v", Some(PutOptions::new().with_lease(777)))
+            .await
+            .expect_err("unknown lease");
+        assert!(
+            unknown
+                .to_string()
+                .contains("etcdserver: requested lease not found"),
+            "{unknown}"
+        );
+
+        for key in ["leased/a", "leased/b"] {
+            c.put(key, "v", Some(PutOptions::new().with_lease(4242)))
+                .await
+                .expect("put with the lease");
+        }
+        let ttl = c
+            .lease_time_to_live(4242, Some(LeaseTimeToLiveOptions::new().with_keys()))
+            .await
+            .expect("time to live");
+        assert_eq!(ttl.granted_ttl(), 60);
+        assert!(ttl.ttl() > 50 && ttl.ttl() <= 60, "{}", ttl.ttl());
+        assert_eq!(ttl.keys(), &[b"leased/a".to_vec(), b"leased/b".to_vec()]);
+        let (mut keeper, mut stream) = c.lease_keep_alive(4242).await.expect("keep alive");
+        keeper.keep_alive().await.expect("send");
+        let answer = stream.message().await.expect("answer").expect("one");
+        assert_eq!((answer.id(), answer.ttl()), (4242, 60));
+        let listed: Vec<i64> = c
+            .leases()
+            .await
+            .expect("leases")
+            .leases()
+            .iter()
+            .map(|l| l.id())
+            .collect();
+        assert!(listed.contains(&4242) && listed.contains(&short.id()));
+
+        // Revoke: every attached key goes, in one revision.
+        let before = c
+            .get("x", None)
+            .await
+            .expect("get")
+            .header()
+            .expect("h")
+            .revision();
+        let revoked = c.lease_revoke(4242).await.expect("revoke");
+        assert_eq!(revoked.header().expect("h").revision(), before + 1);
+        let left = c
+            .get("leased/", Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("range");
+        assert_eq!(left.count(), 0);
+        let gone = c
+            .lease_time_to_live(4242, None)
+            .await
+            .expect("time to live");
+        assert_eq!((gone.ttl(), gone.granted_ttl()), (-1, 0));
+        let again = c.lease_revoke(4242).await.expect_err("revoked twice");
+        assert!(
+            again
+                .to_string()
+                .contains("etcdserver: requested lease not found"),
+            "{again}"
+        );
+    });
+}
+
+/// A lease nobody keeps alive expires: the leader revokes it through Raft and its keys go.
+#[test]
+fn an_expired_lease_deletes_its_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), 1, FAST);
+    let endpoints = cluster.endpoints();
+    runtime().block_on(async {
+        let mut c = wait_ready(&endpoints[0]).await;
+        let lease = c.lease_grant(1, None).await.expect("grant");
+        c.put(
+            "expiring",
+            "v",
+            Some(PutOptions::new().with_lease(lease.id())),
+        )
+        .await
+        .expect("put");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if c.get("expiring", None).await.expect("get").count() == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the lease never expired");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ttl = c.lease_time_to_live(lease.id(), None).await.expect("ttl");
+        assert_eq!(ttl.ttl(), -1);
+    });
+}
+
+/// A client keeps its lease alive through a follower while the leader is killed: the new
+/// leader gives the lease its whole TTL again, so it never expires early.
+#[test]
+fn a_lease_kept_alive_survives_a_leader_kill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path(), 3, FAST);
+    let endpoints = cluster.endpoints();
+    let rt = runtime();
+    let (lease, leader) = rt.block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let mut c = client(&endpoints[..1]).await;
+        let lease = c.lease_grant(3, None).await.expect("grant").id();
+        c.put("kept", "v", Some(PutOptions::new().with_lease(lease)))
+            .await
+            .expect("put");
+        (lease, c.status().await.expect("status").leader())
+    });
+    let names = rt.block_on(async {
+        let mut c = client(&endpoints[..1]).await;
+        let list = c.member_list().await.expect("list");
+        list.members()
+            .iter()
+            .map(|m| (m.id(), m.name().to_owned()))
+            .collect::<Vec<_>>()
+    });
+    let leader_name = names
+        .iter()
+        .find(|(id, _)| *id == leader)
+        .expect("leader")
+        .1
+        .clone();
+    let killed = cluster
+        .members
+        .iter()
+        .position(|m| m.spec.name == leader_name)
+        .expect("leader process");
+    let survivor = endpoints[(killed + 1) % 3].clone();
+    cluster.kill(killed);
+    rt.block_on(async {
+        // Keep alive every second (a third of the TTL, as clients do) for three TTLs.
+        let mut c = client(std::slice::from_ref(&survivor)).await;
+        let until = Instant::now() + Duration::from_secs(9);
+        while Instant::now() < until {
+            // An error (no leader yet) is retried on the next round.
+            if let Ok((mut keeper, mut stream)) = c.lease_keep_alive(lease).await
+                && keeper.keep_alive().await.is_ok()
+                && let Ok(Some(answer)) = stream.message().await
+            {
+                assert!(answer.ttl() > 0, "the lease expired under a new leader");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let got = c
+            .get("kept", Some(GetOptions::new().with_serializable()))
+            .await
+            .expect("get");
+        assert_eq!(got.count(), 1, "the kept-alive lease's key was deleted");
+    });
+}

@@ -1,0 +1,333 @@
+//! etcd's Lease service, and the leader's lessor: which leases expire when.
+//!
+//! Leases are replicated state (granted and revoked through Raft; `state.rs`), but their clocks
+//! are the leader's alone, as etcd's: the leader keeps each lease's expiry in memory, refreshes
+//! it on keep-alives (followers send theirs to the leader), and revokes expired leases through
+//! Raft. A member that becomes leader gives every lease its full TTL plus an election timeout
+//! from then (etcd's rule), so a leader change never cuts a lease short.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::proto::etcdserverpb::lease_server::Lease;
+use crate::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use crate::proto::strataserverpb::internal_client::InternalClient;
+use crate::proto::strataserverpb::{raft_answer::Answer, raft_request::Request as Raft};
+use crate::rpctypes::ApiError;
+use crate::server::Inner;
+
+/// etcd's largest TTL, in seconds.
+pub const LEASE_TTL_MAX: i64 = 9_000_000_000;
+
+/// How often the leader looks for expired leases (etcd: 500 ms).
+const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Revokes proposed per check at most (etcd revokes at most 1,000 a second): a mass expiry
+/// does not flood the log.
+const REVOKES_PER_CHECK: usize = 500;
+
+/// A revoke proposed and not yet applied is proposed again after this long (etcd: 3 s).
+const REVOKE_RETRY: Duration = Duration::from_secs(3);
+
+/// Keep-alive answers buffered ahead of a slow client on one stream.
+const KEEPALIVE_BUFFERED: usize = 16;
+
+/// The leader's clocks: each lease's expiry, and the revokes under way.
+#[derive(Debug, Default)]
+pub struct Lessor {
+    expiries: Mutex<HashMap<i64, Instant>>,
+    revoking: Mutex<HashMap<i64, Instant>>,
+}
+
+/// The smallest TTL (etcd: 1.5 election timeouts, rounded up to whole seconds): a shorter one
+/// could expire before a new leader could even be elected.
+pub fn min_ttl(inner: &Inner) -> i64 {
+    let ms = inner.config.election_timeout.as_millis() as i64 * 3 / 2;
+    (ms + 999) / 1000
+}
+
+impl Lessor {
+    /// Refreshes `id` (a keep-alive on the leader); returns its granted TTL, 0 if it does not
+    /// exist.
+    fn keep_alive(&self, inner: &Inner, id: i64) -> i64 {
+        let Some(ttl) = inner.shared.0.read().leases.get(&id).copied() else {
+            return 0;
+        };
+        self.expiries
+            .lock()
+            .insert(id, Instant::now() + Duration::from_secs(ttl.max(0) as u64));
+        ttl
+    }
+
+    /// `id`'s remaining whole seconds and granted TTL; `None` if it does not exist.
+    fn remaining(&self, inner: &Inner, id: i64) -> Option<(i64, i64)> {
+        let ttl = inner.shared.0.read().leases.get(&id).copied()?;
+        let left = self.expiries.lock().get(&id).map_or(ttl, |at| {
+            at.saturating_duration_since(Instant::now()).as_secs() as i64
+        });
+        Some((left, ttl))
+    }
+}
+
+/// The leader's expiry loop: runs on every member, acts while it leads.
+pub async fn expire(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+    let mut leading = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if inner.status().leader != inner.id {
+            if leading {
+                inner.lessor.expiries.lock().clear();
+                inner.lessor.revoking.lock().clear();
+            }
+            leading = false;
+            continue;
+        }
+        let now = Instant::now();
+        let leases: Vec<(i64, i64)> = inner
+            .shared
+            .0
+            .read()
+            .leases
+            .iter()
+            .map(|(&id, &ttl)| (id, ttl))
+            .collect();
+        let live: HashSet<i64> = leases.iter().map(|&(id, _)| id).collect();
+        let expired: Vec<i64> = {
+            let mut expiries = inner.lessor.expiries.lock();
+            // Newly leading: every lease gets its whole TTL again, plus an election timeout.
+            let extra = if leading {
+                Duration::ZERO
+            } else {
+                expiries.clear();
+                inner.config.election_timeout
+            };
+            expiries.retain(|id, _| live.contains(id));
+            for &(id, ttl) in &leases {
+                expiries
+                    .entry(id)
+                    .or_insert(now + extra + Duration::from_secs(ttl.max(0) as u64));
+            }
+            let mut revoking = inner.lessor.revoking.lock();
+            revoking
+                .retain(|id, since| live.contains(id) && now.duration_since(*since) < REVOKE_RETRY);
+            let expired: Vec<i64> = expiries
+                .iter()
+                .filter(|&(id, &at)| at <= now && !revoking.contains_key(id))
+                .map(|(&id, _)| id)
+                .take(REVOKES_PER_CHECK)
+                .collect();
+            for &id in &expired {
+                revoking.insert(id, now);
+            }
+            expired
+        };
+        leading = true;
+        for id in expired {
+            let inner = Arc::clone(&inner);
+            tokio::spawn(async move {
+                if let Err(e) = inner
+                    .propose(Raft::LeaseRevoke(LeaseRevokeRequest { id }))
+                    .await
+                {
+                    tracing::debug!(lease = id, error = %e, "expiry revoke not applied yet");
+                }
+            });
+        }
+    }
+}
+
+/// Answers a keep-alive: here if this member leads, else at the leader.
+pub async fn keep_alive(inner: &Inner, id: i64) -> Result<LeaseKeepAliveResponse, ApiError> {
+    let ttl = match inner.leader_channel().await? {
+        None => inner.lessor.keep_alive(inner, id),
+        Some(channel) => {
+            InternalClient::new(channel)
+                .keep_alive(LeaseKeepAliveRequest { id })
+                .await
+                .map_err(crate::server::forwarded_error)?
+                .into_inner()
+                .ttl
+        }
+    };
+    Ok(LeaseKeepAliveResponse {
+        header: Some(inner.header(0)),
+        id,
+        ttl,
+    })
+}
+
+/// Answers a time-to-live question: here if this member leads, else at the leader.
+pub async fn time_to_live(
+    inner: &Inner,
+    request: LeaseTimeToLiveRequest,
+) -> Result<LeaseTimeToLiveResponse, ApiError> {
+    if let Some(channel) = inner.leader_channel().await? {
+        let mut response = InternalClient::new(channel)
+            .time_to_live(request)
+            .await
+            .map_err(crate::server::forwarded_error)?
+            .into_inner();
+        response.header = Some(inner.header(0));
+        return Ok(response);
+    }
+    let Some((left, granted)) = inner.lessor.remaining(inner, request.id) else {
+        return Ok(LeaseTimeToLiveResponse {
+            header: Some(inner.header(0)),
+            id: request.id,
+            ttl: -1,
+            granted_ttl: 0,
+            keys: Vec::new(),
+        });
+    };
+    let keys = if request.keys {
+        let store = Arc::clone(&inner.store);
+        let id = request.id;
+        tokio::task::spawn_blocking(move || {
+            store.range_request(&strata_mvcc::api::RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                keys_only: true,
+                ..Default::default()
+            })
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)?
+        .kvs
+        .into_iter()
+        .filter(|kv| kv.lease == id)
+        .map(|kv| kv.key)
+        .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(LeaseTimeToLiveResponse {
+        header: Some(inner.header(0)),
+        id: request.id,
+        ttl: left,
+        granted_ttl: granted,
+        keys,
+    })
+}
+
+/// The Lease service.
+pub struct LeaseService(pub Arc<Inner>);
+
+type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let inner = &self.0;
+        let mut request = request.into_inner();
+        if request.ttl > LEASE_TTL_MAX {
+            return Err(ApiError::LeaseTtlTooLarge.into());
+        }
+        // Shorter TTLs are raised silently, and the answer shows the real one (etcd's).
+        request.ttl = request.ttl.max(min_ttl(inner));
+        if request.id == 0 {
+            // A positive id no lease has, picked here so that every member applies the same.
+            request.id = loop {
+                let id = (rand::random::<u64>() >> 1) as i64;
+                if id != 0 && !inner.shared.0.read().leases.contains_key(&id) {
+                    break id;
+                }
+            };
+        }
+        match inner.propose(Raft::LeaseGrant(request)).await? {
+            Answer::LeaseGrant(mut response) => {
+                crate::kv::fill(inner, &mut response.header);
+                Ok(Response::new(response))
+            }
+            other => Err(ApiError::Internal(format!("an unexpected answer: {other:?}")).into()),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let inner = &self.0;
+        match inner
+            .propose(Raft::LeaseRevoke(request.into_inner()))
+            .await?
+        {
+            Answer::LeaseRevoke(mut response) => {
+                crate::kv::fill(inner, &mut response.header);
+                Ok(Response::new(response))
+            }
+            other => Err(ApiError::Internal(format!("an unexpected answer: {other:?}")).into()),
+        }
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let inner = Arc::clone(&self.0);
+        let mut incoming = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(KEEPALIVE_BUFFERED);
+        tokio::spawn(async move {
+            while let Some(Ok(request)) = incoming.next().await {
+                let answer = keep_alive(&inner, request.id).await.map_err(Status::from);
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        Ok(Response::new(
+            time_to_live(&self.0, request.into_inner()).await?,
+        ))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let inner = &self.0;
+        let leases = inner
+            .shared
+            .0
+            .read()
+            .leases
+            .keys()
+            .map(|&id| LeaseStatus { id })
+            .collect();
+        Ok(Response::new(LeaseLeasesResponse {
+            header: Some(inner.header(0)),
+            leases,
+        }))
+    }
+}
