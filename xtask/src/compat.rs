@@ -302,6 +302,8 @@ struct RunState {
     peers: BTreeMap<String, String>,
     /// The id (hex) of the member added by the latest successful `member add -w json`.
     added_id: Option<String>,
+    /// The id (hex) of the lease granted by the latest successful `lease grant`.
+    lease_id: Option<String>,
 }
 
 /// Runs one step and returns its normalized output.
@@ -353,6 +355,10 @@ fn run_step(
                 .added_id
                 .clone()
                 .context("{added_id} has no value: no earlier `member add -w json` succeeded")?,
+            Placeholder::LeaseId => state
+                .lease_id
+                .clone()
+                .context("{lease_id} has no value: no earlier `lease grant` succeeded")?,
             Placeholder::Filler(count) => "x".repeat(*count),
         })
     };
@@ -401,6 +407,23 @@ fn run_step(
             .and_then(|v| v.pointer("/member/ID").and_then(Value::as_u64))
             .filter(|_| answer.ok())
             .map(|id| format!("{id:x}"));
+    }
+    if args.len() >= 2 && args[0] == "lease" && args[1] == "grant" && answer.ok() {
+        // "lease 694d7d9f7d2d1c05 granted with TTL(10s)": ids are random on both sides, so
+        // every one is shown as `<lease>`, in hex and in decimal.
+        let hex = answer
+            .stdout
+            .strip_prefix("lease ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .filter(|id| u64::from_str_radix(id, 16).is_ok())
+            .map(str::to_owned);
+        if let Some(hex) = &hex {
+            normalizer.name_literal(hex, "<lease>");
+            if let Ok(id) = u64::from_str_radix(hex, 16) {
+                normalizer.name_literal(&id.to_string(), "<lease>");
+            }
+        }
+        state.lease_id = hex;
     }
     let options = Options {
         any_member: step.any_member,

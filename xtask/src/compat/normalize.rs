@@ -342,7 +342,7 @@ impl Normalizer {
             out.push(c);
         }
         out.pop();
-        hide_took(&out)
+        hide_remaining(&hide_took(&out))
     }
 
     /// A token of free text, shown as a name if it is a known member or cluster id.
@@ -380,6 +380,29 @@ fn replace_not_before_digit(text: &str, from: &str, to: &str) -> String {
             out.push_str(to);
         }
         rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Replaces the seconds in `remaining(Ns)` (`lease timetolive`) with `<s>`: a lease's remaining
+/// time depends on when the command ran, not on the implementation.
+fn hide_remaining(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("remaining(") {
+        let after = &rest[at + "remaining(".len()..];
+        out.push_str(&rest[..at + "remaining(".len()]);
+        match after.find("s)") {
+            Some(end)
+                if end > 0 && after[..end].chars().all(|c| c.is_ascii_digit() || c == '-') =>
+            {
+                out.push_str("<s>");
+                // Past the digits and their unit: `)` follows.
+                rest = &after[end + 1..];
+            }
+            _ => rest = after,
+        }
     }
     out.push_str(rest);
     out
@@ -718,6 +741,17 @@ Error: etcdserver: key is not provided
             n.text(text, Options::default()),
             "http://m1-client is healthy: successfully committed proposal: took = <duration>, saved {tmp}/snap.db short-port"
         );
+    }
+
+    #[test]
+    fn a_lease_remaining_time_is_hidden_but_not_its_ttl() {
+        assert_eq!(
+            hide_remaining(
+                "lease <lease> granted with TTL(100s), remaining(99s), attached keys([a])"
+            ),
+            "lease <lease> granted with TTL(100s), remaining(<s>), attached keys([a])"
+        );
+        assert_eq!(hide_remaining("remaining(x)"), "remaining(x)");
     }
 
     #[test]

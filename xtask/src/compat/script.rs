@@ -24,7 +24,8 @@
 //! index), `{tmp}` (the cluster's temporary directory), `{first_peer}` (the first member's peer
 //! URL), `{peer:NAME}` (a free loopback URL, the same
 //! for every use of NAME in a run, shown as `NAME-peer`), `{leader_id}` and `{follower_id}` (hex
-//! member ids; the follower is the leader in a one-member cluster), `{added_id}` (the id of the
+//! member ids; the follower is the leader in a one-member cluster), `{lease_id}` (the id of the lease granted last; every lease id is shown as
+//! `<lease>`), `{added_id}` (the id of the
 //! member added by the latest successful `member add -w json`) and `{x*N}` (N copies of `x`).
 
 use anyhow::{Result, bail};
@@ -72,6 +73,8 @@ pub enum Placeholder {
     FollowerId,
     /// `{added_id}`: the id of the member added last, in hex.
     AddedId,
+    /// `{lease_id}`: the id (hex) of the lease granted last.
+    LeaseId,
     /// `{x*N}`: N copies of `x`.
     Filler(usize),
 }
@@ -89,6 +92,7 @@ impl Placeholder {
             "leader_id" => Self::LeaderId,
             "follower_id" => Self::FollowerId,
             "added_id" => Self::AddedId,
+            "lease_id" => Self::LeaseId,
             _ => {
                 if let Some(name) = inner.strip_prefix("peer:") {
                     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
