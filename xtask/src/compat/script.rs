@@ -310,6 +310,7 @@ mod tests {
             "del",
             "txn",
             "compaction",
+            "lease",
             "member",
             "endpoint",
             "alarm",
