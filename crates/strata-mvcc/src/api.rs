@@ -31,6 +31,54 @@ pub struct KeyValue {
     pub lease: i64,
 }
 
+/// One change a watcher sees (`mvccpb.Event`).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Event {
+    /// An [`event::EventType`].
+    #[prost(enumeration = "event::EventType", tag = "1")]
+    pub r#type: i32,
+    /// A put: the key's new version. A deletion: the key and `mod_revision` (the deletion's
+    /// revision) alone.
+    #[prost(message, optional, tag = "2")]
+    pub kv: ::core::option::Option<KeyValue>,
+    /// The version before the change (at `mod_revision - 1`), if the watcher asked for it.
+    #[prost(message, optional, tag = "3")]
+    pub prev_kv: ::core::option::Option<KeyValue>,
+}
+
+/// Nested message and enum types in `Event`.
+pub mod event {
+    /// The kinds of change.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+    #[repr(i32)]
+    pub enum EventType {
+        /// A key set.
+        Put = 0,
+        /// A key deleted.
+        Delete = 1,
+    }
+    impl EventType {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::Put => "PUT",
+                Self::Delete => "DELETE",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "PUT" => Some(Self::Put),
+                "DELETE" => Some(Self::Delete),
+                _ => None,
+            }
+        }
+    }
+}
+
 /// The header of every response.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ResponseHeader {
@@ -555,5 +603,21 @@ mod tests {
             physical: true,
         };
         assert_eq!(compaction.encode_to_vec(), [0x08, 6, 0x10, 1]);
+        let event = Event {
+            r#type: event::EventType::Delete as i32,
+            kv: Some(KeyValue {
+                key: b"k".to_vec(),
+                mod_revision: 3,
+                ..KeyValue::default()
+            }),
+            prev_kv: Some(KeyValue {
+                version: 1,
+                ..KeyValue::default()
+            }),
+        };
+        assert_eq!(
+            event.encode_to_vec(),
+            [0x08, 1, 0x12, 5, 0x0A, 1, b'k', 0x18, 3, 0x1A, 2, 0x20, 1]
+        );
     }
 }

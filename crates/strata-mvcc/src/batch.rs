@@ -12,11 +12,13 @@ use crate::api::{
 };
 use crate::check::txn_is_read_only;
 use crate::error::{Error, Result};
+use crate::events::{delete_event, put_event};
 use crate::keys::{self, Revision};
 use crate::range::range;
 use crate::store::{COMPACTED, CURRENT, Store};
 use crate::txn::{self, Path};
 use crate::view::{Overlay, PUT, TOMBSTONE, View, encode_version};
+use crate::watch::{Recorded, Recording};
 
 /// Whether a lease exists, for puts that attach one (etcd's lessor lookup). A put with an
 /// unknown lease fails with [`Error::LeaseNotFound`].
@@ -58,6 +60,11 @@ pub struct Batch<'a> {
     sub: u64,
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
     touched: Vec<Vec<u8>>,
+    /// What the watchers get at commit: decided at the start, from the watchers then.
+    recording: Recording,
+    /// The events of the batch's requests that succeeded, and of the one in progress.
+    events: Vec<Recorded>,
+    request_events: Vec<Recorded>,
 }
 
 impl std::fmt::Debug for Batch<'_> {
@@ -92,6 +99,9 @@ impl<'a> Batch<'a> {
             sub: 0,
             pairs: Vec::new(),
             touched: Vec::new(),
+            recording: store.hub.recording(),
+            events: Vec::new(),
+            request_events: Vec::new(),
         }
     }
 
@@ -185,8 +195,8 @@ impl<'a> Batch<'a> {
     }
 
     /// Writes the batch's changes and `extra` pairs (such as the Raft applied index) in one
-    /// LSM write, then publishes the new current and compacted revisions to readers. Returns
-    /// the current revision.
+    /// LSM write, then publishes the new current and compacted revisions to readers, and the
+    /// batch's events to the watchers (no LSM read). Returns the current revision.
     ///
     /// # Errors
     ///
@@ -211,6 +221,11 @@ impl<'a> Batch<'a> {
             self.store.db().write(batch, WriteOptions { sync: false })?;
         }
         self.store.publish(self.current, self.compacted);
+        if self.current != self.base {
+            let events =
+                (self.recording != Recording::Off).then(|| std::mem::take(&mut self.events));
+            self.store.hub.publish(self.current, events);
+        }
         Ok(self.current)
     }
 
@@ -252,11 +267,13 @@ impl<'a> Batch<'a> {
             for (k, v) in self.pairs.drain(..) {
                 self.batch.put(&k, &v);
             }
+            self.events.append(&mut self.request_events);
             if self.sub > 0 {
                 self.current = main;
             }
         } else {
             self.pairs.clear();
+            self.request_events.clear();
             for key in self.touched.drain(..) {
                 if let Some(entries) = self.overlay.get_mut(&key) {
                     if entries.last().is_some_and(|(m, _)| *m == main) {
@@ -283,8 +300,21 @@ impl<'a> Batch<'a> {
     }
 
     /// Records one change of the request in progress: `key`'s new state (`None`: deleted).
-    fn set(&mut self, key: &[u8], kv: Option<KeyValue>) {
+    fn set(&mut self, key: &[u8], kv: Option<KeyValue>) -> Result<()> {
         let main = self.main();
+        if self.recording != Recording::Off {
+            let mut event = match &kv {
+                Some(kv) => put_event(kv.clone()),
+                None => delete_event(key.to_vec(), main),
+            };
+            let prev_known = self.recording == Recording::EventsWithPrev;
+            let create = kv.as_ref().is_some_and(|kv| kv.create_revision == main);
+            if prev_known && !create {
+                // The version before the request, as the store would read it at `main - 1`.
+                event.prev_kv = self.view().get(key, main - 1)?;
+            }
+            self.request_events.push(Recorded { event, prev_known });
+        }
         let rev = Revision::new(main as u64, self.sub);
         self.sub += 1;
         let (value, kind) = match &kv {
@@ -302,10 +332,17 @@ impl<'a> Batch<'a> {
             _ => entries.push((main, kv)),
         }
         self.touched.push(key.to_vec());
+        Ok(())
     }
 
     /// Puts `key` over `prev` (its newest version) in the request in progress.
-    fn put_kv(&mut self, key: &[u8], value: Vec<u8>, lease: i64, prev: Option<&KeyValue>) {
+    fn put_kv(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: i64,
+        prev: Option<&KeyValue>,
+    ) -> Result<()> {
         let main = self.main();
         let kv = KeyValue {
             key: key.to_vec(),
@@ -315,7 +352,7 @@ impl<'a> Batch<'a> {
             value,
             lease,
         };
-        self.set(key, Some(kv));
+        self.set(key, Some(kv))
     }
 
     fn apply_put(&mut self, req: &PutRequest) -> Result<PutResponse> {
@@ -333,7 +370,7 @@ impl<'a> Batch<'a> {
             ),
             (_, false) => (req.value.clone(), req.lease),
         };
-        self.put_kv(&req.key, value, lease, prev.as_ref());
+        self.put_kv(&req.key, value, lease, prev.as_ref())?;
         Ok(PutResponse {
             header: header(self.main()),
             prev_kv: if req.prev_kv { prev } else { None },
@@ -345,7 +382,7 @@ impl<'a> Batch<'a> {
             .view()
             .collect(&req.key, &req.range_end, self.main(), req.prev_kv)?;
         for kv in &live {
-            self.set(&kv.key, None);
+            self.set(&kv.key, None)?;
         }
         Ok(DeleteRangeResponse {
             header: header(self.revision_so_far()),
@@ -436,7 +473,8 @@ impl<'a> Write<'a> {
     pub fn put(&mut self, key: &[u8], value: &[u8], lease: i64) -> Result<Option<KeyValue>> {
         let prev = self.batch.latest(key, true);
         let prev = self.track(prev)?;
-        self.batch.put_kv(key, value.to_vec(), lease, prev.as_ref());
+        let done = self.batch.put_kv(key, value.to_vec(), lease, prev.as_ref());
+        self.track(done)?;
         Ok(prev)
     }
 
@@ -450,7 +488,8 @@ impl<'a> Write<'a> {
         let live = self.batch.view().collect(key, end, self.batch.main(), true);
         let live = self.track(live)?;
         for kv in &live {
-            self.batch.set(&kv.key, None);
+            let done = self.batch.set(&kv.key, None);
+            self.track(done)?;
         }
         Ok(live)
     }

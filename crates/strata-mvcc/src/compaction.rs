@@ -203,8 +203,8 @@ impl Store {
                 if error.is_none() && next.is_none() {
                     doomed.extend(tomb.take());
                     // The data keyspace is done: the revision keyspace from what an earlier
-                    // compaction left.
-                    let from = state.compacted_done.max(0) as u64 + 1;
+                    // compaction left (it kept its target's own revision).
+                    let from = state.compacted_done.max(0) as u64;
                     next = Some(Cursor {
                         target,
                         phase: Phase::Revisions,
@@ -215,7 +215,10 @@ impl Store {
                 }
             }
             Phase::Revisions => {
-                let end = keys::revision_key(Revision::end_of(target as u64));
+                // The compacted revision's own changes stay: a watcher may start at the
+                // compacted revision (etcd's `compact_revision` is the first it may ask for),
+                // and its deletions are known from the revision keyspace alone.
+                let end = keys::revision_key(Revision::end_of((target - 1).max(0) as u64));
                 snapshot.scan(
                     Bound::Included(&cursor.at[..]),
                     Bound::Included(&end[..]),

@@ -43,6 +43,12 @@ pub enum Error {
     /// A [`Write`](crate::Write) whose put or delete failed: the request is not committed.
     #[error("mvcc: the write request failed part of the way and was not committed")]
     WriteFailed,
+    /// A watcher whose range holds no key (`range_end` at or below `key`; `InvalidArgument`).
+    #[error("mvcc: watcher range is empty")]
+    EmptyWatchRange,
+    /// A watcher id that is not registered (cancelled, or never was).
+    #[error("mvcc: watcher not found")]
+    WatcherNotFound,
     /// A stored key or value that does not decode.
     #[error("mvcc: corrupt entry: {0}")]
     Corrupt(&'static str),
@@ -79,6 +85,7 @@ mod tests {
             (Error::DuplicateKey, "duplicate key given in txn request"),
             (Error::LeaseNotFound, "requested lease not found"),
             (Error::InvalidSortOption, "invalid sort option"),
+            (Error::EmptyWatchRange, "mvcc: watcher range is empty"),
         ];
         for (error, text) in cases {
             assert_eq!(error.to_string(), text);

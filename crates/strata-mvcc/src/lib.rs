@@ -56,11 +56,13 @@ mod batch;
 mod check;
 mod compaction;
 mod error;
+mod events;
 pub mod keys;
 mod range;
 mod store;
 mod txn;
 mod view;
+mod watch;
 
 pub use api::KeyValue;
 pub use batch::{Batch, LeaseCheck, Write};
@@ -69,5 +71,7 @@ pub use check::{
 };
 pub use compaction::COMPACTION_STEP_DELETES;
 pub use error::{Error, Result};
+pub use events::{CATCH_UP_REVISIONS_MAX, EventBatch, WatchSpec};
 pub use keys::Revision;
 pub use store::{HashKv, NEVER_COMPACTED, Store};
+pub use watch::{Notify, WATCHER_BUFFER_EVENTS_DEFAULT, WatchPoll, WatcherId};

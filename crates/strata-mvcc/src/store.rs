@@ -17,6 +17,7 @@ use crate::keys;
 use crate::range::range;
 use crate::txn;
 use crate::view::{TOMBSTONE, View};
+use crate::watch::WatchHub;
 
 /// Metadata names (`docs/formats/mvcc.md`).
 pub(crate) const CURRENT: &str = "current";
@@ -84,6 +85,8 @@ pub struct Store {
     writer: Mutex<()>,
     /// Held by a physical compaction step.
     pub(crate) compaction: Mutex<()>,
+    /// The watchers, fed by each commit.
+    pub(crate) hub: WatchHub,
 }
 
 impl Store {
@@ -101,6 +104,7 @@ impl Store {
         let state = State::load(&db)?;
         Ok(Self {
             db,
+            hub: WatchHub::new(state.current),
             state: Mutex::new(state),
             writer: Mutex::new(()),
             compaction: Mutex::new(()),
@@ -109,7 +113,9 @@ impl Store {
 
     /// Re-reads the store's state from its LSM, after [`Db::restore`] replaced the LSM's
     /// contents (a Raft snapshot installed). Waits for the live batch and any physical
-    /// compaction step to end; call it with no batch alive on this thread.
+    /// compaction step to end; call it with no batch alive on this thread. Every watcher then
+    /// reads from the store from where it was (and fails with [`Error::Compacted`] if the new
+    /// contents are compacted past it).
     ///
     /// # Errors
     ///
@@ -119,6 +125,7 @@ impl Store {
         let _compaction = self.compaction.lock();
         let state = State::load(&self.db)?;
         *self.state.lock() = state;
+        self.hub.reset(state.current);
         Ok(())
     }
 

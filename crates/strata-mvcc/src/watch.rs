@@ -1,0 +1,402 @@
+//! Watchers: each committed batch hands its events to the watchers whose range they fall in
+//! (found by key, not by scanning them all), into a bounded buffer per watcher; a watcher that
+//! starts in the past, or whose buffer fills, reads from the store ([`Store::events`]) until it
+//! reaches the live stream again. Memory stays bounded and no event is lost or repeated.
+//!
+//! Runtime-agnostic: a watcher's [`Notify`] is called (outside any lock) when it has something
+//! to poll; the server turns it into a Tokio `Notify`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::api::{Event, event::EventType};
+use crate::error::{Error, Result};
+use crate::events::{WatchSpec, is_create};
+use crate::store::Store;
+
+/// The events a watcher's buffer holds by default before the watcher falls back to reading
+/// from the store. The events are shared between watchers (`Arc`), so a buffer costs a pointer
+/// per event; what an event costs is held at most once, however many watchers buffer it.
+pub const WATCHER_BUFFER_EVENTS_DEFAULT: usize = 1024;
+
+/// A watcher's id in a [`Store`]'s watchers.
+pub type WatcherId = u64;
+
+/// Called when a watcher has events (or a catch-up) to poll. It must not call back into the
+/// store's watch methods synchronously (wake a task instead).
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
+
+/// What [`Store::watch_poll`] hands over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchPoll {
+    /// Events in revision then sub-revision order, each revision whole.
+    pub events: Vec<Event>,
+    /// Every event of the watcher up to this revision has been handed over (when `caught_up`);
+    /// the header revision for a progress notification.
+    pub revision: i64,
+    /// The first revision the watcher has not been handed: it resumes there.
+    pub next_revision: i64,
+    /// Nothing more to poll now: the watcher is live and its buffer is empty.
+    pub caught_up: bool,
+}
+
+/// One event of a committed batch, shared by every watcher that buffers it.
+#[derive(Debug)]
+pub(crate) struct Recorded {
+    pub event: Event,
+    /// Whether `event.prev_kv` was computed (only if some watcher wanted it at the batch's
+    /// start); a watcher wanting it otherwise reads the event from the store.
+    pub prev_known: bool,
+}
+
+fn revision_of(event: &Event) -> i64 {
+    event.kv.as_ref().map_or(0, |kv| kv.mod_revision)
+}
+
+struct Watcher {
+    spec: WatchSpec,
+    /// The first revision not yet buffered or handed over (a lower bound while live: later
+    /// ones arrive through the buffer).
+    next: i64,
+    buffer: VecDeque<Arc<Recorded>>,
+    buffer_events_max: usize,
+    /// Reads from the store from `next` on, not from the buffer's tail.
+    lagging: bool,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The last revision published to the watchers.
+    revision: i64,
+    next_id: WatcherId,
+    watchers: HashMap<WatcherId, Watcher>,
+    /// Watchers of one key, by key.
+    by_key: HashMap<Vec<u8>, Vec<WatcherId>>,
+    /// Watchers of a range: each event is checked against each of them.
+    ranges: Vec<WatcherId>,
+    /// Watchers that asked for `prev_kv`.
+    prev_kv_count: usize,
+}
+
+/// The watchers of one [`Store`].
+#[derive(Default)]
+pub(crate) struct WatchHub {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for WatchHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.inner.lock();
+        f.debug_struct("WatchHub")
+            .field("revision", &inner.revision)
+            .field("watchers", &inner.watchers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a batch records for the watchers: nothing without watchers; prevs if one wants them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recording {
+    Off,
+    Events,
+    EventsWithPrev,
+}
+
+impl WatchHub {
+    pub(crate) fn new(revision: i64) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                revision,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    pub(crate) fn recording(&self) -> Recording {
+        let inner = self.inner.lock();
+        if inner.watchers.is_empty() {
+            Recording::Off
+        } else if inner.prev_kv_count > 0 {
+            Recording::EventsWithPrev
+        } else {
+            Recording::Events
+        }
+    }
+
+    /// Hands the events of revisions up to `current` (a committed batch's; `None` if it did
+    /// not record them) to the watchers.
+    pub(crate) fn publish(&self, current: i64, events: Option<Vec<Recorded>>) {
+        let mut wake: Vec<Notify> = Vec::new();
+        {
+            let mut guard = self.inner.lock();
+            let inner = &mut *guard;
+            if current <= inner.revision {
+                return;
+            }
+            inner.revision = current;
+            match events {
+                None => {
+                    // Rare: watchers registered while a batch without recording ran.
+                    for w in inner.watchers.values_mut() {
+                        if !w.lagging && w.next <= current {
+                            w.lagging = true;
+                            wake.push(w.notify.clone());
+                        }
+                    }
+                }
+                Some(events) => {
+                    for recorded in events {
+                        let recorded = Arc::new(recorded);
+                        let Some(kv) = recorded.event.kv.as_ref() else {
+                            continue;
+                        };
+                        let single = inner.by_key.get(&kv.key).map_or(&[][..], |v| &v[..]);
+                        for id in single.iter().chain(inner.ranges.iter()) {
+                            let Some(w) = inner.watchers.get_mut(id) else {
+                                continue;
+                            };
+                            offer(w, &recorded, &mut wake);
+                        }
+                    }
+                }
+            }
+        }
+        for notify in wake {
+            notify();
+        }
+    }
+
+    /// Every watcher reads from the store from where it is (the store's contents were
+    /// replaced); later events arrive from `current` on.
+    pub(crate) fn reset(&self, current: i64) {
+        let mut wake = Vec::new();
+        {
+            let mut inner = self.inner.lock();
+            inner.revision = current;
+            for w in inner.watchers.values_mut() {
+                w.buffer.clear();
+                if !w.lagging {
+                    w.lagging = true;
+                    wake.push(w.notify.clone());
+                }
+            }
+        }
+        for notify in wake {
+            notify();
+        }
+    }
+}
+
+/// Offers one event to a watcher whose key or range may hold it.
+fn offer(w: &mut Watcher, recorded: &Arc<Recorded>, wake: &mut Vec<Notify>) {
+    let event = &recorded.event;
+    let Some(kv) = event.kv.as_ref() else {
+        return;
+    };
+    let rev = kv.mod_revision;
+    if w.lagging || rev < w.next || !w.spec.contains(&kv.key) {
+        return;
+    }
+    let put = event.r#type == EventType::Put as i32;
+    if !w.spec.passes(put) {
+        return;
+    }
+    let needs_prev = w.spec.prev_kv && !is_create(event);
+    if w.buffer.len() >= w.buffer_events_max || (needs_prev && !recorded.prev_known) {
+        // Fall back to the store from this revision: drop its events already buffered, so
+        // that a revision is never split between the buffer and the store.
+        while w
+            .buffer
+            .back()
+            .is_some_and(|b| revision_of(&b.event) == rev)
+        {
+            w.buffer.pop_back();
+        }
+        w.next = rev;
+        w.lagging = true;
+        wake.push(w.notify.clone());
+        return;
+    }
+    if w.buffer.is_empty() {
+        wake.push(w.notify.clone());
+    }
+    w.buffer.push_back(recorded.clone());
+}
+
+/// A buffered event as this watcher sees it.
+fn deliver(spec: &WatchSpec, recorded: &Recorded) -> Event {
+    let mut event = recorded.event.clone();
+    if !spec.prev_kv || is_create(&event) {
+        event.prev_kv = None;
+    }
+    event
+}
+
+impl Store {
+    /// Registers a watcher of `spec` from `start_revision` (0 or less: from the next revision
+    /// on) with a buffer of `buffer_events_max` events (at least 1; see
+    /// [`WATCHER_BUFFER_EVENTS_DEFAULT`]). `notify` is called whenever it has something to
+    /// poll with [`watch_poll`](Self::watch_poll) (at once if it starts in the past).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Compacted`] if `start_revision` is positive and below the compacted revision;
+    /// [`Error::EmptyWatchRange`] if `spec`'s range holds no key.
+    pub fn watch(
+        &self,
+        spec: WatchSpec,
+        start_revision: i64,
+        buffer_events_max: usize,
+        notify: Notify,
+    ) -> Result<WatcherId> {
+        if spec.is_empty_range() {
+            return Err(Error::EmptyWatchRange);
+        }
+        if start_revision > 0 && start_revision < self.compacted_revision() {
+            return Err(Error::Compacted);
+        }
+        let (id, wake) = {
+            let mut inner = self.hub.inner.lock();
+            let id = inner.next_id;
+            inner.next_id += 1;
+            let next = if start_revision > 0 {
+                start_revision
+            } else {
+                inner.revision + 1
+            };
+            let lagging = next <= inner.revision;
+            if spec.range_end.is_empty() {
+                inner.by_key.entry(spec.key.clone()).or_default().push(id);
+            } else {
+                inner.ranges.push(id);
+            }
+            if spec.prev_kv {
+                inner.prev_kv_count += 1;
+            }
+            let watcher = Watcher {
+                spec,
+                next,
+                buffer: VecDeque::new(),
+                buffer_events_max: buffer_events_max.max(1),
+                lagging,
+                notify: notify.clone(),
+            };
+            inner.watchers.insert(id, watcher);
+            (id, lagging)
+        };
+        if wake {
+            notify();
+        }
+        Ok(id)
+    }
+
+    /// Removes a watcher; false if there was none of that id.
+    pub fn unwatch(&self, id: WatcherId) -> bool {
+        let mut guard = self.hub.inner.lock();
+        let inner = &mut *guard;
+        let Some(w) = inner.watchers.remove(&id) else {
+            return false;
+        };
+        if w.spec.prev_kv {
+            inner.prev_kv_count -= 1;
+        }
+        if w.spec.range_end.is_empty() {
+            if let Some(ids) = inner.by_key.get_mut(&w.spec.key) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    inner.by_key.remove(&w.spec.key);
+                }
+            }
+        } else {
+            inner.ranges.retain(|i| *i != id);
+        }
+        true
+    }
+
+    /// The number of watchers registered.
+    pub fn watcher_count(&self) -> usize {
+        self.hub.inner.lock().watchers.len()
+    }
+
+    /// Hands over a watcher's next events, at most `revisions_max` whole revisions (at least
+    /// 1): its buffered live events, or, if it is behind, the next span read from the store
+    /// ([`Store::events`]), after which it rejoins the live stream once it has reached it.
+    /// Poll one watcher from one thread at a time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WatcherNotFound`] for an unknown id; [`Error::Compacted`] if the watcher is
+    /// behind the compacted revision (cancel it, with [`compacted_revision`]); the store's.
+    ///
+    /// [`compacted_revision`]: Self::compacted_revision
+    pub fn watch_poll(&self, id: WatcherId, revisions_max: usize) -> Result<WatchPoll> {
+        let revisions_max = revisions_max.max(1);
+        let (spec, from) = {
+            let mut guard = self.hub.inner.lock();
+            let inner = &mut *guard;
+            let revision = inner.revision;
+            let w = inner.watchers.get_mut(&id).ok_or(Error::WatcherNotFound)?;
+            if !w.buffer.is_empty() || !w.lagging {
+                let mut events = Vec::new();
+                let mut revisions = 0;
+                let mut last = None;
+                while let Some(front) = w.buffer.front() {
+                    let rev = revision_of(&front.event);
+                    if last != Some(rev) {
+                        if revisions == revisions_max {
+                            break;
+                        }
+                        revisions += 1;
+                        last = Some(rev);
+                    }
+                    events.push(deliver(&w.spec, front));
+                    w.buffer.pop_front();
+                }
+                if let Some(rev) = last {
+                    w.next = w.next.max(rev + 1);
+                }
+                let caught_up = w.buffer.is_empty() && !w.lagging;
+                return Ok(WatchPoll {
+                    events,
+                    revision: if caught_up { revision } else { w.next - 1 },
+                    next_revision: if caught_up {
+                        w.next.max(revision + 1)
+                    } else {
+                        w.next
+                    },
+                    caught_up,
+                });
+            }
+            (w.spec.clone(), w.next)
+        };
+        let batch = self.events(&spec, from, 0, revisions_max)?;
+        let mut inner = self.hub.inner.lock();
+        let revision = inner.revision;
+        let w = inner.watchers.get_mut(&id).ok_or(Error::WatcherNotFound)?;
+        if w.next != from || !w.lagging {
+            // Another poll moved it meanwhile: what it read is stale.
+            return Ok(WatchPoll {
+                events: Vec::new(),
+                revision: w.next - 1,
+                next_revision: w.next,
+                caught_up: false,
+            });
+        }
+        w.next = batch.next_revision;
+        // The store may be ahead of the published revision (a batch between its commit and
+        // its publication): the live events up to `next` are then skipped as already read.
+        let caught_up = w.next > revision;
+        if caught_up {
+            w.lagging = false;
+        }
+        Ok(WatchPoll {
+            events: batch.events,
+            revision: w.next - 1,
+            next_revision: w.next,
+            caught_up,
+        })
+    }
+}
