@@ -7,6 +7,7 @@ use std::path::PathBuf;
 /// types instead of defining its own, so requests reach the store with no conversion.
 const MVCC_TYPES: &[(&str, &str)] = &[
     (".mvccpb.KeyValue", "::strata_mvcc::api::KeyValue"),
+    (".mvccpb.Event", "::strata_mvcc::api::Event"),
     (
         ".etcdserverpb.ResponseHeader",
         "::strata_mvcc::api::ResponseHeader",
@@ -61,6 +62,7 @@ const PROTOS: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("proto");
+    println!("cargo:rerun-if-changed=build.rs");
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={}", root.join(proto).display());
     }

@@ -16,6 +16,7 @@ use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
@@ -105,6 +106,11 @@ pub async fn serve(
         )
         .add_service(
             MaintenanceServer::new(crate::maintenance::MaintenanceService(Arc::clone(&inner)))
+                .max_decoding_message_size(recv_max)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            WatchServer::new(crate::watch::WatchService(Arc::clone(&inner)))
                 .max_decoding_message_size(recv_max)
                 .max_encoding_message_size(usize::MAX),
         )

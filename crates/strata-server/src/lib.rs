@@ -26,5 +26,6 @@ pub mod server;
 pub mod snapshot_file;
 pub mod state;
 pub mod tls;
+pub mod watch;
 
 pub use server::{Server, ServerError};

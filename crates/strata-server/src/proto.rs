@@ -2,10 +2,9 @@
 //! requests.
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
-/// etcd's mvccpb.
+/// etcd's mvccpb: both of its messages are strata-mvcc's own (prost generates nothing for it).
 pub mod mvccpb {
-    tonic::include_proto!("mvccpb");
-    pub use strata_mvcc::api::KeyValue;
+    pub use strata_mvcc::api::{Event, KeyValue, event};
 }
 
 /// etcd's authpb.

@@ -1,0 +1,341 @@
+//! etcd's Watch service: one bidirectional stream carries many watchers; each is a watcher of
+//! strata-mvcc's change stream (`Store::watch`), fed live from every applied batch and caught up
+//! from the LSM when it starts in the past or falls behind (its buffer is bounded), so a slow
+//! client costs bounded memory and loses nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_mvcc::{CATCH_UP_REVISIONS_MAX, WATCHER_BUFFER_EVENTS_DEFAULT, WatchSpec, WatcherId};
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::proto::etcdserverpb::watch_create_request::FilterType;
+use crate::proto::etcdserverpb::watch_request::RequestUnion;
+use crate::proto::etcdserverpb::watch_server::Watch;
+use crate::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use crate::server::Inner;
+
+/// Responses buffered per stream ahead of a slow client (etcd: 128). Past it the stream's
+/// watchers stop being polled, their buffers fill and they fall back to the store: memory stays
+/// bounded, nothing is lost.
+const STREAM_RESPONSES_MAX: usize = 128;
+
+/// Watchers one stream may hold (etcd's limit is 2^32 − 1; a bound keeps one client from
+/// holding a member's memory).
+const STREAM_WATCHERS_MAX: usize = 100_000;
+
+/// How often an idle, caught-up watcher that asked for progress notifications gets one (etcd:
+/// 10 minutes).
+const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
+
+/// etcd's texts for refused creates.
+const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+const COMPACTED: &str = "mvcc: required revision has been compacted";
+
+/// The Watch service.
+pub struct WatchService(pub Arc<Inner>);
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
+
+/// One watcher of a stream.
+struct Watcher {
+    store_id: WatcherId,
+    progress_notify: bool,
+    /// Whether it had nothing to send at the last poll.
+    caught_up: bool,
+}
+
+/// One stream's watchers, by their watch id.
+struct Stream_ {
+    inner: Arc<Inner>,
+    watchers: BTreeMap<i64, Watcher>,
+    next_id: i64,
+    wake: Arc<Notify>,
+    /// The watchers the store said have something to poll: only they are polled.
+    ready: Arc<parking_lot::Mutex<BTreeSet<i64>>>,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+}
+
+impl Stream_ {
+    fn header(&self, revision: i64) -> Option<crate::proto::etcdserverpb::ResponseHeader> {
+        Some(self.inner.header(revision))
+    }
+
+    async fn send(&self, response: WatchResponse) -> bool {
+        self.out.send(Ok(response)).await.is_ok()
+    }
+
+    async fn create(&mut self, create: WatchCreateRequest) -> bool {
+        let refuse = |reason: &str| WatchResponse {
+            header: None,
+            watch_id: -1,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_owned(),
+            ..WatchResponse::default()
+        };
+        let mut key = create.key;
+        if key.is_empty() {
+            key = vec![0];
+        }
+        let spec = WatchSpec {
+            key,
+            range_end: create.range_end,
+            prev_kv: create.prev_kv,
+            no_put: create.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
+        };
+        let id = if create.watch_id != 0 {
+            create.watch_id
+        } else {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            self.next_id
+        };
+        let mut response = if self.watchers.contains_key(&id) {
+            refuse(DUPLICATE_ID)
+        } else if spec.is_empty_range() {
+            refuse(EMPTY_RANGE)
+        } else if create.start_revision < 0 {
+            refuse(COMPACTED)
+        } else if self.watchers.len() >= STREAM_WATCHERS_MAX {
+            refuse("strata: too many watchers on one stream")
+        } else {
+            WatchResponse {
+                watch_id: id,
+                created: true,
+                ..WatchResponse::default()
+            }
+        };
+        response.header = self.header(0);
+        let created = !response.canceled;
+        // The created reply goes first: the watcher's events are held until it is sent.
+        if !self.send(response).await {
+            return false;
+        }
+        if !created {
+            return true;
+        }
+        let wake = Arc::clone(&self.wake);
+        let ready = Arc::clone(&self.ready);
+        let watched = self.inner.store.watch(
+            spec,
+            create.start_revision,
+            WATCHER_BUFFER_EVENTS_DEFAULT,
+            Arc::new(move || {
+                ready.lock().insert(id);
+                wake.notify_one();
+            }),
+        );
+        match watched {
+            Ok(store_id) => {
+                self.watchers.insert(
+                    id,
+                    Watcher {
+                        store_id,
+                        progress_notify: create.progress_notify,
+                        caught_up: !self.ready.lock().contains(&id),
+                    },
+                );
+                if id >= self.next_id {
+                    self.next_id = id + 1;
+                }
+                true
+            }
+            // Behind the compacted revision: canceled with the compact revision, no reason
+            // (etcd 3.5's answer; etcdctl shows it as ErrCompacted).
+            Err(_) => {
+                let compacted = WatchResponse {
+                    header: self.header(0),
+                    watch_id: id,
+                    canceled: true,
+                    compact_revision: self.inner.store.compacted_revision(),
+                    ..WatchResponse::default()
+                };
+                self.send(compacted).await
+            }
+        }
+    }
+
+    async fn cancel(&mut self, id: i64) -> bool {
+        let Some(watcher) = self.watchers.remove(&id) else {
+            // etcd does not answer an unknown id.
+            return true;
+        };
+        self.inner.store.unwatch(watcher.store_id);
+        let response = WatchResponse {
+            header: self.header(0),
+            watch_id: id,
+            canceled: true,
+            ..WatchResponse::default()
+        };
+        self.send(response).await
+    }
+
+    /// Sends what the ready watchers have, a response per poll; false once the client is gone.
+    async fn drain(&mut self) -> bool {
+        let ids: Vec<i64> = std::mem::take(&mut *self.ready.lock())
+            .into_iter()
+            .collect();
+        for id in ids {
+            if let Some(w) = self.watchers.get_mut(&id) {
+                w.caught_up = false;
+            }
+            loop {
+                let Some(watcher) = self.watchers.get(&id) else {
+                    break;
+                };
+                let store = Arc::clone(&self.inner.store);
+                let store_id = watcher.store_id;
+                let polled = tokio::task::spawn_blocking(move || {
+                    store.watch_poll(store_id, CATCH_UP_REVISIONS_MAX)
+                })
+                .await;
+                let poll = match polled {
+                    Ok(Ok(poll)) => poll,
+                    Ok(Err(strata_mvcc::Error::Compacted)) => {
+                        self.watchers.remove(&id);
+                        self.inner.store.unwatch(store_id);
+                        let response = WatchResponse {
+                            header: self.header(0),
+                            watch_id: id,
+                            canceled: true,
+                            compact_revision: self.inner.store.compacted_revision(),
+                            ..WatchResponse::default()
+                        };
+                        if !self.send(response).await {
+                            return false;
+                        }
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        let _ = self.out.send(Err(Status::internal(e.to_string()))).await;
+                        return false;
+                    }
+                    Err(e) => {
+                        let _ = self.out.send(Err(Status::internal(e.to_string()))).await;
+                        return false;
+                    }
+                };
+                if let Some(w) = self.watchers.get_mut(&id) {
+                    w.caught_up = poll.caught_up;
+                }
+                if !poll.events.is_empty() {
+                    let response = WatchResponse {
+                        header: self.header(poll.revision),
+                        watch_id: id,
+                        events: poll.events,
+                        ..WatchResponse::default()
+                    };
+                    if !self.send(response).await {
+                        return false;
+                    }
+                }
+                if poll.caught_up {
+                    break;
+                }
+            }
+        }
+        true
+    }
+
+    /// A progress response (`watch_id` -1) if every watcher is caught up (etcd's rule).
+    async fn progress(&mut self) -> bool {
+        if !self.drain().await {
+            return false;
+        }
+        if self.watchers.values().all(|w| w.caught_up) {
+            let response = WatchResponse {
+                header: self.header(0),
+                watch_id: -1,
+                ..WatchResponse::default()
+            };
+            return self.send(response).await;
+        }
+        true
+    }
+
+    /// Progress notifications for idle caught-up watchers that asked for them.
+    async fn notify_progress(&mut self) -> bool {
+        let due: Vec<i64> = self
+            .watchers
+            .iter()
+            .filter(|(_, w)| w.progress_notify && w.caught_up)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            let response = WatchResponse {
+                header: self.header(0),
+                watch_id: id,
+                ..WatchResponse::default()
+            };
+            if !self.send(response).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn close(&mut self) {
+        for (_, watcher) in std::mem::take(&mut self.watchers) {
+            self.inner.store.unwatch(watcher.store_id);
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let mut incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_RESPONSES_MAX);
+        let mut stream = Stream_ {
+            inner: Arc::clone(&self.0),
+            watchers: BTreeMap::new(),
+            next_id: 0,
+            wake: Arc::new(Notify::new()),
+            ready: Arc::new(parking_lot::Mutex::new(BTreeSet::new())),
+            out: tx,
+        };
+        tokio::spawn(async move {
+            let wake = Arc::clone(&stream.wake);
+            let mut progress = tokio::time::interval(PROGRESS_NOTIFY_INTERVAL);
+            progress.tick().await;
+            loop {
+                let open = tokio::select! {
+                    request = incoming.next() => match request {
+                        Some(Ok(request)) => match request.request_union {
+                            Some(RequestUnion::CreateRequest(create)) => stream.create(create).await,
+                            Some(RequestUnion::CancelRequest(cancel)) => {
+                                stream.cancel(cancel.watch_id).await
+                            }
+                            Some(RequestUnion::ProgressRequest(_)) => stream.progress().await,
+                            None => true,
+                        },
+                        _ => false,
+                    },
+                    () = wake.notified() => stream.drain().await,
+                    _ = progress.tick() => stream.notify_progress().await,
+                    () = stream.out.closed() => false,
+                };
+                if !open {
+                    break;
+                }
+            }
+            stream.close();
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
