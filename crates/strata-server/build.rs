@@ -58,6 +58,7 @@ const PROTOS: &[&str] = &[
     "auth.proto",
     "kvdb.proto",
     "raft.proto",
+    "v3lock.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

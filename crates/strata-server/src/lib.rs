@@ -16,6 +16,7 @@ pub mod http;
 pub mod kv;
 pub mod kvdb;
 pub mod lease;
+pub mod lock;
 pub mod machine;
 pub mod maintenance;
 pub mod metrics;

@@ -27,6 +27,11 @@ pub mod clientpb {
     tonic::include_proto!("clientpb");
 }
 
+/// etcd's v3lockpb: the Lock service.
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
 /// What Strata replicates through Raft.
 pub mod strataserverpb {
     tonic::include_proto!("strataserverpb");
