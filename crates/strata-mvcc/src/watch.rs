@@ -359,14 +359,17 @@ impl Store {
                     w.next = w.next.max(rev + 1);
                 }
                 let caught_up = w.buffer.is_empty() && !w.lagging;
+                // Where the watcher is: at its buffer's first revision if it holds one (a
+                // lagging watcher's `next` is past its buffer: the store's turn comes after).
+                let next_revision = match w.buffer.front() {
+                    Some(front) => revision_of(&front.event),
+                    None if caught_up => w.next.max(revision + 1),
+                    None => w.next,
+                };
                 return Ok(WatchPoll {
                     events,
-                    revision: if caught_up { revision } else { w.next - 1 },
-                    next_revision: if caught_up {
-                        w.next.max(revision + 1)
-                    } else {
-                        w.next
-                    },
+                    revision: next_revision - 1,
+                    next_revision,
                     caught_up,
                 });
             }
