@@ -201,7 +201,8 @@ impl Store {
             } else {
                 delete_event(key.clone(), main)
             };
-            if spec.prev_kv && !is_create(&event) && main - 1 >= state.compacted.max(1) {
+            // The revision before must exist and not be compacted (a read there would fail).
+            if spec.prev_kv && !is_create(&event) && main > state.compacted.max(1) {
                 event.prev_kv = view.get(&key, main - 1)?;
             }
             events.push(event);

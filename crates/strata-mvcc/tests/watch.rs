@@ -545,3 +545,285 @@ proptest! {
         run(&ops, &initial)?;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Unit tests.
+
+fn spec_of(k: &[u8], e: &[u8]) -> WatchSpec {
+    WatchSpec {
+        key: k.to_vec(),
+        range_end: e.to_vec(),
+        ..WatchSpec::default()
+    }
+}
+
+const PUT: i32 = EventType::Put as i32;
+const DELETE: i32 = EventType::Delete as i32;
+
+/// `prev_kv` is the version at the event's revision − 1: for an update and a deletion, not for
+/// a creation (also a re-creation after a deletion); the same live and caught up.
+#[test]
+fn prev_kv_is_the_version_before_except_for_creations() {
+    let (_dir, store) = open();
+    let spec = WatchSpec {
+        prev_kv: true,
+        ..spec_of(b"a", b"")
+    };
+    let live = store
+        .watch(spec.clone(), 0, 16, never())
+        .expect("a live watcher");
+    put(&store, b"a", b"1"); // 2: created
+    put(&store, b"a", b"2"); // 3: prev 2
+    delete(&store, b"a", b""); // 4: prev 3
+    put(&store, b"a", b"3"); // 5: created again
+    let want = vec![
+        (PUT, b"a".to_vec(), 2, b"1".to_vec(), None),
+        (PUT, b"a".to_vec(), 3, b"2".to_vec(), Some(2)),
+        (DELETE, b"a".to_vec(), 4, Vec::new(), Some(3)),
+        (PUT, b"a".to_vec(), 5, b"3".to_vec(), None),
+    ];
+    let got = drain(&store, live, 100).expect("live events");
+    assert_eq!(got.iter().map(brief).collect::<Vec<_>>(), want);
+    let read = store.events(&spec, 1, 0, 100).expect("a catch-up read");
+    assert_eq!(read.events, got, "live and caught-up events are the same");
+    assert_eq!((read.next_revision, read.current_revision), (6, 5));
+    let prev = read.events[2].prev_kv.clone().expect("the deletion's prev");
+    assert_eq!(
+        (prev.value, prev.version, prev.create_revision),
+        (b"2".to_vec(), 2, 2)
+    );
+    // Without prev_kv, none.
+    let bare = store.events(&spec_of(b"a", b""), 1, 0, 100).expect("read");
+    assert!(bare.events.iter().all(|e| e.prev_kv.is_none()));
+    // Once the revision before is compacted, a catch-up read leaves it out (as etcd).
+    compact(&store, 4);
+    let read = store
+        .events(&spec, 4, 0, 100)
+        .expect("read at the compacted revision");
+    assert_eq!(
+        read.events.iter().map(brief).collect::<Vec<_>>(),
+        vec![
+            (DELETE, b"a".to_vec(), 4, Vec::new(), None),
+            (PUT, b"a".to_vec(), 5, b"3".to_vec(), None),
+        ]
+    );
+}
+
+/// NOPUT drops puts, NODELETE drops deletions, both drop everything.
+#[test]
+fn filters_drop_their_event_type() {
+    let (_dir, store) = open();
+    put(&store, b"a", b"1");
+    delete(&store, b"a", b"");
+    put(&store, b"a", b"2");
+    let types = |no_put, no_delete| {
+        let spec = WatchSpec {
+            no_put,
+            no_delete,
+            ..spec_of(b"a", b"")
+        };
+        let read = store.events(&spec, 1, 0, 100).expect("read");
+        let id = store.watch(spec, 1, 1, never()).expect("watch");
+        let polled = drain(&store, id, 1).expect("drain");
+        assert_eq!(read.events, polled);
+        read.events.iter().map(|e| e.r#type).collect::<Vec<_>>()
+    };
+    assert_eq!(types(false, false), [PUT, DELETE, PUT]);
+    assert_eq!(types(true, false), [DELETE]);
+    assert_eq!(types(false, true), [PUT, PUT]);
+    assert_eq!(types(true, true), Vec::<i32>::new());
+}
+
+/// An empty range end is one key, `[0]` every key from the key on, otherwise `[key, end)`;
+/// a range holding no key is refused.
+#[test]
+fn ranges_follow_etcds_conventions() {
+    let (_dir, store) = open();
+    for k in [&b"a"[..], b"a\0", b"ab", b"b", b"c"] {
+        put(&store, k, b"v");
+    }
+    let keys = |k: &[u8], e: &[u8]| {
+        let read = store.events(&spec_of(k, e), 1, 0, 100).expect("read");
+        read.events
+            .into_iter()
+            .map(|e| e.kv.unwrap_or_default().key)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(b"a", b""), [b"a".to_vec()]);
+    assert_eq!(
+        keys(b"ab", &[0]),
+        [b"ab".to_vec(), b"b".to_vec(), b"c".to_vec()]
+    );
+    assert_eq!(
+        keys(b"a", b"b"),
+        [b"a".to_vec(), b"a\0".to_vec(), b"ab".to_vec()]
+    );
+    assert_eq!(keys(&[0], &[0]).len(), 5);
+    assert!(matches!(
+        store.watch(spec_of(b"b", b"a"), 0, 1, never()),
+        Err(Error::EmptyWatchRange)
+    ));
+    assert!(matches!(
+        store.watch(spec_of(b"b", b"b"), 0, 1, never()),
+        Err(Error::EmptyWatchRange)
+    ));
+    assert!(keys(b"b", b"a").is_empty());
+}
+
+/// A catch-up read returns at most the asked number of revisions, each whole (a txn's three
+/// changes come together even with a limit of one revision), and says where to go on.
+#[test]
+fn a_revision_is_never_split_across_catch_up_reads() {
+    let (_dir, store) = open();
+    put(&store, b"a", b"0"); // 2
+    let mut batch = store.batch();
+    let ops = [b"a", b"b", b"c"]
+        .iter()
+        .map(|k| RequestOp {
+            request: Some(Request::RequestPut(PutRequest {
+                key: k.to_vec(),
+                value: b"t".to_vec(),
+                ..PutRequest::default()
+            })),
+        })
+        .collect();
+    let txn = TxnRequest {
+        compare: Vec::new(),
+        success: ops,
+        failure: Vec::new(),
+    };
+    batch.txn(&txn, &NoLeases).expect("txn"); // 3
+    batch.commit(&[]).expect("commit");
+    put(&store, b"b", b"1"); // 4
+    let all = spec_of(b"a", &[0]);
+    let mut at = 1;
+    let mut chunks = Vec::new();
+    while at <= store.current_revision() {
+        let read = store.events(&all, at, 0, 1).expect("read");
+        chunks.push(
+            read.events
+                .iter()
+                .map(|e| e.kv.clone().unwrap_or_default().mod_revision)
+                .collect::<Vec<_>>(),
+        );
+        at = read.next_revision;
+    }
+    assert_eq!(chunks, vec![vec![2], vec![3, 3, 3], vec![4]]);
+    // A bounded end, and a start past it.
+    let read = store.events(&all, 2, 3, 10).expect("read");
+    assert_eq!((read.events.len(), read.next_revision), (4, 4));
+    let read = store.events(&all, 5, 0, 10).expect("read");
+    assert_eq!((read.events.len(), read.next_revision), (0, 5));
+    // A one-event buffer overflowing in the middle of the txn falls back to the store for
+    // the whole revision, and polls hand it over whole.
+    let id = store.watch(all.clone(), 0, 1, never()).expect("watch");
+    let mut batch = store.batch();
+    batch.txn(&txn, &NoLeases).expect("txn"); // 5
+    batch.commit(&[]).expect("commit");
+    let poll = store.watch_poll(id, 1).expect("poll");
+    assert_eq!(poll.events.len(), 3);
+    assert_eq!(poll.next_revision, 6);
+}
+
+/// A watcher left behind (its buffer full) by a compaction past its position gets
+/// `Compacted`; one at the compacted revision itself reads it whole (deletions included) even
+/// after physical compaction; a start below it is refused.
+#[test]
+fn compaction_past_a_lagging_watcher_yields_compacted() {
+    let (_dir, store) = open();
+    let (notified, notify) = flag();
+    let slow = store
+        .watch(spec_of(b"a", b""), 0, 1, notify)
+        .expect("watch");
+    put(&store, b"a", b"1"); // 2
+    assert!(
+        notified.swap(false, Ordering::SeqCst),
+        "notified of its first event"
+    );
+    put(&store, b"a", b"2"); // 3: the buffer is full, it lags from here
+    put(&store, b"a", b"3"); // 4
+    delete(&store, b"a", b""); // 5
+    put(&store, b"b", b"1"); // 6
+    compact(&store, 5);
+    store.compact_physical().expect("physical compaction");
+    // Its buffer is handed over, then its position (3) is compacted.
+    let poll = store.watch_poll(slow, 100).expect("the buffered event");
+    assert_eq!(poll.events.len(), 1);
+    assert_eq!(poll.next_revision, 3);
+    assert!(matches!(store.watch_poll(slow, 100), Err(Error::Compacted)));
+    assert_eq!(store.compacted_revision(), 5);
+    assert!(store.unwatch(slow));
+    assert!(matches!(
+        store.watch_poll(slow, 1),
+        Err(Error::WatcherNotFound)
+    ));
+    // From the compacted revision: its deletion is still there.
+    let read = store.events(&spec_of(b"a", &[0]), 5, 0, 100).expect("read");
+    assert_eq!(
+        read.events.iter().map(brief).collect::<Vec<_>>(),
+        vec![
+            (DELETE, b"a".to_vec(), 5, Vec::new(), None),
+            (PUT, b"b".to_vec(), 6, b"1".to_vec(), None),
+        ]
+    );
+    assert!(matches!(
+        store.events(&spec_of(b"a", b""), 4, 0, 1),
+        Err(Error::Compacted)
+    ));
+    assert!(matches!(
+        store.watch(spec_of(b"a", b""), 4, 1, never()),
+        Err(Error::Compacted)
+    ));
+    let id = store
+        .watch(spec_of(b"a", &[0]), 5, 1, never())
+        .expect("watch at the compacted revision");
+    assert_eq!(drain(&store, id, 1).expect("drain"), read.events);
+}
+
+/// A commit hands its events to the watchers of their keys only: a watcher of another key is
+/// neither woken nor given anything, and a batch committed before any watcher existed still
+/// reaches one registered while it ran (through the store).
+#[test]
+fn commits_reach_only_the_watchers_of_their_keys() {
+    let (_dir, store) = open();
+    let (a_flag, a_notify) = flag();
+    let (b_flag, b_notify) = flag();
+    let a = store
+        .watch(spec_of(b"a", b""), 0, 8, a_notify)
+        .expect("watch a");
+    let _b = store
+        .watch(spec_of(b"b", b""), 0, 8, b_notify)
+        .expect("watch b");
+    put(&store, b"a", b"1");
+    assert!(a_flag.load(Ordering::SeqCst));
+    assert!(!b_flag.load(Ordering::SeqCst));
+    assert_eq!(drain(&store, a, 8).expect("drain").len(), 1);
+    assert_eq!(store.watcher_count(), 2);
+
+    let (_dir2, store) = open();
+    let mut batch = store.batch(); // no watcher yet: the batch records no events
+    let req = PutRequest {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        ..PutRequest::default()
+    };
+    batch.put(&req, &NoLeases).expect("put");
+    let (flag2, notify) = flag();
+    let late = std::thread::scope(|s| {
+        // Registering waits for nothing: the hub is not the writer's lock.
+        s.spawn(|| {
+            store
+                .watch(spec_of(b"k", b""), 0, 8, notify)
+                .expect("watch")
+        })
+        .join()
+        .expect("the watch thread")
+    });
+    batch.commit(&[]).expect("commit");
+    assert!(flag2.load(Ordering::SeqCst), "woken to read from the store");
+    let got = drain(&store, late, 8).expect("drain");
+    assert_eq!(
+        got.iter().map(brief).collect::<Vec<_>>(),
+        vec![(PUT, b"k".to_vec(), 2, b"v".to_vec(), None)]
+    );
+}
