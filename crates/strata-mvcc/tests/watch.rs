@@ -827,3 +827,39 @@ fn commits_reach_only_the_watchers_of_their_keys() {
         vec![(PUT, b"k".to_vec(), 2, b"v".to_vec(), None)]
     );
 }
+
+/// A batch that started when no watcher wanted `prev_kv` did not compute it: a `prev_kv`
+/// watcher registered meanwhile reads that revision from the store instead, prev included.
+#[test]
+fn a_prev_kv_watcher_registered_mid_batch_still_gets_prev_kv() {
+    let (_dir, store) = open();
+    put(&store, b"k", b"1"); // 2
+    let plain = store
+        .watch(spec_of(b"k", b""), 0, 8, never())
+        .expect("watch");
+    let mut batch = store.batch(); // records events, without prev_kv
+    let req = PutRequest {
+        key: b"k".to_vec(),
+        value: b"2".to_vec(),
+        ..PutRequest::default()
+    };
+    batch.put(&req, &NoLeases).expect("put");
+    let spec = WatchSpec {
+        prev_kv: true,
+        ..spec_of(b"k", b"")
+    };
+    let with_prev = std::thread::scope(|s| {
+        s.spawn(|| store.watch(spec, 0, 8, never()).expect("watch"))
+            .join()
+            .expect("the watch thread")
+    });
+    batch.commit(&[]).expect("commit"); // 3
+    let want = vec![(PUT, b"k".to_vec(), 3, b"2".to_vec(), Some(2))];
+    let got = drain(&store, with_prev, 8).expect("drain");
+    assert_eq!(got.iter().map(brief).collect::<Vec<_>>(), want);
+    let got = drain(&store, plain, 8).expect("drain");
+    assert_eq!(
+        got.iter().map(brief).collect::<Vec<_>>(),
+        vec![(PUT, b"k".to_vec(), 3, b"2".to_vec(), None)]
+    );
+}
