@@ -34,13 +34,7 @@ pub struct WatchSpec {
 impl WatchSpec {
     /// True if `key` is in the watched range (etcd's range conventions).
     pub fn contains(&self, key: &[u8]) -> bool {
-        if self.range_end.is_empty() {
-            key == self.key.as_slice()
-        } else if self.range_end == [0] {
-            key >= self.key.as_slice()
-        } else {
-            key >= self.key.as_slice() && key < self.range_end.as_slice()
-        }
+        range_contains(&self.key, &self.range_end, key)
     }
 
     /// True if the range holds no key (`range_end` at or below `key`, neither empty nor `[0]`):
@@ -52,6 +46,18 @@ impl WatchSpec {
     /// True if the filters let an event of type `put` (else a deletion) through.
     pub(crate) fn passes(&self, put: bool) -> bool {
         if put { !self.no_put } else { !self.no_delete }
+    }
+}
+
+/// True if `key` is in `[start, end)` with etcd's conventions (empty `end`: `start` alone;
+/// `[0]`: every key from `start` on).
+pub(crate) fn range_contains(start: &[u8], end: &[u8], key: &[u8]) -> bool {
+    if end.is_empty() {
+        key == start
+    } else if end == [0] {
+        key >= start
+    } else {
+        key >= start && key < end
     }
 }
 
@@ -201,7 +207,8 @@ impl Store {
             } else {
                 delete_event(key.clone(), main)
             };
-            if spec.prev_kv && !is_create(&event) && main - 1 >= state.compacted.max(1) {
+            // The revision before must exist and not be compacted (a read there would fail).
+            if spec.prev_kv && !is_create(&event) && main > state.compacted.max(1) {
                 event.prev_kv = view.get(&key, main - 1)?;
             }
             events.push(event);

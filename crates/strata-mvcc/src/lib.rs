@@ -13,11 +13,16 @@
 //! - Compaction in two parts: [`Batch::compact`] records the revision (reads below it fail
 //!   from the commit on), [`Store::compact_physical`] removes the versions in bounded steps in
 //!   the background, resumable after a crash ([`Store::compaction_pending`]).
+//! - Watchers: [`Store::events`] reads the events of a span of revisions back from the store
+//!   (for a watcher catching up), bounded per call; [`Store::watch`] registers a watcher that
+//!   each [`Batch::commit`] feeds with its events (no LSM read) into a bounded buffer, and
+//!   [`Store::watch_poll`] hands them over, falling back to the store for a watcher that started
+//!   in the past or whose buffer filled, so that none is lost or repeated.
 //! - [`keys`]: the key layout (versions of a user key sort newest first after it, so the version
 //!   visible at a revision is one seek away; a second keyspace orders every change by
 //!   revision, for watchers catching up and for compaction). `docs/formats/mvcc.md` has it all.
 //!
-//! The store knows nothing of Raft, leases' lifetimes, watchers or gRPC: the server decides
+//! The store knows nothing of Raft, leases' lifetimes, watch streams or gRPC: the server decides
 //! what to apply, passes a [`LeaseCheck`], and adds the header's ids and the `etcdserver: `
 //! prefix to errors.
 //!

@@ -6,14 +6,14 @@
 //! Runtime-agnostic: a watcher's [`Notify`] is called (outside any lock) when it has something
 //! to poll; the server turns it into a Tokio `Notify`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::api::{Event, event::EventType};
 use crate::error::{Error, Result};
-use crate::events::{WatchSpec, is_create};
+use crate::events::{WatchSpec, is_create, range_contains};
 use crate::store::Store;
 
 /// The events a watcher's buffer holds by default before the watcher falls back to reading
@@ -73,10 +73,11 @@ struct Inner {
     revision: i64,
     next_id: WatcherId,
     watchers: HashMap<WatcherId, Watcher>,
-    /// Watchers of one key, by key.
-    by_key: HashMap<Vec<u8>, Vec<WatcherId>>,
-    /// Watchers of a range: each event is checked against each of them.
-    ranges: Vec<WatcherId>,
+    /// Watchers of one key, by key: an event finds them in one lookup.
+    by_key: HashMap<Vec<u8>, HashSet<WatcherId>>,
+    /// Watchers of a range, by range `(key, range_end)`: an event is checked against each
+    /// distinct range (many watchers of one prefix cost one check), not each watcher.
+    ranges: HashMap<(Vec<u8>, Vec<u8>), HashSet<WatcherId>>,
     /// Watchers that asked for `prev_kv`.
     prev_kv_count: usize,
 }
@@ -153,8 +154,13 @@ impl WatchHub {
                         let Some(kv) = recorded.event.kv.as_ref() else {
                             continue;
                         };
-                        let single = inner.by_key.get(&kv.key).map_or(&[][..], |v| &v[..]);
-                        for id in single.iter().chain(inner.ranges.iter()) {
+                        let single = inner.by_key.get(&kv.key).into_iter();
+                        let ranges = inner
+                            .ranges
+                            .iter()
+                            .filter(|((start, end), _)| range_contains(start, end, &kv.key))
+                            .map(|(_, ids)| ids);
+                        for id in single.chain(ranges).flatten() {
                             let Some(w) = inner.watchers.get_mut(id) else {
                                 continue;
                             };
@@ -269,9 +275,10 @@ impl Store {
             };
             let lagging = next <= inner.revision;
             if spec.range_end.is_empty() {
-                inner.by_key.entry(spec.key.clone()).or_default().push(id);
+                inner.by_key.entry(spec.key.clone()).or_default().insert(id);
             } else {
-                inner.ranges.push(id);
+                let range = (spec.key.clone(), spec.range_end.clone());
+                inner.ranges.entry(range).or_default().insert(id);
             }
             if spec.prev_kv {
                 inner.prev_kv_count += 1;
@@ -305,13 +312,19 @@ impl Store {
         }
         if w.spec.range_end.is_empty() {
             if let Some(ids) = inner.by_key.get_mut(&w.spec.key) {
-                ids.retain(|i| *i != id);
+                ids.remove(&id);
                 if ids.is_empty() {
                     inner.by_key.remove(&w.spec.key);
                 }
             }
         } else {
-            inner.ranges.retain(|i| *i != id);
+            let range = (w.spec.key, w.spec.range_end);
+            if let Some(ids) = inner.ranges.get_mut(&range) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    inner.ranges.remove(&range);
+                }
+            }
         }
         true
     }
@@ -359,14 +372,17 @@ impl Store {
                     w.next = w.next.max(rev + 1);
                 }
                 let caught_up = w.buffer.is_empty() && !w.lagging;
+                // Where the watcher is: at its buffer's first revision if it holds one (a
+                // lagging watcher's `next` is past its buffer: the store's turn comes after).
+                let next_revision = match w.buffer.front() {
+                    Some(front) => revision_of(&front.event),
+                    None if caught_up => w.next.max(revision + 1),
+                    None => w.next,
+                };
                 return Ok(WatchPoll {
                     events,
-                    revision: if caught_up { revision } else { w.next - 1 },
-                    next_revision: if caught_up {
-                        w.next.max(revision + 1)
-                    } else {
-                        w.next
-                    },
+                    revision: next_revision - 1,
+                    next_revision,
                     caught_up,
                 });
             }
