@@ -120,3 +120,68 @@ fn watchers_see_history_then_live_events_exactly_once() {
             assert_eq!(canceled.compact_revision(), now);
         });
 }
+
+/// The Lock service (what etcd-client's `lock` calls): the second locker waits until the first
+/// unlocks, and a lock held on a lease goes with the lease.
+#[test]
+fn locks_are_held_in_turn_and_go_with_their_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), 3, &[]);
+    let endpoints = cluster.endpoints();
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            for e in &endpoints {
+                wait_ready(e).await;
+            }
+            let mut a = client(&endpoints[..1]).await;
+            let mut b = client(&endpoints[1..2]).await;
+            let lease_a = a.lease_grant(60, None).await.expect("grant").id();
+            let lease_b = b.lease_grant(60, None).await.expect("grant").id();
+            let held = a
+                .lock(
+                    "job",
+                    Some(etcd_client::LockOptions::new().with_lease(lease_a)),
+                )
+                .await
+                .expect("lock");
+            let key = held.key().to_vec();
+            assert!(key.starts_with(b"job/"));
+            let mut waiting = tokio::spawn(async move {
+                b.lock(
+                    "job",
+                    Some(etcd_client::LockOptions::new().with_lease(lease_b)),
+                )
+                .await
+                .map(|r| r.key().to_vec())
+            });
+            // Still waiting while the first holds it.
+            assert!(
+                tokio::time::timeout(Duration::from_millis(500), &mut waiting)
+                    .await
+                    .is_err(),
+                "the second locker got the lock while it was held"
+            );
+            a.unlock(key).await.expect("unlock");
+            let second = tokio::time::timeout(Duration::from_secs(10), waiting)
+                .await
+                .expect("the lock passed on in time")
+                .expect("task")
+                .expect("lock");
+            assert!(second.starts_with(b"job/"));
+            // The second holder's lease goes: so does its lock, and a third locker gets it.
+            a.lease_revoke(lease_b).await.expect("revoke");
+            let lease_c = a.lease_grant(60, None).await.expect("grant").id();
+            let third = tokio::time::timeout(
+                Duration::from_secs(10),
+                a.lock(
+                    "job",
+                    Some(etcd_client::LockOptions::new().with_lease(lease_c)),
+                ),
+            )
+            .await
+            .expect("in time")
+            .expect("lock");
+            assert!(third.key().starts_with(b"job/"));
+        });
+}

@@ -187,10 +187,7 @@ impl Stream_ {
             if let Some(w) = self.watchers.get_mut(&id) {
                 w.caught_up = false;
             }
-            loop {
-                let Some(watcher) = self.watchers.get(&id) else {
-                    break;
-                };
+            while let Some(watcher) = self.watchers.get(&id) {
                 let store = Arc::clone(&self.inner.store);
                 let store_id = watcher.store_id;
                 let polled = tokio::task::spawn_blocking(move || {
@@ -226,9 +223,31 @@ impl Stream_ {
                 if let Some(w) = self.watchers.get_mut(&id) {
                     w.caught_up = poll.caught_up;
                 }
-                if !poll.events.is_empty() {
+                if poll.caught_up {
+                    // Live: one response per revision, its header at that revision (etcd's).
+                    let mut events = poll.events.into_iter().peekable();
+                    while let Some(first) = events.next() {
+                        let revision = first.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+                        let mut group = vec![first];
+                        while let Some(next) = events
+                            .next_if(|e| e.kv.as_ref().map_or(0, |kv| kv.mod_revision) == revision)
+                        {
+                            group.push(next);
+                        }
+                        let response = WatchResponse {
+                            header: self.header(revision),
+                            watch_id: id,
+                            events: group,
+                            ..WatchResponse::default()
+                        };
+                        if !self.send(response).await {
+                            return false;
+                        }
+                    }
+                } else if !poll.events.is_empty() {
+                    // Catch-up: up to 1,000 revisions at once, the header at the current one.
                     let response = WatchResponse {
-                        header: self.header(poll.revision),
+                        header: self.header(0),
                         watch_id: id,
                         events: poll.events,
                         ..WatchResponse::default()
