@@ -342,7 +342,7 @@ impl Normalizer {
             out.push(c);
         }
         out.pop();
-        hide_remaining(&hide_took(&out))
+        sort_attached_keys(&hide_remaining(&hide_took(&out)))
     }
 
     /// A token of free text, shown as a name if it is a known member or cluster id.
@@ -383,6 +383,27 @@ fn replace_not_before_digit(text: &str, from: &str, to: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Sorts the list in `attached keys([a b])` (`lease timetolive --keys`): etcd lists a lease's
+/// keys in Go's map order, which is random.
+fn sort_attached_keys(text: &str) -> String {
+    const START: &str = "attached keys([";
+    let Some(at) = text.find(START) else {
+        return text.to_owned();
+    };
+    let list_at = at + START.len();
+    let Some(len) = text[list_at..].find("])") else {
+        return text.to_owned();
+    };
+    let mut keys: Vec<&str> = text[list_at..list_at + len].split(' ').collect();
+    keys.sort_unstable();
+    format!(
+        "{}{}{}",
+        &text[..list_at],
+        keys.join(" "),
+        &text[list_at + len..]
+    )
 }
 
 /// Replaces the seconds in `remaining(Ns)` (`lease timetolive`) with `<s>`: a lease's remaining
@@ -752,6 +773,10 @@ Error: etcdserver: key is not provided
             "lease <lease> granted with TTL(100s), remaining(<s>), attached keys([a])"
         );
         assert_eq!(hide_remaining("remaining(x)"), "remaining(x)");
+        assert_eq!(
+            sort_attached_keys("TTL(1s), attached keys([b a c])"),
+            "TTL(1s), attached keys([a b c])"
+        );
     }
 
     #[test]
