@@ -59,6 +59,7 @@ const PROTOS: &[&str] = &[
     "kvdb.proto",
     "raft.proto",
     "v3lock.proto",
+    "v3election.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -185,3 +185,90 @@ fn locks_are_held_in_turn_and_go_with_their_lease() {
             assert!(third.key().starts_with(b"job/"));
         });
 }
+
+/// The Election service (what etcd-client's `campaign` calls): one leader at a time, the next
+/// candidate leads once the first resigns, observers see each leader, proclaim needs the key.
+#[test]
+fn elections_have_one_leader_at_a_time_and_observers_see_each() {
+    use etcd_client::{ProclaimOptions, ResignOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), 3, &[]);
+    let endpoints = cluster.endpoints();
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            for e in &endpoints {
+                wait_ready(e).await;
+            }
+            let mut a = client(&endpoints[..1]).await;
+            let mut b = client(&endpoints[1..2]).await;
+            let mut o = client(&endpoints[2..3]).await;
+            let lease_a = a.lease_grant(60, None).await.expect("grant").id();
+            let lease_b = b.lease_grant(60, None).await.expect("grant").id();
+            let won = a
+                .campaign("chief", "alice", lease_a)
+                .await
+                .expect("campaign");
+            let leader_a = won.leader().expect("leader key").clone();
+            let mut observed = o.observe("chief").await.expect("observe");
+            let first = tokio::time::timeout(Duration::from_secs(10), observed.message())
+                .await
+                .expect("in time")
+                .expect("message")
+                .expect("open");
+            assert_eq!(first.kv().expect("kv").value(), b"alice");
+            let mut waiting =
+                tokio::spawn(async move { b.campaign("chief", "bob", lease_b).await.map(|_| b) });
+            assert!(
+                tokio::time::timeout(Duration::from_millis(500), &mut waiting)
+                    .await
+                    .is_err(),
+                "a second candidate led while the first did"
+            );
+            a.proclaim(
+                "alice-2",
+                Some(ProclaimOptions::new().with_leader(leader_a.clone())),
+            )
+            .await
+            .expect("proclaim");
+            let now = a.leader("chief").await.expect("leader");
+            assert_eq!(now.kv().expect("kv").value(), b"alice-2");
+            a.resign(Some(ResignOptions::new().with_leader(leader_a.clone())))
+                .await
+                .expect("resign");
+            let mut b = tokio::time::timeout(Duration::from_secs(10), waiting)
+                .await
+                .expect("the next candidate led in time")
+                .expect("task")
+                .expect("campaign");
+            assert_eq!(
+                b.leader("chief")
+                    .await
+                    .expect("leader")
+                    .kv()
+                    .expect("kv")
+                    .value(),
+                b"bob"
+            );
+            // The observer saw the proclamation, then the new leader.
+            let mut values = Vec::new();
+            while values.last().map(Vec::as_slice) != Some(&b"bob"[..]) {
+                let m = tokio::time::timeout(Duration::from_secs(10), observed.message())
+                    .await
+                    .expect("in time")
+                    .expect("message")
+                    .expect("open");
+                values.push(m.kv().expect("kv").value().to_vec());
+            }
+            assert_eq!(values, vec![b"alice-2".to_vec(), b"bob".to_vec()]);
+            // A resigned leader cannot proclaim.
+            let refused = a
+                .proclaim("late", Some(ProclaimOptions::new().with_leader(leader_a)))
+                .await
+                .expect_err("not the leader");
+            assert!(
+                refused.to_string().contains("election: not leader"),
+                "{refused}"
+            );
+        });
+}

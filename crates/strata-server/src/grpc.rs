@@ -22,6 +22,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::strataserverpb::internal_server::{Internal, InternalServer};
 use crate::proto::strataserverpb::{RaftAnswer, RaftRequest};
+use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::rpctypes::ApiError;
 use crate::server::{Inner, ServerError};
@@ -114,6 +115,10 @@ pub async fn serve(
             WatchServer::new(crate::watch::WatchService(Arc::clone(&inner)))
                 .max_decoding_message_size(recv_max)
                 .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            ElectionServer::new(crate::election::ElectionService(Arc::clone(&inner)))
+                .max_decoding_message_size(recv_max),
         )
         .add_service(
             LockServer::new(crate::lock::LockService(Arc::clone(&inner)))

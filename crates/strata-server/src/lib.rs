@@ -11,6 +11,7 @@
 pub mod background;
 pub mod cluster;
 pub mod config;
+pub mod election;
 pub mod grpc;
 pub mod http;
 pub mod kv;

@@ -42,7 +42,7 @@ fn range_op(request: RangeRequest) -> RequestOp {
 }
 
 /// The first-created key under `prefix`, the first one created before `before` (0: any).
-fn oldest_query(prefix: &[u8], before: i64) -> RangeRequest {
+pub(crate) fn oldest_query(prefix: &[u8], before: i64) -> RangeRequest {
     RangeRequest {
         key: prefix.to_vec(),
         range_end: prefix_end(prefix),
@@ -59,13 +59,13 @@ fn oldest_query(prefix: &[u8], before: i64) -> RangeRequest {
 }
 
 /// Puts `key` with `value` on `lease` unless it exists (etcd's session recipe); returns the
-/// key's create revision and the store revision then.
+/// key's create revision and whether this call created it.
 pub async fn claim(
     inner: &Inner,
     key: &[u8],
     value: &[u8],
     lease: i64,
-) -> Result<(i64, i64), ApiError> {
+) -> Result<(i64, bool), ApiError> {
     let txn = TxnRequest {
         compare: vec![Compare {
             result: compare::CompareResult::Equal as i32,
@@ -94,7 +94,7 @@ pub async fn claim(
     };
     let revision = response.header.as_ref().map_or(0, |h| h.revision);
     if response.succeeded {
-        return Ok((revision, revision));
+        return Ok((revision, true));
     }
     let created = response
         .responses
@@ -104,7 +104,7 @@ pub async fn claim(
             _ => None,
         })
         .map_or(revision, |kv| kv.create_revision);
-    Ok((created, revision))
+    Ok((created, false))
 }
 
 /// Waits until no key under `prefix` was created before `mine` (each wait is a watch on the

@@ -32,6 +32,11 @@ pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
 }
 
+/// etcd's v3electionpb: the Election service.
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+}
+
 /// What Strata replicates through Raft.
 pub mod strataserverpb {
     tonic::include_proto!("strataserverpb");
