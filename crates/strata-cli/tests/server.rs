@@ -8,15 +8,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
 };
-use support::cluster::{Cluster, client, wait_ready, wait_value};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
+use support::cluster::{Cluster, client, runtime, wait_ready, wait_value};
 
 /// What a client of etcd relies on, on every member: revisions, versions, txn, errors.
 #[test]

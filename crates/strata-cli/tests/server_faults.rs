@@ -10,18 +10,9 @@ use std::time::{Duration, Instant};
 use etcd_client::{AlarmAction, AlarmType, GetOptions};
 use strata_server::proto::clientpb::kvdb_client::KvdbClient;
 use strata_server::proto::clientpb::{Auth, Command, KvPair, Operate, PutCommand, Request};
-use support::cluster::{Cluster, MemberSpec, client, free_port, wait_ready, wait_value};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Fast elections, so that the tests that kill leaders stay short.
-const FAST: &[&str] = &["--heartbeat-interval", "50", "--election-timeout", "500"];
+use support::cluster::{
+    Cluster, FAST, MemberSpec, client, free_port, runtime, wait_ready, wait_value,
+};
 
 /// Writes `prefix{n}` keys through `endpoint` until `stop`; returns the keys acknowledged.
 async fn write_until(endpoint: String, prefix: &'static str, stop: Arc<AtomicBool>) -> Vec<String> {

@@ -6,18 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use etcd_client::{GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
-use support::cluster::{Cluster, client, wait_ready};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Fast elections: the minimum TTL is 1.5 election timeouts, rounded up to seconds (1 s here).
-const FAST: &[&str] = &["--heartbeat-interval", "50", "--election-timeout", "500"];
+use support::cluster::{Cluster, FAST, client, runtime, wait_ready};
 
 /// Grant, attach, keep alive, time to live, list and revoke, with etcd's answers and errors.
 #[test]

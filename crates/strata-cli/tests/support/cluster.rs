@@ -10,6 +10,19 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, GetOptions};
 
+/// Fast elections (heartbeat 50 ms, election timeout 500 ms), for tests that kill leaders or
+/// wait for leases: the minimum lease TTL is then 1 s.
+pub const FAST: &[&str] = &["--heartbeat-interval", "50", "--election-timeout", "500"];
+
+/// A multi-threaded runtime for a test's clients (two workers: the machine has two cores).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// How long a cluster may take to elect a leader and answer.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
