@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::auth::Caller;
 use crate::config::AutoCompaction;
 use crate::machine::NOSPACE;
 use crate::proto::etcdserverpb::{AlarmRequest, alarm_request::AlarmAction};
@@ -74,7 +75,7 @@ pub async fn quota(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             member_id: inner.id,
             alarm: NOSPACE,
         };
-        if let Err(e) = inner.propose(Request::Alarm(alarm)).await {
+        if let Err(e) = inner.propose(&Caller::Member, Request::Alarm(alarm)).await {
             tracing::warn!(error = %e, "could not raise NOSPACE yet");
         }
     }
@@ -133,7 +134,10 @@ pub async fn auto_compaction(inner: Arc<Inner>, mut stop: watch::Receiver<bool>)
             revision: target,
             physical: false,
         };
-        match inner.propose(Request::Compaction(request)).await {
+        match inner
+            .propose(&Caller::Member, Request::Compaction(request))
+            .await
+        {
             Ok(_) => tracing::info!(revision = target, "auto-compacted"),
             Err(e) => tracing::warn!(revision = target, error = %e, "auto-compaction failed"),
         }

@@ -9,6 +9,7 @@ use strata_raft::{ChangeKind, ConfChange};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::{
@@ -71,6 +72,21 @@ impl ClusterService {
         Ok(())
     }
 
+    /// The caller of `request`, checked to be an admin (membership changes are etcd's admin
+    /// operations).
+    async fn admin<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let caller = self.0.caller(request.metadata()).await?;
+        self.0.auth().check_admin(&caller)?;
+        Ok(caller)
+    }
+
+    /// `message` as a call with `caller`'s credentials, for the leader.
+    fn call<T>(&self, caller: &Caller, message: T) -> Request<T> {
+        let mut call = Request::new(message);
+        self.0.credentials(caller, &mut call);
+        call
+    }
+
     async fn change(&self, change: ConfChange) -> Result<(), Status> {
         self.0
             .node
@@ -86,10 +102,14 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        let caller = self.admin(&request).await?;
         let request = request.into_inner();
         self.check_urls(&request.peer_ur_ls, 0)?;
         if let Some(mut leader) = self.leader().await? {
-            let mut response = leader.member_add(request).await.map_err(forwarded)?;
+            let mut response = leader
+                .member_add(self.call(&caller, request))
+                .await
+                .map_err(forwarded)?;
             // The member that served the client answers in its own name, as etcd's does.
             response.get_mut().header = self.header();
             return Ok(response);
@@ -139,13 +159,14 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let caller = self.admin(&request).await?;
         let id = request.into_inner().id;
         if !self.0.shared.0.read().members.contains_key(&id) {
             return Err(ApiError::MemberNotFound.into());
         }
         if let Some(mut leader) = self.leader().await? {
             let mut response = leader
-                .member_remove(MemberRemoveRequest { id })
+                .member_remove(self.call(&caller, MemberRemoveRequest { id }))
                 .await
                 .map_err(forwarded)?;
             response.get_mut().header = self.header();
@@ -163,12 +184,13 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let caller = self.admin(&request).await?;
         let request = request.into_inner();
         if !self.0.shared.0.read().members.contains_key(&request.id) {
             return Err(ApiError::MemberNotFound.into());
         }
         self.check_urls(&request.peer_ur_ls, request.id)?;
-        self.0.propose(Raft::MemberUpdate(request)).await?;
+        self.0.propose(&caller, Raft::MemberUpdate(request)).await?;
         Ok(Response::new(MemberUpdateResponse {
             header: self.header(),
             members: self.members(),
@@ -192,6 +214,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let caller = self.admin(&request).await?;
         let id = request.into_inner().id;
         let member = self.0.shared.0.read().members.get(&id).cloned();
         let Some(member) = member else {
@@ -202,7 +225,7 @@ impl Cluster for ClusterService {
         }
         if let Some(mut leader) = self.leader().await? {
             let mut response = leader
-                .member_promote(MemberPromoteRequest { id })
+                .member_promote(self.call(&caller, MemberPromoteRequest { id }))
                 .await
                 .map_err(forwarded)?;
             response.get_mut().header = self.header();

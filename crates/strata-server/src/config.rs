@@ -76,6 +76,10 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1_572_864;
 pub const MAX_REQUEST_BYTES_WARN: u64 = 10 * 1024 * 1024;
 /// `--max-txn-ops`'s default: every op of a transaction is applied in one Raft entry.
 pub const DEFAULT_MAX_TXN_OPS: u64 = 128;
+/// etcd's `--auth-token-ttl` default: 5 minutes.
+pub const DEFAULT_AUTH_TOKEN_TTL_S: u64 = 300;
+/// etcd's `--bcrypt-cost` default (bcrypt's own).
+pub const DEFAULT_BCRYPT_COST: u32 = 10;
 /// The longest Kvdb token accepted (4 KiB): it is compared on every `register`.
 pub const KVDB_TOKEN_BYTES_MAX: usize = 4 * 1024;
 
@@ -221,6 +225,15 @@ pub struct ServerArgs {
         value_parser = parse_go_bool
     )]
     pub peer_client_cert_auth: bool,
+    /// Authentication token type: "simple" (etcd's "jwt,..." is not supported).
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+    /// Seconds an auth token lives after its last use.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = DEFAULT_AUTH_TOKEN_TTL_S)]
+    pub auth_token_ttl: u64,
+    /// bcrypt cost of the password hashes (4 to 31).
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = DEFAULT_BCRYPT_COST)]
+    pub bcrypt_cost: u32,
     /// File holding the token Kvdb clients must present to register [default: none, and
     /// every register is refused].
     #[arg(long, env = "STRATA_KVDB_TOKEN_FILE", value_name = "FILE", value_parser = path_parser())]
@@ -257,6 +270,9 @@ impl Default for ServerArgs {
             peer_key_file: None,
             peer_trusted_ca_file: None,
             peer_client_cert_auth: false,
+            auth_token: "simple".to_owned(),
+            auth_token_ttl: DEFAULT_AUTH_TOKEN_TTL_S,
+            bcrypt_cost: DEFAULT_BCRYPT_COST,
             kvdb_token_file: None,
         }
     }
@@ -341,6 +357,10 @@ pub struct ServerConfig {
     pub client_tls: Option<TlsFiles>,
     /// Peer TLS, when `--peer-cert-file` and `--peer-key-file` are given.
     pub peer_tls: Option<TlsFiles>,
+    /// How long an auth token lives after its last use.
+    pub auth_token_ttl: Duration,
+    /// The bcrypt cost of new password hashes.
+    pub bcrypt_cost: u32,
     /// The Kvdb token file; `None` refuses every Kvdb `register` (see [`read_kvdb_token`]).
     pub kvdb_token_file: Option<PathBuf>,
 }
@@ -437,6 +457,17 @@ impl ServerConfig {
             });
         }
 
+        if args.auth_token != "simple" {
+            return Err(ConfigError::UnsupportedAuthToken {
+                value: args.auth_token,
+            });
+        }
+        if !(4..=31).contains(&args.bcrypt_cost) {
+            return Err(ConfigError::InvalidBcryptCost {
+                cost: args.bcrypt_cost,
+            });
+        }
+
         let kvdb_token_file = args
             .kvdb_token_file
             .filter(|path| !path.as_os_str().is_empty());
@@ -491,6 +522,8 @@ impl ServerConfig {
             auto_compaction,
             client_tls,
             peer_tls,
+            auth_token_ttl: Duration::from_secs(args.auth_token_ttl.max(1)),
+            bcrypt_cost: args.bcrypt_cost,
             kvdb_token_file,
         })
     }

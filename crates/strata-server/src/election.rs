@@ -2,6 +2,7 @@
 //! recipe of etcd's `concurrency.Election` on the caller's lease. A candidate's key is
 //! `name/<lease in hex>` holding its value; the first-created key under `name/` is the leader's.
 
+use crate::auth::{Access, Caller};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -57,8 +58,12 @@ fn if_holder(leader: &LeaderKey, op: request_op::Request) -> TxnRequest {
 }
 
 /// Runs a txn; returns whether its compares held, and its header.
-async fn run(inner: &Inner, txn: TxnRequest) -> Result<(bool, Option<ResponseHeader>), ApiError> {
-    match inner.propose(Raft::Txn(txn)).await? {
+async fn run(
+    inner: &Inner,
+    caller: &Caller,
+    txn: TxnRequest,
+) -> Result<(bool, Option<ResponseHeader>), ApiError> {
+    match inner.propose(caller, Raft::Txn(txn)).await? {
         Answer::Txn(mut response) => {
             crate::kv::fill(inner, &mut response.header);
             Ok((response.succeeded, response.header))
@@ -70,10 +75,18 @@ async fn run(inner: &Inner, txn: TxnRequest) -> Result<(bool, Option<ResponseHea
 }
 
 /// The leader of `name` now (the first-created key under it), and the revision read at.
-async fn leader(inner: &Inner, name: &[u8]) -> Result<(Option<KeyValue>, i64), ApiError> {
+async fn leader(
+    inner: &Inner,
+    caller: &Caller,
+    name: &[u8],
+) -> Result<(Option<KeyValue>, i64), ApiError> {
+    let prefix = prefix(name);
+    inner
+        .auth()
+        .check_access(caller, &prefix, &prefix_end(&prefix), Access::Read)?;
     inner.read_barrier(false).await?;
     let store = Arc::clone(&inner.store);
-    let query = oldest_query(&prefix(name), 0);
+    let query = oldest_query(&prefix, 0);
     let found = tokio::task::spawn_blocking(move || store.range_request(&query))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -91,11 +104,12 @@ impl Election for ElectionService {
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
         let inner = &self.0;
+        let caller = inner.caller(request.metadata()).await?;
         let request = request.into_inner();
         let prefix = prefix(&request.name);
         let mut key = prefix.clone();
         key.extend_from_slice(format!("{:x}", request.lease).as_bytes());
-        let (rev, created) = claim(inner, &key, &request.value, request.lease).await?;
+        let (rev, created) = claim(inner, &caller, &key, &request.value, request.lease).await?;
         let leader = LeaderKey {
             name: request.name.clone(),
             key: key.clone(),
@@ -110,9 +124,9 @@ impl Election for ElectionService {
                 lease: request.lease,
                 ..PutRequest::default()
             });
-            run(inner, if_holder(&leader, put)).await?;
+            run(inner, &caller, if_holder(&leader, put)).await?;
         }
-        wait_turn(inner, &prefix, rev).await?;
+        wait_turn(inner, &caller, &prefix, rev).await?;
         Ok(Response::new(CampaignResponse {
             header: Some(inner.header(0)),
             leader: Some(leader),
@@ -124,6 +138,7 @@ impl Election for ElectionService {
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
         let inner = &self.0;
+        let caller = inner.caller(request.metadata()).await?;
         let request = request.into_inner();
         let leader = request.leader.unwrap_or_default();
         let put = request_op::Request::RequestPut(PutRequest {
@@ -132,7 +147,7 @@ impl Election for ElectionService {
             lease: leader.lease,
             ..PutRequest::default()
         });
-        let (held, header) = run(inner, if_holder(&leader, put)).await?;
+        let (held, header) = run(inner, &caller, if_holder(&leader, put)).await?;
         if !held {
             return Err(Status::new(Code::FailedPrecondition, NOT_LEADER));
         }
@@ -144,7 +159,8 @@ impl Election for ElectionService {
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
         let inner = &self.0;
-        let (kv, _) = leader(inner, &request.into_inner().name).await?;
+        let caller = inner.caller(request.metadata()).await?;
+        let (kv, _) = leader(inner, &caller, &request.into_inner().name).await?;
         match kv {
             Some(kv) => Ok(Response::new(LeaderResponse {
                 header: Some(inner.header(0)),
@@ -161,9 +177,10 @@ impl Election for ElectionService {
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
         let inner = Arc::clone(&self.0);
+        let caller = inner.caller(request.metadata()).await?;
         let name = request.into_inner().name;
         let (tx, rx) = mpsc::channel(OBSERVE_BUFFERED);
-        let (_, start) = leader(&inner, &name).await?;
+        let (_, start) = leader(&inner, &caller, &name).await?;
         let wake = Arc::new(Notify::new());
         let notify = Arc::clone(&wake);
         let prefix = prefix(&name);
@@ -180,7 +197,7 @@ impl Election for ElectionService {
             // What the observer last saw: (key, mod revision) of the leader's version.
             let mut shown: Option<(Vec<u8>, i64)> = None;
             loop {
-                match leader(&inner, &name).await {
+                match leader(&inner, &caller, &name).await {
                     Ok((Some(kv), _)) => {
                         let seen = (kv.key.clone(), kv.mod_revision);
                         if shown.as_ref() != Some(&seen) {
@@ -235,13 +252,14 @@ impl Election for ElectionService {
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
         let inner = &self.0;
+        let caller = inner.caller(request.metadata()).await?;
         let leader = request.into_inner().leader.unwrap_or_default();
         let delete = request_op::Request::RequestDeleteRange(DeleteRangeRequest {
             key: leader.key.clone(),
             ..DeleteRangeRequest::default()
         });
         // Not holding it any more is no error (etcd's Resign).
-        let (_, header) = run(inner, if_holder(&leader, delete)).await?;
+        let (_, header) = run(inner, &caller, if_holder(&leader, delete)).await?;
         Ok(Response::new(ResignResponse { header }))
     }
 }

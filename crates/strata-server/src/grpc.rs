@@ -1,4 +1,5 @@
-//! The client port: gRPC (etcd's KV, Cluster and Maintenance, the seed's Kvdb, Strata's
+//! The client port: gRPC (etcd's KV, Watch, Lease, Auth, Cluster, Maintenance, Lock and
+//! Election, the seed's Kvdb, Strata's
 //! Internal forwarding, grpc.health.v1) and HTTP (`/health`, `/version`, `/metrics`) on one listener per
 //! `--listen-client-urls` address.
 
@@ -12,6 +13,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::proto::clientpb::kvdb_server::KvdbServer;
+use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
@@ -43,7 +45,15 @@ impl Internal for InternalService {
             // Never forwarded twice: the sender retries with the leader it learns next.
             return Err(ApiError::LeaderChanged.into());
         }
-        let bytes = prost::Message::encode_to_vec(&request.into_inner());
+        // Checked again here, as the caller the forwarding member presents (a client's token,
+        // or the members' secret): what the follower checked is not trusted.
+        let caller = inner.caller(request.metadata()).await?;
+        let forwarded = request.into_inner();
+        let Some(wrapped) = forwarded.request else {
+            return Err(ApiError::Invalid("an empty request".to_owned()).into());
+        };
+        let checked = inner.prepare(&caller, wrapped, forwarded.now_ms).await?;
+        let bytes = prost::Message::encode_to_vec(&checked);
         let answer = inner.propose_here(bytes.into()).await?;
         Ok(Response::new(RaftAnswer {
             answer: Some(answer),
@@ -58,8 +68,9 @@ impl Internal for InternalService {
         if inner.status().leader != inner.id {
             return Err(ApiError::LeaderChanged.into());
         }
+        let caller = inner.caller(request.metadata()).await?;
         Ok(Response::new(
-            crate::lease::keep_alive(inner, request.into_inner().id).await?,
+            crate::lease::keep_alive(inner, &caller, request.into_inner().id).await?,
         ))
     }
 
@@ -71,8 +82,9 @@ impl Internal for InternalService {
         if inner.status().leader != inner.id {
             return Err(ApiError::LeaderChanged.into());
         }
+        let caller = inner.caller(request.metadata()).await?;
         Ok(Response::new(
-            crate::lease::time_to_live(inner, request.into_inner()).await?,
+            crate::lease::time_to_live(inner, &caller, request.into_inner()).await?,
         ))
     }
 }
@@ -126,6 +138,10 @@ pub async fn serve(
         )
         .add_service(
             LeaseServer::new(crate::lease::LeaseService(Arc::clone(&inner)))
+                .max_decoding_message_size(recv_max),
+        )
+        .add_service(
+            AuthServer::new(crate::auth::service::AuthService(Arc::clone(&inner)))
                 .max_decoding_message_size(recv_max),
         )
         .add_service(

@@ -10,6 +10,7 @@ use strata_mvcc::api::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::auth::Access;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::strataserverpb::{raft_answer::Answer, raft_request::Request as Raft};
 use crate::rpctypes::ApiError;
@@ -58,8 +59,12 @@ impl Kv for KvService {
     ) -> Result<Response<RangeResponse>, Status> {
         let inner = &self.0;
         inner.metrics.requests.range.inc();
+        let caller = inner.caller(request.metadata()).await?;
         let request = request.into_inner();
         strata_mvcc::check_range(&request).map_err(ApiError::from)?;
+        inner
+            .auth()
+            .check_access(&caller, &request.key, &request.range_end, Access::Read)?;
         if !request.serializable {
             self.voter_only()?;
         }
@@ -77,9 +82,10 @@ impl Kv for KvService {
         self.voter_only()?;
         let inner = &self.0;
         inner.metrics.requests.put.inc();
+        let caller = inner.caller(request.metadata()).await?;
         let request = request.into_inner();
         strata_mvcc::check_put(&request).map_err(ApiError::from)?;
-        match inner.propose(Raft::Put(request)).await? {
+        match inner.propose(&caller, Raft::Put(request)).await? {
             Answer::Put(mut response) => {
                 fill(inner, &mut response.header);
                 Ok(Response::new(response))
@@ -95,9 +101,10 @@ impl Kv for KvService {
         self.voter_only()?;
         let inner = &self.0;
         inner.metrics.requests.delete_range.inc();
+        let caller = inner.caller(request.metadata()).await?;
         let request = request.into_inner();
         strata_mvcc::check_delete_range(&request).map_err(ApiError::from)?;
-        match inner.propose(Raft::DeleteRange(request)).await? {
+        match inner.propose(&caller, Raft::DeleteRange(request)).await? {
             Answer::DeleteRange(mut response) => {
                 fill(inner, &mut response.header);
                 Ok(Response::new(response))
@@ -110,12 +117,14 @@ impl Kv for KvService {
         self.voter_only()?;
         let inner = &self.0;
         inner.metrics.requests.txn.inc();
+        let caller = inner.caller(request.metadata()).await?;
         let request = request.into_inner();
         strata_mvcc::check_txn(&request, inner.config.max_txn_ops as usize)
             .map_err(ApiError::from)?;
         if strata_mvcc::txn_is_read_only(&request) {
             // Nothing to replicate: a read at this member, linearizable unless every range
             // in it is serializable.
+            inner.auth().check_read_txn(&caller, &request)?;
             inner.read_barrier(txn_serializable(&request)).await?;
             let store = Arc::clone(&inner.store);
             let mut response = tokio::task::spawn_blocking(move || store.read_txn(&request))
@@ -125,7 +134,7 @@ impl Kv for KvService {
             fill(inner, &mut response.header);
             return Ok(Response::new(response));
         }
-        match inner.propose(Raft::Txn(request)).await? {
+        match inner.propose(&caller, Raft::Txn(request)).await? {
             Answer::Txn(mut response) => {
                 fill(inner, &mut response.header);
                 Ok(Response::new(response))
@@ -141,9 +150,10 @@ impl Kv for KvService {
         self.voter_only()?;
         let inner = &self.0;
         inner.metrics.requests.compact.inc();
+        let caller = inner.caller(request.metadata()).await?;
         let request = request.into_inner();
         let (revision, physical) = (request.revision, request.physical);
-        match inner.propose(Raft::Compaction(request)).await? {
+        match inner.propose(&caller, Raft::Compaction(request)).await? {
             Answer::Compaction(mut response) => {
                 if physical {
                     // Returns once this member's removal of the old versions is done.

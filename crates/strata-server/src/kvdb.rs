@@ -2,11 +2,17 @@
 //! session; `put` and `delete` carry `(clientId, seq)` and are applied exactly once (the
 //! session table is replicated state: a retry after a leader change, a snapshot or a restart
 //! gets the first answer); `get` is a linearizable read. Its keys are the etcd API's keys.
+//!
+//! One auth story with the etcd API: while etcd's auth is off, `register` takes the token of
+//! `--kvdb-token-file`; once it is on, `register` takes a token etcd's `Authenticate` gave,
+//! the session belongs to that user, its writes are checked against the user's permissions
+//! when applied, and `get` needs the token in the `token` metadata, as etcd's calls do.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Access, Caller};
 use crate::proto::clientpb::kvdb_server::Kvdb;
 use crate::proto::clientpb::{self, Auth, KvPair, Operate, ReadonlyQuery};
 use crate::proto::strataserverpb::{
@@ -46,7 +52,7 @@ impl KvdbService {
 }
 
 /// Compares in time independent of where the two differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -88,7 +94,12 @@ impl KvdbService {
         if keys.is_empty() || keys.iter().any(|k| k.is_empty()) {
             return Err(ApiError::EmptyKey.into());
         }
-        match self.inner.propose(Raft::Kvdb(request)).await? {
+        // Checked when applied, against the user whose token opened the session.
+        match self
+            .inner
+            .propose(&Caller::Anonymous, Raft::Kvdb(request))
+            .await?
+        {
             Answer::Kvdb(response) => Ok(Response::new(response)),
             other => Err(ApiError::Internal(format!("an unexpected answer: {other:?}")).into()),
         }
@@ -103,6 +114,26 @@ impl Kvdb for KvdbService {
     ) -> Result<Response<clientpb::Response>, Status> {
         self.inner.metrics.requests.kvdb.inc();
         let given = request.into_inner().token;
+        if self.inner.auth().enabled {
+            // With etcd's auth on, the token is one Authenticate gave: the session is that
+            // user's, and its writes need the user's permissions.
+            let caller = self.inner.token_user(given).await?;
+            let Caller::User { name, .. } = &caller else {
+                return Err(ApiError::InvalidAuthToken.into());
+            };
+            let register = KvdbRegister {
+                now_ms: crate::server::now_ms(),
+                user: name.clone(),
+            };
+            return match self
+                .inner
+                .propose(&caller, Raft::KvdbRegister(register))
+                .await?
+            {
+                Answer::Kvdb(response) => Ok(Response::new(response)),
+                other => Err(ApiError::Internal(format!("an unexpected answer: {other:?}")).into()),
+            };
+        }
         match &self.token {
             Some(token) if same(token, given.as_bytes()) => {}
             Some(_) => return Err(Status::unauthenticated(ApiError::BadToken.to_string())),
@@ -114,9 +145,13 @@ impl Kvdb for KvdbService {
         }
         match self
             .inner
-            .propose(Raft::KvdbRegister(KvdbRegister {
-                now_ms: crate::server::now_ms(),
-            }))
+            .propose(
+                &Caller::Anonymous,
+                Raft::KvdbRegister(KvdbRegister {
+                    now_ms: crate::server::now_ms(),
+                    user: String::new(),
+                }),
+            )
             .await?
         {
             Answer::Kvdb(response) => Ok(Response::new(response)),
@@ -129,10 +164,14 @@ impl Kvdb for KvdbService {
         request: Request<ReadonlyQuery>,
     ) -> Result<Response<clientpb::Response>, Status> {
         self.inner.metrics.requests.kvdb.inc();
+        let caller = self.inner.caller(request.metadata()).await?;
         let key = request.into_inner().key;
         if key.is_empty() {
             return Err(ApiError::EmptyKey.into());
         }
+        self.inner
+            .auth()
+            .check_access(&caller, &key, &[], Access::Read)?;
         self.inner.read_barrier(false).await?;
         let store = Arc::clone(&self.inner.store);
         let range = strata_mvcc::api::RangeRequest {

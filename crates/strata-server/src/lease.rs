@@ -6,7 +6,7 @@
 //! Raft. A member that becomes leader gives every lease its full TTL plus an election timeout
 //! from then (etcd's rule), so a leader change never cuts a lease short.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Access, Caller};
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
@@ -142,7 +143,10 @@ pub async fn expire(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             let inner = Arc::clone(&inner);
             tokio::spawn(async move {
                 if let Err(e) = inner
-                    .propose(Raft::LeaseRevoke(LeaseRevokeRequest { id }))
+                    .propose(
+                        &Caller::Member,
+                        Raft::LeaseRevoke(LeaseRevokeRequest { id }),
+                    )
                     .await
                 {
                     tracing::debug!(lease = id, error = %e, "expiry revoke not applied yet");
@@ -152,13 +156,76 @@ pub async fn expire(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// The keys attached to each of `leases` now (one keys-only scan of the store).
+///
+/// # Errors
+///
+/// The store's.
+pub async fn keys_of(
+    inner: &Inner,
+    leases: &[i64],
+) -> Result<BTreeMap<i64, Vec<Vec<u8>>>, ApiError> {
+    let store = Arc::clone(&inner.store);
+    let wanted: HashSet<i64> = leases.iter().copied().collect();
+    let found = tokio::task::spawn_blocking(move || {
+        store.range_request(&strata_mvcc::api::RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            keys_only: true,
+            ..Default::default()
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(ApiError::from)?;
+    let mut keys: BTreeMap<i64, Vec<Vec<u8>>> = leases.iter().map(|&id| (id, Vec::new())).collect();
+    for kv in found.kvs {
+        if wanted.contains(&kv.lease) {
+            keys.entry(kv.lease).or_default().push(kv.key);
+        }
+    }
+    Ok(keys)
+}
+
+/// Checks that `caller` may `access` every key attached to each of `leases` (etcd's rule for
+/// keep-alives, time-to-live and lease lists: an admin may, a user needs the permission on
+/// every key).
+async fn check_leases(
+    inner: &Inner,
+    caller: &Caller,
+    leases: &[i64],
+    access: Access,
+) -> Result<(), ApiError> {
+    let auth = inner.auth();
+    auth.check_user(caller)?;
+    let Caller::User { name, .. } = caller else {
+        return Ok(());
+    };
+    if !auth.enabled || auth.is_admin(name) {
+        return Ok(());
+    }
+    for keys in keys_of(inner, leases).await?.values() {
+        for key in keys {
+            auth.check_access(caller, key, &[], access)?;
+        }
+    }
+    Ok(())
+}
+
 /// Answers a keep-alive: here if this member leads, else at the leader.
-pub async fn keep_alive(inner: &Inner, id: i64) -> Result<LeaseKeepAliveResponse, ApiError> {
+pub async fn keep_alive(
+    inner: &Inner,
+    caller: &Caller,
+    id: i64,
+) -> Result<LeaseKeepAliveResponse, ApiError> {
+    check_leases(inner, caller, &[id], Access::Write).await?;
     let ttl = match inner.leader_channel().await? {
         None => inner.lessor.keep_alive(inner, id),
         Some(channel) => {
+            let mut call = Request::new(LeaseKeepAliveRequest { id });
+            inner.credentials(caller, &mut call);
             InternalClient::new(channel)
-                .keep_alive(LeaseKeepAliveRequest { id })
+                .keep_alive(call)
                 .await
                 .map_err(crate::server::forwarded_error)?
                 .into_inner()
@@ -175,11 +242,15 @@ pub async fn keep_alive(inner: &Inner, id: i64) -> Result<LeaseKeepAliveResponse
 /// Answers a time-to-live question: here if this member leads, else at the leader.
 pub async fn time_to_live(
     inner: &Inner,
+    caller: &Caller,
     request: LeaseTimeToLiveRequest,
 ) -> Result<LeaseTimeToLiveResponse, ApiError> {
+    check_leases(inner, caller, &[request.id], Access::Read).await?;
     if let Some(channel) = inner.leader_channel().await? {
+        let mut call = Request::new(request);
+        inner.credentials(caller, &mut call);
         let mut response = InternalClient::new(channel)
-            .time_to_live(request)
+            .time_to_live(call)
             .await
             .map_err(crate::server::forwarded_error)?
             .into_inner();
@@ -196,24 +267,10 @@ pub async fn time_to_live(
         });
     };
     let keys = if request.keys {
-        let store = Arc::clone(&inner.store);
-        let id = request.id;
-        tokio::task::spawn_blocking(move || {
-            store.range_request(&strata_mvcc::api::RangeRequest {
-                key: vec![0],
-                range_end: vec![0],
-                keys_only: true,
-                ..Default::default()
-            })
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)?
-        .kvs
-        .into_iter()
-        .filter(|kv| kv.lease == id)
-        .map(|kv| kv.key)
-        .collect()
+        keys_of(inner, &[request.id])
+            .await?
+            .remove(&request.id)
+            .unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -239,6 +296,7 @@ impl Lease for LeaseService {
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let inner = &self.0;
+        let caller = inner.caller(request.metadata()).await?;
         let mut request = request.into_inner();
         if request.ttl > LEASE_TTL_MAX {
             return Err(ApiError::LeaseTtlTooLarge.into());
@@ -254,7 +312,7 @@ impl Lease for LeaseService {
                 }
             };
         }
-        match inner.propose(Raft::LeaseGrant(request)).await? {
+        match inner.propose(&caller, Raft::LeaseGrant(request)).await? {
             Answer::LeaseGrant(mut response) => {
                 crate::kv::fill(inner, &mut response.header);
                 Ok(Response::new(response))
@@ -268,8 +326,9 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let inner = &self.0;
+        let caller = inner.caller(request.metadata()).await?;
         match inner
-            .propose(Raft::LeaseRevoke(request.into_inner()))
+            .propose(&caller, Raft::LeaseRevoke(request.into_inner()))
             .await?
         {
             Answer::LeaseRevoke(mut response) => {
@@ -287,11 +346,14 @@ impl Lease for LeaseService {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let inner = Arc::clone(&self.0);
+        let caller = inner.caller(request.metadata()).await?;
         let mut incoming = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(KEEPALIVE_BUFFERED);
         tokio::spawn(async move {
             while let Some(Ok(request)) = incoming.next().await {
-                let answer = keep_alive(&inner, request.id).await.map_err(Status::from);
+                let answer = keep_alive(&inner, &caller, request.id)
+                    .await
+                    .map_err(Status::from);
                 let failed = answer.is_err();
                 if tx.send(answer).await.is_err() || failed {
                     return;
@@ -307,24 +369,21 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let caller = self.0.caller(request.metadata()).await?;
         Ok(Response::new(
-            time_to_live(&self.0, request.into_inner()).await?,
+            time_to_live(&self.0, &caller, request.into_inner()).await?,
         ))
     }
 
     async fn lease_leases(
         &self,
-        _request: Request<LeaseLeasesRequest>,
+        request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         let inner = &self.0;
-        let leases = inner
-            .shared
-            .0
-            .read()
-            .leases
-            .keys()
-            .map(|&id| LeaseStatus { id })
-            .collect();
+        let caller = inner.caller(request.metadata()).await?;
+        let ids: Vec<i64> = inner.shared.0.read().leases.keys().copied().collect();
+        check_leases(inner, &caller, &ids, Access::Read).await?;
+        let leases = ids.into_iter().map(|id| LeaseStatus { id }).collect();
         Ok(Response::new(LeaseLeasesResponse {
             header: Some(inner.header(0)),
             leases,

@@ -1,4 +1,5 @@
-//! The Strata database server: etcd's v3 API (KV, Cluster, Maintenance) and the seed's Kvdb
+//! The Strata database server: etcd's v3 API (KV, Watch, Lease, Auth, Cluster, Maintenance,
+//! Lock, Election) and the seed's Kvdb
 //! service over gRPC, on a Raft group (`strata-raft-node` over `strata-transport`) whose state
 //! machine is `strata-mvcc` on `strata-lsm`.
 //!
@@ -8,6 +9,7 @@
 //! client-visible error text is in one table ([`rpctypes`]). A follower forwards writes to the
 //! leader's client port and answers once it has applied them itself.
 
+pub mod auth;
 pub mod background;
 pub mod cluster;
 pub mod config;

@@ -3,6 +3,7 @@
 //! whoever's key under `name/` was created first holds it, the others wait for the key created
 //! just before theirs to go (a watch), and a holder's key goes with its lease.
 
+use crate::auth::{Access, Caller};
 use std::sync::Arc;
 
 use strata_mvcc::WatchSpec;
@@ -62,6 +63,7 @@ pub(crate) fn oldest_query(prefix: &[u8], before: i64) -> RangeRequest {
 /// key's create revision and whether this call created it.
 pub async fn claim(
     inner: &Inner,
+    caller: &Caller,
     key: &[u8],
     value: &[u8],
     lease: i64,
@@ -87,7 +89,7 @@ pub async fn claim(
             ..RangeRequest::default()
         })],
     };
-    let Answer::Txn(response) = inner.propose(Raft::Txn(txn)).await? else {
+    let Answer::Txn(response) = inner.propose(caller, Raft::Txn(txn)).await? else {
         return Err(ApiError::Internal(
             "an unexpected answer to a lock's txn".to_owned(),
         ));
@@ -109,7 +111,15 @@ pub async fn claim(
 
 /// Waits until no key under `prefix` was created before `mine` (each wait is a watch on the
 /// key created just before it, until it is deleted).
-pub async fn wait_turn(inner: &Inner, prefix: &[u8], mine: i64) -> Result<(), ApiError> {
+pub async fn wait_turn(
+    inner: &Inner,
+    caller: &Caller,
+    prefix: &[u8],
+    mine: i64,
+) -> Result<(), ApiError> {
+    inner
+        .auth()
+        .check_access(caller, prefix, &prefix_end(prefix), Access::Read)?;
     loop {
         inner.read_barrier(false).await?;
         let store = Arc::clone(&inner.store);
@@ -178,13 +188,14 @@ async fn wait_deleted(inner: &Inner, key: &[u8], from: i64) -> Result<(), ApiErr
 /// Deletes `key` (an unlock, a resign, or a wait given up).
 pub async fn release(
     inner: &Inner,
+    caller: &Caller,
     key: Vec<u8>,
 ) -> Result<Option<crate::proto::etcdserverpb::ResponseHeader>, ApiError> {
     let request = strata_mvcc::api::DeleteRangeRequest {
         key,
         ..Default::default()
     };
-    match inner.propose(Raft::DeleteRange(request)).await? {
+    match inner.propose(caller, Raft::DeleteRange(request)).await? {
         Answer::DeleteRange(mut response) => {
             crate::kv::fill(inner, &mut response.header);
             Ok(response.header)
@@ -199,26 +210,27 @@ pub async fn release(
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let inner = Arc::clone(&self.0);
+        let caller = inner.caller(request.metadata()).await?;
         let request = request.into_inner();
         let mut prefix = request.name.clone();
         prefix.push(b'/');
         let mut key = prefix.clone();
         key.extend_from_slice(format!("{:x}", request.lease).as_bytes());
-        let (mine, _) = claim(&inner, &key, b"", request.lease).await?;
+        let (mine, _) = claim(&inner, &caller, &key, b"", request.lease).await?;
         // If the client goes away while waiting, its key goes too (etcd's Mutex does the same),
         // so that it does not hold the lock it never learned it had.
-        struct GiveUp(Option<(Arc<Inner>, Vec<u8>)>);
+        struct GiveUp(Option<(Arc<Inner>, Caller, Vec<u8>)>);
         impl Drop for GiveUp {
             fn drop(&mut self) {
-                if let Some((inner, key)) = self.0.take() {
+                if let Some((inner, caller, key)) = self.0.take() {
                     tokio::spawn(async move {
-                        let _ = release(&inner, key).await;
+                        let _ = release(&inner, &caller, key).await;
                     });
                 }
             }
         }
-        let mut give_up = GiveUp(Some((Arc::clone(&inner), key.clone())));
-        wait_turn(&inner, &prefix, mine).await?;
+        let mut give_up = GiveUp(Some((Arc::clone(&inner), caller.clone(), key.clone())));
+        wait_turn(&inner, &caller, &prefix, mine).await?;
         give_up.0 = None;
         Ok(Response::new(LockResponse {
             header: Some(inner.header(0)),
@@ -230,7 +242,8 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let header = release(&self.0, request.into_inner().key).await?;
+        let caller = self.0.caller(request.metadata()).await?;
+        let header = release(&self.0, &caller, request.into_inner().key).await?;
         Ok(Response::new(UnlockResponse { header }))
     }
 }

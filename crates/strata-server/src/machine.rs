@@ -18,6 +18,7 @@ use strata_raft::ChangeKind;
 use strata_raft_node::{Committed, CommittedKind, SnapshotWriter, StateMachine};
 use tokio::sync::watch;
 
+use crate::auth::token::Tokens;
 use crate::proto::clientpb;
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, LeaseGrantResponse, LeaseRevokeResponse, Member, ResponseHeader,
@@ -97,6 +98,7 @@ pub struct Machine {
     db: Arc<Db>,
     store: Arc<Store>,
     shared: Arc<Shared>,
+    tokens: Arc<Tokens>,
     applied: u64,
     notify: watch::Sender<Applied>,
 }
@@ -111,6 +113,7 @@ impl Machine {
         db: Arc<Db>,
         store: Arc<Store>,
         shared: Arc<Shared>,
+        tokens: Arc<Tokens>,
         notify: watch::Sender<Applied>,
     ) -> Result<Self, String> {
         let applied = state::read_u64(&db, state::APPLIED)?;
@@ -118,6 +121,7 @@ impl Machine {
             db,
             store,
             shared,
+            tokens,
             applied,
             notify,
         })
@@ -137,7 +141,7 @@ fn txn_puts(txn: &strata_mvcc::api::TxnRequest) -> bool {
         })
 }
 
-fn refused(e: ApiError) -> Answer {
+pub(crate) fn refused(e: ApiError) -> Answer {
     Answer::Refused(Refusal {
         code: e.code() as i32,
         message: e.to_string(),
@@ -156,6 +160,7 @@ fn refusal_or_fatal(e: strata_mvcc::Error) -> io::Result<Answer> {
 fn apply_batch(
     store: &Store,
     shared: &Shared,
+    tokens: &Tokens,
     batch: Vec<Committed>,
     notify: &watch::Sender<Applied>,
 ) -> io::Result<(Vec<Bytes>, u64)> {
@@ -204,8 +209,37 @@ fn apply_batch(
                     }
                 };
                 pending.clock(request.now_ms);
+                // A client's request checked at an older auth revision: a permission may have
+                // been revoked since (the Kvdb service's writes are checked here instead).
+                let stale = !request.internal
+                    && !matches!(request.request, Some(Request::Kvdb(_)))
+                    && pending
+                        .auth_with(shared, |a| a.enabled && request.auth_revision < a.revision);
                 let answer = match request.request {
+                    _ if stale => refused(ApiError::AuthOldRevision),
                     None => refused(ApiError::Invalid("an empty request".to_owned())),
+                    Some(Request::Authenticate(authenticate)) => {
+                        crate::auth::service::assign_token(
+                            shared,
+                            &pending,
+                            tokens,
+                            &authenticate,
+                            entry.index,
+                        )
+                    }
+                    Some(
+                        change @ (Request::AuthEnable(_)
+                        | Request::AuthDisable(_)
+                        | Request::UserAdd(_)
+                        | Request::UserDelete(_)
+                        | Request::UserChangePassword(_)
+                        | Request::UserGrantRole(_)
+                        | Request::UserRevokeRole(_)
+                        | Request::RoleAdd(_)
+                        | Request::RoleGrantPermission(_)
+                        | Request::RoleRevokePermission(_)
+                        | Request::RoleDelete(_)),
+                    ) => crate::auth::service::apply_change(shared, &mut pending, tokens, &change),
                     Some(Request::Put(put)) => {
                         if nospace_now {
                             refused(ApiError::NoSpace)
@@ -338,8 +372,8 @@ fn apply_batch(
                             })
                         }
                     }
-                    Some(Request::KvdbRegister(_)) => {
-                        register(shared, &mut pending, entry.index, request.now_ms)
+                    Some(Request::KvdbRegister(r)) => {
+                        register(shared, &mut pending, entry.index, request.now_ms, r.user)
                     }
                     Some(Request::Kvdb(kvdb)) => kvdb_apply(
                         shared,
@@ -443,7 +477,13 @@ fn apply_alarm(shared: &Shared, pending: &mut Pending, request: &AlarmRequest) -
     })
 }
 
-fn register(shared: &Shared, pending: &mut Pending, index: u64, now_ms: u64) -> Answer {
+fn register(
+    shared: &Shared,
+    pending: &mut Pending,
+    index: u64,
+    now_ms: u64,
+    user: String,
+) -> Answer {
     let state = shared.0.read();
     let live = pending.session_count(&state.sessions);
     let mut evict = None;
@@ -469,6 +509,7 @@ fn register(shared: &Shared, pending: &mut Pending, index: u64, now_ms: u64) -> 
             last_seq: 0,
             last_answer: Bytes::new(),
             active_ms: now_ms,
+            user,
         }),
     );
     Answer::Kvdb(clientpb::Response {
@@ -538,11 +579,30 @@ fn kvdb_apply(
             });
         }
     }
-    let response = if put && nospace {
+    // With auth on, the session's user needs write permission on every key.
+    let denied = pending.auth_with(shared, |auth| {
+        if !auth.enabled {
+            return None;
+        }
+        if session.user.is_empty() {
+            return Some(ApiError::UserEmpty);
+        }
+        let permitted = ops.iter().all(|op| {
+            let key = match &op.request {
+                Some(request_op::Request::RequestPut(p)) => &p.key,
+                Some(request_op::Request::RequestDeleteRange(d)) => &d.key,
+                _ => return true,
+            };
+            auth.permitted(&session.user, key, &[], crate::auth::Access::Write)
+        });
+        (!permitted).then_some(ApiError::PermissionDenied)
+    });
+    let refusal = denied.or((put && nospace).then_some(ApiError::NoSpace));
+    let response = if let Some(refusal) = refusal {
         clientpb::Response {
             success: false,
             client_id: request.client_id,
-            msg: ApiError::NoSpace.to_string(),
+            msg: refusal.to_string(),
             data: Vec::new(),
         }
     } else {
@@ -582,11 +642,13 @@ impl StateMachine for Machine {
     async fn apply(&mut self, batch: Vec<Committed>) -> io::Result<Vec<Bytes>> {
         let store = Arc::clone(&self.store);
         let shared = Arc::clone(&self.shared);
+        let tokens = Arc::clone(&self.tokens);
         let notify = self.notify.clone();
-        let (answers, last) =
-            tokio::task::spawn_blocking(move || apply_batch(&store, &shared, batch, &notify))
-                .await
-                .map_err(io::Error::other)??;
+        let (answers, last) = tokio::task::spawn_blocking(move || {
+            apply_batch(&store, &shared, &tokens, batch, &notify)
+        })
+        .await
+        .map_err(io::Error::other)??;
         if last > 0 {
             self.applied = last;
         }

@@ -53,6 +53,14 @@ fn dir_bytes(dir: &std::path::Path, depth: u32) -> u64 {
         .sum()
 }
 
+/// Checks that the caller of `request` is an admin (etcd's rule for the maintenance calls
+/// that read everything or change the member).
+async fn admin<T>(inner: &Inner, request: &Request<T>) -> Result<(), Status> {
+    let caller = inner.caller(request.metadata()).await?;
+    inner.auth().check_admin(&caller)?;
+    Ok(())
+}
+
 /// The alarms raised, as Alarm and Status report them.
 fn alarms(inner: &Inner) -> Vec<AlarmMember> {
     inner
@@ -75,11 +83,15 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
+        let caller = self.0.caller(request.metadata()).await?;
         let inner = &self.0;
         let request = request.into_inner();
         let alarms = match AlarmAction::try_from(request.action) {
-            Ok(AlarmAction::Get) => alarms(inner),
-            Ok(_) => match inner.propose(Raft::Alarm(request)).await? {
+            Ok(AlarmAction::Get) => {
+                inner.auth().check_user(&caller)?;
+                alarms(inner)
+            }
+            Ok(_) => match inner.propose(&caller, Raft::Alarm(request)).await? {
                 Answer::Alarm(response) => response.alarms,
                 other => {
                     return Err(
@@ -97,8 +109,10 @@ impl Maintenance for MaintenanceService {
 
     async fn status(
         &self,
-        _request: Request<StatusRequest>,
+        request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        let caller = self.0.caller(request.metadata()).await?;
+        self.0.auth().check_user(&caller)?;
         let inner = &self.0;
         let status = inner.status();
         let size = db_size_bytes(inner) as i64;
@@ -125,8 +139,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _request: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        admin(&self.0, &request).await?;
         // An LSM has nothing to defragment: compaction rewrites tables in the background, and
         // this only asks for a full one now (returning when it is done). Reads and writes go on
         // meanwhile, unlike etcd's stop-the-world defragmentation.
@@ -140,7 +155,8 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        admin(&self.0, &request).await?;
         let store = Arc::clone(&self.0.store);
         let hash = tokio::task::spawn_blocking(move || store.hash_kv(0))
             .await
@@ -156,6 +172,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        admin(&self.0, &request).await?;
         let revision = request.into_inner().revision;
         let store = Arc::clone(&self.0.store);
         let hash = tokio::task::spawn_blocking(move || store.hash_kv(revision))
@@ -173,8 +190,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _request: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        admin(&self.0, &request).await?;
         let inner = Arc::clone(&self.0);
         let export = crate::snapshot_file::export(&inner).await?;
         let header = inner.header(0);
@@ -201,6 +219,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        admin(&self.0, &request).await?;
         let inner = &self.0;
         let target = request.into_inner().target_id;
         if inner.status().role != Role::Leader {

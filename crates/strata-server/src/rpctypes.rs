@@ -106,6 +106,58 @@ pub enum ApiError {
         /// The session's last answered.
         last: u64,
     },
+    /// Auth is on and the request has no token.
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    /// The user may not do this.
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    /// A token that no member assigned, or that expired.
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    /// A request checked at an auth revision older than the one it was applied at: the client
+    /// authenticates again and retries.
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
+    /// A wrong user name or password.
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    /// Authenticate while auth is off.
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    /// AuthEnable without a root user.
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    /// AuthEnable while the root user lacks the root role.
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    /// UserAdd of a user that exists.
+    #[error("etcdserver: user name already exists")]
+    UserExists,
+    /// A user that does not exist.
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    /// RoleAdd of a role that exists.
+    #[error("etcdserver: role name already exists")]
+    RoleExists,
+    /// A role that does not exist.
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    /// RoleAdd with an empty name.
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    /// RoleGrantPermission without a permission.
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    /// UserRevokeRole of a role the user does not have.
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    /// RoleRevokePermission of a permission the role does not have.
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    /// Deleting root (or its role) while auth is on; an invalid permission range.
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
     /// A refusal made while applying (on this member or the leader): its code and text as
     /// they were made.
     #[error("{1}")]
@@ -137,7 +189,19 @@ impl ApiError {
             | InvalidMemberUrls
             | Invalid(_)
             | BadToken
-            | StaleSequence { .. } => Code::InvalidArgument,
+            | StaleSequence { .. }
+            | UserEmpty
+            | AuthOldRevision
+            | AuthFailed
+            | RoleEmpty
+            | PermissionNotGiven
+            | InvalidAuthMgmt => Code::InvalidArgument,
+            PermissionDenied => Code::PermissionDenied,
+            InvalidAuthToken => Code::Unauthenticated,
+            AuthNotEnabled | RootUserNotExist | RootRoleNotExist | UserExists | UserNotFound
+            | RoleExists | RoleNotFound | RoleNotGranted | PermissionNotGranted => {
+                Code::FailedPrecondition
+            }
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests | TooManySessions => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound | UnknownSession(_) => Code::NotFound,

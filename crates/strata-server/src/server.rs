@@ -18,6 +18,8 @@ use strata_transport::{TcpTransport, TlsConfig, TransportConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::token::{self, Tokens};
+use crate::auth::{AuthState, Caller};
 use crate::config::{AutoCompaction, ClusterState, ServerConfig};
 use crate::machine::{Applied, Machine};
 use crate::metrics::Metrics;
@@ -28,6 +30,10 @@ use crate::proto::strataserverpb::{
 };
 use crate::rpctypes::ApiError;
 use crate::state::{self, Shared};
+
+/// The metadata a member forwards its own requests with while auth is on: the members' shared
+/// secret, base64.
+pub const MEMBER_SECRET_HEADER: &str = "strata-member-secret";
 
 /// The version Strata reports as etcd's (`Status.version`, `/version`): the API it speaks.
 pub const ETCD_VERSION: &str = "3.5.0";
@@ -99,6 +105,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// The leader's lease clocks.
     pub lessor: crate::lease::Lessor,
+    /// The auth tokens this member knows.
+    pub tokens: Arc<Tokens>,
     /// Channels to other members' client ports (for forwarding to the leader), with the URL
     /// each was made for.
     channels: Mutex<BTreeMap<u64, (String, tonic::transport::Channel)>>,
@@ -197,14 +205,136 @@ impl Inner {
             .map_err(ApiError::from)
     }
 
-    /// Replicates `request` and returns what applying it answered. On a follower, the request
-    /// goes to the leader, and the answer is returned once this member has applied it too (so
-    /// a serializable read here sees the write).
-    pub async fn propose(&self, request: Request) -> Result<Answer, ApiError> {
-        let request = RaftRequest {
-            now_ms: now_ms(),
-            request: Some(request),
+    /// The auth state now (a cheap copy: it is shared).
+    pub fn auth(&self) -> Arc<AuthState> {
+        Arc::clone(&self.shared.0.read().auth)
+    }
+
+    /// Who sent a request, from its metadata: the members' secret (a member forwarding its
+    /// own request), a token (`token`, or `authorization` with an optional `Bearer `, as
+    /// etcd's gateway), or nobody. Tokens are ignored while auth is off (etcd's).
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::InvalidAuthToken`] for a token no member assigned or that expired (a token
+    /// assigned at an index this member has not applied yet is waited for, bounded);
+    /// [`ApiError::PermissionDenied`] for a wrong member secret.
+    pub async fn caller(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Caller, ApiError> {
+        let auth = self.auth();
+        if let Some(secret) = metadata.get(MEMBER_SECRET_HEADER) {
+            use base64::Engine;
+            let given = base64::engine::general_purpose::STANDARD
+                .decode(secret.as_bytes())
+                .unwrap_or_default();
+            return if !auth.member_secret.is_empty()
+                && crate::kvdb::same(&auth.member_secret, &given)
+            {
+                Ok(Caller::Member)
+            } else {
+                Err(ApiError::PermissionDenied)
+            };
+        }
+        if !auth.enabled {
+            return Ok(Caller::Anonymous);
+        }
+        let given = metadata
+            .get("token")
+            .or_else(|| metadata.get("authorization"))
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).to_owned());
+        let Some(token) = given else {
+            return Ok(Caller::Anonymous);
         };
+        self.token_user(token).await
+    }
+
+    /// The caller a token names.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::InvalidAuthToken`].
+    pub async fn token_user(&self, token: String) -> Result<Caller, ApiError> {
+        if let Some(name) = self.tokens.user(&token) {
+            return Ok(Caller::User { name, token });
+        }
+        // Assigned by an entry this member has not applied yet: wait for it (etcd's).
+        let index = token::index_of(&token).ok_or(ApiError::InvalidAuthToken)?;
+        let mut applied = self.node.applied();
+        let reached = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            while *applied.borrow_and_update() < index {
+                if applied.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await
+        .unwrap_or(false);
+        match reached.then(|| self.tokens.user(&token)).flatten() {
+            Some(name) => Ok(Caller::User { name, token }),
+            None => Err(ApiError::InvalidAuthToken),
+        }
+    }
+
+    /// The keys attached to each lease `request` attaches or revokes, when a check needs them
+    /// (auth on, a caller that is not admin); empty otherwise. A keys-only scan of the store.
+    async fn lease_keys_for(
+        &self,
+        auth: &AuthState,
+        caller: &Caller,
+        request: &Request,
+    ) -> Result<BTreeMap<i64, Vec<Vec<u8>>>, ApiError> {
+        let Caller::User { name, .. } = caller else {
+            return Ok(BTreeMap::new());
+        };
+        if !auth.enabled || auth.is_admin(name) {
+            return Ok(BTreeMap::new());
+        }
+        let leases = crate::auth::leases_of(request);
+        if leases.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        crate::lease::keys_of(self, &leases).await
+    }
+
+    /// Checks that `caller` may have `request` replicated and wraps it for the log, with the
+    /// auth revision it was checked at and the proposer's clock (`now_ms`).
+    ///
+    /// # Errors
+    ///
+    /// The check's ([`AuthState::check`]).
+    pub async fn prepare(
+        &self,
+        caller: &Caller,
+        request: Request,
+        now_ms: u64,
+    ) -> Result<RaftRequest, ApiError> {
+        let auth = self.auth();
+        let keys = self.lease_keys_for(&auth, caller, &request).await?;
+        auth.check(caller, &request, &|lease| {
+            keys.get(&lease).cloned().unwrap_or_default()
+        })?;
+        Ok(RaftRequest {
+            now_ms,
+            request: Some(request),
+            auth_revision: auth.revision,
+            internal: *caller == Caller::Member,
+        })
+    }
+
+    /// Replicates `request` for `caller` and returns what applying it answered. On a
+    /// follower, the request goes to the leader (with the caller's token, or the members'
+    /// secret for a member's own request), and the answer is returned once this member has
+    /// applied it too (so a serializable read here sees the write).
+    ///
+    /// # Errors
+    ///
+    /// The permission check's, the log's, the apply's refusal.
+    pub async fn propose(&self, caller: &Caller, request: Request) -> Result<Answer, ApiError> {
+        let request = self.prepare(caller, request, now_ms()).await?;
         let bytes = request.encode_to_vec();
         if bytes.len() as u64 > self.config.max_request_bytes + ENVELOPE_BYTES as u64 {
             return Err(ApiError::RequestTooLarge);
@@ -214,13 +344,36 @@ impl Inner {
         let answer = if leader == self.id {
             self.propose_here(bytes.into()).await?
         } else {
-            let answer = self.forward(leader, request).await?;
+            let answer = self.forward(leader, caller, request).await?;
             self.wait_applied_revision(revision_of(&answer)).await;
             answer
         };
         match answer {
             Answer::Refused(r) => Err(ApiError::Refused(r.code, r.message)),
             other => Ok(other),
+        }
+    }
+
+    /// `call` with the credentials `caller` forwards with.
+    pub fn credentials<T>(&self, caller: &Caller, call: &mut tonic::Request<T>) {
+        let value = match caller {
+            Caller::User { token, .. } => Some(("token", token.clone())),
+            Caller::Member => {
+                let auth = self.auth();
+                (!auth.member_secret.is_empty()).then(|| {
+                    use base64::Engine;
+                    (
+                        MEMBER_SECRET_HEADER,
+                        base64::engine::general_purpose::STANDARD.encode(&auth.member_secret),
+                    )
+                })
+            }
+            Caller::Anonymous => None,
+        };
+        if let Some((key, value)) = value
+            && let Ok(value) = value.parse()
+        {
+            call.metadata_mut().insert(key, value);
         }
     }
 
@@ -278,12 +431,18 @@ impl Inner {
         self.channel_to(leader).await.map(Some)
     }
 
-    async fn forward(&self, leader: u64, request: RaftRequest) -> Result<Answer, ApiError> {
+    async fn forward(
+        &self,
+        leader: u64,
+        caller: &Caller,
+        request: RaftRequest,
+    ) -> Result<Answer, ApiError> {
         let mut client = InternalClient::new(self.channel_to(leader).await?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         let mut call = tonic::Request::new(request);
         call.set_timeout(REQUEST_TIMEOUT);
+        self.credentials(caller, &mut call);
         match client.propose(call).await {
             Ok(answer) => answer
                 .into_inner()
@@ -479,10 +638,12 @@ impl Server {
             compact_revision: store.compacted_revision(),
             members_version: 0,
         });
+        let tokens = Arc::new(Tokens::new(config.auth_token_ttl));
         let machine = Machine::new(
             Arc::clone(&db),
             Arc::clone(&store),
             Arc::clone(&shared),
+            Arc::clone(&tokens),
             applied_tx,
         )
         .map_err(|e| storage(&e))?;
@@ -504,6 +665,7 @@ impl Server {
             physical: physical_rx,
             metrics: Metrics::default(),
             lessor: crate::lease::Lessor::default(),
+            tokens,
             channels: Mutex::new(BTreeMap::new()),
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -616,7 +778,7 @@ async fn publish(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             return;
         }
         let done = inner
-            .propose(Request::Publish(attributes.clone()))
+            .propose(&Caller::Member, Request::Publish(attributes.clone()))
             .await
             .is_ok();
         if done {

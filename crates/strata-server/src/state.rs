@@ -1,15 +1,18 @@
 //! The server's replicated state beside the MVCC key space: the member table, the alarms, the
-//! Kvdb sessions and the replicated clock. The applying task is its only writer (through
+//! leases, the auth state, the Kvdb sessions and the replicated clock. The applying task is its only writer (through
 //! [`Pending`], written in the same LSM batch as the MVCC changes and the applied index); the
 //! services read it. Its keys are in the LSM under [`SERVER`] (`docs/formats/server.md`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
 use prost::Message;
 use strata_lsm::{Db, Direction};
 
+use crate::auth::AuthState;
+use crate::proto::authpb::{Role, User};
 use crate::proto::etcdserverpb::Member;
 
 /// The first byte of every server key: apart from strata-mvcc's `k`, `r` and `m`.
@@ -29,6 +32,16 @@ const ALARM: &[u8] = b"salarm/";
 const LEASE: &[u8] = b"slease/";
 /// A Kvdb session: `s` `kvdb/` client id (u64 BE) → `Session` (see [`Session::encode`]).
 const KVDB: &[u8] = b"skvdb/";
+/// Whether auth is enabled: `s` `auth/enabled` → one byte, 0 or 1.
+const AUTH_ENABLED: &[u8] = b"sauth/enabled";
+/// The auth revision: `s` `auth/revision` → u64 LE.
+const AUTH_REVISION: &[u8] = b"sauth/revision";
+/// The members' shared secret: `s` `auth/secret` → its bytes.
+const AUTH_SECRET: &[u8] = b"sauth/secret";
+/// A user: `s` `auth/user/` name → `authpb.User`.
+const AUTH_USER: &[u8] = b"sauth/user/";
+/// A role: `s` `auth/role/` name → `authpb.Role`.
+const AUTH_ROLE: &[u8] = b"sauth/role/";
 
 /// Live Kvdb sessions at most: each holds its last answer, so this bounds their memory (and
 /// a client that registers in a loop cannot grow the table without bound).
@@ -47,14 +60,21 @@ pub struct Session {
     pub last_answer: Bytes,
     /// When the session was last used (replicated clock).
     pub active_ms: u64,
+    /// The etcd user whose token opened it (empty: opened while auth was off).
+    pub user: String,
 }
 
 impl Session {
-    /// `last_seq` u64 LE, `active_ms` u64 LE, then the answer.
+    /// `last_seq` u64 LE, `active_ms` u64 LE, the user's length (u16 LE) and name, then the
+    /// answer.
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + self.last_answer.len());
+        let mut out = Vec::with_capacity(18 + self.user.len() + self.last_answer.len());
         out.extend_from_slice(&self.last_seq.to_le_bytes());
         out.extend_from_slice(&self.active_ms.to_le_bytes());
+        // User names come from the auth state, whose requests are bounded far below 64 KiB.
+        let user = &self.user.as_bytes()[..self.user.len().min(usize::from(u16::MAX))];
+        out.extend_from_slice(&(user.len() as u16).to_le_bytes());
+        out.extend_from_slice(user);
         out.extend_from_slice(&self.last_answer);
         out
     }
@@ -62,10 +82,13 @@ impl Session {
     fn decode(bytes: &[u8]) -> Option<Self> {
         let last_seq = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
         let active_ms = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+        let user_len = usize::from(u16::from_le_bytes(bytes.get(16..18)?.try_into().ok()?));
+        let user = String::from_utf8(bytes.get(18..18 + user_len)?.to_vec()).ok()?;
         Some(Self {
             last_seq,
-            last_answer: Bytes::copy_from_slice(&bytes[16..]),
+            last_answer: Bytes::copy_from_slice(&bytes[18 + user_len..]),
             active_ms,
+            user,
         })
     }
 }
@@ -85,6 +108,8 @@ pub struct State {
     pub cluster_id: u64,
     /// The leases granted and not revoked: id → granted TTL in seconds.
     pub leases: BTreeMap<i64, i64>,
+    /// Users, roles, permissions (shared: a request's check reads it without the lock).
+    pub auth: Arc<AuthState>,
 }
 
 /// [`State`], shared.
@@ -101,6 +126,9 @@ pub struct Pending {
     clock_ms: Option<u64>,
     cluster_id: Option<u64>,
     leases: BTreeMap<i64, Option<i64>>,
+    /// The auth state as the batch leaves it, once the batch changes it, with the user and
+    /// role names it had before (to write the deletions).
+    auth: Option<(AuthState, BTreeSet<String>, BTreeSet<String>)>,
 }
 
 impl Pending {
@@ -129,6 +157,28 @@ impl Pending {
         match self.leases.get(&id) {
             Some(ttl) => *ttl,
             None => shared.0.read().leases.get(&id).copied(),
+        }
+    }
+
+    /// The auth state as this batch leaves it, to change (copied from `shared` on first use:
+    /// auth changes are rare, and the state is small).
+    pub fn auth_mut(&mut self, shared: &Shared) -> &mut AuthState {
+        &mut self
+            .auth
+            .get_or_insert_with(|| {
+                let auth = AuthState::clone(&shared.0.read().auth);
+                let users = auth.users.keys().cloned().collect();
+                let roles = auth.roles.keys().cloned().collect();
+                (auth, users, roles)
+            })
+            .0
+    }
+
+    /// Reads the auth state as this batch leaves it.
+    pub fn auth_with<R>(&self, shared: &Shared, read: impl FnOnce(&AuthState) -> R) -> R {
+        match &self.auth {
+            Some((auth, _, _)) => read(auth),
+            None => read(&shared.0.read().auth),
         }
     }
 
@@ -205,6 +255,25 @@ impl Pending {
                 ttl.map(|t| t.to_le_bytes().to_vec()).unwrap_or_default(),
             ));
         }
+        if let Some((auth, users, roles)) = &self.auth {
+            out.push((AUTH_ENABLED.to_vec(), vec![u8::from(auth.enabled)]));
+            out.push((AUTH_REVISION.to_vec(), auth.revision.to_le_bytes().to_vec()));
+            if !auth.member_secret.is_empty() {
+                out.push((AUTH_SECRET.to_vec(), auth.member_secret.clone()));
+            }
+            for (name, user) in &auth.users {
+                out.push((named_key(AUTH_USER, name), user.encode_to_vec()));
+            }
+            for (name, role) in &auth.roles {
+                out.push((named_key(AUTH_ROLE, name), role.encode_to_vec()));
+            }
+            for gone in users.iter().filter(|n| !auth.users.contains_key(*n)) {
+                out.push((named_key(AUTH_USER, gone), Vec::new()));
+            }
+            for gone in roles.iter().filter(|n| !auth.roles.contains_key(*n)) {
+                out.push((named_key(AUTH_ROLE, gone), Vec::new()));
+            }
+        }
         for (id, session) in &self.sessions {
             let mut key = KVDB.to_vec();
             key.extend_from_slice(&id.to_be_bytes());
@@ -249,7 +318,17 @@ impl Pending {
                 None => state.leases.remove(&id),
             };
         }
+        if let Some((auth, _, _)) = self.auth {
+            state.auth = Arc::new(auth);
+        }
     }
+}
+
+/// A user's or a role's key.
+fn named_key(prefix: &[u8], name: &str) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(name.as_bytes());
+    key
 }
 
 /// A member's key.
@@ -352,6 +431,29 @@ pub fn load(db: &Db) -> Result<State, String> {
                     }
                     _ => error = Some("a lease entry that does not decode".to_owned()),
                 }
+            } else if k == AUTH_ENABLED {
+                Arc::make_mut(&mut state.auth).enabled = v == [1];
+            } else if k == AUTH_REVISION {
+                match v.get(..8).and_then(|b| b.try_into().ok()) {
+                    Some(b) => Arc::make_mut(&mut state.auth).revision = u64::from_le_bytes(b),
+                    None => error = Some("an auth revision that does not decode".to_owned()),
+                }
+            } else if k == AUTH_SECRET {
+                Arc::make_mut(&mut state.auth).member_secret = v.to_vec();
+            } else if let Some(name) = k.strip_prefix(AUTH_USER) {
+                match (String::from_utf8(name.to_vec()), User::decode(v)) {
+                    (Ok(name), Ok(user)) => {
+                        Arc::make_mut(&mut state.auth).users.insert(name, user);
+                    }
+                    _ => error = Some("a user entry that does not decode".to_owned()),
+                }
+            } else if let Some(name) = k.strip_prefix(AUTH_ROLE) {
+                match (String::from_utf8(name.to_vec()), Role::decode(v)) {
+                    (Ok(name), Ok(role)) => {
+                        Arc::make_mut(&mut state.auth).roles.insert(name, role);
+                    }
+                    _ => error = Some("a role entry that does not decode".to_owned()),
+                }
             } else if k.starts_with(KVDB) {
                 match (id_at(KVDB), Session::decode(v)) {
                     (Some(id), Some(s)) => {
@@ -380,6 +482,7 @@ mod tests {
             last_seq: 7,
             last_answer: Bytes::from_static(b"answer"),
             active_ms: 99,
+            user: "alice".to_owned(),
         };
         assert_eq!(Session::decode(&s.encode()), Some(s));
         assert_eq!(Session::decode(&[1, 2, 3]), None);

@@ -3,6 +3,7 @@
 //! from the LSM when it starts in the past or falls behind (its buffer is bounded), so a slow
 //! client costs bounded memory and loses nothing.
 
+use crate::auth::{Access, Caller};
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,6 +38,18 @@ const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream
 const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 const COMPACTED: &str = "mvcc: required revision has been compacted";
 
+/// An error as grpc-go prints a status (etcd puts that text in a refused create's
+/// `cancel_reason`).
+fn go_status_text(e: &crate::rpctypes::ApiError) -> String {
+    let code = match e.code() {
+        tonic::Code::PermissionDenied => "PermissionDenied",
+        tonic::Code::Unauthenticated => "Unauthenticated",
+        tonic::Code::InvalidArgument => "InvalidArgument",
+        _ => "Unknown",
+    };
+    format!("rpc error: code = {code} desc = {e}")
+}
+
 /// The Watch service.
 pub struct WatchService(pub Arc<Inner>);
 
@@ -53,6 +66,8 @@ struct Watcher {
 /// One stream's watchers, by their watch id.
 struct Stream_ {
     inner: Arc<Inner>,
+    /// Who opened the stream: each create is checked for read permission on its range.
+    caller: Caller,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
     wake: Arc<Notify>,
@@ -104,6 +119,12 @@ impl Stream_ {
             refuse(EMPTY_RANGE)
         } else if create.start_revision < 0 {
             refuse(COMPACTED)
+        } else if let Err(e) =
+            self.inner
+                .auth()
+                .check_access(&self.caller, &spec.key, &spec.range_end, Access::Read)
+        {
+            refuse(&go_status_text(&e))
         } else if self.watchers.len() >= STREAM_WATCHERS_MAX {
             refuse("strata: too many watchers on one stream")
         } else {
@@ -316,10 +337,12 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = self.0.caller(request.metadata()).await?;
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_RESPONSES_MAX);
         let mut stream = Stream_ {
             inner: Arc::clone(&self.0),
+            caller,
             watchers: BTreeMap::new(),
             next_id: 0,
             wake: Arc::new(Notify::new()),

@@ -62,6 +62,9 @@ const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
     ("peer-key-file", ""),
     ("peer-client-cert-auth", "false"),
     ("peer-trusted-ca-file", ""),
+    ("auth-token", "simple"),
+    ("auth-token-ttl", "300"),
+    ("bcrypt-cost", "10"),
 ];
 
 /// `ServerArgs::default()` written as `etcd --help` writes defaults.
@@ -128,6 +131,9 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
         ("peer-key-file", path(&d.peer_key_file)),
         ("peer-client-cert-auth", d.peer_client_cert_auth.to_string()),
         ("peer-trusted-ca-file", path(&d.peer_trusted_ca_file)),
+        ("auth-token", d.auth_token.clone()),
+        ("auth-token-ttl", d.auth_token_ttl.to_string()),
+        ("bcrypt-cost", d.bcrypt_cost.to_string()),
     ]
     .into_iter()
     .map(|(flag, value)| (flag.to_owned(), value))
@@ -161,9 +167,10 @@ fn etcd_help_if_installed_prints_the_recorded_defaults() {
     let mut printed = BTreeMap::new();
     for line in help.lines() {
         if let Some(rest) = line.trim().strip_prefix("--")
-            && let Some((flag, value)) = rest.split_once(" '")
+            && let Some((flag, value)) = rest.split_once(' ')
         {
-            printed.insert(flag.to_owned(), value.trim_end_matches('\'').to_owned());
+            // Strings are quoted ('simple'), numbers not (10).
+            printed.insert(flag.to_owned(), value.trim_matches('\'').to_owned());
         }
     }
     for (flag, value) in ETCD_3_4_HELP_DEFAULTS {

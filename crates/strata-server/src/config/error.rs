@@ -189,6 +189,18 @@ pub enum ConfigError {
         /// Why it failed.
         source: io::Error,
     },
+    /// `--auth-token` other than `simple` (JWT tokens are not implemented).
+    #[error("--auth-token {value:?}: only \"simple\" tokens are supported")]
+    UnsupportedAuthToken {
+        /// The flag's value.
+        value: String,
+    },
+    /// `--bcrypt-cost` outside bcrypt's range.
+    #[error("--bcrypt-cost {cost}: must be from 4 to 31")]
+    InvalidBcryptCost {
+        /// The flag's value.
+        cost: u32,
+    },
     /// A `--kvdb-token-file` that cannot be read or holds no usable token.
     #[error("--kvdb-token-file {path}: {reason}")]
     KvdbTokenFile {
