@@ -205,3 +205,65 @@ fn a_lease_kept_alive_survives_a_leader_kill() {
         assert_eq!(got.count(), 1, "the kept-alive lease's key was deleted");
     });
 }
+
+/// A lease's keys are known again after a restart (the index is rebuilt from the store) and
+/// after a member installs a snapshot: time-to-live lists them, and a revoke deletes them all
+/// on the restarted member too (read there, from its own store).
+#[test]
+fn a_leases_keys_survive_restarts_and_snapshots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut extra = FAST.to_vec();
+    // Snapshots every few entries: the restarted member below catches up from one.
+    extra.extend(["--snapshot-count", "5"]);
+    let mut cluster = Cluster::start(dir.path(), 3, &extra);
+    let endpoints = cluster.endpoints();
+    let rt = runtime();
+    let lease = rt.block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let mut c = client(&endpoints).await;
+        let lease = c.lease_grant(600, None).await.expect("grant").id();
+        for key in ["l/a", "l/b", "l/c"] {
+            c.put(key, "v", Some(PutOptions::new().with_lease(lease)))
+                .await
+                .expect("attach");
+        }
+        c.put("l/b", "moved", None).await.expect("detach one");
+        lease
+    });
+    cluster.kill(2);
+    rt.block_on(async {
+        let mut c = client(&endpoints[..2]).await;
+        // Enough entries for the others to snapshot and compact their logs past the third's.
+        for i in 0..30 {
+            c.put(format!("filler/{i}"), "v", None).await.expect("put");
+        }
+    });
+    cluster.restart(2);
+    rt.block_on(async {
+        wait_ready(&endpoints[2]).await;
+        let mut c = client(&endpoints[2..]).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ttl = c
+                .lease_time_to_live(lease, Some(LeaseTimeToLiveOptions::new().with_keys()))
+                .await
+                .expect("ttl");
+            let mut keys: Vec<Vec<u8>> = ttl.keys().to_vec();
+            keys.sort();
+            if keys == vec![b"l/a".to_vec(), b"l/c".to_vec()] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "keys after restart: {keys:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.lease_revoke(lease).await.expect("revoke");
+        let left = c
+            .get("l/", Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("get");
+        let left: Vec<&[u8]> = left.kvs().iter().map(|kv| kv.key()).collect();
+        assert_eq!(left, vec![&b"l/b"[..]]);
+    });
+}

@@ -65,6 +65,22 @@ pub struct Batch<'a> {
     /// The events of the batch's requests that succeeded, and of the one in progress.
     events: Vec<Recorded>,
     request_events: Vec<Recorded>,
+    /// Keys whose lease changed, in order, for the requests that succeeded and the one in
+    /// progress (a lease index kept beside the store follows them).
+    lease_moves: Vec<LeaseMove>,
+    request_lease_moves: Vec<LeaseMove>,
+}
+
+/// A key whose lease changed in a batch: a put that attached or changed a lease, a put without
+/// one over a version with one, a delete of a key with one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseMove {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its lease before (0: none, or the key did not exist).
+    pub from: i64,
+    /// Its lease after (0: none, or the key was deleted).
+    pub to: i64,
 }
 
 impl std::fmt::Debug for Batch<'_> {
@@ -102,7 +118,15 @@ impl<'a> Batch<'a> {
             recording: store.hub.recording(),
             events: Vec::new(),
             request_events: Vec::new(),
+            lease_moves: Vec::new(),
+            request_lease_moves: Vec::new(),
         }
+    }
+
+    /// The keys whose lease the batch's requests changed so far, in order (the request in
+    /// progress excluded).
+    pub fn lease_moves(&self) -> &[LeaseMove] {
+        &self.lease_moves
     }
 
     /// The store's revision after the batch's requests so far.
@@ -268,12 +292,14 @@ impl<'a> Batch<'a> {
                 self.batch.put(&k, &v);
             }
             self.events.append(&mut self.request_events);
+            self.lease_moves.append(&mut self.request_lease_moves);
             if self.sub > 0 {
                 self.current = main;
             }
         } else {
             self.pairs.clear();
             self.request_events.clear();
+            self.request_lease_moves.clear();
             for key in self.touched.drain(..) {
                 if let Some(entries) = self.overlay.get_mut(&key) {
                     if entries.last().is_some_and(|(m, _)| *m == main) {
@@ -335,6 +361,17 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
+    /// Notes that `key`'s lease goes from `from` to `to` in the request in progress.
+    fn lease_moved(&mut self, key: &[u8], from: i64, to: i64) {
+        if from != to {
+            self.request_lease_moves.push(LeaseMove {
+                key: key.to_vec(),
+                from,
+                to,
+            });
+        }
+    }
+
     /// Puts `key` over `prev` (its newest version) in the request in progress.
     fn put_kv(
         &mut self,
@@ -352,6 +389,7 @@ impl<'a> Batch<'a> {
             value,
             lease,
         };
+        self.lease_moved(key, prev.map_or(0, |p| p.lease), lease);
         self.set(key, Some(kv))
     }
 
@@ -382,6 +420,7 @@ impl<'a> Batch<'a> {
             .view()
             .collect(&req.key, &req.range_end, self.main(), req.prev_kv)?;
         for kv in &live {
+            self.lease_moved(&kv.key, kv.lease, 0);
             self.set(&kv.key, None)?;
         }
         Ok(DeleteRangeResponse {
@@ -488,6 +527,7 @@ impl<'a> Write<'a> {
         let live = self.batch.view().collect(key, end, self.batch.main(), true);
         let live = self.track(live)?;
         for kv in &live {
+            self.batch.lease_moved(&kv.key, kv.lease, 0);
             let done = self.batch.set(&kv.key, None);
             self.track(done)?;
         }

@@ -156,35 +156,20 @@ pub async fn expire(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// The keys attached to each of `leases` now (one keys-only scan of the store).
-///
-/// # Errors
-///
-/// The store's.
-pub async fn keys_of(
-    inner: &Inner,
-    leases: &[i64],
-) -> Result<BTreeMap<i64, Vec<Vec<u8>>>, ApiError> {
-    let store = Arc::clone(&inner.store);
-    let wanted: HashSet<i64> = leases.iter().copied().collect();
-    let found = tokio::task::spawn_blocking(move || {
-        store.range_request(&strata_mvcc::api::RangeRequest {
-            key: vec![0],
-            range_end: vec![0],
-            keys_only: true,
-            ..Default::default()
+/// The keys attached to each of `leases` now, in key order (from the lease index).
+pub fn keys_of(inner: &Inner, leases: &[i64]) -> BTreeMap<i64, Vec<Vec<u8>>> {
+    let state = inner.shared.0.read();
+    leases
+        .iter()
+        .map(|id| {
+            let keys = state
+                .lease_keys
+                .get(id)
+                .map(|k| k.iter().cloned().collect())
+                .unwrap_or_default();
+            (*id, keys)
         })
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(ApiError::from)?;
-    let mut keys: BTreeMap<i64, Vec<Vec<u8>>> = leases.iter().map(|&id| (id, Vec::new())).collect();
-    for kv in found.kvs {
-        if wanted.contains(&kv.lease) {
-            keys.entry(kv.lease).or_default().push(kv.key);
-        }
-    }
-    Ok(keys)
+        .collect()
 }
 
 /// Checks that `caller` may `access` every key attached to each of `leases`: an admin may,
@@ -204,7 +189,7 @@ async fn check_leases(
     if !auth.enabled || exempt {
         return Ok(());
     }
-    for keys in keys_of(inner, leases).await?.values() {
+    for keys in keys_of(inner, leases).values() {
         for key in keys {
             auth.check_access(caller, key, &[], access)?;
         }
@@ -272,7 +257,6 @@ pub async fn time_to_live(
     };
     let keys = if request.keys {
         keys_of(inner, &[request.id])
-            .await?
             .remove(&request.id)
             .unwrap_or_default()
     } else {

@@ -45,43 +45,25 @@ impl LeaseCheck for Leases<'_> {
     }
 }
 
-/// The keys attached to `lease` now, the batch's own writes included (a keys-only read of every
-/// key through the batch: a scan per revoke, which an index kept from the event stream will
-/// replace).
-fn attached_keys(
-    writes: &mut strata_mvcc::Batch<'_>,
-    leases: &Leases<'_>,
-    lease: i64,
-) -> io::Result<Vec<Vec<u8>>> {
-    use strata_mvcc::api::{RangeRequest, RequestOp, TxnRequest, request_op, response_op};
-    let scan = TxnRequest {
-        compare: Vec::new(),
-        success: vec![RequestOp {
-            request: Some(request_op::Request::RequestRange(RangeRequest {
-                key: vec![0],
-                range_end: vec![0],
-                keys_only: true,
-                ..RangeRequest::default()
-            })),
-        }],
-        failure: Vec::new(),
-    };
-    let read = writes
-        .txn(&scan, leases)
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    let mut keys = Vec::new();
-    for op in read.responses {
-        if let Some(response_op::Response::ResponseRange(range)) = op.response {
-            keys.extend(
-                range
-                    .kvs
-                    .into_iter()
-                    .filter(|kv| kv.lease == lease)
-                    .map(|kv| kv.key),
-            );
+/// The keys attached to `lease` now, in key order: the index as of the batch's last commit,
+/// with the batch's own lease moves since.
+fn attached_keys(shared: &Shared, writes: &strata_mvcc::Batch<'_>, lease: i64) -> Vec<Vec<u8>> {
+    let mut keys = shared
+        .0
+        .read()
+        .lease_keys
+        .get(&lease)
+        .cloned()
+        .unwrap_or_default();
+    for m in writes.lease_moves() {
+        if m.from == lease {
+            keys.remove(&m.key);
+        }
+        if m.to == lease {
+            keys.insert(m.key.clone());
         }
     }
-    Ok(keys)
+    keys.into_iter().collect()
 }
 
 /// What the applying task tells the rest of the server.
@@ -340,7 +322,7 @@ fn apply_batch(
                                 shared,
                                 pending: &pending,
                             };
-                            let keys = attached_keys(&mut writes, &leases, revoke.id)?;
+                            let keys = attached_keys(shared, &writes, revoke.id);
                             if !keys.is_empty() {
                                 let deletes = strata_mvcc::api::TxnRequest {
                                     compare: Vec::new(),
@@ -412,10 +394,11 @@ fn apply_batch(
 /// `last`, then publishes the state.
 fn commit(
     writes: strata_mvcc::Batch<'_>,
-    pending: Pending,
+    mut pending: Pending,
     last: u64,
     shared: &Shared,
 ) -> io::Result<()> {
+    pending.lease_moves(writes.lease_moves());
     let mut extra = Vec::new();
     pending.pairs(last, &mut extra);
     let pairs: Vec<(&[u8], &[u8])> = extra
@@ -675,7 +658,8 @@ impl StateMachine for Machine {
         let applied = tokio::task::spawn_blocking(move || -> io::Result<u64> {
             db.restore(&dir, &files).map_err(io::Error::other)?;
             store.reload().map_err(io::Error::other)?;
-            let loaded = state::load(&db).map_err(io::Error::other)?;
+            let mut loaded = state::load(&db).map_err(io::Error::other)?;
+            loaded.lease_keys = state::lease_index(&store).map_err(io::Error::other)?;
             *shared.0.write() = loaded;
             state::read_u64(&db, state::APPLIED).map_err(io::Error::other)
         })

@@ -299,7 +299,7 @@ impl Inner {
         if leases.is_empty() {
             return Ok(BTreeMap::new());
         }
-        crate::lease::keys_of(self, &leases).await
+        Ok(crate::lease::keys_of(self, &leases))
     }
 
     /// Checks that `caller` may have `request` replicated and wraps it for the log, with the
@@ -562,7 +562,8 @@ impl Server {
             };
             state::bootstrap(&db, &initial, cluster_id).map_err(|e| storage(&e))?;
         }
-        let loaded = state::load(&db).map_err(|e| storage(&e))?;
+        let mut loaded = state::load(&db).map_err(|e| storage(&e))?;
+        loaded.lease_keys = state::lease_index(&store).map_err(|e| storage(&e))?;
         let cluster_id = loaded.cluster_id;
         let shared = Arc::new(Shared(parking_lot::RwLock::new(loaded)));
 

@@ -3,13 +3,14 @@
 //! [`Pending`], written in the same LSM batch as the MVCC changes and the applied index); the
 //! services read it. Its keys are in the LSM under [`SERVER`] (`docs/formats/server.md`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
 use prost::Message;
 use strata_lsm::{Db, Direction};
+use strata_mvcc::{LeaseMove, Store};
 
 use crate::auth::AuthState;
 use crate::proto::authpb::{Role, User};
@@ -110,6 +111,9 @@ pub struct State {
     pub leases: BTreeMap<i64, i64>,
     /// Users, roles, permissions (shared: a request's check reads it without the lock).
     pub auth: Arc<AuthState>,
+    /// Each lease's keys (not stored: built from the store at start and after a snapshot
+    /// is installed, then kept from each batch's lease moves).
+    pub lease_keys: HashMap<i64, BTreeSet<Vec<u8>>>,
 }
 
 /// [`State`], shared.
@@ -129,6 +133,7 @@ pub struct Pending {
     /// The auth state as the batch leaves it, once the batch changes it, with the user and
     /// role names it had before (to write the deletions).
     auth: Option<(AuthState, BTreeSet<String>, BTreeSet<String>)>,
+    lease_moves: Vec<LeaseMove>,
 }
 
 impl Pending {
@@ -180,6 +185,11 @@ impl Pending {
             Some((auth, _, _)) => read(auth),
             None => read(&shared.0.read().auth),
         }
+    }
+
+    /// Records the batch's keys whose lease changed, for the lease index.
+    pub fn lease_moves(&mut self, moves: &[LeaseMove]) {
+        self.lease_moves.extend_from_slice(moves);
     }
 
     /// Sets the cluster id.
@@ -321,7 +331,46 @@ impl Pending {
         if let Some((auth, _, _)) = self.auth {
             state.auth = Arc::new(auth);
         }
+        move_leases(&mut state.lease_keys, &self.lease_moves);
     }
+}
+
+/// Applies lease moves to a lease index.
+pub fn move_leases(index: &mut HashMap<i64, BTreeSet<Vec<u8>>>, moves: &[LeaseMove]) {
+    for m in moves {
+        if m.from != 0
+            && let Some(keys) = index.get_mut(&m.from)
+        {
+            keys.remove(&m.key);
+            if keys.is_empty() {
+                index.remove(&m.from);
+            }
+        }
+        if m.to != 0 {
+            index.entry(m.to).or_default().insert(m.key.clone());
+        }
+    }
+}
+
+/// Each lease's keys as `store` holds them (one keys-only scan).
+///
+/// # Errors
+///
+/// The store's.
+pub fn lease_index(store: &Store) -> Result<HashMap<i64, BTreeSet<Vec<u8>>>, String> {
+    let all = store
+        .range_request(&strata_mvcc::api::RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            keys_only: true,
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string())?;
+    let mut index: HashMap<i64, BTreeSet<Vec<u8>>> = HashMap::new();
+    for kv in all.kvs.into_iter().filter(|kv| kv.lease != 0) {
+        index.entry(kv.lease).or_default().insert(kv.key);
+    }
+    Ok(index)
 }
 
 /// A user's or a role's key.
