@@ -19,6 +19,8 @@ use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::server::Inner;
 
+mod split;
+
 /// Responses buffered per stream ahead of a slow client (etcd: 128). Past it the stream's
 /// watchers stop being polled, their buffers fill and they fall back to the store: memory stays
 /// bounded, nothing is lost.
@@ -46,6 +48,9 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Se
 struct Watcher {
     store_id: WatcherId,
     progress_notify: bool,
+    /// Whether responses of `--max-request-bytes` or more are sent in fragments (etcd's
+    /// `fragment`).
+    fragment: bool,
     /// Whether it had nothing to send at the last poll.
     caught_up: bool,
 }
@@ -68,6 +73,20 @@ impl Stream_ {
 
     async fn send(&self, response: WatchResponse) -> bool {
         self.out.send(Ok(response)).await.is_ok()
+    }
+
+    /// Sends a response with events: in etcd's fragments if watcher `id` asked for them.
+    async fn send_events(&self, id: i64, response: WatchResponse) -> bool {
+        if !self.watchers.get(&id).is_some_and(|w| w.fragment) {
+            return self.send(response).await;
+        }
+        let bytes_max = usize::try_from(self.inner.config.max_request_bytes).unwrap_or(usize::MAX);
+        for part in split::fragments(response, bytes_max) {
+            if !self.send(part).await {
+                return false;
+            }
+        }
+        true
     }
 
     async fn create(&mut self, create: WatchCreateRequest) -> bool {
@@ -140,6 +159,7 @@ impl Stream_ {
                     Watcher {
                         store_id,
                         progress_notify: create.progress_notify,
+                        fragment: create.fragment,
                         caught_up: !self.ready.lock().contains(&id),
                     },
                 );
@@ -240,20 +260,26 @@ impl Stream_ {
                             events: group,
                             ..WatchResponse::default()
                         };
-                        if !self.send(response).await {
+                        if !self.send_events(id, response).await {
                             return false;
                         }
                     }
                 } else if !poll.events.is_empty() {
-                    // Catch-up: up to 1,000 revisions at once, the header at the current one.
-                    let response = WatchResponse {
-                        header: self.header(0),
-                        watch_id: id,
-                        events: poll.events,
-                        ..WatchResponse::default()
-                    };
-                    if !self.send(response).await {
-                        return false;
+                    // Catch-up: up to 1,000 revisions at once, the header at the current one;
+                    // split at revisions past what any client can receive.
+                    let header = self.header(0);
+                    for events in
+                        split::at_revisions(poll.events, split::CATCH_UP_RESPONSE_BYTES_MAX)
+                    {
+                        let response = WatchResponse {
+                            header: header.clone(),
+                            watch_id: id,
+                            events,
+                            ..WatchResponse::default()
+                        };
+                        if !self.send_events(id, response).await {
+                            return false;
+                        }
                     }
                 }
                 if poll.caught_up {
