@@ -272,7 +272,7 @@ impl Stream_ {
                         split::at_revisions(poll.events, split::CATCH_UP_RESPONSE_BYTES_MAX)
                     {
                         let response = WatchResponse {
-                            header: header.clone(),
+                            header,
                             watch_id: id,
                             events,
                             ..WatchResponse::default()
