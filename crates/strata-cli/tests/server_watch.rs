@@ -641,9 +641,10 @@ fn a_watcher_that_stops_reading_gets_every_event_once_when_it_reads_again() {
 
 /// Big values: a watcher that asks for fragments gets responses under `--max-request-bytes`
 /// (each part of one with two events or more), `fragment` set on all parts but the last; the
-/// parts rejoin to every event. One that does not ask, with etcd-client's default 4 MiB receive
-/// limit, still gets a catch-up of 6 MiB (etcd sends it as one response, which that client
-/// cannot receive).
+/// parts rejoin to every event, both for a catch-up (20 revisions, 420 KiB) and for a live
+/// revision (two puts of 20 KiB, 80 KiB with their previous values). One that does not ask, with
+/// etcd-client's default 4 MiB receive limit, still gets a catch-up of 6 MiB (etcd sends it as
+/// one response, which that client cannot receive).
 #[test]
 fn big_responses_are_fragmented_on_request_and_split_at_revisions_otherwise() {
     use strata_server::proto::etcdserverpb::watch_client::WatchClient;
@@ -672,19 +673,8 @@ fn big_responses_are_fragmented_on_request_and_split_at_revisions_otherwise() {
             }
             expected.push((format!("f/{i:02}"), revision));
         }
-        // Two puts in one revision (40 KiB of request); with prev_kv its response is 80 KiB.
-        let r = c
-            .txn(Txn::new().and_then(vec![
-                TxnOp::put("f/00", value.as_str(), None),
-                TxnOp::put("f/01", value.as_str(), None),
-            ]))
-            .await
-            .expect("txn");
-        let txn_revision = r.header().expect("header").revision();
-        expected.push(("f/00".to_owned(), txn_revision));
-        expected.push(("f/01".to_owned(), txn_revision));
 
-        // etcd-client, fragments asked: every part small, all events there.
+        // Both clients catch up from `first`, with previous values and fragments.
         let mut w = client(&endpoints).await;
         let mut stream = w
             .watch(
@@ -699,50 +689,6 @@ fn big_responses_are_fragmented_on_request_and_split_at_revisions_otherwise() {
             )
             .await
             .expect("watch");
-        let mut got = Vec::new();
-        // How many responses the txn's revision came in.
-        let mut txn_parts = 0;
-        while got.len() < expected.len() {
-            let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
-                .await
-                .expect("events in time")
-                .expect("a response")
-                .expect("open");
-            let bytes: usize = message
-                .events()
-                .iter()
-                .map(|e| {
-                    let kv = e.kv().expect("kv");
-                    kv.key().len() + kv.value().len() + e.prev_kv().map_or(0, |p| p.value().len())
-                })
-                .sum();
-            assert!(
-                message.events().len() <= 1 || bytes < LIMIT_BYTES,
-                "a response of {} events and {bytes} bytes",
-                message.events().len()
-            );
-            txn_parts += usize::from(
-                message
-                    .events()
-                    .iter()
-                    .any(|e| e.kv().is_some_and(|kv| kv.mod_revision() == txn_revision)),
-            );
-            for e in message.events() {
-                let kv = e.kv().expect("kv");
-                got.push((
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    kv.mod_revision(),
-                ));
-            }
-        }
-        assert_eq!(got, expected, "the fragments rejoin to every event");
-        assert_eq!(
-            txn_parts, 2,
-            "the txn's 80 KiB revision came in two fragments"
-        );
-
-        // The generated client sees the flags: the txn's revision comes in two parts, the first
-        // flagged.
         let mut raw = WatchClient::connect(endpoints[0].clone())
             .await
             .expect("connect");
@@ -760,36 +706,111 @@ fn big_responses_are_fragmented_on_request_and_split_at_revisions_otherwise() {
         };
         let requests = tokio_stream::iter(vec![create]).chain(tokio_stream::pending());
         let mut responses = raw.watch(requests).await.expect("watch").into_inner();
-        let mut flags = Vec::new();
-        let mut events = 0;
-        while events < expected.len() {
-            let r = tokio::time::timeout(Duration::from_secs(10), responses.message())
-                .await
-                .expect("in time")
-                .expect("a response")
-                .expect("open");
-            if r.created {
-                continue;
+
+        // etcd-client: every response small; the events come in order.
+        let read = async |stream: &mut etcd_client::WatchStream, n: usize| {
+            let mut got = Vec::new();
+            let mut messages = 0;
+            while got.len() < n {
+                let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                    .await
+                    .expect("events in time")
+                    .expect("a response")
+                    .expect("open");
+                let bytes: usize = message
+                    .events()
+                    .iter()
+                    .map(|e| {
+                        let kv = e.kv().expect("kv");
+                        kv.key().len()
+                            + kv.value().len()
+                            + e.prev_kv().map_or(0, |p| p.value().len())
+                    })
+                    .sum();
+                assert!(
+                    message.events().len() <= 1 || bytes < LIMIT_BYTES,
+                    "a response of {} events and {bytes} bytes",
+                    message.events().len()
+                );
+                messages += usize::from(!message.events().is_empty());
+                for e in message.events() {
+                    let kv = e.kv().expect("kv");
+                    got.push((
+                        String::from_utf8_lossy(kv.key()).into_owned(),
+                        kv.mod_revision(),
+                    ));
+                }
             }
-            assert!(
-                r.events.len() <= 1 || prost::Message::encoded_len(&r) < LIMIT_BYTES,
-                "a part of {} bytes",
-                prost::Message::encoded_len(&r)
-            );
-            events += r.events.len();
-            let revision = r
-                .events
-                .first()
-                .and_then(|e| e.kv.as_ref())
-                .map(|kv| kv.mod_revision);
-            flags.push((revision, r.fragment));
-        }
-        let txn_flags: Vec<bool> = flags
-            .iter()
-            .filter(|(revision, _)| *revision == Some(txn_revision))
-            .map(|(_, fragment)| *fragment)
-            .collect();
-        assert_eq!(txn_flags, [true, false], "{flags:?}");
+            (got, messages)
+        };
+        // The generated client sees the flags: parts rejoin to whole responses.
+        let mut read_raw = async |n: usize| {
+            let mut rejoined: Vec<Vec<(String, i64)>> = Vec::new();
+            let mut open = false;
+            let mut events = 0;
+            let mut fragments = 0;
+            while events < n || open {
+                let r = tokio::time::timeout(Duration::from_secs(10), responses.message())
+                    .await
+                    .expect("in time")
+                    .expect("a response")
+                    .expect("open");
+                if r.created || r.events.is_empty() {
+                    continue;
+                }
+                let bytes = prost::Message::encoded_len(&r);
+                assert!(
+                    r.events.len() <= 1 || bytes < LIMIT_BYTES,
+                    "a part of {bytes} bytes"
+                );
+                if !open {
+                    rejoined.push(Vec::new());
+                }
+                let last = rejoined.last_mut().expect("a response");
+                for e in &r.events {
+                    let kv = e.kv.as_ref().expect("kv");
+                    last.push((
+                        String::from_utf8_lossy(&kv.key).into_owned(),
+                        kv.mod_revision,
+                    ));
+                }
+                events += r.events.len();
+                fragments += usize::from(r.fragment);
+                open = r.fragment;
+            }
+            (rejoined, fragments)
+        };
+
+        let (got, _) = read(&mut stream, expected.len()).await;
+        assert_eq!(
+            got, expected,
+            "the catch-up's fragments rejoin to every event"
+        );
+        let (rejoined, fragments) = read_raw(expected.len()).await;
+        assert!(fragments > 0, "the catch-up was not fragmented");
+        assert_eq!(rejoined.concat(), expected);
+
+        // Live: two puts in one revision (40 KiB of request, 80 KiB of response).
+        let r = c
+            .txn(Txn::new().and_then(vec![
+                TxnOp::put("f/00", value.as_str(), None),
+                TxnOp::put("f/01", value.as_str(), None),
+            ]))
+            .await
+            .expect("txn");
+        let txn_revision = r.header().expect("header").revision();
+        let live = vec![
+            ("f/00".to_owned(), txn_revision),
+            ("f/01".to_owned(), txn_revision),
+        ];
+        let (got, messages) = read(&mut stream, 2).await;
+        assert_eq!((got, messages), (live.clone(), 2), "two fragments");
+        let (rejoined, fragments) = read_raw(2).await;
+        assert_eq!(
+            (rejoined, fragments),
+            (vec![live], 1),
+            "one response in two parts"
+        );
     });
 
     // Default limits: a catch-up of six 1 MiB values (and 1,000 small ones) reaches etcd-client

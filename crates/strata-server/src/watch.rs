@@ -51,6 +51,10 @@ struct Watcher {
     /// Whether responses of `--max-request-bytes` or more are sent in fragments (etcd's
     /// `fragment`).
     fragment: bool,
+    /// Whether it started in the past and has not caught up yet: until then what it gets is
+    /// sent as etcd sends a catch-up, in one response (at most 1,000 revisions) with the current
+    /// revision, also the last part, which brings it up to date.
+    catching_up: bool,
     /// Whether it had nothing to send at the last poll.
     caught_up: bool,
 }
@@ -69,6 +73,14 @@ struct Stream_ {
 impl Stream_ {
     fn header(&self, revision: i64) -> Option<crate::proto::etcdserverpb::ResponseHeader> {
         Some(self.inner.header(revision))
+    }
+
+    /// The header of a compacted watcher's cancel: revision 0, as etcd's (its store reports the
+    /// compaction with no revision).
+    fn compacted_header(&self) -> Option<crate::proto::etcdserverpb::ResponseHeader> {
+        let mut header = self.inner.header(0);
+        header.revision = 0;
+        Some(header)
     }
 
     async fn send(&self, response: WatchResponse) -> bool {
@@ -143,6 +155,9 @@ impl Stream_ {
         }
         let wake = Arc::clone(&self.wake);
         let ready = Arc::clone(&self.ready);
+        // Read before the watcher exists: a write in between makes it catch up from the store,
+        // but etcd too would have taken it as live (synced) then.
+        let current_revision = self.inner.store.current_revision();
         let watched = self.inner.store.watch(
             spec,
             create.start_revision,
@@ -160,6 +175,8 @@ impl Stream_ {
                         store_id,
                         progress_notify: create.progress_notify,
                         fragment: create.fragment,
+                        catching_up: create.start_revision != 0
+                            && create.start_revision <= current_revision,
                         caught_up: !self.ready.lock().contains(&id),
                     },
                 );
@@ -172,7 +189,7 @@ impl Stream_ {
             // (etcd 3.5's answer; etcdctl shows it as ErrCompacted).
             Err(_) => {
                 let compacted = WatchResponse {
-                    header: self.header(0),
+                    header: self.compacted_header(),
                     watch_id: id,
                     canceled: true,
                     compact_revision: self.inner.store.compacted_revision(),
@@ -220,7 +237,7 @@ impl Stream_ {
                         self.watchers.remove(&id);
                         self.inner.store.unwatch(store_id);
                         let response = WatchResponse {
-                            header: self.header(0),
+                            header: self.compacted_header(),
                             watch_id: id,
                             canceled: true,
                             compact_revision: self.inner.store.compacted_revision(),
@@ -240,10 +257,13 @@ impl Stream_ {
                         return false;
                     }
                 };
+                let mut catching_up = false;
                 if let Some(w) = self.watchers.get_mut(&id) {
                     w.caught_up = poll.caught_up;
+                    catching_up = w.catching_up;
+                    w.catching_up &= !poll.caught_up;
                 }
-                if poll.caught_up {
+                if poll.caught_up && !catching_up {
                     // Live: one response per revision, its header at that revision (etcd's).
                     let mut events = poll.events.into_iter().peekable();
                     while let Some(first) = events.next() {
