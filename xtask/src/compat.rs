@@ -317,7 +317,10 @@ struct RunState {
 /// The cluster's current revision, as a linearizable read at the first member sees it.
 fn current_revision(cluster: &Cluster) -> Result<i64> {
     let first = format!("--endpoints={}", cluster.first_endpoint());
-    let answer = etcdctl(&[first.as_str(), "get", "compat-revision-probe", "-w", "json"], "")?;
+    let answer = etcdctl(
+        &[first.as_str(), "get", "compat-revision-probe", "-w", "json"],
+        "",
+    )?;
     serde_json::from_str::<Value>(&answer.stdout)
         .ok()
         .and_then(|v| v.pointer("/header/revision").and_then(Value::as_i64))

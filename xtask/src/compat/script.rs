@@ -132,9 +132,9 @@ impl Placeholder {
                             .and_then(|n| n.parse::<i64>().ok())
                             .map(|n| -n),
                     };
-                    return parsed
-                        .map(Self::Rev)
-                        .ok_or_else(|| anyhow::anyhow!("`{{rev+N}}` needs a number, got `{inner}`"));
+                    return parsed.map(Self::Rev).ok_or_else(|| {
+                        anyhow::anyhow!("`{{rev+N}}` needs a number, got `{inner}`")
+                    });
                 }
                 if let Some(name) = inner.strip_prefix("peer:") {
                     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -366,7 +366,10 @@ mod tests {
             ("! w\n", "line 1: no `& w ...` before it"),
             ("& w\n", "line 1: `& NAME ARGS` needs"),
             ("& w watch a\n? w\n", "line 2: `? NAME TEXT` needs a text"),
-            ("> get a --rev={rev+x}\n", "line 1: `{rev+N}` needs a number"),
+            (
+                "> get a --rev={rev+x}\n",
+                "line 1: `{rev+N}` needs a number",
+            ),
         ] {
             let error = parse(script).expect_err(script).to_string();
             assert!(error.contains(expected), "{script:?}: {error}");
@@ -384,7 +387,10 @@ mod tests {
         assert_eq!(steps[0].text, "& w1 watch a --rev={rev+1}");
         assert_eq!(steps[1].kind, Kind::Run);
         assert_eq!(steps[2].kind, Kind::Wait("w1".into(), "PUT".into()));
-        assert_eq!(steps[3].kind, Kind::Stop("w1".into(), Some("end of it".into())));
+        assert_eq!(
+            steps[3].kind,
+            Kind::Stop("w1".into(), Some("end of it".into()))
+        );
         assert_eq!(steps[5].kind, Kind::Stop("w2".into(), None));
         assert!(steps[3].args.is_empty());
         let mut seen = Vec::new();
@@ -394,7 +400,11 @@ mod tests {
         })?;
         assert_eq!(
             seen,
-            [Placeholder::Rev(0), Placeholder::Rev(2), Placeholder::Rev(-3)]
+            [
+                Placeholder::Rev(0),
+                Placeholder::Rev(2),
+                Placeholder::Rev(-3)
+            ]
         );
         Ok(())
     }
@@ -444,7 +454,7 @@ mod tests {
         ];
         let steps = parse(SCRIPT)?;
         assert!(steps.len() >= 60, "only {} commands", steps.len());
-        for step in steps.iter().filter(|s| s.args.first().is_some()) {
+        for step in steps.iter().filter(|s| !s.args.is_empty()) {
             assert!(
                 known.contains(&step.args[0].as_str()),
                 "line {}: `{}` is not a command this script covers",
