@@ -21,6 +21,7 @@
 //! Usage: `cargo xtask compat [--against strata|etcd] [--members N] [--strata-bin PATH] [--show]
 //! [--keep] [--allow-diff]`.
 
+mod background;
 mod cluster;
 mod normalize;
 mod script;
@@ -36,9 +37,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+use background::Background;
 use cluster::{Cluster, Server, etcdctl, free_port, url};
 use normalize::{Normalizer, Options};
-use script::{Placeholder, Step};
+use script::{Kind, Placeholder, Step};
 
 /// The usage text of `cargo xtask compat`.
 pub const USAGE: &str = "\
@@ -288,9 +290,13 @@ fn run_side(
             continue;
         }
         let shown = run_step(&mut cluster, &mut normalizer, &mut state, step)?;
-        outputs.push(Some(shown));
+        // A started background command shows its output when it is stopped.
+        let started = matches!(step.kind, Kind::Start(_)) && shown.is_empty();
+        outputs.push((!started).then_some(shown));
     }
     let crash = cluster.check_running().err();
+    // Background commands the script never stopped are killed (by dropping them).
+    state.background.clear();
     cluster.stop();
     Ok((outputs, crash))
 }
@@ -304,6 +310,82 @@ struct RunState {
     added_id: Option<String>,
     /// The id (hex) of the lease granted by the latest successful `lease grant`.
     lease_id: Option<String>,
+    /// The commands running in the background, by name.
+    background: BTreeMap<String, Background>,
+}
+
+/// The cluster's current revision, as a linearizable read at the first member sees it.
+fn current_revision(cluster: &Cluster) -> Result<i64> {
+    let first = format!("--endpoints={}", cluster.first_endpoint());
+    let answer = etcdctl(
+        &[first.as_str(), "get", "compat-revision-probe", "-w", "json"],
+        "",
+    )?;
+    serde_json::from_str::<Value>(&answer.stdout)
+        .ok()
+        .and_then(|v| v.pointer("/header/revision").and_then(Value::as_i64))
+        .with_context(|| {
+            format!(
+                "no revision in `get -w json`: {}{}",
+                answer.stdout, answer.stderr
+            )
+        })
+}
+
+/// Shows every live lease's id as `<lease>`: `lock` and `elect` grant their session's lease
+/// themselves (random on both sides), and their keys end in its id.
+fn learn_leases(cluster: &Cluster, normalizer: &mut Normalizer) -> Result<()> {
+    let first = format!("--endpoints={}", cluster.first_endpoint());
+    let answer = etcdctl(&[first.as_str(), "lease", "list", "-w", "json"], "")?;
+    let leases = serde_json::from_str::<Value>(&answer.stdout)
+        .ok()
+        .and_then(|v| v.get("leases").and_then(Value::as_array).cloned())
+        .unwrap_or_default();
+    for id in leases
+        .iter()
+        // etcdctl 3.4 prints `{"id": N}` here (the proto's JSON name), not `ID`.
+        .filter_map(|lease| {
+            lease
+                .get("id")
+                .or_else(|| lease.get("ID"))
+                .and_then(Value::as_u64)
+        })
+    {
+        normalizer.name_literal(&format!("{id:x}"), "<lease>");
+        normalizer.name_literal(&id.to_string(), "<lease>");
+    }
+    Ok(())
+}
+
+/// Runs a `? NAME TEXT` or `! NAME [TEXT]` step and returns its output, normalized.
+fn run_background_step(
+    cluster: &Cluster,
+    normalizer: &mut Normalizer,
+    state: &mut RunState,
+    step: &Step,
+) -> Result<String> {
+    let (Kind::Wait(name, _) | Kind::Stop(name, _)) = &step.kind else {
+        bail!("line {}: not a background step", step.line);
+    };
+    let Some(command) = state.background.get_mut(name) else {
+        return Ok(format!("not run: `{name}` is not running\n"));
+    };
+    match &step.kind {
+        Kind::Wait(_, text) => Ok(command.wait_for(text)),
+        Kind::Stop(_, until) => {
+            // Its session's lease is still granted while it runs.
+            learn_leases(cluster, normalizer)?;
+            let answer = command.stop(until.as_deref());
+            state.background.remove(name);
+            Ok(normalizer.output(
+                &answer.exit,
+                &answer.stdout,
+                &answer.stderr,
+                Options::default(),
+            ))
+        }
+        _ => bail!("line {}: not a background step", step.line),
+    }
 }
 
 /// Runs one step and returns its normalized output.
@@ -313,6 +395,9 @@ fn run_step(
     state: &mut RunState,
     step: &Step,
 ) -> Result<String> {
+    if matches!(step.kind, Kind::Wait(..) | Kind::Stop(..)) {
+        return run_background_step(cluster, normalizer, state, step);
+    }
     let mut needs_all = false;
     let mut needs_leader = false;
     let mut scan = |p: &Placeholder| {
@@ -360,6 +445,7 @@ fn run_step(
                 .clone()
                 .context("{lease_id} has no value: no earlier `lease grant` succeeded")?,
             Placeholder::Filler(count) => "x".repeat(*count),
+            Placeholder::Rev(offset) => (current_revision(cluster)? + offset).to_string(),
         })
     };
     let args: Result<Vec<String>> = step
@@ -388,6 +474,15 @@ fn run_step(
     } else {
         stdin.join("\n") + "\n"
     };
+    if let Kind::Start(name) = &step.kind {
+        if state.background.contains_key(name) {
+            return Ok(format!("not run: `{name}` is already running\n"));
+        }
+        state
+            .background
+            .insert(name.clone(), Background::start(&full, &stdin)?);
+        return Ok(String::new());
+    }
     let asked = Instant::now();
     let answer = loop {
         let answer = etcdctl(&full, &stdin)?;
@@ -424,6 +519,9 @@ fn run_step(
             }
         }
         state.lease_id = hex;
+    }
+    if matches!(args.first().map(String::as_str), Some("lock" | "elect")) {
+        learn_leases(cluster, normalizer)?;
     }
     let options = Options {
         any_member: step.any_member,

@@ -20,6 +20,8 @@ use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::server::Inner;
 
+mod split;
+
 /// Responses buffered per stream ahead of a slow client (etcd: 128). Past it the stream's
 /// watchers stop being polled, their buffers fill and they fall back to the store: memory stays
 /// bounded, nothing is lost.
@@ -59,6 +61,13 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Se
 struct Watcher {
     store_id: WatcherId,
     progress_notify: bool,
+    /// Whether responses of `--max-request-bytes` or more are sent in fragments (etcd's
+    /// `fragment`).
+    fragment: bool,
+    /// Whether it started in the past and has not caught up yet: until then what it gets is
+    /// sent as etcd sends a catch-up, in one response (at most 1,000 revisions) with the current
+    /// revision, also the last part, which brings it up to date.
+    catching_up: bool,
     /// Whether it had nothing to send at the last poll.
     caught_up: bool,
 }
@@ -81,8 +90,30 @@ impl Stream_ {
         Some(self.inner.header(revision))
     }
 
+    /// The header of a compacted watcher's cancel: revision 0, as etcd's (its store reports the
+    /// compaction with no revision).
+    fn compacted_header(&self) -> Option<crate::proto::etcdserverpb::ResponseHeader> {
+        let mut header = self.inner.header(0);
+        header.revision = 0;
+        Some(header)
+    }
+
     async fn send(&self, response: WatchResponse) -> bool {
         self.out.send(Ok(response)).await.is_ok()
+    }
+
+    /// Sends a response with events: in etcd's fragments if watcher `id` asked for them.
+    async fn send_events(&self, id: i64, response: WatchResponse) -> bool {
+        if !self.watchers.get(&id).is_some_and(|w| w.fragment) {
+            return self.send(response).await;
+        }
+        let bytes_max = usize::try_from(self.inner.config.max_request_bytes).unwrap_or(usize::MAX);
+        for part in split::fragments(response, bytes_max) {
+            if !self.send(part).await {
+                return false;
+            }
+        }
+        true
     }
 
     async fn create(&mut self, create: WatchCreateRequest) -> bool {
@@ -145,6 +176,9 @@ impl Stream_ {
         }
         let wake = Arc::clone(&self.wake);
         let ready = Arc::clone(&self.ready);
+        // Read before the watcher exists: a write in between makes it catch up from the store,
+        // but etcd too would have taken it as live (synced) then.
+        let current_revision = self.inner.store.current_revision();
         let watched = self.inner.store.watch(
             spec,
             create.start_revision,
@@ -161,6 +195,9 @@ impl Stream_ {
                     Watcher {
                         store_id,
                         progress_notify: create.progress_notify,
+                        fragment: create.fragment,
+                        catching_up: create.start_revision != 0
+                            && create.start_revision <= current_revision,
                         caught_up: !self.ready.lock().contains(&id),
                     },
                 );
@@ -173,7 +210,7 @@ impl Stream_ {
             // (etcd 3.5's answer; etcdctl shows it as ErrCompacted).
             Err(_) => {
                 let compacted = WatchResponse {
-                    header: self.header(0),
+                    header: self.compacted_header(),
                     watch_id: id,
                     canceled: true,
                     compact_revision: self.inner.store.compacted_revision(),
@@ -221,7 +258,7 @@ impl Stream_ {
                         self.watchers.remove(&id);
                         self.inner.store.unwatch(store_id);
                         let response = WatchResponse {
-                            header: self.header(0),
+                            header: self.compacted_header(),
                             watch_id: id,
                             canceled: true,
                             compact_revision: self.inner.store.compacted_revision(),
@@ -241,10 +278,13 @@ impl Stream_ {
                         return false;
                     }
                 };
+                let mut catching_up = false;
                 if let Some(w) = self.watchers.get_mut(&id) {
                     w.caught_up = poll.caught_up;
+                    catching_up = w.catching_up;
+                    w.catching_up &= !poll.caught_up;
                 }
-                if poll.caught_up {
+                if poll.caught_up && !catching_up {
                     // Live: one response per revision, its header at that revision (etcd's).
                     let mut events = poll.events.into_iter().peekable();
                     while let Some(first) = events.next() {
@@ -261,20 +301,26 @@ impl Stream_ {
                             events: group,
                             ..WatchResponse::default()
                         };
-                        if !self.send(response).await {
+                        if !self.send_events(id, response).await {
                             return false;
                         }
                     }
                 } else if !poll.events.is_empty() {
-                    // Catch-up: up to 1,000 revisions at once, the header at the current one.
-                    let response = WatchResponse {
-                        header: self.header(0),
-                        watch_id: id,
-                        events: poll.events,
-                        ..WatchResponse::default()
-                    };
-                    if !self.send(response).await {
-                        return false;
+                    // Catch-up: up to 1,000 revisions at once, the header at the current one;
+                    // split at revisions past what any client can receive.
+                    let header = self.header(0);
+                    for events in
+                        split::at_revisions(poll.events, split::CATCH_UP_RESPONSE_BYTES_MAX)
+                    {
+                        let response = WatchResponse {
+                            header,
+                            watch_id: id,
+                            events,
+                            ..WatchResponse::default()
+                        };
+                        if !self.send_events(id, response).await {
+                            return false;
+                        }
                     }
                 }
                 if poll.caught_up {

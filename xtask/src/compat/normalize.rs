@@ -61,6 +61,9 @@ enum Rule {
     Drop,
     /// Key or value bytes, base64 in JSON: decoded when they are text.
     Bytes,
+    /// A key's lease: `<lease>` unless 0 (none). `lock` and `elect` grant their session's lease
+    /// themselves, with an id that is random on both sides.
+    Lease,
 }
 
 /// The rule for a field name, in etcdctl's JSON (`cluster_id`, `raftTerm`), its `-w fields`
@@ -79,6 +82,7 @@ fn rule_for(name: &str) -> Option<Rule> {
         "target" => Rule::Target,
         "ts" | "caller" => Rule::Drop,
         "key" | "value" | "range_end" => Rule::Bytes,
+        "lease" => Rule::Lease,
         _ => return None,
     })
 }
@@ -284,6 +288,11 @@ impl Normalizer {
             Rule::Index => placeholder("<index>"),
             Rule::Size => placeholder("<bytes>"),
             Rule::Hash => placeholder("<hash>"),
+            Rule::Lease => match value.as_i64() {
+                Some(0) => value,
+                Some(_) => placeholder("<lease>"),
+                None => self.value(None, value, options),
+            },
             Rule::Duration => placeholder("<duration>"),
             Rule::Target => placeholder("<target>"),
             Rule::Version => match value {
@@ -293,8 +302,9 @@ impl Normalizer {
             Rule::Bytes => match value {
                 Value::String(encoded) => match decode_base64(&encoded) {
                     Some(bytes) => match String::from_utf8(bytes) {
+                        // Literals too: a lock's or a candidate's key ends in its lease's id.
                         Ok(text) if !text.chars().any(char::is_control) => {
-                            Value::String(format!("text:{text}"))
+                            Value::String(format!("text:{}", self.literals(&text)))
                         }
                         _ => Value::String(encoded),
                     },
@@ -319,10 +329,7 @@ impl Normalizer {
     /// Rewrites free text: known literals (ports, the run's directory), member and cluster ids in
     /// hex or decimal, and `took = <duration>`.
     pub fn text(&self, text: &str, options: Options) -> String {
-        let mut text = text.to_owned();
-        for (from, to) in &self.literals {
-            text = replace_not_before_digit(&text, from, to);
-        }
+        let text = self.literals(text);
         let mut out = String::with_capacity(text.len());
         let mut token = String::new();
         for c in text.chars().chain(std::iter::once(' ')) {
@@ -343,6 +350,15 @@ impl Normalizer {
         }
         out.pop();
         sort_attached_keys(&hide_remaining(&hide_took(&out)))
+    }
+
+    /// `text` with the known literals replaced (ports, the run's directory, lease ids).
+    fn literals(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for (from, to) in &self.literals {
+            text = replace_not_before_digit(&text, from, to);
+        }
+        text
     }
 
     /// A token of free text, shown as a name if it is a known member or cluster id.

@@ -7,6 +7,15 @@
 //!   or double quotes group words and may be empty; no escapes). `--endpoints=` is added (the
 //!   first member's client URL) unless ARGS give their own.
 //! - `| TEXT`: one line of the previous command's stdin (`|` alone: an empty line), for `txn`.
+//! - `& NAME ARGS`: etcdctl ARGS started in the background as NAME, for commands that do not
+//!   exit by themselves (`watch`, `elect`, `lock` without a command); its stdin (`|` lines) is
+//!   kept open, so `watch -i` reads it and waits. It shows nothing until it is stopped.
+//! - `? NAME TEXT`: waits (bounded) until NAME has printed a line containing TEXT (the rest of
+//!   the line), so that what the next commands do comes after what NAME has seen; shows whether
+//!   it came.
+//! - `! NAME [TEXT]`: stops NAME: waits (bounded) as `?` for TEXT, or without TEXT until it has
+//!   been quiet for a moment, then sends SIGINT (as Ctrl-C: `elect` resigns, `lock` unlocks) and
+//!   shows its exit code, stdout and stderr, normalized like any command's.
 //!
 //! Tags: `@no-header` drops the response's top-level `header` (for responses etcd 3.5 gives a
 //! header and 3.4 does not, such as Alarm's: Strata follows 3.5); `@multi` runs the command only
@@ -26,7 +35,10 @@
 //! for every use of NAME in a run, shown as `NAME-peer`), `{leader_id}` and `{follower_id}` (hex
 //! member ids; the follower is the leader in a one-member cluster), `{lease_id}` (the id of the lease granted last; every lease id is shown as
 //! `<lease>`), `{added_id}` (the id of the
-//! member added by the latest successful `member add -w json`) and `{x*N}` (N copies of `x`).
+//! member added by the latest successful `member add -w json`), `{x*N}` (N copies of `x`) and
+//! `{rev}`, `{rev+N}`, `{rev-N}` (the cluster's current revision, read when the command runs, plus
+//! or minus N: a background watcher started with `--rev={rev+1}` sees every later write, however
+//! long it takes to start).
 
 use anyhow::{Result, bail};
 
@@ -54,6 +66,21 @@ pub struct Step {
     pub retry_unhealthy: bool,
     /// Drop the response's top-level `header` (`@no-header`).
     pub no_header: bool,
+    /// What the step does with its command.
+    pub kind: Kind,
+}
+
+/// What a step does: run a command to its end, or start, wait for or stop a background one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `> ARGS`: runs etcdctl ARGS and shows its answer.
+    Run,
+    /// `& NAME ARGS`: starts etcdctl ARGS in the background as NAME.
+    Start(String),
+    /// `? NAME TEXT`: waits until NAME has printed a line containing TEXT.
+    Wait(String, String),
+    /// `! NAME [TEXT]`: stops NAME (after TEXT, if given) and shows its answer.
+    Stop(String, Option<String>),
 }
 
 /// A placeholder of the script, as found between braces.
@@ -77,6 +104,8 @@ pub enum Placeholder {
     LeaseId,
     /// `{x*N}`: N copies of `x`.
     Filler(usize),
+    /// `{rev}`, `{rev+N}`, `{rev-N}`: the current revision plus this.
+    Rev(i64),
 }
 
 /// The longest filler a script may ask for: larger values would only test argv limits.
@@ -93,7 +122,20 @@ impl Placeholder {
             "follower_id" => Self::FollowerId,
             "added_id" => Self::AddedId,
             "lease_id" => Self::LeaseId,
+            "rev" => Self::Rev(0),
             _ => {
+                if let Some(offset) = inner.strip_prefix("rev") {
+                    let parsed = match offset.strip_prefix('+') {
+                        Some(n) => n.parse::<i64>().ok(),
+                        None => offset
+                            .strip_prefix('-')
+                            .and_then(|n| n.parse::<i64>().ok())
+                            .map(|n| -n),
+                    };
+                    return parsed.map(Self::Rev).ok_or_else(|| {
+                        anyhow::anyhow!("`{{rev+N}}` needs a number, got `{inner}`")
+                    });
+                }
                 if let Some(name) = inner.strip_prefix("peer:") {
                     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
                         bail!("`{{peer:NAME}}` needs an alphanumeric NAME, got `{inner}`");
@@ -193,8 +235,53 @@ pub fn parse(script: &str) -> Result<Vec<Step>> {
             step.stdin.push(stdin.to_owned());
             continue;
         }
-        let Some(command) = trimmed.strip_prefix("> ") else {
-            bail!("script line {line}: expected `> command`, `| stdin`, `#` or a blank line");
+        let mut kind = Kind::Run;
+        let command = if let Some(command) = trimmed.strip_prefix("> ") {
+            command
+        } else if let Some(rest) = trimmed.strip_prefix("& ") {
+            let Some((name, command)) = rest.trim_start().split_once(' ') else {
+                bail!("script line {line}: `& NAME ARGS` needs a name and a command");
+            };
+            kind = Kind::Start(name.to_owned());
+            command
+        } else if let Some(rest) = trimmed
+            .strip_prefix("? ")
+            .or_else(|| trimmed.strip_prefix("! "))
+        {
+            let rest = rest.trim();
+            let (name, text) = match rest.split_once(' ') {
+                Some((name, text)) => (name, Some(text.trim().to_owned())),
+                None => (rest, None),
+            };
+            let known = steps
+                .iter()
+                .any(|s| matches!(&s.kind, Kind::Start(started) if started == name));
+            if !known {
+                bail!("script line {line}: no `& {name} ...` before it");
+            }
+            let waits = trimmed.starts_with('?');
+            steps.push(Step {
+                line,
+                text: trimmed.to_owned(),
+                args: Vec::new(),
+                stdin: Vec::new(),
+                multi: false,
+                any_member: false,
+                snapshot: false,
+                retry_unhealthy: false,
+                no_header: false,
+                kind: match (waits, text) {
+                    (true, Some(text)) => Kind::Wait(name.to_owned(), text),
+                    (true, None) => bail!("script line {line}: `? NAME TEXT` needs a text"),
+                    (false, text) => Kind::Stop(name.to_owned(), text),
+                },
+            });
+            continue;
+        } else {
+            bail!(
+                "script line {line}: expected `> command`, `& NAME command`, `? NAME TEXT`, \
+                 `! NAME [TEXT]`, `| stdin`, `#` or a blank line"
+            );
         };
         let mut words =
             split_words(command).map_err(|error| anyhow::anyhow!("script line {line}: {error}"))?;
@@ -212,6 +299,7 @@ pub fn parse(script: &str) -> Result<Vec<Step>> {
             snapshot: false,
             retry_unhealthy: false,
             no_header: false,
+            kind,
         };
         for tag in words.drain(..tags) {
             match tag.as_str() {
@@ -234,6 +322,9 @@ pub fn parse(script: &str) -> Result<Vec<Step>> {
             .skip(tags)
             .collect::<Vec<_>>()
             .join(" ");
+        if let Kind::Start(name) = &step.kind {
+            step.text = format!("& {name} {}", step.text);
+        }
         step.args = words;
         steps.push(step);
     }
@@ -272,10 +363,50 @@ mod tests {
             ("get a\n", "line 1: expected"),
             ("> put a {x*abc}\n", "line 1: `{x*N}` needs a number"),
             ("> put a {x\n", "line 1: unclosed `{`"),
+            ("! w\n", "line 1: no `& w ...` before it"),
+            ("& w\n", "line 1: `& NAME ARGS` needs"),
+            ("& w watch a\n? w\n", "line 2: `? NAME TEXT` needs a text"),
+            (
+                "> get a --rev={rev+x}\n",
+                "line 1: `{rev+N}` needs a number",
+            ),
         ] {
             let error = parse(script).expect_err(script).to_string();
             assert!(error.contains(expected), "{script:?}: {error}");
         }
+    }
+
+    #[test]
+    fn background_commands_are_started_waited_for_and_stopped_by_name() -> Result<()> {
+        let steps = parse(
+            "& w1 watch a --rev={rev+1}\n| watch b\n> put a 1\n? w1 PUT\n! w1 end of it\n& w2 elect e p\n! w2\n",
+        )?;
+        assert_eq!(steps[0].kind, Kind::Start("w1".into()));
+        assert_eq!(steps[0].args, ["watch", "a", "--rev={rev+1}"]);
+        assert_eq!(steps[0].stdin, ["watch b"]);
+        assert_eq!(steps[0].text, "& w1 watch a --rev={rev+1}");
+        assert_eq!(steps[1].kind, Kind::Run);
+        assert_eq!(steps[2].kind, Kind::Wait("w1".into(), "PUT".into()));
+        assert_eq!(
+            steps[3].kind,
+            Kind::Stop("w1".into(), Some("end of it".into()))
+        );
+        assert_eq!(steps[5].kind, Kind::Stop("w2".into(), None));
+        assert!(steps[3].args.is_empty());
+        let mut seen = Vec::new();
+        expand("{rev}{rev+2}{rev-3}", &mut |p| {
+            seen.push(p.clone());
+            Ok(String::new())
+        })?;
+        assert_eq!(
+            seen,
+            [
+                Placeholder::Rev(0),
+                Placeholder::Rev(2),
+                Placeholder::Rev(-3)
+            ]
+        );
+        Ok(())
     }
 
     #[test]
@@ -317,10 +448,13 @@ mod tests {
             "defrag",
             "snapshot",
             "move-leader",
+            "watch",
+            "lock",
+            "elect",
         ];
         let steps = parse(SCRIPT)?;
         assert!(steps.len() >= 60, "only {} commands", steps.len());
-        for step in &steps {
+        for step in steps.iter().filter(|s| !s.args.is_empty()) {
             assert!(
                 known.contains(&step.args[0].as_str()),
                 "line {}: `{}` is not a command this script covers",
