@@ -76,7 +76,7 @@ impl ClusterService {
     /// operations).
     async fn admin<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let caller = self.0.caller(request.metadata()).await?;
-        self.0.auth().check_admin(&caller)?;
+        self.0.fresh_auth().await?.check_admin(&caller)?;
         Ok(caller)
     }
 

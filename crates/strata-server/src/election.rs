@@ -81,10 +81,10 @@ async fn leader(
     name: &[u8],
 ) -> Result<(Option<KeyValue>, i64), ApiError> {
     let prefix = prefix(name);
+    inner.read_barrier(false).await?;
     inner
         .auth()
         .check_access(caller, &prefix, &prefix_end(&prefix), Access::Read)?;
-    inner.read_barrier(false).await?;
     let store = Arc::clone(&inner.store);
     let query = oldest_query(&prefix, 0);
     let found = tokio::task::spawn_blocking(move || store.range_request(&query))

@@ -62,13 +62,14 @@ impl Kv for KvService {
         let caller = inner.caller(request.metadata()).await?;
         let request = request.into_inner();
         strata_mvcc::check_range(&request).map_err(ApiError::from)?;
-        inner
-            .auth()
-            .check_access(&caller, &request.key, &request.range_end, Access::Read)?;
         if !request.serializable {
             self.voter_only()?;
         }
         inner.read_barrier(request.serializable).await?;
+        // After the barrier: a linearizable read is checked against every acknowledged change.
+        inner
+            .auth()
+            .check_access(&caller, &request.key, &request.range_end, Access::Read)?;
         let store = Arc::clone(&inner.store);
         let mut response = tokio::task::spawn_blocking(move || store.range_request(&request))
             .await
@@ -124,8 +125,8 @@ impl Kv for KvService {
         if strata_mvcc::txn_is_read_only(&request) {
             // Nothing to replicate: a read at this member, linearizable unless every range
             // in it is serializable.
-            inner.auth().check_read_txn(&caller, &request)?;
             inner.read_barrier(txn_serializable(&request)).await?;
+            inner.auth().check_read_txn(&caller, &request)?;
             let store = Arc::clone(&inner.store);
             let mut response = tokio::task::spawn_blocking(move || store.read_txn(&request))
                 .await

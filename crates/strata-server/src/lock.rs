@@ -118,7 +118,8 @@ pub async fn wait_turn(
     mine: i64,
 ) -> Result<(), ApiError> {
     inner
-        .auth()
+        .fresh_auth()
+        .await?
         .check_access(caller, prefix, &prefix_end(prefix), Access::Read)?;
     loop {
         inner.read_barrier(false).await?;

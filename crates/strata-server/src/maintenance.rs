@@ -57,7 +57,7 @@ fn dir_bytes(dir: &std::path::Path, depth: u32) -> u64 {
 /// that read everything or change the member).
 async fn admin<T>(inner: &Inner, request: &Request<T>) -> Result<(), Status> {
     let caller = inner.caller(request.metadata()).await?;
-    inner.auth().check_admin(&caller)?;
+    inner.fresh_auth().await?.check_admin(&caller)?;
     Ok(())
 }
 

@@ -210,6 +210,17 @@ impl Inner {
         Arc::clone(&self.shared.0.read().auth)
     }
 
+    /// The auth state with every change acknowledged so far (after a ReadIndex round): what
+    /// a check that refuses must read on a member that may lag.
+    ///
+    /// # Errors
+    ///
+    /// The read barrier's.
+    pub async fn fresh_auth(&self) -> Result<Arc<AuthState>, ApiError> {
+        self.read_barrier(false).await?;
+        Ok(self.auth())
+    }
+
     /// Who sent a request, from its metadata: the members' secret (a member forwarding its
     /// own request), a token (`token`, or `authorization` with an optional `Bearer `, as
     /// etcd's gateway), or nobody. Tokens are ignored while auth is off (etcd's).
@@ -336,13 +347,25 @@ impl Inner {
     ///
     /// The permission check's, the log's, the apply's refusal.
     pub async fn propose(&self, caller: &Caller, request: Request) -> Result<Answer, ApiError> {
-        let request = self.prepare(caller, request, now_ms()).await?;
+        let leader = self.leader().await?;
+        let request = if leader == self.id {
+            self.prepare(caller, request, now_ms()).await?
+        } else {
+            // Checked by the leader alone: this member may not have applied a change to the
+            // caller's roles that was already acknowledged, and must not refuse what the
+            // leader (which has) allows.
+            RaftRequest {
+                now_ms: now_ms(),
+                request: Some(request),
+                auth_revision: 0,
+                internal: false,
+            }
+        };
         let bytes = request.encode_to_vec();
         if bytes.len() as u64 > self.config.max_request_bytes + ENVELOPE_BYTES as u64 {
             return Err(ApiError::RequestTooLarge);
         }
         self.metrics.proposals.inc();
-        let leader = self.leader().await?;
         let answer = if leader == self.id {
             self.propose_here(bytes.into()).await?
         } else {
