@@ -33,7 +33,7 @@
 //! over the phase (VmHWM of `/proc/<pid>/status`), the same for etcd (`etcd_watch_*`), and
 //! `RATIO watch_events_vs_etcd`: the geometric mean of the two phases' events/s ratios (each
 //! phase's ratio is printed too; above 1: Strata ahead). Medians over `--rounds` (default 1);
-//! the two systems alternate within a round.
+//! the two systems alternate within a round. `--no-etcd` runs Strata alone (for profiling).
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
@@ -548,11 +548,14 @@ fn main() {
         settings.writers > 0 && settings.streams > 0,
         "--writers and --streams must be positive"
     );
-    let etcd = std::process::Command::new("etcd")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !etcd {
+    let etcd = !args.has("--no-etcd")
+        && std::process::Command::new("etcd")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if args.has("--no-etcd") {
+        println!("--no-etcd: Strata alone");
+    } else if !etcd {
         println!("etcd is not installed: no comparison (apt-get install etcd-server)");
     }
     let strata = [env!("CARGO_BIN_EXE_strata"), "server"];
