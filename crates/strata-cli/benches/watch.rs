@@ -12,9 +12,10 @@
 //! both the hub's by-key lookup and its range check are exercised. A put to a watched key is
 //! then delivered to two watchers of every stream (to one for the last key of a block).
 //!
-//! `--writers` clients (default 16) sharing their own connection put 64-byte values (their
-//! send time, for latency) to the keys `w/0 .. w/<watchers - 1>` in turn. Each phase runs two
-//! loads of `--seconds` (default 5), the same for both systems:
+//! `--writers` clients (default 128: fewer leave both systems waiting on their group commits
+//! rather than busy) sharing their own connection put 64-byte values (their send time, for
+//! latency) to the keys `w/0 .. w/<watchers - 1>` in turn. Each phase runs two loads of
+//! `--seconds` (default 5), the same for both systems:
 //! - a fixed offered rate (`--rate` puts/s in all, default 500) that both sustain: both then
 //!   deliver the same events/s, so what it measures is delivery latency, put to receipt
 //!   (`..._fixed_p50`, `..._fixed_p99`);
@@ -29,11 +30,17 @@
 //!
 //! Prints, per phase, events/s delivered (`BENCH watch_events_1stream`,
 //! `BENCH watch_events_100k`), puts/s of the saturating load, delivery latency at the fixed
-//! rate, the time to create the watchers, the server's RSS once they exist and its peak RSS
-//! over the phase (VmHWM of `/proc/<pid>/status`), the same for etcd (`etcd_watch_*`), and
+//! rate, the server's CPU time (all threads) per event delivered in the saturating load, the
+//! time to create the watchers, the server's RSS once they exist and its peak RSS over the
+//! phase (VmHWM of `/proc/<pid>/status`), the same for etcd (`etcd_watch_*`), and
 //! `RATIO watch_events_vs_etcd`: the geometric mean of the two phases' events/s ratios (each
-//! phase's ratio is printed too; above 1: Strata ahead). Medians over `--rounds` (default 1);
+//! phase's ratio is printed too; above 1: Strata ahead). Medians over `--rounds` (default 3);
 //! the two systems alternate within a round. `--no-etcd` runs Strata alone (for profiling).
+//!
+//! The harness's client shares the machine with the server and decodes every event, so
+//! events/s also counts the client's cost, the same for both systems: that narrows the ratio
+//! towards 1. The CPU time per event (`RATIO watch_<phase>_cpu_per_event_vs_etcd`) is the
+//! server's alone, and the figure least moved by whatever else runs on the machine.
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
@@ -62,6 +69,9 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long the harness watches for events beyond those expected (a repeat) after a load.
 const QUIET: Duration = Duration::from_millis(500);
 
+/// The kernel's USER_HZ, the unit of `/proc/<pid>/stat`'s CPU times (100 on Linux).
+const CLOCK_TICKS_PER_S: f64 = 100.0;
+
 /// How often the harness polls the delivered counts.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -84,6 +94,8 @@ struct Figures {
     puts_per_s: f64,
     fixed_p50_ms: f64,
     fixed_p99_ms: f64,
+    /// Server CPU time (user and system, all threads) per event of the saturating load.
+    cpu_us_per_event: f64,
     rss_watchers_mib: f64,
     peak_rss_mib: f64,
 }
@@ -269,8 +281,10 @@ async fn write(
     (puts, failed)
 }
 
-/// What one load measured: (events/s delivered, puts/s, p50 ms, p99 ms of delivery latency).
+/// What one load measured.
 struct LoadFigures {
+    /// Events the load delivered.
+    events: f64,
     events_per_s: f64,
     puts_per_s: f64,
     p50_ms: f64,
@@ -374,6 +388,7 @@ async fn load(
         f64::from(latencies[at]) / 1_000.0
     };
     LoadFigures {
+        events: expected_total as f64,
         events_per_s: expected_total as f64 / ((last_ns - start_ns) as f64 / 1e9).max(1e-9),
         puts_per_s: puts_total as f64 / write_s,
         p50_ms: percentile_ms(0.5),
@@ -396,6 +411,26 @@ fn proc_mib(pid: Option<u32>, field: &str) -> f64 {
                 .ok()
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The CPU time process `pid` has used (user and system, all its threads), in seconds; 0 if
+/// it cannot be read.
+fn proc_cpu_s(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces: fields are counted after its closing parenthesis,
+    // where utime and stime are the 12th and 13th.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / CLOCK_TICKS_PER_S
 }
 
 /// One phase (`streams` streams of `settings.watchers` watchers) against a fresh member that
@@ -463,7 +498,9 @@ fn phase(program: &[&str], streams: usize, settings: Settings) -> Figures {
             epoch,
         )
         .await;
+        let cpu_before_s = proc_cpu_s(pid);
         let saturating = load(&writer_client, &tallies, settings, None, epoch).await;
+        let cpu_s = proc_cpu_s(pid) - cpu_before_s;
         let peak_rss_mib = proc_mib(pid, "VmHWM");
         for (sender, task) in open {
             drop(sender);
@@ -475,6 +512,7 @@ fn phase(program: &[&str], streams: usize, settings: Settings) -> Figures {
             puts_per_s: saturating.puts_per_s,
             fixed_p50_ms: fixed.p50_ms,
             fixed_p99_ms: fixed.p99_ms,
+            cpu_us_per_event: cpu_s * 1e6 / saturating.events,
             rss_watchers_mib,
             peak_rss_mib,
         }
@@ -490,6 +528,7 @@ fn report(prefix: &str, phase: &str, runs: &[Figures]) -> Figures {
         puts_per_s: m(|f| f.puts_per_s),
         fixed_p50_ms: m(|f| f.fixed_p50_ms),
         fixed_p99_ms: m(|f| f.fixed_p99_ms),
+        cpu_us_per_event: m(|f| f.cpu_us_per_event),
         rss_watchers_mib: m(|f| f.rss_watchers_mib),
         peak_rss_mib: m(|f| f.peak_rss_mib),
     };
@@ -513,6 +552,11 @@ fn report(prefix: &str, phase: &str, runs: &[Figures]) -> Figures {
         figures.fixed_p99_ms,
         "ms",
     );
+    print_bench(
+        &format!("{prefix}_{phase}_cpu_per_event"),
+        figures.cpu_us_per_event,
+        "us",
+    );
     print_bench(&format!("{prefix}_{phase}_create"), figures.create_s, "s");
     print_bench(
         &format!("{prefix}_{phase}_rss_watchers"),
@@ -533,14 +577,14 @@ fn main() {
         watchers: args.value_or("--watchers", 10_000usize),
         streams: args.value_or("--streams", 10usize),
         connections: args.value_or("--connections", 2usize),
-        writers: args.value_or("--writers", 16usize),
+        writers: args.value_or("--writers", 128usize),
         seconds: args.value_or("--seconds", 5.0f64),
         rate: args.value_or("--rate", 500.0f64),
     };
-    let rounds = args.value_or("--rounds", 1usize);
+    let rounds = args.value_or("--rounds", 3usize);
     assert!(
         settings.watchers >= PREFIX_BLOCK
-            && settings.watchers % PREFIX_BLOCK == 0
+            && settings.watchers.is_multiple_of(PREFIX_BLOCK)
             && settings.watchers < 10usize.pow(KEY_DIGITS_MAX as u32),
         "--watchers must be a multiple of {PREFIX_BLOCK} below 10^{KEY_DIGITS_MAX}"
     );
@@ -579,6 +623,10 @@ fn main() {
             let their = report("etcd_watch", name, &theirs[p]);
             let ratio = our.events_per_s / their.events_per_s;
             print_ratio(&format!("watch_events_{name}_vs_etcd"), ratio);
+            print_ratio(
+                &format!("watch_{name}_cpu_per_event_vs_etcd"),
+                their.cpu_us_per_event / our.cpu_us_per_event,
+            );
             print_ratio(
                 &format!("watch_{name}_peak_rss_vs_etcd"),
                 their.peak_rss_mib / our.peak_rss_mib,

@@ -319,7 +319,7 @@ fn poll(
     let notified = w.notified.swap(false, Ordering::SeqCst);
     // Half the watchers poll as the server does: the buffered take first, reading the store
     // only when it declines.
-    let polled = if w.id % 2 == 0 {
+    let polled = if w.id.is_multiple_of(2) {
         match store.watch_poll_buffered(w.id, revisions_max) {
             Ok(Some(poll)) => Ok(poll),
             Ok(None) => store.watch_poll(w.id, revisions_max),

@@ -69,7 +69,7 @@ impl Headers {
         };
         Some(ResponseHeader {
             revision,
-            ..self.base.clone()
+            ..self.base
         })
     }
 }
