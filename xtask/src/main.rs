@@ -108,6 +108,11 @@ const BENCHES: &[Bench] = &[
         package: "strata-cli",
         target: "server",
     },
+    Bench {
+        name: "watch",
+        package: "strata-cli",
+        target: "watch",
+    },
 ];
 
 fn main() -> Result<()> {

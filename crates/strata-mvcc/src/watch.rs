@@ -232,13 +232,75 @@ fn offer(w: &mut Watcher, recorded: &Arc<Recorded>, wake: &mut Vec<Notify>) {
     w.buffer.push_back(recorded.clone());
 }
 
-/// A buffered event as this watcher sees it.
-fn deliver(spec: &WatchSpec, recorded: &Recorded) -> Event {
+/// A buffered event as a watcher that asked for `prev_kv` (or not) sees it.
+fn deliver(prev_kv: bool, recorded: &Recorded) -> Event {
     let mut event = recorded.event.clone();
-    if !spec.prev_kv || is_create(&event) {
+    if !prev_kv || is_create(&event) {
         event.prev_kv = None;
     }
     event
+}
+
+/// What [`take_buffered`] took under the hub's lock; events are copied out of it after the
+/// lock is released, so that the commit path publishing to the hub does not wait on copies.
+struct Taken {
+    recorded: Vec<Arc<Recorded>>,
+    prev_kv: bool,
+    next_revision: i64,
+    caught_up: bool,
+}
+
+impl Taken {
+    fn into_poll(self) -> WatchPoll {
+        WatchPoll {
+            events: self
+                .recorded
+                .iter()
+                .map(|r| deliver(self.prev_kv, r))
+                .collect(),
+            revision: self.next_revision - 1,
+            next_revision: self.next_revision,
+            caught_up: self.caught_up,
+        }
+    }
+}
+
+/// Takes up to `revisions_max` whole revisions of watcher `id`'s buffer (it has one, or it is
+/// live: nothing to read from the store).
+fn take_buffered(inner: &mut Inner, id: WatcherId, revisions_max: usize) -> Result<Taken> {
+    let revision = inner.revision;
+    let w = inner.watchers.get_mut(&id).ok_or(Error::WatcherNotFound)?;
+    let mut recorded = Vec::new();
+    let mut revisions = 0;
+    let mut last = None;
+    while let Some(front) = w.buffer.front() {
+        let rev = revision_of(&front.event);
+        if last != Some(rev) {
+            if revisions == revisions_max {
+                break;
+            }
+            revisions += 1;
+            last = Some(rev);
+        }
+        recorded.extend(w.buffer.pop_front());
+    }
+    if let Some(rev) = last {
+        w.next = w.next.max(rev + 1);
+    }
+    let caught_up = w.buffer.is_empty() && !w.lagging;
+    // Where the watcher is: at its buffer's first revision if it holds one (a lagging
+    // watcher's `next` is past its buffer: the store's turn comes after).
+    let next_revision = match w.buffer.front() {
+        Some(front) => revision_of(&front.event),
+        None if caught_up => w.next.max(revision + 1),
+        None => w.next,
+    };
+    Ok(Taken {
+        recorded,
+        prev_kv: w.spec.prev_kv,
+        next_revision,
+        caught_up,
+    })
 }
 
 impl Store {
@@ -334,6 +396,31 @@ impl Store {
         self.hub.inner.lock().watchers.len()
     }
 
+    /// As [`watch_poll`](Self::watch_poll) when that needs no read from the store: the
+    /// watcher's buffered live events (none if it is caught up), taken under the hub's lock
+    /// alone, so an async server can call it on its runtime. `None` when the watcher is behind
+    /// with nothing buffered: call [`watch_poll`](Self::watch_poll), which reads the store,
+    /// off the runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WatcherNotFound`] for an unknown id.
+    pub fn watch_poll_buffered(
+        &self,
+        id: WatcherId,
+        revisions_max: usize,
+    ) -> Result<Option<WatchPoll>> {
+        let taken = {
+            let mut inner = self.hub.inner.lock();
+            let w = inner.watchers.get(&id).ok_or(Error::WatcherNotFound)?;
+            if w.buffer.is_empty() && w.lagging {
+                return Ok(None);
+            }
+            take_buffered(&mut inner, id, revisions_max.max(1))?
+        };
+        Ok(Some(taken.into_poll()))
+    }
+
     /// Hands over a watcher's next events, at most `revisions_max` whole revisions (at least
     /// 1): its buffered live events, or, if it is behind, the next span read from the store
     /// ([`Store::events`]), after which it rejoins the live stream once it has reached it.
@@ -348,43 +435,12 @@ impl Store {
     pub fn watch_poll(&self, id: WatcherId, revisions_max: usize) -> Result<WatchPoll> {
         let revisions_max = revisions_max.max(1);
         let (spec, from) = {
-            let mut guard = self.hub.inner.lock();
-            let inner = &mut *guard;
-            let revision = inner.revision;
-            let w = inner.watchers.get_mut(&id).ok_or(Error::WatcherNotFound)?;
+            let mut inner = self.hub.inner.lock();
+            let w = inner.watchers.get(&id).ok_or(Error::WatcherNotFound)?;
             if !w.buffer.is_empty() || !w.lagging {
-                let mut events = Vec::new();
-                let mut revisions = 0;
-                let mut last = None;
-                while let Some(front) = w.buffer.front() {
-                    let rev = revision_of(&front.event);
-                    if last != Some(rev) {
-                        if revisions == revisions_max {
-                            break;
-                        }
-                        revisions += 1;
-                        last = Some(rev);
-                    }
-                    events.push(deliver(&w.spec, front));
-                    w.buffer.pop_front();
-                }
-                if let Some(rev) = last {
-                    w.next = w.next.max(rev + 1);
-                }
-                let caught_up = w.buffer.is_empty() && !w.lagging;
-                // Where the watcher is: at its buffer's first revision if it holds one (a
-                // lagging watcher's `next` is past its buffer: the store's turn comes after).
-                let next_revision = match w.buffer.front() {
-                    Some(front) => revision_of(&front.event),
-                    None if caught_up => w.next.max(revision + 1),
-                    None => w.next,
-                };
-                return Ok(WatchPoll {
-                    events,
-                    revision: next_revision - 1,
-                    next_revision,
-                    caught_up,
-                });
+                let taken = take_buffered(&mut inner, id, revisions_max)?;
+                drop(inner);
+                return Ok(taken.into_poll());
             }
             (w.spec.clone(), w.next)
         };

@@ -1,5 +1,6 @@
 //! The watch event stream: [`Store::events`] (catch-up from the store) and the watchers a
-//! commit feeds ([`Store::watch`], [`Store::watch_poll`]), against a model of etcd's events
+//! commit feeds ([`Store::watch`], [`Store::watch_poll`], [`Store::watch_poll_buffered`]),
+//! against a model of etcd's events
 //! under random puts, deletes, txns, compactions and physical compaction, with watchers at
 //! every start revision, some with one-event buffers.
 
@@ -316,7 +317,18 @@ fn poll(
     revisions_max: usize,
 ) -> Result<bool, TestCaseError> {
     let notified = w.notified.swap(false, Ordering::SeqCst);
-    match store.watch_poll(w.id, revisions_max) {
+    // Half the watchers poll as the server does: the buffered take first, reading the store
+    // only when it declines.
+    let polled = if w.id.is_multiple_of(2) {
+        match store.watch_poll_buffered(w.id, revisions_max) {
+            Ok(Some(poll)) => Ok(poll),
+            Ok(None) => store.watch_poll(w.id, revisions_max),
+            Err(e) => Err(e),
+        }
+    } else {
+        store.watch_poll(w.id, revisions_max)
+    };
+    match polled {
         Ok(poll) => {
             if w.quiet && !notified {
                 prop_assert!(poll.events.is_empty(), "events without a notification");
@@ -826,6 +838,46 @@ fn commits_reach_only_the_watchers_of_their_keys() {
         got.iter().map(brief).collect::<Vec<_>>(),
         vec![(PUT, b"k".to_vec(), 2, b"v".to_vec(), None)]
     );
+}
+
+/// The buffered take reads nothing from the store: it declines a watcher that is behind with
+/// nothing buffered, and otherwise hands over what [`Store::watch_poll`] would.
+#[test]
+fn a_buffered_poll_declines_only_a_watcher_that_must_read_the_store() {
+    let (_dir, store) = open();
+    let first = put(&store, b"a", b"1");
+    let behind = store
+        .watch(spec_of(b"a", b""), first, 8, never())
+        .expect("watch from the past");
+    let live = store
+        .watch(spec_of(b"a", b""), 0, 8, never())
+        .expect("watch from now");
+    assert_eq!(store.watch_poll_buffered(behind, 8).expect("poll"), None);
+    let idle = store
+        .watch_poll_buffered(live, 8)
+        .expect("poll")
+        .expect("a live watcher needs no store read");
+    assert!(idle.events.is_empty() && idle.caught_up);
+    assert_eq!(idle.next_revision, first + 1);
+
+    assert_eq!(drain(&store, behind, 8).expect("drain").len(), 1);
+    let second = put(&store, b"a", b"2");
+    for id in [behind, live] {
+        let poll = store
+            .watch_poll_buffered(id, 8)
+            .expect("poll")
+            .expect("buffered events");
+        assert_eq!(
+            poll.events.iter().map(brief).collect::<Vec<_>>(),
+            vec![(PUT, b"a".to_vec(), second, b"2".to_vec(), None)]
+        );
+        assert!(poll.caught_up);
+        assert_eq!(poll.next_revision, second + 1);
+    }
+    assert!(matches!(
+        store.watch_poll_buffered(u64::MAX, 8),
+        Err(Error::WatcherNotFound)
+    ));
 }
 
 /// A batch that started when no watcher wanted `prev_kv` did not compute it: a `prev_kv`

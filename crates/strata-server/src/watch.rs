@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
-use crate::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::server::Inner;
 
 mod split;
@@ -50,6 +50,43 @@ fn go_status_text(e: &crate::rpctypes::ApiError) -> String {
         _ => "Unknown",
     };
     format!("rpc error: code = {code} desc = {e}")
+}
+
+/// Responses a drain stamps with one copy of the member's header before building it anew:
+/// building one reads the Raft status (a clone) and two locks, which per response would be
+/// a good part of a live event's cost, while the term it carries changes rarely.
+const HEADER_REUSES_MAX: u32 = 64;
+
+/// The header a drain stamps its responses with, rebuilt every [`HEADER_REUSES_MAX`] uses.
+struct Headers {
+    base: ResponseHeader,
+    uses: u32,
+}
+
+impl Headers {
+    fn new(inner: &Inner) -> Self {
+        Headers {
+            base: inner.header(0),
+            uses: 0,
+        }
+    }
+
+    /// A header at `revision` (the current one if 0), as [`Inner::header`] gives.
+    fn at(&mut self, inner: &Inner, revision: i64) -> Option<ResponseHeader> {
+        self.uses += 1;
+        if self.uses > HEADER_REUSES_MAX {
+            *self = Headers::new(inner);
+        }
+        let revision = if revision == 0 {
+            inner.store.current_revision()
+        } else {
+            revision
+        };
+        Some(ResponseHeader {
+            revision,
+            ..self.base
+        })
+    }
 }
 
 /// The Watch service.
@@ -86,7 +123,7 @@ struct Stream_ {
 }
 
 impl Stream_ {
-    fn header(&self, revision: i64) -> Option<crate::proto::etcdserverpb::ResponseHeader> {
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
         Some(self.inner.header(revision))
     }
 
@@ -241,17 +278,31 @@ impl Stream_ {
         let ids: Vec<i64> = std::mem::take(&mut *self.ready.lock())
             .into_iter()
             .collect();
+        let mut headers = Headers::new(&self.inner);
         for id in ids {
             if let Some(w) = self.watchers.get_mut(&id) {
                 w.caught_up = false;
             }
             while let Some(watcher) = self.watchers.get(&id) {
-                let store = Arc::clone(&self.inner.store);
                 let store_id = watcher.store_id;
-                let polled = tokio::task::spawn_blocking(move || {
-                    store.watch_poll(store_id, CATCH_UP_REVISIONS_MAX)
-                })
-                .await;
+                // A live watcher's events are in its buffer: taken on the runtime, as a
+                // blocking-pool round trip per event would cost far more than the take. Only
+                // a watcher that is behind reads the store, off the runtime.
+                let polled = match self
+                    .inner
+                    .store
+                    .watch_poll_buffered(store_id, CATCH_UP_REVISIONS_MAX)
+                {
+                    Ok(Some(poll)) => Ok(Ok(poll)),
+                    Ok(None) => {
+                        let store = Arc::clone(&self.inner.store);
+                        tokio::task::spawn_blocking(move || {
+                            store.watch_poll(store_id, CATCH_UP_REVISIONS_MAX)
+                        })
+                        .await
+                    }
+                    Err(e) => Ok(Err(e)),
+                };
                 let poll = match polled {
                     Ok(Ok(poll)) => poll,
                     Ok(Err(strata_mvcc::Error::Compacted)) => {
@@ -296,7 +347,7 @@ impl Stream_ {
                             group.push(next);
                         }
                         let response = WatchResponse {
-                            header: self.header(revision),
+                            header: headers.at(&self.inner, revision),
                             watch_id: id,
                             events: group,
                             ..WatchResponse::default()
@@ -308,7 +359,7 @@ impl Stream_ {
                 } else if !poll.events.is_empty() {
                     // Catch-up: up to 1,000 revisions at once, the header at the current one;
                     // split at revisions past what any client can receive.
-                    let header = self.header(0);
+                    let header = headers.at(&self.inner, 0);
                     for events in
                         split::at_revisions(poll.events, split::CATCH_UP_RESPONSE_BYTES_MAX)
                     {

@@ -214,6 +214,11 @@ impl Cluster {
         self.members.len() - 1
     }
 
+    /// The process id of member `i`, if it runs (benches read its `/proc/<pid>/status`).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
+    }
+
     /// The log of member `i` (for failure messages).
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
