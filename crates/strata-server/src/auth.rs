@@ -71,16 +71,6 @@ pub enum Caller {
     Anonymous,
 }
 
-impl Caller {
-    /// The token to forward, if any.
-    pub fn token(&self) -> Option<&str> {
-        match self {
-            Caller::User { token, .. } => Some(token),
-            _ => None,
-        }
-    }
-}
-
 /// A read or a write, for a permission check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -656,24 +646,6 @@ pub fn leases_of(request: &Request) -> Vec<i64> {
     out.sort_unstable();
     out.dedup();
     out
-}
-
-/// Whether a replicated request is one of the auth changes.
-pub fn is_change(request: &Request) -> bool {
-    matches!(
-        request,
-        Request::AuthEnable(_)
-            | Request::AuthDisable(_)
-            | Request::UserAdd(_)
-            | Request::UserDelete(_)
-            | Request::UserChangePassword(_)
-            | Request::UserGrantRole(_)
-            | Request::UserRevokeRole(_)
-            | Request::RoleAdd(_)
-            | Request::RoleGrantPermission(_)
-            | Request::RoleRevokePermission(_)
-            | Request::RoleDelete(_)
-    )
 }
 
 /// The user whose tokens a change invalidates (etcd drops a user's tokens when it is deleted
