@@ -1,4 +1,4 @@
-//! What every `cargo xtask bench` harness shares, so the seven bench binaries print and compute
+//! What every `cargo xtask bench` harness shares, so the bench binaries print and compute
 //! their figures the same way.
 //!
 //! A harness prints one `BENCH <name> <value> <unit>` line per figure ([`print_bench`]) and one
