@@ -7,6 +7,7 @@
 //! to poll; the server turns it into a Tokio `Notify`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -51,6 +52,39 @@ pub(crate) struct Recorded {
     pub prev_known: bool,
 }
 
+/// Hashes a [`WatcherId`] with one multiplication. Ids are handed out in sequence and never
+/// chosen by a client, so the default hasher's resistance to chosen keys buys nothing, while
+/// its cost is paid on every lookup of the commit and poll paths (one per watcher an event
+/// reaches). The multiplier spreads sequential ids over the high bits as well, which the map
+/// uses to tell entries of one group apart.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (ids are `u64`); other input is folded in, never dropped.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(ID_HASH_MULTIPLIER);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = (self.0 ^ id).wrapping_mul(ID_HASH_MULTIPLIER);
+    }
+}
+
+/// 2^64 divided by the golden ratio, odd: multiplying by it is a bijection that carries every
+/// bit of an id into the high bits (Fibonacci hashing).
+const ID_HASH_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Maps and sets keyed by [`WatcherId`], hashed with [`IdHasher`].
+type IdMap<V> = HashMap<WatcherId, V, BuildHasherDefault<IdHasher>>;
+type IdSet = HashSet<WatcherId, BuildHasherDefault<IdHasher>>;
+
 fn revision_of(event: &Event) -> i64 {
     event.kv.as_ref().map_or(0, |kv| kv.mod_revision)
 }
@@ -72,12 +106,12 @@ struct Inner {
     /// The last revision published to the watchers.
     revision: i64,
     next_id: WatcherId,
-    watchers: HashMap<WatcherId, Watcher>,
+    watchers: IdMap<Watcher>,
     /// Watchers of one key, by key: an event finds them in one lookup.
-    by_key: HashMap<Vec<u8>, HashSet<WatcherId>>,
+    by_key: HashMap<Vec<u8>, IdSet>,
     /// Watchers of a range, by range `(key, range_end)`: an event is checked against each
     /// distinct range (many watchers of one prefix cost one check), not each watcher.
-    ranges: HashMap<(Vec<u8>, Vec<u8>), HashSet<WatcherId>>,
+    ranges: HashMap<(Vec<u8>, Vec<u8>), IdSet>,
     /// Watchers that asked for `prev_kv`.
     prev_kv_count: usize,
 }
@@ -265,11 +299,9 @@ impl Taken {
     }
 }
 
-/// Takes up to `revisions_max` whole revisions of watcher `id`'s buffer (it has one, or it is
-/// live: nothing to read from the store).
-fn take_buffered(inner: &mut Inner, id: WatcherId, revisions_max: usize) -> Result<Taken> {
-    let revision = inner.revision;
-    let w = inner.watchers.get_mut(&id).ok_or(Error::WatcherNotFound)?;
+/// Takes up to `revisions_max` whole revisions of watcher `w`'s buffer (it has one, or it is
+/// live: nothing to read from the store); `revision` is the last one published.
+fn take_buffered(w: &mut Watcher, revision: i64, revisions_max: usize) -> Taken {
     let mut recorded = Vec::new();
     let mut revisions = 0;
     let mut last = None;
@@ -295,12 +327,12 @@ fn take_buffered(inner: &mut Inner, id: WatcherId, revisions_max: usize) -> Resu
         None if caught_up => w.next.max(revision + 1),
         None => w.next,
     };
-    Ok(Taken {
+    Taken {
         recorded,
         prev_kv: w.spec.prev_kv,
         next_revision,
         caught_up,
-    })
+    }
 }
 
 impl Store {
@@ -411,14 +443,61 @@ impl Store {
         revisions_max: usize,
     ) -> Result<Option<WatchPoll>> {
         let taken = {
-            let mut inner = self.hub.inner.lock();
-            let w = inner.watchers.get(&id).ok_or(Error::WatcherNotFound)?;
+            let mut guard = self.hub.inner.lock();
+            let inner = &mut *guard;
+            let w = inner.watchers.get_mut(&id).ok_or(Error::WatcherNotFound)?;
             if w.buffer.is_empty() && w.lagging {
                 return Ok(None);
             }
-            take_buffered(&mut inner, id, revisions_max.max(1))?
+            take_buffered(w, inner.revision, revisions_max.max(1))
         };
         Ok(Some(taken.into_poll()))
+    }
+
+    /// [`watch_poll_buffered`](Self::watch_poll_buffered) for many watchers at once, under one
+    /// take of the hub's lock rather than one per watcher (a stream with many ready watchers
+    /// polls them so). Answers the ids in order, appending one answer per id to `out` (an
+    /// unknown id's is [`Error::WatcherNotFound`] and does not stop the others), and stops
+    /// before the next id once the answers hold `events_max` events or more: the events handed
+    /// over are copies, so the bound keeps what a caller holds at once near one watcher's
+    /// buffer rather than every ready watcher's. Returns the number of ids answered: all of
+    /// them, or at least one if `ids` is not empty.
+    pub fn watch_poll_buffered_many(
+        &self,
+        ids: &[WatcherId],
+        revisions_max: usize,
+        events_max: usize,
+        out: &mut Vec<Result<Option<WatchPoll>>>,
+    ) -> usize {
+        let revisions_max = revisions_max.max(1);
+        let mut taken: Vec<Result<Option<Taken>>> = Vec::new();
+        {
+            let mut guard = self.hub.inner.lock();
+            let inner = &mut *guard;
+            let mut events = 0;
+            for &id in ids {
+                if events >= events_max && !taken.is_empty() {
+                    break;
+                }
+                let answer = match inner.watchers.get_mut(&id) {
+                    None => Err(Error::WatcherNotFound),
+                    Some(w) if w.buffer.is_empty() && w.lagging => Ok(None),
+                    Some(w) => {
+                        let t = take_buffered(w, inner.revision, revisions_max);
+                        events += t.recorded.len();
+                        Ok(Some(t))
+                    }
+                };
+                taken.push(answer);
+            }
+        }
+        let answered = taken.len();
+        out.extend(
+            taken
+                .into_iter()
+                .map(|t| t.map(|t| t.map(Taken::into_poll))),
+        );
+        answered
     }
 
     /// Hands over a watcher's next events, at most `revisions_max` whole revisions (at least
@@ -435,11 +514,12 @@ impl Store {
     pub fn watch_poll(&self, id: WatcherId, revisions_max: usize) -> Result<WatchPoll> {
         let revisions_max = revisions_max.max(1);
         let (spec, from) = {
-            let mut inner = self.hub.inner.lock();
-            let w = inner.watchers.get(&id).ok_or(Error::WatcherNotFound)?;
+            let mut guard = self.hub.inner.lock();
+            let inner = &mut *guard;
+            let w = inner.watchers.get_mut(&id).ok_or(Error::WatcherNotFound)?;
             if !w.buffer.is_empty() || !w.lagging {
-                let taken = take_buffered(&mut inner, id, revisions_max)?;
-                drop(inner);
+                let taken = take_buffered(w, inner.revision, revisions_max);
+                drop(guard);
                 return Ok(taken.into_poll());
             }
             (w.spec.clone(), w.next)
