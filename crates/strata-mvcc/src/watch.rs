@@ -1,12 +1,13 @@
 //! Watchers: each committed batch hands its events to the watchers whose range they fall in
-//! (found by key, not by scanning them all), into a bounded buffer per watcher; a watcher that
-//! starts in the past, or whose buffer fills, reads from the store ([`Store::events`]) until it
-//! reaches the live stream again. Memory stays bounded and no event is lost or repeated.
+//! (found by key or prefix, not by scanning them all), into a bounded buffer per watcher; a
+//! watcher that starts in the past, or whose buffer fills, reads from the store
+//! ([`Store::events`]) until it reaches the live stream again. Memory stays bounded and no
+//! event is lost or repeated.
 //!
 //! Runtime-agnostic: a watcher's [`Notify`] is called (outside any lock) when it has something
 //! to poll; the server turns it into a Tokio `Notify`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -85,6 +86,18 @@ const ID_HASH_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
 type IdMap<V> = HashMap<WatcherId, V, BuildHasherDefault<IdHasher>>;
 type IdSet = HashSet<WatcherId, BuildHasherDefault<IdHasher>>;
 
+/// Whether `[key, range_end)` holds exactly the keys that start with `key` (etcd's prefix
+/// range: `range_end` is `key` with its last byte below 0xff incremented and what follows it
+/// dropped). A key is in such a range if and only if `key` is its prefix.
+fn is_prefix_range(key: &[u8], range_end: &[u8]) -> bool {
+    let Some(last) = key.iter().rposition(|&b| b < 0xff) else {
+        return false;
+    };
+    range_end.len() == last + 1
+        && range_end[..last] == key[..last]
+        && range_end[last] == key[last] + 1
+}
+
 fn revision_of(event: &Event) -> i64 {
     event.kv.as_ref().map_or(0, |kv| kv.mod_revision)
 }
@@ -109,8 +122,14 @@ struct Inner {
     watchers: IdMap<Watcher>,
     /// Watchers of one key, by key: an event finds them in one lookup.
     by_key: HashMap<Vec<u8>, IdSet>,
-    /// Watchers of a range, by range `(key, range_end)`: an event is checked against each
-    /// distinct range (many watchers of one prefix cost one check), not each watcher.
+    /// Watchers of a prefix (a range that holds exactly the keys starting with its key), by
+    /// prefix: an event finds them in one lookup per distinct prefix length, not by a check of
+    /// every prefix watched.
+    prefixes: HashMap<Vec<u8>, IdSet>,
+    /// The lengths of the prefixes in `prefixes`, with how many prefixes have each.
+    prefix_lens: BTreeMap<usize, usize>,
+    /// Watchers of any other range, by range `(key, range_end)`: an event is checked against
+    /// each distinct range (many watchers of one range cost one check), not each watcher.
     ranges: HashMap<(Vec<u8>, Vec<u8>), IdSet>,
     /// Watchers that asked for `prev_kv`.
     prev_kv_count: usize,
@@ -189,12 +208,17 @@ impl WatchHub {
                             continue;
                         };
                         let single = inner.by_key.get(&kv.key).into_iter();
+                        let prefixed = inner
+                            .prefix_lens
+                            .keys()
+                            .map_while(|&len| kv.key.get(..len))
+                            .filter_map(|prefix| inner.prefixes.get(prefix));
                         let ranges = inner
                             .ranges
                             .iter()
                             .filter(|((start, end), _)| range_contains(start, end, &kv.key))
                             .map(|(_, ids)| ids);
-                        for id in single.chain(ranges).flatten() {
+                        for id in single.chain(prefixed).chain(ranges).flatten() {
                             let Some(w) = inner.watchers.get_mut(id) else {
                                 continue;
                             };
@@ -370,6 +394,15 @@ impl Store {
             let lagging = next <= inner.revision;
             if spec.range_end.is_empty() {
                 inner.by_key.entry(spec.key.clone()).or_default().insert(id);
+            } else if is_prefix_range(&spec.key, &spec.range_end) {
+                if !inner.prefixes.contains_key(&spec.key) {
+                    *inner.prefix_lens.entry(spec.key.len()).or_default() += 1;
+                }
+                inner
+                    .prefixes
+                    .entry(spec.key.clone())
+                    .or_default()
+                    .insert(id);
             } else {
                 let range = (spec.key.clone(), spec.range_end.clone());
                 inner.ranges.entry(range).or_default().insert(id);
@@ -409,6 +442,20 @@ impl Store {
                 ids.remove(&id);
                 if ids.is_empty() {
                     inner.by_key.remove(&w.spec.key);
+                }
+            }
+        } else if is_prefix_range(&w.spec.key, &w.spec.range_end) {
+            if let Some(ids) = inner.prefixes.get_mut(&w.spec.key) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    inner.prefixes.remove(&w.spec.key);
+                    let len = w.spec.key.len();
+                    if let Some(count) = inner.prefix_lens.get_mut(&len) {
+                        *count -= 1;
+                        if *count == 0 {
+                            inner.prefix_lens.remove(&len);
+                        }
+                    }
                 }
             }
         } else {
@@ -550,5 +597,23 @@ impl Store {
             next_revision: w.next,
             caught_up,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_prefix_range;
+
+    #[test]
+    fn a_prefix_range_is_the_key_with_its_last_byte_below_0xff_incremented() {
+        assert!(is_prefix_range(b"w/1", b"w/2"));
+        assert!(is_prefix_range(b"a\xff\xff", b"b"));
+        assert!(is_prefix_range(&[0], &[1]));
+        assert!(!is_prefix_range(b"w/1", b"w/3"));
+        assert!(!is_prefix_range(b"w/1", b"w/2\0"));
+        assert!(!is_prefix_range(b"a\xff", b"a\x00"));
+        // All 0xff: etcd's prefix end is "from the key on", a range like any other here.
+        assert!(!is_prefix_range(b"\xff", &[0]));
+        assert!(!is_prefix_range(b"", &[0]));
     }
 }

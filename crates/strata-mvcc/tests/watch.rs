@@ -32,12 +32,19 @@ fn key(k: u8) -> Vec<u8> {
     KEYS[usize::from(k) % KEYS.len()].to_vec()
 }
 
-/// 0: the key alone; 1: from the key on; else up to one of the keys (maybe an empty range).
+/// 0: the key alone; 1: from the key on; 2 to 5: up to one of the keys (maybe an empty range);
+/// above: the prefix of one of the keys (the hub indexes prefixes apart from other ranges).
 fn end(e: u8) -> Vec<u8> {
     match e {
         0 => Vec::new(),
         1 => vec![0],
-        _ => key(e - 2),
+        2..=5 => key(e - 2),
+        _ => {
+            let mut prefix_end = key(e - 6);
+            let last = prefix_end.last_mut().expect("no key is empty");
+            *last += 1;
+            prefix_end
+        }
     }
 }
 
@@ -161,7 +168,7 @@ impl Spec {
 fn spec() -> impl Strategy<Value = Spec> {
     (
         0u8..4,
-        prop_oneof![3 => Just(0u8), 2 => Just(1u8), 2 => 2u8..6],
+        prop_oneof![3 => Just(0u8), 2 => Just(1u8), 2 => 2u8..6, 2 => 6u8..10],
         any::<bool>(),
         prop::bool::weighted(0.15),
         prop::bool::weighted(0.15),
