@@ -1,12 +1,14 @@
 //! Watchers: each committed batch hands its events to the watchers whose range they fall in
-//! (found by key, not by scanning them all), into a bounded buffer per watcher; a watcher that
-//! starts in the past, or whose buffer fills, reads from the store ([`Store::events`]) until it
-//! reaches the live stream again. Memory stays bounded and no event is lost or repeated.
+//! (found by key or prefix, not by scanning them all), into a bounded buffer per watcher; a
+//! watcher that starts in the past, or whose buffer fills, reads from the store
+//! ([`Store::events`]) until it reaches the live stream again. Memory stays bounded and no
+//! event is lost or repeated.
 //!
 //! Runtime-agnostic: a watcher's [`Notify`] is called (outside any lock) when it has something
 //! to poll; the server turns it into a Tokio `Notify`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -51,6 +53,51 @@ pub(crate) struct Recorded {
     pub prev_known: bool,
 }
 
+/// Hashes a [`WatcherId`] with one multiplication. Ids are handed out in sequence and never
+/// chosen by a client, so the default hasher's resistance to chosen keys buys nothing, while
+/// its cost is paid on every lookup of the commit and poll paths (one per watcher an event
+/// reaches). The multiplier spreads sequential ids over the high bits as well, which the map
+/// uses to tell entries of one group apart.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (ids are `u64`); other input is folded in, never dropped.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(ID_HASH_MULTIPLIER);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = (self.0 ^ id).wrapping_mul(ID_HASH_MULTIPLIER);
+    }
+}
+
+/// 2^64 divided by the golden ratio, odd: multiplying by it is a bijection that carries every
+/// bit of an id into the high bits (Fibonacci hashing).
+const ID_HASH_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Maps and sets keyed by [`WatcherId`], hashed with [`IdHasher`].
+type IdMap<V> = HashMap<WatcherId, V, BuildHasherDefault<IdHasher>>;
+type IdSet = HashSet<WatcherId, BuildHasherDefault<IdHasher>>;
+
+/// Whether `[key, range_end)` holds exactly the keys that start with `key` (etcd's prefix
+/// range: `range_end` is `key` with its last byte below 0xff incremented and what follows it
+/// dropped). A key is in such a range if and only if `key` is its prefix.
+fn is_prefix_range(key: &[u8], range_end: &[u8]) -> bool {
+    let Some(last) = key.iter().rposition(|&b| b < 0xff) else {
+        return false;
+    };
+    range_end.len() == last + 1
+        && range_end[..last] == key[..last]
+        && range_end[last] == key[last] + 1
+}
+
 fn revision_of(event: &Event) -> i64 {
     event.kv.as_ref().map_or(0, |kv| kv.mod_revision)
 }
@@ -72,12 +119,18 @@ struct Inner {
     /// The last revision published to the watchers.
     revision: i64,
     next_id: WatcherId,
-    watchers: HashMap<WatcherId, Watcher>,
+    watchers: IdMap<Watcher>,
     /// Watchers of one key, by key: an event finds them in one lookup.
-    by_key: HashMap<Vec<u8>, HashSet<WatcherId>>,
-    /// Watchers of a range, by range `(key, range_end)`: an event is checked against each
-    /// distinct range (many watchers of one prefix cost one check), not each watcher.
-    ranges: HashMap<(Vec<u8>, Vec<u8>), HashSet<WatcherId>>,
+    by_key: HashMap<Vec<u8>, IdSet>,
+    /// Watchers of a prefix (a range that holds exactly the keys starting with its key), by
+    /// prefix: an event finds them in one lookup per distinct prefix length, not by a check of
+    /// every prefix watched.
+    prefixes: HashMap<Vec<u8>, IdSet>,
+    /// The lengths of the prefixes in `prefixes`, with how many prefixes have each.
+    prefix_lens: BTreeMap<usize, usize>,
+    /// Watchers of any other range, by range `(key, range_end)`: an event is checked against
+    /// each distinct range (many watchers of one range cost one check), not each watcher.
+    ranges: HashMap<(Vec<u8>, Vec<u8>), IdSet>,
     /// Watchers that asked for `prev_kv`.
     prev_kv_count: usize,
 }
@@ -155,12 +208,17 @@ impl WatchHub {
                             continue;
                         };
                         let single = inner.by_key.get(&kv.key).into_iter();
+                        let prefixed = inner
+                            .prefix_lens
+                            .keys()
+                            .map_while(|&len| kv.key.get(..len))
+                            .filter_map(|prefix| inner.prefixes.get(prefix));
                         let ranges = inner
                             .ranges
                             .iter()
                             .filter(|((start, end), _)| range_contains(start, end, &kv.key))
                             .map(|(_, ids)| ids);
-                        for id in single.chain(ranges).flatten() {
+                        for id in single.chain(prefixed).chain(ranges).flatten() {
                             let Some(w) = inner.watchers.get_mut(id) else {
                                 continue;
                             };
@@ -265,11 +323,9 @@ impl Taken {
     }
 }
 
-/// Takes up to `revisions_max` whole revisions of watcher `id`'s buffer (it has one, or it is
-/// live: nothing to read from the store).
-fn take_buffered(inner: &mut Inner, id: WatcherId, revisions_max: usize) -> Result<Taken> {
-    let revision = inner.revision;
-    let w = inner.watchers.get_mut(&id).ok_or(Error::WatcherNotFound)?;
+/// Takes up to `revisions_max` whole revisions of watcher `w`'s buffer (it has one, or it is
+/// live: nothing to read from the store); `revision` is the last one published.
+fn take_buffered(w: &mut Watcher, revision: i64, revisions_max: usize) -> Taken {
     let mut recorded = Vec::new();
     let mut revisions = 0;
     let mut last = None;
@@ -295,12 +351,12 @@ fn take_buffered(inner: &mut Inner, id: WatcherId, revisions_max: usize) -> Resu
         None if caught_up => w.next.max(revision + 1),
         None => w.next,
     };
-    Ok(Taken {
+    Taken {
         recorded,
         prev_kv: w.spec.prev_kv,
         next_revision,
         caught_up,
-    })
+    }
 }
 
 impl Store {
@@ -338,6 +394,15 @@ impl Store {
             let lagging = next <= inner.revision;
             if spec.range_end.is_empty() {
                 inner.by_key.entry(spec.key.clone()).or_default().insert(id);
+            } else if is_prefix_range(&spec.key, &spec.range_end) {
+                if !inner.prefixes.contains_key(&spec.key) {
+                    *inner.prefix_lens.entry(spec.key.len()).or_default() += 1;
+                }
+                inner
+                    .prefixes
+                    .entry(spec.key.clone())
+                    .or_default()
+                    .insert(id);
             } else {
                 let range = (spec.key.clone(), spec.range_end.clone());
                 inner.ranges.entry(range).or_default().insert(id);
@@ -379,6 +444,20 @@ impl Store {
                     inner.by_key.remove(&w.spec.key);
                 }
             }
+        } else if is_prefix_range(&w.spec.key, &w.spec.range_end) {
+            if let Some(ids) = inner.prefixes.get_mut(&w.spec.key) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    inner.prefixes.remove(&w.spec.key);
+                    let len = w.spec.key.len();
+                    if let Some(count) = inner.prefix_lens.get_mut(&len) {
+                        *count -= 1;
+                        if *count == 0 {
+                            inner.prefix_lens.remove(&len);
+                        }
+                    }
+                }
+            }
         } else {
             let range = (w.spec.key, w.spec.range_end);
             if let Some(ids) = inner.ranges.get_mut(&range) {
@@ -411,14 +490,61 @@ impl Store {
         revisions_max: usize,
     ) -> Result<Option<WatchPoll>> {
         let taken = {
-            let mut inner = self.hub.inner.lock();
-            let w = inner.watchers.get(&id).ok_or(Error::WatcherNotFound)?;
+            let mut guard = self.hub.inner.lock();
+            let inner = &mut *guard;
+            let w = inner.watchers.get_mut(&id).ok_or(Error::WatcherNotFound)?;
             if w.buffer.is_empty() && w.lagging {
                 return Ok(None);
             }
-            take_buffered(&mut inner, id, revisions_max.max(1))?
+            take_buffered(w, inner.revision, revisions_max.max(1))
         };
         Ok(Some(taken.into_poll()))
+    }
+
+    /// [`watch_poll_buffered`](Self::watch_poll_buffered) for many watchers at once, under one
+    /// take of the hub's lock rather than one per watcher (a stream with many ready watchers
+    /// polls them so). Answers the ids in order, appending one answer per id to `out` (an
+    /// unknown id's is [`Error::WatcherNotFound`] and does not stop the others), and stops
+    /// before the next id once the answers hold `events_max` events or more: the events handed
+    /// over are copies, so the bound keeps what a caller holds at once near one watcher's
+    /// buffer rather than every ready watcher's. Returns the number of ids answered: all of
+    /// them, or at least one if `ids` is not empty.
+    pub fn watch_poll_buffered_many(
+        &self,
+        ids: &[WatcherId],
+        revisions_max: usize,
+        events_max: usize,
+        out: &mut Vec<Result<Option<WatchPoll>>>,
+    ) -> usize {
+        let revisions_max = revisions_max.max(1);
+        let mut taken: Vec<Result<Option<Taken>>> = Vec::new();
+        {
+            let mut guard = self.hub.inner.lock();
+            let inner = &mut *guard;
+            let mut events = 0;
+            for &id in ids {
+                if events >= events_max && !taken.is_empty() {
+                    break;
+                }
+                let answer = match inner.watchers.get_mut(&id) {
+                    None => Err(Error::WatcherNotFound),
+                    Some(w) if w.buffer.is_empty() && w.lagging => Ok(None),
+                    Some(w) => {
+                        let t = take_buffered(w, inner.revision, revisions_max);
+                        events += t.recorded.len();
+                        Ok(Some(t))
+                    }
+                };
+                taken.push(answer);
+            }
+        }
+        let answered = taken.len();
+        out.extend(
+            taken
+                .into_iter()
+                .map(|t| t.map(|t| t.map(Taken::into_poll))),
+        );
+        answered
     }
 
     /// Hands over a watcher's next events, at most `revisions_max` whole revisions (at least
@@ -435,11 +561,12 @@ impl Store {
     pub fn watch_poll(&self, id: WatcherId, revisions_max: usize) -> Result<WatchPoll> {
         let revisions_max = revisions_max.max(1);
         let (spec, from) = {
-            let mut inner = self.hub.inner.lock();
-            let w = inner.watchers.get(&id).ok_or(Error::WatcherNotFound)?;
+            let mut guard = self.hub.inner.lock();
+            let inner = &mut *guard;
+            let w = inner.watchers.get_mut(&id).ok_or(Error::WatcherNotFound)?;
             if !w.buffer.is_empty() || !w.lagging {
-                let taken = take_buffered(&mut inner, id, revisions_max)?;
-                drop(inner);
+                let taken = take_buffered(w, inner.revision, revisions_max);
+                drop(guard);
                 return Ok(taken.into_poll());
             }
             (w.spec.clone(), w.next)
@@ -470,5 +597,23 @@ impl Store {
             next_revision: w.next,
             caught_up,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_prefix_range;
+
+    #[test]
+    fn a_prefix_range_is_the_key_with_its_last_byte_below_0xff_incremented() {
+        assert!(is_prefix_range(b"w/1", b"w/2"));
+        assert!(is_prefix_range(b"a\xff\xff", b"b"));
+        assert!(is_prefix_range(&[0], &[1]));
+        assert!(!is_prefix_range(b"w/1", b"w/3"));
+        assert!(!is_prefix_range(b"w/1", b"w/2\0"));
+        assert!(!is_prefix_range(b"a\xff", b"a\x00"));
+        // All 0xff: etcd's prefix end is "from the key on", a range like any other here.
+        assert!(!is_prefix_range(b"\xff", &[0]));
+        assert!(!is_prefix_range(b"", &[0]));
     }
 }

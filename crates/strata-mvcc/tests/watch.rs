@@ -32,12 +32,19 @@ fn key(k: u8) -> Vec<u8> {
     KEYS[usize::from(k) % KEYS.len()].to_vec()
 }
 
-/// 0: the key alone; 1: from the key on; else up to one of the keys (maybe an empty range).
+/// 0: the key alone; 1: from the key on; 2 to 5: up to one of the keys (maybe an empty range);
+/// above: the prefix of one of the keys (the hub indexes prefixes apart from other ranges).
 fn end(e: u8) -> Vec<u8> {
     match e {
         0 => Vec::new(),
         1 => vec![0],
-        _ => key(e - 2),
+        2..=5 => key(e - 2),
+        _ => {
+            let mut prefix_end = key(e - 6);
+            let last = prefix_end.last_mut().expect("no key is empty");
+            *last += 1;
+            prefix_end
+        }
     }
 }
 
@@ -161,7 +168,7 @@ impl Spec {
 fn spec() -> impl Strategy<Value = Spec> {
     (
         0u8..4,
-        prop_oneof![3 => Just(0u8), 2 => Just(1u8), 2 => 2u8..6],
+        prop_oneof![3 => Just(0u8), 2 => Just(1u8), 2 => 2u8..6, 2 => 6u8..10],
         any::<bool>(),
         prop::bool::weighted(0.15),
         prop::bool::weighted(0.15),
@@ -878,6 +885,60 @@ fn a_buffered_poll_declines_only_a_watcher_that_must_read_the_store() {
         store.watch_poll_buffered(u64::MAX, 8),
         Err(Error::WatcherNotFound)
     ));
+}
+
+/// The batched buffered poll answers each watcher as its own buffered poll would, in the order
+/// asked, an unknown id with its error without stopping the others, and stops before the next
+/// watcher once it has handed over `events_max` events (always answering the first).
+#[test]
+fn a_batched_buffered_poll_answers_each_watcher_as_its_own_poll_would() {
+    let (_dir, store) = open();
+    let first = put(&store, b"a", b"1");
+    let behind = store
+        .watch(spec_of(b"a", b""), first, 8, never())
+        .expect("watch from the past");
+    let live: Vec<_> = (0..3)
+        .map(|_| {
+            store
+                .watch(spec_of(b"a", b"b"), 0, 8, never())
+                .expect("watch from now")
+        })
+        .collect();
+    let second = put(&store, b"a", b"2");
+    let third = put(&store, b"ab", b"3");
+    let mut out = Vec::new();
+    let ids = [live[0], behind, u64::MAX, live[1]];
+    assert_eq!(store.watch_poll_buffered_many(&ids, 8, 100, &mut out), 4);
+    assert_eq!(out.len(), 4);
+    let want = vec![
+        (PUT, b"a".to_vec(), second, b"2".to_vec(), None),
+        (PUT, b"ab".to_vec(), third, b"3".to_vec(), None),
+    ];
+    for answer in [&out[0], &out[3]] {
+        let poll = answer.as_ref().expect("known").as_ref().expect("buffered");
+        assert_eq!(poll.events.iter().map(brief).collect::<Vec<_>>(), want);
+        assert!(poll.caught_up);
+        assert_eq!(poll.next_revision, third + 1);
+    }
+    assert!(
+        matches!(out[1], Ok(None)),
+        "the watcher behind reads the store"
+    );
+    assert!(matches!(out[2], Err(Error::WatcherNotFound)));
+
+    // One revision at a time: the first watcher's answer fills the budget of one event.
+    out.clear();
+    assert_eq!(
+        store.watch_poll_buffered_many(&[live[2], live[0]], 1, 1, &mut out),
+        1
+    );
+    let poll = out[0].as_ref().expect("known").as_ref().expect("buffered");
+    assert_eq!(poll.events.iter().map(brief).collect::<Vec<_>>(), want[..1]);
+    assert!(!poll.caught_up);
+    assert_eq!(poll.next_revision, third);
+    out.clear();
+    assert_eq!(store.watch_poll_buffered_many(&[], 8, 1, &mut out), 0);
+    assert!(out.is_empty());
 }
 
 /// A batch that started when no watcher wanted `prev_kv` did not compute it: a `prev_kv`

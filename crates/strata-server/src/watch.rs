@@ -9,7 +9,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_mvcc::{CATCH_UP_REVISIONS_MAX, WATCHER_BUFFER_EVENTS_DEFAULT, WatchSpec, WatcherId};
+use strata_mvcc::{
+    CATCH_UP_REVISIONS_MAX, WATCHER_BUFFER_EVENTS_DEFAULT, WatchPoll, WatchSpec, WatcherId,
+};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -18,6 +20,7 @@ use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
+use crate::proto::mvccpb::Event;
 use crate::server::Inner;
 
 mod split;
@@ -30,6 +33,13 @@ const STREAM_RESPONSES_MAX: usize = 128;
 /// Watchers one stream may hold (etcd's limit is 2^32 − 1; a bound keeps one client from
 /// holding a member's memory).
 const STREAM_WATCHERS_MAX: usize = 100_000;
+
+/// Events a drain takes from the hub at once before sending them (it takes the ready watchers'
+/// buffers in batches, each under one take of the hub's lock). The events taken are copies
+/// held until sent, so this bounds them to about a watcher buffer's worth more than a drain
+/// taking one watcher at a time holds; a batch is rarely this big, as a live watcher is polled
+/// as soon as it has an event.
+const DRAIN_BATCH_EVENTS_MAX: usize = WATCHER_BUFFER_EVENTS_DEFAULT;
 
 /// How often an idle, caught-up watcher that asked for progress notifications gets one (etcd:
 /// 10 minutes).
@@ -275,108 +285,149 @@ impl Stream_ {
 
     /// Sends what the ready watchers have, a response per poll; false once the client is gone.
     async fn drain(&mut self) -> bool {
-        let ids: Vec<i64> = std::mem::take(&mut *self.ready.lock())
+        let ready: Vec<i64> = std::mem::take(&mut *self.ready.lock())
             .into_iter()
             .collect();
-        let mut headers = Headers::new(&self.inner);
-        for id in ids {
+        let mut ids = Vec::with_capacity(ready.len());
+        let mut store_ids = Vec::with_capacity(ready.len());
+        for id in ready {
             if let Some(w) = self.watchers.get_mut(&id) {
                 w.caught_up = false;
+                ids.push(id);
+                store_ids.push(w.store_id);
             }
-            while let Some(watcher) = self.watchers.get(&id) {
-                let store_id = watcher.store_id;
-                // A live watcher's events are in its buffer: taken on the runtime, as a
-                // blocking-pool round trip per event would cost far more than the take. Only
-                // a watcher that is behind reads the store, off the runtime.
-                let polled = match self
+        }
+        let mut headers = Headers::new(&self.inner);
+        let mut polls = Vec::new();
+        let mut at = 0;
+        while at < ids.len() {
+            // The ready watchers' buffered events are taken in batches, each under one take of
+            // the hub's lock, rather than a lock and a lookup per watcher.
+            let answered = self.inner.store.watch_poll_buffered_many(
+                &store_ids[at..],
+                CATCH_UP_REVISIONS_MAX,
+                DRAIN_BATCH_EVENTS_MAX,
+                &mut polls,
+            );
+            for (i, first) in polls.drain(..).enumerate() {
+                if !self
+                    .drain_one(ids[at + i], store_ids[at + i], first, &mut headers)
+                    .await
+                {
+                    return false;
+                }
+            }
+            at += answered;
+        }
+        true
+    }
+
+    /// Sends what watcher `id` has, starting from `first`, its buffered poll: polls again until
+    /// it is caught up; false once the client is gone.
+    async fn drain_one(
+        &mut self,
+        id: i64,
+        store_id: WatcherId,
+        first: Result<Option<WatchPoll>, strata_mvcc::Error>,
+        headers: &mut Headers,
+    ) -> bool {
+        let mut first = Some(first);
+        while self.watchers.contains_key(&id) {
+            // A live watcher's events are in its buffer: taken on the runtime, as a
+            // blocking-pool round trip per event would cost far more than the take. Only
+            // a watcher that is behind reads the store, off the runtime.
+            let buffered = match first.take() {
+                Some(buffered) => buffered,
+                None => self
                     .inner
                     .store
-                    .watch_poll_buffered(store_id, CATCH_UP_REVISIONS_MAX)
-                {
-                    Ok(Some(poll)) => Ok(Ok(poll)),
-                    Ok(None) => {
-                        let store = Arc::clone(&self.inner.store);
-                        tokio::task::spawn_blocking(move || {
-                            store.watch_poll(store_id, CATCH_UP_REVISIONS_MAX)
-                        })
-                        .await
-                    }
-                    Err(e) => Ok(Err(e)),
-                };
-                let poll = match polled {
-                    Ok(Ok(poll)) => poll,
-                    Ok(Err(strata_mvcc::Error::Compacted)) => {
-                        self.watchers.remove(&id);
-                        self.inner.store.unwatch(store_id);
-                        let response = WatchResponse {
-                            header: self.compacted_header(),
-                            watch_id: id,
-                            canceled: true,
-                            compact_revision: self.inner.store.compacted_revision(),
-                            ..WatchResponse::default()
-                        };
-                        if !self.send(response).await {
-                            return false;
-                        }
-                        break;
-                    }
-                    Ok(Err(e)) => {
-                        let _ = self.out.send(Err(Status::internal(e.to_string()))).await;
+                    .watch_poll_buffered(store_id, CATCH_UP_REVISIONS_MAX),
+            };
+            let polled = match buffered {
+                Ok(Some(poll)) => Ok(Ok(poll)),
+                Ok(None) => {
+                    let store = Arc::clone(&self.inner.store);
+                    tokio::task::spawn_blocking(move || {
+                        store.watch_poll(store_id, CATCH_UP_REVISIONS_MAX)
+                    })
+                    .await
+                }
+                Err(e) => Ok(Err(e)),
+            };
+            let poll = match polled {
+                Ok(Ok(poll)) => poll,
+                Ok(Err(strata_mvcc::Error::Compacted)) => {
+                    self.watchers.remove(&id);
+                    self.inner.store.unwatch(store_id);
+                    let response = WatchResponse {
+                        header: self.compacted_header(),
+                        watch_id: id,
+                        canceled: true,
+                        compact_revision: self.inner.store.compacted_revision(),
+                        ..WatchResponse::default()
+                    };
+                    if !self.send(response).await {
                         return false;
                     }
-                    Err(e) => {
-                        let _ = self.out.send(Err(Status::internal(e.to_string()))).await;
-                        return false;
-                    }
-                };
-                let mut catching_up = false;
-                if let Some(w) = self.watchers.get_mut(&id) {
-                    w.caught_up = poll.caught_up;
-                    catching_up = w.catching_up;
-                    w.catching_up &= !poll.caught_up;
-                }
-                if poll.caught_up && !catching_up {
-                    // Live: one response per revision, its header at that revision (etcd's).
-                    let mut events = poll.events.into_iter().peekable();
-                    while let Some(first) = events.next() {
-                        let revision = first.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-                        let mut group = vec![first];
-                        while let Some(next) = events
-                            .next_if(|e| e.kv.as_ref().map_or(0, |kv| kv.mod_revision) == revision)
-                        {
-                            group.push(next);
-                        }
-                        let response = WatchResponse {
-                            header: headers.at(&self.inner, revision),
-                            watch_id: id,
-                            events: group,
-                            ..WatchResponse::default()
-                        };
-                        if !self.send_events(id, response).await {
-                            return false;
-                        }
-                    }
-                } else if !poll.events.is_empty() {
-                    // Catch-up: up to 1,000 revisions at once, the header at the current one;
-                    // split at revisions past what any client can receive.
-                    let header = headers.at(&self.inner, 0);
-                    for events in
-                        split::at_revisions(poll.events, split::CATCH_UP_RESPONSE_BYTES_MAX)
-                    {
-                        let response = WatchResponse {
-                            header,
-                            watch_id: id,
-                            events,
-                            ..WatchResponse::default()
-                        };
-                        if !self.send_events(id, response).await {
-                            return false;
-                        }
-                    }
-                }
-                if poll.caught_up {
                     break;
                 }
+                Ok(Err(e)) => {
+                    let _ = self.out.send(Err(Status::internal(e.to_string()))).await;
+                    return false;
+                }
+                Err(e) => {
+                    let _ = self.out.send(Err(Status::internal(e.to_string()))).await;
+                    return false;
+                }
+            };
+            let mut catching_up = false;
+            if let Some(w) = self.watchers.get_mut(&id) {
+                w.caught_up = poll.caught_up;
+                catching_up = w.catching_up;
+                w.catching_up &= !poll.caught_up;
+            }
+            if poll.caught_up && !catching_up {
+                // Live: one response per revision, its header at that revision (etcd's).
+                // The poll's events are split at revisions without copying them: a poll of one
+                // revision, the usual one, is sent as it is.
+                let revision_of = |e: &Event| e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+                let mut events = poll.events;
+                while let Some(first) = events.first() {
+                    let revision = revision_of(first);
+                    let same = events
+                        .iter()
+                        .take_while(|e| revision_of(e) == revision)
+                        .count();
+                    let rest = events.split_off(same);
+                    let group = std::mem::replace(&mut events, rest);
+                    let response = WatchResponse {
+                        header: headers.at(&self.inner, revision),
+                        watch_id: id,
+                        events: group,
+                        ..WatchResponse::default()
+                    };
+                    if !self.send_events(id, response).await {
+                        return false;
+                    }
+                }
+            } else if !poll.events.is_empty() {
+                // Catch-up: up to 1,000 revisions at once, the header at the current one;
+                // split at revisions past what any client can receive.
+                let header = headers.at(&self.inner, 0);
+                for events in split::at_revisions(poll.events, split::CATCH_UP_RESPONSE_BYTES_MAX) {
+                    let response = WatchResponse {
+                        header,
+                        watch_id: id,
+                        events,
+                        ..WatchResponse::default()
+                    };
+                    if !self.send_events(id, response).await {
+                        return false;
+                    }
+                }
+            }
+            if poll.caught_up {
+                break;
             }
         }
         true
