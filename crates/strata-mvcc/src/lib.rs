@@ -79,4 +79,6 @@ pub use error::{Error, Result};
 pub use events::{CATCH_UP_REVISIONS_MAX, EventBatch, WatchSpec};
 pub use keys::Revision;
 pub use store::{HashKv, NEVER_COMPACTED, Store};
-pub use watch::{Notify, WATCHER_BUFFER_EVENTS_DEFAULT, WatchPoll, WatcherId};
+pub use watch::{
+    HUB_BUFFERED_BYTES_MAX, Notify, WATCHER_BUFFER_EVENTS_DEFAULT, WatchPoll, WatcherId,
+};

@@ -98,6 +98,25 @@ fn is_prefix_range(key: &[u8], range_end: &[u8]) -> bool {
         && range_end[last] == key[last] + 1
 }
 
+/// Bytes all the watchers' buffers may hold together (as [`charge`] counts them): a watcher
+/// whose event would pass it falls back to reading the store, as one whose own buffer is full
+/// does. Per-watcher limits alone would let 100,000 watchers hold 1,024 events each; this caps
+/// the hub's memory whatever the watchers, the value sizes and the fan-out.
+pub const HUB_BUFFERED_BYTES_MAX: usize = 256 << 20;
+
+/// What one buffered entry counts for beyond its bytes: the pointer, the queue slot, and the
+/// event's fixed fields (shared events are counted once per buffer holding them, an
+/// overestimate that errs toward falling back early).
+const ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// What a buffered event counts for against [`HUB_BUFFERED_BYTES_MAX`].
+fn charge(recorded: &Recorded) -> usize {
+    let kv_bytes = |kv: &Option<crate::api::KeyValue>| {
+        kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len())
+    };
+    ENTRY_OVERHEAD_BYTES + kv_bytes(&recorded.event.kv) + kv_bytes(&recorded.event.prev_kv)
+}
+
 fn revision_of(event: &Event) -> i64 {
     event.kv.as_ref().map_or(0, |kv| kv.mod_revision)
 }
@@ -133,6 +152,10 @@ struct Inner {
     ranges: HashMap<(Vec<u8>, Vec<u8>), IdSet>,
     /// Watchers that asked for `prev_kv`.
     prev_kv_count: usize,
+    /// What every buffer holds, as [`charge`] counts it: at most `buffered_bytes_max`.
+    buffered_bytes: usize,
+    /// [`HUB_BUFFERED_BYTES_MAX`] unless set otherwise.
+    buffered_bytes_max: usize,
 }
 
 /// The watchers of one [`Store`].
@@ -164,6 +187,7 @@ impl WatchHub {
         Self {
             inner: Mutex::new(Inner {
                 revision,
+                buffered_bytes_max: HUB_BUFFERED_BYTES_MAX,
                 ..Inner::default()
             }),
         }
@@ -222,7 +246,13 @@ impl WatchHub {
                             let Some(w) = inner.watchers.get_mut(id) else {
                                 continue;
                             };
-                            offer(w, &recorded, &mut wake);
+                            offer(
+                                w,
+                                &recorded,
+                                &mut wake,
+                                &mut inner.buffered_bytes,
+                                inner.buffered_bytes_max,
+                            );
                         }
                     }
                 }
@@ -240,6 +270,7 @@ impl WatchHub {
         {
             let mut inner = self.inner.lock();
             inner.revision = current;
+            inner.buffered_bytes = 0;
             for w in inner.watchers.values_mut() {
                 w.buffer.clear();
                 if !w.lagging {
@@ -255,7 +286,13 @@ impl WatchHub {
 }
 
 /// Offers one event to a watcher whose key or range may hold it.
-fn offer(w: &mut Watcher, recorded: &Arc<Recorded>, wake: &mut Vec<Notify>) {
+fn offer(
+    w: &mut Watcher,
+    recorded: &Arc<Recorded>,
+    wake: &mut Vec<Notify>,
+    buffered_bytes: &mut usize,
+    buffered_bytes_max: usize,
+) {
     let event = &recorded.event;
     let Some(kv) = event.kv.as_ref() else {
         return;
@@ -269,7 +306,11 @@ fn offer(w: &mut Watcher, recorded: &Arc<Recorded>, wake: &mut Vec<Notify>) {
         return;
     }
     let needs_prev = w.spec.prev_kv && !is_create(event);
-    if w.buffer.len() >= w.buffer_events_max || (needs_prev && !recorded.prev_known) {
+    let cost = charge(recorded);
+    if w.buffer.len() >= w.buffer_events_max
+        || *buffered_bytes + cost > buffered_bytes_max
+        || (needs_prev && !recorded.prev_known)
+    {
         // Fall back to the store from this revision: drop its events already buffered, so
         // that a revision is never split between the buffer and the store.
         while w
@@ -277,7 +318,9 @@ fn offer(w: &mut Watcher, recorded: &Arc<Recorded>, wake: &mut Vec<Notify>) {
             .back()
             .is_some_and(|b| revision_of(&b.event) == rev)
         {
-            w.buffer.pop_back();
+            if let Some(dropped) = w.buffer.pop_back() {
+                *buffered_bytes -= charge(&dropped);
+            }
         }
         w.next = rev;
         w.lagging = true;
@@ -287,6 +330,7 @@ fn offer(w: &mut Watcher, recorded: &Arc<Recorded>, wake: &mut Vec<Notify>) {
     if w.buffer.is_empty() {
         wake.push(w.notify.clone());
     }
+    *buffered_bytes += cost;
     w.buffer.push_back(recorded.clone());
 }
 
@@ -303,6 +347,8 @@ fn deliver(prev_kv: bool, recorded: &Recorded) -> Event {
 /// lock is released, so that the commit path publishing to the hub does not wait on copies.
 struct Taken {
     recorded: Vec<Arc<Recorded>>,
+    /// What the entries taken counted against the hub's budget.
+    charged: usize,
     prev_kv: bool,
     next_revision: i64,
     caught_up: bool,
@@ -327,6 +373,7 @@ impl Taken {
 /// live: nothing to read from the store); `revision` is the last one published.
 fn take_buffered(w: &mut Watcher, revision: i64, revisions_max: usize) -> Taken {
     let mut recorded = Vec::new();
+    let mut charged = 0;
     let mut revisions = 0;
     let mut last = None;
     while let Some(front) = w.buffer.front() {
@@ -338,7 +385,10 @@ fn take_buffered(w: &mut Watcher, revision: i64, revisions_max: usize) -> Taken 
             revisions += 1;
             last = Some(rev);
         }
-        recorded.extend(w.buffer.pop_front());
+        if let Some(front) = w.buffer.pop_front() {
+            charged += charge(&front);
+            recorded.push(front);
+        }
     }
     if let Some(rev) = last {
         w.next = w.next.max(rev + 1);
@@ -353,6 +403,7 @@ fn take_buffered(w: &mut Watcher, revision: i64, revisions_max: usize) -> Taken 
     };
     Taken {
         recorded,
+        charged,
         prev_kv: w.spec.prev_kv,
         next_revision,
         caught_up,
@@ -427,6 +478,18 @@ impl Store {
         Ok(id)
     }
 
+    /// What the watchers' buffers hold together now, in bytes as the hub counts them (the
+    /// keys and values of the events buffered, plus a fixed overhead per entry).
+    pub fn watch_buffered_bytes(&self) -> usize {
+        self.hub.inner.lock().buffered_bytes
+    }
+
+    /// Sets the bytes all the watchers' buffers may hold together ([`HUB_BUFFERED_BYTES_MAX`]
+    /// by default); past it, a watcher falls back to reading the store.
+    pub fn set_watch_buffered_bytes_max(&self, bytes: usize) {
+        self.hub.inner.lock().buffered_bytes_max = bytes;
+    }
+
     /// Removes a watcher; false if there was none of that id.
     pub fn unwatch(&self, id: WatcherId) -> bool {
         let mut guard = self.hub.inner.lock();
@@ -434,6 +497,7 @@ impl Store {
         let Some(w) = inner.watchers.remove(&id) else {
             return false;
         };
+        inner.buffered_bytes -= w.buffer.iter().map(|r| charge(r)).sum::<usize>();
         if w.spec.prev_kv {
             inner.prev_kv_count -= 1;
         }
@@ -496,7 +560,9 @@ impl Store {
             if w.buffer.is_empty() && w.lagging {
                 return Ok(None);
             }
-            take_buffered(w, inner.revision, revisions_max.max(1))
+            let taken = take_buffered(w, inner.revision, revisions_max.max(1));
+            inner.buffered_bytes -= taken.charged;
+            taken
         };
         Ok(Some(taken.into_poll()))
     }
@@ -531,6 +597,7 @@ impl Store {
                     Some(w) if w.buffer.is_empty() && w.lagging => Ok(None),
                     Some(w) => {
                         let t = take_buffered(w, inner.revision, revisions_max);
+                        inner.buffered_bytes -= t.charged;
                         events += t.recorded.len();
                         Ok(Some(t))
                     }
@@ -566,6 +633,7 @@ impl Store {
             let w = inner.watchers.get_mut(&id).ok_or(Error::WatcherNotFound)?;
             if !w.buffer.is_empty() || !w.lagging {
                 let taken = take_buffered(w, inner.revision, revisions_max);
+                inner.buffered_bytes -= taken.charged;
                 drop(guard);
                 return Ok(taken.into_poll());
             }

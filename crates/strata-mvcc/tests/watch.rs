@@ -15,7 +15,7 @@ use strata_mvcc::api::request_op::Request;
 use strata_mvcc::api::{
     CompactionRequest, DeleteRangeRequest, Event, KeyValue, PutRequest, RequestOp, TxnRequest,
 };
-use strata_mvcc::{Error, LeaseCheck, Notify, Store, WatchSpec};
+use strata_mvcc::{Error, LeaseCheck, Notify, Store, WATCHER_BUFFER_EVENTS_DEFAULT, WatchSpec};
 
 struct NoLeases;
 
@@ -974,5 +974,50 @@ fn a_prev_kv_watcher_registered_mid_batch_still_gets_prev_kv() {
     assert_eq!(
         got.iter().map(brief).collect::<Vec<_>>(),
         vec![(PUT, b"k".to_vec(), 3, b"2".to_vec(), None)]
+    );
+}
+
+/// The watchers' buffers together never pass the hub's budget: watchers that would push it
+/// past fall back to the store, and every watcher still gets every event once, in order.
+#[test]
+fn the_hubs_buffers_stay_within_their_budget_and_lose_nothing() {
+    let (_dir, store) = open();
+    let budget = 16 * 1024;
+    store.set_watch_buffered_bytes_max(budget);
+    let spec = WatchSpec {
+        key: b"k".to_vec(),
+        ..WatchSpec::default()
+    };
+    let ids: Vec<u64> = (0..3)
+        .map(|_| {
+            store
+                .watch(spec.clone(), 0, WATCHER_BUFFER_EVENTS_DEFAULT, never())
+                .expect("watch")
+        })
+        .collect();
+    let value = vec![7u8; 1024];
+    let mut revisions = Vec::new();
+    for _ in 0..100 {
+        revisions.push(put(&store, b"k", &value));
+        assert!(
+            store.watch_buffered_bytes() <= budget,
+            "{} buffered",
+            store.watch_buffered_bytes()
+        );
+    }
+    assert!(store.watch_buffered_bytes() > 0, "nothing was buffered");
+    for id in ids {
+        let got: Vec<i64> = drain(&store, id, 7)
+            .expect("drain")
+            .iter()
+            .map(|e| e.kv.as_ref().map_or(0, |kv| kv.mod_revision))
+            .collect();
+        assert_eq!(got, revisions);
+        assert!(store.unwatch(id));
+    }
+    assert_eq!(
+        store.watch_buffered_bytes(),
+        0,
+        "unwatching leaves nothing counted"
     );
 }
