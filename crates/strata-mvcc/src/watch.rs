@@ -98,10 +98,11 @@ fn is_prefix_range(key: &[u8], range_end: &[u8]) -> bool {
         && range_end[last] == key[last] + 1
 }
 
-/// Bytes all the watchers' buffers may hold together (as [`charge`] counts them): a watcher
-/// whose event would pass it falls back to reading the store, as one whose own buffer is full
-/// does. Per-watcher limits alone would let 100,000 watchers hold 1,024 events each; this caps
-/// the hub's memory whatever the watchers, the value sizes and the fan-out.
+/// Bytes all the watchers' buffers may hold together (each event's keys and values, plus a fixed
+/// overhead per buffered entry): a watcher whose event would pass it falls back to reading the
+/// store, as one whose own buffer is full does. Per-watcher limits alone would let 100,000
+/// watchers hold 1,024 events each; this caps the hub's memory whatever the watchers, the value
+/// sizes and the fan-out.
 pub const HUB_BUFFERED_BYTES_MAX: usize = 256 << 20;
 
 /// What one buffered entry counts for beyond its bytes: the pointer, the queue slot, and the
