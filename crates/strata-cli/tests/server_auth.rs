@@ -37,6 +37,16 @@ async fn login(endpoints: &[String], user: &str, password: &str) -> Client {
     .unwrap_or_else(|e| panic!("log in as {user}: {e}"))
 }
 
+/// Logs in as `user`, only to see whether it is refused.
+async fn try_login(
+    endpoints: &[String],
+    user: &str,
+    password: &str,
+) -> Result<(), etcd_client::Error> {
+    let options = ConnectOptions::new().with_user(user, password);
+    Client::connect(endpoints, Some(options)).await.map(|_| ())
+}
+
 /// Creates root (with the root role) and alice (no role), a role `kv` (read and write on the
 /// prefix `k`), and enables auth.
 async fn set_up(c: &mut Client) {
@@ -272,22 +282,12 @@ fn tokens_and_passwords_are_checked() {
             "anonymous get",
         );
         refused(
-            Client::connect(
-                &endpoints,
-                Some(ConnectOptions::new().with_user("alice", "wrong")),
-            )
-            .await
-            .map(|_| ()),
+            try_login(&endpoints, "alice", "wrong").await,
             "etcdserver: authentication failed, invalid user ID or password",
             "wrong password",
         );
         refused(
-            Client::connect(
-                &endpoints,
-                Some(ConnectOptions::new().with_user("nobody", "x")),
-            )
-            .await
-            .map(|_| ()),
+            try_login(&endpoints, "nobody", "x").await,
             "etcdserver: authentication failed, invalid user ID or password",
             "unknown user",
         );
@@ -317,12 +317,7 @@ fn tokens_and_passwords_are_checked() {
             "an old token after a password change",
         );
         refused(
-            Client::connect(
-                &endpoints,
-                Some(ConnectOptions::new().with_user("alice", "alicepw")),
-            )
-            .await
-            .map(|_| ()),
+            try_login(&endpoints, "alice", "alicepw").await,
             "authentication failed",
             "the old password",
         );

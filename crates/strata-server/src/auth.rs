@@ -727,7 +727,7 @@ mod tests {
             s.apply(&Request::AuthEnable(Default::default())),
             Err(ApiError::RootUserNotExist)
         );
-        s.apply(&add(ROOT)).unwrap();
+        s.apply(&add(ROOT)).expect("add root");
         assert_eq!(
             s.apply(&Request::AuthEnable(Default::default())),
             Err(ApiError::RootRoleNotExist)
@@ -736,7 +736,7 @@ mod tests {
             user: ROOT.into(),
             role: ROOT.into(),
         }))
-        .unwrap();
+        .expect("applies");
         let before = s.revision;
         assert_eq!(
             s.apply(&Request::AuthEnable(
@@ -763,7 +763,7 @@ mod tests {
             })),
             Err(ApiError::InvalidAuthMgmt)
         );
-        s.apply(&add("bob")).unwrap();
+        s.apply(&add("bob")).expect("add bob");
         let bob = Caller::User {
             name: "bob".into(),
             token: "t2".into(),
@@ -787,7 +787,7 @@ mod tests {
         s.apply(&Request::RoleDelete(
             crate::proto::etcdserverpb::AuthRoleDeleteRequest { role: "r".into() },
         ))
-        .unwrap();
+        .expect("applies");
         assert!(s.users["u"].roles.is_empty());
         assert!(!s.permitted("u", b"a", b"", Access::Read));
     }
@@ -806,7 +806,7 @@ mod tests {
                     }),
                 },
             ))
-            .unwrap();
+            .expect("applies");
         }
         assert_eq!(s.roles["r"].key_permission.len(), 1);
         assert!(s.permitted("u", b"k", b"", Access::Write));
