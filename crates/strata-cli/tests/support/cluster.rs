@@ -266,6 +266,23 @@ pub async fn wait_ready(endpoint: &str) -> Client {
     }
 }
 
+/// Puts `key` = `value`, retrying (bounded) while the cluster has no leader or is changing
+/// it: for writes made right after a member is killed, which may have been the leader. A
+/// retried put may be applied twice, so this is only for writes whose revision no test reads.
+pub async fn put_retrying(c: &mut Client, key: &str, value: &str) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        match c.put(key, value, None).await {
+            Ok(_) => return,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "put {key}: no leader in {READY_TIMEOUT:?}: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls (bounded) until a serializable read of `key` at `endpoint` gives `value`.
 pub async fn wait_value(endpoint: &str, key: &str, value: Option<&str>) {
     let deadline = Instant::now() + READY_TIMEOUT;
