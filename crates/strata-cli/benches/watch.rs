@@ -35,7 +35,10 @@
 //! phase (VmHWM of `/proc/<pid>/status`), the same for etcd (`etcd_watch_*`), and
 //! `RATIO watch_events_vs_etcd`: the geometric mean of the two phases' events/s ratios (each
 //! phase's ratio is printed too; above 1: Strata ahead). Medians over `--rounds` (default 3);
-//! the two systems alternate within a round. `--no-etcd` runs Strata alone (for profiling).
+//! the two systems alternate within a round. `--no-etcd` runs Strata alone (for profiling);
+//! `--baseline PATH` runs another `strata` binary (an older build) where etcd would run, for a
+//! before/after comparison in one run (its figures are then `baseline_watch_*`, and the ratios
+//! are against it).
 //!
 //! The harness's client shares the machine with the server and decodes every event, so
 //! events/s also counts the client's cost, the same for both systems: that narrows the ratio
@@ -592,16 +595,25 @@ fn main() {
         settings.writers > 0 && settings.streams > 0,
         "--writers and --streams must be positive"
     );
-    let etcd = !args.has("--no-etcd")
+    let baseline = args.value::<String>("--baseline");
+    let etcd = baseline.is_none()
+        && !args.has("--no-etcd")
         && std::process::Command::new("etcd")
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success());
-    if args.has("--no-etcd") {
+    if let Some(path) = &baseline {
+        println!("--baseline: against {path}");
+    } else if args.has("--no-etcd") {
         println!("--no-etcd: Strata alone");
     } else if !etcd {
         println!("etcd is not installed: no comparison (apt-get install etcd-server)");
     }
+    let (their_program, their_prefix, their_name): (Vec<&str>, &str, &str) = match &baseline {
+        Some(path) => (vec![path.as_str(), "server"], "baseline_watch", "baseline"),
+        None => (vec!["etcd"], "etcd_watch", "etcd"),
+    };
+    let compare = etcd || baseline.is_some();
     let strata = [env!("CARGO_BIN_EXE_strata"), "server"];
     let phases = [("1stream", 1), ("100k", settings.streams)];
     let mut ours: Vec<Vec<Figures>> = vec![Vec::new(); phases.len()];
@@ -610,32 +622,32 @@ fn main() {
         for (p, &(name, streams)) in phases.iter().enumerate() {
             eprintln!("round {round}, phase {name}: strata");
             ours[p].push(phase(&strata, streams, settings));
-            if etcd {
-                eprintln!("round {round}, phase {name}: etcd");
-                theirs[p].push(phase(&["etcd"], streams, settings));
+            if compare {
+                eprintln!("round {round}, phase {name}: {their_name}");
+                theirs[p].push(phase(&their_program, streams, settings));
             }
         }
     }
     let mut ratios = Vec::new();
     for (p, &(name, _)) in phases.iter().enumerate() {
         let our = report("watch", name, &ours[p]);
-        if etcd {
-            let their = report("etcd_watch", name, &theirs[p]);
+        if compare {
+            let their = report(their_prefix, name, &theirs[p]);
             let ratio = our.events_per_s / their.events_per_s;
-            print_ratio(&format!("watch_events_{name}_vs_etcd"), ratio);
+            print_ratio(&format!("watch_events_{name}_vs_{their_name}"), ratio);
             print_ratio(
-                &format!("watch_{name}_cpu_per_event_vs_etcd"),
+                &format!("watch_{name}_cpu_per_event_vs_{their_name}"),
                 their.cpu_us_per_event / our.cpu_us_per_event,
             );
             print_ratio(
-                &format!("watch_{name}_peak_rss_vs_etcd"),
+                &format!("watch_{name}_peak_rss_vs_{their_name}"),
                 their.peak_rss_mib / our.peak_rss_mib,
             );
             ratios.push(ratio);
         }
     }
-    if etcd {
+    if compare {
         let geomean = ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64;
-        print_ratio("watch_events_vs_etcd", geomean.exp());
+        print_ratio(&format!("watch_events_vs_{their_name}"), geomean.exp());
     }
 }
