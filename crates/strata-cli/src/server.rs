@@ -59,10 +59,17 @@ pub fn server(args: ServerArgs) -> Result<()> {
             server.id(),
             join(server.client_addrs())
         );
-        stopped().await;
-        eprintln!("strata: member {name} stopping");
-        server.shutdown().await;
-        Ok(())
+        tokio::select! {
+            () = stopped() => {
+                eprintln!("strata: member {name} stopping");
+                server.shutdown().await;
+                Ok(())
+            }
+            failure = server.failed() => {
+                server.shutdown().await;
+                anyhow::bail!("member {name} stopped: {failure}")
+            }
+        }
     })
 }
 
@@ -141,11 +148,21 @@ pub fn dev(args: DevArgs) -> Result<()> {
         println!("             etcdctl --endpoints={endpoints} member list -w table");
         println!("  Kvdb:      strata kv register --token {token}");
         println!("  Ctrl-C stops the cluster.");
-        stopped().await;
+        let mut failures = tokio::task::JoinSet::new();
+        for server in &servers {
+            failures.spawn(server.failed());
+        }
+        let failure = tokio::select! {
+            () = stopped() => None,
+            Some(Ok(failure)) = failures.join_next() => Some(failure),
+        };
         println!("strata dev: stopping");
         for server in servers {
             server.shutdown().await;
         }
-        Ok(())
+        match failure {
+            Some(failure) => anyhow::bail!("a member stopped: {failure}"),
+            None => Ok(()),
+        }
     })
 }

@@ -34,6 +34,13 @@ pub trait LeaseCheck {
 /// with the caller's pairs. A request that fails changes nothing and takes no revision; the
 /// batch goes on. Dropping a batch uncommitted discards it.
 ///
+/// One request may change more than one LSM write holds (a delete of a large range): past a
+/// quarter of [`Store::batch_bytes_max`], its versions are written ahead, in parts, at its
+/// revision, which is above the store's current one until the commit moves it, so no reader
+/// sees them before (readers skip versions above the current revision). If the request
+/// fails, or the batch is dropped, they are removed; if the process stops first, they stay
+/// unread until the same request, applied again at the same revision, writes them again.
+///
 /// Requests are expected to have passed the checks of [`check_put`](crate::check_put),
 /// [`check_delete_range`](crate::check_delete_range) and [`check_txn`](crate::check_txn) (the
 /// server does them before proposing); execution does what etcd's apply does with them.
@@ -69,6 +76,15 @@ pub struct Batch<'a> {
     /// progress (a lease index kept beside the store follows them).
     lease_moves: Vec<LeaseMove>,
     request_lease_moves: Vec<LeaseMove>,
+    /// What the request in progress's `pairs` count for against `spill_bytes`.
+    request_bytes: usize,
+    /// Past this, the request in progress's pairs go to the LSM at once ([`Batch::spill`]):
+    /// a quarter of the LSM's batch limit.
+    spill_bytes: usize,
+    /// The LSM keys written ahead of the commit: by the request in progress, and by the
+    /// batch's earlier requests. Removed again if the request fails or the batch is dropped.
+    spilled: Vec<Vec<u8>>,
+    batch_spilled: Vec<Vec<u8>>,
 }
 
 /// A key whose lease changed in a batch: a put that attached or changed a lease, a put without
@@ -120,6 +136,10 @@ impl<'a> Batch<'a> {
             request_events: Vec::new(),
             lease_moves: Vec::new(),
             request_lease_moves: Vec::new(),
+            request_bytes: 0,
+            spill_bytes: (store.batch_bytes_max() / 4).max(1),
+            spilled: Vec::new(),
+            batch_spilled: Vec::new(),
         }
     }
 
@@ -244,6 +264,8 @@ impl<'a> Batch<'a> {
             let batch = std::mem::take(&mut self.batch);
             self.store.db().write(batch, WriteOptions { sync: false })?;
         }
+        // Written ahead, and now below the current revision: they stay.
+        self.batch_spilled.clear();
         self.store.publish(self.current, self.compacted);
         if self.current != self.base {
             let events =
@@ -279,18 +301,48 @@ impl<'a> Batch<'a> {
     /// Runs one request: all of its changes, or (if it fails) none of them.
     fn request<T>(&mut self, run: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let result = run(self);
+        let unspilled = match &result {
+            Ok(_) => Ok(()),
+            Err(_) => self.unspill(),
+        };
         self.finish(result.is_ok());
+        unspilled?;
         result
+    }
+
+    /// Writes the request in progress's pairs to the LSM now, ahead of the commit: one
+    /// request (a delete of a large range, a revoke of a lease with many keys) may change
+    /// more than one LSM write holds. Nothing of it is visible before the commit: its
+    /// versions are at a revision above the store's current one, which readers skip (and a
+    /// batch replayed after a crash writes the same pairs again, the same way).
+    fn spill(&mut self) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        for (k, v) in self.pairs.drain(..) {
+            batch.put(&k, &v);
+            self.spilled.push(k);
+        }
+        self.request_bytes = 0;
+        self.store.db().write(batch, WriteOptions { sync: false })?;
+        Ok(())
+    }
+
+    /// Removes what the request in progress wrote ahead ([`spill`](Self::spill)): it failed,
+    /// and its revision goes to the next request.
+    fn unspill(&mut self) -> Result<()> {
+        let keys = std::mem::take(&mut self.spilled);
+        remove(self.store, &keys)
     }
 
     /// Ends the request in progress: keeps its changes (and takes its revision if it made
     /// any), or undoes them.
     fn finish(&mut self, keep: bool) {
         let main = self.main();
+        self.request_bytes = 0;
         if keep {
             for (k, v) in self.pairs.drain(..) {
                 self.batch.put(&k, &v);
             }
+            self.batch_spilled.append(&mut self.spilled);
             self.events.append(&mut self.request_events);
             self.lease_moves.append(&mut self.request_lease_moves);
             if self.sub > 0 {
@@ -298,6 +350,7 @@ impl<'a> Batch<'a> {
             }
         } else {
             self.pairs.clear();
+            self.spilled.clear();
             self.request_events.clear();
             self.request_lease_moves.clear();
             for key in self.touched.drain(..) {
@@ -347,17 +400,26 @@ impl<'a> Batch<'a> {
             Some(kv) => (encode_version(kv), PUT),
             None => (vec![TOMBSTONE], TOMBSTONE),
         };
-        self.pairs.push((keys::data_key(key, rev), value));
-        self.pairs.push((
-            keys::revision_key(rev).to_vec(),
-            [&[kind][..], key].concat(),
-        ));
+        let data_key = keys::data_key(key, rev);
+        let revision_value = [&[kind][..], key].concat();
+        // As the LSM counts them: keys, values, and a node each.
+        self.request_bytes += data_key.len()
+            + value.len()
+            + (1 + keys::REVISION_BYTES)
+            + revision_value.len()
+            + 2 * SPILL_NODE_BYTES;
+        self.pairs.push((data_key, value));
+        self.pairs
+            .push((keys::revision_key(rev).to_vec(), revision_value));
         let entries = self.overlay.entry(key.to_vec()).or_default();
         match entries.last_mut() {
             Some((m, state)) if *m == main => *state = kv,
             _ => entries.push((main, kv)),
         }
         self.touched.push(key.to_vec());
+        if self.request_bytes >= self.spill_bytes {
+            self.spill()?;
+        }
         Ok(())
     }
 
@@ -473,6 +535,45 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// The arena bytes the LSM counts per operation beyond its key and value (its estimate of a
+/// memtable node), for `Batch::spill`'s count.
+const SPILL_NODE_BYTES: usize = 64;
+
+/// Deletes `keys` from the LSM, in writes of at most a quarter of its batch limit each.
+fn remove(store: &Store, keys: &[Vec<u8>]) -> Result<()> {
+    let limit = (store.batch_bytes_max() / 4).max(1);
+    let mut batch = WriteBatch::new();
+    let mut bytes = 0;
+    for key in keys {
+        batch.delete(key);
+        bytes += key.len() + SPILL_NODE_BYTES;
+        if bytes >= limit {
+            store
+                .db()
+                .write(std::mem::take(&mut batch), WriteOptions { sync: false })?;
+            bytes = 0;
+        }
+    }
+    if !batch.is_empty() {
+        store.db().write(batch, WriteOptions { sync: false })?;
+    }
+    Ok(())
+}
+
+impl Drop for Batch<'_> {
+    /// A batch dropped uncommitted (or whose commit failed) removes what its requests wrote
+    /// ahead, so that the next batch, which reuses its revisions, starts clean. If the LSM
+    /// fails that write too it is failing anyway: what is left is above the current revision,
+    /// unread, and the same requests write it again when they are applied again.
+    fn drop(&mut self) {
+        let mut keys = std::mem::take(&mut self.batch_spilled);
+        keys.append(&mut self.spilled);
+        if !keys.is_empty() {
+            let _ = remove(self.store, &keys);
+        }
+    }
+}
+
 /// One write request of raw puts and deletes ([`Store::write`]): its changes share one main
 /// revision, and become visible (and durable with the batch) together at
 /// [`commit`](Self::commit). A put or delete that fails leaves the request uncommittable.
@@ -551,7 +652,9 @@ impl<'a> Write<'a> {
     /// the LSM's: then nothing of the request is visible.
     pub fn commit(mut self, extra: &[(&[u8], &[u8])]) -> Result<i64> {
         if self.failed {
+            let unspilled = self.batch.unspill();
             self.batch.finish(false);
+            unspilled?;
             return Err(Error::WriteFailed);
         }
         self.batch.finish(true);

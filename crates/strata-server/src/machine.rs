@@ -149,8 +149,8 @@ fn apply_batch(
     let mut answers = Vec::new();
     let mut pending = Pending::default();
     let mut writes = store.batch();
-    // Half the LSM's limit: one more request (at most `--max-request-bytes`, a few MiB with its
-    // revision keys) never takes a batch past the whole.
+    // Half the LSM's limit: one more request never takes a batch past the whole (the batch
+    // writes a request's changes ahead once they pass a quarter of it).
     let flush_bytes = store.batch_bytes_max() / 2;
     let mut last = 0;
     let mut compacted = None;

@@ -752,6 +752,22 @@ impl Server {
         self.inner.status().role
     }
 
+    /// Resolves if this member's Raft node stops by itself (its log, snapshot store or state
+    /// machine failed), with why. The member cannot go on: its owner should stop it and exit
+    /// non-zero, as etcd does, so that a supervisor restarts it from what is durable.
+    pub fn failed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        let mut status = inner.node.status();
+        async move {
+            // The node's status channel closes when its loop ends.
+            while status.changed().await.is_ok() {}
+            inner.node.failure().map_or_else(
+                || "the Raft node stopped".to_owned(),
+                |failure| failure.to_string(),
+            )
+        }
+    }
+
     /// Stops the member: the client port closes, the node stops (what was acknowledged is
     /// durable in the Raft log), the background tasks end.
     pub async fn shutdown(self) {
