@@ -609,7 +609,7 @@ fn strata_binary(root: &Path, cargo: &std::ffi::OsStr, given: Option<&Path>) -> 
 
 /// Installs Debian's `etcd-server` and `etcd-client` if `etcd` or `etcdctl` is missing, then
 /// prints both versions.
-fn ensure_etcd() -> Result<()> {
+pub(crate) fn ensure_etcd() -> Result<()> {
     let works = |program: &str, arg: &str| {
         Command::new(program)
             .arg(arg)

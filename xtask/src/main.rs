@@ -104,9 +104,9 @@ const BENCHES: &[Bench] = &[
         target: "transport",
     },
     Bench {
-        name: "server",
+        name: "cluster",
         package: "strata-cli",
-        target: "server",
+        target: "cluster",
     },
     Bench {
         name: "watch",
@@ -287,6 +287,11 @@ fn bench(args: &[String]) -> Result<()> {
     }
     if bench.name == "transport" {
         command.env("STRATA_BENCH_NODE", build_transport_node(&root)?);
+    }
+    // The server benches measure against etcd 3.4 on this machine, unless told otherwise.
+    let etcd_wanted = !extra.iter().any(|a| a == "--no-etcd" || a == "--baseline");
+    if matches!(bench.name, "cluster" | "watch") && etcd_wanted {
+        compat::ensure_etcd()?;
     }
     command
         .args(["bench", "-p", bench.package, "--bench", bench.target])

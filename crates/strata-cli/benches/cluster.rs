@@ -1,0 +1,564 @@
+//! `cargo xtask bench cluster`: a 3-member cluster of `strata server` processes against a
+//! 3-member etcd 3.4 cluster on the same machine, in the same run, driven by the same load
+//! generator (this file, on the etcd-client crate: the same code for both, so the comparison
+//! is fair). `cargo xtask bench cluster` installs Debian's `etcd-server` when it is missing.
+//!
+//! Both clusters are started with the same flags (etcd's defaults), on loopback, and each has
+//! its leader moved to the first member before the load, so that neither gains from where its
+//! election happened to land. Each workload runs on a fresh cluster of each system in turn,
+//! at every client count (`--clients`, default `1,50,500,1000`), each point a closed loop of
+//! `--seconds` (default 5) in which every client sends its next request as soon as the last
+//! one is answered:
+//!
+//! - `put`: a new 256-byte key with a 1 KiB value (`etcdctl check perf`'s shape);
+//! - `get_linearizable`, `get_serializable`: one of 10,000 such keys loaded first;
+//! - `txn_cas`: compare-and-set, each client on its own key: `mod_revision == last` then put;
+//! - `range_100`: 100 consecutive keys of the 10,000 (100 KiB per answer);
+//! - `mixed_80_20`: 80% linearizable gets, 20% puts over the 10,000 keys.
+//!
+//! Clients share `--connections` HTTP/2 connections (default 100, and never more than there
+//! are clients), spread over the three members in turn, as a client library balancing over
+//! its endpoints does: requests that reach a follower are forwarded by it, in both systems.
+//!
+//! Prints for each point `BENCH cluster_<workload>_<clients>c` (ops/s) with `_p50` and `_p99`
+//! (µs), the same for etcd (`etcd_cluster_...`), and `RATIO
+//! cluster_<workload>_<clients>c_vs_etcd` (throughput; above 1: Strata ahead); medians over
+//! `--rounds` (default 1). A failed request is not counted as done, and the number of
+//! failures is printed: a system that answers errors quickly does not look fast. Then a table
+//! for people, and which of the goals hold (every ratio at least 1; put and
+//! linearizable get at 500 clients at least 2).
+//!
+//! Then `etcdctl check perf --load=<load>` for each of `--check-perf` (default `s,m,l,xl`;
+//! `none` skips it) against a fresh cluster of each system: `BENCH check_perf_<load>_strata
+//! PASS|FAIL` and `BENCH check_perf_<load>_etcd PASS|FAIL`, with the throughput check perf
+//! measured (`..._throughput`, writes/s) and its own lines. Each load runs 60 s.
+//!
+//! `--workloads a,b` runs some of the workloads (`none`: only check perf); `--no-etcd` runs
+//! Strata alone; `--baseline PATH` runs another `strata` binary where etcd would run
+//! (before/after figures in one run).
+
+#[path = "../tests/support/cluster.rs"]
+mod cluster;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bench_support::{Args, Load, closed_loop, median, print_bench, print_ratio};
+use cluster::{Cluster, client, wait_ready};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+
+/// Keys loaded before the read workloads (and overwritten by `mixed_80_20`).
+const KEYS: usize = 10_000;
+/// Bytes of every key, and of every value (`etcdctl check perf`'s shape).
+const KEY_BYTES: usize = 256;
+const VALUE_BYTES: usize = 1024;
+/// Keys in one `range_100` request.
+const RANGE_KEYS: usize = 100;
+/// Clients that load the keys before a read workload.
+const LOADERS: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Workload {
+    Put,
+    GetLinearizable,
+    GetSerializable,
+    TxnCas,
+    Range100,
+    Mixed8020,
+}
+
+const WORKLOADS: [Workload; 6] = [
+    Workload::Put,
+    Workload::GetLinearizable,
+    Workload::GetSerializable,
+    Workload::TxnCas,
+    Workload::Range100,
+    Workload::Mixed8020,
+];
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Put => "put",
+            Workload::GetLinearizable => "get_linearizable",
+            Workload::GetSerializable => "get_serializable",
+            Workload::TxnCas => "txn_cas",
+            Workload::Range100 => "range_100",
+            Workload::Mixed8020 => "mixed_80_20",
+        }
+    }
+
+    /// Whether the workload reads the `KEYS` loaded keys.
+    fn reads_loaded_keys(self) -> bool {
+        matches!(
+            self,
+            Workload::GetLinearizable
+                | Workload::GetSerializable
+                | Workload::Range100
+                | Workload::Mixed8020
+        )
+    }
+}
+
+/// Loaded key `i`: `k/<i, 8 digits>` padded to `KEY_BYTES`, so keys sort by `i`.
+fn loaded_key(i: usize) -> Vec<u8> {
+    let mut key = format!("k/{i:08}/").into_bytes();
+    key.resize(KEY_BYTES, b'x');
+    key
+}
+
+/// The `step`-th new key of client `client` (`put`): unique, `KEY_BYTES` long.
+fn new_key(client: usize, step: u64) -> Vec<u8> {
+    let mut key = format!("p/{client:04}/{step:012}/").into_bytes();
+    key.resize(KEY_BYTES, b'x');
+    key
+}
+
+/// Client `client`'s compare-and-set key.
+fn cas_key(client: usize) -> Vec<u8> {
+    let mut key = format!("c/{client:04}/").into_bytes();
+    key.resize(KEY_BYTES, b'x');
+    key
+}
+
+/// A spread of the loaded keys over clients and steps (a multiplicative hash: neighbouring
+/// steps land far apart, so no client reads one key over and over).
+fn pick(client: usize, step: u64, modulus: usize) -> usize {
+    let x = (client as u64)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(step.wrapping_mul(0xC2B2_AE3D_27D4_EB4F));
+    ((x >> 17) % modulus as u64) as usize
+}
+
+/// One point's figures: (ops/s, p50 µs, p99 µs, failed requests).
+type Point = (f64, f64, f64, u64);
+
+/// Moves the leader of the cluster at `endpoints` to the first member (through the current
+/// leader, which is the member that can hand it over), and waits until the first member
+/// reports itself leader.
+async fn lead_from_first(endpoints: &[String]) {
+    let deadline = std::time::Instant::now() + cluster::READY_TIMEOUT;
+    loop {
+        let mut first = client(&endpoints[..1]).await;
+        if let Ok(status) = first.status().await
+            && status.leader() == status.header().map_or(0, |h| h.member_id())
+        {
+            return;
+        }
+        let target = first
+            .status()
+            .await
+            .ok()
+            .and_then(|s| s.header().map(|h| h.member_id()));
+        if let Some(target) = target {
+            for e in endpoints {
+                let mut c = client(std::slice::from_ref(e)).await;
+                if let Ok(s) = c.status().await
+                    && s.leader() == s.header().map_or(0, |h| h.member_id())
+                {
+                    let _ = c.move_leader(target).await;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader did not move to {} in time",
+            endpoints[0]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Puts the `KEYS` loaded keys with `LOADERS` clients.
+async fn load_keys(connections: &[Client]) {
+    let tasks: Vec<_> = (0..LOADERS)
+        .map(|l| {
+            let mut c = connections[l % connections.len()].clone();
+            tokio::spawn(async move {
+                let value = vec![b'v'; VALUE_BYTES];
+                for i in (l..KEYS).step_by(LOADERS) {
+                    c.put(loaded_key(i), value.clone(), None)
+                        .await
+                        .expect("load a key");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("a loader");
+    }
+}
+
+/// Runs one workload at one client count against `connections`.
+async fn point(
+    workload: Workload,
+    clients: usize,
+    seconds: f64,
+    connections: &[Client],
+    cas_revisions: &Arc<Vec<AtomicI64>>,
+) -> Point {
+    let used: Vec<Client> = connections[..clients.min(connections.len())].to_vec();
+    let failed = Arc::new(AtomicU64::new(0));
+    let value = Arc::new(vec![b'v'; VALUE_BYTES]);
+    let load: Load = {
+        let failed = Arc::clone(&failed);
+        let cas_revisions = Arc::clone(cas_revisions);
+        closed_loop(clients, seconds, move |client, step| {
+            let mut c = used[client % used.len()].clone();
+            let value = Arc::clone(&value);
+            let failed = Arc::clone(&failed);
+            let cas_revisions = Arc::clone(&cas_revisions);
+            async move {
+                let ok = match workload {
+                    Workload::Put => c
+                        .put(new_key(client, step), value.as_slice(), None)
+                        .await
+                        .is_ok(),
+                    Workload::GetLinearizable => c
+                        .get(loaded_key(pick(client, step, KEYS)), None)
+                        .await
+                        .is_ok_and(|r| r.count() == 1),
+                    Workload::GetSerializable => c
+                        .get(
+                            loaded_key(pick(client, step, KEYS)),
+                            Some(GetOptions::new().with_serializable()),
+                        )
+                        .await
+                        .is_ok_and(|r| r.count() == 1),
+                    Workload::Range100 => {
+                        let start = pick(client, step, KEYS - RANGE_KEYS);
+                        c.get(
+                            loaded_key(start),
+                            Some(GetOptions::new().with_range(loaded_key(start + RANGE_KEYS))),
+                        )
+                        .await
+                        .is_ok_and(|r| r.kvs().len() == RANGE_KEYS)
+                    }
+                    Workload::Mixed8020 => {
+                        let key = loaded_key(pick(client, step, KEYS));
+                        if step % 5 == 4 {
+                            c.put(key, value.as_slice(), None).await.is_ok()
+                        } else {
+                            c.get(key, None).await.is_ok_and(|r| r.count() == 1)
+                        }
+                    }
+                    Workload::TxnCas => {
+                        let key = cas_key(client);
+                        let last = &cas_revisions[client];
+                        let txn = Txn::new()
+                            .when([Compare::mod_revision(
+                                key.clone(),
+                                CompareOp::Equal,
+                                last.load(Ordering::Relaxed),
+                            )])
+                            .and_then([TxnOp::put(key, value.as_slice(), None)]);
+                        match c.txn(txn).await {
+                            Ok(r) if r.succeeded() => {
+                                let revision = r.header().map_or(0, |h| h.revision());
+                                last.store(revision, Ordering::Relaxed);
+                                true
+                            }
+                            // The compare failed: this client alone writes its key, so that
+                            // is a lost or doubled write, which the bench reports.
+                            _ => false,
+                        }
+                    }
+                };
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                ok
+            }
+        })
+        .await
+    };
+    (
+        load.per_s(),
+        load.percentile_us(0.5),
+        load.percentile_us(0.99),
+        failed.load(Ordering::Relaxed),
+    )
+}
+
+/// One system's run of one workload on a fresh cluster of `program`: a point per client
+/// count.
+fn run(
+    program: &[&str],
+    workload: Workload,
+    client_counts: &[usize],
+    seconds: f64,
+    connections_max: usize,
+) -> Vec<Point> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start_program(program, dir.path(), 3, &[]);
+    let endpoints = cluster.endpoints();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let points = runtime.block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        lead_from_first(&endpoints).await;
+        let clients_max = client_counts.iter().copied().max().unwrap_or(1);
+        let mut connections = Vec::new();
+        for i in 0..connections_max.min(clients_max).max(1) {
+            connections.push(client(std::slice::from_ref(&endpoints[i % endpoints.len()])).await);
+        }
+        if workload.reads_loaded_keys() {
+            load_keys(&connections).await;
+        }
+        let cas_revisions: Arc<Vec<AtomicI64>> =
+            Arc::new((0..clients_max).map(|_| AtomicI64::new(0)).collect());
+        if workload == Workload::TxnCas {
+            for (client, revision) in cas_revisions.iter().enumerate() {
+                let mut c = connections[client % connections.len()].clone();
+                let put = c
+                    .put(cas_key(client), "0", None)
+                    .await
+                    .expect("create a compare-and-set key");
+                revision.store(put.header().map_or(0, |h| h.revision()), Ordering::Relaxed);
+            }
+        }
+        let mut points = Vec::new();
+        for &clients in client_counts {
+            points.push(point(workload, clients, seconds, &connections, &cas_revisions).await);
+        }
+        points
+    });
+    drop(cluster);
+    points
+}
+
+/// Runs `etcdctl check perf --load=<load>` against a fresh 3-member cluster of `program` and
+/// prints its verdict, its measured throughput, and its own lines.
+fn check_perf(program: &[&str], name: &str, load: &str) {
+    eprintln!("check perf {load}: {name}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start_program(program, dir.path(), 3, &[]);
+    let endpoints = cluster.endpoints();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            for e in &endpoints {
+                wait_ready(e).await;
+            }
+            lead_from_first(&endpoints).await;
+        });
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args(["check", "perf", &format!("--load={load}")])
+        .output();
+    drop(cluster);
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            println!("check_perf_{load}_{name}: etcdctl did not run: {e}");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The verdict lines, without the progress bar etcdctl draws before them.
+    let lines: Vec<&str> = text
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| l.starts_with("PASS") || l.starts_with("FAIL"))
+        .collect();
+    let verdict = match lines.last() {
+        Some(&"PASS") if out.status.success() => "PASS",
+        _ => "FAIL",
+    };
+    println!("BENCH check_perf_{load}_{name} {verdict}");
+    let throughput = lines.iter().find_map(|l| {
+        let rest = l.split("Throughput is ").nth(1)?;
+        rest.split_whitespace().next()?.parse::<f64>().ok()
+    });
+    if let Some(throughput) = throughput {
+        print_bench(
+            &format!("check_perf_{load}_{name}_throughput"),
+            throughput,
+            "writes/s",
+        );
+    }
+    for line in &lines[..lines.len().saturating_sub(1)] {
+        println!("check_perf_{load}_{name}: {line}");
+    }
+    if lines.is_empty() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        println!("check_perf_{load}_{name}: {}", err.trim());
+    }
+}
+
+/// The median point of `runs` (each figure on its own).
+fn median_point(runs: &[Point]) -> Point {
+    (
+        median(runs.iter().map(|p| p.0)),
+        median(runs.iter().map(|p| p.1)),
+        median(runs.iter().map(|p| p.2)),
+        runs.iter().map(|p| p.3).max().unwrap_or(0),
+    )
+}
+
+fn print_point(prefix: &str, name: &str, point: Point) {
+    print_bench(&format!("{prefix}_{name}"), point.0, "ops/s");
+    print_bench(&format!("{prefix}_{name}_p50"), point.1, "us");
+    print_bench(&format!("{prefix}_{name}_p99"), point.2, "us");
+    if point.3 > 0 {
+        println!("{prefix}_{name}: {} requests failed", point.3);
+    }
+}
+
+fn main() {
+    let args = Args::from_env();
+    let seconds = args.value_or("--seconds", 5.0f64);
+    let rounds = args.value_or("--rounds", 1usize).max(1);
+    let connections_max = args.value_or("--connections", 100usize).max(1);
+    let client_counts: Vec<usize> = args
+        .value::<String>("--clients")
+        .unwrap_or_else(|| "1,50,500,1000".to_owned())
+        .split(',')
+        .map(|c| c.trim().parse().expect("--clients: a list of numbers"))
+        .collect();
+    assert!(
+        client_counts.iter().all(|&c| c > 0),
+        "--clients: counts must be positive"
+    );
+    let workloads: Vec<Workload> = match args.value::<String>("--workloads") {
+        None => WORKLOADS.to_vec(),
+        Some(none) if none == "none" => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(|name| {
+                *WORKLOADS
+                    .iter()
+                    .find(|w| w.name() == name.trim())
+                    .unwrap_or_else(|| panic!("--workloads: unknown workload {name}"))
+            })
+            .collect(),
+    };
+    let baseline = args.value::<String>("--baseline");
+    let etcd = baseline.is_none()
+        && !args.has("--no-etcd")
+        && std::process::Command::new("etcd")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if let Some(path) = &baseline {
+        println!("--baseline: against {path}");
+    } else if args.has("--no-etcd") {
+        println!("--no-etcd: Strata alone");
+    } else if !etcd {
+        println!("etcd is not installed: no comparison (apt-get install etcd-server)");
+    }
+    let (their_program, their_prefix, their_name): (Vec<&str>, &str, &str) = match &baseline {
+        Some(path) => (
+            vec![path.as_str(), "server"],
+            "baseline_cluster",
+            "baseline",
+        ),
+        None => (vec!["etcd"], "etcd_cluster", "etcd"),
+    };
+    let compare = etcd || baseline.is_some();
+    let strata = [env!("CARGO_BIN_EXE_strata"), "server"];
+
+    // ours[w][c] and theirs[w][c]: one point per round.
+    let mut ours = vec![vec![Vec::new(); client_counts.len()]; workloads.len()];
+    let mut theirs = vec![vec![Vec::new(); client_counts.len()]; workloads.len()];
+    for round in 0..rounds {
+        for (w, &workload) in workloads.iter().enumerate() {
+            eprintln!("round {round}, {}: strata", workload.name());
+            let points = run(&strata, workload, &client_counts, seconds, connections_max);
+            for (c, p) in points.into_iter().enumerate() {
+                ours[w][c].push(p);
+            }
+            if compare {
+                eprintln!("round {round}, {}: {their_name}", workload.name());
+                let points = run(
+                    &their_program,
+                    workload,
+                    &client_counts,
+                    seconds,
+                    connections_max,
+                );
+                for (c, p) in points.into_iter().enumerate() {
+                    theirs[w][c].push(p);
+                }
+            }
+        }
+    }
+
+    let mut table = Vec::new();
+    let mut missed = Vec::new();
+    for (w, &workload) in workloads.iter().enumerate() {
+        for (c, &clients) in client_counts.iter().enumerate() {
+            let name = format!("{}_{clients}c", workload.name());
+            let our = median_point(&ours[w][c]);
+            print_point("cluster", &name, our);
+            let mut row = (name.clone(), our, None, None);
+            if compare {
+                let their = median_point(&theirs[w][c]);
+                print_point(their_prefix, &name, their);
+                let ratio = our.0 / their.0.max(f64::MIN_POSITIVE);
+                print_ratio(&format!("cluster_{name}_vs_{their_name}"), ratio);
+                let goal = if clients == 500
+                    && matches!(workload, Workload::Put | Workload::GetLinearizable)
+                {
+                    2.0
+                } else {
+                    1.0
+                };
+                if ratio < goal {
+                    missed.push(format!("{name}: {ratio:.2} (goal {goal})"));
+                }
+                row.2 = Some(their);
+                row.3 = Some(ratio);
+            }
+            table.push(row);
+        }
+    }
+
+    if !table.is_empty() {
+        println!();
+        println!(
+            "{:<24} {:>10} {:>9} {:>9}   {:>10} {:>9} {:>9}   {:>6}",
+            "workload", "strata/s", "p50 ms", "p99 ms", their_name, "p50 ms", "p99 ms", "ratio"
+        );
+        for (name, our, their, ratio) in &table {
+            let theirs = their.map_or_else(
+                || format!("{:>10} {:>9} {:>9}", "-", "-", "-"),
+                |t| format!("{:>10.0} {:>9.2} {:>9.2}", t.0, t.1 / 1e3, t.2 / 1e3),
+            );
+            println!(
+                "{name:<24} {:>10.0} {:>9.2} {:>9.2}   {theirs}   {:>6}",
+                our.0,
+                our.1 / 1e3,
+                our.2 / 1e3,
+                ratio.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"))
+            );
+        }
+    }
+    let loads = args
+        .value::<String>("--check-perf")
+        .unwrap_or_else(|| "s,m,l,xl".to_owned());
+    for load in loads.split(',').map(str::trim).filter(|l| *l != "none") {
+        check_perf(&strata, "strata", load);
+        if compare {
+            check_perf(&their_program, their_name, load);
+        }
+    }
+
+    if etcd && !table.is_empty() {
+        if missed.is_empty() {
+            println!(
+                "goals: every ratio at least 1, put and linearizable get at 500 clients at least 2: met"
+            );
+        } else {
+            println!("goals missed: {}", missed.join("; "));
+        }
+    }
+}
