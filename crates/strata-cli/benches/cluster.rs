@@ -363,11 +363,16 @@ fn check_perf(program: &[&str], name: &str, load: &str) {
         }
     };
     let text = String::from_utf8_lossy(&out.stdout);
-    // The verdict lines, without the progress bar etcdctl draws before them.
+    // The verdict lines, without what the progress bar etcdctl draws left before them.
     let lines: Vec<&str> = text
         .split(['\n', '\r'])
-        .map(str::trim)
-        .filter(|l| l.starts_with("PASS") || l.starts_with("FAIL"))
+        .filter_map(|l| {
+            let at = [l.find("PASS"), l.find("FAIL")]
+                .into_iter()
+                .flatten()
+                .min()?;
+            Some(l[at..].trim())
+        })
         .collect();
     let verdict = match lines.last() {
         Some(&"PASS") if out.status.success() => "PASS",
