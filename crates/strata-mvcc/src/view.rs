@@ -157,6 +157,9 @@ impl View<'_> {
         let mut error = None;
         // The user key whose visible version has been handled: its older versions are skipped.
         let mut handled: Option<Vec<u8>> = None;
+        // A range of one key ends with its visible version: its older ones (a key rewritten
+        // a million times has a million) are not walked through.
+        let one_key = end.is_empty();
         self.snapshot.scan(
             Bound::Included(&lower),
             Bound::Excluded(&upper),
@@ -207,7 +210,7 @@ impl View<'_> {
                     stopped = true;
                     return false;
                 }
-                true
+                !one_key
             },
         )?;
         if let Some(e) = error {
