@@ -26,12 +26,18 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// How long a cluster may take to elect a leader and answer.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A free port on 127.0.0.1 (bound and released: a test that loses the race fails loudly).
+/// A free port on 127.0.0.1, bound and released (a test that loses the race fails loudly).
+/// Picked at random below Linux's ephemeral range (32768 and up), where the kernel never
+/// hands ports to outgoing connections: a port taken from that range could go to one of the
+/// tests' many client connections between its release and the member's bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    for _ in 0..1_000 {
+        let port = 20_000 + rand::random::<u16>() % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000 on 127.0.0.1")
 }
 
 /// One member's settings.
@@ -229,6 +235,17 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.members.len() {
             self.kill(i);
+        }
+        // A failing test shows what its members said (their logs go with the directory).
+        if std::thread::panicking() {
+            for i in 0..self.members.len() {
+                let log = self.log(i);
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                eprintln!("--- {} (last lines):", self.members[i].spec.name);
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
         }
     }
 }
