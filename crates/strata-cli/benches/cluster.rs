@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bench_support::{Args, Load, closed_loop, median, print_bench, print_ratio};
+use bench_support::{Args, Baseline, Load, closed_loop, median, print_bench, print_ratio};
 use cluster::{Cluster, client, wait_ready};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 
@@ -446,29 +446,12 @@ fn main() {
             })
             .collect(),
     };
-    let baseline = args.value::<String>("--baseline");
-    let etcd = baseline.is_none()
-        && !args.has("--no-etcd")
-        && std::process::Command::new("etcd")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if let Some(path) = &baseline {
-        println!("--baseline: against {path}");
-    } else if args.has("--no-etcd") {
-        println!("--no-etcd: Strata alone");
-    } else if !etcd {
-        println!("etcd is not installed: no comparison (apt-get install etcd-server)");
-    }
-    let (their_program, their_prefix, their_name): (Vec<&str>, &str, &str) = match &baseline {
-        Some(path) => (
-            vec![path.as_str(), "server"],
-            "baseline_cluster",
-            "baseline",
-        ),
-        None => (vec!["etcd"], "etcd_cluster", "etcd"),
-    };
-    let compare = etcd || baseline.is_some();
+    let baseline = Baseline::from_args(&args);
+    let compare = baseline.is_some();
+    let etcd = baseline.as_ref().is_some_and(|b| b.name == "etcd");
+    let their_name = baseline.as_ref().map_or("", |b| b.name);
+    let their_program = baseline.as_ref().map_or_else(Vec::new, Baseline::command);
+    let their_prefix = format!("{their_name}_cluster");
     let strata = [env!("CARGO_BIN_EXE_strata"), "server"];
 
     // ours[w][c] and theirs[w][c]: one point per round.
@@ -507,7 +490,7 @@ fn main() {
             let mut row = (name.clone(), our, None, None);
             if compare {
                 let their = median_point(&theirs[w][c]);
-                print_point(their_prefix, &name, their);
+                print_point(&their_prefix, &name, their);
                 let ratio = our.0 / their.0.max(f64::MIN_POSITIVE);
                 print_ratio(&format!("cluster_{name}_vs_{their_name}"), ratio);
                 let goal = if clients == 500

@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bench_support::{Args, median, print_bench, print_ratio};
+use bench_support::{Args, Baseline, median, print_bench, print_ratio};
 use cluster::{Cluster, client, wait_ready};
 use etcd_client::{Client, WatchOptions, WatchRequestSender, WatchResponseStream};
 
@@ -595,25 +595,11 @@ fn main() {
         settings.writers > 0 && settings.streams > 0,
         "--writers and --streams must be positive"
     );
-    let baseline = args.value::<String>("--baseline");
-    let etcd = baseline.is_none()
-        && !args.has("--no-etcd")
-        && std::process::Command::new("etcd")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if let Some(path) = &baseline {
-        println!("--baseline: against {path}");
-    } else if args.has("--no-etcd") {
-        println!("--no-etcd: Strata alone");
-    } else if !etcd {
-        println!("etcd is not installed: no comparison (apt-get install etcd-server)");
-    }
-    let (their_program, their_prefix, their_name): (Vec<&str>, &str, &str) = match &baseline {
-        Some(path) => (vec![path.as_str(), "server"], "baseline_watch", "baseline"),
-        None => (vec!["etcd"], "etcd_watch", "etcd"),
-    };
-    let compare = etcd || baseline.is_some();
+    let baseline = Baseline::from_args(&args);
+    let compare = baseline.is_some();
+    let their_name = baseline.as_ref().map_or("", |b| b.name);
+    let their_program = baseline.as_ref().map_or_else(Vec::new, Baseline::command);
+    let their_prefix = format!("{their_name}_watch");
     let strata = [env!("CARGO_BIN_EXE_strata"), "server"];
     let phases = [("1stream", 1), ("100k", settings.streams)];
     let mut ours: Vec<Vec<Figures>> = vec![Vec::new(); phases.len()];
@@ -632,7 +618,7 @@ fn main() {
     for (p, &(name, _)) in phases.iter().enumerate() {
         let our = report("watch", name, &ours[p]);
         if compare {
-            let their = report(their_prefix, name, &theirs[p]);
+            let their = report(&their_prefix, name, &theirs[p]);
             let ratio = our.events_per_s / their.events_per_s;
             print_ratio(&format!("watch_events_{name}_vs_{their_name}"), ratio);
             print_ratio(

@@ -284,6 +284,51 @@ impl Args {
     }
 }
 
+/// What a server bench compares `strata server` with, from its flags: another `strata`
+/// binary with `--baseline PATH` (before/after figures in one run), nothing with `--no-etcd`
+/// or when `etcd` is not installed, etcd otherwise. Says which on stdout.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    /// The command that starts one member (etcd's flags follow it).
+    pub program: Vec<String>,
+    /// `etcd` or `baseline`: the prefix of its BENCH lines and the suffix of the RATIO ones.
+    pub name: &'static str,
+}
+
+impl Baseline {
+    /// The baseline `args` ask for, if any.
+    pub fn from_args(args: &Args) -> Option<Baseline> {
+        if let Some(path) = args.value::<String>("--baseline") {
+            println!("--baseline: against {path}");
+            return Some(Baseline {
+                program: vec![path, "server".to_owned()],
+                name: "baseline",
+            });
+        }
+        if args.has("--no-etcd") {
+            println!("--no-etcd: Strata alone");
+            return None;
+        }
+        let installed = std::process::Command::new("etcd")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed {
+            println!("etcd is not installed: no comparison (apt-get install etcd-server)");
+            return None;
+        }
+        Some(Baseline {
+            program: vec!["etcd".to_owned()],
+            name: "etcd",
+        })
+    }
+
+    /// Its command as the cluster helpers take it.
+    pub fn command(&self) -> Vec<&str> {
+        self.program.iter().map(String::as_str).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
