@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, GetOptions};
+use etcd_client::{Client, GetOptions, PutOptions};
 
 /// Fast elections (heartbeat 50 ms, election timeout 500 ms), for tests that kill leaders or
 /// wait for leases: the minimum lease TTL is then 1 s.
@@ -287,9 +287,20 @@ pub async fn wait_ready(endpoint: &str) -> Client {
 /// it: for writes made right after a member is killed, which may have been the leader. A
 /// retried put may be applied twice, so this is only for writes whose revision no test reads.
 pub async fn put_retrying(c: &mut Client, key: &str, value: &str) {
+    put_retrying_with(c, key, value, None).await;
+}
+
+/// `put_retrying` with options (a lease, say). A leader may also change on a loaded machine
+/// with the tests' short election timeout, after every member has answered a read.
+pub async fn put_retrying_with(
+    c: &mut Client,
+    key: &str,
+    value: &str,
+    options: Option<PutOptions>,
+) {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        match c.put(key, value, None).await {
+        match c.put(key, value, options.clone()).await {
             Ok(_) => return,
             Err(e) => assert!(
                 Instant::now() < deadline,
