@@ -10,6 +10,9 @@
 //!   inside the crates, looked up by a short name in [`BENCHES`].
 //! - `cargo xtask compat`: the same etcdctl script against etcd and against Strata, outputs
 //!   compared after normalization (see `compat.rs`).
+//! - `cargo xtask chaos`: real `strata server` processes under client load and faults, the
+//!   history checked for linearizability, lost writes and watch gaps
+//!   (`crates/strata-cli/benches/chaos/`).
 //!
 //! The tidy checks (layer order, crate docs, format docs pointing at real code) are `#[test]`s in
 //! `tidy.rs`, so `cargo test` runs them too and a failure reads like any other test failure.
@@ -35,7 +38,8 @@ usage: cargo xtask <command> [args...]
 
 commands:
   ci                   fmt, clippy (-D warnings), tests, docs (-D warnings), tidy, then
-                       `compat --members 3`; stops at the first failing step
+                       `compat --members 3`, `chaos --selftest` and a 60 s `chaos`;
+                       stops at the first failing step
   bench NAME [ARGS]    run the benchmark NAME, passing ARGS to the bench binary;
                        `cargo xtask bench` lists the names
   fuzz NAME [SECONDS]  run the cargo-fuzz target NAME (nightly; installs cargo-fuzz if
@@ -48,6 +52,10 @@ commands:
                        Strata, normalized outputs compared: --against strata|etcd (etcd:
                        validates the harness), --members N (default 3), --strata-bin PATH,
                        --show, --keep, --allow-diff
+  chaos [ARGS]         a cluster of `strata server` processes under load and faults
+                       (kill -9, kill the leader, SIGSTOP), the history checked: --seconds
+                       (default 60), --members 3|5, --seed S, --clients, --keys,
+                       --watchers; --selftest checks the checker on wrong histories
   help                 print this text";
 
 /// A benchmark that `cargo xtask bench` knows by a short name.
@@ -132,6 +140,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz(rest),
         "sim" => sim(rest),
         "compat" => compat::compat(&workspace_root()?, &cargo(), rest),
+        "chaos" => chaos(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -225,6 +234,9 @@ fn ci() -> Result<()> {
         "<== cargo xtask compat --members 3: ok in {:.1}s",
         compat_started.elapsed().as_secs_f64()
     );
+    // The checker must catch wrong histories before a clean run means anything.
+    chaos(&["--selftest".to_owned()])?;
+    chaos(&["--seconds".to_owned(), "60".to_owned()])?;
     println!("==> ci passed in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -302,6 +314,23 @@ fn bench(args: &[String]) -> Result<()> {
         label = format!("{label} -- {}", extra.join(" "));
     }
     run(&mut command, &label)
+}
+
+/// `cargo xtask chaos [ARGS]`: the chaos harness, a `harness = false` bench target of
+/// strata-cli (so that it gets the release `strata` binary's path), with `ARGS`.
+fn chaos(args: &[String]) -> Result<()> {
+    let mut command = Command::new(cargo());
+    command
+        .args(["bench", "-p", "strata-cli", "--bench", "chaos", "--"])
+        .args(args)
+        .current_dir(workspace_root()?);
+    run(
+        &mut command,
+        &format!(
+            "cargo bench -p strata-cli --bench chaos -- {}",
+            args.join(" ")
+        ),
+    )
 }
 
 /// `cargo xtask sim [ARGS]`: the deterministic Raft simulator (`strata_raft_node::sim`) over many

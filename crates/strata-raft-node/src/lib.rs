@@ -4,7 +4,9 @@
 //! ([`MemNetwork`] in process; `strata-transport` over TCP). Its loop ticks the core, steps
 //! inbound messages and client requests, and acts on each `Ready` with [`process_ready`]: the
 //! one function that does it in the order Raft's safety needs, which the deterministic
-//! simulator (`sim`, with the `sim` feature) runs too, over memory.
+//! simulator (`sim`, with the `sim` feature) runs too, over memory. Its clients' histories go
+//! through [`linearizability`], a checker that anyone recording a key-value history can use
+//! (`cargo xtask chaos` does, against real servers).
 //!
 //! The seams a server builds on:
 //! - **Batched apply with a durable applied index.** [`StateMachine::apply`] takes every
@@ -123,6 +125,7 @@
 mod apply;
 mod event_loop;
 mod inbox;
+pub mod linearizability;
 mod mem_network;
 mod node;
 mod ready;

@@ -18,11 +18,11 @@ mod checks;
 mod clients;
 mod cluster;
 mod faults;
-pub mod linearizability;
 mod rng;
 mod run;
 mod store;
 
+pub use crate::linearizability;
 pub use cluster::{Cluster, SnapshotPolicy, log_with_terms};
 pub use rng::SimRng;
 pub use run::{Sim, SimOptions, SimReport, run, run_traced};

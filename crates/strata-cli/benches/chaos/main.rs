@@ -1,0 +1,569 @@
+//! `cargo xtask chaos`: a cluster of real `strata server` processes on 127.0.0.1 under client
+//! load and faults chosen by a seed, with the history checked, not eyeballed.
+//!
+//! - Clients (`--clients`, default 8) put, read (linearizable) and compare-and-set (a Txn
+//!   comparing the value, then a put) keys `chaos/0000 ..` (`--keys`, default 16) through the
+//!   etcd API, each value unique (the client and its sequence number); each operation is
+//!   recorded with its invocation and response times, or as never answered (an error or a
+//!   timeout: a write may then have happened or not).
+//! - Watchers (`--watchers`, default 2) watch the whole range from revision 1, resuming from
+//!   the revision after their last event whenever their stream breaks.
+//! - Faults, one at a time with quiet gaps between, drawn from the seed: kill -9 of a member
+//!   and its restart, kill -9 of the leader specifically, SIGSTOP/SIGCONT of a member or of
+//!   the leader (past the election timeout).
+//! - After `--seconds` (default 60) the faults stop, every member runs again, a final write
+//!   marks the end, and the checks run: every key's history is linearizable (the WGL search
+//!   of `strata_raft_node::linearizability`, with compare-and-set); every member gives
+//!   the same event history of the range (a watch from revision 1) and the same HashKV at the
+//!   final revision; every acknowledged write is in that history at the revision it was
+//!   told; every watcher received exactly that history, once each, in order, with no gap.
+//!
+//! Prints the seed first (`--seed N` replays the same choices; the timing is real, so not the
+//! same run), then operations by kind and outcome, faults by kind, and each violation with
+//! the seed and the shortest failing history; exits 1 on any violation. `--members` (3 or 5)
+//! sizes the cluster. `--selftest` runs the checks on recorded histories that are wrong (a
+//! stale read, a lost write, a watch gap, ...) and fails if one goes unnoticed.
+
+#[path = "../../tests/support/cluster.rs"]
+mod cluster;
+
+mod check;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bench_support::Args;
+use check::{Acked, Event, History};
+use cluster::{Cluster, put_retrying, runtime, wait_ready};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, WatchOptions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use strata_raft_node::linearizability::{Op, Operation};
+
+/// The range every client and watcher works on.
+const PREFIX: &str = "chaos/";
+
+/// The key of the final write: a watcher that sees it has everything before it.
+const END_KEY: &str = "chaos/~end";
+
+/// How long a client waits for one answer before counting the operation as never answered.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A client's pause after a failed operation (not a wait for a condition: it keeps a client
+/// from spinning on a member that is down).
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// How long the end of a run may take: members back and caught up, watchers at the end.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The members' timing: short, so a run sees many elections. Snapshots every thousand entries,
+/// so a restarted member often catches up from one.
+const MEMBER_FLAGS: &[&str] = &[
+    "--heartbeat-interval",
+    "50",
+    "--election-timeout",
+    "500",
+    "--snapshot-count",
+    "1000",
+];
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    seconds: f64,
+    members: usize,
+    clients: usize,
+    keys: u64,
+    watchers: usize,
+    seed: u64,
+}
+
+/// A fault, drawn from the seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Fault {
+    Kill,
+    KillLeader,
+    Pause,
+    PauseLeader,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill -9 and restart",
+            Fault::KillLeader => "kill -9 the leader and restart",
+            Fault::Pause => "SIGSTOP/SIGCONT",
+            Fault::PauseLeader => "SIGSTOP/SIGCONT the leader",
+        }
+    }
+}
+
+fn main() {
+    let args = Args::from_env();
+    if args.has("--selftest") {
+        let missed = check::selftest();
+        if missed.is_empty() {
+            println!("selftest: every wrong history caught, the good one passed");
+            return;
+        }
+        for line in &missed {
+            println!("selftest FAILED: {line}");
+        }
+        std::process::exit(1);
+    }
+    let settings = Settings {
+        seconds: args.value_or("--seconds", 60.0),
+        members: args.value_or("--members", 3),
+        clients: args.value_or("--clients", 8),
+        keys: args.value_or("--keys", 16),
+        watchers: args.value_or("--watchers", 2),
+        seed: args
+            .value("--seed")
+            .unwrap_or_else(|| rand::random::<u64>() % 1_000_000),
+    };
+    println!(
+        "chaos: seed {} ({} members, {} s, {} clients on {} keys, {} watchers)",
+        settings.seed,
+        settings.members,
+        settings.seconds,
+        settings.clients,
+        settings.keys,
+        settings.watchers
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outcome = run(dir.path(), settings);
+    let found = check::violations(&outcome.history, settings.seed);
+    report(&outcome, &found);
+    if !found.is_empty() {
+        println!("chaos: FAILED with seed {}", settings.seed);
+        std::process::exit(1);
+    }
+    println!("chaos: ok (seed {})", settings.seed);
+}
+
+/// What a run recorded and counted.
+struct Run {
+    history: History,
+    faults: BTreeMap<Fault, u64>,
+}
+
+fn run(dir: &std::path::Path, settings: Settings) -> Run {
+    let mut cluster = Cluster::start(dir, settings.members, MEMBER_FLAGS);
+    let endpoints = cluster.endpoints();
+    let rt = runtime();
+    rt.block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+    });
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..settings.clients)
+        .map(|id| {
+            rt.spawn(client(
+                id as u64,
+                endpoints.clone(),
+                settings,
+                epoch,
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    let streams: Vec<Arc<Mutex<Vec<Event>>>> = (0..settings.watchers)
+        .map(|_| Arc::new(Mutex::new(Vec::new())))
+        .collect();
+    let watchers: Vec<_> = streams
+        .iter()
+        .enumerate()
+        .map(|(w, stream)| {
+            // Each watcher starts on a different member (it moves on when its stream breaks).
+            let mut order = endpoints.clone();
+            order.rotate_left(w % endpoints.len());
+            rt.spawn(watcher(order, Arc::clone(stream)))
+        })
+        .collect();
+
+    let faults = nemesis(&mut cluster, &rt, settings);
+
+    stop.store(true, Ordering::Relaxed);
+    let mut history = History::default();
+    for handle in clients {
+        let (ops, acked) = rt.block_on(handle).expect("a client task");
+        history.ops.extend(ops);
+        history.acked.extend(acked);
+    }
+    rt.block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let mut c = cluster::client(&endpoints).await;
+        put_retrying(&mut c, END_KEY, "end").await;
+        // Every watcher reaches the end (bounded: one that does not is reported as stalled).
+        let _ = tokio::time::timeout(SETTLE_TIMEOUT, async {
+            for handle in watchers {
+                let _ = handle.await;
+            }
+        })
+        .await;
+        for e in &endpoints {
+            let (events, revision) = committed(e).await;
+            history.committed.push(events);
+            let mut member = Client::connect([e.as_str()], None)
+                .await
+                .expect("connect for HashKV");
+            let hash = member.hash_kv(revision).await.expect("HashKV").hash();
+            history.hashes.push((e.clone(), revision, hash));
+        }
+    });
+    history.watches = streams
+        .iter()
+        .map(|s| s.lock().expect("a watcher's events").clone())
+        .collect();
+    Run { history, faults }
+}
+
+/// Injects faults until the run's time is up, one at a time, then leaves every member
+/// running; returns how many of each it injected.
+fn nemesis(
+    cluster: &mut Cluster,
+    rt: &tokio::runtime::Runtime,
+    settings: Settings,
+) -> BTreeMap<Fault, u64> {
+    let mut rng = StdRng::seed_from_u64(settings.seed);
+    let deadline = Instant::now() + Duration::from_secs_f64(settings.seconds);
+    let mut faults = BTreeMap::new();
+    let between = |rng: &mut StdRng| Duration::from_millis(300 + rng.random_range(0..1_200));
+    std::thread::sleep(between(&mut rng));
+    while Instant::now() < deadline {
+        let fault = match rng.random_range(0..4) {
+            0 => Fault::Kill,
+            1 => Fault::KillLeader,
+            2 => Fault::Pause,
+            _ => Fault::PauseLeader,
+        };
+        let victim = match fault {
+            Fault::Kill | Fault::Pause => {
+                Some(rng.random_range(0..settings.members as u64) as usize)
+            }
+            Fault::KillLeader | Fault::PauseLeader => rt.block_on(leader(cluster)),
+        };
+        let Some(victim) = victim else {
+            // No leader right now (an election): try again after a gap.
+            std::thread::sleep(between(&mut rng));
+            continue;
+        };
+        let held = Duration::from_millis(200 + rng.random_range(0..1_800));
+        match fault {
+            Fault::Kill | Fault::KillLeader => {
+                cluster.kill(victim);
+                std::thread::sleep(held);
+                cluster.restart(victim);
+            }
+            Fault::Pause | Fault::PauseLeader => {
+                signal(cluster, victim, "-STOP");
+                std::thread::sleep(held);
+                signal(cluster, victim, "-CONT");
+            }
+        }
+        *faults.entry(fault).or_insert(0) += 1;
+        std::thread::sleep(between(&mut rng));
+    }
+    faults
+}
+
+fn signal(cluster: &Cluster, member: usize, signal: &str) {
+    if let Some(pid) = cluster.pid(member) {
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+}
+
+/// The member that leads, as the members say (the index of the one whose id is the leader
+/// most of them name), if any.
+async fn leader(cluster: &Cluster) -> Option<usize> {
+    let mut ids = Vec::new();
+    let mut votes: HashMap<u64, usize> = HashMap::new();
+    for e in cluster.endpoints() {
+        let status = tokio::time::timeout(OP_TIMEOUT, async {
+            let mut c = Client::connect([e.as_str()], None).await.ok()?;
+            c.status().await.ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        ids.push(
+            status
+                .as_ref()
+                .map(|s| s.header().map_or(0, |h| h.member_id())),
+        );
+        if let Some(s) = status
+            && s.leader() != 0
+        {
+            *votes.entry(s.leader()).or_insert(0) += 1;
+        }
+    }
+    let (leader, _) = votes.into_iter().max_by_key(|&(_, n)| n)?;
+    ids.iter().position(|id| *id == Some(leader))
+}
+
+/// One client's loop: returns its operations and its acknowledged writes.
+async fn client(
+    id: u64,
+    endpoints: Vec<String>,
+    settings: Settings,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+) -> (Vec<Operation>, Vec<Acked>) {
+    let mut rng =
+        StdRng::seed_from_u64(settings.seed ^ (id + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut c = cluster::client(&endpoints).await;
+    let mut ops = Vec::new();
+    let mut acked = Vec::new();
+    // The last value this client read or wrote per key: what its compare-and-sets expect.
+    let mut known: HashMap<u64, u64> = HashMap::new();
+    let mut seq = 0u64;
+    let now = |epoch: Instant| epoch.elapsed().as_nanos() as u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = rng.random_range(0..settings.keys);
+        let name = key_name(key);
+        let roll = rng.random_range(0..100);
+        seq += 1;
+        let value = (id << 40) | seq;
+        let invoked = now(epoch);
+        let (op, answer) = if roll < 40 {
+            let answer = tokio::time::timeout(OP_TIMEOUT, c.get(name.as_str(), None)).await;
+            match answer {
+                Ok(Ok(r)) => {
+                    let read = r.kvs().first().map(|kv| parse_value(kv.value()));
+                    if let Some(v) = read {
+                        known.insert(key, v);
+                    }
+                    (Op::Get(read), Some(None))
+                }
+                _ => (Op::Get(None), None),
+            }
+        } else if roll < 80 || !known.contains_key(&key) {
+            let answer =
+                tokio::time::timeout(OP_TIMEOUT, c.put(name.as_str(), value.to_string(), None))
+                    .await;
+            match answer {
+                Ok(Ok(r)) => {
+                    known.insert(key, value);
+                    let revision = r.header().map_or(0, |h| h.revision());
+                    (Op::Put(value), Some(Some(revision)))
+                }
+                _ => (Op::Put(value), None),
+            }
+        } else {
+            let expect = known[&key];
+            let txn = Txn::new()
+                .when([Compare::value(
+                    name.as_str(),
+                    CompareOp::Equal,
+                    expect.to_string(),
+                )])
+                .and_then([TxnOp::put(name.as_str(), value.to_string(), None)]);
+            let answer = tokio::time::timeout(OP_TIMEOUT, c.txn(txn)).await;
+            match answer {
+                Ok(Ok(r)) => {
+                    let revision = r.header().map_or(0, |h| h.revision());
+                    if r.succeeded() {
+                        known.insert(key, value);
+                    } else {
+                        known.remove(&key);
+                    }
+                    let op = Op::Cas {
+                        expect,
+                        new: value,
+                        succeeded: Some(r.succeeded()),
+                    };
+                    (op, Some(r.succeeded().then_some(revision)))
+                }
+                _ => (
+                    Op::Cas {
+                        expect,
+                        new: value,
+                        succeeded: None,
+                    },
+                    None,
+                ),
+            }
+        };
+        let returned = answer.map(|_| now(epoch));
+        if let Some(Some(revision)) = answer {
+            acked.push(Acked {
+                key,
+                value,
+                revision,
+            });
+        }
+        if answer.is_none() {
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        ops.push(Operation {
+            key,
+            op,
+            invoked,
+            returned,
+        });
+    }
+    (ops, acked)
+}
+
+fn key_name(key: u64) -> String {
+    format!("{PREFIX}{key:04}")
+}
+
+/// A key of the range back to its number (`None` for the end marker or a stranger).
+fn key_number(key: &[u8]) -> Option<u64> {
+    std::str::from_utf8(key)
+        .ok()?
+        .strip_prefix(PREFIX)?
+        .parse()
+        .ok()
+}
+
+/// A value as written (a number); anything else, which no client wrote, becomes `u64::MAX`
+/// and fails every check that meets it.
+fn parse_value(value: &[u8]) -> u64 {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// What one watch response adds to a stream: its events of the range (a delete, which no
+/// client makes, as value `u64::MAX - 1`), and whether the end marker was among them.
+fn events_of(response: &etcd_client::WatchResponse) -> (Vec<Event>, bool) {
+    let mut events = Vec::new();
+    for e in response.events() {
+        let Some(kv) = e.kv() else { continue };
+        if kv.key() == END_KEY.as_bytes() {
+            return (events, true);
+        }
+        let Some(key) = key_number(kv.key()) else {
+            continue;
+        };
+        let value = match e.event_type() {
+            etcd_client::EventType::Put => parse_value(kv.value()),
+            etcd_client::EventType::Delete => u64::MAX - 1,
+        };
+        events.push(Event {
+            key,
+            value,
+            revision: kv.mod_revision(),
+        });
+    }
+    (events, false)
+}
+
+/// A live watcher: the range from revision 1 until the end marker, resuming after its last
+/// event on the next member whenever a stream breaks or is cancelled.
+async fn watcher(endpoints: Vec<String>, stream: Arc<Mutex<Vec<Event>>>) {
+    let mut next = 1;
+    for e in endpoints.iter().cycle() {
+        let options = WatchOptions::new().with_prefix().with_start_revision(next);
+        let opened = async {
+            let mut c = Client::connect([e.as_str()], None).await.ok()?;
+            c.watch(PREFIX, Some(options)).await.ok()
+        };
+        let Some(mut responses) = tokio::time::timeout(OP_TIMEOUT, opened)
+            .await
+            .ok()
+            .flatten()
+        else {
+            tokio::time::sleep(RETRY_PAUSE).await;
+            continue;
+        };
+        while let Ok(Some(response)) = responses.message().await {
+            let (events, end) = events_of(&response);
+            if let Some(last) = events.last() {
+                next = last.revision + 1;
+            }
+            stream.lock().expect("a watcher's events").extend(events);
+            if end {
+                return;
+            }
+            if response.canceled() {
+                break;
+            }
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// A member's whole event history of the range (a watch from revision 1 on that member alone,
+/// up to the end marker), and the end marker's revision.
+async fn committed(endpoint: &str) -> (Vec<Event>, i64) {
+    let read = async {
+        let mut c = Client::connect([endpoint], None).await.ok()?;
+        let options = WatchOptions::new().with_prefix().with_start_revision(1);
+        let mut responses = c.watch(PREFIX, Some(options)).await.ok()?;
+        let mut all = Vec::new();
+        while let Ok(Some(response)) = responses.message().await {
+            let (events, end) = events_of(&response);
+            all.extend(events);
+            if end {
+                let revision = response
+                    .events()
+                    .iter()
+                    .filter_map(|e| e.kv())
+                    .find(|kv| kv.key() == END_KEY.as_bytes())
+                    .map_or(0, |kv| kv.mod_revision());
+                return Some((all, revision));
+            }
+        }
+        None
+    };
+    tokio::time::timeout(SETTLE_TIMEOUT, read)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("{endpoint}: no event history up to the end marker"))
+}
+
+fn report(run: &Run, found: &[String]) {
+    let mut by_kind: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for op in &run.history.ops {
+        let kind = match op.op {
+            Op::Put(_) => "put",
+            Op::Get(_) => "get",
+            Op::Cas { .. } => "cas",
+        };
+        let outcome = match (&op.op, op.returned) {
+            (_, None) => "no answer",
+            (
+                Op::Cas {
+                    succeeded: Some(false),
+                    ..
+                },
+                _,
+            ) => "ok, compare failed",
+            _ => "ok",
+        };
+        *by_kind.entry((kind, outcome)).or_insert(0) += 1;
+    }
+    println!("operations: {}", run.history.ops.len());
+    for ((kind, outcome), n) in &by_kind {
+        println!("  {kind:<4} {outcome:<20} {n}");
+    }
+    println!(
+        "acknowledged writes: {}; committed events: {}; watch events received: {:?}",
+        run.history.acked.len(),
+        run.history.committed.first().map_or(0, Vec::len),
+        run.history.watches.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    println!("faults: {}", run.faults.values().sum::<u64>());
+    for (fault, n) in &run.faults {
+        println!("  {:<32} {n}", fault.name());
+    }
+    println!("violations: {}", found.len());
+    for line in found {
+        println!("  {line}");
+    }
+}
