@@ -53,9 +53,11 @@ commands:
                        validates the harness), --members N (default 3), --strata-bin PATH,
                        --show, --keep, --allow-diff
   chaos [ARGS]         a cluster of `strata server` processes under load and faults
-                       (kill -9, kill the leader, SIGSTOP), the history checked: --seconds
-                       (default 60), --members 3|5, --seed S, --clients, --keys,
-                       --watchers; --selftest checks the checker on wrong histories
+                       (kill -9, SIGSTOP, partitions, member replacement; the leader on
+                       purpose too), the history checked: --seconds (default 60),
+                       --members 3|5, --seed S, --clients, --keys, --watchers,
+                       --no-partitions, --strata-bin PATH; --selftest checks the checker
+                       on wrong histories
   help                 print this text";
 
 /// A benchmark that `cargo xtask bench` knows by a short name.

@@ -72,13 +72,7 @@ fn a_member_added_under_load_catches_up_from_a_snapshot() {
         "load/",
         Arc::clone(&stop),
     ));
-    let spec = MemberSpec {
-        name: "m4".to_owned(),
-        client_port: free_port(),
-        peer_port: free_port(),
-        data_dir: dir.path().join("m4"),
-        client_scheme: "http",
-    };
+    let spec = MemberSpec::local(dir.path(), "m4");
     rt.block_on(async {
         // Enough writes first that the log is compacted behind a snapshot.
         let mut c = client(&endpoints[1..2]).await;

@@ -36,11 +36,14 @@ pub struct History {
     pub committed: Vec<Vec<Event>>,
     /// Each member's HashKV at the final revision: (member, revision, hash).
     pub hashes: Vec<(String, i64, u32)>,
+    /// What the harness could not do that the cluster should have let it (a membership change
+    /// refused until it gave up).
+    pub problems: Vec<String>,
 }
 
 /// The checks a run failed, each a line to print.
 pub fn violations(history: &History, seed: u64) -> Vec<String> {
-    let mut found = Vec::new();
+    let mut found = history.problems.clone();
     found.extend(linearizable(&history.ops, seed));
     let Some(committed) = history.committed.first() else {
         found.push("no member gave its event history".to_owned());
@@ -297,6 +300,7 @@ fn good_history() -> History {
             ("m2".into(), 5, 7),
             ("m3".into(), 5, 7),
         ],
+        problems: Vec::new(),
     }
 }
 

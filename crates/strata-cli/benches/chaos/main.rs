@@ -8,9 +8,15 @@
 //!   timeout: a write may then have happened or not).
 //! - Watchers (`--watchers`, default 2) watch the whole range from revision 1, resuming from
 //!   the revision after their last event whenever their stream breaks.
-//! - Faults, one at a time with quiet gaps between, drawn from the seed: kill -9 of a member
-//!   and its restart, kill -9 of the leader specifically, SIGSTOP/SIGCONT of a member or of
-//!   the leader (past the election timeout).
+//! - Faults, one at a time with quiet gaps between, drawn from the seed (`nemesis.rs`): kill -9
+//!   of a member and its restart, kill -9 of the leader specifically, SIGSTOP/SIGCONT of a
+//!   member or of the leader (past the election timeout), a minority partitioned from the
+//!   rest (with the leader in it, or not), one link between two members cut, a member cut off
+//!   from the clients, and a member replaced under load (MemberRemove, MemberAdd of a learner
+//!   on the same address, its start with `--initial-cluster-state existing`, MemberPromote
+//!   once it has caught up). Partitions need the run's own network (`net.rs`: a namespace
+//!   per member, as root); without one, or with `--no-partitions`, the members listen on
+//!   127.0.0.1 and the other faults run.
 //! - After `--seconds` (default 60) the faults stop, every member runs again, a final write
 //!   marks the end, and the checks run: every key's history is linearizable (the WGL search
 //!   of `strata_raft_node::linearizability`, with compare-and-set); every member gives
@@ -21,24 +27,28 @@
 //! Prints the seed first (`--seed N` replays the same choices; the timing is real, so not the
 //! same run), then operations by kind and outcome, faults by kind, and each violation with
 //! the seed and the shortest failing history; exits 1 on any violation. `--members` (3 or 5)
-//! sizes the cluster. `--selftest` runs the checks on recorded histories that are wrong (a
+//! sizes the cluster; `--strata-bin PATH` runs another `strata` binary (a copy, for a long run
+//! while the tree is rebuilt). `--selftest` runs the checks on recorded histories that are wrong (a
 //! stale read, a lost write, a watch gap, ...) and fails if one goes unnoticed.
 
 #[path = "../../tests/support/cluster.rs"]
 mod cluster;
 
 mod check;
+mod nemesis;
+mod net;
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bench_support::Args;
 use check::{Acked, Event, History};
-use cluster::{Cluster, put_retrying, runtime, wait_ready};
+use cluster::{Cluster, MemberSpec, put_retrying, runtime, wait_ready};
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, WatchOptions};
+use nemesis::{Fault, Nemesis};
+use net::Net;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use strata_raft_node::linearizability::{Op, Operation};
@@ -46,11 +56,14 @@ use strata_raft_node::linearizability::{Op, Operation};
 /// The range every client and watcher works on.
 const PREFIX: &str = "chaos/";
 
+/// The cluster's members' client URLs now (membership changes replace them).
+pub type Endpoints = Arc<Mutex<Vec<String>>>;
+
 /// The key of the final write: a watcher that sees it has everything before it.
 const END_KEY: &str = "chaos/~end";
 
 /// How long a client waits for one answer before counting the operation as never answered.
-const OP_TIMEOUT: Duration = Duration::from_secs(2);
+pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A client's pause after a failed operation (not a wait for a condition: it keeps a client
 /// from spinning on a member that is down).
@@ -70,7 +83,7 @@ const MEMBER_FLAGS: &[&str] = &[
     "1000",
 ];
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Settings {
     seconds: f64,
     members: usize,
@@ -78,26 +91,9 @@ struct Settings {
     keys: u64,
     watchers: usize,
     seed: u64,
-}
-
-/// A fault, drawn from the seed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Fault {
-    Kill,
-    KillLeader,
-    Pause,
-    PauseLeader,
-}
-
-impl Fault {
-    fn name(self) -> &'static str {
-        match self {
-            Fault::Kill => "kill -9 and restart",
-            Fault::KillLeader => "kill -9 the leader and restart",
-            Fault::Pause => "SIGSTOP/SIGCONT",
-            Fault::PauseLeader => "SIGSTOP/SIGCONT the leader",
-        }
-    }
+    partitions: bool,
+    /// The `strata` binary to run (default: the one built with this harness).
+    strata_bin: Option<String>,
 }
 
 fn main() {
@@ -122,6 +118,8 @@ fn main() {
         seed: args
             .value("--seed")
             .unwrap_or_else(|| rand::random::<u64>() % 1_000_000),
+        partitions: !args.has("--no-partitions"),
+        strata_bin: args.value("--strata-bin"),
     };
     println!(
         "chaos: seed {} ({} members, {} s, {} clients on {} keys, {} watchers)",
@@ -133,7 +131,7 @@ fn main() {
         settings.watchers
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let outcome = run(dir.path(), settings);
+    let outcome = run(dir.path(), &settings);
     let found = check::violations(&outcome.history, settings.seed);
     report(&outcome, &found);
     if !found.is_empty() {
@@ -147,11 +145,46 @@ fn main() {
 struct Run {
     history: History,
     faults: BTreeMap<Fault, u64>,
+    /// Why partitions were left out, if they were.
+    no_partitions: Option<String>,
 }
 
-fn run(dir: &std::path::Path, settings: Settings) -> Run {
-    let mut cluster = Cluster::start(dir, settings.members, MEMBER_FLAGS);
-    let endpoints = cluster.endpoints();
+fn run(dir: &std::path::Path, settings: &Settings) -> Run {
+    // Partitions need a network of the run's own; without one (not root, no `ip`) the members
+    // listen on 127.0.0.1 and the other faults still run.
+    let (net, no_partitions) = if settings.partitions {
+        match Net::create(settings.members) {
+            Ok(net) => (Some(net), None),
+            Err(e) => (None, Some(e)),
+        }
+    } else {
+        (None, Some("--no-partitions".to_owned()))
+    };
+    if let Some(why) = &no_partitions {
+        println!("chaos: no partitions ({why})");
+    }
+    let specs: Vec<MemberSpec> = (0..settings.members)
+        .map(|i| {
+            let local = MemberSpec::local(dir, &format!("m{}", i + 1));
+            match &net {
+                Some(net) => MemberSpec {
+                    host: net.host(i),
+                    wrapper: net.wrapper(i),
+                    ..local
+                },
+                None => local,
+            }
+        })
+        .collect();
+    let binary = settings
+        .strata_bin
+        .as_deref()
+        .unwrap_or(env!("CARGO_BIN_EXE_strata"));
+    let program = [binary, "server"];
+    let cluster = Cluster::start_specs(&program, dir, specs, MEMBER_FLAGS);
+    let mut nemesis = Nemesis::new(cluster, net, dir.to_path_buf(), settings.seed);
+    let endpoints = nemesis.endpoints();
+    let shared = Arc::clone(&nemesis.shared);
     let rt = runtime();
     rt.block_on(async {
         for e in &endpoints {
@@ -164,8 +197,8 @@ fn run(dir: &std::path::Path, settings: Settings) -> Run {
         .map(|id| {
             rt.spawn(client(
                 id as u64,
-                endpoints.clone(),
-                settings,
+                Arc::clone(&shared),
+                settings.clone(),
                 epoch,
                 Arc::clone(&stop),
             ))
@@ -179,13 +212,11 @@ fn run(dir: &std::path::Path, settings: Settings) -> Run {
         .enumerate()
         .map(|(w, stream)| {
             // Each watcher starts on a different member (it moves on when its stream breaks).
-            let mut order = endpoints.clone();
-            order.rotate_left(w % endpoints.len());
-            rt.spawn(watcher(order, Arc::clone(stream)))
+            rt.spawn(watcher(w, Arc::clone(&shared), Arc::clone(stream)))
         })
         .collect();
 
-    let faults = nemesis(&mut cluster, &rt, settings);
+    nemesis.run(&rt, settings.seconds);
 
     stop.store(true, Ordering::Relaxed);
     let mut history = History::default();
@@ -194,11 +225,12 @@ fn run(dir: &std::path::Path, settings: Settings) -> Run {
         history.ops.extend(ops);
         history.acked.extend(acked);
     }
+    let members = nemesis.endpoints();
     rt.block_on(async {
-        for e in &endpoints {
+        for e in &members {
             wait_ready(e).await;
         }
-        let mut c = cluster::client(&endpoints).await;
+        let mut c = cluster::client(&members).await;
         put_retrying(&mut c, END_KEY, "end").await;
         // Every watcher reaches the end (bounded: one that does not is reported as stalled).
         let _ = tokio::time::timeout(SETTLE_TIMEOUT, async {
@@ -207,7 +239,7 @@ fn run(dir: &std::path::Path, settings: Settings) -> Run {
             }
         })
         .await;
-        for e in &endpoints {
+        for e in &members {
             let (events, revision) = committed(e).await;
             history.committed.push(events);
             let mut member = Client::connect([e.as_str()], None)
@@ -221,107 +253,29 @@ fn run(dir: &std::path::Path, settings: Settings) -> Run {
         .iter()
         .map(|s| s.lock().expect("a watcher's events").clone())
         .collect();
-    Run { history, faults }
-}
-
-/// Injects faults until the run's time is up, one at a time, then leaves every member
-/// running; returns how many of each it injected.
-fn nemesis(
-    cluster: &mut Cluster,
-    rt: &tokio::runtime::Runtime,
-    settings: Settings,
-) -> BTreeMap<Fault, u64> {
-    let mut rng = StdRng::seed_from_u64(settings.seed);
-    let deadline = Instant::now() + Duration::from_secs_f64(settings.seconds);
-    let mut faults = BTreeMap::new();
-    let between = |rng: &mut StdRng| Duration::from_millis(300 + rng.random_range(0..1_200));
-    std::thread::sleep(between(&mut rng));
-    while Instant::now() < deadline {
-        let fault = match rng.random_range(0..4) {
-            0 => Fault::Kill,
-            1 => Fault::KillLeader,
-            2 => Fault::Pause,
-            _ => Fault::PauseLeader,
-        };
-        let victim = match fault {
-            Fault::Kill | Fault::Pause => {
-                Some(rng.random_range(0..settings.members as u64) as usize)
-            }
-            Fault::KillLeader | Fault::PauseLeader => rt.block_on(leader(cluster)),
-        };
-        let Some(victim) = victim else {
-            // No leader right now (an election): try again after a gap.
-            std::thread::sleep(between(&mut rng));
-            continue;
-        };
-        let held = Duration::from_millis(200 + rng.random_range(0..1_800));
-        match fault {
-            Fault::Kill | Fault::KillLeader => {
-                cluster.kill(victim);
-                std::thread::sleep(held);
-                cluster.restart(victim);
-            }
-            Fault::Pause | Fault::PauseLeader => {
-                signal(cluster, victim, "-STOP");
-                std::thread::sleep(held);
-                signal(cluster, victim, "-CONT");
-            }
-        }
-        *faults.entry(fault).or_insert(0) += 1;
-        std::thread::sleep(between(&mut rng));
+    history.problems = std::mem::take(&mut nemesis.problems);
+    Run {
+        history,
+        faults: std::mem::take(&mut nemesis.faults),
+        no_partitions,
     }
-    faults
-}
-
-fn signal(cluster: &Cluster, member: usize, signal: &str) {
-    if let Some(pid) = cluster.pid(member) {
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {pid} failed");
-    }
-}
-
-/// The member that leads, as the members say (the index of the one whose id is the leader
-/// most of them name), if any.
-async fn leader(cluster: &Cluster) -> Option<usize> {
-    let mut ids = Vec::new();
-    let mut votes: HashMap<u64, usize> = HashMap::new();
-    for e in cluster.endpoints() {
-        let status = tokio::time::timeout(OP_TIMEOUT, async {
-            let mut c = Client::connect([e.as_str()], None).await.ok()?;
-            c.status().await.ok()
-        })
-        .await
-        .ok()
-        .flatten();
-        ids.push(
-            status
-                .as_ref()
-                .map(|s| s.header().map_or(0, |h| h.member_id())),
-        );
-        if let Some(s) = status
-            && s.leader() != 0
-        {
-            *votes.entry(s.leader()).or_insert(0) += 1;
-        }
-    }
-    let (leader, _) = votes.into_iter().max_by_key(|&(_, n)| n)?;
-    ids.iter().position(|id| *id == Some(leader))
 }
 
 /// One client's loop: returns its operations and its acknowledged writes.
 async fn client(
     id: u64,
-    endpoints: Vec<String>,
+    endpoints: Endpoints,
     settings: Settings,
     epoch: Instant,
     stop: Arc<AtomicBool>,
 ) -> (Vec<Operation>, Vec<Acked>) {
     let mut rng =
         StdRng::seed_from_u64(settings.seed ^ (id + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let mut c = cluster::client(&endpoints).await;
+    let current = |endpoints: &Endpoints| endpoints.lock().expect("the endpoints").clone();
+    let mut c = cluster::client(&current(&endpoints)).await;
+    // Failures since the client was last made: past a few, it is made again from the members
+    // of now (a replaced member's address is gone for good).
+    let mut failures = 0;
     let mut ops = Vec::new();
     let mut acked = Vec::new();
     // The last value this client read or wrote per key: what its compare-and-sets expect.
@@ -403,6 +357,15 @@ async fn client(
             });
         }
         if answer.is_none() {
+            failures += 1;
+            if failures >= 5
+                && let Ok(Ok(fresh)) =
+                    tokio::time::timeout(OP_TIMEOUT, Client::connect(current(&endpoints), None))
+                        .await
+            {
+                c = fresh;
+                failures = 0;
+            }
             tokio::time::sleep(RETRY_PAUSE).await;
         }
         ops.push(Operation {
@@ -464,9 +427,13 @@ fn events_of(response: &etcd_client::WatchResponse) -> (Vec<Event>, bool) {
 
 /// A live watcher: the range from revision 1 until the end marker, resuming after its last
 /// event on the next member whenever a stream breaks or is cancelled.
-async fn watcher(endpoints: Vec<String>, stream: Arc<Mutex<Vec<Event>>>) {
+async fn watcher(first: usize, endpoints: Endpoints, stream: Arc<Mutex<Vec<Event>>>) {
     let mut next = 1;
-    for e in endpoints.iter().cycle() {
+    for attempt in first.. {
+        let e = {
+            let endpoints = endpoints.lock().expect("the endpoints");
+            endpoints[attempt % endpoints.len()].clone()
+        };
         let options = WatchOptions::new().with_prefix().with_start_revision(next);
         let opened = async {
             let mut c = Client::connect([e.as_str()], None).await.ok()?;
@@ -559,6 +526,9 @@ fn report(run: &Run, found: &[String]) {
         run.history.watches.iter().map(Vec::len).collect::<Vec<_>>()
     );
     println!("faults: {}", run.faults.values().sum::<u64>());
+    if let Some(why) = &run.no_partitions {
+        println!("  (no partitions: {why})");
+    }
     for (fault, n) in &run.faults {
         println!("  {:<32} {n}", fault.name());
     }

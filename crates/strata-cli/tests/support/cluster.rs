@@ -49,15 +49,35 @@ pub struct MemberSpec {
     pub data_dir: PathBuf,
     /// `https` for a client port with TLS.
     pub client_scheme: &'static str,
+    /// The address it listens on: `127.0.0.1`, or its own in a network namespace.
+    pub host: String,
+    /// What the member's command line is run under (`ip netns exec NAME`), if anything.
+    pub wrapper: Vec<String>,
 }
 
 impl MemberSpec {
+    /// A member on 127.0.0.1 with free ports, its data in `dir/name`.
+    pub fn local(dir: &Path, name: &str) -> MemberSpec {
+        MemberSpec {
+            name: name.to_owned(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: dir.join(name),
+            client_scheme: "http",
+            host: "127.0.0.1".to_owned(),
+            wrapper: Vec::new(),
+        }
+    }
+
     pub fn client_url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.client_scheme, self.client_port)
+        format!(
+            "{}://{}:{}",
+            self.client_scheme, self.host, self.client_port
+        )
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("http://{}:{}", self.host, self.peer_port)
     }
 }
 
@@ -117,16 +137,23 @@ impl Cluster {
         n: usize,
         extra: &[&str],
     ) -> Cluster {
-        std::fs::create_dir_all(dir).expect("make the cluster's directory");
         let specs: Vec<MemberSpec> = (1..=n)
             .map(|i| MemberSpec {
-                name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
-                data_dir: dir.join(format!("m{i}")),
                 client_scheme,
+                ..MemberSpec::local(dir, &format!("m{i}"))
             })
             .collect();
+        Self::start_specs(program, dir, specs, extra)
+    }
+
+    /// Members as `specs` say (addresses, wrappers), started with `--initial-cluster-state new`.
+    pub fn start_specs(
+        program: &[&str],
+        dir: &Path,
+        specs: Vec<MemberSpec>,
+        extra: &[&str],
+    ) -> Cluster {
+        std::fs::create_dir_all(dir).expect("make the cluster's directory");
         let mut cluster = Cluster {
             members: Vec::new(),
             dir: dir.to_path_buf(),
@@ -155,8 +182,19 @@ impl Cluster {
             .open(&member.log)
             .expect("open the member's log");
         let s = &member.spec;
-        let child = Command::new(&self.program[0])
-            .args(&self.program[1..])
+        let mut command = match s.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).args(&self.program);
+                command
+            }
+            None => {
+                let mut command = Command::new(&self.program[0]);
+                command.args(&self.program[1..]);
+                command
+            }
+        };
+        let child = command
             .args(["--name", &s.name])
             .args(["--data-dir", &s.data_dir.to_string_lossy()])
             .args(["--listen-client-urls", &s.client_url()])
@@ -206,7 +244,17 @@ impl Cluster {
     /// Starts a new member that joins with `--initial-cluster-state existing` (after a
     /// MemberAdd of its peer URL); returns its index.
     pub fn join(&mut self, spec: MemberSpec) -> usize {
-        let mut specs: Vec<MemberSpec> = self.members.iter().map(|m| m.spec.clone()).collect();
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        self.join_among(spec, &all)
+    }
+
+    /// As [`join`](Self::join), with `--initial-cluster` naming only the members `among` (the
+    /// cluster's members after earlier removals) and the new one.
+    pub fn join_among(&mut self, spec: MemberSpec, among: &[usize]) -> usize {
+        let mut specs: Vec<MemberSpec> = among
+            .iter()
+            .map(|&i| self.members[i].spec.clone())
+            .collect();
         specs.push(spec.clone());
         let all = initial_cluster(&specs);
         let log = self.dir.join(format!("{}.log", spec.name));

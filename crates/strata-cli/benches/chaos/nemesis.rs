@@ -1,0 +1,365 @@
+//! The faults: drawn from the run's seed, one at a time with quiet gaps between, each undone
+//! before the next.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, MemberAddOptions};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::OP_TIMEOUT;
+use crate::cluster::{Cluster, MemberSpec, free_port};
+use crate::net::Net;
+
+/// How long a membership change may take (a removal or addition retried through leader
+/// changes; a learner's promotion retried until it has caught up).
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    Kill,
+    KillLeader,
+    Pause,
+    PauseLeader,
+    Partition,
+    PartitionLeader,
+    PartitionLink,
+    PartitionClients,
+    Replace,
+}
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill -9 and restart",
+            Fault::KillLeader => "kill -9 the leader and restart",
+            Fault::Pause => "SIGSTOP/SIGCONT",
+            Fault::PauseLeader => "SIGSTOP/SIGCONT the leader",
+            Fault::Partition => "partition a minority",
+            Fault::PartitionLeader => "partition the leader's minority",
+            Fault::PartitionLink => "cut one link between members",
+            Fault::PartitionClients => "cut a member off from clients",
+            Fault::Replace => "replace a member (remove, add learner, promote)",
+        }
+    }
+}
+
+/// The cluster under faults, and what the faults changed.
+pub struct Nemesis {
+    pub cluster: Cluster,
+    /// The private network, if the machine allows one (partitions need it).
+    pub net: Option<Net>,
+    /// The cluster's members now, as indexes into `cluster.members` (a replaced member's
+    /// index leaves, its replacement's comes in).
+    pub active: Vec<usize>,
+    /// Which network slot each member index uses (a replacement takes its predecessor's).
+    slot_of: HashMap<usize, usize>,
+    dir: PathBuf,
+    rng: StdRng,
+    next_name: usize,
+    /// The active members' client URLs, for the clients and watchers.
+    pub shared: crate::Endpoints,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<Fault, u64>,
+    /// What went wrong while injecting them (a membership change that never completed).
+    pub problems: Vec<String>,
+}
+
+impl Nemesis {
+    pub fn new(cluster: Cluster, net: Option<Net>, dir: PathBuf, seed: u64) -> Nemesis {
+        let n = cluster.members.len();
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(
+            cluster
+                .members
+                .iter()
+                .map(|m| m.spec.client_url())
+                .collect(),
+        ));
+        Nemesis {
+            shared,
+            cluster,
+            net,
+            active: (0..n).collect(),
+            slot_of: (0..n).map(|i| (i, i)).collect(),
+            dir,
+            rng: StdRng::seed_from_u64(seed),
+            next_name: n + 1,
+            faults: BTreeMap::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// The active members' client URLs.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.active
+            .iter()
+            .map(|&i| self.cluster.members[i].spec.client_url())
+            .collect()
+    }
+
+    fn gap(&mut self) -> Duration {
+        Duration::from_millis(300 + self.rng.random_range(0..1_200))
+    }
+
+    /// Injects faults until `seconds` pass; every fault is undone when this returns.
+    pub fn run(&mut self, rt: &tokio::runtime::Runtime, seconds: f64) {
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let mut kinds = vec![
+            Fault::Kill,
+            Fault::KillLeader,
+            Fault::Pause,
+            Fault::PauseLeader,
+            Fault::Replace,
+        ];
+        if self.net.is_some() {
+            kinds.extend([
+                Fault::Partition,
+                Fault::PartitionLeader,
+                Fault::PartitionLink,
+                Fault::PartitionClients,
+            ]);
+        }
+        std::thread::sleep(self.gap());
+        while Instant::now() < deadline {
+            let fault = kinds[self.rng.random_range(0..kinds.len())];
+            if self.inject(rt, fault) {
+                *self.faults.entry(fault).or_insert(0) += 1;
+            }
+            std::thread::sleep(self.gap());
+        }
+    }
+
+    /// One fault, held for a while and undone; false if it could not be made (no leader).
+    fn inject(&mut self, rt: &tokio::runtime::Runtime, fault: Fault) -> bool {
+        let held = Duration::from_millis(200 + self.rng.random_range(0..2_800));
+        let any = self.active[self.rng.random_range(0..self.active.len())];
+        let leader = match fault {
+            Fault::KillLeader | Fault::PauseLeader | Fault::PartitionLeader => {
+                match rt.block_on(leader(&self.cluster, &self.active)) {
+                    Some(leader) => leader,
+                    None => return false,
+                }
+            }
+            _ => any,
+        };
+        match fault {
+            Fault::Kill | Fault::KillLeader => {
+                self.cluster.kill(leader);
+                std::thread::sleep(held);
+                self.cluster.restart(leader);
+            }
+            Fault::Pause | Fault::PauseLeader => {
+                signal(&self.cluster, leader, "-STOP");
+                std::thread::sleep(held);
+                signal(&self.cluster, leader, "-CONT");
+            }
+            Fault::Partition | Fault::PartitionLeader => {
+                // A minority (the leader in it, for PartitionLeader) cut off from the rest.
+                let size = 1 + self.rng.random_range(0..(self.active.len() - 1) / 2);
+                let mut others: Vec<usize> = self
+                    .active
+                    .iter()
+                    .copied()
+                    .filter(|&m| m != leader)
+                    .collect();
+                others.shuffle(&mut self.rng);
+                let mut minority = vec![leader];
+                minority.extend(others.drain(..size - 1));
+                self.cut_between(&minority, &others);
+                std::thread::sleep(held);
+                self.heal();
+            }
+            Fault::PartitionLink => {
+                let mut pair = self.active.clone();
+                pair.shuffle(&mut self.rng);
+                self.cut_between(&pair[..1], &pair[1..2]);
+                std::thread::sleep(held);
+                self.heal();
+            }
+            Fault::PartitionClients => {
+                let slot = self.slot_of[&any];
+                if let Some(net) = self.net.as_mut() {
+                    net.cut_clients(slot);
+                }
+                std::thread::sleep(held);
+                self.heal();
+            }
+            Fault::Replace => {
+                if let Err(e) = rt.block_on(self.replace(any)) {
+                    self.problems.push(e);
+                }
+            }
+        }
+        true
+    }
+
+    fn cut_between(&mut self, a: &[usize], b: &[usize]) {
+        let Some(net) = self.net.as_mut() else {
+            return;
+        };
+        for x in a {
+            for y in b {
+                net.cut(self.slot_of[x], self.slot_of[y]);
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        if let Some(net) = self.net.as_mut() {
+            net.heal();
+        }
+    }
+
+    /// Replaces member `old` with a new one on the same network slot: MemberRemove, stop it,
+    /// MemberAdd of a learner, start it (`--initial-cluster-state existing`), MemberPromote
+    /// once it has caught up. Each step is retried (bounded) through leader changes.
+    async fn replace(&mut self, old: usize) -> Result<(), String> {
+        let others: Vec<String> = self
+            .active
+            .iter()
+            .filter(|&&m| m != old)
+            .map(|&m| self.cluster.members[m].spec.client_url())
+            .collect();
+        let c = crate::cluster::client(&others).await;
+        let old_name = self.cluster.members[old].spec.name.clone();
+        let id = retry(&format!("find {old_name}'s id"), || {
+            let mut c = c.clone();
+            let old_name = old_name.clone();
+            async move {
+                let list = c.member_list().await.map_err(|e| e.to_string())?;
+                list.members()
+                    .iter()
+                    .find(|m| m.name() == old_name)
+                    .map(etcd_client::Member::id)
+                    .ok_or_else(|| format!("{old_name} is not in the member list"))
+            }
+        })
+        .await?;
+        retry(&format!("remove {old_name}"), || {
+            let mut c = c.clone();
+            async move {
+                c.member_remove(id)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await?;
+        self.cluster.kill(old);
+        self.active.retain(|&m| m != old);
+        *self.shared.lock().expect("the endpoints") = self.endpoints();
+        let slot = self.slot_of[&old];
+        let name = format!("m{}", self.next_name);
+        self.next_name += 1;
+        let template = &self.cluster.members[old].spec;
+        let spec = MemberSpec {
+            name: name.clone(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: self.dir.join(&name),
+            client_scheme: template.client_scheme,
+            host: template.host.clone(),
+            wrapper: template.wrapper.clone(),
+        };
+        let peer_url = spec.peer_url();
+        let new_id = retry(&format!("add {name} as a learner"), || {
+            let mut c = c.clone();
+            let peer_url = peer_url.clone();
+            async move {
+                let added = c
+                    .member_add([peer_url], Some(MemberAddOptions::new().with_is_learner()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                added
+                    .member()
+                    .map(etcd_client::Member::id)
+                    .ok_or_else(|| "MemberAdd answered no member".to_owned())
+            }
+        })
+        .await?;
+        let new = self.cluster.join_among(spec, &self.active.clone());
+        self.slot_of.insert(new, slot);
+        self.active.push(new);
+        *self.shared.lock().expect("the endpoints") = self.endpoints();
+        retry(&format!("promote {name}"), || {
+            let mut c = c.clone();
+            async move {
+                c.member_promote(new_id)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// `step` until it succeeds, for at most [`MEMBERSHIP_TIMEOUT`].
+async fn retry<T, F, Fut>(what: &str, mut step: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + MEMBERSHIP_TIMEOUT;
+    loop {
+        let last = match tokio::time::timeout(OP_TIMEOUT, step()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => e,
+            Err(_) => "timed out".to_owned(),
+        };
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "membership: could not {what} in {MEMBERSHIP_TIMEOUT:?}: {last}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn signal(cluster: &Cluster, member: usize, signal: &str) {
+    if let Some(pid) = cluster.pid(member) {
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+}
+
+/// The member that leads, as most of the active members say, if any.
+async fn leader(cluster: &Cluster, active: &[usize]) -> Option<usize> {
+    let mut ids = Vec::new();
+    let mut votes: HashMap<u64, usize> = HashMap::new();
+    for &m in active {
+        let e = cluster.members[m].spec.client_url();
+        let status = tokio::time::timeout(OP_TIMEOUT, async {
+            let mut c = Client::connect([e.as_str()], None).await.ok()?;
+            c.status().await.ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        ids.push((
+            m,
+            status
+                .as_ref()
+                .and_then(|s| s.header())
+                .map(|h| h.member_id()),
+        ));
+        if let Some(s) = status
+            && s.leader() != 0
+        {
+            *votes.entry(s.leader()).or_insert(0) += 1;
+        }
+    }
+    let (leader, _) = votes.into_iter().max_by_key(|&(_, n)| n)?;
+    ids.iter()
+        .find(|(_, id)| *id == Some(leader))
+        .map(|&(m, _)| m)
+}
