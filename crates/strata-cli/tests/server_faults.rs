@@ -1,5 +1,5 @@
 //! The server under faults, with real processes on 127.0.0.1: members joining under load,
-//! members removed, leaders killed, restarts, snapshots restored, the quota.
+//! members removed, leaders killed, restarts, snapshots restored, the quota, a full disk.
 
 mod support;
 
@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{AlarmAction, AlarmType, GetOptions};
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType, GetOptions};
 use strata_server::proto::clientpb::kvdb_client::KvdbClient;
 use strata_server::proto::clientpb::{Auth, Command, KvPair, Operate, PutCommand, Request};
 use support::cluster::{
     Cluster, FAST, MemberSpec, client, free_port, runtime, wait_ready, wait_value,
 };
+use support::disk::SmallDisk;
 
 /// Writes `prefix{n}` keys through `endpoint` until `stop`; returns the keys acknowledged.
 async fn write_until(endpoint: String, prefix: &'static str, stop: Arc<AtomicBool>) -> Vec<String> {
@@ -502,6 +503,104 @@ fn past_the_quota_puts_are_refused_with_nospace() {
         let deleted = c.delete("big/00000", None).await.expect("deletes go on");
         assert_eq!(deleted.deleted(), 1);
     });
+}
+
+/// A member whose data directory's disk runs low raises NOSPACE before `ENOSPC` hits: puts
+/// are refused with etcd's error, reads go on, nothing is lost; once space is freed and the
+/// alarm disarmed (as `etcdctl alarm disarm` does), writes resume. Needs root for the small
+/// file system (a tmpfs); CI runs as root.
+#[test]
+fn a_nearly_full_disk_raises_nospace_and_writes_resume_once_freed_and_disarmed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = match SmallDisk::mount(&dir.path().join("disk"), 512) {
+        Ok(disk) => disk,
+        Err(e) if !is_root() => {
+            eprintln!("skipped: a small file system needs root ({e})");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let spec = MemberSpec {
+        data_dir: disk.path.join("m1"),
+        ..MemberSpec::local(dir.path(), "m1")
+    };
+    let program = [env!("CARGO_BIN_EXE_strata"), "server"];
+    let reserve = (128u64 << 20).to_string();
+    let cluster = Cluster::start_specs(
+        &program,
+        dir.path(),
+        vec![spec],
+        &["--disk-reserve-bytes", &reserve],
+    );
+    let endpoints = cluster.endpoints();
+    runtime().block_on(async {
+        let mut c = wait_ready(&endpoints[0]).await;
+        c.put("before", "1", None).await.expect("put with room");
+        disk.fill_to(64 << 20);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let refused = loop {
+            match c.put("during", "x", None).await {
+                Err(e) => break e.to_string(),
+                Ok(_) => assert!(
+                    Instant::now() < deadline,
+                    "no NOSPACE with {} bytes free",
+                    disk.available()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            refused.contains("etcdserver: mvcc: database space exceeded"),
+            "{refused}"
+        );
+        let alarms = c
+            .alarm(AlarmAction::Get, AlarmType::None, None)
+            .await
+            .expect("alarm list");
+        let raised: Vec<_> = alarms
+            .alarms()
+            .iter()
+            .map(|a| (a.member_id(), a.alarm()))
+            .collect();
+        assert!(
+            raised.iter().any(|&(_, a)| a == AlarmType::Nospace),
+            "{raised:?}"
+        );
+        let got = c.get("before", None).await.expect("reads go on");
+        assert_eq!(got.kvs()[0].value(), b"1");
+
+        disk.free();
+        for (member, alarm) in raised {
+            let mut options = AlarmOptions::new();
+            options.with_member(member);
+            c.alarm(AlarmAction::Deactivate, alarm, Some(options))
+                .await
+                .expect("disarm");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = c.put("after", "2", None).await {
+            assert!(Instant::now() < deadline, "writes never resumed: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let got = c
+            .get("", Some(GetOptions::new().with_from_key()))
+            .await
+            .expect("get all");
+        let keys: Vec<&[u8]> = got.kvs().iter().map(|kv| kv.key()).collect();
+        assert!(
+            keys.contains(&&b"before"[..]) && keys.contains(&&b"after"[..]),
+            "{keys:?}"
+        );
+    });
+    drop(cluster);
+    drop(disk);
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
 }
 
 /// Periodic auto-compaction: with a one-second retention, revisions older than a second are

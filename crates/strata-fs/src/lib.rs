@@ -16,6 +16,7 @@
 //!   single durable steps for layers that manage their own files (tables, WAL segments,
 //!   snapshot sets). No other crate calls `sync_all`, `sync_data`, `rename` or `hard_link`
 //!   itself (the tidy check enforces it), so every durable step in Strata has a failpoint.
+//! - [`available_bytes`]: the space left on a file system, before `ENOSPC`.
 //! - [`IoError`]: the error of a plain (non-durable) file operation, which every layer's error
 //!   type wraps.
 //! - [`failpoint`]: named failure points at every write, `fsync`, rename and directory `fsync`
@@ -88,6 +89,30 @@ use std::path::{Path, PathBuf};
 pub use error::{Error, IoError, Result, Step, display_chain};
 pub use file::{hard_link, rename_durable, sync_file, sync_file_data, truncate_synced};
 pub use swap::{RecoveredSwap, SwapFile, SwapOptions, SwapStrategy, recover_swap};
+
+/// The bytes an unprivileged writer can still write on the file system that holds `path`
+/// (`statvfs`'s available blocks times its fragment size: what is left before `ENOSPC`,
+/// less the blocks reserved for root). A server checks it to stop taking writes while it
+/// still has room to finish the ones it took.
+///
+/// # Errors
+///
+/// If `statvfs` fails (`path` missing, say), or on a platform without it.
+pub fn available_bytes(path: &Path) -> io::Result<u64> {
+    #[cfg(unix)]
+    {
+        let stat = rustix::fs::statvfs(path)?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "free space is known on Unix only",
+        ))
+    }
+}
 
 /// The permission bits of files this crate creates on Unix (before the umask): `0644`, readable
 /// by all and writable by the owner, like Serf's snapshot file.

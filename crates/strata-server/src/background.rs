@@ -1,5 +1,5 @@
 //! The member's background tasks: physical compaction after a Compact is applied,
-//! auto-compaction, and the quota watch that raises NOSPACE.
+//! auto-compaction, and the quota and disk watch that raises NOSPACE.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,26 +50,49 @@ pub async fn physical_compaction(
 }
 
 /// Raises NOSPACE (through Raft, so every member refuses writes alike) once the LSM's tables
-/// exceed the quota.
+/// exceed the quota, or the data directory's file system has less free space than the
+/// reserve. Checked every second; a disarmed alarm whose cause remains is raised again.
 pub async fn quota(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let quota = inner.config.quota_backend_bytes;
+    let reserve = inner.config.disk_reserve_bytes;
+    if quota.is_none() && reserve.is_none() {
+        return;
+    }
     let mut tick = tokio::time::interval(QUOTA_CHECK_INTERVAL);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let Some(quota) = inner.config.quota_backend_bytes else {
-            return;
-        };
         let size = crate::maintenance::db_size_bytes(&inner);
-        if size <= quota {
+        let over_quota = quota.is_some_and(|quota| size > quota);
+        let free = match reserve {
+            Some(_) => {
+                let dir = inner.config.data_dir.clone();
+                tokio::task::spawn_blocking(move || strata_fs::available_bytes(&dir))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            None => None,
+        };
+        let disk_low = matches!((free, reserve), (Some(free), Some(reserve)) if free < reserve);
+        if !over_quota && !disk_low {
             continue;
         }
         let raised = inner.shared.0.read().alarms.contains(&(inner.id, NOSPACE));
         if raised {
             continue;
         }
-        tracing::warn!(size, quota, "quota exceeded: raising NOSPACE");
+        if over_quota {
+            tracing::warn!(size, ?quota, "quota exceeded: raising NOSPACE");
+        } else {
+            tracing::warn!(
+                ?free,
+                ?reserve,
+                "data directory's disk nearly full: raising NOSPACE"
+            );
+        }
         let alarm = AlarmRequest {
             action: AlarmAction::Activate as i32,
             member_id: inner.id,

@@ -67,6 +67,11 @@ pub const ELECTION_TIMEOUT_MS_MAX: u64 = 50_000;
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 /// The quota that `--quota-backend-bytes 0` (the default) stands for: 2 GiB.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// `--disk-reserve-bytes`' default (256 MiB): below this much free space on the data
+/// directory's file system the member raises NOSPACE, keeping room for what it has already
+/// taken (log entries in flight, a snapshot, a compaction's new tables) instead of meeting
+/// `ENOSPC` halfway through one.
+pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 256 * 1024 * 1024;
 /// The quota etcd warns above (8 GiB): bigger stores make snapshots and restarts slow.
 pub const QUOTA_BACKEND_BYTES_WARN: u64 = 8 * 1024 * 1024 * 1024;
 /// `--max-request-bytes`'s default (1.5 MiB): a request's bytes are held in memory on every
@@ -164,6 +169,10 @@ pub struct ServerArgs {
         allow_negative_numbers = true
     )]
     pub quota_backend_bytes: i64,
+    /// Raise the NOSPACE alarm when the data directory's file system has less than this
+    /// free (0: never). Not an etcd flag: etcd meets a full disk with `ENOSPC` and stops.
+    #[arg(long, env = "STRATA_DISK_RESERVE_BYTES", default_value_t = DEFAULT_DISK_RESERVE_BYTES)]
+    pub disk_reserve_bytes: u64,
     /// Maximum client request size in bytes.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: u64,
@@ -258,6 +267,7 @@ impl Default for ServerArgs {
             election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
             quota_backend_bytes: 0,
+            disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             auto_compaction_mode: AutoCompactionMode::Periodic,
@@ -347,6 +357,9 @@ pub struct ServerConfig {
     pub snapshot_count: u64,
     /// The store size that raises the NOSPACE alarm; `None` for no quota (a negative flag).
     pub quota_backend_bytes: Option<u64>,
+    /// The free space on the data directory's file system below which NOSPACE is raised;
+    /// `None` for no check (a 0 flag).
+    pub disk_reserve_bytes: Option<u64>,
     /// The largest client request accepted.
     pub max_request_bytes: u64,
     /// The most operations in one transaction.
@@ -517,6 +530,7 @@ impl ServerConfig {
                 args.snapshot_count
             },
             quota_backend_bytes,
+            disk_reserve_bytes: (args.disk_reserve_bytes > 0).then_some(args.disk_reserve_bytes),
             max_request_bytes: args.max_request_bytes,
             max_txn_ops: args.max_txn_ops,
             auto_compaction,

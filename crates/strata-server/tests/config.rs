@@ -183,7 +183,7 @@ fn etcd_help_if_installed_prints_the_recorded_defaults() {
 }
 
 #[test]
-fn long_flags_are_etcds_plus_kvdb_token_file() {
+fn long_flags_are_etcds_plus_stratas_own() {
     let mut flags: Vec<String> = Cli::command()
         .get_arguments()
         .filter_map(|arg| arg.get_long().map(str::to_owned))
@@ -193,9 +193,22 @@ fn long_flags_are_etcds_plus_kvdb_token_file() {
         .iter()
         .map(|(f, _)| (*f).to_owned())
         .collect();
-    expected.push("kvdb-token-file".to_owned());
+    // Strata's own: the Kvdb service's token, and the free-space reserve behind NOSPACE.
+    expected.extend([
+        "kvdb-token-file".to_owned(),
+        "disk-reserve-bytes".to_owned(),
+    ]);
     expected.sort();
     assert_eq!(flags, expected);
+}
+
+#[test]
+fn the_disk_reserve_defaults_to_256_mib_and_0_turns_it_off() {
+    let dir = temp();
+    let defaults = config(dir.path(), &[]).expect("the defaults are valid");
+    assert_eq!(defaults.disk_reserve_bytes, Some(256 << 20));
+    let off = config(dir.path(), &["--disk-reserve-bytes", "0"]).expect("0 is valid");
+    assert_eq!(off.disk_reserve_bytes, None);
 }
 
 #[test]

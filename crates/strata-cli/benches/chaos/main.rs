@@ -14,9 +14,12 @@
 //!   rest (with the leader in it, or not), one link between two members cut, a member cut off
 //!   from the clients, and a member replaced under load (MemberRemove, MemberAdd of a learner
 //!   on the same address, its start with `--initial-cluster-state existing`, MemberPromote
-//!   once it has caught up). Partitions need the run's own network (`net.rs`: a namespace
-//!   per member, as root); without one, or with `--no-partitions`, the members listen on
-//!   127.0.0.1 and the other faults run.
+//!   once it has caught up), and a member's disk filled to below its `--disk-reserve-bytes`
+//!   (NOSPACE must be raised, and writes must resume once it is freed and the alarm
+//!   disarmed). Partitions need the run's own network (`net.rs`: a namespace per member, as
+//!   root), the full disk a tmpfs per member (`tests/support/disk.rs`, root too); without
+//!   them, or with `--no-partitions`, the members listen on 127.0.0.1 on the machine's disk
+//!   and the other faults run.
 //! - After `--seconds` (default 60) the faults stop, every member runs again, a final write
 //!   marks the end, and the checks run: every key's history is linearizable (the WGL search
 //!   of `strata_raft_node::linearizability`, with compare-and-set); every member gives
@@ -27,12 +30,16 @@
 //! Prints the seed first (`--seed N` replays the same choices; the timing is real, so not the
 //! same run), then operations by kind and outcome, faults by kind, and each violation with
 //! the seed and the shortest failing history; exits 1 on any violation. `--members` (3 or 5)
-//! sizes the cluster; `--strata-bin PATH` runs another `strata` binary (a copy, for a long run
+//! sizes the cluster; `--faults kill,pause,...` picks the kinds (`kill`, `kill-leader`,
+//! `pause`, `pause-leader`, `partition`, `partition-leader`, `partition-link`,
+//! `partition-clients`, `replace`, `disk-full`; default all); `--strata-bin PATH` runs another `strata` binary (a copy, for a long run
 //! while the tree is rebuilt). `--selftest` runs the checks on recorded histories that are wrong (a
 //! stale read, a lost write, a watch gap, ...) and fails if one goes unnoticed.
 
 #[path = "../../tests/support/cluster.rs"]
 mod cluster;
+#[path = "../../tests/support/disk.rs"]
+mod disk;
 
 mod check;
 mod nemesis;
@@ -46,6 +53,7 @@ use std::time::{Duration, Instant};
 use bench_support::Args;
 use check::{Acked, Event, History};
 use cluster::{Cluster, MemberSpec, put_retrying, runtime, wait_ready};
+use disk::SmallDisk;
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, WatchOptions};
 use nemesis::{Fault, Nemesis};
 use net::Net;
@@ -73,7 +81,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The members' timing: short, so a run sees many elections. Snapshots every thousand entries,
-/// so a restarted member often catches up from one.
+/// so a restarted member often catches up from one. NOSPACE below 128 MiB free
+/// ([`DISK_RESERVE_BYTES`]).
 const MEMBER_FLAGS: &[&str] = &[
     "--heartbeat-interval",
     "50",
@@ -81,7 +90,16 @@ const MEMBER_FLAGS: &[&str] = &[
     "500",
     "--snapshot-count",
     "1000",
+    "--disk-reserve-bytes",
+    "134217728",
 ];
+
+/// The members' `--disk-reserve-bytes`; a full-disk fault fills a member's file system to half.
+pub const DISK_RESERVE_BYTES: u64 = 128 << 20;
+
+/// Each member slot's file system, when the run can mount one (root): a tmpfs of this size
+/// (it takes memory only as it fills; a 30-minute run's member stays well under it).
+const DISK_MIB: u64 = 2048;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -94,6 +112,8 @@ struct Settings {
     partitions: bool,
     /// The `strata` binary to run (default: the one built with this harness).
     strata_bin: Option<String>,
+    /// The kinds of fault to inject (`--faults a,b`; default all).
+    faults: Vec<Fault>,
 }
 
 fn main() {
@@ -120,6 +140,23 @@ fn main() {
             .unwrap_or_else(|| rand::random::<u64>() % 1_000_000),
         partitions: !args.has("--no-partitions"),
         strata_bin: args.value("--strata-bin"),
+        faults: match args.value::<String>("--faults") {
+            None => Fault::ALL.to_vec(),
+            Some(list) => list
+                .split(',')
+                .filter(|name| !name.is_empty())
+                .map(|name| {
+                    Fault::ALL
+                        .into_iter()
+                        .find(|f| f.short() == name)
+                        .unwrap_or_else(|| {
+                            let known: Vec<&str> = Fault::ALL.iter().map(|f| f.short()).collect();
+                            eprintln!("unknown fault `{name}`; known: {}", known.join(","));
+                            std::process::exit(2)
+                        })
+                })
+                .collect(),
+        },
     };
     println!(
         "chaos: seed {} ({} members, {} s, {} clients on {} keys, {} watchers)",
@@ -163,9 +200,27 @@ fn run(dir: &std::path::Path, settings: &Settings) -> Run {
     if let Some(why) = &no_partitions {
         println!("chaos: no partitions ({why})");
     }
+    // A small file system per slot for the full-disk fault (root only, as partitions).
+    let mut disks = Vec::new();
+    if net.is_some() {
+        for i in 0..settings.members {
+            match SmallDisk::mount(&dir.join(format!("slot{i}")), DISK_MIB) {
+                Ok(disk) => disks.push(disk),
+                Err(e) => {
+                    println!("chaos: no full-disk fault ({e})");
+                    disks.clear();
+                    break;
+                }
+            }
+        }
+    }
     let specs: Vec<MemberSpec> = (0..settings.members)
         .map(|i| {
-            let local = MemberSpec::local(dir, &format!("m{}", i + 1));
+            let name = format!("m{}", i + 1);
+            let mut local = MemberSpec::local(dir, &name);
+            if let Some(disk) = disks.get(i) {
+                local.data_dir = disk.path.join(&name);
+            }
             match &net {
                 Some(net) => MemberSpec {
                     host: net.host(i),
@@ -182,7 +237,7 @@ fn run(dir: &std::path::Path, settings: &Settings) -> Run {
         .unwrap_or(env!("CARGO_BIN_EXE_strata"));
     let program = [binary, "server"];
     let cluster = Cluster::start_specs(&program, dir, specs, MEMBER_FLAGS);
-    let mut nemesis = Nemesis::new(cluster, net, dir.to_path_buf(), settings.seed);
+    let mut nemesis = Nemesis::new(cluster, net, disks, dir.to_path_buf(), settings.seed);
     let endpoints = nemesis.endpoints();
     let shared = Arc::clone(&nemesis.shared);
     let rt = runtime();
@@ -216,7 +271,7 @@ fn run(dir: &std::path::Path, settings: &Settings) -> Run {
         })
         .collect();
 
-    nemesis.run(&rt, settings.seconds);
+    nemesis.run(&rt, settings.seconds, &settings.faults);
 
     stop.store(true, Ordering::Relaxed);
     let mut history = History::default();

@@ -6,14 +6,15 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, MemberAddOptions};
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client, MemberAddOptions};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::OP_TIMEOUT;
 use crate::cluster::{Cluster, MemberSpec, free_port};
+use crate::disk::SmallDisk;
 use crate::net::Net;
+use crate::{DISK_RESERVE_BYTES, OP_TIMEOUT};
 
 /// How long a membership change may take (a removal or addition retried through leader
 /// changes; a learner's promotion retried until it has caught up).
@@ -31,9 +32,50 @@ pub enum Fault {
     PartitionLink,
     PartitionClients,
     Replace,
+    DiskFull,
 }
 
 impl Fault {
+    /// Every fault, in the order of [`Fault::short`]'s names.
+    pub const ALL: [Fault; 10] = [
+        Fault::Kill,
+        Fault::KillLeader,
+        Fault::Pause,
+        Fault::PauseLeader,
+        Fault::Partition,
+        Fault::PartitionLeader,
+        Fault::PartitionLink,
+        Fault::PartitionClients,
+        Fault::Replace,
+        Fault::DiskFull,
+    ];
+
+    /// The name `--faults` takes.
+    pub fn short(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::KillLeader => "kill-leader",
+            Fault::Pause => "pause",
+            Fault::PauseLeader => "pause-leader",
+            Fault::Partition => "partition",
+            Fault::PartitionLeader => "partition-leader",
+            Fault::PartitionLink => "partition-link",
+            Fault::PartitionClients => "partition-clients",
+            Fault::Replace => "replace",
+            Fault::DiskFull => "disk-full",
+        }
+    }
+
+    fn needs_net(self) -> bool {
+        matches!(
+            self,
+            Fault::Partition
+                | Fault::PartitionLeader
+                | Fault::PartitionLink
+                | Fault::PartitionClients
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Fault::Kill => "kill -9 and restart",
@@ -45,6 +87,7 @@ impl Fault {
             Fault::PartitionLink => "cut one link between members",
             Fault::PartitionClients => "cut a member off from clients",
             Fault::Replace => "replace a member (remove, add learner, promote)",
+            Fault::DiskFull => "fill a member's disk (NOSPACE), free, disarm",
         }
     }
 }
@@ -59,6 +102,8 @@ pub struct Nemesis {
     pub active: Vec<usize>,
     /// Which network slot each member index uses (a replacement takes its predecessor's).
     slot_of: HashMap<usize, usize>,
+    /// Each slot's small file system, which its members' data directories are on (root only).
+    disks: Vec<SmallDisk>,
     dir: PathBuf,
     rng: StdRng,
     next_name: usize,
@@ -71,7 +116,13 @@ pub struct Nemesis {
 }
 
 impl Nemesis {
-    pub fn new(cluster: Cluster, net: Option<Net>, dir: PathBuf, seed: u64) -> Nemesis {
+    pub fn new(
+        cluster: Cluster,
+        net: Option<Net>,
+        disks: Vec<SmallDisk>,
+        dir: PathBuf,
+        seed: u64,
+    ) -> Nemesis {
         let n = cluster.members.len();
         let shared = std::sync::Arc::new(std::sync::Mutex::new(
             cluster
@@ -86,6 +137,7 @@ impl Nemesis {
             net,
             active: (0..n).collect(),
             slot_of: (0..n).map(|i| (i, i)).collect(),
+            disks,
             dir,
             rng: StdRng::seed_from_u64(seed),
             next_name: n + 1,
@@ -106,23 +158,19 @@ impl Nemesis {
         Duration::from_millis(300 + self.rng.random_range(0..1_200))
     }
 
-    /// Injects faults until `seconds` pass; every fault is undone when this returns.
-    pub fn run(&mut self, rt: &tokio::runtime::Runtime, seconds: f64) {
+    /// Injects faults of the kinds `wanted` (those the machine allows) until `seconds` pass;
+    /// every fault is undone when this returns.
+    pub fn run(&mut self, rt: &tokio::runtime::Runtime, seconds: f64, wanted: &[Fault]) {
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-        let mut kinds = vec![
-            Fault::Kill,
-            Fault::KillLeader,
-            Fault::Pause,
-            Fault::PauseLeader,
-            Fault::Replace,
-        ];
-        if self.net.is_some() {
-            kinds.extend([
-                Fault::Partition,
-                Fault::PartitionLeader,
-                Fault::PartitionLink,
-                Fault::PartitionClients,
-            ]);
+        let kinds: Vec<Fault> = wanted
+            .iter()
+            .copied()
+            .filter(|f| !f.needs_net() || self.net.is_some())
+            .filter(|f| *f != Fault::DiskFull || !self.disks.is_empty())
+            .collect();
+        if kinds.is_empty() {
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+            return;
         }
         std::thread::sleep(self.gap());
         while Instant::now() < deadline {
@@ -194,6 +242,11 @@ impl Nemesis {
                     self.problems.push(e);
                 }
             }
+            Fault::DiskFull => {
+                if let Err(e) = self.disk_full(rt, any, held) {
+                    self.problems.push(e);
+                }
+            }
         }
         true
     }
@@ -261,7 +314,10 @@ impl Nemesis {
             name: name.clone(),
             client_port: free_port(),
             peer_port: free_port(),
-            data_dir: self.dir.join(&name),
+            data_dir: self
+                .disks
+                .get(slot)
+                .map_or_else(|| self.dir.join(&name), |disk| disk.path.join(&name)),
             client_scheme: template.client_scheme,
             host: template.host.clone(),
             wrapper: template.wrapper.clone(),
@@ -297,6 +353,79 @@ impl Nemesis {
         })
         .await?;
         Ok(())
+    }
+}
+
+impl Nemesis {
+    /// Fills member `m`'s file system to half the reserve: NOSPACE must be raised (writes
+    /// refused everywhere, nothing lost); after `held`, frees it and disarms the alarms as
+    /// `etcdctl alarm disarm` does: writes must resume.
+    fn disk_full(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        m: usize,
+        held: Duration,
+    ) -> Result<(), String> {
+        let disk = &self.disks[self.slot_of[&m]];
+        let name = self.cluster.members[m].spec.name.clone();
+        disk.fill_to(DISK_RESERVE_BYTES / 2);
+        let endpoints = self.endpoints();
+        let raised = rt.block_on(async {
+            let c = crate::cluster::client(&endpoints).await;
+            retry(
+                &format!("see NOSPACE raised for {name}'s full disk"),
+                || {
+                    let mut c = c.clone();
+                    async move {
+                        let alarms = c
+                            .alarm(AlarmAction::Get, AlarmType::None, None)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let raised: Vec<(u64, AlarmType)> = alarms
+                            .alarms()
+                            .iter()
+                            .map(|a| (a.member_id(), a.alarm()))
+                            .collect();
+                        if raised.iter().any(|&(_, a)| a == AlarmType::Nospace) {
+                            Ok(raised)
+                        } else {
+                            Err("no NOSPACE alarm".to_owned())
+                        }
+                    }
+                },
+            )
+            .await
+        });
+        std::thread::sleep(held);
+        disk.free();
+        let raised = raised?;
+        rt.block_on(async {
+            let c = crate::cluster::client(&endpoints).await;
+            for (member, alarm) in raised {
+                retry("disarm NOSPACE", || {
+                    let mut c = c.clone();
+                    let mut options = AlarmOptions::new();
+                    options.with_member(member);
+                    async move {
+                        c.alarm(AlarmAction::Deactivate, alarm, Some(options))
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }
+                })
+                .await?;
+            }
+            retry("put after NOSPACE was disarmed", || {
+                let mut c = c.clone();
+                async move {
+                    c.put("chaos-probe", "writes resumed", None)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await
+        })
     }
 }
 
