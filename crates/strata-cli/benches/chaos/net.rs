@@ -43,9 +43,10 @@ impl Net {
     ///
     /// The first `ip` command that failed (then nothing is left behind).
     pub fn create(slots: usize) -> Result<Net, String> {
+        remove_orphans();
         let pid = std::process::id();
         let net = Net {
-            tag: format!("{}", pid % 100_000),
+            tag: pid.to_string(),
             subnet: 16 + pid % 224,
             slots: 0,
             cuts: Vec::new(),
@@ -141,6 +142,43 @@ impl Net {
             if let Err(e) = ip(&["-n", &ns, "route", "del", "blackhole", &route]) {
                 panic!("heal a link: {e}");
             }
+        }
+    }
+}
+
+/// Removes what earlier runs that were killed (Ctrl-C: no drop ran) left behind: namespaces
+/// and bridges whose tag (their process id) names no running process. A leftover bridge
+/// could hold the subnet a new run picks.
+fn remove_orphans() {
+    let dead = |tag: &str| {
+        tag.parse::<u32>()
+            .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let listed = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    for line in listed(&["netns", "list"]).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if let Some((tag, _)) = name.strip_prefix("chaos").and_then(|r| r.split_once('-'))
+            && dead(tag)
+        {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+    for line in listed(&["-o", "link", "show", "type", "bridge"]).lines() {
+        let Some(name) = line.split(": ").nth(1) else {
+            continue;
+        };
+        if let Some(tag) = name.strip_prefix("chb")
+            && dead(tag)
+        {
+            let _ = ip(&["link", "del", name]);
         }
     }
 }
