@@ -303,7 +303,9 @@ fn bench(args: &[String]) -> Result<()> {
         command.env("STRATA_BENCH_NODE", build_transport_node(&root)?);
     }
     // The server benches measure against etcd 3.4 on this machine, unless told otherwise.
-    let etcd_wanted = !extra.iter().any(|a| a == "--no-etcd" || a == "--baseline");
+    let etcd_wanted = !extra
+        .iter()
+        .any(|a| a == "--no-etcd" || a == "--baseline" || a == "--large");
     if matches!(bench.name, "cluster" | "watch") && etcd_wanted {
         compat::ensure_etcd()?;
     }

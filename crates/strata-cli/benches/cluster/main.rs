@@ -35,10 +35,13 @@
 //!
 //! `--workloads a,b` runs some of the workloads (`none`: only check perf); `--no-etcd` runs
 //! Strata alone; `--baseline PATH` runs another `strata` binary where etcd would run
-//! (before/after figures in one run).
+//! (before/after figures in one run). `--large` runs only the large-store phase instead
+//! (`large.rs`: a 10 GiB store's put throughput against an empty one's, and a new member's
+//! catch-up against the disk; long, not in CI).
 
-#[path = "../tests/support/cluster.rs"]
+#[path = "../../tests/support/cluster.rs"]
 mod cluster;
+mod large;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -420,6 +423,10 @@ fn print_point(prefix: &str, name: &str, point: Point) {
 
 fn main() {
     let args = Args::from_env();
+    if args.has("--large") {
+        large::large(&args);
+        return;
+    }
     let seconds = args.value_or("--seconds", 5.0f64);
     let rounds = args.value_or("--rounds", 1usize).max(1);
     let connections_max = args.value_or("--connections", 100usize).max(1);
