@@ -140,7 +140,10 @@ impl Store {
         let revisions_max = revisions_max.max(1);
         let mut changes: Vec<(Revision, bool, Vec<u8>)> = Vec::new();
         let mut revisions = 0;
-        let mut next_revision = end + 1;
+        // Never before `start`: a caller reading from a revision the store has not reached
+        // yet (a watcher created ahead of a member that is behind) goes on from there, not
+        // from the store's current revision (that would hand it revisions it did not ask for).
+        let mut next_revision = (end + 1).max(start);
         let mut error = None;
         if start <= end && !spec.is_empty_range() {
             let lower = keys::revision_key(Revision::new(start as u64, 0));

@@ -653,7 +653,8 @@ impl Store {
                 caught_up: false,
             });
         }
-        w.next = batch.next_revision;
+        // A watcher's position only moves forward (`events` never answers one before `from`).
+        w.next = batch.next_revision.max(from);
         // The store may be ahead of the published revision (a batch between its commit and
         // its publication): the live events up to `next` are then skipped as already read.
         let caught_up = w.next > revision;

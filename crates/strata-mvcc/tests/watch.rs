@@ -799,6 +799,41 @@ fn compaction_past_a_lagging_watcher_yields_compacted() {
     assert_eq!(drain(&store, id, 1).expect("drain"), read.events);
 }
 
+/// A watcher created from a revision the store has not reached (a client resuming on a
+/// member that is behind) gets events from that revision on only, also when it must read
+/// from the store before it gets there (the store reloaded under it, as a snapshot install
+/// does). It used to go on from the store's revision then, repeating events the client had
+/// (found by `cargo xtask chaos`).
+#[test]
+fn a_watcher_from_a_future_revision_never_gets_an_earlier_one() {
+    let (_dir, store) = open();
+    put(&store, b"a", b"1"); // 2
+    put(&store, b"a", b"2"); // 3
+    let ahead = store
+        .watch(
+            spec_of(b"a", b""),
+            6,
+            WATCHER_BUFFER_EVENTS_DEFAULT,
+            never(),
+        )
+        .expect("watch from 6");
+    // Reading the store from 6 while it is at 3 goes on from 6, not 4.
+    let read = store.events(&spec_of(b"a", b""), 6, 0, 100).expect("read");
+    assert!(read.events.is_empty());
+    assert_eq!(read.next_revision, 6);
+    // The store reloaded under the watcher: it reads from the store from where it is.
+    store.reload().expect("reload");
+    let poll = store.watch_poll(ahead, 100).expect("poll");
+    assert!(poll.events.is_empty());
+    assert_eq!(poll.next_revision, 6);
+    for v in [b"3", b"4", b"5", b"6"] {
+        put(&store, b"a", v); // 4, 5, 6, 7
+    }
+    let got = drain(&store, ahead, 100).expect("drain");
+    let revisions: Vec<i64> = got.iter().map(|e| brief(e).2).collect();
+    assert_eq!(revisions, vec![6, 7]);
+}
+
 /// A commit hands its events to the watchers of their keys only: a watcher of another key is
 /// neither woken nor given anything, and a batch committed before any watcher existed still
 /// reaches one registered while it ran (through the store).

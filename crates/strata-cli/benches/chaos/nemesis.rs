@@ -199,7 +199,8 @@ impl Nemesis {
             Fault::Kill | Fault::KillLeader => {
                 self.cluster.kill(leader);
                 std::thread::sleep(held);
-                self.cluster.restart(leader);
+                let active = self.active.clone();
+                self.cluster.restart_among(leader, &active);
             }
             Fault::Pause | Fault::PauseLeader => {
                 signal(&self.cluster, leader, "-STOP");
@@ -207,7 +208,11 @@ impl Nemesis {
                 signal(&self.cluster, leader, "-CONT");
             }
             Fault::Partition | Fault::PartitionLeader => {
-                // A minority (the leader in it, for PartitionLeader) cut off from the rest.
+                // A minority (the leader in it, for PartitionLeader) cut off from the rest;
+                // none with fewer than 3 members (after a replacement that failed halfway).
+                if self.active.len() < 3 {
+                    return false;
+                }
                 let size = 1 + self.rng.random_range(0..(self.active.len() - 1) / 2);
                 let mut others: Vec<usize> = self
                     .active
@@ -222,6 +227,7 @@ impl Nemesis {
                 std::thread::sleep(held);
                 self.heal();
             }
+            Fault::PartitionLink if self.active.len() < 2 => return false,
             Fault::PartitionLink => {
                 let mut pair = self.active.clone();
                 pair.shuffle(&mut self.rng);
@@ -249,6 +255,22 @@ impl Nemesis {
             }
         }
         true
+    }
+
+    /// A free port no member of the run has had (members share their slot's address with
+    /// their predecessors).
+    fn unused_port(&self) -> u16 {
+        loop {
+            let port = free_port();
+            let taken = self
+                .cluster
+                .members
+                .iter()
+                .any(|m| m.spec.client_port == port || m.spec.peer_port == port);
+            if !taken {
+                return port;
+            }
+        }
     }
 
     fn cut_between(&mut self, a: &[usize], b: &[usize]) {
@@ -280,22 +302,21 @@ impl Nemesis {
             .collect();
         let c = crate::cluster::client(&others).await;
         let old_name = self.cluster.members[old].spec.name.clone();
-        let id = retry(&format!("find {old_name}'s id"), || {
+        // Each step checks the member list first: a step whose answer was lost may have
+        // been applied, and repeating it would fail (or add a second member).
+        retry(&format!("remove {old_name}"), || {
             let mut c = c.clone();
             let old_name = old_name.clone();
             async move {
                 let list = c.member_list().await.map_err(|e| e.to_string())?;
-                list.members()
+                let Some(id) = list
+                    .members()
                     .iter()
                     .find(|m| m.name() == old_name)
                     .map(etcd_client::Member::id)
-                    .ok_or_else(|| format!("{old_name} is not in the member list"))
-            }
-        })
-        .await?;
-        retry(&format!("remove {old_name}"), || {
-            let mut c = c.clone();
-            async move {
+                else {
+                    return Ok(());
+                };
                 c.member_remove(id)
                     .await
                     .map(drop)
@@ -312,8 +333,8 @@ impl Nemesis {
         let template = &self.cluster.members[old].spec;
         let spec = MemberSpec {
             name: name.clone(),
-            client_port: free_port(),
-            peer_port: free_port(),
+            client_port: self.unused_port(),
+            peer_port: self.unused_port(),
             data_dir: self
                 .disks
                 .get(slot)
@@ -327,6 +348,14 @@ impl Nemesis {
             let mut c = c.clone();
             let peer_url = peer_url.clone();
             async move {
+                let list = c.member_list().await.map_err(|e| e.to_string())?;
+                if let Some(added) = list
+                    .members()
+                    .iter()
+                    .find(|m| m.peer_urls().contains(&peer_url))
+                {
+                    return Ok(added.id());
+                }
                 let added = c
                     .member_add([peer_url], Some(MemberAddOptions::new().with_is_learner()))
                     .await
@@ -345,6 +374,14 @@ impl Nemesis {
         retry(&format!("promote {name}"), || {
             let mut c = c.clone();
             async move {
+                let list = c.member_list().await.map_err(|e| e.to_string())?;
+                if list
+                    .members()
+                    .iter()
+                    .any(|m| m.id() == new_id && !m.is_learner())
+                {
+                    return Ok(());
+                }
                 c.member_promote(new_id)
                     .await
                     .map(drop)

@@ -227,7 +227,18 @@ impl Cluster {
 
     /// Restarts member `i` with its original flags.
     pub fn restart(&mut self, i: usize) {
-        let specs: Vec<MemberSpec> = self.members.iter().map(|m| m.spec.clone()).collect();
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        self.restart_among(i, &all);
+    }
+
+    /// As [`restart`](Self::restart), with `--initial-cluster` naming only the members
+    /// `among` (the cluster's members now, after removals: a removed member's address may
+    /// have been reused).
+    pub fn restart_among(&mut self, i: usize, among: &[usize]) {
+        let specs: Vec<MemberSpec> = among
+            .iter()
+            .map(|&m| self.members[m].spec.clone())
+            .collect();
         let all = initial_cluster(&specs);
         let mut member = std::mem::replace(
             &mut self.members[i],
