@@ -76,6 +76,11 @@ pub struct Background {
     child: Child,
     /// Kept open until the command is stopped: `watch -i` exits at the end of its input.
     stdin: Option<ChildStdin>,
+    /// Whether it reads commands from stdin (`watch -i`): it is stopped by closing its input,
+    /// not by SIGINT. Both at once race inside etcdctl (it exits 3 on EOF, or dies of the
+    /// signal, whichever it meets first), and a loaded machine flipped the order between the
+    /// two systems' runs.
+    interactive: bool,
     stdout: Collected,
     stderr: Collected,
 }
@@ -110,6 +115,7 @@ impl Background {
         Ok(Self {
             child,
             stdin: Some(input),
+            interactive: args.iter().any(|a| *a == "-i" || *a == "--interactive"),
             stdout,
             stderr,
         })
@@ -158,8 +164,15 @@ impl Background {
                 None
             }
         };
-        let interrupted = !self.exited() && self.interrupt();
         drop(self.stdin.take());
+        if self.interactive {
+            // Closed input ends it; SIGINT only if it is still running past the bound.
+            let started = Instant::now();
+            while started.elapsed() < EXIT_WITHIN && !self.exited() {
+                thread::sleep(POLL_EVERY);
+            }
+        }
+        let interrupted = !self.exited() && self.interrupt();
         let started = Instant::now();
         let exit = loop {
             match self.child.try_wait() {
