@@ -240,10 +240,11 @@ impl Cluster {
             .map(|&m| self.members[m].spec.clone())
             .collect();
         let all = initial_cluster(&specs);
+        let spec = self.members[i].spec.clone();
         let mut member = std::mem::replace(
             &mut self.members[i],
             Member {
-                spec: specs[i].clone(),
+                spec,
                 child: None,
                 log: PathBuf::new(),
             },
