@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use bench_support::{Args, print_bench, print_ratio};
 use etcd_client::{Client, MemberAddOptions};
 
-use crate::cluster::{Cluster, MemberSpec, client, wait_ready};
-use crate::{Workload, lead_from_first, point};
+use crate::cluster::{Cluster, MemberSpec};
+use crate::{Workload, point, ready_connections};
 
 /// The fill's value size: large, so the fill is quick, and random, so it does not compress.
 const FILL_VALUE_BYTES: usize = 64 * 1024;
@@ -65,17 +65,7 @@ pub fn large(args: &Args) {
         .enable_all()
         .build()
         .expect("runtime");
-    let connections = rt.block_on(async {
-        for e in &endpoints {
-            wait_ready(e).await;
-        }
-        lead_from_first(&endpoints).await;
-        let mut connections = Vec::new();
-        for i in 0..clients.max(1) {
-            connections.push(client(std::slice::from_ref(&endpoints[i % endpoints.len()])).await);
-        }
-        connections
-    });
+    let connections = rt.block_on(ready_connections(&endpoints, clients));
     let no_cas = Arc::new(Vec::<AtomicI64>::new());
     eprintln!("large: put, empty");
     let empty = rt.block_on(point(

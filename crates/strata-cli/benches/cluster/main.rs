@@ -173,6 +173,20 @@ async fn lead_from_first(endpoints: &[String]) {
     }
 }
 
+/// Waits until every member answers, moves the leader to the first, and opens `n` (at least
+/// one) connections spread over the members in turn.
+async fn ready_connections(endpoints: &[String], n: usize) -> Vec<Client> {
+    for e in endpoints {
+        wait_ready(e).await;
+    }
+    lead_from_first(endpoints).await;
+    let mut connections = Vec::new();
+    for i in 0..n.max(1) {
+        connections.push(client(std::slice::from_ref(&endpoints[i % endpoints.len()])).await);
+    }
+    connections
+}
+
 /// Puts the `KEYS` loaded keys with `LOADERS` clients.
 async fn load_keys(connections: &[Client]) {
     let tasks: Vec<_> = (0..LOADERS)
@@ -301,15 +315,8 @@ fn run(
         .build()
         .expect("runtime");
     let points = runtime.block_on(async {
-        for e in &endpoints {
-            wait_ready(e).await;
-        }
-        lead_from_first(&endpoints).await;
         let clients_max = client_counts.iter().copied().max().unwrap_or(1);
-        let mut connections = Vec::new();
-        for i in 0..connections_max.min(clients_max).max(1) {
-            connections.push(client(std::slice::from_ref(&endpoints[i % endpoints.len()])).await);
-        }
+        let connections = ready_connections(&endpoints, connections_max.min(clients_max)).await;
         if workload.reads_loaded_keys() {
             load_keys(&connections).await;
         }
