@@ -130,7 +130,7 @@ pub async fn auto_compaction(inner: Arc<Inner>, mut stop: watch::Receiver<bool>)
         let now = tokio::time::Instant::now();
         let current = inner.store.current_revision();
         history.push_back((now, current));
-        if inner.status().leader != inner.id {
+        if inner.leader_now() != inner.id {
             continue;
         }
         let target = match mode {

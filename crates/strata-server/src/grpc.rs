@@ -41,7 +41,7 @@ pub struct InternalService(pub Arc<Inner>);
 impl Internal for InternalService {
     async fn propose(&self, request: Request<RaftRequest>) -> Result<Response<RaftAnswer>, Status> {
         let inner = &self.0;
-        if inner.status().leader != inner.id {
+        if inner.leader_now() != inner.id {
             // Never forwarded twice: the sender retries with the leader it learns next.
             return Err(ApiError::LeaderChanged.into());
         }
@@ -65,7 +65,7 @@ impl Internal for InternalService {
         request: Request<LeaseKeepAliveRequest>,
     ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
         let inner = &self.0;
-        if inner.status().leader != inner.id {
+        if inner.leader_now() != inner.id {
             return Err(ApiError::LeaderChanged.into());
         }
         let caller = inner.caller(request.metadata()).await?;
@@ -79,7 +79,7 @@ impl Internal for InternalService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let inner = &self.0;
-        if inner.status().leader != inner.id {
+        if inner.leader_now() != inner.id {
             return Err(ApiError::LeaderChanged.into());
         }
         let caller = inner.caller(request.metadata()).await?;

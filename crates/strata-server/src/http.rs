@@ -60,7 +60,7 @@ async fn health(
         }
     }
     let serializable = query.get("serializable").is_some_and(|v| v == "true");
-    if !serializable && inner.status().leader == 0 {
+    if !serializable && inner.leader_now() == 0 {
         return unhealthy("RAFT NO LEADER".to_owned());
     }
     if let Err(e) = inner.read_barrier(serializable).await {

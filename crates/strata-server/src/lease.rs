@@ -91,7 +91,7 @@ pub async fn expire(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        if inner.status().leader != inner.id {
+        if inner.leader_now() != inner.id {
             if leading {
                 inner.lessor.expiries.lock().clear();
                 inner.lessor.revoking.lock().clear();

@@ -141,6 +141,11 @@ impl Inner {
         self.node.status().borrow().clone()
     }
 
+    /// The leader this member knows of now (0: none), without copying the whole status.
+    pub fn leader_now(&self) -> u64 {
+        self.node.status().borrow().leader
+    }
+
     /// A response header at `revision` (the current one if 0).
     pub fn header(&self, revision: i64) -> ResponseHeader {
         let revision = if revision == 0 {
@@ -158,7 +163,7 @@ impl Inner {
             },
             member_id: self.id,
             revision,
-            raft_term: self.status().term,
+            raft_term: self.node.status().borrow().term,
         }
     }
 
