@@ -16,10 +16,12 @@
 //!   on the same address, its start with `--initial-cluster-state existing`, MemberPromote
 //!   once it has caught up), and a member's disk filled to below its `--disk-reserve-bytes`
 //!   (NOSPACE must be raised, and writes must resume once it is freed and the alarm
-//!   disarmed). Partitions need the run's own network (`net.rs`: a namespace per member, as
-//!   root), the full disk a tmpfs per member (`tests/support/disk.rs`, root too); without
-//!   them, or with `--no-partitions`, the members listen on 127.0.0.1 on the machine's disk
-//!   and the other faults run.
+//!   disarmed). Partitions use the run's own network (`net.rs`: a namespace per member, as
+//!   root) or, where that cannot be made (not root, no `ip`) or with `--proxy`, a TCP proxy
+//!   in front of every member's peer and client ports (`proxy.rs`), which holds a cut link's
+//!   connections; `--no-partitions` leaves them out. The full disk needs a tmpfs per member
+//!   (`tests/support/disk.rs`, root); without one the members run on the machine's disk and
+//!   the other faults run.
 //! - After `--seconds` (default 60) the faults stop, every member runs again, a final write
 //!   marks the end, and the checks run: every key's history is linearizable (the WGL search
 //!   of `strata_raft_node::linearizability`, with compare-and-set); every member gives
@@ -32,8 +34,8 @@
 //! the seed and the shortest failing history; exits 1 on any violation. `--members` (3 or 5)
 //! sizes the cluster; `--faults kill,pause,...` picks the kinds (`kill`, `kill-leader`,
 //! `pause`, `pause-leader`, `partition`, `partition-leader`, `partition-link`,
-//! `partition-clients`, `replace`, `disk-full`; default all); `--strata-bin PATH` runs another `strata` binary (a copy, for a long run
-//! while the tree is rebuilt). `--selftest` runs the checks on recorded histories that are wrong (a
+//! `partition-clients`, `replace`, `disk-full`; default all); `--strata-bin PATH` runs another
+//! `strata` binary (a copy, for a long run while the tree is rebuilt). `--selftest` runs the checks on recorded histories that are wrong (a
 //! stale read, a lost write, a watch gap, ...) and fails if one goes unnoticed.
 
 #[path = "../../tests/support/cluster.rs"]
@@ -44,6 +46,7 @@ mod disk;
 mod check;
 mod nemesis;
 mod net;
+mod proxy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,7 +59,8 @@ use cluster::{Cluster, MemberSpec, put_retrying, runtime, wait_ready};
 use disk::SmallDisk;
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, WatchOptions};
 use nemesis::{Fault, Nemesis};
-use net::Net;
+use net::{Namespaces, Net};
+use proxy::Proxies;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use strata_raft_node::linearizability::{Op, Operation};
@@ -110,6 +114,8 @@ struct Settings {
     watchers: usize,
     seed: u64,
     partitions: bool,
+    /// Partitions through proxies even where namespaces can be made (`--proxy`).
+    proxy: bool,
     /// The `strata` binary to run (default: the one built with this harness).
     strata_bin: Option<String>,
     /// The kinds of fault to inject (`--faults a,b`; default all).
@@ -139,6 +145,7 @@ fn main() {
             .value("--seed")
             .unwrap_or_else(|| rand::random::<u64>() % 1_000_000),
         partitions: !args.has("--no-partitions"),
+        proxy: args.has("--proxy"),
         strata_bin: args.value("--strata-bin"),
         faults: match args.value::<String>("--faults") {
             None => Fault::ALL.to_vec(),
@@ -167,7 +174,12 @@ fn main() {
         settings.keys,
         settings.watchers
     );
-    let dir = tempfile::tempdir().expect("tempdir");
+    remove_orphan_disks();
+    // Named after the run's process, so that a later run can tell it was killed.
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("chaos-{}-", std::process::id()))
+        .tempdir()
+        .expect("tempdir");
     let outcome = run(dir.path(), &settings);
     let found = check::violations(&outcome.history, settings.seed);
     report(&outcome, &found);
@@ -176,6 +188,41 @@ fn main() {
         std::process::exit(1);
     }
     println!("chaos: ok (seed {})", settings.seed);
+}
+
+/// Unmounts the small file systems of earlier runs that were killed (no drop ran) and removes
+/// their directories: tmpfs mounts under a `chaos-<pid>-` directory whose process is gone.
+fn remove_orphan_disks() {
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return;
+    };
+    let mut dirs = std::collections::BTreeSet::new();
+    for line in mounts.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(_), Some(at), Some("tmpfs")) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let path = std::path::Path::new(at);
+        let Some(run_dir) = path.ancestors().find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("chaos-"))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        }) else {
+            continue;
+        };
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(path)
+            .status();
+        dirs.insert(run_dir.to_path_buf());
+    }
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 /// What a run recorded and counted.
@@ -187,30 +234,41 @@ struct Run {
 }
 
 fn run(dir: &std::path::Path, settings: &Settings) -> Run {
-    // Partitions need a network of the run's own; without one (not root, no `ip`) the members
-    // listen on 127.0.0.1 and the other faults still run.
-    let (net, no_partitions) = if settings.partitions {
-        match Net::create(settings.members) {
-            Ok(net) => (Some(net), None),
-            Err(e) => (None, Some(e)),
-        }
-    } else {
+    // Partitions need a network of the run's own (namespaces, as root) or, without one (not
+    // root, no `ip`, or `--proxy`), proxies in front of the members' ports.
+    let (mut net, no_partitions) = if !settings.partitions {
         (None, Some("--no-partitions".to_owned()))
-    };
-    if let Some(why) = &no_partitions {
-        println!("chaos: no partitions ({why})");
-    }
-    // A small file system per slot for the full-disk fault (root only, as partitions).
-    let mut disks = Vec::new();
-    if net.is_some() {
-        for i in 0..settings.members {
-            match SmallDisk::mount(&dir.join(format!("slot{i}")), DISK_MIB) {
-                Ok(disk) => disks.push(disk),
-                Err(e) => {
-                    println!("chaos: no full-disk fault ({e})");
-                    disks.clear();
-                    break;
+    } else {
+        let namespaces = if settings.proxy {
+            Err("--proxy".to_owned())
+        } else {
+            Namespaces::create(settings.members)
+        };
+        match namespaces {
+            Ok(ns) => (Some(Net::Namespaces(ns)), None),
+            Err(why) => match Proxies::new() {
+                Ok(proxies) => {
+                    println!("chaos: no network namespaces ({why})");
+                    (Some(Net::Proxies(proxies)), None)
                 }
+                Err(e) => (None, Some(format!("{why}; {e}"))),
+            },
+        }
+    };
+    match (&net, &no_partitions) {
+        (Some(net), _) => println!("chaos: partitions through {}", net.describe()),
+        (None, Some(why)) => println!("chaos: no partitions ({why})"),
+        (None, None) => {}
+    }
+    // A small file system per slot for the full-disk fault (root only).
+    let mut disks = Vec::new();
+    for i in 0..settings.members {
+        match SmallDisk::mount(&dir.join(format!("slot{i}")), DISK_MIB) {
+            Ok(disk) => disks.push(disk),
+            Err(e) => {
+                println!("chaos: no full-disk fault ({e})");
+                disks.clear();
+                break;
             }
         }
     }
@@ -221,12 +279,8 @@ fn run(dir: &std::path::Path, settings: &Settings) -> Run {
             if let Some(disk) = disks.get(i) {
                 local.data_dir = disk.path.join(&name);
             }
-            match &net {
-                Some(net) => MemberSpec {
-                    host: net.host(i),
-                    wrapper: net.wrapper(i),
-                    ..local
-                },
+            match net.as_mut() {
+                Some(net) => net.spec(i, local),
                 None => local,
             }
         })

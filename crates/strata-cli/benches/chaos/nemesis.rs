@@ -124,15 +124,8 @@ impl Nemesis {
         seed: u64,
     ) -> Nemesis {
         let n = cluster.members.len();
-        let shared = std::sync::Arc::new(std::sync::Mutex::new(
-            cluster
-                .members
-                .iter()
-                .map(|m| m.spec.client_url())
-                .collect(),
-        ));
-        Nemesis {
-            shared,
+        let nemesis = Nemesis {
+            shared: std::sync::Arc::default(),
             cluster,
             net,
             active: (0..n).collect(),
@@ -143,7 +136,9 @@ impl Nemesis {
             next_name: n + 1,
             faults: BTreeMap::new(),
             problems: Vec::new(),
-        }
+        };
+        nemesis.share_endpoints();
+        nemesis
     }
 
     /// The active members' client URLs.
@@ -152,6 +147,22 @@ impl Nemesis {
             .iter()
             .map(|&i| self.cluster.members[i].spec.client_url())
             .collect()
+    }
+
+    /// Tells the clients and watchers the active members, at the URLs they use (through the
+    /// client proxies, if the run has them; the nemesis and the final checks go direct).
+    fn share_endpoints(&self) {
+        let endpoints = self
+            .active
+            .iter()
+            .map(|&i| {
+                let spec = &self.cluster.members[i].spec;
+                self.net
+                    .as_ref()
+                    .map_or_else(|| spec.client_url(), |net| net.client_endpoint(spec))
+            })
+            .collect();
+        *self.shared.lock().expect("the endpoints") = endpoints;
     }
 
     fn gap(&mut self) -> Duration {
@@ -179,6 +190,28 @@ impl Nemesis {
                 *self.faults.entry(fault).or_insert(0) += 1;
             }
             std::thread::sleep(self.gap());
+        }
+        // Proxies learn who dials whom from what passes through them: cuts that never held a
+        // connection would be partitions in name only.
+        let cuts: u64 = self
+            .faults
+            .iter()
+            .filter(|(f, _)| f.needs_net())
+            .map(|(_, n)| n)
+            .sum();
+        if let Some(Net::Proxies(proxies)) = &self.net {
+            println!(
+                "chaos: the proxies held a connection {} times",
+                proxies.held()
+            );
+        }
+        if let Some(Net::Proxies(proxies)) = &self.net
+            && cuts > 0
+            && proxies.held() == 0
+        {
+            self.problems.push(format!(
+                "{cuts} partitions through the proxies held no connection"
+            ));
         }
     }
 
@@ -262,11 +295,11 @@ impl Nemesis {
     fn unused_port(&self) -> u16 {
         loop {
             let port = free_port();
-            let taken = self
-                .cluster
-                .members
-                .iter()
-                .any(|m| m.spec.client_port == port || m.spec.peer_port == port);
+            let taken = self.cluster.members.iter().any(|m| {
+                m.spec.client_port == port
+                    || m.spec.peer_port == port
+                    || m.spec.peer_listen_port == Some(port)
+            });
             if !taken {
                 return port;
             }
@@ -325,23 +358,28 @@ impl Nemesis {
         })
         .await?;
         self.cluster.kill(old);
+        // Its data is no one's now, and would fill its slot's small file system over a long
+        // run's replacements (a 30-minute run's did, and a new member could not take its
+        // snapshot).
+        let _ = std::fs::remove_dir_all(&self.cluster.members[old].spec.data_dir);
         self.active.retain(|&m| m != old);
-        *self.shared.lock().expect("the endpoints") = self.endpoints();
+        self.share_endpoints();
         let slot = self.slot_of[&old];
         let name = format!("m{}", self.next_name);
         self.next_name += 1;
-        let template = &self.cluster.members[old].spec;
-        let spec = MemberSpec {
-            name: name.clone(),
+        let local = MemberSpec {
             client_port: self.unused_port(),
             peer_port: self.unused_port(),
             data_dir: self
                 .disks
                 .get(slot)
                 .map_or_else(|| self.dir.join(&name), |disk| disk.path.join(&name)),
-            client_scheme: template.client_scheme,
-            host: template.host.clone(),
-            wrapper: template.wrapper.clone(),
+            client_scheme: self.cluster.members[old].spec.client_scheme,
+            ..MemberSpec::local(&self.dir, &name)
+        };
+        let spec = match self.net.as_mut() {
+            Some(net) => net.spec(slot, local),
+            None => local,
         };
         let peer_url = spec.peer_url();
         let new_id = retry(&format!("add {name} as a learner"), || {
@@ -370,7 +408,7 @@ impl Nemesis {
         let new = self.cluster.join_among(spec, &self.active.clone());
         self.slot_of.insert(new, slot);
         self.active.push(new);
-        *self.shared.lock().expect("the endpoints") = self.endpoints();
+        self.share_endpoints();
         retry(&format!("promote {name}"), || {
             let mut c = c.clone();
             async move {

@@ -5,12 +5,86 @@
 //! both namespaces (packets vanish, as in a real partition: connections hang, then time
 //! out); cutting a member off from the clients is a blackhole route to the bridge's address in
 //! its namespace. Needs root (CAP_NET_ADMIN) and `ip` (iproute2); where either is missing,
-//! [`Net::create`] says why and the run goes on without partitions.
+//! [`Namespaces::create`] says why and the run cuts links with proxies instead (`proxy.rs`).
 
 use std::process::Command;
 
+use crate::cluster::MemberSpec;
+use crate::proxy::Proxies;
+
+/// How a run cuts links: namespaces, or proxies where those are not available.
+pub enum Net {
+    Namespaces(Namespaces),
+    Proxies(Proxies),
+}
+
+impl Net {
+    /// The spec of a member in slot `slot`, from one on 127.0.0.1 with free ports (`local`):
+    /// in the slot's namespace, or behind proxies (started here).
+    pub fn spec(&mut self, slot: usize, local: MemberSpec) -> MemberSpec {
+        match self {
+            Net::Namespaces(ns) => MemberSpec {
+                host: ns.host(slot),
+                wrapper: ns.wrapper(slot),
+                ..local
+            },
+            Net::Proxies(proxies) => {
+                proxies.client(slot, local.client_port);
+                MemberSpec {
+                    peer_port: proxies.peer(slot, local.peer_port),
+                    peer_listen_port: Some(local.peer_port),
+                    ..local
+                }
+            }
+        }
+    }
+
+    /// The URL the clients reach `spec`'s member at (through its proxy, if it has one).
+    pub fn client_endpoint(&self, spec: &MemberSpec) -> String {
+        match self {
+            Net::Proxies(proxies) => match proxies.client_port(spec.client_port) {
+                Some(port) => format!("{}://127.0.0.1:{port}", spec.client_scheme),
+                None => spec.client_url(),
+            },
+            Net::Namespaces(_) => spec.client_url(),
+        }
+    }
+
+    /// Cuts the link between slots `a` and `b`, both ways.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        match self {
+            Net::Namespaces(ns) => ns.cut(a, b),
+            Net::Proxies(proxies) => proxies.cut(a, b),
+        }
+    }
+
+    /// Cuts slot `slot` off from the clients (its peers still reach it).
+    pub fn cut_clients(&mut self, slot: usize) {
+        match self {
+            Net::Namespaces(ns) => ns.cut_clients(slot),
+            Net::Proxies(proxies) => proxies.cut_clients(slot),
+        }
+    }
+
+    /// Removes every cut.
+    pub fn heal(&mut self) {
+        match self {
+            Net::Namespaces(ns) => ns.heal(),
+            Net::Proxies(proxies) => proxies.heal(),
+        }
+    }
+
+    /// What it is, for the run's first lines.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Net::Namespaces(_) => "a network namespace per member",
+            Net::Proxies(_) => "a proxy in front of every member's peer and client ports",
+        }
+    }
+}
+
 /// The namespaces, veths and bridge of one run; removed when dropped.
-pub struct Net {
+pub struct Namespaces {
     /// Unique per run (the process id), in every name made.
     tag: String,
     /// The third octet of the run's subnet.
@@ -36,16 +110,16 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-impl Net {
+impl Namespaces {
     /// Makes the bridge and `slots` namespaces.
     ///
     /// # Errors
     ///
     /// The first `ip` command that failed (then nothing is left behind).
-    pub fn create(slots: usize) -> Result<Net, String> {
+    pub fn create(slots: usize) -> Result<Namespaces, String> {
         remove_orphans();
         let pid = std::process::id();
-        let net = Net {
+        let net = Namespaces {
             tag: pid.to_string(),
             subnet: 16 + pid % 224,
             slots: 0,
@@ -54,7 +128,7 @@ impl Net {
         let mut net = net;
         let bridge = net.bridge();
         ip(&["link", "add", &bridge, "type", "bridge"])?;
-        let setup = |net: &mut Net| -> Result<(), String> {
+        let setup = |net: &mut Namespaces| -> Result<(), String> {
             ip(&[
                 "addr",
                 "add",
@@ -183,7 +257,7 @@ fn remove_orphans() {
     }
 }
 
-impl Drop for Net {
+impl Drop for Namespaces {
     fn drop(&mut self) {
         // Deleting a namespace deletes its end of the veth, and so the pair.
         for slot in 0..self.slots {

@@ -53,6 +53,9 @@ pub struct MemberSpec {
     pub host: String,
     /// What the member's command line is run under (`ip netns exec NAME`), if anything.
     pub wrapper: Vec<String>,
+    /// The port it listens on for peers when that is not `peer_port`: `peer_port` is then
+    /// a proxy's, which the member advertises and its peers dial.
+    pub peer_listen_port: Option<u16>,
 }
 
 impl MemberSpec {
@@ -66,6 +69,7 @@ impl MemberSpec {
             client_scheme: "http",
             host: "127.0.0.1".to_owned(),
             wrapper: Vec::new(),
+            peer_listen_port: None,
         }
     }
 
@@ -78,6 +82,12 @@ impl MemberSpec {
 
     pub fn peer_url(&self) -> String {
         format!("http://{}:{}", self.host, self.peer_port)
+    }
+
+    /// Where it listens for peers: its peer URL unless a proxy stands in front of it.
+    pub fn listen_peer_url(&self) -> String {
+        let port = self.peer_listen_port.unwrap_or(self.peer_port);
+        format!("http://{}:{port}", self.host)
     }
 }
 
@@ -199,7 +209,7 @@ impl Cluster {
             .args(["--data-dir", &s.data_dir.to_string_lossy()])
             .args(["--listen-client-urls", &s.client_url()])
             .args(["--advertise-client-urls", &s.client_url()])
-            .args(["--listen-peer-urls", &s.peer_url()])
+            .args(["--listen-peer-urls", &s.listen_peer_url()])
             .args(["--initial-advertise-peer-urls", &s.peer_url()])
             .args(["--initial-cluster", initial])
             .args(["--initial-cluster-state", state])
