@@ -11,7 +11,7 @@ use etcd_client::{AlarmAction, AlarmOptions, AlarmType, GetOptions};
 use strata_server::proto::clientpb::kvdb_client::KvdbClient;
 use strata_server::proto::clientpb::{Auth, Command, KvPair, Operate, PutCommand, Request};
 use support::cluster::{
-    Cluster, FAST, MemberSpec, client, free_port, runtime, wait_ready, wait_value,
+    Cluster, FAST, MemberSpec, client, free_port, put_retrying, runtime, wait_ready, wait_value,
 };
 use support::disk::SmallDisk;
 
@@ -591,6 +591,91 @@ fn a_nearly_full_disk_raises_nospace_and_writes_resume_once_freed_and_disarmed()
             keys.contains(&&b"before"[..]) && keys.contains(&&b"after"[..]),
             "{keys:?}"
         );
+    });
+    drop(cluster);
+    drop(disk);
+}
+
+/// A disk that really fills (no reserve: `ENOSPC` meets the member's own writes): every put
+/// that was acknowledged is still there after space is freed and the member restarted, and
+/// writes go on. Needs root for the small file system, as above.
+#[test]
+fn a_disk_that_really_fills_loses_no_acknowledged_write_and_the_member_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = match SmallDisk::mount(&dir.path().join("disk"), 256) {
+        Ok(disk) => disk,
+        Err(e) if !is_root() => {
+            eprintln!("skipped: a small file system needs root ({e})");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let spec = MemberSpec {
+        data_dir: disk.path.join("m1"),
+        ..MemberSpec::local(dir.path(), "m1")
+    };
+    let program = [env!("CARGO_BIN_EXE_strata"), "server"];
+    let mut cluster = Cluster::start_specs(
+        &program,
+        dir.path(),
+        vec![spec],
+        &["--disk-reserve-bytes", "0"],
+    );
+    let endpoints = cluster.endpoints();
+    let value = |i: usize| format!("{i:08}").repeat(8 << 10);
+    let acknowledged = runtime().block_on(async {
+        let mut c = wait_ready(&endpoints[0]).await;
+        c.put("before", "1", None).await.expect("put with room");
+        disk.fill_to(4 << 20);
+        // 64 KiB values until the disk refuses one (bounded: 256 MiB of them is more than
+        // the whole disk).
+        let mut acknowledged = Vec::new();
+        for i in 0..4096 {
+            let put = tokio::time::timeout(
+                Duration::from_secs(10),
+                c.put(format!("full/{i:06}"), value(i), None),
+            )
+            .await;
+            match put {
+                Ok(Ok(_)) => acknowledged.push(i),
+                Ok(Err(e)) => {
+                    eprintln!("put {i} refused: {e}");
+                    break;
+                }
+                Err(_) => {
+                    eprintln!("put {i} unanswered");
+                    break;
+                }
+            }
+        }
+        acknowledged
+    });
+    assert!(
+        acknowledged.len() < 4096,
+        "the disk never refused a write ({} bytes free)",
+        disk.available()
+    );
+    disk.free();
+    cluster.kill(0);
+    cluster.restart(0);
+    runtime().block_on(async {
+        let mut c = wait_ready(&endpoints[0]).await;
+        let got = c.get("before", None).await.expect("get after the restart");
+        assert_eq!(got.kvs()[0].value(), b"1");
+        for &i in &acknowledged {
+            let got = c
+                .get(format!("full/{i:06}"), None)
+                .await
+                .expect("get an acknowledged key");
+            assert!(
+                got.kvs()
+                    .first()
+                    .is_some_and(|kv| kv.value() == value(i).as_bytes()),
+                "acknowledged put {i} of {} lost after the disk filled",
+                acknowledged.len()
+            );
+        }
+        put_retrying(&mut c, "after", "2").await;
     });
     drop(cluster);
     drop(disk);
