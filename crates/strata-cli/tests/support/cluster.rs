@@ -29,11 +29,18 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A free port on 127.0.0.1, bound and released (a test that loses the race fails loudly).
 /// Picked at random below Linux's ephemeral range (32768 and up), where the kernel never
 /// hands ports to outgoing connections: a port taken from that range could go to one of the
-/// tests' many client connections between its release and the member's bind.
+/// tests' many client connections between its release and the member's bind. Never the same
+/// port twice in one process: the tests of a binary run at once, and two of them could pick
+/// the same free port before either's member binds it (a CI run lost one that way).
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     for _ in 0..1_000 {
         let port = 20_000 + rand::random::<u16>() % 12_000;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
