@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -512,26 +513,10 @@ fn past_the_quota_puts_are_refused_with_nospace() {
 #[test]
 fn a_nearly_full_disk_raises_nospace_and_writes_resume_once_freed_and_disarmed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let disk = match SmallDisk::mount(&dir.path().join("disk"), 512) {
-        Ok(disk) => disk,
-        Err(e) if !is_root() => {
-            eprintln!("skipped: a small file system needs root ({e})");
-            return;
-        }
-        Err(e) => panic!("{e}"),
-    };
-    let spec = MemberSpec {
-        data_dir: disk.path.join("m1"),
-        ..MemberSpec::local(dir.path(), "m1")
-    };
-    let program = [env!("CARGO_BIN_EXE_strata"), "server"];
     let reserve = (128u64 << 20).to_string();
-    let cluster = Cluster::start_specs(
-        &program,
-        dir.path(),
-        vec![spec],
-        &["--disk-reserve-bytes", &reserve],
-    );
+    let Some((cluster, disk)) = member_on_small_disk(dir.path(), 512, &reserve) else {
+        return;
+    };
     let endpoints = cluster.endpoints();
     runtime().block_on(async {
         let mut c = wait_ready(&endpoints[0]).await;
@@ -602,25 +587,9 @@ fn a_nearly_full_disk_raises_nospace_and_writes_resume_once_freed_and_disarmed()
 #[test]
 fn a_disk_that_really_fills_loses_no_acknowledged_write_and_the_member_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let disk = match SmallDisk::mount(&dir.path().join("disk"), 256) {
-        Ok(disk) => disk,
-        Err(e) if !is_root() => {
-            eprintln!("skipped: a small file system needs root ({e})");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    let Some((mut cluster, disk)) = member_on_small_disk(dir.path(), 256, "0") else {
+        return;
     };
-    let spec = MemberSpec {
-        data_dir: disk.path.join("m1"),
-        ..MemberSpec::local(dir.path(), "m1")
-    };
-    let program = [env!("CARGO_BIN_EXE_strata"), "server"];
-    let mut cluster = Cluster::start_specs(
-        &program,
-        dir.path(),
-        vec![spec],
-        &["--disk-reserve-bytes", "0"],
-    );
     let endpoints = cluster.endpoints();
     let value = |i: usize| format!("{i:08}").repeat(8 << 10);
     let acknowledged = runtime().block_on(async {
@@ -679,6 +648,32 @@ fn a_disk_that_really_fills_loses_no_acknowledged_write_and_the_member_recovers(
     });
     drop(cluster);
     drop(disk);
+}
+
+/// One member whose data directory is on a tmpfs of `mib` MiB under `dir`, started with
+/// `--disk-reserve-bytes reserve`; `None` (the test skipped, and says so) when not root. Drop
+/// the cluster before the disk.
+fn member_on_small_disk(dir: &Path, mib: u64, reserve: &str) -> Option<(Cluster, SmallDisk)> {
+    let disk = match SmallDisk::mount(&dir.join("disk"), mib) {
+        Ok(disk) => disk,
+        Err(e) if !is_root() => {
+            eprintln!("skipped: a small file system needs root ({e})");
+            return None;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let spec = MemberSpec {
+        data_dir: disk.path.join("m1"),
+        ..MemberSpec::local(dir, "m1")
+    };
+    let program = [env!("CARGO_BIN_EXE_strata"), "server"];
+    let cluster = Cluster::start_specs(
+        &program,
+        dir,
+        vec![spec],
+        &["--disk-reserve-bytes", reserve],
+    );
+    Some((cluster, disk))
 }
 
 fn is_root() -> bool {
