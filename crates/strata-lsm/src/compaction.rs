@@ -14,7 +14,7 @@ use strata_sstable::{TableBuilder, TableOptions};
 use crate::error::Result;
 use crate::keys::{encode_internal_key, parse_internal_key};
 use crate::manifest::FileMeta;
-use crate::scan::{Direction, Source, TableSource, Version};
+use crate::scan::{Direction, Source, SourceHeap, TableSource};
 
 /// Compaction settings (part of [`Options`](crate::Options)).
 #[derive(Debug, Clone)]
@@ -237,26 +237,22 @@ fn merge_into_tables(
     let mut outputs = Vec::new();
     let mut current: Option<Output> = None;
     let mut key = Vec::new();
-    while let Some(group) = merged.next_group()? {
-        // `group` holds every version of one user key, newest first.
-        let mut kept: Vec<&Version> = Vec::new();
-        for v in &group {
-            if kept
-                .last()
-                .is_some_and(|newer| newer.seq <= oldest_snapshot)
-            {
-                break; // Shadowed for every reader.
-            }
-            kept.push(v);
-        }
+    while merged.next_group()? {
+        // The group holds every version of one user key, newest first.
+        // Every version up to the newest that all readers see; older ones are shadowed.
+        let mut kept = merged
+            .versions
+            .iter()
+            .position(|&(seq, _, _)| seq <= oldest_snapshot)
+            .map_or(merged.versions.len(), |newest_seen| newest_seen + 1);
         if plan.bottom
-            && let Some(last) = kept.last()
-            && last.seq <= oldest_snapshot
-            && last.kind == ValueKind::Delete
+            && kept > 0
+            && let (seq, ValueKind::Delete, _) = merged.versions[kept - 1]
+            && seq <= oldest_snapshot
         {
-            kept.pop();
+            kept -= 1;
         }
-        if kept.is_empty() {
+        if kept == 0 {
             continue;
         }
         // Close the table at a user-key boundary once it is big enough (every version of a
@@ -275,11 +271,11 @@ fn merge_into_tables(
                 current.insert(Output::new(number, &path, table_options)?)
             }
         };
-        for v in kept {
-            let seq = assign_seq.unwrap_or(v.seq);
+        for (seq, kind, value) in &merged.versions[..kept] {
+            let seq = assign_seq.unwrap_or(*seq);
             key.clear();
-            encode_internal_key(&mut key, &v.user_key, seq, v.kind);
-            out.add(&key, seq, &v.value)?;
+            encode_internal_key(&mut key, &merged.key, seq, *kind);
+            out.add(&key, seq, &merged.values[value.clone()])?;
         }
     }
     if let Some(done) = current.take() {
@@ -338,46 +334,47 @@ impl Output {
     }
 }
 
-/// The forward merge of the sources, one user key (all its versions, newest first) at a time.
+/// The forward merge of the sources, one user key (all its versions, newest first) at a time,
+/// into buffers reused from one key to the next.
 struct Merged<'a> {
-    sources: Vec<Box<dyn Source + 'a>>,
-    heads: Vec<Option<Version>>,
+    heap: SourceHeap<'a>,
+    /// The current group's user key.
+    key: Vec<u8>,
+    /// Its versions, newest first: sequence number, kind, and the value's range in `values`.
+    versions: Vec<(u64, ValueKind, std::ops::Range<usize>)>,
+    values: Vec<u8>,
 }
 
 impl<'a> Merged<'a> {
-    fn new(mut sources: Vec<Box<dyn Source + 'a>>) -> Result<Self> {
-        let mut heads = Vec::with_capacity(sources.len());
-        for s in &mut sources {
-            heads.push(s.next_version()?);
-        }
-        Ok(Self { sources, heads })
+    fn new(sources: Vec<Box<dyn Source + 'a>>) -> Result<Self> {
+        Ok(Self {
+            heap: SourceHeap::new(sources, Direction::Forward)?,
+            key: Vec::new(),
+            versions: Vec::new(),
+            values: Vec::new(),
+        })
     }
 
-    fn next_group(&mut self) -> Result<Option<Vec<Version>>> {
-        let Some(user_key) = self
-            .heads
-            .iter()
-            .flatten()
-            .map(|v| &v.user_key)
-            .min()
-            .cloned()
-        else {
-            return Ok(None);
+    /// Gathers the next user key's versions; false once the sources are exhausted.
+    fn next_group(&mut self) -> Result<bool> {
+        let Some(first) = self.heap.top() else {
+            return Ok(false);
         };
-        let mut group = Vec::new();
-        for (i, source) in self.sources.iter_mut().enumerate() {
-            while self.heads[i]
-                .as_ref()
-                .is_some_and(|v| v.user_key == user_key)
-            {
-                if let Some(v) = self.heads[i].take() {
-                    group.push(v);
-                }
-                self.heads[i] = source.next_version()?;
-            }
+        self.key.clear();
+        self.key.extend_from_slice(first.user_key());
+        self.versions.clear();
+        self.values.clear();
+        // The heap yields a user key's versions newest first, whichever source holds them.
+        while let Some(source) = self.heap.top()
+            && source.user_key() == self.key.as_slice()
+        {
+            let start = self.values.len();
+            self.values.extend_from_slice(source.value());
+            self.versions
+                .push((source.seq(), source.kind(), start..self.values.len()));
+            self.heap.advance_top()?;
         }
-        group.sort_by_key(|v| std::cmp::Reverse(v.seq));
-        Ok(Some(group))
+        Ok(true)
     }
 }
 

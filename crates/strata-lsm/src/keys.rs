@@ -79,28 +79,48 @@ pub struct ParsedKey {
 
 /// Decodes an internal key; `None` if it is malformed.
 pub fn parse_internal_key(key: &[u8]) -> Option<ParsedKey> {
+    let mut user_key = Vec::new();
+    let (seq, kind) = parse_internal_key_into(key, &mut user_key)?;
+    Some(ParsedKey {
+        user_key,
+        seq,
+        kind,
+    })
+}
+
+/// Decodes an internal key's user key into `user_key` (cleared first, its allocation reused)
+/// and returns its sequence number and kind; `None` if it is malformed.
+pub fn parse_internal_key_into(key: &[u8], user_key: &mut Vec<u8>) -> Option<(u64, ValueKind)> {
+    user_key.clear();
     let split = key.len().checked_sub(TRAILER_BYTES)?;
     let (escaped, trailer) = key.split_at(split);
     let trailer = !u64::from_be_bytes(trailer.try_into().ok()?);
-    let escaped = escaped.strip_suffix(&TERMINATOR)?;
-    let mut user_key = Vec::with_capacity(escaped.len());
-    let mut bytes = escaped.iter();
-    while let Some(&b) = bytes.next() {
-        user_key.push(b);
-        if b == 0 && bytes.next() != Some(&ZERO_ESCAPE) {
+    let mut escaped = escaped.strip_suffix(&TERMINATOR)?;
+    // Copy runs between zero bytes whole; each zero must be followed by its escape.
+    while let Some(zero) = escaped.iter().position(|&b| b == 0) {
+        user_key.extend_from_slice(&escaped[..=zero]);
+        if escaped.get(zero + 1) != Some(&ZERO_ESCAPE) {
             return None;
         }
+        escaped = &escaped[zero + 2..];
     }
+    user_key.extend_from_slice(escaped);
     let kind = match trailer & ((1 << KIND_BITS) - 1) {
         0 => ValueKind::Delete,
         1 => ValueKind::Put,
         _ => return None,
     };
-    Some(ParsedKey {
-        user_key,
-        seq: trailer >> KIND_BITS,
-        kind,
-    })
+    Some((trailer >> KIND_BITS, kind))
+}
+
+/// The kind of an internal key, read from its trailer alone; `None` if it is malformed.
+pub fn internal_kind(key: &[u8]) -> Option<ValueKind> {
+    let split = key.len().checked_sub(TRAILER_BYTES)?;
+    match !key[split + TRAILER_BYTES - 1] {
+        0 => Some(ValueKind::Delete),
+        1 => Some(ValueKind::Put),
+        _ => None,
+    }
 }
 
 /// The part of an internal key the tables' bloom filters record: the encoded user key (every

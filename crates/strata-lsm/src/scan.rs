@@ -7,7 +7,7 @@ use strata_memtable::ValueKind;
 use strata_sstable::TableIter;
 
 use crate::error::{Error, Result};
-use crate::keys::{parse_internal_key, seek_key};
+use crate::keys::{parse_internal_key_into, seek_key};
 
 /// Which way a scan goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,32 +18,56 @@ pub enum Direction {
     Reverse,
 }
 
-/// One version from one source.
-pub(crate) struct Version {
-    pub user_key: Vec<u8>,
-    pub seq: u64,
-    pub kind: ValueKind,
-    pub value: Vec<u8>,
-}
-
-/// A source of versions in scan order: for `Forward`, user key ascending and newest first;
-/// for `Reverse`, user key descending and oldest first.
+/// A cursor over versions in scan order: for `Forward`, user key ascending and newest first;
+/// for `Reverse`, user key descending and oldest first. The current version is borrowed from
+/// the source (a memtable's arena, a table's block), so a scan copies nothing it skips.
 pub(crate) trait Source {
-    fn next_version(&mut self) -> Result<Option<Version>>;
+    /// Moves to the next version (the first, on the first call); false once there is none.
+    fn advance(&mut self) -> Result<bool>;
+    /// The current version's user key. Only after `advance` returned true.
+    fn user_key(&self) -> &[u8];
+    /// The current version's sequence number.
+    fn seq(&self) -> u64;
+    /// The current version's kind.
+    fn kind(&self) -> ValueKind;
+    /// The current version's value.
+    fn value(&self) -> &[u8];
 }
 
 pub(crate) struct MemtableSource<'a, I: Iterator<Item = strata_memtable::Entry<'a>>> {
-    pub entries: I,
+    entries: I,
+    current: Option<strata_memtable::Entry<'a>>,
+}
+
+impl<'a, I: Iterator<Item = strata_memtable::Entry<'a>>> MemtableSource<'a, I> {
+    pub fn new(entries: I) -> Self {
+        Self {
+            entries,
+            current: None,
+        }
+    }
 }
 
 impl<'a, I: Iterator<Item = strata_memtable::Entry<'a>>> Source for MemtableSource<'a, I> {
-    fn next_version(&mut self) -> Result<Option<Version>> {
-        Ok(self.entries.next().map(|e| Version {
-            user_key: e.user_key.to_vec(),
-            seq: e.seq,
-            kind: e.kind,
-            value: e.value.to_vec(),
-        }))
+    fn advance(&mut self) -> Result<bool> {
+        self.current = self.entries.next();
+        Ok(self.current.is_some())
+    }
+
+    fn user_key(&self) -> &[u8] {
+        self.current.as_ref().map_or(&[], |e| e.user_key)
+    }
+
+    fn seq(&self) -> u64 {
+        self.current.as_ref().map_or(0, |e| e.seq)
+    }
+
+    fn kind(&self) -> ValueKind {
+        self.current.as_ref().map_or(ValueKind::Delete, |e| e.kind)
+    }
+
+    fn value(&self) -> &[u8] {
+        self.current.as_ref().map_or(&[], |e| e.value)
     }
 }
 
@@ -55,6 +79,11 @@ pub(crate) struct TableSource<'a> {
     lower: Bound<Vec<u8>>,
     upper: Bound<Vec<u8>>,
     started: bool,
+    /// The current version's user key (unescaped into a reused buffer), sequence number and
+    /// kind.
+    user_key: Vec<u8>,
+    seq: u64,
+    kind: ValueKind,
 }
 
 impl<'a> TableSource<'a> {
@@ -71,6 +100,9 @@ impl<'a> TableSource<'a> {
             lower,
             upper,
             started: false,
+            user_key: Vec::new(),
+            seq: 0,
+            kind: ValueKind::Delete,
         }
     }
 
@@ -113,7 +145,7 @@ fn in_upper(k: &[u8], upper: &Bound<Vec<u8>>) -> bool {
 }
 
 impl Source for TableSource<'_> {
-    fn next_version(&mut self) -> Result<Option<Version>> {
+    fn advance(&mut self) -> Result<bool> {
         loop {
             if self.started {
                 match self.direction {
@@ -128,30 +160,44 @@ impl Source for TableSource<'_> {
                 return Err(e.into());
             }
             if !self.iter.valid() {
-                return Ok(None);
+                return Ok(false);
             }
-            let parsed = parse_internal_key(self.iter.key()).ok_or_else(|| Error::Corruption {
-                path: self.path.to_path_buf(),
-                offset: 0,
-                reason: "table key is not an internal key",
-            })?;
+            let (seq, kind) = parse_internal_key_into(self.iter.key(), &mut self.user_key)
+                .ok_or_else(|| Error::Corruption {
+                    path: self.path.to_path_buf(),
+                    offset: 0,
+                    reason: "table key is not an internal key",
+                })?;
             let (inside_lower, inside_upper) = (
-                in_lower(&parsed.user_key, &self.lower),
-                in_upper(&parsed.user_key, &self.upper),
+                in_lower(&self.user_key, &self.lower),
+                in_upper(&self.user_key, &self.upper),
             );
             match self.direction {
-                Direction::Forward if !inside_upper => return Ok(None),
-                Direction::Reverse if !inside_lower => return Ok(None),
+                Direction::Forward if !inside_upper => return Ok(false),
+                Direction::Reverse if !inside_lower => return Ok(false),
                 _ if !(inside_lower && inside_upper) => continue,
                 _ => {}
             }
-            return Ok(Some(Version {
-                user_key: parsed.user_key,
-                seq: parsed.seq,
-                kind: parsed.kind,
-                value: self.iter.value().to_vec(),
-            }));
+            self.seq = seq;
+            self.kind = kind;
+            return Ok(true);
         }
+    }
+
+    fn user_key(&self) -> &[u8] {
+        &self.user_key
+    }
+
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn kind(&self) -> ValueKind {
+        self.kind
+    }
+
+    fn value(&self) -> &[u8] {
+        self.iter.value_slice()
     }
 }
 
@@ -250,15 +296,15 @@ impl<'a> LevelSource<'a> {
 }
 
 impl Source for LevelSource<'_> {
-    fn next_version(&mut self) -> Result<Option<Version>> {
+    fn advance(&mut self) -> Result<bool> {
         loop {
             if self.current.is_none() && !self.open_next() {
-                return Ok(None);
+                return Ok(false);
             }
             if let Some(current) = &mut self.current
-                && let Some(v) = current.next_version()?
+                && current.advance()?
             {
-                return Ok(Some(v));
+                return Ok(true);
             }
             self.current = None;
             self.next = match self.direction {
@@ -267,66 +313,140 @@ impl Source for LevelSource<'_> {
             };
         }
     }
+
+    fn user_key(&self) -> &[u8] {
+        self.current.as_ref().map_or(&[], |c| c.user_key())
+    }
+
+    fn seq(&self) -> u64 {
+        self.current.as_ref().map_or(0, |c| c.seq())
+    }
+
+    fn kind(&self) -> ValueKind {
+        self.current
+            .as_ref()
+            .map_or(ValueKind::Delete, |c| c.kind())
+    }
+
+    fn value(&self) -> &[u8] {
+        self.current.as_ref().map_or(&[], |c| c.value())
+    }
+}
+
+/// The sources of a merge in a binary heap ordered by their current versions, so that each
+/// step costs a logarithm of the fan-in; an exhausted source leaves the heap.
+pub(crate) struct SourceHeap<'a> {
+    sources: Vec<Box<dyn Source + 'a>>,
+    /// Indexes into `sources`, in heap order.
+    heap: Vec<usize>,
+    direction: Direction,
+}
+
+impl<'a> SourceHeap<'a> {
+    /// Moves every source onto its first version and orders them.
+    pub fn new(mut sources: Vec<Box<dyn Source + 'a>>, direction: Direction) -> Result<Self> {
+        let mut heap = Vec::with_capacity(sources.len());
+        for (i, source) in sources.iter_mut().enumerate() {
+            if source.advance()? {
+                heap.push(i);
+            }
+        }
+        let mut this = Self {
+            sources,
+            heap,
+            direction,
+        };
+        for i in (0..this.heap.len() / 2).rev() {
+            this.sift_down(i);
+        }
+        Ok(this)
+    }
+
+    /// The source whose current version comes first, if any is left.
+    pub fn top(&self) -> Option<&(dyn Source + 'a)> {
+        self.heap.first().map(|&i| &*self.sources[i])
+    }
+
+    /// Moves the first source on to its next version.
+    pub fn advance_top(&mut self) -> Result<()> {
+        let Some(&first) = self.heap.first() else {
+            return Ok(());
+        };
+        if !self.sources[first].advance()? {
+            self.heap.swap_remove(0);
+        }
+        self.sift_down(0);
+        Ok(())
+    }
+
+    /// True if source `a`'s current version comes before source `b`'s.
+    fn before(&self, a: usize, b: usize) -> bool {
+        let (a, b) = (&self.sources[a], &self.sources[b]);
+        let order = match self.direction {
+            Direction::Forward => a.user_key().cmp(b.user_key()).then(b.seq().cmp(&a.seq())),
+            Direction::Reverse => b.user_key().cmp(a.user_key()).then(a.seq().cmp(&b.seq())),
+        };
+        order == Ordering::Less
+    }
+
+    /// Restores the heap order below position `i`.
+    fn sift_down(&mut self, mut i: usize) {
+        loop {
+            let left = 2 * i + 1;
+            if left >= self.heap.len() {
+                return;
+            }
+            let right = left + 1;
+            let child = if right < self.heap.len() && self.before(self.heap[right], self.heap[left])
+            {
+                right
+            } else {
+                left
+            };
+            if !self.before(self.heap[child], self.heap[i]) {
+                return;
+            }
+            self.heap.swap(child, i);
+            i = child;
+        }
+    }
 }
 
 /// Merges `sources` and calls `visit` with each live key and value at `seq`, in `direction`
-/// order, until `visit` returns false.
+/// order, until `visit` returns false. Each key visited and its value are copied once into
+/// buffers the merge reuses: nothing is allocated per entry.
 pub(crate) fn merge(
-    mut sources: Vec<Box<dyn Source + '_>>,
+    sources: Vec<Box<dyn Source + '_>>,
     direction: Direction,
     seq: u64,
     mut visit: impl FnMut(&[u8], &[u8]) -> bool,
 ) -> Result<()> {
-    // The head of each source; small fan-in, so a linear pick beats a heap's bookkeeping.
-    let mut heads: Vec<Option<Version>> = Vec::with_capacity(sources.len());
-    for s in &mut sources {
-        heads.push(s.next_version()?);
-    }
-    let order = |a: &Version, b: &Version| -> Ordering {
-        match direction {
-            Direction::Forward => a.user_key.cmp(&b.user_key).then(b.seq.cmp(&a.seq)),
-            Direction::Reverse => b.user_key.cmp(&a.user_key).then(a.seq.cmp(&b.seq)),
-        }
-    };
-    loop {
-        // The source whose head comes first.
-        let mut best: Option<usize> = None;
-        for (i, head) in heads.iter().enumerate() {
-            if let Some(v) = head
-                && best.is_none_or(|b| {
-                    heads[b]
-                        .as_ref()
-                        .is_none_or(|bv| order(v, bv) == Ordering::Less)
-                })
-            {
-                best = Some(i);
-            }
-        }
-        let Some(first) = best else {
-            return Ok(());
-        };
-        let user_key = heads[first]
-            .as_ref()
-            .map(|v| v.user_key.clone())
-            .unwrap_or_default();
+    let mut heap = SourceHeap::new(sources, direction)?;
+    let mut key: Vec<u8> = Vec::new();
+    let mut value: Vec<u8> = Vec::new();
+    while let Some(first) = heap.top() {
+        key.clear();
+        key.extend_from_slice(first.user_key());
         // Take every version of this user key from every source; keep the newest visible.
-        let mut visible: Option<Version> = None;
-        for (i, source) in sources.iter_mut().enumerate() {
-            while heads[i].as_ref().is_some_and(|v| v.user_key == user_key) {
-                let v = heads[i].take().expect("checked just above");
-                if v.seq <= seq && visible.as_ref().is_none_or(|best| v.seq > best.seq) {
-                    visible = Some(v);
-                }
-                heads[i] = source.next_version()?;
+        let mut visible: Option<(u64, ValueKind)> = None;
+        while let Some(source) = heap.top()
+            && source.user_key() == key.as_slice()
+        {
+            let version = source.seq();
+            if version <= seq && visible.is_none_or(|(best, _)| version > best) {
+                visible = Some((version, source.kind()));
+                value.clear();
+                value.extend_from_slice(source.value());
             }
+            heap.advance_top()?;
         }
-        if let Some(v) = visible
-            && v.kind == ValueKind::Put
-            && !visit(&v.user_key, &v.value)
+        if let Some((_, ValueKind::Put)) = visible
+            && !visit(&key, &value)
         {
             return Ok(());
         }
     }
+    Ok(())
 }
 
 /// The bounds that select every key starting with `prefix`.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use strata_fs::IoError;
 
-use crate::block::Block;
+use crate::block::{Block, BlockCursor, DataBlock};
 use crate::bloom;
 use crate::builder::{FilterKeyFn, whole_key};
 use crate::error::{Error, Result};
@@ -21,9 +21,11 @@ use crate::properties::{self, Properties};
 /// size; this keeps a damaged or hostile size from allocating without bound.
 const DECOMPRESSED_BLOCK_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// A decoded data block, as a [`BlockCache`] holds it.
+/// A verified (and, for a compressed table, decompressed) data block, as a [`BlockCache`]
+/// holds it. For an uncompressed table it is a slice of the table's mapping, and its charge
+/// is the page cache's memory rather than the heap's.
 #[derive(Debug, Clone)]
-pub struct CachedBlock(Arc<Block>);
+pub struct CachedBlock(DataBlock);
 
 impl CachedBlock {
     /// Roughly how many bytes the block holds, for the cache's accounting.
@@ -241,8 +243,11 @@ impl Table {
             return Ok(None);
         }
         let block = self.data_block(block_index)?;
-        let i = block.seek(key);
-        Ok((i < block.len() && block.key(i) == key).then(|| block.value(i)))
+        let mut cursor = BlockCursor::default();
+        let found = cursor
+            .seek(&block, key)
+            .map_err(|reason| self.block_corruption(block_index, reason))?;
+        Ok((found && cursor.key() == key).then(|| block.value(&cursor)))
     }
 
     /// An iterator over the table, positioned before the first entry. See [`TableIter`].
@@ -251,7 +256,7 @@ impl Table {
             table: self,
             block_index: 0,
             block: None,
-            pos: 0,
+            cursor: BlockCursor::default(),
             error: None,
             positioned: false,
             yielded: false,
@@ -266,30 +271,29 @@ impl Table {
     pub fn check(&self) -> Result<u64> {
         let mut entries = 0;
         let mut previous_last: Option<Vec<u8>> = None;
+        let mut cursor = BlockCursor::default();
         for i in 0..self.index.len() {
             let block = self.data_block(i)?;
-            let offset = self.handle(i)?.offset;
-            let structure = |reason: &'static str| Error::Corruption {
-                path: self.path.clone(),
-                offset,
-                reason,
-            };
-            if block.is_empty() {
+            let structure = |reason: &'static str| self.block_corruption(i, reason);
+            if !cursor.seek_to_first(&block).map_err(structure)? {
                 return Err(structure("empty data block"));
             }
             // Keys increase across blocks, and the index names each block's last key.
             if previous_last
                 .as_deref()
-                .is_some_and(|last| last >= block.key(0))
+                .is_some_and(|last| last >= cursor.key())
             {
                 return Err(structure("keys out of order across blocks"));
             }
-            let last = block.key(block.len() - 1);
-            if last != self.index.key(i) {
+            entries += 1;
+            while cursor.advance(&block).map_err(structure)? {
+                entries += 1;
+            }
+            cursor.seek_to_last(&block).map_err(structure)?;
+            if cursor.key() != self.index.key(i) {
                 return Err(structure("index key differs from the block's last key"));
             }
-            previous_last = Some(last.to_vec());
-            entries += block.len() as u64;
+            previous_last = Some(cursor.key().to_vec());
         }
         if entries != self.properties.entries {
             return Err(Error::Corruption {
@@ -301,6 +305,15 @@ impl Table {
         Ok(entries)
     }
 
+    /// A structural problem in data block `block_index`, named by the block's offset.
+    fn block_corruption(&self, block_index: usize, reason: &'static str) -> Error {
+        Error::Corruption {
+            path: self.path.clone(),
+            offset: self.handle(block_index).map_or(0, |h| h.offset),
+            reason,
+        }
+    }
+
     fn handle(&self, block_index: usize) -> Result<BlockHandle> {
         // Every index entry was checked at open.
         BlockHandle::decode(self.index.value_slice(block_index)).ok_or_else(|| Error::Corruption {
@@ -310,19 +323,24 @@ impl Table {
         })
     }
 
-    fn data_block(&self, block_index: usize) -> Result<Arc<Block>> {
+    fn data_block(&self, block_index: usize) -> Result<DataBlock> {
         let handle = self.handle(block_index)?;
         if let Some(cache) = &self.options.cache
             && let Some(CachedBlock(block)) = cache.get(self.options.table_id, handle.offset)
         {
             return Ok(block);
         }
-        let block = Arc::new(self.read_block(handle)?);
+        let contents = self.read_raw(handle)?;
+        let block = DataBlock::new(contents).map_err(|reason| Error::Corruption {
+            path: self.path.clone(),
+            offset: handle.offset,
+            reason,
+        })?;
         if let Some(cache) = &self.options.cache {
             cache.insert(
                 self.options.table_id,
                 handle.offset,
-                CachedBlock(Arc::clone(&block)),
+                CachedBlock(block.clone()),
             );
         }
         Ok(block)
@@ -390,8 +408,8 @@ impl Table {
 pub struct TableIter<'a> {
     table: &'a Table,
     block_index: usize,
-    block: Option<Arc<Block>>,
-    pos: usize,
+    block: Option<DataBlock>,
+    cursor: BlockCursor,
     error: Option<Error>,
     /// Set by any seek: `Iterator::next` then starts from the current entry.
     positioned: bool,
@@ -400,12 +418,14 @@ pub struct TableIter<'a> {
 }
 
 impl<'a> TableIter<'a> {
+    /// Makes block `block_index` current (not yet on an entry); false past the last block or
+    /// on an error.
     fn load(&mut self, block_index: usize) -> bool {
         self.positioned = true;
         self.yielded = false;
         self.block_index = block_index;
+        self.block = None;
         if block_index >= self.table.index.len() {
-            self.block = None;
             return false;
         }
         match self.table.data_block(block_index) {
@@ -415,15 +435,46 @@ impl<'a> TableIter<'a> {
             }
             Err(e) => {
                 self.error = Some(e);
+                false
+            }
+        }
+    }
+
+    /// Runs a cursor move on the current block; a damaged entry stops the iterator.
+    fn on_block(
+        &mut self,
+        step: impl FnOnce(&mut BlockCursor, &DataBlock) -> std::result::Result<bool, &'static str>,
+    ) -> bool {
+        let Some(block) = &self.block else {
+            return false;
+        };
+        match step(&mut self.cursor, block) {
+            Ok(on_entry) => on_entry,
+            Err(reason) => {
+                self.error = Some(self.table.block_corruption(self.block_index, reason));
                 self.block = None;
                 false
             }
         }
     }
 
+    /// From block `first` on, positions on the first entry of the first non-empty block.
+    fn first_entry_from_block(&mut self, first: usize) {
+        let mut i = first;
+        while self.load(i) {
+            if self.on_block(|c, b| c.seek_to_first(b)) {
+                return;
+            }
+            if self.error.is_some() {
+                return;
+            }
+            i += 1;
+        }
+    }
+
     /// True if positioned on an entry.
     pub fn valid(&self) -> bool {
-        self.block.as_ref().is_some_and(|b| self.pos < b.len())
+        self.block.is_some() && self.cursor.valid()
     }
 
     /// The error that stopped the iterator, if any.
@@ -438,24 +489,29 @@ impl<'a> TableIter<'a> {
 
     /// The current key. Only call when [`valid`](Self::valid).
     pub fn key(&self) -> &[u8] {
-        self.block.as_ref().map_or(&[], |b| b.key(self.pos))
+        if self.valid() { self.cursor.key() } else { &[] }
     }
 
     /// The current value (a slice of the mapped file for uncompressed tables).
     pub fn value(&self) -> Bytes {
-        self.block
-            .as_ref()
-            .map_or_else(Bytes::new, |b| b.value(self.pos))
+        match &self.block {
+            Some(block) if self.cursor.valid() => block.value(&self.cursor),
+            _ => Bytes::new(),
+        }
+    }
+
+    /// The current value, borrowed: no reference count is taken.
+    pub fn value_slice(&self) -> &[u8] {
+        match &self.block {
+            Some(block) if self.cursor.valid() => block.value_slice(&self.cursor),
+            _ => &[],
+        }
     }
 
     /// Positions on the first entry.
     pub fn seek_to_first(&mut self) {
-        self.pos = 0;
         self.error = None;
-        let mut i = 0;
-        while self.load(i) && !self.valid() {
-            i += 1;
-        }
+        self.first_entry_from_block(0);
     }
 
     /// Positions on the last entry.
@@ -472,10 +528,7 @@ impl<'a> TableIter<'a> {
             if !self.load(i) {
                 return;
             }
-            if let Some(b) = &self.block
-                && !b.is_empty()
-            {
-                self.pos = b.len() - 1;
+            if self.on_block(|c, b| c.seek_to_last(b)) || self.error.is_some() {
                 return;
             }
         }
@@ -489,13 +542,8 @@ impl<'a> TableIter<'a> {
         if !self.load(i) {
             return;
         }
-        self.pos = self.block.as_ref().map_or(0, |b| b.seek(key));
-        if !self.valid() {
-            self.pos = 0;
-            let mut i = i + 1;
-            while self.load(i) && !self.valid() {
-                i += 1;
-            }
+        if !self.on_block(|c, b| c.seek(b, key)) && self.error.is_none() {
+            self.first_entry_from_block(i + 1);
         }
     }
 
@@ -505,13 +553,8 @@ impl<'a> TableIter<'a> {
             return;
         }
         self.yielded = false;
-        self.pos += 1;
-        if !self.valid() {
-            self.pos = 0;
-            let mut i = self.block_index + 1;
-            while self.load(i) && !self.valid() {
-                i += 1;
-            }
+        if !self.on_block(|c, b| c.advance(b)) && self.error.is_none() {
+            self.first_entry_from_block(self.block_index + 1);
         }
     }
 
@@ -521,11 +564,9 @@ impl<'a> TableIter<'a> {
             return;
         }
         self.yielded = false;
-        if self.pos > 0 {
-            self.pos -= 1;
-            return;
+        if !self.on_block(|c, b| c.prev(b)) && self.error.is_none() {
+            self.last_entry_before_block(self.block_index);
         }
-        self.last_entry_before_block(self.block_index);
     }
 }
 

@@ -9,7 +9,7 @@ use strata_memtable::ValueKind;
 use super::version::{TableHandle, Version};
 use super::{Db, MemtableHandle};
 use crate::error::{Error, Result};
-use crate::keys::{parse_internal_key, seek_key, user_filter_key};
+use crate::keys::{filter_key, internal_kind, seek_key, user_filter_key};
 use crate::scan::{
     Direction, LevelSource, LevelTable, MemtableSource, Source, TableSource, merge, prefix_bounds,
 };
@@ -81,9 +81,17 @@ impl Db {
         let target = seek_key(key, seq);
         for (level, files) in version.levels.iter().enumerate() {
             if level == 0 {
-                // Level 0 tables may overlap: newest first, each may hold the key.
+                // Level 0 tables may overlap: newest first, each whose range holds the key
+                // may hold it.
                 for handle in files {
-                    if let Some(found) = table_get(handle, &filter, &target, key)? {
+                    let (smallest, largest) = (
+                        filter_key(&handle.meta.smallest),
+                        filter_key(&handle.meta.largest),
+                    );
+                    if filter.as_slice() < smallest || filter.as_slice() > largest {
+                        continue;
+                    }
+                    if let Some(found) = table_get(handle, &filter, &target)? {
                         return Ok(found);
                     }
                 }
@@ -92,7 +100,7 @@ impl Db {
                 // table: the first whose largest key is not below the target.
                 let at = files.partition_point(|h| h.meta.largest.as_slice() < target.as_slice());
                 if let Some(handle) = files.get(at)
-                    && let Some(found) = table_get(handle, &filter, &target, key)?
+                    && let Some(found) = table_get(handle, &filter, &target)?
                 {
                     return Ok(found);
                 }
@@ -150,16 +158,18 @@ impl Db {
         for memtable in std::iter::once(&active).chain(immutables.iter()) {
             let range = memtable.table.range(lower, upper);
             match direction {
-                Direction::Forward => sources.push(Box::new(MemtableSource { entries: range })),
-                Direction::Reverse => sources.push(Box::new(MemtableSource {
-                    entries: range.rev(),
-                })),
+                Direction::Forward => sources.push(Box::new(MemtableSource::new(range))),
+                Direction::Reverse => sources.push(Box::new(MemtableSource::new(range.rev()))),
             }
         }
         for (level, handles) in version.levels.iter().enumerate() {
             if level == 0 {
-                // Level 0 tables overlap: each is a source of its own.
+                // Level 0 tables overlap: each whose range meets the bounds is a source of
+                // its own.
                 for handle in handles {
+                    if !range_meets(&handle.meta.smallest, &handle.meta.largest, lower, upper) {
+                        continue;
+                    }
                     sources.push(Box::new(TableSource::new(
                         &handle.table,
                         direction,
@@ -248,12 +258,29 @@ impl Snapshot {
     }
 }
 
-/// Looks `key` up in one table: `Some(Some(v))` found, `Some(None)` deleted, `None` absent.
+/// Whether a table whose internal keys run from `smallest` to `largest` may hold a user key
+/// within the bounds.
+fn range_meets(smallest: &[u8], largest: &[u8], lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
+    // Filter keys (escaped user key and terminator) order as their user keys do.
+    let below_lower = match lower {
+        Bound::Unbounded => false,
+        Bound::Included(k) => filter_key(largest) < user_filter_key(k).as_slice(),
+        Bound::Excluded(k) => filter_key(largest) <= user_filter_key(k).as_slice(),
+    };
+    let above_upper = match upper {
+        Bound::Unbounded => false,
+        Bound::Included(k) => filter_key(smallest) > user_filter_key(k).as_slice(),
+        Bound::Excluded(k) => filter_key(smallest) >= user_filter_key(k).as_slice(),
+    };
+    !below_lower && !above_upper
+}
+
+/// Looks a user key up in one table, given its filter key and the internal key to seek:
+/// `Some(Some(v))` found, `Some(None)` deleted, `None` absent.
 fn table_get(
     handle: &TableHandle,
     filter: &[u8],
     target: &[u8],
-    key: &[u8],
 ) -> Result<Option<Option<Vec<u8>>>> {
     if !handle.table.may_contain(filter) {
         return Ok(None);
@@ -266,16 +293,18 @@ fn table_get(
     if !iter.valid() {
         return Ok(None);
     }
-    let parsed = parse_internal_key(iter.key()).ok_or_else(|| Error::Corruption {
+    // The first entry at or after the target is a version of the key if it shares the key's
+    // filter key (its escaped user key and terminator).
+    if filter_key(iter.key()) != filter {
+        return Ok(None);
+    }
+    let kind = internal_kind(iter.key()).ok_or_else(|| Error::Corruption {
         path: handle.table.path().to_path_buf(),
         offset: 0,
         reason: "table key is not an internal key",
     })?;
-    if parsed.user_key != key {
-        return Ok(None);
-    }
-    Ok(Some(match parsed.kind {
-        ValueKind::Put => Some(iter.value().to_vec()),
+    Ok(Some(match kind {
+        ValueKind::Put => Some(iter.value_slice().to_vec()),
         ValueKind::Delete => None,
     }))
 }
