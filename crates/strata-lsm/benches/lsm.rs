@@ -1,8 +1,9 @@
 //! `cargo xtask bench lsm`: Strata's LSM against RocksDB's own `db_bench` (Debian's
 //! `rocksdb-tools`, which `cargo xtask bench lsm` installs if missing) and against fjall
 //! (`bench/fjall`, which it builds), same disk, same settings: 16-byte keys, 100-byte values,
-//! 1M keys (`-- --large`: 10M; `-- --quick`: 200k and one round), WAL on without per-write
-//! sync, a 32 MiB block cache, compression off, 64 MiB memtables, 10-bit bloom filters.
+//! 1M keys (`-- --keys N` for N, `-- --large` for 10M; `-- --quick`: 200k and one round), WAL
+//! on without per-write sync, a 32 MiB block cache, compression off, 64 MiB memtables, 10-bit
+//! bloom filters.
 //! Everything else is each engine's default (compaction and level-0 triggers included).
 //!
 //! Workloads as db_bench defines them: `fillseq`, `fillrandom`, `overwrite`, `readrandom`
@@ -12,13 +13,23 @@
 //! (`benches/common/workloads.rs`).
 //!
 //! Every engine runs in a process of its own, so that the kernel's accounting of each process
-//! gives its peak resident memory (`ru_maxrss`: every resident page, those of mapped files
-//! included, which for Strata's memory-mapped tables means the page cache it reads through)
-//! and the bytes it wrote to disk (`ru_oublock`); the peak of its anonymous memory (heap:
-//! memtables, block cache, indexes), which is what the engine itself holds, is sampled from
-//! `/proc/PID/status` every 20 ms. Write amplification is measured by a separate run per engine
-//! of `fillrandom` then `overwrite` (2N writes) and a close: disk bytes written over the key
-//! and value bytes written.
+//! gives the bytes it wrote to disk (`ru_oublock`), and its memory is sampled from `/proc/PID`
+//! every 20 ms:
+//!
+//! - `peak_anon`: the peak of its anonymous memory (`RssAnon`: heap and stacks, so memtables,
+//!   block cache, indexes), which is what the engine itself holds.
+//! - `peak_rss`: the peak of its resident memory (`Rss` of every mapping in `smaps`) except the
+//!   pages of mapped files inside the store's directory. Those are the page cache: the kernel's,
+//!   shared, clean and reclaimable at any time. RocksDB and fjall read their tables with
+//!   `pread`, through the same page cache, and their resident memory never shows it; Strata
+//!   maps its tables, and the kernel counts the resident pages of a mapping in the process's
+//!   RSS. Leaving them out measures every engine the same way.
+//! - `peak_rss_kernel`: the kernel's own peak (`ru_maxrss`), mapped table pages included,
+//!   printed for reference (no ratio).
+//!
+//! Write amplification is measured by a separate run per engine of `fillrandom` then
+//! `overwrite` (2N writes) and a close: disk bytes written over the key and value bytes
+//! written.
 //!
 //! `--runs R` (default 3) repeats the whole comparison, the engines taking turns within each
 //! round; every figure printed is the median over the rounds. Prints `BENCH` lines for every
@@ -103,32 +114,38 @@ impl workloads::Engine for Strata {
 /// What the kernel counted for a finished child.
 #[derive(Debug, Clone, Copy, Default)]
 struct Usage {
+    /// Resident memory without the store's mapped files (see the module docs), sampled.
     peak_rss_bytes: u64,
+    /// `ru_maxrss`: every resident page, mapped files included.
+    peak_rss_kernel_bytes: u64,
     /// The peak of anonymous memory (heap and stacks, without mapped files), sampled.
     peak_anon_bytes: u64,
     written_bytes: u64,
 }
 
-/// Runs `command` to completion, returning its standard output and resource usage.
+/// Runs `command` (an engine working in `store`) to completion, returning its standard output
+/// and resource usage.
 #[allow(clippy::zombie_processes)] // `wait_measured` reaps it.
-fn run_measured(command: &mut Command) -> (String, Usage) {
+fn run_measured(command: &mut Command, store: &Path) -> (String, Usage) {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
     // The kernel keeps only the peak of all resident memory, mapped files included; the
-    // anonymous part is sampled from /proc while the child runs.
+    // anonymous part and the part outside the store's mapped files are sampled from /proc
+    // while the child runs.
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (done, pid) = (Arc::clone(&done), child.id());
+        let (done, pid, store) = (Arc::clone(&done), child.id(), store.to_path_buf());
         std::thread::spawn(move || {
-            let mut peak = 0;
+            let (mut anon, mut rss) = (0, 0);
             while !done.load(Ordering::Relaxed) {
-                peak = peak.max(anon_bytes(pid).unwrap_or(0));
+                anon = anon.max(anon_bytes(pid).unwrap_or(0));
+                rss = rss.max(rss_outside(pid, &store).unwrap_or(0));
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            peak
+            (anon, rss)
         })
     };
     let mut out = String::new();
@@ -139,15 +156,36 @@ fn run_measured(command: &mut Command) -> (String, Usage) {
         .read_to_string(&mut out)
         .expect("read the child's output");
     done.store(true, Ordering::Relaxed);
-    let peak_anon_bytes = sampler.join().expect("sampler thread");
+    let (peak_anon_bytes, peak_rss_bytes) = sampler.join().expect("sampler thread");
     let usage = wait_measured(child.id());
     (
         out,
         Usage {
             peak_anon_bytes,
+            peak_rss_bytes,
             ..usage
         },
     )
+}
+
+/// The resident bytes of process `pid`'s mappings, but for mapped files inside `store`.
+fn rss_outside(pid: u32, store: &Path) -> Option<u64> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let store = store.to_str()?;
+    let (mut total_kib, mut in_store) = (0u64, false);
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if first == "Rss:" {
+            if !in_store {
+                total_kib += words.next()?.parse::<u64>().ok()?;
+            }
+        } else if !first.ends_with(':') {
+            // A mapping's header: `start-end perms offset dev inode [path]`.
+            in_store = words.nth(4).is_some_and(|path| path.starts_with(store));
+        }
+    }
+    Some(total_kib * 1024)
 }
 
 /// `RssAnon` of process `pid`.
@@ -174,7 +212,8 @@ fn wait_measured(pid: u32) -> Usage {
     );
     Usage {
         // Linux reports kilobytes, and output blocks of 512 bytes.
-        peak_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+        peak_rss_bytes: 0,
+        peak_rss_kernel_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
         peak_anon_bytes: 0,
         written_bytes: u64::try_from(usage.ru_oublock).unwrap_or(0) * 512,
     }
@@ -196,6 +235,7 @@ fn parse_results(output: &str) -> BTreeMap<String, f64> {
 struct Round {
     ops: BTreeMap<String, f64>,
     peak_rss_bytes: u64,
+    peak_rss_kernel_bytes: u64,
     peak_anon_bytes: u64,
     /// Disk bytes written per key and value byte, in the separate writes run.
     write_amplification: f64,
@@ -204,20 +244,24 @@ struct Round {
 /// Runs an embedded engine's child binary (this one for Strata, fjall's) in both modes.
 fn embedded(binary: &Path, dir: &Path, n: u64) -> Round {
     let child = |mode: &str| {
-        run_measured(Command::new(binary).args([
-            "--child",
-            mode,
-            "--dir",
-            &dir.display().to_string(),
-            "--keys",
-            &n.to_string(),
-        ]))
+        run_measured(
+            Command::new(binary).args([
+                "--child",
+                mode,
+                "--dir",
+                &dir.display().to_string(),
+                "--keys",
+                &n.to_string(),
+            ]),
+            dir,
+        )
     };
     let (out, main) = child("main");
     let (_, writes) = child("writes");
     Round {
         ops: parse_results(&out),
         peak_rss_bytes: main.peak_rss_bytes,
+        peak_rss_kernel_bytes: main.peak_rss_kernel_bytes,
         peak_anon_bytes: main.peak_anon_bytes,
         write_amplification: writes.written_bytes as f64 / user_bytes(2 * n),
     }
@@ -256,7 +300,7 @@ fn db_bench(dir: &Path, benchmarks: &str, num: u64, extra: &[&str]) -> (String, 
             "--bloom_bits=10",
         ])
         .args(extra);
-    let result = run_measured(&mut command);
+    let result = run_measured(&mut command, dir);
     let _ = std::fs::remove_dir_all(dir);
     result
 }
@@ -265,6 +309,7 @@ fn rocksdb(dir: &Path, n: u64) -> Round {
     let mut round = Round::default();
     let mut peak = |usage: Usage| {
         round.peak_rss_bytes = round.peak_rss_bytes.max(usage.peak_rss_bytes);
+        round.peak_rss_kernel_bytes = round.peak_rss_kernel_bytes.max(usage.peak_rss_kernel_bytes);
         round.peak_anon_bytes = round.peak_anon_bytes.max(usage.peak_anon_bytes);
     };
     let (seq, usage) = db_bench(dir, "fillseq", n, &[]);
@@ -300,6 +345,7 @@ fn rocksdb(dir: &Path, n: u64) -> Round {
 struct Summary {
     ops: BTreeMap<&'static str, f64>,
     peak_rss_mib: f64,
+    peak_rss_kernel_mib: f64,
     peak_anon_mib: f64,
     write_amplification: f64,
 }
@@ -314,6 +360,7 @@ fn summarize(rounds: &[Round]) -> Summary {
             })
             .collect(),
         peak_rss_mib: median(rounds.iter().map(|r| mib(r.peak_rss_bytes))),
+        peak_rss_kernel_mib: median(rounds.iter().map(|r| mib(r.peak_rss_kernel_bytes))),
         peak_anon_mib: median(rounds.iter().map(|r| mib(r.peak_anon_bytes))),
         write_amplification: median(rounds.iter().map(|r| r.write_amplification)),
     }
@@ -329,14 +376,15 @@ fn main() {
     }
     let args = Args::from_env();
     let quick = args.has("--quick");
-    let large = args.has("--large");
-    let n: u64 = if quick {
+    // `--keys N` sets the key count outright; `--large` is `--keys 10000000`.
+    let keys_default: u64 = if quick {
         200_000
-    } else if large {
+    } else if args.has("--large") {
         10_000_000
     } else {
         1_000_000
     };
+    let n: u64 = args.value_or("--keys", keys_default);
     let runs: usize = args.value_or("--runs", if quick { 1 } else { 3 });
     let fjall = std::env::var_os("STRATA_BENCH_FJALL").map(PathBuf::from);
     if fjall.is_none() {
@@ -383,6 +431,15 @@ fn main() {
         ("peak_anon", "MiB", |s| s.peak_anon_mib),
         ("write_amplification", "x", |s| s.write_amplification),
     ];
+    // The kernel's peak, mapped table pages included: for reference, without a ratio.
+    print_bench("lsm_peak_rss_kernel", ours.peak_rss_kernel_mib, "MiB");
+    for (baseline, theirs) in &baselines {
+        print_bench(
+            &format!("{baseline}_peak_rss_kernel"),
+            theirs.peak_rss_kernel_mib,
+            "MiB",
+        );
+    }
     for (name, unit, figure) in resources {
         let s = figure(&ours);
         print_bench(&format!("lsm_{name}"), s, unit);

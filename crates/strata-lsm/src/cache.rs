@@ -33,7 +33,7 @@ impl Shard {
     }
 }
 
-/// Decoded data blocks shared by every table of a store, within a byte budget.
+/// Verified data blocks shared by every table of a store, within a byte budget.
 #[derive(Debug)]
 pub struct LruBlockCache {
     shards: Vec<Mutex<Shard>>,

@@ -34,7 +34,7 @@ impl CachedBlock {
     }
 }
 
-/// A cache of decoded data blocks, shared by many tables (the LSM's business; a table only
+/// A cache of verified data blocks, shared by many tables (the LSM's business; a table only
 /// asks and offers). Keys are the table's id (from [`ReadOptions::table_id`]) and the block's
 /// offset.
 pub trait BlockCache: Send + Sync + std::fmt::Debug {

@@ -67,7 +67,8 @@ pub struct Options {
     pub table: TableOptions,
     /// When and how levels are compacted.
     pub compaction: CompactionOptions,
-    /// Bytes of decoded data blocks kept in the shared LRU cache (0: no cache). Default 32 MiB.
+    /// Bytes of verified data blocks kept in the shared LRU cache (0: no cache): a hit skips the
+    /// block's checksum (and, for a compressed table, its decompression). Default 32 MiB.
     pub block_cache_bytes: usize,
 }
 
