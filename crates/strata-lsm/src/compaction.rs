@@ -23,7 +23,10 @@ pub struct CompactionOptions {
     pub l0_trigger: usize,
     /// Split compaction output into tables of about this size. Default 16 MiB.
     pub target_file_bytes: u64,
-    /// Level 1 is compacted down once it holds more than this. Default 64 MiB.
+    /// Level 1 is compacted down once it holds more than this. Default 256 MiB: about what
+    /// level 0 holds when it is compacted (`l0_trigger` memtables of the default 64 MiB), so
+    /// that a level-0 compaction rewrites about as much of level 1 as it brings, and level 1
+    /// is not pushed down again by every one (RocksDB's rule and default).
     pub level_base_bytes: u64,
     /// Each level below holds this many times more than the one above. Default 10.
     pub level_multiplier: u64,
@@ -40,7 +43,7 @@ impl Default for CompactionOptions {
         Self {
             l0_trigger: 4,
             target_file_bytes: 16 * 1024 * 1024,
-            level_base_bytes: 64 * 1024 * 1024,
+            level_base_bytes: 256 * 1024 * 1024,
             level_multiplier: 10,
             l0_slowdown_trigger: 8,
             l0_stop_trigger: 12,

@@ -158,3 +158,48 @@ fn repeated_reads_hit_the_block_cache_within_its_budget() {
     assert!(stats.cache_bytes <= 64 * 1024, "{stats:?}");
     assert!(stats.levels.iter().map(|l| l.tables).sum::<usize>() > 0);
 }
+
+#[test]
+fn a_flush_writes_every_version_a_reader_can_see_and_no_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path(), Options::default()).expect("open");
+    let w = WriteOptions::default();
+    // Four versions of one key and one each of another, then a snapshot, then two more
+    // versions and a delete: of the versions at or below the snapshot only the newest can be
+    // read, so the flush writes it, the two newer ones, and the other key's two.
+    for v in ["1", "2", "3", "4"] {
+        db.put(b"k", v.as_bytes(), w).expect("put");
+    }
+    db.put(b"other", b"o", w).expect("put");
+    let snapshot = db.snapshot();
+    db.put(b"k", b"5", w).expect("put");
+    db.put(b"k", b"6", w).expect("put");
+    db.delete(b"other", w).expect("delete");
+    let written = db.flush().expect("flush");
+    assert_eq!(written.len(), 1);
+    let path = dir.path().join(format!("{:06}.sst", written[0].number));
+    let table = strata_sstable::Table::open(&path, strata_sstable::ReadOptions::default())
+        .expect("the flushed table opens");
+    assert_eq!(table.properties().entries, 3 + 2);
+    assert_eq!(snapshot.get(b"k").expect("get").as_deref(), Some(&b"4"[..]));
+    assert_eq!(
+        snapshot.get(b"other").expect("get").as_deref(),
+        Some(&b"o"[..])
+    );
+    assert_eq!(db.get(b"k").expect("get").as_deref(), Some(&b"6"[..]));
+    assert_eq!(db.get(b"other").expect("get"), None);
+    drop(snapshot);
+
+    // With no snapshot, a flush writes only each key's newest version (a tombstone too: an
+    // older table holds the key).
+    for v in ["7", "8", "9"] {
+        db.put(b"k", v.as_bytes(), w).expect("put");
+    }
+    db.delete(b"k", w).expect("delete");
+    let written = db.flush().expect("flush");
+    let path = dir.path().join(format!("{:06}.sst", written[0].number));
+    let table = strata_sstable::Table::open(&path, strata_sstable::ReadOptions::default())
+        .expect("the flushed table opens");
+    assert_eq!(table.properties().entries, 1);
+    assert_eq!(db.get(b"k").expect("get"), None);
+}

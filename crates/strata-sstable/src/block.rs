@@ -1,14 +1,82 @@
 //! Blocks: prefix-compressed sorted entries with restart points, built and decoded.
 //!
-//! An entry is `shared: u16 | unshared: u16 | value_len: u32 | key suffix | value`, all
-//! little-endian, where `shared` counts the bytes the key has in common with the previous key
-//! (0 at a restart point). The block ends with the restart offsets (`u32` each) and their count
-//! (`u32`).
+//! An entry is `shared | unshared | value_len | key suffix | value`, where `shared` counts the
+//! bytes the key has in common with the previous key (0 at a restart point). In format 2 the
+//! three lengths are LEB128 varints (one byte each below 128); in format 1 they were fixed
+//! `u16 | u16 | u32`, little-endian ([`EntryHeader`]). The block ends with the restart offsets
+//! (`u32` each) and their count (`u32`).
 //!
 //! Data blocks are read in place ([`DataBlock`] and [`BlockCursor`]); the index and properties
 //! blocks, read once when a table opens, are decoded whole ([`Block`]).
 
 use bytes::Bytes;
+
+/// How an entry's three lengths are written: fixed-width in format 1 tables, varints since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryHeader {
+    /// `shared: u16 | unshared: u16 | value_len: u32`, little-endian (format 1).
+    Fixed,
+    /// Three LEB128 varints of at most 32 bits (format 2).
+    Varint,
+}
+
+impl EntryHeader {
+    /// The header the tables of format `version` use.
+    pub fn for_version(version: u32) -> Self {
+        if version >= 2 {
+            EntryHeader::Varint
+        } else {
+            EntryHeader::Fixed
+        }
+    }
+
+    /// Reads the header at `at`: `(shared, unshared, value_len, where the key suffix starts)`;
+    /// `None` if it is truncated or malformed.
+    fn read(self, bytes: &[u8], at: usize) -> Option<(usize, usize, usize, usize)> {
+        match self {
+            EntryHeader::Fixed => Some((
+                le_u16(bytes, at)? as usize,
+                le_u16(bytes, at + 2)? as usize,
+                le_u32(bytes, at + 4)? as usize,
+                at + 8,
+            )),
+            EntryHeader::Varint => {
+                let (shared, at) = read_varint(bytes, at)?;
+                let (unshared, at) = read_varint(bytes, at)?;
+                let (value_len, at) = read_varint(bytes, at)?;
+                Some((shared as usize, unshared as usize, value_len as usize, at))
+            }
+        }
+    }
+}
+
+/// Appends `value` as a LEB128 varint.
+fn write_varint(out: &mut Vec<u8>, mut value: u32) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// The LEB128 varint at `at` and the offset just past it; `None` if it is truncated or does
+/// not fit 32 bits.
+fn read_varint(bytes: &[u8], mut at: usize) -> Option<(u32, usize)> {
+    let mut value = 0u32;
+    for shift in (0..35).step_by(7) {
+        let byte = *bytes.get(at)?;
+        at += 1;
+        let bits = u32::from(byte & 0x7f);
+        if shift == 28 && bits > 0x0f {
+            return None; // Past 32 bits.
+        }
+        value |= bits << shift;
+        if byte & 0x80 == 0 {
+            return Some((value, at));
+        }
+    }
+    None
+}
 
 /// Builds one block.
 #[derive(Debug)]
@@ -57,10 +125,10 @@ impl BlockBuilder {
                 .min(u16::MAX as usize)
         };
         let unshared = key.len() - shared;
-        self.buf.extend_from_slice(&(shared as u16).to_le_bytes());
-        self.buf.extend_from_slice(&(unshared as u16).to_le_bytes());
-        self.buf
-            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        // The table builder limits keys to `u16` and values to `u32` lengths.
+        write_varint(&mut self.buf, shared as u32);
+        write_varint(&mut self.buf, unshared as u32);
+        write_varint(&mut self.buf, value.len() as u32);
         self.buf.extend_from_slice(&key[shared..]);
         self.buf.extend_from_slice(value);
         self.last_key.clear();
@@ -109,7 +177,7 @@ impl Block {
     /// # Errors
     ///
     /// A description of the first structural problem.
-    pub fn decode(data: Bytes) -> Result<Self, &'static str> {
+    pub fn decode(data: Bytes, header: EntryHeader) -> Result<Self, &'static str> {
         let bytes = &data[..];
         let count = le_u32(bytes, bytes.len().checked_sub(4).ok_or("block too short")?)
             .ok_or("block too short")? as usize;
@@ -125,9 +193,9 @@ impl Block {
         let mut restarts_seen = 0usize;
         while at < restarts_at {
             let restart = le_u32(bytes, restarts_at + 4 * restarts_seen);
-            let shared = le_u16(bytes, at).ok_or("entry header truncated")? as usize;
-            let unshared = le_u16(bytes, at + 2).ok_or("entry header truncated")? as usize;
-            let value_len = le_u32(bytes, at + 4).ok_or("entry header truncated")? as usize;
+            let (shared, unshared, value_len, key_at) = header
+                .read(&bytes[..restarts_at], at)
+                .ok_or("entry header truncated")?;
             if restarts_seen < count && restart == Some(at as u32) {
                 if shared != 0 {
                     return Err("restart entry shares a prefix");
@@ -138,7 +206,6 @@ impl Block {
             if shared > prev_end - prev_start {
                 return Err("entry shares more than the previous key");
             }
-            let key_at = at + 8;
             let value_at = key_at
                 .checked_add(unshared)
                 .ok_or("entry runs past the block")?;
@@ -219,6 +286,7 @@ struct RawEntry {
 #[derive(Debug, Clone)]
 pub(crate) struct DataBlock {
     data: Bytes,
+    header: EntryHeader,
     /// Where the entries end and the restart array begins.
     restarts_at: usize,
     restarts: usize,
@@ -231,7 +299,7 @@ impl DataBlock {
     /// # Errors
     ///
     /// A description of the first structural problem.
-    pub fn new(data: Bytes) -> Result<Self, &'static str> {
+    pub fn new(data: Bytes, header: EntryHeader) -> Result<Self, &'static str> {
         let bytes = &data[..];
         let count_at = bytes.len().checked_sub(4).ok_or("block too short")?;
         let count = le_u32(bytes, count_at).ok_or("block too short")? as usize;
@@ -256,6 +324,7 @@ impl DataBlock {
         }
         Ok(Self {
             data,
+            header,
             restarts_at,
             restarts: count,
         })
@@ -272,11 +341,10 @@ impl DataBlock {
     }
 
     fn entry_at(&self, at: usize) -> Result<RawEntry, &'static str> {
-        let bytes = &self.data[..self.restarts_at];
-        let shared = le_u16(bytes, at).ok_or("entry header truncated")? as usize;
-        let unshared = le_u16(bytes, at + 2).ok_or("entry header truncated")? as usize;
-        let value_len = le_u32(bytes, at + 4).ok_or("entry header truncated")? as usize;
-        let key_at = at + 8;
+        let (shared, unshared, value_len, key_at) = self
+            .header
+            .read(&self.data[..self.restarts_at], at)
+            .ok_or("entry header truncated")?;
         let value_at = key_at + unshared;
         let end = value_at
             .checked_add(value_len)
@@ -474,7 +542,7 @@ mod tests {
         for (k, v) in &entries {
             b.add(k, v);
         }
-        let block = Block::decode(Bytes::from(b.finish())).expect("decodes");
+        let block = Block::decode(Bytes::from(b.finish()), EntryHeader::Varint).expect("decodes");
         assert_eq!(block.len(), 20);
         for (i, (k, v)) in entries.iter().enumerate() {
             assert_eq!(block.key(i), &k[..]);
@@ -490,7 +558,8 @@ mod tests {
         for (k, v) in entries {
             b.add(k, v);
         }
-        DataBlock::new(Bytes::from(b.finish())).expect("a block just built is well formed")
+        DataBlock::new(Bytes::from(b.finish()), EntryHeader::Varint)
+            .expect("a block just built is well formed")
     }
 
     proptest::proptest! {
@@ -563,7 +632,7 @@ mod tests {
             for flip in [0x01u8, 0x80, 0xff] {
                 let mut bytes = good.clone();
                 bytes[at] ^= flip;
-                let Ok(block) = DataBlock::new(Bytes::from(bytes)) else {
+                let Ok(block) = DataBlock::new(Bytes::from(bytes), EntryHeader::Varint) else {
                     damaged_and_caught += 1;
                     continue;
                 };
@@ -597,8 +666,10 @@ mod tests {
         }
         let bytes = b.finish();
         for cut in 0..bytes.len() {
-            let _ = Block::decode(Bytes::copy_from_slice(&bytes[..cut]));
-            if let Ok(block) = DataBlock::new(Bytes::copy_from_slice(&bytes[..cut])) {
+            let _ = Block::decode(Bytes::copy_from_slice(&bytes[..cut]), EntryHeader::Varint);
+            if let Ok(block) =
+                DataBlock::new(Bytes::copy_from_slice(&bytes[..cut]), EntryHeader::Varint)
+            {
                 let mut cursor = BlockCursor::default();
                 let _ = cursor.seek_to_last(&block);
                 let _ = cursor.seek(&block, &[b'k', 5]);

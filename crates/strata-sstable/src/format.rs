@@ -2,8 +2,9 @@
 
 /// The magic number at the end of every table file.
 pub const TABLE_MAGIC: [u8; 8] = *b"STRATSST";
-/// The format version this code writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this code writes, and the newest it reads. Version 2 writes block
+/// entries' lengths as varints; version 1 tables (fixed-width lengths) are still read.
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes in the footer.
 pub const FOOTER_BYTES: usize = 56;
 /// Bytes in a block trailer: compression type (1) and CRC-32 (4).

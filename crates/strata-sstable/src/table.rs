@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use strata_fs::IoError;
 
-use crate::block::{Block, BlockCursor, DataBlock};
+use crate::block::{Block, BlockCursor, DataBlock, EntryHeader};
 use crate::bloom;
 use crate::builder::{FilterKeyFn, whole_key};
 use crate::error::{Error, Result};
@@ -207,6 +207,11 @@ impl Table {
         self.version
     }
 
+    /// How this table's block entries are laid out.
+    fn entry_header(&self) -> EntryHeader {
+        EntryHeader::for_version(self.version)
+    }
+
     /// The table's properties.
     pub fn properties(&self) -> &Properties {
         &self.properties
@@ -331,11 +336,12 @@ impl Table {
             return Ok(block);
         }
         let contents = self.read_raw(handle)?;
-        let block = DataBlock::new(contents).map_err(|reason| Error::Corruption {
-            path: self.path.clone(),
-            offset: handle.offset,
-            reason,
-        })?;
+        let block =
+            DataBlock::new(contents, self.entry_header()).map_err(|reason| Error::Corruption {
+                path: self.path.clone(),
+                offset: handle.offset,
+                reason,
+            })?;
         if let Some(cache) = &self.options.cache {
             cache.insert(
                 self.options.table_id,
@@ -348,7 +354,7 @@ impl Table {
 
     fn read_block(&self, handle: BlockHandle) -> Result<Block> {
         let contents = self.read_raw(handle)?;
-        Block::decode(contents).map_err(|reason| Error::Corruption {
+        Block::decode(contents, self.entry_header()).map_err(|reason| Error::Corruption {
             path: self.path.clone(),
             offset: handle.offset,
             reason,

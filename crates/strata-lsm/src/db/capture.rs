@@ -128,7 +128,7 @@ impl Capture {
                 &self.inner.options.table,
                 &[],
                 self.seq,
-                true,
+                self.seq,
             )?;
             if let Some(meta) = meta {
                 written.push(name);

@@ -9,7 +9,7 @@ use strata_fs::IoError;
 
 use super::stats::bump;
 use super::version::{TableHandle, open_table};
-use super::{Db, Inner, State};
+use super::{Db, Inner, State, oldest_reader};
 use crate::compaction::{self, Plan};
 use crate::error::Result;
 use crate::manifest::{FileMeta, VersionEdit};
@@ -103,14 +103,7 @@ impl Inner {
                 })
                 .collect();
             handles.extend(extra);
-            let oldest = state
-                .snapshots
-                .keys()
-                .next()
-                .copied()
-                .unwrap_or(state.last_seq)
-                .min(state.last_seq);
-            (handles, oldest)
+            (handles, oldest_reader(&state))
         };
         let sources = handles
             .iter()

@@ -11,7 +11,7 @@ use strata_sstable::{TableBuilder, TableOptions};
 
 use super::stats::bump;
 use super::version::{Version, open_table, table_path};
-use super::{Db, Inner};
+use super::{Db, Inner, oldest_reader};
 use crate::error::{Error, Result};
 use crate::keys::encode_internal_key;
 use crate::manifest::{FileMeta, VersionEdit};
@@ -153,14 +153,14 @@ impl Inner {
     pub(super) fn flush_oldest(&self) -> Result<Option<FileMeta>> {
         // One flush at a time (the background thread and `Db::flush` may both try).
         let manifest = self.manifest.lock();
-        let (memtable, number, last_seq) = {
+        let (memtable, number, last_seq, oldest_reader) = {
             let mut state = self.state.lock();
             let Some(memtable) = state.immutables.last().cloned() else {
                 return Ok(None);
             };
             let number = state.manifest_state.next_file_number;
             state.manifest_state.next_file_number += 1;
-            (memtable, number, state.last_seq)
+            (memtable, number, state.last_seq, oldest_reader(&state))
         };
         let path = table_path(&self.dir, number);
         let properties = memtable.properties.lock().clone();
@@ -171,7 +171,7 @@ impl Inner {
             &self.options.table,
             &properties,
             u64::MAX,
-            false,
+            oldest_reader,
         )?
         // Only memtables holding something are switched out, so none is flushed empty.
         .expect("a switched-out memtable holds at least one version");
@@ -218,10 +218,11 @@ impl Inner {
 }
 
 /// Writes the versions in `memtable` at or below `seq_max` to a new level-0 table numbered
-/// `number` at `path`, recording `properties` in it. A flush writes every version (snapshots may
-/// read the older ones); with `newest_only`, only the newest qualifying version of each key is
-/// written, which is all a capture's table needs (it is only ever read as of `seq_max`). `None`,
-/// and no file, if no version qualifies.
+/// `number` at `path`, recording `properties` in it, but for those no reader can see: every
+/// reader reads at `oldest_reader` or later, so of the versions of a key at or below it only the
+/// newest is written (a tombstone included: older tables may hold the key). A flush passes its
+/// oldest snapshot; a capture, whose table is only ever read as of `seq_max`, passes `seq_max`
+/// and so writes only each key's newest version. `None`, and no file, if no version qualifies.
 ///
 /// Streams from the memtable into the table builder: nothing is copied but one key at a time.
 /// The memtable may take inserts meanwhile (a capture's active memtable does); versions above
@@ -233,22 +234,24 @@ pub(super) fn write_memtable(
     options: &TableOptions,
     properties: &[(String, Vec<u8>)],
     seq_max: u64,
-    newest_only: bool,
+    oldest_reader: u64,
 ) -> Result<Option<FileMeta>> {
     let mut builder: Option<TableBuilder> = None;
     let mut key = Vec::new();
     let (mut smallest_seq, mut largest_seq) = (u64::MAX, 0);
     let mut smallest = None;
-    let mut previous_user_key: Option<&[u8]> = None;
+    // The previous version written: its user key and sequence number.
+    let mut previous: Option<(&[u8], u64)> = None;
     for entry in memtable.range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded) {
         if entry.seq > seq_max {
             continue;
         }
-        // Versions come newest first within a key: the first that qualifies is the newest.
-        if newest_only && previous_user_key == Some(entry.user_key) {
+        // Versions come newest first within a key: once one at or below the oldest reader's
+        // sequence number is written, every older one is shadowed for every reader.
+        if previous.is_some_and(|(key, seq)| key == entry.user_key && seq <= oldest_reader) {
             continue;
         }
-        previous_user_key = Some(entry.user_key);
+        previous = Some((entry.user_key, entry.seq));
         let out = match &mut builder {
             Some(out) => out,
             None => {
