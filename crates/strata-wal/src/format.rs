@@ -11,12 +11,20 @@ pub const FIRST_LSN: Lsn = 1;
 
 /// The magic bytes a segment file starts with.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"STRATWAL";
-/// The format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this code writes in new segments. A segment's records are framed as its
+/// header's version says: 2, a header of varints (about 11 bytes); 1, a fixed 24-byte header.
+/// Both are read, and a log opened on a version 1 tail segment goes on appending to it in
+/// version 1 framing (new segments are version 2).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this code reads.
+pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Bytes in a segment header.
 pub const SEGMENT_HEADER_BYTES: usize = 32;
-/// Bytes in a record header.
-pub const RECORD_HEADER_BYTES: usize = 24;
+/// Bytes in a version 1 record header.
+pub const RECORD_HEADER_BYTES_V1: usize = 24;
+/// The most bytes a record header takes (version 2: checksum, and three varints of at most 5,
+/// 10 and 10 bytes).
+pub const RECORD_HEADER_BYTES_MAX: usize = 4 + 5 + 10 + 10;
 /// After damage, the search for later records that still verify checksums at most this many
 /// times the bytes that follow the damage.
 const CLAIM_SCAN_BUDGET_FACTOR: usize = 8;
@@ -31,6 +39,8 @@ pub struct SegmentHeader {
     pub salt: u32,
     /// The LSN of the segment's first record.
     pub first_lsn: Lsn,
+    /// The format version, which frames every record of the segment.
+    pub version: u32,
 }
 
 impl SegmentHeader {
@@ -38,7 +48,7 @@ impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES] {
         let mut out = [0u8; SEGMENT_HEADER_BYTES];
         out[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[8..12].copy_from_slice(&self.version.to_le_bytes());
         out[12..16].copy_from_slice(&self.salt.to_le_bytes());
         out[16..24].copy_from_slice(&self.first_lsn.to_le_bytes());
         // 24..28 reserved, zero.
@@ -62,12 +72,14 @@ impl SegmentHeader {
         if crc32fast::hash(&header[0..28]) != le_u32(&header[28..32]) {
             return Err("segment header checksum mismatch");
         }
-        if le_u32(&header[8..12]) != FORMAT_VERSION {
+        let version = le_u32(&header[8..12]);
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
             return Err("unsupported segment format version");
         }
         Ok(Self {
             salt: le_u32(&header[12..16]),
             first_lsn: le_u64(&header[16..24]),
+            version,
         })
     }
 }
@@ -129,46 +141,108 @@ pub fn payload_crc(payload: &[u8]) -> PayloadCrc<'_> {
     PayloadCrc(Crc::Ahead(hasher))
 }
 
-/// The 24-byte header of a record whose payload has length `payload_len` and CRC state
-/// `payload_crc` (see [`payload_crc`]).
+/// A record's header, as long as its segment's format makes it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordHeader {
+    bytes: [u8; RECORD_HEADER_BYTES_MAX],
+    len: u8,
+}
+
+impl RecordHeader {
+    /// The header's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// Bytes in the header.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Never true: a header always has its checksum.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Appends `value` to `out` at `at` as a LEB128 varint; returns the offset past it.
+fn put_varint(out: &mut [u8], mut at: usize, mut value: u64) -> usize {
+    while value >= 0x80 {
+        out[at] = (value as u8) | 0x80;
+        value >>= 7;
+        at += 1;
+    }
+    out[at] = value as u8;
+    at + 1
+}
+
+/// The LEB128 varint at `at` and the offset past it. [`Damage::Truncated`] if the bytes end
+/// first, [`Damage::Checksum`] (damage like a failed checksum) if it does not fit 64 bits.
+fn get_varint(bytes: &[u8], mut at: usize) -> Result<(u64, usize), Damage> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(at).ok_or(Damage::Truncated)?;
+        at += 1;
+        let bits = u64::from(byte & 0x7f);
+        if shift == 63 && bits > 1 {
+            return Err(Damage::Checksum);
+        }
+        value |= bits << shift;
+        if byte & 0x80 == 0 {
+            return Ok((value, at));
+        }
+    }
+    Err(Damage::Checksum)
+}
+
+/// The header of a record in `segment` (which decides its framing) whose payload has length
+/// `payload_len` and CRC state `payload_crc` (see [`payload_crc`]). `lsn` must be at or after
+/// the segment's first, and `durable_lsn` below `lsn`.
 pub fn record_header(
-    salt: u32,
+    segment: &SegmentHeader,
     lsn: Lsn,
     durable_lsn: Lsn,
     payload_len: u32,
     payload_crc: &PayloadCrc<'_>,
-) -> [u8; RECORD_HEADER_BYTES] {
-    let mut header = [0u8; RECORD_HEADER_BYTES];
-    header[4..8].copy_from_slice(&payload_len.to_le_bytes());
-    header[8..16].copy_from_slice(&lsn.to_le_bytes());
-    header[16..24].copy_from_slice(&durable_lsn.to_le_bytes());
+) -> RecordHeader {
+    let mut bytes = [0u8; RECORD_HEADER_BYTES_MAX];
+    let len = if segment.version == 1 {
+        bytes[4..8].copy_from_slice(&payload_len.to_le_bytes());
+        bytes[8..16].copy_from_slice(&lsn.to_le_bytes());
+        bytes[16..24].copy_from_slice(&durable_lsn.to_le_bytes());
+        RECORD_HEADER_BYTES_V1
+    } else {
+        debug_assert!(lsn >= segment.first_lsn && durable_lsn < lsn);
+        let at = put_varint(&mut bytes, 4, u64::from(payload_len));
+        let at = put_varint(&mut bytes, at, lsn - segment.first_lsn);
+        put_varint(&mut bytes, at, lsn - durable_lsn)
+    };
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&salt.to_le_bytes());
-    hasher.update(&header[4..]);
+    hasher.update(&segment.salt.to_le_bytes());
+    hasher.update(&bytes[4..len]);
     match &payload_crc.0 {
         Crc::Inline(payload) => hasher.update(payload),
         Crc::Ahead(crc) => hasher.combine(crc),
     }
-    header[0..4].copy_from_slice(&hasher.finalize().to_le_bytes());
-    header
+    bytes[0..4].copy_from_slice(&hasher.finalize().to_le_bytes());
+    RecordHeader {
+        bytes,
+        len: len as u8,
+    }
 }
 
 /// Appends one framed record to `out`.
-pub fn encode_record(out: &mut Vec<u8>, salt: u32, lsn: Lsn, durable_lsn: Lsn, payload: &[u8]) {
-    encode_record_with_crc(out, salt, lsn, durable_lsn, payload, &payload_crc(payload));
-}
-
-/// Appends one framed record to `out`, its payload's CRC state already computed.
-pub fn encode_record_with_crc(
+pub fn encode_record(
     out: &mut Vec<u8>,
-    salt: u32,
+    segment: &SegmentHeader,
     lsn: Lsn,
     durable_lsn: Lsn,
     payload: &[u8],
-    crc: &PayloadCrc<'_>,
 ) {
     let len = u32::try_from(payload.len()).expect("record length was checked against the limit");
-    out.extend_from_slice(&record_header(salt, lsn, durable_lsn, len, crc));
+    out.extend_from_slice(
+        record_header(segment, lsn, durable_lsn, len, &payload_crc(payload)).as_bytes(),
+    );
     out.extend_from_slice(payload);
 }
 
@@ -181,6 +255,8 @@ pub struct RecordRef<'a> {
     pub durable_lsn: Lsn,
     /// Its byte offset in the segment file.
     pub offset: u64,
+    /// The byte offset just past it.
+    pub end: u64,
     /// Its payload.
     pub payload: &'a [u8],
 }
@@ -217,7 +293,7 @@ impl Damage {
 #[derive(Debug, Clone)]
 pub struct RecordScanner<'a> {
     bytes: &'a [u8],
-    salt: u32,
+    header: SegmentHeader,
     next_lsn: Lsn,
     offset: usize,
     record_bytes_max: u32,
@@ -229,7 +305,7 @@ impl<'a> RecordScanner<'a> {
     pub fn new(segment: &'a [u8], header: SegmentHeader, record_bytes_max: u32) -> Self {
         Self {
             bytes: segment,
-            salt: header.salt,
+            header,
             next_lsn: header.first_lsn,
             offset: SEGMENT_HEADER_BYTES.min(segment.len()),
             record_bytes_max,
@@ -247,7 +323,7 @@ impl<'a> RecordScanner<'a> {
     ) -> Self {
         Self {
             bytes: segment,
-            salt: header.salt,
+            header,
             next_lsn,
             offset: usize::try_from(offset).map_or(segment.len(), |o| o.min(segment.len())),
             record_bytes_max,
@@ -265,30 +341,59 @@ impl<'a> RecordScanner<'a> {
         self.next_lsn
     }
 
+    /// Reads the header at `offset`: its length, the payload length, the LSN and the durable
+    /// LSN it states (unverified). [`Damage::Truncated`] if the bytes end within it;
+    /// [`Damage::Checksum`] if its fields are malformed, which only damage makes them.
+    fn header_at(&self, offset: usize) -> Result<(usize, u64, Lsn, Lsn), Damage> {
+        let rest = &self.bytes[offset..];
+        if self.header.version == 1 {
+            let header = rest
+                .get(..RECORD_HEADER_BYTES_V1)
+                .ok_or(Damage::Truncated)?;
+            return Ok((
+                RECORD_HEADER_BYTES_V1,
+                u64::from(le_u32(&header[4..8])),
+                le_u64(&header[8..16]),
+                le_u64(&header[16..24]),
+            ));
+        }
+        let (len, at) = get_varint(rest, 4)?;
+        let (lsn_delta, at) = get_varint(rest, at)?;
+        let (durable_gap, at) = get_varint(rest, at)?;
+        let lsn = self
+            .header
+            .first_lsn
+            .checked_add(lsn_delta)
+            .ok_or(Damage::Checksum)?;
+        // A record is never durable when written: the gap is at least 1.
+        let durable = lsn
+            .checked_sub(durable_gap)
+            .filter(|_| durable_gap > 0)
+            .ok_or(Damage::Checksum)?;
+        Ok((at, len, lsn, durable))
+    }
+
     /// Decodes the record at `offset` expecting `lsn`, without advancing.
     fn decode_at(&self, offset: usize, lsn: Lsn) -> Result<(RecordRef<'a>, usize), Damage> {
-        let rest = &self.bytes[offset..];
-        let header = rest.get(..RECORD_HEADER_BYTES).ok_or(Damage::Truncated)?;
-        let len = le_u32(&header[4..8]);
-        if len > self.record_bytes_max {
+        let (header_len, len, record_lsn, durable_lsn) = self.header_at(offset)?;
+        if len > u64::from(self.record_bytes_max) {
             return Err(Damage::TooLong);
         }
-        let end = RECORD_HEADER_BYTES + len as usize;
-        let payload = rest
-            .get(RECORD_HEADER_BYTES..end)
-            .ok_or(Damage::Truncated)?;
-        if record_crc(self.salt, &header[4..], payload) != le_u32(&header[0..4]) {
+        let end = header_len + len as usize;
+        let rest = &self.bytes[offset..];
+        let payload = rest.get(header_len..end).ok_or(Damage::Truncated)?;
+        if record_crc(self.header.salt, &rest[4..header_len], payload) != le_u32(&rest[0..4]) {
             return Err(Damage::Checksum);
         }
-        let record_lsn = le_u64(&header[8..16]);
         if record_lsn != lsn {
             return Err(Damage::OutOfSequence);
         }
         Ok((
             RecordRef {
                 lsn,
-                durable_lsn: le_u64(&header[16..24]),
+                durable_lsn,
                 offset: offset as u64,
+                end: (offset + end) as u64,
                 payload,
             },
             end,
@@ -310,20 +415,21 @@ impl<'a> RecordScanner<'a> {
         // Look for the records that followed: their LSNs continue the sequence, so only
         // candidate offsets whose LSN field is plausible are checksummed.
         let lsn_window = self.next_lsn..self.next_lsn.saturating_add(1 << 20);
-        while at + RECORD_HEADER_BYTES <= self.bytes.len() {
-            let lsn_field = le_u64(&self.bytes[at + 8..at + 16]);
-            let len = le_u32(&self.bytes[at + 4..at + 8]) as usize;
-            // A candidate whose payload would run past the end cannot verify: skip it free.
-            let fits = len <= self.bytes.len() - at - RECORD_HEADER_BYTES;
-            if lsn_window.contains(&lsn_field) && fits {
-                if len > crc_budget {
-                    break;
-                }
-                crc_budget -= len;
-                if let Ok((record, end)) = self.decode_at(at, lsn_field) {
-                    claim = claim.max(record.durable_lsn);
-                    at += end;
-                    continue;
+        while at + 4 < self.bytes.len() {
+            if let Ok((header_len, len, lsn_field, _)) = self.header_at(at) {
+                // A candidate whose payload would run past the end cannot verify: skip it free.
+                let fits = len <= (self.bytes.len() - at - header_len) as u64;
+                if lsn_window.contains(&lsn_field) && fits {
+                    let len = len as usize;
+                    if len > crc_budget {
+                        break;
+                    }
+                    crc_budget -= len;
+                    if let Ok((record, end)) = self.decode_at(at, lsn_field) {
+                        claim = claim.max(record.durable_lsn);
+                        at += end;
+                        continue;
+                    }
                 }
             }
             at += 1;
@@ -377,26 +483,43 @@ pub fn parse_segment_file_name(name: &str) -> Option<Lsn> {
 mod tests {
     use super::*;
 
-    fn segment(salt: u32, first_lsn: Lsn, payloads: &[&[u8]]) -> Vec<u8> {
-        let header = SegmentHeader { salt, first_lsn };
+    fn segment_of(version: u32, salt: u32, first_lsn: Lsn, payloads: &[&[u8]]) -> Vec<u8> {
+        let header = SegmentHeader {
+            salt,
+            first_lsn,
+            version,
+        };
         let mut out = header.encode().to_vec();
         for (i, p) in payloads.iter().enumerate() {
-            encode_record(&mut out, salt, first_lsn + i as u64, 0, p);
+            encode_record(&mut out, &header, first_lsn + i as u64, 0, p);
         }
         out
     }
 
+    fn segment(salt: u32, first_lsn: Lsn, payloads: &[&[u8]]) -> Vec<u8> {
+        segment_of(FORMAT_VERSION, salt, first_lsn, payloads)
+    }
+
     #[test]
-    fn records_scan_back_in_order() {
-        let bytes = segment(7, 10, &[b"a", b"", b"ccc"]);
-        let header = SegmentHeader::decode(&bytes).expect("header");
-        let records: Vec<_> = RecordScanner::new(&bytes, header, 1024)
-            .map(|r| r.expect("valid"))
-            .map(|r| (r.lsn, r.payload.to_vec()))
-            .collect();
+    fn records_of_either_version_scan_back_in_order() {
+        for version in [1, 2] {
+            let bytes = segment_of(version, 7, 10, &[b"a", b"", b"ccc"]);
+            let header = SegmentHeader::decode(&bytes).expect("header");
+            assert_eq!(header.version, version);
+            let records: Vec<_> = RecordScanner::new(&bytes, header, 1024)
+                .map(|r| r.expect("valid"))
+                .map(|r| (r.lsn, r.payload.to_vec()))
+                .collect();
+            assert_eq!(
+                records,
+                vec![(10, b"a".to_vec()), (11, Vec::new()), (12, b"ccc".to_vec())]
+            );
+        }
+        // Version 2's framing of a small record: checksum, then one byte each for the length,
+        // the LSN's distance from the segment's first and from the durable LSN.
         assert_eq!(
-            records,
-            vec![(10, b"a".to_vec()), (11, Vec::new()), (12, b"ccc".to_vec())]
+            segment(7, 10, &[b"a"]).len(),
+            SEGMENT_HEADER_BYTES + 4 + 3 + 1
         );
     }
 
@@ -410,21 +533,26 @@ mod tests {
         assert_eq!(results.len(), 2);
         assert_eq!(
             results[1],
-            Err((SEGMENT_HEADER_BYTES as u64 + 25, Damage::Checksum))
+            Err((SEGMENT_HEADER_BYTES as u64 + 4 + 3 + 1, Damage::Checksum))
         );
     }
 
     #[test]
     fn every_truncation_is_reported_as_truncated() {
-        let bytes = segment(7, 1, &[b"hello", b"world"]);
-        let header = SegmentHeader::decode(&bytes).expect("header");
-        for cut in SEGMENT_HEADER_BYTES + 1..bytes.len() {
-            let results: Vec<_> = RecordScanner::new(&bytes[..cut], header, 1024).collect();
-            let last = results.last().expect("something");
-            if cut == SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + 5 {
-                assert!(last.is_ok());
-            } else {
-                assert!(matches!(last, Err((_, Damage::Truncated))), "cut {cut}");
+        for (version, header_bytes) in [(1, RECORD_HEADER_BYTES_V1), (2, 4 + 3)] {
+            let bytes = segment_of(version, 7, 1, &[b"hello", b"world"]);
+            let header = SegmentHeader::decode(&bytes).expect("header");
+            for cut in SEGMENT_HEADER_BYTES + 1..bytes.len() {
+                let results: Vec<_> = RecordScanner::new(&bytes[..cut], header, 1024).collect();
+                let last = results.last().expect("something");
+                if cut == SEGMENT_HEADER_BYTES + header_bytes + 5 {
+                    assert!(last.is_ok());
+                } else {
+                    assert!(
+                        matches!(last, Err((_, Damage::Truncated))),
+                        "version {version}, cut {cut}"
+                    );
+                }
             }
         }
     }

@@ -20,11 +20,12 @@ proptest! {
     fn opening_arbitrary_segment_bytes_never_panics(
         body in proptest::collection::vec(any::<u8>(), 0..600),
         with_header in any::<bool>(),
+        version in 1u32..=2,
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut bytes = Vec::new();
         if with_header {
-            bytes.extend_from_slice(&SegmentHeader { salt: 77, first_lsn: 1 }.encode());
+            bytes.extend_from_slice(&SegmentHeader { salt: 77, first_lsn: 1, version }.encode());
         }
         bytes.extend_from_slice(&body);
         std::fs::write(dir.path().join(segment_file_name(1)), &bytes).expect("write");

@@ -2,7 +2,7 @@
 //! are cut off as a torn tail where that is what they are.
 
 use std::path::{Path, PathBuf};
-use strata_wal::format::SEGMENT_HEADER_BYTES;
+use strata_wal::format::{RecordScanner, SEGMENT_HEADER_BYTES, SegmentHeader};
 use strata_wal::{Durability, Error, Wal, WalOptions};
 
 fn options() -> WalOptions {
@@ -34,6 +34,16 @@ fn filled(n: u64) -> tempfile::TempDir {
     dir
 }
 
+/// Where each record of a segment starts and ends.
+fn spans(path: &Path) -> Vec<(usize, usize)> {
+    let bytes = std::fs::read(path).expect("read");
+    let header = SegmentHeader::decode(&bytes).expect("header");
+    RecordScanner::new(&bytes, header, u32::MAX)
+        .map(|r| r.expect("verifies"))
+        .map(|r| (r.offset as usize, r.end as usize))
+        .collect()
+}
+
 fn flip(path: &Path, offset: usize) {
     let mut bytes = std::fs::read(path).expect("read");
     bytes[offset] ^= 0x10;
@@ -46,9 +56,9 @@ fn a_bit_flip_in_a_sealed_segment_is_corruption_with_segment_and_offset() {
     let files = segments(dir.path());
     assert!(files.len() >= 3, "{files:?}");
     let sealed = &files[1];
-    // Inside the third record's payload: records are 24 + 100 bytes.
-    let offset = SEGMENT_HEADER_BYTES + 2 * 124 + 24 + 50;
-    flip(sealed, offset);
+    // Inside the third record's payload, which ends its record.
+    let (third, third_end) = spans(sealed)[2];
+    flip(sealed, third_end - 50);
     match Wal::open(dir.path(), options()) {
         Err(Error::Corruption {
             segment,
@@ -56,7 +66,7 @@ fn a_bit_flip_in_a_sealed_segment_is_corruption_with_segment_and_offset() {
             ..
         }) => {
             assert_eq!(&segment, sealed);
-            assert_eq!(at, (SEGMENT_HEADER_BYTES + 2 * 124) as u64);
+            assert_eq!(at, third as u64);
         }
         other => panic!("expected corruption, got {other:?}"),
     }
@@ -117,7 +127,8 @@ fn damage_to_a_synced_record_is_corruption_when_later_records_prove_it_was_synce
     drop(wal);
     let files = segments(dir.path());
     let last = files.last().expect("a segment");
-    flip(last, SEGMENT_HEADER_BYTES + 124 + 30); // the second record
+    let (_, second_end) = spans(last)[1];
+    flip(last, second_end - 30); // the second record's payload
     assert!(matches!(
         Wal::open(dir.path(), options()),
         Err(Error::Corruption { .. })
@@ -130,13 +141,15 @@ fn a_cut_in_the_last_segment_is_a_torn_tail_and_reported() {
     let files = segments(dir.path());
     let last = files.last().expect("a segment");
     let len = std::fs::metadata(last).expect("stat").len();
+    let (last_start, last_end) = *spans(last).last().expect("a record");
+    assert_eq!(last_end as u64, len);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(last)
         .expect("open");
     file.set_len(len - 30).expect("truncate");
     let (wal, report) = Wal::open(dir.path(), options()).expect("a torn tail is not an error");
-    assert_eq!(report.torn_tail_bytes, 124 - 30);
+    assert_eq!(report.torn_tail_bytes, (last_end - last_start - 30) as u64);
     assert_eq!(wal.next_lsn(), 40);
     // Appends continue after the cut, on a record boundary.
     wal.append(b"after").expect("append");

@@ -94,7 +94,7 @@ fn durable_boundary(path: &Path, durable_lsn: Lsn) -> usize {
     for record in RecordScanner::new(&bytes, header, u32::MAX) {
         match record {
             Ok(r) if r.lsn <= durable_lsn => {
-                boundary = r.offset as usize + 24 + r.payload.len();
+                boundary = r.end as usize;
             }
             _ => break,
         }

@@ -13,8 +13,8 @@ use super::write::write_chunks;
 use super::{Chunk, Inner, State, TailPlan, Wal, new_salt};
 use crate::error::{Error, Result};
 use crate::format::{
-    Lsn, PAYLOAD_CRC_AHEAD_BYTES_MIN, PayloadCrc, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
-    SegmentHeader, payload_crc, record_header,
+    FORMAT_VERSION, Lsn, PAYLOAD_CRC_AHEAD_BYTES_MIN, PayloadCrc, RecordHeader,
+    SEGMENT_HEADER_BYTES, SegmentHeader, payload_crc, record_header,
 };
 use crate::options::Durability;
 
@@ -56,7 +56,7 @@ impl Wal {
             }
         }
         // The checksum of large payloads, the expensive part, is computed before taking the
-        // lock; only the 24-byte header's is added under it. (Small payloads are checksummed
+        // lock; only the header's is added under it. (Small payloads are checksummed
         // with their header, and need no vector.)
         let ahead: Vec<PayloadCrc<'_>> = if payloads
             .iter()
@@ -123,39 +123,39 @@ impl Wal {
 
     /// Gives the next record its LSN and segment: queues a rotation first if the record would
     /// take the tail segment past its limit. Returns the record's header.
-    fn assign(
-        &self,
-        state: &mut State,
-        payload_len: usize,
-        crc: &PayloadCrc<'_>,
-    ) -> [u8; RECORD_HEADER_BYTES] {
-        let record_bytes = (RECORD_HEADER_BYTES + payload_len) as u64;
+    fn assign(&self, state: &mut State, payload_len: usize, crc: &PayloadCrc<'_>) -> RecordHeader {
         let lsn = state.next_lsn;
+        let len = u32::try_from(payload_len).expect("record length was checked against the limit");
+        let mut header = record_header(&state.tail.header, lsn, state.durable_lsn, len, crc);
         if state.tail.has_records
-            && state.tail.projected_bytes + record_bytes > self.inner.options.segment_bytes_max
+            && state.tail.projected_bytes + (header.len() + payload_len) as u64
+                > self.inner.options.segment_bytes_max
         {
-            let header = SegmentHeader {
+            let segment = SegmentHeader {
                 salt: new_salt(),
                 first_lsn: lsn,
+                version: FORMAT_VERSION,
             };
             let bytes = state.spare_buffers.pop().unwrap_or_default();
             state.queue.push(Chunk {
-                new_segment: Some(header),
+                new_segment: Some(segment),
                 bytes,
                 last_lsn: lsn - 1,
                 records: 0,
             });
             state.tail = TailPlan {
-                header,
+                header: segment,
                 projected_bytes: SEGMENT_HEADER_BYTES as u64,
                 has_records: false,
             };
+            // The record is framed as its (new) segment's format says, and its checksum
+            // covers that segment's salt.
+            header = record_header(&segment, lsn, state.durable_lsn, len, crc);
         }
-        state.tail.projected_bytes += record_bytes;
+        state.tail.projected_bytes += (header.len() + payload_len) as u64;
         state.tail.has_records = true;
         state.next_lsn += 1;
-        let len = u32::try_from(payload_len).expect("record length was checked against the limit");
-        record_header(state.tail.header.salt, lsn, state.durable_lsn, len, crc)
+        header
     }
 
     /// Queues one record for the next leader to write.
@@ -179,7 +179,7 @@ impl Wal {
             .expect("a chunk was pushed above if the queue was empty");
         // LSNs are handed out consecutively: a record follows the last one of its chunk.
         debug_assert_eq!(chunk.last_lsn + 1, lsn, "a queued LSN skips or repeats");
-        chunk.bytes.extend_from_slice(&header);
+        chunk.bytes.extend_from_slice(header.as_bytes());
         chunk.bytes.extend_from_slice(payload);
         chunk.last_lsn = lsn;
         chunk.records += 1;
@@ -254,7 +254,7 @@ impl Wal {
         &self,
         state: &mut MutexGuard<'_, State>,
         force_sync: bool,
-        direct: Option<(&[u8; RECORD_HEADER_BYTES], &[u8], Lsn)>,
+        direct: Option<(&RecordHeader, &[u8], Lsn)>,
     ) -> Result<()> {
         if direct.is_none() && state.waiters.len() > 1 {
             // Writers just woken by the last round are about to queue their next records: let
@@ -306,7 +306,7 @@ impl Wal {
             Some((_, _, lsn)) => lsn,
             None => chunks.last().map_or(state.written_lsn, |c| c.last_lsn),
         };
-        let direct = direct.map(|(header, payload, _)| (&header[..], payload));
+        let direct = direct.map(|(header, payload, _)| (header.as_bytes(), payload));
         let pending_unsynced = state.unsynced_records;
         // Borrowed, not cloned: this runs once per commit round.
         let dir: &Path = &self.inner.dir;

@@ -9,7 +9,7 @@ use parking_lot::MutexGuard;
 use super::wait::wake_waiters;
 use super::{State, TailPlan, Wal, Writer};
 use crate::error::{Error, Result};
-use crate::format::{Lsn, RECORD_HEADER_BYTES, RecordScanner, SEGMENT_HEADER_BYTES};
+use crate::format::{Lsn, RecordScanner, SEGMENT_HEADER_BYTES};
 use crate::recovery::{Segment, read_file};
 
 impl Wal {
@@ -152,7 +152,7 @@ fn cut_suffix(dir: &Path, segments: &[Segment], lsn: Lsn) -> Result<(usize, Writ
     for record in RecordScanner::new(&bytes, tail.header, u32::MAX) {
         match record {
             Ok(record) if record.lsn <= lsn => {
-                cut_at = record.offset + (RECORD_HEADER_BYTES + record.payload.len()) as u64;
+                cut_at = record.end;
             }
             Ok(_) => break,
             Err((offset, damage)) => {

@@ -19,7 +19,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
-use crate::format::{Lsn, SEGMENT_HEADER_BYTES, SegmentHeader};
+use crate::format::{FORMAT_VERSION, Lsn, SEGMENT_HEADER_BYTES, SegmentHeader};
 use crate::options::{Durability, WalOptions};
 use crate::recovery::{Recovery, Segment, create_segment, recover};
 
@@ -173,6 +173,7 @@ impl Wal {
                 let header = SegmentHeader {
                     salt: new_salt(),
                     first_lsn: report.next_lsn,
+                    version: FORMAT_VERSION,
                 };
                 let (file, path) = create_segment(dir, header)?;
                 segments.push(Segment {
