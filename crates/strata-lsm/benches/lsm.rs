@@ -18,8 +18,8 @@
 //!
 //! - `peak_anon`: the peak of its anonymous memory (`RssAnon`: heap and stacks, so memtables,
 //!   block cache, indexes), which is what the engine itself holds.
-//! - `peak_rss`: the peak of its resident memory (`Rss` of every mapping in `smaps`) except the
-//!   pages of mapped files inside the store's directory. Those are the page cache: the kernel's,
+//! - `peak_rss`: the peak of its resident memory (`VmRSS`) less the resident pages of mapped
+//!   files inside the store's directory (from `smaps`). Those are the page cache: the kernel's,
 //!   shared, clean and reclaimable at any time. RocksDB and fjall read their tables with
 //!   `pread`, through the same page cache, and their resident memory never shows it; Strata
 //!   maps its tables, and the kernel counts the resident pages of a mapping in the process's
@@ -168,32 +168,41 @@ fn run_measured(command: &mut Command, store: &Path) -> (String, Usage) {
     )
 }
 
-/// The resident bytes of process `pid`'s mappings, but for mapped files inside `store`.
+/// The resident bytes of process `pid` (`VmRSS`) less those of its mapped files inside
+/// `store` (summed from `smaps`). The total comes from the kernel's counter rather than from
+/// summing `smaps`, which is not read atomically: a region freed and another allocated during
+/// the read could be counted twice.
 fn rss_outside(pid: u32, store: &Path) -> Option<u64> {
+    let total = status_bytes(pid, "VmRSS:")?;
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
     let store = store.to_str()?;
-    let (mut total_kib, mut in_store) = (0u64, false);
+    let (mut store_kib, mut in_store) = (0u64, false);
     for line in smaps.lines() {
         let mut words = line.split_whitespace();
         let first = words.next().unwrap_or_default();
         if first == "Rss:" {
-            if !in_store {
-                total_kib += words.next()?.parse::<u64>().ok()?;
+            if in_store {
+                store_kib += words.next()?.parse::<u64>().ok()?;
             }
         } else if !first.ends_with(':') {
             // A mapping's header: `start-end perms offset dev inode [path]`.
             in_store = words.nth(4).is_some_and(|path| path.starts_with(store));
         }
     }
-    Some(total_kib * 1024)
+    Some(total.saturating_sub(store_kib * 1024))
+}
+
+/// A `kB` field of process `pid`'s `/proc/PID/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// `RssAnon` of process `pid`.
 fn anon_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    status_bytes(pid, "RssAnon:")
 }
 
 /// Reaps the child `pid` with `wait4`, which (unlike `Child::wait`) returns its `rusage`.
