@@ -37,6 +37,8 @@ pub const FSYNC: &str = "fs::fsync";
 pub const LINK: &str = "fs::link";
 /// The length change of [`truncate_synced`](crate::truncate_synced).
 pub const TRUNCATE: &str = "fs::truncate";
+/// The allocation of [`preallocate`](crate::preallocate).
+pub const PREALLOCATE: &str = "fs::preallocate";
 
 /// True if a child process died by `abort()`, which is what a `return(abort)` failpoint does,
 /// rather than by a panic or an exit. Crash tests use it to check the kill really happened.

@@ -90,3 +90,28 @@ pub fn truncate_synced(file: &File, path: &Path, len: u64) -> Result<()> {
         .map_err(|e| Error::io(Step::Truncate, path, e))?;
     sync_file(file, path)
 }
+
+/// Makes `file`, named `path`, at least `len` bytes long with every byte up to `len` allocated
+/// on disk (`fallocate`; new bytes read as zeros), so that writes below `len` through a shared
+/// memory map can never meet a full disk (which a map can only report by killing the process
+/// with `SIGBUS`). A file system without `fallocate` gets the length alone (`ftruncate`). The
+/// new length is not synced: an `fdatasync` after writing into it makes it durable.
+///
+/// # Errors
+///
+/// [`Error::Io`] with [`Step::Write`]: `ENOSPC` when the disk cannot hold `len` bytes.
+pub fn preallocate(file: &File, path: &Path, len: u64) -> Result<()> {
+    let allocated = failpoint::check(failpoint::PREALLOCATE).and_then(|()| {
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::OPNOTSUPP) => {
+                if file.metadata()?.len() < len {
+                    file.set_len(len)?;
+                }
+                Ok(())
+            }
+            Err(errno) => Err(std::io::Error::from(errno)),
+        }
+    });
+    allocated.map_err(|e| Error::io(Step::Write, path, e))
+}

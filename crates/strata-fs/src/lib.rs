@@ -87,7 +87,9 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 pub use error::{Error, IoError, Result, Step, display_chain};
-pub use file::{hard_link, rename_durable, sync_file, sync_file_data, truncate_synced};
+pub use file::{
+    hard_link, preallocate, rename_durable, sync_file, sync_file_data, truncate_synced,
+};
 pub use swap::{RecoveredSwap, SwapFile, SwapOptions, SwapStrategy, recover_swap};
 
 /// The bytes an unprivileged writer can still write on the file system that holds `path`

@@ -6,11 +6,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Durability {
-    /// Acknowledged once `fdatasync` has returned for it: durable on return. One `write` and
-    /// one `fdatasync` cover every record waiting at that moment (group commit).
+    /// Acknowledged once `fdatasync` has returned for it: durable on return. One copy into
+    /// the tail segment's map and one `fdatasync` cover every record waiting at that moment
+    /// (group commit).
     Sync,
-    /// Acknowledged once handed to the operating system: survives a process crash, not a power
-    /// cut. `fdatasync` only at rotation and on [`Wal::sync`](crate::Wal::sync).
+    /// Acknowledged once handed to the operating system (copied into the page cache through the
+    /// tail segment's shared map, no system call): survives a process crash, not a power cut.
+    /// `fdatasync` only at rotation and on [`Wal::sync`](crate::Wal::sync).
     NoSync,
     /// Acknowledged once handed to the operating system, and made durable within this interval
     /// by a background `fdatasync`.

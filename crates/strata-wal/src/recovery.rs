@@ -24,7 +24,8 @@ pub struct Recovery {
     /// Records that verified.
     pub records: u64,
     /// Bytes cut off the end of the last segment: a torn last write (or a segment whose
-    /// creation a crash interrupted).
+    /// creation a crash interrupted). Zeros at the very end, room allocated ahead of the
+    /// records and never written, are cut too but not counted.
     pub torn_tail_bytes: u64,
     /// The LSN the next record will get.
     pub next_lsn: Lsn,
@@ -69,9 +70,10 @@ pub enum TornTail {
     Records {
         /// The segment file.
         path: PathBuf,
-        /// The length of its valid records (with the header).
+        /// The length of its valid records (with the header): where it is cut.
         valid_len: u64,
-        /// The bytes after them.
+        /// The bytes after them, up to the last that is not zero (a final run of zeros is room
+        /// the writer allocated ahead, never written).
         torn_bytes: u64,
     },
 }
@@ -165,10 +167,17 @@ pub fn scan_log(
             if !last || scanner.durable_claim_after_damage() >= scanner.next_lsn() {
                 return Err(corruption(offset, kind.describe()));
             }
+            // A run of zeros at the end is room the writer allocated ahead and never wrote
+            // (see `wal::tail`): cut off with the torn bytes, but not counted as torn.
+            let rest = &bytes[valid_len as usize..];
+            let written = rest
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |last| last + 1);
             scan.torn = Some(TornTail::Records {
                 path: path.clone(),
                 valid_len,
-                torn_bytes: bytes.len() as u64 - valid_len,
+                torn_bytes: written as u64,
             });
         }
         scan.next_lsn = scanner.next_lsn();
@@ -223,7 +232,8 @@ fn truncate(path: &Path, len: u64) -> Result<()> {
 pub(crate) fn create_segment(dir: &Path, header: SegmentHeader) -> Result<(File, PathBuf)> {
     let path = segment_path(dir, header.first_lsn);
     let mut options = OpenOptions::new();
-    options.append(true).create_new(true);
+    // Read as well as write: the writer maps it.
+    options.read(true).write(true).create_new(true);
     let mut file = options
         .open(&path)
         .map_err(|e| Error::io("create segment", &path, e))?;

@@ -1,7 +1,6 @@
 //! Removing records: whole segments below a watermark (`purge_before`) and a durable suffix
 //! cut (`truncate_after`).
 
-use std::fs::OpenOptions;
 use std::path::Path;
 
 use parking_lot::MutexGuard;
@@ -164,18 +163,7 @@ fn cut_suffix(dir: &Path, segments: &[Segment], lsn: Lsn) -> Result<(usize, Writ
             }
         }
     }
-    let file = OpenOptions::new()
-        .append(true)
-        .open(&tail.path)
-        .map_err(|e| Error::io("open segment", &tail.path, e))?;
-    strata_fs::truncate_synced(&file, &tail.path, cut_at)?;
-    Ok((
-        keep,
-        Writer {
-            file,
-            path: tail.path.clone(),
-            header: tail.header,
-        },
-        cut_at,
-    ))
+    let writer = Writer::open(&tail.path, tail.header, cut_at)?;
+    strata_fs::truncate_synced(&writer.file, &tail.path, cut_at)?;
+    Ok((keep, writer, cut_at))
 }

@@ -8,10 +8,11 @@ mod cut;
 mod lock;
 mod metrics;
 mod reader;
+mod tail;
 mod wait;
 mod write;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +30,7 @@ pub use reader::WalReader;
 use commit::spawn_interval_syncer;
 use lock::lock_dir;
 use metrics::Counters;
+use tail::Writer;
 use wait::Waiter;
 
 /// Encoded records waiting to be written, all destined for one segment.
@@ -39,14 +41,6 @@ struct Chunk {
     bytes: Vec<u8>,
     last_lsn: Lsn,
     records: u64,
-}
-
-/// The open tail segment.
-#[derive(Debug)]
-struct Writer {
-    file: File,
-    path: PathBuf,
-    header: SegmentHeader,
 }
 
 /// The segment the next record goes into, counting what is queued.
@@ -151,22 +145,12 @@ impl Wal {
         let mut segments = recovered.segments;
         let (writer, tail_bytes) = match segments.last() {
             Some(last) => {
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(&last.path)
-                    .map_err(|e| Error::io("open segment", &last.path, e))?;
+                let writer = Writer::open(&last.path, last.header, recovered.tail_len)?;
                 // What recovery found may still be only in the page cache (written by a
                 // process that died before its fsync): make it durable before new records
                 // claim, in their durable-LSN field, that it is.
-                strata_fs::sync_file(&file, &last.path)?;
-                (
-                    Writer {
-                        file,
-                        path: last.path.clone(),
-                        header: last.header,
-                    },
-                    recovered.tail_len,
-                )
+                strata_fs::sync_file(&writer.file, &last.path)?;
+                (writer, recovered.tail_len)
             }
             None => {
                 report.next_lsn = report.next_lsn.max(options.first_lsn.max(1));
@@ -181,7 +165,10 @@ impl Wal {
                     path: path.clone(),
                 });
                 report.segments = 1;
-                (Writer { file, path, header }, SEGMENT_HEADER_BYTES as u64)
+                (
+                    Writer::new(file, path, header, SEGMENT_HEADER_BYTES as u64),
+                    SEGMENT_HEADER_BYTES as u64,
+                )
             }
         };
         let durable = report.next_lsn - 1;

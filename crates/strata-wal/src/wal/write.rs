@@ -1,9 +1,7 @@
-//! The I/O a commit leader does with the state lock released: write the queued records (and
-//! a large record straight from its caller's buffer), seal and create segments, `fdatasync`,
-//! and count it all.
+//! The I/O a commit leader does with the state lock released: copy the queued records (and a
+//! large record straight from its caller's buffer) into the tail segment's map, seal and create
+//! segments, `fdatasync`, and count it all.
 
-use std::fs::File;
-use std::io::{IoSlice, Write};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -36,8 +34,9 @@ pub(super) fn write_chunks(
     let mut unsynced = already_unsynced;
     for mut chunk in chunks {
         if let Some(header) = chunk.new_segment {
-            // Seal the current segment: durable before anything goes into the next one, so
-            // recovery can be strict about every segment but the last.
+            // Seal the current segment: cut to its records and durable before anything goes
+            // into the next one, so recovery can be strict about every segment but the last.
+            writer.trim()?;
             sync_segment(writer, unsynced, counters)?;
             unsynced = 0;
             let (file, path) = create_segment(dir, header)?;
@@ -46,11 +45,16 @@ pub(super) fn write_chunks(
                 header,
                 path: path.clone(),
             });
-            *writer = Writer { file, path, header };
+            *writer = Writer::new(
+                file,
+                path,
+                header,
+                crate::format::SEGMENT_HEADER_BYTES as u64,
+            );
         }
         if !chunk.bytes.is_empty() {
             strata_fs::failpoint::check(crate::FP_WRITE)
-                .and_then(|()| writer.file.write_all(&chunk.bytes))
+                .and_then(|()| writer.append(&[&chunk.bytes]))
                 .map_err(|e| Error::io("write", &writer.path, e))?;
             counters.writes.fetch_add(1, Ordering::Relaxed);
             counters
@@ -65,7 +69,7 @@ pub(super) fn write_chunks(
     }
     if let Some((header, payload)) = direct {
         strata_fs::failpoint::check(crate::FP_WRITE)
-            .and_then(|()| write_all_vectored(&mut writer.file, header, payload))
+            .and_then(|()| writer.append(&[header, payload]))
             .map_err(|e| Error::io("write", &writer.path, e))?;
         counters.writes.fetch_add(1, Ordering::Relaxed);
         counters
@@ -79,24 +83,6 @@ pub(super) fn write_chunks(
         sync_segment(writer, unsynced, counters)?;
     }
     Ok(done)
-}
-
-/// Writes `a` then `b` with as few `writev` calls as the kernel allows.
-fn write_all_vectored(file: &mut File, a: &[u8], b: &[u8]) -> std::io::Result<()> {
-    let mut written = 0;
-    let total = a.len() + b.len();
-    while written < total {
-        let n = if written < a.len() {
-            file.write_vectored(&[IoSlice::new(&a[written..]), IoSlice::new(b)])?
-        } else {
-            file.write(&b[written - a.len()..])?
-        };
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        written += n;
-    }
-    Ok(())
 }
 
 fn sync_segment(writer: &mut Writer, records: u64, counters: &Counters) -> Result<()> {
