@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use strata_wal::format::{RecordScanner, SegmentHeader};
+
 fn strata() -> Command {
     Command::new(env!("CARGO_BIN_EXE_strata"))
 }
@@ -117,7 +119,14 @@ fn dump_exits_1_on_corruption_after_printing_what_was_valid() {
         .find(|p| p.extension().is_some_and(|e| e == "wal"))
         .expect("a segment");
     let mut bytes = std::fs::read(&segment).expect("read");
-    bytes[32 + 2 * (24 + 32) + 24 + 5] ^= 1;
+    let header = SegmentHeader::decode(&bytes).expect("segment header");
+    let (third_offset, third_end) = RecordScanner::new(&bytes, header, u32::MAX)
+        .nth(2)
+        .expect("a third record")
+        .map(|r| (r.offset, r.end as usize))
+        .expect("it verifies");
+    // Five bytes into its payload, which ends the record.
+    bytes[third_end - 32 + 5] ^= 1;
     std::fs::write(&segment, bytes).expect("write");
 
     let out = strata()
@@ -130,5 +139,8 @@ fn dump_exits_1_on_corruption_after_printing_what_was_valid() {
     assert_eq!(stdout.lines().count(), 2, "the two valid records: {stdout}");
     let stderr = String::from_utf8(out.stderr).expect("utf-8");
     assert!(stderr.contains("corruption"), "{stderr}");
-    assert!(stderr.contains("offset 144"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("offset {third_offset}")),
+        "{stderr}"
+    );
 }
