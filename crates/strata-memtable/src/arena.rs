@@ -1,5 +1,9 @@
 //! The arena: one zeroed allocation, bump-allocated by atomic fetch-and-add, freed whole.
 //!
+//! The allocation is reserved whole but costs memory only as it fills: a large zeroed
+//! allocation is fresh zero pages from the operating system, resident once written
+//! (`tests/resident.rs` checks it).
+//!
 //! All of the crate's `unsafe` is here: the skiplist (`memtable.rs`) reads and writes its nodes
 //! only through this module's accessors (`write`, `bytes`, `read_u32`, `atomic_u64`...). The
 //! rules that make it sound:
