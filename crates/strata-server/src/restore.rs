@@ -54,8 +54,7 @@ pub fn restore(file: &Path, config: &ServerConfig) -> Result<Restored, RestoreEr
     let names = unpack(file, &unpacked)?;
     let tables: Vec<&String> = names.iter().filter(|n| n.as_str() != "meta").collect();
     let db = Arc::new(
-        Db::open(&member_dir.join("db"), strata_lsm::Options::default())
-            .map_err(|e| storage(&e))?,
+        Db::open(&member_dir.join("db"), crate::state::lsm_options()).map_err(|e| storage(&e))?,
     );
     db.restore(&unpacked, &tables).map_err(|e| storage(&e))?;
     let old = state::load(&db).map_err(|e| storage(&e))?;

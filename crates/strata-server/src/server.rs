@@ -560,7 +560,7 @@ impl Server {
             reason: e.to_string(),
         })?;
         let db = Arc::new(
-            Db::open(&member_dir.join("db"), strata_lsm::Options::default())
+            Db::open(&member_dir.join("db"), crate::state::lsm_options())
                 .map_err(|e| storage(&e))?,
         );
         let store = Arc::new(Store::open(Arc::clone(&db)).map_err(|e| storage(&e))?);

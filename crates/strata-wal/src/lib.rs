@@ -2,15 +2,16 @@
 //!
 //! The log is a directory of segment files. Every record gets a monotonically increasing
 //! 64-bit LSN and is framed with a CRC-32 that covers its header, its payload and its
-//! segment's random salt. Many threads append at once; one copy and one `fdatasync` cover
+//! segment's random salt. Many threads append at once; one `write` (or copy) and one `fdatasync` cover
 //! every record that was waiting (group commit), and each writer is answered only when its
 //! record is durable. The format is described byte by byte in `docs/formats/wal.md`.
 //!
-//! The tail segment is written through a shared memory map of room allocated ahead
-//! (`fallocate`): a record is copied into the page cache without a system call, which for small
-//! records was most of an append's cost, and is then exactly where `write` would have put it
-//! (it survives a crash of the process; `fdatasync` makes it durable). The allocated room reads
-//! as zeros until the segment is sealed or the log closed, when the file is cut to its records.
+//! With [`WalOptions::mapped_tail`] the tail segment is written through a shared memory map of
+//! room allocated ahead (`fallocate`): a record is copied into the page cache without a system
+//! call, which for small records handed to the OS without a sync was most of an append's cost,
+//! and is then exactly where `write` would have put it (it survives a crash of the process;
+//! `fdatasync` makes it durable). The allocated room reads as zeros until the segment is sealed
+//! or the log closed, when the file is cut to its records.
 //!
 //! # Guarantees
 //!

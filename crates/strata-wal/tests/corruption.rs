@@ -24,10 +24,15 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// A log of `n` 100-byte records over several 1 KiB segments.
+/// A log of `n` 100-byte records over several 1 KiB segments, written through the mapped tail
+/// (whose segments are cut to their records when sealed and closed, as the tests rely on).
 fn filled(n: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (wal, _) = Wal::open(dir.path(), options()).expect("open");
+    let mapped = WalOptions {
+        mapped_tail: true,
+        ..options()
+    };
+    let (wal, _) = Wal::open(dir.path(), mapped).expect("open");
     for i in 0..n {
         wal.append(&[i as u8; 100]).expect("append");
     }

@@ -1,7 +1,7 @@
 //! A process killed with `SIGKILL` loses nothing it was told was handed to the operating
-//! system: the tail segment is written through a shared map, and a copy into it is in the page
-//! cache as surely as a `write` would have put it there. Recovery then cuts the room allocated
-//! ahead of the records (zeros) without counting it as torn.
+//! system, whether the tail segment is written with `write` or through a shared map (a copy into
+//! it is in the page cache as surely as a `write` would have put it there). Recovery then cuts
+//! the room allocated ahead of the records (zeros) without counting it as torn.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -12,8 +12,9 @@ use strata_wal::{Durability, Wal, WalOptions};
 /// The environment variable that turns this test binary into the appending child.
 const CHILD_ENV: &str = "STRATA_WAL_CRASH_CHILD";
 
-fn options() -> WalOptions {
+fn options(mapped_tail: bool) -> WalOptions {
     WalOptions {
+        mapped_tail,
         // Small segments: the child rolls over many, and is killed part-way into one.
         segment_bytes_max: 64 * 1024,
         durability: Durability::NoSync,
@@ -34,7 +35,8 @@ fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let (wal, _) = Wal::open(Path::new(&dir), options()).expect("child open");
+    let mapped = std::env::var("STRATA_WAL_CRASH_MAPPED").is_ok_and(|v| v == "1");
+    let (wal, _) = Wal::open(Path::new(&dir), options(mapped)).expect("child open");
     let mut out = std::io::stdout().lock();
     for i in 1.. {
         let lsn = wal.append(&payload(i)).expect("append");
@@ -46,11 +48,13 @@ fn crash_child() {
 #[test]
 fn records_handed_to_the_os_survive_a_kill_9_of_the_writer() {
     let exe = std::env::current_exe().expect("current_exe");
-    for round in 0..3 {
+    for round in 0..4 {
+        let mapped = round % 2 == 1;
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(&exe)
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, dir.path())
+            .env("STRATA_WAL_CRASH_MAPPED", if mapped { "1" } else { "0" })
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn child");
@@ -69,7 +73,7 @@ fn records_handed_to_the_os_survive_a_kill_9_of_the_writer() {
         child.kill().expect("kill -9");
         child.wait().expect("reap");
 
-        let (wal, recovery) = Wal::open(dir.path(), options()).expect("recovers");
+        let (wal, recovery) = Wal::open(dir.path(), options(mapped)).expect("recovers");
         assert!(
             recovery.next_lsn > acknowledged,
             "round {round}: {acknowledged} acknowledged, {} recovered",

@@ -62,8 +62,9 @@ struct Model {
     durable: usize,
 }
 
-fn options(sync: bool) -> WalOptions {
+fn options(sync: bool, mapped_tail: bool) -> WalOptions {
     WalOptions {
+        mapped_tail,
         // Small segments, so rotation, purge and cross-segment truncation happen often.
         segment_bytes_max: 512,
         record_bytes_max: 128 * 1024,
@@ -150,9 +151,10 @@ proptest! {
     fn recovery_yields_the_durable_prefix_plus_some_unsynced_records(
         ops in proptest::collection::vec(op(), 1..60),
         sync in any::<bool>(),
+        mapped_tail in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let options = || options(sync);
+        let options = || options(sync, mapped_tail);
         let (mut wal, _) = Wal::open(dir.path(), options()).expect("open");
         let mut model = Model { records: Vec::new(), durable: 0 };
         for op in ops {

@@ -70,6 +70,13 @@ pub struct Options {
     /// Bytes of verified data blocks kept in the shared LRU cache (0: no cache): a hit skips the
     /// block's checksum (and, for a compressed table, its decompression). Default 32 MiB.
     pub block_cache_bytes: usize,
+    /// Write the WAL's tail through a shared memory map instead of with a `write` per group of
+    /// writes (`strata_wal::WalOptions::mapped_tail`): the same guarantees (a write survives a
+    /// crash of the process once it returns; `sync` writes are durable), with a copy instead of
+    /// a system call, which roughly doubles single-writer throughput. A process that also
+    /// `fsync`s another log on the same disk all the time may do better without it (the
+    /// server measured 15-20% fewer puts with it). Default true.
+    pub wal_mapped: bool,
 }
 
 impl Default for Options {
@@ -83,6 +90,7 @@ impl Default for Options {
             },
             compaction: CompactionOptions::default(),
             block_cache_bytes: 32 * 1024 * 1024,
+            wal_mapped: true,
         }
     }
 }

@@ -22,9 +22,10 @@ use crate::cache::LruBlockCache;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, VersionState};
 
-fn wal_options(first_lsn: u64) -> WalOptions {
+fn wal_options(first_lsn: u64, mapped_tail: bool) -> WalOptions {
     WalOptions {
         durability: Durability::NoSync,
+        mapped_tail,
         first_lsn,
         ..WalOptions::default()
     }
@@ -34,9 +35,9 @@ fn wal_options(first_lsn: u64) -> WalOptions {
 /// before records that a flush already put in tables (their WAL tail was never synced); new
 /// records must not reuse those LSNs, or recovery would skip them as flushed. Everything in
 /// such a log is in tables, so it is removed and started again past the flushed LSN.
-fn open_wal(dir: &Path, flushed_lsn: u64) -> Result<Wal> {
+fn open_wal(dir: &Path, flushed_lsn: u64, mapped_tail: bool) -> Result<Wal> {
     let wal_dir = dir.join("wal");
-    let (wal, _) = Wal::open(&wal_dir, wal_options(flushed_lsn + 1))?;
+    let (wal, _) = Wal::open(&wal_dir, wal_options(flushed_lsn + 1, mapped_tail))?;
     if wal.next_lsn() > flushed_lsn {
         return Ok(wal);
     }
@@ -44,7 +45,7 @@ fn open_wal(dir: &Path, flushed_lsn: u64) -> Result<Wal> {
     std::fs::remove_dir_all(&wal_dir)
         .map_err(IoError::with("remove a fully flushed WAL", &wal_dir))?;
     strata_fs::sync_dir(dir)?;
-    let (wal, _) = Wal::open(&wal_dir, wal_options(flushed_lsn + 1))?;
+    let (wal, _) = Wal::open(&wal_dir, wal_options(flushed_lsn + 1, mapped_tail))?;
     Ok(wal)
 }
 
@@ -83,7 +84,7 @@ impl Db {
             }
         }
         remove_unlisted_tables(dir, &manifest_state)?;
-        let wal = open_wal(dir, manifest_state.wal_flushed_lsn)?;
+        let wal = open_wal(dir, manifest_state.wal_flushed_lsn, options.wal_mapped)?;
         let active = Arc::new(MemtableHandle::new(memtable_capacity(&options)));
         let mut last_seq = manifest_state.last_seq;
         // What the WAL holds beyond the tables can exceed one memtable (a crash while flushes

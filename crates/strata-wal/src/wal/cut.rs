@@ -65,11 +65,12 @@ impl Wal {
             return ready.map(|_| ());
         }
         let writer = state.writer.take();
+        let mapped = self.inner.options.mapped_tail;
         let segments = state.segments.clone();
         let dir = self.inner.dir.clone();
         let outcome = MutexGuard::unlocked(&mut state, || {
             drop(writer);
-            cut_suffix(&dir, &segments, lsn)
+            cut_suffix(&dir, &segments, lsn, mapped)
         });
         state.exclusive = false;
         let result = match outcome {
@@ -132,7 +133,12 @@ impl Wal {
 
 /// Removes records after `lsn` from `segments` on disk. Returns how many segments remain, a
 /// writer for the new tail, and its length.
-fn cut_suffix(dir: &Path, segments: &[Segment], lsn: Lsn) -> Result<(usize, Writer, u64)> {
+fn cut_suffix(
+    dir: &Path,
+    segments: &[Segment],
+    lsn: Lsn,
+    mapped: bool,
+) -> Result<(usize, Writer, u64)> {
     // The segment that holds `lsn + 1`: the last whose first LSN is at most that. If `lsn + 1`
     // starts a segment (and it is not the first), the previous one becomes the tail whole.
     let mut keep = segments.partition_point(|s| s.header.first_lsn <= lsn + 1);
@@ -163,7 +169,7 @@ fn cut_suffix(dir: &Path, segments: &[Segment], lsn: Lsn) -> Result<(usize, Writ
             }
         }
     }
-    let writer = Writer::open(&tail.path, tail.header, cut_at)?;
+    let writer = Writer::open(&tail.path, tail.header, cut_at, mapped)?;
     strata_fs::truncate_synced(&writer.file, &tail.path, cut_at)?;
     Ok((keep, writer, cut_at))
 }

@@ -145,7 +145,12 @@ impl Wal {
         let mut segments = recovered.segments;
         let (writer, tail_bytes) = match segments.last() {
             Some(last) => {
-                let writer = Writer::open(&last.path, last.header, recovered.tail_len)?;
+                let writer = Writer::open(
+                    &last.path,
+                    last.header,
+                    recovered.tail_len,
+                    options.mapped_tail,
+                )?;
                 // What recovery found may still be only in the page cache (written by a
                 // process that died before its fsync): make it durable before new records
                 // claim, in their durable-LSN field, that it is.
@@ -166,7 +171,13 @@ impl Wal {
                 });
                 report.segments = 1;
                 (
-                    Writer::new(file, path, header, SEGMENT_HEADER_BYTES as u64),
+                    Writer::new(
+                        file,
+                        path,
+                        header,
+                        SEGMENT_HEADER_BYTES as u64,
+                        options.mapped_tail,
+                    ),
                     SEGMENT_HEADER_BYTES as u64,
                 )
             }

@@ -1,6 +1,7 @@
-//! [`Writer`]: the open tail segment, written through a shared memory map.
+//! [`Writer`]: the open tail segment, written with `write` or, with
+//! [`WalOptions::mapped_tail`](crate::WalOptions::mapped_tail), through a shared memory map.
 //!
-//! A record is copied into a `MAP_SHARED` map of the segment file instead of being written with
+//! Mapped, a record is copied into a `MAP_SHARED` map of the segment file instead of being written with
 //! a system call. The copy lands in the page cache, exactly where `write` would have put it: it
 //! survives a crash of the process, is what readers of the file see, and `fdatasync` on the
 //! file makes it durable (dirty pages of a shared map are the file's dirty pages). Only the cost
@@ -17,6 +18,7 @@
 #![allow(unsafe_code)] // The shared map; see `Writer::grow`.
 
 use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use memmap2::MmapMut;
@@ -40,6 +42,8 @@ pub(crate) struct Writer {
     /// A shared map of the file's allocated length (past `len`, zeros), once something has been
     /// written; `None` before, and after a seal.
     map: Option<MmapMut>,
+    /// Write through the map (`WalOptions::mapped_tail`); otherwise with `pwrite`.
+    mapped: bool,
 }
 
 impl Writer {
@@ -49,25 +53,47 @@ impl Writer {
     /// # Errors
     ///
     /// I/O errors opening it.
-    pub(crate) fn open(path: &Path, header: SegmentHeader, len: u64) -> Result<Writer> {
-        let file = OpenOptions::new()
+    pub(crate) fn open(
+        path: &Path,
+        header: SegmentHeader,
+        len: u64,
+        mapped: bool,
+    ) -> Result<Writer> {
+        let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .map_err(|e| Error::io("open segment", path, e))?;
-        Ok(Self::new(file, path.to_path_buf(), header, len))
+        if !mapped {
+            file.seek(SeekFrom::Start(len))
+                .map_err(|e| Error::io("seek segment", path, e))?;
+        }
+        Ok(Self::new(file, path.to_path_buf(), header, len, mapped))
     }
 
     /// A writer for `file`, opened for reading and writing, whose first `len` bytes are the
-    /// segment's header and records.
-    pub(crate) fn new(file: File, path: PathBuf, header: SegmentHeader, len: u64) -> Writer {
+    /// segment's header and records, and whose position is at `len` (a segment just created);
+    /// through a map if `mapped`.
+    pub(crate) fn new(
+        file: File,
+        path: PathBuf,
+        header: SegmentHeader,
+        len: u64,
+        mapped: bool,
+    ) -> Writer {
         Writer {
             file,
             path,
             header,
             len,
             map: None,
+            mapped,
         }
+    }
+
+    /// Whether it writes through a map.
+    pub(crate) fn mapped(&self) -> bool {
+        self.mapped
     }
 
     /// Appends `parts`, one after another, after the last record.
@@ -78,6 +104,14 @@ impl Writer {
     pub(crate) fn append(&mut self, parts: &[&[u8]]) -> std::io::Result<()> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let end = self.len + total as u64;
+        if !self.mapped {
+            // The file's position is at `len` (see `open` and `new`).
+            for part in parts {
+                (&self.file).write_all(part)?;
+            }
+            self.len = end;
+            return Ok(());
+        }
         if self.map.as_ref().is_none_or(|map| (map.len() as u64) < end) {
             self.grow(end)?;
         }

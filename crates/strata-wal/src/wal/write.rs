@@ -50,6 +50,7 @@ pub(super) fn write_chunks(
                 path,
                 header,
                 crate::format::SEGMENT_HEADER_BYTES as u64,
+                writer.mapped(),
             );
         }
         if !chunk.bytes.is_empty() {
