@@ -1,9 +1,12 @@
 //! Corruption and truncation tests: flipped bits and cut files give the exact typed error, or
 //! are cut off as a torn tail where that is what they are.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use strata_wal::format::{RecordScanner, SEGMENT_HEADER_BYTES, SegmentHeader};
 use strata_wal::{Durability, Error, Wal, WalOptions};
+use support::segments;
 
 fn options() -> WalOptions {
     WalOptions {
@@ -12,16 +15,6 @@ fn options() -> WalOptions {
         durability: Durability::Sync,
         ..WalOptions::default()
     }
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("list")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    files.sort();
-    files
 }
 
 /// A log of `n` 100-byte records over several 1 KiB segments, written through the mapped tail

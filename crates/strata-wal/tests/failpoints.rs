@@ -228,3 +228,42 @@ fn sync_racing_truncate_after_returns_and_the_log_keeps_working() {
     );
     drop(scenario);
 }
+
+/// The mapped tail's full disk: room is allocated ahead (`fallocate`) before anything is copied
+/// into the map, so a disk that cannot hold more fails the allocation, never a write into the
+/// map (which could only end the process with `SIGBUS`). The failed append poisons the log,
+/// and every record acknowledged before it is there after a reopen, with no torn bytes.
+#[test]
+fn a_failed_preallocation_of_the_mapped_tail_poisons_the_log_and_loses_nothing_acknowledged() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapped = WalOptions {
+        segment_bytes_max: 1 << 20,
+        mapped_tail: true,
+        ..options()
+    };
+    let (wal, _) = Wal::open(dir.path(), mapped.clone()).expect("open");
+    // The first allocation (64 KiB) takes about 600 of these; the second one fails.
+    let mut acknowledged = 0u64;
+    fail::cfg(strata_fs::failpoint::PREALLOCATE, "1*off->return").expect("cfg");
+    let failure = loop {
+        match wal.append(&[7u8; 100]) {
+            Ok(lsn) => acknowledged = lsn,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(failure, Error::Io(_)), "{failure}");
+    assert!(
+        acknowledged > 500,
+        "only {acknowledged} records before the failure"
+    );
+    fail::remove(strata_fs::failpoint::PREALLOCATE);
+    assert!(matches!(wal.append(b"x"), Err(Error::Poisoned { .. })));
+    drop(wal);
+    let (wal, recovery) = Wal::open(dir.path(), mapped).expect("reopen recovers");
+    assert_eq!(recovery.next_lsn, acknowledged + 1);
+    assert_eq!(recovery.torn_tail_bytes, 0);
+    let read = wal.read_from(1).expect("read").count() as u64;
+    assert_eq!(read, acknowledged);
+    drop(scenario);
+}

@@ -3,11 +3,14 @@
 //! in its unsynced part), then reopen. What recovers must be exactly the model's durable prefix
 //! plus possibly some unsynced records, in order, never anything else.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 
 use proptest::prelude::*;
 use strata_wal::format::{RecordScanner, SEGMENT_HEADER_BYTES, SegmentHeader};
 use strata_wal::{Durability, Lsn, Wal, WalOptions};
+use support::segments;
 
 #[derive(Debug, Clone)]
 enum Damage {
@@ -75,16 +78,6 @@ fn options(sync: bool, mapped_tail: bool) -> WalOptions {
         },
         ..WalOptions::default()
     }
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("list")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    files.sort();
-    files
 }
 
 /// The byte offset in the last segment after which nothing is durable.

@@ -2,12 +2,15 @@
 //! read back, a torn version 1 tail is cut as before, appends continue the version 1 tail in its
 //! own framing, and new segments are written in the current version.
 
+mod support;
+
 use std::path::Path;
 
 use strata_wal::format::{
     FORMAT_VERSION, SEGMENT_HEADER_BYTES, SegmentHeader, encode_record, segment_file_name,
 };
 use strata_wal::{Durability, Wal, WalOptions};
+use support::segments;
 
 /// Writes a version 1 segment starting at `first_lsn` with `payloads`, every record claiming
 /// the one before it durable.
@@ -33,13 +36,7 @@ fn payload(i: u64) -> Vec<u8> {
 }
 
 fn versions(dir: &Path) -> Vec<u32> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("list")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    files.sort();
-    files
+    segments(dir)
         .iter()
         .map(|p| {
             SegmentHeader::decode(&std::fs::read(p).expect("read"))

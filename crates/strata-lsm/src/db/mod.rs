@@ -128,10 +128,6 @@ fn batch_bytes_max(options: &Options) -> usize {
     options.memtable_bytes / 4
 }
 
-/// A memtable's arena: its nominal size plus room for one more group. `make_room` lets a group in
-/// only if the memtable's use plus the group's estimate ([`batch_memory_bytes`]) stays within
-/// the nominal size (or if the memtable is empty); the extra room absorbs what the estimate
-/// misses.
 /// The sequence number the oldest reader reads at: the oldest snapshot's, or the latest if
 /// there is none (a read that starts later reads at a later one). Of the versions of a key at or
 /// below it, a flush or compaction keeps only the newest.
@@ -145,6 +141,10 @@ fn oldest_reader(state: &State) -> u64 {
         .min(state.last_seq)
 }
 
+/// A memtable's arena: its nominal size plus room for one more group. `make_room` lets a group in
+/// only if the memtable's use plus the group's estimate ([`batch_memory_bytes`]) stays within
+/// the nominal size (or if the memtable is empty); the extra room absorbs what the estimate
+/// misses.
 fn memtable_capacity(options: &Options) -> usize {
     options.memtable_bytes + batch_bytes_max(options)
 }

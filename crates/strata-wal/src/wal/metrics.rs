@@ -11,7 +11,7 @@ pub struct Metrics {
     pub records: u64,
     /// Bytes written to segments, framing included.
     pub bytes: u64,
-    /// Copies of records into the tail segment (one per commit round, as a `write` call was).
+    /// `write` calls for records (copies into the map, with `WalOptions::mapped_tail`).
     pub writes: u64,
     /// `fdatasync` calls.
     pub syncs: u64,
