@@ -9,6 +9,7 @@
 //! RocksDB with `--sync=0`; `fillsync` waits for `fdatasync` (`PersistMode::SyncData`).
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use fjall::config::{BloomConstructionPolicy, FilterPolicy, FilterPolicyEntry};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -64,6 +65,30 @@ impl workloads::Engine for Fjall {
             seen += 1;
         }
         seen
+    }
+
+    fn settle(&self) {
+        // fjall has no call that waits for its background work, and no count of compactions
+        // queued but not started: wait (bounded) until no flush is queued, no compaction
+        // runs and none has finished for half a second.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut quiet_since = Instant::now();
+        let mut completed = self.db.compactions_completed();
+        loop {
+            let busy = self.db.outstanding_flushes() > 0 || self.db.active_compactions() > 0;
+            let now_completed = self.db.compactions_completed();
+            if busy || now_completed != completed {
+                completed = now_completed;
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= Duration::from_millis(500) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fjall's background work did not finish in 300 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

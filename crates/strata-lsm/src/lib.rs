@@ -53,9 +53,10 @@
 //! })?;
 //! assert_eq!(count, 1);
 //!
-//! // Flushes and compactions run in the background; they can be forced too. A reopen
-//! // recovers the tables from the manifest and the rest from the WAL.
+//! // Flushes and compactions run in the background; they can be forced, or waited for. A
+//! // reopen recovers the tables from the manifest and the rest from the WAL.
 //! db.flush()?;
+//! db.wait_for_background()?;
 //! db.compact()?;
 //! drop(db);
 //! let db = Db::open(dir.path(), Options::default())?;

@@ -69,6 +69,27 @@ fn stalling_options() -> Options {
 }
 
 #[test]
+fn waiting_for_background_work_reports_a_failed_compaction() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    fail::cfg(strata_lsm::FP_COMPACTION, "return").expect("cfg");
+    let db = Db::open(dir.path(), stalling_options()).expect("open");
+    for i in 0..2u8 {
+        db.put(&[i], b"v", WriteOptions::default()).expect("put");
+        db.flush().expect("flush");
+    }
+    // Level 0 is at its trigger; the compaction fails, and the wait says so rather than
+    // waiting for work that will never be done.
+    assert!(matches!(
+        db.wait_for_background(),
+        Err(strata_lsm::Error::ReadOnly { .. })
+    ));
+    assert_eq!(db.get(&[1]).expect("reads still work"), Some(b"v".to_vec()));
+    drop(db);
+    drop(scenario);
+}
+
+#[test]
 fn writes_slow_down_then_stop_while_level_0_is_behind_and_resume_after_compaction() {
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().expect("tempdir");

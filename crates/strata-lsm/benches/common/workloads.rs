@@ -5,8 +5,9 @@
 //! A child process is started as `BIN --child main|writes --dir DIR --keys N` (or `fillseq`,
 //! for profiling that workload alone) and prints one
 //! `RESULT <workload> <ops/s>` line per workload. `main` runs every workload in db_bench's
-//! order; `writes` runs `fillrandom` then `overwrite` and closes the store, so that the parent
-//! can divide the bytes the process wrote to disk by the bytes of keys and values it wrote.
+//! order; `writes` runs `fillrandom` then `overwrite`, waits for the engine's background flushes
+//! and compactions to finish, and closes the store, so that the parent can divide the bytes
+//! the process wrote to disk by the bytes of keys and values it wrote.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +38,10 @@ pub trait Engine: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> bool;
     /// Reads up to `n` entries from the first key at or after `key`; how many there were.
     fn seek_scan(&self, key: &[u8], n: usize) -> usize;
+    /// Returns once the engine's background flushes and compactions are done (db_bench's
+    /// `waitforcompaction`), so that the bytes written are those of work finished rather than
+    /// of whatever was under way when the store was closed.
+    fn settle(&self);
 }
 
 /// db_bench's key for `k`: the number, zero-padded to 16 digits.
@@ -152,8 +157,8 @@ pub fn run_main<E: Engine>(
     out
 }
 
-/// `fillrandom` then `overwrite`, then the store is closed: `2 * n` writes of
-/// `KEY_BYTES + VALUE_BYTES` bytes.
+/// `fillrandom` then `overwrite`, then the background work is waited for and the store is
+/// closed: `2 * n` writes of `KEY_BYTES + VALUE_BYTES` bytes.
 pub fn run_writes<E: Engine>(
     open: &dyn Fn(&Path) -> E,
     dir: &Path,
@@ -167,6 +172,7 @@ pub fn run_writes<E: Engine>(
         db.put(&key(rng.random_range(0..n)), &value);
     }
     let out = vec![("writes", rate(2 * n, start))];
+    db.settle();
     drop(db);
     out
 }

@@ -46,6 +46,33 @@ impl Db {
         }
         Ok(())
     }
+
+    /// Blocks until the background thread has nothing left to do: every full memtable
+    /// flushed and no compaction due (RocksDB's `WaitForCompact`). The active memtable is not
+    /// flushed; call [`flush`](Self::flush) first for that. Writes made meanwhile can keep it
+    /// waiting, so it is meant for a quiet store: before a backup, a benchmark's measurement,
+    /// a test's check of the levels.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) if a background flush or compaction failed
+    /// (it will not be retried until a reopen).
+    pub fn wait_for_background(&self) -> Result<()> {
+        let mut state = self.inner.state.lock();
+        loop {
+            if let Some(cause) = &state.background_error {
+                return Err(crate::Error::ReadOnly {
+                    cause: cause.clone(),
+                });
+            }
+            // A running compaction's inputs stay in the levels until it is installed, so the
+            // compaction is still due until then; every flush and install wakes `changed`.
+            if state.immutables.is_empty() && !self.inner.compaction_due(&state) {
+                return Ok(());
+            }
+            self.inner.changed.wait(&mut state);
+        }
+    }
 }
 
 impl Inner {
