@@ -26,6 +26,17 @@ async fn take_events(
             .expect("events in time")
             .expect("a watch response")
             .expect("the stream is open");
+        // Everything up to a response's header revision has been sent: its events are
+        // never past it, and come in revision order.
+        let revisions: Vec<i64> = message
+            .events()
+            .iter()
+            .map(|e| e.kv().expect("kv").mod_revision())
+            .collect();
+        assert!(revisions.is_sorted(), "{revisions:?}");
+        if let (Some(last), Some(header)) = (revisions.last(), message.header()) {
+            assert!(*last <= header.revision(), "{revisions:?} past {header:?}");
+        }
         for e in message.events() {
             let kv = e.kv().expect("kv");
             got.push((

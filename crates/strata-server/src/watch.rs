@@ -20,7 +20,6 @@ use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
-use crate::proto::mvccpb::Event;
 use crate::server::Inner;
 
 mod split;
@@ -387,23 +386,19 @@ impl Stream_ {
                 w.catching_up &= !poll.caught_up;
             }
             if poll.caught_up && !catching_up {
-                // Live: one response per revision, its header at that revision (etcd's).
-                // The poll's events are split at revisions without copying them: a poll of one
-                // revision, the usual one, is sent as it is.
-                let revision_of = |e: &Event| e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-                let mut events = poll.events;
-                while let Some(first) = events.first() {
-                    let revision = revision_of(first);
-                    let same = events
-                        .iter()
-                        .take_while(|e| revision_of(e) == revision)
-                        .count();
-                    let rest = events.split_off(same);
-                    let group = std::mem::replace(&mut events, rest);
+                // Live. A watcher keeping up has one revision per poll: one response, its
+                // header at that revision (etcd's). One that fell behind between polls (its
+                // client or this stream slower than the writes) has several: they go in one
+                // response, up to a bound, its header at the last of them, as etcd sends a
+                // watcher that fell behind (a revision is never split, the events stay in
+                // order, and everything up to the header's revision has been sent). A response
+                // per revision would cost this stream and its client a message per revision
+                // exactly when they can least afford it.
+                for (revision, events) in split::live(poll.events) {
                     let response = WatchResponse {
                         header: headers.at(&self.inner, revision),
                         watch_id: id,
-                        events: group,
+                        events,
                         ..WatchResponse::default()
                     };
                     if !self.send_events(id, response).await {

@@ -1,5 +1,5 @@
-//! Splitting watch responses by size: catch-up responses at revision boundaries (always, past a
-//! bound every gRPC client accepts), and any response into etcd's fragments (only for a watcher
+//! Splitting watch responses by size: responses of several revisions at revision boundaries
+//! (always: a catch-up past a bound every gRPC client accepts, a live one past a smaller one), and any response into etcd's fragments (only for a watcher
 //! created with `fragment`).
 
 use prost::Message;
@@ -17,6 +17,11 @@ use crate::proto::mvccpb::Event;
 /// watcher asked for fragments.
 pub const CATCH_UP_RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// The largest live response sent whole when it holds more than one revision (a watcher that
+/// fell behind between polls gets its revisions together): big enough that a batch of small
+/// events is one message, small enough that a stream's queue of responses stays a few MiB.
+pub const LIVE_RESPONSE_BYTES_MAX: usize = 64 * 1024;
+
 /// The bytes `event` adds to an encoded `WatchResponse`: its tag (field 11, one byte), its
 /// length and itself.
 fn event_bytes(event: &Event) -> usize {
@@ -28,7 +33,7 @@ fn revision_of(event: &Event) -> i64 {
     event.kv.as_ref().map_or(0, |kv| kv.mod_revision)
 }
 
-/// Splits a catch-up response's `events` (whole revisions, in order) into runs of whole
+/// Splits a response's `events` (whole revisions, in order) into runs of whole
 /// revisions whose events take at most `bytes_max` bytes, except a run of one revision, which is
 /// never split. Each run is non-empty; together they are `events`, in order.
 pub fn at_revisions(events: Vec<Event>, bytes_max: usize) -> Vec<Vec<Event>> {
@@ -60,6 +65,17 @@ pub fn at_revisions(events: Vec<Event>, bytes_max: usize) -> Vec<Vec<Event>> {
         runs.push(run);
     }
     runs
+}
+
+/// A live watcher's polled `events` (whole revisions, in order) as responses: runs of whole
+/// revisions of at most [`LIVE_RESPONSE_BYTES_MAX`] bytes (a single revision is never split),
+/// each with the revision its header carries, its last event's: every event up to it has then
+/// been sent. A poll of one revision, the usual one, is one response, as etcd sends it.
+pub fn live(events: Vec<Event>) -> Vec<(i64, Vec<Event>)> {
+    at_revisions(events, LIVE_RESPONSE_BYTES_MAX)
+        .into_iter()
+        .map(|run| (run.last().map_or(0, revision_of), run))
+        .collect()
 }
 
 /// etcd's `sendFragments`: a response of at least `bytes_max` encoded bytes with two events or
@@ -189,6 +205,26 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn live_responses_keep_revisions_whole_and_carry_their_last_revision() {
+        // One revision: one response at it.
+        let one = vec![event(5, 10), event(5, 10)];
+        assert_eq!(live(one.clone()), vec![(5, one)]);
+        // Several small revisions: one response, at the last.
+        let several: Vec<Event> = (2..40).map(|r| event(r, 100)).collect();
+        assert_eq!(live(several.clone()), vec![(39, several)]);
+        // Past the bound: runs of whole revisions, each at its own last.
+        let big: Vec<Event> = (2..200).map(|r| event(r, 1_000)).collect();
+        let runs = live(big.clone());
+        assert!(runs.len() > 1);
+        let rejoined: Vec<Event> = runs.iter().flat_map(|(_, run)| run.clone()).collect();
+        assert_eq!(rejoined, big);
+        for (revision, run) in &runs {
+            assert_eq!(*revision, revision_of(&run[run.len() - 1]));
+            assert!(run.iter().map(event_bytes).sum::<usize>() <= LIVE_RESPONSE_BYTES_MAX);
         }
     }
 
