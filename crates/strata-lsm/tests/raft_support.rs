@@ -3,6 +3,8 @@
 
 use strata_lsm::{Db, Options, WriteOptions};
 
+mod support;
+
 #[test]
 fn a_forced_flush_records_properties_that_live_files_report() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -142,18 +144,7 @@ fn a_reopen_replays_more_than_one_memtable_of_wal() {
         // Abandon the store without a clean close, whatever the flusher managed.
         std::mem::forget(db);
     }
-    // The forgotten store still holds the directory lock in this process: the WAL of a crashed
-    // process is what a reopen sees, so copy the files as they are now. Its flusher may still
-    // be finishing a flush (writing a table, purging WAL segments): a copy counts only if the
-    // directory did not change while it was taken, so that it is one moment's state.
-    let copy = (0..1000)
-        .find_map(|_| {
-            let before = listing(dir.path());
-            let copy = tempfile::tempdir().expect("tempdir");
-            let copied = copy_tree(dir.path(), copy.path());
-            (copied && listing(dir.path()) == before).then_some(copy)
-        })
-        .expect("the store's directory stopped changing");
+    let copy = support::crash_image(dir.path());
     let db = Db::open(copy.path(), options()).expect("reopen");
     for i in 0..400u32 {
         assert_eq!(
@@ -162,40 +153,4 @@ fn a_reopen_replays_more_than_one_memtable_of_wal() {
             "k{i:04}"
         );
     }
-}
-
-/// Copies the files under `from` (but for `LOCK`s) into `to`; false if one vanished meanwhile.
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> bool {
-    for entry in std::fs::read_dir(from).expect("list") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            std::fs::create_dir_all(&target).expect("mkdir");
-            if !copy_tree(&entry.path(), &target) {
-                return false;
-            }
-        } else if entry.file_name() != "LOCK" {
-            match std::fs::copy(entry.path(), &target) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-                Err(e) => panic!("copy: {e}"),
-            }
-        }
-    }
-    true
-}
-
-/// Every file under `dir` with its length, sorted.
-fn listing(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("list") {
-        let entry = entry.expect("entry");
-        if entry.file_type().expect("type").is_dir() {
-            out.extend(listing(&entry.path()));
-        } else if let Ok(meta) = entry.metadata() {
-            out.push((entry.path(), meta.len()));
-        }
-    }
-    out.sort();
-    out
 }

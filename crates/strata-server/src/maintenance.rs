@@ -32,10 +32,11 @@ const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The Maintenance service.
 pub struct MaintenanceService(pub Arc<Inner>);
 
-/// The bytes of the LSM's files on disk (tables, WAL, manifest): the database size Status
-/// reports and the quota counts, as etcd counts its bbolt file.
+/// The bytes of the LSM's files on disk (tables, manifest) and of the writes its memtables
+/// hold that no file has yet (it keeps no WAL): the database size Status reports and the quota
+/// counts, as etcd counts its bbolt file, which grows with every write.
 pub fn db_size_bytes(inner: &Inner) -> u64 {
-    dir_bytes(&inner.config.data_dir.join("member").join("db"), 2)
+    dir_bytes(&inner.config.data_dir.join("member").join("db"), 2) + inner.db.stats().memtable_bytes
 }
 
 /// The bytes of the files in `dir` and its subdirectories down to `depth` levels.

@@ -37,6 +37,16 @@ impl Db {
     ///
     /// As [`flush`](Self::flush).
     pub fn flush_with_properties(&self, properties: &[(&str, &[u8])]) -> Result<Vec<FileMeta>> {
+        self.inner.flush_with_properties(properties)
+    }
+}
+
+impl Inner {
+    /// [`Db::flush_with_properties`], also run by a store without a WAL as it closes.
+    pub(super) fn flush_with_properties(
+        &self,
+        properties: &[(&str, &[u8])],
+    ) -> Result<Vec<FileMeta>> {
         if properties
             .iter()
             .any(|(name, _)| name.starts_with("strata."))
@@ -44,8 +54,8 @@ impl Db {
             return Err(strata_sstable::Error::ReservedProperty.into());
         }
         let target = {
-            let _writer = self.inner.write_lock.lock();
-            let mut state = self.inner.state.lock();
+            let _writer = self.write_lock.lock();
+            let mut state = self.state.lock();
             if state.active.table.is_empty() {
                 None
             } else {
@@ -54,7 +64,7 @@ impl Db {
                     .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
                     .collect();
                 let target = Arc::clone(&state.active);
-                self.inner.rotate(&mut state);
+                self.rotate(&mut state);
                 Some(target)
             }
         };
@@ -70,12 +80,12 @@ impl Db {
                 }
                 return Ok(written);
             }
-            match self.inner.flush_oldest() {
+            match self.flush_oldest() {
                 Ok(Some(meta)) => written.push(meta),
                 Ok(None) if target.is_none() => return Ok(written),
                 // Someone else is flushing the target: wait for them.
                 Ok(None) => {
-                    let mut state = self.inner.state.lock();
+                    let mut state = self.state.lock();
                     let pending = target
                         .as_ref()
                         .is_some_and(|t| t.flushed_as.lock().is_none());
@@ -89,7 +99,7 @@ impl Db {
                         return Err(Error::Restored);
                     }
                     if pending && state.background_error.is_none() {
-                        self.inner.changed.wait(&mut state);
+                        self.changed.wait(&mut state);
                     }
                     if let Some(cause) = &state.background_error {
                         return Err(Error::ReadOnly {
@@ -98,15 +108,13 @@ impl Db {
                     }
                 }
                 Err(e) => {
-                    self.inner.fail(&e);
+                    self.fail(&e);
                     return Err(e);
                 }
             }
         }
     }
-}
 
-impl Inner {
     pub(super) fn flush_loop(&self) {
         loop {
             let (flush, generation) = {
@@ -178,9 +186,12 @@ impl Inner {
         // A flushed table holds only committed writes: every sequence number in it is visible.
         debug_assert!(meta.largest_seq <= last_seq);
         bump(&self.counters.flush_bytes, meta.size);
+        // The WAL records this memtable holds, if any (without a WAL, none; after a reopen
+        // without one, the replayed records of the earlier run).
         let flushed_lsn = memtable.wal_lsn_max.load(Ordering::Acquire);
+        let covers_wal = flushed_lsn > self.state.lock().manifest_state.wal_flushed_lsn;
         let edit = VersionEdit {
-            wal_flushed_lsn: Some(flushed_lsn),
+            wal_flushed_lsn: covers_wal.then_some(flushed_lsn),
             next_file_number: Some(number + 1),
             last_seq: Some(last_seq.max(meta.largest_seq)),
             added: vec![meta.clone()],
@@ -191,7 +202,7 @@ impl Inner {
         {
             let mut state = self.state.lock();
             // Flushed WAL records only grow: this memtable's follow those already in tables.
-            debug_assert!(flushed_lsn > state.manifest_state.wal_flushed_lsn);
+            debug_assert!(!covers_wal || flushed_lsn > state.manifest_state.wal_flushed_lsn);
             self.apply_edit(&mut state, &edit, number)?;
             let mut levels = state.version.levels.clone();
             // Level 0 is newest first: a flushed memtable is newer than every table there.
@@ -212,7 +223,9 @@ impl Inner {
         }
         let snapshot = self.state.lock().manifest_state.clone();
         self.maybe_rewrite_manifest(manifest, &snapshot)?;
-        self.wal.purge_before(flushed_lsn + 1)?;
+        if covers_wal {
+            self.wal.purge_before(flushed_lsn + 1)?;
+        }
         Ok(Some(meta))
     }
 }

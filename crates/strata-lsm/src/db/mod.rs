@@ -77,6 +77,16 @@ pub struct Options {
     /// `fsync`s another log on the same disk all the time may do better without it (the
     /// server measured 15-20% fewer puts with it). Default true.
     pub wal_mapped: bool,
+    /// Whether writes go to the write-ahead log. Default true. Without it a write goes to the
+    /// memtable alone: it is readable at once, but durable only once a flush has written its
+    /// memtable to a table, so a crash loses every write no flush covered (the tables always
+    /// hold a prefix of the writes, whole batches). A write with `sync` set flushes before it
+    /// returns, and closing the store flushes what it holds (call [`Db::flush`] first to see
+    /// an error). For a caller that keeps its own durable log and replays it from what the
+    /// tables hold: a Raft state machine, which records its applied index in its batches and
+    /// keeps its Raft log from there (it then writes each entry once, not twice). A WAL left
+    /// by an earlier open with one is still replayed, and removed once flushed.
+    pub wal: bool,
 }
 
 impl Default for Options {
@@ -91,6 +101,7 @@ impl Default for Options {
             compaction: CompactionOptions::default(),
             block_cache_bytes: 32 * 1024 * 1024,
             wal_mapped: true,
+            wal: true,
         }
     }
 }
@@ -239,6 +250,12 @@ struct FlusherGuard {
 
 impl Drop for FlusherGuard {
     fn drop(&mut self) {
+        if !self.inner.options.wal {
+            // Without a WAL the memtables are the only copy of their writes: a clean close
+            // writes them out. A failure leaves the store as a crash would (a prefix of the
+            // writes); the store is already read-only then, and `Db::flush` reports it.
+            let _ = self.inner.flush_with_properties(&[]);
+        }
         self.inner.state.lock().closing = true;
         self.inner.changed.notify_all();
         if let Some(thread) = self.thread.lock().take() {

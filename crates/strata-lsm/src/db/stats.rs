@@ -45,6 +45,10 @@ impl Db {
             cache_hits: self.inner.cache.as_ref().map_or(0, |c| c.hits()),
             cache_misses: self.inner.cache.as_ref().map_or(0, |c| c.misses()),
             cache_bytes: self.inner.cache.as_ref().map_or(0, |c| c.bytes()),
+            memtable_bytes: std::iter::once(&state.active)
+                .chain(&state.immutables)
+                .map(|m| m.table.approximate_bytes() as u64)
+                .sum(),
             wal_records: self.inner.wal.metrics().records,
             wal_syncs: self.inner.wal.metrics().syncs,
             wal_bytes: self.inner.wal.metrics().bytes,
@@ -73,6 +77,9 @@ pub struct Stats {
     pub cache_misses: u64,
     /// Bytes in the block cache.
     pub cache_bytes: usize,
+    /// Bytes of writes held in memtables (the active one and those waiting for their flush):
+    /// without a WAL (`Options::wal`), data that is not in any file yet.
+    pub memtable_bytes: u64,
     /// WAL records written (one per committed batch) and `fdatasync`s since open: with many
     /// sync writers, group commit makes the second much smaller than the first.
     pub wal_records: u64,

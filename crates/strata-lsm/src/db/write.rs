@@ -89,8 +89,19 @@ impl Db {
     ///
     /// A WAL error (a failed fsync makes the store refuse further writes), or an earlier
     /// background flush failure. A batch committed by another writer's group reports that
-    /// group's failure as [`Error::WriteFailed`].
+    /// group's failure as [`Error::WriteFailed`]. Without a WAL (`Options::wal`), a `sync`
+    /// write flushes the memtable, and reports the flush's error.
     pub fn write(&self, batch: WriteBatch, options: WriteOptions) -> Result<u64> {
+        let seq = self.commit(batch, options)?;
+        if options.sync && !self.inner.options.wal {
+            self.flush()?;
+        }
+        Ok(seq)
+    }
+
+    /// [`write`](Self::write) up to the point where the batch is visible (and, with a WAL,
+    /// logged, and synced if asked).
+    fn commit(&self, batch: WriteBatch, options: WriteOptions) -> Result<u64> {
         if batch.is_empty() {
             return Ok(self.inner.state.lock().last_seq);
         }
@@ -254,13 +265,18 @@ impl Inner {
             next_seq += batch.len() as u64;
             last_seqs.push(next_seq - 1);
         }
-        let lsns = self.wal.append_batch(batches)?;
+        // Without a WAL the group goes to the memtable alone (`Options::wal`).
+        let lsns = if self.options.wal {
+            Some(self.wal.append_batch(batches)?)
+        } else {
+            None
+        };
         let user_bytes: usize = batches.iter().map(|b| b.0.data_bytes()).sum();
         bump(&self.counters.user_bytes, user_bytes as u64);
         // From here the group is in the WAL: any failure would leave memory and log disagreeing,
         // so it makes the store read-only (a reopen replays the log).
         let applied = (|| {
-            if sync {
+            if sync && self.options.wal {
                 self.wal.sync()?;
             }
             for Logged(batch) in batches.iter() {
@@ -275,7 +291,9 @@ impl Inner {
             self.fail(&e);
             return Err(e);
         }
-        active.wal_lsn_max.store(*lsns.end(), Ordering::Release);
+        if let Some(lsns) = lsns {
+            active.wal_lsn_max.store(*lsns.end(), Ordering::Release);
+        }
         // Visible only now, all at once: readers never see part of a batch.
         let mut state = self.state.lock();
         // Sequence numbers only grow: the group starts right after the last one assigned, which
