@@ -75,7 +75,8 @@ pub struct Options {
     /// crash of the process once it returns; `sync` writes are durable), with a copy instead of
     /// a system call, which roughly doubles single-writer throughput. A process that also
     /// `fsync`s another log on the same disk all the time may do better without it (the
-    /// server measured 15-20% fewer puts with it). Default true.
+    /// server, when its LSM still had a WAL, measured 15-20% fewer puts with it). Default
+    /// true. No effect without a WAL (`wal`).
     pub wal_mapped: bool,
     /// Whether writes go to the write-ahead log. Default true. Without it a write goes to the
     /// memtable alone: it is readable at once, but durable only once a flush has written its

@@ -273,8 +273,8 @@ impl Inner {
         };
         let user_bytes: usize = batches.iter().map(|b| b.0.data_bytes()).sum();
         bump(&self.counters.user_bytes, user_bytes as u64);
-        // From here the group is in the WAL: any failure would leave memory and log disagreeing,
-        // so it makes the store read-only (a reopen replays the log).
+        // From here the group is in the WAL (if there is one): any failure would leave memory
+        // and log disagreeing, so it makes the store read-only (a reopen replays the log).
         let applied = (|| {
             if sync && self.options.wal {
                 self.wal.sync()?;
