@@ -23,6 +23,13 @@ fn batch(i: u32) -> WriteBatch {
     batch
 }
 
+/// Whether a store holds batch `i`'s key.
+fn holds(db: &Db, i: u32) -> bool {
+    db.get(format!("k{i:05}").as_bytes())
+        .expect("get")
+        .is_some()
+}
+
 /// The `last` a store holds, if any.
 fn last(db: &Db) -> Option<u32> {
     db.get(b"last")
@@ -44,11 +51,7 @@ fn without_a_wal_writes_are_read_at_once_logged_nowhere_and_kept_by_a_clean_clos
     let db = Db::open(dir.path(), options()).expect("reopen");
     assert_eq!(last(&db), Some(9), "the close flushed the memtable");
     for i in 0..10 {
-        assert!(
-            db.get(format!("k{i:05}").as_bytes())
-                .expect("get")
-                .is_some()
-        );
+        assert!(holds(&db, i), "batch {i}");
     }
 }
 
@@ -70,11 +73,11 @@ fn without_a_wal_a_crash_keeps_the_flushed_prefix_of_whole_batches() {
     // The active memtable's batches are gone: there was no log to replay them from.
     assert!(kept < written - 1, "kept {kept} of {written}");
     for i in 0..written {
-        let present = db
-            .get(format!("k{i:05}").as_bytes())
-            .expect("get")
-            .is_some();
-        assert_eq!(present, i <= kept, "batch {i}, with the last kept {kept}");
+        assert_eq!(
+            holds(&db, i),
+            i <= kept,
+            "batch {i}, with the last kept {kept}"
+        );
     }
 }
 
@@ -94,11 +97,7 @@ fn without_a_wal_a_sync_write_is_durable_when_it_returns() {
     let db = Db::open(copy.path(), options()).expect("reopen");
     assert_eq!(last(&db), Some(300));
     for i in 0..=300 {
-        assert!(
-            db.get(format!("k{i:05}").as_bytes())
-                .expect("get")
-                .is_some()
-        );
+        assert!(holds(&db, i), "batch {i}");
     }
 }
 
@@ -128,10 +127,6 @@ fn a_wal_left_by_an_open_with_one_is_replayed_by_an_open_without() {
     let db = Db::open(copy.path(), Options::default()).expect("reopen with a WAL");
     assert_eq!(last(&db), Some(59));
     for i in 0..60 {
-        assert!(
-            db.get(format!("k{i:05}").as_bytes())
-                .expect("get")
-                .is_some()
-        );
+        assert!(holds(&db, i), "batch {i}");
     }
 }

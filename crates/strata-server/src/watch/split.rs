@@ -72,6 +72,14 @@ pub fn at_revisions(events: Vec<Event>, bytes_max: usize) -> Vec<Vec<Event>> {
 /// each with the revision its header carries, its last event's: every event up to it has then
 /// been sent. A poll of one revision, the usual one, is one response, as etcd sends it.
 pub fn live(events: Vec<Event>) -> Vec<(i64, Vec<Event>)> {
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return Vec::new();
+    };
+    let (first, last) = (revision_of(first), revision_of(last));
+    if first == last {
+        // One revision, the usual poll: never split, so not measured.
+        return vec![(last, events)];
+    }
     at_revisions(events, LIVE_RESPONSE_BYTES_MAX)
         .into_iter()
         .map(|run| (run.last().map_or(0, revision_of), run))
@@ -210,8 +218,9 @@ mod tests {
 
     #[test]
     fn live_responses_keep_revisions_whole_and_carry_their_last_revision() {
-        // One revision: one response at it.
-        let one = vec![event(5, 10), event(5, 10)];
+        // Nothing: no response. One revision: one response at it, however big.
+        assert_eq!(live(Vec::new()), vec![]);
+        let one = vec![event(5, 10), event(5, 100_000)];
         assert_eq!(live(one.clone()), vec![(5, one)]);
         // Several small revisions: one response, at the last.
         let several: Vec<Event> = (2..40).map(|r| event(r, 100)).collect();
