@@ -26,6 +26,20 @@ pub enum Error {
         /// The failure.
         cause: String,
     },
+    /// A write, flush, compaction, checkpoint, ingest or restore on a store opened with
+    /// [`Db::open_read_only`](crate::Db::open_read_only).
+    #[error("the store was opened read-only")]
+    OpenedReadOnly,
+    /// [`Db::open_read_only`](crate::Db::open_read_only), or [`Db::open`](crate::Db::open)
+    /// without `Options::create_if_missing`, found no store: the directory is missing, or
+    /// holds no `CURRENT` file. Nothing was created.
+    #[error("no Strata store at {}: {reason}", path.display())]
+    NoStore {
+        /// The directory.
+        path: PathBuf,
+        /// What is missing.
+        reason: &'static str,
+    },
     /// A key whose encoded form would exceed the table format's key limit (64 KiB, where a
     /// zero byte counts twice). Refused before anything is written.
     #[error("key of {len} bytes is too large")]

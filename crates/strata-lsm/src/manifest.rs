@@ -305,7 +305,34 @@ impl VersionState {
 pub struct Manifest {
     db_dir: PathBuf,
     generation: u64,
-    log: Wal,
+    /// `None` for a manifest only read ([`Manifest::read`]).
+    log: Option<Wal>,
+}
+
+/// The generation `CURRENT` names; `None` if the store has none.
+fn read_current(db_dir: &Path) -> Result<Option<u64>> {
+    let current_path = db_dir.join(CURRENT_FILE);
+    let current = match std::fs::read(&current_path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(IoError::new("read", current_path, e).into());
+        }
+    };
+    let corrupt_current = |reason| Error::Corruption {
+        path: current_path.clone(),
+        offset: 0,
+        reason,
+    };
+    let name = std::str::from_utf8(&current)
+        .ok()
+        .and_then(|s| s.strip_suffix('\n'))
+        .ok_or_else(|| corrupt_current("CURRENT is not one line"))?;
+    let generation = name
+        .strip_prefix("manifest-")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| corrupt_current("CURRENT does not name a manifest"))?;
+    Ok(Some(generation))
 }
 
 fn manifest_dir_name(generation: u64) -> String {
@@ -364,27 +391,9 @@ impl Manifest {
     /// [`Error::Corruption`] for a `CURRENT` or an edit that does not decode or apply; the log's
     /// own errors.
     pub fn open(db_dir: &Path) -> Result<Option<(Manifest, VersionState)>> {
-        let current_path = db_dir.join(CURRENT_FILE);
-        let current = match std::fs::read(&current_path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(IoError::new("read", current_path, e).into());
-            }
+        let Some(generation) = read_current(db_dir)? else {
+            return Ok(None);
         };
-        let corrupt_current = |reason| Error::Corruption {
-            path: current_path.clone(),
-            offset: 0,
-            reason,
-        };
-        let name = std::str::from_utf8(&current)
-            .ok()
-            .and_then(|s| s.strip_suffix('\n'))
-            .ok_or_else(|| corrupt_current("CURRENT is not one line"))?;
-        let generation: u64 = name
-            .strip_prefix("manifest-")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| corrupt_current("CURRENT does not name a manifest"))?;
         let dir = db_dir.join(manifest_dir_name(generation));
         remove_other_generations(db_dir, generation)?;
         let (log, _) = Wal::open(&dir, wal_options())?;
@@ -403,7 +412,7 @@ impl Manifest {
             Manifest {
                 db_dir: db_dir.to_path_buf(),
                 generation,
-                log,
+                log: Some(log),
             },
             state,
         )))
@@ -438,17 +447,64 @@ impl Manifest {
         Ok(Manifest {
             db_dir: db_dir.to_path_buf(),
             generation,
-            log,
+            log: Some(log),
         })
+    }
+
+    /// Reads the manifest of the store in `db_dir` without changing anything (no file is
+    /// created, removed or truncated: a torn last edit is left where it is and ignored, as
+    /// [`open`](Self::open) would cut it); the manifest it returns refuses edits. `None` if
+    /// the store has no `CURRENT`.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn read(db_dir: &Path) -> Result<Option<(Manifest, VersionState)>> {
+        let Some(generation) = read_current(db_dir)? else {
+            return Ok(None);
+        };
+        let dir = db_dir.join(manifest_dir_name(generation));
+        let mut state = VersionState::default();
+        let mut failure = None;
+        strata_wal::scan_log(
+            &dir,
+            |_, _| {},
+            |lsn, bytes| {
+                if failure.is_some() {
+                    return;
+                }
+                let applied = VersionEdit::decode(bytes).and_then(|edit| state.apply(&edit));
+                if let Err(reason) = applied {
+                    failure = Some(Error::Corruption {
+                        path: dir.clone(),
+                        offset: lsn,
+                        reason,
+                    });
+                }
+            },
+        )?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(Some((
+            Manifest {
+                db_dir: db_dir.to_path_buf(),
+                generation,
+                log: None,
+            },
+            state,
+        )))
     }
 
     /// Appends an edit durably.
     ///
     /// # Errors
     ///
-    /// The log's errors (a failed fsync poisons it).
+    /// [`Error::OpenedReadOnly`] for a manifest from [`read`](Self::read); the log's errors
+    /// (a failed fsync poisons it).
     pub fn append(&self, edit: &VersionEdit) -> Result<()> {
-        self.log.append(&edit.encode())?;
+        let log = self.log.as_ref().ok_or(Error::OpenedReadOnly)?;
+        log.append(&edit.encode())?;
         Ok(())
     }
 
@@ -459,7 +515,7 @@ impl Manifest {
 
     /// Bytes of edits in the live generation, to decide when to write a new one.
     pub fn bytes(&self) -> u64 {
-        self.log.metrics().bytes
+        self.log.as_ref().map_or(0, |log| log.metrics().bytes)
     }
 
     /// The store's directory.

@@ -22,6 +22,7 @@ impl Db {
     ///
     /// A table or manifest error.
     pub fn compact(&self) -> Result<()> {
+        self.inner.writable()?;
         let _one = self.inner.manual_compaction_lock();
         for level in 0..crate::manifest::LEVELS - 1 {
             let plan = {
@@ -58,6 +59,10 @@ impl Db {
     /// [`Error::ReadOnly`](crate::Error::ReadOnly) if a background flush or compaction failed
     /// (it will not be retried until a reopen).
     pub fn wait_for_background(&self) -> Result<()> {
+        if self.inner.read_only() {
+            // No background work runs, and none is coming.
+            return Ok(());
+        }
         let mut state = self.inner.state.lock();
         loop {
             if let Some(cause) = &state.background_error {

@@ -39,7 +39,7 @@ impl Db {
         }
         let mut exported = state;
         // Everything is in tables: the copy's WAL starts empty, past what this one used.
-        exported.wal_flushed_lsn = self.inner.wal.next_lsn().saturating_sub(1);
+        exported.wal_flushed_lsn = self.inner.wal()?.next_lsn().saturating_sub(1);
         drop(Manifest::create(path, 1, &exported)?);
         sync_dir(path)?;
         // And the checkpoint directory's own name, so that a checkpoint that returned `Ok`
@@ -73,6 +73,7 @@ impl Db {
     /// If two inputs hold the same key at the same sequence number (tables from different
     /// stores can), the one listed first in `files` wins.
     pub fn ingest<P: AsRef<Path>>(&self, level: usize, files: &[P]) -> Result<Vec<FileMeta>> {
+        self.inner.writable()?;
         let last = crate::manifest::LEVELS - 1;
         if level > last {
             return Err(Error::NoSuchLevel { level, last });

@@ -47,6 +47,7 @@ impl Inner {
         &self,
         properties: &[(&str, &[u8])],
     ) -> Result<Vec<FileMeta>> {
+        self.writable()?;
         if properties
             .iter()
             .any(|(name, _)| name.starts_with("strata."))
@@ -224,7 +225,7 @@ impl Inner {
         let snapshot = self.state.lock().manifest_state.clone();
         self.maybe_rewrite_manifest(manifest, &snapshot)?;
         if covers_wal {
-            self.wal.purge_before(flushed_lsn + 1)?;
+            self.wal()?.purge_before(flushed_lsn + 1)?;
         }
         Ok(Some(meta))
     }

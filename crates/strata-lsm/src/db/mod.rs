@@ -41,7 +41,7 @@ use strata_wal::Wal;
 use crate::batch::WriteBatch;
 use crate::cache::LruBlockCache;
 use crate::compaction::CompactionOptions;
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::keys::filter_key;
 use crate::manifest::{FileMeta, Manifest, VersionState};
 
@@ -88,6 +88,10 @@ pub struct Options {
     /// keeps its Raft log from there (it then writes each entry once, not twice). A WAL left
     /// by an earlier open with one is still replayed, and removed once flushed.
     pub wal: bool,
+    /// Whether [`Db::open`] makes a new store where there is none. Default true. Without it,
+    /// opening a directory that does not exist or holds no store fails with
+    /// [`Error::NoStore`] and creates nothing (RocksDB's `create_if_missing`).
+    pub create_if_missing: bool,
 }
 
 impl Default for Options {
@@ -103,6 +107,7 @@ impl Default for Options {
             block_cache_bytes: 32 * 1024 * 1024,
             wal_mapped: true,
             wal: true,
+            create_if_missing: true,
         }
     }
 }
@@ -218,7 +223,8 @@ struct State {
 struct Inner {
     dir: PathBuf,
     options: Options,
-    wal: Wal,
+    /// `None` for a store opened read-only ([`Db::open_read_only`]).
+    wal: Option<Wal>,
     state: Mutex<State>,
     /// Signalled when a flush finishes or is needed.
     changed: Condvar,
@@ -251,7 +257,7 @@ struct FlusherGuard {
 
 impl Drop for FlusherGuard {
     fn drop(&mut self) {
-        if !self.inner.options.wal {
+        if !self.inner.options.wal && !self.inner.read_only() {
             // Without a WAL the memtables are the only copy of their writes: a clean close
             // writes them out. A failure leaves the store as a crash would (a prefix of the
             // writes); the store is already read-only then, and `Db::flush` reports it.
@@ -266,6 +272,24 @@ impl Drop for FlusherGuard {
 }
 
 impl Inner {
+    /// Whether the store was opened with [`Db::open_read_only`].
+    fn read_only(&self) -> bool {
+        self.wal.is_none()
+    }
+
+    /// The WAL, or [`Error::OpenedReadOnly`].
+    fn wal(&self) -> Result<&Wal> {
+        self.wal.as_ref().ok_or(Error::OpenedReadOnly)
+    }
+
+    /// Refuses what would change a store opened read-only.
+    fn writable(&self) -> Result<()> {
+        if self.read_only() {
+            return Err(Error::OpenedReadOnly);
+        }
+        Ok(())
+    }
+
     /// Puts the store into the read-only error state: a flush or compaction failed part-way
     /// (a failed fsync among the possibilities), so nothing more may be written until a reopen
     /// recovers from what is durable.

@@ -57,14 +57,10 @@ impl Db {
     ///
     /// [`Error::Corruption`] for a damaged manifest, table or WAL; I/O errors.
     pub fn open(dir: &Path, mut options: Options) -> Result<Db> {
-        // Values that would wedge the store are raised to the least that works.
-        options.memtable_bytes = options.memtable_bytes.max(MEMTABLE_BYTES_MIN);
-        options.immutable_memtables_max =
-            options.immutable_memtables_max.max(IMMUTABLE_MEMTABLES_MIN);
-        let c = &mut options.compaction;
-        c.l0_trigger = c.l0_trigger.max(L0_TRIGGER_MIN);
-        c.l0_slowdown_trigger = c.l0_slowdown_trigger.max(c.l0_trigger);
-        c.l0_stop_trigger = c.l0_stop_trigger.max(c.l0_slowdown_trigger);
+        normalize(&mut options);
+        if !options.create_if_missing {
+            no_store_check(dir)?;
+        }
         std::fs::create_dir_all(dir).map_err(IoError::with("create store directory", dir))?;
         let (manifest, manifest_state) = match Manifest::open(dir)? {
             Some(opened) => opened,
@@ -75,77 +71,27 @@ impl Db {
         };
         let cache = (options.block_cache_bytes > 0)
             .then(|| Arc::new(LruBlockCache::new(options.block_cache_bytes)));
-        let mut version = Version {
-            levels: vec![Vec::new(); manifest_state.levels.len()],
-        };
-        for (level, files) in manifest_state.levels.iter().enumerate() {
-            for meta in files {
-                version.levels[level].push(open_table(dir, meta, cache.as_ref())?);
-            }
-        }
+        let version = open_tables(dir, &manifest_state, cache.as_ref())?;
         remove_unlisted_tables(dir, &manifest_state)?;
         let wal = open_wal(dir, manifest_state.wal_flushed_lsn, options.wal_mapped)?;
-        let active = Arc::new(MemtableHandle::new(memtable_capacity(&options)));
-        let mut last_seq = manifest_state.last_seq;
-        // What the WAL holds beyond the tables can exceed one memtable (a crash while flushes
-        // lagged): replay into as many as it takes; the full ones are flushed once the store
-        // is running.
-        let mut active = active;
-        let mut recovered_immutables: Vec<Arc<MemtableHandle>> = Vec::new();
         let replay_from = (manifest_state.wal_flushed_lsn + 1).max(wal.first_lsn());
+        let mut replay = Replay::new(&options, manifest_state.last_seq);
         if replay_from < wal.next_lsn() {
             for record in wal.read_from(replay_from)? {
                 let (lsn, bytes) = record?;
-                let batch = WriteBatch::decode(&bytes).map_err(|reason| Error::Corruption {
-                    path: dir.join("wal"),
-                    offset: lsn,
-                    reason,
-                })?;
-                if active.table.approximate_bytes() + batch_memory_bytes(&batch)
-                    > options.memtable_bytes
-                    && !active.table.is_empty()
-                {
-                    active.table.freeze();
-                    let full = std::mem::replace(
-                        &mut active,
-                        Arc::new(MemtableHandle::new(memtable_capacity(&options))),
-                    );
-                    recovered_immutables.insert(0, full);
-                }
-                let first_seq = batch.first_seq();
-                for (i, op) in batch.ops().enumerate() {
-                    let seq = first_seq + i as u64;
-                    insert(&active.table, op.0, seq, op.1, op.2)?;
-                    last_seq = last_seq.max(seq);
-                }
-                active.wal_lsn_max.store(lsn, Ordering::Release);
+                replay.record(dir, lsn, &bytes)?;
             }
         }
-        let inner = Arc::new(Inner {
-            dir: dir.to_path_buf(),
+        let inner = assemble(
+            dir,
             options,
-            wal,
-            state: Mutex::new(State {
-                active,
-                immutables: recovered_immutables,
-                version: Arc::new(version),
-                last_seq,
-                manifest_state,
-                background_error: None,
-                closing: false,
-                snapshots: BTreeMap::new(),
-                generation: 0,
-                restores: 0,
-            }),
-            changed: Condvar::new(),
-            write_lock: Mutex::new(WriteScratch::default()),
-            queue: Mutex::new(std::collections::VecDeque::new()),
-            queue_changed: Condvar::new(),
-            manifest: Mutex::new(manifest),
-            compaction_lock: Mutex::new(()),
+            Some(wal),
+            manifest,
+            manifest_state,
+            version,
+            replay,
             cache,
-            counters: Counters::default(),
-        });
+        );
         let flusher_inner = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
             .name("strata-lsm-flush".into())
@@ -159,6 +105,201 @@ impl Db {
             inner,
         })
     }
+
+    /// Opens the store in `dir` for reading only: nothing in `dir` is created, changed or
+    /// removed, and no background thread runs. Reads see what an [`open`](Self::open) would
+    /// (the tables, and the WAL's records past them, replayed into memory; a torn tail is
+    /// ignored rather than cut); writes, flushes, compactions, checkpoints, ingests and
+    /// restores fail with [`Error::OpenedReadOnly`]. For tools that inspect a store, which
+    /// must never make one where a path was mistyped. Another process may have the store
+    /// open meanwhile: this one sees the state as of the open (or an error if a flush or
+    /// compaction removed a file while it was being opened; open again).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoStore`] if `dir` does not exist or has no `CURRENT`; as [`open`](Self::open)
+    /// for damage.
+    pub fn open_read_only(dir: &Path, mut options: Options) -> Result<Db> {
+        normalize(&mut options);
+        no_store_check(dir)?;
+        let Some((manifest, manifest_state)) = Manifest::read(dir)? else {
+            return Err(Error::NoStore {
+                path: dir.to_path_buf(),
+                reason: "the directory has no CURRENT file",
+            });
+        };
+        let cache = (options.block_cache_bytes > 0)
+            .then(|| Arc::new(LruBlockCache::new(options.block_cache_bytes)));
+        let version = open_tables(dir, &manifest_state, cache.as_ref())?;
+        let mut replay = Replay::new(&options, manifest_state.last_seq);
+        let wal_dir = dir.join("wal");
+        if wal_dir.is_dir() {
+            let mut failure = None;
+            strata_wal::scan_log(
+                &wal_dir,
+                |_, _| {},
+                |lsn, bytes| {
+                    if failure.is_none() && lsn > manifest_state.wal_flushed_lsn {
+                        failure = replay.record(dir, lsn, bytes).err();
+                    }
+                },
+            )?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+        let inner = assemble(
+            dir,
+            options,
+            None,
+            manifest,
+            manifest_state,
+            version,
+            replay,
+            cache,
+        );
+        Ok(Db {
+            _flusher: Arc::new(FlusherGuard {
+                inner: Arc::clone(&inner),
+                thread: Mutex::new(None),
+            }),
+            inner,
+        })
+    }
+}
+
+/// [`Error::NoStore`] unless `dir` is a directory with a `CURRENT` file.
+fn no_store_check(dir: &Path) -> Result<()> {
+    let reason = match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => "not a directory",
+        Ok(_) if !dir.join(crate::manifest::CURRENT_FILE).exists() => {
+            "the directory has no CURRENT file"
+        }
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "the directory does not exist",
+        Err(e) => return Err(IoError::new("read", dir.to_path_buf(), e).into()),
+    };
+    Err(Error::NoStore {
+        path: dir.to_path_buf(),
+        reason,
+    })
+}
+
+/// Raises values that would wedge the store to the least that works.
+fn normalize(options: &mut Options) {
+    options.memtable_bytes = options.memtable_bytes.max(MEMTABLE_BYTES_MIN);
+    options.immutable_memtables_max = options.immutable_memtables_max.max(IMMUTABLE_MEMTABLES_MIN);
+    let c = &mut options.compaction;
+    c.l0_trigger = c.l0_trigger.max(L0_TRIGGER_MIN);
+    c.l0_slowdown_trigger = c.l0_slowdown_trigger.max(c.l0_trigger);
+    c.l0_stop_trigger = c.l0_stop_trigger.max(c.l0_slowdown_trigger);
+}
+
+/// Opens the tables the manifest lists.
+fn open_tables(
+    dir: &Path,
+    state: &VersionState,
+    cache: Option<&Arc<LruBlockCache>>,
+) -> Result<Version> {
+    let mut version = Version {
+        levels: vec![Vec::new(); state.levels.len()],
+    };
+    for (level, files) in state.levels.iter().enumerate() {
+        for meta in files {
+            version.levels[level].push(open_table(dir, meta, cache)?);
+        }
+    }
+    Ok(version)
+}
+
+/// WAL records past the tables, replayed into memtables. What the WAL holds beyond the tables
+/// can exceed one memtable (a crash while flushes lagged): replay fills as many as it takes;
+/// the full ones are flushed once the store is running.
+struct Replay {
+    active: Arc<MemtableHandle>,
+    /// Full memtables, newest first.
+    immutables: Vec<Arc<MemtableHandle>>,
+    last_seq: u64,
+    memtable_bytes: usize,
+    capacity: usize,
+}
+
+impl Replay {
+    fn new(options: &Options, last_seq: u64) -> Self {
+        Self {
+            active: Arc::new(MemtableHandle::new(memtable_capacity(options))),
+            immutables: Vec::new(),
+            last_seq,
+            memtable_bytes: options.memtable_bytes,
+            capacity: memtable_capacity(options),
+        }
+    }
+
+    /// Replays the WAL record `lsn` of the store in `dir`.
+    fn record(&mut self, dir: &Path, lsn: u64, bytes: &[u8]) -> Result<()> {
+        let batch = WriteBatch::decode(bytes).map_err(|reason| Error::Corruption {
+            path: dir.join("wal"),
+            offset: lsn,
+            reason,
+        })?;
+        if self.active.table.approximate_bytes() + batch_memory_bytes(&batch) > self.memtable_bytes
+            && !self.active.table.is_empty()
+        {
+            self.active.table.freeze();
+            let full = std::mem::replace(
+                &mut self.active,
+                Arc::new(MemtableHandle::new(self.capacity)),
+            );
+            self.immutables.insert(0, full);
+        }
+        let first_seq = batch.first_seq();
+        for (i, op) in batch.ops().enumerate() {
+            let seq = first_seq + i as u64;
+            insert(&self.active.table, op.0, seq, op.1, op.2)?;
+            self.last_seq = self.last_seq.max(seq);
+        }
+        self.active.wal_lsn_max.store(lsn, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The store's shared state, from what an open found.
+#[allow(clippy::too_many_arguments)]
+fn assemble(
+    dir: &Path,
+    options: Options,
+    wal: Option<Wal>,
+    manifest: Manifest,
+    manifest_state: VersionState,
+    version: Version,
+    replay: Replay,
+    cache: Option<Arc<LruBlockCache>>,
+) -> Arc<Inner> {
+    Arc::new(Inner {
+        dir: dir.to_path_buf(),
+        options,
+        wal,
+        state: Mutex::new(State {
+            active: replay.active,
+            immutables: replay.immutables,
+            version: Arc::new(version),
+            last_seq: replay.last_seq,
+            manifest_state,
+            background_error: None,
+            closing: false,
+            snapshots: BTreeMap::new(),
+            generation: 0,
+            restores: 0,
+        }),
+        changed: Condvar::new(),
+        write_lock: Mutex::new(WriteScratch::default()),
+        queue: Mutex::new(std::collections::VecDeque::new()),
+        queue_changed: Condvar::new(),
+        manifest: Mutex::new(manifest),
+        compaction_lock: Mutex::new(()),
+        cache,
+        counters: Counters::default(),
+    })
 }
 
 /// Deletes `.sst` files the manifest does not list: outputs of a flush or compaction a crash

@@ -67,6 +67,7 @@ impl Db {
     /// [`Error::ReadOnly`] if the store already is. A failure from the manifest append on makes
     /// the store read-only: reopen it, and it holds the whole old or the whole new state.
     pub fn restore<S: AsRef<str>>(&self, dir: &Path, files: &[S]) -> Result<SnapshotInfo> {
+        self.inner.writable()?;
         let names: HashSet<&str> = files.iter().map(AsRef::as_ref).collect();
         let missing = |name: &str| Error::SnapshotFileMissing {
             name: name.to_owned(),
@@ -197,7 +198,7 @@ impl Inner {
             VersionEdit {
                 // Every WAL record so far belongs to the old state: none may be replayed. No
                 // writer can add one meanwhile (the write lock is held).
-                wal_flushed_lsn: Some(self.wal.next_lsn().saturating_sub(1)),
+                wal_flushed_lsn: Some(self.wal()?.next_lsn().saturating_sub(1)),
                 next_file_number: Some(state.manifest_state.next_file_number),
                 last_seq: Some(state.last_seq.max(info.last_seq)),
                 added,
@@ -248,7 +249,7 @@ impl Inner {
         state.restores += 1;
         self.publish_version(state, levels, None, manifest)?;
         if let Some(flushed_lsn) = edit.wal_flushed_lsn {
-            self.wal.purge_before(flushed_lsn + 1)?;
+            self.wal()?.purge_before(flushed_lsn + 1)?;
         }
         Ok(installed)
     }

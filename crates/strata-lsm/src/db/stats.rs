@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use strata_wal::Wal;
+
 use super::Db;
 
 /// Counters since open, for [`Stats`].
@@ -39,6 +41,12 @@ impl Db {
                 bytes: files.iter().map(|h| h.meta.size).sum(),
             })
             .collect();
+        let wal = self
+            .inner
+            .wal
+            .as_ref()
+            .map(Wal::metrics)
+            .unwrap_or_default();
         Stats {
             levels,
             last_seq: state.last_seq,
@@ -49,9 +57,9 @@ impl Db {
                 .chain(&state.immutables)
                 .map(|m| m.table.approximate_bytes() as u64)
                 .sum(),
-            wal_records: self.inner.wal.metrics().records,
-            wal_syncs: self.inner.wal.metrics().syncs,
-            wal_bytes: self.inner.wal.metrics().bytes,
+            wal_records: wal.records,
+            wal_syncs: wal.syncs,
+            wal_bytes: wal.bytes,
             user_bytes: load(&c.user_bytes),
             flush_bytes: load(&c.flush_bytes),
             compaction_read_bytes: load(&c.compaction_read_bytes),

@@ -102,6 +102,7 @@ impl Db {
     /// [`write`](Self::write) up to the point where the batch is visible (and, with a WAL,
     /// logged, and synced if asked).
     fn commit(&self, batch: WriteBatch, options: WriteOptions) -> Result<u64> {
+        self.inner.writable()?;
         if batch.is_empty() {
             return Ok(self.inner.state.lock().last_seq);
         }
@@ -267,7 +268,7 @@ impl Inner {
         }
         // Without a WAL the group goes to the memtable alone (`Options::wal`).
         let lsns = if self.options.wal {
-            Some(self.wal.append_batch(batches)?)
+            Some(self.wal()?.append_batch(batches)?)
         } else {
             None
         };
@@ -277,7 +278,7 @@ impl Inner {
         // and log disagreeing, so it makes the store read-only (a reopen replays the log).
         let applied = (|| {
             if sync && self.options.wal {
-                self.wal.sync()?;
+                self.wal()?.sync()?;
             }
             for Logged(batch) in batches.iter() {
                 let first_seq = batch.first_seq();
