@@ -1,16 +1,39 @@
 //! `strata kv`: a client of the seed's Kvdb service (register, put, get, delete).
 
 use anyhow::{Context, Result, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
 use strata_server::proto::clientpb::kvdb_client::KvdbClient;
 use strata_server::proto::clientpb::{
     Auth, Command, DeleteCommand, KvPair, Operate, PutCommand, ReadonlyQuery, Request, Response,
 };
 
+use crate::output::{self, Table, outln};
+
+/// `strata kv`: the output format (as etcdctl's `-w`) and the subcommand.
+#[derive(Debug, Args)]
+pub struct KvArgs {
+    /// Output format: `simple` (the value, or OK), `json`, or `table` (as etcdctl's `-w`).
+    #[arg(short = 'w', long, global = true, value_enum, default_value_t = WriteOut::Simple)]
+    write_out: WriteOut,
+    #[command(subcommand)]
+    command: KvCommand,
+}
+
+/// etcdctl's output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WriteOut {
+    Simple,
+    Json,
+    Table,
+}
+
 /// The `strata kv` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum KvCommand {
     /// Open a session with the server's token; prints the client id.
+    #[command(after_help = "Example (`strata dev` prints its token):
+  strata kv register --token $(cat DATA_DIR/kvdb-token)")]
     Register {
         /// The member's client URL.
         #[arg(long, default_value = "http://127.0.0.1:2379")]
@@ -21,6 +44,9 @@ pub enum KvCommand {
     },
     /// Set KEY to VALUE, exactly once per (client id, seq): a retry with the same seq gets the
     /// first answer.
+    #[command(after_help = "Examples:
+  strata kv put --client-id 7 --seq 1 greeting hello
+  strata kv put --client-id 7 --seq 2 greeting goodbye -w json")]
     Put {
         /// The member's client URL.
         #[arg(long, default_value = "http://127.0.0.1:2379")]
@@ -36,7 +62,10 @@ pub enum KvCommand {
         /// The value.
         value: String,
     },
-    /// Print KEY's value (a linearizable read).
+    /// Print KEY's value (a linearizable read); exit 1 if absent.
+    #[command(after_help = "Examples:
+  strata kv get greeting
+  strata kv get greeting -w table")]
     Get {
         /// The member's client URL.
         #[arg(long, default_value = "http://127.0.0.1:2379")]
@@ -45,6 +74,8 @@ pub enum KvCommand {
         key: String,
     },
     /// Delete KEY, exactly once per (client id, seq).
+    #[command(after_help = "Example:
+  strata kv delete --client-id 7 --seq 3 greeting")]
     Delete {
         /// The member's client URL.
         #[arg(long, default_value = "http://127.0.0.1:2379")]
@@ -67,8 +98,37 @@ fn check(response: &Response) -> Result<()> {
     Ok(())
 }
 
+/// Prints a result in the chosen format: `simple` as the one line given, `json` as one
+/// object of `fields`, `table` as a bordered table of them.
+fn print(format: WriteOut, simple: &str, fields: &[(&str, serde_json::Value)]) -> Result<()> {
+    match format {
+        WriteOut::Simple => outln!("{simple}"),
+        WriteOut::Json => {
+            let object: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            output::json(&object, false)
+        }
+        WriteOut::Table => {
+            let mut table = Table::new(&fields.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+            table.row(
+                fields
+                    .iter()
+                    .map(|(_, v)| match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect(),
+            );
+            outln!("{}", table.boxed())
+        }
+    }
+}
+
 /// Runs a `strata kv` subcommand.
-pub fn run(command: KvCommand) -> Result<()> {
+pub fn run(args: KvArgs) -> Result<()> {
+    let KvArgs { write_out, command } = args;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -87,7 +147,11 @@ pub fn run(command: KvCommand) -> Result<()> {
                     .await?
                     .into_inner();
                 check(&response)?;
-                println!("{}", response.client_id);
+                print(
+                    write_out,
+                    &response.client_id.to_string(),
+                    &[("client_id", json!(response.client_id))],
+                )?;
             }
             KvCommand::Put {
                 endpoint,
@@ -112,21 +176,36 @@ pub fn run(command: KvCommand) -> Result<()> {
                     query: None,
                 };
                 check(&connect(endpoint).await?.put(request).await?.into_inner())?;
-                println!("OK");
+                print(
+                    write_out,
+                    "OK",
+                    &[
+                        ("client_id", json!(client_id)),
+                        ("seq", json!(seq)),
+                        ("result", json!("OK")),
+                    ],
+                )?;
             }
             KvCommand::Get { endpoint, key } => {
+                let key = key.into_bytes();
                 let response = connect(endpoint)
                     .await?
-                    .get(ReadonlyQuery {
-                        key: key.into_bytes(),
-                    })
+                    .get(ReadonlyQuery { key: key.clone() })
                     .await?
                     .into_inner();
                 check(&response)?;
-                match response.data.first() {
-                    Some(pair) => println!("{}", String::from_utf8_lossy(&pair.value)),
-                    None => bail!("not found"),
-                }
+                let Some(pair) = response.data.first() else {
+                    bail!("key {:?} not found", String::from_utf8_lossy(&key));
+                };
+                let value = String::from_utf8_lossy(&pair.value);
+                print(
+                    write_out,
+                    &value,
+                    &[
+                        ("key", json!(String::from_utf8_lossy(&pair.key))),
+                        ("value", json!(value)),
+                    ],
+                )?;
             }
             KvCommand::Delete {
                 endpoint,
@@ -147,7 +226,15 @@ pub fn run(command: KvCommand) -> Result<()> {
                     query: None,
                 };
                 check(&connect(endpoint).await?.delete(request).await?.into_inner())?;
-                println!("OK");
+                print(
+                    write_out,
+                    "OK",
+                    &[
+                        ("client_id", json!(client_id)),
+                        ("seq", json!(seq)),
+                        ("result", json!("OK")),
+                    ],
+                )?;
             }
         }
         Ok(())

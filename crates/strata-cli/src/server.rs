@@ -7,6 +7,9 @@ use clap::Args;
 use strata_server::Server;
 use strata_server::config::{ServerArgs, ServerConfig, dev_members};
 
+use crate::output::outln;
+use crate::progress::Progress;
+
 /// `strata dev`'s flags.
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -131,23 +134,32 @@ pub fn dev(args: DevArgs) -> Result<()> {
     runtime()?.block_on(async move {
         let mut servers = Vec::new();
         let mut endpoints = Vec::new();
+        let members = configs.len();
+        let progress = Progress::new("dev", Some(members as u64), "members");
         for config in configs {
             endpoints.extend(config.advertise_client_urls.clone());
             let name = config.name.clone();
+            progress.set_message(format!("starting member {name}"));
             servers.push(
                 Server::start(config)
                     .await
                     .with_context(|| format!("start member {name}"))?,
             );
+            progress.inc(1);
         }
+        progress.finish();
         let endpoints = endpoints.join(",");
-        println!("strata dev: 3 members, data in {}", base.display());
-        println!("  endpoints: {endpoints}");
-        println!("  try:       etcdctl --endpoints={endpoints} put greeting hello");
-        println!("             etcdctl --endpoints={endpoints} get greeting -w json");
-        println!("             etcdctl --endpoints={endpoints} member list -w table");
-        println!("  Kvdb:      strata kv register --token {token}");
-        println!("  Ctrl-C stops the cluster.");
+        // The cluster runs on if stdout is gone (a closed pipe): the summary is a courtesy.
+        let _ = (|| -> Result<()> {
+            outln!("strata dev: {members} members, data in {}", base.display())?;
+            outln!("  endpoints: {endpoints}")?;
+            outln!("  try:       etcdctl --endpoints={endpoints} put greeting hello")?;
+            outln!("             etcdctl --endpoints={endpoints} get greeting -w json")?;
+            outln!("             etcdctl --endpoints={endpoints} member list -w table")?;
+            outln!("  Kvdb:      strata kv register --token {token}")?;
+            outln!("  Ctrl-C stops the cluster.")?;
+            Ok(())
+        })();
         let mut failures = tokio::task::JoinSet::new();
         for server in &servers {
             failures.spawn(server.failed());
@@ -156,7 +168,8 @@ pub fn dev(args: DevArgs) -> Result<()> {
             () = stopped() => None,
             Some(Ok(failure)) = failures.join_next() => Some(failure),
         };
-        println!("strata dev: stopping");
+        // A closed stdout must not keep the cluster from stopping cleanly.
+        let _ = outln!("strata dev: stopping");
         for server in servers {
             server.shutdown().await;
         }

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::output::{self, Table, outln};
+use crate::progress::Progress;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use rand::rngs::StdRng;
@@ -19,16 +21,25 @@ use strata_snaplog::{
 /// The `strata snaplog` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SnaplogCommand {
-    /// Replay a snapshot file and print its state as one JSON object.
+    /// Replay a snapshot file and print its state: the members alive, the clocks, the lines
+    /// skipped and why. Reads only.
+    #[command(after_help = "Examples:
+  strata snaplog dump /var/lib/serf/snapshot
+  strata snaplog dump /var/lib/serf/snapshot --json | jq .alive")]
     Dump {
         /// The snapshot file.
         file: PathBuf,
         /// Ignore `leave` lines, as an agent that rejoins after leaving does.
         #[arg(long)]
         rejoin_after_leave: bool,
+        /// The state as one JSON object (fields in the documented order).
+        #[arg(long)]
+        json: bool,
     },
     /// Compact a snapshot file in place (atomically); it replays to the same state afterwards.
     /// Do not run it on a file a live agent has open.
+    #[command(after_help = "Example:
+  strata snaplog compact /var/lib/serf/snapshot   # with the agent stopped")]
     Compact {
         /// The snapshot file.
         file: PathBuf,
@@ -36,8 +47,14 @@ pub enum SnaplogCommand {
         /// same under both).
         #[arg(long)]
         rejoin_after_leave: bool,
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a snapshot log for a simulated cluster, compact it, replay it, print the state.
+    #[command(after_help = "Examples:
+  strata snaplog demo
+  strata snaplog demo --nodes 100 --events 50000 --json")]
     Demo {
         /// Where to write the snapshot (default: a temporary directory, removed afterwards).
         #[arg(long)]
@@ -51,6 +68,9 @@ pub enum SnaplogCommand {
         /// Seed of the simulation.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -60,17 +80,20 @@ pub fn run(command: SnaplogCommand) -> Result<()> {
         SnaplogCommand::Dump {
             file,
             rejoin_after_leave,
-        } => dump(&file, rejoin_after_leave),
+            json,
+        } => dump(&file, rejoin_after_leave, json),
         SnaplogCommand::Compact {
             file,
             rejoin_after_leave,
-        } => compact(&file, rejoin_after_leave),
+            json,
+        } => compact(&file, rejoin_after_leave, json),
         SnaplogCommand::Demo {
             dir,
             nodes,
             events,
             seed,
-        } => demo(dir, nodes, events, seed),
+            json,
+        } => demo(dir, nodes, events, seed, json),
     }
 }
 
@@ -124,12 +147,46 @@ fn read_replay(file: &Path) -> Result<Replay> {
         .with_context(|| format!("cannot read snapshot {}", file.display()))
 }
 
-fn dump(file: &Path, rejoin_after_leave: bool) -> Result<()> {
+fn dump(file: &Path, rejoin_after_leave: bool, json: bool) -> Result<()> {
     let replay = read_replay(file)?;
-    println!(
-        "{}",
-        serde_json::to_string(&dump_of(&replay, rejoin_after_leave))?
-    );
+    let dump = dump_of(&replay, rejoin_after_leave);
+    if json {
+        return output::json(&dump, false);
+    }
+    outln!("snapshot {}", file.display())?;
+    print_state(&dump)
+}
+
+/// A replayed state for people: the clocks, the members alive as a table, what was skipped.
+fn print_state(dump: &Dump) -> Result<()> {
+    output::fields(&[
+        ("members alive", dump.alive.len().to_string()),
+        (
+            "clocks",
+            format!(
+                "member {}, event {}, query {}",
+                dump.last_clock, dump.last_event_clock, dump.last_query_clock
+            ),
+        ),
+        ("lines skipped", dump.warnings.len().to_string()),
+        ("torn tail", output::bytes(dump.torn_tail_bytes)),
+    ])?;
+    if !dump.alive.is_empty() {
+        outln!()?;
+        let mut table = Table::new(&["member", "address"]);
+        for (name, addr) in &dump.alive {
+            table.row(vec![name.clone(), addr.clone()]);
+        }
+        outln!("{}", table.plain())?;
+    }
+    if !dump.warnings.is_empty() {
+        outln!()?;
+        let mut table = Table::new(&["line", "skipped because", "text"]);
+        for w in &dump.warnings {
+            table.row(vec![w.line.to_string(), w.reason.clone(), w.text.clone()]);
+        }
+        outln!("{}", table.plain())?;
+    }
     Ok(())
 }
 
@@ -142,7 +199,7 @@ struct CompactReport {
     state: Dump,
 }
 
-fn compact(file: &Path, rejoin_after_leave: bool) -> Result<()> {
+fn compact(file: &Path, rejoin_after_leave: bool, json: bool) -> Result<()> {
     let bytes_before = std::fs::metadata(file)
         .with_context(|| format!("cannot read snapshot {}", file.display()))?
         .len();
@@ -172,8 +229,24 @@ fn compact(file: &Path, rejoin_after_leave: bool) -> Result<()> {
         torn_tail_bytes_truncated: report.torn_tail_bytes_truncated,
         state,
     };
-    println!("{}", serde_json::to_string(&out)?);
-    Ok(())
+    if json {
+        return output::json(&out, false);
+    }
+    outln!(
+        "compacted {}: {} -> {}{}",
+        file.display(),
+        output::bytes(out.bytes_before),
+        output::bytes(out.bytes_after),
+        if out.torn_tail_bytes_truncated > 0 {
+            format!(
+                " (a torn tail of {} cut)",
+                output::bytes(out.torn_tail_bytes_truncated)
+            )
+        } else {
+            String::new()
+        }
+    )?;
+    print_state(&out.state)
 }
 
 #[derive(Serialize)]
@@ -191,7 +264,7 @@ struct DemoReport {
     replayed: Dump,
 }
 
-fn demo(dir: Option<PathBuf>, nodes: u32, events: u32, seed: u64) -> Result<()> {
+fn demo(dir: Option<PathBuf>, nodes: u32, events: u32, seed: u64, json: bool) -> Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
     }
@@ -214,7 +287,10 @@ fn demo(dir: Option<PathBuf>, nodes: u32, events: u32, seed: u64) -> Result<()> 
         .enable_all()
         .build()
         .context("cannot start the Tokio runtime")?;
-    let (stats, live, file_bytes) = runtime.block_on(simulate(&path, nodes, events, seed))?;
+    let progress = Progress::new("snaplog demo", Some(u64::from(events)), "events");
+    let (stats, live, file_bytes) =
+        runtime.block_on(simulate(&path, nodes, events, seed, &progress))?;
+    progress.finish();
     // A last compaction by hand, as `strata snaplog compact` does it, then a cold replay.
     compact_file(&path, LogOptions::default())
         .with_context(|| format!("cannot compact snapshot {}", path.display()))?;
@@ -233,7 +309,31 @@ fn demo(dir: Option<PathBuf>, nodes: u32, events: u32, seed: u64) -> Result<()> 
         replay_matches_live_state: replay.state(false) == live,
         replayed: dump_of(&replay, false),
     };
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    if json {
+        output::json(&report, true)?;
+    } else {
+        outln!(
+            "snaplog demo: {} events from {nodes} simulated members; {} records appended \
+             ({}), {} compactions, {} fsyncs, {} errors",
+            output::count(report.events),
+            output::count(report.records),
+            output::bytes(report.bytes_appended),
+            report.compactions,
+            report.fsyncs,
+            report.errors
+        )?;
+        output::fields(&[
+            ("file", output::bytes(report.file_bytes)),
+            ("compacted", output::bytes(report.compacted_bytes)),
+            (
+                "replay matches live state",
+                output::yes_no(report.replay_matches_live_state).into(),
+            ),
+        ])?;
+        if let Some(path) = &report.path {
+            outln!("  kept in {}", path.display())?;
+        }
+    }
     if !report.replay_matches_live_state {
         bail!("the replayed state differs from the snapshotter's live state");
     }
@@ -246,6 +346,7 @@ async fn simulate(
     nodes: u32,
     events: u32,
     seed: u64,
+    progress: &Progress,
 ) -> Result<(strata_snaplog::SnapshotterStats, State, u64)> {
     let clock = Arc::new(LamportClock::new());
     let config = SnapshotterConfig {
@@ -309,6 +410,7 @@ async fn simulate(
             clock.increment();
         }
         sender.send(event).await.context("snapshotter stopped")?;
+        progress.inc(1);
     }
     drop(sender);
     let shutdown = snapshotter.shutdown().await.context("shutdown failed")?;

@@ -11,6 +11,9 @@ use serde_json::json;
 use strata_raft::ConfState;
 use strata_snapshot::SnapshotMeta;
 
+use crate::output::{self, Table, outln};
+use crate::progress::Progress;
+
 /// The `strata snapshot` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
@@ -18,6 +21,11 @@ pub enum SnapshotCommand {
     /// data dir of the first member of a new cluster: its keys and revisions, the membership of
     /// `--initial-cluster` (etcd's `etcdutl snapshot restore`). Then start that member with the
     /// same flags and `--initial-cluster-state new`.
+    #[command(after_help = "Example:
+  etcdctl snapshot save backup.db
+  strata snapshot restore backup.db --name s1 --data-dir /var/lib/strata-new \\
+      --initial-cluster s1=http://10.0.0.1:2380 --initial-advertise-peer-urls http://10.0.0.1:2380
+  strata server --name s1 --data-dir /var/lib/strata-new ...   # the same flags")]
     Restore {
         /// The snapshot file.
         file: PathBuf,
@@ -26,22 +34,39 @@ pub enum SnapshotCommand {
         #[command(flatten)]
         args: Box<strata_server::config::ServerArgs>,
     },
-    /// Print a snapshot's description as JSON: id, last index and term, membership, files.
+    /// Print a snapshot's description: id, last index and term, membership, files. Reads
+    /// only.
+    #[command(after_help = "Examples:
+  strata snapshot show /var/lib/strata/member/raft/snapshots
+  strata snapshot show DIR --json | jq .last_index")]
     Show {
         /// An exported snapshot, a node's snapshot store (`NodeOptions::snapshot_dir`: its
         /// installed set is shown), or a set in one (`snapshots/ID`).
         dir: PathBuf,
+        /// The description as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
-    /// Check every file of a snapshot against its size and CRC; exit 1 on damage.
+    /// Check every file of a snapshot against its size and CRC; exit 1 on damage. Reads only.
+    #[command(after_help = "Example:
+  strata snapshot check /var/lib/strata/member/raft/snapshots && echo intact")]
     Check {
         /// As for `show`.
         dir: PathBuf,
+        /// The result as one JSON object: {"id", "files", "last_index", "intact", "damaged"}
+        /// (printed before the exit code 1 of a damaged snapshot).
+        #[arg(long)]
+        json: bool,
     },
     /// Receive snapshot after snapshot into a store (for crash tests): round R's set is
     /// eight files of its own content, made under `--work`, sent in chunks; prints
     /// `chunk R FILE OFFSET` for each chunk staged and `installed R` once a set is durably
     /// installed. Resumes a transfer a kill interrupted, then goes on from the round after
     /// the installed one.
+    #[command(
+        after_help = "Example (kill it, then `strata snapshot check` the store):
+  strata snapshot stress --store /tmp/snaps --work /tmp/work --rounds 5"
+    )]
     Stress {
         /// The store (a `strata_snapshot::Receiver` directory).
         #[arg(long)]
@@ -60,23 +85,30 @@ pub enum SnapshotCommand {
 
 fn restore(file: &Path, args: strata_server::config::ServerArgs) -> Result<()> {
     let config = strata_server::config::ServerConfig::from_args(args)?;
+    let progress = Progress::new("snapshot restore", None, "");
+    progress.set_message(format!(
+        "{} into {}",
+        file.display(),
+        config.data_dir.display()
+    ));
     let restored = strata_server::restore::restore(file, &config)
-        .with_context(|| format!("restore {}", file.display()))?;
-    println!(
+        .with_context(|| format!("restore {}", file.display()));
+    progress.finish();
+    let restored = restored?;
+    outln!(
         "restored revision {} into {} with {} member(s)",
         restored.revision,
         config.data_dir.display(),
         restored.members
-    );
-    Ok(())
+    )
 }
 
 /// Runs a `strata snapshot` subcommand.
 pub fn run(command: SnapshotCommand) -> Result<()> {
     match command {
         SnapshotCommand::Restore { file, args } => restore(&file, *args),
-        SnapshotCommand::Show { dir } => show(&dir),
-        SnapshotCommand::Check { dir } => check(&dir),
+        SnapshotCommand::Show { dir, json } => show(&dir, json),
+        SnapshotCommand::Check { dir, json } => check(&dir, json),
         SnapshotCommand::Stress {
             store,
             work,
@@ -170,7 +202,7 @@ fn open(dir: &Path) -> Result<(PathBuf, SnapshotMeta)> {
     Ok((set, meta))
 }
 
-fn show(dir: &Path) -> Result<()> {
+fn show(dir: &Path, json: bool) -> Result<()> {
     let (set, meta) = open(dir)?;
     let membership = match ConfState::decode(meta.membership.as_ref()) {
         Ok(cs) => json!({
@@ -194,12 +226,53 @@ fn show(dir: &Path) -> Result<()> {
         "bytes": meta.files.iter().map(|f| f.size).sum::<u64>(),
         "files": files,
     });
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-    Ok(())
+    if json {
+        return output::json(&report, true);
+    }
+    let membership = match ConfState::decode(meta.membership.as_ref()) {
+        Ok(cs) => {
+            let ids = |ids: &[u64]| {
+                ids.iter()
+                    .map(|id| format!("{id:x}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut text = format!("voters {}", ids(&cs.voters));
+            if !cs.outgoing.is_empty() {
+                text += &format!("; outgoing {}", ids(&cs.outgoing));
+            }
+            if !cs.learners.is_empty() {
+                text += &format!("; learners {}", ids(&cs.learners));
+            }
+            text
+        }
+        Err(_) => "(does not decode)".to_owned(),
+    };
+    outln!("snapshot {} in {}", meta.id, set.display())?;
+    output::fields(&[
+        (
+            "last index",
+            format!("{} (term {})", meta.last_index, meta.last_term),
+        ),
+        ("membership", membership),
+        (
+            "bytes",
+            output::bytes(meta.files.iter().map(|f| f.size).sum::<u64>()),
+        ),
+    ])?;
+    outln!()?;
+    let mut table = Table::new(&["file", "bytes", "crc"]);
+    for f in &meta.files {
+        table.row(vec![
+            f.name.clone(),
+            f.size.to_string(),
+            format!("{:#010x}", f.crc),
+        ]);
+    }
+    outln!("{}", table.plain())
 }
 
-fn check(dir: &Path) -> Result<()> {
+fn check(dir: &Path, json: bool) -> Result<()> {
     let (set, meta) = open(dir)?;
     let names: Vec<&str> = meta.files.iter().map(|f| f.name.as_str()).collect();
     let mut damaged = Vec::new();
@@ -216,6 +289,18 @@ fn check(dir: &Path) -> Result<()> {
             Err(e) => damaged.push(format!("{name}: {e}")),
         }
     }
+    if json {
+        output::json(
+            &json!({
+                "id": meta.id,
+                "files": meta.files.len(),
+                "last_index": meta.last_index,
+                "intact": damaged.is_empty(),
+                "damaged": damaged,
+            }),
+            false,
+        )?;
+    }
     if !damaged.is_empty() {
         bail!(
             "snapshot {} in {} is damaged:\n  {}",
@@ -224,13 +309,13 @@ fn check(dir: &Path) -> Result<()> {
             damaged.join("\n  ")
         );
     }
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
+    if json {
+        return Ok(());
+    }
+    outln!(
         "snapshot {} ({} files, last index {}) is intact",
         meta.id,
         meta.files.len(),
         meta.last_index
-    )?;
-    Ok(())
+    )
 }

@@ -11,7 +11,10 @@ use strata_sstable::{ReadOptions, Table};
 /// The `strata sst` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SstCommand {
-    /// Print a table's properties, then every entry.
+    /// Print a table's properties, then every entry. Reads only.
+    #[command(after_help = "Examples:
+  strata sst dump /var/lib/strata/member/lsm/000042.sst | head
+  strata sst dump FILE --json | jq -c 'select(.key)'")]
     Dump {
         /// The table file.
         file: PathBuf,
@@ -20,10 +23,15 @@ pub enum SstCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Verify every block of a table; exit 1 on damage.
+    /// Verify every block of a table; exit 1 on damage. Reads only.
+    #[command(after_help = "Example:
+  for t in /var/lib/strata/member/lsm/*.sst; do strata sst check \"$t\"; done")]
     Check {
         /// The table file.
         file: PathBuf,
+        /// The result as one JSON object: {"file", "ok", "entries"}.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -31,7 +39,7 @@ pub enum SstCommand {
 pub fn run(command: SstCommand) -> Result<()> {
     match command {
         SstCommand::Dump { file, json } => dump(&file, json),
-        SstCommand::Check { file } => check(&file),
+        SstCommand::Check { file, json } => check(&file, json),
     }
 }
 
@@ -92,11 +100,16 @@ fn dump(file: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn check(file: &Path) -> Result<()> {
+fn check(file: &Path, json: bool) -> Result<()> {
     let table = open(file)?;
     let entries = table
         .check()
         .with_context(|| format!("table {} is damaged", file.display()))?;
-    println!("{}: ok, {entries} entries", file.display());
-    Ok(())
+    if json {
+        return crate::output::json(
+            &json!({"file": file.display().to_string(), "ok": true, "entries": entries}),
+            false,
+        );
+    }
+    crate::output::outln!("{}: ok, {entries} entries", file.display())
 }

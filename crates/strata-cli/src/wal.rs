@@ -8,11 +8,17 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use strata_wal::{Durability, Wal, WalOptions, scan_log};
 
+use crate::output::outln;
+use crate::progress::Progress;
+
 /// The `strata wal` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum WalCommand {
     /// Print each segment and each record of a log, read-only. Exits 1 on corruption, after
     /// printing everything valid before it.
+    #[command(after_help = "Examples:
+  strata wal dump /var/lib/strata/member/raft/log | less
+  strata wal dump DIR --json | jq .len")]
     Dump {
         /// The log's directory.
         dir: PathBuf,
@@ -24,6 +30,8 @@ pub enum WalCommand {
     /// Append from several writers at once and print `acked W S` (flushed) as each record is
     /// acknowledged. Records start with the writer id and its sequence number (u64
     /// big-endian each). Meant to be killed at any moment.
+    #[command(after_help = "Example (kill it, then `strata wal dump` what survived):
+  strata wal stress --dir /tmp/wal --writers 4 --records 1000 > acked.txt")]
     Stress {
         /// The log's directory.
         #[arg(long)]
@@ -120,9 +128,9 @@ fn dump(dir: &Path, json: bool) -> Result<()> {
     out.out.flush().context("cannot write to stdout")?;
     let scan = scanned.with_context(|| format!("cannot read the log in {}", dir.display()))?;
     if !json {
-        println!("{} records, next lsn {}", scan.records, scan.next_lsn);
+        outln!("{} records, next lsn {}", scan.records, scan.next_lsn)?;
         if let Some(torn) = scan.torn {
-            println!("torn tail (recovery would cut it): {torn:?}");
+            outln!("torn tail (recovery would cut it): {torn:?}")?;
         }
     }
     Ok(())
@@ -149,6 +157,8 @@ fn stress(
     let (wal, _) =
         Wal::open(dir, options).with_context(|| format!("cannot open {}", dir.display()))?;
     let wal = Arc::new(wal);
+    let progress = Progress::new("wal stress", Some(writers * records), "records");
+    let shown = progress.clone();
     crate::stress::run_writers(writers, move |writer| {
         let mut record = vec![0xa5u8; record_bytes];
         record[0..8].copy_from_slice(&writer.to_be_bytes());
@@ -156,7 +166,10 @@ fn stress(
             record[8..16].copy_from_slice(&seq.to_be_bytes());
             wal.append(&record).context("append failed")?;
             crate::stress::ack(format_args!("{writer} {seq}"))?;
+            shown.inc(1);
         }
         Ok(())
-    })
+    })?;
+    progress.finish();
+    Ok(())
 }

@@ -55,7 +55,12 @@ fn strata(args: &[&std::ffi::OsStr]) -> Output {
 }
 
 fn snaplog(subcommand: &str, file: &Path, rejoin_after_leave: bool) -> Output {
-    let mut args = vec!["snaplog".as_ref(), subcommand.as_ref(), file.as_os_str()];
+    let mut args = vec![
+        "snaplog".as_ref(),
+        subcommand.as_ref(),
+        file.as_os_str(),
+        "--json".as_ref(),
+    ];
     if rejoin_after_leave {
         args.push("--rejoin-after-leave".as_ref());
     }
@@ -191,7 +196,7 @@ fn compact_keeps_the_golden_state_for_both_settings_and_leaves_no_warnings() {
 
 #[test]
 fn demo_replays_to_the_live_state() {
-    let output = strata(&["snaplog".as_ref(), "demo".as_ref()]);
+    let output = strata(&["snaplog".as_ref(), "demo".as_ref(), "--json".as_ref()]);
     assert!(output.status.success(), "demo: {}", describe(&output));
     let json: Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("demo did not print JSON ({e}): {}", describe(&output)));

@@ -63,7 +63,7 @@ fn put_get_delete_and_scan_from_the_command_line() {
             .expect("run")
     };
     for (k, v) in [("b", "2"), ("a", "1"), ("c", "3")] {
-        assert!(strata(&["put", k, v]).status.success());
+        assert!(strata(&["put", "--create", k, v]).status.success());
     }
     assert!(strata(&["delete", "b"]).status.success());
     let got = strata(&["get", "a"]);
@@ -80,7 +80,16 @@ fn put_get_delete_and_scan_from_the_command_line() {
 fn the_demo_checks_its_store_and_reports_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["lsm", "demo", "--writers", "2", "--ops", "20000", "--dir"])
+        .args([
+            "lsm",
+            "demo",
+            "--json",
+            "--writers",
+            "2",
+            "--ops",
+            "20000",
+            "--dir",
+        ])
         .arg(dir.path())
         .output()
         .expect("run");

@@ -28,7 +28,7 @@ fn show_describes_the_installed_set_and_check_finds_damage() {
     assert!(store.adopt(&meta).expect("adopt"));
 
     let out = strata()
-        .args(["snapshot", "show"])
+        .args(["snapshot", "show", "--json"])
         .arg(root.path())
         .output()
         .expect("run");

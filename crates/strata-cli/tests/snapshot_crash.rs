@@ -36,7 +36,7 @@ fn check_installed(store: &Path) -> u64 {
         String::from_utf8_lossy(&check.stderr)
     );
     let show = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["snapshot", "show"])
+        .args(["snapshot", "show", "--json"])
         .arg(store)
         .output()
         .expect("run show");
