@@ -7,7 +7,8 @@
 //!   workspace tests, rustdoc with `-D warnings`, and the tidy test. It stops at the first failing
 //!   step and names it.
 //! - `cargo xtask bench NAME [ARGS...]`: runs one of the `harness = false` bench targets that live
-//!   inside the crates, looked up by a short name in [`BENCHES`].
+//!   inside the crates, looked up by a short name in [`BENCHES`]; `--plot` also draws its chart
+//!   (`plot.rs`), and `cargo xtask plot NAME FILE` draws one from a saved output.
 //! - `cargo xtask compat`: the same etcdctl script against etcd and against Strata, outputs
 //!   compared after normalization (see `compat.rs`).
 //! - `cargo xtask chaos`: real `strata server` processes under client load and faults, the
@@ -21,6 +22,7 @@
 //! `cargo xtask` fast to build on a clean checkout.
 
 mod compat;
+mod plot;
 #[cfg(test)]
 mod tidy;
 
@@ -41,7 +43,10 @@ commands:
                        `compat --members 3`, `chaos --selftest`, a 60 s `chaos` and a
                        20 s `chaos --proxy`; stops at the first failing step
   bench NAME [ARGS]    run the benchmark NAME, passing ARGS to the bench binary;
-                       `cargo xtask bench` lists the names
+                       `cargo xtask bench` lists the names; with --plot, also write
+                       its chart to docs/bench/NAME.svg
+  plot NAME FILE [OUT] the chart of bench NAME from its saved output FILE (SVG, to OUT,
+                       default docs/bench/NAME.svg)
   fuzz NAME [SECONDS]  run the cargo-fuzz target NAME (nightly; installs cargo-fuzz if
                        missing) for SECONDS (default 60); `cargo xtask fuzz` lists them
   sim [ARGS]           the Raft simulator over many seeds (release build): --seeds N
@@ -144,6 +149,7 @@ fn main() -> Result<()> {
         "sim" => sim(rest),
         "compat" => compat::compat(&workspace_root()?, &cargo(), rest),
         "chaos" => chaos(rest),
+        "plot" => plot_command(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -302,6 +308,10 @@ fn bench(args: &[String]) -> Result<()> {
         Some((first, rest)) if first == "--" => rest,
         _ => extra,
     };
+    // `--plot` is xtask's, not the bench binary's.
+    let plot = extra.iter().any(|a| a == "--plot");
+    let extra: Vec<String> = extra.iter().filter(|a| *a != "--plot").cloned().collect();
+    let extra = extra.as_slice();
     let root = workspace_root()?;
     let mut command = Command::new(cargo());
     if bench.name == "lsm" {
@@ -326,7 +336,61 @@ fn bench(args: &[String]) -> Result<()> {
         command.arg("--").args(extra);
         label = format!("{label} -- {}", extra.join(" "));
     }
-    run(&mut command, &label)
+    if !plot {
+        return run(&mut command, &label);
+    }
+    let output = run_tee(&mut command, &label)?;
+    plot::write(bench.name, &output, &default_plot_path(&root, bench.name))
+}
+
+/// Where `--plot` writes bench `name`'s chart: `docs/bench/NAME.svg`, which the README shows.
+fn default_plot_path(root: &std::path::Path, name: &str) -> PathBuf {
+    root.join("docs").join("bench").join(format!("{name}.svg"))
+}
+
+/// `cargo xtask plot NAME FILE [OUT]`: the chart of a saved bench output.
+fn plot_command(args: &[String]) -> Result<()> {
+    let (name, file, out) = match args {
+        [name, file] => (name, file, None),
+        [name, file, out] => (name, file, Some(PathBuf::from(out))),
+        _ => bail!("usage: cargo xtask plot NAME FILE [OUT]\n\n{USAGE}"),
+    };
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read bench output {file}"))?;
+    let out = match out {
+        Some(out) => out,
+        None => default_plot_path(&workspace_root()?, name),
+    };
+    plot::write(name, &text, &out)
+}
+
+/// [`run`], echoing the command's stdout as it comes and returning it.
+fn run_tee(command: &mut Command, label: &str) -> Result<String> {
+    use std::io::{BufRead, Write};
+    println!("==> {label}");
+    let started = Instant::now();
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{label}`"))?;
+    let mut output = String::new();
+    let stdout = child.stdout.take().context("the child's stdout")?;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("read the bench's output")?;
+        println!("{line}");
+        let _ = std::io::stdout().flush();
+        output.push_str(&line);
+        output.push('\n');
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("wait for `{label}`"))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("step `{label}` failed ({status}) after {elapsed:.1}s");
+    }
+    println!("<== {label}: ok in {elapsed:.1}s");
+    Ok(output)
 }
 
 /// `cargo xtask chaos [ARGS]`: the chaos harness, a `harness = false` bench target of

@@ -137,6 +137,11 @@
 //! them); [`Db::checkpoint`] exports a consistent copy as a store directory by hard links;
 //! [`Db::ingest`] installs another store's tables as newer than everything local, merging with
 //! it (a restore replaces it).
+//!
+//! Tools that inspect a store open it with [`Db::open_read_only`]: nothing in the directory is
+//! created or changed (a mistyped path is [`Error::NoStore`], not a new empty store), and every
+//! write is refused with [`Error::OpenedReadOnly`]. [`Options::create_if_missing`] set to false
+//! makes a writable open refuse a missing store the same way.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod batch;

@@ -50,12 +50,14 @@ fn open_wal(dir: &Path, flushed_lsn: u64, mapped_tail: bool) -> Result<Wal> {
 }
 
 impl Db {
-    /// Opens (creating if needed) the store in `dir`: replays the manifest, opens its tables,
-    /// and replays the WAL records not yet in tables into a memtable.
+    /// Opens the store in `dir`, creating it if there is none (unless
+    /// [`Options::create_if_missing`] is false): replays the manifest, opens its tables, and
+    /// replays the WAL records not yet in tables into a memtable.
     ///
     /// # Errors
     ///
-    /// [`Error::Corruption`] for a damaged manifest, table or WAL; I/O errors.
+    /// [`Error::Corruption`] for a damaged manifest, table or WAL; [`Error::NoStore`] for a
+    /// missing store without `create_if_missing`; I/O errors.
     pub fn open(dir: &Path, mut options: Options) -> Result<Db> {
         normalize(&mut options);
         if !options.create_if_missing {
