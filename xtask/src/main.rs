@@ -304,14 +304,13 @@ fn bench(args: &[String]) -> Result<()> {
     };
     // `cargo xtask bench snaplog -- --flag` reads naturally; the alias already ends in `--`, so
     // that second `--` would otherwise reach the bench binary as an argument.
-    let extra = match extra.split_first() {
-        Some((first, rest)) if first == "--" => rest,
-        _ => extra,
-    };
-    // `--plot` is xtask's, not the bench binary's.
+    // `--plot` is xtask's, not the bench binary's, on either side of that `--`.
     let plot = extra.iter().any(|a| a == "--plot");
     let extra: Vec<String> = extra.iter().filter(|a| *a != "--plot").cloned().collect();
-    let extra = extra.as_slice();
+    let extra = match extra.split_first() {
+        Some((first, rest)) if first == "--" => rest,
+        _ => extra.as_slice(),
+    };
     let root = workspace_root()?;
     let mut command = Command::new(cargo());
     if bench.name == "lsm" {

@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bench_support::{Args, Baseline, median, print_bench, print_ratio};
+use bench_support::{Args, Baseline, Steps, median, print_bench, print_ratio};
 use cluster::{Cluster, client, wait_ready};
 use etcd_client::{Client, WatchOptions, WatchRequestSender, WatchResponseStream};
 
@@ -604,16 +604,18 @@ fn main() {
     let phases = [("1stream", 1), ("100k", settings.streams)];
     let mut ours: Vec<Vec<Figures>> = vec![Vec::new(); phases.len()];
     let mut theirs: Vec<Vec<Figures>> = vec![Vec::new(); phases.len()];
+    let mut steps = Steps::new(rounds * phases.len() * if compare { 2 } else { 1 });
     for round in 0..rounds {
         for (p, &(name, streams)) in phases.iter().enumerate() {
-            eprintln!("round {round}, phase {name}: strata");
+            steps.begin(&format!("round {round}, phase {name}: strata"));
             ours[p].push(phase(&strata, streams, settings));
             if compare {
-                eprintln!("round {round}, phase {name}: {their_name}");
+                steps.begin(&format!("round {round}, phase {name}: {their_name}"));
                 theirs[p].push(phase(&their_program, streams, settings));
             }
         }
     }
+    steps.finish();
     let mut ratios = Vec::new();
     for (p, &(name, _)) in phases.iter().enumerate() {
         let our = report("watch", name, &ours[p]);

@@ -498,9 +498,10 @@ fn demo(dir: Option<PathBuf>, writers: u64, ops: u64, seed: u64, json: bool) -> 
 
 fn print_demo(r: &DemoReport) -> Result<()> {
     outln!(
-        "lsm demo: {} writes from {} writers in {:.1} s ({} writes/s)",
+        "lsm demo: {} writes from {} writer{} in {:.1} s ({} writes/s)",
         output::count(r.operations),
         r.writers,
+        if r.writers == 1 { "" } else { "s" },
         r.operations as f64 / r.writes_per_sec.max(f64::MIN_POSITIVE),
         output::count(r.writes_per_sec as u64)
     )?;

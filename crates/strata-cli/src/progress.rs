@@ -71,7 +71,15 @@ impl Plain {
             format!(", {message}")
         };
         let line = match self.total {
-            Some(total) if total > 0 => {
+            // Before the count moves, and once it is complete (a later phase), the count says
+            // nothing more.
+            Some(total) if done == 0 || done >= total => {
+                format!(
+                    "{}{what}: {done}/{total} {}, {elapsed:.0}s",
+                    self.label, self.unit
+                )
+            }
+            Some(total) => {
                 let eta = if rate > 0.0 {
                     format!(", ETA {:.0}s", total.saturating_sub(done) as f64 / rate)
                 } else {

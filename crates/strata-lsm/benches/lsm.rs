@@ -421,14 +421,19 @@ fn main() {
     std::fs::create_dir_all(&root).expect("bench dir");
     let this = std::env::current_exe().expect("this benchmark's path");
     let (mut ours, mut rocks, mut fj) = (Vec::new(), Vec::new(), Vec::new());
+    let engines = if fjall.is_some() { 3 } else { 2 };
+    let mut steps = bench_support::Steps::new(runs * engines);
     for round in 0..runs {
-        eprintln!("round {} of {runs}: {n} keys", round + 1);
+        steps.begin(&format!("round {} of {runs}, {n} keys: Strata", round + 1));
         ours.push(embedded(&this, &root.join("strata"), n));
+        steps.begin(&format!("round {} of {runs}, {n} keys: RocksDB", round + 1));
         rocks.push(rocksdb(&root.join("rocksdb"), n));
         if let Some(binary) = &fjall {
+            steps.begin(&format!("round {} of {runs}, {n} keys: fjall", round + 1));
             fj.push(embedded(binary, &root.join("fjall"), n));
         }
     }
+    steps.finish();
     let _ = std::fs::remove_dir_all(&root);
     let ours = summarize(&ours);
     let baselines = [("rocksdb", summarize(&rocks)), ("fjall", summarize(&fj))];

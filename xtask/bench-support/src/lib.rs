@@ -5,7 +5,8 @@
 //! `RATIO <name> <value>` line per comparison against a baseline measured in the same run
 //! ([`print_ratio`]; above 1 means Strata is ahead). Figures are medians of several runs
 //! ([`median`], [`bench()`]); runs of two competitors alternate ([`alternate`]) so that drift in a
-//! shared machine's disk or CPU hits both alike. Flags come from [`Args`].
+//! shared machine's disk or CPU hits both alike. Flags come from [`Args`]. A long harness shows
+//! where it is with [`Steps`] (a bar with an ETA on a terminal, a line per step elsewhere).
 //!
 //! This crate is not a layer of Strata and is never published: only bench targets depend on it
 //! (as a dev-dependency), which the tidy check allows for unpublished workspace crates.
@@ -326,6 +327,68 @@ impl Baseline {
     /// Its command as the cluster helpers take it.
     pub fn command(&self) -> Vec<&str> {
         self.program.iter().map(String::as_str).collect()
+    }
+}
+
+/// Where a long bench is, on stderr (stdout holds its figures): on a terminal, a bar with the
+/// step, the elapsed time and an ETA (indicatif); elsewhere, one line per step with the ETA
+/// from the steps done so far.
+pub struct Steps {
+    total: usize,
+    done: usize,
+    started: Instant,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Steps {
+    /// `total` steps to come.
+    pub fn new(total: usize) -> Self {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} [{pos}/{len}] {msg} | {elapsed} elapsed, ETA {eta}",
+            ) {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Self {
+            total,
+            done: 0,
+            started: Instant::now(),
+            bar,
+        }
+    }
+
+    /// The next step begins (`round 1, put: strata`); the one before it is done.
+    pub fn begin(&mut self, what: &str) {
+        let done = self.done;
+        self.done += 1;
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(done as u64);
+                bar.set_message(what.to_owned());
+            }
+            None => {
+                let eta = (done > 0).then(|| {
+                    let per_step = self.started.elapsed().as_secs_f64() / done as f64;
+                    per_step * self.total.saturating_sub(done) as f64
+                });
+                match eta {
+                    Some(eta) => eprintln!("[{}/{}] {what} (ETA {eta:.0}s)", done + 1, self.total),
+                    None => eprintln!("[{}/{}] {what}", done + 1, self.total),
+                }
+            }
+        }
+    }
+
+    /// Every step is done: the bar goes (the figures follow on stdout).
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 

@@ -47,7 +47,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bench_support::{Args, Baseline, Load, closed_loop, median, print_bench, print_ratio};
+use bench_support::{Args, Baseline, Load, Steps, closed_loop, median, print_bench, print_ratio};
 use cluster::{Cluster, client, wait_ready};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 
@@ -471,15 +471,17 @@ fn main() {
     // ours[w][c] and theirs[w][c]: one point per round.
     let mut ours = vec![vec![Vec::new(); client_counts.len()]; workloads.len()];
     let mut theirs = vec![vec![Vec::new(); client_counts.len()]; workloads.len()];
+    let systems = if compare { 2 } else { 1 };
+    let mut steps = Steps::new(rounds * workloads.len() * systems);
     for round in 0..rounds {
         for (w, &workload) in workloads.iter().enumerate() {
-            eprintln!("round {round}, {}: strata", workload.name());
+            steps.begin(&format!("round {round}, {}: strata", workload.name()));
             let points = run(&strata, workload, &client_counts, seconds, connections_max);
             for (c, p) in points.into_iter().enumerate() {
                 ours[w][c].push(p);
             }
             if compare {
-                eprintln!("round {round}, {}: {their_name}", workload.name());
+                steps.begin(&format!("round {round}, {}: {their_name}", workload.name()));
                 let points = run(
                     &their_program,
                     workload,
@@ -493,6 +495,7 @@ fn main() {
             }
         }
     }
+    steps.finish();
 
     let mut table = Vec::new();
     let mut missed = Vec::new();
