@@ -274,11 +274,19 @@ fn step_label(step: &Step) -> String {
 ///
 /// If the command cannot be started or exits unsuccessfully; the error names `label`.
 fn run(command: &mut Command, label: &str) -> Result<()> {
+    step(label, || {
+        command
+            .status()
+            .with_context(|| format!("could not start `{label}`"))
+    })
+}
+
+/// Runs `body` (which runs a command and returns its exit status) under a `==> label` header,
+/// then prints how long it took; an unsuccessful exit is an error naming `label`.
+fn step(label: &str, body: impl FnOnce() -> Result<std::process::ExitStatus>) -> Result<()> {
     println!("==> {label}");
     let started = Instant::now();
-    let status = command
-        .status()
-        .with_context(|| format!("could not start `{label}`"))?;
+    let status = body()?;
     let elapsed = started.elapsed().as_secs_f64();
     if !status.success() {
         bail!("step `{label}` failed ({status}) after {elapsed:.1}s");
@@ -366,29 +374,22 @@ fn plot_command(args: &[String]) -> Result<()> {
 /// [`run`], echoing the command's stdout as it comes and returning it.
 fn run_tee(command: &mut Command, label: &str) -> Result<String> {
     use std::io::{BufRead, Write};
-    println!("==> {label}");
-    let started = Instant::now();
-    let mut child = command
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("could not start `{label}`"))?;
     let mut output = String::new();
-    let stdout = child.stdout.take().context("the child's stdout")?;
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.context("read the bench's output")?;
-        println!("{line}");
-        let _ = std::io::stdout().flush();
-        output.push_str(&line);
-        output.push('\n');
-    }
-    let status = child
-        .wait()
-        .with_context(|| format!("wait for `{label}`"))?;
-    let elapsed = started.elapsed().as_secs_f64();
-    if !status.success() {
-        bail!("step `{label}` failed ({status}) after {elapsed:.1}s");
-    }
-    println!("<== {label}: ok in {elapsed:.1}s");
+    step(label, || {
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("could not start `{label}`"))?;
+        let stdout = child.stdout.take().context("the child's stdout")?;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.context("read the bench's output")?;
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+            output.push_str(&line);
+            output.push('\n');
+        }
+        child.wait().with_context(|| format!("wait for `{label}`"))
+    })?;
     Ok(output)
 }
 

@@ -126,6 +126,19 @@ fn print(format: WriteOut, simple: &str, fields: &[(&str, serde_json::Value)]) -
     }
 }
 
+/// A write's answer: `OK`, with the session and sequence number it was made under.
+fn print_ok(format: WriteOut, client_id: u64, seq: u64) -> Result<()> {
+    print(
+        format,
+        "OK",
+        &[
+            ("client_id", json!(client_id)),
+            ("seq", json!(seq)),
+            ("result", json!("OK")),
+        ],
+    )
+}
+
 /// Runs a `strata kv` subcommand.
 pub fn run(args: KvArgs) -> Result<()> {
     let KvArgs { write_out, command } = args;
@@ -176,15 +189,7 @@ pub fn run(args: KvArgs) -> Result<()> {
                     query: None,
                 };
                 check(&connect(endpoint).await?.put(request).await?.into_inner())?;
-                print(
-                    write_out,
-                    "OK",
-                    &[
-                        ("client_id", json!(client_id)),
-                        ("seq", json!(seq)),
-                        ("result", json!("OK")),
-                    ],
-                )?;
+                print_ok(write_out, client_id, seq)?;
             }
             KvCommand::Get { endpoint, key } => {
                 let key = key.into_bytes();
@@ -226,15 +231,7 @@ pub fn run(args: KvArgs) -> Result<()> {
                     query: None,
                 };
                 check(&connect(endpoint).await?.delete(request).await?.into_inner())?;
-                print(
-                    write_out,
-                    "OK",
-                    &[
-                        ("client_id", json!(client_id)),
-                        ("seq", json!(seq)),
-                        ("result", json!("OK")),
-                    ],
-                )?;
+                print_ok(write_out, client_id, seq)?;
             }
         }
         Ok(())

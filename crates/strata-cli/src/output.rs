@@ -95,6 +95,15 @@ impl Table {
             .collect()
     }
 
+    /// A header is shown in capitals.
+    fn text(text: &str, header: bool) -> String {
+        if header {
+            text.to_uppercase()
+        } else {
+            text.to_owned()
+        }
+    }
+
     fn cell(text: &str, width: usize, right: bool) -> String {
         let pad = width.saturating_sub(text.chars().count());
         if right {
@@ -113,12 +122,7 @@ impl Table {
                 .iter()
                 .enumerate()
                 .map(|(c, text)| {
-                    let text = if header {
-                        text.to_uppercase()
-                    } else {
-                        text.clone()
-                    };
-                    Self::cell(&text, widths[c], numeric[c] && !header)
+                    Self::cell(&Self::text(text, header), widths[c], numeric[c] && !header)
                 })
                 .collect();
             line.join("  ").trim_end().to_owned()
@@ -141,12 +145,10 @@ impl Table {
                 .iter()
                 .enumerate()
                 .map(|(c, text)| {
-                    let text = if header {
-                        text.to_uppercase()
-                    } else {
-                        text.clone()
-                    };
-                    format!("| {} ", Self::cell(&text, widths[c], false))
+                    format!(
+                        "| {} ",
+                        Self::cell(&Self::text(text, header), widths[c], false)
+                    )
                 })
                 .collect::<String>()
                 + "|"

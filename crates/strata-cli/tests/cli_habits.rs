@@ -58,20 +58,28 @@ struct Fixture {
     snapshots: PathBuf,
 }
 
+/// Runs `strata ARGS`, where `PATH` in `args` is `path`, and checks that it succeeded.
+fn run_ok(args: &[&str], path: &Path) {
+    let out = run(with_path(args, path));
+    assert!(out.status.success(), "{args:?}: {}", describe(&out));
+}
+
 fn fixture() -> Fixture {
     let root = tempfile::tempdir().expect("tempdir");
     let demo = root.path().join("demo");
-    let out = run([
-        OsStr::new("lsm"),
-        "demo".as_ref(),
-        "--writers".as_ref(),
-        "1".as_ref(),
-        "--ops".as_ref(),
-        "20000".as_ref(),
-        "--dir".as_ref(),
-        demo.as_os_str(),
-    ]);
-    assert!(out.status.success(), "{}", describe(&out));
+    run_ok(
+        &[
+            "lsm",
+            "demo",
+            "--writers",
+            "1",
+            "--ops",
+            "20000",
+            "--dir",
+            "PATH",
+        ],
+        &demo,
+    );
     let store = demo.join("store");
     let table = std::fs::read_dir(&store)
         .expect("list store")
@@ -80,38 +88,36 @@ fn fixture() -> Fixture {
         .max_by_key(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
         .expect("the demo flushed a table");
     let wal = root.path().join("wal");
-    let out = run([
-        OsStr::new("wal"),
-        "stress".as_ref(),
-        "--no-sync".as_ref(),
-        "--writers".as_ref(),
-        "1".as_ref(),
-        "--records".as_ref(),
-        "3000".as_ref(),
-        "--dir".as_ref(),
-        wal.as_os_str(),
-    ]);
-    assert!(out.status.success(), "{}", describe(&out));
+    run_ok(
+        &[
+            "wal",
+            "stress",
+            "--no-sync",
+            "--writers",
+            "1",
+            "--records",
+            "3000",
+            "--dir",
+            "PATH",
+        ],
+        &wal,
+    );
     let serf = root.path().join("serf");
-    let out = run([
-        OsStr::new("snaplog"),
-        "demo".as_ref(),
-        "--dir".as_ref(),
-        serf.as_os_str(),
-    ]);
-    assert!(out.status.success(), "{}", describe(&out));
+    run_ok(&["snaplog", "demo", "--dir", "PATH"], &serf);
     let snapshots = root.path().join("snapshots");
-    let out = run([
-        OsStr::new("snapshot"),
-        "stress".as_ref(),
-        "--rounds".as_ref(),
-        "1".as_ref(),
-        "--store".as_ref(),
-        snapshots.as_os_str(),
-        "--work".as_ref(),
-        root.path().join("work").as_os_str(),
-    ]);
-    assert!(out.status.success(), "{}", describe(&out));
+    run_ok(
+        &[
+            "snapshot",
+            "stress",
+            "--rounds",
+            "1",
+            "--work",
+            "PATH/work",
+            "--store",
+            "PATH/snapshots",
+        ],
+        root.path(),
+    );
     Fixture {
         store,
         table,
@@ -141,12 +147,10 @@ fn reads() -> Vec<Vec<&'static str>> {
 
 fn with_path(args: &[&str], path: &Path) -> Vec<std::ffi::OsString> {
     args.iter()
-        .map(|a| {
-            if *a == "PATH" {
-                path.as_os_str().to_owned()
-            } else {
-                a.into()
-            }
+        .map(|a| match a.strip_prefix("PATH") {
+            Some("") => path.as_os_str().to_owned(),
+            Some(rest) => path.join(rest.trim_start_matches('/')).into_os_string(),
+            None => a.into(),
         })
         .collect()
 }
