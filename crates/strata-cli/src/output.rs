@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 /// Writes one line to stdout, returning the error (a closed pipe included) rather than
-/// panicking as `println!` does.
+/// panicking on it as the standard printing macro does.
 macro_rules! outln {
     () => {
         $crate::output::line(format_args!(""))

@@ -3,7 +3,7 @@
 //! pipe gets text, not redraws); nothing with `--quiet`.
 
 use std::borrow::Cow;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -96,7 +96,9 @@ impl Plain {
             _ if self.unit.is_empty() => format!("{}{what}: {elapsed:.0}s", self.label),
             _ => format!("{}{what}: {done} {}, {elapsed:.0}s", self.label, self.unit),
         };
-        eprintln!("strata: {line}");
+        // Progress is a courtesy: a closed or full stderr must not stop the work (the
+        // `eprintln` macro would panic).
+        let _ = writeln!(std::io::stderr(), "strata: {line}");
     }
 }
 

@@ -351,29 +351,26 @@ fn json_output_parses_for_every_command_that_offers_it() {
 #[test]
 fn human_output_is_the_default() {
     let f = fixture();
-    let out = run(with_path(&["lsm", "stats", "--dir", "PATH"], &f.store));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("LEVEL")
-            && text.contains("TABLES")
-            && serde_json::from_str::<serde_json::Value>(&text).is_err(),
-        "{}",
-        describe(&out)
-    );
-    let out = run(with_path(&["snaplog", "dump", "PATH"], &f.snaplog));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("members alive") && text.contains("MEMBER"),
-        "{}",
-        describe(&out)
-    );
-    let out = run(with_path(&["snapshot", "show", "PATH"], &f.snapshots));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with("snapshot 1 in ") && text.contains("CRC"),
-        "{}",
-        describe(&out)
-    );
+    let human = |args: &[&str], path: &Path, looks_right: &dyn Fn(&str) -> bool| {
+        let out = run(with_path(args, path));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success()
+                && looks_right(&text)
+                && serde_json::from_str::<serde_json::Value>(&text).is_err(),
+            "{args:?}: {}",
+            describe(&out)
+        );
+    };
+    human(&["lsm", "stats", "--dir", "PATH"], &f.store, &|t| {
+        t.contains("LEVEL") && t.contains("TABLES")
+    });
+    human(&["snaplog", "dump", "PATH"], &f.snaplog, &|t| {
+        t.contains("members alive") && t.contains("MEMBER")
+    });
+    human(&["snapshot", "show", "PATH"], &f.snapshots, &|t| {
+        t.starts_with("snapshot 1 in ") && t.contains("CRC")
+    });
 }
 
 /// Progress escapes: a carriage return or an ANSI control sequence.
