@@ -12,7 +12,7 @@ use strata_memtable::ValueKind;
 use strata_sstable::{TableBuilder, TableOptions};
 
 use crate::error::Result;
-use crate::keys::{encode_internal_key, parse_internal_key};
+use crate::keys::{encode_internal_key, filter_key, parse_internal_key};
 use crate::manifest::FileMeta;
 use crate::scan::{Direction, Source, SourceHeap, TableSource};
 
@@ -61,6 +61,19 @@ pub(crate) struct Plan {
     pub bottom: bool,
 }
 
+impl Plan {
+    /// The one table of a plan that overlaps nothing in the next level: it can move there as
+    /// it is, a manifest edit instead of a rewrite (its versions and tombstones stay until a
+    /// later merge drops them). A background compaction's move; a manual one merges, to drop
+    /// what it can.
+    pub fn trivial_move(&self) -> Option<&FileMeta> {
+        match self.inputs.as_slice() {
+            [only] if only.level + 1 == self.output_level => Some(only),
+            _ => None,
+        }
+    }
+}
+
 fn user_range(files: &[&FileMeta]) -> Option<(Vec<u8>, Vec<u8>)> {
     let mut low: Option<Vec<u8>> = None;
     let mut high: Option<Vec<u8>> = None;
@@ -89,6 +102,12 @@ fn overlaps(f: &FileMeta, low: &[u8], high: &[u8]) -> bool {
 }
 
 /// Picks the next compaction, if one is due.
+///
+/// Level 0 goes down whole once it holds `l0_trigger` tables. Otherwise the first level over
+/// its size sends one table down: the one whose overlap with the next level is the smallest
+/// against its own size (RocksDB's default, `kMinOverlappingRatio`), so that the bytes
+/// rewritten per byte moved down stay low; a table that overlaps nothing below is simply
+/// moved ([`Plan::trivial_move`]). Ties go to the table with the oldest data.
 pub(crate) fn pick(levels: &[Vec<FileMeta>], options: &CompactionOptions) -> Option<Plan> {
     let last_level = levels.len() - 1;
     let (source_level, chosen): (usize, Vec<&FileMeta>) = if levels[0].len() >= options.l0_trigger {
@@ -99,10 +118,16 @@ pub(crate) fn pick(levels: &[Vec<FileMeta>], options: &CompactionOptions) -> Opt
         for (level, files) in levels.iter().enumerate().take(last_level).skip(1) {
             let bytes: u64 = files.iter().map(|f| f.size).sum();
             if bytes > bytes_max {
-                // The table with the oldest data goes first: it has waited longest.
+                let next = &levels[level + 1];
                 found = files
                     .iter()
-                    .min_by_key(|f| f.largest_seq)
+                    .min_by(|a, b| {
+                        let (oa, ob) = (overlap_bytes(a, next), overlap_bytes(b, next));
+                        // oa / size_a against ob / size_b, without division.
+                        (u128::from(oa) * u128::from(b.size.max(1)))
+                            .cmp(&(u128::from(ob) * u128::from(a.size.max(1))))
+                            .then(a.largest_seq.cmp(&b.largest_seq))
+                    })
                     .map(|f| (level, vec![f]));
                 break;
             }
@@ -111,6 +136,18 @@ pub(crate) fn pick(levels: &[Vec<FileMeta>], options: &CompactionOptions) -> Opt
         found?
     };
     plan_for(levels, source_level, chosen)
+}
+
+/// The bytes of the tables of `next` (a level below 0: sorted, disjoint) that `f`'s user keys
+/// overlap. Compares encoded user keys, which sort as user keys do, without decoding them.
+fn overlap_bytes(f: &FileMeta, next: &[FileMeta]) -> u64 {
+    let (low, high) = (filter_key(&f.smallest), filter_key(&f.largest));
+    let start = next.partition_point(|g| filter_key(&g.largest) < low);
+    next[start..]
+        .iter()
+        .take_while(|g| filter_key(&g.smallest) <= high)
+        .map(|g| g.size)
+        .sum()
 }
 
 /// Plans compacting `chosen` (tables of `source_level`) into the next level.
@@ -424,5 +461,38 @@ mod tests {
         levels[3].clear();
         let chosen: Vec<&FileMeta> = levels[1].iter().collect();
         assert!(plan_for(&levels, 1, chosen).expect("a plan").bottom);
+    }
+
+    fn sized(mut f: FileMeta, size: u64, largest_seq: u64) -> FileMeta {
+        f.size = size;
+        f.largest_seq = largest_seq;
+        f
+    }
+
+    #[test]
+    fn a_full_level_sends_down_the_table_that_overlaps_least_for_its_size() {
+        let options = CompactionOptions {
+            level_base_bytes: 100,
+            ..CompactionOptions::default()
+        };
+        let mut levels = vec![Vec::new(); 7];
+        // The oldest table overlaps a big one below; the newest overlaps nothing.
+        levels[1].push(sized(file(1, 1, b"a", b"c"), 60, 1));
+        levels[1].push(sized(file(2, 1, b"m", b"p"), 60, 5));
+        levels[1].push(sized(file(3, 1, b"x", b"z"), 60, 9));
+        levels[2].push(sized(file(4, 2, b"b", b"b"), 1000, 1));
+        levels[2].push(sized(file(5, 2, b"n", b"n"), 10, 1));
+        let plan = pick(&levels, &options).expect("level 1 is over its size");
+        assert_eq!(plan.trivial_move().map(|f| f.number), Some(3));
+        // Without it, the small overlap beats the big one.
+        levels[1].retain(|f| f.number != 3);
+        let plan = pick(&levels, &options).expect("level 1 is over its size");
+        assert_eq!(plan.trivial_move(), None);
+        let numbers: Vec<u64> = plan.inputs.iter().map(|f| f.number).collect();
+        assert_eq!(numbers, [2, 5]);
+        // Equal ratios: the oldest data first.
+        levels[2].clear();
+        let plan = pick(&levels, &options).expect("level 1 is over its size");
+        assert_eq!(plan.trivial_move().map(|f| f.number), Some(1));
     }
 }

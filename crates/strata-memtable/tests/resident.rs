@@ -49,4 +49,17 @@ fn an_arena_is_resident_only_as_far_as_it_is_filled() {
         "32 MiB of entries in a 256 MiB arena made {} MiB resident",
         (filled - before) / MIB
     );
+    // The next memtable (a store switches to a new one at every flush) is not resident whole
+    // either: its memory is not the last one's, zeroed again.
+    drop(memtable);
+    let freed = anon_bytes();
+    let next = Memtable::with_capacity(256 * MIB as usize);
+    next.insert(b"k", 1, ValueKind::Put, &value)
+        .expect("insert");
+    let again = anon_bytes();
+    assert!(
+        again < freed + 16 * MIB,
+        "the next 256 MiB memtable made {} MiB resident",
+        again.saturating_sub(freed) / MIB
+    );
 }

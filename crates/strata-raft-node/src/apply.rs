@@ -95,6 +95,9 @@ pub(crate) struct Applier<M: StateMachine> {
     pub(crate) bytes: u64,
     /// The last index of the latest snapshot in the store.
     pub(crate) last_snapshot: u64,
+    /// The checksums of the last snapshot's files: an LSM's next snapshot is mostly the same
+    /// tables, which are then not read again.
+    pub(crate) checksums: Arc<strata_snapshot::ChecksumCache>,
 }
 
 /// Snapshot requests (and exports) waiting for the one snapshot job, at most: each is cheap to
@@ -344,6 +347,7 @@ async fn start_snapshot<M: StateMachine>(
     let events = a.events.clone();
     let (tx, done) = oneshot::channel();
     let writer_state = a.writer.clone();
+    let checksums = Arc::clone(&a.checksums);
     let mut slot = a.writer.0.lock();
     if slot.stopped {
         let _ = reply.send(Err(DriverError::Stopped));
@@ -361,8 +365,9 @@ async fn start_snapshot<M: StateMachine>(
             };
             let names = writer(&dir).map_err(storage_error)?;
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            let mut meta =
-                strata_snapshot::describe(&dir, id, index, term, &names).map_err(storage_error)?;
+            let mut meta = checksums
+                .describe(&dir, id, index, term, &names)
+                .map_err(storage_error)?;
             meta.membership = membership;
             if export.is_some() {
                 strata_fs::atomic_replace(&dir.join("meta"), &meta.encode_to_vec())

@@ -242,6 +242,7 @@ impl RaftNode {
             entries: options.snapshot_entries,
             bytes: options.snapshot_bytes,
             last_snapshot,
+            checksums: Arc::default(),
         }));
         // The applying task's end, watched: a panic there stops the node and says why (as a
         // failure of the state machine would); the loop ends it when the loop ends.

@@ -158,6 +158,11 @@ pub fn render(inner: &Inner) -> String {
     );
     let _ = writeln!(
         out,
+        "strata_lsm_trivial_moves_total {}",
+        stats.trivial_moves
+    );
+    let _ = writeln!(
+        out,
         "strata_lsm_write_stall_micros_total {}",
         stats.stall_micros
     );

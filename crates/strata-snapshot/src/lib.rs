@@ -42,6 +42,6 @@ mod sender;
 mod store;
 
 pub use error::{Error, Result};
-pub use meta::{Chunk, FileInfo, Position, SnapshotMeta, describe};
+pub use meta::{ChecksumCache, Chunk, FileInfo, Position, SnapshotMeta, describe};
 pub use receiver::{Ack, Receiver};
 pub use sender::Sender;

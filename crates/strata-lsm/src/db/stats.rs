@@ -14,6 +14,8 @@ pub(super) struct Counters {
     pub(super) flush_bytes: AtomicU64,
     pub(super) compaction_read_bytes: AtomicU64,
     pub(super) compaction_written_bytes: AtomicU64,
+    pub(super) trivial_moves: AtomicU64,
+    pub(super) trivial_moved_bytes: AtomicU64,
     pub(super) ingested_bytes: AtomicU64,
     pub(super) slowdowns: AtomicU64,
     pub(super) stops: AtomicU64,
@@ -64,6 +66,8 @@ impl Db {
             flush_bytes: load(&c.flush_bytes),
             compaction_read_bytes: load(&c.compaction_read_bytes),
             compaction_written_bytes: load(&c.compaction_written_bytes),
+            trivial_moves: load(&c.trivial_moves),
+            trivial_moved_bytes: load(&c.trivial_moved_bytes),
             ingested_bytes: load(&c.ingested_bytes),
             write_slowdowns: load(&c.slowdowns),
             write_stops: load(&c.stops),
@@ -103,6 +107,11 @@ pub struct Stats {
     pub compaction_read_bytes: u64,
     /// Bytes of tables written by compactions.
     pub compaction_written_bytes: u64,
+    /// Tables a compaction moved to the next level as they were (they overlapped nothing
+    /// there): no bytes read or written, so in neither count above.
+    pub trivial_moves: u64,
+    /// Their bytes.
+    pub trivial_moved_bytes: u64,
     /// Bytes of tables written by [`Db::ingest`].
     pub ingested_bytes: u64,
     /// Write groups delayed because level 0 reached `l0_slowdown_trigger`.
