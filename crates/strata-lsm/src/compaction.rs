@@ -9,11 +9,12 @@ use std::ops::Bound;
 use std::path::Path;
 
 use strata_memtable::ValueKind;
-use strata_sstable::{TableBuilder, TableOptions};
+use strata_sstable::TableBuilder;
 
 use crate::error::Result;
 use crate::keys::{encode_internal_key, filter_key, parse_internal_key};
 use crate::manifest::FileMeta;
+use crate::prefix::TableSpec;
 use crate::scan::{Direction, Source, SourceHeap, TableSource};
 
 /// Compaction settings (part of [`Options`](crate::Options)).
@@ -237,7 +238,7 @@ pub(crate) fn run(
     plan: &Plan,
     oldest_snapshot: u64,
     assign_seq: Option<u64>,
-    table_options: &TableOptions,
+    spec: TableSpec<'_>,
     target_file_bytes: u64,
     mut new_file: impl FnMut() -> (u64, std::path::PathBuf),
 ) -> Result<Vec<FileMeta>> {
@@ -248,7 +249,7 @@ pub(crate) fn run(
         plan,
         oldest_snapshot,
         assign_seq,
-        table_options,
+        spec,
         target_file_bytes,
         || {
             let (number, path) = new_file();
@@ -269,7 +270,7 @@ fn merge_into_tables(
     plan: &Plan,
     oldest_snapshot: u64,
     assign_seq: Option<u64>,
-    table_options: &TableOptions,
+    spec: TableSpec<'_>,
     target_file_bytes: u64,
     mut new_file: impl FnMut() -> (u64, std::path::PathBuf),
 ) -> Result<Vec<FileMeta>> {
@@ -308,7 +309,7 @@ fn merge_into_tables(
             Some(out) => out,
             None => {
                 let (number, path) = new_file();
-                current.insert(Output::new(number, &path, table_options)?)
+                current.insert(Output::new(number, &path, spec)?)
             }
         };
         for (seq, kind, value) in &merged.versions[..kept] {
@@ -316,6 +317,7 @@ fn merge_into_tables(
             key.clear();
             encode_internal_key(&mut key, &merged.key, seq, *kind);
             out.add(&key, seq, &merged.values[value.clone()])?;
+            spec.record(&mut out.builder, &merged.key, &key);
         }
     }
     if let Some(done) = current.take() {
@@ -335,10 +337,10 @@ struct Output {
 }
 
 impl Output {
-    fn new(number: u64, path: &Path, options: &TableOptions) -> Result<Self> {
+    fn new(number: u64, path: &Path, spec: TableSpec<'_>) -> Result<Self> {
         Ok(Self {
             number,
-            builder: TableBuilder::create(path, options.clone())?,
+            builder: spec.create(path)?,
             bytes: 0,
             smallest: None,
             largest: Vec::new(),

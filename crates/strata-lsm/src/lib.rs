@@ -150,6 +150,7 @@ mod compaction;
 mod db;
 mod error;
 mod keys;
+mod prefix;
 // Internal, but public for the manifest's model test (`tests/manifest.rs`), which replays
 // random edits through `Manifest` against `VersionState`. Not part of the API.
 #[doc(hidden)]
@@ -163,6 +164,7 @@ pub use compaction::CompactionOptions;
 pub use db::{Capture, Db, LevelStats, LiveFile, Options, Snapshot, Stats, WriteOptions};
 pub use error::{Error, Result};
 pub use manifest::FileMeta;
+pub use prefix::{PREFIX_PROPERTY, PrefixExtractor};
 pub use scan::{Direction, prefix_bounds};
 pub use snapshot_file::{LSM_SNAPSHOT_FILE, PROPERTIES_BYTES_MAX, SnapshotInfo, table_file_name};
 

@@ -56,6 +56,22 @@ fn push_escaped(out: &mut Vec<u8>, key: &[u8]) {
     out.extend_from_slice(&[0, 0]);
 }
 
+/// The LSM prefix extractor for this layout (set it as the store's
+/// `Options::prefix_extractor`): a data key's prefix is its user key's ([`data_prefix`]), so
+/// that the lookup of a key's newest version (every put does one) skips the tables that hold no
+/// version of it. Other keys have none.
+pub const PREFIX_EXTRACTOR: strata_lsm::PrefixExtractor = strata_lsm::PrefixExtractor {
+    name: "strata-mvcc.data-key.v1",
+    prefix_len: data_key_prefix_len,
+};
+
+/// The length of a data key's [`data_prefix`] (everything before its revision); `None` for any
+/// other key.
+fn data_key_prefix_len(key: &[u8]) -> Option<usize> {
+    let len = key.len().checked_sub(REVISION_BYTES)?;
+    (key.first() == Some(&DATA) && len >= 3 && key[len - 2..len] == [0, 0]).then_some(len)
+}
+
 /// The data keyspace's prefix of every version of `key`.
 pub fn data_prefix(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + key.len() + 2 + REVISION_BYTES);

@@ -77,7 +77,7 @@ pub use check::{
 pub use compaction::COMPACTION_STEP_DELETES;
 pub use error::{Error, Result};
 pub use events::{CATCH_UP_REVISIONS_MAX, EventBatch, WatchSpec};
-pub use keys::Revision;
+pub use keys::{PREFIX_EXTRACTOR, Revision};
 pub use store::{HashKv, NEVER_COMPACTED, Store};
 pub use watch::{
     HUB_BUFFERED_BYTES_MAX, Notify, WATCHER_BUFFER_EVENTS_DEFAULT, WatchPoll, WatcherId,

@@ -160,59 +160,64 @@ impl View<'_> {
         // A range of one key ends with its visible version: its older ones (a key rewritten
         // a million times has a million) are not walked through.
         let one_key = end.is_empty();
-        self.snapshot.scan(
-            Bound::Included(&lower),
-            Bound::Excluded(&upper),
-            Direction::Forward,
-            |k, v| {
-                let Some((user, at)) = keys::decode_data_key(k) else {
-                    error = Some(Error::Corrupt("a data key that does not decode"));
-                    return false;
-                };
-                if at.main > store_rev || handled.as_deref() == Some(user.as_slice()) {
-                    return true;
+        let on_each = |k: &[u8], v: &[u8]| {
+            let Some((user, at)) = keys::decode_data_key(k) else {
+                error = Some(Error::Corrupt("a data key that does not decode"));
+                return false;
+            };
+            if at.main > store_rev || handled.as_deref() == Some(user.as_slice()) {
+                return true;
+            }
+            // The overlay's keys before this one come first.
+            while let Some(&(o, kv)) = pending.peek() {
+                if o >= user.as_slice() {
+                    break;
                 }
-                // The overlay's keys before this one come first.
-                while let Some(&(o, kv)) = pending.peek() {
-                    if o >= user.as_slice() {
-                        break;
-                    }
-                    pending.next();
-                    if let Some(kv) = kv
-                        && !visit(copy(kv, values))
-                    {
-                        stopped = true;
-                        return false;
-                    }
-                }
-                // The overlay's version of this key, if it has one, hides the store's.
-                let shadow = match pending.peek() {
-                    Some(&(o, kv)) if o == user.as_slice() => {
-                        pending.next();
-                        Some(kv)
-                    }
-                    _ => None,
-                };
-                let found = match shadow {
-                    Some(kv) => kv.map(|kv| copy(kv, values)),
-                    None => match decode_version(user.clone(), at.main, v, values) {
-                        Ok(kv) => kv,
-                        Err(e) => {
-                            error = Some(e);
-                            return false;
-                        }
-                    },
-                };
-                handled = Some(user);
-                if let Some(kv) = found
-                    && !visit(kv)
+                pending.next();
+                if let Some(kv) = kv
+                    && !visit(copy(kv, values))
                 {
                     stopped = true;
                     return false;
                 }
-                !one_key
-            },
-        )?;
+            }
+            // The overlay's version of this key, if it has one, hides the store's.
+            let shadow = match pending.peek() {
+                Some(&(o, kv)) if o == user.as_slice() => {
+                    pending.next();
+                    Some(kv)
+                }
+                _ => None,
+            };
+            let found = match shadow {
+                Some(kv) => kv.map(|kv| copy(kv, values)),
+                None => match decode_version(user.clone(), at.main, v, values) {
+                    Ok(kv) => kv,
+                    Err(e) => {
+                        error = Some(e);
+                        return false;
+                    }
+                },
+            };
+            handled = Some(user);
+            if let Some(kv) = found
+                && !visit(kv)
+            {
+                stopped = true;
+                return false;
+            }
+            !one_key
+        };
+        let (lo, hi) = (Bound::Included(&lower[..]), Bound::Excluded(&upper[..]));
+        if one_key {
+            // Every key in the bounds has the key's data prefix: the tables whose prefix
+            // filters rule it out (`PREFIX_EXTRACTOR`) are not read, so a put of a new key
+            // reads no table at all.
+            self.snapshot
+                .scan_in_prefix(&lower, lo, hi, Direction::Forward, on_each)?;
+        } else {
+            self.snapshot.scan(lo, hi, Direction::Forward, on_each)?;
+        }
         if let Some(e) = error {
             return Err(e);
         }

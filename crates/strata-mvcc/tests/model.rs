@@ -382,8 +382,10 @@ struct Node {
 
 fn open_node(dir: &Path) -> Node {
     let options = Options {
-        // Small memtables, so flushes and tables take part.
+        // Small memtables, so flushes and tables take part; the server's prefix filters, so
+        // that tables ruled out by them take part too.
         memtable_bytes: 64 * 1024,
+        prefix_extractor: Some(strata_mvcc::PREFIX_EXTRACTOR),
         ..Options::default()
     };
     let db = Arc::new(Db::open(dir, options).expect("open"));

@@ -62,6 +62,11 @@ pub(crate) fn check_filter(filter: &[u8]) -> Option<()> {
 /// True if `key` may be in the set the filter was built from (false means it certainly is
 /// not). `filter` must have passed [`check_filter`].
 pub(crate) fn may_contain(filter: &[u8], key: &[u8]) -> bool {
+    may_contain_hash(filter, key_hash(key))
+}
+
+/// [`may_contain`] for a key whose [`key_hash`] is `hash`.
+pub(crate) fn may_contain_hash(filter: &[u8], hash: u64) -> bool {
     let Some((&k, bits)) = filter.split_last() else {
         return true;
     };
@@ -69,7 +74,7 @@ pub(crate) fn may_contain(filter: &[u8], key: &[u8]) -> bool {
     if bit_count == 0 {
         return true;
     }
-    probes(key_hash(key), u32::from(k), bit_count)
+    probes(hash, u32::from(k), bit_count)
         .all(|probe| bits[(probe / 8) as usize] & (1 << (probe % 8)) != 0)
 }
 

@@ -83,6 +83,8 @@ pub struct TableBuilder {
     bloom: BloomBuilder,
     offset: u64,
     last_key: Vec<u8>,
+    /// The last part recorded by [`add_to_filter`](Self::add_to_filter).
+    last_extra: Option<Vec<u8>>,
     first_key: Option<Vec<u8>>,
     entries: u64,
     data_blocks: u64,
@@ -121,6 +123,7 @@ impl TableBuilder {
             bloom: BloomBuilder::default(),
             offset: 0,
             last_key: Vec::new(),
+            last_extra: None,
             first_key: None,
             entries: 0,
             data_blocks: 0,
@@ -183,6 +186,21 @@ impl TableBuilder {
             flushed?;
         }
         Ok(())
+    }
+
+    /// Records `part` in the bloom filter too, beside what [`TableOptions::filter_key`] takes
+    /// from each key (once per run of equal parts): an LSM records the prefix of each key this
+    /// way, so that a seek within one prefix can rule the table out
+    /// ([`Table::may_contain`](crate::Table::may_contain) with the same part). The table does
+    /// not record what the extra parts were: the writer says so in a property.
+    pub fn add_to_filter(&mut self, part: &[u8]) {
+        if self.options.bloom_bits_per_key == 0 || self.last_extra.as_deref() == Some(part) {
+            return;
+        }
+        self.bloom.add(part);
+        let last = self.last_extra.get_or_insert_with(Vec::new);
+        last.clear();
+        last.extend_from_slice(part);
     }
 
     fn check_not_failed(&self) -> Result<()> {

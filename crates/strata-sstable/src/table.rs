@@ -232,6 +232,14 @@ impl Table {
             .is_none_or(|filter| bloom::may_contain(filter, filter_key))
     }
 
+    /// [`may_contain`](Self::may_contain) for a part whose [`key_hash`](crate::key_hash) is
+    /// `hash`: hashed once, asked of many tables.
+    pub fn may_contain_hash(&self, hash: u64) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|filter| bloom::may_contain_hash(filter, hash))
+    }
+
     /// The value stored for `key`, if any. Consults the bloom filter first, then reads (and
     /// verifies) at most one data block. The value is a slice of the mapped file when blocks
     /// are not compressed.

@@ -125,7 +125,7 @@ impl Capture {
                 &memtable.table,
                 number,
                 &dir.join(&name),
-                &self.inner.options.table,
+                self.inner.table_spec(),
                 &[],
                 self.seq,
                 self.seq,

@@ -182,7 +182,7 @@ impl Inner {
             plan,
             oldest_snapshot,
             None,
-            &self.options.table,
+            self.table_spec(),
             self.options.compaction.target_file_bytes,
             || self.new_table_number(),
         )?;

@@ -120,7 +120,7 @@ impl Db {
                 &plan,
                 u64::MAX,
                 Some(seq),
-                &inner.options.table,
+                inner.table_spec(),
                 inner.options.compaction.target_file_bytes,
                 || inner.new_table_number(),
             )?

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use strata_memtable::Memtable;
-use strata_sstable::{TableBuilder, TableOptions};
+use strata_sstable::TableBuilder;
 
 use super::stats::bump;
 use super::version::{Version, open_table, table_path};
@@ -15,6 +15,7 @@ use super::{Db, Inner, oldest_reader};
 use crate::error::{Error, Result};
 use crate::keys::encode_internal_key;
 use crate::manifest::{FileMeta, VersionEdit};
+use crate::prefix::TableSpec;
 
 impl Db {
     /// Switches to a new memtable and writes every full one to a level-0 table; returns the
@@ -177,7 +178,7 @@ impl Inner {
             &memtable.table,
             number,
             &path,
-            &self.options.table,
+            self.table_spec(),
             &properties,
             u64::MAX,
             oldest_reader,
@@ -245,7 +246,7 @@ pub(super) fn write_memtable(
     memtable: &Memtable,
     number: u64,
     path: &Path,
-    options: &TableOptions,
+    spec: TableSpec<'_>,
     properties: &[(String, Vec<u8>)],
     seq_max: u64,
     oldest_reader: u64,
@@ -269,7 +270,7 @@ pub(super) fn write_memtable(
         let out = match &mut builder {
             Some(out) => out,
             None => {
-                let mut created = TableBuilder::create(path, options.clone())?;
+                let mut created = spec.create(path)?;
                 for (name, value) in properties {
                     created.set_property(name, value)?;
                 }
@@ -279,6 +280,7 @@ pub(super) fn write_memtable(
         key.clear();
         encode_internal_key(&mut key, entry.user_key, entry.seq, entry.kind);
         out.add(&key, entry.value)?;
+        spec.record(out, entry.user_key, &key);
         smallest.get_or_insert_with(|| key.clone());
         smallest_seq = smallest_seq.min(entry.seq);
         largest_seq = largest_seq.max(entry.seq);

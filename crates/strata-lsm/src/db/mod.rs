@@ -92,6 +92,11 @@ pub struct Options {
     /// opening a directory that does not exist or holds no store fails with
     /// [`Error::NoStore`] and creates nothing (RocksDB's `create_if_missing`).
     pub create_if_missing: bool,
+    /// Also record each key's prefix in the tables' bloom filters, so that
+    /// [`Db::scan_in_prefix`] skips the tables that hold nothing under a prefix. Default none.
+    /// Tables written without it, or with an extractor of another name, are read as before:
+    /// their filters are not trusted for prefixes.
+    pub prefix_extractor: Option<crate::PrefixExtractor>,
 }
 
 impl Default for Options {
@@ -108,6 +113,7 @@ impl Default for Options {
             wal_mapped: true,
             wal: true,
             create_if_missing: true,
+            prefix_extractor: None,
         }
     }
 }

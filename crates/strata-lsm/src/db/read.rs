@@ -122,7 +122,26 @@ impl Db {
         direction: Direction,
         visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        self.scan_at(None, lower, upper, direction, visit)
+        self.scan_at(None, None, lower, upper, direction, visit)
+    }
+
+    /// [`scan`](Self::scan) for bounds within which every key has the user-key prefix `prefix`
+    /// (as [`Options::prefix_extractor`](crate::Options::prefix_extractor) gives it): the tables
+    /// whose filters hold nothing under it are not read. Keys in the bounds without that prefix
+    /// may be missed. Without an extractor, a plain scan.
+    ///
+    /// # Errors
+    ///
+    /// As [`scan`](Self::scan).
+    pub fn scan_in_prefix(
+        &self,
+        prefix: &[u8],
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        direction: Direction,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.scan_at(None, Some(prefix), lower, upper, direction, visit)
     }
 
     /// [`scan`](Self::scan) over every key that starts with `prefix`.
@@ -143,6 +162,7 @@ impl Db {
     fn scan_at(
         &self,
         at: Option<(u64, u64)>,
+        prefix: Option<&[u8]>,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
         direction: Direction,
@@ -153,6 +173,14 @@ impl Db {
             Bound::Unbounded => Bound::Unbounded,
             Bound::Included(k) => Bound::Included(k.to_vec()),
             Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+        };
+        let extractor = self.inner.options.prefix_extractor.as_ref();
+        // The hash of what the tables' filters record for the prefix, if they can be asked.
+        let part = prefix
+            .filter(|_| extractor.is_some())
+            .map(|p| strata_sstable::key_hash(&crate::prefix::filter_part_of(p)));
+        let ruled_out = |handle: &TableHandle| {
+            part.is_some_and(|hash| handle.rules_out_prefix(extractor, hash))
         };
         let mut sources: Vec<Box<dyn Source + '_>> = Vec::new();
         for memtable in std::iter::once(&active).chain(immutables.iter()) {
@@ -167,7 +195,10 @@ impl Db {
                 // Level 0 tables overlap: each whose range meets the bounds is a source of
                 // its own.
                 for handle in handles {
-                    if !range_meets(&handle.meta.smallest, &handle.meta.largest, lower, upper) {
+                    // The filter first: it needs no allocation.
+                    if ruled_out(handle)
+                        || !range_meets(&handle.meta.smallest, &handle.meta.largest, lower, upper)
+                    {
                         continue;
                     }
                     sources.push(Box::new(TableSource::new(
@@ -178,14 +209,26 @@ impl Db {
                     )));
                 }
             } else if !handles.is_empty() {
-                let tables = handles
+                // Within a prefix, the level's tables the bounds reach (a few at most) are
+                // asked; one ruled out holds no key in the bounds, and the level reads on past
+                // it.
+                let reached = if part.is_some() {
+                    level_span(handles, lower, upper)
+                } else {
+                    handles.as_slice()
+                };
+                let tables: Vec<LevelTable<'_>> = reached
                     .iter()
+                    .filter(|h| !ruled_out(h))
                     .map(|h| LevelTable {
                         table: &h.table,
                         smallest: &h.meta.smallest,
                         largest: &h.meta.largest,
                     })
                     .collect();
+                if tables.is_empty() {
+                    continue;
+                }
                 sources.push(Box::new(LevelSource::new(
                     tables,
                     direction,
@@ -245,6 +288,30 @@ impl Snapshot {
     ) -> Result<()> {
         self.db.scan_at(
             Some((self.seq, self.restores)),
+            None,
+            lower,
+            upper,
+            direction,
+            visit,
+        )
+    }
+
+    /// [`Db::scan_in_prefix`] as of the snapshot.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub fn scan_in_prefix(
+        &self,
+        prefix: &[u8],
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        direction: Direction,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.db.scan_at(
+            Some((self.seq, self.restores)),
+            Some(prefix),
             lower,
             upper,
             direction,
@@ -260,6 +327,40 @@ impl Snapshot {
 
 /// Whether a table whose internal keys run from `smallest` to `largest` may hold a user key
 /// within the bounds.
+/// The tables of a level below 0 (sorted, disjoint) whose ranges meet the bounds: a run of
+/// them.
+fn level_span<'h>(
+    handles: &'h [Arc<TableHandle>],
+    lower: Bound<&[u8]>,
+    upper: Bound<&[u8]>,
+) -> &'h [Arc<TableHandle>] {
+    // Filter keys (escaped user key and terminator) order as their user keys do.
+    let start = match lower {
+        Bound::Unbounded => 0,
+        Bound::Included(k) => {
+            let k = user_filter_key(k);
+            handles.partition_point(|h| filter_key(&h.meta.largest) < k.as_slice())
+        }
+        Bound::Excluded(k) => {
+            let k = user_filter_key(k);
+            handles.partition_point(|h| filter_key(&h.meta.largest) <= k.as_slice())
+        }
+    };
+    let rest = &handles[start..];
+    let end = match upper {
+        Bound::Unbounded => rest.len(),
+        Bound::Included(k) => {
+            let k = user_filter_key(k);
+            rest.partition_point(|h| filter_key(&h.meta.smallest) <= k.as_slice())
+        }
+        Bound::Excluded(k) => {
+            let k = user_filter_key(k);
+            rest.partition_point(|h| filter_key(&h.meta.smallest) < k.as_slice())
+        }
+    };
+    &rest[..end]
+}
+
 fn range_meets(smallest: &[u8], largest: &[u8], lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
     // Filter keys (escaped user key and terminator) order as their user keys do.
     let below_lower = match lower {

@@ -28,6 +28,22 @@ pub(super) struct TableHandle {
     /// The shared cache, whose blocks of an obsolete table must go with it (they would keep
     /// its mapping, and the deleted file's disk space, alive).
     pub(super) cache: Option<Arc<LruBlockCache>>,
+    /// The name of the prefix extractor its filter was built with, if any.
+    pub(super) prefix_extractor: Option<Vec<u8>>,
+}
+
+impl TableHandle {
+    /// Whether the table holds nothing under a prefix whose filter part hashes to `hash`, as its
+    /// filter (built with `extractor`, the store's) says; false when it cannot tell.
+    /// `hash` is the part's `strata_sstable::key_hash`.
+    pub(super) fn rules_out_prefix(
+        &self,
+        extractor: Option<&crate::PrefixExtractor>,
+        hash: u64,
+    ) -> bool {
+        extractor.is_some_and(|e| self.prefix_extractor.as_deref() == Some(e.name.as_bytes()))
+            && !self.table.may_contain_hash(hash)
+    }
 }
 
 impl Drop for TableHandle {
@@ -54,7 +70,13 @@ pub(super) fn open_table(
         filter_key,
     };
     let table = Table::open(&path, options)?;
+    let prefix_extractor = table
+        .properties()
+        .user
+        .get(crate::PREFIX_PROPERTY)
+        .map(|name| name.to_vec());
     Ok(Arc::new(TableHandle {
+        prefix_extractor,
         meta: meta.clone(),
         table,
         path,
@@ -98,6 +120,14 @@ impl Inner {
                 offset,
                 reason,
             })
+    }
+
+    /// How this store writes its tables.
+    pub(super) fn table_spec(&self) -> crate::prefix::TableSpec<'_> {
+        crate::prefix::TableSpec {
+            options: &self.options.table,
+            prefix: self.options.prefix_extractor.as_ref(),
+        }
     }
 
     /// A number (and path) for a new table.
