@@ -64,6 +64,11 @@ impl Arena {
             // As an allocation failure is: the process cannot go on without the memory.
             Err(e) => panic!("cannot map a memtable arena of {capacity} bytes: {e}"),
         };
+        // Huge pages where the system gives them on request (`transparent_hugepage` set to
+        // `madvise`): a skiplist's searches jump across the whole arena, and with 4 KiB pages
+        // they miss the TLB at every hop. Only a hint: without it the arena works the same.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
         // A mapping is page-aligned, so ALIGN-aligned.
         let ptr = NonNull::new(map.as_mut_ptr()).expect("a mapping is never at address 0");
         Self {
