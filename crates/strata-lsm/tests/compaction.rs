@@ -265,3 +265,31 @@ fn a_table_that_overlaps_nothing_below_moves_down_unwritten_and_stays_readable()
         target *= 4;
     }
 }
+
+#[test]
+fn once_background_work_is_done_the_directory_holds_exactly_the_live_tables() {
+    // A compaction's replaced tables are deleted when their last handle goes: the compaction
+    // lets go of its inputs before it installs its outputs, so no deletion is still to come
+    // when `wait_for_background` returns (a copy of the store made then finds every file).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path(), options()).expect("open");
+    for round in 0..8u32 {
+        for i in 0..1_500u32 {
+            let k = format!("key-{:05}", (i * 7919 + round) % 3000);
+            db.put(k.as_bytes(), &[round as u8; 60], WriteOptions::default())
+                .expect("put");
+        }
+        db.wait_for_background().expect("background work");
+        let mut on_disk: Vec<u64> = std::fs::read_dir(dir.path())
+            .expect("read dir")
+            .filter_map(|e| {
+                let name = e.expect("entry").file_name().into_string().expect("utf-8");
+                name.strip_suffix(".sst")?.parse().ok()
+            })
+            .collect();
+        on_disk.sort_unstable();
+        let mut live: Vec<u64> = db.live_files().iter().map(|f| f.number).collect();
+        live.sort_unstable();
+        assert_eq!(on_disk, live, "round {round}");
+    }
+}

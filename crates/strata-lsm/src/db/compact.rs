@@ -49,7 +49,9 @@ impl Db {
     }
 
     /// Blocks until the background thread has nothing left to do: every full memtable
-    /// flushed and no compaction due (RocksDB's `WaitForCompact`). The active memtable is not
+    /// flushed, no compaction due, and the tables compactions replaced deleted unless a reader
+    /// still holds them (RocksDB's `WaitForCompact`): the directory then holds the live tables
+    /// and those being read, no more, until the next write. The active memtable is not
     /// flushed; call [`flush`](Self::flush) first for that. Writes made meanwhile can keep it
     /// waiting, so it is meant for a quiet store: before a backup, a benchmark's measurement,
     /// a test's check of the levels.
@@ -190,6 +192,10 @@ impl Inner {
             &self.counters.compaction_read_bytes,
             handles.iter().map(|h| h.meta.size).sum(),
         );
+        // Let go of the inputs before the install: the version swap below then drops their
+        // last handles (and deletes their files) under the state lock, so that
+        // `wait_for_background`, woken by it, never returns with deletions still to come.
+        drop(handles);
         bump(
             &self.counters.compaction_written_bytes,
             outputs.iter().map(|m| m.size).sum(),
