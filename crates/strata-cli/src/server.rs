@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use strata_server::Server;
-use strata_server::config::{ServerArgs, ServerConfig, dev_members};
+use strata_server::config::{LogLevel, ServerArgs, ServerConfig, dev_members};
+use tracing_subscriber::filter::LevelFilter;
 
 use crate::output::outln;
 use crate::progress::Progress;
@@ -17,6 +18,10 @@ pub struct DevArgs {
     /// directory, removed at exit, if not given.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The least severe level of the members' log on stderr (their lines are not told apart:
+    /// run `strata server` per member for that).
+    #[arg(long, value_enum, default_value_t = LogLevel::Warn)]
+    pub log_level: LogLevel,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -24,6 +29,22 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("start the Tokio runtime")
+}
+
+/// Writes tracing events at `level` and above to stderr, timestamped, as etcd logs: role and
+/// leader changes, snapshot restores, compactions, the quota alarm, links to peers breaking.
+/// A second call in one process keeps the first's.
+fn init_log(level: LogLevel) {
+    let filter = match level {
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Error => LevelFilter::ERROR,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Waits for Ctrl-C or SIGTERM.
@@ -51,6 +72,7 @@ async fn stopped() {
 
 /// `strata server`: runs one member until Ctrl-C or SIGTERM.
 pub fn server(args: ServerArgs) -> Result<()> {
+    init_log(args.log_level);
     let config = ServerConfig::from_args(args)?;
     runtime()?.block_on(async move {
         let name = config.name.clone();
@@ -103,6 +125,7 @@ fn join(addrs: &[std::net::SocketAddr]) -> String {
 
 /// `strata dev`: three members in this process, on etcd's development ports.
 pub fn dev(args: DevArgs) -> Result<()> {
+    init_log(args.log_level);
     let (base, _temp) = match args.data_dir {
         Some(dir) => (dir, None),
         None => {

@@ -412,3 +412,39 @@ fn strata_dev_serves_three_members_and_stops_on_ctrl_c() {
     assert!(status.success(), "strata dev exited with {status}");
     assert!(lines.any(|l| l.is_ok_and(|l| l.contains("stopping"))));
 }
+
+/// A member's stderr is its log, as etcd's is: warnings about its flags and its Raft role
+/// changes at the default level (`info`), nothing below `--log-level`.
+#[test]
+fn the_log_shows_warnings_and_role_changes_down_to_the_chosen_level() {
+    const RISKY: [&str; 2] = ["--quota-backend-bytes", "9000000000"];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let default = Cluster::start(&dir.path().join("default"), 1, &RISKY);
+    let quiet = Cluster::start(
+        &dir.path().join("quiet"),
+        1,
+        &[RISKY[0], RISKY[1], "--log-level", "error"],
+    );
+    let rt = runtime();
+    rt.block_on(async {
+        wait_ready(&default.endpoints()[0]).await;
+        wait_ready(&quiet.endpoints()[0]).await;
+    });
+    let log = default.log(0);
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" WARN ") && l.contains("--quota-backend-bytes exceeds 8 GiB")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" INFO ") && l.contains("role=Leader")),
+        "{log}"
+    );
+    let log = quiet.log(0);
+    assert!(log.contains("serving clients on"), "{log}");
+    assert!(
+        !log.contains(" WARN ") && !log.contains(" INFO "),
+        "--log-level error: {log}"
+    );
+}

@@ -280,6 +280,12 @@ pub(crate) async fn apply_loop<M: StateMachine>(mut a: Applier<M>) {
                         return;
                     }
                 };
+                tracing::info!(
+                    snapshot = meta.id,
+                    last_index = meta.last_index,
+                    last_term = meta.last_term,
+                    "raft: state machine restored from a snapshot"
+                );
                 a.event(Event::Restored(meta.id));
                 a.membership = membership;
                 a.applied = meta.last_index;

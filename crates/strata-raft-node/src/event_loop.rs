@@ -371,13 +371,20 @@ async fn run(mut d: Driver) {
             return;
         }
         let status = d.core.status();
+        let (status_id, role, term, leader) = (status.id, status.role, status.term, status.leader);
+        let mut moved = false;
         d.status.send_if_modified(|current| {
             let changed = *current != status;
             if changed {
+                moved = (current.role, current.term, current.leader) != (role, term, leader);
                 *current = status;
             }
             changed
         });
+        // Logged outside the channel's lock: a role, term or leader change (not every commit).
+        if moved {
+            tracing::info!(id = %format_args!("{:x}", status_id), ?role, term, leader = %format_args!("{leader:x}"), "raft: role, term or leader changed");
+        }
     }
 }
 

@@ -247,6 +247,24 @@ pub struct ServerArgs {
     /// every register is refused].
     #[arg(long, env = "STRATA_KVDB_TOKEN_FILE", value_name = "FILE", value_parser = path_parser())]
     pub kvdb_token_file: Option<PathBuf>,
+    /// The least severe level of the log written to stderr: debug, info, warn or error.
+    #[arg(long, env = "ETCD_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+}
+
+/// `--log-level`: etcd's levels (its `panic` and `fatal` are not offered: a member logs
+/// nothing at them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    /// Everything, including per-connection and per-peer detail.
+    Debug,
+    /// Role and leader changes, snapshot restores, compactions, links to peers breaking;
+    /// and everything below (etcd's default).
+    Info,
+    /// What an operator should look at: a quota exceeded, a risky flag, a peer refused.
+    Warn,
+    /// Failures only.
+    Error,
 }
 
 impl Default for ServerArgs {
@@ -284,6 +302,7 @@ impl Default for ServerArgs {
             auth_token_ttl: DEFAULT_AUTH_TOKEN_TTL_S,
             bcrypt_cost: DEFAULT_BCRYPT_COST,
             kvdb_token_file: None,
+            log_level: LogLevel::Info,
         }
     }
 }

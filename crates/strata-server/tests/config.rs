@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use strata_server::config::{
-    AutoCompaction, ClusterState, ConfigError, DEV_PORTS, ListenUrl, Scheme, ServerArgs,
+    AutoCompaction, ClusterState, ConfigError, DEV_PORTS, ListenUrl, LogLevel, Scheme, ServerArgs,
     ServerConfig, added_member_id, cluster_id, dev_members, member_id, read_kvdb_token,
 };
 
@@ -65,6 +65,7 @@ const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
     ("auth-token", "simple"),
     ("auth-token-ttl", "300"),
     ("bcrypt-cost", "10"),
+    ("log-level", "info"),
 ];
 
 /// `ServerArgs::default()` written as `etcd --help` writes defaults.
@@ -134,6 +135,7 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
         ("auth-token", d.auth_token.clone()),
         ("auth-token-ttl", d.auth_token_ttl.to_string()),
         ("bcrypt-cost", d.bcrypt_cost.to_string()),
+        ("log-level", format!("{:?}", d.log_level).to_lowercase()),
     ]
     .into_iter()
     .map(|(flag, value)| (flag.to_owned(), value))
@@ -335,6 +337,7 @@ fn numbers_states_and_modes_are_refused_by_clap_when_malformed() {
         &["--bogus-flag", "1"],
         &["--wal-dir", "x"],
         &["--metrics", "basic"],
+        &["--log-level", "panic"],
     ] {
         let err = parse(line).expect_err(line[0]).to_string();
         assert!(
@@ -350,6 +353,15 @@ fn numbers_states_and_modes_are_refused_by_clap_when_malformed() {
     ])
     .expect("valid");
     assert_eq!(states.initial_cluster_state, ClusterState::Existing);
+    for (text, level) in [
+        ("debug", LogLevel::Debug),
+        ("info", LogLevel::Info),
+        ("warn", LogLevel::Warn),
+        ("error", LogLevel::Error),
+    ] {
+        let args = parse(&["--log-level", text]).expect("a level");
+        assert_eq!(args.log_level, level, "{text}");
+    }
 }
 
 #[test]
