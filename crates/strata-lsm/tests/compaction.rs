@@ -293,3 +293,77 @@ fn once_background_work_is_done_the_directory_holds_exactly_the_live_tables() {
         assert_eq!(on_disk, live, "round {round}");
     }
 }
+
+#[test]
+fn a_capture_keeps_its_tables_through_moves_and_merges_after_it() {
+    // A capture pins its version's tables. A table moved down after it (opened again under
+    // its new level) and then merged away must still be on disk when the capture is written:
+    // the file lives as long as any handle of it, the capture's included.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path(), options()).expect("open");
+    let value = |i: u32, round: u32| format!("v{round}-{i}-").repeat(4);
+    let put = |i: u32, round: u32| {
+        db.put(
+            format!("seq-{i:06}").as_bytes(),
+            value(i, round).as_bytes(),
+            WriteOptions::default(),
+        )
+        .expect("put");
+    };
+    for i in 0..2_000 {
+        put(i, 0);
+    }
+    db.flush().expect("flush");
+    db.wait_for_background().expect("background work");
+    let capture = db.capture();
+    let captured: Vec<u64> = db.live_files().iter().map(|f| f.number).collect();
+    let moves_before = db.stats().trivial_moves;
+    // More keys in order (their tables push the captured ones down by moves), then rewrites
+    // over the whole range and a full compaction (merges that replace the moved tables).
+    for i in 2_000..6_000 {
+        put(i, 0);
+    }
+    db.flush().expect("flush");
+    db.wait_for_background().expect("background work");
+    assert!(db.stats().trivial_moves > moves_before, "{:?}", db.stats());
+    for i in (0..6_000).step_by(3) {
+        put(i, 1);
+    }
+    db.flush().expect("flush");
+    db.compact().expect("a full compaction");
+    db.wait_for_background().expect("background work");
+    let live: Vec<u64> = db.live_files().iter().map(|f| f.number).collect();
+    assert!(
+        captured.iter().all(|n| !live.contains(n)),
+        "the captured tables were all replaced: {captured:?} {live:?}"
+    );
+    let set = tempfile::tempdir().expect("tempdir");
+    let names = capture
+        .write_to(set.path(), &[])
+        .expect("the capture is written whole");
+    let restored_dir = tempfile::tempdir().expect("tempdir");
+    let restored = Db::open(restored_dir.path(), options()).expect("open");
+    restored.restore(set.path(), &names).expect("restore");
+    for i in 0..2_000 {
+        let k = format!("seq-{i:06}");
+        assert_eq!(
+            restored.get(k.as_bytes()).expect("get").as_deref(),
+            Some(value(i, 0).as_bytes()),
+            "{k} as captured"
+        );
+    }
+    assert_eq!(restored.get(b"seq-002000").expect("get"), None);
+    // The capture is gone once written, and so are the files only it held.
+    db.wait_for_background().expect("background work");
+    let mut on_disk: Vec<u64> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .filter_map(|e| {
+            let name = e.expect("entry").file_name().into_string().expect("utf-8");
+            name.strip_suffix(".sst")?.parse().ok()
+        })
+        .collect();
+    on_disk.sort_unstable();
+    let mut live: Vec<u64> = db.live_files().iter().map(|f| f.number).collect();
+    live.sort_unstable();
+    assert_eq!(on_disk, live);
+}

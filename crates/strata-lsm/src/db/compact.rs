@@ -3,12 +3,11 @@
 //! edit. One compaction runs at a time, under the compaction lock.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use strata_fs::IoError;
 
 use super::stats::bump;
-use super::version::{TableHandle, open_table};
+use super::version::{TableHandle, open_table, reopen_table};
 use super::{Db, Inner, State, oldest_reader};
 use crate::compaction::{self, Plan};
 use crate::error::Result;
@@ -125,9 +124,22 @@ impl Inner {
             level,
             ..table.clone()
         };
-        // The same file, open again under its new level (captures record the level with it);
-        // the old handle is not marked obsolete, so dropping it leaves the file in place.
-        let handle = open_table(&self.dir, &moved, self.cache.as_ref())?;
+        // The same file, open again under its new level (captures record the level with it),
+        // sharing the old handle's file: older versions still holding the old handle keep the
+        // file on disk after a later compaction replaces the moved table.
+        let file = {
+            let state = self.state.lock();
+            state.version.levels[usize::from(table.level)]
+                .iter()
+                .find(|h| h.meta.number == table.number)
+                .map(|h| Arc::clone(&h.file))
+        };
+        // The plan was made from the current version under the compaction lock, so the table
+        // is there; were it not, there is nothing to move.
+        let Some(file) = file else {
+            return Ok(());
+        };
+        let handle = reopen_table(&moved, &file)?;
         let manifest = self.manifest.lock();
         let edit = VersionEdit {
             added: vec![moved],
@@ -221,7 +233,7 @@ impl Inner {
         for (level, number) in &edit.deleted {
             levels[usize::from(*level)].retain(|h| {
                 if h.meta.number == *number {
-                    h.obsolete.store(true, Ordering::Release);
+                    h.set_obsolete(true);
                     false
                 } else {
                     true

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use strata_fs::{IoError, hard_link, sync_dir, sync_parent_dir};
 use strata_sstable::{ReadOptions, Table};
@@ -129,7 +128,7 @@ impl Db {
         for meta in &ingested {
             match open_table(&inner.dir, meta, inner.cache.as_ref()) {
                 Ok(handle) => {
-                    handle.obsolete.store(true, Ordering::Release);
+                    handle.set_obsolete(true);
                     handles.push(handle);
                 }
                 Err(e) => {
@@ -256,7 +255,7 @@ impl Inner {
         // failure (a failed fsync): the files must stay. If the edit did not make it, the
         // next open removes them as unlisted.
         for handle in &handles {
-            handle.obsolete.store(false, Ordering::Release);
+            handle.set_obsolete(false);
         }
         manifest.append(&edit)?;
         let mut state = self.state.lock();

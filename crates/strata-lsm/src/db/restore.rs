@@ -25,7 +25,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use strata_fs::{IoError, hard_link, sync_dir, sync_file};
 
@@ -150,7 +149,7 @@ impl Inner {
                 };
                 let handle = open_table(&self.dir, &meta, self.cache.as_ref())?;
                 // Garbage until the manifest names it: deleted with its handle on failure.
-                handle.obsolete.store(true, Ordering::Release);
+                handle.set_obsolete(true);
                 let properties = handle.table.properties();
                 if properties.first_key.as_deref() != Some(meta.smallest.as_slice())
                     || properties.last_key.as_deref() != Some(meta.largest.as_slice())
@@ -215,14 +214,14 @@ impl Inner {
         // From the append on the record may be durable even if the append reports a failure:
         // the new files must stay. If it did not make it, the next open removes them.
         for handle in &handles {
-            handle.obsolete.store(false, Ordering::Release);
+            handle.set_obsolete(false);
         }
         manifest.append(&edit)?;
         let mut state = self.state.lock();
         self.apply_edit(&mut state, &edit, 0)?;
         for old in state.version.levels.iter().flatten() {
             // Deleted when the last reader, scan or capture holding it lets go.
-            old.obsolete.store(true, Ordering::Release);
+            old.set_obsolete(true);
         }
         let mut levels = vec![Vec::new(); LEVELS];
         for handle in handles {

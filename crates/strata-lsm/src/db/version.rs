@@ -22,14 +22,25 @@ pub(super) struct TableHandle {
     pub(super) meta: FileMeta,
     pub(super) table: Table,
     pub(super) path: PathBuf,
+    /// The file's life, shared by every handle of it: a trivial move opens the same file
+    /// again under its new level, and the file must outlive the older versions (captures,
+    /// snapshots, scans) that still hold the handle of before.
+    pub(super) file: Arc<TableFile>,
+    /// The name of the prefix extractor its filter was built with, if any.
+    pub(super) prefix_extractor: Option<Vec<u8>>,
+}
+
+/// One table file on disk, for as long as any handle of it is held.
+#[derive(Debug)]
+pub(super) struct TableFile {
+    number: u64,
+    path: PathBuf,
     /// Set when a compaction replaced the table: the file is deleted when the last reader
-    /// (a version, scan or snapshot read holding this handle) lets go.
+    /// (a version, scan or snapshot read holding a handle of it) lets go.
     pub(super) obsolete: AtomicBool,
     /// The shared cache, whose blocks of an obsolete table must go with it (they would keep
     /// its mapping, and the deleted file's disk space, alive).
-    pub(super) cache: Option<Arc<LruBlockCache>>,
-    /// The name of the prefix extractor its filter was built with, if any.
-    pub(super) prefix_extractor: Option<Vec<u8>>,
+    cache: Option<Arc<LruBlockCache>>,
 }
 
 impl TableHandle {
@@ -44,13 +55,18 @@ impl TableHandle {
         extractor.is_some_and(|e| self.prefix_extractor.as_deref() == Some(e.name.as_bytes()))
             && !self.table.may_contain_hash(hash)
     }
+
+    /// Marks (or, for an install that is undone, unmarks) the file as replaced.
+    pub(super) fn set_obsolete(&self, obsolete: bool) {
+        self.file.obsolete.store(obsolete, Ordering::Release);
+    }
 }
 
-impl Drop for TableHandle {
+impl Drop for TableFile {
     fn drop(&mut self) {
         if self.obsolete.load(Ordering::Acquire) {
             if let Some(cache) = &self.cache {
-                cache.evict_table(self.meta.number);
+                cache.evict_table(self.number);
             }
             // Best effort: a leftover file is only garbage, removed by the next open.
             let _ = std::fs::remove_file(&self.path);
@@ -64,12 +80,30 @@ pub(super) fn open_table(
     cache: Option<&Arc<LruBlockCache>>,
 ) -> Result<Arc<TableHandle>> {
     let path = table_path(dir, meta.number);
+    let file = Arc::new(TableFile {
+        number: meta.number,
+        path,
+        obsolete: AtomicBool::new(false),
+        cache: cache.cloned(),
+    });
+    open_file(meta, file)
+}
+
+/// `file` open again as the table `meta` describes (the same number; another level).
+pub(super) fn reopen_table(meta: &FileMeta, file: &Arc<TableFile>) -> Result<Arc<TableHandle>> {
+    open_file(meta, Arc::clone(file))
+}
+
+fn open_file(meta: &FileMeta, file: Arc<TableFile>) -> Result<Arc<TableHandle>> {
     let options = ReadOptions {
         table_id: meta.number,
-        cache: cache.map(|c| Arc::clone(c) as Arc<dyn strata_sstable::BlockCache>),
+        cache: file
+            .cache
+            .as_ref()
+            .map(|c| Arc::clone(c) as Arc<dyn strata_sstable::BlockCache>),
         filter_key,
     };
-    let table = Table::open(&path, options)?;
+    let table = Table::open(&file.path, options)?;
     let prefix_extractor = table
         .properties()
         .user
@@ -79,9 +113,8 @@ pub(super) fn open_table(
         prefix_extractor,
         meta: meta.clone(),
         table,
-        path,
-        obsolete: AtomicBool::new(false),
-        cache: cache.cloned(),
+        path: file.path.clone(),
+        file,
     }))
 }
 
