@@ -209,10 +209,18 @@ impl Nemesis {
             && cuts > 0
             && proxies.held() == 0
         {
-            self.problems.push(format!(
+            self.problem(format!(
                 "{cuts} partitions through the proxies held no connection"
             ));
         }
+    }
+
+    /// Records a problem for the verdict, and says it at once (with the run's elapsed
+    /// faults): a later step that cannot go on (a member never ready) must not hide it.
+    fn problem(&mut self, what: String) {
+        let faults: u64 = self.faults.values().sum();
+        eprintln!("chaos: problem after {faults} faults: {what}");
+        self.problems.push(what);
     }
 
     /// One fault, held for a while and undone; false if it could not be made (no leader).
@@ -278,12 +286,12 @@ impl Nemesis {
             }
             Fault::Replace => {
                 if let Err(e) = rt.block_on(self.replace(any)) {
-                    self.problems.push(e);
+                    self.problem(e);
                 }
             }
             Fault::DiskFull => {
                 if let Err(e) = self.disk_full(rt, any, held) {
-                    self.problems.push(e);
+                    self.problem(e);
                 }
             }
         }
@@ -450,6 +458,10 @@ impl Nemesis {
             retry(
                 &format!("see NOSPACE raised for {name}'s full disk"),
                 || {
+                    // The disk stays full: what the member deletes meanwhile (compacted
+                    // tables, old log segments and snapshots) is taken again, or a member
+                    // that freed space itself would rightly raise nothing.
+                    disk.fill_to(DISK_RESERVE_BYTES / 2);
                     let mut c = c.clone();
                     async move {
                         let alarms = c
@@ -470,6 +482,21 @@ impl Nemesis {
                 },
             )
             .await
+        });
+        let raised = raised.map_err(|e| {
+            // What the member itself said about it (its log at the default level).
+            let log = self.cluster.log(m);
+            let said: Vec<&str> = log.lines().filter(|l| l.contains("NOSPACE")).collect();
+            let said = said[said.len().saturating_sub(3)..].join(" | ");
+            format!(
+                "{e} ({} bytes free on its disk; its log: {})",
+                disk.available(),
+                if said.is_empty() {
+                    "nothing about NOSPACE"
+                } else {
+                    &said
+                }
+            )
         });
         std::thread::sleep(held);
         disk.free();
