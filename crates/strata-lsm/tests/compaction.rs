@@ -266,6 +266,26 @@ fn a_table_that_overlaps_nothing_below_moves_down_unwritten_and_stays_readable()
     }
 }
 
+/// The numbers of the table files in `dir`, in order.
+fn tables_on_disk(dir: &std::path::Path) -> Vec<u64> {
+    let mut numbers: Vec<u64> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| {
+            let name = e.expect("entry").file_name().into_string().expect("utf-8");
+            name.strip_suffix(".sst")?.parse().ok()
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+/// The numbers of the store's live tables, in order.
+fn live_tables(db: &Db) -> Vec<u64> {
+    let mut numbers: Vec<u64> = db.live_files().iter().map(|f| f.number).collect();
+    numbers.sort_unstable();
+    numbers
+}
+
 #[test]
 fn once_background_work_is_done_the_directory_holds_exactly_the_live_tables() {
     // A compaction's replaced tables are deleted when their last handle goes: the compaction
@@ -280,17 +300,11 @@ fn once_background_work_is_done_the_directory_holds_exactly_the_live_tables() {
                 .expect("put");
         }
         db.wait_for_background().expect("background work");
-        let mut on_disk: Vec<u64> = std::fs::read_dir(dir.path())
-            .expect("read dir")
-            .filter_map(|e| {
-                let name = e.expect("entry").file_name().into_string().expect("utf-8");
-                name.strip_suffix(".sst")?.parse().ok()
-            })
-            .collect();
-        on_disk.sort_unstable();
-        let mut live: Vec<u64> = db.live_files().iter().map(|f| f.number).collect();
-        live.sort_unstable();
-        assert_eq!(on_disk, live, "round {round}");
+        assert_eq!(
+            tables_on_disk(dir.path()),
+            live_tables(&db),
+            "round {round}"
+        );
     }
 }
 
@@ -355,15 +369,5 @@ fn a_capture_keeps_its_tables_through_moves_and_merges_after_it() {
     assert_eq!(restored.get(b"seq-002000").expect("get"), None);
     // The capture is gone once written, and so are the files only it held.
     db.wait_for_background().expect("background work");
-    let mut on_disk: Vec<u64> = std::fs::read_dir(dir.path())
-        .expect("read dir")
-        .filter_map(|e| {
-            let name = e.expect("entry").file_name().into_string().expect("utf-8");
-            name.strip_suffix(".sst")?.parse().ok()
-        })
-        .collect();
-    on_disk.sort_unstable();
-    let mut live: Vec<u64> = db.live_files().iter().map(|f| f.number).collect();
-    live.sort_unstable();
-    assert_eq!(on_disk, live);
+    assert_eq!(tables_on_disk(dir.path()), live_tables(&db));
 }
