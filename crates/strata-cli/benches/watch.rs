@@ -56,6 +56,12 @@ use bench_support::{Args, Baseline, Steps, median, print_bench, print_ratio};
 use cluster::{Cluster, client, wait_ready};
 use etcd_client::{Client, WatchOptions, WatchRequestSender, WatchResponseStream};
 
+/// The client allocates per event and per request (tonic's buffers, etcd-client's
+/// messages): with glibc's malloc that cost CPU on the cores the server shares. The same
+/// allocator as the `strata` binary's, the same for both systems.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Keys per prefix watcher: every `PREFIX_BLOCK`-th watcher watches the prefix of a block of
 /// this many keys.
 const PREFIX_BLOCK: usize = 100;
