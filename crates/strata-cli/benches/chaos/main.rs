@@ -16,7 +16,9 @@
 //!   on the same address, its start with `--initial-cluster-state existing`, MemberPromote
 //!   once it has caught up), and a member's disk filled to below its `--disk-reserve-bytes`
 //!   (NOSPACE must be raised, and writes must resume once it is freed and the alarm
-//!   disarmed). Partitions use the run's own network (`net.rs`: a namespace per member, as
+//!   disarmed; a member whose own flushes and compactions take the last of the space first
+//!   stops on its failed log write, as etcd does on a failed WAL write, and is started again
+//!   once the disk is freed, and counted). Partitions use the run's own network (`net.rs`: a namespace per member, as
 //!   root) or, where that cannot be made (not root, no `ip`) or with `--proxy`, a TCP proxy
 //!   in front of every member's peer and client ports (`proxy.rs`), which holds a cut link's
 //!   connections; `--no-partitions` leaves them out. The full disk needs a tmpfs per member
@@ -229,6 +231,8 @@ fn remove_orphan_disks() {
 struct Run {
     history: History,
     faults: BTreeMap<Fault, u64>,
+    /// Full-disk faults whose member stopped on a failed write (and was restarted).
+    stopped_on_full_disk: u64,
     /// Why partitions were left out, if they were.
     no_partitions: Option<String>,
 }
@@ -366,6 +370,7 @@ fn run(dir: &std::path::Path, settings: &Settings) -> Run {
     Run {
         history,
         faults: std::mem::take(&mut nemesis.faults),
+        stopped_on_full_disk: nemesis.stopped_on_full_disk,
         no_partitions,
     }
 }
@@ -640,6 +645,12 @@ fn report(run: &Run, found: &[String]) {
     }
     for (fault, n) in &run.faults {
         println!("  {:<32} {n}", fault.name());
+    }
+    if run.stopped_on_full_disk > 0 {
+        println!(
+            "  (members that stopped on a full disk before NOSPACE, restarted: {})",
+            run.stopped_on_full_disk
+        );
     }
     println!("violations: {}", found.len());
     for line in found {

@@ -113,6 +113,9 @@ pub struct Nemesis {
     pub faults: BTreeMap<Fault, u64>,
     /// What went wrong while injecting them (a membership change that never completed).
     pub problems: Vec<String>,
+    /// Full-disk faults whose member stopped on a failed write before NOSPACE was raised
+    /// (restarted once the disk was freed).
+    pub stopped_on_full_disk: u64,
 }
 
 impl Nemesis {
@@ -136,6 +139,7 @@ impl Nemesis {
             next_name: n + 1,
             faults: BTreeMap::new(),
             problems: Vec::new(),
+            stopped_on_full_disk: 0,
         };
         nemesis.share_endpoints();
         nemesis
@@ -451,6 +455,7 @@ impl Nemesis {
     ) -> Result<(), String> {
         let disk = &self.disks[self.slot_of[&m]];
         let name = self.cluster.members[m].spec.name.clone();
+        let pid = self.cluster.pid(m);
         disk.fill_to(DISK_RESERVE_BYTES / 2);
         let endpoints = self.endpoints();
         let raised = rt.block_on(async {
@@ -463,7 +468,11 @@ impl Nemesis {
                     // that freed space itself would rightly raise nothing.
                     disk.fill_to(DISK_RESERVE_BYTES / 2);
                     let mut c = c.clone();
+                    let ended = pid.is_some_and(process_ended);
                     async move {
+                        if ended {
+                            return Ok(None);
+                        }
                         let alarms = c
                             .alarm(AlarmAction::Get, AlarmType::None, None)
                             .await
@@ -474,7 +483,7 @@ impl Nemesis {
                             .map(|a| (a.member_id(), a.alarm()))
                             .collect();
                         if raised.iter().any(|&(_, a)| a == AlarmType::Nospace) {
-                            Ok(raised)
+                            Ok(Some(raised))
                         } else {
                             Err("no NOSPACE alarm".to_owned())
                         }
@@ -500,7 +509,41 @@ impl Nemesis {
         });
         std::thread::sleep(held);
         disk.free();
-        let raised = raised?;
+        let raised = match raised? {
+            Some(raised) => raised,
+            None => {
+                // The member's own writes (a flush, a compaction, log segments) took what
+                // the fill left before the alarm stopped the writes, and it stopped on a
+                // failed log write, as etcd stops on a failed WAL write. Started again on
+                // the freed disk, it must recover what it had; the alarms raised meanwhile
+                // are disarmed below.
+                let log = self.cluster.log(m);
+                let last = log.lines().last().unwrap_or("").to_owned();
+                eprintln!("chaos: {name} stopped on its full disk ({last}); restarted");
+                self.stopped_on_full_disk += 1;
+                self.cluster.kill(m);
+                let active = self.active.clone();
+                self.cluster.restart_among(m, &active);
+                rt.block_on(async {
+                    let c = crate::cluster::client(&endpoints).await;
+                    retry("list the alarms", || {
+                        let mut c = c.clone();
+                        async move {
+                            let alarms = c
+                                .alarm(AlarmAction::Get, AlarmType::None, None)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            Ok(alarms
+                                .alarms()
+                                .iter()
+                                .map(|a| (a.member_id(), a.alarm()))
+                                .collect::<Vec<(u64, AlarmType)>>())
+                        }
+                    })
+                    .await
+                })?
+            }
+        };
         rt.block_on(async {
             let c = crate::cluster::client(&endpoints).await;
             for (member, alarm) in raised {
@@ -550,6 +593,17 @@ where
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether process `pid` has ended (gone, or a zombie its parent has not reaped yet).
+fn process_ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
     }
 }
 
