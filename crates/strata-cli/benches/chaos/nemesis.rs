@@ -509,40 +509,41 @@ impl Nemesis {
         });
         std::thread::sleep(held);
         disk.free();
-        let raised = match raised? {
-            Some(raised) => raised,
-            None => {
-                // The member's own writes (a flush, a compaction, log segments) took what
-                // the fill left before the alarm stopped the writes, and it stopped on a
-                // failed log write, as etcd stops on a failed WAL write. Started again on
-                // the freed disk, it must recover what it had; the alarms raised meanwhile
-                // are disarmed below.
-                let log = self.cluster.log(m);
-                let last = log.lines().last().unwrap_or("").to_owned();
-                eprintln!("chaos: {name} stopped on its full disk ({last}); restarted");
-                self.stopped_on_full_disk += 1;
-                self.cluster.kill(m);
-                let active = self.active.clone();
-                self.cluster.restart_among(m, &active);
-                rt.block_on(async {
-                    let c = crate::cluster::client(&endpoints).await;
-                    retry("list the alarms", || {
-                        let mut c = c.clone();
-                        async move {
-                            let alarms = c
-                                .alarm(AlarmAction::Get, AlarmType::None, None)
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            Ok(alarms
-                                .alarms()
-                                .iter()
-                                .map(|a| (a.member_id(), a.alarm()))
-                                .collect::<Vec<(u64, AlarmType)>>())
-                        }
-                    })
-                    .await
-                })?
-            }
+        // The member's own writes (a flush, a compaction, log segments) may take what the
+        // fill left, before NOSPACE stops the writes or while the disk is held full: it then
+        // stops on the failed write, as etcd stops on a failed WAL write. Started again on
+        // the freed disk, it must recover what it had; the alarms raised are disarmed below.
+        let stopped = pid.is_some_and(process_ended);
+        if stopped {
+            let log = self.cluster.log(m);
+            let last = log.lines().last().unwrap_or("").to_owned();
+            eprintln!("chaos: {name} stopped on its full disk ({last}); restarted");
+            self.stopped_on_full_disk += 1;
+            self.cluster.kill(m);
+            let active = self.active.clone();
+            self.cluster.restart_among(m, &active);
+        }
+        let raised = match raised {
+            Ok(Some(raised)) if !stopped => raised,
+            Err(e) if !stopped => return Err(e),
+            _ => rt.block_on(async {
+                let c = crate::cluster::client(&endpoints).await;
+                retry("list the alarms", || {
+                    let mut c = c.clone();
+                    async move {
+                        let alarms = c
+                            .alarm(AlarmAction::Get, AlarmType::None, None)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Ok(alarms
+                            .alarms()
+                            .iter()
+                            .map(|a| (a.member_id(), a.alarm()))
+                            .collect::<Vec<(u64, AlarmType)>>())
+                    }
+                })
+                .await
+            })?,
         };
         rt.block_on(async {
             let c = crate::cluster::client(&endpoints).await;
