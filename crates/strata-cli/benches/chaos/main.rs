@@ -16,10 +16,10 @@
 //!   on the same address, its start with `--initial-cluster-state existing`, MemberPromote
 //!   once it has caught up), and a member's disk filled to below its `--disk-reserve-bytes`
 //!   (NOSPACE must be raised, and writes must resume once it is freed and the alarm
-//!   disarmed; a member whose own flushes and compactions take the last of the space first
-//!   stops on its failed log write, as etcd does on a failed WAL write, and is started again
-//!   once the disk is freed, and counted). Partitions use the run's own network (`net.rs`: a namespace per member, as
-//!   root) or, where that cannot be made (not root, no `ip`) or with `--proxy`, a TCP proxy
+//!   disarmed; a member whose own flushes and compactions take the last of the space stops
+//!   on its failed write, as etcd does on a failed WAL write, and is started again once the
+//!   disk is freed, and counted). Partitions use the run's own network (`net.rs`: a
+//!   namespace per member, as root) or, where that cannot be made (not root, no `ip`) or with `--proxy`, a TCP proxy
 //!   in front of every member's peer and client ports (`proxy.rs`), which holds a cut link's
 //!   connections; `--no-partitions` leaves them out. The full disk needs a tmpfs per member
 //!   (`tests/support/disk.rs`, root); without one the members run on the machine's disk and
@@ -648,7 +648,7 @@ fn report(run: &Run, found: &[String]) {
     }
     if run.stopped_on_full_disk > 0 {
         println!(
-            "  (members that stopped on a full disk before NOSPACE, restarted: {})",
+            "  (members that stopped on a full disk, restarted: {})",
             run.stopped_on_full_disk
         );
     }

@@ -113,8 +113,8 @@ pub struct Nemesis {
     pub faults: BTreeMap<Fault, u64>,
     /// What went wrong while injecting them (a membership change that never completed).
     pub problems: Vec<String>,
-    /// Full-disk faults whose member stopped on a failed write before NOSPACE was raised
-    /// (restarted once the disk was freed).
+    /// Full-disk faults whose member stopped on a failed write (restarted once the disk
+    /// was freed).
     pub stopped_on_full_disk: u64,
 }
 
@@ -473,15 +473,7 @@ impl Nemesis {
                         if ended {
                             return Ok(None);
                         }
-                        let alarms = c
-                            .alarm(AlarmAction::Get, AlarmType::None, None)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let raised: Vec<(u64, AlarmType)> = alarms
-                            .alarms()
-                            .iter()
-                            .map(|a| (a.member_id(), a.alarm()))
-                            .collect();
+                        let raised = alarms(&mut c).await?;
                         if raised.iter().any(|&(_, a)| a == AlarmType::Nospace) {
                             Ok(Some(raised))
                         } else {
@@ -530,17 +522,7 @@ impl Nemesis {
                 let c = crate::cluster::client(&endpoints).await;
                 retry("list the alarms", || {
                     let mut c = c.clone();
-                    async move {
-                        let alarms = c
-                            .alarm(AlarmAction::Get, AlarmType::None, None)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        Ok(alarms
-                            .alarms()
-                            .iter()
-                            .map(|a| (a.member_id(), a.alarm()))
-                            .collect::<Vec<(u64, AlarmType)>>())
-                    }
+                    async move { alarms(&mut c).await }
                 })
                 .await
             })?,
@@ -595,6 +577,19 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The alarms raised in the cluster: (member, alarm).
+async fn alarms(c: &mut etcd_client::Client) -> Result<Vec<(u64, AlarmType)>, String> {
+    let alarms = c
+        .alarm(AlarmAction::Get, AlarmType::None, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(alarms
+        .alarms()
+        .iter()
+        .map(|a| (a.member_id(), a.alarm()))
+        .collect())
 }
 
 /// Whether process `pid` has ended (gone, or a zombie its parent has not reaped yet).
