@@ -7,6 +7,7 @@
 //! Useful actions:
 //!
 //! - `return`: the operation fails with an [`std::io::Error`] naming the failpoint.
+//! - `return(nospace)`: it fails as on a full disk (`ErrorKind::StorageFull`, as `ENOSPC`).
 //! - `return(abort)`: the process aborts on the spot, without unwinding, running destructors or
 //!   flushing buffers: the closest a test gets to `kill -9` at an exact step.
 //! - `1*return->off`, `panic`, `sleep(10)`: see [`fail::cfg`](https://docs.rs/fail).
@@ -63,12 +64,19 @@ pub fn exited_by_abort(status: &std::process::ExitStatus) -> bool {
 ///
 /// # Errors
 ///
-/// An [`io::Error`] of kind `Other` naming the failpoint when it is configured with `return`.
+/// An [`io::Error`] of kind `Other` naming the failpoint when it is configured with `return`;
+/// of kind `StorageFull` with `return(nospace)`.
 #[cfg(feature = "failpoints")]
 pub fn check(name: &str) -> io::Result<()> {
     fn inject(name: &str, arg: Option<String>) -> io::Result<()> {
         if arg.as_deref() == Some("abort") {
             std::process::abort();
+        }
+        if arg.as_deref() == Some("nospace") {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("injected full disk at failpoint {name}"),
+            ));
         }
         Err(io::Error::other(format!(
             "injected failure at failpoint {name}"

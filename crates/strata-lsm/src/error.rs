@@ -26,6 +26,20 @@ pub enum Error {
         /// The failure.
         cause: String,
     },
+    /// The file system had no room (`ENOSPC`, or a disk quota) for a table a flush or
+    /// compaction was writing, or too little for a compaction's inputs to be rewritten. The
+    /// partial table was removed and nothing else changed: the memtable or the compaction's
+    /// inputs are still there, the store stays writable, and the background thread tries
+    /// again every [`NO_SPACE_RETRY`](crate::NO_SPACE_RETRY). Writes go on meanwhile until
+    /// the memtables are full, then wait for space (RocksDB's behaviour with an
+    /// `SstFileManager`), rather than the store turning read-only over a transient condition.
+    #[error("no space left for {}: {cause}", path.display())]
+    NoSpace {
+        /// The table being written (or the store's directory, for a compaction held back).
+        path: PathBuf,
+        /// What the file system said, or how much room was missing.
+        cause: String,
+    },
     /// A write, flush, compaction, checkpoint, ingest or restore on a store opened with
     /// [`Db::open_read_only`](crate::Db::open_read_only).
     #[error("the store was opened read-only")]
@@ -102,6 +116,29 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+}
+
+impl Error {
+    /// Turns an error from writing the table at `path` into [`Error::NoSpace`] when the file
+    /// system said it was full (`ENOSPC` or `EDQUOT` anywhere in its chain of causes).
+    pub(crate) fn or_no_space(self, path: &std::path::Path) -> Error {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&self);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                )
+            {
+                return Error::NoSpace {
+                    path: path.to_path_buf(),
+                    cause: strata_fs::display_chain(&self),
+                };
+            }
+            cause = e.source();
+        }
+        self
+    }
 }
 
 /// `Result` with this crate's [`Error`].

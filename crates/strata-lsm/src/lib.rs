@@ -78,6 +78,11 @@
 //!   [`Error::Corruption`] or [`Error::Table`] with the file and offset, never returned as
 //!   data. A failed fsync or background failure puts the store in a read-only state
 //!   ([`Error::ReadOnly`]) until it is reopened, since what is on disk is then unknown.
+//! - **A full disk is not a failure.** A flush or compaction that meets `ENOSPC` (or a quota)
+//!   while writing a table removes it, changes nothing else, and is tried again after
+//!   [`NO_SPACE_RETRY`]; a compaction waits while the disk has less free space than its inputs
+//!   hold. The store stays writable until its memtables are full ([`Error::NoSpace`],
+//!   [`Stats::no_space_retries`]).
 //! - **Bounded memory.** At most `1 + immutable_memtables_max` memtables of `memtable_bytes`,
 //!   the block cache's `block_cache_bytes`, and one batch (at most a quarter of a memtable)
 //!   per waiting writer.
@@ -171,3 +176,7 @@ pub use snapshot_file::{LSM_SNAPSHOT_FILE, PROPERTIES_BYTES_MAX, SnapshotInfo, t
 /// Failpoint at the start of every compaction (with the `failpoints` feature; tests pause it
 /// to hold compaction off).
 pub const FP_COMPACTION: &str = "lsm::compaction";
+
+/// How long the background thread waits before trying again a flush or compaction that found
+/// no room on the disk ([`Error::NoSpace`]).
+pub const NO_SPACE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);

@@ -168,6 +168,11 @@ pub fn render(inner: &Inner) -> String {
     );
     let _ = writeln!(
         out,
+        "strata_lsm_no_space_retries_total {}",
+        stats.no_space_retries
+    );
+    let _ = writeln!(
+        out,
         "strata_lsm_block_cache_hits_total {}",
         stats.cache_hits
     );

@@ -40,7 +40,12 @@ impl Db {
             if let Some(plan) = plan
                 && let Err(e) = self.inner.run_compaction(&plan, Vec::new(), None)
             {
-                self.inner.fail(&e);
+                // Its partial output is gone and its inputs are in place: only a full disk
+                // leaves the store writable.
+                let e = e.or_no_space(&self.inner.dir);
+                if !matches!(e, crate::Error::NoSpace { .. }) {
+                    self.inner.fail(&e);
+                }
                 return Err(e);
             }
         }
@@ -58,7 +63,8 @@ impl Db {
     /// # Errors
     ///
     /// [`Error::ReadOnly`](crate::Error::ReadOnly) if a background flush or compaction failed
-    /// (it will not be retried until a reopen).
+    /// (it will not be retried until a reopen); [`Error::NoSpace`](crate::Error::NoSpace) if
+    /// the last one found no room on the disk (it will be retried).
     pub fn wait_for_background(&self) -> Result<()> {
         if self.inner.read_only() {
             // No background work runs, and none is coming.
@@ -68,6 +74,12 @@ impl Db {
         loop {
             if let Some(cause) = &state.background_error {
                 return Err(crate::Error::ReadOnly {
+                    cause: cause.clone(),
+                });
+            }
+            if let Some((path, cause)) = &state.no_space {
+                return Err(crate::Error::NoSpace {
+                    path: path.clone(),
                     cause: cause.clone(),
                 });
             }
@@ -108,11 +120,30 @@ impl Inner {
             match plan.trivial_move() {
                 Some(table) => self.move_table(table, plan.output_level)?,
                 None => {
-                    self.run_compaction(&plan, Vec::new(), None)?;
+                    self.room_for(&plan)?;
+                    self.run_compaction(&plan, Vec::new(), None)
+                        .map_err(|e| e.or_no_space(&self.dir))?;
                 }
             }
         }
         Ok(true)
+    }
+
+    /// [`Error::NoSpace`](crate::Error::NoSpace) when the disk has less free space than the
+    /// plan's inputs hold, which its output may take before they are deleted (RocksDB's
+    /// `SstFileManager` holds compactions back the same way): started, it would fail part-way
+    /// after taking what a flush needs. A directory whose free space cannot be read is let be.
+    fn room_for(&self, plan: &Plan) -> Result<()> {
+        let needed: u64 = plan.inputs.iter().map(|f| f.size).sum();
+        match strata_fs::available_bytes(&self.dir) {
+            Ok(free) if free < needed => Err(crate::Error::NoSpace {
+                path: self.dir.clone(),
+                cause: format!(
+                    "a compaction of {needed} bytes of tables held back: {free} bytes free"
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Moves `table` down to `level` as it is: one manifest edit, no data rewritten. Called

@@ -109,6 +109,8 @@ impl Inner {
                         });
                     }
                 }
+                // The memtable is still there; the store stays writable.
+                Err(e @ Error::NoSpace { .. }) => return Err(e),
                 Err(e) => {
                     self.fail(&e);
                     return Err(e);
@@ -151,9 +153,30 @@ impl Inner {
                     Err(e) => Err(e),
                 }
             };
-            if let Err(e) = result {
-                self.fail(&e);
-                return;
+            match result {
+                Ok(()) => {
+                    let mut state = self.state.lock();
+                    if state.no_space.is_some() {
+                        state.no_space = None;
+                    }
+                }
+                // Nothing changed; a second later, perhaps with room again (a flush first,
+                // if one is waiting: it frees memory and holds less than a compaction).
+                Err(Error::NoSpace { path, cause }) => {
+                    bump(&self.counters.no_space_retries, 1);
+                    let until = std::time::Instant::now() + crate::NO_SPACE_RETRY;
+                    let mut state = self.state.lock();
+                    state.no_space = Some((path, cause));
+                    // Wakes `wait_for_background`, which reports it.
+                    self.changed.notify_all();
+                    while !state.closing && !self.changed.wait_until(&mut state, until).timed_out()
+                    {
+                    }
+                }
+                Err(e) => {
+                    self.fail(&e);
+                    return;
+                }
             }
         }
     }
@@ -182,7 +205,15 @@ impl Inner {
             &properties,
             u64::MAX,
             oldest_reader,
-        )?
+        )
+        .map_err(|e| match e.or_no_space(&path) {
+            // In no manifest: the memtable is still there to be written again.
+            e @ Error::NoSpace { .. } => {
+                let _ = std::fs::remove_file(&path);
+                e
+            }
+            e => e,
+        })?
         // Only memtables holding something are switched out, so none is flushed empty.
         .expect("a switched-out memtable holds at least one version");
         // A flushed table holds only committed writes: every sequence number in it is visible.

@@ -213,6 +213,9 @@ struct State {
     manifest_state: VersionState,
     /// Set when a background flush fails; every later write fails with it.
     background_error: Option<String>,
+    /// The last background flush or compaction found no room on the disk
+    /// ([`Error::NoSpace`]); cleared by the next one that succeeds.
+    no_space: Option<(PathBuf, String)>,
     closing: bool,
     /// Sequence numbers pinned by live snapshots, with counts.
     snapshots: BTreeMap<u64, usize>,

@@ -288,6 +288,7 @@ fn assemble(
             last_seq: replay.last_seq,
             manifest_state,
             background_error: None,
+            no_space: None,
             closing: false,
             snapshots: BTreeMap::new(),
             generation: 0,

@@ -20,6 +20,7 @@ pub(super) struct Counters {
     pub(super) slowdowns: AtomicU64,
     pub(super) stops: AtomicU64,
     pub(super) stall_micros: AtomicU64,
+    pub(super) no_space_retries: AtomicU64,
 }
 
 pub(super) fn bump(counter: &AtomicU64, by: u64) {
@@ -72,6 +73,7 @@ impl Db {
             write_slowdowns: load(&c.slowdowns),
             write_stops: load(&c.stops),
             stall_micros: load(&c.stall_micros),
+            no_space_retries: load(&c.no_space_retries),
         }
     }
 }
@@ -120,6 +122,9 @@ pub struct Stats {
     pub write_stops: u64,
     /// Total time writes spent delayed or waiting, in microseconds.
     pub stall_micros: u64,
+    /// Background flushes and compactions put off because the disk had no room for their
+    /// tables ([`Error::NoSpace`](crate::Error::NoSpace)); each is tried again a second later.
+    pub no_space_retries: u64,
 }
 
 impl Stats {
