@@ -14,11 +14,12 @@
 //!   rest (with the leader in it, or not), one link between two members cut, a member cut off
 //!   from the clients, and a member replaced under load (MemberRemove, MemberAdd of a learner
 //!   on the same address, its start with `--initial-cluster-state existing`, MemberPromote
-//!   once it has caught up), and a member's disk filled to below its `--disk-reserve-bytes`
-//!   (NOSPACE must be raised, and writes must resume once it is freed and the alarm
-//!   disarmed; a member whose own flushes and compactions take the last of the space stops
-//!   on its failed write, as etcd does on a failed WAL write, and is started again once the
-//!   disk is freed, and counted). Partitions use the run's own network (`net.rs`: a
+//!   once it has caught up; a slot whose new member could not be added, with no quorum say,
+//!   is filled by the next replacement instead of another member being removed), and a
+//!   member's disk filled to below its `--disk-reserve-bytes` (NOSPACE must be raised, and
+//!   writes must resume once it is freed and the alarm disarmed; a member that still stops on
+//!   a failed write, as etcd does on a failed WAL write, is started again once the disk is
+//!   freed, and counted). Partitions use the run's own network (`net.rs`: a
 //!   namespace per member, as root) or, where that cannot be made (not root, no `ip`) or with `--proxy`, a TCP proxy
 //!   in front of every member's peer and client ports (`proxy.rs`), which holds a cut link's
 //!   connections; `--no-partitions` leaves them out. The full disk needs a tmpfs per member

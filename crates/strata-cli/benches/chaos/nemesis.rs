@@ -116,6 +116,10 @@ pub struct Nemesis {
     /// Full-disk faults whose member stopped on a failed write (restarted once the disk
     /// was freed).
     pub stopped_on_full_disk: u64,
+    /// Slots whose member was removed but whose replacement never joined (its MemberAdd
+    /// failed, no quorum say): the next replacement fills one rather than removing another
+    /// member, so that failed replacements never shrink the cluster.
+    vacant: Vec<usize>,
 }
 
 impl Nemesis {
@@ -140,6 +144,7 @@ impl Nemesis {
             faults: BTreeMap::new(),
             problems: Vec::new(),
             stopped_on_full_disk: 0,
+            vacant: Vec::new(),
         };
         nemesis.share_endpoints();
         nemesis
@@ -289,7 +294,11 @@ impl Nemesis {
                 self.heal();
             }
             Fault::Replace => {
-                if let Err(e) = rt.block_on(self.replace(any)) {
+                let replaced = match self.vacant.pop() {
+                    Some(slot) => rt.block_on(self.fill(slot)),
+                    None => rt.block_on(self.replace(any)),
+                };
+                if let Err(e) = replaced {
                     self.problem(e);
                 }
             }
@@ -336,8 +345,8 @@ impl Nemesis {
     }
 
     /// Replaces member `old` with a new one on the same network slot: MemberRemove, stop it,
-    /// MemberAdd of a learner, start it (`--initial-cluster-state existing`), MemberPromote
-    /// once it has caught up. Each step is retried (bounded) through leader changes.
+    /// then [`fill`](Self::fill) the slot. Each step is retried (bounded) through leader
+    /// changes.
     async fn replace(&mut self, old: usize) -> Result<(), String> {
         let others: Vec<String> = self
             .active
@@ -376,7 +385,60 @@ impl Nemesis {
         let _ = std::fs::remove_dir_all(&self.cluster.members[old].spec.data_dir);
         self.active.retain(|&m| m != old);
         self.share_endpoints();
-        let slot = self.slot_of[&old];
+        self.fill(self.slot_of[&old]).await
+    }
+
+    /// Adds a new member on `slot`, whose member was removed: MemberAdd of a learner, start
+    /// it (`--initial-cluster-state existing`), MemberPromote once it has caught up. If the
+    /// add fails, the slot is left vacant for the next replacement to fill.
+    async fn fill(&mut self, slot: usize) -> Result<(), String> {
+        let filled = self.add_learner(slot).await;
+        if filled.is_err() {
+            self.vacant.push(slot);
+        }
+        let (c, new_id, name) = filled?;
+        retry(&format!("promote {name}"), || {
+            let mut c = c.clone();
+            async move {
+                let list = c.member_list().await.map_err(|e| e.to_string())?;
+                if list
+                    .members()
+                    .iter()
+                    .any(|m| m.id() == new_id && !m.is_learner())
+                {
+                    return Ok(());
+                }
+                c.member_promote(new_id)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await
+    }
+
+    /// The MemberAdd of a learner on `slot`, and its start: a client of the cluster, the new
+    /// member's id and name.
+    async fn add_learner(
+        &mut self,
+        slot: usize,
+    ) -> Result<(etcd_client::Client, u64, String), String> {
+        let c = crate::cluster::client(&self.endpoints()).await;
+        // A learner an earlier try added but never started (its answer lost, or the start
+        // never came) would hold the learner's place: removed first.
+        retry("remove learners never started", || {
+            let mut c = c.clone();
+            async move {
+                let list = c.member_list().await.map_err(|e| e.to_string())?;
+                for m in list.members() {
+                    if m.is_learner() && m.name().is_empty() {
+                        c.member_remove(m.id()).await.map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(())
+            }
+        })
+        .await?;
         let name = format!("m{}", self.next_name);
         self.next_name += 1;
         let local = MemberSpec {
@@ -386,7 +448,7 @@ impl Nemesis {
                 .disks
                 .get(slot)
                 .map_or_else(|| self.dir.join(&name), |disk| disk.path.join(&name)),
-            client_scheme: self.cluster.members[old].spec.client_scheme,
+            client_scheme: self.cluster.members[self.active[0]].spec.client_scheme,
             ..MemberSpec::local(&self.dir, &name)
         };
         let spec = match self.net.as_mut() {
@@ -421,25 +483,7 @@ impl Nemesis {
         self.slot_of.insert(new, slot);
         self.active.push(new);
         self.share_endpoints();
-        retry(&format!("promote {name}"), || {
-            let mut c = c.clone();
-            async move {
-                let list = c.member_list().await.map_err(|e| e.to_string())?;
-                if list
-                    .members()
-                    .iter()
-                    .any(|m| m.id() == new_id && !m.is_learner())
-                {
-                    return Ok(());
-                }
-                c.member_promote(new_id)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            }
-        })
-        .await?;
-        Ok(())
+        Ok((c, new_id, name))
     }
 }
 
