@@ -226,6 +226,12 @@ impl Wal {
                     break Err(e);
                 }
             } else {
+                // A wake-up for a record a `truncate_after` cut (done, and so taken off the
+                // list) can find the log grown past it again before this thread runs: then it
+                // waits for the record that took the LSN, and must be on the list to be woken.
+                if registered.is_some_and(|id| !state.waiters.iter().any(|w| w.id == id)) {
+                    registered = None;
+                }
                 if registered.is_none() {
                     let id = state.next_waiter_id;
                     state.next_waiter_id += 1;
