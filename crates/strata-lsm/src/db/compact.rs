@@ -40,9 +40,8 @@ impl Db {
             if let Some(plan) = plan
                 && let Err(e) = self.inner.run_compaction(&plan, Vec::new(), None)
             {
-                // Its partial output is gone and its inputs are in place: only a full disk
-                // leaves the store writable.
-                let e = e.or_no_space(&self.inner.dir);
+                // A full disk while writing its tables leaves the store writable: their
+                // partial output is gone and the inputs are in place.
                 if !matches!(e, crate::Error::NoSpace { .. }) {
                     self.inner.fail(&e);
                 }
@@ -77,16 +76,18 @@ impl Db {
                     cause: cause.clone(),
                 });
             }
+            // A running compaction's inputs stay in the levels until it is installed, so the
+            // compaction is still due until then; every flush and install wakes `changed`.
+            if state.immutables.is_empty() && !self.inner.compaction_due(&state) {
+                return Ok(());
+            }
+            // Work is left, and the last try found no room for it (a `Db::flush` may have
+            // done what the background thread could not since: then the loop above returned).
             if let Some((path, cause)) = &state.no_space {
                 return Err(crate::Error::NoSpace {
                     path: path.clone(),
                     cause: cause.clone(),
                 });
-            }
-            // A running compaction's inputs stay in the levels until it is installed, so the
-            // compaction is still due until then; every flush and install wakes `changed`.
-            if state.immutables.is_empty() && !self.inner.compaction_due(&state) {
-                return Ok(());
             }
             self.inner.changed.wait(&mut state);
         }
@@ -121,8 +122,7 @@ impl Inner {
                 Some(table) => self.move_table(table, plan.output_level)?,
                 None => {
                     self.room_for(&plan)?;
-                    self.run_compaction(&plan, Vec::new(), None)
-                        .map_err(|e| e.or_no_space(&self.dir))?;
+                    self.run_compaction(&plan, Vec::new(), None)?;
                 }
             }
         }
@@ -202,7 +202,8 @@ impl Inner {
         last_seq: Option<u64>,
     ) -> Result<Vec<FileMeta>> {
         strata_fs::failpoint::check(crate::FP_COMPACTION)
-            .map_err(IoError::with("compact tables in", &self.dir))?;
+            .map_err(IoError::with("compact tables in", &self.dir))
+            .map_err(|e| crate::Error::from(e).or_no_space(&self.dir))?;
         let (handles, oldest_snapshot) = {
             let state = self.state.lock();
             let mut handles: Vec<Arc<TableHandle>> = plan
@@ -230,7 +231,10 @@ impl Inner {
             self.table_spec(),
             self.options.compaction.target_file_bytes,
             || self.new_table_number(),
-        )?;
+        )
+        // It removed the tables it wrote: nothing is changed yet. (A full disk later, in the
+        // manifest append, is a failure: the manifest log is then poisoned.)
+        .map_err(|e| e.or_no_space(&self.dir))?;
         bump(
             &self.counters.compaction_read_bytes,
             handles.iter().map(|h| h.meta.size).sum(),
