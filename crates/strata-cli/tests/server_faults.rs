@@ -784,6 +784,7 @@ fn the_client_port_answers_health_version_and_metrics_over_http() {
         "process_resident_memory_bytes",
         "strata_grpc_requests_total{method=\"Range\"}",
         "strata_lsm_wal_bytes_total",
+        "strata_lsm_no_space_retries_total 0",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
