@@ -425,13 +425,23 @@ impl Nemesis {
     ) -> Result<(etcd_client::Client, u64, String), String> {
         let c = crate::cluster::client(&self.endpoints()).await;
         // A learner an earlier try added but never started (its answer lost, or the start
-        // never came) would hold the learner's place: removed first.
+        // never came) would hold the learner's place: removed first. (Not one the harness
+        // started, which may not have published its name yet.)
+        let started: Vec<String> = self
+            .active
+            .iter()
+            .map(|&m| self.cluster.members[m].spec.peer_url())
+            .collect();
         retry("remove learners never started", || {
             let mut c = c.clone();
+            let started = started.clone();
             async move {
                 let list = c.member_list().await.map_err(|e| e.to_string())?;
                 for m in list.members() {
-                    if m.is_learner() && m.name().is_empty() {
+                    if m.is_learner()
+                        && m.name().is_empty()
+                        && !m.peer_urls().iter().any(|u| started.contains(u))
+                    {
                         c.member_remove(m.id()).await.map_err(|e| e.to_string())?;
                     }
                 }
