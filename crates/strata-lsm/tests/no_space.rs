@@ -3,7 +3,8 @@
 //! full), and nothing written is lost. Every test holds a `fail::FailScenario`; the failpoints
 //! fail with `ErrorKind::StorageFull`, as `ENOSPC` does.
 
-use std::path::Path;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use fail::FailScenario;
@@ -12,19 +13,6 @@ use strata_lsm::{Db, Error, Options, WriteOptions};
 
 /// How long a test waits for the background thread's next try (a second after the last).
 const BOUND: Duration = Duration::from_secs(20);
-
-fn tables_in(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .expect("list")
-        .filter(|e| {
-            e.as_ref()
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".sst")
-        })
-        .count()
-}
 
 /// Polls `wait_for_background` until the background thread has caught up (a full-disk
 /// report clears once a later try succeeds).
@@ -55,12 +43,15 @@ fn a_flush_that_finds_the_disk_full_removes_its_table_and_leaves_the_store_writa
         }
         other => panic!("the flush reported {other:?}, not NoSpace"),
     }
-    assert_eq!(tables_in(dir.path()), 0);
+    assert_eq!(support::table_files(dir.path()).len(), 0);
     db.put(b"x", b"y", WriteOptions::default())
         .expect("the store stays writable");
     // Its table, and the first memtable's unless the background thread wrote it already.
     db.flush().expect("the flush once there is room");
-    assert_eq!(tables_in(dir.path()), db.live_files().len());
+    assert_eq!(
+        support::table_files(dir.path()).len(),
+        db.live_files().len()
+    );
     assert_eq!(db.get(b"k").expect("get"), Some(b"v".to_vec()));
     drop(db);
     let db = Db::open(dir.path(), Options::default()).expect("reopen");
@@ -101,7 +92,11 @@ fn background_flushes_wait_for_room_and_lose_nothing() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(tables_in(dir.path()), 0, "a failed flush left its table");
+    assert_eq!(
+        support::table_files(dir.path()).len(),
+        0,
+        "a failed flush left its table"
+    );
     assert!(matches!(
         db.wait_for_background(),
         Err(Error::NoSpace { .. })
@@ -113,7 +108,10 @@ fn background_flushes_wait_for_room_and_lose_nothing() {
         .expect("every write goes through once there is room");
     caught_up(&db);
     db.flush().expect("flush");
-    assert_eq!(tables_in(dir.path()), db.live_files().len());
+    assert_eq!(
+        support::table_files(dir.path()).len(),
+        db.live_files().len()
+    );
     drop(db);
     let db = Db::open(dir.path(), options).expect("reopen");
     for i in 0..512u32 {
