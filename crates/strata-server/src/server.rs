@@ -44,6 +44,10 @@ pub const ETCD_CLUSTER_VERSION: &str = "3.5.0";
 /// plus its allowance of two election timeouts is what it waits before "request timed out").
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 
+/// What a forwarded request's deadline adds to the leader's `REQUEST_TIMEOUT`: room for the
+/// round trip, so the leader's own answer arrives first.
+const FORWARD_GRACE: Duration = Duration::from_secs(1);
+
 /// Bytes a replicated request may add around the client's request (the envelope): the Raft
 /// entry limit is `--max-request-bytes` plus this.
 const ENVELOPE_BYTES: usize = 1024;
@@ -471,7 +475,9 @@ impl Inner {
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         let mut call = tonic::Request::new(request);
-        call.set_timeout(REQUEST_TIMEOUT);
+        // Longer than the leader's own wait, so a request the leader times out is answered
+        // with the leader's "request timed out" rather than cut off here.
+        call.set_timeout(REQUEST_TIMEOUT + FORWARD_GRACE);
         self.credentials(caller, &mut call);
         match client.propose(call).await {
             Ok(answer) => answer
@@ -500,11 +506,17 @@ impl Inner {
 }
 
 /// What a client sees of an error the leader answered a forwarded request with: the leader's
-/// own refusals pass through with their code and text; a leader that stepped down meanwhile
-/// is a leader change (clients retry).
+/// own answers pass through with their code and text (among them "request timed out" and
+/// "leader changed", which are `Unavailable` too); the leader's deadline passing is a timeout;
+/// a transport failure (the leader gone or stepping down meanwhile) is a leader change
+/// (clients retry).
 pub fn forwarded_error(status: tonic::Status) -> ApiError {
     match status.code() {
+        tonic::Code::Unavailable if status.message().starts_with("etcdserver: ") => {
+            ApiError::Refused(status.code() as i32, status.message().to_owned())
+        }
         tonic::Code::Unavailable | tonic::Code::Unknown => ApiError::LeaderChanged,
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => ApiError::Timeout,
         code => ApiError::Refused(code as i32, status.message().to_owned()),
     }
 }
@@ -835,5 +847,30 @@ async fn publish(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(inner.config.heartbeat_interval * 5) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_errors_keep_the_leaders_own_answers() {
+        // The leader's own answers, `Unavailable` among them, reach the client as sent.
+        for sent in [ApiError::Timeout, ApiError::NoLeader, ApiError::Compacted] {
+            let got = forwarded_error(sent.to_status());
+            assert_eq!(got.code(), sent.code(), "{sent}");
+            assert_eq!(got.to_string(), sent.to_string());
+        }
+        // A transport failure is a leader change (clients retry).
+        let broken = tonic::Status::unavailable("error trying to connect: connection refused");
+        assert!(matches!(forwarded_error(broken), ApiError::LeaderChanged));
+        assert!(matches!(
+            forwarded_error(tonic::Status::unknown("transport error")),
+            ApiError::LeaderChanged
+        ));
+        // The deadline passing is a timeout, not a leader change.
+        let late = tonic::Status::cancelled("Timeout expired");
+        assert!(matches!(forwarded_error(late), ApiError::Timeout));
     }
 }
