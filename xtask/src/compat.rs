@@ -618,23 +618,7 @@ pub(crate) fn ensure_etcd() -> Result<()> {
     };
     if !works("etcd", "--version") || !works("etcdctl", "version") {
         let sudo = !is_root();
-        let apt = |args: &[&str]| {
-            let mut command = if sudo {
-                let mut c = Command::new("sudo");
-                c.arg("-n").arg("apt-get");
-                c
-            } else {
-                Command::new("apt-get")
-            };
-            command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-            command
-        };
-        let install = ["install", "-y", "-q", "etcd-server", "etcd-client"];
-        let label = "apt-get install -y etcd-server etcd-client";
-        if crate::run(&mut apt(&install), label).is_err() {
-            crate::run(&mut apt(&["update", "-q"]), "apt-get update")?;
-            crate::run(&mut apt(&install), label)?;
-        }
+        apt_install(&["etcd-server", "etcd-client"])?;
         // The package may start a service on the default ports; the harness uses its own ports,
         // but a stray member would still cost memory and confuse anyone reading `ss`. Best effort:
         // there may be no service manager at all.
@@ -658,6 +642,50 @@ pub(crate) fn ensure_etcd() -> Result<()> {
         println!("    {}", text.lines().next().unwrap_or_default());
     }
     Ok(())
+}
+
+/// `apt-get install` of Debian `packages` (through `sudo -n` unless root), after an `apt-get
+/// update` if the first try fails.
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let sudo = !is_root();
+    let apt = |args: &[&str]| {
+        let mut command = if sudo {
+            let mut c = Command::new("sudo");
+            c.arg("-n").arg("apt-get");
+            c
+        } else {
+            Command::new("apt-get")
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    let install: Vec<&str> = ["install", "-y", "-q"]
+        .iter()
+        .chain(packages)
+        .copied()
+        .collect();
+    let label = format!("apt-get install -y {}", packages.join(" "));
+    if crate::run(&mut apt(&install), &label).is_err() {
+        crate::run(&mut apt(&["update", "-q"]), "apt-get update")?;
+        crate::run(&mut apt(&install), &label)?;
+    }
+    Ok(())
+}
+
+/// Installs Debian's Go and golang.org/x/time if missing, for the cluster bench's measure of
+/// `etcdctl check perf`'s own request generator. Best effort: without them the bench says
+/// the ceiling was not measured.
+pub(crate) fn ensure_go() {
+    let have_go = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    let have_time = std::path::Path::new("/usr/share/gocode/src/golang.org/x/time/rate").is_dir();
+    if !(have_go && have_time)
+        && let Err(e) = apt_install(&["golang-go", "golang-golang-x-time-dev"])
+    {
+        eprintln!("xtask: no Go for the check perf generator's ceiling: {e:#}");
+    }
 }
 
 /// Whether this process runs as root (then apt-get needs no sudo).

@@ -335,6 +335,14 @@ fn bench(args: &[String]) -> Result<()> {
     if matches!(bench.name, "cluster" | "watch") && etcd_wanted {
         compat::ensure_etcd()?;
     }
+    // The cluster bench measures what `etcdctl check perf`'s generator reaches alone (Go).
+    let check_perf_wanted = !extra.iter().any(|a| a == "--large")
+        && !extra
+            .windows(2)
+            .any(|w| w[0] == "--check-perf" && w[1] == "none");
+    if bench.name == "cluster" && check_perf_wanted {
+        compat::ensure_go();
+    }
     command
         .args(["bench", "-p", bench.package, "--bench", bench.target])
         .current_dir(&root);

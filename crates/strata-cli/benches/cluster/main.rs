@@ -35,7 +35,11 @@
 //! Then `etcdctl check perf --load=<load>` for each of `--check-perf` (default `s,m,l,xl`;
 //! `none` skips it) against a fresh cluster of each system: `BENCH check_perf_<load>_strata
 //! PASS|FAIL` and `BENCH check_perf_<load>_etcd PASS|FAIL`, with the throughput check perf
-//! measured (`..._throughput`, writes/s) and its own lines. Each load runs 60 s.
+//! measured (`..._throughput`, writes/s) and its own lines. Each load runs 60 s. Before each
+//! load, check perf's request generator runs alone (`checkperf_generator.go`, built with
+//! Debian's Go, which `cargo xtask bench cluster` installs when missing) against a server
+//! that answers at once: `BENCH check_perf_<load>_generator_ceiling` (requests/s) is the most
+//! check perf can measure on this machine, whatever the server.
 //!
 //! `--workloads a,b` runs some of the workloads (`none`: only check perf); `--no-etcd` runs
 //! Strata alone; `--baseline PATH` runs another `strata` binary where etcd would run
@@ -353,6 +357,90 @@ fn run(
     points
 }
 
+/// `etcdctl check perf`'s loads: the writes per second each asks for (it passes above 90% of
+/// that), and its clients.
+const CHECK_PERF_LOADS: [(&str, u32, u32); 4] = [
+    ("s", 150, 50),
+    ("m", 1_000, 200),
+    ("l", 8_000, 500),
+    ("xl", 15_000, 1_000),
+];
+
+/// Builds `checkperf_generator.go` (check perf's request generator alone) with the machine's
+/// Go and Debian's golang.org/x/time; the binary's path, or why not.
+fn build_generator(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let source = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/cluster/checkperf_generator.go"
+    );
+    let binary = dir.join("checkperf_generator");
+    let out = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(source)
+        // Debian's golang-golang-x-time-dev, in GOPATH mode: no module download.
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", dir.join("go-cache"))
+        .output()
+        .map_err(|e| {
+            format!("go did not run ({e}): apt-get install golang-go golang-golang-x-time-dev")
+        })?;
+    if !out.status.success() {
+        return Err(format!(
+            "go build failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(binary)
+}
+
+/// What check perf's own request generator reaches for `load` against a server that answers
+/// at once (`BENCH check_perf_<load>_generator_ceiling`, requests/s): the most check perf can
+/// measure on this machine, whatever the server. On Go 1.19 (Debian's etcdctl 3.4) a timer
+/// shorter than a millisecond waits about a millisecond in a process with nothing else to
+/// do, and the limiter's burst of 1 cannot make up for a late wake-up.
+fn generator_ceiling(generator: &Result<std::path::PathBuf, String>, load: &str) {
+    let Some(&(_, limit, clients)) = CHECK_PERF_LOADS.iter().find(|(l, ..)| *l == load) else {
+        return;
+    };
+    let generator = match generator {
+        Ok(path) => path,
+        Err(why) => {
+            println!("check_perf_{load}: generator ceiling not measured: {why}");
+            return;
+        }
+    };
+    let out = std::process::Command::new(generator)
+        .args([limit.to_string(), clients.to_string(), "10".to_owned()])
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            match text.trim().parse::<f64>() {
+                Ok(rate) => {
+                    print_bench(
+                        &format!("check_perf_{load}_generator_ceiling"),
+                        rate,
+                        "requests/s",
+                    );
+                    println!(
+                        "check_perf_{load}: its generator alone reaches {rate:.0} of the {limit} \
+                         writes/s the load asks for (it passes above {:.0})",
+                        f64::from(limit) * 0.9
+                    );
+                }
+                Err(_) => println!("check_perf_{load}: the generator printed {text:?}"),
+            }
+        }
+        Ok(out) => println!(
+            "check_perf_{load}: the generator failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => println!("check_perf_{load}: the generator did not run: {e}"),
+    }
+}
+
 /// Runs `etcdctl check perf --load=<load>` against a fresh 3-member cluster of `program` and
 /// prints its verdict, its measured throughput, and its own lines.
 fn check_perf(program: &[&str], name: &str, load: &str) {
@@ -561,7 +649,11 @@ fn main() {
     let loads = args
         .value::<String>("--check-perf")
         .unwrap_or_else(|| "s,m,l,xl".to_owned());
+    let generator_dir = tempfile::tempdir().expect("tempdir");
+    let mut generator = None;
     for load in loads.split(',').map(str::trim).filter(|l| *l != "none") {
+        let generator = generator.get_or_insert_with(|| build_generator(generator_dir.path()));
+        generator_ceiling(generator, load);
         check_perf(&strata, "strata", load);
         if compare {
             check_perf(&their_program, their_name, load);
