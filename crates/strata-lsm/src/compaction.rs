@@ -316,8 +316,7 @@ fn merge_into_tables(
             let seq = assign_seq.unwrap_or(*seq);
             key.clear();
             encode_internal_key(&mut key, &merged.key, seq, *kind);
-            out.add(&key, seq, &merged.values[value.clone()])?;
-            spec.record(&mut out.builder, &merged.key, &key);
+            out.add(spec, &key, seq, &merged.values[value.clone()], &merged.key)?;
         }
     }
     if let Some(done) = current.take() {
@@ -349,8 +348,15 @@ impl Output {
         })
     }
 
-    fn add(&mut self, key: &[u8], seq: u64, value: &[u8]) -> Result<()> {
-        self.builder.add(key, value)?;
+    fn add(
+        &mut self,
+        spec: TableSpec<'_>,
+        key: &[u8],
+        seq: u64,
+        value: &[u8],
+        user_key: &[u8],
+    ) -> Result<()> {
+        spec.add(&mut self.builder, key, value, user_key)?;
         self.bytes += (key.len() + value.len()) as u64;
         if self.smallest.is_none() {
             self.smallest = Some(key.to_vec());

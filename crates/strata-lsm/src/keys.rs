@@ -37,15 +37,28 @@ pub fn escaped_len(user_key: &[u8]) -> usize {
     user_key.len() + user_key.iter().filter(|&&b| b == 0).count()
 }
 
-/// Appends the internal key of `(user_key, seq, kind)` to `out`.
-pub fn encode_internal_key(out: &mut Vec<u8>, user_key: &[u8], seq: u64, kind: ValueKind) {
-    out.reserve(user_key.len() + INTERNAL_KEY_OVERHEAD_BYTES);
+/// Appends `user_key` to `out` with each zero byte escaped (`0x00 0xFF`). Keys without zero
+/// bytes, the common case, are one copy; the space for the rest is reserved once.
+#[inline]
+pub(crate) fn push_escaped(out: &mut Vec<u8>, user_key: &[u8]) {
+    let zeros = user_key.iter().filter(|&&b| b == 0).count();
+    out.reserve(user_key.len() + zeros);
+    if zeros == 0 {
+        out.extend_from_slice(user_key);
+        return;
+    }
     for &b in user_key {
         out.push(b);
         if b == 0 {
             out.push(ZERO_ESCAPE);
         }
     }
+}
+
+/// Appends the internal key of `(user_key, seq, kind)` to `out`.
+pub fn encode_internal_key(out: &mut Vec<u8>, user_key: &[u8], seq: u64, kind: ValueKind) {
+    out.reserve(user_key.len() + INTERNAL_KEY_OVERHEAD_BYTES);
+    push_escaped(out, user_key);
     out.extend_from_slice(&TERMINATOR);
     let trailer = !((seq.min(SEQ_MAX) << KIND_BITS) | kind as u64);
     out.extend_from_slice(&trailer.to_be_bytes());

@@ -58,31 +58,29 @@ impl TableSpec<'_> {
         Ok(builder)
     }
 
-    /// Adds the prefix of the entry just added (`internal_key`, of `user_key`) to the filter.
-    pub(crate) fn record(
+    /// Adds the entry `internal_key` (of `user_key`) to `builder`, and its prefix to the
+    /// filter.
+    pub(crate) fn add(
         &self,
         builder: &mut strata_sstable::TableBuilder,
-        user_key: &[u8],
         internal_key: &[u8],
-    ) {
-        if let Some(part) = self
+        value: &[u8],
+        user_key: &[u8],
+    ) -> strata_sstable::Result<()> {
+        match self
             .prefix
             .and_then(|p| p.filter_part(user_key, internal_key))
         {
-            builder.add_to_filter(part);
+            Some(part) => builder.add_with_filter_part(internal_key, value, part.len()),
+            None => builder.add(internal_key, value),
         }
     }
 }
 
 /// `prefix` as the filters record it: escaped, as it begins the internal keys under it.
 pub(crate) fn filter_part_of(prefix: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(escaped_len(prefix));
-    for &b in prefix {
-        out.push(b);
-        if b == 0 {
-            out.push(0xff);
-        }
-    }
+    let mut out = Vec::new();
+    crate::keys::push_escaped(&mut out, prefix);
     out
 }
 

@@ -45,12 +45,19 @@ impl Revision {
     }
 }
 
-/// Appends `key` escaped and terminated to `out`.
+/// Appends `key` escaped and terminated to `out`. A key without zero bytes, the common case,
+/// is one copy; the space for the rest is reserved once.
 fn push_escaped(out: &mut Vec<u8>, key: &[u8]) {
-    for &b in key {
-        out.push(b);
-        if b == 0 {
-            out.push(0xFF);
+    let zeros = key.iter().filter(|&&b| b == 0).count();
+    out.reserve(key.len() + zeros + 2);
+    if zeros == 0 {
+        out.extend_from_slice(key);
+    } else {
+        for &b in key {
+            out.push(b);
+            if b == 0 {
+                out.push(0xFF);
+            }
         }
     }
     out.extend_from_slice(&[0, 0]);
@@ -74,7 +81,9 @@ fn data_key_prefix_len(key: &[u8]) -> Option<usize> {
 
 /// The data keyspace's prefix of every version of `key`.
 pub fn data_prefix(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + key.len() + 2 + REVISION_BYTES);
+    let zeros = key.iter().filter(|&&b| b == 0).count();
+    // Room for the revision too: `data_key` appends it.
+    let mut out = Vec::with_capacity(1 + key.len() + zeros + 2 + REVISION_BYTES);
     out.push(DATA);
     push_escaped(&mut out, key);
     out
@@ -101,20 +110,17 @@ pub fn decode_data_key(encoded: &[u8]) -> Option<(Vec<u8>, Revision)> {
     }
     let (escaped, rev) = rest.split_at(rest.len() - REVISION_BYTES);
     let mut key = Vec::with_capacity(escaped.len());
-    let mut at = 0;
+    // Runs between zero bytes are copied whole; a zero is an escaped zero or the terminator,
+    // which must end the key.
+    let mut rest = escaped;
     loop {
-        match escaped.get(at..at + 1)? {
-            [0] => match escaped.get(at + 1)? {
-                0 if at + 2 == escaped.len() => break,
-                0xFF => {
-                    key.push(0);
-                    at += 2;
-                }
-                _ => return None,
-            },
-            [b] => {
-                key.push(*b);
-                at += 1;
+        let zero = rest.iter().position(|&b| b == 0)?;
+        key.extend_from_slice(&rest[..zero]);
+        match rest.get(zero + 1)? {
+            0 if zero + 2 == rest.len() => break,
+            0xFF => {
+                key.push(0);
+                rest = &rest[zero + 2..];
             }
             _ => return None,
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use strata_fs::IoError;
 
 use crate::block::BlockBuilder;
-use crate::bloom::BloomBuilder;
+use crate::bloom::{BloomBuilder, prefix_and_key_hash};
 use crate::error::{Error, Result};
 use crate::format::{
     BLOCK_HANDLE_BYTES, BlockHandle, Compression, FORMAT_VERSION, Footer, KEY_BYTES_MAX,
@@ -142,6 +142,27 @@ impl TableBuilder {
     /// [`Error::KeysOutOfOrder`], [`Error::TooLarge`], or a write error. After a write error
     /// every later call fails too: the table can only be dropped.
     pub fn add(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.add_entry(key, value, None)
+    }
+
+    /// [`add`](Self::add), then [`add_to_filter`](Self::add_to_filter) with `key[..part_len]`
+    /// (nothing if `part_len` is past the key's end), in one pass over the bytes the part and
+    /// the key's filter key share when the part begins it: a long key is hashed once, not
+    /// twice. The filter is the same as from the two calls.
+    ///
+    /// # Errors
+    ///
+    /// As [`add`](Self::add).
+    pub fn add_with_filter_part(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        part_len: usize,
+    ) -> Result<()> {
+        self.add_entry(key, value, Some(part_len))
+    }
+
+    fn add_entry(&mut self, key: &[u8], value: &[u8], part_len: Option<usize>) -> Result<()> {
         self.check_not_failed()?;
         if key.len() > KEY_BYTES_MAX {
             return Err(Error::TooLarge {
@@ -167,12 +188,35 @@ impl TableBuilder {
         if self.options.bloom_bits_per_key > 0 {
             let filter_key = (self.options.filter_key)(key);
             // Versions of one user key arrive together: record each filter key once.
-            let previous = self
-                .first_key
-                .is_some()
-                .then(|| (self.options.filter_key)(&self.last_key));
-            if self.entries == 0 || previous != Some(filter_key) {
-                self.bloom.add(filter_key);
+            let key_new =
+                self.entries == 0 || (self.options.filter_key)(&self.last_key) != filter_key;
+            // And each part once per run of equal parts.
+            let part = part_len
+                .and_then(|n| key.get(..n))
+                .filter(|part| self.last_extra.as_deref() != Some(*part));
+            match part {
+                Some(part)
+                    if key_new
+                        && filter_key.as_ptr() == key.as_ptr()
+                        && part.len() <= filter_key.len() =>
+                {
+                    let (part_hash, key_hash) = prefix_and_key_hash(filter_key, part.len());
+                    self.bloom.add_hash(part_hash);
+                    self.bloom.add_hash(key_hash);
+                }
+                _ => {
+                    if key_new {
+                        self.bloom.add(filter_key);
+                    }
+                    if let Some(part) = part {
+                        self.bloom.add(part);
+                    }
+                }
+            }
+            if let Some(part) = part {
+                let last = self.last_extra.get_or_insert_with(Vec::new);
+                last.clear();
+                last.extend_from_slice(part);
             }
         }
         self.last_key.clear();

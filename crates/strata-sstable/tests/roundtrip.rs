@@ -287,3 +287,45 @@ fn a_filter_on_part_of_the_key_answers_for_every_version() {
         .count();
     assert!(absent < 400, "{absent} false positives in 10000");
 }
+
+/// A filter key as an LSM's: the key without its last byte (a version), so that runs of keys
+/// share one.
+fn all_but_last(key: &[u8]) -> &[u8] {
+    &key[..key.len().saturating_sub(1)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn adding_with_a_filter_part_builds_the_table_two_calls_build(
+        keys in proptest::collection::btree_set(key(), 0..80),
+        part_lens in proptest::collection::vec(0usize..8, 80),
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = TableOptions {
+            bloom_bits_per_key: 10,
+            filter_key: all_but_last,
+            ..TableOptions::default()
+        };
+        // Each key's part: a prefix of it (sometimes longer than its filter key, or past its
+        // end), so that both the one-pass path and the other are taken.
+        let build = |name: &str, one_call: bool| {
+            let path = dir.path().join(name);
+            let mut builder = TableBuilder::create(&path, opts.clone()).expect("create");
+            for (key, &len) in keys.iter().zip(&part_lens) {
+                if one_call {
+                    builder.add_with_filter_part(key, b"v", len).expect("add");
+                } else {
+                    builder.add(key, b"v").expect("add");
+                    if let Some(part) = key.get(..len) {
+                        builder.add_to_filter(part);
+                    }
+                }
+            }
+            builder.finish().expect("finish");
+            std::fs::read(&path).expect("read")
+        };
+        prop_assert_eq!(build("one.sst", true), build("two.sst", false));
+    }
+}

@@ -310,8 +310,7 @@ pub(super) fn write_memtable(
         };
         key.clear();
         encode_internal_key(&mut key, entry.user_key, entry.seq, entry.kind);
-        out.add(&key, entry.value)?;
-        spec.record(out, entry.user_key, &key);
+        spec.add(out, &key, entry.value, entry.user_key)?;
         smallest.get_or_insert_with(|| key.clone());
         smallest_seq = smallest_seq.min(entry.seq);
         largest_seq = largest_seq.max(entry.seq);
