@@ -1,8 +1,10 @@
 //! Write requests: a [`Batch`] applies many requests (a Raft batch) in one LSM write, each one
 //! main revision if it changes anything; [`Write`] is one request of raw puts and deletes.
 
+use std::ops::Bound;
+
 use parking_lot::MutexGuard;
-use strata_lsm::{Db, Snapshot, WriteBatch, WriteOptions};
+use strata_lsm::{Db, Direction, Snapshot, WriteBatch, WriteOptions};
 
 use crate::api::request_op::Request;
 use crate::api::response_op::Response;
@@ -17,7 +19,7 @@ use crate::keys::{self, Revision};
 use crate::range::range;
 use crate::store::{COMPACTED, CURRENT, Store};
 use crate::txn::{self, Path};
-use crate::view::{Overlay, PUT, TOMBSTONE, View, encode_version};
+use crate::view::{DeletedRange, Overlay, PUT, TOMBSTONE, View, encode_version};
 use crate::watch::{Recorded, Recording};
 
 /// Whether a lease exists, for puts that attach one (etcd's lessor lookup). A put with an
@@ -38,8 +40,11 @@ pub trait LeaseCheck {
 /// quarter of [`Store::batch_bytes_max`], its versions are written ahead, in parts, at its
 /// revision, which is above the store's current one until the commit moves it, so no reader
 /// sees them before (readers skip versions above the current revision). If the request
-/// fails, or the batch is dropped, they are removed; if the process stops first, they stay
-/// unread until the same request, applied again at the same revision, writes them again.
+/// fails, or the batch is dropped, they are removed (found again by their revisions); if the
+/// process stops first, they stay unread until the same request, applied again at the same
+/// revision, writes them again. A delete of a range without `prev_kv` reads and deletes its
+/// keys in parts of [`DELETE_PART_KEYS`] and keeps none of them until the commit, so its
+/// memory is bounded however many keys it deletes (with watchers, their events are kept).
 ///
 /// Requests are expected to have passed the checks of [`check_put`](crate::check_put),
 /// [`check_delete_range`](crate::check_delete_range) and [`check_txn`](crate::check_txn) (the
@@ -63,7 +68,8 @@ pub struct Batch<'a> {
     overlay: Overlay,
     batch: WriteBatch,
     /// The request in progress: changes so far (its sub-revisions), their LSM pairs (moved to
-    /// `batch` when it succeeds), the keys whose overlay it changed (undone if it fails).
+    /// `batch` when it succeeds), the keys whose overlay entries it changed (undone if it
+    /// fails).
     sub: u64,
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
     touched: Vec<Vec<u8>>,
@@ -81,10 +87,10 @@ pub struct Batch<'a> {
     /// Past this, the request in progress's pairs go to the LSM at once ([`Batch::spill`]):
     /// a quarter of the LSM's batch limit.
     spill_bytes: usize,
-    /// The LSM keys written ahead of the commit: by the request in progress, and by the
-    /// batch's earlier requests. Removed again if the request fails or the batch is dropped.
-    spilled: Vec<Vec<u8>>,
-    batch_spilled: Vec<Vec<u8>>,
+    /// Whether the request in progress, and the batch's earlier requests, wrote ahead of the
+    /// commit. What they wrote is removed again if the request fails or the batch is dropped.
+    spilled: bool,
+    batch_spilled: bool,
 }
 
 /// A key whose lease changed in a batch: a put that attached or changed a lease, a put without
@@ -126,7 +132,7 @@ impl<'a> Batch<'a> {
             current,
             base_compacted: compacted,
             compacted,
-            overlay: Overlay::new(),
+            overlay: Overlay::default(),
             batch: WriteBatch::new(),
             sub: 0,
             pairs: Vec::new(),
@@ -138,8 +144,8 @@ impl<'a> Batch<'a> {
             request_lease_moves: Vec::new(),
             request_bytes: 0,
             spill_bytes: (store.batch_bytes_max() / 4).max(1),
-            spilled: Vec::new(),
-            batch_spilled: Vec::new(),
+            spilled: false,
+            batch_spilled: false,
         }
     }
 
@@ -265,7 +271,7 @@ impl<'a> Batch<'a> {
             self.store.db().write(batch, WriteOptions { sync: false })?;
         }
         // Written ahead, and now below the current revision: they stay.
-        self.batch_spilled.clear();
+        self.batch_spilled = false;
         self.store.publish(self.current, self.compacted);
         if self.current != self.base {
             let events =
@@ -319,8 +325,8 @@ impl<'a> Batch<'a> {
         let mut batch = WriteBatch::new();
         for (k, v) in self.pairs.drain(..) {
             batch.put(&k, &v);
-            self.spilled.push(k);
         }
+        self.spilled = true;
         self.request_bytes = 0;
         self.store.db().write(batch, WriteOptions { sync: false })?;
         Ok(())
@@ -329,8 +335,11 @@ impl<'a> Batch<'a> {
     /// Removes what the request in progress wrote ahead ([`spill`](Self::spill)): it failed,
     /// and its revision goes to the next request.
     fn unspill(&mut self) -> Result<()> {
-        let keys = std::mem::take(&mut self.spilled);
-        remove(self.store, &keys)
+        if !std::mem::take(&mut self.spilled) {
+            return Ok(());
+        }
+        let main = self.main();
+        remove_written_ahead(self.store, main, main)
     }
 
     /// Ends the request in progress: keeps its changes (and takes its revision if it made
@@ -342,7 +351,7 @@ impl<'a> Batch<'a> {
             for (k, v) in self.pairs.drain(..) {
                 self.batch.put(&k, &v);
             }
-            self.batch_spilled.append(&mut self.spilled);
+            self.batch_spilled |= std::mem::take(&mut self.spilled);
             self.events.append(&mut self.request_events);
             self.lease_moves.append(&mut self.request_lease_moves);
             if self.sub > 0 {
@@ -350,18 +359,21 @@ impl<'a> Batch<'a> {
             }
         } else {
             self.pairs.clear();
-            self.spilled.clear();
+            self.spilled = false;
             self.request_events.clear();
             self.request_lease_moves.clear();
             for key in self.touched.drain(..) {
-                if let Some(entries) = self.overlay.get_mut(&key) {
+                if let Some(entries) = self.overlay.keys.get_mut(&key) {
                     if entries.last().is_some_and(|(m, _)| *m == main) {
                         entries.pop();
                     }
                     if entries.is_empty() {
-                        self.overlay.remove(&key);
+                        self.overlay.keys.remove(&key);
                     }
                 }
+            }
+            if self.overlay.ranges.last().is_some_and(|r| r.main == main) {
+                self.overlay.ranges.pop();
             }
         }
         self.touched.clear();
@@ -380,14 +392,28 @@ impl<'a> Batch<'a> {
 
     /// Records one change of the request in progress: `key`'s new state (`None`: deleted).
     fn set(&mut self, key: &[u8], kv: Option<KeyValue>) -> Result<()> {
+        self.record(key, kv.as_ref())?;
+        let main = self.main();
+        let entries = self.overlay.keys.entry(key.to_vec()).or_default();
+        match entries.last_mut() {
+            Some((m, state)) if *m == main => *state = kv,
+            _ => entries.push((main, kv)),
+        }
+        self.touched.push(key.to_vec());
+        Ok(())
+    }
+
+    /// Records one change of the request in progress for the watchers and the LSM, but not in
+    /// the overlay: [`set`](Self::set), or a delete of a key a [`DeletedRange`] covers.
+    fn record(&mut self, key: &[u8], kv: Option<&KeyValue>) -> Result<()> {
         let main = self.main();
         if self.recording != Recording::Off {
-            let mut event = match &kv {
+            let mut event = match kv {
                 Some(kv) => put_event(kv.clone()),
                 None => delete_event(key.to_vec(), main),
             };
             let prev_known = self.recording == Recording::EventsWithPrev;
-            let create = kv.as_ref().is_some_and(|kv| kv.create_revision == main);
+            let create = kv.is_some_and(|kv| kv.create_revision == main);
             if prev_known && !create {
                 // The version before the request, as the store would read it at `main - 1`.
                 event.prev_kv = self.view().get(key, main - 1)?;
@@ -396,7 +422,7 @@ impl<'a> Batch<'a> {
         }
         let rev = Revision::new(main as u64, self.sub);
         self.sub += 1;
-        let (value, kind) = match &kv {
+        let (value, kind) = match kv {
             Some(kv) => (encode_version(kv), PUT),
             None => (vec![TOMBSTONE], TOMBSTONE),
         };
@@ -411,12 +437,6 @@ impl<'a> Batch<'a> {
         self.pairs.push((data_key, value));
         self.pairs
             .push((keys::revision_key(rev).to_vec(), revision_value));
-        let entries = self.overlay.entry(key.to_vec()).or_default();
-        match entries.last_mut() {
-            Some((m, state)) if *m == main => *state = kv,
-            _ => entries.push((main, kv)),
-        }
-        self.touched.push(key.to_vec());
         if self.request_bytes >= self.spill_bytes {
             self.spill()?;
         }
@@ -478,17 +498,62 @@ impl<'a> Batch<'a> {
     }
 
     fn apply_delete(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
-        let live = self
-            .view()
-            .collect(&req.key, &req.range_end, self.main(), req.prev_kv)?;
-        for kv in &live {
-            self.lease_moved(&kv.key, kv.lease, 0);
-            self.set(&kv.key, None)?;
+        let main = self.main();
+        if req.prev_kv || req.range_end.is_empty() {
+            // The response holds every key deleted (or the range is one key).
+            let live = self
+                .view()
+                .collect(&req.key, &req.range_end, main, req.prev_kv)?;
+            for kv in &live {
+                self.lease_moved(&kv.key, kv.lease, 0);
+                self.set(&kv.key, None)?;
+            }
+            return Ok(DeleteRangeResponse {
+                header: header(self.revision_so_far()),
+                deleted: live.len() as i64,
+                prev_kvs: if req.prev_kv { live } else { Vec::new() },
+            });
+        }
+        // In parts: each read from just after the last key deleted. A key the batch changed
+        // before gets an overlay entry; the others are covered by the range, once done.
+        let mut from = req.key.clone();
+        let mut part = Vec::with_capacity(DELETE_PART_KEYS);
+        let mut deleted = 0;
+        let mut covered = false;
+        loop {
+            part.clear();
+            self.view().scan(&from, &req.range_end, main, false, |kv| {
+                part.push(kv);
+                part.len() < DELETE_PART_KEYS
+            })?;
+            for kv in &part {
+                self.lease_moved(&kv.key, kv.lease, 0);
+                if self.overlay.keys.contains_key(&kv.key) {
+                    self.set(&kv.key, None)?;
+                } else {
+                    self.record(&kv.key, None)?;
+                    covered = true;
+                }
+            }
+            deleted += part.len();
+            if part.len() < DELETE_PART_KEYS {
+                break;
+            }
+            // Just after the last key deleted.
+            from = part.pop().map(|kv| kv.key).unwrap_or_default();
+            from.push(0);
+        }
+        if covered {
+            self.overlay.ranges.push(DeletedRange {
+                main,
+                from: req.key.clone(),
+                to: (req.range_end != [0]).then(|| req.range_end.clone()),
+            });
         }
         Ok(DeleteRangeResponse {
             header: header(self.revision_so_far()),
-            deleted: live.len() as i64,
-            prev_kvs: if req.prev_kv { live } else { Vec::new() },
+            deleted: deleted as i64,
+            prev_kvs: Vec::new(),
         })
     }
 
@@ -539,25 +604,55 @@ impl<'a> Batch<'a> {
 /// memtable node), for `Batch::spill`'s count.
 const SPILL_NODE_BYTES: usize = 64;
 
-/// Deletes `keys` from the LSM, in writes of at most a quarter of its batch limit each.
-fn remove(store: &Store, keys: &[Vec<u8>]) -> Result<()> {
+/// Keys a delete of a range without `prev_kv` reads and deletes at a time (its memory, with
+/// the quarter of [`Store::batch_bytes_max`] it writes ahead at most).
+pub const DELETE_PART_KEYS: usize = 1024;
+
+/// Removes from the LSM what requests at main revisions `first..=last` wrote ahead of their
+/// commit, found by their revision records (each names its key), in writes of at most a quarter
+/// of the LSM's batch limit each. Revisions above the current one hold nothing else: what is
+/// found is written ahead, or left by a process that stopped before its commit (unread too).
+fn remove_written_ahead(store: &Store, first: i64, last: i64) -> Result<()> {
     let limit = (store.batch_bytes_max() / 4).max(1);
-    let mut batch = WriteBatch::new();
-    let mut bytes = 0;
-    for key in keys {
-        batch.delete(key);
-        bytes += key.len() + SPILL_NODE_BYTES;
-        if bytes >= limit {
-            store
-                .db()
-                .write(std::mem::take(&mut batch), WriteOptions { sync: false })?;
-            bytes = 0;
+    let mut from = keys::revision_key(Revision::new(first as u64, 0)).to_vec();
+    let upper = keys::revision_key(Revision::new(last as u64 + 1, 0));
+    loop {
+        let mut batch = WriteBatch::new();
+        let mut bytes = 0;
+        let mut next = None;
+        let mut corrupt = false;
+        store.db().scan(
+            Bound::Included(&from),
+            Bound::Excluded(&upper),
+            Direction::Forward,
+            |k, v| {
+                if bytes >= limit {
+                    next = Some(k.to_vec());
+                    return false;
+                }
+                let (Some(rev), Some((_, key))) = (keys::decode_revision_key(k), v.split_first())
+                else {
+                    corrupt = true;
+                    return false;
+                };
+                let data = keys::data_key(key, rev);
+                bytes += k.len() + data.len() + 2 * SPILL_NODE_BYTES;
+                batch.delete(&data);
+                batch.delete(k);
+                true
+            },
+        )?;
+        if corrupt {
+            return Err(Error::Corrupt("a revision record that does not decode"));
+        }
+        if !batch.is_empty() {
+            store.db().write(batch, WriteOptions { sync: false })?;
+        }
+        match next {
+            Some(key) => from = key,
+            None => return Ok(()),
         }
     }
-    if !batch.is_empty() {
-        store.db().write(batch, WriteOptions { sync: false })?;
-    }
-    Ok(())
 }
 
 impl Drop for Batch<'_> {
@@ -566,10 +661,8 @@ impl Drop for Batch<'_> {
     /// fails that write too it is failing anyway: what is left is above the current revision,
     /// unread, and the same requests write it again when they are applied again.
     fn drop(&mut self) {
-        let mut keys = std::mem::take(&mut self.batch_spilled);
-        keys.append(&mut self.spilled);
-        if !keys.is_empty() {
-            let _ = remove(self.store, &keys);
+        if self.batch_spilled || self.spilled {
+            let _ = remove_written_ahead(self.store, self.base + 1, self.main());
         }
     }
 }

@@ -70,7 +70,7 @@ mod view;
 mod watch;
 
 pub use api::KeyValue;
-pub use batch::{Batch, LeaseCheck, LeaseMove, Write};
+pub use batch::{Batch, DELETE_PART_KEYS, LeaseCheck, LeaseMove, Write};
 pub use check::{
     MAX_TXN_OPS_DEFAULT, check_delete_range, check_put, check_range, check_txn, txn_is_read_only,
 };

@@ -17,9 +17,39 @@ pub(crate) const TOMBSTONE: u8 = 1;
 /// Bytes of a version's header: kind, create revision, version, lease.
 const VERSION_HEADER_BYTES: usize = 1 + 8 + 8 + 8;
 
-/// A batch's changes not yet committed, by key: `(main revision, the key's state after that
-/// revision)` in revision order, one entry per revision (`None`: deleted).
-pub(crate) type Overlay = BTreeMap<Vec<u8>, Vec<(i64, Option<KeyValue>)>>;
+/// A batch's changes not yet committed: by key, and ranges deleted whole.
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    /// `(main revision, the key's state after that revision)` in revision order, one entry per
+    /// revision (`None`: deleted).
+    pub keys: BTreeMap<Vec<u8>, Vec<(i64, Option<KeyValue>)>>,
+    /// Ranges deleted by one request each, in revision order. From its revision on, a key of
+    /// one that has no entry in `keys` at or before the revision read reads as deleted. A
+    /// delete of a range gives an entry of its own to each key it deletes that has entries in
+    /// `keys`, so a range hides only versions of the committed store: a delete of a large
+    /// range does not hold every key it deletes until the commit.
+    pub ranges: Vec<DeletedRange>,
+}
+
+/// A range one request deleted (every key of it that existed then).
+#[derive(Debug)]
+pub(crate) struct DeletedRange {
+    /// The request's main revision.
+    pub main: i64,
+    /// The first key of the range.
+    pub from: Vec<u8>,
+    /// The end of the range (excluded); `None`: every key from `from` on.
+    pub to: Option<Vec<u8>>,
+}
+
+impl Overlay {
+    /// Whether a range deleted at or before `rev` holds `key`.
+    fn range_deleted(&self, key: &[u8], rev: i64) -> bool {
+        self.ranges.iter().any(|r| {
+            r.main <= rev && key >= r.from.as_slice() && r.to.as_deref().is_none_or(|to| key < to)
+        })
+    }
+}
 
 /// The data value of `kv` (`docs/formats/mvcc.md`).
 pub(crate) fn encode_version(kv: &KeyValue) -> Vec<u8> {
@@ -131,8 +161,8 @@ pub(crate) struct View<'a> {
 impl View<'_> {
     /// Calls `visit` with each key of `[key, end)` (etcd's conventions) as of revision `rev`
     /// (positive, not above what the view holds), in key order, until it returns false. Values
-    /// are read only if `values`. Memory: the overlay's entries in the range, one key at a time
-    /// from the store.
+    /// are read only if `values`. Memory: the overlay's entries by key in the range, one key at a
+    /// time from the store.
     pub fn scan(
         &self,
         key: &[u8],
@@ -145,8 +175,11 @@ impl View<'_> {
             return Ok(());
         };
         let store_rev = rev.min(self.base).max(0) as u64;
-        let overlay: Vec<(&[u8], Option<&KeyValue>)> = match self.overlay {
-            Some(overlay) if rev > self.base => overlay
+        // The overlay, if the revision read reaches it.
+        let laid_over = self.overlay.filter(|_| rev > self.base);
+        let overlay: Vec<(&[u8], Option<&KeyValue>)> = match laid_over {
+            Some(overlay) => overlay
+                .keys
                 .range::<[u8], _>(user_bounds)
                 .filter_map(|(k, entries)| visible(entries, rev).map(|kv| (k.as_slice(), kv)))
                 .collect(),
@@ -191,6 +224,7 @@ impl View<'_> {
             };
             let found = match shadow {
                 Some(kv) => kv.map(|kv| copy(kv, values)),
+                None if laid_over.is_some_and(|o| o.range_deleted(&user, rev)) => None,
                 None => match decode_version(user.clone(), at.main, v, values) {
                     Ok(kv) => kv,
                     Err(e) => {

@@ -234,3 +234,65 @@ fn a_request_cut_off_between_its_parts_is_applied_again_the_same() {
     assert_eq!(keys_at(&store, 0), 0);
     assert_eq!(store.hash_kv(revision).expect("hash"), expected);
 }
+
+/// The keys under `k/` as a request in the middle of `batch` reads them.
+fn keys_in_batch(batch: &mut strata_mvcc::Batch<'_>) -> i64 {
+    let txn = TxnRequest {
+        success: vec![RequestOp {
+            request: Some(Request::RequestRange(RangeRequest {
+                key: b"k/".to_vec(),
+                range_end: b"k0".to_vec(),
+                count_only: true,
+                ..RangeRequest::default()
+            })),
+        }],
+        ..TxnRequest::default()
+    };
+    let response = batch.txn(&txn, &NoLeases).expect("txn");
+    match &response.responses[0].response {
+        Some(strata_mvcc::api::response_op::Response::ResponseRange(range)) => range.count,
+        other => panic!("a range response, not {other:?}"),
+    }
+}
+
+// The delete below reads its keys in parts.
+const _: () = assert!(KEYS > strata_mvcc::DELETE_PART_KEYS);
+
+#[test]
+fn a_delete_in_parts_sees_and_is_seen_by_the_rest_of_its_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_db, store) = open(dir.path());
+    let loaded = load(&store);
+    let put = |key: &[u8], value: &[u8]| PutRequest {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        ..PutRequest::default()
+    };
+    let mut batch = store.batch();
+    // Before the delete, in the same batch: a loaded key changed, and a new key.
+    batch.put(&put(&key(0), b"new"), &NoLeases).expect("put");
+    batch.put(&put(b"k/new", b"v"), &NoLeases).expect("put");
+    let deleted = batch.delete_range(&delete_all()).expect("delete");
+    assert_eq!(deleted.deleted, KEYS as i64 + 1, "the batch's new key too");
+    assert_eq!(keys_in_batch(&mut batch), 0);
+    // After it: a deleted key is created again, and reads as new.
+    let again = batch.put(&put(&key(5), b"again"), &NoLeases).expect("put");
+    assert!(again.prev_kv.is_none());
+    assert_eq!(keys_in_batch(&mut batch), 1);
+    let revision = batch.commit(&[]).expect("commit");
+    assert_eq!(revision, loaded + 4);
+    assert_eq!(keys_at(&store, loaded + 1), KEYS);
+    assert_eq!(keys_at(&store, loaded + 2), KEYS + 1);
+    assert_eq!(keys_at(&store, loaded + 3), 0);
+    assert_eq!(keys_at(&store, 0), 1);
+    let now = store
+        .range_request(&RangeRequest {
+            key: key(5),
+            ..RangeRequest::default()
+        })
+        .expect("range");
+    assert_eq!(now.kvs.len(), 1);
+    assert_eq!(now.kvs[0].value, b"again");
+    assert_eq!(now.kvs[0].version, 1, "created again after the delete");
+    assert_eq!(now.kvs[0].create_revision, loaded + 4);
+}
