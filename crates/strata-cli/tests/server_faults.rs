@@ -785,6 +785,7 @@ fn the_client_port_answers_health_version_and_metrics_over_http() {
         "strata_grpc_requests_total{method=\"Range\"}",
         "strata_lsm_wal_bytes_total",
         "strata_lsm_no_space_retries_total 0",
+        "etcd_server_slow_apply_total",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }

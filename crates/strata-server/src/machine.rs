@@ -9,6 +9,7 @@
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
@@ -19,6 +20,7 @@ use strata_raft_node::{Committed, CommittedKind, SnapshotWriter, StateMachine};
 use tokio::sync::watch;
 
 use crate::auth::token::Tokens;
+use crate::metrics::Counter;
 use crate::proto::clientpb;
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, LeaseGrantResponse, LeaseRevokeResponse, Member, ResponseHeader,
@@ -32,6 +34,48 @@ use crate::state::{self, KVDB_SESSION_TTL_MS, KVDB_SESSIONS_MAX, Pending, Sessio
 
 /// `AlarmType::Nospace`.
 pub const NOSPACE: i32 = 1;
+
+/// etcd's `warnApplyDuration`: a request that takes longer to apply is logged ("apply request
+/// took too long") and counted (`etcd_server_slow_apply_total`).
+pub const SLOW_APPLY: Duration = Duration::from_millis(100);
+
+/// Where applies slower than a threshold are counted.
+#[derive(Debug, Clone)]
+pub struct SlowApplies {
+    /// [`SLOW_APPLY`], but for tests.
+    pub threshold: Duration,
+    /// How many requests took longer to apply.
+    pub count: Arc<Counter>,
+}
+
+/// A request's kind, for logs.
+fn kind(request: &Request) -> &'static str {
+    match request {
+        Request::Put(_) => "put",
+        Request::DeleteRange(_) => "delete_range",
+        Request::Txn(_) => "txn",
+        Request::Compaction(_) => "compaction",
+        Request::Alarm(_) => "alarm",
+        Request::Publish(_) => "publish",
+        Request::KvdbRegister(_) => "kvdb_register",
+        Request::Kvdb(_) => "kvdb",
+        Request::MemberUpdate(_) => "member_update",
+        Request::LeaseGrant(_) => "lease_grant",
+        Request::LeaseRevoke(_) => "lease_revoke",
+        Request::AuthEnable(_) => "auth_enable",
+        Request::AuthDisable(_) => "auth_disable",
+        Request::Authenticate(_) => "authenticate",
+        Request::UserAdd(_) => "user_add",
+        Request::UserDelete(_) => "user_delete",
+        Request::UserChangePassword(_) => "user_change_password",
+        Request::UserGrantRole(_) => "user_grant_role",
+        Request::UserRevokeRole(_) => "user_revoke_role",
+        Request::RoleAdd(_) => "role_add",
+        Request::RoleGrantPermission(_) => "role_grant_permission",
+        Request::RoleRevokePermission(_) => "role_revoke_permission",
+        Request::RoleDelete(_) => "role_delete",
+    }
+}
 
 /// The leases as the batch sees them: granted before it or earlier in it, not revoked.
 struct Leases<'a> {
@@ -83,6 +127,7 @@ pub struct Machine {
     tokens: Arc<Tokens>,
     applied: u64,
     notify: watch::Sender<Applied>,
+    slow: SlowApplies,
 }
 
 impl Machine {
@@ -97,6 +142,7 @@ impl Machine {
         shared: Arc<Shared>,
         tokens: Arc<Tokens>,
         notify: watch::Sender<Applied>,
+        slow: SlowApplies,
     ) -> Result<Self, String> {
         let applied = state::read_u64(&db, state::APPLIED)?;
         Ok(Self {
@@ -106,6 +152,7 @@ impl Machine {
             tokens,
             applied,
             notify,
+            slow,
         })
     }
 }
@@ -145,6 +192,7 @@ fn apply_batch(
     tokens: &Tokens,
     batch: Vec<Committed>,
     notify: &watch::Sender<Applied>,
+    slow: &SlowApplies,
 ) -> io::Result<(Vec<Bytes>, u64)> {
     let mut answers = Vec::new();
     let mut pending = Pending::default();
@@ -181,6 +229,7 @@ fn apply_batch(
                 }
             }
             CommittedKind::Command(data) => {
+                let started = Instant::now();
                 let request = match RaftRequest::decode(data.as_ref()) {
                     Ok(r) => r,
                     Err(_) => {
@@ -191,6 +240,7 @@ fn apply_batch(
                     }
                 };
                 pending.clock(request.now_ms);
+                let request_kind = request.request.as_ref().map_or("empty", kind);
                 // A client's request checked at an older auth revision: a permission may have
                 // been revoked since (the Kvdb service's writes are checked here instead).
                 let stale = !request.internal
@@ -366,6 +416,17 @@ fn apply_batch(
                         nospace_now,
                     )?,
                 };
+                let took = started.elapsed();
+                if took > slow.threshold {
+                    slow.count.inc();
+                    tracing::warn!(
+                        took_ms = took.as_millis() as u64,
+                        expected_ms = slow.threshold.as_millis() as u64,
+                        request = request_kind,
+                        index = entry.index,
+                        "apply request took too long"
+                    );
+                }
                 answers.push(encode(answer));
             }
         }
@@ -627,8 +688,9 @@ impl StateMachine for Machine {
         let shared = Arc::clone(&self.shared);
         let tokens = Arc::clone(&self.tokens);
         let notify = self.notify.clone();
+        let slow = self.slow.clone();
         let (answers, last) = tokio::task::spawn_blocking(move || {
-            apply_batch(&store, &shared, &tokens, batch, &notify)
+            apply_batch(&store, &shared, &tokens, batch, &notify, &slow)
         })
         .await
         .map_err(io::Error::other)??;
@@ -705,6 +767,7 @@ mod tests {
         shared: Shared,
         tokens: Tokens,
         notify: watch::Sender<Applied>,
+        slow: SlowApplies,
         index: u64,
     }
 
@@ -720,6 +783,10 @@ mod tests {
                 shared: Shared::default(),
                 tokens: Tokens::new(std::time::Duration::from_secs(60)),
                 notify: watch::channel(Applied::default()).0,
+                slow: SlowApplies {
+                    threshold: SLOW_APPLY,
+                    count: Arc::default(),
+                },
                 index: 0,
             }
         }
@@ -746,6 +813,7 @@ mod tests {
                 &self.tokens,
                 vec![entry],
                 &self.notify,
+                &self.slow,
             )
             .expect("apply");
             RaftAnswer::decode(answers[0].as_ref())
@@ -833,5 +901,24 @@ mod tests {
         // The state survives a reload from the LSM.
         let loaded = state::load(&h.db).expect("load");
         assert_eq!(*loaded.auth, *h.shared.0.read().auth);
+    }
+
+    /// A request that takes longer than the threshold to apply is counted (and logged); one
+    /// within it is not.
+    #[test]
+    fn slow_applies_are_counted() {
+        let mut h = Harness::new();
+        h.slow.threshold = Duration::MAX;
+        assert!(matches!(h.apply(put("k"), 0, true), Answer::Put(_)));
+        assert_eq!(h.slow.count.get(), 0);
+        h.slow.threshold = Duration::ZERO;
+        assert!(matches!(h.apply(put("k"), 0, true), Answer::Put(_)));
+        assert_eq!(h.slow.count.get(), 1);
+        let revoke = Request::LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeRequest { id: 7 });
+        assert_eq!(
+            refusal(&h.apply(revoke, 0, true)),
+            Some("etcdserver: requested lease not found")
+        );
+        assert_eq!(h.slow.count.get(), 2, "a refused request counts too");
     }
 }

@@ -2,6 +2,7 @@
 //! names where etcd has one, so dashboards and `etcdctl check datascale` read them).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::server::Inner;
@@ -46,6 +47,9 @@ pub struct Metrics {
     pub proposals: Counter,
     /// Requests by method.
     pub requests: Requests,
+    /// Requests that took longer than [`SLOW_APPLY`](crate::machine::SLOW_APPLY) to apply
+    /// (counted by the state machine).
+    pub slow_applies: Arc<Counter>,
 }
 
 /// The resident memory of this process, from `/proc/self/statm` (0 where there is none).
@@ -134,6 +138,13 @@ pub fn render(inner: &Inner) -> String {
         "strata_server_proposals_total",
         "Requests proposed or forwarded.",
         inner.metrics.proposals.get() as f64,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP etcd_server_slow_apply_total Requests that took more than 100 ms to apply.\n\
+         # TYPE etcd_server_slow_apply_total counter\n\
+         etcd_server_slow_apply_total {}",
+        inner.metrics.slow_applies.get()
     );
     for (method, counter) in [
         ("Range", &inner.metrics.requests.range),

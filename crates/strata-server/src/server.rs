@@ -682,12 +682,17 @@ impl Server {
             members_version: 0,
         });
         let tokens = Arc::new(Tokens::new(config.auth_token_ttl));
+        let metrics = Metrics::default();
         let machine = Machine::new(
             Arc::clone(&db),
             Arc::clone(&store),
             Arc::clone(&shared),
             Arc::clone(&tokens),
             applied_tx,
+            crate::machine::SlowApplies {
+                threshold: crate::machine::SLOW_APPLY,
+                count: Arc::clone(&metrics.slow_applies),
+            },
         )
         .map_err(|e| storage(&e))?;
         let transport_dyn: Arc<dyn strata_raft_node::Transport> = transport.clone();
@@ -706,7 +711,7 @@ impl Server {
             transport,
             applied: applied_rx,
             physical: physical_rx,
-            metrics: Metrics::default(),
+            metrics,
             lessor: crate::lease::Lessor::default(),
             tokens,
             channels: Mutex::new(BTreeMap::new()),
