@@ -78,7 +78,10 @@ impl Db {
             }
             // A running compaction's inputs stay in the levels until it is installed, so the
             // compaction is still due until then; every flush and install wakes `changed`.
-            if state.immutables.is_empty() && !self.inner.compaction_due(&state) {
+            if state.immutables.is_empty()
+                && !self.inner.compaction_due(&state)
+                && state.releasing == 0
+            {
                 return Ok(());
             }
             // Work is left, and the last try found no room for it (a `Db::flush` may have

@@ -225,6 +225,9 @@ struct State {
     /// How many times [`Db::restore`] has replaced the store since open: a [`Snapshot`] taken
     /// under another count reads a state that is gone, and says so.
     restores: u64,
+    /// Versions replaced and not yet let go of outside this lock: the tables only they held
+    /// are being unlinked. Background work is not done until it is 0.
+    releasing: usize,
 }
 
 /// The store, shared by every [`Db`] handle and the flush thread.

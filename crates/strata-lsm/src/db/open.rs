@@ -293,6 +293,7 @@ fn assemble(
             snapshots: BTreeMap::new(),
             generation: 0,
             restores: 0,
+            releasing: 0,
         }),
         changed: Condvar::new(),
         write_lock: Mutex::new(WriteScratch::default()),

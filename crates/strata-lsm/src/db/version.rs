@@ -182,7 +182,8 @@ impl Inner {
         last_seq: Option<u64>,
         manifest: parking_lot::MutexGuard<'_, Manifest>,
     ) -> Result<()> {
-        state.version = Arc::new(Version { levels });
+        let replaced = std::mem::replace(&mut state.version, Arc::new(Version { levels }));
+        state.releasing += 1;
         state.generation += 1;
         if let Some(seq) = last_seq {
             // Sequence numbers only grow: an ingest's is newer than every write (writes wait).
@@ -192,6 +193,12 @@ impl Inner {
         self.changed.notify_all();
         let snapshot = state.manifest_state.clone();
         drop(state);
+        // Outside the state lock, so that reads and writes do not wait on the file system: if
+        // no reader holds the version replaced, the tables only it held are unlinked (and
+        // their blocks evicted) as it goes.
+        drop(replaced);
+        self.state.lock().releasing -= 1;
+        self.changed.notify_all();
         self.maybe_rewrite_manifest(manifest, &snapshot)
     }
 
