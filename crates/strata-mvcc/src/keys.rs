@@ -45,23 +45,8 @@ impl Revision {
     }
 }
 
-/// Appends `key` escaped and terminated to `out`. A key without zero bytes, the common case,
-/// is one copy; the space for the rest is reserved once.
-fn push_escaped(out: &mut Vec<u8>, key: &[u8]) {
-    let zeros = key.iter().filter(|&&b| b == 0).count();
-    out.reserve(key.len() + zeros + 2);
-    if zeros == 0 {
-        out.extend_from_slice(key);
-    } else {
-        for &b in key {
-            out.push(b);
-            if b == 0 {
-                out.push(0xFF);
-            }
-        }
-    }
-    out.extend_from_slice(&[0, 0]);
-}
+/// Ends an escaped user key: sorts before `0x00 0xFF`, an escaped zero byte.
+const TERMINATOR: [u8; 2] = [0, 0];
 
 /// The LSM prefix extractor for this layout (set it as the store's
 /// `Options::prefix_extractor`): a data key's prefix is its user key's ([`data_prefix`]), so
@@ -83,9 +68,10 @@ fn data_key_prefix_len(key: &[u8]) -> Option<usize> {
 pub fn data_prefix(key: &[u8]) -> Vec<u8> {
     let zeros = key.iter().filter(|&&b| b == 0).count();
     // Room for the revision too: `data_key` appends it.
-    let mut out = Vec::with_capacity(1 + key.len() + zeros + 2 + REVISION_BYTES);
+    let mut out = Vec::with_capacity(1 + key.len() + zeros + TERMINATOR.len() + REVISION_BYTES);
     out.push(DATA);
-    push_escaped(&mut out, key);
+    strata_lsm::push_escaped(&mut out, key);
+    out.extend_from_slice(&TERMINATOR);
     out
 }
 
@@ -109,21 +95,11 @@ pub fn decode_data_key(encoded: &[u8]) -> Option<(Vec<u8>, Revision)> {
         return None;
     }
     let (escaped, rev) = rest.split_at(rest.len() - REVISION_BYTES);
+    // An escaped key holds no `0x00 0x00`: the terminator is its last two bytes.
+    let escaped = escaped.strip_suffix(&TERMINATOR)?;
     let mut key = Vec::with_capacity(escaped.len());
-    // Runs between zero bytes are copied whole; a zero is an escaped zero or the terminator,
-    // which must end the key.
-    let mut rest = escaped;
-    loop {
-        let zero = rest.iter().position(|&b| b == 0)?;
-        key.extend_from_slice(&rest[..zero]);
-        match rest.get(zero + 1)? {
-            0 if zero + 2 == rest.len() => break,
-            0xFF => {
-                key.push(0);
-                rest = &rest[zero + 2..];
-            }
-            _ => return None,
-        }
+    if !strata_lsm::push_unescaped(&mut key, escaped) {
+        return None;
     }
     let main = u64::MAX - u64::from_be_bytes(rev[..8].try_into().ok()?);
     let sub = u64::MAX - u64::from_be_bytes(rev[8..].try_into().ok()?);
