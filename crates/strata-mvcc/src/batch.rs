@@ -372,7 +372,8 @@ impl<'a> Batch<'a> {
                     }
                 }
             }
-            if self.overlay.ranges.last().is_some_and(|r| r.main == main) {
+            // A txn may have deleted more than one range.
+            while self.overlay.ranges.last().is_some_and(|r| r.main == main) {
                 self.overlay.ranges.pop();
             }
         }

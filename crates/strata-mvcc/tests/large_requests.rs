@@ -296,3 +296,49 @@ fn a_delete_in_parts_sees_and_is_seen_by_the_rest_of_its_batch() {
     assert_eq!(now.kvs[0].version, 1, "created again after the delete");
     assert_eq!(now.kvs[0].create_revision, loaded + 4);
 }
+
+#[test]
+fn a_failed_txn_that_deleted_two_ranges_leaves_both_undone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_db, store) = open(dir.path());
+    let loaded = load(&store);
+    let half = |key: &[u8], range_end: &[u8]| RequestOp {
+        request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+            ..DeleteRangeRequest::default()
+        })),
+    };
+    let middle = key(KEYS / 2);
+    let mut batch = store.batch();
+    // Both halves deleted, then a put with `ignore_value` over a deleted key fails the txn.
+    let txn = TxnRequest {
+        success: vec![
+            half(b"k/", &middle),
+            half(&middle, b"k0"),
+            RequestOp {
+                request: Some(Request::RequestPut(PutRequest {
+                    key: key(0),
+                    ignore_value: true,
+                    ..PutRequest::default()
+                })),
+            },
+        ],
+        ..TxnRequest::default()
+    };
+    assert!(matches!(
+        batch.txn(&txn, &NoLeases),
+        Err(Error::KeyNotFound)
+    ));
+    // The next request takes the failed one's revision; reads after it, in the same batch,
+    // still find every key.
+    let put = PutRequest {
+        key: b"other".to_vec(),
+        value: b"v".to_vec(),
+        ..PutRequest::default()
+    };
+    batch.put(&put, &NoLeases).expect("put");
+    assert_eq!(keys_in_batch(&mut batch), KEYS as i64);
+    assert_eq!(batch.commit(&[]).expect("commit"), loaded + 1);
+    assert_eq!(keys_at(&store, 0), KEYS);
+}
