@@ -79,6 +79,31 @@ fn delete_all() -> DeleteRangeRequest {
     }
 }
 
+/// A txn of `deletes`, then a put with `ignore_value` over a key they deleted: etcd's apply
+/// would panic; here the whole txn fails ([`Error::KeyNotFound`]) and is undone.
+fn failing_txn(mut deletes: Vec<RequestOp>) -> TxnRequest {
+    deletes.push(RequestOp {
+        request: Some(Request::RequestPut(PutRequest {
+            key: key(0),
+            ignore_value: true,
+            ..PutRequest::default()
+        })),
+    });
+    TxnRequest {
+        success: deletes,
+        ..TxnRequest::default()
+    }
+}
+
+/// A put of a key outside the loaded ones.
+fn put_other() -> PutRequest {
+    PutRequest {
+        key: b"other".to_vec(),
+        value: b"v".to_vec(),
+        ..PutRequest::default()
+    }
+}
+
 /// The keys under `k/` at `revision` (0: the current one).
 fn keys_at(store: &Store, revision: i64) -> usize {
     store
@@ -136,34 +161,16 @@ fn a_failed_request_leaves_nothing_it_wrote_ahead() {
     let (_db, store) = open(dir.path());
     let loaded = load(&store);
     let mut batch = store.batch();
-    // Deletes every key (written ahead in parts), then puts with `ignore_value` over a key
-    // it just deleted: etcd's apply would panic; here the whole txn is undone.
-    let txn = TxnRequest {
-        success: vec![
-            RequestOp {
-                request: Some(Request::RequestDeleteRange(delete_all())),
-            },
-            RequestOp {
-                request: Some(Request::RequestPut(PutRequest {
-                    key: key(0),
-                    ignore_value: true,
-                    ..PutRequest::default()
-                })),
-            },
-        ],
-        ..TxnRequest::default()
-    };
+    // Deletes every key (written ahead in parts), then fails.
+    let txn = failing_txn(vec![RequestOp {
+        request: Some(Request::RequestDeleteRange(delete_all())),
+    }]);
     assert!(matches!(
         batch.txn(&txn, &NoLeases),
         Err(Error::KeyNotFound)
     ));
     // The next request takes the revision the failed one would have had.
-    let put = PutRequest {
-        key: b"other".to_vec(),
-        value: b"v".to_vec(),
-        ..PutRequest::default()
-    };
-    batch.put(&put, &NoLeases).expect("put");
+    batch.put(&put_other(), &NoLeases).expect("put");
     let revision = batch.commit(&[]).expect("commit");
     assert_eq!(revision, loaded + 1);
     assert_eq!(
@@ -184,12 +191,7 @@ fn a_dropped_batch_leaves_nothing_it_wrote_ahead() {
         // Dropped uncommitted.
     }
     let mut batch = store.batch();
-    let put = PutRequest {
-        key: b"other".to_vec(),
-        value: b"v".to_vec(),
-        ..PutRequest::default()
-    };
-    batch.put(&put, &NoLeases).expect("put");
+    batch.put(&put_other(), &NoLeases).expect("put");
     assert_eq!(batch.commit(&[]).expect("commit"), loaded + 1);
     assert_eq!(keys_at(&store, 0), KEYS);
 }
@@ -311,33 +313,14 @@ fn a_failed_txn_that_deleted_two_ranges_leaves_both_undone() {
     };
     let middle = key(KEYS / 2);
     let mut batch = store.batch();
-    // Both halves deleted, then a put with `ignore_value` over a deleted key fails the txn.
-    let txn = TxnRequest {
-        success: vec![
-            half(b"k/", &middle),
-            half(&middle, b"k0"),
-            RequestOp {
-                request: Some(Request::RequestPut(PutRequest {
-                    key: key(0),
-                    ignore_value: true,
-                    ..PutRequest::default()
-                })),
-            },
-        ],
-        ..TxnRequest::default()
-    };
+    let txn = failing_txn(vec![half(b"k/", &middle), half(&middle, b"k0")]);
     assert!(matches!(
         batch.txn(&txn, &NoLeases),
         Err(Error::KeyNotFound)
     ));
     // The next request takes the failed one's revision; reads after it, in the same batch,
     // still find every key.
-    let put = PutRequest {
-        key: b"other".to_vec(),
-        value: b"v".to_vec(),
-        ..PutRequest::default()
-    };
-    batch.put(&put, &NoLeases).expect("put");
+    batch.put(&put_other(), &NoLeases).expect("put");
     assert_eq!(keys_in_batch(&mut batch), KEYS as i64);
     assert_eq!(batch.commit(&[]).expect("commit"), loaded + 1);
     assert_eq!(keys_at(&store, 0), KEYS);
