@@ -17,7 +17,9 @@ use strata_server::proto::etcdserverpb::auth_client::AuthClient;
 use strata_server::proto::etcdserverpb::lease_client::LeaseClient;
 use strata_server::proto::etcdserverpb::{AuthenticateRequest, LeaseRevokeRequest, PutRequest};
 use strata_server::proto::strataserverpb::internal_client::InternalClient;
-use strata_server::proto::strataserverpb::{MemberAttributes, RaftRequest, raft_request};
+use strata_server::proto::strataserverpb::{
+    Forwarded, ForwardedBatch, MemberAttributes, RaftRequest, raft_request,
+};
 use support::cluster::{Cluster, FAST, client, runtime, wait_ready};
 
 /// Flags every test's members start with: fast elections, cheap hashes.
@@ -390,22 +392,64 @@ fn forwarded_requests_need_credentials() {
         // Alice's own token does not let her publish as a member.
         let mut root = login(&endpoints, "root", "rootpw").await;
         let token = token(&endpoints[0], "alice", "alicepw").await;
-        let publish = with_token(
-            RaftRequest {
-                now_ms: 0,
-                request: Some(raft_request::Request::Publish(MemberAttributes {
-                    id: 1,
-                    name: "evil".into(),
-                    client_urls: vec!["http://127.0.0.1:1".into()],
-                    cluster_id: 0,
-                })),
-                auth_revision: 0,
-                internal: true,
-            },
-            &token,
+        let publish = RaftRequest {
+            now_ms: 0,
+            request: Some(raft_request::Request::Publish(MemberAttributes {
+                id: 1,
+                name: "evil".into(),
+                client_urls: vec!["http://127.0.0.1:1".into()],
+                cluster_id: 0,
+            })),
+            auth_revision: 0,
+            internal: true,
+        };
+        let refused = raw
+            .propose(with_token(publish.clone(), &token))
+            .await
+            .expect_err("a client's publish");
+        assert_eq!(refused.message(), DENIED);
+        // The same three on the stream a follower forwards many requests on: each refused.
+        let batch = ForwardedBatch {
+            requests: vec![
+                Forwarded {
+                    id: 7,
+                    request: Some(put("k")),
+                    ..Forwarded::default()
+                },
+                Forwarded {
+                    id: 8,
+                    request: Some(put("k")),
+                    member_secret: b"not the secret".to_vec(),
+                    ..Forwarded::default()
+                },
+                Forwarded {
+                    id: 9,
+                    request: Some(publish),
+                    token: token.clone(),
+                    ..Forwarded::default()
+                },
+            ],
+        };
+        let mut answers = raw
+            .propose_many(tokio_stream::iter([batch]))
+            .await
+            .expect("the stream opens")
+            .into_inner();
+        let mut refusals = std::collections::BTreeMap::new();
+        while let Some(message) = answers.message().await.expect("answers") {
+            for answer in message.answers {
+                assert!(answer.answer.is_none(), "{answer:?} was served");
+                refusals.insert(answer.id, answer.error.expect("an error").message);
+            }
+        }
+        assert_eq!(
+            refusals.into_iter().collect::<Vec<_>>(),
+            [
+                (7, "etcdserver: user name is empty".to_owned()),
+                (8, DENIED.to_owned()),
+                (9, DENIED.to_owned()),
+            ]
         );
-        let publish = raw.propose(publish).await.expect_err("a client's publish");
-        assert_eq!(publish.message(), DENIED);
         // Nothing forged was written.
         assert!(
             root.get("k", None)

@@ -12,7 +12,8 @@ use etcd_client::{AlarmAction, AlarmOptions, AlarmType, GetOptions};
 use strata_server::proto::clientpb::kvdb_client::KvdbClient;
 use strata_server::proto::clientpb::{Auth, Command, KvPair, Operate, PutCommand, Request};
 use support::cluster::{
-    Cluster, FAST, MemberSpec, client, free_port, put_retrying, runtime, wait_ready, wait_value,
+    Cluster, FAST, MemberSpec, client, free_port, leader_index, put_retrying, runtime, wait_ready,
+    wait_value,
 };
 use support::disk::SmallDisk;
 
@@ -789,4 +790,85 @@ fn the_client_port_answers_health_version_and_metrics_over_http() {
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
+}
+
+/// Puts `count` keys `prefix{n}` at once through `endpoint` (one connection, its requests
+/// multiplexed) and checks, through `check_at`, that each answer is that key's own: the
+/// revision a put was answered with is the one its key was written at.
+async fn concurrent_puts_answered_each_their_own(
+    endpoint: &str,
+    check_at: &str,
+    prefix: &str,
+    count: usize,
+) {
+    let c = client(&[endpoint.to_owned()]).await;
+    let puts = (0..count).map(|n| {
+        let mut c = c.clone();
+        let key = format!("{prefix}{n}");
+        tokio::spawn(async move {
+            let revision = c
+                .put(key.as_str(), format!("value of {key}"), None)
+                .await
+                .unwrap_or_else(|e| panic!("put {key}: {e}"))
+                .header()
+                .expect("header")
+                .revision();
+            (key, revision)
+        })
+    });
+    let mut answered = Vec::new();
+    for put in puts.collect::<Vec<_>>() {
+        answered.push(put.await.expect("put task"));
+    }
+    let mut revisions: Vec<i64> = answered.iter().map(|(_, r)| *r).collect();
+    revisions.sort_unstable();
+    revisions.dedup();
+    assert_eq!(
+        revisions.len(),
+        count,
+        "two puts answered with one revision"
+    );
+    let mut check = client(&[check_at.to_owned()]).await;
+    for (key, revision) in answered {
+        let got = check.get(key.as_str(), None).await.expect("get");
+        let kv = got.kvs().first().unwrap_or_else(|| panic!("{key} missing"));
+        assert_eq!(kv.value_str().expect("utf-8"), format!("value of {key}"));
+        assert_eq!(
+            kv.mod_revision(),
+            revision,
+            "{key} answered with another put's revision"
+        );
+    }
+}
+
+/// A follower forwards its clients' writes to the leader on one stream, many per message:
+/// every concurrent write is answered with its own revision, and once the leader is killed
+/// (the stream breaks), the follower opens one to the next leader and writes go on.
+#[test]
+fn a_followers_forwarded_writes_are_each_answered_and_survive_a_leader_kill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path(), 3, FAST);
+    let endpoints = cluster.endpoints();
+    let rt = runtime();
+    let leader = rt.block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let leader = leader_index(&endpoints).await;
+        let follower = &endpoints[(leader + 1) % 3];
+        concurrent_puts_answered_each_their_own(follower, &endpoints[leader], "before/", 500).await;
+        leader
+    });
+    cluster.kill(leader);
+    let survivors: Vec<String> = (1..3)
+        .map(|k| endpoints[(leader + k) % 3].clone())
+        .collect();
+    rt.block_on(async {
+        // Through the member that was a follower, whichever of the two leads now.
+        let mut c = client(&survivors[..1]).await;
+        put_retrying(&mut c, "after/first", "v").await;
+        let now = leader_index(&survivors).await;
+        let follower = &survivors[1 - now];
+        concurrent_puts_answered_each_their_own(follower, &survivors[now], "after/", 200).await;
+    });
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, Txn, TxnOp, WatchOptions};
-use support::cluster::{Cluster, FAST, READY_TIMEOUT, client, runtime, wait_ready};
+use support::cluster::{Cluster, FAST, client, leader_index, runtime, wait_ready};
 
 /// Reads watch responses until `n` events came (bounded); returns them as (type, key, value,
 /// mod revision).
@@ -423,25 +423,6 @@ async fn wait_acked(acked: &Mutex<Vec<(String, i64)>>, n: usize) {
             "{n} writes not acknowledged in time"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The index of the member that leads, as the members say (bounded).
-async fn leader_index(endpoints: &[String]) -> usize {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        for (i, e) in endpoints.iter().enumerate() {
-            if let Ok(mut c) = Client::connect([e.as_str()], None).await
-                && let Ok(status) = c.status().await
-                && status
-                    .header()
-                    .is_some_and(|h| h.member_id() == status.leader())
-            {
-                return i;
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader in {READY_TIMEOUT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -23,7 +23,7 @@ use crate::proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use crate::proto::strataserverpb::internal_server::{Internal, InternalServer};
-use crate::proto::strataserverpb::{RaftAnswer, RaftRequest};
+use crate::proto::strataserverpb::{ForwardedBatch, RaftAnswer, RaftRequest};
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::rpctypes::ApiError;
@@ -48,16 +48,23 @@ impl Internal for InternalService {
         // Checked again here, as the caller the forwarding member presents (a client's token,
         // or the members' secret): what the follower checked is not trusted.
         let caller = inner.caller(request.metadata()).await?;
-        let forwarded = request.into_inner();
-        let Some(wrapped) = forwarded.request else {
-            return Err(ApiError::Invalid("an empty request".to_owned()).into());
-        };
-        let checked = inner.prepare(&caller, wrapped, forwarded.now_ms).await?;
-        let bytes = prost::Message::encode_to_vec(&checked);
-        let answer = inner.propose_here(bytes.into()).await?;
+        let answer =
+            crate::forward::propose_forwarded(inner, &caller, request.into_inner()).await?;
         Ok(Response::new(RaftAnswer {
             answer: Some(answer),
         }))
+    }
+
+    type ProposeManyStream = crate::forward::AnswerStream;
+
+    async fn propose_many(
+        &self,
+        request: Request<tonic::Streaming<ForwardedBatch>>,
+    ) -> Result<Response<Self::ProposeManyStream>, Status> {
+        Ok(Response::new(crate::forward::serve_stream(
+            Arc::clone(&self.0),
+            request.into_inner(),
+        )))
     }
 
     async fn keep_alive(

@@ -14,6 +14,7 @@ pub mod background;
 pub mod cluster;
 pub mod config;
 pub mod election;
+pub mod forward;
 pub mod grpc;
 pub mod http;
 pub mod kv;

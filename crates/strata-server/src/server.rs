@@ -25,8 +25,7 @@ use crate::machine::{Applied, Machine};
 use crate::metrics::Metrics;
 use crate::proto::etcdserverpb::{Member, ResponseHeader};
 use crate::proto::strataserverpb::{
-    MemberAttributes, RaftAnswer, RaftRequest, internal_client::InternalClient,
-    raft_answer::Answer, raft_request::Request,
+    MemberAttributes, RaftAnswer, RaftRequest, raft_answer::Answer, raft_request::Request,
 };
 use crate::rpctypes::ApiError;
 use crate::state::{self, Shared};
@@ -114,6 +113,17 @@ pub struct Inner {
     /// Channels to other members' client ports (for forwarding to the leader), with the URL
     /// each was made for.
     channels: Mutex<BTreeMap<u64, (String, tonic::transport::Channel)>>,
+    /// The stream this member forwards its clients' writes to the leader on.
+    forwarders: crate::forward::Forwarders,
+}
+
+/// What a forwarded request carries to show who sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// The client's token.
+    Token(String),
+    /// The members' shared secret: a member's own request, while auth is on.
+    MemberSecret(Vec<u8>),
 }
 
 impl std::fmt::Debug for Inner {
@@ -243,12 +253,33 @@ impl Inner {
         &self,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Caller, ApiError> {
-        let auth = self.auth();
-        if let Some(secret) = metadata.get(MEMBER_SECRET_HEADER) {
+        let secret = metadata.get(MEMBER_SECRET_HEADER).map(|secret| {
             use base64::Engine;
-            let given = base64::engine::general_purpose::STANDARD
+            base64::engine::general_purpose::STANDARD
                 .decode(secret.as_bytes())
-                .unwrap_or_default();
+                .unwrap_or_default()
+        });
+        let token = metadata
+            .get("token")
+            .or_else(|| metadata.get("authorization"))
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).to_owned());
+        self.caller_from(secret, token).await
+    }
+
+    /// Who sent a request, from the credentials it came with: the members' secret, or a
+    /// token (ignored while auth is off), as [`Inner::caller`] reads them from metadata.
+    ///
+    /// # Errors
+    ///
+    /// As [`Inner::caller`].
+    pub async fn caller_from(
+        &self,
+        member_secret: Option<Vec<u8>>,
+        token: Option<String>,
+    ) -> Result<Caller, ApiError> {
+        let auth = self.auth();
+        if let Some(given) = member_secret {
             return if !auth.member_secret.is_empty()
                 && crate::kvdb::same(&auth.member_secret, &given)
             {
@@ -260,12 +291,7 @@ impl Inner {
         if !auth.enabled {
             return Ok(Caller::Anonymous);
         }
-        let given = metadata
-            .get("token")
-            .or_else(|| metadata.get("authorization"))
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).to_owned());
-        let Some(token) = given else {
+        let Some(token) = token else {
             return Ok(Caller::Anonymous);
         };
         self.token_user(token).await
@@ -388,21 +414,32 @@ impl Inner {
         }
     }
 
-    /// `call` with the credentials `caller` forwards with.
-    pub fn credentials<T>(&self, caller: &Caller, call: &mut tonic::Request<T>) {
-        let value = match caller {
-            Caller::User { token, .. } => Some(("token", token.clone())),
+    /// What `caller`'s requests are forwarded with: its token, or, for this member's own
+    /// requests while auth is on, the members' secret.
+    pub fn credential(&self, caller: &Caller) -> Option<Credential> {
+        match caller {
+            Caller::User { token, .. } => Some(Credential::Token(token.clone())),
             Caller::Member => {
                 let auth = self.auth();
-                (!auth.member_secret.is_empty()).then(|| {
-                    use base64::Engine;
-                    (
-                        MEMBER_SECRET_HEADER,
-                        base64::engine::general_purpose::STANDARD.encode(&auth.member_secret),
-                    )
-                })
+                (!auth.member_secret.is_empty())
+                    .then(|| Credential::MemberSecret(auth.member_secret.clone()))
             }
             Caller::Anonymous => None,
+        }
+    }
+
+    /// `call` with the credentials `caller` forwards with.
+    pub fn credentials<T>(&self, caller: &Caller, call: &mut tonic::Request<T>) {
+        let value = match self.credential(caller) {
+            Some(Credential::Token(token)) => Some(("token", token)),
+            Some(Credential::MemberSecret(secret)) => {
+                use base64::Engine;
+                Some((
+                    MEMBER_SECRET_HEADER,
+                    base64::engine::general_purpose::STANDARD.encode(&secret),
+                ))
+            }
+            None => None,
         };
         if let Some((key, value)) = value
             && let Ok(value) = value.parse()
@@ -424,6 +461,16 @@ impl Inner {
     /// (bounded) for the member's client URL: a member publishes it through the log once it
     /// starts, so it can be missing for a moment after a leader is elected.
     pub async fn channel_to(&self, member: u64) -> Result<tonic::transport::Channel, ApiError> {
+        self.channel_with_url(member)
+            .await
+            .map(|(_, channel)| channel)
+    }
+
+    /// [`Inner::channel_to`], with the URL the channel was made for.
+    pub async fn channel_with_url(
+        &self,
+        member: u64,
+    ) -> Result<(String, tonic::transport::Channel), ApiError> {
         let mut applied = self.applied.clone();
         let url = tokio::time::timeout(REQUEST_TIMEOUT, async {
             loop {
@@ -448,12 +495,12 @@ impl Inner {
         if let Some((at, channel)) = channels.get(&member)
             && *at == url
         {
-            return Ok(channel.clone());
+            return Ok((url, channel.clone()));
         }
         let channel = crate::tls::client_channel(&self.config, &url)
             .map_err(|e| ApiError::Internal(format!("connect to {url}: {e}")))?;
-        channels.insert(member, (url, channel.clone()));
-        Ok(channel)
+        channels.insert(member, (url.clone(), channel.clone()));
+        Ok((url, channel))
     }
 
     /// The leader's client port, or `None` if this member leads.
@@ -465,27 +512,24 @@ impl Inner {
         self.channel_to(leader).await.map(Some)
     }
 
+    /// Sends `request` to `leader` on this member's forwarding stream (`crate::forward`).
     async fn forward(
         &self,
         leader: u64,
         caller: &Caller,
         request: RaftRequest,
     ) -> Result<Answer, ApiError> {
-        let mut client = InternalClient::new(self.channel_to(leader).await?)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
-        let mut call = tonic::Request::new(request);
         // Longer than the leader's own wait, so a request the leader times out is answered
         // with the leader's "request timed out" rather than cut off here.
-        call.set_timeout(REQUEST_TIMEOUT + FORWARD_GRACE);
-        self.credentials(caller, &mut call);
-        match client.propose(call).await {
-            Ok(answer) => answer
-                .into_inner()
-                .answer
-                .ok_or_else(|| ApiError::Internal("an empty answer".to_owned())),
-            Err(status) => Err(forwarded_error(status)),
-        }
+        self.forwarders
+            .forward(
+                self,
+                leader,
+                caller,
+                request,
+                REQUEST_TIMEOUT + FORWARD_GRACE,
+            )
+            .await
     }
 
     /// Waits (bounded) until this member's store reaches `revision`.
@@ -715,6 +759,7 @@ impl Server {
             lessor: crate::lease::Lessor::default(),
             tokens,
             channels: Mutex::new(BTreeMap::new()),
+            forwarders: crate::forward::Forwarders::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![

@@ -360,6 +360,25 @@ pub async fn wait_ready(endpoint: &str) -> Client {
     }
 }
 
+/// The index of the member that leads, as the members say (bounded).
+pub async fn leader_index(endpoints: &[String]) -> usize {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        for (i, e) in endpoints.iter().enumerate() {
+            if let Ok(mut c) = Client::connect([e.as_str()], None).await
+                && let Ok(status) = c.status().await
+                && status
+                    .header()
+                    .is_some_and(|h| h.member_id() == status.leader())
+            {
+                return i;
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader in {READY_TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Puts `key` = `value`, retrying (bounded) while the cluster has no leader or is changing
 /// it: for writes made right after a member is killed, which may have been the leader. A
 /// retried put may be applied twice, so this is only for writes whose revision no test reads.
