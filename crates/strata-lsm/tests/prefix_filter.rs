@@ -127,6 +127,47 @@ fn an_absent_prefix_reads_no_table_and_a_present_one_reads_what_a_scan_does() {
     );
 }
 
+/// Unflushed, the same holds of the memtable: its prefix filter lets a seek for an absent
+/// name skip it (no skiplist search), and a present name is found in it.
+#[test]
+fn an_absent_prefix_skips_the_memtable_and_a_present_one_is_found_in_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(
+        dir.path(),
+        Options {
+            memtable_bytes: 4 << 20,
+            ..options(Some(NAMES))
+        },
+    )
+    .expect("open");
+    for name in (0..600u16).map(|n| n * 2) {
+        db.put(&key(name, 1), b"in the memtable", WriteOptions::default())
+            .expect("put");
+    }
+    assert!(db.live_files().is_empty(), "a flush: the test reads tables");
+    for name in [0u16, 2, 500, 1198] {
+        assert_eq!(versions(&db, name, true), versions(&db, name, false));
+        assert_eq!(versions(&db, name, true).len(), 1, "name {name}");
+    }
+    let skips = |db: &Db| db.stats().memtable_prefix_skips;
+    let before = skips(&db);
+    for name in (1..1199).step_by(2) {
+        assert!(versions(&db, name, true).is_empty(), "name {name}");
+    }
+    let skipped = skips(&db) - before;
+    assert!(
+        skipped > 590,
+        "600 absent names skipped the memtable {skipped} times"
+    );
+    // Without an extractor there is no filter: every seek searches.
+    let plain = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(plain.path(), options(None)).expect("open");
+    db.put(&key(0, 1), b"v", WriteOptions::default())
+        .expect("put");
+    assert!(versions(&db, 1, true).is_empty());
+    assert_eq!(skips(&db), 0);
+}
+
 #[test]
 fn filters_of_another_extractor_or_of_none_are_not_trusted() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -178,10 +178,16 @@ fn batch_memory_bytes(batch: &WriteBatch) -> usize {
     batch.data_bytes() + NODE_BYTES_ESTIMATE * batch.len()
 }
 
+/// What a [`crate::PrefixExtractor`] says is a key's prefix.
+type PrefixLen = fn(&[u8]) -> Option<usize>;
+
 /// A memtable and the highest WAL LSN whose records it holds.
 #[derive(Debug)]
 struct MemtableHandle {
     table: Memtable,
+    /// The prefixes of the keys in `table`, with the extractor that gives them, when the
+    /// store has one.
+    prefixes: Option<(crate::prefix::MemtablePrefixes, PrefixLen)>,
     wal_lsn_max: AtomicU64,
     /// Properties a forced flush asked to record in this memtable's table (whichever thread
     /// ends up flushing it), and the table it became.
@@ -190,13 +196,51 @@ struct MemtableHandle {
 }
 
 impl MemtableHandle {
-    fn new(capacity_bytes: usize) -> Self {
+    fn new(options: &Options) -> Self {
+        let capacity_bytes = memtable_capacity(options);
         Self {
             table: Memtable::with_capacity(capacity_bytes),
+            prefixes: options.prefix_extractor.map(|extractor| {
+                (
+                    crate::prefix::MemtablePrefixes::new(capacity_bytes),
+                    extractor.prefix_len,
+                )
+            }),
             wal_lsn_max: AtomicU64::new(0),
             properties: Mutex::new(Vec::new()),
             flushed_as: Mutex::new(None),
         }
+    }
+
+    /// Inserts one entry, its prefix first into the prefix filter (before any reader can see
+    /// the entry).
+    fn insert(
+        &self,
+        kind: strata_memtable::ValueKind,
+        seq: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        if let Some((filter, prefix_len)) = &self.prefixes
+            && let Some(prefix) = prefix_len(key).and_then(|len| key.get(..len))
+        {
+            filter.insert(crate::prefix::prefix_hash(prefix));
+        }
+        self.table
+            .insert(key, seq, kind, value)
+            .map_err(|_| Error::Corruption {
+                path: PathBuf::from("memtable"),
+                offset: seq,
+                reason: "memtable refused an insert (full or duplicate)",
+            })
+    }
+
+    /// False only if the memtable holds no key whose prefix has `hash` (a
+    /// `prefix::prefix_hash`); true without a filter.
+    fn may_hold_prefix(&self, hash: u64) -> bool {
+        self.prefixes
+            .as_ref()
+            .is_none_or(|(filter, _)| filter.may_contain(hash))
     }
 }
 

@@ -12,10 +12,10 @@ use strata_wal::{Durability, Wal, WalOptions};
 
 use super::stats::Counters;
 use super::version::{Version, open_table};
-use super::write::{WriteScratch, insert};
+use super::write::WriteScratch;
 use super::{
     Db, FlusherGuard, IMMUTABLE_MEMTABLES_MIN, Inner, L0_TRIGGER_MIN, MEMTABLE_BYTES_MIN,
-    MemtableHandle, Options, State, batch_memory_bytes, memtable_capacity,
+    MemtableHandle, Options, State, batch_memory_bytes,
 };
 use crate::batch::WriteBatch;
 use crate::cache::LruBlockCache;
@@ -223,17 +223,18 @@ struct Replay {
     immutables: Vec<Arc<MemtableHandle>>,
     last_seq: u64,
     memtable_bytes: usize,
-    capacity: usize,
+    /// The store's options, for each new memtable.
+    options: Options,
 }
 
 impl Replay {
     fn new(options: &Options, last_seq: u64) -> Self {
         Self {
-            active: Arc::new(MemtableHandle::new(memtable_capacity(options))),
+            active: Arc::new(MemtableHandle::new(options)),
             immutables: Vec::new(),
             last_seq,
             memtable_bytes: options.memtable_bytes,
-            capacity: memtable_capacity(options),
+            options: options.clone(),
         }
     }
 
@@ -250,14 +251,14 @@ impl Replay {
             self.active.table.freeze();
             let full = std::mem::replace(
                 &mut self.active,
-                Arc::new(MemtableHandle::new(self.capacity)),
+                Arc::new(MemtableHandle::new(&self.options)),
             );
             self.immutables.insert(0, full);
         }
         let first_seq = batch.first_seq();
         for (i, op) in batch.ops().enumerate() {
             let seq = first_seq + i as u64;
-            insert(&self.active.table, op.0, seq, op.1, op.2)?;
+            self.active.insert(op.0, seq, op.1, op.2)?;
             self.last_seq = self.last_seq.max(seq);
         }
         self.active.wal_lsn_max.store(lsn, Ordering::Release);

@@ -182,8 +182,16 @@ impl Db {
         let ruled_out = |handle: &TableHandle| {
             part.is_some_and(|hash| handle.rules_out_prefix(extractor, hash))
         };
+        // The hash of the prefix as the memtables' filters record it.
+        let memtable_part = prefix
+            .filter(|_| extractor.is_some())
+            .map(crate::prefix::prefix_hash);
         let mut sources: Vec<Box<dyn Source + '_>> = Vec::new();
         for memtable in std::iter::once(&active).chain(immutables.iter()) {
+            if memtable_part.is_some_and(|hash| !memtable.may_hold_prefix(hash)) {
+                super::stats::bump(&self.inner.counters.memtable_prefix_skips, 1);
+                continue;
+            }
             let range = memtable.table.range(lower, upper);
             match direction {
                 Direction::Forward => sources.push(Box::new(MemtableSource::new(range))),

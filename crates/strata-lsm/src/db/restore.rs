@@ -29,7 +29,7 @@ use std::sync::Arc;
 use strata_fs::{IoError, hard_link, sync_dir, sync_file};
 
 use super::version::{TableHandle, open_table};
-use super::{Db, Inner, MemtableHandle, memtable_capacity};
+use super::{Db, Inner, MemtableHandle};
 use crate::error::{Error, Result};
 use crate::manifest::{FileMeta, LEVELS, VersionEdit};
 use crate::snapshot_file::{LSM_SNAPSHOT_FILE, SnapshotInfo, table_file_name};
@@ -237,7 +237,7 @@ impl Inner {
         let installed = levels.iter().flatten().map(|h| h.meta.clone()).collect();
         // The old memtables' writes are gone with the old tables; nothing is writing into them
         // (the write lock is held) and no flush holds them (the manifest lock is held).
-        state.active = Arc::new(MemtableHandle::new(memtable_capacity(&self.options)));
+        state.active = Arc::new(MemtableHandle::new(&self.options));
         state.immutables.clear();
         let last_seq = edit
             .last_seq

@@ -21,6 +21,7 @@ pub(super) struct Counters {
     pub(super) stops: AtomicU64,
     pub(super) stall_micros: AtomicU64,
     pub(super) no_space_retries: AtomicU64,
+    pub(super) memtable_prefix_skips: AtomicU64,
 }
 
 pub(super) fn bump(counter: &AtomicU64, by: u64) {
@@ -74,6 +75,7 @@ impl Db {
             write_stops: load(&c.stops),
             stall_micros: load(&c.stall_micros),
             no_space_retries: load(&c.no_space_retries),
+            memtable_prefix_skips: load(&c.memtable_prefix_skips),
         }
     }
 }
@@ -125,6 +127,9 @@ pub struct Stats {
     /// Background flushes and compactions put off because the disk had no room for their
     /// tables ([`Error::NoSpace`](crate::Error::NoSpace)); each is tried again a second later.
     pub no_space_retries: u64,
+    /// Memtables a seek within one prefix ([`Db::scan_in_prefix`]) did not search, their
+    /// prefix filters holding nothing under the prefix.
+    pub memtable_prefix_skips: u64,
 }
 
 impl Stats {

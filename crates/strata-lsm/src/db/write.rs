@@ -2,20 +2,15 @@
 //! most one `fdatasync` per group), then inserted into the active memtable and made visible at
 //! once. Making room switches full memtables out and applies backpressure.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use strata_memtable::{Memtable, ValueKind};
 use strata_sstable::KEY_BYTES_MAX;
 
 use super::stats::bump;
-use super::{
-    Db, Inner, MemtableHandle, State, WriteOptions, batch_bytes_max, batch_memory_bytes,
-    memtable_capacity,
-};
+use super::{Db, Inner, MemtableHandle, State, WriteOptions, batch_bytes_max, batch_memory_bytes};
 use crate::batch::{Logged, WriteBatch};
 use crate::error::{Error, Result};
 use crate::keys::{INTERNAL_KEY_OVERHEAD_BYTES, escaped_len};
@@ -283,7 +278,7 @@ impl Inner {
             for Logged(batch) in batches.iter() {
                 let first_seq = batch.first_seq();
                 for (i, op) in batch.ops().enumerate() {
-                    insert(&active.table, op.0, first_seq + i as u64, op.1, op.2)?;
+                    active.insert(op.0, first_seq + i as u64, op.1, op.2)?;
                 }
             }
             Ok(())
@@ -364,27 +359,11 @@ impl Inner {
         state.active.table.freeze();
         let full = std::mem::replace(
             &mut state.active,
-            Arc::new(MemtableHandle::new(memtable_capacity(&self.options))),
+            Arc::new(MemtableHandle::new(&self.options)),
         );
         state.immutables.insert(0, full);
         self.changed.notify_all();
     }
-}
-
-pub(super) fn insert(
-    table: &Memtable,
-    kind: ValueKind,
-    seq: u64,
-    key: &[u8],
-    value: &[u8],
-) -> Result<()> {
-    table
-        .insert(key, seq, kind, value)
-        .map_err(|_| Error::Corruption {
-            path: PathBuf::from("memtable"),
-            offset: seq,
-            reason: "memtable refused an insert (full or duplicate)",
-        })
 }
 
 fn micros(since: std::time::Instant) -> u64 {
