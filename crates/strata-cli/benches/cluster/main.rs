@@ -488,8 +488,12 @@ fn check_perf(program: &[&str], name: &str, load: &str) {
         _ => "FAIL",
     };
     println!("BENCH check_perf_{load}_{name} {verdict}");
+    // "PASS: Throughput is 151 writes/s", or "FAIL: Throughput too low: 3725 writes/s".
     let throughput = lines.iter().find_map(|l| {
-        let rest = l.split("Throughput is ").nth(1)?;
+        let rest = l
+            .split("Throughput is ")
+            .nth(1)
+            .or_else(|| l.split("Throughput too low: ").nth(1))?;
         rest.split_whitespace().next()?.parse::<f64>().ok()
     });
     if let Some(throughput) = throughput {
