@@ -119,8 +119,9 @@ impl WriteBatch {
         self.count == 0
     }
 
-    /// Key and value bytes of every operation.
-    pub(crate) fn data_bytes(&self) -> usize {
+    /// Key and value bytes of every operation (what [`with_capacity`](Self::with_capacity)
+    /// makes room for).
+    pub fn data_bytes(&self) -> usize {
         self.data_bytes
     }
 

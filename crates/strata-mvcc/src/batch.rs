@@ -2,6 +2,7 @@
 //! main revision if it changes anything; [`Write`] is one request of raw puts and deletes.
 
 use std::ops::Bound;
+use std::sync::atomic::Ordering;
 
 use parking_lot::MutexGuard;
 use strata_lsm::{Db, Direction, Snapshot, WriteBatch, WriteOptions};
@@ -133,7 +134,13 @@ impl<'a> Batch<'a> {
             base_compacted: compacted,
             compacted,
             overlay: Overlay::default(),
-            batch: WriteBatch::new(),
+            batch: WriteBatch::with_capacity(
+                // Within what one batch may hold before it spills.
+                store
+                    .batch_bytes_hint
+                    .load(Ordering::Relaxed)
+                    .min(store.batch_bytes_max() / 4),
+            ),
             sub: 0,
             pairs: Vec::new(),
             touched: Vec::new(),
@@ -268,6 +275,9 @@ impl<'a> Batch<'a> {
         // reads the new versions' revision as a future one, and skips them.
         if !self.batch.is_empty() {
             let batch = std::mem::take(&mut self.batch);
+            self.store
+                .batch_bytes_hint
+                .store(batch.data_bytes(), Ordering::Relaxed);
             self.store.db().write(batch, WriteOptions { sync: false })?;
         }
         // Written ahead, and now below the current revision: they stay.

@@ -3,6 +3,7 @@
 
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use parking_lot::Mutex;
 use strata_lsm::{Db, Direction, Snapshot};
@@ -87,6 +88,10 @@ pub struct Store {
     pub(crate) compaction: Mutex<()>,
     /// The watchers, fed by each commit.
     pub(crate) hub: WatchHub,
+    /// Key and value bytes the last committed batch wrote: the next batch makes room for as
+    /// much at once, rather than growing its buffer by doubling (a copy, and fresh pages to
+    /// fault in, at each step) while a Raft batch of a few hundred puts is applied.
+    pub(crate) batch_bytes_hint: AtomicUsize,
 }
 
 impl Store {
@@ -108,6 +113,7 @@ impl Store {
             state: Mutex::new(state),
             writer: Mutex::new(()),
             compaction: Mutex::new(()),
+            batch_bytes_hint: AtomicUsize::new(0),
         })
     }
 
