@@ -14,8 +14,9 @@
 //!
 //! Bounds: a follower queues at most [`QUEUE_REQUESTS`] requests per leader (a client beyond
 //! that waits, within its request's deadline); a batch holds at most [`BATCH_REQUESTS`]
-//! requests or about [`BATCH_BYTES`]; the leader works on at most [`IN_FLIGHT`] requests of
-//! one stream at once and reads no more of the stream until one is answered.
+//! requests or about [`BATCH_BYTES`]; the leader works on at most [`IN_FLIGHT`] requests and
+//! [`IN_FLIGHT_BYTES`] of them from one stream at once, and reads no more of the stream until
+//! one is answered.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -54,6 +55,10 @@ const OUTBOUND_BATCHES: usize = 4;
 
 /// Requests of one stream the leader works on at once.
 pub const IN_FLIGHT: usize = 4096;
+
+/// Bytes of requests of one stream the leader works on at once (a single larger request is
+/// let through alone).
+pub const IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Answers in one `ForwardedAnswers` at most.
 const ANSWER_BATCH: usize = 256;
@@ -297,12 +302,20 @@ fn decode_answer(answer: ForwardedAnswer) -> Result<Answer, ApiError> {
 pub fn serve_stream(inner: Arc<Inner>, mut inbound: Streaming<ForwardedBatch>) -> AnswerStream {
     let (answers, receiver) = mpsc::channel(IN_FLIGHT);
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    let byte_permits = Arc::new(Semaphore::new(IN_FLIGHT_BYTES));
     tokio::spawn(async move {
         while let Ok(Some(batch)) = inbound.message().await {
             for forwarded in batch.requests {
                 // Held until the answer is queued: the queue has room for every permit, so
                 // answering never waits on the follower reading.
                 let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    return;
+                };
+                let bytes = forwarded.encoded_len().clamp(1, IN_FLIGHT_BYTES);
+                let Ok(byte_permit) = Arc::clone(&byte_permits)
+                    .acquire_many_owned(u32::try_from(bytes).unwrap_or(u32::MAX))
+                    .await
+                else {
                     return;
                 };
                 let inner = Arc::clone(&inner);
@@ -330,7 +343,7 @@ pub fn serve_stream(inner: Arc<Inner>, mut inbound: Streaming<ForwardedBatch>) -
                         }
                     };
                     let _ = answers.send(answer).await;
-                    drop(permit);
+                    drop((permit, byte_permit));
                 });
             }
         }
