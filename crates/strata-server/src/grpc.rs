@@ -41,10 +41,6 @@ pub struct InternalService(pub Arc<Inner>);
 impl Internal for InternalService {
     async fn propose(&self, request: Request<RaftRequest>) -> Result<Response<RaftAnswer>, Status> {
         let inner = &self.0;
-        if inner.leader_now() != inner.id {
-            // Never forwarded twice: the sender retries with the leader it learns next.
-            return Err(ApiError::LeaderChanged.into());
-        }
         // Checked again here, as the caller the forwarding member presents (a client's token,
         // or the members' secret): what the follower checked is not trusted.
         let caller = inner.caller(request.metadata()).await?;
