@@ -232,7 +232,10 @@ pub(crate) struct Driver {
     inbox: Inbox,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Receiver<Event>,
-    status: watch::Sender<Status>,
+    /// Shared with [`drive`], which keeps it until the loop has ended: the channel closing
+    /// tells watchers the node stopped, so it must close only after the failure is recorded,
+    /// not when a failed step drops the driver.
+    status: Arc<watch::Sender<Status>>,
     /// Reads asked in this loop iteration: they share one context.
     asked: Vec<ReadReply>,
     next_read: u64,
@@ -267,7 +270,7 @@ impl Driver {
             inbox,
             commands,
             events,
-            status,
+            status: Arc::new(status),
             asked: Vec::new(),
             next_read: read_ids_start(),
         }
@@ -287,7 +290,10 @@ fn read_ids_start() -> u64 {
 /// what is durable).
 pub(crate) async fn drive(d: Driver) {
     let applier = d.applier.clone();
+    let status = Arc::clone(&d.status);
     run(d).await;
+    // Closes the status channel only now, the failure recorded.
+    drop(status);
     // Proposals and reads the applying task holds are answered `Stopped` as it goes; no
     // snapshot is taken after the loop ended.
     applier.abort();

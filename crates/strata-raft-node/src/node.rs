@@ -143,8 +143,19 @@ pub(crate) fn record(failure: &Failure, error: DriverError) {
     failure.lock().get_or_insert(error);
 }
 
-pub(crate) fn storage_error(e: impl std::fmt::Display) -> DriverError {
-    DriverError::Storage(e.to_string())
+pub(crate) fn storage_error(e: impl std::error::Error) -> DriverError {
+    // With its causes: "write <segment>" alone does not say the disk is full.
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    DriverError::Storage(text)
 }
 
 /// Runs blocking I/O on Tokio's blocking pool.
