@@ -651,6 +651,114 @@ fn a_disk_that_really_fills_loses_no_acknowledged_write_and_the_member_recovers(
     drop(disk);
 }
 
+/// A disk with room above the reserve but less than the LSM's next compaction would take: the
+/// LSM holds that compaction back, and level 0 would only grow until writes stop with nothing
+/// said. The member raises NOSPACE instead, while the disk still has more than the reserve
+/// free, and `/metrics` says why. Needs root for the small file system, as above.
+#[test]
+fn a_disk_too_full_for_the_next_compaction_raises_nospace() {
+    /// The server's memtables (64 MiB), of which level 0 takes four before a compaction.
+    const TABLE: u64 = 64 << 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Room for a memtable's table and more than a second of the paced writes below.
+    let reserve = 2 * TABLE;
+    let Some((cluster, disk)) = member_on_small_disk(dir.path(), 2048, &reserve.to_string()) else {
+        return;
+    };
+    let endpoints = cluster.endpoints();
+    let addr = endpoints[0].trim_start_matches("http://").to_owned();
+    // A value that does not compress, different for each put.
+    let value = |i: u64| -> Vec<u8> {
+        let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..(64 << 10) / 8)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect()
+    };
+    let level = |name: &str, level: u8| metric(&addr, &format!("{name}{{level=\"{level}\"}}"));
+    runtime().block_on(async {
+        let mut c = wait_ready(&endpoints[0]).await;
+        // Keys over 256 names, so that every table overlaps every other: a compaction must
+        // rewrite them all rather than move them down as they are. Every version stays (no
+        // MVCC compaction), so level 1 holds all of them once level 0 was compacted into it;
+        // then three more tables in level 0 (the fourth starts a compaction).
+        let mut i = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while level("strata_lsm_level_bytes", 1) < 3 * TABLE
+            || level("strata_lsm_level_tables", 0) != 3
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the store never took shape: {} tables in level 0, {} bytes in level 1",
+                level("strata_lsm_level_tables", 0),
+                level("strata_lsm_level_bytes", 1)
+            );
+            c.put(format!("big/{:03}", i % 256), value(i), None)
+                .await
+                .expect("put with room");
+            i += 1;
+        }
+        // Less free than the compaction's inputs, more than the reserve plus the fourth
+        // table and its log entries.
+        disk.fill_to(reserve + 3 * TABLE);
+        // Paced, so that the reserve's check (each second) would see the disk fall below it.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let refused = loop {
+            match c.put(format!("big/{:03}", i % 256), value(i), None).await {
+                Err(e) => break e.to_string(),
+                Ok(_) => assert!(
+                    Instant::now() < deadline,
+                    "no NOSPACE with {} bytes free",
+                    disk.available()
+                ),
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert!(
+            refused.contains("etcdserver: mvcc: database space exceeded"),
+            "{refused}"
+        );
+        let free = disk.available();
+        assert!(
+            free > reserve,
+            "NOSPACE came from the reserve ({free} bytes free), not the held-back compaction"
+        );
+        assert_eq!(metric(&addr, "strata_lsm_compaction_no_space"), 1);
+        c.get("big/000", None).await.expect("reads go on");
+    });
+    drop(cluster);
+    drop(disk);
+}
+
+/// The value of the metric `name` (with its labels) on the member at `addr`'s `/metrics`, 0 if
+/// it has none.
+fn metric(addr: &str, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    answer
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 /// One member whose data directory is on a tmpfs of `mib` MiB under `dir`, started with
 /// `--disk-reserve-bytes reserve`; `None` (the test skipped, and says so) when not root. Drop
 /// the cluster before the disk.
@@ -786,6 +894,7 @@ fn the_client_port_answers_health_version_and_metrics_over_http() {
         "strata_grpc_requests_total{method=\"Range\"}",
         "strata_lsm_wal_bytes_total",
         "strata_lsm_no_space_retries_total 0",
+        "strata_lsm_compaction_no_space 0",
         "etcd_server_slow_apply_total",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");

@@ -82,7 +82,8 @@
 //!   while writing a table removes it, changes nothing else, and is tried again after
 //!   [`NO_SPACE_RETRY`]; a compaction waits while the disk has less free space than its inputs
 //!   hold. The store stays writable until its memtables are full ([`Error::NoSpace`],
-//!   [`Stats::no_space_retries`]).
+//!   [`Stats::no_space_retries`]); [`Stats::compaction_no_space`] says while compactions are
+//!   held back, level 0 growing towards the stop trigger meanwhile.
 //! - **Bounded memory.** At most `1 + immutable_memtables_max` memtables of `memtable_bytes`,
 //!   the block cache's `block_cache_bytes`, and one batch (at most a quarter of a memtable)
 //!   per waiting writer.

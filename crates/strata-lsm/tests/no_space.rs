@@ -61,6 +61,11 @@ fn a_flush_that_finds_the_disk_full_removes_its_table_and_leaves_the_store_writa
         db.live_files().len()
     );
     assert_eq!(db.get(b"k").expect("get"), Some(b"v".to_vec()));
+    assert_eq!(
+        db.stats().compaction_no_space,
+        None,
+        "a flush without room is not a compaction held back"
+    );
     drop(db);
     let db = Db::open(dir.path(), Options::default()).expect("reopen");
     assert_eq!(db.get(b"k").expect("get"), Some(b"v".to_vec()));
@@ -158,12 +163,26 @@ fn a_compaction_without_room_is_put_off_and_runs_once_there_is_room() {
         db.wait_for_background(),
         Err(Error::NoSpace { .. })
     ));
+    let held_back = db.stats().compaction_no_space;
+    assert!(
+        held_back.as_deref().is_some_and(|cause| !cause.is_empty()),
+        "{held_back:?}"
+    );
     db.put(&[2], b"v", WriteOptions::default())
         .expect("the store stays writable");
-    assert_eq!(db.stats().levels[0].tables, 2);
+    // A flush that succeeds does not clear it: the compaction is still held back.
+    db.flush().expect("a flush with room");
+    assert!(db.stats().compaction_no_space.is_some());
+    assert_eq!(db.stats().levels[0].tables, 3);
     fail::remove(strata_lsm::FP_COMPACTION);
     caught_up(&db);
     assert_eq!(db.stats().levels[0].tables, 0, "the compaction ran");
+    // Cleared by the background thread right after the compaction it ran.
+    let deadline = Instant::now() + BOUND;
+    while let Some(cause) = db.stats().compaction_no_space {
+        assert!(Instant::now() < deadline, "still held back: {cause}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for i in 0..3u8 {
         assert_eq!(db.get(&[i]).expect("get"), Some(b"v".to_vec()));
     }

@@ -51,7 +51,10 @@ pub async fn physical_compaction(
 
 /// Raises NOSPACE (through Raft, so every member refuses writes alike) once the LSM's tables
 /// exceed the quota, or the data directory's file system has less free space than the
-/// reserve. Checked every second; a disarmed alarm whose cause remains is raised again.
+/// reserve, or (with a reserve) less than the LSM needs for its next compaction: the LSM holds
+/// that compaction back, level 0 only grows, and writes would stop at its stop trigger with
+/// nothing said, however much free space the reserve check sees. Checked every second; a
+/// disarmed alarm whose cause remains is raised again.
 pub async fn quota(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     let quota = inner.config.quota_backend_bytes;
     let reserve = inner.config.disk_reserve_bytes;
@@ -77,7 +80,11 @@ pub async fn quota(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             None => None,
         };
         let disk_low = matches!((free, reserve), (Some(free), Some(reserve)) if free < reserve);
-        if !over_quota && !disk_low {
+        let held_back = match reserve {
+            Some(_) => inner.db.stats().compaction_no_space,
+            None => None,
+        };
+        if !over_quota && !disk_low && held_back.is_none() {
             continue;
         }
         let raised = inner.shared.0.read().alarms.contains(&(inner.id, NOSPACE));
@@ -86,11 +93,17 @@ pub async fn quota(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         }
         if over_quota {
             tracing::warn!(size, ?quota, "quota exceeded: raising NOSPACE");
-        } else {
+        } else if disk_low {
             tracing::warn!(
                 ?free,
                 ?reserve,
                 "data directory's disk nearly full: raising NOSPACE"
+            );
+        } else {
+            tracing::warn!(
+                ?free,
+                cause = held_back.as_deref().unwrap_or_default(),
+                "no room on the data directory's disk for the store's compactions: raising NOSPACE"
             );
         }
         let alarm = AlarmRequest {

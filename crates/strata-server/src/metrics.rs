@@ -184,6 +184,11 @@ pub fn render(inner: &Inner) -> String {
     );
     let _ = writeln!(
         out,
+        "strata_lsm_compaction_no_space {}",
+        u8::from(stats.compaction_no_space.is_some())
+    );
+    let _ = writeln!(
+        out,
         "strata_lsm_block_cache_hits_total {}",
         stats.cache_hits
     );
@@ -197,6 +202,11 @@ pub fn render(inner: &Inner) -> String {
             out,
             "strata_lsm_level_bytes{{level=\"{level}\"}} {}",
             l.bytes
+        );
+        let _ = writeln!(
+            out,
+            "strata_lsm_level_tables{{level=\"{level}\"}} {}",
+            l.tables
         );
     }
     let _ = writeln!(out, "strata_transport_refused_total {}", transport.refused);

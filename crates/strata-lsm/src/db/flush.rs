@@ -123,12 +123,19 @@ impl Inner {
         loop {
             let (flush, generation) = {
                 let mut state = self.state.lock();
-                while state.immutables.is_empty() && !self.compaction_due(&state) && !state.closing
-                {
+                loop {
+                    if state.closing {
+                        return;
+                    }
+                    let due = self.compaction_due(&state);
+                    if !due {
+                        // Done by a manual compaction, say: nothing is held back any more.
+                        state.compaction_no_space = None;
+                    }
+                    if due || !state.immutables.is_empty() {
+                        break;
+                    }
                     self.changed.wait(&mut state);
-                }
-                if state.closing {
-                    return;
                 }
                 (!state.immutables.is_empty(), state.generation)
             };
@@ -136,7 +143,11 @@ impl Inner {
                 self.flush_oldest().map(|_| ())
             } else {
                 match self.compact_once() {
-                    Ok(true) => Ok(()),
+                    Ok(true) => {
+                        // It ran, or none was due.
+                        self.state.lock().compaction_no_space = None;
+                        Ok(())
+                    }
                     Ok(false) => {
                         // A manual compaction, ingest or checkpoint holds the compaction lock:
                         // rather than block (flushes would stall behind it), wait until it
@@ -166,6 +177,9 @@ impl Inner {
                     bump(&self.counters.no_space_retries, 1);
                     let until = std::time::Instant::now() + crate::NO_SPACE_RETRY;
                     let mut state = self.state.lock();
+                    if !flush {
+                        state.compaction_no_space = Some(cause.clone());
+                    }
                     state.no_space = Some((path, cause));
                     // Wakes `wait_for_background`, which reports it.
                     self.changed.notify_all();

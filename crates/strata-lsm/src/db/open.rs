@@ -290,6 +290,7 @@ fn assemble(
             manifest_state,
             background_error: None,
             no_space: None,
+            compaction_no_space: None,
             closing: false,
             snapshots: BTreeMap::new(),
             generation: 0,

@@ -76,6 +76,7 @@ impl Db {
             stall_micros: load(&c.stall_micros),
             no_space_retries: load(&c.no_space_retries),
             memtable_prefix_skips: load(&c.memtable_prefix_skips),
+            compaction_no_space: state.compaction_no_space.clone(),
         }
     }
 }
@@ -130,6 +131,12 @@ pub struct Stats {
     /// Memtables a seek within one prefix ([`Db::scan_in_prefix`]) did not search, their
     /// prefix filters holding nothing under the prefix.
     pub memtable_prefix_skips: u64,
+    /// Why the background thread's last compaction found no room on the disk (held back while
+    /// the disk has less free space than its input tables hold, or `ENOSPC` while writing its
+    /// tables), while that lasts: `None` once a compaction runs or none is due. While it is
+    /// set, level 0 only grows, and writes wait once it reaches `l0_stop_trigger`: a server
+    /// stops taking writes on it (Strata's raises NOSPACE).
+    pub compaction_no_space: Option<String>,
 }
 
 impl Stats {
