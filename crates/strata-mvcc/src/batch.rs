@@ -17,6 +17,7 @@ use crate::check::txn_is_read_only;
 use crate::error::{Error, Result};
 use crate::events::{delete_event, put_event};
 use crate::keys::{self, Revision};
+use crate::latest::Newest;
 use crate::range::range;
 use crate::store::{COMPACTED, CURRENT, Store};
 use crate::txn::{self, Path};
@@ -280,6 +281,23 @@ impl<'a> Batch<'a> {
                 .store(batch.data_bytes(), Ordering::Relaxed);
             self.store.db().write(batch, WriteOptions { sync: false })?;
         }
+        if self.current != self.base {
+            let mut latest = self.store.latest.lock();
+            if self.overlay.ranges.is_empty() {
+                for (key, states) in &self.overlay.keys {
+                    if let Some((_, state)) = states.last() {
+                        // Overwritten: a key written again, likely once more.
+                        let overwritten = state
+                            .as_ref()
+                            .is_some_and(|kv| kv.create_revision <= self.base);
+                        latest.set(key, state.as_ref().map(Newest::of), overwritten);
+                    }
+                }
+            } else {
+                // Its keys are not all listed.
+                latest.clear();
+            }
+        }
         // Written ahead, and now below the current revision: they stay.
         self.batch_spilled = false;
         self.store.publish(self.current, self.compacted);
@@ -393,6 +411,15 @@ impl<'a> Batch<'a> {
 
     /// The newest version of `key`, the request in progress included.
     fn latest(&self, key: &[u8], values: bool) -> Result<Option<KeyValue>> {
+        // Without its value, the committed store's newest version is the cache's, unless the
+        // batch changed the key.
+        if !values
+            && !self.overlay.keys.contains_key(key)
+            && !self.overlay.range_deleted(key, i64::MAX)
+            && let Some(newest) = self.store.latest.lock().get(key)
+        {
+            return Ok(newest.map(|n| n.key_value(key)));
+        }
         let mut found = None;
         self.view().scan(key, &[], self.main(), values, |kv| {
             found = Some(kv);

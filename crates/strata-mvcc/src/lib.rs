@@ -63,6 +63,7 @@ mod compaction;
 mod error;
 mod events;
 pub mod keys;
+mod latest;
 mod range;
 mod store;
 mod txn;
@@ -78,7 +79,7 @@ pub use compaction::COMPACTION_STEP_DELETES;
 pub use error::{Error, Result};
 pub use events::{CATCH_UP_REVISIONS_MAX, EventBatch, WatchSpec};
 pub use keys::{PREFIX_EXTRACTOR, Revision};
-pub use store::{HashKv, NEVER_COMPACTED, Store};
+pub use store::{HashKv, LATEST_CACHE_BYTES, NEVER_COMPACTED, Store};
 pub use watch::{
     HUB_BUFFERED_BYTES_MAX, Notify, WATCHER_BUFFER_EVENTS_DEFAULT, WatchPoll, WatcherId,
 };

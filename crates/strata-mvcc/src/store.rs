@@ -15,6 +15,7 @@ use crate::batch::{Batch, Write};
 use crate::check::txn_is_read_only;
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::latest::LatestCache;
 use crate::range::range;
 use crate::txn;
 use crate::view::{TOMBSTONE, View};
@@ -92,7 +93,12 @@ pub struct Store {
     /// much at once, rather than growing its buffer by doubling (a copy, and fresh pages to
     /// fault in, at each step) while a Raft batch of a few hundred puts is applied.
     pub(crate) batch_bytes_hint: AtomicUsize,
+    /// The newest versions of recently written keys, for the writer alone.
+    pub(crate) latest: Mutex<LatestCache>,
 }
+
+/// The default bound of the cache of newest versions ([`Store::set_latest_cache_bytes`]).
+pub const LATEST_CACHE_BYTES: usize = 8 << 20;
 
 impl Store {
     /// The store kept in `db` (empty, at revision 1, if `db` holds none). A compaction
@@ -114,7 +120,17 @@ impl Store {
             writer: Mutex::new(()),
             compaction: Mutex::new(()),
             batch_bytes_hint: AtomicUsize::new(0),
+            latest: Mutex::new(LatestCache::new(LATEST_CACHE_BYTES)),
         })
+    }
+
+    /// Bounds the memory of the cache of the newest versions of recently written keys (their
+    /// revisions, version and lease, not their values) to about `bytes` (default
+    /// [`LATEST_CACHE_BYTES`]; 0 turns it off). A put to a key in it does not seek the key's
+    /// versions in the LSM. Only writes use it; every commit keeps it exact.
+    pub fn set_latest_cache_bytes(&self, bytes: usize) {
+        let _writer = self.writer.lock();
+        self.latest.lock().resize(bytes);
     }
 
     /// Re-reads the store's state from its LSM, after [`Db::restore`] replaced the LSM's
@@ -131,6 +147,7 @@ impl Store {
         let _compaction = self.compaction.lock();
         let state = State::load(&self.db)?;
         *self.state.lock() = state;
+        self.latest.lock().clear();
         self.hub.reset(state.current);
         Ok(())
     }

@@ -44,7 +44,7 @@ pub(crate) struct DeletedRange {
 
 impl Overlay {
     /// Whether a range deleted at or before `rev` holds `key`.
-    fn range_deleted(&self, key: &[u8], rev: i64) -> bool {
+    pub(crate) fn range_deleted(&self, key: &[u8], rev: i64) -> bool {
         self.ranges.iter().any(|r| {
             r.main <= rev && key >= r.from.as_slice() && r.to.as_deref().is_none_or(|to| key < to)
         })

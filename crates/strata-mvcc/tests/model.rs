@@ -390,6 +390,9 @@ fn open_node(dir: &Path) -> Node {
     };
     let db = Arc::new(Db::open(dir, options).expect("open"));
     let store = Store::open(Arc::clone(&db)).expect("store");
+    // Room for a few keys per generation of the cache of newest versions: entries leave it
+    // and come back all through a case, besides being hit.
+    store.set_latest_cache_bytes(2 * 3 * 90);
     Node {
         dir: dir.to_path_buf(),
         db,
