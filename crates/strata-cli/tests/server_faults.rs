@@ -685,10 +685,13 @@ fn a_disk_too_full_for_the_next_compaction_raises_nospace() {
         // Keys over 256 names, so that every table overlaps every other: a compaction must
         // rewrite them all rather than move them down as they are. Every version stays (no
         // MVCC compaction), so level 1 holds all of them once level 0 was compacted into it;
-        // then three more tables in level 0 (the fourth starts a compaction).
+        // then three more tables in level 0 (the fourth starts a compaction). No compaction
+        // may be due or running when the disk is filled, or its new tables would take the
+        // room: level 0 below four tables, level 1 within its 256 MiB target (a compaction's
+        // inputs stay in their level until it is installed).
         let mut i = 0u64;
         let deadline = Instant::now() + Duration::from_secs(180);
-        while level("strata_lsm_level_bytes", 1) < 3 * TABLE
+        while !(3 * TABLE..=4 * TABLE).contains(&level("strata_lsm_level_bytes", 1))
             || level("strata_lsm_level_tables", 0) != 3
         {
             assert!(
@@ -738,16 +741,7 @@ fn a_disk_too_full_for_the_next_compaction_raises_nospace() {
 /// The value of the metric `name` (with its labels) on the member at `addr`'s `/metrics`, 0 if
 /// it has none.
 fn metric(addr: &str, name: &str) -> u64 {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read");
-    answer
+    http_get(addr, "/metrics")
         .lines()
         .find_map(|line| {
             line.strip_prefix(name)?
@@ -757,6 +751,20 @@ fn metric(addr: &str, name: &str) -> u64 {
                 .ok()
         })
         .unwrap_or(0)
+}
+
+/// The whole answer (status line, headers, body) to `GET path` on `addr`'s client port.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    answer
 }
 
 /// One member whose data directory is on a tmpfs of `mib` MiB under `dir`, started with
@@ -836,7 +844,6 @@ fn periodic_auto_compaction_compacts_old_revisions() {
 /// health service).
 #[test]
 fn the_client_port_answers_health_version_and_metrics_over_http() {
-    use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(dir.path(), 1, &[]);
     let endpoints = cluster.endpoints();
@@ -844,17 +851,7 @@ fn the_client_port_answers_health_version_and_metrics_over_http() {
         wait_ready(&endpoints[0]).await;
     });
     let addr = endpoints[0].trim_start_matches("http://").to_owned();
-    let get = |path: &str| {
-        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .expect("write");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("read");
-        answer
-    };
+    let get = |path: &str| http_get(&addr, path);
     runtime().block_on(async {
         use tonic_health::pb::HealthCheckRequest;
         use tonic_health::pb::health_client::HealthClient;

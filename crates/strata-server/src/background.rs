@@ -58,7 +58,7 @@ pub async fn physical_compaction(
 /// reserve, or (with a reserve) less than the LSM needs for its next compaction: the LSM holds
 /// that compaction back, level 0 only grows, and writes would stop at its stop trigger with
 /// nothing said, however much free space the reserve check sees. Checked every
-/// [`QUOTA_CHECK_INTERVAL`]; a disarmed alarm whose cause remains is raised again.
+/// 100 ms (`QUOTA_CHECK_INTERVAL`); a disarmed alarm whose cause remains is raised again.
 pub async fn quota(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     let quota = inner.config.quota_backend_bytes;
     let reserve = inner.config.disk_reserve_bytes;
