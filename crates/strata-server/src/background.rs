@@ -71,23 +71,28 @@ pub async fn quota(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let size = crate::maintenance::db_size_bytes(&inner);
+        // A listing of the store's directory and a `statvfs`: off the runtime's threads, which
+        // a slow file system would hold up ten times a second.
+        let checked = {
+            let inner = Arc::clone(&inner);
+            tokio::task::spawn_blocking(move || {
+                let size = crate::maintenance::db_size_bytes(&inner);
+                let (free, held_back) = match reserve {
+                    Some(_) => (
+                        strata_fs::available_bytes(&inner.config.data_dir).ok(),
+                        inner.db.stats().compaction_no_space,
+                    ),
+                    None => (None, None),
+                };
+                (size, free, held_back)
+            })
+            .await
+        };
+        let Ok((size, free, held_back)) = checked else {
+            continue;
+        };
         let over_quota = quota.is_some_and(|quota| size > quota);
-        let free = match reserve {
-            Some(_) => {
-                let dir = inner.config.data_dir.clone();
-                tokio::task::spawn_blocking(move || strata_fs::available_bytes(&dir))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-            }
-            None => None,
-        };
         let disk_low = matches!((free, reserve), (Some(free), Some(reserve)) if free < reserve);
-        let held_back = match reserve {
-            Some(_) => inner.db.stats().compaction_no_space,
-            None => None,
-        };
         if !over_quota && !disk_low && held_back.is_none() {
             continue;
         }
