@@ -9,15 +9,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use strata_raft::Config;
-use strata_raft_log::{LogOptions, RaftLog};
 
 #[allow(dead_code)]
 #[path = "support/node.rs"]
 mod support;
-use strata_raft_node::{
-    Committed, CommittedKind, MemNetwork, NodeOptions, RaftNode, SnapshotWriter, StateMachine,
-};
+use strata_raft_node::{Committed, CommittedKind, RaftNode, SnapshotWriter, StateMachine};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -143,18 +139,7 @@ impl StateMachine for Durable {
 
 /// One voter on a durable log in `root`, with `state_machine`.
 fn start(root: &Path, state_machine: Durable) -> RaftNode {
-    let net = MemNetwork::new();
-    let log = RaftLog::open(&root.join("log"), LogOptions::default()).expect("log");
-    let (transport, inbox) = net.join(1);
-    RaftNode::start(
-        Config::new(1, vec![1]),
-        NodeOptions::new(Duration::from_millis(5), root.join("snapshots")),
-        Arc::new(log),
-        state_machine,
-        transport,
-        inbox,
-    )
-    .expect("start")
+    support::start_alone(root, state_machine)
 }
 
 async fn wait_leader(node: &RaftNode) {
@@ -301,18 +286,7 @@ impl StateMachine for Panics {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_machine_that_panics_stops_the_node_and_says_why() {
     let root = tempfile::tempdir().expect("tempdir");
-    let net = MemNetwork::new();
-    let log = RaftLog::open(&root.path().join("log"), LogOptions::default()).expect("log");
-    let (transport, inbox) = net.join(1);
-    let node = RaftNode::start(
-        Config::new(1, vec![1]),
-        NodeOptions::new(Duration::from_millis(5), root.path().join("snapshots")),
-        Arc::new(log),
-        Panics,
-        transport,
-        inbox,
-    )
-    .expect("start");
+    let node = support::start_alone(root.path(), Panics);
     wait_leader(&node).await;
     let answer = node.propose(Bytes::from_static(b"boom"), WAIT).await;
     assert!(answer.is_err(), "{answer:?}");

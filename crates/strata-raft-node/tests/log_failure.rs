@@ -2,14 +2,10 @@
 //! closes: a server watching for the node to stop prints the cause as it exits, rather than
 //! only that the node stopped. Alone in its binary: its failpoint is process-wide.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use fail::FailScenario;
-use strata_raft::Config;
-use strata_raft_log::{LogOptions, RaftLog};
-use strata_raft_node::{MemNetwork, NodeOptions, RaftNode};
 
 #[allow(dead_code)]
 #[path = "support/node.rs"]
@@ -21,18 +17,7 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn a_failed_log_write_is_recorded_before_the_status_channel_closes() {
     let scenario = FailScenario::setup();
     let root = tempfile::tempdir().expect("tempdir");
-    let net = MemNetwork::new();
-    let log = RaftLog::open(&root.path().join("log"), LogOptions::default()).expect("log");
-    let (transport, inbox) = net.join(1);
-    let node = RaftNode::start(
-        Config::new(1, vec![1]),
-        NodeOptions::new(Duration::from_millis(5), root.path().join("snapshots")),
-        Arc::new(log),
-        support::Nothing,
-        transport,
-        inbox,
-    )
-    .expect("start");
+    let node = support::start_alone(root.path(), support::Nothing);
     support::wait_leader([&node], WAIT).await;
     node.propose(Bytes::from_static(b"before"), WAIT)
         .await

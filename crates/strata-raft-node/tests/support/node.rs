@@ -1,11 +1,33 @@
-//! What the node's tests and benches share: a state machine that holds nothing, and bounded
-//! waits for a leader and for an applied index.
+//! What the node's tests and benches share: a state machine that holds nothing, a one-voter
+//! node on a durable log, and bounded waits for a leader and for an applied index.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_raft::Role;
-use strata_raft_node::{Committed, CommittedKind, RaftNode, SnapshotWriter, StateMachine};
+use strata_raft::{Config, Role};
+use strata_raft_log::{LogOptions, RaftLog};
+use strata_raft_node::{
+    Committed, CommittedKind, MemNetwork, NodeOptions, RaftNode, SnapshotWriter, StateMachine,
+};
+
+/// A node that is the only voter of its cluster, its log and snapshots under `root`, applying
+/// to `state_machine`.
+pub fn start_alone<M: StateMachine>(root: &Path, state_machine: M) -> RaftNode {
+    let net = MemNetwork::new();
+    let log = RaftLog::open(&root.join("log"), LogOptions::default()).expect("log");
+    let (transport, inbox) = net.join(1);
+    RaftNode::start(
+        Config::new(1, vec![1]),
+        NodeOptions::new(Duration::from_millis(5), root.join("snapshots")),
+        Arc::new(log),
+        state_machine,
+        transport,
+        inbox,
+    )
+    .expect("start")
+}
 
 /// One empty answer per command of `batch` (what a state machine that answers nothing
 /// returns).
