@@ -733,6 +733,35 @@ fn a_disk_too_full_for_the_next_compaction_raises_nospace() {
         );
         assert_eq!(metric(&addr, "strata_lsm_compaction_no_space"), 1);
         c.get("big/000", None).await.expect("reads go on");
+
+        // Room again: the compaction's retry (each second) finds it, and then the alarm,
+        // disarmed, stays down and writes resume.
+        disk.free();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metric(&addr, "strata_lsm_compaction_no_space") != 0 {
+            assert!(Instant::now() < deadline, "the compaction never found room");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            // As `etcdctl alarm disarm` does: each alarm raised, by its member.
+            let raised = c
+                .alarm(AlarmAction::Get, AlarmType::None, None)
+                .await
+                .expect("alarm list");
+            for alarm in raised.alarms() {
+                let mut options = AlarmOptions::new();
+                options.with_member(alarm.member_id());
+                c.alarm(AlarmAction::Deactivate, alarm.alarm(), Some(options))
+                    .await
+                    .expect("disarm");
+            }
+            match c.put("after", "1", None).await {
+                Ok(_) => break,
+                Err(e) => assert!(Instant::now() < deadline, "writes never resumed: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     });
     drop(cluster);
     drop(disk);
@@ -906,19 +935,31 @@ async fn concurrent_puts_answered_each_their_own(
     check_at: &str,
     prefix: &str,
     count: usize,
+    value_bytes: usize,
 ) {
+    // `value of KEY`, padded to `value_bytes`.
+    let value_of = move |key: &str| {
+        let mut value = format!("value of {key}");
+        let pad = value_bytes.saturating_sub(value.len());
+        value.extend(std::iter::repeat_n('.', pad));
+        value
+    };
     let c = client(&[endpoint.to_owned()]).await;
     let puts = (0..count).map(|n| {
         let mut c = c.clone();
         let key = format!("{prefix}{n}");
         tokio::spawn(async move {
-            let revision = c
-                .put(key.as_str(), format!("value of {key}"), None)
-                .await
-                .unwrap_or_else(|e| panic!("put {key}: {e}"))
-                .header()
-                .expect("header")
-                .revision();
+            // Bounded: a leader that stops reading the stream must fail the test, not hang it.
+            let revision = tokio::time::timeout(
+                Duration::from_secs(60),
+                c.put(key.as_str(), value_of(&key), None),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("put {key} unanswered"))
+            .unwrap_or_else(|e| panic!("put {key}: {e}"))
+            .header()
+            .expect("header")
+            .revision();
             (key, revision)
         })
     });
@@ -938,13 +979,35 @@ async fn concurrent_puts_answered_each_their_own(
     for (key, revision) in answered {
         let got = check.get(key.as_str(), None).await.expect("get");
         let kv = got.kvs().first().unwrap_or_else(|| panic!("{key} missing"));
-        assert_eq!(kv.value_str().expect("utf-8"), format!("value of {key}"));
+        assert!(
+            kv.value_str().expect("utf-8") == value_of(&key),
+            "{key} holds another value"
+        );
         assert_eq!(
             kv.mod_revision(),
             revision,
             "{key} answered with another put's revision"
         );
     }
+}
+
+/// The leader works on at most 64 MiB of one forwarding stream's requests at once
+/// (`forward::IN_FLIGHT_BYTES`): 96 concurrent puts of 1 MiB through a follower wait for room
+/// past it, and each is still answered with its own revision and holds its own value.
+#[test]
+fn large_forwarded_writes_past_the_leaders_byte_bound_are_each_answered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), 3, FAST);
+    let endpoints = cluster.endpoints();
+    runtime().block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let leader = leader_index(&endpoints).await;
+        let follower = &endpoints[(leader + 1) % 3];
+        concurrent_puts_answered_each_their_own(follower, &endpoints[leader], "big/", 96, 1 << 20)
+            .await;
+    });
 }
 
 /// A follower forwards its clients' writes to the leader on one stream, many per message:
@@ -962,7 +1025,8 @@ fn a_followers_forwarded_writes_are_each_answered_and_survive_a_leader_kill() {
         }
         let leader = leader_index(&endpoints).await;
         let follower = &endpoints[(leader + 1) % 3];
-        concurrent_puts_answered_each_their_own(follower, &endpoints[leader], "before/", 500).await;
+        concurrent_puts_answered_each_their_own(follower, &endpoints[leader], "before/", 500, 0)
+            .await;
         leader
     });
     cluster.kill(leader);
@@ -975,6 +1039,6 @@ fn a_followers_forwarded_writes_are_each_answered_and_survive_a_leader_kill() {
         put_retrying(&mut c, "after/first", "v").await;
         let now = leader_index(&survivors).await;
         let follower = &survivors[1 - now];
-        concurrent_puts_answered_each_their_own(follower, &survivors[now], "after/", 200).await;
+        concurrent_puts_answered_each_their_own(follower, &survivors[now], "after/", 200, 0).await;
     });
 }

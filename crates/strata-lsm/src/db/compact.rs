@@ -125,6 +125,10 @@ impl Inner {
                 Some(table) => self.move_table(table, plan.output_level)?,
                 None => {
                     self.room_for(&plan)?;
+                    // Room now: nothing is held back while it runs (a large one takes a while,
+                    // and a server would keep its writes refused meanwhile). Set again if it
+                    // meets a full disk.
+                    self.state.lock().compaction_no_space = None;
                     self.run_compaction(&plan, Vec::new(), None)?;
                 }
             }

@@ -261,7 +261,7 @@ struct State {
     /// ([`Error::NoSpace`]); cleared by the next one that succeeds.
     no_space: Option<(PathBuf, String)>,
     /// The background thread's last compaction found no room on the disk (held back, or
-    /// `ENOSPC` while writing its tables); cleared once a compaction runs or none is due. Not
+    /// `ENOSPC` while writing its tables); cleared once a compaction finds room or none is due. Not
     /// cleared by a flush, unlike `no_space`: while it stays, level 0 only grows.
     compaction_no_space: Option<String>,
     closing: bool,

@@ -133,7 +133,7 @@ pub struct Stats {
     pub memtable_prefix_skips: u64,
     /// Why the background thread's last compaction found no room on the disk (held back while
     /// the disk has less free space than its input tables hold, or `ENOSPC` while writing its
-    /// tables), while that lasts: `None` once a compaction runs or none is due. While it is
+    /// tables), while that lasts: `None` once a compaction finds room or none is due. While it is
     /// set, level 0 only grows, and writes wait once it reaches `l0_stop_trigger`: a server
     /// stops taking writes on it (Strata's raises NOSPACE).
     pub compaction_no_space: Option<String>,
