@@ -657,16 +657,10 @@ fn a_disk_that_really_fills_loses_no_acknowledged_write_and_the_member_recovers(
 /// free, and `/metrics` says why. Needs root for the small file system, as above.
 #[test]
 fn a_disk_too_full_for_the_next_compaction_raises_nospace() {
-    if cfg!(debug_assertions) {
-        // In a debug build the member flushes and retries its compaction too slowly for the
-        // paced writes: CI twice saw the reserve raise NOSPACE first. Run it with --release.
-        eprintln!("skipped in a debug build: run with --release");
-        return;
-    }
     /// The server's memtables (64 MiB), of which level 0 takes four before a compaction.
     const TABLE: u64 = 64 << 20;
     let dir = tempfile::tempdir().expect("tempdir");
-    // Room for a memtable's table and more than a second of the paced writes below.
+    // Room for a memtable's table.
     let reserve = 2 * TABLE;
     let Some((cluster, disk)) = member_on_small_disk(dir.path(), 2048, &reserve.to_string()) else {
         return;
@@ -711,22 +705,38 @@ fn a_disk_too_full_for_the_next_compaction_raises_nospace() {
                 .expect("put with room");
             i += 1;
         }
-        // Less free than the compaction's inputs, more than the reserve plus twice the fourth
-        // table and its log entries (a debug build raises NOSPACE late: CI met the reserve first).
+        // Less free than the compaction's inputs, more than the reserve plus what the fourth
+        // table takes (its log entries, then the table).
         disk.fill_to(reserve + 4 * TABLE);
-        // Paced, so that the reserve's check (every 100 ms) would see the disk fall below it.
+        // Only as many writes as switch the memtable out (a flush waiting or running holds it
+        // in the count): the fourth table then starts the compaction, which must be held
+        // back. Writing on while it flushes would take the room the reserve guards (a debug
+        // build flushes slowly), and NOSPACE must not come from the reserve.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while metric(&addr, "strata_lsm_memtable_bytes") < TABLE
+            && level("strata_lsm_level_tables", 0) < 4
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the memtable was never switched out"
+            );
+            c.put(format!("big/{:03}", i % 256), value(i), None)
+                .await
+                .expect("put above the reserve");
+            i += 1;
+        }
         let deadline = Instant::now() + Duration::from_secs(120);
         let refused = loop {
-            match c.put(format!("big/{:03}", i % 256), value(i), None).await {
+            match c.put("small", "1", None).await {
                 Err(e) => break e.to_string(),
                 Ok(_) => assert!(
                     Instant::now() < deadline,
-                    "no NOSPACE with {} bytes free",
-                    disk.available()
+                    "no NOSPACE with {} bytes free, {} tables in level 0",
+                    disk.available(),
+                    level("strata_lsm_level_tables", 0)
                 ),
             }
-            i += 1;
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert!(
             refused.contains("etcdserver: mvcc: database space exceeded"),

@@ -187,6 +187,7 @@ pub fn render(inner: &Inner) -> String {
         "strata_lsm_compaction_no_space {}",
         u8::from(stats.compaction_no_space.is_some())
     );
+    let _ = writeln!(out, "strata_lsm_memtable_bytes {}", stats.memtable_bytes);
     let _ = writeln!(
         out,
         "strata_lsm_block_cache_hits_total {}",
