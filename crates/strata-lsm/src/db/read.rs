@@ -198,14 +198,30 @@ impl Db {
                 Direction::Reverse => sources.push(Box::new(MemtableSource::new(range.rev()))),
             }
         }
+        // The bounds as the tables' smallest and largest keys are compared with (filter keys),
+        // made once for every level, and only if a table is asked.
+        let filter_bounds = std::cell::OnceCell::new();
+        let filter_bounds = || {
+            let (lower, upper) = filter_bounds.get_or_init(|| {
+                let filter_bound = |b: Bound<&[u8]>| match b {
+                    Bound::Unbounded => Bound::Unbounded,
+                    Bound::Included(k) => Bound::Included(user_filter_key(k)),
+                    Bound::Excluded(k) => Bound::Excluded(user_filter_key(k)),
+                };
+                (filter_bound(lower), filter_bound(upper))
+            });
+            (as_ref(lower), as_ref(upper))
+        };
         for (level, handles) in version.levels.iter().enumerate() {
             if level == 0 {
                 // Level 0 tables overlap: each whose range meets the bounds is a source of
                 // its own.
                 for handle in handles {
                     // The filter first: it needs no allocation.
-                    if ruled_out(handle)
-                        || !range_meets(&handle.meta.smallest, &handle.meta.largest, lower, upper)
+                    if ruled_out(handle) || {
+                        let (lower, upper) = filter_bounds();
+                        !range_meets(&handle.meta.smallest, &handle.meta.largest, lower, upper)
+                    }
                     {
                         continue;
                     }
@@ -221,6 +237,7 @@ impl Db {
                 // asked; one ruled out holds no key in the bounds, and the level reads on past
                 // it.
                 let reached = if part.is_some() {
+                    let (lower, upper) = filter_bounds();
                     level_span(handles, lower, upper)
                 } else {
                     handles.as_slice()
@@ -333,53 +350,39 @@ impl Snapshot {
     }
 }
 
-/// Whether a table whose internal keys run from `smallest` to `largest` may hold a user key
-/// within the bounds.
 /// The tables of a level below 0 (sorted, disjoint) whose ranges meet the bounds: a run of
-/// them.
+/// them. The bounds are filter keys ([`user_filter_key`]), which order as their user keys do.
 fn level_span<'h>(
     handles: &'h [Arc<TableHandle>],
     lower: Bound<&[u8]>,
     upper: Bound<&[u8]>,
 ) -> &'h [Arc<TableHandle>] {
-    // Filter keys (escaped user key and terminator) order as their user keys do.
     let start = match lower {
         Bound::Unbounded => 0,
-        Bound::Included(k) => {
-            let k = user_filter_key(k);
-            handles.partition_point(|h| filter_key(&h.meta.largest) < k.as_slice())
-        }
-        Bound::Excluded(k) => {
-            let k = user_filter_key(k);
-            handles.partition_point(|h| filter_key(&h.meta.largest) <= k.as_slice())
-        }
+        Bound::Included(k) => handles.partition_point(|h| filter_key(&h.meta.largest) < k),
+        Bound::Excluded(k) => handles.partition_point(|h| filter_key(&h.meta.largest) <= k),
     };
     let rest = &handles[start..];
     let end = match upper {
         Bound::Unbounded => rest.len(),
-        Bound::Included(k) => {
-            let k = user_filter_key(k);
-            rest.partition_point(|h| filter_key(&h.meta.smallest) <= k.as_slice())
-        }
-        Bound::Excluded(k) => {
-            let k = user_filter_key(k);
-            rest.partition_point(|h| filter_key(&h.meta.smallest) < k.as_slice())
-        }
+        Bound::Included(k) => rest.partition_point(|h| filter_key(&h.meta.smallest) <= k),
+        Bound::Excluded(k) => rest.partition_point(|h| filter_key(&h.meta.smallest) < k),
     };
     &rest[..end]
 }
 
+/// Whether a table whose internal keys run from `smallest` to `largest` may hold a user key
+/// within the bounds, filter keys as for [`level_span`].
 fn range_meets(smallest: &[u8], largest: &[u8], lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
-    // Filter keys (escaped user key and terminator) order as their user keys do.
     let below_lower = match lower {
         Bound::Unbounded => false,
-        Bound::Included(k) => filter_key(largest) < user_filter_key(k).as_slice(),
-        Bound::Excluded(k) => filter_key(largest) <= user_filter_key(k).as_slice(),
+        Bound::Included(k) => filter_key(largest) < k,
+        Bound::Excluded(k) => filter_key(largest) <= k,
     };
     let above_upper = match upper {
         Bound::Unbounded => false,
-        Bound::Included(k) => filter_key(smallest) > user_filter_key(k).as_slice(),
-        Bound::Excluded(k) => filter_key(smallest) >= user_filter_key(k).as_slice(),
+        Bound::Included(k) => filter_key(smallest) > k,
+        Bound::Excluded(k) => filter_key(smallest) >= k,
     };
     !below_lower && !above_upper
 }
