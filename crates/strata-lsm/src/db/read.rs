@@ -218,11 +218,16 @@ impl Db {
                 // its own.
                 for handle in handles {
                     // The filter first: it needs no allocation.
-                    if ruled_out(handle) || {
-                        let (lower, upper) = filter_bounds();
-                        !range_meets(&handle.meta.smallest, &handle.meta.largest, lower, upper)
+                    if ruled_out(handle) {
+                        continue;
                     }
-                    {
+                    let (filter_lower, filter_upper) = filter_bounds();
+                    if !range_meets(
+                        &handle.meta.smallest,
+                        &handle.meta.largest,
+                        filter_lower,
+                        filter_upper,
+                    ) {
                         continue;
                     }
                     sources.push(Box::new(TableSource::new(
