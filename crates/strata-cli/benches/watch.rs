@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bench_support::{Args, Baseline, Steps, median, print_bench, print_ratio};
+use bench_support::{Args, Baseline, Steps, median, print_bench, print_ratio, process_cpu_s};
 use cluster::{Cluster, client, wait_ready};
 use etcd_client::{Client, WatchOptions, WatchRequestSender, WatchResponseStream};
 
@@ -77,9 +77,6 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// How long the harness watches for events beyond those expected (a repeat) after a load.
 const QUIET: Duration = Duration::from_millis(500);
-
-/// The kernel's USER_HZ, the unit of `/proc/<pid>/stat`'s CPU times (100 on Linux).
-const CLOCK_TICKS_PER_S: f64 = 100.0;
 
 /// How often the harness polls the delivered counts.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -422,26 +419,6 @@ fn proc_mib(pid: Option<u32>, field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// The CPU time process `pid` has used (user and system, all its threads), in seconds; 0 if
-/// it cannot be read.
-fn proc_cpu_s(pid: Option<u32>) -> f64 {
-    let Some(pid) = pid else { return 0.0 };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may hold spaces: fields are counted after its closing parenthesis,
-    // where utime and stime are the 12th and 13th.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / CLOCK_TICKS_PER_S
-}
-
 /// One phase (`streams` streams of `settings.watchers` watchers) against a fresh member that
 /// `program` starts.
 fn phase(program: &[&str], streams: usize, settings: Settings) -> Figures {
@@ -507,9 +484,9 @@ fn phase(program: &[&str], streams: usize, settings: Settings) -> Figures {
             epoch,
         )
         .await;
-        let cpu_before_s = proc_cpu_s(pid);
+        let cpu_before_s = pid.map_or(0.0, process_cpu_s);
         let saturating = load(&writer_client, &tallies, settings, None, epoch).await;
-        let cpu_s = proc_cpu_s(pid) - cpu_before_s;
+        let cpu_s = pid.map_or(0.0, process_cpu_s) - cpu_before_s;
         let peak_rss_mib = proc_mib(pid, "VmHWM");
         for (sender, task) in open {
             drop(sender);

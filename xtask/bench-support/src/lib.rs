@@ -201,6 +201,30 @@ impl Load {
     }
 }
 
+/// The kernel's USER_HZ, the unit of `/proc/<pid>/stat`'s CPU times (100 on Linux).
+const CLOCK_TICKS_PER_S: f64 = 100.0;
+
+/// The CPU time process `pid` has used so far (user and system, all its threads), in seconds,
+/// from `/proc/<pid>/stat`; 0 if it cannot be read (no such process, or not Linux). The
+/// difference over a load is the process's cost of it: on a shared machine a steadier figure
+/// than throughput, which also moves with whatever else runs.
+pub fn process_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces: fields are counted after its closing parenthesis,
+    // where utime and stime are the 12th and 13th.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / CLOCK_TICKS_PER_S
+}
+
 /// Runs `clients` tasks on the current Tokio runtime, each calling `op(client, step)` again as
 /// soon as its previous call ends, until `seconds` have passed. A call that returns `false`
 /// failed and is not counted.

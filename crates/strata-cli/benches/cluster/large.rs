@@ -75,6 +75,7 @@ pub fn large(args: &Args) {
         &["--quota-backend-bytes", "-1", "--snapshot-count", "5000"],
     );
     let endpoints = cluster.endpoints();
+    let pids: Vec<u32> = (0..3).filter_map(|i| cluster.pid(i)).collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -88,8 +89,9 @@ pub fn large(args: &Args) {
         seconds,
         &connections,
         &no_cas,
+        &pids,
     ));
-    print_bench("cluster_put_empty", empty.0, "ops/s");
+    print_bench("cluster_put_empty", empty.per_s, "ops/s");
 
     eprintln!("large: filling to {gib} GiB");
     let started = Instant::now();
@@ -111,8 +113,13 @@ pub fn large(args: &Args) {
         seconds,
         &connections,
         &no_cas,
+        &pids,
     ));
-    print_bench(&format!("cluster_put_{name}_compacting"), busy.0, "ops/s");
+    print_bench(
+        &format!("cluster_put_{name}_compacting"),
+        busy.per_s,
+        "ops/s",
+    );
     eprintln!("large: waiting for the members' compactions to finish");
     let settle_s = settle(&endpoints);
     print_bench("cluster_settle_s", settle_s, "s");
@@ -123,11 +130,12 @@ pub fn large(args: &Args) {
         seconds,
         &connections,
         &no_cas,
+        &pids,
     ));
-    print_bench(&format!("cluster_put_{name}"), full.0, "ops/s");
+    print_bench(&format!("cluster_put_{name}"), full.per_s, "ops/s");
     print_ratio(
         &format!("cluster_put_{name}_vs_empty"),
-        full.0 / empty.0.max(f64::MIN_POSITIVE),
+        full.per_s / empty.per_s.max(f64::MIN_POSITIVE),
     );
 
     eprintln!("large: the disk's sequential write rate");
@@ -142,7 +150,7 @@ pub fn large(args: &Args) {
     print_bench(&format!("cluster_catchup_{name}_s"), catchup_s, "s");
     print_bench("cluster_catchup_mb_per_s", rate, "MB/s");
     print_ratio(&format!("cluster_catchup_{name}_vs_disk"), rate / disk);
-    let put_ratio = full.0 / empty.0.max(f64::MIN_POSITIVE);
+    let put_ratio = full.per_s / empty.per_s.max(f64::MIN_POSITIVE);
     let catchup_ratio = rate / disk;
     println!(
         "large goals (put at {gib} GiB against empty at least 0.8: {put_ratio:.2}; catch-up \

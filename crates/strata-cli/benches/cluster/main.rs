@@ -25,9 +25,14 @@
 //! its endpoints does: requests that reach a follower are forwarded by it, in both systems.
 //!
 //! Prints for each point `BENCH cluster_<workload>_<clients>c` (ops/s) with `_p50` and `_p99`
-//! (µs), the same for etcd (`etcd_cluster_...`), and `RATIO
-//! cluster_<workload>_<clients>c_vs_etcd` (throughput; above 1: Strata ahead); medians over
-//! `--rounds` (default 1). A failed request is not counted as done, and the number of
+//! (µs), the CPU time per completed request of the three members together
+//! (`_servers_cpu_per_op`, µs, from `/proc/<pid>/stat`) and of the load generator
+//! (`_client_cpu_per_op`), the same for etcd (`etcd_cluster_...`), and `RATIO
+//! cluster_<workload>_<clients>c_vs_etcd` (throughput; above 1: Strata ahead) and `RATIO
+//! cluster_<workload>_<clients>c_servers_cpu_per_op_vs_etcd` (etcd's CPU per request over
+//! Strata's); medians over `--rounds` (default 1). With every core busy, throughput is about
+//! the cores over the servers' and the generator's CPU per request together: the generator's
+//! share, the same for both, bounds the throughput ratio below the CPU ratio. A failed request is not counted as done, and the number of
 //! failures is printed: a system that answers errors quickly does not look fast. Then a table
 //! for people, and which of the goals hold (every ratio at least 1; put and
 //! linearizable get at 500 clients at least 2).
@@ -55,7 +60,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bench_support::{Args, Baseline, Load, Steps, closed_loop, median, print_bench, print_ratio};
+use bench_support::{
+    Args, Baseline, Load, Steps, closed_loop, median, print_bench, print_ratio, process_cpu_s,
+};
 use cluster::{Cluster, client, wait_ready};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 
@@ -149,8 +156,19 @@ fn pick(client: usize, step: u64, modulus: usize) -> usize {
     ((x >> 17) % modulus as u64) as usize
 }
 
-/// One point's figures: (ops/s, p50 µs, p99 µs, failed requests).
-type Point = (f64, f64, f64, u64);
+/// One point's figures.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    /// Requests that failed (not counted in `per_s`).
+    failed: u64,
+    /// CPU time of the cluster's members (all three) per completed request, µs.
+    servers_cpu_us: f64,
+    /// CPU time of the load generator (this process) per completed request, µs.
+    client_cpu_us: f64,
+}
 
 /// Moves the leader of the cluster at `endpoints` to the first member (through the current
 /// leader, which is the member that can hand it over), and waits until the first member
@@ -229,7 +247,11 @@ async fn point(
     seconds: f64,
     connections: &[Client],
     cas_revisions: &Arc<Vec<AtomicI64>>,
+    pids: &[u32],
 ) -> Point {
+    let servers_cpu_s = || pids.iter().map(|&pid| process_cpu_s(pid)).sum::<f64>();
+    let client_cpu_s = || process_cpu_s(std::process::id());
+    let (servers_before, client_before) = (servers_cpu_s(), client_cpu_s());
     let used: Vec<Client> = connections[..clients.min(connections.len())].to_vec();
     let failed = Arc::new(AtomicU64::new(0));
     let value = Arc::new(vec![b'v'; VALUE_BYTES]);
@@ -305,12 +327,15 @@ async fn point(
         })
         .await
     };
-    (
-        load.per_s(),
-        load.percentile_us(0.5),
-        load.percentile_us(0.99),
-        failed.load(Ordering::Relaxed),
-    )
+    let per_op_us = |cpu_s: f64| cpu_s * 1e6 / load.latencies.len().max(1) as f64;
+    Point {
+        per_s: load.per_s(),
+        p50_us: load.percentile_us(0.5),
+        p99_us: load.percentile_us(0.99),
+        failed: failed.load(Ordering::Relaxed),
+        servers_cpu_us: per_op_us(servers_cpu_s() - servers_before),
+        client_cpu_us: per_op_us(client_cpu_s() - client_before),
+    }
 }
 
 /// One system's run of one workload on a fresh cluster of `program`: a point per client
@@ -325,6 +350,7 @@ fn run(
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start_program(program, dir.path(), 3, &[]);
     let endpoints = cluster.endpoints();
+    let pids: Vec<u32> = (0..3).filter_map(|i| cluster.pid(i)).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -349,7 +375,17 @@ fn run(
         }
         let mut points = Vec::new();
         for &clients in client_counts {
-            points.push(point(workload, clients, seconds, &connections, &cas_revisions).await);
+            points.push(
+                point(
+                    workload,
+                    clients,
+                    seconds,
+                    &connections,
+                    &cas_revisions,
+                    &pids,
+                )
+                .await,
+            );
         }
         points
     });
@@ -514,20 +550,32 @@ fn check_perf(program: &[&str], name: &str, load: &str) {
 
 /// The median point of `runs` (each figure on its own).
 fn median_point(runs: &[Point]) -> Point {
-    (
-        median(runs.iter().map(|p| p.0)),
-        median(runs.iter().map(|p| p.1)),
-        median(runs.iter().map(|p| p.2)),
-        runs.iter().map(|p| p.3).max().unwrap_or(0),
-    )
+    Point {
+        per_s: median(runs.iter().map(|p| p.per_s)),
+        p50_us: median(runs.iter().map(|p| p.p50_us)),
+        p99_us: median(runs.iter().map(|p| p.p99_us)),
+        failed: runs.iter().map(|p| p.failed).max().unwrap_or(0),
+        servers_cpu_us: median(runs.iter().map(|p| p.servers_cpu_us)),
+        client_cpu_us: median(runs.iter().map(|p| p.client_cpu_us)),
+    }
 }
 
 fn print_point(prefix: &str, name: &str, point: Point) {
-    print_bench(&format!("{prefix}_{name}"), point.0, "ops/s");
-    print_bench(&format!("{prefix}_{name}_p50"), point.1, "us");
-    print_bench(&format!("{prefix}_{name}_p99"), point.2, "us");
-    if point.3 > 0 {
-        println!("{prefix}_{name}: {} requests failed", point.3);
+    print_bench(&format!("{prefix}_{name}"), point.per_s, "ops/s");
+    print_bench(&format!("{prefix}_{name}_p50"), point.p50_us, "us");
+    print_bench(&format!("{prefix}_{name}_p99"), point.p99_us, "us");
+    print_bench(
+        &format!("{prefix}_{name}_servers_cpu_per_op"),
+        point.servers_cpu_us,
+        "us",
+    );
+    print_bench(
+        &format!("{prefix}_{name}_client_cpu_per_op"),
+        point.client_cpu_us,
+        "us",
+    );
+    if point.failed > 0 {
+        println!("{prefix}_{name}: {} requests failed", point.failed);
     }
 }
 
@@ -611,8 +659,12 @@ fn main() {
             if compare {
                 let their = median_point(&theirs[w][c]);
                 print_point(&their_prefix, &name, their);
-                let ratio = our.0 / their.0.max(f64::MIN_POSITIVE);
+                let ratio = our.per_s / their.per_s.max(f64::MIN_POSITIVE);
                 print_ratio(&format!("cluster_{name}_vs_{their_name}"), ratio);
+                print_ratio(
+                    &format!("cluster_{name}_servers_cpu_per_op_vs_{their_name}"),
+                    their.servers_cpu_us / our.servers_cpu_us.max(f64::MIN_POSITIVE),
+                );
                 let goal = if clients == 500
                     && matches!(workload, Workload::Put | Workload::GetLinearizable)
                 {
@@ -633,19 +685,35 @@ fn main() {
     if !table.is_empty() {
         println!();
         println!(
-            "{:<24} {:>10} {:>9} {:>9}   {:>10} {:>9} {:>9}   {:>6}",
-            "workload", "strata/s", "p50 ms", "p99 ms", their_name, "p50 ms", "p99 ms", "ratio"
+            "{:<24} {:>10} {:>9} {:>9} {:>9}   {:>10} {:>9} {:>9} {:>9}   {:>6}",
+            "workload",
+            "strata/s",
+            "p50 ms",
+            "p99 ms",
+            "cpu us",
+            their_name,
+            "p50 ms",
+            "p99 ms",
+            "cpu us",
+            "ratio"
         );
+        let columns = |p: &Point| {
+            format!(
+                "{:>10.0} {:>9.2} {:>9.2} {:>9.0}",
+                p.per_s,
+                p.p50_us / 1e3,
+                p.p99_us / 1e3,
+                p.servers_cpu_us
+            )
+        };
         for (name, our, their, ratio) in &table {
-            let theirs = their.map_or_else(
-                || format!("{:>10} {:>9} {:>9}", "-", "-", "-"),
-                |t| format!("{:>10.0} {:>9.2} {:>9.2}", t.0, t.1 / 1e3, t.2 / 1e3),
+            let theirs = their.as_ref().map_or_else(
+                || format!("{:>10} {:>9} {:>9} {:>9}", "-", "-", "-", "-"),
+                columns,
             );
             println!(
-                "{name:<24} {:>10.0} {:>9.2} {:>9.2}   {theirs}   {:>6}",
-                our.0,
-                our.1 / 1e3,
-                our.2 / 1e3,
+                "{name:<24} {}   {theirs}   {:>6}",
+                columns(our),
                 ratio.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"))
             );
         }
