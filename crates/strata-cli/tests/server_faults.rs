@@ -515,7 +515,7 @@ fn past_the_quota_puts_are_refused_with_nospace() {
 fn a_nearly_full_disk_raises_nospace_and_writes_resume_once_freed_and_disarmed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let reserve = (128u64 << 20).to_string();
-    let Some((cluster, disk)) = member_on_small_disk(dir.path(), 512, &reserve) else {
+    let Some((cluster, disk)) = member_on_small_disk(dir.path(), 512, &reserve, &[]) else {
         return;
     };
     let endpoints = cluster.endpoints();
@@ -588,7 +588,7 @@ fn a_nearly_full_disk_raises_nospace_and_writes_resume_once_freed_and_disarmed()
 #[test]
 fn a_disk_that_really_fills_loses_no_acknowledged_write_and_the_member_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some((mut cluster, disk)) = member_on_small_disk(dir.path(), 256, "0") else {
+    let Some((mut cluster, disk)) = member_on_small_disk(dir.path(), 256, "0", &[]) else {
         return;
     };
     let endpoints = cluster.endpoints();
@@ -657,12 +657,23 @@ fn a_disk_that_really_fills_loses_no_acknowledged_write_and_the_member_recovers(
 /// free, and `/metrics` says why. Needs root for the small file system, as above.
 #[test]
 fn a_disk_too_full_for_the_next_compaction_raises_nospace() {
-    /// The server's memtables (64 MiB), of which level 0 takes four before a compaction.
+    /// Level 0 takes four tables before a compaction into level 1.
     const TABLE: u64 = 64 << 20;
+    /// Puts between snapshots. A snapshot flushes the memtable (so each level-0 table holds
+    /// this many puts), compacts the Raft log and replaces the previous snapshot, whose links
+    /// kept the tables compacted since: each frees space. Often and small, they keep those
+    /// jumps in free space small and known.
+    const SNAPSHOT_PUTS: u64 = 256;
+    /// The bytes of that many puts (64 KiB values).
+    const SNAPSHOT_BYTES: u64 = SNAPSHOT_PUTS * (64 << 10);
     let dir = tempfile::tempdir().expect("tempdir");
-    // Room for a memtable's table.
-    let reserve = 2 * TABLE;
-    let Some((cluster, disk)) = member_on_small_disk(dir.path(), 2048, &reserve.to_string()) else {
+    let reserve = 2 * SNAPSHOT_BYTES;
+    let Some((cluster, disk)) = member_on_small_disk(
+        dir.path(),
+        2048,
+        &reserve.to_string(),
+        &["--snapshot-count", &SNAPSHOT_PUTS.to_string()],
+    ) else {
         return;
     };
     let endpoints = cluster.endpoints();
@@ -684,14 +695,14 @@ fn a_disk_too_full_for_the_next_compaction_raises_nospace() {
         let mut c = wait_ready(&endpoints[0]).await;
         // Keys over 256 names, so that every table overlaps every other: a compaction must
         // rewrite them all rather than move them down as they are. Every version stays (no
-        // MVCC compaction), so level 1 holds all of them once level 0 was compacted into it;
-        // then three more tables in level 0 (the fourth starts a compaction). No compaction
-        // may be due or running when the disk is filled, or its new tables would take the
-        // room: level 0 below four tables, level 1 within its 256 MiB target (a compaction's
-        // inputs stay in their level until it is installed).
+        // MVCC compaction), so level 1 holds all of them once level 0 was compacted into it
+        // (three times: 192 MiB); then three more tables in level 0 (the fourth starts a
+        // compaction). No compaction may be due or running when the disk is filled, or its new
+        // tables would take the room: level 0 below four tables, level 1 within its 256 MiB
+        // target (a compaction's inputs stay in their level until it is installed).
         let mut i = 0u64;
         let deadline = Instant::now() + Duration::from_secs(180);
-        while !(3 * TABLE..=4 * TABLE).contains(&level("strata_lsm_level_bytes", 1))
+        while !(5 * TABLE / 2..=4 * TABLE).contains(&level("strata_lsm_level_bytes", 1))
             || level("strata_lsm_level_tables", 0) != 3
         {
             assert!(
@@ -705,13 +716,24 @@ fn a_disk_too_full_for_the_next_compaction_raises_nospace() {
                 .expect("put with room");
             i += 1;
         }
-        // Less free than the compaction's inputs, more than the reserve plus what the fourth
-        // table takes (its log entries, then the table).
-        disk.fill_to(reserve + 4 * TABLE);
-        // Only as many writes as switch the memtable out (a flush waiting or running holds it
-        // in the count): the fourth table then starts the compaction, which must be held
-        // back. Writing on while it flushes would take the room the reserve guards (a debug
-        // build flushes slowly), and NOSPACE must not come from the reserve.
+        // Less free than the next compaction's inputs (levels 0 and 1 as they are now, and
+        // the fourth table) by more than a snapshot may free meanwhile (the log, the previous
+        // snapshot's flushed memtable, the tables the last compaction replaced: when CI took a
+        // snapshot every 256 MiB of log, one freed enough for the compaction to run); more
+        // than the reserve plus what the fourth table takes (its log entries, the table, and
+        // the snapshot's copy of it).
+        let inputs = level("strata_lsm_level_bytes", 0) + level("strata_lsm_level_bytes", 1);
+        let free = inputs - 6 * SNAPSHOT_BYTES;
+        assert!(
+            free > reserve + 4 * SNAPSHOT_BYTES,
+            "{inputs} bytes of inputs leave too little room above the reserve"
+        );
+        disk.fill_to(free);
+        // Only as many writes as make the fourth table (at the next snapshot, or should the
+        // memtable fill first, once it is switched out: a flush waiting or running holds it in
+        // the count), which starts the compaction that must be held back. Writing on while it
+        // flushes would take the room the reserve guards (a debug build flushes slowly), and
+        // NOSPACE must not come from the reserve.
         let deadline = Instant::now() + Duration::from_secs(120);
         while metric(&addr, "strata_lsm_memtable_bytes") < TABLE
             && level("strata_lsm_level_tables", 0) < 4
@@ -813,9 +835,14 @@ fn http_get(addr: &str, path: &str) -> String {
 }
 
 /// One member whose data directory is on a tmpfs of `mib` MiB under `dir`, started with
-/// `--disk-reserve-bytes reserve`; `None` (the test skipped, and says so) when not root. Drop
-/// the cluster before the disk.
-fn member_on_small_disk(dir: &Path, mib: u64, reserve: &str) -> Option<(Cluster, SmallDisk)> {
+/// `--disk-reserve-bytes reserve` and `flags`; `None` (the test skipped, and says so) when
+/// not root. Drop the cluster before the disk.
+fn member_on_small_disk(
+    dir: &Path,
+    mib: u64,
+    reserve: &str,
+    flags: &[&str],
+) -> Option<(Cluster, SmallDisk)> {
     let disk = match SmallDisk::mount(&dir.join("disk"), mib) {
         Ok(disk) => disk,
         Err(e) if !is_root() => {
@@ -833,7 +860,7 @@ fn member_on_small_disk(dir: &Path, mib: u64, reserve: &str) -> Option<(Cluster,
         &program,
         dir,
         vec![spec],
-        &["--disk-reserve-bytes", reserve],
+        &[&["--disk-reserve-bytes", reserve], flags].concat(),
     );
     Some((cluster, disk))
 }
