@@ -508,19 +508,26 @@ fn check_perf(program: &[&str], name: &str, load: &str) {
         }
     };
     let text = String::from_utf8_lossy(&out.stdout);
-    // The verdict lines, without what the progress bar etcdctl draws left before them.
-    let lines: Vec<&str> = text
+    // The verdict lines, without what the progress bar etcdctl draws left before them. Two of
+    // check perf's failures have no "FAIL:" of their own ("Slowest request took too long:
+    // 0.78s", "Stddev too high: 0.12s"): they get one here.
+    const UNMARKED_FAILURES: [&str; 2] = ["Slowest request took too long", "Stddev too high"];
+    let lines: Vec<String> = text
         .split(['\n', '\r'])
         .filter_map(|l| {
-            let at = [l.find("PASS"), l.find("FAIL")]
-                .into_iter()
-                .flatten()
-                .min()?;
-            Some(l[at..].trim())
+            let marked = [l.find("PASS"), l.find("FAIL")].into_iter().flatten();
+            let unmarked = UNMARKED_FAILURES.iter().filter_map(|f| l.find(f));
+            let at = marked.chain(unmarked).min()?;
+            let line = l[at..].trim();
+            Some(if line.starts_with("PASS") || line.starts_with("FAIL") {
+                line.to_owned()
+            } else {
+                format!("FAIL: {line}")
+            })
         })
         .collect();
-    let verdict = match lines.last() {
-        Some(&"PASS") if out.status.success() => "PASS",
+    let verdict = match lines.last().map(String::as_str) {
+        Some("PASS") if out.status.success() => "PASS",
         _ => "FAIL",
     };
     println!("BENCH check_perf_{load}_{name} {verdict}");
