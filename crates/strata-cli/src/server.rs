@@ -24,8 +24,14 @@ pub struct DevArgs {
     pub log_level: LogLevel,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// The multi-threaded runtime, with `workers` worker threads (Tokio's default, one per core
+/// or `TOKIO_WORKER_THREADS`, when `None`).
+fn runtime(workers: Option<std::num::NonZeroUsize>) -> Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers.get());
+    }
+    builder
         .enable_all()
         .build()
         .context("start the Tokio runtime")
@@ -73,8 +79,9 @@ async fn stopped() {
 /// `strata server`: runs one member until Ctrl-C or SIGTERM.
 pub fn server(args: ServerArgs) -> Result<()> {
     init_log(args.log_level);
+    let workers = args.worker_threads;
     let config = ServerConfig::from_args(args)?;
-    runtime()?.block_on(async move {
+    runtime(workers)?.block_on(async move {
         let name = config.name.clone();
         let server = Server::start(config)
             .await
@@ -154,7 +161,7 @@ pub fn dev(args: DevArgs) -> Result<()> {
             ServerConfig::from_args(args)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    runtime()?.block_on(async move {
+    runtime(None)?.block_on(async move {
         let mut servers = Vec::new();
         let mut endpoints = Vec::new();
         let members = configs.len();

@@ -195,13 +195,28 @@ fn long_flags_are_etcds_plus_stratas_own() {
         .iter()
         .map(|(f, _)| (*f).to_owned())
         .collect();
-    // Strata's own: the Kvdb service's token, and the free-space reserve behind NOSPACE.
+    // Strata's own: the Kvdb service's token, the free-space reserve behind NOSPACE, and
+    // the runtime's threads (etcd's counterpart is GOMAXPROCS, a variable).
     expected.extend([
         "kvdb-token-file".to_owned(),
         "disk-reserve-bytes".to_owned(),
+        "worker-threads".to_owned(),
     ]);
     expected.sort();
     assert_eq!(flags, expected);
+}
+
+#[test]
+fn worker_threads_default_to_the_runtimes_choice_and_must_be_positive() {
+    assert_eq!(parse(&[]).expect("an empty line").worker_threads, None);
+    let one = parse(&["--worker-threads", "1"]).expect("1 is valid");
+    assert_eq!(one.worker_threads.map(std::num::NonZeroUsize::get), Some(1));
+    for bad in ["0", "-1", "two"] {
+        assert!(
+            parse(&["--worker-threads", bad]).is_err(),
+            "--worker-threads {bad} was accepted"
+        );
+    }
 }
 
 #[test]

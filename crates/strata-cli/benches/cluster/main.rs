@@ -20,6 +20,12 @@
 //! same for both systems) narrows every ratio towards 1; it allocates with mimalloc, as the
 //! `strata` binary does, which took a quarter off that cost.
 //!
+//! Each member gets its share of the machine's cores for its runtime (`--member-threads`,
+//! default a third of the cores, at least 1): the same number in `GOMAXPROCS` for etcd's Go
+//! runtime and in `STRATA_WORKER_THREADS` for Strata's Tokio workers, both set for both
+//! systems. Left at one per core, three members and the generator contend for two cores with
+//! seven runtimes' worth of threads.
+//!
 //! Clients share `--connections` HTTP/2 connections (default 100, and never more than there
 //! are clients), spread over the three members in turn, as a client library balancing over
 //! its endpoints does: requests that reach a follower are forwarded by it, in both systems.
@@ -586,6 +592,21 @@ fn print_point(prefix: &str, name: &str, point: Point) {
     }
 }
 
+/// Each member's share of the machine's cores, at least one: three members share them.
+fn member_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 3).max(1))
+}
+
+/// The `env` prefix that gives a member `threads` threads for its runtime, whichever system
+/// it is: `GOMAXPROCS` for etcd (Go), `STRATA_WORKER_THREADS` for Strata (Tokio's workers).
+fn member_env(threads: usize) -> Vec<String> {
+    vec![
+        "env".to_owned(),
+        format!("GOMAXPROCS={threads}"),
+        format!("STRATA_WORKER_THREADS={threads}"),
+    ]
+}
+
 fn main() {
     let args = Args::from_env();
     if args.has("--large") {
@@ -622,9 +643,26 @@ fn main() {
     let compare = baseline.is_some();
     let etcd = baseline.as_ref().is_some_and(|b| b.name == "etcd");
     let their_name = baseline.as_ref().map_or("", |b| b.name);
-    let their_program = baseline.as_ref().map_or_else(Vec::new, Baseline::command);
+    let threads = args
+        .value("--member-threads")
+        .unwrap_or_else(member_threads);
+    assert!(threads > 0, "--member-threads: at least 1");
+    println!(
+        "each member runs with {threads} runtime thread(s): GOMAXPROCS={threads} and \
+         STRATA_WORKER_THREADS={threads}, for both systems"
+    );
+    let env = member_env(threads);
+    let with_env = |program: Vec<&str>| -> Vec<String> {
+        env.iter()
+            .cloned()
+            .chain(program.into_iter().map(str::to_owned))
+            .collect()
+    };
+    let their_program = with_env(baseline.as_ref().map_or_else(Vec::new, Baseline::command));
+    let their_program: Vec<&str> = their_program.iter().map(String::as_str).collect();
     let their_prefix = format!("{their_name}_cluster");
-    let strata = [env!("CARGO_BIN_EXE_strata"), "server"];
+    let strata = with_env(vec![env!("CARGO_BIN_EXE_strata"), "server"]);
+    let strata: Vec<&str> = strata.iter().map(String::as_str).collect();
 
     // ours[w][c] and theirs[w][c]: one point per round.
     let mut ours = vec![vec![Vec::new(); client_counts.len()]; workloads.len()];
