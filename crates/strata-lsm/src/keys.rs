@@ -34,7 +34,45 @@ pub const INTERNAL_KEY_OVERHEAD_BYTES: usize = TERMINATOR.len() + TRAILER_BYTES;
 /// The length of `user_key` once escaped (every `0x00` byte takes two).
 #[inline]
 pub fn escaped_len(user_key: &[u8]) -> usize {
-    user_key.len() + user_key.iter().filter(|&&b| b == 0).count()
+    user_key.len() + count_zeros(user_key)
+}
+
+/// Zero bytes a key may hold and still be escaped a run at a time: past them, the rest is
+/// escaped a byte at a time. Keys from layers above hold a few (strata-mvcc's data keys: the
+/// two of their key's terminator); a key full of them would cost a search per zero.
+const SPARSE_ZEROS: usize = 8;
+
+/// The zero bytes of `bytes`. The first [`SPARSE_ZEROS`] are found with `memchr` (a key
+/// with none or a few, the common case, costs a search per zero); past them, the rest is
+/// counted eight bytes at a time. A per-byte `filter().count()` cost about 0.45 ns a byte
+/// (130 ns for a 275-byte key), and it ran several times per written key.
+#[inline]
+fn count_zeros(bytes: &[u8]) -> usize {
+    let mut seen = 0;
+    for at in memchr::memchr_iter(0, bytes) {
+        seen += 1;
+        if seen == SPARSE_ZEROS {
+            return seen + count_zeros_dense(&bytes[at + 1..]);
+        }
+    }
+    seen
+}
+
+/// The zero bytes of `bytes`, eight at a time: the high bit of each byte of `found` is set
+/// exactly when that byte of the word is zero (no carry crosses bytes: each byte's low seven
+/// bits plus `0x7F` stay below `0x100`).
+fn count_zeros_dense(bytes: &[u8]) -> usize {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let mut words = bytes.chunks_exact(8);
+    let mut zeros = 0;
+    for word in &mut words {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(word);
+        let x = u64::from_ne_bytes(eight);
+        let found = !(((x & LOW7) + LOW7) | x | LOW7);
+        zeros += found.count_ones() as usize;
+    }
+    zeros + words.remainder().iter().filter(|&&b| b == 0).count()
 }
 
 /// Appends `bytes` to `out` with each zero byte escaped (`0x00 0xFF`), as internal keys hold
@@ -42,19 +80,31 @@ pub fn escaped_len(user_key: &[u8]) -> usize {
 /// sorts below `0xFF` after it makes no escaped key a prefix of another. For layers above that
 /// lay out ordered keys of their own the same way (strata-mvcc's data keys).
 ///
-/// Keys without zero bytes, the common case, are one copy. Otherwise the output is sized once,
-/// filled with the escape byte, and each input byte written at its place (a zero skips the
-/// escape after it): no branch that depends on the data, so keys full of zero bytes cost
-/// about as little per byte.
+/// The bytes between zeros are copied a run at a time, each zero found with `memchr`: a key
+/// with none is one copy, one with a few (a data key's terminator) a few. Past
+/// [`SPARSE_ZEROS`] zeros the rest is written a byte at a time with no branch on the data
+/// (each byte at its place in an output filled with the escape byte), so a key full of zero
+/// bytes costs about a nanosecond a byte rather than a search per zero.
 #[inline]
 pub fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    let zeros = bytes.iter().filter(|&&b| b == 0).count();
-    if zeros == 0 {
-        out.extend_from_slice(bytes);
-        return;
+    out.reserve(bytes.len() + SPARSE_ZEROS);
+    let mut start = 0;
+    for (seen, at) in memchr::memchr_iter(0, bytes).enumerate() {
+        if seen == SPARSE_ZEROS {
+            push_escaped_dense(out, &bytes[start..]);
+            return;
+        }
+        out.extend_from_slice(&bytes[start..=at]);
+        out.push(ZERO_ESCAPE);
+        start = at + 1;
     }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// [`push_escaped`] a byte at a time, for keys with many zero bytes.
+fn push_escaped_dense(out: &mut Vec<u8>, bytes: &[u8]) {
     let start = out.len();
-    out.resize(start + bytes.len() + zeros, ZERO_ESCAPE);
+    out.resize(start + escaped_len(bytes), ZERO_ESCAPE);
     let escaped = &mut out[start..];
     let mut at = 0;
     for &b in bytes {
@@ -230,6 +280,31 @@ mod tests {
             let mut back = prefix.clone();
             prop_assert!(push_unescaped(&mut back, &escaped[prefix.len()..]));
             prop_assert_eq!(&back[prefix.len()..], &bytes[..]);
+        }
+
+        /// Keys with no zero byte, a few (escaped a run at a time) and more than a few (the
+        /// rest a byte at a time) escape as the format says, and their escaped length is
+        /// counted right on both sides of the switch.
+        #[test]
+        fn escaping_follows_the_format_at_every_count_of_zeros(
+            mut bytes in proptest::collection::vec(1u8.., 0..300),
+            zeros in proptest::collection::vec(any::<proptest::sample::Index>(), 0..2 * SPARSE_ZEROS + 2),
+        ) {
+            for at in zeros {
+                let i = at.index(bytes.len() + 1);
+                bytes.insert(i, 0);
+            }
+            let mut escaped = b"p".to_vec();
+            push_escaped(&mut escaped, &bytes);
+            let mut want = b"p".to_vec();
+            for &b in &bytes {
+                want.push(b);
+                if b == 0 {
+                    want.push(0xff);
+                }
+            }
+            prop_assert_eq!(&escaped, &want);
+            prop_assert_eq!(escaped_len(&bytes), want.len() - 1);
         }
 
         /// A zero byte not followed by the escape is refused, and leaves the output as it was.

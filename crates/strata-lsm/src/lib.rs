@@ -169,7 +169,7 @@ pub use cache::LruBlockCache;
 pub use compaction::CompactionOptions;
 pub use db::{Capture, Db, LevelStats, LiveFile, Options, Snapshot, Stats, WriteOptions};
 pub use error::{Error, Result};
-pub use keys::{push_escaped, push_unescaped};
+pub use keys::{escaped_len, push_escaped, push_unescaped};
 pub use manifest::FileMeta;
 pub use prefix::{PREFIX_PROPERTY, PrefixExtractor};
 pub use scan::{Direction, prefix_bounds};

@@ -66,9 +66,9 @@ fn data_key_prefix_len(key: &[u8]) -> Option<usize> {
 
 /// The data keyspace's prefix of every version of `key`.
 pub fn data_prefix(key: &[u8]) -> Vec<u8> {
-    let zeros = key.iter().filter(|&&b| b == 0).count();
     // Room for the revision too: `data_key` appends it.
-    let mut out = Vec::with_capacity(1 + key.len() + zeros + TERMINATOR.len() + REVISION_BYTES);
+    let mut out =
+        Vec::with_capacity(1 + strata_lsm::escaped_len(key) + TERMINATOR.len() + REVISION_BYTES);
     out.push(DATA);
     strata_lsm::push_escaped(&mut out, key);
     out.extend_from_slice(&TERMINATOR);
