@@ -1,4 +1,4 @@
-//! The arena: one zeroed mapping, bump-allocated by atomic fetch-and-add, freed whole.
+//! The arena: one mapping, bump-allocated by atomic fetch-and-add, freed whole.
 //!
 //! The mapping is reserved whole but costs memory only as it fills: an anonymous mapping is
 //! the operating system's fresh zero pages, resident once written (`tests/resident.rs` checks
@@ -7,22 +7,37 @@
 //! a `memset`, which makes the whole capacity resident at once and costs a pass over it for
 //! every new memtable (it took an eighth of the server's CPU under mimalloc).
 //!
+//! A dropped arena's mapping is kept for the next arena of its size ([`SPARE`], one per
+//! process), as it is: a store switches to a new memtable at every flush, and faulting a fresh
+//! mapping in again, each page zeroed by the kernel, took 4 to 7% of a member's CPU under a
+//! steady stream of writes. The cost is memory: the spare stays resident as far as its last
+//! memtable filled it.
+//!
 //! All of the crate's `unsafe` is here: the skiplist (`memtable.rs`) reads and writes its nodes
 //! only through this module's accessors (`write`, `bytes`, `read_u32`, `atomic_u64`...). The
 //! rules that make it sound:
 //!
-//! 1. Memory is mapped once, zeroed, and unmapped only when the arena is dropped; nothing in it
-//!    ever moves. References into it therefore live as long as `&Arena`.
+//! 1. Memory is mapped once and unmapped (or handed to the next arena) only when the arena is
+//!    dropped; nothing in it ever moves. References into it therefore live as long as
+//!    `&Arena`. Its bytes are initialized: zero pages, or what a previous arena wrote.
 //! 2. Allocation hands each caller a disjoint range (`fetch_add` on the offset), so a writer
 //!    filling a fresh range aliases nothing.
 //! 3. Bytes other than atomics are written only before the range is published (by a
 //!    `Release` compare-and-swap of its offset into a tower), and read only after it is
-//!    observed (by an `Acquire` load). Towers are `AtomicU64`s from the start: the memory is
-//!    zeroed, and an all-zero `AtomicU64` is a valid value.
+//!    observed (by an `Acquire` load). Towers are `AtomicU64`s from the start: every bit
+//!    pattern is a valid `AtomicU64`. A fresh range may hold a previous arena's bytes, so the
+//!    skiplist writes every field and tower of a node it will read, the head's included,
+//!    before anyone can see it.
 #![allow(unsafe_code)]
 
 use std::ptr::NonNull;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// The mapping of the last arena dropped in this process, for the next arena of its size
+/// (any other size maps afresh and lets it go). One, so that what it holds is bounded by one
+/// memtable's capacity.
+static SPARE: Mutex<Option<memmap2::MmapMut>> = Mutex::new(None);
 
 /// Every allocation is aligned to this (enough for `u64` and `AtomicU64`).
 pub(crate) const ALIGN: usize = 8;
@@ -31,9 +46,10 @@ pub(crate) struct Arena {
     ptr: NonNull<u8>,
     capacity: usize,
     used: AtomicUsize,
-    /// Owns the memory `ptr` points into; unmapped on drop. Never accessed through this field
-    /// after `new` (all access goes through `ptr`, under the module's rules).
-    _map: memmap2::MmapMut,
+    /// Owns the memory `ptr` points into; on drop, becomes the [`SPARE`] (and the spare
+    /// before it is unmapped). Never accessed through this field after `new` but by `drop`
+    /// (all access goes through `ptr`, under the module's rules).
+    map: Option<memmap2::MmapMut>,
 }
 
 // SAFETY: the arena is a block of memory accessed only under the rules in the module docs:
@@ -41,6 +57,22 @@ pub(crate) struct Arena {
 unsafe impl Send for Arena {}
 // SAFETY: as above; shared access never produces a data race.
 unsafe impl Sync for Arena {}
+
+impl Drop for Arena {
+    /// The mapping becomes the spare. Nothing refers into it any more: references into the
+    /// arena borrow `&self`.
+    fn drop(&mut self) {
+        let Some(map) = self.map.take() else {
+            return;
+        };
+        let previous = match SPARE.lock() {
+            Ok(mut spare) => spare.replace(map),
+            Err(_) => Some(map),
+        };
+        // Unmapped outside the lock.
+        drop(previous);
+    }
+}
 
 impl std::fmt::Debug for Arena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,14 +84,33 @@ impl std::fmt::Debug for Arena {
 }
 
 impl Arena {
-    /// A zeroed arena of `capacity` bytes (rounded up to the alignment; at most `u32::MAX`, since
-    /// offsets are `u32`). Offset 0 is reserved as "null".
+    /// An arena of `capacity` bytes (rounded up to the alignment; at most `u32::MAX`, since
+    /// offsets are `u32`): the spare mapping if it has that size, else a fresh one. Offset 0 is
+    /// reserved as "null". Its bytes are not necessarily zero (rule 3).
     pub fn new(capacity: usize) -> Self {
         // Round down at the top, so every offset and every `offset + length` fits in a `u32`.
         let capacity = capacity
             .clamp(64, u32::MAX as usize & !(ALIGN - 1))
             .next_multiple_of(ALIGN);
-        let mut map = match memmap2::MmapMut::map_anon(capacity) {
+        let spare = SPARE.lock().map_or(None, |mut spare| spare.take());
+        let mut map = match spare {
+            Some(map) if map.len() == capacity => map,
+            // Unmapped here, outside the lock.
+            _ => Self::map(capacity),
+        };
+        // A mapping is page-aligned, so ALIGN-aligned.
+        let ptr = NonNull::new(map.as_mut_ptr()).expect("a mapping is never at address 0");
+        Self {
+            ptr,
+            capacity,
+            used: AtomicUsize::new(ALIGN),
+            map: Some(map),
+        }
+    }
+
+    /// A fresh mapping of `capacity` zero bytes.
+    fn map(capacity: usize) -> memmap2::MmapMut {
+        let map = match memmap2::MmapMut::map_anon(capacity) {
             Ok(map) => map,
             // As an allocation failure is: the process cannot go on without the memory.
             Err(e) => panic!("cannot map a memtable arena of {capacity} bytes: {e}"),
@@ -69,14 +120,7 @@ impl Arena {
         // they miss the TLB at every hop. Only a hint: without it the arena works the same.
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::HugePage);
-        // A mapping is page-aligned, so ALIGN-aligned.
-        let ptr = NonNull::new(map.as_mut_ptr()).expect("a mapping is never at address 0");
-        Self {
-            ptr,
-            capacity,
-            used: AtomicUsize::new(ALIGN),
-            _map: map,
-        }
+        map
     }
 
     /// Bytes allocated so far.

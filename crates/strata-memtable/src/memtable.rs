@@ -91,9 +91,12 @@ impl Memtable {
     pub fn with_capacity(capacity_bytes: usize) -> Self {
         // Room for the head node at least; a memtable this small holds almost nothing.
         let arena = Arena::new(capacity_bytes.max(CAPACITY_BYTES_MIN));
+        const HEAD_BYTES: usize = HEADER_BYTES as usize + 8 * HEIGHT_MAX;
         let head = arena
-            .alloc(HEADER_BYTES as usize + 8 * HEIGHT_MAX)
+            .alloc(HEAD_BYTES)
             .expect("the arena always has room for the head node");
+        // A reused arena holds its last memtable's bytes: the head's towers start empty.
+        arena.write(head, &[0; HEAD_BYTES]);
         arena.write(head + 14, &[HEIGHT_MAX as u8]);
         Self {
             arena,

@@ -50,7 +50,8 @@ fn an_arena_is_resident_only_as_far_as_it_is_filled() {
         (filled - before) / MIB
     );
     // The next memtable (a store switches to a new one at every flush) is not resident whole
-    // either: its memory is not the last one's, zeroed again.
+    // either: it reuses the last one's mapping as it is (tests/reuse.rs), which holds what
+    // the last one made resident and no more.
     drop(memtable);
     let freed = anon_bytes();
     let next = Memtable::with_capacity(256 * MIB as usize);
