@@ -654,7 +654,9 @@ fn a_disk_that_really_fills_loses_no_acknowledged_write_and_the_member_recovers(
 /// A disk with room above the reserve but less than the LSM's next compaction would take: the
 /// LSM holds that compaction back, and level 0 would only grow until writes stop with nothing
 /// said. The member raises NOSPACE instead, while the disk still has more than the reserve
-/// free, and `/metrics` says why. Needs root for the small file system, as above.
+/// free, and `/metrics` says why. Freed and disarmed at once, before the compaction's retry has
+/// seen the room, the alarm stays down and writes resume. Needs root for the small file system,
+/// as above.
 #[test]
 fn a_disk_too_full_for_the_next_compaction_raises_nospace() {
     /// Level 0 takes four tables before a compaction into level 1.
@@ -772,34 +774,53 @@ fn a_disk_too_full_for_the_next_compaction_raises_nospace() {
         assert_eq!(metric(&addr, "strata_lsm_compaction_no_space"), 1);
         c.get("big/000", None).await.expect("reads go on");
 
-        // Room again: the compaction's retry (each second) finds it, and then the alarm,
-        // disarmed, stays down and writes resume.
+        // Room again, and the alarm disarmed at once, as an operator would (`etcdctl alarm
+        // disarm`, each alarm by its member), before the compaction's retry (each second) has
+        // found the room: the alarm must stay down and writes resume, with no second disarm.
+        // (The held-back compaction, still recorded, is no cause once the disk has its room.)
         disk.free();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while metric(&addr, "strata_lsm_compaction_no_space") != 0 {
-            assert!(Instant::now() < deadline, "the compaction never found room");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            // As `etcdctl alarm disarm` does: each alarm raised, by its member.
-            let raised = c
-                .alarm(AlarmAction::Get, AlarmType::None, None)
+        let raised = c
+            .alarm(AlarmAction::Get, AlarmType::None, None)
+            .await
+            .expect("alarm list");
+        assert!(!raised.alarms().is_empty(), "NOSPACE was never listed");
+        for alarm in raised.alarms() {
+            let mut options = AlarmOptions::new();
+            options.with_member(alarm.member_id());
+            c.alarm(AlarmAction::Deactivate, alarm.alarm(), Some(options))
                 .await
-                .expect("alarm list");
-            for alarm in raised.alarms() {
-                let mut options = AlarmOptions::new();
-                options.with_member(alarm.member_id());
-                c.alarm(AlarmAction::Deactivate, alarm.alarm(), Some(options))
-                    .await
-                    .expect("disarm");
-            }
+                .expect("disarm");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
             match c.put("after", "1", None).await {
                 Ok(_) => break,
                 Err(e) => assert!(Instant::now() < deadline, "writes never resumed: {e}"),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The retry finds the room; nothing raises the alarm again meanwhile.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metric(&addr, "strata_lsm_compaction_no_space") != 0 {
+            assert!(Instant::now() < deadline, "the compaction never found room");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let raised = c
+            .alarm(AlarmAction::Get, AlarmType::None, None)
+            .await
+            .expect("alarm list");
+        assert!(
+            raised.alarms().is_empty(),
+            "an alarm came back after the disk was freed and disarmed: {:?}",
+            raised
+                .alarms()
+                .iter()
+                .map(|a| (a.member_id(), a.alarm()))
+                .collect::<Vec<_>>()
+        );
+        c.put("after", "2", None)
+            .await
+            .expect("a put after the compaction ran");
     });
     drop(cluster);
     drop(disk);

@@ -57,8 +57,9 @@ pub async fn physical_compaction(
 /// exceed the quota, or the data directory's file system has less free space than the
 /// reserve, or (with a reserve) less than the LSM needs for its next compaction: the LSM holds
 /// that compaction back, level 0 only grows, and writes would stop at its stop trigger with
-/// nothing said, however much free space the reserve check sees. Checked every
-/// 100 ms (`QUOTA_CHECK_INTERVAL`); a disarmed alarm whose cause remains is raised again.
+/// nothing said, however much free space the reserve check sees (but not once the disk has
+/// the room that compaction waits for again). Checked every 100 ms (`QUOTA_CHECK_INTERVAL`);
+/// a disarmed alarm whose cause remains is raised again.
 pub async fn quota(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     let quota = inner.config.quota_backend_bytes;
     let reserve = inner.config.disk_reserve_bytes;
@@ -78,10 +79,18 @@ pub async fn quota(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             tokio::task::spawn_blocking(move || {
                 let size = crate::maintenance::db_size_bytes(&inner);
                 let (free, held_back) = match reserve {
-                    Some(_) => (
-                        strata_fs::available_bytes(&inner.config.data_dir).ok(),
-                        inner.db.stats().compaction_no_space,
-                    ),
+                    Some(_) => {
+                        let free = strata_fs::available_bytes(&inner.config.data_dir).ok();
+                        let stats = inner.db.stats();
+                        // A compaction held back for room the disk has again is no cause: its
+                        // next try, within a second, runs it. Raised on it, the alarm would
+                        // come back right after an operator freed space and disarmed it.
+                        let room_again = matches!(
+                            (stats.compaction_no_space_needs, free),
+                            (Some(needs), Some(free)) if free >= needs
+                        );
+                        (free, stats.compaction_no_space.filter(|_| !room_again))
+                    }
                     None => (None, None),
                 };
                 (size, free, held_back)

@@ -581,7 +581,7 @@ impl Nemesis {
                 .await
             })?,
         };
-        rt.block_on(async {
+        let resumed = rt.block_on(async {
             let c = crate::cluster::client(&endpoints).await;
             for (member, alarm) in raised {
                 retry("disarm NOSPACE", || {
@@ -607,8 +607,51 @@ impl Nemesis {
                 }
             })
             .await
-        })
+        });
+        resumed.map_err(|e| format!("{e}; {}", self.disk_report(rt, &endpoints)))
     }
+
+    /// What a NOSPACE that outlives its fault is made of: the alarms raised now, and each
+    /// member's free space, the bytes under its data directory, and what its log last said
+    /// about NOSPACE.
+    fn disk_report(&self, rt: &tokio::runtime::Runtime, endpoints: &[String]) -> String {
+        let alarms = rt.block_on(async {
+            let mut c = crate::cluster::client(endpoints).await;
+            alarms(&mut c).await
+        });
+        let mut report = format!("alarms now: {alarms:?}");
+        for &m in &self.active {
+            let spec = &self.cluster.members[m].spec;
+            let free = self
+                .disks
+                .get(self.slot_of[&m])
+                .map_or_else(|| "-".to_owned(), |d| d.available().to_string());
+            let log = self.cluster.log(m);
+            let said: Vec<&str> = log.lines().filter(|l| l.contains("NOSPACE")).collect();
+            let said = said[said.len().saturating_sub(2)..].join(" | ");
+            report.push_str(&format!(
+                "; {}: {free} bytes free, {} bytes in its data directory, its log: {said}",
+                spec.name,
+                tree_bytes(&spec.data_dir),
+            ));
+        }
+        report
+    }
+}
+
+/// The bytes of the files under `dir`, however deep (0 for what cannot be read).
+fn tree_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => tree_bytes(&entry.path()),
+            Ok(_) => entry.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// `step` until it succeeds, for at most [`MEMBERSHIP_TIMEOUT`].

@@ -128,7 +128,11 @@ impl Inner {
                     // Room now: nothing is held back while it runs (a large one takes a while,
                     // and a server would keep its writes refused meanwhile). Set again if it
                     // meets a full disk.
-                    self.state.lock().compaction_no_space = None;
+                    {
+                        let mut state = self.state.lock();
+                        state.compaction_no_space = None;
+                        state.compaction_no_space_needs = None;
+                    }
                     self.run_compaction(&plan, Vec::new(), None)?;
                 }
             }
@@ -143,12 +147,16 @@ impl Inner {
     fn room_for(&self, plan: &Plan) -> Result<()> {
         let needed: u64 = plan.inputs.iter().map(|f| f.size).sum();
         match strata_fs::available_bytes(&self.dir) {
-            Ok(free) if free < needed => Err(crate::Error::NoSpace {
-                path: self.dir.clone(),
-                cause: format!(
-                    "a compaction of {needed} bytes of tables held back: {free} bytes free"
-                ),
-            }),
+            Ok(free) if free < needed => {
+                // What the flusher's `compaction_no_space` will wait for.
+                self.state.lock().compaction_no_space_needs = Some(needed);
+                Err(crate::Error::NoSpace {
+                    path: self.dir.clone(),
+                    cause: format!(
+                        "a compaction of {needed} bytes of tables held back: {free} bytes free"
+                    ),
+                })
+            }
             _ => Ok(()),
         }
     }

@@ -131,6 +131,7 @@ impl Inner {
                     if !due {
                         // Done by a manual compaction, say: nothing is held back any more.
                         state.compaction_no_space = None;
+                        state.compaction_no_space_needs = None;
                     }
                     if due || !state.immutables.is_empty() {
                         break;
@@ -145,7 +146,9 @@ impl Inner {
                 match self.compact_once() {
                     Ok(true) => {
                         // It ran, or none was due.
-                        self.state.lock().compaction_no_space = None;
+                        let mut state = self.state.lock();
+                        state.compaction_no_space = None;
+                        state.compaction_no_space_needs = None;
                         Ok(())
                     }
                     Ok(false) => {

@@ -264,6 +264,9 @@ struct State {
     /// `ENOSPC` while writing its tables); cleared once a compaction finds room or none is due. Not
     /// cleared by a flush, unlike `no_space`: while it stays, level 0 only grows.
     compaction_no_space: Option<String>,
+    /// While `compaction_no_space` holds because the disk had less free space than the
+    /// compaction's inputs: those bytes, the room it waits for (`None` for a write that failed).
+    compaction_no_space_needs: Option<u64>,
     closing: bool,
     /// Sequence numbers pinned by live snapshots, with counts.
     snapshots: BTreeMap<u64, usize>,

@@ -291,6 +291,7 @@ fn assemble(
             background_error: None,
             no_space: None,
             compaction_no_space: None,
+            compaction_no_space_needs: None,
             closing: false,
             snapshots: BTreeMap::new(),
             generation: 0,

@@ -77,6 +77,10 @@ impl Db {
             no_space_retries: load(&c.no_space_retries),
             memtable_prefix_skips: load(&c.memtable_prefix_skips),
             compaction_no_space: state.compaction_no_space.clone(),
+            compaction_no_space_needs: state
+                .compaction_no_space
+                .as_ref()
+                .and(state.compaction_no_space_needs),
         }
     }
 }
@@ -137,6 +141,12 @@ pub struct Stats {
     /// set, level 0 only grows, and writes wait once it reaches `l0_stop_trigger`: a server
     /// stops taking writes on it (Strata's raises NOSPACE).
     pub compaction_no_space: Option<String>,
+    /// While [`compaction_no_space`](Self::compaction_no_space) is set because the disk had
+    /// less free space than the compaction's input tables hold: those bytes, the free space it
+    /// waits for (`None` when the cause was a write that failed). Once the disk has that much,
+    /// the compaction's next try (within a second) runs it: a caller that finds the room there
+    /// already need not wait for that try to treat the store as unblocked.
+    pub compaction_no_space_needs: Option<u64>,
 }
 
 impl Stats {
