@@ -5,20 +5,9 @@
 
 use strata_memtable::{Memtable, ValueKind};
 
-/// `RssAnon` of this process, in bytes.
-fn anon_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("RssAnon:"))
-        .expect("RssAnon");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("a number");
-    kib * 1024
-}
+mod support;
+
+use support::anon_bytes;
 
 #[test]
 fn an_arena_is_resident_only_as_far_as_it_is_filled() {

@@ -7,20 +7,9 @@ use std::ops::Bound;
 
 use strata_memtable::{Memtable, SEQ_MAX, ValueKind};
 
-/// `RssAnon` of this process, in bytes.
-fn anon_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("RssAnon:"))
-        .expect("RssAnon");
-    let kib: usize = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("a number");
-    kib * 1024
-}
+mod support;
+
+use support::anon_bytes;
 
 #[test]
 fn the_next_memtable_reuses_the_last_ones_memory_and_holds_none_of_its_entries() {
@@ -94,8 +83,8 @@ fn the_next_memtable_reuses_the_last_ones_memory_and_holds_none_of_its_entries()
     // The same amount of entries again came from the pages the first memtable made resident.
     // A fresh mapping would have added about 33 MiB.
     assert!(
-        refilled < after_drop + 8 * MIB,
+        refilled < after_drop + 8 * MIB as u64,
         "refilling a reused arena made {} MiB more resident",
-        refilled.saturating_sub(after_drop) / MIB
+        refilled.saturating_sub(after_drop) / MIB as u64
     );
 }
