@@ -120,6 +120,9 @@ pub struct Nemesis {
     /// failed, no quorum say): the next replacement fills one rather than removing another
     /// member, so that failed replacements never shrink the cluster.
     vacant: Vec<usize>,
+    /// When the faults began (each fault is logged with its time from here, to line it up
+    /// with the members' logs).
+    started: Instant,
 }
 
 impl Nemesis {
@@ -145,6 +148,7 @@ impl Nemesis {
             problems: Vec::new(),
             stopped_on_full_disk: 0,
             vacant: Vec::new(),
+            started: Instant::now(),
         };
         nemesis.share_endpoints();
         nemesis
@@ -192,12 +196,14 @@ impl Nemesis {
             std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
             return;
         }
+        self.started = Instant::now();
         std::thread::sleep(self.gap());
         while Instant::now() < deadline {
             let fault = kinds[self.rng.random_range(0..kinds.len())];
             if self.inject(rt, fault) {
                 *self.faults.entry(fault).or_insert(0) += 1;
             }
+            self.restart_the_ended();
             std::thread::sleep(self.gap());
         }
         // Proxies learn who dials whom from what passes through them: cuts that never held a
@@ -232,6 +238,26 @@ impl Nemesis {
         self.problems.push(what);
     }
 
+    /// Members whose process ended when no fault of this run ended it (a crash: a panic, a
+    /// signal, an exit on an error): each is a problem, said with how it ended and its last
+    /// log lines, and is started again so that the run goes on.
+    fn restart_the_ended(&mut self) {
+        for m in self.active.clone() {
+            let Some(status) = self.cluster.exited(m) else {
+                continue;
+            };
+            let name = self.cluster.members[m].spec.name.clone();
+            let log = self.cluster.log(m);
+            let lines: Vec<&str> = log.lines().collect();
+            let last = lines[lines.len().saturating_sub(5)..].join(" | ");
+            self.problem(format!(
+                "{name} ended by itself ({status}); its log ends: {last}"
+            ));
+            let active = self.active.clone();
+            self.cluster.restart_among(m, &active);
+        }
+    }
+
     /// One fault, held for a while and undone; false if it could not be made (no leader).
     fn inject(&mut self, rt: &tokio::runtime::Runtime, fault: Fault) -> bool {
         let held = Duration::from_millis(200 + self.rng.random_range(0..2_800));
@@ -245,6 +271,12 @@ impl Nemesis {
             }
             _ => any,
         };
+        eprintln!(
+            "chaos: {:7.1} s: {} ({})",
+            self.started.elapsed().as_secs_f64(),
+            fault.short(),
+            self.cluster.members[leader].spec.name
+        );
         match fault {
             Fault::Kill | Fault::KillLeader => {
                 self.cluster.kill(leader);
@@ -563,7 +595,11 @@ impl Nemesis {
         if stopped {
             let log = self.cluster.log(m);
             let last = log.lines().last().unwrap_or("").to_owned();
-            eprintln!("chaos: {name} stopped on its full disk ({last}); restarted");
+            let status = self
+                .cluster
+                .exited(m)
+                .map_or_else(|| "gone".to_owned(), |s| s.to_string());
+            eprintln!("chaos: {name} stopped on its full disk ({status}; {last}); restarted");
             self.stopped_on_full_disk += 1;
             self.cluster.kill(m);
             let active = self.active.clone();

@@ -297,6 +297,15 @@ impl Cluster {
         self.members.len() - 1
     }
 
+    /// How member `i`'s process ended, if it has (without waiting; `None` while it runs or if
+    /// it was never started). It is reaped: a later call says `None`.
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let child = self.members[i].child.as_mut()?;
+        let status = child.try_wait().ok().flatten()?;
+        self.members[i].child = None;
+        Some(status)
+    }
+
     /// The process id of member `i`, if it runs (benches read its `/proc/<pid>/status`).
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.members[i].child.as_ref().map(Child::id)
