@@ -81,10 +81,10 @@ fn count_zeros_dense(bytes: &[u8]) -> usize {
 /// lay out ordered keys of their own the same way (strata-mvcc's data keys).
 ///
 /// The bytes between zeros are copied a run at a time, each zero found with `memchr`: a key
-/// with none is one copy, one with a few (a data key's terminator) a few. Past eight zeros
-/// the rest is written a byte at a time with no branch on the data
-/// (each byte at its place in an output filled with the escape byte), so a key full of zero
-/// bytes costs about a nanosecond a byte rather than a search per zero.
+/// with none is one copy, one with a few (a data key's terminator) a few. Past `SPARSE_ZEROS`
+/// (eight) zeros the rest is written a byte at a time with no branch on the data (each byte at
+/// its place in an output filled with the escape byte), so a key full of zero bytes costs about
+/// a nanosecond a byte rather than a search per zero.
 #[inline]
 pub fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() + SPARSE_ZEROS);

@@ -168,6 +168,11 @@ fn a_compaction_without_room_is_put_off_and_runs_once_there_is_room() {
         held_back.as_deref().is_some_and(|cause| !cause.is_empty()),
         "{held_back:?}"
     );
+    assert_eq!(
+        db.stats().compaction_no_space_needs,
+        None,
+        "a compaction whose write failed waits for no particular room"
+    );
     db.put(&[2], b"v", WriteOptions::default())
         .expect("the store stays writable");
     // A flush that succeeds does not clear it: the compaction is still held back.
@@ -183,6 +188,7 @@ fn a_compaction_without_room_is_put_off_and_runs_once_there_is_room() {
         assert!(Instant::now() < deadline, "still held back: {cause}");
         std::thread::sleep(Duration::from_millis(10));
     }
+    assert_eq!(db.stats().compaction_no_space_needs, None);
     for i in 0..3u8 {
         assert_eq!(db.get(&[i]).expect("get"), Some(b"v".to_vec()));
     }

@@ -122,7 +122,14 @@ impl Inner {
         };
         if let Some(plan) = plan {
             match plan.trivial_move() {
-                Some(table) => self.move_table(table, plan.output_level)?,
+                Some(table) => {
+                    if let Err(e) = self.move_table(table, plan.output_level) {
+                        // A move that fails (its manifest write) waits for no particular room:
+                        // what an earlier held-back try needed is not this failure's.
+                        self.state.lock().compaction_no_space_needs = None;
+                        return Err(e);
+                    }
+                }
                 None => {
                     self.room_for(&plan)?;
                     // Room now: nothing is held back while it runs (a large one takes a while,
