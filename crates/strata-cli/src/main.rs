@@ -10,8 +10,10 @@
 //! Output is for people by default and JSON with `--json` (`-w json|table|simple` for `kv`,
 //! as etcdctl); commands that read never create anything; long work shows progress on a
 //! terminal. Errors go to stderr as `strata: error: ...`; the exit codes are [`EXIT_FAILURE`]
-//! and clap's 2 for a usage error; a closed stdout ends a command quietly with 0.
+//! and clap's 2 for a usage error; a closed stdout ends a command quietly with 0. A signal that
+//! ends the process says so on stderr first (`fatal.rs`).
 
+mod fatal;
 mod kv;
 mod lsm;
 mod output;
@@ -130,6 +132,7 @@ fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
 }
 
 fn main() {
+    fatal::install();
     let cli = Cli::parse();
     progress::set_quiet(cli.quiet);
     let result = match cli.command {

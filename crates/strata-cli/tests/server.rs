@@ -413,6 +413,48 @@ fn strata_dev_serves_three_members_and_stops_on_ctrl_c() {
     assert!(lines.any(|l| l.is_ok_and(|l| l.contains("stopping"))));
 }
 
+/// A signal that ends a member leaves a line in its log naming the signal and its sender, and
+/// the member still ends by that signal (its exit status names it). Before, `SIGHUP` ended it
+/// with nothing in the log, and a first `SIGBUS` from `kill` was swallowed by the standard
+/// library's stack overflow handler.
+#[cfg(unix)]
+#[test]
+fn a_signal_that_ends_a_member_is_said_in_its_log() {
+    use std::os::unix::process::ExitStatusExt;
+    for (signal, number) in [("HUP", 1), ("BUS", 7)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cluster = Cluster::start(dir.path(), 1, &[]);
+        runtime().block_on(async {
+            wait_ready(&cluster.endpoints()[0]).await;
+        });
+        let pid = cluster.pid(0).expect("the member runs");
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = cluster.exited(0) {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "SIG{signal}: the member still runs"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.signal(), Some(number), "SIG{signal}: {status}");
+        let log = cluster.log(0);
+        assert!(
+            log.lines().any(|l| l.starts_with(&format!(
+                "strata: fatal signal SIG{signal} sent by process "
+            )) && l.contains(", in thread ")),
+            "SIG{signal}: {log}"
+        );
+    }
+}
+
 /// A member's stderr is its log, as etcd's is: warnings about its flags and its Raft role
 /// changes at the default level (`info`), nothing below `--log-level`.
 #[test]
