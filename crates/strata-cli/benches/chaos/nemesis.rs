@@ -617,21 +617,25 @@ impl Nemesis {
                 .await
             })?,
         };
+        // What each disarm answered: the alarms it cleared (none if the alarm was not
+        // raised where and when it was applied), for the report if writes do not resume.
+        let mut disarmed = Vec::new();
         let resumed = rt.block_on(async {
             let c = crate::cluster::client(&endpoints).await;
             for (member, alarm) in raised {
-                retry("disarm NOSPACE", || {
+                let cleared = retry("disarm NOSPACE", || {
                     let mut c = c.clone();
                     let mut options = AlarmOptions::new();
                     options.with_member(member);
                     async move {
                         c.alarm(AlarmAction::Deactivate, alarm, Some(options))
                             .await
-                            .map(drop)
+                            .map(|r| r.alarms().len())
                             .map_err(|e| e.to_string())
                     }
                 })
                 .await?;
+                disarmed.push(format!("{member:x} {alarm:?}: cleared {cleared}"));
             }
             retry("put after NOSPACE was disarmed", || {
                 let mut c = c.clone();
@@ -644,20 +648,49 @@ impl Nemesis {
             })
             .await
         });
-        resumed.map_err(|e| format!("{e}; {}", self.disk_report(rt, &endpoints)))
+        resumed.map_err(|e| {
+            format!(
+                "{e}; disarmed: [{}]; {}",
+                disarmed.join(", "),
+                self.disk_report(rt, &endpoints)
+            )
+        })
     }
 
     /// What a NOSPACE that outlives its fault is made of: the alarms raised now, and each
     /// member's free space, the bytes under its data directory, and what its log last said
     /// about NOSPACE.
     fn disk_report(&self, rt: &tokio::runtime::Runtime, endpoints: &[String]) -> String {
-        let alarms = rt.block_on(async {
+        let now = rt.block_on(async {
             let mut c = crate::cluster::client(endpoints).await;
             alarms(&mut c).await
         });
-        let mut report = format!("alarms now: {alarms:?}");
+        let mut report = format!("alarms now: {now:?}");
         for &m in &self.active {
             let spec = &self.cluster.members[m].spec;
+            // The member's own view, asked of it alone: its alarms, and where its log and
+            // its store are (a member whose state went its own way shows here).
+            let own = rt.block_on(tokio::time::timeout(OP_TIMEOUT, async {
+                let mut c = Client::connect([spec.client_url()], None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let raised = alarms(&mut c).await?;
+                let status = c.status().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(format!(
+                    "alarms {raised:?}, id {:x}, leader {:x}, term {}, raft index {}, revision {}",
+                    status.header().map_or(0, |h| h.member_id()),
+                    status.leader(),
+                    status.raft_term(),
+                    status.raft_index(),
+                    status.header().map_or(0, |h| h.revision()),
+                ))
+            }))
+            .unwrap_or_else(|_| Err("timed out".to_owned()));
+            report.push_str(&format!(
+                "; {} says: {}",
+                spec.name,
+                own.unwrap_or_else(|e| format!("({e})"))
+            ));
             let free = self
                 .disks
                 .get(self.slot_of[&m])
