@@ -58,8 +58,9 @@ pub async fn physical_compaction(
 /// reserve, or (with a reserve) less than the LSM needs for its next compaction: the LSM holds
 /// that compaction back, level 0 only grows, and writes would stop at its stop trigger with
 /// nothing said, however much free space the reserve check sees (but not once the disk has
-/// the room that compaction waits for again). Checked every 100 ms (`QUOTA_CHECK_INTERVAL`);
-/// a disarmed alarm whose cause remains is raised again.
+/// the room that compaction waits for again, or, for one whose write failed, the reserve).
+/// Checked every 100 ms (`QUOTA_CHECK_INTERVAL`); a disarmed alarm whose cause remains is
+/// raised again.
 pub async fn quota(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     let quota = inner.config.quota_backend_bytes;
     let reserve = inner.config.disk_reserve_bytes;
@@ -79,17 +80,16 @@ pub async fn quota(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             tokio::task::spawn_blocking(move || {
                 let size = crate::maintenance::db_size_bytes(&inner);
                 let (free, held_back) = match reserve {
-                    Some(_) => {
+                    Some(reserve) => {
                         let free = strata_fs::available_bytes(&inner.config.data_dir).ok();
                         let stats = inner.db.stats();
-                        // A compaction held back for room the disk has again is no cause: its
-                        // next try, within a second, runs it. Raised on it, the alarm would
-                        // come back right after an operator freed space and disarmed it.
-                        let room_again = matches!(
-                            (stats.compaction_no_space_needs, free),
-                            (Some(needs), Some(free)) if free >= needs
+                        let held_back = compaction_held_back(
+                            stats.compaction_no_space,
+                            stats.compaction_no_space_needs,
+                            free,
+                            reserve,
                         );
-                        (free, stats.compaction_no_space.filter(|_| !room_again))
+                        (free, held_back)
                     }
                     None => (None, None),
                 };
@@ -133,6 +133,27 @@ pub async fn quota(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             tracing::warn!(error = %e, "could not raise NOSPACE yet");
         }
     }
+}
+
+/// Why the LSM's compactions are held back for want of room, if they still are: `cause` (the
+/// LSM's `compaction_no_space`) unless the disk has room again (`free` bytes), as much as the
+/// compaction waits for (`needs`) or, when that is not known (a write that failed), at least the
+/// reserve. A compaction's next try, within a second, then runs it: raised on a cause that is
+/// gone, the alarm would come back right after an operator freed space and disarmed it. If the
+/// try fails again for want of room, the LSM holds it back with what it needs, or the disk is
+/// below the reserve: either raises the alarm.
+fn compaction_held_back(
+    cause: Option<String>,
+    needs: Option<u64>,
+    free: Option<u64>,
+    reserve: u64,
+) -> Option<String> {
+    let room_again = match (needs, free) {
+        (Some(needs), Some(free)) => free >= needs,
+        (None, Some(free)) => free >= reserve,
+        (_, None) => false,
+    };
+    cause.filter(|_| !room_again)
 }
 
 /// etcd's auto-compaction, run by the leader: `periodic` keeps the revisions of the last
@@ -195,5 +216,38 @@ pub async fn auto_compaction(inner: Arc<Inner>, mut stop: watch::Receiver<bool>)
             Ok(_) => tracing::info!(revision = target, "auto-compacted"),
             Err(e) => tracing::warn!(revision = target, error = %e, "auto-compaction failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compaction_held_back;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_held_back_compaction_is_a_cause_until_the_disk_has_its_room() {
+        let cause = || Some("held back".to_owned());
+        assert!(compaction_held_back(cause(), Some(100 * MIB), Some(99 * MIB), 64 * MIB).is_some());
+        assert!(
+            compaction_held_back(cause(), Some(100 * MIB), Some(100 * MIB), 64 * MIB).is_none()
+        );
+        // Room for it, though the disk is below the reserve (that raises the alarm itself).
+        assert!(compaction_held_back(cause(), Some(10 * MIB), Some(20 * MIB), 64 * MIB).is_none());
+        // Free space unknown: the cause stands.
+        assert!(compaction_held_back(cause(), Some(MIB), None, 64 * MIB).is_some());
+        assert!(compaction_held_back(None, Some(100 * MIB), Some(0), 64 * MIB).is_none());
+    }
+
+    /// A chaos run (seed 330610) raised NOSPACE again a second after the disk was freed and the
+    /// alarm disarmed: the compaction that had failed writing its table on the full disk was
+    /// still the LSM's cause, with no room it waits for, until its retry ran.
+    #[test]
+    fn a_compaction_write_that_failed_is_a_cause_only_while_the_disk_is_below_the_reserve() {
+        let cause = || Some("flush table 000541.sst: No space left on device".to_owned());
+        assert!(compaction_held_back(cause(), None, Some(60 * MIB), 128 * MIB).is_some());
+        assert!(compaction_held_back(cause(), None, Some(128 * MIB), 128 * MIB).is_none());
+        assert!(compaction_held_back(cause(), None, Some(2_000 * MIB), 128 * MIB).is_none());
+        assert!(compaction_held_back(cause(), None, None, 128 * MIB).is_some());
     }
 }

@@ -649,10 +649,11 @@ impl Nemesis {
             .await
         });
         resumed.map_err(|e| {
+            let report = self.disk_report(rt, &endpoints);
             format!(
-                "{e}; disarmed: [{}]; {}",
+                "{e}; disarmed: [{}]; {report}; {}",
                 disarmed.join(", "),
-                self.disk_report(rt, &endpoints)
+                second_disarm(rt, &endpoints)
             )
         })
     }
@@ -670,7 +671,8 @@ impl Nemesis {
             let spec = &self.cluster.members[m].spec;
             // The member's own view, asked of it alone: its alarms, and where its log and
             // its store are (a member whose state went its own way shows here).
-            let own = rt.block_on(tokio::time::timeout(OP_TIMEOUT, async {
+            let own = rt.block_on(async {
+                tokio::time::timeout(OP_TIMEOUT, async {
                 let mut c = Client::connect([spec.client_url()], None)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -684,8 +686,10 @@ impl Nemesis {
                     status.raft_index(),
                     status.header().map_or(0, |h| h.revision()),
                 ))
-            }))
-            .unwrap_or_else(|_| Err("timed out".to_owned()));
+                })
+                .await
+                .unwrap_or_else(|_| Err("timed out".to_owned()))
+            });
             report.push_str(&format!(
                 "; {} says: {}",
                 spec.name,
@@ -705,6 +709,42 @@ impl Nemesis {
             ));
         }
         report
+    }
+}
+
+/// After writes did not resume: disarms every alarm raised now, once, and tries one put. Says
+/// what the disarm cleared and whether the put was taken (an operator's next step, and what
+/// tells an alarm that a disarm misses from one raised again).
+fn second_disarm(rt: &tokio::runtime::Runtime, endpoints: &[String]) -> String {
+    // The timer is made inside the runtime (`block_on`), which it needs.
+    let outcome = rt.block_on(async {
+        tokio::time::timeout(MEMBERSHIP_TIMEOUT, async {
+            let mut c = crate::cluster::client(endpoints).await;
+            let mut cleared = 0;
+            for (member, alarm) in alarms(&mut c).await? {
+                let mut options = AlarmOptions::new();
+                options.with_member(member);
+                cleared += c
+                    .alarm(AlarmAction::Deactivate, alarm, Some(options))
+                    .await
+                    .map(|r| r.alarms().len())
+                    .map_err(|e| e.to_string())?;
+            }
+            let put = c.put("chaos-probe", "writes resumed", None).await;
+            Ok::<_, String>(format!(
+                "a second disarm cleared {cleared}, and a put then {}",
+                match put {
+                    Ok(_) => "succeeded".to_owned(),
+                    Err(e) => format!("failed: {e}"),
+                }
+            ))
+        })
+        .await
+    });
+    match outcome {
+        Ok(Ok(said)) => said,
+        Ok(Err(e)) => format!("a second disarm failed: {e}"),
+        Err(_) => "a second disarm timed out".to_owned(),
     }
 }
 
