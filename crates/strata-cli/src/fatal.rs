@@ -124,34 +124,28 @@ impl Line {
 
     /// Appends `value` in decimal.
     fn push_decimal(&mut self, value: u64) {
+        self.push_digits(value, 10);
+    }
+
+    /// Appends `value` as `0x` and lowercase hex digits.
+    fn push_hex(&mut self, value: u64) {
+        self.push(b"0x");
+        self.push_digits(value, 16);
+    }
+
+    /// Appends `value`'s digits in `radix` (at most 16), lowercase.
+    fn push_digits(&mut self, value: u64, radix: u64) {
         let mut digits = [0u8; 20];
         let mut at = digits.len();
         let mut rest = value;
         loop {
             at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
+            digits[at] = b"0123456789abcdef"[(rest % radix) as usize];
+            rest /= radix;
             if rest == 0 {
                 break;
             }
         }
-        self.push(&digits[at..]);
-    }
-
-    /// Appends `value` as `0x` and lowercase hex digits.
-    fn push_hex(&mut self, value: u64) {
-        let mut digits = [0u8; 16];
-        let mut at = digits.len();
-        let mut rest = value;
-        loop {
-            at -= 1;
-            digits[at] = b"0123456789abcdef"[(rest & 0xf) as usize];
-            rest >>= 4;
-            if rest == 0 {
-                break;
-            }
-        }
-        self.push(b"0x");
         self.push(&digits[at..]);
     }
 
