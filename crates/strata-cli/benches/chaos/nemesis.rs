@@ -673,19 +673,20 @@ impl Nemesis {
             // its store are (a member whose state went its own way shows here).
             let own = rt.block_on(async {
                 tokio::time::timeout(OP_TIMEOUT, async {
-                let mut c = Client::connect([spec.client_url()], None)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let raised = alarms(&mut c).await?;
-                let status = c.status().await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(format!(
-                    "alarms {raised:?}, id {:x}, leader {:x}, term {}, raft index {}, revision {}",
-                    status.header().map_or(0, |h| h.member_id()),
-                    status.leader(),
-                    status.raft_term(),
-                    status.raft_index(),
-                    status.header().map_or(0, |h| h.revision()),
-                ))
+                    let mut c = Client::connect([spec.client_url()], None)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let raised = alarms(&mut c).await?;
+                    let status = c.status().await.map_err(|e| e.to_string())?;
+                    let header = status.header();
+                    let id = header.map_or(0, |h| h.member_id());
+                    let revision = header.map_or(0, |h| h.revision());
+                    let (leader, term) = (status.leader(), status.raft_term());
+                    let index = status.raft_index();
+                    Ok::<_, String>(format!(
+                        "alarms {raised:?}, id {id:x}, leader {leader:x}, term {term}, \
+                         raft index {index}, revision {revision}"
+                    ))
                 })
                 .await
                 .unwrap_or_else(|_| Err("timed out".to_owned()))
