@@ -14,11 +14,11 @@
 //! After it the signal ends the process as it would have without the report (the exit status
 //! still names the signal): it is raised again under the default action. A fault first goes
 //! to the handler that was there before, the standard library's, which reports a thread's stack
-//! overflow (and then aborts). Ctrl-C and SIGTERM are not touched: the server stops on them cleanly. A
-//! signal a parent had ignored (`nohup`'s `SIGHUP`) stays ignored.
+//! overflow (and then aborts). Ctrl-C and SIGTERM are not touched: the server stops on them
+//! cleanly. A signal a parent had ignored (`nohup`'s `SIGHUP`) stays ignored.
 //!
 //! The handler only formats into a buffer on its stack and calls `write`, `prctl`, `gettid`,
-//! `sigaction` and `raise`, all async-signal-safe.
+//! `getpid`, `sigaction` and `raise`, all async-signal-safe.
 
 /// Installs the report for every signal whose default action ends the process, but Ctrl-C
 /// (`SIGINT`), `SIGTERM` (handled), `SIGPIPE` (ignored by Rust programs), `SIGKILL` and
