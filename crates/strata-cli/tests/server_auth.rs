@@ -14,8 +14,11 @@ use etcd_client::{
 use strata_server::proto::clientpb::kvdb_client::KvdbClient;
 use strata_server::proto::clientpb::{Auth, Command, KvPair, Operate, PutCommand, ReadonlyQuery};
 use strata_server::proto::etcdserverpb::auth_client::AuthClient;
+use strata_server::proto::etcdserverpb::kv_client::KvClient;
 use strata_server::proto::etcdserverpb::lease_client::LeaseClient;
-use strata_server::proto::etcdserverpb::{AuthenticateRequest, LeaseRevokeRequest, PutRequest};
+use strata_server::proto::etcdserverpb::{
+    AuthStatusRequest, AuthenticateRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
+};
 use strata_server::proto::strataserverpb::internal_client::InternalClient;
 use strata_server::proto::strataserverpb::{
     Forwarded, ForwardedBatch, MemberAttributes, RaftRequest, raft_request,
@@ -353,6 +356,226 @@ fn tokens_and_passwords_are_checked() {
         );
         root.auth_disable().await.expect("disable");
         open.put("k", "open again", None).await.expect("auth off");
+    });
+}
+
+/// A JWT test key (`strata-server/tests/data/jwt/`).
+fn jwt_key(name: &str) -> String {
+    format!(
+        "{}/../strata-server/tests/data/jwt/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// A JWT's claims, decoded (not checked).
+fn jwt_claims(token: &str) -> String {
+    use base64::Engine;
+    let claims = token.split('.').nth(1).expect("a JWT has three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .expect("base64url claims");
+    String::from_utf8(bytes).expect("JSON claims")
+}
+
+/// A linearizable read of `key` through `endpoint` with `token`, polled (bounded) until the
+/// member, started again, has a leader and has caught up.
+async fn read_with_token(
+    endpoint: &str,
+    token: &str,
+    key: &str,
+) -> strata_server::proto::etcdserverpb::RangeResponse {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let read = async {
+            let mut kv = KvClient::connect(endpoint.to_owned()).await?;
+            let range = RangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..RangeRequest::default()
+            };
+            Ok::<_, Box<dyn std::error::Error>>(kv.range(with_token(range, token)).await?)
+        };
+        match read.await {
+            Ok(got) => return got.into_inner(),
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "read {key} through {endpoint}: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// JWT tokens (`--auth-token jwt,...`): one member signs, every member with the same keys
+/// accepts the token, also after a restart; any auth change makes earlier tokens old (etcd's
+/// "revision of auth store is old": a revoked role or a changed password cannot live on in a
+/// token nobody stores); a forged token is refused; a member given the public key alone
+/// checks tokens and refuses to sign, with etcd's error.
+#[test]
+fn jwt_tokens_are_signed_by_one_member_and_checked_by_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signing = format!(
+        "jwt,sign-method=RS256,priv-key={},pub-key={},ttl=10m",
+        jwt_key("rsa-pkcs1.pem"),
+        jwt_key("rsa-pkcs1.pub")
+    );
+    let mut extra = flags();
+    extra.extend(["--auth-token", &signing]);
+    let mut cluster = Cluster::start(dir.path(), 3, &extra);
+    let endpoints = cluster.endpoints();
+    runtime().block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let mut open = client(&endpoints[..1]).await;
+        set_up(&mut open).await;
+        let root_token = token(&endpoints[0], "root", "rootpw").await;
+        let revision = AuthClient::connect(endpoints[0].clone())
+            .await
+            .expect("connect")
+            .auth_status(with_token(AuthStatusRequest {}, &root_token))
+            .await
+            .expect("auth status")
+            .into_inner()
+            .auth_revision;
+        let claims = jwt_claims(&root_token);
+        assert!(
+            claims.contains(r#""username":"root""#)
+                && claims.contains(&format!(r#""revision":{revision}"#)),
+            "claims {claims} (auth revision {revision})"
+        );
+        // Signed by m0, taken by every member (m2's writes go to the leader with it).
+        for (i, e) in endpoints.iter().enumerate() {
+            let mut kv = KvClient::connect(e.clone()).await.expect("connect");
+            let put = PutRequest {
+                key: format!("k{i}").into_bytes(),
+                value: b"v".to_vec(),
+                ..PutRequest::default()
+            };
+            kv.put(with_token(put, &root_token))
+                .await
+                .unwrap_or_else(|e| panic!("put through m{i} with m0's token: {e}"));
+        }
+        // A forged token: alice's claims under root's signature.
+        let parts: Vec<&str> = root_token.split('.').collect();
+        let forged = {
+            use base64::Engine;
+            let claims =
+                jwt_claims(&root_token).replace(r#""username":"root""#, r#""username":"alice""#);
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims)
+        };
+        let forged = format!("{}.{forged}.{}", parts[0], parts[2]);
+        let mut kv = KvClient::connect(endpoints[1].clone())
+            .await
+            .expect("connect");
+        let bad = kv
+            .range(with_token(
+                RangeRequest {
+                    key: b"k0".to_vec(),
+                    ..RangeRequest::default()
+                },
+                &forged,
+            ))
+            .await
+            .expect_err("a forged token");
+        assert_eq!(bad.code(), tonic::Code::Unauthenticated);
+        assert_eq!(bad.message(), "etcdserver: invalid auth token");
+
+        // Alice, granted kv, writes; once any auth change is made, her token is old
+        // everywhere, and a new one carries the change.
+        let mut root = login(&endpoints, "root", "rootpw").await;
+        root.user_grant_role("alice", "kv").await.expect("grant");
+        let alice_token = token(&endpoints[1], "alice", "alicepw").await;
+        let put = || PutRequest {
+            key: b"k".to_vec(),
+            value: b"a".to_vec(),
+            ..PutRequest::default()
+        };
+        kv.put(with_token(put(), &alice_token))
+            .await
+            .expect("alice puts");
+        // Root's own token is old too after its change (etcd's JWT rule; Go clients
+        // authenticate again by themselves, etcd-client when asked).
+        refused(
+            root.user_revoke_role("alice", "kv").await,
+            "etcdserver: revision of auth store is old",
+            "root's token from before its own grant",
+        );
+        root.refresh_token().await.expect("authenticate again");
+        root.user_revoke_role("alice", "kv").await.expect("revoke");
+        for e in &endpoints {
+            let mut kv = KvClient::connect(e.clone()).await.expect("connect");
+            // Bounded: a member may not have applied the revoke yet (it then serves).
+            let mut status = None;
+            for _ in 0..100 {
+                match kv.put(with_token(put(), &alice_token)).await {
+                    Err(s) => {
+                        status = Some(s);
+                        break;
+                    }
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+            let status = status.expect("an old token refused");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{e}");
+            assert_eq!(
+                status.message(),
+                "etcdserver: revision of auth store is old",
+                "{e}"
+            );
+        }
+        let alice_token = token(&endpoints[2], "alice", "alicepw").await;
+        let denied = kv
+            .put(with_token(put(), &alice_token))
+            .await
+            .expect_err("revoked");
+        assert_eq!(denied.message(), DENIED);
+        root.refresh_token().await.expect("authenticate again");
+        root.user_change_password("alice", "newpw")
+            .await
+            .expect("change password");
+        refused(
+            try_login(&endpoints, "alice", "alicepw").await,
+            "authentication failed",
+            "the old password",
+        );
+        refused(
+            kv.put(with_token(put(), &alice_token))
+                .await
+                .map_err(etcd_client::Error::GRpcStatus),
+            "etcdserver: revision of auth store is old",
+            "a token from before a password change",
+        );
+
+        // A restarted member keeps no tokens, and needs none: the signature is the proof.
+        let root_token = token(&endpoints[0], "root", "rootpw").await;
+        cluster.kill(1);
+        cluster.restart(1);
+        let got = read_with_token(&endpoints[1], &root_token, "k0").await;
+        assert_eq!(got.kvs.len(), 1, "a token from before the restart");
+
+        // m2 with the public key alone: checks tokens, signs none.
+        cluster.kill(2);
+        let verify_only = format!("jwt,sign-method=RS256,pub-key={}", jwt_key("rsa-pkcs1.pub"));
+        let mut extra = flags();
+        extra.extend(["--auth-token", &verify_only]);
+        cluster.extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        cluster.restart(2);
+        read_with_token(&endpoints[2], &root_token, "k0").await;
+        let mut auth = AuthClient::connect(endpoints[2].clone())
+            .await
+            .expect("connect");
+        let refused_sign = auth
+            .authenticate(AuthenticateRequest {
+                name: "root".into(),
+                password: "rootpw".into(),
+            })
+            .await
+            .expect_err("a verify-only member signs");
+        assert_eq!(refused_sign.code(), tonic::Code::Unknown);
+        assert_eq!(
+            refused_sign.message(),
+            "auth: token signing attempted with verify-only key"
+        );
     });
 }
 

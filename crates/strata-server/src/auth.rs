@@ -4,10 +4,12 @@
 //! and the permission rules every request is checked against ([`AuthState::check`]), as
 //! etcd's `auth/store.go` and `apply_auth.go` define them.
 //!
-//! Who is asking is a [`Caller`], found from the request's `token` metadata (a simple token
-//! that `Authenticate` assigned through the log: [`token::Tokens`]). A member forwards its own
-//! requests to the leader with the members' shared secret instead.
+//! Who is asking is a [`Caller`], found from the request's `token` metadata: a simple token
+//! that `Authenticate` assigned through the log ([`token::Tokens`]), or, with
+//! `--auth-token jwt,...`, a JSON Web Token checked by its signature ([`jwt`]). A member
+//! forwards its own requests to the leader with the members' shared secret instead.
 
+pub mod jwt;
 pub mod service;
 pub mod token;
 

@@ -48,6 +48,8 @@ pub use error::ConfigError;
 pub use ids::{added_member_id, cluster_id, member_id};
 pub use url::{ListenUrl, Scheme, resolve_url};
 
+pub use crate::auth::jwt::TokenKind;
+
 /// `--name`'s default.
 pub const DEFAULT_NAME: &str = "default";
 /// The default client URL, listened on and advertised.
@@ -234,7 +236,8 @@ pub struct ServerArgs {
         value_parser = parse_go_bool
     )]
     pub peer_client_cert_auth: bool,
-    /// Authentication token type: "simple" (etcd's "jwt,..." is not supported).
+    /// Authentication token type: "simple", or "jwt,sign-method=METHOD,priv-key=FILE,
+    /// pub-key=FILE,ttl=DURATION" (etcd's; METHOD: RS256, ES256, HS256, ...).
     #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
     pub auth_token: String,
     /// Seconds an auth token lives after its last use.
@@ -396,7 +399,9 @@ pub struct ServerConfig {
     pub client_tls: Option<TlsFiles>,
     /// Peer TLS, when `--peer-cert-file` and `--peer-key-file` are given.
     pub peer_tls: Option<TlsFiles>,
-    /// How long an auth token lives after its last use.
+    /// The auth tokens `Authenticate` gives: simple, or JWT with its keys.
+    pub auth_token: TokenKind,
+    /// How long a simple auth token lives after its last use.
     pub auth_token_ttl: Duration,
     /// The bcrypt cost of new password hashes.
     pub bcrypt_cost: u32,
@@ -496,11 +501,11 @@ impl ServerConfig {
             });
         }
 
-        if args.auth_token != "simple" {
-            return Err(ConfigError::UnsupportedAuthToken {
-                value: args.auth_token,
-            });
-        }
+        let auth_token =
+            TokenKind::parse(&args.auth_token).map_err(|source| ConfigError::InvalidAuthToken {
+                value: args.auth_token.clone(),
+                source,
+            })?;
         if !(4..=31).contains(&args.bcrypt_cost) {
             return Err(ConfigError::InvalidBcryptCost {
                 cost: args.bcrypt_cost,
@@ -562,6 +567,7 @@ impl ServerConfig {
             auto_compaction,
             client_tls,
             peer_tls,
+            auth_token,
             auth_token_ttl: Duration::from_secs(args.auth_token_ttl.max(1)),
             bcrypt_cost: args.bcrypt_cost,
             kvdb_token_file,

@@ -165,6 +165,9 @@ pub enum ApiError {
     /// A sort order or target that does not exist.
     #[error("etcdserver: invalid sort option")]
     InvalidSortOption,
+    /// `Authenticate` on a member with a JWT public key and no private key.
+    #[error("auth: token signing attempted with verify-only key")]
+    VerifyOnly,
     /// Bad input that has no etcd text of its own.
     #[error("etcdserver: {0}")]
     Invalid(String),
@@ -211,6 +214,7 @@ impl ApiError {
                 Code::Unavailable
             }
             Internal(_) => Code::Internal,
+            VerifyOnly => Code::Unknown,
             Refused(code, _) => Code::from_i32(*code),
         }
     }

@@ -303,6 +303,9 @@ impl Inner {
     ///
     /// [`ApiError::InvalidAuthToken`].
     pub async fn token_user(&self, token: String) -> Result<Caller, ApiError> {
+        if let Some(jwt) = self.config.auth_token.jwt() {
+            return self.jwt_user(jwt, token).await;
+        }
         if let Some(name) = self.tokens.user(&token) {
             return Ok(Caller::User { name, token });
         }
@@ -323,6 +326,36 @@ impl Inner {
             Some(name) => Ok(Caller::User { name, token }),
             None => Err(ApiError::InvalidAuthToken),
         }
+    }
+
+    /// The caller a JWT token names: its signature, sign method and expiry must hold, and it
+    /// must have been signed at the current auth revision (etcd's rule: any auth change since
+    /// may have taken away what it allowed; clients authenticate again). A token signed at an
+    /// auth revision this member has not applied yet is waited for, bounded.
+    async fn jwt_user(
+        &self,
+        jwt: &crate::auth::jwt::Jwt,
+        token: String,
+    ) -> Result<Caller, ApiError> {
+        let verified = jwt.verify(&token).ok_or(ApiError::InvalidAuthToken)?;
+        if self.auth().revision < verified.revision {
+            let mut applied = self.node.applied();
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                while self.auth().revision < verified.revision {
+                    if applied.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+            .await;
+        }
+        if verified.revision < self.auth().revision {
+            return Err(ApiError::AuthOldRevision);
+        }
+        Ok(Caller::User {
+            name: verified.user,
+            token,
+        })
     }
 
     /// The keys attached to each lease `request` attaches or revokes, when a check needs them

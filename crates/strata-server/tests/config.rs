@@ -788,6 +788,53 @@ fn the_kvdb_token_file_must_hold_a_token() {
     }
 }
 
+#[test]
+fn auth_token_is_simple_or_jwt_with_usable_keys() {
+    let dir = temp();
+    let simple = config(dir.path(), &[]).expect("valid");
+    assert!(simple.auth_token.jwt().is_none());
+    let secret = file(dir.path(), "jwt.secret", "a shared secret");
+    let jwt = config(
+        dir.path(),
+        &[
+            "--auth-token",
+            &format!("jwt,sign-method=HS256,priv-key={secret},ttl=90s"),
+        ],
+    )
+    .expect("valid");
+    let jwt = jwt.auth_token.jwt().expect("jwt");
+    assert_eq!(jwt.ttl(), std::time::Duration::from_secs(90));
+    let missing = dir.path().join("missing.pem").display().to_string();
+    for (value, message) in [
+        ("opaque".to_owned(), "unknown token type"),
+        ("jwt".to_owned(), "sign-method"),
+        ("jwt,sign-method=ES512".to_owned(), "ES512"),
+        ("jwt,sign-method=RS256".to_owned(), "missing key data"),
+        (
+            format!("jwt,sign-method=RS256,priv-key={missing}"),
+            "priv-key",
+        ),
+        (
+            format!("jwt,sign-method=RS256,priv-key={secret}"),
+            "not an RSA private key",
+        ),
+        (
+            format!("jwt,sign-method=HS256,priv-key={secret},ttl=5"),
+            "ttl",
+        ),
+        (
+            format!("jwt,sign-method=HS256,priv-key={secret},ttl"),
+            "not name=value",
+        ),
+    ] {
+        let err = config(dir.path(), &["--auth-token", &value]).expect_err(message);
+        assert!(
+            err.to_string().starts_with("--auth-token ") && err.to_string().contains(message),
+            "{value}: {err}"
+        );
+    }
+}
+
 // Ids observed from a real etcd 3.4.23 (Debian's etcd-server) started with the flags in each
 // comment; `etcdctl member list -w json` printed the member ids and `header.cluster_id`
 // (decimal), or etcd's log printed "added member <hex> ... to cluster <hex>".

@@ -189,11 +189,14 @@ pub enum ConfigError {
         /// Why it failed.
         source: io::Error,
     },
-    /// `--auth-token` other than `simple` (JWT tokens are not implemented).
-    #[error("--auth-token {value:?}: only \"simple\" tokens are supported")]
-    UnsupportedAuthToken {
+    /// An `--auth-token` that is neither `simple` nor usable JWT options (see
+    /// [`crate::auth::jwt`]).
+    #[error("--auth-token {value:?}: {source}")]
+    InvalidAuthToken {
         /// The flag's value.
         value: String,
+        /// What is wrong with it.
+        source: crate::auth::jwt::TokenOptionsError,
     },
     /// `--bcrypt-cost` outside bcrypt's range.
     #[error("--bcrypt-cost {cost}: must be from 4 to 31")]
