@@ -934,7 +934,7 @@ fn periodic_auto_compaction_compacts_old_revisions() {
 }
 
 /// `GET /health`, `/version` and `/metrics` on the client port, beside gRPC (and gRPC's own
-/// health service).
+/// health service); a 501 under `/v3/` (etcd's JSON gateway, not served).
 #[test]
 fn the_client_port_answers_health_version_and_metrics_over_http() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -975,6 +975,10 @@ fn the_client_port_answers_health_version_and_metrics_over_http() {
     );
     let version = get("/version");
     assert!(version.contains(r#""etcdserver":"3.5.0""#), "{version}");
+    // etcd's JSON gateway is not served, and says so.
+    let gateway = get("/v3/kv/range");
+    assert!(gateway.starts_with("HTTP/1.1 501"), "{gateway}");
+    assert!(gateway.contains(r#""code":12"#), "{gateway}");
     let metrics = get("/metrics");
     for name in [
         "etcd_server_has_leader 1",
