@@ -18,8 +18,11 @@
 //! which is how the harness and the normalizer are validated (a difference there is a bug here,
 //! not in Strata).
 //!
+//! `--auth-token VALUE` starts both clusters' members with etcd's `--auth-token` (for example
+//! JWT tokens): the script's auth commands then run with those tokens on both sides.
+//!
 //! Usage: `cargo xtask compat [--against strata|etcd] [--members N] [--strata-bin PATH] [--show]
-//! [--keep] [--allow-diff]`.
+//! [--keep] [--allow-diff] [--auth-token VALUE]`.
 
 mod background;
 mod cluster;
@@ -45,14 +48,15 @@ use script::{Kind, Placeholder, Step};
 /// The usage text of `cargo xtask compat`.
 pub const USAGE: &str = "\
 usage: cargo xtask compat [--against strata|etcd] [--members N] [--strata-bin PATH] [--show]
-                          [--keep] [--allow-diff]
+                          [--keep] [--allow-diff] [--auth-token VALUE]
 
 Runs xtask/compat/script.txt with etcdctl against an etcd cluster and against a Strata cluster
 (default; built with `cargo build --release -p strata-cli` unless --strata-bin names a binary) or
 a second etcd cluster (--against etcd: validates the harness, everything must be equal), and
 compares the normalized outputs. --members N: cluster size (default 3). --keep: keep the data
 dirs and logs. --show: print every output, also equal ones. --allow-diff: report differences
-without failing.";
+without failing. --auth-token VALUE: etcd's flag, given to every member of both clusters
+(`jwt,sign-method=ES256,priv-key=FILE`: the script with JWT tokens).";
 
 /// The most members a local cluster may have: each is a process on a shared machine.
 const MEMBERS_MAX: usize = 7;
@@ -77,6 +81,8 @@ struct Args {
     allow_diff: bool,
     /// Print every command's normalized reference output, also when equal.
     show: bool,
+    /// `--auth-token` for every member of both clusters.
+    auth_token: Option<String>,
 }
 
 /// Reads the arguments after `compat`.
@@ -88,6 +94,7 @@ fn parse_args(args: &[String]) -> Result<Args> {
         keep: false,
         allow_diff: false,
         show: false,
+        auth_token: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -121,6 +128,7 @@ fn parse_args(args: &[String]) -> Result<Args> {
             "--keep" => parsed.keep = true,
             "--allow-diff" => parsed.allow_diff = true,
             "--show" => parsed.show = true,
+            "--auth-token" => parsed.auth_token = Some(value("--auth-token")?),
             other => bail!("unknown argument `{other}`\n\n{USAGE}"),
         }
     }
@@ -141,10 +149,16 @@ pub fn compat(root: &Path, cargo: &std::ffi::OsStr, args: &[String]) -> Result<(
     let args = parse_args(args)?;
     let steps = script::parse(script::SCRIPT)?;
     ensure_etcd()?;
+    // Flags both clusters' members take before the template's (etcd reads flags in any order).
+    let shared: Vec<String> = args
+        .auth_token
+        .iter()
+        .map(|token| format!("--auth-token={token}"))
+        .collect();
     let reference = Server {
         label: "etcd".to_owned(),
         program: PathBuf::from("etcd"),
-        leading: Vec::new(),
+        leading: shared.clone(),
     };
     let candidate = if args.against_etcd {
         Server {
@@ -155,7 +169,7 @@ pub fn compat(root: &Path, cargo: &std::ffi::OsStr, args: &[String]) -> Result<(
         Server {
             label: "strata".to_owned(),
             program: strata_binary(root, cargo, args.strata_bin.as_deref())?,
-            leading: vec!["server".to_owned()],
+            leading: std::iter::once("server".to_owned()).chain(shared).collect(),
         }
     };
     let started = Instant::now();
@@ -733,7 +747,9 @@ mod tests {
         let default = parse_args(&[])?;
         assert!(!default.against_etcd && default.members == 3 && !default.keep);
         let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
-        let parsed = parse_args(&words("--against etcd --members=1 --keep --allow-diff"))?;
+        let parsed = parse_args(&words(
+            "--against etcd --members=1 --keep --allow-diff --auth-token jwt,sign-method=HS256",
+        ))?;
         assert_eq!(
             parsed,
             Args {
@@ -743,6 +759,7 @@ mod tests {
                 keep: true,
                 allow_diff: true,
                 show: false,
+                auth_token: Some("jwt,sign-method=HS256".to_owned()),
             }
         );
         for bad in [
@@ -750,6 +767,7 @@ mod tests {
             "--members 9",
             "--against consul",
             "--members",
+            "--auth-token",
             "--nope",
         ] {
             assert!(parse_args(&words(bad)).is_err(), "{bad}");

@@ -40,8 +40,9 @@ usage: cargo xtask <command> [args...]
 
 commands:
   ci                   fmt, clippy (-D warnings), tests, docs (-D warnings), tidy, then
-                       `compat --members 3`, `chaos --selftest`, a 60 s `chaos` and a
-                       20 s `chaos --proxy`; stops at the first failing step
+                       `compat --members 3` (with simple, then JWT tokens),
+                       `chaos --selftest`, a 60 s `chaos` and a 20 s `chaos --proxy`;
+                       stops at the first failing step
   bench NAME [ARGS]    run the benchmark NAME, passing ARGS to the bench binary;
                        `cargo xtask bench` lists the names; with --plot, also write
                        its chart to docs/bench/NAME.svg
@@ -235,14 +236,24 @@ fn ci() -> Result<()> {
     }
     // The same etcdctl script against etcd 3.4 and Strata, three members each: the check that
     // what operators run against etcd works against Strata (installs etcd when missing).
-    println!("==> cargo xtask compat --members 3");
-    let compat_started = Instant::now();
-    compat::compat(&root, &cargo(), &["--members".to_owned(), "3".to_owned()])
-        .context("step `cargo xtask compat --members 3` failed")?;
-    println!(
-        "<== cargo xtask compat --members 3: ok in {:.1}s",
-        compat_started.elapsed().as_secs_f64()
+    // Then again with JWT tokens on both sides (a test key from strata-server's tests).
+    let jwt = format!(
+        "jwt,sign-method=ES256,priv-key={}",
+        root.join("crates/strata-server/tests/data/jwt/ec256-sec1.pem")
+            .display()
     );
+    for extra in [Vec::new(), vec!["--auth-token".to_owned(), jwt]] {
+        let mut args = vec!["--members".to_owned(), "3".to_owned()];
+        args.extend(extra);
+        let label = format!("cargo xtask compat {}", args.join(" "));
+        println!("==> {label}");
+        let compat_started = Instant::now();
+        compat::compat(&root, &cargo(), &args).with_context(|| format!("step `{label}` failed"))?;
+        println!(
+            "<== {label}: ok in {:.1}s",
+            compat_started.elapsed().as_secs_f64()
+        );
+    }
     // The checker must catch wrong histories before a clean run means anything.
     chaos(&["--selftest".to_owned()])?;
     chaos(&["--seconds".to_owned(), "60".to_owned()])?;
