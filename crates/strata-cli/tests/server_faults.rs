@@ -934,11 +934,14 @@ fn periodic_auto_compaction_compacts_old_revisions() {
 }
 
 /// `GET /health`, `/version` and `/metrics` on the client port, beside gRPC (and gRPC's own
-/// health service); a 501 under `/v3/` (etcd's JSON gateway, not served).
+/// health service); a 501 under `/v3/` (etcd's JSON gateway, not served); the same HTTP
+/// endpoints alone on `--listen-metrics-urls`.
 #[test]
 fn the_client_port_answers_health_version_and_metrics_over_http() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cluster = Cluster::start(dir.path(), 1, &[]);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let metrics_url = format!("http://{metrics_addr}");
+    let cluster = Cluster::start(dir.path(), 1, &["--listen-metrics-urls", &metrics_url]);
     let endpoints = cluster.endpoints();
     runtime().block_on(async {
         wait_ready(&endpoints[0]).await;
@@ -993,6 +996,25 @@ fn the_client_port_answers_health_version_and_metrics_over_http() {
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
+    // `--listen-metrics-urls`: the same HTTP endpoints on their own port, and no gRPC API.
+    let health = http_get(&metrics_addr, "/health");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains(r#""health":"true""#),
+        "{health}"
+    );
+    let metrics = http_get(&metrics_addr, "/metrics");
+    assert!(metrics.contains("etcd_server_has_leader 1"), "{metrics}");
+    runtime().block_on(async {
+        let mut kv = etcd_client::Client::connect([metrics_url.as_str()], None)
+            .await
+            .expect("connect (lazily) to the metrics port");
+        match kv.get("k", None).await {
+            Err(etcd_client::Error::GRpcStatus(status)) => {
+                assert_eq!(status.code(), tonic::Code::Unimplemented, "{status}");
+            }
+            other => panic!("KV on the metrics port: {other:?}"),
+        }
+    });
 }
 
 /// Puts `count` keys `prefix{n}` at once through `endpoint` (one connection, its requests

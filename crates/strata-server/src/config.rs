@@ -118,6 +118,11 @@ pub struct ServerArgs {
     /// with --listen-client-urls].
     #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", value_name = "URLS")]
     pub advertise_client_urls: Option<String>,
+    /// URLs to listen on for the metrics and health endpoints alone (`/metrics`, `/health`,
+    /// `/version`; no gRPC): a scrape port apart from clients. `https` ones use the client
+    /// TLS flags.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", value_name = "URLS")]
+    pub listen_metrics_urls: Option<String>,
     /// URLs to listen on for peer traffic.
     #[arg(long, env = "ETCD_LISTEN_PEER_URLS", value_name = "URLS", default_value = DEFAULT_PEER_URL)]
     pub listen_peer_urls: String,
@@ -284,6 +289,7 @@ impl Default for ServerArgs {
             name: DEFAULT_NAME.to_owned(),
             data_dir: None,
             listen_client_urls: None,
+            listen_metrics_urls: None,
             advertise_client_urls: None,
             listen_peer_urls: DEFAULT_PEER_URL.to_owned(),
             initial_advertise_peer_urls: DEFAULT_PEER_URL.to_owned(),
@@ -366,6 +372,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Where clients are served, each address once.
     pub listen_client_urls: Vec<ListenUrl>,
+    /// Where `/metrics`, `/health` and `/version` are served alone (none by default).
+    pub listen_metrics_urls: Vec<ListenUrl>,
     /// The client URLs this member advertises, as given (scheme lower-cased).
     pub advertise_client_urls: Vec<String>,
     /// Where peers are served, each address once.
@@ -445,6 +453,10 @@ impl ServerConfig {
             "advertise-client-urls",
             advertise_client_text.unwrap_or(DEFAULT_CLIENT_URL),
         )?);
+        let listen_metrics_urls = match non_empty(args.listen_metrics_urls.as_deref()) {
+            Some(text) => url::parse_listen_urls("listen-metrics-urls", text)?,
+            None => Vec::new(),
+        };
         let listen_peer_urls = url::parse_listen_urls("listen-peer-urls", &args.listen_peer_urls)?;
         let advertise_peer_urls = url_strings(url::parse_url_list(
             "initial-advertise-peer-urls",
@@ -488,6 +500,7 @@ impl ServerConfig {
             args.peer_client_cert_auth,
         )?;
         check_https_has_tls(TlsFlags::CLIENT, &listen_client_urls, client_tls.as_ref())?;
+        check_https_has_tls(TlsFlags::CLIENT, &listen_metrics_urls, client_tls.as_ref())?;
         check_https_has_tls(TlsFlags::PEER, &listen_peer_urls, peer_tls.as_ref())?;
         if let Some(tls) = &peer_tls
             && tls.trusted_ca_file.is_none()
@@ -547,6 +560,7 @@ impl ServerConfig {
             name: args.name,
             data_dir,
             listen_client_urls,
+            listen_metrics_urls,
             advertise_client_urls,
             listen_peer_urls,
             advertise_peer_urls,

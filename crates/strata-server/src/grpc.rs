@@ -164,37 +164,62 @@ pub async fn serve(
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
     for listen in inner.config.listen_client_urls.iter().map(|u| u.addr) {
-        let incoming = TcpIncoming::bind(listen)
-            .map_err(|e| ServerError::Listen {
-                addr: listen.to_string(),
-                reason: e.to_string(),
-            })?
-            .with_nodelay(Some(true));
-        let addr = incoming.local_addr().map_err(|e| ServerError::Listen {
-            addr: listen.to_string(),
-            reason: e.to_string(),
-        })?;
+        let (addr, task) = listen_on(listen, routes.clone(), tls.clone(), stop.clone(), "client")?;
         addrs.push(addr);
-        let mut server = tonic::transport::Server::builder()
-            .accept_http1(true)
-            // etcd's keepalive enforcement lets clients ping every 5 s.
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(2 * 60 * 60)))
-            .tcp_nodelay(true);
-        if let Some(tls) = tls.clone() {
-            server = server
-                .tls_config(tls)
-                .map_err(|e| ServerError::Tls(e.to_string()))?;
-        }
-        let router = server.add_routes(routes.clone());
-        let mut stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let signal = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
-                tracing::error!(%addr, error = %e, "the client port stopped");
-            }
-        }));
+        tasks.push(task);
+    }
+    // `--listen-metrics-urls`: the HTTP routes alone, TLS for `https` ones (etcd's).
+    let metrics = tonic::service::Routes::from(crate::http::router(Arc::clone(&inner)));
+    for url in &inner.config.listen_metrics_urls {
+        let tls = if url.scheme == crate::config::Scheme::Https {
+            tls.clone()
+        } else {
+            None
+        };
+        let (addr, task) = listen_on(url.addr, metrics.clone(), tls, stop.clone(), "metrics")?;
+        tracing::info!(%addr, "serving /metrics and /health");
+        tasks.push(task);
     }
     Ok((addrs, tasks))
+}
+
+/// Binds `listen` and serves `routes` on it (HTTP/1.1 and HTTP/2, TLS if given) until `stop`;
+/// `port` names it in errors and the log.
+fn listen_on(
+    listen: SocketAddr,
+    routes: tonic::service::Routes,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    mut stop: watch::Receiver<bool>,
+    port: &'static str,
+) -> Result<(SocketAddr, JoinHandle<()>), ServerError> {
+    let incoming = TcpIncoming::bind(listen)
+        .map_err(|e| ServerError::Listen {
+            addr: listen.to_string(),
+            reason: e.to_string(),
+        })?
+        .with_nodelay(Some(true));
+    let addr = incoming.local_addr().map_err(|e| ServerError::Listen {
+        addr: listen.to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        // etcd's keepalive enforcement lets clients ping every 5 s.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(2 * 60 * 60)))
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        server = server
+            .tls_config(tls)
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
+    }
+    let router = server.add_routes(routes);
+    let task = tokio::spawn(async move {
+        let signal = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+            tracing::error!(%addr, error = %e, "the {port} port stopped");
+        }
+    });
+    Ok((addr, task))
 }

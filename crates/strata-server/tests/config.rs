@@ -44,6 +44,7 @@ const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
     ("election-timeout", "1000"),
     ("listen-peer-urls", "http://localhost:2380"),
     ("listen-client-urls", "http://localhost:2379"),
+    ("listen-metrics-urls", ""),
     ("quota-backend-bytes", "0"),
     ("max-txn-ops", "128"),
     ("max-request-bytes", "1572864"),
@@ -97,6 +98,10 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
             d.listen_client_urls
                 .clone()
                 .unwrap_or("http://localhost:2379".into()),
+        ),
+        (
+            "listen-metrics-urls",
+            d.listen_metrics_urls.clone().unwrap_or_default(),
         ),
         ("quota-backend-bytes", d.quota_backend_bytes.to_string()),
         ("max-txn-ops", d.max_txn_ops.to_string()),
@@ -785,6 +790,39 @@ fn the_kvdb_token_file_must_hold_a_token() {
         let err = ServerConfig::from_args(parse(&["--kvdb-token-file", &path]).expect("valid"))
             .expect_err(message);
         assert!(err.to_string().contains(message), "{err}");
+    }
+}
+
+#[test]
+fn metrics_urls_are_optional_listen_urls_and_https_needs_the_client_tls_files() {
+    let dir = temp();
+    assert!(
+        config(dir.path(), &[])
+            .expect("valid")
+            .listen_metrics_urls
+            .is_empty()
+    );
+    let two = config(
+        dir.path(),
+        &[
+            "--listen-metrics-urls",
+            "http://127.0.0.1:2381,http://localhost:2382",
+        ],
+    )
+    .expect("valid");
+    let addrs: Vec<String> = two
+        .listen_metrics_urls
+        .iter()
+        .map(|u| u.addr.to_string())
+        .collect();
+    assert_eq!(addrs, ["127.0.0.1:2381", "127.0.0.1:2382"]);
+    for (value, message) in [
+        ("https://127.0.0.1:2381", "--cert-file"),
+        ("http://example.com:2381", "expected IP"),
+        ("http://127.0.0.1:2381/metrics", "listen-metrics-urls"),
+    ] {
+        let err = config(dir.path(), &["--listen-metrics-urls", value]).expect_err(message);
+        assert!(err.to_string().contains(message), "{value}: {err}");
     }
 }
 
