@@ -138,6 +138,62 @@ fn watchers_see_history_then_live_events_exactly_once() {
 
 /// The Lock service (what etcd-client's `lock` calls): the second locker waits until the first
 /// unlocks, and a lock held on a lease goes with the lease.
+/// A watcher that asks for progress notifications gets, while idle, a response with no events
+/// whose header revision is the store's, every
+/// `--experimental-watch-progress-notify-interval`; one that did not ask gets none.
+#[test]
+fn idle_watchers_that_ask_get_progress_notifications_at_the_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut extra = FAST.to_vec();
+    extra.extend(["--experimental-watch-progress-notify-interval", "200ms"]);
+    let cluster = Cluster::start(dir.path(), 1, &extra);
+    let endpoints = cluster.endpoints();
+    runtime().block_on(async {
+        let mut c = wait_ready(&endpoints[0]).await;
+        // Two watchers on one stream: ids 5 (no progress) and 7 (progress).
+        let mut stream = c
+            .watch(
+                "quiet",
+                Some(WatchOptions::new().with_prefix().with_watch_id(5)),
+            )
+            .await
+            .expect("a watcher without progress");
+        stream
+            .watch(
+                "p",
+                Some(WatchOptions::new().with_progress_notify().with_watch_id(7)),
+            )
+            .await
+            .expect("a watcher with progress");
+        let revision = c
+            .put("p", "1", None)
+            .await
+            .expect("put")
+            .header()
+            .map_or(0, |h| h.revision());
+        let started = Instant::now();
+        let mut notified = Vec::new();
+        while notified.len() < 3 {
+            let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .expect("responses in time")
+                .expect("a watch response")
+                .expect("the stream is open");
+            assert!(
+                message.watch_id() != 5 || message.created(),
+                "a watcher that did not ask: {message:?}"
+            );
+            if message.events().is_empty() && !message.created() {
+                assert_eq!(message.watch_id(), 7);
+                assert_eq!(message.header().map(|h| h.revision()), Some(revision));
+                notified.push(started.elapsed());
+            }
+        }
+        // Three at 200 ms apart, not etcd's default 10 minutes.
+        assert!(notified[2] < Duration::from_secs(5), "{notified:?}");
+    });
+}
+
 #[test]
 fn locks_are_held_in_turn_and_go_with_their_lease() {
     let dir = tempfile::tempdir().expect("tempdir");

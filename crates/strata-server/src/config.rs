@@ -42,6 +42,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub(crate) use compaction::parse_go_duration_nanos;
 pub use compaction::{AutoCompaction, AutoCompactionMode};
 pub use dev::{DEV_CLUSTER_TOKEN, DEV_PORTS, dev_members};
 pub use error::ConfigError;
@@ -83,6 +84,9 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1_572_864;
 pub const MAX_REQUEST_BYTES_WARN: u64 = 10 * 1024 * 1024;
 /// `--max-txn-ops`'s default: every op of a transaction is applied in one Raft entry.
 pub const DEFAULT_MAX_TXN_OPS: u64 = 128;
+/// etcd's `--experimental-watch-progress-notify-interval` default: 10 minutes.
+pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
+
 /// etcd's `--auth-token-ttl` default: 5 minutes.
 pub const DEFAULT_AUTH_TOKEN_TTL_S: u64 = 300;
 /// etcd's `--bcrypt-cost` default (bcrypt's own).
@@ -197,6 +201,15 @@ pub struct ServerArgs {
     /// History to keep: periodic, a duration ("30m") or hours; revision, a count; 0: off.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     pub auto_compaction_retention: String,
+    /// How often an idle watcher that asked for progress notifications gets one (a Go
+    /// duration; 0 keeps the default).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        value_name = "DURATION",
+        default_value = "10m"
+    )]
+    pub experimental_watch_progress_notify_interval: String,
     /// Path to the client server TLS cert file.
     #[arg(long, env = "ETCD_CERT_FILE", value_name = "FILE", value_parser = path_parser())]
     pub cert_file: Option<PathBuf>,
@@ -305,6 +318,7 @@ impl Default for ServerArgs {
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             auto_compaction_mode: AutoCompactionMode::Periodic,
             auto_compaction_retention: "0".to_owned(),
+            experimental_watch_progress_notify_interval: "10m".to_owned(),
             cert_file: None,
             key_file: None,
             trusted_ca_file: None,
@@ -403,6 +417,8 @@ pub struct ServerConfig {
     pub max_txn_ops: u64,
     /// What the server compacts on its own.
     pub auto_compaction: AutoCompaction,
+    /// How often idle watchers that asked for progress notifications get one.
+    pub watch_progress_notify_interval: Duration,
     /// Client TLS, when `--cert-file` and `--key-file` are given.
     pub client_tls: Option<TlsFiles>,
     /// Peer TLS, when `--peer-cert-file` and `--peer-key-file` are given.
@@ -484,6 +500,19 @@ impl ServerConfig {
             args.auto_compaction_mode,
             &args.auto_compaction_retention,
         )?;
+        let progress_text = &args.experimental_watch_progress_notify_interval;
+        let watch_progress_notify_interval = match parse_go_duration_nanos(progress_text) {
+            // etcd keeps its default for 0 or less.
+            Ok(nanos) if nanos <= 0 => DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
+            Ok(nanos) => Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)),
+            Err(reason) => {
+                return Err(ConfigError::InvalidDuration {
+                    flag: "experimental-watch-progress-notify-interval",
+                    value: progress_text.clone(),
+                    reason,
+                });
+            }
+        };
 
         let client_tls = tls_files(
             TlsFlags::CLIENT,
@@ -579,6 +608,7 @@ impl ServerConfig {
             max_request_bytes: args.max_request_bytes,
             max_txn_ops: args.max_txn_ops,
             auto_compaction,
+            watch_progress_notify_interval,
             client_tls,
             peer_tls,
             auth_token,

@@ -7,7 +7,6 @@ use crate::auth::{Access, Caller};
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use strata_mvcc::{
     CATCH_UP_REVISIONS_MAX, WATCHER_BUFFER_EVENTS_DEFAULT, WatchPoll, WatchSpec, WatcherId,
@@ -39,10 +38,6 @@ const STREAM_WATCHERS_MAX: usize = 100_000;
 /// taking one watcher at a time holds; a batch is rarely this big, as a live watcher is polled
 /// as soon as it has an event.
 const DRAIN_BATCH_EVENTS_MAX: usize = WATCHER_BUFFER_EVENTS_DEFAULT;
-
-/// How often an idle, caught-up watcher that asked for progress notifications gets one (etcd:
-/// 10 minutes).
-const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 
 /// etcd's texts for refused creates.
 const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
@@ -494,7 +489,10 @@ impl Watch for WatchService {
         };
         tokio::spawn(async move {
             let wake = Arc::clone(&stream.wake);
-            let mut progress = tokio::time::interval(PROGRESS_NOTIFY_INTERVAL);
+            // How often an idle, caught-up watcher that asked for progress notifications
+            // gets one (`--experimental-watch-progress-notify-interval`, etcd's 10 minutes).
+            let every = stream.inner.config.watch_progress_notify_interval;
+            let mut progress = tokio::time::interval(every);
             progress.tick().await;
             loop {
                 let open = tokio::select! {

@@ -55,6 +55,7 @@ const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
     ("advertise-client-urls", "http://localhost:2379"),
     ("auto-compaction-retention", "0"),
     ("auto-compaction-mode", "periodic"),
+    ("experimental-watch-progress-notify-interval", "10m"),
     ("cert-file", ""),
     ("key-file", ""),
     ("client-cert-auth", "false"),
@@ -129,6 +130,10 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
             d.auto_compaction_retention.clone(),
         ),
         ("auto-compaction-mode", mode),
+        (
+            "experimental-watch-progress-notify-interval",
+            d.experimental_watch_progress_notify_interval.clone(),
+        ),
         ("cert-file", path(&d.cert_file)),
         ("key-file", path(&d.key_file)),
         ("client-cert-auth", d.client_cert_auth.to_string()),
@@ -824,6 +829,22 @@ fn metrics_urls_are_optional_listen_urls_and_https_needs_the_client_tls_files() 
         let err = config(dir.path(), &["--listen-metrics-urls", value]).expect_err(message);
         assert!(err.to_string().contains(message), "{value}: {err}");
     }
+}
+
+#[test]
+fn the_watch_progress_interval_is_a_go_duration_and_0_keeps_etcds_default() {
+    let dir = temp();
+    let interval = |args: &[&str]| {
+        config(dir.path(), args)
+            .map(|c| c.watch_progress_notify_interval)
+            .map_err(|e| e.to_string())
+    };
+    let flag = "--experimental-watch-progress-notify-interval";
+    assert_eq!(interval(&[]), Ok(Duration::from_secs(600)));
+    assert_eq!(interval(&[flag, "5s"]), Ok(Duration::from_secs(5)));
+    assert_eq!(interval(&[flag, "0"]), Ok(Duration::from_secs(600)));
+    let bad = interval(&[flag, "5"]).expect_err("no unit");
+    assert!(bad.contains(flag) && bad.contains("missing unit"), "{bad}");
 }
 
 #[test]

@@ -198,6 +198,16 @@ pub enum ConfigError {
         /// What is wrong with it.
         source: crate::auth::jwt::TokenOptionsError,
     },
+    /// A duration flag that is not a Go duration.
+    #[error("invalid value {value:?} for --{flag}: {reason}")]
+    InvalidDuration {
+        /// The flag, without its dashes.
+        flag: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// `--bcrypt-cost` outside bcrypt's range.
     #[error("--bcrypt-cost {cost}: must be from 4 to 31")]
     InvalidBcryptCost {
