@@ -370,11 +370,7 @@ fn a_saved_snapshot_restores_into_a_new_cluster() {
                     .await
                     .expect("put");
             }
-            let mut stream = c.snapshot().await.expect("snapshot");
-            let mut bytes = Vec::new();
-            while let Some(message) = stream.message().await.expect("snapshot message") {
-                bytes.extend_from_slice(message.blob());
-            }
+            let bytes = snapshot_bytes(&mut c).await;
             assert_eq!(bytes.len() % 512, 32, "etcdctl's size check");
             std::fs::write(&file, &bytes).expect("write the snapshot");
             let got = c
@@ -390,20 +386,8 @@ fn a_saved_snapshot_restores_into_a_new_cluster() {
     std::fs::create_dir_all(dir.path().join("new")).expect("dir");
     let peer = free_port();
     let data = dir.path().join("new/r1");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["snapshot", "restore"])
-        .arg(&file)
-        .args(["--data-dir", &data.to_string_lossy()])
-        .args(["--name", "r1"])
-        .args(["--initial-cluster", &format!("r1=http://127.0.0.1:{peer}")])
-        .args([
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-        ])
-        .args(["--initial-cluster-token", "restored"])
-        .status()
-        .expect("run strata snapshot restore");
-    assert!(status.success());
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    restore(&file, &data, "r1", &peer_url, &format!("r1={peer_url}"));
     // A damaged file is refused.
     let mut damaged = std::fs::read(&file).expect("read");
     let at = damaged.len() / 2;
@@ -462,6 +446,146 @@ fn a_saved_snapshot_restores_into_a_new_cluster() {
     let _ = child.kill();
     let _ = child.wait();
     if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// A snapshot of `c`'s member, as `etcdctl snapshot save` takes it.
+async fn snapshot_bytes(c: &mut etcd_client::Client) -> Vec<u8> {
+    let mut stream = c.snapshot().await.expect("snapshot");
+    let mut bytes = Vec::new();
+    while let Some(message) = stream.message().await.expect("snapshot message") {
+        bytes.extend_from_slice(message.blob());
+    }
+    bytes
+}
+
+/// `strata snapshot restore` of `file` into `data`, as member `name` of `initial_cluster`.
+fn restore(file: &Path, data: &Path, name: &str, peer_url: &str, initial_cluster: &str) {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["snapshot", "restore"])
+        .arg(file)
+        .args(["--data-dir", &data.to_string_lossy()])
+        .args(["--name", name])
+        .args(["--initial-cluster", initial_cluster])
+        .args(["--initial-advertise-peer-urls", peer_url])
+        .args(["--initial-cluster-token", "restored"])
+        .status()
+        .expect("run strata snapshot restore");
+    assert!(status.success(), "restore {name}");
+}
+
+/// `--experimental-initial-corrupt-check`: a member whose store differs from its peers' at the
+/// same revision (here, restored from another cluster's snapshot with the same revision)
+/// refuses to start, naming the peers; a consistent member restarted with the check starts
+/// and serves.
+#[test]
+fn the_initial_corrupt_check_refuses_a_store_that_differs_from_its_peers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Two clusters, the same key at the same revision with other values.
+    let mut files = Vec::new();
+    for value in ["right", "wrong"] {
+        let cluster = Cluster::start(&dir.path().join(value), 1, &[]);
+        let endpoints = cluster.endpoints();
+        let bytes = runtime().block_on(async {
+            let mut c = wait_ready(&endpoints[0]).await;
+            c.put("k", value, None).await.expect("put");
+            snapshot_bytes(&mut c).await
+        });
+        let file = dir.path().join(format!("{value}.db"));
+        std::fs::write(&file, &bytes).expect("write the snapshot");
+        files.push(file);
+    }
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[i].1);
+    let client_url = |i: usize| format!("http://127.0.0.1:{}", ports[i].0);
+    let initial = (0..3)
+        .map(|i| format!("r{i}={}", peer_url(i)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let data = |i: usize| dir.path().join(format!("r{i}"));
+    let start = |i: usize, extra: &[&str]| {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join(format!("r{i}.log")))
+            .expect("log");
+        std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("server")
+            .args(["--name", &format!("r{i}")])
+            .args(["--data-dir", &data(i).to_string_lossy()])
+            .args(["--listen-client-urls", &client_url(i)])
+            .args(["--advertise-client-urls", &client_url(i)])
+            .args(["--listen-peer-urls", &peer_url(i)])
+            .args(["--initial-advertise-peer-urls", &peer_url(i)])
+            .args(["--initial-cluster", &initial])
+            .args(["--initial-cluster-token", "restored"])
+            .args(FAST)
+            .args(extra)
+            .stderr(log)
+            .spawn()
+            .expect("start a restored member")
+    };
+    for i in 0..2 {
+        restore(
+            &files[0],
+            &data(i),
+            &format!("r{i}"),
+            &peer_url(i),
+            &initial,
+        );
+    }
+    restore(&files[1], &data(2), "r2", &peer_url(2), &initial);
+    let mut children = vec![start(0, &[]), start(1, &[])];
+    let check = ["--experimental-initial-corrupt-check"];
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime().block_on(async {
+            wait_ready(&client_url(0)).await;
+        });
+        // r2 holds the other cluster's value at the same revision: it must stop, not serve.
+        let mut wrong = start(2, &check);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = wrong.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "r2 still runs with a store that differs"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let log = std::fs::read_to_string(dir.path().join("r2.log")).expect("r2's log");
+        assert!(!status.success(), "{status}: {log}");
+        assert!(
+            log.contains("found data inconsistency with peers"),
+            "r2's log: {log}"
+        );
+        // A consistent member restarted with the check passes it and serves.
+        let mut r1 = children.remove(1);
+        let _ = r1.kill();
+        let _ = r1.wait();
+        children.push(start(1, &check));
+        runtime().block_on(async {
+            let mut c = wait_ready(&client_url(1)).await;
+            let got = c.get("k", None).await.expect("get");
+            assert_eq!(got.kvs()[0].value(), b"right");
+        });
+        let log = std::fs::read_to_string(dir.path().join("r1.log")).expect("r1's log");
+        assert!(
+            log.contains("initial corruption check passed"),
+            "r1's log: {log}"
+        );
+    }));
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    if let Err(e) = result {
+        for i in 0..3 {
+            let log = std::fs::read_to_string(dir.path().join(format!("r{i}.log")));
+            eprintln!("--- r{i}'s log:\n{}", log.unwrap_or_default());
+        }
         std::panic::resume_unwind(e);
     }
 }

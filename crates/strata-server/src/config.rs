@@ -210,6 +210,20 @@ pub struct ServerArgs {
         default_value = "10m"
     )]
     pub experimental_watch_progress_notify_interval: String,
+    /// Before serving clients, compare the store's hash with every peer's at the same
+    /// revision, and refuse to start if one differs.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = parse_go_bool
+    )]
+    pub experimental_initial_corrupt_check: bool,
     /// Path to the client server TLS cert file.
     #[arg(long, env = "ETCD_CERT_FILE", value_name = "FILE", value_parser = path_parser())]
     pub cert_file: Option<PathBuf>,
@@ -319,6 +333,7 @@ impl Default for ServerArgs {
             auto_compaction_mode: AutoCompactionMode::Periodic,
             auto_compaction_retention: "0".to_owned(),
             experimental_watch_progress_notify_interval: "10m".to_owned(),
+            experimental_initial_corrupt_check: false,
             cert_file: None,
             key_file: None,
             trusted_ca_file: None,
@@ -419,6 +434,8 @@ pub struct ServerConfig {
     pub auto_compaction: AutoCompaction,
     /// How often idle watchers that asked for progress notifications get one.
     pub watch_progress_notify_interval: Duration,
+    /// Compare the store's hash with the peers' before serving clients.
+    pub initial_corrupt_check: bool,
     /// Client TLS, when `--cert-file` and `--key-file` are given.
     pub client_tls: Option<TlsFiles>,
     /// Peer TLS, when `--peer-cert-file` and `--peer-key-file` are given.
@@ -609,6 +626,7 @@ impl ServerConfig {
             max_txn_ops: args.max_txn_ops,
             auto_compaction,
             watch_progress_notify_interval,
+            initial_corrupt_check: args.experimental_initial_corrupt_check,
             client_tls,
             peer_tls,
             auth_token,

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod background;
 pub mod cluster;
 pub mod config;
+pub mod corrupt;
 pub mod election;
 pub mod forward;
 pub mod grpc;

@@ -80,6 +80,10 @@ pub enum ServerError {
     /// The TLS files cannot be used.
     #[error("tls: {0}")]
     Tls(String),
+    /// `--experimental-initial-corrupt-check` found a peer whose store's hash differs at the
+    /// same revision (see [`crate::corrupt`]).
+    #[error("{0}")]
+    Corrupt(String),
 }
 
 /// What the services share.
@@ -815,7 +819,16 @@ impl Server {
                 stop_rx.clone(),
             )));
         }
-        let (client_addrs, serving) = match crate::grpc::serve(Arc::clone(&inner), stop_rx).await {
+        let checked = if inner.config.initial_corrupt_check {
+            crate::corrupt::initial_check(&inner).await
+        } else {
+            Ok(())
+        };
+        let served = match checked {
+            Ok(()) => crate::grpc::serve(Arc::clone(&inner), stop_rx).await,
+            Err(e) => Err(e),
+        };
+        let (client_addrs, serving) = match served {
             Ok(serving) => serving,
             Err(e) => {
                 // Nothing of this member may run on once its start failed.

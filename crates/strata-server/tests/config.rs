@@ -56,6 +56,7 @@ const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
     ("auto-compaction-retention", "0"),
     ("auto-compaction-mode", "periodic"),
     ("experimental-watch-progress-notify-interval", "10m"),
+    ("experimental-initial-corrupt-check", "false"),
     ("cert-file", ""),
     ("key-file", ""),
     ("client-cert-auth", "false"),
@@ -133,6 +134,10 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
         (
             "experimental-watch-progress-notify-interval",
             d.experimental_watch_progress_notify_interval.clone(),
+        ),
+        (
+            "experimental-initial-corrupt-check",
+            d.experimental_initial_corrupt_check.to_string(),
         ),
         ("cert-file", path(&d.cert_file)),
         ("key-file", path(&d.key_file)),
