@@ -475,119 +475,209 @@ fn restore(file: &Path, data: &Path, name: &str, peer_url: &str, initial_cluster
     assert!(status.success(), "restore {name}");
 }
 
-/// `--experimental-initial-corrupt-check`: a member whose store differs from its peers' at the
-/// same revision (here, restored from another cluster's snapshot with the same revision)
-/// refuses to start, naming the peers; a consistent member restarted with the check starts
-/// and serves.
-#[test]
-fn the_initial_corrupt_check_refuses_a_store_that_differs_from_its_peers() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // Two clusters, the same key at the same revision with other values.
-    let mut files = Vec::new();
-    for value in ["right", "wrong"] {
-        let cluster = Cluster::start(&dir.path().join(value), 1, &[]);
-        let endpoints = cluster.endpoints();
-        let bytes = runtime().block_on(async {
-            let mut c = wait_ready(&endpoints[0]).await;
-            c.put("k", value, None).await.expect("put");
-            snapshot_bytes(&mut c).await
-        });
-        let file = dir.path().join(format!("{value}.db"));
-        std::fs::write(&file, &bytes).expect("write the snapshot");
-        files.push(file);
+/// Three restored members, r0 and r1 from one cluster's snapshot, r2 from another's with the
+/// same revision and another value of `k` ("right", "wrong"): r2's store differs from its
+/// peers' as a corrupt one would. Killed when dropped; the logs are printed if a test fails.
+struct Mixed {
+    dir: tempfile::TempDir,
+    ports: Vec<(u16, u16)>,
+    initial: String,
+    children: Vec<std::process::Child>,
+}
+
+impl Mixed {
+    fn new() -> Mixed {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut files = Vec::new();
+        for value in ["right", "wrong"] {
+            let cluster = Cluster::start(&dir.path().join(value), 1, &[]);
+            let endpoints = cluster.endpoints();
+            let bytes = runtime().block_on(async {
+                let mut c = wait_ready(&endpoints[0]).await;
+                c.put("k", value, None).await.expect("put");
+                snapshot_bytes(&mut c).await
+            });
+            let file = dir.path().join(format!("{value}.db"));
+            std::fs::write(&file, &bytes).expect("write the snapshot");
+            files.push(file);
+        }
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let mut mixed = Mixed {
+            dir,
+            ports,
+            initial: String::new(),
+            children: Vec::new(),
+        };
+        mixed.initial = (0..3)
+            .map(|i| format!("r{i}={}", mixed.peer_url(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        for i in 0..3 {
+            let file = &files[usize::from(i == 2)];
+            restore(
+                file,
+                &mixed.data(i),
+                &format!("r{i}"),
+                &mixed.peer_url(i),
+                &mixed.initial,
+            );
+        }
+        mixed
     }
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[i].1);
-    let client_url = |i: usize| format!("http://127.0.0.1:{}", ports[i].0);
-    let initial = (0..3)
-        .map(|i| format!("r{i}={}", peer_url(i)))
-        .collect::<Vec<_>>()
-        .join(",");
-    let data = |i: usize| dir.path().join(format!("r{i}"));
-    let start = |i: usize, extra: &[&str]| {
+
+    fn peer_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.ports[i].1)
+    }
+
+    fn client_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.ports[i].0)
+    }
+
+    fn data(&self, i: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("r{i}"))
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("r{i}.log"))).unwrap_or_default()
+    }
+
+    /// Starts member `i` with `extra` flags; its log goes on in `r<i>.log`.
+    fn start(&self, i: usize, extra: &[&str]) -> std::process::Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.path().join(format!("r{i}.log")))
+            .open(self.dir.path().join(format!("r{i}.log")))
             .expect("log");
         std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
             .arg("server")
             .args(["--name", &format!("r{i}")])
-            .args(["--data-dir", &data(i).to_string_lossy()])
-            .args(["--listen-client-urls", &client_url(i)])
-            .args(["--advertise-client-urls", &client_url(i)])
-            .args(["--listen-peer-urls", &peer_url(i)])
-            .args(["--initial-advertise-peer-urls", &peer_url(i)])
-            .args(["--initial-cluster", &initial])
+            .args(["--data-dir", &self.data(i).to_string_lossy()])
+            .args(["--listen-client-urls", &self.client_url(i)])
+            .args(["--advertise-client-urls", &self.client_url(i)])
+            .args(["--listen-peer-urls", &self.peer_url(i)])
+            .args(["--initial-advertise-peer-urls", &self.peer_url(i)])
+            .args(["--initial-cluster", &self.initial])
             .args(["--initial-cluster-token", "restored"])
             .args(FAST)
             .args(extra)
             .stderr(log)
             .spawn()
             .expect("start a restored member")
-    };
-    for i in 0..2 {
-        restore(
-            &files[0],
-            &data(i),
-            &format!("r{i}"),
-            &peer_url(i),
-            &initial,
-        );
     }
-    restore(&files[1], &data(2), "r2", &peer_url(2), &initial);
-    let mut children = vec![start(0, &[]), start(1, &[])];
-    let check = ["--experimental-initial-corrupt-check"];
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        runtime().block_on(async {
-            wait_ready(&client_url(0)).await;
-        });
-        // r2 holds the other cluster's value at the same revision: it must stop, not serve.
-        let mut wrong = start(2, &check);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = wrong.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "r2 still runs with a store that differs"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let log = std::fs::read_to_string(dir.path().join("r2.log")).expect("r2's log");
-        assert!(!status.success(), "{status}: {log}");
-        assert!(
-            log.contains("found data inconsistency with peers"),
-            "r2's log: {log}"
-        );
-        // A consistent member restarted with the check passes it and serves.
-        let mut r1 = children.remove(1);
-        let _ = r1.kill();
-        let _ = r1.wait();
-        children.push(start(1, &check));
-        runtime().block_on(async {
-            let mut c = wait_ready(&client_url(1)).await;
-            let got = c.get("k", None).await.expect("get");
-            assert_eq!(got.kvs()[0].value(), b"right");
-        });
-        let log = std::fs::read_to_string(dir.path().join("r1.log")).expect("r1's log");
-        assert!(
-            log.contains("initial corruption check passed"),
-            "r1's log: {log}"
-        );
-    }));
-    for child in &mut children {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    if let Err(e) = result {
-        for i in 0..3 {
-            let log = std::fs::read_to_string(dir.path().join(format!("r{i}.log")));
-            eprintln!("--- r{i}'s log:\n{}", log.unwrap_or_default());
+}
+
+impl Drop for Mixed {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        std::panic::resume_unwind(e);
+        if std::thread::panicking() {
+            for i in 0..3 {
+                eprintln!("--- r{i}'s log:\n{}", self.log(i));
+            }
+        }
     }
+}
+
+/// `--experimental-initial-corrupt-check`: a member whose store differs from its peers' at the
+/// same revision refuses to start, naming the peers; a consistent member restarted with the
+/// check starts and serves.
+#[test]
+fn the_initial_corrupt_check_refuses_a_store_that_differs_from_its_peers() {
+    let mut mixed = Mixed::new();
+    mixed.children = vec![mixed.start(0, &[]), mixed.start(1, &[])];
+    let check = ["--experimental-initial-corrupt-check"];
+    runtime().block_on(async {
+        wait_ready(&mixed.client_url(0)).await;
+    });
+    // r2 holds the other cluster's value at the same revision: it must stop, not serve.
+    let mut wrong = mixed.start(2, &check);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = wrong.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = wrong.kill();
+            panic!("r2 still runs with a store that differs");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = mixed.log(2);
+    assert!(!status.success(), "{status}: {log}");
+    assert!(
+        log.contains("found data inconsistency with peers"),
+        "r2's log: {log}"
+    );
+    // A consistent member restarted with the check passes it and serves.
+    let mut r1 = mixed.children.remove(1);
+    let _ = r1.kill();
+    let _ = r1.wait();
+    let restarted = mixed.start(1, &check);
+    mixed.children.push(restarted);
+    runtime().block_on(async {
+        let mut c = wait_ready(&mixed.client_url(1)).await;
+        let got = c.get("k", None).await.expect("get");
+        assert_eq!(got.kvs()[0].value(), b"right");
+    });
+    let log = mixed.log(1);
+    assert!(
+        log.contains("initial corruption check passed"),
+        "r1's log: {log}"
+    );
+}
+
+/// `--experimental-corrupt-check-time`: the leader finds the member whose store differs and
+/// raises CORRUPT; writes are then refused everywhere with etcd's `corrupt cluster` (reads are
+/// served), and `/health` says why.
+#[test]
+fn the_periodic_corrupt_check_raises_corrupt_and_writes_stop() {
+    let mut mixed = Mixed::new();
+    let check = ["--experimental-corrupt-check-time", "300ms"];
+    mixed.children = (0..3).map(|i| mixed.start(i, &check)).collect();
+    let endpoints: Vec<String> = (0..3).map(|i| mixed.client_url(i)).collect();
+    runtime().block_on(async {
+        let mut c = wait_ready(&endpoints[0]).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let alarms = loop {
+            let alarms = c
+                .alarm(AlarmAction::Get, AlarmType::None, None)
+                .await
+                .expect("list the alarms");
+            let corrupt: Vec<u64> = alarms
+                .alarms()
+                .iter()
+                .filter(|a| a.alarm() == AlarmType::Corrupt)
+                .map(|a| a.member_id())
+                .collect();
+            if !corrupt.is_empty() {
+                break corrupt;
+            }
+            assert!(Instant::now() < deadline, "no CORRUPT alarm");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(alarms.len(), 1, "one member named: {alarms:?}");
+        for e in &endpoints {
+            let mut c = wait_ready(e).await;
+            match c.put("k", "after", None).await {
+                Err(etcd_client::Error::GRpcStatus(status)) => {
+                    assert_eq!(status.code(), tonic::Code::DataLoss, "{e}: {status}");
+                    assert_eq!(status.message(), "etcdserver: corrupt cluster");
+                }
+                other => panic!("a put through {e} while CORRUPT: {other:?}"),
+            }
+        }
+        // Reads are served (r0's store is one of the two that agree).
+        let got = c.get("k", None).await.expect("get");
+        assert_eq!(got.kvs()[0].value(), b"right");
+    });
+    let addr = endpoints[0].trim_start_matches("http://").to_owned();
+    let health = http_get(&addr, "/health");
+    assert!(
+        health.starts_with("HTTP/1.1 503") && health.contains("ALARM CORRUPT"),
+        "{health}"
+    );
 }
 
 /// Past `--quota-backend-bytes` the NOSPACE alarm is raised: puts are refused with etcd's

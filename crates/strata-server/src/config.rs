@@ -224,6 +224,15 @@ pub struct ServerArgs {
         value_parser = parse_go_bool
     )]
     pub experimental_initial_corrupt_check: bool,
+    /// How often the leader compares every member's store hash with its own, raising the
+    /// CORRUPT alarm for one that differs (a Go duration; 0s: never).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME",
+        value_name = "DURATION",
+        default_value = "0s"
+    )]
+    pub experimental_corrupt_check_time: String,
     /// Path to the client server TLS cert file.
     #[arg(long, env = "ETCD_CERT_FILE", value_name = "FILE", value_parser = path_parser())]
     pub cert_file: Option<PathBuf>,
@@ -334,6 +343,7 @@ impl Default for ServerArgs {
             auto_compaction_retention: "0".to_owned(),
             experimental_watch_progress_notify_interval: "10m".to_owned(),
             experimental_initial_corrupt_check: false,
+            experimental_corrupt_check_time: "0s".to_owned(),
             cert_file: None,
             key_file: None,
             trusted_ca_file: None,
@@ -436,6 +446,8 @@ pub struct ServerConfig {
     pub watch_progress_notify_interval: Duration,
     /// Compare the store's hash with the peers' before serving clients.
     pub initial_corrupt_check: bool,
+    /// How often the leader checks every member's store hash; `None`: never.
+    pub corrupt_check_interval: Option<Duration>,
     /// Client TLS, when `--cert-file` and `--key-file` are given.
     pub client_tls: Option<TlsFiles>,
     /// Peer TLS, when `--peer-cert-file` and `--peer-key-file` are given.
@@ -517,6 +529,20 @@ impl ServerConfig {
             args.auto_compaction_mode,
             &args.auto_compaction_retention,
         )?;
+        let check_text = &args.experimental_corrupt_check_time;
+        let corrupt_check_interval = match parse_go_duration_nanos(check_text) {
+            Ok(nanos) if nanos <= 0 => None,
+            Ok(nanos) => Some(Duration::from_nanos(
+                u64::try_from(nanos).unwrap_or(u64::MAX),
+            )),
+            Err(reason) => {
+                return Err(ConfigError::InvalidDuration {
+                    flag: "experimental-corrupt-check-time",
+                    value: check_text.clone(),
+                    reason,
+                });
+            }
+        };
         let progress_text = &args.experimental_watch_progress_notify_interval;
         let watch_progress_notify_interval = match parse_go_duration_nanos(progress_text) {
             // etcd keeps its default for 0 or less.
@@ -627,6 +653,7 @@ impl ServerConfig {
             auto_compaction,
             watch_progress_notify_interval,
             initial_corrupt_check: args.experimental_initial_corrupt_check,
+            corrupt_check_interval,
             client_tls,
             peer_tls,
             auth_token,

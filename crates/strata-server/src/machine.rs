@@ -34,6 +34,8 @@ use crate::state::{self, KVDB_SESSION_TTL_MS, KVDB_SESSIONS_MAX, Pending, Sessio
 
 /// `AlarmType::Nospace`.
 pub const NOSPACE: i32 = 1;
+/// `AlarmType::Corrupt`: raised by the corruption check; writes are refused while it is.
+pub const CORRUPT: i32 = 2;
 
 /// etcd's `warnApplyDuration`: a request that takes longer to apply is logged ("apply request
 /// took too long") and counted (`etcd_server_slow_apply_total`).
@@ -205,6 +207,7 @@ fn apply_batch(
     let mut members_changed = false;
     let nospace = shared.0.read().alarms.iter().any(|&(_, a)| a == NOSPACE);
     let mut nospace_now = nospace;
+    let mut corrupt_now = shared.0.read().alarms.iter().any(|&(_, a)| a == CORRUPT);
     for entry in batch {
         last = entry.index;
         match entry.kind {
@@ -247,8 +250,24 @@ fn apply_batch(
                     && !matches!(request.request, Some(Request::Kvdb(_)))
                     && pending
                         .auth_with(shared, |a| a.enabled && request.auth_revision < a.revision);
+                // etcd's corrupt applier: while CORRUPT is raised, every write is refused
+                // (reads are served: they do not go through the log).
+                let halted = corrupt_now
+                    && matches!(
+                        request.request,
+                        Some(
+                            Request::Put(_)
+                                | Request::DeleteRange(_)
+                                | Request::Txn(_)
+                                | Request::Compaction(_)
+                                | Request::LeaseGrant(_)
+                                | Request::LeaseRevoke(_)
+                                | Request::Kvdb(_)
+                        )
+                    );
                 let answer = match request.request {
                     _ if stale => refused(ApiError::AuthOldRevision),
+                    _ if halted => refused(ApiError::Corrupt),
                     None => refused(ApiError::Invalid("an empty request".to_owned())),
                     Some(Request::Authenticate(authenticate)) => {
                         crate::auth::service::assign_token(
@@ -318,6 +337,7 @@ fn apply_batch(
                     Some(Request::Alarm(alarm)) => {
                         let answer = apply_alarm(shared, &mut pending, &alarm);
                         nospace_now = alarm_raised(shared, &pending, NOSPACE);
+                        corrupt_now = alarm_raised(shared, &pending, CORRUPT);
                         answer
                     }
                     Some(Request::Publish(attributes)) => {

@@ -165,6 +165,9 @@ pub enum ApiError {
     /// A sort order or target that does not exist.
     #[error("etcdserver: invalid sort option")]
     InvalidSortOption,
+    /// A write while the CORRUPT alarm is raised.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     /// `Authenticate` on a member with a JWT public key and no private key.
     #[error("auth: token signing attempted with verify-only key")]
     VerifyOnly,
@@ -215,6 +218,7 @@ impl ApiError {
             }
             Internal(_) => Code::Internal,
             VerifyOnly => Code::Unknown,
+            Corrupt => Code::DataLoss,
             Refused(code, _) => Code::from_i32(*code),
         }
     }

@@ -812,6 +812,10 @@ impl Server {
                 Arc::clone(&inner),
                 stop_rx.clone(),
             )),
+            tokio::spawn(crate::corrupt::periodic(
+                Arc::clone(&inner),
+                stop_rx.clone(),
+            )),
         ];
         if inner.config.auto_compaction != AutoCompaction::Off {
             tasks.push(tokio::spawn(crate::background::auto_compaction(

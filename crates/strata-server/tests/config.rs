@@ -57,6 +57,7 @@ const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
     ("auto-compaction-mode", "periodic"),
     ("experimental-watch-progress-notify-interval", "10m"),
     ("experimental-initial-corrupt-check", "false"),
+    ("experimental-corrupt-check-time", "0s"),
     ("cert-file", ""),
     ("key-file", ""),
     ("client-cert-auth", "false"),
@@ -138,6 +139,10 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
         (
             "experimental-initial-corrupt-check",
             d.experimental_initial_corrupt_check.to_string(),
+        ),
+        (
+            "experimental-corrupt-check-time",
+            d.experimental_corrupt_check_time.clone(),
         ),
         ("cert-file", path(&d.cert_file)),
         ("key-file", path(&d.key_file)),
@@ -850,6 +855,15 @@ fn the_watch_progress_interval_is_a_go_duration_and_0_keeps_etcds_default() {
     assert_eq!(interval(&[flag, "0"]), Ok(Duration::from_secs(600)));
     let bad = interval(&[flag, "5"]).expect_err("no unit");
     assert!(bad.contains(flag) && bad.contains("missing unit"), "{bad}");
+    let check = |args: &[&str]| config(dir.path(), args).map(|c| c.corrupt_check_interval);
+    let flag = "--experimental-corrupt-check-time";
+    assert_eq!(check(&[]).ok(), Some(None));
+    assert_eq!(check(&[flag, "0s"]).ok(), Some(None));
+    assert_eq!(
+        check(&[flag, "90s"]).ok(),
+        Some(Some(Duration::from_secs(90)))
+    );
+    assert!(check(&[flag, "soon"]).is_err());
 }
 
 #[test]
