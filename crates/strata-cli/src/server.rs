@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use strata_server::Server;
-use strata_server::config::{LogLevel, ServerArgs, ServerConfig, dev_members};
+use strata_server::config::{
+    LogLevel, LogOutput, Logger, ServerArgs, ServerConfig, dev_members, parse_log_outputs,
+};
 use tracing_subscriber::filter::LevelFilter;
 
 use crate::output::outln;
@@ -37,20 +39,103 @@ fn runtime(workers: Option<std::num::NonZeroUsize>) -> Result<tokio::runtime::Ru
         .context("start the Tokio runtime")
 }
 
-/// Writes tracing events at `level` and above to stderr, timestamped, as etcd logs: role and
-/// leader changes, snapshot restores, compactions, the quota alarm, links to peers breaking.
-/// A second call in one process keeps the first's.
-fn init_log(level: LogLevel) {
+/// Writes tracing events at `level` and above, timestamped, as etcd logs them: role and leader
+/// changes, snapshot restores, compactions, the quota alarm, links to peers breaking. Text
+/// lines (`--logger capnslog`) or JSON objects (`--logger zap`), to every `--log-outputs`
+/// target. A second call in one process keeps the first's.
+///
+/// # Errors
+///
+/// A log file that cannot be opened for appending.
+fn init_log(level: LogLevel, logger: Logger, outputs: &[LogOutput]) -> Result<()> {
     let filter = match level {
         LogLevel::Debug => LevelFilter::DEBUG,
         LogLevel::Info => LevelFilter::INFO,
         LogLevel::Warn => LevelFilter::WARN,
         LogLevel::Error => LevelFilter::ERROR,
     };
-    let _ = tracing_subscriber::fmt()
+    let mut targets = Vec::new();
+    for output in outputs {
+        targets.push(match output {
+            LogOutput::Stderr => Target::Stderr,
+            LogOutput::Stdout => Target::Stdout,
+            LogOutput::File(path) => Target::File(parking_lot::Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("--log-outputs: open {}", path.display()))?,
+            )),
+        });
+    }
+    let writer = Tee(std::sync::Arc::new(targets));
+    let builder = tracing_subscriber::fmt()
         .with_max_level(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(writer);
+    let _ = match logger {
+        Logger::Capnslog => builder.try_init(),
+        Logger::Zap => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
+    Ok(())
+}
+
+/// A `--log-outputs` target.
+enum Target {
+    Stderr,
+    Stdout,
+    File(parking_lot::Mutex<std::fs::File>),
+}
+
+/// Every target, each event written to each in one `write` (lines from several threads do not
+/// interleave).
+#[derive(Clone)]
+struct Tee(std::sync::Arc<Vec<Target>>);
+
+/// One event's bytes, written to every target when the event is done.
+struct Event<'a> {
+    targets: &'a [Target],
+    bytes: Vec<u8>,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Tee {
+    type Writer = Event<'a>;
+
+    fn make_writer(&'a self) -> Event<'a> {
+        Event {
+            targets: &self.0,
+            bytes: Vec::new(),
+        }
+    }
+}
+
+impl std::io::Write for Event<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Event<'_> {
+    fn drop(&mut self) {
+        use std::io::Write;
+        // A log write that fails has nowhere to be reported: it is dropped, as a full disk
+        // must not stop the member through its log.
+        for target in self.targets {
+            let _ = match target {
+                Target::Stderr => std::io::stderr().lock().write_all(&self.bytes),
+                Target::Stdout => std::io::stdout().lock().write_all(&self.bytes),
+                Target::File(file) => file.lock().write_all(&self.bytes),
+            };
+        }
+    }
 }
 
 /// Waits for Ctrl-C or SIGTERM.
@@ -78,7 +163,8 @@ async fn stopped() {
 
 /// `strata server`: runs one member until Ctrl-C or SIGTERM.
 pub fn server(args: ServerArgs) -> Result<()> {
-    init_log(args.log_level);
+    let outputs = parse_log_outputs(&args.log_outputs)?;
+    init_log(args.log_level, args.logger, &outputs)?;
     let workers = args.worker_threads;
     let config = ServerConfig::from_args(args)?;
     runtime(workers)?.block_on(async move {
@@ -132,7 +218,7 @@ fn join(addrs: &[std::net::SocketAddr]) -> String {
 
 /// `strata dev`: three members in this process, on etcd's development ports.
 pub fn dev(args: DevArgs) -> Result<()> {
-    init_log(args.log_level);
+    init_log(args.log_level, Logger::Capnslog, &[LogOutput::Stderr])?;
     let (base, _temp) = match args.data_dir {
         Some(dir) => (dir, None),
         None => {

@@ -1231,6 +1231,39 @@ fn the_client_port_answers_health_version_and_metrics_over_http() {
     });
 }
 
+/// `--logger zap --log-outputs FILE,stderr`: the log is JSON objects, one per line, in the file
+/// and on stderr alike.
+#[test]
+fn the_log_is_json_with_zap_and_goes_to_every_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("member.log");
+    let outputs = format!("{},stderr", file.display());
+    let cluster = Cluster::start(
+        &dir.path().join("c"),
+        1,
+        &["--logger", "zap", "--log-outputs", &outputs],
+    );
+    let endpoints = cluster.endpoints();
+    runtime().block_on(async {
+        wait_ready(&endpoints[0]).await;
+    });
+    let written = std::fs::read_to_string(&file).expect("the log file");
+    let elected: Vec<&str> = written
+        .lines()
+        .filter(|l| l.contains("raft: role, term or leader changed"))
+        .collect();
+    assert!(!elected.is_empty(), "no election logged: {written}");
+    for line in written.lines() {
+        assert!(
+            line.starts_with('{') && line.ends_with('}') && line.contains(r#""level":"#),
+            "not a JSON object: {line}"
+        );
+    }
+    // stderr (the cluster's log of the member) has the same events.
+    let stderr = cluster.log(0);
+    assert!(stderr.contains(elected[0]), "{stderr}");
+}
+
 /// Puts `count` keys `prefix{n}` at once through `endpoint` (one connection, its requests
 /// multiplexed) and checks, through `check_at`, that each answer is that key's own: the
 /// revision a put was answered with is the one its key was written at.

@@ -34,6 +34,7 @@ mod compaction;
 mod dev;
 mod error;
 mod ids;
+mod log;
 mod url;
 
 use std::collections::{BTreeSet, HashMap};
@@ -47,6 +48,7 @@ pub use compaction::{AutoCompaction, AutoCompactionMode};
 pub use dev::{DEV_CLUSTER_TOKEN, DEV_PORTS, dev_members};
 pub use error::ConfigError;
 pub use ids::{added_member_id, cluster_id, member_id};
+pub use log::{LogLevel, LogOutput, Logger, parse_log_outputs};
 pub use url::{ListenUrl, Scheme, resolve_url};
 
 pub use crate::auth::jwt::TokenKind;
@@ -294,27 +296,25 @@ pub struct ServerArgs {
     /// The least severe level of the log written to stderr: debug, info, warn or error.
     #[arg(long, env = "ETCD_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+    /// The log's form: "zap" (one JSON object per line) or "capnslog" (text lines, etcd
+    /// 3.4's default).
+    #[arg(long, env = "ETCD_LOGGER", value_enum, default_value_t = Logger::Capnslog)]
+    pub logger: Logger,
+    /// Where the log goes, comma-separated: "default" or "stderr", "stdout", or file paths
+    /// (appended to).
+    #[arg(
+        long,
+        env = "ETCD_LOG_OUTPUTS",
+        value_name = "TARGETS",
+        default_value = "default"
+    )]
+    pub log_outputs: String,
     /// Threads that serve clients and peers (Tokio workers) [default: one per CPU core].
     /// Members that share a machine do better with their share of its cores: three on two
     /// cores, 1. Not an etcd flag: etcd's counterpart is the `GOMAXPROCS` variable. Read by
     /// `strata server`, which builds the runtime; the member itself does not use it.
     #[arg(long, env = "STRATA_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<std::num::NonZeroUsize>,
-}
-
-/// `--log-level`: etcd's levels (its `panic` and `fatal` are not offered: a member logs
-/// nothing at them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogLevel {
-    /// Everything, including per-connection and per-peer detail.
-    Debug,
-    /// Role and leader changes, snapshot restores, compactions, links to peers breaking;
-    /// and everything below (etcd's default).
-    Info,
-    /// What an operator should look at: a quota exceeded, a risky flag, a peer refused.
-    Warn,
-    /// Failures only.
-    Error,
 }
 
 impl Default for ServerArgs {
@@ -357,6 +357,8 @@ impl Default for ServerArgs {
             bcrypt_cost: DEFAULT_BCRYPT_COST,
             kvdb_token_file: None,
             log_level: LogLevel::Info,
+            logger: Logger::Capnslog,
+            log_outputs: "default".to_owned(),
             worker_threads: None,
         }
     }
@@ -586,6 +588,7 @@ impl ServerConfig {
             });
         }
 
+        parse_log_outputs(&args.log_outputs)?;
         let auth_token =
             TokenKind::parse(&args.auth_token).map_err(|source| ConfigError::InvalidAuthToken {
                 value: args.auth_token.clone(),

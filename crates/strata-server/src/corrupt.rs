@@ -107,18 +107,9 @@ pub async fn initial_check(inner: &Arc<Inner>) -> Result<(), ServerError> {
     let local = local_hash(inner)
         .await
         .map_err(|e| ServerError::Storage(e.to_string()))?;
-    let peers: Vec<u64> = inner
-        .shared
-        .0
-        .read()
-        .members
-        .keys()
-        .copied()
-        .filter(|&id| id != inner.id)
-        .collect();
     let mut differing = Vec::new();
     let mut same = 0;
-    for peer in peers {
+    for peer in peers(inner) {
         let answer = peer_hash(inner, peer, local.revision).await;
         match judge(&local, answer.map(|a| (a.hash, a.compact_revision))) {
             Verdict::Same => same += 1,
@@ -163,6 +154,19 @@ pub async fn initial_check(inner: &Arc<Inner>) -> Result<(), ServerError> {
         "initial corruption check passed"
     );
     Ok(())
+}
+
+/// The other members' ids.
+fn peers(inner: &Inner) -> Vec<u64> {
+    inner
+        .shared
+        .0
+        .read()
+        .members
+        .keys()
+        .copied()
+        .filter(|&id| id != inner.id)
+        .collect()
 }
 
 /// What a peer answered `HashKV` with.
@@ -263,17 +267,8 @@ pub async fn periodic(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
 /// after a linearizable read point, its own again. Returns the member found wrong, if any.
 async fn leader_check(inner: &Arc<Inner>) -> Result<Option<u64>, ApiError> {
     let before = local_hash(inner).await?;
-    let peers: Vec<u64> = inner
-        .shared
-        .0
-        .read()
-        .members
-        .keys()
-        .copied()
-        .filter(|&id| id != inner.id)
-        .collect();
     let mut answers = Vec::new();
-    for peer in peers {
+    for peer in peers(inner) {
         match peer_hash(inner, peer, before.revision).await {
             Ok(answer) => answers.push((peer, answer)),
             Err(e) => tracing::debug!(

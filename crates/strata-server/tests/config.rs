@@ -70,6 +70,8 @@ const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
     ("auth-token-ttl", "300"),
     ("bcrypt-cost", "10"),
     ("log-level", "info"),
+    ("logger", "capnslog"),
+    ("log-outputs", "default"),
 ];
 
 /// `ServerArgs::default()` written as `etcd --help` writes defaults.
@@ -156,6 +158,8 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
         ("auth-token-ttl", d.auth_token_ttl.to_string()),
         ("bcrypt-cost", d.bcrypt_cost.to_string()),
         ("log-level", format!("{:?}", d.log_level).to_lowercase()),
+        ("logger", format!("{:?}", d.logger).to_lowercase()),
+        ("log-outputs", d.log_outputs.clone()),
     ]
     .into_iter()
     .map(|(flag, value)| (flag.to_owned(), value))
@@ -864,6 +868,30 @@ fn the_watch_progress_interval_is_a_go_duration_and_0_keeps_etcds_default() {
         Some(Some(Duration::from_secs(90)))
     );
     assert!(check(&[flag, "soon"]).is_err());
+}
+
+#[test]
+fn log_outputs_are_etcds_targets_each_once() {
+    use strata_server::config::{LogOutput, parse_log_outputs};
+    assert_eq!(
+        parse_log_outputs("default").ok(),
+        Some(vec![LogOutput::Stderr])
+    );
+    assert_eq!(
+        parse_log_outputs("stdout,/var/log/strata.log").ok(),
+        Some(vec![
+            LogOutput::Stdout,
+            LogOutput::File("/var/log/strata.log".into())
+        ])
+    );
+    for bad in ["", "stderr,", "stderr,default", "a.log,a.log"] {
+        let err = parse_log_outputs(bad).expect_err(bad);
+        assert!(err.to_string().starts_with("--log-outputs"), "{bad}: {err}");
+    }
+    let dir = temp();
+    assert!(config(dir.path(), &["--log-outputs", "stdout,stdout"]).is_err());
+    assert!(config(dir.path(), &["--logger", "zap", "--log-outputs", "stderr"]).is_ok());
+    assert!(parse(&["--logger", "glog"]).is_err());
 }
 
 #[test]

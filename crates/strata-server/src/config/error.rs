@@ -198,6 +198,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         source: crate::auth::jwt::TokenOptionsError,
     },
+    /// A `--log-outputs` that cannot be used.
+    #[error("--log-outputs {value:?}: {reason}")]
+    InvalidLogOutputs {
+        /// The flag's value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A duration flag that is not a Go duration.
     #[error("invalid value {value:?} for --{flag}: {reason}")]
     InvalidDuration {
