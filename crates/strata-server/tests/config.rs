@@ -870,6 +870,48 @@ fn the_watch_progress_interval_is_a_go_duration_and_0_keeps_etcds_default() {
     assert!(check(&[flag, "soon"]).is_err());
 }
 
+/// The command line kubeadm's static pod manifest gives etcd (kubeadm 1.28 to 1.31, etcd 3.5),
+/// with this machine's paths: every flag is taken, with etcd's meaning.
+#[test]
+fn kubeadms_etcd_command_line_is_taken() {
+    let dir = temp();
+    let pki = |name: &str| file(dir.path(), name, "pem");
+    let (cert, key, ca) = (pki("server.crt"), pki("server.key"), pki("ca.crt"));
+    let (peer_cert, peer_key) = (pki("peer.crt"), pki("peer.key"));
+    let data = dir.path().join("etcd").display().to_string();
+    let line = [
+        "--advertise-client-urls=https://10.0.0.1:2379".to_owned(),
+        format!("--cert-file={cert}"),
+        "--client-cert-auth=true".to_owned(),
+        format!("--data-dir={data}"),
+        "--experimental-initial-corrupt-check=true".to_owned(),
+        "--experimental-watch-progress-notify-interval=5s".to_owned(),
+        "--initial-advertise-peer-urls=https://10.0.0.1:2380".to_owned(),
+        "--initial-cluster=node1=https://10.0.0.1:2380".to_owned(),
+        format!("--key-file={key}"),
+        "--listen-client-urls=https://127.0.0.1:2379,https://10.0.0.1:2379".to_owned(),
+        "--listen-metrics-urls=http://127.0.0.1:2381".to_owned(),
+        "--listen-peer-urls=https://10.0.0.1:2380".to_owned(),
+        "--name=node1".to_owned(),
+        format!("--peer-cert-file={peer_cert}"),
+        "--peer-client-cert-auth=true".to_owned(),
+        format!("--peer-key-file={peer_key}"),
+        format!("--peer-trusted-ca-file={ca}"),
+        "--snapshot-count=10000".to_owned(),
+        format!("--trusted-ca-file={ca}"),
+    ];
+    let words: Vec<&str> = line.iter().map(String::as_str).collect();
+    let config = ServerConfig::from_args(parse(&words).expect("clap takes kubeadm's flags"))
+        .expect("a valid configuration");
+    assert!(config.initial_corrupt_check);
+    assert_eq!(
+        config.watch_progress_notify_interval,
+        Duration::from_secs(5)
+    );
+    assert_eq!(config.listen_metrics_urls.len(), 1);
+    assert_eq!(config.snapshot_count, 10_000);
+}
+
 #[test]
 fn log_outputs_are_etcds_targets_each_once() {
     use strata_server::config::{LogOutput, parse_log_outputs};
