@@ -1,5 +1,6 @@
 //! Compiles the .proto files with protox (in Rust: no protoc needed on the machine) and
-//! generates the gRPC servers and clients with tonic-prost-build.
+//! generates the gRPC servers and clients with tonic-prost-build; writes the descriptors for
+//! the JSON gateway.
 
 use std::path::PathBuf;
 
@@ -70,6 +71,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let files: Vec<PathBuf> = PROTOS.iter().map(|p| root.join(p)).collect();
     let descriptors = protox::compile(&files, [&root])?;
+    // The JSON gateway (`/v3/kv/range`, ...) maps JSON to these messages by their descriptors.
+    let out = PathBuf::from(std::env::var("OUT_DIR")?).join("descriptors.bin");
+    std::fs::write(out, prost::Message::encode_to_vec(&descriptors))?;
     let mut builder = tonic_prost_build::configure();
     for (proto, rust) in MVCC_TYPES {
         builder = builder.extern_path(*proto, *rust);

@@ -26,6 +26,7 @@
 
 mod background;
 mod cluster;
+mod gateway;
 mod normalize;
 mod script;
 
@@ -411,6 +412,17 @@ fn run_step(
 ) -> Result<String> {
     if matches!(step.kind, Kind::Wait(..) | Kind::Stop(..)) {
         return run_background_step(cluster, normalizer, state, step);
+    }
+    if let Kind::Gateway(path, body) = &step.kind {
+        let (status, answer) = gateway::post(&cluster.first_endpoint(), path, body)?;
+        let answer = match serde_json::from_str::<Value>(answer.trim()) {
+            Ok(json) => gateway::numbers(json).to_string(),
+            Err(_) => answer,
+        };
+        let shown = normalizer.output("0", &answer, "", Options::default());
+        // `exit 0` is etcdctl's line; a gateway answer shows its HTTP status instead.
+        let shown = shown.strip_prefix("exit 0\n").unwrap_or(&shown);
+        return Ok(format!("http {status}\n{shown}"));
     }
     let mut needs_all = false;
     let mut needs_leader = false;

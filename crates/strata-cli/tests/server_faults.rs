@@ -1148,8 +1148,8 @@ fn periodic_auto_compaction_compacts_old_revisions() {
 }
 
 /// `GET /health`, `/version` and `/metrics` on the client port, beside gRPC (and gRPC's own
-/// health service); a 501 under `/v3/` (etcd's JSON gateway, not served); the same HTTP
-/// endpoints alone on `--listen-metrics-urls`.
+/// health service); the same HTTP endpoints alone on `--listen-metrics-urls` (without the JSON
+/// gateway, which is the client API).
 #[test]
 fn the_client_port_answers_health_version_and_metrics_over_http() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1192,10 +1192,9 @@ fn the_client_port_answers_health_version_and_metrics_over_http() {
     );
     let version = get("/version");
     assert!(version.contains(r#""etcdserver":"3.5.0""#), "{version}");
-    // etcd's JSON gateway is not served, and says so.
+    // etcd's JSON gateway takes POST only (tests/server_gateway.rs).
     let gateway = get("/v3/kv/range");
-    assert!(gateway.starts_with("HTTP/1.1 501"), "{gateway}");
-    assert!(gateway.contains(r#""code":12"#), "{gateway}");
+    assert!(gateway.starts_with("HTTP/1.1 405"), "{gateway}");
     let metrics = get("/metrics");
     for name in [
         "etcd_server_has_leader 1",
@@ -1218,6 +1217,8 @@ fn the_client_port_answers_health_version_and_metrics_over_http() {
     );
     let metrics = http_get(&metrics_addr, "/metrics");
     assert!(metrics.contains("etcd_server_has_leader 1"), "{metrics}");
+    let gateway = http_get(&metrics_addr, "/v3/kv/range");
+    assert!(gateway.starts_with("HTTP/1.1 404"), "{gateway}");
     runtime().block_on(async {
         let mut kv = etcd_client::Client::connect([metrics_url.as_str()], None)
             .await

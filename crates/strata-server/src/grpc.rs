@@ -1,7 +1,7 @@
 //! The client port: gRPC (etcd's KV, Watch, Lease, Auth, Cluster, Maintenance, Lock and
 //! Election, the seed's Kvdb, Strata's
-//! Internal forwarding, grpc.health.v1) and HTTP (`/health`, `/version`, `/metrics`) on one listener per
-//! `--listen-client-urls` address.
+//! Internal forwarding, grpc.health.v1) and HTTP (`/health`, `/version`, `/metrics`, and
+//! etcd's JSON gateway under `/v3/`) on one listener per `--listen-client-urls` address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -155,10 +155,13 @@ pub async fn serve(
             InternalServer::new(InternalService(Arc::clone(&inner)))
                 .max_decoding_message_size(recv_max + GRPC_OVERHEAD_BYTES),
         );
-    let router = builder
-        .routes()
-        .into_axum_router()
-        .merge(crate::http::router(Arc::clone(&inner)));
+    let grpc = builder.routes().into_axum_router();
+    // etcd's JSON gateway calls the gRPC routes themselves; JSON (base64 bytes) is larger
+    // than the message it carries, hence twice the gRPC limit.
+    let gateway = crate::gateway::router(grpc.clone(), 2 * recv_max);
+    let router = grpc
+        .merge(crate::http::router(Arc::clone(&inner)))
+        .merge(gateway);
     let routes = tonic::service::Routes::from(router);
     let tls = crate::tls::server_tls(&inner.config)?;
     let mut addrs = Vec::new();

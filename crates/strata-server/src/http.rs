@@ -1,6 +1,5 @@
-//! The client port's HTTP side: `/health` (etcd's JSON), `/version`, `/metrics`; and a plain
-//! refusal under `/v3/`, where etcd serves its API as JSON through grpc-gateway and Strata
-//! does not (without it, such a request would meet the gRPC router and get an empty 200).
+//! The client port's HTTP side: `/health` (etcd's JSON), `/version`, `/metrics` (the JSON
+//! gateway under `/v3/` is `gateway.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{any, get};
+use axum::routing::get;
 
 use crate::machine::NOSPACE;
 use crate::server::{ETCD_CLUSTER_VERSION, ETCD_VERSION, Inner};
@@ -20,21 +19,7 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .route("/health", get(health))
         .route("/version", get(version))
         .route("/metrics", get(metrics))
-        .route("/v3/{*path}", any(gateway))
         .with_state(inner)
-}
-
-/// etcd's JSON gateway (`POST /v3/kv/range`, ...) is not served: 501, with an error body in the
-/// gateway's own shape (gRPC code 12, Unimplemented), so a `curl` user is told why.
-async fn gateway() -> axum::response::Response {
-    let message = "the JSON gateway (/v3/...) is not served: use gRPC (etcdctl, an etcd client)";
-    json(
-        StatusCode::NOT_IMPLEMENTED,
-        format!(
-            "{{\"error\":{m},\"message\":{m},\"code\":12}}",
-            m = quote(message)
-        ),
-    )
 }
 
 fn json(status: StatusCode, body: String) -> axum::response::Response {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod corrupt;
 pub mod election;
 pub mod forward;
+pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod kv;

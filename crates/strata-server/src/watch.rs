@@ -494,9 +494,12 @@ impl Watch for WatchService {
             let every = stream.inner.config.watch_progress_notify_interval;
             let mut progress = tokio::time::interval(every);
             progress.tick().await;
+            // Whether the client still sends: one that half-closes its side keeps its
+            // watchers, as etcd's (its receive loop ends, the stream does not).
+            let mut sending = true;
             loop {
                 let open = tokio::select! {
-                    request = incoming.next() => match request {
+                    request = incoming.next(), if sending => match request {
                         Some(Ok(request)) => match request.request_union {
                             Some(RequestUnion::CreateRequest(create)) => stream.create(create).await,
                             Some(RequestUnion::CancelRequest(cancel)) => {
@@ -505,7 +508,11 @@ impl Watch for WatchService {
                             Some(RequestUnion::ProgressRequest(_)) => stream.progress().await,
                             None => true,
                         },
-                        _ => false,
+                        None => {
+                            sending = false;
+                            true
+                        }
+                        Some(Err(_)) => false,
                     },
                     () = wake.notified() => stream.drain().await,
                     _ = progress.tick() => stream.notify_progress().await,

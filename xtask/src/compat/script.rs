@@ -16,6 +16,10 @@
 //! - `! NAME [TEXT]`: stops NAME: waits (bounded) as `?` for TEXT, or without TEXT until it has
 //!   been quiet for a moment, then sends SIGINT (as Ctrl-C: `elect` resigns, `lock` unlocks) and
 //!   shows its exit code, stdout and stderr, normalized like any command's.
+//! - `~ PATH JSON`: `POST PATH` with the body JSON (the rest of the line, taken literally: no
+//!   placeholders, no tags) to the first member's client URL, etcd's JSON gateway; shows the
+//!   HTTP status and the answer, normalized as etcdctl's JSON once its 64-bit integers
+//!   (strings in the gateway's JSON) are numbers.
 //!
 //! Tags: `@no-header` drops the response's top-level `header` (for responses etcd 3.5 gives a
 //! header and 3.4 does not, such as Alarm's: Strata follows 3.5); `@multi` runs the command only
@@ -81,6 +85,8 @@ pub enum Kind {
     Wait(String, String),
     /// `! NAME [TEXT]`: stops NAME (after TEXT, if given) and shows its answer.
     Stop(String, Option<String>),
+    /// `~ PATH JSON`: posts JSON to the gateway's PATH and shows the answer.
+    Gateway(String, String),
 }
 
 /// A placeholder of the script, as found between braces.
@@ -235,6 +241,26 @@ pub fn parse(script: &str) -> Result<Vec<Step>> {
             step.stdin.push(stdin.to_owned());
             continue;
         }
+        if let Some(rest) = trimmed.strip_prefix("~ ") {
+            let rest = rest.trim_start();
+            let (path, body) = rest.split_once(' ').unwrap_or((rest, ""));
+            if !path.starts_with("/v3") {
+                bail!("script line {line}: `~ PATH JSON` needs a gateway path (/v3/...)");
+            }
+            steps.push(Step {
+                line,
+                text: trimmed.to_owned(),
+                args: Vec::new(),
+                stdin: Vec::new(),
+                multi: false,
+                any_member: false,
+                snapshot: false,
+                retry_unhealthy: false,
+                no_header: false,
+                kind: Kind::Gateway(path.to_owned(), body.trim().to_owned()),
+            });
+            continue;
+        }
         let mut kind = Kind::Run;
         let command = if let Some(command) = trimmed.strip_prefix("> ") {
             command
@@ -280,7 +306,7 @@ pub fn parse(script: &str) -> Result<Vec<Step>> {
         } else {
             bail!(
                 "script line {line}: expected `> command`, `& NAME command`, `? NAME TEXT`, \
-                 `! NAME [TEXT]`, `| stdin`, `#` or a blank line"
+                 `! NAME [TEXT]`, `~ PATH JSON`, `| stdin`, `#` or a blank line"
             );
         };
         let mut words =
@@ -365,6 +391,7 @@ mod tests {
             ("> put a {x\n", "line 1: unclosed `{`"),
             ("! w\n", "line 1: no `& w ...` before it"),
             ("& w\n", "line 1: `& NAME ARGS` needs"),
+            ("~ kv/range {}\n", "line 1: `~ PATH JSON` needs"),
             ("& w watch a\n? w\n", "line 2: `? NAME TEXT` needs a text"),
             (
                 "> get a --rev={rev+x}\n",
@@ -374,6 +401,20 @@ mod tests {
             let error = parse(script).expect_err(script).to_string();
             assert!(error.contains(expected), "{script:?}: {error}");
         }
+    }
+
+    #[test]
+    fn gateway_steps_take_their_json_literally() -> Result<()> {
+        let steps = parse("~ /v3/kv/range {\"key\": \"{x}\"}\n~ /v3/maintenance/status\n")?;
+        assert_eq!(
+            steps[0].kind,
+            Kind::Gateway("/v3/kv/range".into(), "{\"key\": \"{x}\"}".into())
+        );
+        assert_eq!(
+            steps[1].kind,
+            Kind::Gateway("/v3/maintenance/status".into(), String::new())
+        );
+        Ok(())
     }
 
     #[test]
