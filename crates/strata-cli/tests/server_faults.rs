@@ -12,8 +12,8 @@ use etcd_client::{AlarmAction, AlarmOptions, AlarmType, GetOptions};
 use strata_server::proto::clientpb::kvdb_client::KvdbClient;
 use strata_server::proto::clientpb::{Auth, Command, KvPair, Operate, PutCommand, Request};
 use support::cluster::{
-    Cluster, FAST, MemberSpec, client, free_port, leader_index, put_retrying, runtime, wait_ready,
-    wait_value,
+    Cluster, FAST, MemberSpec, client, free_port, leader_index, put_retrying, runtime,
+    until_healthy, wait_ready, wait_value,
 };
 use support::disk::SmallDisk;
 
@@ -82,9 +82,12 @@ fn a_member_added_under_load_catches_up_from_a_snapshot() {
         for i in 0..200 {
             c.put(format!("pre/{i:04}"), "x", None).await.expect("put");
         }
-        c.member_add([spec.peer_url()], None)
-            .await
-            .expect("member add");
+        until_healthy(|| {
+            let (mut c, url) = (c.clone(), spec.peer_url());
+            async move { c.member_add([url], None).await }
+        })
+        .await
+        .expect("member add");
     });
     let new = cluster.join(spec.clone());
     rt.block_on(async {
@@ -167,7 +170,12 @@ fn a_removed_member_cannot_disrupt_the_rest() {
             let mut on_m3 = client(&endpoints[2..3]).await;
             on_m3.move_leader(m1).await.expect("move leader");
         }
-        c.member_remove(m3).await.expect("member remove");
+        until_healthy(|| {
+            let mut c = c.clone();
+            async move { c.member_remove(m3).await }
+        })
+        .await
+        .expect("member remove");
         let before = client(&endpoints[..1])
             .await
             .status()

@@ -133,7 +133,10 @@ mod ready;
 pub mod sim;
 mod traits;
 
-pub use inbox::{INBOX_CHUNKS_MAX, INBOX_MESSAGES_MAX, Inbox, InboxSender, inbox, inbox_with};
+pub use inbox::{
+    ACTIVITY_GAP_DEFAULT, INBOX_CHUNKS_MAX, INBOX_MESSAGES_MAX, Inbox, InboxSender, PeerActivity,
+    inbox, inbox_with,
+};
 pub use mem_network::{MemNetwork, MemTransport};
 pub use node::{DriverError, RaftNode};
 pub use ready::{ReadyIo, begin, begin_needs_io, finish, needs_io, persist, process_ready};

@@ -54,6 +54,37 @@ impl ClusterService {
     }
 
     /// Checks peer URLs: well formed, and not another member's.
+    /// `--strict-reconfig-check`'s view of the members, from this leader now.
+    fn reconfig_check(
+        &self,
+        check: impl FnOnce(&crate::reconfig::Cluster<'_>) -> Result<(), ApiError>,
+    ) -> Result<(), Status> {
+        if !self.0.config.strict_reconfig_check {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        let members: Vec<crate::reconfig::MemberView> = self
+            .0
+            .shared
+            .0
+            .read()
+            .members
+            .values()
+            .map(|m| crate::reconfig::MemberView {
+                id: m.id,
+                started: !m.name.is_empty(),
+                learner: m.is_learner,
+                active_since: self.0.peer_activity.active_since(m.id, now),
+            })
+            .collect();
+        let view = crate::reconfig::Cluster {
+            me: self.0.id,
+            members: &members,
+            now,
+        };
+        check(&view).map_err(Status::from)
+    }
+
     fn check_urls(&self, urls: &[String], except: u64) -> Result<(), Status> {
         if urls.is_empty() || urls.iter().any(|u| crate::config::resolve_url(u).is_err()) {
             return Err(ApiError::InvalidMemberUrls.into());
@@ -122,6 +153,7 @@ impl Cluster for ClusterService {
         if id == 0 || self.0.shared.0.read().members.contains_key(&id) {
             return Err(ApiError::MemberExists.into());
         }
+        self.reconfig_check(|view| view.may_add(request.is_learner))?;
         let member = Member {
             id,
             name: String::new(),
@@ -172,6 +204,7 @@ impl Cluster for ClusterService {
             response.get_mut().header = self.header();
             return Ok(response);
         }
+        self.reconfig_check(|view| view.may_remove(id))?;
         self.change(ConfChange::single(ChangeKind::RemoveNode, id))
             .await?;
         Ok(Response::new(MemberRemoveResponse {
@@ -236,6 +269,7 @@ impl Cluster for ClusterService {
         if (matched as f64) < status.commit as f64 * PROMOTE_READY_FRACTION {
             return Err(ApiError::LearnerNotReady.into());
         }
+        self.reconfig_check(|view| view.may_promote())?;
         self.change(ConfChange::single(ChangeKind::AddVoter, id))
             .await?;
         Ok(Response::new(MemberPromoteResponse {

@@ -35,6 +35,7 @@ mod dev;
 mod error;
 mod ids;
 mod log;
+mod tls;
 mod url;
 
 use std::collections::{BTreeSet, HashMap};
@@ -49,6 +50,7 @@ pub use dev::{DEV_CLUSTER_TOKEN, DEV_PORTS, dev_members};
 pub use error::ConfigError;
 pub use ids::{added_member_id, cluster_id, member_id};
 pub use log::{LogLevel, LogOutput, Logger, parse_log_outputs};
+use tls::{TlsFlags, check_https_has_tls, tls_files};
 pub use url::{ListenUrl, Scheme, resolve_url};
 
 pub use crate::auth::jwt::TokenKind;
@@ -226,6 +228,19 @@ pub struct ServerArgs {
         value_parser = parse_go_bool
     )]
     pub experimental_initial_corrupt_check: bool,
+    /// Refuse member changes that could cost the cluster its quorum (etcd's default).
+    #[arg(
+        long,
+        env = "ETCD_STRICT_RECONFIG_CHECK",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "true",
+        default_missing_value = "true",
+        value_parser = parse_go_bool
+    )]
+    pub strict_reconfig_check: bool,
     /// How often the leader compares every member's store hash with its own, raising the
     /// CORRUPT alarm for one that differs (a Go duration; 0s: never).
     #[arg(
@@ -343,6 +358,7 @@ impl Default for ServerArgs {
             auto_compaction_retention: "0".to_owned(),
             experimental_watch_progress_notify_interval: "10m".to_owned(),
             experimental_initial_corrupt_check: false,
+            strict_reconfig_check: true,
             experimental_corrupt_check_time: "0s".to_owned(),
             cert_file: None,
             key_file: None,
@@ -448,6 +464,8 @@ pub struct ServerConfig {
     pub watch_progress_notify_interval: Duration,
     /// Compare the store's hash with the peers' before serving clients.
     pub initial_corrupt_check: bool,
+    /// Refuse member changes that could cost the cluster its quorum.
+    pub strict_reconfig_check: bool,
     /// How often the leader checks every member's store hash; `None`: never.
     pub corrupt_check_interval: Option<Duration>,
     /// Client TLS, when `--cert-file` and `--key-file` are given.
@@ -656,6 +674,7 @@ impl ServerConfig {
             auto_compaction,
             watch_progress_notify_interval,
             initial_corrupt_check: args.experimental_initial_corrupt_check,
+            strict_reconfig_check: args.strict_reconfig_check,
             corrupt_check_interval,
             client_tls,
             peer_tls,
@@ -838,98 +857,6 @@ fn check_local_member(
         });
     }
     Ok(())
-}
-
-/// The flag names of one side's TLS material.
-struct TlsFlags {
-    cert: &'static str,
-    key: &'static str,
-    trusted_ca: &'static str,
-    client_cert_auth: &'static str,
-}
-
-impl TlsFlags {
-    const CLIENT: TlsFlags = TlsFlags {
-        cert: "cert-file",
-        key: "key-file",
-        trusted_ca: "trusted-ca-file",
-        client_cert_auth: "client-cert-auth",
-    };
-    const PEER: TlsFlags = TlsFlags {
-        cert: "peer-cert-file",
-        key: "peer-key-file",
-        trusted_ca: "peer-trusted-ca-file",
-        client_cert_auth: "peer-client-cert-auth",
-    };
-}
-
-/// One side's TLS files: none given is no TLS; a certificate needs its key and the other way
-/// round; a CA or a client-certificate check needs the certificate; client-certificate checks
-/// need a CA. Every file given must be readable now, not at the first connection.
-fn tls_files(
-    flags: TlsFlags,
-    [cert, key, ca]: [Option<PathBuf>; 3],
-    client_cert_auth: bool,
-) -> Result<Option<TlsFiles>, ConfigError> {
-    let given = |path: Option<PathBuf>| path.filter(|path| !path.as_os_str().is_empty());
-    let (cert, key, ca) = (given(cert), given(key), given(ca));
-    let incomplete = |given, missing| Err(ConfigError::TlsIncomplete { given, missing });
-    let (cert, key) = match (cert, key) {
-        (Some(cert), Some(key)) => (cert, key),
-        (Some(_), None) => return incomplete(flags.cert, flags.key),
-        (None, Some(_)) => return incomplete(flags.key, flags.cert),
-        (None, None) if ca.is_some() => return incomplete(flags.trusted_ca, flags.cert),
-        (None, None) if client_cert_auth => return incomplete(flags.client_cert_auth, flags.cert),
-        (None, None) => return Ok(None),
-    };
-    if client_cert_auth && ca.is_none() {
-        return incomplete(flags.client_cert_auth, flags.trusted_ca);
-    }
-    for (flag, path) in [
-        (flags.cert, Some(&cert)),
-        (flags.key, Some(&key)),
-        (flags.trusted_ca, ca.as_ref()),
-    ] {
-        if let Some(path) = path {
-            check_readable_file(path).map_err(|source| ConfigError::TlsFile {
-                flag,
-                path: path.clone(),
-                source,
-            })?;
-        }
-    }
-    Ok(Some(TlsFiles {
-        cert_file: cert,
-        key_file: key,
-        trusted_ca_file: ca,
-        client_cert_auth,
-    }))
-}
-
-fn check_readable_file(path: &Path) -> io::Result<()> {
-    let file = fs::File::open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    Ok(())
-}
-
-fn check_https_has_tls(
-    flags: TlsFlags,
-    urls: &[ListenUrl],
-    tls: Option<&TlsFiles>,
-) -> Result<(), ConfigError> {
-    match urls.iter().find(|url| url.scheme == Scheme::Https) {
-        Some(url) if tls.is_none() => Err(ConfigError::TlsRequired {
-            cert_flag: flags.cert,
-            key_flag: flags.key,
-            url: url.url.clone(),
-        }),
-        _ => Ok(()),
-    }
 }
 
 /// Makes sure the data directory exists (created with mode 0700 as etcd creates it), is a

@@ -27,6 +27,7 @@ pub mod machine;
 pub mod maintenance;
 pub mod metrics;
 pub mod proto;
+pub mod reconfig;
 pub mod restore;
 pub mod rpctypes;
 pub mod server;

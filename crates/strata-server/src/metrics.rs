@@ -216,6 +216,19 @@ pub fn render(inner: &Inner) -> String {
         "strata_transport_bad_frames_total {}",
         transport.bad_frames
     );
+    // What `--strict-reconfig-check` asks: whether this member has heard from each peer
+    // within an election timeout (a leader hears from every follower, a follower only from
+    // its leader).
+    let now = std::time::Instant::now();
+    let peers: Vec<u64> = inner.shared.0.read().members.keys().copied().collect();
+    for peer in peers.into_iter().filter(|&p| p != inner.id) {
+        let active = inner.peer_activity.active_since(peer, now).is_some();
+        let _ = writeln!(
+            out,
+            "strata_raft_peer_active{{peer=\"{peer:x}\"}} {}",
+            u8::from(active)
+        );
+    }
     for ((peer, lane), lane_metrics) in &transport.lanes {
         let _ = writeln!(
             out,

@@ -68,6 +68,14 @@ pub enum ApiError {
     /// MemberPromote of a learner behind the leader.
     #[error("etcdserver: can only promote a learner member which is in sync with leader")]
     LearnerNotReady,
+    /// A member change that would leave fewer started members than a quorum
+    /// (`--strict-reconfig-check`).
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// A member change while the leader has not been connected to enough members for 5 s
+    /// (`--strict-reconfig-check`).
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
     /// MoveLeader on a member that is not the leader.
     #[error("etcdserver: not leader")]
     NotLeader,
@@ -211,9 +219,15 @@ impl ApiError {
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests | TooManySessions => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound | UnknownSession(_) => Code::NotFound,
-            LeaseExists | MemberExists | PeerUrlExists | MemberNotLearner | LearnerNotReady
-            | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
-            NoLeader | LeaderChanged | Stopped | NotSupportedForLearner | Timeout => {
+            LeaseExists
+            | MemberExists
+            | PeerUrlExists
+            | MemberNotLearner
+            | LearnerNotReady
+            | NotEnoughStartedMembers
+            | NotLeader
+            | BadLeaderTransferee => Code::FailedPrecondition,
+            NoLeader | LeaderChanged | Stopped | NotSupportedForLearner | Timeout | Unhealthy => {
                 Code::Unavailable
             }
             Internal(_) => Code::Internal,

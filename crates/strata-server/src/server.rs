@@ -104,6 +104,8 @@ pub struct Inner {
     pub shared: Arc<Shared>,
     /// The TCP transport to the peers.
     pub transport: Arc<TcpTransport>,
+    /// Since when each peer has been sending to this member (`--strict-reconfig-check`).
+    pub peer_activity: Arc<strata_raft_node::PeerActivity>,
     /// What the applying task reports.
     pub applied: watch::Receiver<Applied>,
     /// The revision the physical compaction has reached.
@@ -711,6 +713,8 @@ impl Server {
             .min(config.snapshot_count);
 
         let (inbox_tx, inbox) = strata_raft_node::inbox();
+        let peer_activity = inbox_tx.activity();
+        peer_activity.set_gap(config.election_timeout);
         let peers: BTreeMap<u64, SocketAddr> = shared
             .0
             .read()
@@ -790,6 +794,7 @@ impl Server {
             store,
             shared,
             transport,
+            peer_activity,
             applied: applied_rx,
             physical: physical_rx,
             metrics,

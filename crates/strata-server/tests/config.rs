@@ -52,6 +52,7 @@ const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
     ("initial-cluster", "default=http://localhost:2380"),
     ("initial-cluster-state", "new"),
     ("initial-cluster-token", "etcd-cluster"),
+    ("strict-reconfig-check", "true"),
     ("advertise-client-urls", "http://localhost:2379"),
     ("auto-compaction-retention", "0"),
     ("auto-compaction-mode", "periodic"),
@@ -123,6 +124,7 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
         ),
         ("initial-cluster-state", state.to_owned()),
         ("initial-cluster-token", d.initial_cluster_token.clone()),
+        ("strict-reconfig-check", d.strict_reconfig_check.to_string()),
         (
             "advertise-client-urls",
             d.advertise_client_urls
@@ -360,6 +362,17 @@ fn boolean_flags_read_as_gos_and_take_no_separate_value() {
         let args = parse(&[&format!("--peer-client-cert-auth={text}")]).expect(text);
         assert_eq!(args.peer_client_cert_auth, value, "{text}");
     }
+    // A flag that defaults to true is turned off the same way.
+    assert!(
+        !parse(&["--strict-reconfig-check=false"])
+            .expect("off")
+            .strict_reconfig_check
+    );
+    assert!(
+        parse(&["--strict-reconfig-check"])
+            .expect("bare")
+            .strict_reconfig_check
+    );
     // As Go's flag package: `--client-cert-auth true` leaves `true` as a stray argument.
     assert!(parse(&["--client-cert-auth", "true"]).is_err());
     assert!(parse(&["--client-cert-auth=yes"]).is_err());
@@ -904,6 +917,7 @@ fn kubeadms_etcd_command_line_is_taken() {
     let config = ServerConfig::from_args(parse(&words).expect("clap takes kubeadm's flags"))
         .expect("a valid configuration");
     assert!(config.initial_corrupt_check);
+    assert!(config.strict_reconfig_check, "etcd's default");
     assert_eq!(
         config.watch_progress_notify_interval,
         Duration::from_secs(5)

@@ -416,6 +416,29 @@ pub async fn put_retrying_with(
     }
 }
 
+/// Runs a member change until it is no longer refused with etcd's `unhealthy cluster`
+/// (bounded): with `--strict-reconfig-check`, the default, the leader refuses member changes
+/// until it has heard from every voting member for 5 s, as after a start or a leader change.
+/// A refused change changed nothing, so it can be made again.
+pub async fn until_healthy<T, F, Fut>(mut change: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match change().await {
+            Err(e)
+                if e.to_string().contains("etcdserver: unhealthy cluster")
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// Polls (bounded) until a serializable read of `key` at `endpoint` gives `value`.
 pub async fn wait_value(endpoint: &str, key: &str, value: Option<&str>) {
     let deadline = Instant::now() + READY_TIMEOUT;
