@@ -490,3 +490,31 @@ fn the_log_shows_warnings_and_role_changes_down_to_the_chosen_level() {
         "--log-level error: {log}"
     );
 }
+
+/// `--max-concurrent-streams 1`: a connection with a watch stream open has no room for a
+/// second call until the watch ends (HTTP/2's limit, which the client obeys).
+#[test]
+fn max_concurrent_streams_bounds_the_calls_of_one_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), 1, &["--max-concurrent-streams", "1"]);
+    let endpoints = cluster.endpoints();
+    runtime().block_on(async {
+        wait_ready(&endpoints[0]).await;
+        let mut c = client(&endpoints).await;
+        c.get("k", None).await.expect("a call alone");
+        let stream = c.watch("k", None).await.expect("watch");
+        let waiting = tokio::time::timeout(Duration::from_millis(500), c.get("k", None)).await;
+        assert!(waiting.is_err(), "a second stream opened: {waiting:?}");
+        drop(stream);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), c.get("k", None)).await {
+                Ok(answer) => {
+                    answer.expect("get once the watch ended");
+                    break;
+                }
+                Err(_) => assert!(Instant::now() < deadline, "the watch never ended"),
+            }
+        }
+    });
+}

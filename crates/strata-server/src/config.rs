@@ -33,6 +33,7 @@
 mod compaction;
 mod dev;
 mod error;
+mod grpc;
 mod ids;
 mod log;
 mod tls;
@@ -48,6 +49,7 @@ pub(crate) use compaction::parse_go_duration_nanos;
 pub use compaction::{AutoCompaction, AutoCompactionMode};
 pub use dev::{DEV_CLUSTER_TOKEN, DEV_PORTS, dev_members};
 pub use error::ConfigError;
+pub use grpc::{GrpcArgs, GrpcSettings};
 pub use ids::{added_member_id, cluster_id, member_id};
 pub use log::{LogLevel, LogOutput, Logger, parse_log_outputs};
 use tls::{TlsFlags, check_https_has_tls, tls_files};
@@ -241,6 +243,23 @@ pub struct ServerArgs {
         value_parser = parse_go_bool
     )]
     pub strict_reconfig_check: bool,
+    /// Elections ask for pre-votes first, so that a member cut off from the others cannot
+    /// depose the leader when it returns (etcd 3.5's default; 3.4's is false).
+    #[arg(
+        long,
+        env = "ETCD_PRE_VOTE",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "true",
+        default_missing_value = "true",
+        value_parser = parse_go_bool
+    )]
+    pub pre_vote: bool,
+    /// The client port's gRPC connections.
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
     /// How often the leader compares every member's store hash with its own, raising the
     /// CORRUPT alarm for one that differs (a Go duration; 0s: never).
     #[arg(
@@ -359,6 +378,8 @@ impl Default for ServerArgs {
             experimental_watch_progress_notify_interval: "10m".to_owned(),
             experimental_initial_corrupt_check: false,
             strict_reconfig_check: true,
+            pre_vote: true,
+            grpc: GrpcArgs::default(),
             experimental_corrupt_check_time: "0s".to_owned(),
             cert_file: None,
             key_file: None,
@@ -466,6 +487,10 @@ pub struct ServerConfig {
     pub initial_corrupt_check: bool,
     /// Refuse member changes that could cost the cluster its quorum.
     pub strict_reconfig_check: bool,
+    /// Elections ask for pre-votes first.
+    pub pre_vote: bool,
+    /// The client port's gRPC connection settings.
+    pub grpc: GrpcSettings,
     /// How often the leader checks every member's store hash; `None`: never.
     pub corrupt_check_interval: Option<Duration>,
     /// Client TLS, when `--cert-file` and `--key-file` are given.
@@ -577,6 +602,7 @@ impl ServerConfig {
             }
         };
 
+        let grpc = args.grpc.check()?;
         let client_tls = tls_files(
             TlsFlags::CLIENT,
             [args.cert_file, args.key_file, args.trusted_ca_file],
@@ -675,6 +701,8 @@ impl ServerConfig {
             watch_progress_notify_interval,
             initial_corrupt_check: args.experimental_initial_corrupt_check,
             strict_reconfig_check: args.strict_reconfig_check,
+            pre_vote: args.pre_vote,
+            grpc,
             corrupt_check_interval,
             client_tls,
             peer_tls,

@@ -167,7 +167,14 @@ pub async fn serve(
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
     for listen in inner.config.listen_client_urls.iter().map(|u| u.addr) {
-        let (addr, task) = listen_on(listen, routes.clone(), tls.clone(), stop.clone(), "client")?;
+        let (addr, task) = listen_on(
+            listen,
+            inner.config.grpc,
+            routes.clone(),
+            tls.clone(),
+            stop.clone(),
+            "client",
+        )?;
         addrs.push(addr);
         tasks.push(task);
     }
@@ -179,7 +186,14 @@ pub async fn serve(
         } else {
             None
         };
-        let (addr, task) = listen_on(url.addr, metrics.clone(), tls, stop.clone(), "metrics")?;
+        let (addr, task) = listen_on(
+            url.addr,
+            inner.config.grpc,
+            metrics.clone(),
+            tls,
+            stop.clone(),
+            "metrics",
+        )?;
         tracing::info!(%addr, "serving /metrics and /health");
         tasks.push(task);
     }
@@ -190,6 +204,7 @@ pub async fn serve(
 /// `port` names it in errors and the log.
 fn listen_on(
     listen: SocketAddr,
+    grpc: crate::config::GrpcSettings,
     routes: tonic::service::Routes,
     tls: Option<tonic::transport::ServerTlsConfig>,
     mut stop: watch::Receiver<bool>,
@@ -207,8 +222,10 @@ fn listen_on(
     })?;
     let mut server = tonic::transport::Server::builder()
         .accept_http1(true)
-        // etcd's keepalive enforcement lets clients ping every 5 s.
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(2 * 60 * 60)))
+        // `--max-concurrent-streams` and `--grpc-keepalive-*`, etcd's.
+        .max_concurrent_streams(Some(grpc.max_concurrent_streams))
+        .http2_keepalive_interval(grpc.keepalive_interval)
+        .http2_keepalive_timeout(Some(grpc.keepalive_timeout))
         .tcp_nodelay(true);
     if let Some(tls) = tls {
         server = server

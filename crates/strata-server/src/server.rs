@@ -702,6 +702,7 @@ impl Server {
         .max(2) as u64;
         raft.election_tick = ticks;
         raft.heartbeat_tick = 1;
+        raft.pre_vote = config.pre_vote;
         raft.entry_bytes_max = config.max_request_bytes as usize + ENVELOPE_BYTES;
         raft.append_bytes_max = raft.append_bytes_max.max(raft.entry_bytes_max);
         let mut options = NodeOptions::new(config.heartbeat_interval, member_dir.join("snap"));

@@ -53,6 +53,10 @@ const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
     ("initial-cluster-state", "new"),
     ("initial-cluster-token", "etcd-cluster"),
     ("strict-reconfig-check", "true"),
+    ("max-concurrent-streams", "math.MaxUint32"),
+    ("grpc-keepalive-min-time", "5s"),
+    ("grpc-keepalive-interval", "2h"),
+    ("grpc-keepalive-timeout", "20s"),
     ("advertise-client-urls", "http://localhost:2379"),
     ("auto-compaction-retention", "0"),
     ("auto-compaction-mode", "periodic"),
@@ -126,6 +130,26 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
         ("initial-cluster-token", d.initial_cluster_token.clone()),
         ("strict-reconfig-check", d.strict_reconfig_check.to_string()),
         (
+            "max-concurrent-streams",
+            if d.grpc.max_concurrent_streams == u32::MAX {
+                "math.MaxUint32".to_owned()
+            } else {
+                d.grpc.max_concurrent_streams.to_string()
+            },
+        ),
+        (
+            "grpc-keepalive-min-time",
+            d.grpc.grpc_keepalive_min_time.clone(),
+        ),
+        (
+            "grpc-keepalive-interval",
+            d.grpc.grpc_keepalive_interval.clone(),
+        ),
+        (
+            "grpc-keepalive-timeout",
+            d.grpc.grpc_keepalive_timeout.clone(),
+        ),
+        (
             "advertise-client-urls",
             d.advertise_client_urls
                 .clone()
@@ -180,6 +204,54 @@ fn every_default_equals_etcd_3_4s() {
         "an ETCD_* variable is set, which changes clap's defaults"
     );
     assert_eq!(parse(&[]).expect("an empty line"), ServerArgs::default());
+    // The one default that is etcd 3.5's, not 3.4's (false): elections with pre-votes.
+    assert!(ServerArgs::default().pre_vote);
+}
+
+#[test]
+fn grpc_connection_flags_take_etcds_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("m").display().to_string();
+    let config = |extra: &[&str]| {
+        let mut line = vec!["--data-dir", &data];
+        line.extend_from_slice(extra);
+        ServerConfig::from_args(parse(&line).expect("clap"))
+    };
+    let defaults = config(&[]).expect("defaults");
+    assert_eq!(defaults.grpc.max_concurrent_streams, u32::MAX);
+    assert_eq!(
+        defaults.grpc.keepalive_interval,
+        Some(Duration::from_secs(2 * 3600))
+    );
+    assert_eq!(defaults.grpc.keepalive_timeout, Duration::from_secs(20));
+    assert_eq!(defaults.grpc.keepalive_min_time, Duration::from_secs(5));
+    assert!(defaults.pre_vote);
+    let set = config(&[
+        "--max-concurrent-streams",
+        "100",
+        "--grpc-keepalive-interval=0",
+        "--grpc-keepalive-timeout",
+        "3s",
+        "--grpc-keepalive-min-time=1m",
+        "--pre-vote=false",
+    ])
+    .expect("set");
+    assert_eq!(set.grpc.max_concurrent_streams, 100);
+    assert_eq!(set.grpc.keepalive_interval, None, "0 disables the pings");
+    assert_eq!(set.grpc.keepalive_timeout, Duration::from_secs(3));
+    assert_eq!(set.grpc.keepalive_min_time, Duration::from_secs(60));
+    assert!(!set.pre_vote);
+    let bad = config(&["--grpc-keepalive-timeout", "20"]).expect_err("no unit");
+    assert!(
+        bad.to_string().contains("--grpc-keepalive-timeout"),
+        "{bad}"
+    );
+    let negative = config(&["--grpc-keepalive-interval=-1s"]).expect_err("negative");
+    assert!(
+        negative.to_string().contains("--grpc-keepalive-interval"),
+        "{negative}"
+    );
+    assert!(parse(&["--max-concurrent-streams", "-1"]).is_err());
 }
 
 /// When a real etcd is installed (CI's compat step installs 3.4), its `--help` must print the
@@ -228,6 +300,8 @@ fn long_flags_are_etcds_plus_stratas_own() {
         "disk-reserve-bytes".to_owned(),
         "worker-threads".to_owned(),
     ]);
+    // etcd's, with 3.5's default (so not in the 3.4 defaults above).
+    expected.push("pre-vote".to_owned());
     expected.sort();
     assert_eq!(flags, expected);
 }
