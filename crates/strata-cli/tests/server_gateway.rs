@@ -360,3 +360,74 @@ fn gateway_watches_stream_and_auth_takes_the_authorization_header() {
     let line = watch.next();
     assert_eq!(line["result"]["canceled"], true, "{line}");
 }
+
+/// `--cors`: by default every HTTP answer of the client port allows any origin; with a list,
+/// only a listed `Origin` is named back, and an `OPTIONS` preflight answers 200.
+#[test]
+fn cors_answers_follow_the_flag() {
+    let head = |addr: &str, method: &str, path: &str, origin: &str| -> String {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nOrigin: {origin}\r\n\
+             Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        )
+        .expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+        head.to_ascii_lowercase()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = Cluster::start(&dir.path().join("open"), 1, &[]);
+    let listed = Cluster::start(
+        &dir.path().join("listed"),
+        1,
+        &["--cors", "http://a.example,http://b.example"],
+    );
+    let addrs: Vec<String> = [&open, &listed]
+        .iter()
+        .map(|c| c.endpoints()[0].trim_start_matches("http://").to_owned())
+        .collect();
+    runtime().block_on(async {
+        for c in [&open, &listed] {
+            wait_ready(&c.endpoints()[0]).await;
+        }
+    });
+    let any = head(
+        &addrs[0],
+        "POST",
+        "/v3/maintenance/status",
+        "http://x.example",
+    );
+    assert!(any.contains("access-control-allow-origin: *"), "{any}");
+    let health = head(&addrs[0], "GET", "/health", "http://x.example");
+    assert!(
+        health.contains("access-control-allow-origin: *"),
+        "{health}"
+    );
+    let named = head(
+        &addrs[1],
+        "POST",
+        "/v3/maintenance/status",
+        "http://b.example",
+    );
+    assert!(
+        named.contains("access-control-allow-origin: http://b.example"),
+        "{named}"
+    );
+    let other = head(
+        &addrs[1],
+        "POST",
+        "/v3/maintenance/status",
+        "http://x.example",
+    );
+    assert!(other.starts_with("http/1.1 200"), "{other}");
+    assert!(!other.contains("access-control-allow-origin"), "{other}");
+    let preflight = head(&addrs[1], "OPTIONS", "/v3/kv/put", "http://a.example");
+    assert!(preflight.starts_with("http/1.1 200"), "{preflight}");
+    assert!(
+        preflight.contains("access-control-allow-headers: accept, content-type, authorization"),
+        "{preflight}"
+    );
+}

@@ -260,6 +260,10 @@ pub struct ServerArgs {
     /// The client port's gRPC connections.
     #[command(flatten)]
     pub grpc: GrpcArgs,
+    /// Origins whose browsers may read the client port's HTTP answers (CORS),
+    /// comma-separated; empty or `*`: any.
+    #[arg(long, env = "ETCD_CORS", value_name = "ORIGINS", default_value = "*")]
+    pub cors: String,
     /// How often the leader compares every member's store hash with its own, raising the
     /// CORRUPT alarm for one that differs (a Go duration; 0s: never).
     #[arg(
@@ -380,6 +384,7 @@ impl Default for ServerArgs {
             strict_reconfig_check: true,
             pre_vote: true,
             grpc: GrpcArgs::default(),
+            cors: "*".to_owned(),
             experimental_corrupt_check_time: "0s".to_owned(),
             cert_file: None,
             key_file: None,
@@ -491,6 +496,8 @@ pub struct ServerConfig {
     pub pre_vote: bool,
     /// The client port's gRPC connection settings.
     pub grpc: GrpcSettings,
+    /// Origins allowed by CORS; `None`: any.
+    pub cors: Option<Vec<String>>,
     /// How often the leader checks every member's store hash; `None`: never.
     pub corrupt_check_interval: Option<Duration>,
     /// Client TLS, when `--cert-file` and `--key-file` are given.
@@ -703,6 +710,16 @@ impl ServerConfig {
             strict_reconfig_check: args.strict_reconfig_check,
             pre_vote: args.pre_vote,
             grpc,
+            cors: {
+                let origins: Vec<String> = args
+                    .cors
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                (!origins.is_empty() && !origins.iter().any(|o| o == "*")).then_some(origins)
+            },
             corrupt_check_interval,
             client_tls,
             peer_tls,

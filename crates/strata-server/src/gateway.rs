@@ -197,39 +197,18 @@ pub fn router(grpc: Router, body_max: usize) -> Router {
         .with_state(gateway)
 }
 
-/// etcd's CORS answer (its default `--cors` allows every origin), on every gateway response.
-fn cors(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("accept, content-type, authorization"),
-    );
-    response
-}
-
 async fn handle(
     State(gateway): State<Arc<Gateway>>,
     Path(path): Path<String>,
     request: Request<Body>,
 ) -> Response {
-    cors(answer(&gateway, &path, request).await)
+    answer(&gateway, &path, request).await
 }
 
 async fn answer(gateway: &Gateway, path: &str, request: Request<Body>) -> Response {
     let Some(method) = gateway.methods.get(path) else {
         return (StatusCode::NOT_FOUND, "Not Found\n").into_response();
     };
-    if request.method() == Method::OPTIONS {
-        return StatusCode::OK.into_response();
-    }
     if request.method() != Method::POST {
         return (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n").into_response();
     }

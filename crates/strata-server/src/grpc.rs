@@ -159,9 +159,8 @@ pub async fn serve(
     // etcd's JSON gateway calls the gRPC routes themselves; JSON (base64 bytes) is larger
     // than the message it carries, hence twice the gRPC limit.
     let gateway = crate::gateway::router(grpc.clone(), 2 * recv_max);
-    let router = grpc
-        .merge(crate::http::router(Arc::clone(&inner)))
-        .merge(gateway);
+    let http = crate::http::router(Arc::clone(&inner)).merge(gateway);
+    let router = grpc.merge(crate::http::with_cors(http, inner.config.cors.clone()));
     let routes = tonic::service::Routes::from(router);
     let tls = crate::tls::server_tls(&inner.config)?;
     let mut addrs = Vec::new();

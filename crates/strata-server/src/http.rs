@@ -13,6 +13,46 @@ use axum::routing::get;
 use crate::machine::NOSPACE;
 use crate::server::{ETCD_CLUSTER_VERSION, ETCD_VERSION, Inner};
 
+/// etcd's `--cors`: every HTTP answer of the client port (not gRPC's) says which origins may
+/// read it, and `OPTIONS` (a browser's preflight) answers 200 at once. With any origin
+/// allowed, `*`; otherwise the request's `Origin` when it is one of `origins`.
+pub fn with_cors(router: Router, origins: Option<Vec<String>>) -> Router {
+    let origins = Arc::new(origins);
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let origins = Arc::clone(&origins);
+            async move {
+                let allowed = match origins.as_ref() {
+                    None => Some(header::HeaderValue::from_static("*")),
+                    Some(list) => request
+                        .headers()
+                        .get(header::ORIGIN)
+                        .filter(|o| list.iter().any(|l| l.as_bytes() == o.as_bytes()))
+                        .cloned(),
+                };
+                let mut response = if request.method() == axum::http::Method::OPTIONS {
+                    StatusCode::OK.into_response()
+                } else {
+                    next.run(request).await
+                };
+                if let Some(origin) = allowed {
+                    let headers = response.headers_mut();
+                    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                    headers.insert(
+                        header::ACCESS_CONTROL_ALLOW_METHODS,
+                        header::HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+                    );
+                    headers.insert(
+                        header::ACCESS_CONTROL_ALLOW_HEADERS,
+                        header::HeaderValue::from_static("accept, content-type, authorization"),
+                    );
+                }
+                response
+            }
+        },
+    ))
+}
+
 /// The routes, to merge with the gRPC ones.
 pub fn router(inner: Arc<Inner>) -> Router {
     Router::new()

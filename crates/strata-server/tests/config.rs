@@ -57,6 +57,7 @@ const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
     ("grpc-keepalive-min-time", "5s"),
     ("grpc-keepalive-interval", "2h"),
     ("grpc-keepalive-timeout", "20s"),
+    ("cors", "*"),
     ("advertise-client-urls", "http://localhost:2379"),
     ("auto-compaction-retention", "0"),
     ("auto-compaction-mode", "periodic"),
@@ -149,6 +150,7 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
             "grpc-keepalive-timeout",
             d.grpc.grpc_keepalive_timeout.clone(),
         ),
+        ("cors", d.cors.clone()),
         (
             "advertise-client-urls",
             d.advertise_client_urls
@@ -252,6 +254,17 @@ fn grpc_connection_flags_take_etcds_values() {
         "{negative}"
     );
     assert!(parse(&["--max-concurrent-streams", "-1"]).is_err());
+    assert_eq!(defaults.cors, None, "any origin");
+    assert_eq!(config(&["--cors="]).expect("empty").cors, None);
+    assert_eq!(
+        config(&["--cors", "http://a.example, http://b.example"])
+            .expect("two")
+            .cors,
+        Some(vec![
+            "http://a.example".to_owned(),
+            "http://b.example".to_owned()
+        ])
+    );
 }
 
 /// When a real etcd is installed (CI's compat step installs 3.4), its `--help` must print the
