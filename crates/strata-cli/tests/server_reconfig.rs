@@ -27,14 +27,15 @@ fn metrics(endpoint: &str) -> String {
     answer
 }
 
-/// The member id serving `endpoint`.
-async fn id_of(c: &mut Client, endpoint: &str) -> u64 {
+/// The id of the member named `name` (a name of `--initial-cluster`, listed from the start,
+/// unlike client URLs, which a member publishes once it runs).
+async fn id_of(c: &mut Client, name: &str) -> u64 {
     let list = c.member_list().await.expect("member list");
     list.members()
         .iter()
-        .find(|m| m.client_urls().iter().any(|u| u == endpoint))
+        .find(|m| m.name() == name)
         .map(etcd_client::Member::id)
-        .expect("a member with that client URL")
+        .expect("a member of that name")
 }
 
 /// Starts three members with `flags`, kills a follower and waits until the leader sees it as
@@ -50,7 +51,8 @@ fn one_member_down(dir: &std::path::Path, flags: &[&str]) -> (Cluster, usize, us
         let leader = leader_index(&endpoints).await;
         let victim = (leader + 1) % 3;
         let mut c = client(&endpoints[leader..=leader]).await;
-        (leader, victim, id_of(&mut c, &endpoints[victim]).await)
+        let name = cluster.members[victim].spec.name.clone();
+        (leader, victim, id_of(&mut c, &name).await)
     });
     // First, with every member up, a change passes once the leader has heard from all for
     // 5 s: a learner added and removed again (never started, so nothing else changes).
@@ -107,7 +109,7 @@ fn member_changes_that_could_cost_the_quorum_are_refused() {
                 .expect_err("an add with a member down");
             assert!(refused.to_string().contains(unhealthy), "{refused}");
         }
-        let live_id = id_of(&mut c, &endpoints[live]).await;
+        let live_id = id_of(&mut c, &cluster.members[live].spec.name).await;
         let refused = c
             .member_remove(live_id)
             .await

@@ -295,8 +295,14 @@ fn from_json(desc: &MessageDescriptor, json: &[u8]) -> Result<DynamicMessage, St
     Ok(message)
 }
 
+/// A response message, decoded from its protobuf bytes, as JSON as etcd's gateway writes it.
+fn to_json_bytes(output: &MessageDescriptor, message: Bytes) -> Result<Vec<u8>, String> {
+    let message = DynamicMessage::decode(output.clone(), message).map_err(|e| e.to_string())?;
+    to_json(&message)
+}
+
 /// A message as JSON, as etcd's gateway writes it.
-fn to_json(message: &DynamicMessage) -> Vec<u8> {
+fn to_json(message: &DynamicMessage) -> Result<Vec<u8>, String> {
     let mut out = serde_json::Serializer::new(Vec::new());
     let options = SerializeOptions::new()
         .use_proto_field_name(true)
@@ -304,8 +310,8 @@ fn to_json(message: &DynamicMessage) -> Vec<u8> {
         .skip_default_fields(true);
     message
         .serialize_with_options(&mut out, &options)
-        .expect("a decoded message serializes to a Vec");
-    out.into_inner()
+        .map_err(|e| e.to_string())?;
+    Ok(out.into_inner())
 }
 
 /// A message in gRPC's length-prefixed framing (uncompressed).
@@ -458,9 +464,9 @@ async fn unary_response(output: &MessageDescriptor, response: Response) -> Respo
     let Some(message) = message else {
         return unary_error(Code::Internal, "the call answered no message");
     };
-    match DynamicMessage::decode(output.clone(), message) {
-        Ok(message) => json_response(StatusCode::OK, to_json(&message)),
-        Err(e) => unary_error(Code::Internal, &e.to_string()),
+    match to_json_bytes(output, message) {
+        Ok(json) => json_response(StatusCode::OK, json),
+        Err(e) => unary_error(Code::Internal, &e),
     }
 }
 
@@ -481,14 +487,14 @@ fn stream_response(output: MessageDescriptor, response: Response) -> Response {
                 () = tx.closed() => return,
             };
             let Some(message) = message else { break };
-            let line = match DynamicMessage::decode(output.clone(), message) {
-                Ok(message) => {
+            let line = match to_json_bytes(&output, message) {
+                Ok(json) => {
                     let mut line = b"{\"result\":".to_vec();
-                    line.extend_from_slice(&to_json(&message));
+                    line.extend_from_slice(&json);
                     line.extend_from_slice(b"}\n");
                     line
                 }
-                Err(e) => stream_error(&tonic::Status::internal(e.to_string())),
+                Err(e) => stream_error(&tonic::Status::internal(e)),
             };
             if tx.send(Bytes::from(line)).await.is_err() {
                 return;
@@ -644,7 +650,7 @@ mod tests {
             .unwrap();
         let message = from_json(&desc, br#"{"ID": 7, "TTL": "30", "unknown": 1}"#).unwrap();
         assert_eq!(
-            String::from_utf8(to_json(&message)).unwrap(),
+            String::from_utf8(to_json(&message).unwrap()).unwrap(),
             r#"{"ID":"7","TTL":"30"}"#
         );
         let range = pool()
@@ -656,7 +662,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            String::from_utf8(to_json(&message)).unwrap(),
+            String::from_utf8(to_json(&message).unwrap()).unwrap(),
             r#"{"key":"Zm9v","sort_order":"DESCEND","keys_only":true}"#
         );
         assert_eq!(from_json(&range, b"  ").unwrap().encoded_len(), 0);
