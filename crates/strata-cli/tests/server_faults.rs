@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType, GetOptions};
 use strata_server::proto::clientpb::kvdb_client::KvdbClient;
 use strata_server::proto::clientpb::{Auth, Command, KvPair, Operate, PutCommand, Request};
+use support::cluster::http_get;
 use support::cluster::{
     Cluster, FAST, MemberSpec, client, free_port, leader_index, put_retrying, runtime,
     until_healthy, wait_ready, wait_value,
@@ -1061,20 +1062,6 @@ fn metric(addr: &str, name: &str) -> u64 {
                 .ok()
         })
         .unwrap_or(0)
-}
-
-/// The whole answer (status line, headers, body) to `GET path` on `addr`'s client port.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read");
-    answer
 }
 
 /// One member whose data directory is on a tmpfs of `mib` MiB under `dir`, started with

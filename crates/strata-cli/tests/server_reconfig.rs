@@ -4,28 +4,15 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, MemberAddOptions};
-use support::cluster::{Cluster, FAST, client, leader_index, runtime, until_healthy, wait_ready};
+use support::cluster::{
+    Cluster, FAST, client, http_get, leader_index, runtime, until_healthy, wait_ready,
+};
 
 /// How long the leader may take to see a killed member as down (a few election timeouts).
 const DOWN_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// `GET /metrics` on a client URL.
-fn metrics(endpoint: &str) -> String {
-    let addr = endpoint.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read");
-    answer
-}
 
 /// The id of the member named `name` (a name of `--initial-cluster`, listed from the start,
 /// unlike client URLs, which a member publishes once it runs).
@@ -79,7 +66,7 @@ fn one_member_down(dir: &std::path::Path, flags: &[&str]) -> (Cluster, usize, us
     cluster.kill(victim);
     let gone = format!("strata_raft_peer_active{{peer=\"{victim_id:x}\"}} 0");
     let deadline = Instant::now() + DOWN_TIMEOUT;
-    while !metrics(&endpoints[leader]).contains(&gone) {
+    while !http_get(endpoints[leader].trim_start_matches("http://"), "/metrics").contains(&gone) {
         assert!(
             Instant::now() < deadline,
             "the leader still sees the killed member as active after {DOWN_TIMEOUT:?}"

@@ -141,6 +141,15 @@ mod tests {
         }
     }
 
+    /// The view from member 1.
+    fn from_one(members: &[MemberView], now: Instant) -> Cluster<'_> {
+        Cluster {
+            me: 1,
+            members,
+            now,
+        }
+    }
+
     const LONG: Option<Duration> = Some(Duration::from_secs(60));
     const FRESH: Option<Duration> = Some(Duration::from_secs(1));
 
@@ -152,11 +161,7 @@ mod tests {
             member(2, LONG, now),
             member(3, LONG, now),
         ];
-        let view = Cluster {
-            me: 1,
-            members: &healthy,
-            now,
-        };
+        let view = from_one(&healthy, now);
         assert_eq!(view.may_add(false), Ok(()));
         assert_eq!(view.may_add(true), Ok(()));
         for other in [None, FRESH] {
@@ -165,11 +170,7 @@ mod tests {
                 member(2, LONG, now),
                 member(3, other, now),
             ];
-            let view = Cluster {
-                me: 1,
-                members: &members,
-                now,
-            };
+            let view = from_one(&members, now);
             assert_eq!(view.may_add(false), Err(ApiError::Unhealthy));
             assert_eq!(view.may_add(true), Err(ApiError::Unhealthy));
         }
@@ -185,19 +186,11 @@ mod tests {
             member(3, LONG, now),
         ];
         members[2].started = false;
-        let view = Cluster {
-            me: 1,
-            members: &members,
-            now,
-        };
+        let view = from_one(&members, now);
         assert_eq!(view.may_add(false), Err(ApiError::NotEnoughStartedMembers));
         // One member growing to two: allowed (a restored cluster).
         let one = [member(1, None, now)];
-        let view = Cluster {
-            me: 1,
-            members: &one,
-            now,
-        };
+        let view = from_one(&one, now);
         assert_eq!(view.may_add(false), Ok(()));
     }
 
@@ -210,11 +203,7 @@ mod tests {
             member(2, LONG, now),
             member(3, None, now),
         ];
-        let view = Cluster {
-            me: 1,
-            members: &members,
-            now,
-        };
+        let view = from_one(&members, now);
         assert_eq!(view.may_remove(3), Ok(()));
         assert_eq!(view.may_remove(2), Err(ApiError::Unhealthy));
         // All up: any member, the leader too.
@@ -223,11 +212,7 @@ mod tests {
             member(2, LONG, now),
             member(3, LONG, now),
         ];
-        let view = Cluster {
-            me: 1,
-            members: &members,
-            now,
-        };
+        let view = from_one(&members, now);
         assert_eq!(view.may_remove(2), Ok(()));
         assert_eq!(view.may_remove(1), Ok(()));
         // Two of the others not started: not enough started members.
@@ -239,20 +224,12 @@ mod tests {
         ];
         members[2].started = false;
         members[3].started = false;
-        let view = Cluster {
-            me: 1,
-            members: &members,
-            now,
-        };
+        let view = from_one(&members, now);
         assert_eq!(view.may_remove(2), Err(ApiError::NotEnoughStartedMembers));
         // A learner always.
         let mut members = [member(1, None, now), member(2, None, now)];
         members[1].learner = true;
-        let view = Cluster {
-            me: 1,
-            members: &members,
-            now,
-        };
+        let view = from_one(&members, now);
         assert_eq!(view.may_remove(2), Ok(()));
     }
 
@@ -266,19 +243,11 @@ mod tests {
             member(4, LONG, now),
         ];
         members[3].learner = true;
-        let view = Cluster {
-            me: 1,
-            members: &members,
-            now,
-        };
+        let view = from_one(&members, now);
         assert_eq!(view.may_promote(), Ok(()));
         members[1].started = false;
         members[2].started = false;
-        let view = Cluster {
-            me: 1,
-            members: &members,
-            now,
-        };
+        let view = from_one(&members, now);
         assert_eq!(view.may_promote(), Err(ApiError::NotEnoughStartedMembers));
     }
 }

@@ -74,6 +74,25 @@ pub struct Step {
     pub kind: Kind,
 }
 
+impl Step {
+    /// A step of `kind` at script line `line`, written `text`, with no arguments, stdin or
+    /// tags yet.
+    fn new(line: usize, text: &str, kind: Kind) -> Step {
+        Step {
+            line,
+            text: text.to_owned(),
+            args: Vec::new(),
+            stdin: Vec::new(),
+            multi: false,
+            any_member: false,
+            snapshot: false,
+            retry_unhealthy: false,
+            no_header: false,
+            kind,
+        }
+    }
+}
+
 /// What a step does: run a command to its end, or start, wait for or stop a background one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -247,18 +266,8 @@ pub fn parse(script: &str) -> Result<Vec<Step>> {
             if !path.starts_with("/v3") {
                 bail!("script line {line}: `~ PATH JSON` needs a gateway path (/v3/...)");
             }
-            steps.push(Step {
-                line,
-                text: trimmed.to_owned(),
-                args: Vec::new(),
-                stdin: Vec::new(),
-                multi: false,
-                any_member: false,
-                snapshot: false,
-                retry_unhealthy: false,
-                no_header: false,
-                kind: Kind::Gateway(path.to_owned(), body.trim().to_owned()),
-            });
+            let kind = Kind::Gateway(path.to_owned(), body.trim().to_owned());
+            steps.push(Step::new(line, trimmed, kind));
             continue;
         }
         let mut kind = Kind::Run;
@@ -286,22 +295,12 @@ pub fn parse(script: &str) -> Result<Vec<Step>> {
                 bail!("script line {line}: no `& {name} ...` before it");
             }
             let waits = trimmed.starts_with('?');
-            steps.push(Step {
-                line,
-                text: trimmed.to_owned(),
-                args: Vec::new(),
-                stdin: Vec::new(),
-                multi: false,
-                any_member: false,
-                snapshot: false,
-                retry_unhealthy: false,
-                no_header: false,
-                kind: match (waits, text) {
-                    (true, Some(text)) => Kind::Wait(name.to_owned(), text),
-                    (true, None) => bail!("script line {line}: `? NAME TEXT` needs a text"),
-                    (false, text) => Kind::Stop(name.to_owned(), text),
-                },
-            });
+            let kind = match (waits, text) {
+                (true, Some(text)) => Kind::Wait(name.to_owned(), text),
+                (true, None) => bail!("script line {line}: `? NAME TEXT` needs a text"),
+                (false, text) => Kind::Stop(name.to_owned(), text),
+            };
+            steps.push(Step::new(line, trimmed, kind));
             continue;
         } else {
             bail!(
@@ -315,18 +314,7 @@ pub fn parse(script: &str) -> Result<Vec<Step>> {
             .iter()
             .take_while(|word| word.starts_with('@'))
             .count();
-        let mut step = Step {
-            line,
-            text: String::new(),
-            args: Vec::new(),
-            stdin: Vec::new(),
-            multi: false,
-            any_member: false,
-            snapshot: false,
-            retry_unhealthy: false,
-            no_header: false,
-            kind,
-        };
+        let mut step = Step::new(line, "", kind);
         for tag in words.drain(..tags) {
             match tag.as_str() {
                 "@multi" => step.multi = true,

@@ -460,3 +460,17 @@ pub async fn wait_value(endpoint: &str, key: &str, value: Option<&str>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The whole answer (status line, headers, body) to `GET path` on `addr`'s client port.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    answer
+}
