@@ -53,8 +53,8 @@ impl ClusterService {
         Ok(self.0.leader_channel().await?.map(ClusterClient::new))
     }
 
-    /// Checks peer URLs: well formed, and not another member's.
-    /// `--strict-reconfig-check`'s view of the members, from this leader now.
+    /// Runs a `--strict-reconfig-check` rule on the view of the members from this leader now
+    /// (nothing with the check off).
     fn reconfig_check(
         &self,
         check: impl FnOnce(&crate::reconfig::Cluster<'_>) -> Result<(), ApiError>,
@@ -85,6 +85,7 @@ impl ClusterService {
         check(&view).map_err(Status::from)
     }
 
+    /// Checks peer URLs: well formed, and not another member's.
     fn check_urls(&self, urls: &[String], except: u64) -> Result<(), Status> {
         if urls.is_empty() || urls.iter().any(|u| crate::config::resolve_url(u).is_err()) {
             return Err(ApiError::InvalidMemberUrls.into());
