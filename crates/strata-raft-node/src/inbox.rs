@@ -24,6 +24,9 @@ pub const INBOX_CHUNKS_MAX: usize = 16;
 /// otherwise ([`PeerActivity::set_gap`]): the default election timeout.
 pub const ACTIVITY_GAP_DEFAULT: Duration = Duration::from_secs(1);
 
+/// Senders [`PeerActivity`] keeps, at most (far more than any cluster's members).
+pub const ACTIVITY_PEERS_MAX: usize = 1024;
+
 /// Since when each peer's messages have been arriving without a break: etcd's "active since"
 /// of a peer, which its membership checks ask (`--strict-reconfig-check`). A peer is active
 /// while its last message is at most the gap old; its activity started at the first message
@@ -63,6 +66,12 @@ impl PeerActivity {
     pub fn record(&self, peer: NodeId, now: Instant) {
         let gap = self.gap();
         let mut peers = self.peers.lock();
+        if peers.len() >= ACTIVITY_PEERS_MAX && !peers.contains_key(&peer) {
+            // Bounded whatever ids senders claim: the longest silent makes room.
+            if let Some(stalest) = peers.iter().min_by_key(|(_, run)| run.1).map(|(&id, _)| id) {
+                peers.remove(&stalest);
+            }
+        }
         let run = peers.entry(peer).or_insert((now, now));
         if now.saturating_duration_since(run.1) > gap {
             run.0 = now;
@@ -191,6 +200,26 @@ mod tests {
             activity.active_since(2, at(450)),
             Some(at(400)),
             "a new run"
+        );
+    }
+
+    #[test]
+    fn peer_activity_is_bounded_whatever_ids_senders_claim() {
+        let activity = PeerActivity::default();
+        let t0 = Instant::now();
+        for id in 0..(ACTIVITY_PEERS_MAX as u64 + 10) {
+            activity.record(id, t0 + Duration::from_micros(id));
+        }
+        assert_eq!(activity.peers.lock().len(), ACTIVITY_PEERS_MAX);
+        let newest = ACTIVITY_PEERS_MAX as u64 + 9;
+        let now = t0 + Duration::from_millis(1);
+        assert!(
+            activity.active_since(newest, now).is_some(),
+            "the newest is kept"
+        );
+        assert!(
+            activity.active_since(0, now).is_none(),
+            "the stalest made room"
         );
     }
 }

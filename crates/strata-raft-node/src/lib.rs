@@ -134,8 +134,8 @@ pub mod sim;
 mod traits;
 
 pub use inbox::{
-    ACTIVITY_GAP_DEFAULT, INBOX_CHUNKS_MAX, INBOX_MESSAGES_MAX, Inbox, InboxSender, PeerActivity,
-    inbox, inbox_with,
+    ACTIVITY_GAP_DEFAULT, ACTIVITY_PEERS_MAX, INBOX_CHUNKS_MAX, INBOX_MESSAGES_MAX, Inbox,
+    InboxSender, PeerActivity, inbox, inbox_with,
 };
 pub use mem_network::{MemNetwork, MemTransport};
 pub use node::{DriverError, RaftNode};
