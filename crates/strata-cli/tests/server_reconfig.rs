@@ -1,6 +1,7 @@
 //! `--strict-reconfig-check` (etcd's, on by default) on real processes: member changes that
 //! could cost the cluster its quorum are refused with etcd's errors, and let through with
-//! `--strict-reconfig-check=false`.
+//! `--strict-reconfig-check=false`. And `--force-new-cluster`: the one member left of a
+//! cluster that lost its quorum becomes a cluster of its own, with its data, and grows again.
 
 mod support;
 
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, MemberAddOptions};
 use support::cluster::{
-    Cluster, FAST, client, http_get, leader_index, runtime, until_healthy, wait_ready,
+    Cluster, FAST, MemberSpec, client, http_get, leader_index, put_retrying, runtime,
+    until_healthy, wait_ready, wait_value,
 };
 
 /// How long the leader may take to see a killed member as down (a few election timeouts).
@@ -142,5 +144,60 @@ fn without_the_strict_check_a_member_is_added_with_one_down() {
         )
         .await
         .expect("a learner added with a member down");
+    });
+}
+
+/// Three members lose two for good: the last one, restarted with `--force-new-cluster`, is a
+/// one-member cluster with every key it held, takes writes, and grows again with `member add`.
+#[test]
+fn force_new_cluster_makes_the_last_member_a_cluster_with_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path(), 3, FAST);
+    let endpoints = cluster.endpoints();
+    let survivor = 0;
+    runtime().block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let mut c = client(&endpoints[leader_index(&endpoints).await..][..1]).await;
+        for i in 0..20 {
+            c.put(format!("k{i:02}"), "v", None).await.expect("put");
+        }
+        // Every member holds the last write: the survivor's data is the cluster's.
+        wait_value(&endpoints[survivor], "k19", Some("v")).await;
+    });
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    cluster.extra.push("--force-new-cluster".to_owned());
+    cluster.restart(survivor);
+    cluster.extra.pop();
+
+    let alone = &endpoints[survivor..=survivor];
+    runtime().block_on(async {
+        let mut c = wait_ready(&alone[0]).await;
+        let list = c.member_list().await.expect("member list");
+        let names: Vec<&str> = list
+            .members()
+            .iter()
+            .map(etcd_client::Member::name)
+            .collect();
+        assert_eq!(names, ["m1"], "only the forced member is left");
+        for i in 0..20 {
+            let got = c.get(format!("k{i:02}"), None).await.expect("get");
+            assert_eq!(got.kvs().len(), 1, "k{i:02} kept");
+        }
+        put_retrying(&mut c, "after", "forced").await;
+        // It grows again: a new member joins and receives everything.
+        let spec = MemberSpec::local(dir.path(), "m4");
+        until_healthy(|| {
+            let (mut c, url) = (c.clone(), spec.peer_url());
+            async move { c.member_add([url], None).await }
+        })
+        .await
+        .expect("a member added to the forced cluster");
+        let joined = cluster.join_among(spec, &[survivor]);
+        wait_value(&cluster.endpoints()[joined], "after", Some("forced")).await;
+        wait_value(&cluster.endpoints()[joined], "k00", Some("v")).await;
     });
 }

@@ -124,6 +124,7 @@
 
 mod apply;
 mod event_loop;
+mod force;
 mod inbox;
 pub mod linearizability;
 mod mem_network;
@@ -133,6 +134,7 @@ mod ready;
 pub mod sim;
 mod traits;
 
+pub use force::{Forced, force_new_cluster};
 pub use inbox::{
     ACTIVITY_GAP_DEFAULT, ACTIVITY_PEERS_MAX, INBOX_CHUNKS_MAX, INBOX_MESSAGES_MAX, Inbox,
     InboxSender, PeerActivity, inbox, inbox_with,

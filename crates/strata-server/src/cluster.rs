@@ -279,3 +279,36 @@ impl Cluster for ClusterService {
         }))
     }
 }
+
+/// `--force-new-cluster`: makes this member, whose Raft configuration is `raft` and whose
+/// log and snapshots are `log` and `snapshot_dir`, the only member of its cluster before it
+/// starts (see [`strata_raft_node::force_new_cluster`]); the other members leave the member
+/// table as the forced entries are applied. A new data dir has nothing to force: it starts as
+/// `--initial-cluster` says (as etcd does).
+///
+/// # Errors
+///
+/// The log or the snapshot store cannot be read or written.
+pub(crate) fn force_new_cluster(
+    raft: &strata_raft::Config,
+    log: &Arc<strata_raft_log::RaftLog>,
+    snapshot_dir: &std::path::Path,
+    fresh: bool,
+) -> Result<(), crate::ServerError> {
+    if fresh {
+        tracing::warn!("--force-new-cluster: the data dir is new, so there is nothing to force");
+        return Ok(());
+    }
+    let forced = strata_raft_node::force_new_cluster(raft, log, snapshot_dir)
+        .map_err(|e| crate::ServerError::Raft(format!("--force-new-cluster: {e}")))?;
+    let removed: Vec<String> = forced.removed.iter().map(|id| format!("{id:x}")).collect();
+    tracing::warn!(
+        member = format_args!("{:x}", raft.id),
+        removed = %removed.join(","),
+        term = forced.term,
+        commit = forced.commit,
+        "--force-new-cluster: this member is now the only member of its cluster; \
+         the removed members must not run again with their data"
+    );
+    Ok(())
+}

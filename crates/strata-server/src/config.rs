@@ -243,6 +243,20 @@ pub struct ServerArgs {
         value_parser = parse_go_bool
     )]
     pub strict_reconfig_check: bool,
+    /// Unsafe: make this member the only one of its cluster, with everything its data holds
+    /// (the way back for a cluster that lost its quorum for good; see docs/operators.md).
+    #[arg(
+        long,
+        env = "ETCD_FORCE_NEW_CLUSTER",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = parse_go_bool
+    )]
+    pub force_new_cluster: bool,
     /// Elections ask for pre-votes first, so that a member cut off from the others cannot
     /// depose the leader when it returns (etcd 3.5's default; 3.4's is false).
     #[arg(
@@ -382,6 +396,7 @@ impl Default for ServerArgs {
             experimental_watch_progress_notify_interval: "10m".to_owned(),
             experimental_initial_corrupt_check: false,
             strict_reconfig_check: true,
+            force_new_cluster: false,
             pre_vote: true,
             grpc: GrpcArgs::default(),
             cors: "*".to_owned(),
@@ -492,6 +507,8 @@ pub struct ServerConfig {
     pub initial_corrupt_check: bool,
     /// Refuse member changes that could cost the cluster its quorum.
     pub strict_reconfig_check: bool,
+    /// Make this member the only one of its cluster at start (an existing data dir only).
+    pub force_new_cluster: bool,
     /// Elections ask for pre-votes first.
     pub pre_vote: bool,
     /// The client port's gRPC connection settings.
@@ -708,6 +725,7 @@ impl ServerConfig {
             watch_progress_notify_interval,
             initial_corrupt_check: args.experimental_initial_corrupt_check,
             strict_reconfig_check: args.strict_reconfig_check,
+            force_new_cluster: args.force_new_cluster,
             pre_vote: args.pre_vote,
             grpc,
             cors: {

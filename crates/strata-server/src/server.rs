@@ -781,6 +781,9 @@ impl Server {
             },
         )
         .map_err(|e| storage(&e))?;
+        if config.force_new_cluster {
+            crate::cluster::force_new_cluster(&raft, &log, &options.snapshot_dir, fresh)?;
+        }
         let transport_dyn: Arc<dyn strata_raft_node::Transport> = transport.clone();
         let node = RaftNode::start(raft, options, log, machine, transport_dyn, inbox)
             .map_err(|e| ServerError::Raft(e.to_string()))?;

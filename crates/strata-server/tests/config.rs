@@ -53,6 +53,7 @@ const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
     ("initial-cluster-state", "new"),
     ("initial-cluster-token", "etcd-cluster"),
     ("strict-reconfig-check", "true"),
+    ("force-new-cluster", "false"),
     ("max-concurrent-streams", "math.MaxUint32"),
     ("grpc-keepalive-min-time", "5s"),
     ("grpc-keepalive-interval", "2h"),
@@ -130,6 +131,7 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
         ("initial-cluster-state", state.to_owned()),
         ("initial-cluster-token", d.initial_cluster_token.clone()),
         ("strict-reconfig-check", d.strict_reconfig_check.to_string()),
+        ("force-new-cluster", d.force_new_cluster.to_string()),
         (
             "max-concurrent-streams",
             if d.grpc.max_concurrent_streams == u32::MAX {
