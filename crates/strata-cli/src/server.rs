@@ -164,7 +164,7 @@ async fn stopped() {
 /// `strata server`: runs one member until Ctrl-C or SIGTERM.
 pub fn server(args: ServerArgs) -> Result<()> {
     let outputs = parse_log_outputs(&args.log_outputs)?;
-    init_log(args.log_level, args.logger, &outputs)?;
+    init_log(args.log_level_in_effect(), args.logger, &outputs)?;
     let workers = args.worker_threads;
     let config = ServerConfig::from_args(args)?;
     runtime(workers)?.block_on(async move {

@@ -518,3 +518,57 @@ fn max_concurrent_streams_bounds_the_calls_of_one_connection() {
         }
     });
 }
+
+/// `--wal-dir`: the Raft log lives there (nothing under the data dir's `member/log`), a
+/// restart with it holds every write, and a restart without it is refused with a message
+/// that names the flag, rather than starting on an empty log.
+#[test]
+fn the_raft_log_lives_in_the_wal_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = dir.path().join("fast-disk").join("wal");
+    let wal_flag = wal.display().to_string();
+    let mut cluster = Cluster::start(dir.path(), 1, &["--wal-dir", &wal_flag]);
+    let endpoint = cluster.endpoints()[0].clone();
+    runtime().block_on(async {
+        let mut c = wait_ready(&endpoint).await;
+        for i in 0..100 {
+            c.put(format!("k{i:03}"), "v", None).await.expect("put");
+        }
+    });
+    let member_log = cluster.members[0].spec.data_dir.join("member").join("log");
+    assert!(!member_log.exists(), "a log under the data dir");
+    let files = std::fs::read_dir(&wal).expect("the wal dir").count();
+    assert!(files > 0, "nothing in --wal-dir");
+    cluster.kill(0);
+    cluster.restart(0);
+    runtime().block_on(async {
+        let mut c = wait_ready(&endpoint).await;
+        let got = c
+            .get("k", Some(GetOptions::new().with_prefix().with_count_only()))
+            .await
+            .expect("count");
+        assert_eq!(got.count(), 100, "writes after a restart with --wal-dir");
+    });
+
+    cluster.kill(0);
+    cluster.extra.clear();
+    cluster.restart(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = cluster.exited(0) {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a member without its --wal-dir runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let log = cluster.log(0);
+    assert!(
+        log.contains("has no Raft log at") && log.contains("--wal-dir"),
+        "{log}"
+    );
+    assert!(!member_log.exists(), "an empty log was started");
+}

@@ -36,6 +36,7 @@ mod error;
 mod grpc;
 mod ids;
 mod log;
+mod operation;
 mod tls;
 mod url;
 
@@ -52,6 +53,7 @@ pub use error::ConfigError;
 pub use grpc::{GrpcArgs, GrpcSettings};
 pub use ids::{added_member_id, cluster_id, member_id};
 pub use log::{LogLevel, LogOutput, Logger, parse_log_outputs};
+pub use operation::{MetricsLevel, OperationArgs, OperationSettings};
 use tls::{TlsFlags, check_https_has_tls, tls_files};
 pub use url::{ListenUrl, Scheme, resolve_url};
 
@@ -274,6 +276,9 @@ pub struct ServerArgs {
     /// The client port's gRPC connections.
     #[command(flatten)]
     pub grpc: GrpcArgs,
+    /// How the member runs: its Raft log's directory, its log and metrics.
+    #[command(flatten)]
+    pub operation: OperationArgs,
     /// Origins whose browsers may read the client port's HTTP answers (CORS),
     /// comma-separated; empty or `*`: any.
     #[arg(long, env = "ETCD_CORS", value_name = "ORIGINS", default_value = "*")]
@@ -369,6 +374,17 @@ pub struct ServerArgs {
     pub worker_threads: Option<std::num::NonZeroUsize>,
 }
 
+impl ServerArgs {
+    /// The level the member logs at: `--log-level`, or debug with etcd 3.4's `--debug`.
+    pub fn log_level_in_effect(&self) -> LogLevel {
+        if self.operation.debug {
+            LogLevel::Debug
+        } else {
+            self.log_level
+        }
+    }
+}
+
 impl Default for ServerArgs {
     /// etcd 3.4's defaults, as `etcd --help` prints them; the same as parsing an empty
     /// command line with no `ETCD_*` variable set.
@@ -399,6 +415,7 @@ impl Default for ServerArgs {
             force_new_cluster: false,
             pre_vote: true,
             grpc: GrpcArgs::default(),
+            operation: OperationArgs::default(),
             cors: "*".to_owned(),
             experimental_corrupt_check_time: "0s".to_owned(),
             cert_file: None,
@@ -513,6 +530,8 @@ pub struct ServerConfig {
     pub pre_vote: bool,
     /// The client port's gRPC connection settings.
     pub grpc: GrpcSettings,
+    /// How the member runs: its Raft log's directory, slow applies, metrics.
+    pub operation: OperationSettings,
     /// Origins allowed by CORS; `None`: any.
     pub cors: Option<Vec<String>>,
     /// How often the leader checks every member's store hash; `None`: never.
@@ -627,6 +646,7 @@ impl ServerConfig {
         };
 
         let grpc = args.grpc.check()?;
+        let operation = args.operation.check()?;
         let client_tls = tls_files(
             TlsFlags::CLIENT,
             [args.cert_file, args.key_file, args.trusted_ca_file],
@@ -728,6 +748,7 @@ impl ServerConfig {
             force_new_cluster: args.force_new_cluster,
             pre_vote: args.pre_vote,
             grpc,
+            operation,
             cors: {
                 let origins: Vec<String> = args
                     .cors

@@ -37,14 +37,15 @@ pub const NOSPACE: i32 = 1;
 /// `AlarmType::Corrupt`: raised by the corruption check; writes are refused while it is.
 pub const CORRUPT: i32 = 2;
 
-/// etcd's `warnApplyDuration`: a request that takes longer to apply is logged ("apply request
-/// took too long") and counted (`etcd_server_slow_apply_total`).
+/// etcd's `warnApplyDuration`, `--experimental-warning-apply-duration`'s default: a request
+/// that takes longer to apply is logged ("apply request took too long") and counted
+/// (`etcd_server_slow_apply_total`).
 pub const SLOW_APPLY: Duration = Duration::from_millis(100);
 
 /// Where applies slower than a threshold are counted.
 #[derive(Debug, Clone)]
 pub struct SlowApplies {
-    /// [`SLOW_APPLY`], but for tests.
+    /// `--experimental-warning-apply-duration` ([`SLOW_APPLY`] by default).
     pub threshold: Duration,
     /// How many requests took longer to apply.
     pub count: Arc<Counter>,

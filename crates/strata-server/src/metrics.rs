@@ -47,7 +47,7 @@ pub struct Metrics {
     pub proposals: Counter,
     /// Requests by method.
     pub requests: Requests,
-    /// Requests that took longer than [`SLOW_APPLY`](crate::machine::SLOW_APPLY) to apply
+    /// Requests that took longer than `--experimental-warning-apply-duration` to apply
     /// (counted by the state machine).
     pub slow_applies: Arc<Counter>,
 }

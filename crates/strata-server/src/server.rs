@@ -690,10 +690,15 @@ impl Server {
         let cluster_id = loaded.cluster_id;
         let shared = Arc::new(Shared(parking_lot::RwLock::new(loaded)));
 
-        let log = Arc::new(
-            RaftLog::open(&member_dir.join("log"), LogOptions::default())
-                .map_err(|e| storage(&e))?,
-        );
+        let data_dir_error = |reason| ServerError::DataDir {
+            path: config.data_dir.clone(),
+            reason,
+        };
+        let log_dir = state::raft_log_dir(&member_dir, config.operation.wal_dir.as_deref())
+            .map_err(data_dir_error)?;
+        let log =
+            Arc::new(RaftLog::open(&log_dir, LogOptions::default()).map_err(|e| storage(&e))?);
+        state::record_raft_log_dir(&member_dir, &log_dir).map_err(data_dir_error)?;
         let voters: Vec<u64> = initial.iter().map(|m| m.id).collect();
         let mut raft = Config::new(id, voters);
         raft.peers = shared.0.read().members.keys().copied().collect();
@@ -776,7 +781,7 @@ impl Server {
             Arc::clone(&tokens),
             applied_tx,
             crate::machine::SlowApplies {
-                threshold: crate::machine::SLOW_APPLY,
+                threshold: config.operation.warning_apply_duration,
                 count: Arc::clone(&metrics.slow_applies),
             },
         )

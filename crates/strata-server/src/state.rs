@@ -541,6 +541,66 @@ pub(crate) fn lsm_options() -> strata_lsm::Options {
     }
 }
 
+/// The file in the member directory that records where its Raft log is (the log directory's
+/// path, as given), so that a start with another `--wal-dir` is refused rather than started on
+/// an empty log.
+pub(crate) const LOG_LOCATION: &str = "raft-log";
+
+/// The directory of the Raft log: `wal_dir` (`--wal-dir`) if given, else `member/log` under
+/// the data dir (`member_dir`). Once the log is open there, [`record_raft_log_dir`] records it.
+///
+/// # Errors
+///
+/// There is no log at that directory but the member recorded one elsewhere: it ran with
+/// another `--wal-dir` (or without one), and starting on an empty log would lose every entry
+/// it holds. A new member, and one restored from a snapshot, have recorded nothing.
+pub(crate) fn raft_log_dir(
+    member_dir: &std::path::Path,
+    wal_dir: Option<&std::path::Path>,
+) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::ffi::OsStringExt as _;
+    let dir = wal_dir.map_or_else(|| member_dir.join("log"), std::path::Path::to_path_buf);
+    let recorded = match std::fs::read(member_dir.join(LOG_LOCATION)) {
+        Ok(bytes) => Some(std::path::PathBuf::from(std::ffi::OsString::from_vec(
+            bytes,
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(format!(
+                "read {}: {e}",
+                member_dir.join(LOG_LOCATION).display()
+            ));
+        }
+    };
+    match recorded {
+        Some(recorded) if recorded != dir && !dir.exists() => Err(format!(
+            "the member's Raft log is at {} and it has no Raft log at {}: give the --wal-dir              it ran with (or move the log there)",
+            recorded.display(),
+            dir.display()
+        )),
+        _ => Ok(dir),
+    }
+}
+
+/// Records `dir` as where the member's Raft log is (see [`raft_log_dir`]), durably, if it
+/// is not recorded already.
+///
+/// # Errors
+///
+/// The record cannot be written.
+pub(crate) fn record_raft_log_dir(
+    member_dir: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let record = member_dir.join(LOG_LOCATION);
+    let bytes = dir.as_os_str().as_bytes();
+    if std::fs::read(&record).is_ok_and(|recorded| recorded == bytes) {
+        return Ok(());
+    }
+    strata_fs::atomic_replace(&record, bytes).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

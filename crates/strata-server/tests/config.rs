@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use strata_server::config::{
-    AutoCompaction, ClusterState, ConfigError, DEV_PORTS, ListenUrl, LogLevel, Scheme, ServerArgs,
-    ServerConfig, added_member_id, cluster_id, dev_members, member_id, read_kvdb_token,
+    AutoCompaction, ClusterState, ConfigError, DEV_PORTS, ListenUrl, LogLevel, MetricsLevel,
+    Scheme, ServerArgs, ServerConfig, added_member_id, cluster_id, dev_members, member_id,
+    read_kvdb_token,
 };
 
 #[derive(Parser, Debug)]
@@ -54,6 +55,10 @@ const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
     ("initial-cluster-token", "etcd-cluster"),
     ("strict-reconfig-check", "true"),
     ("force-new-cluster", "false"),
+    ("wal-dir", ""),
+    ("debug", "false"),
+    ("experimental-warning-apply-duration", "100ms"),
+    ("metrics", "basic"),
     ("max-concurrent-streams", "math.MaxUint32"),
     ("grpc-keepalive-min-time", "5s"),
     ("grpc-keepalive-interval", "2h"),
@@ -132,6 +137,16 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
         ("initial-cluster-token", d.initial_cluster_token.clone()),
         ("strict-reconfig-check", d.strict_reconfig_check.to_string()),
         ("force-new-cluster", d.force_new_cluster.to_string()),
+        ("wal-dir", path(&d.operation.wal_dir)),
+        ("debug", d.operation.debug.to_string()),
+        (
+            "experimental-warning-apply-duration",
+            d.operation.experimental_warning_apply_duration.clone(),
+        ),
+        (
+            "metrics",
+            format!("{:?}", d.operation.metrics).to_lowercase(),
+        ),
         (
             "max-concurrent-streams",
             if d.grpc.max_concurrent_streams == u32::MAX {
@@ -476,8 +491,7 @@ fn numbers_states_and_modes_are_refused_by_clap_when_malformed() {
         &["--initial-cluster-state", "foo"],
         &["--auto-compaction-mode", "foo"],
         &["--bogus-flag", "1"],
-        &["--wal-dir", "x"],
-        &["--metrics", "basic"],
+        &["--metrics", "verbose"],
         &["--log-level", "panic"],
     ] {
         let err = parse(line).expect_err(line[0]).to_string();
@@ -1175,4 +1189,60 @@ fn dev_members_are_etcds_procfile_cluster() {
     for config in &configs {
         assert_eq!(config.cluster_id(), 17_237_436_991_929_493_444);
     }
+}
+
+#[test]
+fn operation_flags_take_etcds_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("m").display().to_string();
+    let config = |extra: &[&str]| {
+        let mut line = vec!["--data-dir", &data];
+        line.extend_from_slice(extra);
+        ServerConfig::from_args(parse(&line).expect("clap"))
+    };
+    let defaults = config(&[]).expect("defaults").operation;
+    assert_eq!(defaults.wal_dir, None);
+    assert_eq!(defaults.warning_apply_duration, Duration::from_millis(100));
+    assert_eq!(defaults.metrics, MetricsLevel::Basic);
+    // etcd's default, the empty path, is none.
+    assert_eq!(
+        config(&["--wal-dir="]).expect("empty").operation.wal_dir,
+        None
+    );
+    let given = config(&[
+        "--wal-dir",
+        "/fast/wal",
+        "--experimental-warning-apply-duration",
+        "1.5s",
+        "--metrics",
+        "extensive",
+    ])
+    .expect("given")
+    .operation;
+    assert_eq!(given.wal_dir.as_deref(), Some(Path::new("/fast/wal")));
+    assert_eq!(given.warning_apply_duration, Duration::from_millis(1500));
+    assert_eq!(given.metrics, MetricsLevel::Extensive);
+    for bad in ["0", "-1s", "soon"] {
+        let flag = format!("--experimental-warning-apply-duration={bad}");
+        let refused = config(&[&flag]).expect_err("not a positive duration");
+        assert!(
+            refused
+                .to_string()
+                .contains("experimental-warning-apply-duration"),
+            "{refused}"
+        );
+    }
+    assert!(parse(&["--metrics", "verbose"]).is_err());
+    // `--debug` is `--log-level=debug`, whatever that says.
+    let level = |line: &[&str]| parse(line).expect("clap").log_level_in_effect();
+    assert_eq!(level(&[]), LogLevel::Info);
+    assert_eq!(level(&["--debug"]), LogLevel::Debug);
+    assert_eq!(
+        level(&["--debug=false", "--log-level", "warn"]),
+        LogLevel::Warn
+    );
+    assert_eq!(
+        level(&["--log-level", "error", "--debug=true"]),
+        LogLevel::Debug
+    );
 }
