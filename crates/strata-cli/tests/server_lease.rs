@@ -1,5 +1,6 @@
 //! Leases against real processes, driven by the etcd-client crate: grant, attach, keep alive,
-//! time to live, revoke, expiry, and a leader killed while a client keeps its lease alive.
+//! time to live, revoke, expiry, a leader killed while a client keeps its lease alive, and lease
+//! checkpoints across leader changes.
 
 mod support;
 
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
 use support::cluster::{
-    Cluster, FAST, client, put_retrying, put_retrying_with, runtime, wait_ready,
+    Cluster, FAST, client, leader_index, put_retrying, put_retrying_with, runtime, wait_ready,
 };
 
 /// Grant, attach, keep alive, time to live, list and revoke, with etcd's answers and errors.
@@ -269,4 +270,82 @@ fn a_leases_keys_survive_restarts_and_snapshots() {
         let left: Vec<&[u8]> = left.kvs().iter().map(|kv| kv.key()).collect();
         assert_eq!(left, vec![&b"l/b"[..]]);
     });
+}
+
+/// The lease's TTL as `endpoint` answers once it can (it forwards to the leader, which may be
+/// being elected): polled, bounded.
+async fn ttl_at(endpoint: &str, lease: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut c) = etcd_client::Client::connect([endpoint], None).await
+            && let Ok(answer) = c.lease_time_to_live(lease, None).await
+        {
+            return answer.ttl();
+        }
+        assert!(Instant::now() < deadline, "{endpoint}: no TTL in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Lease checkpoints (on by default; every second here): a new leader gives a lease what the
+/// old leader recorded was left of it, not its whole TTL again (etcd's default, under which
+/// leader changes can keep a lease alive forever); and a keep-alive clears that record before
+/// it is answered, so a leader elected right after it (here: the whole cluster restarted) gives
+/// the lease the whole TTL its client was just promised.
+#[test]
+fn a_new_leader_gives_a_lease_what_was_left_of_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut flags = FAST.to_vec();
+    flags.push("--experimental-lease-checkpoint-interval=1s");
+    let mut cluster = Cluster::start(dir.path(), 3, &flags);
+    let endpoints = cluster.endpoints();
+    let rt = runtime();
+    let (lease, leader) = rt.block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let mut c = client(&endpoints[..1]).await;
+        let lease = c.lease_grant(20, None).await.expect("grant").id();
+        // Ten seconds gone: several checkpoints have recorded at most 11 s left.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ttl_at(&endpoints[0], lease).await > 10 {
+            assert!(Instant::now() < deadline, "the TTL does not go down");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (lease, leader_index(&endpoints).await)
+    });
+    cluster.kill(leader);
+    let survivor = endpoints[(leader + 1) % 3].clone();
+    let ttl = rt.block_on(ttl_at(&survivor, lease));
+    assert!(
+        ttl <= 13,
+        "the new leader gave the lease {ttl} s of its 20: its whole TTL again"
+    );
+
+    cluster.restart(leader);
+    rt.block_on(async {
+        for e in &endpoints {
+            wait_ready(e).await;
+        }
+        let mut c = client(std::slice::from_ref(&survivor)).await;
+        let (mut keeper, mut stream) = c.lease_keep_alive(lease).await.expect("keep alive");
+        keeper.keep_alive().await.expect("send");
+        let answer = stream.message().await.expect("answer").expect("an answer");
+        assert_eq!(answer.ttl(), 20);
+    });
+    // At once (well before the next checkpoint could record about 20 s again, which would hide
+    // a record the keep-alive failed to clear), the whole cluster goes and comes back.
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    // Asked as soon as there is a leader: its clock for the lease runs from its election.
+    let ttl = rt.block_on(ttl_at(&endpoints[0], lease));
+    assert!(
+        ttl >= 15,
+        "the lease kept alive to 20 s has {ttl} s under the next leader: the record from before \
+         the keep-alive was used"
+    );
 }

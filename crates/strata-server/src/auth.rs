@@ -286,7 +286,9 @@ impl AuthState {
             | Request::RoleRevokePermission(_)
             | Request::RoleDelete(_) => self.check_admin(caller),
             // A member's own: a client may not send them.
-            Request::Publish(_) | Request::Authenticate(_) => Err(ApiError::PermissionDenied),
+            Request::Publish(_) | Request::Authenticate(_) | Request::LeaseCheckpoint(_) => {
+                Err(ApiError::PermissionDenied)
+            }
         }
     }
 

@@ -35,6 +35,7 @@ mod dev;
 mod error;
 mod grpc;
 mod ids;
+mod lease;
 mod log;
 mod operation;
 mod tls;
@@ -52,6 +53,7 @@ pub use dev::{DEV_CLUSTER_TOKEN, DEV_PORTS, dev_members};
 pub use error::ConfigError;
 pub use grpc::{GrpcArgs, GrpcSettings};
 pub use ids::{added_member_id, cluster_id, member_id};
+pub use lease::LeaseArgs;
 pub use log::{LogLevel, LogOutput, Logger, parse_log_outputs};
 pub use operation::{MetricsLevel, OperationArgs, OperationSettings};
 use tls::{TlsFlags, check_https_has_tls, tls_files};
@@ -279,6 +281,9 @@ pub struct ServerArgs {
     /// How the member runs: its Raft log's directory, its log and metrics.
     #[command(flatten)]
     pub operation: OperationArgs,
+    /// Lease checkpoints.
+    #[command(flatten)]
+    pub lease: LeaseArgs,
     /// Origins whose browsers may read the client port's HTTP answers (CORS),
     /// comma-separated; empty or `*`: any.
     #[arg(long, env = "ETCD_CORS", value_name = "ORIGINS", default_value = "*")]
@@ -374,17 +379,6 @@ pub struct ServerArgs {
     pub worker_threads: Option<std::num::NonZeroUsize>,
 }
 
-impl ServerArgs {
-    /// The level the member logs at: `--log-level`, or debug with etcd 3.4's `--debug`.
-    pub fn log_level_in_effect(&self) -> LogLevel {
-        if self.operation.debug {
-            LogLevel::Debug
-        } else {
-            self.log_level
-        }
-    }
-}
-
 impl Default for ServerArgs {
     /// etcd 3.4's defaults, as `etcd --help` prints them; the same as parsing an empty
     /// command line with no `ETCD_*` variable set.
@@ -416,6 +410,7 @@ impl Default for ServerArgs {
             pre_vote: true,
             grpc: GrpcArgs::default(),
             operation: OperationArgs::default(),
+            lease: LeaseArgs::default(),
             cors: "*".to_owned(),
             experimental_corrupt_check_time: "0s".to_owned(),
             cert_file: None,
@@ -532,6 +527,8 @@ pub struct ServerConfig {
     pub grpc: GrpcSettings,
     /// How the member runs: its Raft log's directory, slow applies, metrics.
     pub operation: OperationSettings,
+    /// How often the leader records leases' remaining TTLs; `None`: never.
+    pub lease_checkpoint_interval: Option<Duration>,
     /// Origins allowed by CORS; `None`: any.
     pub cors: Option<Vec<String>>,
     /// How often the leader checks every member's store hash; `None`: never.
@@ -647,6 +644,7 @@ impl ServerConfig {
 
         let grpc = args.grpc.check()?;
         let operation = args.operation.check()?;
+        let lease_checkpoint_interval = args.lease.checkpoint_interval()?;
         let client_tls = tls_files(
             TlsFlags::CLIENT,
             [args.cert_file, args.key_file, args.trusted_ca_file],
@@ -749,6 +747,7 @@ impl ServerConfig {
             pre_vote: args.pre_vote,
             grpc,
             operation,
+            lease_checkpoint_interval,
             cors: {
                 let origins: Vec<String> = args
                     .cors

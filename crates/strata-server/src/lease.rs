@@ -3,8 +3,16 @@
 //! Leases are replicated state (granted and revoked through Raft; `state.rs`), but their clocks
 //! are the leader's alone, as etcd's: the leader keeps each lease's expiry in memory, refreshes
 //! it on keep-alives (followers send theirs to the leader), and revokes expired leases through
-//! Raft. A member that becomes leader gives every lease its full TTL plus an election timeout
-//! from then (etcd's rule), so a leader change never cuts a lease short.
+//! Raft. A member that becomes leader gives every lease its remaining TTL plus an election
+//! timeout from then, so a leader change never cuts a lease short.
+//!
+//! The remaining TTL is the lease's whole TTL (etcd's rule) unless the leader recorded a
+//! shorter one: with lease checkpoints (`--experimental-enable-lease-checkpoint`, on by
+//! default, every `--experimental-lease-checkpoint-interval`), the leader proposes each long
+//! lease's remaining TTL, so leaders changing often cannot keep a lease alive forever by
+//! giving it its whole TTL again and again. A keep-alive of a lease with a recorded remaining
+//! TTL clears it through Raft before it is answered (etcd's rule): otherwise a new leader
+//! could expire a lease its client has just renewed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
@@ -20,9 +28,10 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{Access, Caller};
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
-    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
-    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
 };
 use crate::proto::strataserverpb::internal_client::InternalClient;
 use crate::proto::strataserverpb::{raft_answer::Answer, raft_request::Request as Raft};
@@ -45,11 +54,20 @@ const REVOKE_RETRY: Duration = Duration::from_secs(3);
 /// Keep-alive answers buffered ahead of a slow client on one stream.
 const KEEPALIVE_BUFFERED: usize = 16;
 
-/// The leader's clocks: each lease's expiry, and the revokes under way.
+/// Leases recorded per checkpoint proposal at most (etcd's `maxLeaseCheckpointBatchSize`).
+const CHECKPOINTS_PER_PROPOSAL: usize = 1000;
+
+/// The leader's clocks: each lease's expiry, and the revokes and checkpoints under way.
 #[derive(Debug, Default)]
 pub struct Lessor {
     expiries: Mutex<HashMap<i64, Instant>>,
     revoking: Mutex<HashMap<i64, Instant>>,
+    /// Held by a checkpoint pass from before it reads the expiries until its proposals are
+    /// applied: a keep-alive of a lease the pass records waits for it (see
+    /// [`Lessor::clear_checkpoint`]).
+    checkpoint_pass: tokio::sync::Mutex<()>,
+    /// The leases the pass under way records.
+    checkpointing: Mutex<HashSet<i64>>,
 }
 
 /// The smallest TTL (etcd: 1.5 election timeouts, rounded up to whole seconds): a shorter one
@@ -72,20 +90,105 @@ impl Lessor {
         ttl
     }
 
+    /// After a keep-alive of `id` on the leader: a remaining TTL recorded for it (or being
+    /// recorded by a pass under way) would let a new leader expire it before the TTL its
+    /// client was just given, so it is cleared through Raft first. One proposal per lease per
+    /// checkpoint, at its first keep-alive after it.
+    ///
+    /// Why it cannot miss one: a pass marks its leases before it reads their expiries, and a
+    /// keep-alive refreshes the expiry before it looks for the mark. Either the pass read the
+    /// refreshed expiry (and records about the whole TTL), or the keep-alive sees the mark and
+    /// waits for the pass to be applied, then clears what it recorded.
+    async fn clear_checkpoint(&self, inner: &Inner, id: i64) -> Result<(), ApiError> {
+        if self.checkpointing.lock().contains(&id) {
+            drop(self.checkpoint_pass.lock().await);
+        }
+        if !inner.shared.0.read().lease_remaining.contains_key(&id) {
+            return Ok(());
+        }
+        let clear = LeaseCheckpoint {
+            id,
+            remaining_ttl: 0,
+        };
+        inner
+            .propose(
+                &Caller::Member,
+                Raft::LeaseCheckpoint(LeaseCheckpointRequest {
+                    checkpoints: vec![clear],
+                }),
+            )
+            .await
+            .map(|_| ())
+    }
+
     /// `id`'s remaining whole seconds and granted TTL; `None` if it does not exist.
     fn remaining(&self, inner: &Inner, id: i64) -> Option<(i64, i64)> {
-        let ttl = inner.shared.0.read().leases.get(&id).copied()?;
-        let left = self.expiries.lock().get(&id).map_or(ttl, |at| {
-            at.saturating_duration_since(Instant::now()).as_secs() as i64
-        });
+        let (ttl, recorded) = {
+            let state = inner.shared.0.read();
+            let ttl = state.leases.get(&id).copied()?;
+            (ttl, state.lease_remaining.get(&id).copied())
+        };
+        // Before this leader's first expiry check, what it will give the lease.
+        let left = self
+            .expiries
+            .lock()
+            .get(&id)
+            .map_or(recorded.unwrap_or(ttl), |at| {
+                at.saturating_duration_since(Instant::now()).as_secs() as i64
+            });
         Some((left, ttl))
     }
+}
+
+/// One checkpoint pass of the leader: records the remaining TTL of every lease longer than
+/// `interval` (a shorter one is renewed or expires before a checkpoint could matter: etcd's
+/// rule), [`CHECKPOINTS_PER_PROPOSAL`] to a proposal. Skipped while another runs.
+async fn checkpoint(inner: &Inner, interval: Duration) {
+    let Ok(_pass) = inner.lessor.checkpoint_pass.try_lock() else {
+        return;
+    };
+    let long: Vec<i64> = inner
+        .shared
+        .0
+        .read()
+        .leases
+        .iter()
+        .filter(|&(_, &ttl)| u64::try_from(ttl).is_ok_and(|ttl| ttl > interval.as_secs()))
+        .map(|(&id, _)| id)
+        .collect();
+    // Marked before the expiries are read (see `Lessor::clear_checkpoint`).
+    inner.lessor.checkpointing.lock().extend(&long);
+    let now = Instant::now();
+    let checkpoints: Vec<LeaseCheckpoint> = {
+        let expiries = inner.lessor.expiries.lock();
+        long.iter()
+            .filter_map(|id| {
+                let left = expiries.get(id)?.saturating_duration_since(now);
+                // Whole seconds, rounded up: a lease is never recorded shorter than it is.
+                let remaining_ttl = left.as_millis().div_ceil(1000) as i64;
+                (remaining_ttl > 0).then_some(LeaseCheckpoint {
+                    id: *id,
+                    remaining_ttl,
+                })
+            })
+            .collect()
+    };
+    for batch in checkpoints.chunks(CHECKPOINTS_PER_PROPOSAL) {
+        let request = Raft::LeaseCheckpoint(LeaseCheckpointRequest {
+            checkpoints: batch.to_vec(),
+        });
+        if let Err(e) = inner.propose(&Caller::Member, request).await {
+            tracing::debug!(error = %e, "lease checkpoint not applied");
+        }
+    }
+    inner.lessor.checkpointing.lock().clear();
 }
 
 /// The leader's expiry loop: runs on every member, acts while it leads.
 pub async fn expire(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
     let mut leading = false;
+    let mut last_checkpoint = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -100,18 +203,19 @@ pub async fn expire(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let now = Instant::now();
-        let leases: Vec<(i64, i64)> = inner
-            .shared
-            .0
-            .read()
-            .leases
-            .iter()
-            .map(|(&id, &ttl)| (id, ttl))
-            .collect();
+        // Each lease's whole TTL, or the remaining TTL last recorded for it.
+        let leases: Vec<(i64, i64)> = {
+            let state = inner.shared.0.read();
+            state
+                .leases
+                .iter()
+                .map(|(&id, &ttl)| (id, state.lease_remaining.get(&id).copied().unwrap_or(ttl)))
+                .collect()
+        };
         let live: HashSet<i64> = leases.iter().map(|&(id, _)| id).collect();
         let expired: Vec<i64> = {
             let mut expiries = inner.lessor.expiries.lock();
-            // Newly leading: every lease gets its whole TTL again, plus an election timeout.
+            // Newly leading: every lease gets its remaining TTL, plus an election timeout.
             let extra = if leading {
                 Duration::ZERO
             } else {
@@ -138,7 +242,17 @@ pub async fn expire(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             }
             expired
         };
+        if !leading {
+            last_checkpoint = now;
+        }
         leading = true;
+        if let Some(interval) = inner.config.lease_checkpoint_interval
+            && now.duration_since(last_checkpoint) >= interval
+        {
+            last_checkpoint = now;
+            let inner = Arc::clone(&inner);
+            tokio::spawn(async move { checkpoint(&inner, interval).await });
+        }
         for id in expired {
             let inner = Arc::clone(&inner);
             tokio::spawn(async move {
@@ -206,7 +320,13 @@ pub async fn keep_alive(
     // No check (etcd 3.4's): a renewal changes no key, and etcd's clients send no token with
     // Lease calls.
     let ttl = match inner.leader_channel().await? {
-        None => inner.lessor.keep_alive(inner, id),
+        None => {
+            let ttl = inner.lessor.keep_alive(inner, id);
+            if ttl > 0 {
+                inner.lessor.clear_checkpoint(inner, id).await?;
+            }
+            ttl
+        }
         Some(channel) => {
             let mut call = Request::new(LeaseKeepAliveRequest { id });
             inner.credentials(caller, &mut call);

@@ -65,6 +65,7 @@ fn kind(request: &Request) -> &'static str {
         Request::MemberUpdate(_) => "member_update",
         Request::LeaseGrant(_) => "lease_grant",
         Request::LeaseRevoke(_) => "lease_revoke",
+        Request::LeaseCheckpoint(_) => "lease_checkpoint",
         Request::AuthEnable(_) => "auth_enable",
         Request::AuthDisable(_) => "auth_disable",
         Request::Authenticate(_) => "authenticate",
@@ -424,6 +425,13 @@ fn apply_batch(
                                 }),
                             })
                         }
+                    }
+                    Some(Request::LeaseCheckpoint(checkpoints)) => {
+                        // Leases revoked meanwhile are skipped.
+                        for c in checkpoints.checkpoints {
+                            pending.lease_checkpoint(shared, c.id, c.remaining_ttl);
+                        }
+                        Answer::Done(true)
                     }
                     Some(Request::KvdbRegister(r)) => {
                         register(shared, &mut pending, entry.index, request.now_ms, r.user)

@@ -29,7 +29,8 @@ pub const CLUSTER: &[u8] = b"scluster";
 const MEMBER: &[u8] = b"smember/";
 /// A raised alarm: `s` `alarm/` member id (u64 BE) alarm type (i32 BE) → empty.
 const ALARM: &[u8] = b"salarm/";
-/// A lease: `s` `lease/` id (i64 as u64 BE) → its granted TTL in seconds (i64 LE).
+/// A lease: `s` `lease/` id (i64 as u64 BE) → its granted TTL in seconds (i64 LE), then its
+/// checkpointed remaining TTL in seconds (i64 LE) if one is recorded.
 const LEASE: &[u8] = b"slease/";
 /// A Kvdb session: `s` `kvdb/` client id (u64 BE) → `Session` (see [`Session::encode`]).
 const KVDB: &[u8] = b"skvdb/";
@@ -109,6 +110,9 @@ pub struct State {
     pub cluster_id: u64,
     /// The leases granted and not revoked: id → granted TTL in seconds.
     pub leases: BTreeMap<i64, i64>,
+    /// The leases' remaining TTLs in seconds as the leader last recorded them (checkpoints):
+    /// what a new leader gives them instead of their whole TTL. Absent: the whole TTL.
+    pub lease_remaining: BTreeMap<i64, i64>,
     /// Users, roles, permissions (shared: a request's check reads it without the lock).
     pub auth: Arc<AuthState>,
     /// Each lease's keys (not stored: built from the store at start and after a snapshot
@@ -129,7 +133,9 @@ pub struct Pending {
     sessions: BTreeMap<u64, Option<Session>>,
     clock_ms: Option<u64>,
     cluster_id: Option<u64>,
-    leases: BTreeMap<i64, Option<i64>>,
+    /// Granted (`Some`: TTL, remaining TTL or 0 for none) or revoked (`None`) leases, and
+    /// checkpointed ones.
+    leases: BTreeMap<i64, Option<(i64, i64)>>,
     /// The auth state as the batch leaves it, once the batch changes it, with the user and
     /// role names it had before (to write the deletions).
     auth: Option<(AuthState, BTreeSet<String>, BTreeSet<String>)>,
@@ -154,13 +160,20 @@ impl Pending {
 
     /// Grants (`Some(ttl)`) or revokes a lease.
     pub fn lease(&mut self, id: i64, ttl: Option<i64>) {
-        self.leases.insert(id, ttl);
+        self.leases.insert(id, ttl.map(|ttl| (ttl, 0)));
+    }
+
+    /// Records lease `id`'s remaining TTL (0: none, its whole TTL), if it exists.
+    pub fn lease_checkpoint(&mut self, shared: &Shared, id: i64, remaining: i64) {
+        if let Some(ttl) = self.lease_in(shared, id) {
+            self.leases.insert(id, Some((ttl, remaining.clamp(0, ttl))));
+        }
     }
 
     /// Lease `id`'s granted TTL as this batch leaves it, else as `shared` holds it.
     pub fn lease_in(&self, shared: &Shared, id: i64) -> Option<i64> {
         match self.leases.get(&id) {
-            Some(ttl) => *ttl,
+            Some(lease) => lease.map(|(ttl, _)| ttl),
             None => shared.0.read().leases.get(&id).copied(),
         }
     }
@@ -259,11 +272,15 @@ impl Pending {
                 if raised { vec![1] } else { Vec::new() },
             ));
         }
-        for (id, ttl) in &self.leases {
-            out.push((
-                lease_key(*id),
-                ttl.map(|t| t.to_le_bytes().to_vec()).unwrap_or_default(),
-            ));
+        for (id, lease) in &self.leases {
+            let mut value = Vec::new();
+            if let Some((ttl, remaining)) = lease {
+                value.extend_from_slice(&ttl.to_le_bytes());
+                if *remaining > 0 {
+                    value.extend_from_slice(&remaining.to_le_bytes());
+                }
+            }
+            out.push((lease_key(*id), value));
         }
         if let Some((auth, users, roles)) = &self.auth {
             out.push((AUTH_ENABLED.to_vec(), vec![u8::from(auth.enabled)]));
@@ -322,11 +339,21 @@ impl Pending {
         if let Some(id) = self.cluster_id {
             state.cluster_id = id;
         }
-        for (id, ttl) in self.leases {
-            match ttl {
-                Some(ttl) => state.leases.insert(id, ttl),
-                None => state.leases.remove(&id),
-            };
+        for (id, lease) in self.leases {
+            match lease {
+                Some((ttl, remaining)) => {
+                    state.leases.insert(id, ttl);
+                    if remaining > 0 {
+                        state.lease_remaining.insert(id, remaining);
+                    } else {
+                        state.lease_remaining.remove(&id);
+                    }
+                }
+                None => {
+                    state.leases.remove(&id);
+                    state.lease_remaining.remove(&id);
+                }
+            }
         }
         if let Some((auth, _, _)) = self.auth {
             state.auth = Arc::new(auth);
@@ -470,13 +497,19 @@ pub fn load(db: &Db) -> Result<State, String> {
                     _ => error = Some("an alarm entry that does not decode".to_owned()),
                 }
             } else if k.starts_with(LEASE) {
-                let ttl = v
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(i64::from_le_bytes);
-                match (id_at(LEASE), ttl) {
-                    (Some(id), Some(ttl)) => {
+                let at = |range: std::ops::Range<usize>| {
+                    v.get(range)
+                        .and_then(|b| b.try_into().ok())
+                        .map(i64::from_le_bytes)
+                };
+                // A remaining TTL follows when one was checkpointed.
+                let remaining = if v.len() == 16 { at(8..16) } else { None };
+                match (id_at(LEASE), at(0..8)) {
+                    (Some(id), Some(ttl)) if v.len() == 8 || remaining.is_some() => {
                         state.leases.insert(id as i64, ttl);
+                        if let Some(remaining) = remaining.filter(|&r| r > 0) {
+                            state.lease_remaining.insert(id as i64, remaining);
+                        }
                     }
                     _ => error = Some("a lease entry that does not decode".to_owned()),
                 }
@@ -604,6 +637,67 @@ pub(crate) fn record_raft_log_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Applies `pending` as a batch would: its pairs written to `db`, then published.
+    fn apply(db: &Db, shared: &Shared, pending: Pending, applied: u64) {
+        let mut pairs = Vec::new();
+        pending.pairs(applied, &mut pairs);
+        let mut batch = strata_lsm::WriteBatch::new();
+        for (k, v) in &pairs {
+            batch.put(k, v);
+        }
+        db.write(batch, strata_lsm::WriteOptions { sync: false })
+            .expect("write");
+        pending.publish(shared);
+    }
+
+    /// A checkpointed remaining TTL is kept with its lease in the store and read back at a
+    /// restart; clearing it (0) or revoking the lease drops it; a lease that does not exist is
+    /// not made by a checkpoint, and a remaining TTL is never above the granted one.
+    #[test]
+    fn lease_checkpoints_round_trip_through_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path(), lsm_options()).expect("open");
+        let shared = Shared::default();
+        let mut grant = Pending::default();
+        grant.lease(5, Some(60));
+        apply(&db, &shared, grant, 1);
+        let mut checkpoint = Pending::default();
+        checkpoint.lease_checkpoint(&shared, 5, 42);
+        checkpoint.lease_checkpoint(&shared, 6, 42);
+        apply(&db, &shared, checkpoint, 2);
+        for state in [
+            load(&db).expect("load"),
+            std::mem::take(&mut *shared.0.write()),
+        ] {
+            assert_eq!(state.leases, BTreeMap::from([(5, 60)]));
+            assert_eq!(state.lease_remaining, BTreeMap::from([(5, 42)]));
+        }
+        *shared.0.write() = load(&db).expect("load");
+        let mut above = Pending::default();
+        above.lease_checkpoint(&shared, 5, 600);
+        apply(&db, &shared, above, 3);
+        assert_eq!(
+            load(&db).expect("load").lease_remaining,
+            BTreeMap::from([(5, 60)])
+        );
+        let mut clear = Pending::default();
+        clear.lease_checkpoint(&shared, 5, 0);
+        apply(&db, &shared, clear, 4);
+        let state = load(&db).expect("load");
+        assert_eq!(state.leases, BTreeMap::from([(5, 60)]));
+        assert!(state.lease_remaining.is_empty());
+        assert!(shared.0.read().lease_remaining.is_empty());
+        let mut again = Pending::default();
+        again.lease_checkpoint(&shared, 5, 7);
+        apply(&db, &shared, again, 5);
+        let mut revoke = Pending::default();
+        revoke.lease(5, None);
+        apply(&db, &shared, revoke, 6);
+        let state = load(&db).expect("load");
+        assert!(state.leases.is_empty() && state.lease_remaining.is_empty());
+        assert!(shared.0.read().lease_remaining.is_empty());
+    }
 
     #[test]
     fn session_round_trips() {

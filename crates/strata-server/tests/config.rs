@@ -332,6 +332,9 @@ fn long_flags_are_etcds_plus_stratas_own() {
     ]);
     // etcd's, with 3.5's default (so not in the 3.4 defaults above).
     expected.push("pre-vote".to_owned());
+    // etcd 3.4's, on by default here (etcd: off), and etcd 3.5's interval for it.
+    expected.push("experimental-enable-lease-checkpoint".to_owned());
+    expected.push("experimental-lease-checkpoint-interval".to_owned());
     expected.sort();
     assert_eq!(flags, expected);
 }
@@ -1245,4 +1248,37 @@ fn operation_flags_take_etcds_values() {
         level(&["--log-level", "error", "--debug=true"]),
         LogLevel::Debug
     );
+}
+
+#[test]
+fn lease_checkpoints_are_on_every_five_minutes_unless_turned_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("m").display().to_string();
+    let interval = |extra: &[&str]| {
+        let mut line = vec!["--data-dir", &data];
+        line.extend_from_slice(extra);
+        ServerConfig::from_args(parse(&line).expect("clap")).map(|c| c.lease_checkpoint_interval)
+    };
+    assert_eq!(
+        interval(&[]).expect("default"),
+        Some(Duration::from_secs(300))
+    );
+    assert_eq!(
+        interval(&["--experimental-lease-checkpoint-interval", "1s"]).expect("1s"),
+        Some(Duration::from_secs(1))
+    );
+    assert_eq!(
+        interval(&["--experimental-enable-lease-checkpoint=false"]).expect("off"),
+        None
+    );
+    for bad in ["500ms", "0", "often"] {
+        let refused = interval(&["--experimental-lease-checkpoint-interval", bad])
+            .expect_err("shorter than a second, or not a duration");
+        assert!(
+            refused
+                .to_string()
+                .contains("experimental-lease-checkpoint-interval"),
+            "{refused}"
+        );
+    }
 }

@@ -116,3 +116,14 @@ impl OperationArgs {
         })
     }
 }
+
+impl super::ServerArgs {
+    /// The level the member logs at: `--log-level`, or debug with etcd 3.4's `--debug`.
+    pub fn log_level_in_effect(&self) -> super::LogLevel {
+        if self.operation.debug {
+            super::LogLevel::Debug
+        } else {
+            self.log_level
+        }
+    }
+}
