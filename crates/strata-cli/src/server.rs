@@ -163,8 +163,29 @@ async fn stopped() {
 
 /// `strata server`: runs one member until Ctrl-C or SIGTERM.
 pub fn server(args: ServerArgs) -> Result<()> {
+    // etcd's rule: with a configuration file, every other flag and ETCD_* variable is ignored.
+    let (args, notes) = match &args.config_file {
+        None => (args, Vec::new()),
+        Some(path) => {
+            let others = ServerArgs {
+                config_file: None,
+                ..args.clone()
+            } != ServerArgs::default();
+            let (from_file, mut notes) = ServerArgs::from_config_file(path)?;
+            if others {
+                notes.push(format!(
+                    "--config-file {}: the other flags and ETCD_* variables given are ignored",
+                    path.display()
+                ));
+            }
+            (from_file, notes)
+        }
+    };
     let outputs = parse_log_outputs(&args.log_outputs)?;
     init_log(args.log_level_in_effect(), args.logger, &outputs)?;
+    for note in &notes {
+        tracing::warn!("{note}");
+    }
     let workers = args.worker_threads;
     let config = ServerConfig::from_args(args)?;
     runtime(workers)?.block_on(async move {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
 };
-use support::cluster::{Cluster, client, runtime, wait_ready, wait_value};
+use support::cluster::{Cluster, client, free_port, runtime, wait_ready, wait_value};
 
 /// What a client of etcd relies on, on every member: revisions, versions, txn, errors.
 #[test]
@@ -571,4 +571,69 @@ fn the_raft_log_lives_in_the_wal_dir() {
         "{log}"
     );
     assert!(!member_log.exists(), "an empty log was started");
+}
+
+/// `--config-file`: a member started from etcd's YAML file takes its settings from the file
+/// alone, as etcd does: a flag and an `ETCD_*` variable given with it are ignored, and so are
+/// the keys of etcd's that Strata has no flag for, each with a warning in the log.
+#[test]
+fn a_member_runs_from_an_etcd_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client_port, peer_port) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let file = dir.path().join("etcd.conf.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: from-file\n\
+             data-dir: {data}\n\
+             listen-client-urls: {client_url}\n\
+             advertise-client-urls: {client_url}\n\
+             listen-peer-urls: {peer_url}\n\
+             initial-advertise-peer-urls: {peer_url}\n\
+             initial-cluster: from-file={peer_url}\n\
+             initial-cluster-token: 'file-cluster'\n\
+             enable-v2: true\n\
+             max-wals: 5\n\
+             log-outputs: [stderr]\n\
+             client-transport-security:\n  client-cert-auth: false\n  auto-tls: false\n",
+            data = dir.path().join("data").display()
+        ),
+    )
+    .expect("write the file");
+    let log = dir.path().join("member.log");
+    let mut member = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["server", "--config-file"])
+        .arg(&file)
+        .args(["--name", "from-flag"])
+        .env("ETCD_NAME", "from-environment")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let names = runtime().block_on(async {
+        let mut c = wait_ready(&client_url).await;
+        c.put("k", "v", None).await.expect("put");
+        let list = c.member_list().await.expect("member list");
+        list.members()
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect::<Vec<_>>()
+    });
+    let _ = member.kill();
+    let _ = member.wait();
+    assert_eq!(names, ["from-file"]);
+    let log = std::fs::read_to_string(&log).expect("read the log");
+    for warned in [
+        "enable-v2: \"true\" ignored",
+        "max-wals: \"5\" ignored",
+        "the other flags and ETCD_* variables given are ignored",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(" WARN ") && l.contains(warned)),
+            "{warned}: {log}"
+        );
+    }
 }

@@ -33,6 +33,7 @@
 mod compaction;
 mod dev;
 mod error;
+mod file;
 mod grpc;
 mod ids;
 mod lease;
@@ -51,6 +52,7 @@ pub(crate) use compaction::parse_go_duration_nanos;
 pub use compaction::{AutoCompaction, AutoCompactionMode};
 pub use dev::{DEV_CLUSTER_TOKEN, DEV_PORTS, dev_members};
 pub use error::ConfigError;
+pub use file::{IGNORED_KEYS, file_line};
 pub use grpc::{GrpcArgs, GrpcSettings};
 pub use ids::{added_member_id, cluster_id, member_id};
 pub use lease::LeaseArgs;
@@ -119,6 +121,10 @@ pub enum ClusterState {
 /// The flags whose default depends on others are `Option`s: `None` is "not given".
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct ServerArgs {
+    /// etcd's YAML configuration file (keys are the flags' names): read instead of every other
+    /// flag and `ETCD_*` variable, as etcd does ([`ServerArgs::from_config_file`]).
+    #[arg(long, env = "ETCD_CONFIG_FILE", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = DEFAULT_NAME)]
     pub name: String,
@@ -384,6 +390,7 @@ impl Default for ServerArgs {
     /// command line with no `ETCD_*` variable set.
     fn default() -> Self {
         ServerArgs {
+            config_file: None,
             name: DEFAULT_NAME.to_owned(),
             data_dir: None,
             listen_client_urls: None,

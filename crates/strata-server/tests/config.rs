@@ -332,6 +332,8 @@ fn long_flags_are_etcds_plus_stratas_own() {
     ]);
     // etcd's, with 3.5's default (so not in the 3.4 defaults above).
     expected.push("pre-vote".to_owned());
+    // etcd's YAML file, named in etcd's usage text rather than its flags.
+    expected.push("config-file".to_owned());
     // etcd 3.4's, on by default here (etcd: off), and etcd 3.5's interval for it.
     expected.push("experimental-enable-lease-checkpoint".to_owned());
     expected.push("experimental-lease-checkpoint-interval".to_owned());
@@ -1281,4 +1283,170 @@ fn lease_checkpoints_are_on_every_five_minutes_unless_turned_off() {
             "{refused}"
         );
     }
+}
+
+/// etcd's sample configuration file (etcd.conf.yml.sample in etcd 3.4's repository), with a
+/// cluster of one, read as the flags it names; the keys Strata takes no flag for, at the
+/// values the sample gives them, are ignored with a note each.
+const ETCD_SAMPLE_FILE: &str = "
+name: 'infra1'
+data-dir: /var/lib/etcd-test
+wal-dir:
+snapshot-count: 10000
+heartbeat-interval: 100
+election-timeout: 1000
+quota-backend-bytes: 0
+listen-peer-urls: http://localhost:2380
+listen-client-urls: http://localhost:2379
+max-snapshots: 5
+max-wals: 5
+cors:
+initial-advertise-peer-urls: http://localhost:2380
+advertise-client-urls: http://localhost:2379
+discovery:
+discovery-fallback: 'proxy'
+discovery-proxy:
+discovery-srv:
+initial-cluster: infra1=http://localhost:2380
+initial-cluster-token: 'etcd-cluster'
+initial-cluster-state: 'new'
+strict-reconfig-check: false
+enable-v2: true
+enable-pprof: true
+proxy: 'off'
+proxy-failure-wait: 5000
+proxy-refresh-interval: 30000
+proxy-dial-timeout: 1000
+proxy-write-timeout: 5000
+proxy-read-timeout: 0
+client-transport-security:
+  cert-file:
+  key-file:
+  client-cert-auth: false
+  trusted-ca-file:
+  auto-tls: false
+peer-transport-security:
+  cert-file:
+  key-file:
+  client-cert-auth: false
+  trusted-ca-file:
+  auto-tls: false
+debug: false
+log-package-levels:
+log-outputs: [default]
+force-new-cluster: false
+";
+
+#[test]
+fn etcds_sample_config_file_reads_as_its_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("etcd.conf.yml");
+    std::fs::write(&path, ETCD_SAMPLE_FILE).expect("write");
+    let (args, notes) = ServerArgs::from_config_file(&path).expect("the sample");
+    assert_eq!(args.name, "infra1");
+    assert_eq!(
+        args.data_dir.as_deref(),
+        Some(Path::new("/var/lib/etcd-test"))
+    );
+    assert_eq!(args.snapshot_count, 10_000);
+    assert!(!args.strict_reconfig_check);
+    assert_eq!(
+        args.initial_cluster.as_deref(),
+        Some("infra1=http://localhost:2380")
+    );
+    // Null values leave the defaults.
+    assert_eq!(args.operation.wal_dir, None);
+    assert_eq!(args.cors, "*");
+    let ignored: Vec<&str> = notes
+        .iter()
+        .map(|n| n.split(':').next().expect("a key"))
+        .collect();
+    for key in [
+        "max-snapshots",
+        "max-wals",
+        "discovery-fallback",
+        "enable-v2",
+        "enable-pprof",
+        "proxy",
+        "proxy-failure-wait",
+        "auto-tls",
+        "peer-auto-tls",
+    ] {
+        assert!(ignored.contains(&key), "{key} not noted: {notes:?}");
+    }
+    // Every flag not in the file is at its default.
+    let line = [
+        "--name",
+        "infra1",
+        "--data-dir",
+        "/var/lib/etcd-test",
+        "--snapshot-count",
+        "10000",
+        "--strict-reconfig-check=false",
+        "--initial-cluster",
+        "infra1=http://localhost:2380",
+        "--listen-peer-urls",
+        "http://localhost:2380",
+        "--listen-client-urls",
+        "http://localhost:2379",
+        "--initial-advertise-peer-urls",
+        "http://localhost:2380",
+        "--advertise-client-urls",
+        "http://localhost:2379",
+    ];
+    assert_eq!(args, parse(&line).expect("the same as flags"));
+}
+
+#[test]
+fn config_file_sections_lists_and_refusals() {
+    let read = |yaml: &str| -> Result<ServerArgs, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yml");
+        std::fs::write(&path, yaml).expect("write");
+        ServerArgs::from_config_file(&path)
+            .map(|(args, _)| args)
+            .map_err(|e| e.to_string())
+    };
+    let tls = read(
+        "client-transport-security:\n  cert-file: /c.pem\n  key-file: /c.key\n  \
+         client-cert-auth: true\n  trusted-ca-file: /ca.pem\n\
+         peer-transport-security:\n  cert-file: /p.pem\n  key-file: /p.key\n  \
+         trusted-ca-file: /pca.pem\n  client-cert-auth: true\n\
+         log-outputs: [stderr, /var/log/strata.log]\nheartbeat-interval: 50\n",
+    )
+    .expect("TLS sections");
+    assert_eq!(tls.cert_file.as_deref(), Some(Path::new("/c.pem")));
+    assert_eq!(tls.key_file.as_deref(), Some(Path::new("/c.key")));
+    assert!(tls.client_cert_auth && tls.peer_client_cert_auth);
+    assert_eq!(tls.trusted_ca_file.as_deref(), Some(Path::new("/ca.pem")));
+    assert_eq!(tls.peer_cert_file.as_deref(), Some(Path::new("/p.pem")));
+    assert_eq!(
+        tls.peer_trusted_ca_file.as_deref(),
+        Some(Path::new("/pca.pem"))
+    );
+    assert_eq!(tls.log_outputs, "stderr,/var/log/strata.log");
+    assert_eq!(tls.heartbeat_interval_ms, 50);
+    assert_eq!(read("").expect("empty"), ServerArgs::default());
+    for (yaml, named) in [
+        ("data_dir: /x\n", "data_dir"),
+        ("discovery: https://discovery.etcd.io/abc\n", "discovery"),
+        ("client-transport-security:\n  auto-tls: true\n", "auto-tls"),
+        (
+            "client-transport-security:\n  certfile: /c.pem\n",
+            "certfile",
+        ),
+        ("heartbeat-interval: often\n", "heartbeat-interval"),
+        ("config-file: /other.yml\n", "config-file"),
+        ("name: [a, [b]]\n", "name"),
+        ("- name\n", "mapping"),
+        ("name: 'unclosed\n", "YAML"),
+    ] {
+        let refused = read(yaml).expect_err(yaml);
+        assert!(refused.contains(named), "{yaml:?}: {refused}");
+        assert!(refused.contains("--config-file"), "{refused}");
+    }
+    let missing = ServerArgs::from_config_file(Path::new("/no/such/file.yml"))
+        .expect_err("no file")
+        .to_string();
+    assert!(missing.contains("/no/such/file.yml"), "{missing}");
 }

@@ -222,6 +222,15 @@ pub enum ConfigError {
         /// The flag's value.
         cost: u32,
     },
+    /// A `--config-file` that cannot be read, is not YAML, or sets a key that is not a flag
+    /// Strata takes.
+    #[error("--config-file {path}: {reason}")]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A `--kvdb-token-file` that cannot be read or holds no usable token.
     #[error("--kvdb-token-file {path}: {reason}")]
     KvdbTokenFile {
