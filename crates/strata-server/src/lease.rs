@@ -90,20 +90,32 @@ impl Lessor {
         ttl
     }
 
-    /// After a keep-alive of `id` on the leader: a remaining TTL recorded for it (or being
-    /// recorded by a pass under way) would let a new leader expire it before the TTL its
-    /// client was just given, so it is cleared through Raft first. One proposal per lease per
-    /// checkpoint, at its first keep-alive after it.
+    /// After a keep-alive of `id` (granted `ttl`) on the leader: a remaining TTL recorded for
+    /// it (or being recorded by a pass under way) would let a new leader expire it before the
+    /// TTL its client was just given, so it is cleared through Raft first. One proposal per
+    /// lease per checkpoint, at its first keep-alive after it; a lease too short to be
+    /// checkpointed costs nothing, a longer one a ReadIndex round.
     ///
-    /// Why it cannot miss one: a pass marks its leases before it reads their expiries, and a
-    /// keep-alive refreshes the expiry before it looks for the mark. Either the pass read the
-    /// refreshed expiry (and records about the whole TTL), or the keep-alive sees the mark and
-    /// waits for the pass to be applied, then clears what it recorded.
-    async fn clear_checkpoint(&self, inner: &Inner, id: i64) -> Result<(), ApiError> {
+    /// Why it cannot miss one: a checkpoint an earlier leader proposed is committed at the
+    /// latest with this leader's first entry, which a ReadIndex round waits for, so after the
+    /// round it is applied here. A pass of this leader marks its leases before it reads their
+    /// expiries, and a keep-alive refreshes the expiry before it looks for the mark: either
+    /// the pass read the refreshed expiry (and records about the whole TTL), or the keep-alive
+    /// sees the mark and waits for the pass to be applied, then clears what it recorded.
+    async fn clear_checkpoint(&self, inner: &Inner, id: i64, ttl: i64) -> Result<(), ApiError> {
+        let recorded = || inner.shared.0.read().lease_remaining.contains_key(&id);
+        let checkpointed = inner
+            .config
+            .lease_checkpoint_interval
+            .is_some_and(|interval| u64::try_from(ttl).is_ok_and(|t| t > interval.as_secs()));
+        if !checkpointed && !recorded() {
+            return Ok(());
+        }
+        inner.read_barrier(false).await?;
         if self.checkpointing.lock().contains(&id) {
             drop(self.checkpoint_pass.lock().await);
         }
-        if !inner.shared.0.read().lease_remaining.contains_key(&id) {
+        if !recorded() {
             return Ok(());
         }
         let clear = LeaseCheckpoint {
@@ -323,7 +335,7 @@ pub async fn keep_alive(
         None => {
             let ttl = inner.lessor.keep_alive(inner, id);
             if ttl > 0 {
-                inner.lessor.clear_checkpoint(inner, id).await?;
+                inner.lessor.clear_checkpoint(inner, id, ttl).await?;
             }
             ttl
         }
