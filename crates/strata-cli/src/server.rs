@@ -183,7 +183,7 @@ pub fn server(args: ServerArgs) -> Result<()> {
     };
     let outputs = parse_log_outputs(&args.log_outputs)?;
     init_log(args.log_level_in_effect(), args.logger, &outputs)?;
-    for note in &notes {
+    for note in notes.iter().chain(&args.ignored.notes()) {
         tracing::warn!("{note}");
     }
     let workers = args.worker_threads;

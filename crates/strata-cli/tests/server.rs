@@ -626,8 +626,9 @@ fn a_member_runs_from_an_etcd_config_file() {
     assert_eq!(names, ["from-file"]);
     let log = std::fs::read_to_string(&log).expect("read the log");
     for warned in [
-        "enable-v2: \"true\" ignored",
-        "max-wals: \"5\" ignored",
+        "--enable-v2=true ignored",
+        "--max-wals=5 ignored",
+        "auto-tls: \"false\" ignored",
         "the other flags and ETCD_* variables given are ignored",
     ] {
         assert!(

@@ -31,11 +31,13 @@
 //! ```
 
 mod compaction;
+mod data_dir;
 mod dev;
 mod error;
 mod file;
 mod grpc;
 mod ids;
+mod ignored;
 mod lease;
 mod log;
 mod operation;
@@ -44,7 +46,7 @@ mod url;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,9 +54,10 @@ pub(crate) use compaction::parse_go_duration_nanos;
 pub use compaction::{AutoCompaction, AutoCompactionMode};
 pub use dev::{DEV_CLUSTER_TOKEN, DEV_PORTS, dev_members};
 pub use error::ConfigError;
-pub use file::{IGNORED_KEYS, file_line};
+pub use file::file_line;
 pub use grpc::{GrpcArgs, GrpcSettings};
 pub use ids::{added_member_id, cluster_id, member_id};
+pub use ignored::IgnoredArgs;
 pub use lease::LeaseArgs;
 pub use log::{LogLevel, LogOutput, Logger, parse_log_outputs};
 pub use operation::{MetricsLevel, OperationArgs, OperationSettings};
@@ -290,6 +293,9 @@ pub struct ServerArgs {
     /// Lease checkpoints.
     #[command(flatten)]
     pub lease: LeaseArgs,
+    /// etcd flags taken and ignored.
+    #[command(flatten)]
+    pub ignored: IgnoredArgs,
     /// Origins whose browsers may read the client port's HTTP answers (CORS),
     /// comma-separated; empty or `*`: any.
     #[arg(long, env = "ETCD_CORS", value_name = "ORIGINS", default_value = "*")]
@@ -418,6 +424,7 @@ impl Default for ServerArgs {
             grpc: GrpcArgs::default(),
             operation: OperationArgs::default(),
             lease: LeaseArgs::default(),
+            ignored: IgnoredArgs::default(),
             cors: "*".to_owned(),
             experimental_corrupt_check_time: "0s".to_owned(),
             cert_file: None,
@@ -722,7 +729,7 @@ impl ServerConfig {
             Some(dir) => dir,
             None => PathBuf::from(format!("{}.etcd", args.name)),
         };
-        prepare_data_dir(&data_dir)?;
+        data_dir::prepare_data_dir(&data_dir)?;
 
         Ok(ServerConfig {
             name: args.name,
@@ -948,50 +955,3 @@ fn check_local_member(
     }
     Ok(())
 }
-
-/// Makes sure the data directory exists (created with mode 0700 as etcd creates it), is a
-/// directory and can be written, by creating and removing a probe file in it. A directory
-/// open to others is only warned about, as etcd does.
-fn prepare_data_dir(dir: &Path) -> Result<(), ConfigError> {
-    let unusable = |action, source| ConfigError::DataDirUnusable {
-        path: dir.to_owned(),
-        action,
-        source,
-    };
-    match fs::metadata(dir) {
-        Ok(meta) if !meta.is_dir() => {
-            return Err(ConfigError::DataDirNotDir {
-                path: dir.to_owned(),
-            });
-        }
-        Ok(meta) => warn_if_open_to_others(dir, &meta),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mut builder = fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder.create(dir).map_err(|e| unusable("create it", e))?;
-        }
-        Err(e) => return Err(unusable("read it", e)),
-    }
-    let probe = dir.join(".strata-write-probe");
-    fs::write(&probe, b"").map_err(|e| unusable("write in it", e))?;
-    fs::remove_file(&probe).map_err(|e| unusable("remove a file in it", e))?;
-    Ok(())
-}
-
-#[cfg(unix)]
-fn warn_if_open_to_others(dir: &Path, meta: &fs::Metadata) {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        tracing::warn!(
-            data_dir = %dir.display(),
-            mode = format!("{mode:o}"),
-            "the data directory is open to other users; 0700 is recommended"
-        );
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_open_to_others(_dir: &Path, _meta: &fs::Metadata) {}

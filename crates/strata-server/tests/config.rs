@@ -334,6 +334,29 @@ fn long_flags_are_etcds_plus_stratas_own() {
     expected.push("pre-vote".to_owned());
     // etcd's YAML file, named in etcd's usage text rather than its flags.
     expected.push("config-file".to_owned());
+    // etcd's, taken and ignored (IgnoredArgs).
+    expected.extend(
+        [
+            "enable-v2",
+            "enable-pprof",
+            "initial-election-tick-advance",
+            "max-snapshots",
+            "max-wals",
+            "backend-batch-interval",
+            "backend-batch-limit",
+            "experimental-backend-bbolt-freelist-type",
+            "experimental-compaction-batch-limit",
+            "log-package-levels",
+            "discovery-fallback",
+            "proxy",
+            "proxy-failure-wait",
+            "proxy-refresh-interval",
+            "proxy-dial-timeout",
+            "proxy-write-timeout",
+            "proxy-read-timeout",
+        ]
+        .map(str::to_owned),
+    );
     // etcd 3.4's, on by default here (etcd: off), and etcd 3.5's interval for it.
     expected.push("experimental-enable-lease-checkpoint".to_owned());
     expected.push("experimental-lease-checkpoint-interval".to_owned());
@@ -1357,22 +1380,27 @@ fn etcds_sample_config_file_reads_as_its_flags() {
     // Null values leave the defaults.
     assert_eq!(args.operation.wal_dir, None);
     assert_eq!(args.cors, "*");
-    let ignored: Vec<&str> = notes
+    // Keys for no flag at all, at values that leave a feature off: noted.
+    let noted: Vec<&str> = notes
         .iter()
         .map(|n| n.split(':').next().expect("a key"))
         .collect();
-    for key in [
-        "max-snapshots",
-        "max-wals",
-        "discovery-fallback",
-        "enable-v2",
-        "enable-pprof",
-        "proxy",
-        "proxy-failure-wait",
-        "auto-tls",
-        "peer-auto-tls",
+    assert_eq!(noted, ["auto-tls", "peer-auto-tls"], "{notes:?}");
+    // etcd's flags Strata takes and ignores: noted when the member starts.
+    let ignored = args.ignored.notes();
+    for flag in [
+        "--max-snapshots=5 ",
+        "--max-wals=5 ",
+        "--discovery-fallback=proxy ",
+        "--enable-v2=true ",
+        "--enable-pprof=true ",
+        "--proxy=off ",
+        "--proxy-failure-wait=5000 ",
     ] {
-        assert!(ignored.contains(&key), "{key} not noted: {notes:?}");
+        assert!(
+            ignored.iter().any(|n| n.starts_with(flag)),
+            "{flag} not noted: {ignored:?}"
+        );
     }
     // Every flag not in the file is at its default.
     let line = [
@@ -1394,7 +1422,14 @@ fn etcds_sample_config_file_reads_as_its_flags() {
         "--advertise-client-urls",
         "http://localhost:2379",
     ];
-    assert_eq!(args, parse(&line).expect("the same as flags"));
+    let flags = parse(&line).expect("the same as flags");
+    assert_eq!(
+        args,
+        ServerArgs {
+            ignored: args.ignored.clone(),
+            ..flags
+        }
+    );
 }
 
 #[test]
@@ -1449,4 +1484,38 @@ fn config_file_sections_lists_and_refusals() {
         .expect_err("no file")
         .to_string();
     assert!(missing.contains("/no/such/file.yml"), "{missing}");
+}
+
+#[test]
+fn etcds_flags_for_what_strata_lacks_are_taken_checked_and_noted() {
+    let args = parse(&[
+        "--enable-v2",
+        "--max-wals",
+        "0",
+        "--experimental-compaction-batch-limit",
+        "500",
+        "--proxy",
+        "off",
+    ])
+    .expect("etcd's line");
+    assert_eq!(args.ignored.enable_v2, Some(true));
+    assert_eq!(
+        args.ignored.notes(),
+        [
+            "--enable-v2=true ignored (etcd's; Strata has no use for it)",
+            "--max-wals=0 ignored (etcd's; Strata has no use for it)",
+            "--experimental-compaction-batch-limit=500 ignored (etcd's; Strata has no use for it)",
+            "--proxy=off ignored (etcd's; Strata has no use for it)",
+        ]
+    );
+    assert!(parse(&[]).expect("none").ignored.notes().is_empty());
+    // Checked as etcd checks them: a proxy is refused, as are values of the wrong kind.
+    for bad in [
+        &["--proxy", "on"][..],
+        &["--max-snapshots", "many"],
+        &["--enable-pprof=yes"],
+        &["--experimental-backend-bbolt-freelist-type", "list"],
+    ] {
+        assert!(parse(bad).is_err(), "{bad:?}");
+    }
 }

@@ -9,11 +9,12 @@
 //! `peer-transport-security` hold the TLS flags without their prefix (`cert-file` in the peer
 //! section is `--peer-cert-file`), as in etcd's file.
 //!
-//! etcd's sample file sets keys Strata takes no flag for (`enable-v2`, `enable-pprof`,
-//! `max-snapshots`, `proxy: 'off'`, ...): a key in [`IGNORED_KEYS`], or one left at an empty,
-//! false, zero or `off` value, is ignored with a note for the log. Any other key is refused,
-//! so a typo or an etcd feature Strata lacks (a discovery URL, `auto-tls: true`) is an error,
-//! not a member silently started without it.
+//! Keys for etcd's flags that tune what Strata does not have (`enable-v2`, `max-wals`, ...)
+//! are flags Strata takes and ignores with a warning ([`IgnoredArgs`](super::IgnoredArgs)),
+//! as on the command line. Any other key that is not a flag is ignored with a note for the log
+//! when its value leaves a feature off (empty, false, zero or `off`, as etcd's sample file
+//! writes `auto-tls: false`), and refused otherwise, so a typo or an etcd feature Strata lacks
+//! (a discovery URL, `auto-tls: true`) is an error, not a member silently started without it.
 
 use std::path::Path;
 
@@ -21,29 +22,6 @@ use clap::{Args as _, FromArgMatches as _};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use super::{ConfigError, ServerArgs};
-
-/// etcd keys that Strata takes no flag for and ignores from a file whatever their value: they
-/// tune what Strata does not have (bbolt, the v2 API, Go's profiler, file retention Strata
-/// does on its own) or were deprecated by etcd.
-pub const IGNORED_KEYS: &[&str] = &[
-    "enable-v2",
-    "enable-pprof",
-    "max-snapshots",
-    "max-wals",
-    "discovery-fallback",
-    "initial-election-tick-advance",
-    "log-package-levels",
-    "backend-batch-interval",
-    "backend-batch-limit",
-    "backend-bbolt-freelist-type",
-    "experimental-backend-bbolt-freelist-type",
-    "experimental-compaction-batch-limit",
-    "proxy-failure-wait",
-    "proxy-refresh-interval",
-    "proxy-dial-timeout",
-    "proxy-write-timeout",
-    "proxy-read-timeout",
-];
 
 /// The TLS sections and, for each of their keys, the flag it stands for.
 const SECTIONS: &[(&str, &[(&str, &str)])] = &[
@@ -161,7 +139,7 @@ pub fn file_line(yaml: &str) -> Result<(Vec<String>, Vec<String>), String> {
             if !value.is_empty() {
                 line.push(format!("--{flag}={value}"));
             }
-        } else if IGNORED_KEYS.contains(&flag.as_str()) || unset(&value) {
+        } else if unset(&value) {
             notes.push(format!(
                 "{flag}: {value:?} ignored (no such flag in Strata)"
             ));
