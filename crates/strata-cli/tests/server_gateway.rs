@@ -431,3 +431,63 @@ fn cors_answers_follow_the_flag() {
         "{preflight}"
     );
 }
+
+/// `--host-whitelist`: on a port without TLS, an HTTP request naming another host (a name a
+/// web page rebound to the member's address) gets 421 and etcd's explanation, whatever its
+/// path (the gateway, `/health`, `/metrics`); a listed host (any case, any port) is served,
+/// and gRPC is not checked, as etcd does.
+#[test]
+fn the_host_whitelist_refuses_other_hosts_over_plain_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(
+        dir.path(),
+        1,
+        &["--host-whitelist", "example.com,member.local"],
+    );
+    let endpoint = cluster.endpoints()[0].clone();
+    let addr = endpoint.trim_start_matches("http://").to_owned();
+    runtime().block_on(async {
+        // gRPC is served whatever its authority says.
+        let mut c = wait_ready(&endpoint).await;
+        c.put("k", "v", None).await.expect("a gRPC put");
+    });
+    let as_host = |host: &str, method: &str, path: &str| -> (u16, String) {
+        let mut stream = TcpStream::connect(&addr).expect("connect");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\
+             Connection: close\r\n\r\n{{}}"
+        )
+        .expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        let status = answer[9..12].parse().expect("a status code");
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+        (status, body.unwrap_or_default())
+    };
+    for (method, path) in [
+        ("GET", "/health"),
+        ("GET", "/metrics"),
+        ("POST", "/v3/kv/range"),
+    ] {
+        let (status, body) = as_host(&addr, method, path);
+        assert_eq!(status, 421, "{path}: {body}");
+        assert!(
+            body.contains("the Host header was unrecognized")
+                && body.contains("CVE-2018-5702")
+                && body.contains("--host-whitelist \"127.0.0.1\""),
+            "{body}"
+        );
+        let (status, body) = as_host("evil.example:80", method, path);
+        assert_eq!(status, 421, "{path}: {body}");
+    }
+    for host in ["example.com", "Member.Local:2379", "example.com:80"] {
+        let (status, body) = as_host(host, "GET", "/health");
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    let (status, body) = as_host("example.com", "POST", "/v3/kv/range");
+    assert_eq!(
+        status, 400,
+        "an empty range request reaches the gateway: {body}"
+    );
+}

@@ -300,6 +300,15 @@ pub struct ServerArgs {
     /// comma-separated; empty or `*`: any.
     #[arg(long, env = "ETCD_CORS", value_name = "ORIGINS", default_value = "*")]
     pub cors: String,
+    /// Host names the client port's plain-HTTP answers are given for (the `Host` a browser
+    /// sends), comma-separated; empty or `*`: any. Against DNS rebinding (CVE-2018-5702).
+    #[arg(
+        long,
+        env = "ETCD_HOST_WHITELIST",
+        value_name = "HOSTS",
+        default_value = "*"
+    )]
+    pub host_whitelist: String,
     /// How often the leader compares every member's store hash with its own, raising the
     /// CORRUPT alarm for one that differs (a Go duration; 0s: never).
     #[arg(
@@ -426,6 +435,7 @@ impl Default for ServerArgs {
             lease: LeaseArgs::default(),
             ignored: IgnoredArgs::default(),
             cors: "*".to_owned(),
+            host_whitelist: "*".to_owned(),
             experimental_corrupt_check_time: "0s".to_owned(),
             cert_file: None,
             key_file: None,
@@ -545,6 +555,8 @@ pub struct ServerConfig {
     pub lease_checkpoint_interval: Option<Duration>,
     /// Origins allowed by CORS; `None`: any.
     pub cors: Option<Vec<String>>,
+    /// Host names plain-HTTP requests may name (lowercase); `None`: any.
+    pub host_whitelist: Option<Vec<String>>,
     /// How often the leader checks every member's store hash; `None`: never.
     pub corrupt_check_interval: Option<Duration>,
     /// Client TLS, when `--cert-file` and `--key-file` are given.
@@ -762,16 +774,8 @@ impl ServerConfig {
             grpc,
             operation,
             lease_checkpoint_interval,
-            cors: {
-                let origins: Vec<String> = args
-                    .cors
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|o| !o.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                (!origins.is_empty() && !origins.iter().any(|o| o == "*")).then_some(origins)
-            },
+            cors: list_or_any(&args.cors),
+            host_whitelist: list_or_any(&args.host_whitelist.to_lowercase()),
             corrupt_check_interval,
             client_tls,
             peer_tls,
@@ -838,6 +842,17 @@ pub fn read_kvdb_token(path: &Path) -> Result<String, ConfigError> {
         )));
     }
     Ok(token.to_owned())
+}
+
+/// A comma-separated list, `None` when it is empty or holds `*` (anything allowed).
+fn list_or_any(text: &str) -> Option<Vec<String>> {
+    let items: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(str::to_owned)
+        .collect();
+    (!items.is_empty() && !items.iter().any(|o| o == "*")).then_some(items)
 }
 
 fn non_empty(value: Option<&str>) -> Option<&str> {

@@ -160,9 +160,16 @@ pub async fn serve(
     // than the message it carries, hence twice the gRPC limit.
     let gateway = crate::gateway::router(grpc.clone(), 2 * recv_max);
     let http = crate::http::router(Arc::clone(&inner)).merge(gateway);
-    let router = grpc.merge(crate::http::with_cors(http, inner.config.cors.clone()));
-    let routes = tonic::service::Routes::from(router);
     let tls = crate::tls::server_tls(&inner.config)?;
+    let http = crate::http::with_cors(http, inner.config.cors.clone());
+    // Checked first; only where a rebound name can reach (no TLS).
+    let http = if tls.is_none() {
+        crate::http::with_host_whitelist(http, inner.config.host_whitelist.clone())
+    } else {
+        http
+    };
+    let router = grpc.merge(http);
+    let routes = tonic::service::Routes::from(router);
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
     for listen in inner.config.listen_client_urls.iter().map(|u| u.addr) {

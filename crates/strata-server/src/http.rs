@@ -53,6 +53,54 @@ pub fn with_cors(router: Router, origins: Option<Vec<String>>) -> Router {
     ))
 }
 
+/// etcd's `--host-whitelist`, on a client port without TLS: an HTTP request whose host (the
+/// `Host` header, or HTTP/2's authority; its port aside) is not one of `hosts` is answered
+/// 421 Misdirected Request with etcd's explanation, before anything else. A web page that
+/// got its name to resolve to a member's address (DNS rebinding) then reads nothing. gRPC is
+/// not checked (etcd's), nor are ports with TLS, which a rebound name cannot pass.
+pub fn with_host_whitelist(router: Router, hosts: Option<Vec<String>>) -> Router {
+    let Some(hosts) = hosts else {
+        return router;
+    };
+    let hosts = Arc::new(hosts);
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let hosts = Arc::clone(&hosts);
+            async move {
+                let host = request
+                    .uri()
+                    .host()
+                    .map(str::to_owned)
+                    .or_else(|| {
+                        let value = request.headers().get(header::HOST)?.to_str().ok()?;
+                        let uri: axum::http::Uri = format!("http://{value}/").parse().ok()?;
+                        uri.host().map(str::to_owned)
+                    })
+                    .unwrap_or_default()
+                    .to_lowercase();
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                if hosts.iter().any(|h| h == host) {
+                    return next.run(request).await;
+                }
+                tracing::warn!(
+                    host,
+                    "rejecting an HTTP request to prevent DNS rebinding attacks"
+                );
+                let text = format!(
+                    "\netcd received your request, but the Host header was unrecognized.\n\n\
+                     To fix this, choose one of the following options:\n\
+                     - Enable TLS, then any HTTPS request will be allowed.\n\
+                     - Add the hostname you want to use to the whitelist in settings.\n  \
+                     - e.g. etcd --host-whitelist {host:?}\n\n\
+                     This requirement has been added to help prevent \"DNS Rebinding\" attacks \
+                     (CVE-2018-5702).\n"
+                );
+                (StatusCode::MISDIRECTED_REQUEST, text).into_response()
+            }
+        },
+    ))
+}
+
 /// The routes, to merge with the gRPC ones.
 pub fn router(inner: Arc<Inner>) -> Router {
     Router::new()

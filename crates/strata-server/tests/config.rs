@@ -64,6 +64,7 @@ const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
     ("grpc-keepalive-interval", "2h"),
     ("grpc-keepalive-timeout", "20s"),
     ("cors", "*"),
+    ("host-whitelist", "*"),
     ("advertise-client-urls", "http://localhost:2379"),
     ("auto-compaction-retention", "0"),
     ("auto-compaction-mode", "periodic"),
@@ -168,6 +169,7 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
             d.grpc.grpc_keepalive_timeout.clone(),
         ),
         ("cors", d.cors.clone()),
+        ("host-whitelist", d.host_whitelist.clone()),
         (
             "advertise-client-urls",
             d.advertise_client_urls
@@ -1518,4 +1520,24 @@ fn etcds_flags_for_what_strata_lacks_are_taken_checked_and_noted() {
     ] {
         assert!(parse(bad).is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn the_host_whitelist_is_any_host_unless_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("m").display().to_string();
+    let hosts = |extra: &[&str]| {
+        let mut line = vec!["--data-dir", &data];
+        line.extend_from_slice(extra);
+        ServerConfig::from_args(parse(&line).expect("clap"))
+            .expect("config")
+            .host_whitelist
+    };
+    assert_eq!(hosts(&[]), None);
+    assert_eq!(hosts(&["--host-whitelist", ""]), None);
+    assert_eq!(hosts(&["--host-whitelist", "a.example,*"]), None);
+    assert_eq!(
+        hosts(&["--host-whitelist", "A.example, b.example"]),
+        Some(vec!["a.example".to_owned(), "b.example".to_owned()])
+    );
 }
