@@ -106,3 +106,69 @@ fn client_tls_requires_a_certificate_signed_by_the_trusted_ca() {
             assert!(plain, "a plaintext client was served");
         });
 }
+
+/// Peer TLS with `--peer-cert-allowed-cn`: members whose certificates have the allowed common
+/// name form a cluster; members that allow another name refuse each other's connections, so
+/// none becomes leader.
+#[test]
+fn peers_must_have_the_allowed_common_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = certificates(dir.path(), "peers");
+    let flags = |cn: &str| -> Vec<String> {
+        vec![
+            format!("--peer-cert-file={cert}"),
+            format!("--peer-key-file={key}"),
+            format!("--peer-trusted-ca-file={ca}"),
+            "--peer-client-cert-auth".to_owned(),
+            format!("--peer-cert-allowed-cn={cn}"),
+            "--heartbeat-interval=50".to_owned(),
+            "--election-timeout=500".to_owned(),
+        ]
+    };
+    let started = |name: &str, cn: &str| {
+        let flags = flags(cn);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Cluster::start(&dir.path().join(name), 3, &flags)
+    };
+    // rcgen's default subject.
+    let allowed = started("allowed", "rcgen self signed cert");
+    let refused = started("refused", "another name");
+    let leaders = |cluster: &Cluster| {
+        let endpoints = cluster.endpoints();
+        support::cluster::runtime().block_on(async {
+            let mut leaders = Vec::new();
+            for e in &endpoints {
+                if let Ok(mut c) = Client::connect([e.as_str()], None).await
+                    && let Ok(status) = c.status().await
+                    && status.leader() != 0
+                {
+                    leaders.push(status.leader());
+                }
+            }
+            leaders
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leaders(&allowed).len() < 3 {
+        assert!(Instant::now() < deadline, "no leader with the allowed name");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The other cluster's members refuse each other's connections (polled in the logs), and
+    // have by then had several election timeouts in which to elect a leader.
+    let said = |cluster: &Cluster| {
+        (0..3).all(|i| {
+            cluster
+                .log(i)
+                .contains("common name is not \"another name\"")
+        })
+    };
+    while !said(&refused) {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged: {}",
+            refused.log(0)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(leaders(&refused).is_empty(), "a leader among peers refused");
+}

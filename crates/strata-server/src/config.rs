@@ -362,6 +362,14 @@ pub struct ServerArgs {
         value_parser = parse_go_bool
     )]
     pub peer_client_cert_auth: bool,
+    /// The common name a peer's certificate must have, checked both ways (with
+    /// --peer-cert-allowed-hostname too, either is enough). Needs --peer-client-cert-auth.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", value_name = "CN")]
+    pub peer_cert_allowed_cn: Option<String>,
+    /// A host name a peer's certificate must be valid for, checked both ways. Needs
+    /// --peer-client-cert-auth.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME", value_name = "HOST")]
+    pub peer_cert_allowed_hostname: Option<String>,
     /// Authentication token type: "simple", or "jwt,sign-method=METHOD,priv-key=FILE,
     /// pub-key=FILE,ttl=DURATION" (etcd's; METHOD: RS256, ES256, HS256, ...).
     #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
@@ -445,6 +453,8 @@ impl Default for ServerArgs {
             peer_key_file: None,
             peer_trusted_ca_file: None,
             peer_client_cert_auth: false,
+            peer_cert_allowed_cn: None,
+            peer_cert_allowed_hostname: None,
             auth_token: "simple".to_owned(),
             auth_token_ttl: DEFAULT_AUTH_TOKEN_TTL_S,
             bcrypt_cost: DEFAULT_BCRYPT_COST,
@@ -484,6 +494,8 @@ pub struct TlsFiles {
     pub trusted_ca_file: Option<PathBuf>,
     /// Whether a connecting side must present a certificate signed by the trusted CA.
     pub client_cert_auth: bool,
+    /// Peers only: the common name and host name one of which their certificates must have.
+    pub allowed_names: (Option<String>, Option<String>),
 }
 
 /// One member of `--initial-cluster`.
@@ -684,6 +696,11 @@ impl ServerConfig {
                 args.peer_trusted_ca_file,
             ],
             args.peer_client_cert_auth,
+        )?;
+        let peer_tls = tls::with_allowed_names(
+            peer_tls,
+            args.peer_cert_allowed_cn,
+            args.peer_cert_allowed_hostname,
         )?;
         check_https_has_tls(TlsFlags::CLIENT, &listen_client_urls, client_tls.as_ref())?;
         check_https_has_tls(TlsFlags::CLIENT, &listen_metrics_urls, client_tls.as_ref())?;

@@ -759,6 +759,7 @@ impl Server {
             };
             let mut t = TlsConfig::new(&tls.cert_file, &tls.key_file, ca);
             t.client_cert_auth = tls.client_cert_auth;
+            (t.allowed_cn, t.allowed_hostname) = tls.allowed_names.clone();
             transport_config.tls = Some(t);
         }
         let transport = TcpTransport::bind(transport_config, inbox_tx)

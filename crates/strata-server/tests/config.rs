@@ -336,6 +336,9 @@ fn long_flags_are_etcds_plus_stratas_own() {
     expected.push("pre-vote".to_owned());
     // etcd's YAML file, named in etcd's usage text rather than its flags.
     expected.push("config-file".to_owned());
+    // etcd's, without a default in its help.
+    expected.push("peer-cert-allowed-cn".to_owned());
+    expected.push("peer-cert-allowed-hostname".to_owned());
     // etcd's, taken and ignored (IgnoredArgs).
     expected.extend(
         [
@@ -1539,5 +1542,56 @@ fn the_host_whitelist_is_any_host_unless_listed() {
     assert_eq!(
         hosts(&["--host-whitelist", "A.example, b.example"]),
         Some(vec!["a.example".to_owned(), "b.example".to_owned()])
+    );
+}
+
+#[test]
+fn allowed_peer_names_need_peer_client_certificates() {
+    let dir = temp();
+    let pki = |name: &str| file(dir.path(), name, "pem");
+    let (cert, key, ca) = (pki("peer.crt"), pki("peer.key"), pki("ca.crt"));
+    let data = dir.path().join("m").display().to_string();
+    let tls = [
+        format!("--peer-cert-file={cert}"),
+        format!("--peer-key-file={key}"),
+        format!("--peer-trusted-ca-file={ca}"),
+        format!("--data-dir={data}"),
+    ];
+    let config = |extra: &[&str]| {
+        let mut words: Vec<&str> = tls.iter().map(String::as_str).collect();
+        words.extend_from_slice(extra);
+        ServerConfig::from_args(parse(&words).expect("clap"))
+    };
+    let names = |extra: &[&str]| {
+        config(extra)
+            .expect("valid")
+            .peer_tls
+            .expect("peer TLS")
+            .allowed_names
+    };
+    assert_eq!(names(&["--peer-client-cert-auth"]), (None, None));
+    assert_eq!(
+        names(&[
+            "--peer-client-cert-auth",
+            "--peer-cert-allowed-cn",
+            "etcd-peer"
+        ]),
+        (Some("etcd-peer".to_owned()), None)
+    );
+    assert_eq!(
+        names(&[
+            "--peer-client-cert-auth",
+            "--peer-cert-allowed-hostname",
+            "peers.example",
+            "--peer-cert-allowed-cn=",
+        ]),
+        (None, Some("peers.example".to_owned()))
+    );
+    let refused = config(&["--peer-cert-allowed-cn", "etcd-peer"])
+        .expect_err("no client certificates to check")
+        .to_string();
+    assert!(
+        refused.contains("--peer-cert-allowed-cn") && refused.contains("--peer-client-cert-auth"),
+        "{refused}"
     );
 }

@@ -176,6 +176,12 @@ async fn serve_connection(
     };
     if let Err(reason) = check(&hello, &shared)
         .and_then(|()| check_identity(&hello, addr, certificate.as_ref(), &shared))
+        .and_then(|()| match &shared.config.tls {
+            Some(tls) => tls
+                .check_allowed(certificate.as_ref())
+                .map_err(|e| format!("node {}: {e}", hello.from)),
+            None => Ok(()),
+        })
     {
         add(&shared.refused, 1);
         tracing::warn!(
@@ -196,6 +202,12 @@ async fn serve_connection(
         let _ = stream.write_all(&out).await;
         return;
     }
+    let lane = Lane::try_from(hello.lane).unwrap_or(Lane::Control);
+    let counters = shared.counters(hello.from, lane);
+    // One connection per peer and lane: this one replaces an older one (whose dialer has
+    // reconnected, or vanished without closing it). Registered before the dialer is
+    // welcomed: a newer connection it dials after the welcome always comes later here too.
+    let serving = Serving::start(&shared, hello.from, lane);
     let mut out = BytesMut::new();
     frame::encode(
         &Welcome {
@@ -209,11 +221,6 @@ async fn serve_connection(
         return;
     }
     drop(handshake);
-    let lane = Lane::try_from(hello.lane).unwrap_or(Lane::Control);
-    let counters = shared.counters(hello.from, lane);
-    // One connection per peer and lane: this one replaces an older one (whose dialer has
-    // reconnected, or vanished without closing it).
-    let serving = Serving::start(&shared, hello.from, lane);
     let max = shared.config.frame_bytes_max;
     loop {
         loop {

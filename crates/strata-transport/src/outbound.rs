@@ -76,7 +76,13 @@ impl Writer {
                 }
                 Err(e) => {
                     add(&self.counters.connect_failures, 1);
-                    tracing::debug!(peer = self.peer, lane = ?self.lane, "cannot reach the peer: {e}");
+                    if matches!(e, LinkError::Refused(_)) {
+                        // A misconfiguration (another cluster, a certificate not allowed),
+                        // not a peer that is down: operators must see it.
+                        tracing::warn!(peer = self.peer, lane = ?self.lane, "cannot reach the peer: {e}");
+                    } else {
+                        tracing::debug!(peer = self.peer, lane = ?self.lane, "cannot reach the peer: {e}");
+                    }
                     self.give_up(&mut batch, &mut wait, &mut jitter).await;
                     continue;
                 }
@@ -169,7 +175,18 @@ impl Writer {
             Some(tls) => {
                 // The peer's certificate must name the address it is reached at.
                 let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-                Box::new(tls.connector.connect(name, tcp).await?)
+                let stream = tls.connector.connect(name, tcp).await?;
+                if let Some(config) = &self.shared.config.tls {
+                    let leaf = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(<[_]>::first);
+                    config
+                        .check_allowed(leaf)
+                        .map_err(|e| LinkError::Refused(format!("the peer's certificate: {e}")))?;
+                }
+                Box::new(stream)
             }
         };
         let hello = Hello {

@@ -25,6 +25,13 @@ pub struct TlsConfig {
     /// Refuse a dialer without a certificate signed by the trusted CA
     /// (`--peer-client-cert-auth`). Default true.
     pub client_cert_auth: bool,
+    /// The subject common name a peer's certificate must have (`--peer-cert-allowed-cn`),
+    /// checked both ways: on a dialer's certificate and on the certificate of the peer dialed.
+    /// With [`allowed_hostname`](Self::allowed_hostname) too, either is enough (etcd's rule).
+    pub allowed_cn: Option<String>,
+    /// A host name a peer's certificate must be valid for (`--peer-cert-allowed-hostname`),
+    /// checked both ways as [`allowed_cn`](Self::allowed_cn).
+    pub allowed_hostname: Option<String>,
 }
 
 impl TlsConfig {
@@ -39,7 +46,52 @@ impl TlsConfig {
             key_file: key_file.into(),
             trusted_ca_file: trusted_ca_file.into(),
             client_cert_auth: true,
+            allowed_cn: None,
+            allowed_hostname: None,
         }
+    }
+
+    /// Checks a peer's certificate (`leaf`, the first of its chain, already verified against
+    /// the trusted CA) against [`allowed_cn`](Self::allowed_cn) and
+    /// [`allowed_hostname`](Self::allowed_hostname): with neither set, any passes; else one
+    /// of those given must match.
+    ///
+    /// # Errors
+    ///
+    /// Why it does not pass, for the log.
+    pub fn check_allowed(&self, leaf: Option<&CertificateDer<'_>>) -> Result<(), String> {
+        if self.allowed_cn.is_none() && self.allowed_hostname.is_none() {
+            return Ok(());
+        }
+        let Some(leaf) = leaf else {
+            return Err("no certificate presented".to_owned());
+        };
+        if let Some(allowed) = &self.allowed_cn {
+            let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+                .map_err(|e| format!("the certificate does not parse: {e}"))?;
+            let mut names = cert.subject().iter_common_name();
+            if names.any(|cn| cn.as_str().is_ok_and(|cn| cn == allowed)) {
+                return Ok(());
+            }
+        }
+        if let Some(allowed) = &self.allowed_hostname
+            && let Ok(name) = rustls_pki_types::ServerName::try_from(allowed.as_str())
+            && webpki::EndEntityCert::try_from(leaf)
+                .and_then(|cert| cert.verify_is_valid_for_subject_name(&name))
+                .is_ok()
+        {
+            return Ok(());
+        }
+        Err(match (&self.allowed_cn, &self.allowed_hostname) {
+            (Some(cn), Some(host)) => {
+                format!("the certificate's common name is not {cn:?} and it does not name {host}")
+            }
+            (Some(cn), None) => format!("the certificate's common name is not {cn:?}"),
+            (None, _) => format!(
+                "the certificate does not name {}",
+                self.allowed_hostname.as_deref().unwrap_or_default()
+            ),
+        })
     }
 }
 

@@ -1,6 +1,8 @@
 //! Mutual TLS between peers: a cluster with certificates from its CA works; a dialer without
 //! TLS, or with a certificate from another CA, is refused and counted, and the cluster is
-//! unaffected; unusable TLS files are refused at start.
+//! unaffected; unusable TLS files are refused at start; with an allowed common name or host
+//! name (etcd's --peer-cert-allowed-cn and -hostname), a certificate of the cluster's CA
+//! without it is refused too.
 
 #[allow(dead_code)]
 mod support {
@@ -12,7 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
 };
 use strata_raft::{Message, MessageType, NodeId};
 use strata_raft_node::{Transport, inbox};
@@ -43,8 +46,18 @@ fn node_files(dir: &Path, name: &str, ca: &Ca) -> TlsConfig {
 
 /// As [`node_files`], for a certificate that names `ip`.
 fn files_for(dir: &Path, name: &str, ca: &Ca, ip: &str) -> TlsConfig {
+    files_with(dir, name, ca, &[ip], None)
+}
+
+/// As [`node_files`], for a certificate with the subject alternative names `names` and, if
+/// given, the common name `cn`.
+fn files_with(dir: &Path, name: &str, ca: &Ca, names: &[&str], cn: Option<&str>) -> TlsConfig {
     let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(vec![ip.to_owned()]).expect("params");
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = CertificateParams::new(names).expect("params");
+    if let Some(cn) = cn {
+        params.distinguished_name.push(DnType::CommonName, cn);
+    }
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
@@ -236,5 +249,99 @@ fn unusable_tls_files_are_refused_at_start() {
         let (sender, _inbox) = inbox();
         let bound = runtime.block_on(TcpTransport::bind(config, sender));
         assert!(matches!(bound, Err(BindError::Tls(_))), "{bound:?}");
+    }
+}
+
+/// `allowed_cn` and `allowed_hostname` as each is given alone and both together: a
+/// certificate passes with the common name, or (when a host name is allowed) with a name
+/// valid for it; with neither set, any certificate passes, and with one set, none is refused.
+#[test]
+fn the_allowed_common_name_or_host_name_is_checked() {
+    use rustls_pki_types::pem::PemObject;
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = new_ca();
+    let leaf = |name: &str, names: &[&str], cn: Option<&str>| {
+        let files = files_with(certs.path(), name, &ca, names, cn);
+        rustls_pki_types::CertificateDer::from_pem_file(&files.cert_file).expect("pem")
+    };
+    let peer = leaf("peer", &["127.0.0.1", "member.example"], Some("peer"));
+    let other = leaf("other", &["127.0.0.1"], Some("intruder"));
+    let nameless = leaf("nameless", &["127.0.0.1"], None);
+    let mut config = node_files(certs.path(), "self", &ca);
+    assert!(config.check_allowed(Some(&other)).is_ok());
+    assert!(config.check_allowed(None).is_ok());
+    config.allowed_cn = Some("peer".to_owned());
+    assert!(config.check_allowed(Some(&peer)).is_ok());
+    for refused in [Some(&other), Some(&nameless), None] {
+        let reason = config
+            .check_allowed(refused)
+            .expect_err("not the allowed CN");
+        assert!(
+            reason.contains("\"peer\"") || reason.contains("no certificate"),
+            "{reason}"
+        );
+    }
+    config.allowed_cn = None;
+    config.allowed_hostname = Some("member.example".to_owned());
+    assert!(config.check_allowed(Some(&peer)).is_ok());
+    let reason = config.check_allowed(Some(&other)).expect_err("not named");
+    assert!(reason.contains("member.example"), "{reason}");
+    // Both: either passes.
+    config.allowed_cn = Some("intruder".to_owned());
+    assert!(config.check_allowed(Some(&peer)).is_ok());
+    assert!(config.check_allowed(Some(&other)).is_ok());
+    assert!(config.check_allowed(Some(&nameless)).is_err());
+}
+
+/// A cluster whose peers allow only the common name `peer` replicates; a dialer with a
+/// certificate of the cluster's CA for the right address but another common name, claiming to
+/// be node 2, is refused and counted.
+#[test]
+fn a_certificate_without_the_allowed_common_name_is_refused() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = new_ca();
+    let mut c = Cluster::new(3);
+    for id in c.ids.clone() {
+        let mut files = files_with(
+            certs.path(),
+            &format!("node{id}"),
+            &ca,
+            &["127.0.0.1"],
+            Some("peer"),
+        );
+        files.allowed_cn = Some("peer".to_owned());
+        c.tls.insert(id, files);
+    }
+    c.start_all();
+    let last = c.put("k", "v");
+    for id in c.ids.clone() {
+        c.wait_applied(id, last);
+    }
+    let target: NodeId = 1;
+    let refused = || c.nodes[&target].transport.metrics().refused;
+    let before = refused();
+    let intruder = files_with(
+        certs.path(),
+        "intruder",
+        &ca,
+        &["127.0.0.1"],
+        Some("intruder"),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sent = runtime.block_on(send_as_node_2(intruder, target, c.addrs[&target]));
+    wait_counted(
+        refused,
+        before,
+        "a cluster certificate with another common name",
+    );
+    drop(sent);
+    let next = c.put("after", "intruder");
+    for id in c.ids.clone() {
+        c.wait_applied(id, next);
+        assert!(c.raft(id).status().borrow().term < 1_000, "node {id}");
     }
 }

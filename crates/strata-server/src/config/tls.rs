@@ -70,7 +70,35 @@ pub(super) fn tls_files(
         key_file: key,
         trusted_ca_file: ca,
         client_cert_auth,
+        allowed_names: (None, None),
     }))
+}
+
+/// etcd's `--peer-cert-allowed-cn` and `--peer-cert-allowed-hostname` (empty: not given):
+/// they check the certificate a peer presents, so they need peer TLS with client
+/// certificates.
+pub(super) fn with_allowed_names(
+    tls: Option<TlsFiles>,
+    cn: Option<String>,
+    hostname: Option<String>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let cn = cn.filter(|cn| !cn.is_empty());
+    let hostname = hostname.filter(|host| !host.is_empty());
+    let given = match (&cn, &hostname) {
+        (None, None) => return Ok(tls),
+        (Some(_), _) => "peer-cert-allowed-cn",
+        (None, Some(_)) => "peer-cert-allowed-hostname",
+    };
+    match tls {
+        Some(mut tls) if tls.client_cert_auth => {
+            tls.allowed_names = (cn, hostname);
+            Ok(Some(tls))
+        }
+        _ => Err(ConfigError::TlsIncomplete {
+            given,
+            missing: "peer-client-cert-auth (the names are checked on peers' certificates)",
+        }),
+    }
 }
 
 fn check_readable_file(path: &Path) -> io::Result<()> {
