@@ -433,17 +433,7 @@ fn a_signal_that_ends_a_member_is_said_in_its_log() {
             .status()
             .expect("kill");
         assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = cluster.exited(0) {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "SIG{signal}: the member still runs"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = cluster.wait_exited(0, Duration::from_secs(10));
         assert_eq!(status.signal(), Some(number), "SIG{signal}: {status}");
         let log = cluster.log(0);
         assert!(
@@ -553,17 +543,7 @@ fn the_raft_log_lives_in_the_wal_dir() {
     cluster.kill(0);
     cluster.extra.clear();
     cluster.restart(0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = cluster.exited(0) {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a member without its --wal-dir runs"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = cluster.wait_exited(0, Duration::from_secs(30));
     assert!(!status.success());
     let log = cluster.log(0);
     assert!(

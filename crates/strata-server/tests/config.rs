@@ -1226,13 +1226,8 @@ fn dev_members_are_etcds_procfile_cluster() {
 
 #[test]
 fn operation_flags_take_etcds_values() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("m").display().to_string();
-    let config = |extra: &[&str]| {
-        let mut line = vec!["--data-dir", &data];
-        line.extend_from_slice(extra);
-        ServerConfig::from_args(parse(&line).expect("clap"))
-    };
+    let dir = temp();
+    let config = |extra: &[&str]| config(dir.path(), extra);
     let defaults = config(&[]).expect("defaults").operation;
     assert_eq!(defaults.wal_dir, None);
     assert_eq!(defaults.warning_apply_duration, Duration::from_millis(100));
@@ -1282,13 +1277,8 @@ fn operation_flags_take_etcds_values() {
 
 #[test]
 fn lease_checkpoints_are_on_every_five_minutes_unless_turned_off() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("m").display().to_string();
-    let interval = |extra: &[&str]| {
-        let mut line = vec!["--data-dir", &data];
-        line.extend_from_slice(extra);
-        ServerConfig::from_args(parse(&line).expect("clap")).map(|c| c.lease_checkpoint_interval)
-    };
+    let dir = temp();
+    let interval = |extra: &[&str]| config(dir.path(), extra).map(|c| c.lease_checkpoint_interval);
     assert_eq!(
         interval(&[]).expect("default"),
         Some(Duration::from_secs(300))
@@ -1527,15 +1517,8 @@ fn etcds_flags_for_what_strata_lacks_are_taken_checked_and_noted() {
 
 #[test]
 fn the_host_whitelist_is_any_host_unless_listed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("m").display().to_string();
-    let hosts = |extra: &[&str]| {
-        let mut line = vec!["--data-dir", &data];
-        line.extend_from_slice(extra);
-        ServerConfig::from_args(parse(&line).expect("clap"))
-            .expect("config")
-            .host_whitelist
-    };
+    let dir = temp();
+    let hosts = |extra: &[&str]| config(dir.path(), extra).expect("config").host_whitelist;
     assert_eq!(hosts(&[]), None);
     assert_eq!(hosts(&["--host-whitelist", ""]), None);
     assert_eq!(hosts(&["--host-whitelist", "a.example,*"]), None);

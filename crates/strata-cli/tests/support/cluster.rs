@@ -306,6 +306,25 @@ impl Cluster {
         Some(status)
     }
 
+    /// How member `i`'s process ended, once it has (polled, bounded by `within`).
+    ///
+    /// # Panics
+    ///
+    /// If it still runs after `within`.
+    pub fn wait_exited(&mut self, i: usize, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited(i) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {i} still runs after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The process id of member `i`, if it runs (benches read its `/proc/<pid>/status`).
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.members[i].child.as_ref().map(Child::id)

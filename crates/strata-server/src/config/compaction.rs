@@ -84,6 +84,32 @@ fn duration_from_nanos(nanos: u128) -> Option<Duration> {
     Some(Duration::new(secs, sub))
 }
 
+/// `text`, `--flag`'s value, as a Go duration of at least `least` (`Duration::ZERO`: any that
+/// is not negative).
+///
+/// # Errors
+///
+/// [`ConfigError::InvalidDuration`]: not a Go duration, negative, or below `least`.
+pub(crate) fn go_duration_at_least(
+    flag: &'static str,
+    text: &str,
+    least: std::time::Duration,
+) -> Result<std::time::Duration, super::ConfigError> {
+    let invalid = |reason: String| super::ConfigError::InvalidDuration {
+        flag,
+        value: text.to_owned(),
+        reason,
+    };
+    let nanos = parse_go_duration_nanos(text).map_err(invalid)?;
+    let duration = u64::try_from(nanos)
+        .map(std::time::Duration::from_nanos)
+        .map_err(|_| invalid("negative".to_owned()))?;
+    if duration < least {
+        return Err(invalid(format!("must be at least {least:?}")));
+    }
+    Ok(duration)
+}
+
 /// Go's `time.ParseDuration`: an optional sign, then one or more decimal numbers (with an
 /// optional fraction) each followed by a unit (`ns`, `us`/`µs`/`μs`, `ms`, `s`, `m`, `h`);
 /// `"0"` alone needs no unit. Go's limit applies: at most `i64::MAX` nanoseconds (~292 years).

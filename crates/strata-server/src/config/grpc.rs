@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::ConfigError;
-use super::compaction::parse_go_duration_nanos;
+use super::compaction::go_duration_at_least;
 
 /// The flags as clap reads them (flattened into [`ServerArgs`](super::ServerArgs)).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -80,16 +80,7 @@ impl GrpcArgs {
     ///
     /// [`ConfigError::InvalidDuration`] for a duration that is not a Go duration, or negative.
     pub fn check(&self) -> Result<GrpcSettings, ConfigError> {
-        let duration = |flag: &'static str, text: &str| -> Result<Duration, ConfigError> {
-            let invalid = |reason: String| ConfigError::InvalidDuration {
-                flag,
-                value: text.to_owned(),
-                reason,
-            };
-            let nanos = parse_go_duration_nanos(text).map_err(invalid)?;
-            let nanos = u64::try_from(nanos).map_err(|_| invalid("negative".to_owned()))?;
-            Ok(Duration::from_nanos(nanos))
-        };
+        let duration = |flag, text: &str| go_duration_at_least(flag, text, Duration::ZERO);
         let min_time = duration("grpc-keepalive-min-time", &self.grpc_keepalive_min_time)?;
         let interval = duration("grpc-keepalive-interval", &self.grpc_keepalive_interval)?;
         let timeout = duration("grpc-keepalive-timeout", &self.grpc_keepalive_timeout)?;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::ConfigError;
-use super::compaction::parse_go_duration_nanos;
+use super::compaction::go_duration_at_least;
 
 /// The flags as clap reads them (flattened into [`ServerArgs`](super::ServerArgs)).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -52,19 +52,11 @@ impl LeaseArgs {
     /// [`ConfigError::InvalidDuration`] for an interval that is not a Go duration of at least
     /// a second.
     pub fn checkpoint_interval(&self) -> Result<Option<Duration>, ConfigError> {
-        let flag = "experimental-lease-checkpoint-interval";
-        let text = &self.experimental_lease_checkpoint_interval;
-        let invalid = |reason: String| ConfigError::InvalidDuration {
-            flag,
-            value: text.clone(),
-            reason,
-        };
-        let nanos = parse_go_duration_nanos(text).map_err(invalid)?;
-        let interval = u64::try_from(nanos)
-            .map(Duration::from_nanos)
-            .ok()
-            .filter(|d| *d >= Duration::from_secs(1))
-            .ok_or_else(|| invalid("must be at least 1s".to_owned()))?;
+        let interval = go_duration_at_least(
+            "experimental-lease-checkpoint-interval",
+            &self.experimental_lease_checkpoint_interval,
+            Duration::from_secs(1),
+        )?;
         Ok(self
             .experimental_enable_lease_checkpoint
             .then_some(interval))

@@ -8,7 +8,7 @@ use clap::builder::TypedValueParser as _;
 use std::time::Duration;
 
 use super::ConfigError;
-use super::compaction::parse_go_duration_nanos;
+use super::compaction::go_duration_at_least;
 
 /// `--metrics`: etcd's level of detail for its metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -93,25 +93,18 @@ impl OperationArgs {
     ///
     /// [`ConfigError::InvalidDuration`] for a duration that is not a positive Go duration.
     pub fn check(&self) -> Result<OperationSettings, ConfigError> {
-        let flag = "experimental-warning-apply-duration";
-        let text = &self.experimental_warning_apply_duration;
-        let invalid = |reason: String| ConfigError::InvalidDuration {
-            flag,
-            value: text.clone(),
-            reason,
-        };
-        let nanos = parse_go_duration_nanos(text).map_err(invalid)?;
-        let nanos = u64::try_from(nanos)
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| invalid("must be positive".to_owned()))?;
+        let warning_apply_duration = go_duration_at_least(
+            "experimental-warning-apply-duration",
+            &self.experimental_warning_apply_duration,
+            Duration::from_nanos(1),
+        )?;
         Ok(OperationSettings {
             // etcd's default is the empty path: none.
             wal_dir: self
                 .wal_dir
                 .clone()
                 .filter(|dir| !dir.as_os_str().is_empty()),
-            warning_apply_duration: Duration::from_nanos(nanos),
+            warning_apply_duration,
             metrics: self.metrics,
         })
     }
