@@ -96,9 +96,9 @@ impl Lessor {
     /// lease per checkpoint, at its first keep-alive after it; a lease too short to be
     /// checkpointed costs nothing, a longer one a ReadIndex round.
     ///
-    /// Why it cannot miss one: a checkpoint an earlier leader proposed is committed at the
-    /// latest with this leader's first entry, which a ReadIndex round waits for, so after the
-    /// round it is applied here. A pass of this leader marks its leases before it reads their
+    /// Why it cannot miss one: a checkpoint an earlier leader proposed (in its own term: it is
+    /// never forwarded) is committed at the latest with this leader's first entry, which a
+    /// ReadIndex round waits for, so after the round it is applied here. A pass of this leader marks its leases before it reads their
     /// expiries, and a keep-alive refreshes the expiry before it looks for the mark: either
     /// the pass read the refreshed expiry (and records about the whole TTL), or the keep-alive
     /// sees the mark and waits for the pass to be applied, then clears what it recorded.
@@ -122,15 +122,7 @@ impl Lessor {
             id,
             remaining_ttl: 0,
         };
-        inner
-            .propose(
-                &Caller::Member,
-                Raft::LeaseCheckpoint(LeaseCheckpointRequest {
-                    checkpoints: vec![clear],
-                }),
-            )
-            .await
-            .map(|_| ())
+        propose_while_leading(inner, vec![clear]).await
     }
 
     /// `id`'s remaining whole seconds and granted TTL; `None` if it does not exist.
@@ -186,14 +178,33 @@ async fn checkpoint(inner: &Inner, interval: Duration) {
             .collect()
     };
     for batch in checkpoints.chunks(CHECKPOINTS_PER_PROPOSAL) {
-        let request = Raft::LeaseCheckpoint(LeaseCheckpointRequest {
-            checkpoints: batch.to_vec(),
-        });
-        if let Err(e) = inner.propose(&Caller::Member, request).await {
+        if let Err(e) = propose_while_leading(inner, batch.to_vec()).await {
             tracing::debug!(error = %e, "lease checkpoint not applied");
         }
     }
     inner.lessor.checkpointing.lock().clear();
+}
+
+/// Proposes `checkpoints` on this member only while it leads (never forwarded): a record made
+/// from a former leader's clocks must not be appended by a newer leader, after keep-alives it
+/// has answered (see [`Lessor::clear_checkpoint`]).
+async fn propose_while_leading(
+    inner: &Inner,
+    checkpoints: Vec<LeaseCheckpoint>,
+) -> Result<(), ApiError> {
+    let request = crate::proto::strataserverpb::RaftRequest {
+        now_ms: crate::server::now_ms(),
+        request: Some(Raft::LeaseCheckpoint(LeaseCheckpointRequest {
+            checkpoints,
+        })),
+        auth_revision: 0,
+        // A member's own request: no permission applies.
+        internal: true,
+    };
+    inner
+        .propose_here(prost::Message::encode_to_vec(&request).into())
+        .await
+        .map(|_| ())
 }
 
 /// The leader's expiry loop: runs on every member, acts while it leads.
