@@ -650,7 +650,7 @@ mod tests {
             .unwrap();
         let message = from_json(&desc, br#"{"ID": 7, "TTL": "30", "unknown": 1}"#).unwrap();
         assert_eq!(
-            String::from_utf8(to_json(&message).unwrap()).unwrap(),
+            String::from_utf8(to_json(&message).expect("encodes")).expect("UTF-8"),
             r#"{"ID":"7","TTL":"30"}"#
         );
         let range = pool()
@@ -662,7 +662,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            String::from_utf8(to_json(&message).unwrap()).unwrap(),
+            String::from_utf8(to_json(&message).expect("encodes")).expect("UTF-8"),
             r#"{"key":"Zm9v","sort_order":"DESCEND","keys_only":true}"#
         );
         assert_eq!(from_json(&range, b"  ").unwrap().encoded_len(), 0);

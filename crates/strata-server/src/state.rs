@@ -166,7 +166,9 @@ impl Pending {
     /// Records lease `id`'s remaining TTL (0: none, its whole TTL), if it exists.
     pub fn lease_checkpoint(&mut self, shared: &Shared, id: i64, remaining: i64) {
         if let Some(ttl) = self.lease_in(shared, id) {
-            self.leases.insert(id, Some((ttl, remaining.clamp(0, ttl))));
+            // Never above the TTL, never negative (and no panic for a TTL below 0).
+            self.leases
+                .insert(id, Some((ttl, remaining.min(ttl).max(0))));
         }
     }
 
