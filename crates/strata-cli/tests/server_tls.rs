@@ -1,39 +1,113 @@
 //! TLS on the client port (`--cert-file`, `--key-file`, `--trusted-ca-file`,
 //! `--client-cert-auth`): three members with https client URLs, so that writes forwarded from a
-//! follower to the leader go over TLS too.
+//! follower to the leader go over TLS too. Then, on one member: certificates and revocation
+//! lists read again when they change (`--client-crl-file`), `--client-cert-allowed-hostname`
+//! and `--cipher-suites`.
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
+    date_time_ymd,
+};
 use support::cluster::Cluster;
+
+/// A certificate authority of a test's own.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    /// Its certificate's PEM file.
+    file: String,
+}
+
+/// A certificate's PEM file and its key's.
+struct Issued {
+    cert: String,
+    key: String,
+}
+
+fn path_in(dir: &Path, file: &str) -> String {
+    dir.join(file).to_string_lossy().into_owned()
+}
+
+/// Writes `contents` to `path` as rotation tools do: a new file renamed over the old.
+fn replace(path: &str, contents: impl AsRef<[u8]>) {
+    let next = PathBuf::from(format!("{path}.next"));
+    std::fs::write(&next, contents).expect("write");
+    std::fs::rename(&next, path).expect("rename");
+}
+
+impl Ca {
+    /// A CA named `name`, its certificate written to `dir/<name>.crt`.
+    fn new(dir: &Path, name: &str) -> Ca {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("self-signed");
+        let file = path_in(dir, &format!("{name}.crt"));
+        std::fs::write(&file, cert.pem()).expect("ca");
+        Ca { cert, key, file }
+    }
+
+    /// A certificate for `names` (server and client use) with serial number `serial`,
+    /// written to `dir/<name>.crt` and `dir/<name>.key`.
+    fn issue(&self, dir: &Path, name: &str, serial: u64, names: &[&str]) -> Issued {
+        let key = KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names).expect("params");
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.serial_number = Some(SerialNumber::from(serial));
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("signed");
+        let issued = Issued {
+            cert: path_in(dir, &format!("{name}.crt")),
+            key: path_in(dir, &format!("{name}.key")),
+        };
+        std::fs::write(&issued.cert, cert.pem()).expect("cert");
+        std::fs::write(&issued.key, key.serialize_pem()).expect("key");
+        issued
+    }
+
+    /// A revocation list of the serial numbers `revoked`, as PEM.
+    fn crl(&self, number: u64, revoked: &[u64]) -> String {
+        let params = CertificateRevocationListParams {
+            this_update: date_time_ymd(2024, 1, 1),
+            next_update: date_time_ymd(2124, 1, 1),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|&serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(serial),
+                    revocation_time: date_time_ymd(2024, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.cert, &self.key).expect("signed CRL");
+        crl.pem().expect("PEM")
+    }
+}
 
 /// Writes a CA and, signed by it, a certificate for 127.0.0.1 (server and client use) into
 /// `dir`; returns the paths (ca, cert, key).
 fn certificates(dir: &Path, name: &str) -> (String, String, String) {
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("self-signed");
-    let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = params.signed_by(&key, &ca, &ca_key).expect("signed");
-    let path = |file: &str| {
-        dir.join(format!("{name}-{file}"))
-            .to_string_lossy()
-            .into_owned()
-    };
-    std::fs::write(path("ca.crt"), ca.pem()).expect("ca");
-    std::fs::write(path("cert.crt"), cert.pem()).expect("cert");
-    std::fs::write(path("cert.key"), key.serialize_pem()).expect("key");
-    (path("ca.crt"), path("cert.crt"), path("cert.key"))
+    let ca = Ca::new(dir, &format!("{name}-ca"));
+    let issued = ca.issue(dir, &format!("{name}-cert"), 1, &["127.0.0.1"]);
+    (ca.file, issued.cert, issued.key)
 }
 
 fn tls(ca: &str, identity: Option<(&str, &str)>) -> ConnectOptions {
@@ -171,4 +245,197 @@ fn peers_must_have_the_allowed_common_name() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(leaders(&refused).is_empty(), "a leader among peers refused");
+}
+
+/// Whether a new connection to `endpoint` that trusts `ca` and presents `identity` is served
+/// a read (bounded: a refused handshake fails at once, a hang counts as refused).
+async fn served(endpoint: &str, ca: &str, identity: Option<&Issued>) -> bool {
+    let identity = identity.map(|i| (i.cert.as_str(), i.key.as_str()));
+    let attempt = async {
+        match Client::connect([endpoint], Some(tls(ca, identity))).await {
+            Ok(mut c) => c.get("tls", None).await.is_ok(),
+            Err(_) => false,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .unwrap_or(false)
+}
+
+/// Polls (bounded) until `endpoint` serves a client trusting `ca` with `identity`.
+async fn wait_served(endpoint: &str, ca: &str, identity: Option<&Issued>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !served(endpoint, ca, identity).await {
+        assert!(
+            Instant::now() < deadline,
+            "{endpoint} never served over TLS"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// etcd reads its certificate, key and revocation list at every handshake: a member keeps
+/// serving while they are replaced, and the next connection uses the new ones. A
+/// certificate written before its key cannot be used with the old key: until the key comes,
+/// the old pair is served, with a warning.
+#[test]
+fn rotated_certificates_and_revocation_lists_take_effect_at_the_next_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (old_ca, new_ca) = (Ca::new(d, "old-ca"), Ca::new(d, "new-ca"));
+    let server = old_ca.issue(d, "server", 1, &["127.0.0.1"]);
+    let alice = old_ca.issue(d, "alice", 2, &["127.0.0.1"]);
+    let bob = old_ca.issue(d, "bob", 3, &["127.0.0.1"]);
+    let crl = path_in(d, "clients.crl");
+    replace(&crl, old_ca.crl(1, &[]));
+    let cluster = Cluster::start_tls(
+        d,
+        1,
+        &[
+            "--cert-file",
+            &server.cert,
+            "--key-file",
+            &server.key,
+            "--trusted-ca-file",
+            &old_ca.file,
+            "--client-cert-auth",
+            "--client-crl-file",
+            &crl,
+        ],
+    );
+    let endpoint = cluster.endpoints()[0].clone();
+    support::cluster::runtime().block_on(async {
+        wait_served(&endpoint, &old_ca.file, Some(&alice)).await;
+        assert!(served(&endpoint, &old_ca.file, Some(&bob)).await);
+
+        replace(&crl, old_ca.crl(2, &[2]));
+        assert!(
+            !served(&endpoint, &old_ca.file, Some(&alice)).await,
+            "a revoked certificate was served"
+        );
+        assert!(served(&endpoint, &old_ca.file, Some(&bob)).await);
+
+        // The server's certificate, from another CA now.
+        assert!(!served(&endpoint, &new_ca.file, Some(&bob)).await);
+        let rotated = new_ca.issue(d, "rotated", 4, &["127.0.0.1"]);
+        replace(&server.cert, std::fs::read(&rotated.cert).expect("cert"));
+        assert!(
+            served(&endpoint, &old_ca.file, Some(&bob)).await,
+            "the old pair is served until the new key comes"
+        );
+        replace(&server.key, std::fs::read(&rotated.key).expect("key"));
+        assert!(served(&endpoint, &new_ca.file, Some(&bob)).await);
+        assert!(!served(&endpoint, &old_ca.file, Some(&bob)).await);
+    });
+    assert!(
+        cluster
+            .log(0)
+            .contains("cannot be used, keeping the previous ones"),
+        "{}",
+        cluster.log(0)
+    );
+}
+
+#[test]
+fn client_certificates_must_name_the_allowed_hostname() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ca = Ca::new(d, "ca");
+    let server = ca.issue(d, "server", 1, &["127.0.0.1"]);
+    let named = ca.issue(d, "named", 2, &["client.example"]);
+    let other = ca.issue(d, "other", 3, &["127.0.0.1"]);
+    let cluster = Cluster::start_tls(
+        d,
+        1,
+        &[
+            "--cert-file",
+            &server.cert,
+            "--key-file",
+            &server.key,
+            "--trusted-ca-file",
+            &ca.file,
+            "--client-cert-auth",
+            "--client-cert-allowed-hostname=client.example",
+        ],
+    );
+    let endpoint = cluster.endpoints()[0].clone();
+    support::cluster::runtime().block_on(async {
+        wait_served(&endpoint, &ca.file, Some(&named)).await;
+        assert!(!served(&endpoint, &ca.file, Some(&other)).await);
+        assert!(!served(&endpoint, &ca.file, None).await);
+    });
+    assert!(
+        cluster
+            .log(0)
+            .contains("the certificate does not name client.example"),
+        "{}",
+        cluster.log(0)
+    );
+}
+
+/// Whether a TLS 1.2 handshake offering `suite` alone succeeds with `addr`.
+async fn tls12_handshake(addr: &str, ca: &str, suite: rustls::CipherSuite) -> bool {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.retain(|s| s.suite() == suite);
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("CA") {
+        roots.add(cert.expect("CA")).expect("CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("TLS 1.2")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("IP");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .is_ok()
+}
+
+/// `--cipher-suites` limits TLS 1.2 to the suites named; TLS 1.3 (the etcd client's) is
+/// offered whatever the list, as Go does.
+#[test]
+fn cipher_suites_limit_tls12_to_the_named_suites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ca = Ca::new(d, "ca");
+    // rcgen's keys are ECDSA P-256.
+    let server = ca.issue(d, "server", 1, &["127.0.0.1"]);
+    let cluster = Cluster::start_tls(
+        d,
+        1,
+        &[
+            "--cert-file",
+            &server.cert,
+            "--key-file",
+            &server.key,
+            "--cipher-suites",
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        ],
+    );
+    let endpoint = cluster.endpoints()[0].clone();
+    let addr = endpoint.trim_start_matches("https://").to_owned();
+    support::cluster::runtime().block_on(async {
+        wait_served(&endpoint, &ca.file, None).await;
+        assert!(
+            tls12_handshake(
+                &addr,
+                &ca.file,
+                rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+            )
+            .await
+        );
+        assert!(
+            !tls12_handshake(
+                &addr,
+                &ca.file,
+                rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            )
+            .await,
+            "a suite left out was accepted"
+        );
+    });
 }

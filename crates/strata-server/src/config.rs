@@ -61,7 +61,8 @@ pub use ignored::IgnoredArgs;
 pub use lease::LeaseArgs;
 pub use log::{LogLevel, LogOutput, Logger, parse_log_outputs};
 pub use operation::{MetricsLevel, OperationArgs, OperationSettings};
-use tls::{TlsFlags, check_https_has_tls, tls_files};
+pub use tls::TlsArgs;
+use tls::{TlsFlags, check_https_has_tls};
 pub use url::{ListenUrl, Scheme, resolve_url};
 
 pub use crate::auth::jwt::TokenKind;
@@ -318,58 +319,9 @@ pub struct ServerArgs {
         default_value = "0s"
     )]
     pub experimental_corrupt_check_time: String,
-    /// Path to the client server TLS cert file.
-    #[arg(long, env = "ETCD_CERT_FILE", value_name = "FILE", value_parser = path_parser())]
-    pub cert_file: Option<PathBuf>,
-    /// Path to the client server TLS key file.
-    #[arg(long, env = "ETCD_KEY_FILE", value_name = "FILE", value_parser = path_parser())]
-    pub key_file: Option<PathBuf>,
-    /// Path to the client server TLS trusted CA cert file.
-    #[arg(long, env = "ETCD_TRUSTED_CA_FILE", value_name = "FILE", value_parser = path_parser())]
-    pub trusted_ca_file: Option<PathBuf>,
-    /// Enable client cert authentication.
-    #[arg(
-        long,
-        env = "ETCD_CLIENT_CERT_AUTH",
-        value_name = "BOOL",
-        action = clap::ArgAction::Set,
-        num_args = 0..=1,
-        require_equals = true,
-        default_value = "false",
-        default_missing_value = "true",
-        value_parser = parse_go_bool
-    )]
-    pub client_cert_auth: bool,
-    /// Path to the peer server TLS cert file.
-    #[arg(long, env = "ETCD_PEER_CERT_FILE", value_name = "FILE", value_parser = path_parser())]
-    pub peer_cert_file: Option<PathBuf>,
-    /// Path to the peer server TLS key file.
-    #[arg(long, env = "ETCD_PEER_KEY_FILE", value_name = "FILE", value_parser = path_parser())]
-    pub peer_key_file: Option<PathBuf>,
-    /// Path to the peer server TLS trusted CA file.
-    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE", value_name = "FILE", value_parser = path_parser())]
-    pub peer_trusted_ca_file: Option<PathBuf>,
-    /// Enable peer client cert authentication.
-    #[arg(
-        long,
-        env = "ETCD_PEER_CLIENT_CERT_AUTH",
-        value_name = "BOOL",
-        action = clap::ArgAction::Set,
-        num_args = 0..=1,
-        require_equals = true,
-        default_value = "false",
-        default_missing_value = "true",
-        value_parser = parse_go_bool
-    )]
-    pub peer_client_cert_auth: bool,
-    /// The common name a peer's certificate must have, checked both ways (with
-    /// --peer-cert-allowed-hostname too, either is enough). Needs --peer-client-cert-auth.
-    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", value_name = "CN")]
-    pub peer_cert_allowed_cn: Option<String>,
-    /// A host name a peer's certificate must be valid for, checked both ways. Needs
-    /// --peer-client-cert-auth.
-    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME", value_name = "HOST")]
-    pub peer_cert_allowed_hostname: Option<String>,
+    /// Client and peer TLS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Authentication token type: "simple", or "jwt,sign-method=METHOD,priv-key=FILE,
     /// pub-key=FILE,ttl=DURATION" (etcd's; METHOD: RS256, ES256, HS256, ...).
     #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
@@ -445,16 +397,7 @@ impl Default for ServerArgs {
             cors: "*".to_owned(),
             host_whitelist: "*".to_owned(),
             experimental_corrupt_check_time: "0s".to_owned(),
-            cert_file: None,
-            key_file: None,
-            trusted_ca_file: None,
-            client_cert_auth: false,
-            peer_cert_file: None,
-            peer_key_file: None,
-            peer_trusted_ca_file: None,
-            peer_client_cert_auth: false,
-            peer_cert_allowed_cn: None,
-            peer_cert_allowed_hostname: None,
+            tls: TlsArgs::default(),
             auth_token: "simple".to_owned(),
             auth_token_ttl: DEFAULT_AUTH_TOKEN_TTL_S,
             bcrypt_cost: DEFAULT_BCRYPT_COST,
@@ -494,8 +437,11 @@ pub struct TlsFiles {
     pub trusted_ca_file: Option<PathBuf>,
     /// Whether a connecting side must present a certificate signed by the trusted CA.
     pub client_cert_auth: bool,
-    /// Peers only: the common name and host name one of which their certificates must have.
+    /// The common name and host name one of which the other side's certificates must have
+    /// (a client's: the host name alone).
     pub allowed_names: (Option<String>, Option<String>),
+    /// The revocation list checked against the certificates the other side presents.
+    pub crl_file: Option<PathBuf>,
 }
 
 /// One member of `--initial-cluster`.
@@ -575,6 +521,8 @@ pub struct ServerConfig {
     pub client_tls: Option<TlsFiles>,
     /// Peer TLS, when `--peer-cert-file` and `--peer-key-file` are given.
     pub peer_tls: Option<TlsFiles>,
+    /// The TLS 1.2 cipher suites of both ports, by Go's names; empty: rustls's defaults.
+    pub cipher_suites: Vec<String>,
     /// The auth tokens `Authenticate` gives: simple, or JWT with its keys.
     pub auth_token: TokenKind,
     /// How long a simple auth token lives after its last use.
@@ -683,25 +631,8 @@ impl ServerConfig {
         let grpc = args.grpc.check()?;
         let operation = args.operation.check()?;
         let lease_checkpoint_interval = args.lease.checkpoint_interval()?;
-        let client_tls = tls_files(
-            TlsFlags::CLIENT,
-            [args.cert_file, args.key_file, args.trusted_ca_file],
-            args.client_cert_auth,
-        )?;
-        let peer_tls = tls_files(
-            TlsFlags::PEER,
-            [
-                args.peer_cert_file,
-                args.peer_key_file,
-                args.peer_trusted_ca_file,
-            ],
-            args.peer_client_cert_auth,
-        )?;
-        let peer_tls = tls::with_allowed_names(
-            peer_tls,
-            args.peer_cert_allowed_cn,
-            args.peer_cert_allowed_hostname,
-        )?;
+        let tls = args.tls.check()?;
+        let (client_tls, peer_tls) = (tls.client, tls.peer);
         check_https_has_tls(TlsFlags::CLIENT, &listen_client_urls, client_tls.as_ref())?;
         check_https_has_tls(TlsFlags::CLIENT, &listen_metrics_urls, client_tls.as_ref())?;
         check_https_has_tls(TlsFlags::PEER, &listen_peer_urls, peer_tls.as_ref())?;
@@ -796,6 +727,7 @@ impl ServerConfig {
             corrupt_check_interval,
             client_tls,
             peer_tls,
+            cipher_suites: tls.cipher_suites,
             auth_token,
             auth_token_ttl: Duration::from_secs(args.auth_token_ttl.max(1)),
             bcrypt_cost: args.bcrypt_cost,

@@ -172,12 +172,17 @@ pub async fn serve(
     let routes = tonic::service::Routes::from(router);
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
-    for listen in inner.config.listen_client_urls.iter().map(|u| u.addr) {
+    // TLS on `https` URLs; an `http` one beside them is served plain, as etcd serves it.
+    let scheme_tls = |scheme| match scheme {
+        crate::config::Scheme::Https => tls.clone(),
+        crate::config::Scheme::Http => None,
+    };
+    for url in &inner.config.listen_client_urls {
         let (addr, task) = listen_on(
-            listen,
+            url.addr,
             inner.config.grpc,
             routes.clone(),
-            tls.clone(),
+            scheme_tls(url.scheme),
             stop.clone(),
             "client",
         )?;
@@ -187,16 +192,11 @@ pub async fn serve(
     // `--listen-metrics-urls`: the HTTP routes alone, TLS for `https` ones (etcd's).
     let metrics = tonic::service::Routes::from(crate::http::router(Arc::clone(&inner)));
     for url in &inner.config.listen_metrics_urls {
-        let tls = if url.scheme == crate::config::Scheme::Https {
-            tls.clone()
-        } else {
-            None
-        };
         let (addr, task) = listen_on(
             url.addr,
             inner.config.grpc,
             metrics.clone(),
-            tls,
+            scheme_tls(url.scheme),
             stop.clone(),
             "metrics",
         )?;
@@ -212,7 +212,7 @@ fn listen_on(
     listen: SocketAddr,
     grpc: crate::config::GrpcSettings,
     routes: tonic::service::Routes,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     mut stop: watch::Receiver<bool>,
     port: &'static str,
 ) -> Result<(SocketAddr, JoinHandle<()>), ServerError> {
@@ -233,17 +233,19 @@ fn listen_on(
         .http2_keepalive_interval(grpc.keepalive_interval)
         .http2_keepalive_timeout(Some(grpc.keepalive_timeout))
         .tcp_nodelay(true);
-    if let Some(tls) = tls {
-        server = server
-            .tls_config(tls)
-            .map_err(|e| ServerError::Tls(e.to_string()))?;
-    }
     let router = server.add_routes(routes);
     let task = tokio::spawn(async move {
         let signal = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+        let served = match tls {
+            Some(tls) => {
+                let incoming = crate::tls::accept(incoming, tls);
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+            None => router.serve_with_incoming_shutdown(incoming, signal).await,
+        };
+        if let Err(e) = served {
             tracing::error!(%addr, error = %e, "the {port} port stopped");
         }
     });

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
 use prost::Message;
 use strata_lsm::Db;
 use strata_mvcc::Store;
@@ -118,7 +117,7 @@ pub struct Inner {
     pub tokens: Arc<Tokens>,
     /// Channels to other members' client ports (for forwarding to the leader), with the URL
     /// each was made for.
-    channels: Mutex<BTreeMap<u64, (String, tonic::transport::Channel)>>,
+    channels: crate::tls::Channels,
     /// The stream this member forwards its clients' writes to the leader on.
     forwarders: crate::forward::Forwarders,
 }
@@ -530,15 +529,9 @@ impl Inner {
         })
         .await
         .unwrap_or(Err(ApiError::NoLeader))?;
-        let mut channels = self.channels.lock();
-        if let Some((at, channel)) = channels.get(&member)
-            && *at == url
-        {
-            return Ok((url, channel.clone()));
-        }
-        let channel = crate::tls::client_channel(&self.config, &url)
+        let channel = (self.channels)
+            .get(member, &url)
             .map_err(|e| ApiError::Internal(format!("connect to {url}: {e}")))?;
-        channels.insert(member, (url.clone(), channel.clone()));
         Ok((url, channel))
     }
 
@@ -760,6 +753,8 @@ impl Server {
             let mut t = TlsConfig::new(&tls.cert_file, &tls.key_file, ca);
             t.client_cert_auth = tls.client_cert_auth;
             (t.allowed_cn, t.allowed_hostname) = tls.allowed_names.clone();
+            t.crl_file.clone_from(&tls.crl_file);
+            t.cipher_suites.clone_from(&config.cipher_suites);
             transport_config.tls = Some(t);
         }
         let transport = TcpTransport::bind(transport_config, inbox_tx)
@@ -795,6 +790,7 @@ impl Server {
             .map_err(|e| ServerError::Raft(e.to_string()))?;
         // From what is physically done: a removal cut short by a crash is resumed.
         let (physical_tx, physical_rx) = watch::channel(store.compacted_done_revision());
+        let channels = crate::tls::Channels::new(&config)?;
         let inner = Arc::new(Inner {
             config,
             id,
@@ -810,7 +806,7 @@ impl Server {
             metrics,
             lessor: crate::lease::Lessor::default(),
             tokens,
-            channels: Mutex::new(BTreeMap::new()),
+            channels,
             forwarders: crate::forward::Forwarders::default(),
         });
         let (stop, stop_rx) = watch::channel(false);

@@ -193,14 +193,17 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
             "experimental-corrupt-check-time",
             d.experimental_corrupt_check_time.clone(),
         ),
-        ("cert-file", path(&d.cert_file)),
-        ("key-file", path(&d.key_file)),
-        ("client-cert-auth", d.client_cert_auth.to_string()),
-        ("trusted-ca-file", path(&d.trusted_ca_file)),
-        ("peer-cert-file", path(&d.peer_cert_file)),
-        ("peer-key-file", path(&d.peer_key_file)),
-        ("peer-client-cert-auth", d.peer_client_cert_auth.to_string()),
-        ("peer-trusted-ca-file", path(&d.peer_trusted_ca_file)),
+        ("cert-file", path(&d.tls.cert_file)),
+        ("key-file", path(&d.tls.key_file)),
+        ("client-cert-auth", d.tls.client_cert_auth.to_string()),
+        ("trusted-ca-file", path(&d.tls.trusted_ca_file)),
+        ("peer-cert-file", path(&d.tls.peer_cert_file)),
+        ("peer-key-file", path(&d.tls.peer_key_file)),
+        (
+            "peer-client-cert-auth",
+            d.tls.peer_client_cert_auth.to_string(),
+        ),
+        ("peer-trusted-ca-file", path(&d.tls.peer_trusted_ca_file)),
         ("auth-token", d.auth_token.clone()),
         ("auth-token-ttl", d.auth_token_ttl.to_string()),
         ("bcrypt-cost", d.bcrypt_cost.to_string()),
@@ -339,6 +342,15 @@ fn long_flags_are_etcds_plus_stratas_own() {
     // etcd's, without a default in its help.
     expected.push("peer-cert-allowed-cn".to_owned());
     expected.push("peer-cert-allowed-hostname".to_owned());
+    expected.extend(
+        [
+            "client-crl-file",
+            "client-cert-allowed-hostname",
+            "peer-crl-file",
+            "cipher-suites",
+        ]
+        .map(str::to_owned),
+    );
     // etcd's, taken and ignored (IgnoredArgs).
     expected.extend(
         [
@@ -486,6 +498,7 @@ fn boolean_flags_read_as_gos_and_take_no_separate_value() {
     assert!(
         parse(&["--client-cert-auth"])
             .expect("bare")
+            .tls
             .client_cert_auth
     );
     for (text, value) in [
@@ -497,7 +510,7 @@ fn boolean_flags_read_as_gos_and_take_no_separate_value() {
         ("0", false),
     ] {
         let args = parse(&[&format!("--peer-client-cert-auth={text}")]).expect(text);
-        assert_eq!(args.peer_client_cert_auth, value, "{text}");
+        assert_eq!(args.tls.peer_client_cert_auth, value, "{text}");
     }
     // A flag that defaults to true is turned off the same way.
     assert!(
@@ -1445,13 +1458,16 @@ fn config_file_sections_lists_and_refusals() {
          log-outputs: [stderr, /var/log/strata.log]\nheartbeat-interval: 50\n",
     )
     .expect("TLS sections");
-    assert_eq!(tls.cert_file.as_deref(), Some(Path::new("/c.pem")));
-    assert_eq!(tls.key_file.as_deref(), Some(Path::new("/c.key")));
-    assert!(tls.client_cert_auth && tls.peer_client_cert_auth);
-    assert_eq!(tls.trusted_ca_file.as_deref(), Some(Path::new("/ca.pem")));
-    assert_eq!(tls.peer_cert_file.as_deref(), Some(Path::new("/p.pem")));
+    assert_eq!(tls.tls.cert_file.as_deref(), Some(Path::new("/c.pem")));
+    assert_eq!(tls.tls.key_file.as_deref(), Some(Path::new("/c.key")));
+    assert!(tls.tls.client_cert_auth && tls.tls.peer_client_cert_auth);
     assert_eq!(
-        tls.peer_trusted_ca_file.as_deref(),
+        tls.tls.trusted_ca_file.as_deref(),
+        Some(Path::new("/ca.pem"))
+    );
+    assert_eq!(tls.tls.peer_cert_file.as_deref(), Some(Path::new("/p.pem")));
+    assert_eq!(
+        tls.tls.peer_trusted_ca_file.as_deref(),
         Some(Path::new("/pca.pem"))
     );
     assert_eq!(tls.log_outputs, "stderr,/var/log/strata.log");
@@ -1577,4 +1593,87 @@ fn allowed_peer_names_need_peer_client_certificates() {
         refused.contains("--peer-cert-allowed-cn") && refused.contains("--peer-client-cert-auth"),
         "{refused}"
     );
+}
+
+#[test]
+fn revocation_lists_and_allowed_client_names_need_client_certificates() {
+    let dir = temp();
+    let pki = |name: &str| file(dir.path(), name, "pem");
+    let (cert, key, ca, crl) = (pki("c.crt"), pki("c.key"), pki("ca.crt"), pki("c.crl"));
+    let with_tls = |extra: &[&str]| {
+        let mut words = vec![
+            format!("--cert-file={cert}"),
+            format!("--key-file={key}"),
+            format!("--peer-cert-file={cert}"),
+            format!("--peer-key-file={key}"),
+            format!("--peer-trusted-ca-file={ca}"),
+        ];
+        words.extend(extra.iter().map(|w| (*w).to_owned()));
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        config(dir.path(), &words)
+    };
+    let refused = |extra: &[&str], given: &str, missing: &str| {
+        let e = with_tls(extra).expect_err("refused").to_string();
+        assert!(e.contains(given) && e.contains(missing), "{extra:?}: {e}");
+    };
+    let client_crl = format!("--client-crl-file={crl}");
+    let peer_crl = format!("--peer-crl-file={crl}");
+    let trusted = format!("--trusted-ca-file={ca}");
+    refused(&[&client_crl], "--client-crl-file", "--trusted-ca-file");
+    refused(&[&peer_crl], "--peer-crl-file", "--peer-client-cert-auth");
+    refused(
+        &["--client-cert-allowed-hostname=client.example"],
+        "--client-cert-allowed-hostname",
+        "--client-cert-auth",
+    );
+    let missing = format!(
+        "--client-crl-file={}",
+        dir.path().join("none.crl").display()
+    );
+    refused(&[&trusted, &missing], "--client-crl-file", "none.crl");
+    let ok = with_tls(&[
+        &trusted,
+        &client_crl,
+        "--client-cert-auth",
+        "--client-cert-allowed-hostname=client.example",
+        "--peer-client-cert-auth",
+        &peer_crl,
+    ])
+    .expect("valid");
+    let client = ok.client_tls.expect("client TLS");
+    assert_eq!(client.crl_file.as_deref(), Some(Path::new(&crl)));
+    assert_eq!(
+        client.allowed_names,
+        (None, Some("client.example".to_owned()))
+    );
+    let peer = ok.peer_tls.expect("peer TLS");
+    assert_eq!(peer.crl_file.as_deref(), Some(Path::new(&crl)));
+}
+
+#[test]
+fn cipher_suites_are_gos_names_of_suites_rustls_has() {
+    let dir = temp();
+    let suites = |suites: &str| config(dir.path(), &["--cipher-suites", suites]);
+    let ok =
+        suites("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305")
+            .expect("valid");
+    assert_eq!(
+        ok.cipher_suites,
+        [
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305"
+        ]
+    );
+    assert!(suites("").expect("empty").cipher_suites.is_empty());
+    let cbc = suites("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA")
+        .expect_err("rustls has no CBC")
+        .to_string();
+    assert!(
+        cbc.contains("--cipher-suites") && cbc.contains("not implemented by rustls"),
+        "{cbc}"
+    );
+    let typo = suites("TLS_ECDHE_RSA_AES_128")
+        .expect_err("a typo")
+        .to_string();
+    assert!(typo.contains("is not a TLS cipher suite"), "{typo}");
 }

@@ -133,7 +133,7 @@ async fn serve_connection(
         None => Box::new(tcp),
         Some(tls) => {
             let accepted =
-                tokio::time::timeout(shared.config.handshake_timeout, tls.acceptor.accept(tcp))
+                tokio::time::timeout(shared.config.handshake_timeout, tls.acceptor().accept(tcp))
                     .await;
             match accepted {
                 Ok(Ok(stream)) => {

@@ -19,7 +19,9 @@
 //!   ([`Transport::take_unreachable`]), which stops pipelining appends to it.
 //! - **Mutual TLS** ([`TlsConfig`], as etcd's `--peer-cert-file`, `--peer-key-file`,
 //!   `--peer-trusted-ca-file`, `--peer-client-cert-auth`): a peer without a certificate signed
-//!   by the trusted CA is refused before its handshake is read.
+//!   by the trusted CA is refused before its handshake is read. Revocation lists and cipher
+//!   suites as etcd's `--peer-crl-file` and `--cipher-suites`; the files are read again when
+//!   they change ([`tls::Reloading`]), so certificates rotate without a restart.
 //! - **Metrics** per peer and lane ([`TcpTransport::metrics`]).
 //!
 //! # Examples
@@ -61,7 +63,7 @@ mod frame;
 mod inbound;
 mod metrics;
 mod outbound;
-mod tls;
+pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;

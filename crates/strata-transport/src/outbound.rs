@@ -175,7 +175,7 @@ impl Writer {
             Some(tls) => {
                 // The peer's certificate must name the address it is reached at.
                 let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-                let stream = tls.connector.connect(name, tcp).await?;
+                let stream = tls.connector().connect(name, tcp).await?;
                 if let Some(config) = &self.shared.config.tls {
                     let leaf = stream
                         .get_ref()

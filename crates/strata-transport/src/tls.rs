@@ -1,15 +1,23 @@
 //! Mutual TLS between peers, configured as etcd's peer flags: every connection is TLS, each
 //! side presents its certificate, and each checks the other's against the trusted CA.
+//!
+//! The building blocks are public ([`server_config`], [`client_config`], [`crypto_provider`],
+//! [`Reloading`]) so that a server's client port can be configured the same way: etcd's
+//! `--cipher-suites` and CRL files, and certificates read again when they change.
+
+mod build;
+mod reload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+pub use build::{CIPHER_SUITES, client_config, crypto_provider, server_config};
+pub use reload::Reloading;
 
 /// Where a node's peer TLS material is (PEM files), as etcd's flags name it.
 #[derive(Debug, Clone)]
@@ -32,6 +40,13 @@ pub struct TlsConfig {
     /// A host name a peer's certificate must be valid for (`--peer-cert-allowed-hostname`),
     /// checked both ways as [`allowed_cn`](Self::allowed_cn).
     pub allowed_hostname: Option<String>,
+    /// A certificate revocation list (`--peer-crl-file`, PEM or DER): a dialer whose
+    /// certificate it lists is refused. Read again when it changes, as the certificate is.
+    pub crl_file: Option<PathBuf>,
+    /// The TLS 1.2 cipher suites offered and accepted, by Go's names (etcd's
+    /// `--cipher-suites`, see [`CIPHER_SUITES`]); empty: rustls's defaults. TLS 1.3's suites
+    /// are always offered, as Go does.
+    pub cipher_suites: Vec<String>,
 }
 
 impl TlsConfig {
@@ -48,6 +63,8 @@ impl TlsConfig {
             client_cert_auth: true,
             allowed_cn: None,
             allowed_hostname: None,
+            crl_file: None,
+            cipher_suites: Vec::new(),
         }
     }
 
@@ -60,39 +77,56 @@ impl TlsConfig {
     ///
     /// Why it does not pass, for the log.
     pub fn check_allowed(&self, leaf: Option<&CertificateDer<'_>>) -> Result<(), String> {
-        if self.allowed_cn.is_none() && self.allowed_hostname.is_none() {
-            return Ok(());
-        }
-        let Some(leaf) = leaf else {
-            return Err("no certificate presented".to_owned());
-        };
-        if let Some(allowed) = &self.allowed_cn {
-            let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
-                .map_err(|e| format!("the certificate does not parse: {e}"))?;
-            let mut names = cert.subject().iter_common_name();
-            if names.any(|cn| cn.as_str().is_ok_and(|cn| cn == allowed)) {
-                return Ok(());
-            }
-        }
-        if let Some(allowed) = &self.allowed_hostname
-            && let Ok(name) = rustls_pki_types::ServerName::try_from(allowed.as_str())
-            && webpki::EndEntityCert::try_from(leaf)
-                .and_then(|cert| cert.verify_is_valid_for_subject_name(&name))
-                .is_ok()
-        {
-            return Ok(());
-        }
-        Err(match (&self.allowed_cn, &self.allowed_hostname) {
-            (Some(cn), Some(host)) => {
-                format!("the certificate's common name is not {cn:?} and it does not name {host}")
-            }
-            (Some(cn), None) => format!("the certificate's common name is not {cn:?}"),
-            (None, _) => format!(
-                "the certificate does not name {}",
-                self.allowed_hostname.as_deref().unwrap_or_default()
-            ),
-        })
+        check_allowed(
+            self.allowed_cn.as_deref(),
+            self.allowed_hostname.as_deref(),
+            leaf,
+        )
     }
+}
+
+/// Checks the certificate the other side presented (`leaf`, the first of its chain, already
+/// verified against the trusted CA): with neither `allowed_cn` nor `allowed_hostname`, any
+/// passes; else it must have that subject common name or be valid for that host name (with
+/// both given, either is enough: etcd's rule).
+///
+/// # Errors
+///
+/// Why it does not pass, for the log.
+pub fn check_allowed(
+    allowed_cn: Option<&str>,
+    allowed_hostname: Option<&str>,
+    leaf: Option<&CertificateDer<'_>>,
+) -> Result<(), String> {
+    if allowed_cn.is_none() && allowed_hostname.is_none() {
+        return Ok(());
+    }
+    let Some(leaf) = leaf else {
+        return Err("no certificate presented".to_owned());
+    };
+    if let Some(allowed) = allowed_cn {
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+            .map_err(|e| format!("the certificate does not parse: {e}"))?;
+        let mut names = cert.subject().iter_common_name();
+        if names.any(|cn| cn.as_str().is_ok_and(|cn| cn == allowed)) {
+            return Ok(());
+        }
+    }
+    if let Some(allowed) = allowed_hostname
+        && let Ok(name) = rustls_pki_types::ServerName::try_from(allowed)
+        && webpki::EndEntityCert::try_from(leaf)
+            .and_then(|cert| cert.verify_is_valid_for_subject_name(&name))
+            .is_ok()
+    {
+        return Ok(());
+    }
+    Err(match (allowed_cn, allowed_hostname) {
+        (Some(cn), Some(host)) => {
+            format!("the certificate's common name is not {cn:?} and it does not name {host}")
+        }
+        (Some(cn), None) => format!("the certificate's common name is not {cn:?}"),
+        (None, host) => format!("the certificate does not name {}", host.unwrap_or_default()),
+    })
 }
 
 /// Why the TLS material cannot be used.
@@ -113,6 +147,9 @@ pub enum TlsError {
     /// The trusted CA cannot verify client certificates.
     #[error("client verification: {0}")]
     Verifier(String),
+    /// A cipher suite name that is not one of [`CIPHER_SUITES`].
+    #[error("{0}")]
+    CipherSuite(String),
 }
 
 fn file_error(path: &Path, reason: impl std::fmt::Display) -> TlsError {
@@ -133,47 +170,50 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// Both ends of a node's TLS: how it accepts and how it dials.
-#[derive(Clone)]
+/// Both ends of a node's TLS: how it accepts and how it dials, built again from the files
+/// when one of them changes (a rotated certificate, a new CRL), for the next connection.
 pub(crate) struct Tls {
-    pub(crate) acceptor: TlsAcceptor,
-    pub(crate) connector: TlsConnector,
+    ends: Reloading<(TlsAcceptor, TlsConnector)>,
 }
 
 impl Tls {
     /// Loads the files and builds both ends.
     pub(crate) fn load(config: &TlsConfig) -> Result<Self, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let chain = certificates(&config.cert_file)?;
-        let key = PrivateKeyDer::from_pem_file(&config.key_file)
-            .map_err(|e| file_error(&config.key_file, e))?;
-        let mut roots = RootCertStore::empty();
-        for ca in certificates(&config.trusted_ca_file)? {
-            roots.add(ca)?;
-        }
-        let roots = Arc::new(roots);
-        let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()?;
-        let server = if config.client_cert_auth {
-            let verifier = WebPkiClientVerifier::builder_with_provider(
-                Arc::clone(&roots),
-                Arc::clone(&provider),
-            )
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
-            server.with_client_cert_verifier(verifier)
-        } else {
-            server.with_no_client_auth()
-        }
-        .with_single_cert(chain.clone(), key.clone_key())?;
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?;
+        let provider = crypto_provider(&config.cipher_suites)?;
+        let ca = Some(config.trusted_ca_file.as_path());
+        let build = {
+            let config = config.clone();
+            move || {
+                let ca = Some(config.trusted_ca_file.as_path());
+                let server = server_config(
+                    &config.cert_file,
+                    &config.key_file,
+                    ca.filter(|_| config.client_cert_auth),
+                    config.client_cert_auth,
+                    config.crl_file.as_deref(),
+                    &provider,
+                )?;
+                let client = client_config(&config.cert_file, &config.key_file, ca, &provider)?;
+                Ok((
+                    TlsAcceptor::from(Arc::new(server)),
+                    TlsConnector::from(Arc::new(client)),
+                ))
+            }
+        };
+        let mut files = vec![config.cert_file.clone(), config.key_file.clone()];
+        files.extend(ca.map(Path::to_path_buf));
+        files.extend(config.crl_file.clone());
         Ok(Self {
-            acceptor: TlsAcceptor::from(Arc::new(server)),
-            connector: TlsConnector::from(Arc::new(client)),
+            ends: Reloading::new("peer TLS", files, build)?,
         })
+    }
+
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        self.ends.get().0.clone()
+    }
+
+    pub(crate) fn connector(&self) -> TlsConnector {
+        self.ends.get().1.clone()
     }
 }
 

@@ -345,3 +345,85 @@ fn a_certificate_without_the_allowed_common_name_is_refused() {
         assert!(c.raft(id).status().borrow().term < 1_000, "node {id}");
     }
 }
+
+/// A revocation list signed by `ca` that lists `revoked` (serial numbers), as PEM.
+fn crl(ca: &Ca, number: u64, revoked: &[u64]) -> String {
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2024, 1, 1),
+        next_update: rcgen::date_time_ymd(2124, 1, 1),
+        crl_number: rcgen::SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|&serial| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(serial),
+                revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&ca.cert, &ca.key).expect("signed CRL");
+    crl.pem().expect("PEM")
+}
+
+/// etcd's `--peer-crl-file`, read again when it changes: the nodes start with an empty list;
+/// once it names a certificate of the cluster's CA, a dialer presenting that certificate
+/// (for the right address, claiming to be node 2) is refused and counted, and the cluster,
+/// whose own certificates the list does not name, carries on.
+#[test]
+fn a_certificate_the_revocation_list_names_is_refused_once_it_does() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = new_ca();
+    let list = certs.path().join("peers.crl");
+    std::fs::write(&list, crl(&ca, 1, &[])).expect("CRL");
+    let mut c = Cluster::new(3);
+    for id in c.ids.clone() {
+        let mut files = node_files(certs.path(), &format!("node{id}"), &ca);
+        files.crl_file = Some(list.clone());
+        c.tls.insert(id, files);
+    }
+    c.start_all();
+    let last = c.put("k", "v");
+    for id in c.ids.clone() {
+        c.wait_applied(id, last);
+    }
+    // A certificate of the cluster's CA for the right address, serial number 99, revoked
+    // (a new file renamed over the list, as rotation tools write).
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.serial_number = Some(rcgen::SerialNumber::from(99));
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).expect("signed");
+    let revoked = TlsConfig::new(
+        certs.path().join("revoked.crt"),
+        certs.path().join("revoked.key"),
+        certs.path().join("node1-ca.crt"),
+    );
+    std::fs::write(&revoked.cert_file, cert.pem()).expect("cert");
+    std::fs::write(&revoked.key_file, key.serialize_pem()).expect("key");
+    let next = certs.path().join("peers.crl.next");
+    std::fs::write(&next, crl(&ca, 2, &[99])).expect("CRL");
+    std::fs::rename(&next, &list).expect("rename");
+
+    let target: NodeId = 1;
+    let refused = || c.nodes[&target].transport.metrics().refused;
+    let before = refused();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sent = runtime.block_on(send_as_node_2(revoked, target, c.addrs[&target]));
+    wait_counted(refused, before, "a revoked certificate");
+    drop(sent);
+    let next = c.put("after", "revoked");
+    for id in c.ids.clone() {
+        c.wait_applied(id, next);
+        assert!(c.raft(id).status().borrow().term < 1_000, "node {id}");
+    }
+}

@@ -216,6 +216,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `--cipher-suites` naming a suite Strata cannot offer.
+    #[error("invalid value {value:?} for --cipher-suites: {reason}")]
+    InvalidCipherSuites {
+        /// The list as given.
+        value: String,
+        /// Which name, and why.
+        reason: String,
+    },
     /// `--bcrypt-cost` outside bcrypt's range.
     #[error("--bcrypt-cost {cost}: must be from 4 to 31")]
     InvalidBcryptCost {

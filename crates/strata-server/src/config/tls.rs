@@ -5,7 +5,139 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{ConfigError, ListenUrl, Scheme, TlsFiles};
+use super::{ConfigError, ListenUrl, Scheme, TlsFiles, parse_go_bool, path_parser};
+
+/// etcd's TLS flags as clap reads them (flattened into [`ServerArgs`](super::ServerArgs)).
+#[derive(Debug, Clone, PartialEq, Eq, Default, clap::Args)]
+pub struct TlsArgs {
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "ETCD_CERT_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Enable client cert authentication.
+    #[arg(
+        long,
+        env = "ETCD_CLIENT_CERT_AUTH",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = parse_go_bool
+    )]
+    pub client_cert_auth: bool,
+    /// Path to the client certificate revocation list file (PEM or DER): a client whose
+    /// certificate it lists is refused. Needs --trusted-ca-file.
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub client_crl_file: Option<PathBuf>,
+    /// A host name a client's certificate must be valid for. Needs --client-cert-auth.
+    #[arg(long, env = "ETCD_CLIENT_CERT_ALLOWED_HOSTNAME", value_name = "HOST")]
+    pub client_cert_allowed_hostname: Option<String>,
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub peer_key_file: Option<PathBuf>,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Enable peer client cert authentication.
+    #[arg(
+        long,
+        env = "ETCD_PEER_CLIENT_CERT_AUTH",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = parse_go_bool
+    )]
+    pub peer_client_cert_auth: bool,
+    /// The common name a peer's certificate must have, checked both ways (with
+    /// --peer-cert-allowed-hostname too, either is enough). Needs --peer-client-cert-auth.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", value_name = "CN")]
+    pub peer_cert_allowed_cn: Option<String>,
+    /// A host name a peer's certificate must be valid for, checked both ways. Needs
+    /// --peer-client-cert-auth.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME", value_name = "HOST")]
+    pub peer_cert_allowed_hostname: Option<String>,
+    /// Path to the peer certificate revocation list file (PEM or DER): a member whose
+    /// certificate it lists is refused. Needs --peer-client-cert-auth.
+    #[arg(long, env = "ETCD_PEER_CRL_FILE", value_name = "FILE", value_parser = path_parser())]
+    pub peer_crl_file: Option<PathBuf>,
+    /// Comma-separated list of TLS 1.2 cipher suites offered and accepted on the client and
+    /// peer ports, by Go's names (empty: rustls's defaults; TLS 1.3's are always offered).
+    #[arg(long, env = "ETCD_CIPHER_SUITES", value_name = "SUITES")]
+    pub cipher_suites: Option<String>,
+}
+
+/// What the TLS flags make: each side's files, and the cipher suites.
+pub(super) struct TlsSettings {
+    pub(super) client: Option<TlsFiles>,
+    pub(super) peer: Option<TlsFiles>,
+    pub(super) cipher_suites: Vec<String>,
+}
+
+impl TlsArgs {
+    /// Checks the flags together: each side's files (see [`tls_files`]), the names and
+    /// revocation lists that need client certificates, the cipher suites' names.
+    pub(super) fn check(self) -> Result<TlsSettings, ConfigError> {
+        let client = tls_files(
+            TlsFlags::CLIENT,
+            [self.cert_file, self.key_file, self.trusted_ca_file],
+            self.client_cert_auth,
+        )?;
+        let client = with_allowed_names(
+            TlsFlags::CLIENT,
+            client,
+            None,
+            self.client_cert_allowed_hostname,
+        )?;
+        let client = with_crl(TlsFlags::CLIENT, client, self.client_crl_file)?;
+        let peer = tls_files(
+            TlsFlags::PEER,
+            [
+                self.peer_cert_file,
+                self.peer_key_file,
+                self.peer_trusted_ca_file,
+            ],
+            self.peer_client_cert_auth,
+        )?;
+        let peer = with_allowed_names(
+            TlsFlags::PEER,
+            peer,
+            self.peer_cert_allowed_cn,
+            self.peer_cert_allowed_hostname,
+        )?;
+        let peer = with_crl(TlsFlags::PEER, peer, self.peer_crl_file)?;
+        let given = self.cipher_suites.unwrap_or_default();
+        let cipher_suites: Vec<String> = given
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect();
+        strata_transport::tls::crypto_provider(&cipher_suites).map_err(|e| {
+            ConfigError::InvalidCipherSuites {
+                value: given.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(TlsSettings {
+            client,
+            peer,
+            cipher_suites,
+        })
+    }
+}
 
 /// The flag names of one side's TLS material.
 pub(super) struct TlsFlags {
@@ -13,6 +145,11 @@ pub(super) struct TlsFlags {
     pub(super) key: &'static str,
     pub(super) trusted_ca: &'static str,
     pub(super) client_cert_auth: &'static str,
+    pub(super) allowed_cn: &'static str,
+    pub(super) allowed_hostname: &'static str,
+    pub(super) crl: &'static str,
+    /// Why the allowed names need client certificates checked, as an error says it.
+    names_need: &'static str,
 }
 
 impl TlsFlags {
@@ -21,19 +158,27 @@ impl TlsFlags {
         key: "key-file",
         trusted_ca: "trusted-ca-file",
         client_cert_auth: "client-cert-auth",
+        allowed_cn: "",
+        allowed_hostname: "client-cert-allowed-hostname",
+        crl: "client-crl-file",
+        names_need: "client-cert-auth (the name is checked on clients' certificates)",
     };
     pub(super) const PEER: TlsFlags = TlsFlags {
         cert: "peer-cert-file",
         key: "peer-key-file",
         trusted_ca: "peer-trusted-ca-file",
         client_cert_auth: "peer-client-cert-auth",
+        allowed_cn: "peer-cert-allowed-cn",
+        allowed_hostname: "peer-cert-allowed-hostname",
+        crl: "peer-crl-file",
+        names_need: "peer-client-cert-auth (the names are checked on peers' certificates)",
     };
 }
 
 /// One side's TLS files: none given is no TLS; a certificate needs its key and the other way
 /// round; a CA or a client-certificate check needs the certificate; client-certificate checks
 /// need a CA. Every file given must be readable now, not at the first connection.
-pub(super) fn tls_files(
+fn tls_files(
     flags: TlsFlags,
     [cert, key, ca]: [Option<PathBuf>; 3],
     client_cert_auth: bool,
@@ -71,13 +216,15 @@ pub(super) fn tls_files(
         trusted_ca_file: ca,
         client_cert_auth,
         allowed_names: (None, None),
+        crl_file: None,
     }))
 }
 
-/// etcd's `--peer-cert-allowed-cn` and `--peer-cert-allowed-hostname` (empty: not given):
-/// they check the certificate a peer presents, so they need peer TLS with client
-/// certificates.
-pub(super) fn with_allowed_names(
+/// etcd's `--peer-cert-allowed-cn`, `--peer-cert-allowed-hostname` and
+/// `--client-cert-allowed-hostname` (empty: not given): they check the certificate the other
+/// side presents, so they need client certificates checked.
+fn with_allowed_names(
+    flags: TlsFlags,
     tls: Option<TlsFiles>,
     cn: Option<String>,
     hostname: Option<String>,
@@ -86,8 +233,8 @@ pub(super) fn with_allowed_names(
     let hostname = hostname.filter(|host| !host.is_empty());
     let given = match (&cn, &hostname) {
         (None, None) => return Ok(tls),
-        (Some(_), _) => "peer-cert-allowed-cn",
-        (None, Some(_)) => "peer-cert-allowed-hostname",
+        (Some(_), _) => flags.allowed_cn,
+        (None, Some(_)) => flags.allowed_hostname,
     };
     match tls {
         Some(mut tls) if tls.client_cert_auth => {
@@ -96,9 +243,41 @@ pub(super) fn with_allowed_names(
         }
         _ => Err(ConfigError::TlsIncomplete {
             given,
-            missing: "peer-client-cert-auth (the names are checked on peers' certificates)",
+            missing: flags.names_need,
         }),
     }
+}
+
+/// `--client-crl-file` and `--peer-crl-file`: the list is checked against the certificates
+/// clients present, which only a trusted CA asks for; the file must be readable now.
+fn with_crl(
+    flags: TlsFlags,
+    tls: Option<TlsFiles>,
+    crl: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let Some(crl) = crl.filter(|path| !path.as_os_str().is_empty()) else {
+        return Ok(tls);
+    };
+    let Some(mut tls) = tls.filter(|tls| tls.trusted_ca_file.is_some()) else {
+        return Err(ConfigError::TlsIncomplete {
+            given: flags.crl,
+            missing: flags.trusted_ca,
+        });
+    };
+    // A member's CA verifies dialers only with --peer-client-cert-auth.
+    if flags.crl == TlsFlags::PEER.crl && !tls.client_cert_auth {
+        return Err(ConfigError::TlsIncomplete {
+            given: flags.crl,
+            missing: flags.client_cert_auth,
+        });
+    }
+    check_readable_file(&crl).map_err(|source| ConfigError::TlsFile {
+        flag: flags.crl,
+        path: crl.clone(),
+        source,
+    })?;
+    tls.crl_file = Some(crl);
+    Ok(Some(tls))
 }
 
 fn check_readable_file(path: &Path) -> io::Result<()> {
