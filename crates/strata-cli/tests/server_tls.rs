@@ -439,3 +439,123 @@ fn cipher_suites_limit_tls12_to_the_named_suites() {
         );
     });
 }
+
+/// A certificate for 127.0.0.1 whose subject common name is `cn`.
+fn issue_named(ca: &Ca, dir: &Path, cn: &str, serial: u64) -> Issued {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.serial_number = Some(SerialNumber::from(serial));
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).expect("signed");
+    let issued = Issued {
+        cert: path_in(dir, &format!("{cn}.crt")),
+        key: path_in(dir, &format!("{cn}.key")),
+    };
+    std::fs::write(&issued.cert, cert.pem()).expect("cert");
+    std::fs::write(&issued.key, key.serialize_pem()).expect("key");
+    issued
+}
+
+/// etcd's rule with `--client-cert-auth`: a request without a token is the user its verified
+/// client certificate names (its subject common name), on every member: a follower that
+/// forwards the write vouches for that user to the leader, which checks the user's
+/// permissions. A token, when given, wins.
+#[test]
+fn with_client_cert_auth_a_certificates_common_name_is_its_user() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ca = Ca::new(d, "ca");
+    let server = ca.issue(d, "server", 1, &["127.0.0.1"]);
+    let root = issue_named(&ca, d, "root", 2);
+    let alice = issue_named(&ca, d, "alice", 3);
+    let cluster = Cluster::start_tls(
+        d,
+        3,
+        &[
+            "--cert-file",
+            &server.cert,
+            "--key-file",
+            &server.key,
+            "--trusted-ca-file",
+            &ca.file,
+            "--client-cert-auth",
+        ],
+    );
+    let endpoints = cluster.endpoints();
+    let with = |endpoint: &str, cert: &Issued, user: Option<&str>| {
+        let mut options = tls(&ca.file, Some((cert.cert.as_str(), cert.key.as_str())));
+        if let Some(user) = user {
+            options = options.with_user(user, "pw");
+        }
+        Client::connect([endpoint.to_owned()], Some(options))
+    };
+    support::cluster::runtime().block_on(async {
+        for e in &endpoints {
+            wait_served(e, &ca.file, Some(&root)).await;
+        }
+        let mut admin = with(&endpoints[0], &root, None).await.expect("connect");
+        admin.user_add("root", "pw", None).await.expect("root");
+        admin
+            .user_grant_role("root", "root")
+            .await
+            .expect("root role");
+        admin.user_add("alice", "pw", None).await.expect("alice");
+        admin.role_add("a").await.expect("role a");
+        admin
+            .role_grant_permission("a", etcd_client::Permission::read_write("a/").with_prefix())
+            .await
+            .expect("grant");
+        admin
+            .user_grant_role("alice", "a")
+            .await
+            .expect("alice's role");
+        admin.auth_enable().await.expect("auth enable");
+
+        for (i, e) in endpoints.iter().enumerate() {
+            // Root by certificate, on the leader and through the followers.
+            let mut as_root = with(e, &root, None).await.expect("connect");
+            as_root
+                .put(format!("r/{i}"), "x", None)
+                .await
+                .unwrap_or_else(|err| panic!("root by certificate on {e}: {err}"));
+            // Alice by certificate: her prefix only.
+            let mut as_alice = with(e, &alice, None).await.expect("connect");
+            as_alice
+                .put(format!("a/{i}"), "x", None)
+                .await
+                .unwrap_or_else(|err| panic!("alice by certificate on {e}: {err}"));
+            let denied = as_alice
+                .put(format!("r/alice{i}"), "x", None)
+                .await
+                .expect_err("outside alice's prefix");
+            assert!(
+                denied.to_string().contains("permission denied"),
+                "{e}: {denied}"
+            );
+            let read = as_alice.get("r/0", None).await.expect_err("not alice's");
+            assert!(
+                read.to_string().contains("permission denied"),
+                "{e}: {read}"
+            );
+            // Root's certificate with alice's token: alice.
+            let mut token_wins = with(e, &root, Some("alice")).await.expect("alice's token");
+            let denied = token_wins
+                .put(format!("r/token{i}"), "x", None)
+                .await
+                .expect_err("the token's user, not the certificate's");
+            assert!(denied.to_string().contains("permission denied"), "{denied}");
+        }
+        let mut as_root = with(&endpoints[0], &root, None).await.expect("connect");
+        let keys = as_root
+            .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
+            .await
+            .expect("root reads all");
+        let names: Vec<&str> = keys
+            .kvs()
+            .iter()
+            .map(|kv| kv.key_str().expect("utf-8"))
+            .collect();
+        assert_eq!(names, ["a/0", "a/1", "a/2", "r/0", "r/1", "r/2"]);
+    });
+}

@@ -9,6 +9,7 @@
 //! `--auth-token jwt,...`, a JSON Web Token checked by its signature ([`jwt`]). A member
 //! forwards its own requests to the leader with the members' shared secret instead.
 
+pub mod caller;
 pub mod jwt;
 pub mod service;
 pub mod token;
@@ -62,12 +63,14 @@ pub enum Caller {
     /// A member, for itself (publish, alarms, auto-compaction, lease expiry, authentication):
     /// never checked.
     Member,
-    /// A client that presented a valid token.
+    /// A client that presented a valid token, or (with `--client-cert-auth` and no token)
+    /// a verified client certificate whose subject common name is the user's (etcd's rule).
     User {
         /// The user's name.
         name: String,
-        /// The token, passed on when the request is forwarded to the leader.
-        token: String,
+        /// The token, passed on when the request is forwarded to the leader; `None` for a
+        /// user known by its certificate, whom the forwarding member vouches for.
+        token: Option<String>,
     },
     /// A client without a token.
     Anonymous,
@@ -754,7 +757,7 @@ mod tests {
         assert_eq!(s.member_secret, vec![7; 4]);
         let root = Caller::User {
             name: ROOT.into(),
-            token: "t".into(),
+            token: Some("t".into()),
         };
         assert_eq!(s.check_access(&root, b"any", b"\0", Access::Write), Ok(()));
         assert_eq!(
@@ -770,7 +773,7 @@ mod tests {
         s.apply(&add("bob")).expect("add bob");
         let bob = Caller::User {
             name: "bob".into(),
-            token: "t2".into(),
+            token: Some("t2".into()),
         };
         assert_eq!(s.check_admin(&bob), Err(ApiError::PermissionDenied));
         assert_eq!(

@@ -107,7 +107,7 @@ impl ClusterService {
     /// The caller of `request`, checked to be an admin (membership changes are etcd's admin
     /// operations).
     async fn admin<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(request).await?;
         self.0.fresh_auth().await?.check_admin(&caller)?;
         Ok(caller)
     }

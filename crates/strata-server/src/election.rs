@@ -104,7 +104,7 @@ impl Election for ElectionService {
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
         let inner = &self.0;
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         let request = request.into_inner();
         let prefix = prefix(&request.name);
         let mut key = prefix.clone();
@@ -138,7 +138,7 @@ impl Election for ElectionService {
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
         let inner = &self.0;
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         let request = request.into_inner();
         let leader = request.leader.unwrap_or_default();
         let put = request_op::Request::RequestPut(PutRequest {
@@ -159,7 +159,7 @@ impl Election for ElectionService {
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
         let inner = &self.0;
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         let (kv, _) = leader(inner, &caller, &request.into_inner().name).await?;
         match kv {
             Some(kv) => Ok(Response::new(LeaderResponse {
@@ -177,7 +177,7 @@ impl Election for ElectionService {
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
         let inner = Arc::clone(&self.0);
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         let name = request.into_inner().name;
         let (tx, rx) = mpsc::channel(OBSERVE_BUFFERED);
         let (_, start) = leader(&inner, &caller, &name).await?;
@@ -252,7 +252,7 @@ impl Election for ElectionService {
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
         let inner = &self.0;
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         let leader = request.into_inner().leader.unwrap_or_default();
         let delete = request_op::Request::RequestDeleteRange(DeleteRangeRequest {
             key: leader.key.clone(),

@@ -37,7 +37,7 @@ use crate::proto::strataserverpb::{
     raft_answer::Answer,
 };
 use crate::rpctypes::ApiError;
-use crate::server::{Inner, forwarded_error};
+use crate::server::{Credential, Credentials, Inner, forwarded_error};
 
 /// Requests a follower holds for one leader before they are sent.
 pub const QUEUE_REQUESTS: usize = 4096;
@@ -66,8 +66,7 @@ const ANSWER_BATCH: usize = 256;
 /// A request waiting to be sent, and where its answer goes.
 struct Pending {
     request: RaftRequest,
-    token: String,
-    member_secret: Vec<u8>,
+    credential: Option<Credential>,
     reply: oneshot::Sender<Result<Answer, ApiError>>,
 }
 
@@ -101,16 +100,10 @@ impl Forwarders {
         request: RaftRequest,
         timeout: Duration,
     ) -> Result<Answer, ApiError> {
-        let (token, member_secret) = match inner.credential(caller) {
-            Some(crate::server::Credential::Token(token)) => (token, Vec::new()),
-            Some(crate::server::Credential::MemberSecret(secret)) => (String::new(), secret),
-            None => (String::new(), Vec::new()),
-        };
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             request,
-            token,
-            member_secret,
+            credential: inner.credential(caller),
             reply,
         };
         tokio::time::timeout(timeout, async {
@@ -172,8 +165,13 @@ fn gather(
             let _ = pending.reply.send(Err(forwarded_error(ended.clone())));
             return (None, None);
         }
-        let size =
-            pending.request.encoded_len() + pending.token.len() + pending.member_secret.len();
+        let size = pending.request.encoded_len()
+            + match &pending.credential {
+                Some(Credential::Token(token)) => token.len(),
+                Some(Credential::MemberSecret(secret)) => secret.len(),
+                Some(Credential::Vouched(name, secret)) => name.len() + secret.len(),
+                None => 0,
+            };
         if !requests.is_empty() && bytes + size > BATCH_BYTES {
             return (Some(ForwardedBatch { requests }), Some(pending));
         }
@@ -181,12 +179,21 @@ fn gather(
         let id = waiting.next_id;
         waiting.next_id += 1;
         waiting.replies.insert(id, pending.reply);
-        requests.push(Forwarded {
+        let mut forwarded = Forwarded {
             id,
             request: Some(pending.request),
-            token: pending.token,
-            member_secret: pending.member_secret,
-        });
+            ..Forwarded::default()
+        };
+        match pending.credential {
+            Some(Credential::Token(token)) => forwarded.token = token,
+            Some(Credential::MemberSecret(secret)) => forwarded.member_secret = secret,
+            Some(Credential::Vouched(name, secret)) => {
+                forwarded.certified_user = name;
+                forwarded.vouching_secret = secret;
+            }
+            None => {}
+        }
+        requests.push(forwarded);
         if requests.len() < BATCH_REQUESTS {
             next = queue.try_recv().ok();
         }
@@ -353,9 +360,18 @@ pub fn serve_stream(inner: Arc<Inner>, mut inbound: Streaming<ForwardedBatch>) -
 
 /// One forwarded request on the leader, as the unary `Propose` handles it.
 async fn answer_one(inner: &Inner, forwarded: Forwarded) -> Result<Answer, ApiError> {
-    let secret = (!forwarded.member_secret.is_empty()).then_some(forwarded.member_secret);
-    let token = (!forwarded.token.is_empty()).then_some(forwarded.token);
-    let caller = inner.caller_from(secret, token).await?;
+    let given = |bytes: Vec<u8>| (!bytes.is_empty()).then_some(bytes);
+    let caller = inner
+        .caller_from(Credentials {
+            member_secret: given(forwarded.member_secret),
+            vouched: (!forwarded.certified_user.is_empty())
+                .then_some(forwarded.certified_user)
+                .zip(given(forwarded.vouching_secret)),
+            token: (!forwarded.token.is_empty()).then_some(forwarded.token),
+            // A certificate presented to the follower reaches the leader only vouched for.
+            certified: None,
+        })
+        .await?;
     let request = forwarded
         .request
         .ok_or_else(|| ApiError::Invalid("an empty request".to_owned()))?;

@@ -43,7 +43,7 @@ impl Internal for InternalService {
         let inner = &self.0;
         // Checked again here, as the caller the forwarding member presents (a client's token,
         // or the members' secret): what the follower checked is not trusted.
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         let answer =
             crate::forward::propose_forwarded(inner, &caller, request.into_inner()).await?;
         Ok(Response::new(RaftAnswer {
@@ -71,7 +71,7 @@ impl Internal for InternalService {
         if inner.leader_now() != inner.id {
             return Err(ApiError::LeaderChanged.into());
         }
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         Ok(Response::new(
             crate::lease::keep_alive(inner, &caller, request.into_inner().id).await?,
         ))
@@ -85,7 +85,7 @@ impl Internal for InternalService {
         if inner.leader_now() != inner.id {
             return Err(ApiError::LeaderChanged.into());
         }
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         Ok(Response::new(
             crate::lease::time_to_live(inner, &caller, request.into_inner()).await?,
         ))

@@ -59,7 +59,7 @@ impl Kv for KvService {
     ) -> Result<Response<RangeResponse>, Status> {
         let inner = &self.0;
         inner.metrics.requests.range.inc();
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         let request = request.into_inner();
         strata_mvcc::check_range(&request).map_err(ApiError::from)?;
         if !request.serializable {
@@ -89,7 +89,7 @@ impl Kv for KvService {
         self.voter_only()?;
         let inner = &self.0;
         inner.metrics.requests.put.inc();
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         let request = request.into_inner();
         strata_mvcc::check_put(&request).map_err(ApiError::from)?;
         match inner.propose(&caller, Raft::Put(request)).await? {
@@ -108,7 +108,7 @@ impl Kv for KvService {
         self.voter_only()?;
         let inner = &self.0;
         inner.metrics.requests.delete_range.inc();
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         let request = request.into_inner();
         strata_mvcc::check_delete_range(&request).map_err(ApiError::from)?;
         match inner.propose(&caller, Raft::DeleteRange(request)).await? {
@@ -124,7 +124,7 @@ impl Kv for KvService {
         self.voter_only()?;
         let inner = &self.0;
         inner.metrics.requests.txn.inc();
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         let request = request.into_inner();
         strata_mvcc::check_txn(&request, inner.config.max_txn_ops as usize)
             .map_err(ApiError::from)?;
@@ -157,7 +157,7 @@ impl Kv for KvService {
         self.voter_only()?;
         let inner = &self.0;
         inner.metrics.requests.compact.inc();
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         let request = request.into_inner();
         let (revision, physical) = (request.revision, request.physical);
         match inner.propose(&caller, Raft::Compaction(request)).await? {

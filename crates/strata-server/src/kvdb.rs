@@ -164,7 +164,7 @@ impl Kvdb for KvdbService {
         request: Request<ReadonlyQuery>,
     ) -> Result<Response<clientpb::Response>, Status> {
         self.inner.metrics.requests.kvdb.inc();
-        let caller = self.inner.caller(request.metadata()).await?;
+        let caller = self.inner.caller(&request).await?;
         let key = request.into_inner().key;
         if key.is_empty() {
             return Err(ApiError::EmptyKey.into());

@@ -427,7 +427,7 @@ impl Lease for LeaseService {
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let inner = &self.0;
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         let mut request = request.into_inner();
         if request.ttl > LEASE_TTL_MAX {
             return Err(ApiError::LeaseTtlTooLarge.into());
@@ -457,7 +457,7 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let inner = &self.0;
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         match inner
             .propose(&caller, Raft::LeaseRevoke(request.into_inner()))
             .await?
@@ -477,7 +477,7 @@ impl Lease for LeaseService {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let inner = Arc::clone(&self.0);
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         let mut incoming = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(KEEPALIVE_BUFFERED);
         tokio::spawn(async move {
@@ -500,7 +500,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(&request).await?;
         Ok(Response::new(
             time_to_live(&self.0, &caller, request.into_inner()).await?,
         ))

@@ -211,7 +211,7 @@ pub async fn release(
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let inner = Arc::clone(&self.0);
-        let caller = inner.caller(request.metadata()).await?;
+        let caller = inner.caller(&request).await?;
         let request = request.into_inner();
         let mut prefix = request.name.clone();
         prefix.push(b'/');
@@ -243,7 +243,7 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(&request).await?;
         let header = release(&self.0, &caller, request.into_inner().key).await?;
         Ok(Response::new(UnlockResponse { header }))
     }

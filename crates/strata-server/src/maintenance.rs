@@ -57,7 +57,7 @@ fn dir_bytes(dir: &std::path::Path, depth: u32) -> u64 {
 /// Checks that the caller of `request` is an admin (etcd's rule for the maintenance calls
 /// that read everything or change the member).
 async fn admin<T>(inner: &Inner, request: &Request<T>) -> Result<(), Status> {
-    let caller = inner.caller(request.metadata()).await?;
+    let caller = inner.caller(request).await?;
     inner.fresh_auth().await?.check_admin(&caller)?;
     Ok(())
 }
@@ -84,7 +84,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(&request).await?;
         let inner = &self.0;
         let request = request.into_inner();
         let alarms = match AlarmAction::try_from(request.action) {
@@ -112,7 +112,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(&request).await?;
         self.0.auth().check_user(&caller)?;
         let inner = &self.0;
         let status = inner.status();

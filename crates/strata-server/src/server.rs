@@ -17,7 +17,7 @@ use strata_transport::{TcpTransport, TlsConfig, TransportConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::auth::token::{self, Tokens};
+use crate::auth::token::Tokens;
 use crate::auth::{AuthState, Caller};
 use crate::config::{AutoCompaction, ClusterState, ServerConfig};
 use crate::machine::{Applied, Machine};
@@ -40,7 +40,7 @@ pub const ETCD_CLUSTER_VERSION: &str = "3.5.0";
 
 /// How long a client request may wait for its answer (etcd's default request timeout, 5 s,
 /// plus its allowance of two election timeouts is what it waits before "request timed out").
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// What a forwarded request's deadline adds to the leader's `REQUEST_TIMEOUT`: room for the
 /// round trip, so the leader's own answer arrives first.
@@ -122,14 +122,9 @@ pub struct Inner {
     forwarders: crate::forward::Forwarders,
 }
 
-/// What a forwarded request carries to show who sent it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credential {
-    /// The client's token.
-    Token(String),
-    /// The members' shared secret: a member's own request, while auth is on.
-    MemberSecret(Vec<u8>),
-}
+pub use crate::auth::caller::{
+    CERTIFIED_USER_HEADER, Credential, Credentials, VOUCHING_SECRET_HEADER,
+};
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -245,124 +240,6 @@ impl Inner {
         Ok(self.auth())
     }
 
-    /// Who sent a request, from its metadata: the members' secret (a member forwarding its
-    /// own request), a token (`token`, or `authorization` with an optional `Bearer `, as
-    /// etcd's gateway), or nobody. Tokens are ignored while auth is off (etcd's).
-    ///
-    /// # Errors
-    ///
-    /// [`ApiError::InvalidAuthToken`] for a token no member assigned or that expired (a token
-    /// assigned at an index this member has not applied yet is waited for, bounded);
-    /// [`ApiError::PermissionDenied`] for a wrong member secret.
-    pub async fn caller(
-        &self,
-        metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<Caller, ApiError> {
-        let secret = metadata.get(MEMBER_SECRET_HEADER).map(|secret| {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD
-                .decode(secret.as_bytes())
-                .unwrap_or_default()
-        });
-        let token = metadata
-            .get("token")
-            .or_else(|| metadata.get("authorization"))
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).to_owned());
-        self.caller_from(secret, token).await
-    }
-
-    /// Who sent a request, from the credentials it came with: the members' secret, or a
-    /// token (ignored while auth is off), as [`Inner::caller`] reads them from metadata.
-    ///
-    /// # Errors
-    ///
-    /// As [`Inner::caller`].
-    pub async fn caller_from(
-        &self,
-        member_secret: Option<Vec<u8>>,
-        token: Option<String>,
-    ) -> Result<Caller, ApiError> {
-        let auth = self.auth();
-        if let Some(given) = member_secret {
-            return if !auth.member_secret.is_empty()
-                && crate::kvdb::same(&auth.member_secret, &given)
-            {
-                Ok(Caller::Member)
-            } else {
-                Err(ApiError::PermissionDenied)
-            };
-        }
-        if !auth.enabled {
-            return Ok(Caller::Anonymous);
-        }
-        let Some(token) = token else {
-            return Ok(Caller::Anonymous);
-        };
-        self.token_user(token).await
-    }
-
-    /// The caller a token names.
-    ///
-    /// # Errors
-    ///
-    /// [`ApiError::InvalidAuthToken`].
-    pub async fn token_user(&self, token: String) -> Result<Caller, ApiError> {
-        if let Some(jwt) = self.config.auth_token.jwt() {
-            return self.jwt_user(jwt, token).await;
-        }
-        if let Some(name) = self.tokens.user(&token) {
-            return Ok(Caller::User { name, token });
-        }
-        // Assigned by an entry this member has not applied yet: wait for it (etcd's).
-        let index = token::index_of(&token).ok_or(ApiError::InvalidAuthToken)?;
-        let mut applied = self.node.applied();
-        let reached = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            while *applied.borrow_and_update() < index {
-                if applied.changed().await.is_err() {
-                    return false;
-                }
-            }
-            true
-        })
-        .await
-        .unwrap_or(false);
-        match reached.then(|| self.tokens.user(&token)).flatten() {
-            Some(name) => Ok(Caller::User { name, token }),
-            None => Err(ApiError::InvalidAuthToken),
-        }
-    }
-
-    /// The caller a JWT token names: its signature, sign method and expiry must hold, and it
-    /// must have been signed at the current auth revision (etcd's rule: any auth change since
-    /// may have taken away what it allowed; clients authenticate again). A token signed at an
-    /// auth revision this member has not applied yet is waited for, bounded.
-    async fn jwt_user(
-        &self,
-        jwt: &crate::auth::jwt::Jwt,
-        token: String,
-    ) -> Result<Caller, ApiError> {
-        let verified = jwt.verify(&token).ok_or(ApiError::InvalidAuthToken)?;
-        if self.auth().revision < verified.revision {
-            let mut applied = self.node.applied();
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, async {
-                while self.auth().revision < verified.revision {
-                    if applied.changed().await.is_err() {
-                        return;
-                    }
-                }
-            })
-            .await;
-        }
-        if verified.revision < self.auth().revision {
-            return Err(ApiError::AuthOldRevision);
-        }
-        Ok(Caller::User {
-            name: verified.user,
-            token,
-        })
-    }
-
     /// The keys attached to each lease `request` attaches or revokes, when a check needs them
     /// (auth on, a client that is not admin); empty otherwise. A keys-only scan of the store.
     async fn lease_keys_for(
@@ -449,40 +326,6 @@ impl Inner {
         match answer {
             Answer::Refused(r) => Err(ApiError::Refused(r.code, r.message)),
             other => Ok(other),
-        }
-    }
-
-    /// What `caller`'s requests are forwarded with: its token, or, for this member's own
-    /// requests while auth is on, the members' secret.
-    pub fn credential(&self, caller: &Caller) -> Option<Credential> {
-        match caller {
-            Caller::User { token, .. } => Some(Credential::Token(token.clone())),
-            Caller::Member => {
-                let auth = self.auth();
-                (!auth.member_secret.is_empty())
-                    .then(|| Credential::MemberSecret(auth.member_secret.clone()))
-            }
-            Caller::Anonymous => None,
-        }
-    }
-
-    /// `call` with the credentials `caller` forwards with.
-    pub fn credentials<T>(&self, caller: &Caller, call: &mut tonic::Request<T>) {
-        let value = match self.credential(caller) {
-            Some(Credential::Token(token)) => Some(("token", token)),
-            Some(Credential::MemberSecret(secret)) => {
-                use base64::Engine;
-                Some((
-                    MEMBER_SECRET_HEADER,
-                    base64::engine::general_purpose::STANDARD.encode(&secret),
-                ))
-            }
-            None => None,
-        };
-        if let Some((key, value)) = value
-            && let Ok(value) = value.parse()
-        {
-            call.metadata_mut().insert(key, value);
         }
     }
 

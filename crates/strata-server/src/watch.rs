@@ -475,7 +475,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(&request).await?;
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_RESPONSES_MAX);
         let mut stream = Stream_ {

@@ -117,14 +117,14 @@ impl AuthService {
 
     /// The caller of `request`, checked to be an admin (early, before a password is hashed).
     async fn admin<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(request).await?;
         self.0.fresh_auth().await?.check_admin(&caller)?;
         Ok(caller)
     }
 
     /// A linearizable read of the auth state for `caller`.
     async fn read<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(request).await?;
         self.0.read_barrier(false).await?;
         Ok(caller)
     }
@@ -299,7 +299,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserDeleteRequest>,
     ) -> Result<Response<AuthUserDeleteResponse>, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(&request).await?;
         self.change(&caller, Raft::UserDelete(request.into_inner()))
             .await?;
         Ok(Response::new(AuthUserDeleteResponse {
@@ -333,7 +333,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserGrantRoleRequest>,
     ) -> Result<Response<AuthUserGrantRoleResponse>, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(&request).await?;
         self.change(&caller, Raft::UserGrantRole(request.into_inner()))
             .await?;
         Ok(Response::new(AuthUserGrantRoleResponse {
@@ -345,7 +345,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserRevokeRoleRequest>,
     ) -> Result<Response<AuthUserRevokeRoleResponse>, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(&request).await?;
         self.change(&caller, Raft::UserRevokeRole(request.into_inner()))
             .await?;
         Ok(Response::new(AuthUserRevokeRoleResponse {
@@ -357,7 +357,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleAddRequest>,
     ) -> Result<Response<AuthRoleAddResponse>, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(&request).await?;
         self.change(&caller, Raft::RoleAdd(request.into_inner()))
             .await?;
         Ok(Response::new(AuthRoleAddResponse {
@@ -402,7 +402,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleDeleteRequest>,
     ) -> Result<Response<AuthRoleDeleteResponse>, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(&request).await?;
         self.change(&caller, Raft::RoleDelete(request.into_inner()))
             .await?;
         Ok(Response::new(AuthRoleDeleteResponse {
@@ -414,7 +414,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<AuthRoleGrantPermissionResponse>, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(&request).await?;
         self.change(&caller, Raft::RoleGrantPermission(request.into_inner()))
             .await?;
         Ok(Response::new(AuthRoleGrantPermissionResponse {
@@ -426,7 +426,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<AuthRoleRevokePermissionResponse>, Status> {
-        let caller = self.0.caller(request.metadata()).await?;
+        let caller = self.0.caller(&request).await?;
         self.change(&caller, Raft::RoleRevokePermission(request.into_inner()))
             .await?;
         Ok(Response::new(AuthRoleRevokePermissionResponse {
