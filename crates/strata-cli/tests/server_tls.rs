@@ -559,3 +559,34 @@ fn with_client_cert_auth_a_certificates_common_name_is_its_user() {
         assert_eq!(names, ["a/0", "a/1", "a/2", "r/0", "r/1", "r/2"]);
     });
 }
+
+/// etcd's rule: a trusted CA alone (no `--client-cert-auth`) makes client certificates
+/// required.
+#[test]
+fn a_trusted_ca_alone_requires_client_certificates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ca = Ca::new(d, "ca");
+    let server = ca.issue(d, "server", 1, &["127.0.0.1"]);
+    let client = ca.issue(d, "client", 2, &["127.0.0.1"]);
+    let cluster = Cluster::start_tls(
+        d,
+        1,
+        &[
+            "--cert-file",
+            &server.cert,
+            "--key-file",
+            &server.key,
+            "--trusted-ca-file",
+            &ca.file,
+        ],
+    );
+    let endpoint = cluster.endpoints()[0].clone();
+    support::cluster::runtime().block_on(async {
+        wait_served(&endpoint, &ca.file, Some(&client)).await;
+        assert!(
+            !served(&endpoint, &ca.file, None).await,
+            "a client without a certificate was served"
+        );
+    });
+}

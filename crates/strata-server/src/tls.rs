@@ -67,7 +67,9 @@ pub fn server_tls(config: &ServerConfig) -> Result<Option<Arc<ServerTls>>, Serve
             &tls.cert_file,
             &tls.key_file,
             tls.trusted_ca_file.as_deref(),
-            tls.client_cert_auth,
+            // etcd's rule: a trusted CA makes client certificates required, whether or not
+            // --client-cert-auth is given (which also makes a certificate's name its user).
+            true,
             tls.crl_file.as_deref(),
             &provider,
         )?;
