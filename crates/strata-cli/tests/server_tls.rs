@@ -590,3 +590,70 @@ fn a_trusted_ca_alone_requires_client_certificates() {
         );
     });
 }
+
+/// etcd's `--auto-tls` and `--peer-auto-tls`: each member makes a self-signed certificate
+/// for each port in its data directory (`fixtures/client`, `fixtures/peer`), serves its
+/// clients over TLS with it, and talks to its peers (replication) and to their client ports
+/// (forwarded writes) over TLS checking nothing, as etcd does. A restarted member keeps its
+/// certificate.
+#[test]
+fn auto_tls_members_make_their_own_certificates_and_keep_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let mut cluster = Cluster::start_tls(d, 3, &["--auto-tls", "--peer-auto-tls=true"]);
+    let endpoints = cluster.endpoints();
+    let fixture = |i: usize, side: &str, file: &str| {
+        d.join(format!("m{}", i + 1))
+            .join("fixtures")
+            .join(side)
+            .join(file)
+    };
+    let certificate = |i: usize| {
+        let path = fixture(i, "client", "cert.pem");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !path.exists() {
+            assert!(Instant::now() < deadline, "no certificate for member {i}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        path.to_string_lossy().into_owned()
+    };
+    let runtime = support::cluster::runtime();
+    runtime.block_on(async {
+        for (i, e) in endpoints.iter().enumerate() {
+            // The member's own certificate is the only one that can vouch for it.
+            let ca = certificate(i);
+            wait_served(e, &ca, None).await;
+            let mut c = Client::connect([e.as_str()], Some(tls(&ca, None)))
+                .await
+                .expect("connect");
+            c.put(format!("auto/{i}"), "x", None)
+                .await
+                .unwrap_or_else(|err| panic!("a write through {e}: {err}"));
+        }
+        let ca = certificate(2);
+        let mut c = Client::connect([endpoints[2].as_str()], Some(tls(&ca, None)))
+            .await
+            .expect("connect");
+        let all = c
+            .get("auto/", Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+            .expect("read");
+        assert_eq!(all.kvs().len(), 3, "every member's write replicated");
+    });
+    for i in 0..3 {
+        for file in ["cert.pem", "key.pem"] {
+            assert!(fixture(i, "peer", file).exists(), "member {i}: peer {file}");
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(fixture(i, "client", "key.pem"))
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "member {i}'s key is its own");
+    }
+    let before = std::fs::read(fixture(0, "client", "cert.pem")).expect("cert");
+    cluster.restart(0);
+    runtime.block_on(wait_served(&endpoints[0], &certificate(0), None));
+    let after = std::fs::read(fixture(0, "client", "cert.pem")).expect("cert");
+    assert_eq!(before, after, "a restarted member keeps its certificate");
+}

@@ -7,8 +7,8 @@
 //!
 //! Where Strata differs from etcd, it refuses a line etcd would accept only when etcd would
 //! fail later or do something surely unintended, and says so in the item's docs. The flags
-//! etcd has and Strata does not (`--wal-dir`, `--discovery*`, `--auto-tls`, `--metrics`, ...)
-//! are refused by clap as unknown. Each flag can also come from etcd's environment variable
+//! etcd has and Strata does not (`--discovery*`, `--experimental-enable-v2v3`, ...) are refused
+//! by clap as unknown. Each flag can also come from etcd's environment variable
 //! (`--initial-cluster-token` from `ETCD_INITIAL_CLUSTER_TOKEN`); a flag given on the command
 //! line wins over its variable, where etcd would refuse to start.
 //!
@@ -442,6 +442,9 @@ pub struct TlsFiles {
     pub allowed_names: (Option<String>, Option<String>),
     /// The revocation list checked against the certificates the other side presents.
     pub crl_file: Option<PathBuf>,
+    /// A certificate this member makes when the files are missing (`--auto-tls`,
+    /// `--peer-auto-tls`): self-signed, so members dialing it check nothing.
+    pub self_signed: bool,
 }
 
 /// One member of `--initial-cluster`.
@@ -631,13 +634,18 @@ impl ServerConfig {
         let grpc = args.grpc.check()?;
         let operation = args.operation.check()?;
         let lease_checkpoint_interval = args.lease.checkpoint_interval()?;
-        let tls = args.tls.check()?;
+        let data_dir = match args.data_dir.filter(|dir| !dir.as_os_str().is_empty()) {
+            Some(dir) => dir,
+            None => PathBuf::from(format!("{}.etcd", args.name)),
+        };
+        let tls = args.tls.check()?.with_auto_tls(&data_dir);
         let (client_tls, peer_tls) = (tls.client, tls.peer);
         check_https_has_tls(TlsFlags::CLIENT, &listen_client_urls, client_tls.as_ref())?;
         check_https_has_tls(TlsFlags::CLIENT, &listen_metrics_urls, client_tls.as_ref())?;
         check_https_has_tls(TlsFlags::PEER, &listen_peer_urls, peer_tls.as_ref())?;
         if let Some(tls) = &peer_tls
             && tls.trusted_ca_file.is_none()
+            && !tls.self_signed
             && listen_peer_urls
                 .iter()
                 .any(|url| url.scheme == Scheme::Https)
@@ -685,10 +693,6 @@ impl ServerConfig {
             );
         }
 
-        let data_dir = match args.data_dir.filter(|dir| !dir.as_os_str().is_empty()) {
-            Some(dir) => dir,
-            None => PathBuf::from(format!("{}.etcd", args.name)),
-        };
         data_dir::prepare_data_dir(&data_dir)?;
 
         Ok(ServerConfig {

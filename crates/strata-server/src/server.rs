@@ -484,6 +484,7 @@ impl Server {
     ///
     /// [`ServerError`]: the data dir, the storage, the Raft configuration, a port.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        crate::tls::make_self_signed(&config)?;
         let member_dir = config.data_dir.join("member");
         let storage = |e: &dyn std::fmt::Display| ServerError::Storage(e.to_string());
         std::fs::create_dir_all(&member_dir).map_err(|e| ServerError::DataDir {
@@ -588,12 +589,16 @@ impl Server {
             peers,
         );
         if let Some(tls) = &config.peer_tls {
-            let Some(ca) = tls.trusted_ca_file.clone() else {
-                return Err(ServerError::Tls(
-                    "peer TLS needs --peer-trusted-ca-file".to_owned(),
-                ));
+            let mut t = match tls.trusted_ca_file.clone() {
+                // --peer-auto-tls: peers' certificates are not checked (etcd's rule).
+                _ if tls.self_signed => TlsConfig::self_signed(&tls.cert_file, &tls.key_file),
+                Some(ca) => TlsConfig::new(&tls.cert_file, &tls.key_file, ca),
+                None => {
+                    return Err(ServerError::Tls(
+                        "peer TLS needs --peer-trusted-ca-file".to_owned(),
+                    ));
+                }
             };
-            let mut t = TlsConfig::new(&tls.cert_file, &tls.key_file, ca);
             t.client_cert_auth = tls.client_cert_auth;
             (t.allowed_cn, t.allowed_hostname) = tls.allowed_names.clone();
             t.crl_file.clone_from(&tls.crl_file);

@@ -19,14 +19,16 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use rustls_pki_types::ServerName;
-use strata_transport::tls::{Reloading, check_allowed, client_config, server_config};
+use strata_transport::tls::{
+    Reloading, check_allowed, client_config, client_config_unverified, server_config,
+};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tonic::codegen::http::Uri;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::config::ServerConfig;
+use crate::config::{ListenUrl, ServerConfig, TlsFiles};
 use crate::server::ServerError;
 
 /// How long a client has to finish its TLS handshake.
@@ -38,6 +40,73 @@ const HANDSHAKES_MAX: usize = 256;
 
 /// Connections handshaken and not yet taken by the HTTP server.
 const READY_MAX: usize = 64;
+
+/// How long a certificate made by `--auto-tls` or `--peer-auto-tls` is valid (etcd's year).
+const SELF_SIGNED_DAYS: i64 = 365;
+
+/// Makes the self-signed certificates `--auto-tls` and `--peer-auto-tls` ask for, where
+/// their files are missing (etcd's `SelfCert`: files already there are used as they are, so
+/// a restarted member presents the same certificate).
+///
+/// # Errors
+///
+/// [`ServerError::Tls`] if a certificate cannot be made or written.
+pub fn make_self_signed(config: &ServerConfig) -> Result<(), ServerError> {
+    for (tls, urls) in [
+        (&config.client_tls, &config.listen_client_urls),
+        (&config.peer_tls, &config.listen_peer_urls),
+    ] {
+        if let Some(tls) = tls.as_ref().filter(|tls| tls.self_signed) {
+            self_signed(tls, urls).map_err(ServerError::Tls)?;
+        }
+    }
+    Ok(())
+}
+
+/// One side's certificate: ECDSA P-256 (etcd's is P-521, which ring cannot sign with),
+/// organization `etcd`, valid a year, for server and client use, naming the listen URLs'
+/// addresses. The key is written first, mode 0600, each file durably replaced, so a crash
+/// leaves no certificate without its key.
+fn self_signed(tls: &TlsFiles, urls: &[ListenUrl]) -> Result<(), String> {
+    if tls.cert_file.exists() && tls.key_file.exists() {
+        return Ok(());
+    }
+    let dir = tls.cert_file.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let names: Vec<String> = urls.iter().map(|url| url.addr.ip().to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(names).map_err(|e| e.to_string())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "etcd");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now;
+    params.not_after = now + time::Duration::days(SELF_SIGNED_DAYS);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.serial_number = Some(rcgen::SerialNumber::from(
+        rand::random::<[u8; 16]>().to_vec(),
+    ));
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    for (path, contents, mode) in [
+        (&tls.key_file, key.serialize_pem(), 0o600),
+        (&tls.cert_file, cert.pem(), 0o644),
+    ] {
+        let temp = path.with_extension("pem.tmp");
+        strata_fs::write_synced(&temp, mode, |w| w.write_all(contents.as_bytes()))
+            .and_then(|_| strata_fs::rename_durable(&temp, path))
+            .map_err(|e| e.to_string())?;
+    }
+    tracing::info!(cert = %tls.cert_file.display(), "made a self-signed certificate");
+    Ok(())
+}
 
 /// The client port's TLS: how it accepts, and the host name a client's certificate must be
 /// valid for.
@@ -172,12 +241,17 @@ impl Channels {
                 let mut files = vec![tls.cert_file.clone(), tls.key_file.clone()];
                 files.extend(tls.trusted_ca_file.clone());
                 let connector = Reloading::new("client TLS (forwarding)", files, move || {
-                    let config = client_config(
-                        &tls.cert_file,
-                        &tls.key_file,
-                        tls.trusted_ca_file.as_deref(),
-                        &provider,
-                    )?;
+                    // Members with --auto-tls check nothing of each other (etcd's rule).
+                    let config = if tls.self_signed {
+                        client_config_unverified(&tls.cert_file, &tls.key_file, &provider)?
+                    } else {
+                        client_config(
+                            &tls.cert_file,
+                            &tls.key_file,
+                            tls.trusted_ca_file.as_deref(),
+                            &provider,
+                        )?
+                    };
                     Ok(TlsConnector::from(Arc::new(config)))
                 })
                 .map_err(|e| ServerError::Tls(e.to_string()))?;

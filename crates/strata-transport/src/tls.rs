@@ -16,7 +16,9 @@ use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-pub use build::{CIPHER_SUITES, client_config, crypto_provider, server_config};
+pub use build::{
+    CIPHER_SUITES, client_config, client_config_unverified, crypto_provider, server_config,
+};
 pub use reload::Reloading;
 
 /// Where a node's peer TLS material is (PEM files), as etcd's flags name it.
@@ -47,6 +49,10 @@ pub struct TlsConfig {
     /// `--cipher-suites`, see [`CIPHER_SUITES`]); empty: rustls's defaults. TLS 1.3's suites
     /// are always offered, as Go does.
     pub cipher_suites: Vec<String>,
+    /// Self-signed certificates (etcd's `--peer-auto-tls`): no peer's certificate is checked,
+    /// either way, and [`trusted_ca_file`](Self::trusted_ca_file) is not read. Connections
+    /// are encrypted, not authenticated. See [`TlsConfig::self_signed`].
+    pub unverified: bool,
 }
 
 impl TlsConfig {
@@ -65,6 +71,17 @@ impl TlsConfig {
             allowed_hostname: None,
             crl_file: None,
             cipher_suites: Vec::new(),
+            unverified: false,
+        }
+    }
+
+    /// TLS with a self-signed certificate, as etcd's `--peer-auto-tls`: peers' certificates
+    /// are not checked ([`unverified`](Self::unverified)).
+    pub fn self_signed(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        Self {
+            client_cert_auth: false,
+            unverified: true,
+            ..Self::new(cert_file, key_file, PathBuf::new())
         }
     }
 
@@ -180,11 +197,11 @@ impl Tls {
     /// Loads the files and builds both ends.
     pub(crate) fn load(config: &TlsConfig) -> Result<Self, TlsError> {
         let provider = crypto_provider(&config.cipher_suites)?;
-        let ca = Some(config.trusted_ca_file.as_path());
+        let ca = Some(config.trusted_ca_file.as_path()).filter(|_| !config.unverified);
         let build = {
             let config = config.clone();
             move || {
-                let ca = Some(config.trusted_ca_file.as_path());
+                let ca = Some(config.trusted_ca_file.as_path()).filter(|_| !config.unverified);
                 let server = server_config(
                     &config.cert_file,
                     &config.key_file,
@@ -193,7 +210,12 @@ impl Tls {
                     config.crl_file.as_deref(),
                     &provider,
                 )?;
-                let client = client_config(&config.cert_file, &config.key_file, ca, &provider)?;
+                let client = match ca {
+                    Some(_) => client_config(&config.cert_file, &config.key_file, ca, &provider)?,
+                    None => {
+                        client_config_unverified(&config.cert_file, &config.key_file, &provider)?
+                    }
+                };
                 Ok((
                     TlsAcceptor::from(Arc::new(server)),
                     TlsConnector::from(Arc::new(client)),

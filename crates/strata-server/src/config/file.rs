@@ -12,9 +12,9 @@
 //! Keys for etcd's flags that tune what Strata does not have (`enable-v2`, `max-wals`, ...)
 //! are flags Strata takes and ignores with a warning ([`IgnoredArgs`](super::IgnoredArgs)),
 //! as on the command line. Any other key that is not a flag is ignored with a note for the log
-//! when its value leaves a feature off (empty, false, zero or `off`, as etcd's sample file
-//! writes `auto-tls: false`), and refused otherwise, so a typo or an etcd feature Strata lacks
-//! (a discovery URL, `auto-tls: true`) is an error, not a member silently started without it.
+//! when its value leaves a feature off (empty, false, zero or `off`), and refused otherwise, so
+//! a typo or an etcd feature Strata lacks (a discovery URL) is an error, not a member silently
+//! started without it.
 
 use std::path::Path;
 

@@ -73,6 +73,34 @@ pub struct TlsArgs {
     /// certificate it lists is refused. Needs --peer-client-cert-auth.
     #[arg(long, env = "ETCD_PEER_CRL_FILE", value_name = "FILE", value_parser = path_parser())]
     pub peer_crl_file: Option<PathBuf>,
+    /// Client TLS using generated certificates (self-signed, in DATA-DIR/fixtures/client)
+    /// when --cert-file and --key-file are not given.
+    #[arg(
+        long,
+        env = "ETCD_AUTO_TLS",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = parse_go_bool
+    )]
+    pub auto_tls: bool,
+    /// Peer TLS using self-generated certificates (in DATA-DIR/fixtures/peer) if
+    /// --peer-key-file and --peer-cert-file are not provided: encrypted, not authenticated.
+    #[arg(
+        long,
+        env = "ETCD_PEER_AUTO_TLS",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = parse_go_bool
+    )]
+    pub peer_auto_tls: bool,
     /// Comma-separated list of TLS 1.2 cipher suites offered and accepted on the client and
     /// peer ports, by Go's names (empty: rustls's defaults; TLS 1.3's are always offered).
     #[arg(long, env = "ETCD_CIPHER_SUITES", value_name = "SUITES")]
@@ -84,6 +112,38 @@ pub(super) struct TlsSettings {
     pub(super) client: Option<TlsFiles>,
     pub(super) peer: Option<TlsFiles>,
     pub(super) cipher_suites: Vec<String>,
+    auto: (bool, bool),
+}
+
+impl TlsSettings {
+    /// `--auto-tls` and `--peer-auto-tls`, in `data_dir`: a side without files gets the
+    /// self-signed certificate the member makes at start in `fixtures/client` or
+    /// `fixtures/peer` (etcd's places); a side with files keeps them, with etcd's warning.
+    pub(super) fn with_auto_tls(mut self, data_dir: &Path) -> Self {
+        for (tls, auto, side) in [
+            (&mut self.client, self.auto.0, "client"),
+            (&mut self.peer, self.auto.1, "peer"),
+        ] {
+            if !auto {
+                continue;
+            }
+            if tls.is_some() {
+                tracing::warn!("ignoring {side} auto TLS since certs given");
+                continue;
+            }
+            let dir = data_dir.join("fixtures").join(side);
+            *tls = Some(TlsFiles {
+                cert_file: dir.join("cert.pem"),
+                key_file: dir.join("key.pem"),
+                trusted_ca_file: None,
+                client_cert_auth: false,
+                allowed_names: (None, None),
+                crl_file: None,
+                self_signed: true,
+            });
+        }
+        self
+    }
 }
 
 impl TlsArgs {
@@ -135,6 +195,7 @@ impl TlsArgs {
             client,
             peer,
             cipher_suites,
+            auto: (self.auto_tls, self.peer_auto_tls),
         })
     }
 }
@@ -217,6 +278,7 @@ fn tls_files(
         client_cert_auth,
         allowed_names: (None, None),
         crl_file: None,
+        self_signed: false,
     }))
 }
 
