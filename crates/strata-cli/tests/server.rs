@@ -577,6 +577,7 @@ fn a_member_runs_from_an_etcd_config_file() {
              enable-v2: true\n\
              max-wals: 5\n\
              log-outputs: [stderr]\n\
+             unsafe-no-fsync: false\n\
              client-transport-security:\n  client-cert-auth: false\n  auto-tls: false\n",
             data = dir.path().join("data").display()
         ),
@@ -608,7 +609,8 @@ fn a_member_runs_from_an_etcd_config_file() {
     for warned in [
         "--enable-v2=true ignored",
         "--max-wals=5 ignored",
-        "auto-tls: \"false\" ignored",
+        // etcd 3.5's key for a feature Strata does not have, left off: noted.
+        "unsafe-no-fsync: \"false\" ignored",
         "the other flags and ETCD_* variables given are ignored",
     ] {
         assert!(

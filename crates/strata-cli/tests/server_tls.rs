@@ -657,3 +657,68 @@ fn auto_tls_members_make_their_own_certificates_and_keep_them() {
     let after = std::fs::read(fixture(0, "client", "cert.pem")).expect("cert");
     assert_eq!(before, after, "a restarted member keeps its certificate");
 }
+
+/// An `http` client URL beside `https` ones is served plain, as etcd serves it, and only
+/// there is `--host-whitelist` checked (a rebound name cannot reach a TLS port without the
+/// name in its certificate).
+#[test]
+fn an_http_url_beside_https_is_plain_and_has_the_host_whitelist() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ca = Ca::new(d, "ca");
+    let server = ca.issue(d, "server", 1, &["127.0.0.1"]);
+    let (secure_port, plain_port, peer_port) = (
+        support::cluster::free_port(),
+        support::cluster::free_port(),
+        support::cluster::free_port(),
+    );
+    let secure = format!("https://127.0.0.1:{secure_port}");
+    let plain = format!("127.0.0.1:{plain_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    /// Kills the member however the test ends.
+    struct Member(std::process::Child);
+    impl Drop for Member {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _member = Member(
+        std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("server")
+            .args(["--name", "mixed", "--data-dir"])
+            .arg(d.join("data"))
+            .args(["--listen-client-urls", &format!("{secure},http://{plain}")])
+            .args(["--advertise-client-urls", &secure])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("mixed={peer}")])
+            .args(["--cert-file", &server.cert, "--key-file", &server.key])
+            .args(["--host-whitelist", "example.com"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    support::cluster::runtime().block_on(async {
+        wait_served(&secure, &ca.file, None).await;
+        let mut c = support::cluster::wait_ready(&format!("http://{plain}")).await;
+        c.put("plain", "x", None)
+            .await
+            .expect("gRPC over plain HTTP/2");
+    });
+    let status = |host: &str| {
+        let mut stream = std::net::TcpStream::connect(&plain).expect("connect");
+        write!(
+            stream,
+            "GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        answer[9..12].to_owned()
+    };
+    assert_eq!(status("evil.example"), "421");
+    assert_eq!(status("example.com"), "200");
+}

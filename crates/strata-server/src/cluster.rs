@@ -162,12 +162,9 @@ impl Cluster for ClusterService {
             client_ur_ls: Vec::new(),
             is_learner: request.is_learner,
         };
-        if let Some(addr) = request
-            .peer_ur_ls
-            .iter()
-            .find_map(|u| crate::config::resolve_url(u).ok())
-        {
+        if let Some((addr, host)) = crate::server::peer_target(&request.peer_ur_ls) {
             self.0.transport.set_peer(id, addr);
+            self.0.transport.set_peer_host(id, host);
         }
         let kind = if request.is_learner {
             ChangeKind::AddLearner

@@ -63,7 +63,7 @@ pub use log::{LogLevel, LogOutput, Logger, parse_log_outputs};
 pub use operation::{MetricsLevel, OperationArgs, OperationSettings};
 pub use tls::TlsArgs;
 use tls::{TlsFlags, check_https_has_tls};
-pub use url::{ListenUrl, Scheme, resolve_url};
+pub use url::{ListenUrl, Scheme, resolve_url, url_host_name};
 
 pub use crate::auth::jwt::TokenKind;
 
@@ -526,6 +526,8 @@ pub struct ServerConfig {
     pub peer_tls: Option<TlsFiles>,
     /// The TLS 1.2 cipher suites of both ports, by Go's names; empty: rustls's defaults.
     pub cipher_suites: Vec<String>,
+    /// Dialing members' certificates need not name their addresses.
+    pub peer_skip_client_san_verification: bool,
     /// The auth tokens `Authenticate` gives: simple, or JWT with its keys.
     pub auth_token: TokenKind,
     /// How long a simple auth token lives after its last use.
@@ -732,6 +734,7 @@ impl ServerConfig {
             client_tls,
             peer_tls,
             cipher_suites: tls.cipher_suites,
+            peer_skip_client_san_verification: tls.peer_skip_client_san_verification,
             auth_token,
             auth_token_ttl: Duration::from_secs(args.auth_token_ttl.max(1)),
             bcrypt_cost: args.bcrypt_cost,

@@ -162,14 +162,12 @@ pub async fn serve(
     let http = crate::http::router(Arc::clone(&inner)).merge(gateway);
     let tls = crate::tls::server_tls(&inner.config)?;
     let http = crate::http::with_cors(http, inner.config.cors.clone());
-    // Checked first; only where a rebound name can reach (no TLS).
-    let http = if tls.is_none() {
-        crate::http::with_host_whitelist(http, inner.config.host_whitelist.clone())
-    } else {
-        http
-    };
-    let router = grpc.merge(http);
-    let routes = tonic::service::Routes::from(router);
+    // The host whitelist is checked first, on plain HTTP only: only there can a rebound name
+    // reach (over TLS the name must be in the certificate), as etcd checks it.
+    let whitelisted =
+        crate::http::with_host_whitelist(http.clone(), inner.config.host_whitelist.clone());
+    let plain = tonic::service::Routes::from(grpc.clone().merge(whitelisted));
+    let secure = tonic::service::Routes::from(grpc.merge(http));
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
     // TLS on `https` URLs; an `http` one beside them is served plain, as etcd serves it.
@@ -178,10 +176,14 @@ pub async fn serve(
         crate::config::Scheme::Http => None,
     };
     for url in &inner.config.listen_client_urls {
+        let routes = match url.scheme {
+            crate::config::Scheme::Https => secure.clone(),
+            crate::config::Scheme::Http => plain.clone(),
+        };
         let (addr, task) = listen_on(
             url.addr,
             inner.config.grpc,
-            routes.clone(),
+            routes,
             scheme_tls(url.scheme),
             stop.clone(),
             "client",

@@ -469,12 +469,13 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// The first peer URL's address.
-fn peer_addr(member: &Member) -> Option<SocketAddr> {
-    member
-        .peer_ur_ls
-        .iter()
-        .find_map(|url| crate::config::resolve_url(url).ok())
+/// The first peer URL's address, and its host name if it gives one (see
+/// [`strata_transport::TransportConfig::peer_hosts`]).
+pub(crate) fn peer_target(peer_urls: &[String]) -> Option<(SocketAddr, Option<String>)> {
+    peer_urls.iter().find_map(|url| {
+        let addr = crate::config::resolve_url(url).ok()?;
+        Some((addr, crate::config::url_host_name(url)))
+    })
 }
 
 impl Server {
@@ -558,14 +559,15 @@ impl Server {
         let (inbox_tx, inbox) = strata_raft_node::inbox();
         let peer_activity = inbox_tx.activity();
         peer_activity.set_gap(config.election_timeout);
-        let peers: BTreeMap<u64, SocketAddr> = shared
+        let targets: BTreeMap<u64, (SocketAddr, Option<String>)> = shared
             .0
             .read()
             .members
             .values()
             .filter(|m| m.id != id)
-            .filter_map(|m| Some((m.id, peer_addr(m)?)))
+            .filter_map(|m| Some((m.id, peer_target(&m.peer_ur_ls)?)))
             .collect();
+        let peers = targets.iter().map(|(&id, (addr, _))| (id, *addr)).collect();
         let listen_peer = match config.listen_peer_urls.as_slice() {
             [one] => one.addr,
             _ => {
@@ -588,6 +590,10 @@ impl Server {
             listen_peer,
             peers,
         );
+        transport_config.peer_hosts = targets
+            .into_iter()
+            .filter_map(|(id, (_, host))| Some((id, host?)))
+            .collect();
         if let Some(tls) = &config.peer_tls {
             let mut t = match tls.trusted_ca_file.clone() {
                 // --peer-auto-tls: peers' certificates are not checked (etcd's rule).
@@ -603,6 +609,7 @@ impl Server {
             (t.allowed_cn, t.allowed_hostname) = tls.allowed_names.clone();
             t.crl_file.clone_from(&tls.crl_file);
             t.cipher_suites.clone_from(&config.cipher_suites);
+            t.skip_client_san_verification = config.peer_skip_client_san_verification;
             transport_config.tls = Some(t);
         }
         let transport = TcpTransport::bind(transport_config, inbox_tx)
@@ -766,9 +773,10 @@ async fn follow_members(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         let members: Vec<Member> = inner.shared.0.read().members.values().cloned().collect();
         for member in members {
             if member.id != inner.id
-                && let Some(addr) = peer_addr(&member)
+                && let Some((addr, host)) = peer_target(&member.peer_ur_ls)
             {
                 inner.transport.set_peer(member.id, addr);
+                inner.transport.set_peer_host(member.id, host);
             }
         }
         tokio::select! {

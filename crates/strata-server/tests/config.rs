@@ -76,6 +76,7 @@ const ETCD_3_4_HELP_DEFAULTS: &[(&str, &str)] = &[
     ("client-cert-auth", "false"),
     ("auto-tls", "false"),
     ("peer-auto-tls", "false"),
+    ("experimental-peer-skip-client-san-verification", "false"),
     ("trusted-ca-file", ""),
     ("peer-cert-file", ""),
     ("peer-key-file", ""),
@@ -208,6 +209,12 @@ fn strata_help_defaults() -> BTreeMap<String, String> {
         ("peer-trusted-ca-file", path(&d.tls.peer_trusted_ca_file)),
         ("auto-tls", d.tls.auto_tls.to_string()),
         ("peer-auto-tls", d.tls.peer_auto_tls.to_string()),
+        (
+            "experimental-peer-skip-client-san-verification",
+            d.tls
+                .experimental_peer_skip_client_san_verification
+                .to_string(),
+        ),
         ("auth-token", d.auth_token.clone()),
         ("auth-token-ttl", d.auth_token_ttl.to_string()),
         ("bcrypt-cost", d.bcrypt_cost.to_string()),
@@ -359,6 +366,7 @@ fn long_flags_are_etcds_plus_stratas_own() {
     expected.extend(
         [
             "enable-v2",
+            "experimental-enable-v2v3",
             "enable-pprof",
             "initial-election-tick-advance",
             "max-snapshots",

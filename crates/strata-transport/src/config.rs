@@ -35,6 +35,11 @@ pub struct TransportConfig {
     /// ([`TcpTransport::set_peer`](crate::TcpTransport::set_peer)), for example from a
     /// membership change's context.
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The host names peers are reached by, where their URLs give a name rather than an
+    /// address: with TLS, a peer's certificate must be valid for that name when this node
+    /// dials it (as Go checks the URL's host), instead of for its address. More can be set
+    /// while running ([`TcpTransport::set_peer_host`](crate::TcpTransport::set_peer_host)).
+    pub peer_hosts: BTreeMap<NodeId, String>,
     /// See [`CONTROL_QUEUE_MAX`].
     pub control_queue_max: usize,
     /// See [`SNAPSHOT_QUEUE_MAX`].
@@ -87,6 +92,7 @@ impl TransportConfig {
             cluster_id,
             listen,
             peers,
+            peer_hosts: BTreeMap::new(),
             control_queue_max: CONTROL_QUEUE_MAX,
             snapshot_queue_max: SNAPSHOT_QUEUE_MAX,
             frame_bytes_max: FRAME_BYTES_MAX,

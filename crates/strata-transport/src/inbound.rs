@@ -80,6 +80,12 @@ impl Drop for InHandshake {
 /// Bytes of the read buffer until the handshake passed.
 const HANDSHAKE_BUFFER_BYTES: usize = 4096;
 
+/// The most DNS names of a dialer's certificate looked up to find its address.
+const DNS_NAMES_MAX: usize = 8;
+
+/// How long looking up one of them may take.
+const DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Accepts connections until the transport shuts down.
 pub(crate) async fn accept(listener: TcpListener, shared: Arc<Shared>) {
     let handshakes = Arc::new(Handshakes::default());
@@ -174,15 +180,16 @@ async fn serve_connection(
             return;
         }
     };
-    if let Err(reason) = check(&hello, &shared)
-        .and_then(|()| check_identity(&hello, addr, certificate.as_ref(), &shared))
-        .and_then(|()| match &shared.config.tls {
-            Some(tls) => tls
-                .check_allowed(certificate.as_ref())
-                .map_err(|e| format!("node {}: {e}", hello.from)),
-            None => Ok(()),
-        })
-    {
+    let identity = match check(&hello, &shared) {
+        Ok(()) => check_identity(&hello, addr, certificate.as_ref(), &shared).await,
+        Err(e) => Err(e),
+    };
+    if let Err(reason) = identity.and_then(|()| match &shared.config.tls {
+        Some(tls) => tls
+            .check_allowed(certificate.as_ref())
+            .map_err(|e| format!("node {}: {e}", hello.from)),
+        None => Ok(()),
+    }) {
         add(&shared.refused, 1);
         tracing::warn!(
             %addr,
@@ -346,9 +353,10 @@ fn check(hello: &Hello, shared: &Shared) -> Result<(), String> {
 
 /// Whether the dialer is the node it claims to be, as far as this node can tell: it connects
 /// from that node's configured IP address, and with client certificates its certificate names
-/// that address (so a certificate of the cluster's CA cannot pass for another node's).
-/// (A peer configured at an unspecified address is not checked by address.)
-fn check_identity(
+/// that address, or a host name that resolves to it (etcd's rule), so a certificate of the
+/// cluster's CA cannot pass for another node's. (A peer configured at an unspecified address
+/// is not checked by address; `skip_client_san_verification` skips the certificate's part.)
+async fn check_identity(
     hello: &Hello,
     addr: SocketAddr,
     certificate: Option<&rustls_pki_types::CertificateDer<'static>>,
@@ -370,21 +378,72 @@ fn check_identity(
     }
     // With client certificates demanded (etcd's --peer-client-cert-auth), the certificate
     // must name the address too.
-    if shared
+    if !shared
         .config
         .tls
         .as_ref()
-        .is_some_and(|tls| tls.client_cert_auth)
+        .is_some_and(|tls| tls.client_cert_auth && !tls.skip_client_san_verification)
     {
-        let Some(der) = certificate else {
-            return Err(format!("node {} presented no certificate", hello.from));
-        };
-        let name = rustls_pki_types::ServerName::IpAddress(ip.into());
-        webpki::EndEntityCert::try_from(der)
-            .and_then(|cert| cert.verify_is_valid_for_subject_name(&name))
-            .map_err(|e| format!("node {}'s certificate does not name {ip}: {e}", hello.from))?;
+        return Ok(());
     }
-    Ok(())
+    let Some(der) = certificate else {
+        return Err(format!("node {} presented no certificate", hello.from));
+    };
+    let name = rustls_pki_types::ServerName::IpAddress(ip.into());
+    let Err(e) = webpki::EndEntityCert::try_from(der)
+        .and_then(|cert| cert.verify_is_valid_for_subject_name(&name))
+    else {
+        return Ok(());
+    };
+    let names = dns_names(der);
+    for name in &names {
+        if resolves_to(name, ip).await {
+            return Ok(());
+        }
+    }
+    let names = if names.is_empty() {
+        String::new()
+    } else {
+        format!(" and none of {names:?} resolves to it")
+    };
+    Err(format!(
+        "node {}'s certificate does not name {ip}{names}: {e}",
+        hello.from
+    ))
+}
+
+/// The DNS names a certificate's subject alternative names give (at most
+/// [`DNS_NAMES_MAX`], so that a dialer cannot make this node look up many).
+fn dns_names(der: &rustls_pki_types::CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(names)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    names
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(name) => Some((*name).to_owned()),
+            _ => None,
+        })
+        .take(DNS_NAMES_MAX)
+        .collect()
+}
+
+/// Whether `name` resolves to `ip`, within [`DNS_TIMEOUT`]. Wildcard names are not looked
+/// up.
+async fn resolves_to(name: &str, ip: std::net::IpAddr) -> bool {
+    if name.contains('*') {
+        return false;
+    }
+    tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((name, 0)))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .is_some_and(|mut addrs| addrs.any(|a| a.ip() == ip))
 }
 
 fn bad(shared: &Shared, addr: SocketAddr, from: u64, reason: &str) {

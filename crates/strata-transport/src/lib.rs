@@ -95,6 +95,8 @@ type ServingEntry = (u64, Arc<tokio::sync::Notify>);
 pub(crate) struct Shared {
     config: TransportConfig,
     peers: RwLock<BTreeMap<NodeId, SocketAddr>>,
+    /// Peers' host names, where they have one (see [`TransportConfig::peer_hosts`]).
+    hosts: RwLock<BTreeMap<NodeId, String>>,
     outbound: Mutex<HashMap<NodeId, Outbound>>,
     counters: Mutex<BTreeMap<(NodeId, Lane), Arc<LaneCounters>>>,
     /// Peers a message could not reach since Raft last asked.
@@ -118,6 +120,10 @@ pub(crate) struct Shared {
 impl Shared {
     fn addr(&self, peer: NodeId) -> Option<SocketAddr> {
         self.peers.read().get(&peer).copied()
+    }
+
+    fn host(&self, peer: NodeId) -> Option<String> {
+        self.hosts.read().get(&peer).cloned()
     }
 
     fn unreachable(&self, peer: NodeId) {
@@ -182,6 +188,7 @@ impl TcpTransport {
         let local = listener.local_addr()?;
         let shared = Arc::new(Shared {
             peers: RwLock::new(config.peers.clone()),
+            hosts: RwLock::new(config.peer_hosts.clone()),
             config,
             outbound: Mutex::new(HashMap::new()),
             counters: Mutex::new(BTreeMap::new()),
@@ -210,6 +217,16 @@ impl TcpTransport {
     /// connect, and messages to it go to `addr` from the next connection on.
     pub fn set_peer(&self, id: NodeId, addr: SocketAddr) {
         self.shared.peers.write().insert(id, addr);
+    }
+
+    /// Sets the host name peer `id` is reached by (see
+    /// [`TransportConfig::peer_hosts`]), from the next connection on; `None`: its address.
+    pub fn set_peer_host(&self, id: NodeId, host: Option<String>) {
+        let mut hosts = self.shared.hosts.write();
+        match host {
+            Some(host) => hosts.insert(id, host),
+            None => hosts.remove(&id),
+        };
     }
 
     /// The counters, read now.

@@ -173,8 +173,13 @@ impl Writer {
         let mut stream: Box<dyn Conn> = match &self.shared.tls {
             None => Box::new(tcp),
             Some(tls) => {
-                // The peer's certificate must name the address it is reached at.
-                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+                // The peer's certificate must name the host it is reached by: its URL's name
+                // if it has one, else its address.
+                let name = match self.shared.host(self.peer) {
+                    Some(host) => rustls_pki_types::ServerName::try_from(host.clone())
+                        .map_err(|e| LinkError::Refused(format!("host {host:?}: {e}")))?,
+                    None => rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
+                };
                 let stream = tls.connector().connect(name, tcp).await?;
                 if let Some(config) = &self.shared.config.tls {
                     let leaf = stream

@@ -53,6 +53,10 @@ pub struct TlsConfig {
     /// either way, and [`trusted_ca_file`](Self::trusted_ca_file) is not read. Connections
     /// are encrypted, not authenticated. See [`TlsConfig::self_signed`].
     pub unverified: bool,
+    /// Do not check that a dialer's certificate names the address it connects from (etcd's
+    /// `--experimental-peer-skip-client-san-verification`); it must still connect from the
+    /// address configured for the node it claims to be.
+    pub skip_client_san_verification: bool,
 }
 
 impl TlsConfig {
@@ -72,6 +76,7 @@ impl TlsConfig {
             crl_file: None,
             cipher_suites: Vec::new(),
             unverified: false,
+            skip_client_san_verification: false,
         }
     }
 

@@ -15,6 +15,9 @@ pub struct IgnoredArgs {
     #[arg(long, env = "ETCD_ENABLE_V2", value_name = "BOOL", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = parse_go_bool)]
     pub enable_v2: Option<bool>,
+    /// Ignored (v2 requests served under a prefix of the v3 store; Strata serves no v2 API).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_V2V3", value_name = "PREFIX")]
+    pub experimental_enable_v2v3: Option<String>,
     /// Ignored (Go's profiler; Strata has none).
     #[arg(long, env = "ETCD_ENABLE_PPROF", value_name = "BOOL", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = parse_go_bool)]
@@ -78,8 +81,12 @@ impl IgnoredArgs {
     /// A note for each flag given, for the log: `--flag=value ignored (...)`.
     pub fn notes(&self) -> Vec<String> {
         let text = |v: &dyn std::fmt::Display| v.to_string();
-        let given: [(&str, Option<String>); 17] = [
+        let given: [(&str, Option<String>); 18] = [
             ("enable-v2", self.enable_v2.as_ref().map(|v| text(v))),
+            (
+                "experimental-enable-v2v3",
+                self.experimental_enable_v2v3.clone(),
+            ),
             ("enable-pprof", self.enable_pprof.as_ref().map(|v| text(v))),
             (
                 "initial-election-tick-advance",

@@ -69,6 +69,20 @@ pub struct TlsArgs {
     /// --peer-client-cert-auth.
     #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME", value_name = "HOST")]
     pub peer_cert_allowed_hostname: Option<String>,
+    /// Skip verification of SAN field in client certificate for peer connections (a
+    /// dialing member must still connect from its configured address).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = parse_go_bool
+    )]
+    pub experimental_peer_skip_client_san_verification: bool,
     /// Path to the peer certificate revocation list file (PEM or DER): a member whose
     /// certificate it lists is refused. Needs --peer-client-cert-auth.
     #[arg(long, env = "ETCD_PEER_CRL_FILE", value_name = "FILE", value_parser = path_parser())]
@@ -112,6 +126,7 @@ pub(super) struct TlsSettings {
     pub(super) client: Option<TlsFiles>,
     pub(super) peer: Option<TlsFiles>,
     pub(super) cipher_suites: Vec<String>,
+    pub(super) peer_skip_client_san_verification: bool,
     auto: (bool, bool),
 }
 
@@ -195,6 +210,7 @@ impl TlsArgs {
             client,
             peer,
             cipher_suites,
+            peer_skip_client_san_verification: self.experimental_peer_skip_client_san_verification,
             auto: (self.auto_tls, self.peer_auto_tls),
         })
     }

@@ -201,6 +201,17 @@ pub fn resolve_url(url: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| unresolvable("no address".to_owned()))
 }
 
+/// The host name a URL gives, `None` when it gives an IP address: what a peer's certificate
+/// must name when it is dialed by that URL.
+pub fn url_host_name(url: &str) -> Option<String> {
+    let parsed = parse_url("url", url).ok()?;
+    parsed
+        .host
+        .parse::<IpAddr>()
+        .is_err()
+        .then_some(parsed.host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

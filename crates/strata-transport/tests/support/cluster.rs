@@ -93,6 +93,8 @@ pub struct Cluster {
     pub snapshot_entries: u64,
     /// Each node's TLS files, if the test uses TLS.
     pub tls: BTreeMap<NodeId, TlsConfig>,
+    /// The host name each node is dialed by, where the test gives one (else its address).
+    pub hosts: BTreeMap<NodeId, String>,
 }
 
 /// A free loopback port, found by binding port 0 and letting go.
@@ -122,6 +124,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             snapshot_entries: 0,
             tls: BTreeMap::new(),
+            hosts: BTreeMap::new(),
         }
     }
 
@@ -144,6 +147,12 @@ impl Cluster {
             .collect();
         let mut transport_config = TransportConfig::new(id, CLUSTER, self.addrs[&id], peers);
         transport_config.tls = self.tls.get(&id).cloned();
+        transport_config.peer_hosts = self
+            .hosts
+            .iter()
+            .filter(|&(&peer, _)| peer != id)
+            .map(|(&peer, host)| (peer, host.clone()))
+            .collect();
         let kv = Arc::new(Mutex::new(HashMap::new()));
         let log = RaftLog::open(&self.path(id, "log"), LogOptions::default()).expect("log");
         let mut config = Config::new(id, self.ids.clone());
