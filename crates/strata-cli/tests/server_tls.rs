@@ -247,6 +247,18 @@ fn peers_must_have_the_allowed_common_name() {
     assert!(leaders(&refused).is_empty(), "a leader among peers refused");
 }
 
+/// `n` members serving `server`'s certificate on `https` client URLs, with `extra` flags.
+fn serving(dir: &Path, n: usize, server: &Issued, extra: &[&str]) -> Cluster {
+    let mut flags = vec![
+        "--cert-file",
+        server.cert.as_str(),
+        "--key-file",
+        server.key.as_str(),
+    ];
+    flags.extend_from_slice(extra);
+    Cluster::start_tls(dir, n, &flags)
+}
+
 /// Whether a new connection to `endpoint` that trusts `ca` and presents `identity` is served
 /// a read (bounded: a refused handshake fails at once, a hang counts as refused).
 async fn served(endpoint: &str, ca: &str, identity: Option<&Issued>) -> bool {
@@ -288,14 +300,11 @@ fn rotated_certificates_and_revocation_lists_take_effect_at_the_next_connection(
     let bob = old_ca.issue(d, "bob", 3, &["127.0.0.1"]);
     let crl = path_in(d, "clients.crl");
     replace(&crl, old_ca.crl(1, &[]));
-    let cluster = Cluster::start_tls(
+    let cluster = serving(
         d,
         1,
+        &server,
         &[
-            "--cert-file",
-            &server.cert,
-            "--key-file",
-            &server.key,
             "--trusted-ca-file",
             &old_ca.file,
             "--client-cert-auth",
@@ -344,14 +353,11 @@ fn client_certificates_must_name_the_allowed_hostname() {
     let server = ca.issue(d, "server", 1, &["127.0.0.1"]);
     let named = ca.issue(d, "named", 2, &["client.example"]);
     let other = ca.issue(d, "other", 3, &["127.0.0.1"]);
-    let cluster = Cluster::start_tls(
+    let cluster = serving(
         d,
         1,
+        &server,
         &[
-            "--cert-file",
-            &server.cert,
-            "--key-file",
-            &server.key,
             "--trusted-ca-file",
             &ca.file,
             "--client-cert-auth",
@@ -404,17 +410,11 @@ fn cipher_suites_limit_tls12_to_the_named_suites() {
     let ca = Ca::new(d, "ca");
     // rcgen's keys are ECDSA P-256.
     let server = ca.issue(d, "server", 1, &["127.0.0.1"]);
-    let cluster = Cluster::start_tls(
+    let cluster = serving(
         d,
         1,
-        &[
-            "--cert-file",
-            &server.cert,
-            "--key-file",
-            &server.key,
-            "--cipher-suites",
-            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-        ],
+        &server,
+        &["--cipher-suites", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"],
     );
     let endpoint = cluster.endpoints()[0].clone();
     let addr = endpoint.trim_start_matches("https://").to_owned();
@@ -469,18 +469,11 @@ fn with_client_cert_auth_a_certificates_common_name_is_its_user() {
     let server = ca.issue(d, "server", 1, &["127.0.0.1"]);
     let root = issue_named(&ca, d, "root", 2);
     let alice = issue_named(&ca, d, "alice", 3);
-    let cluster = Cluster::start_tls(
+    let cluster = serving(
         d,
         3,
-        &[
-            "--cert-file",
-            &server.cert,
-            "--key-file",
-            &server.key,
-            "--trusted-ca-file",
-            &ca.file,
-            "--client-cert-auth",
-        ],
+        &server,
+        &["--trusted-ca-file", &ca.file, "--client-cert-auth"],
     );
     let endpoints = cluster.endpoints();
     let with = |endpoint: &str, cert: &Issued, user: Option<&str>| {
@@ -569,18 +562,7 @@ fn a_trusted_ca_alone_requires_client_certificates() {
     let ca = Ca::new(d, "ca");
     let server = ca.issue(d, "server", 1, &["127.0.0.1"]);
     let client = ca.issue(d, "client", 2, &["127.0.0.1"]);
-    let cluster = Cluster::start_tls(
-        d,
-        1,
-        &[
-            "--cert-file",
-            &server.cert,
-            "--key-file",
-            &server.key,
-            "--trusted-ca-file",
-            &ca.file,
-        ],
-    );
+    let cluster = serving(d, 1, &server, &["--trusted-ca-file", &ca.file]);
     let endpoint = cluster.endpoints()[0].clone();
     support::cluster::runtime().block_on(async {
         wait_served(&endpoint, &ca.file, Some(&client)).await;
