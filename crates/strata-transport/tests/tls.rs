@@ -427,23 +427,7 @@ fn a_certificate_the_revocation_list_names_is_refused_once_it_does() {
 /// certificates checked; dialed as `127.0.0.1`, a node refuses the same certificate.
 #[test]
 fn certificates_naming_host_names_pass_when_the_names_resolve_to_the_peer() {
-    let certs = tempfile::tempdir().expect("tempdir");
-    let ca = new_ca();
-    let mut c = Cluster::new(3);
-    for id in c.ids.clone() {
-        c.tls.insert(
-            id,
-            files_with(
-                certs.path(),
-                &format!("node{id}"),
-                &ca,
-                &["localhost"],
-                None,
-            ),
-        );
-        c.hosts.insert(id, "localhost".to_owned());
-    }
-    c.start_all();
+    let (_certs, c) = localhost_cluster(true);
     let mut last = 0;
     for i in 0..10 {
         last = c.put(&format!("k{i}"), &format!("v{i}"));
@@ -453,26 +437,29 @@ fn certificates_naming_host_names_pass_when_the_names_resolve_to_the_peer() {
     }
 }
 
-/// A dialer that reaches a node by its address when the node's certificate names only
-/// `localhost` cannot verify it: the name checked is the one dialed.
-#[test]
-fn a_node_dialed_by_address_must_have_a_certificate_for_the_address() {
+/// Three started nodes whose certificates name only `localhost`, dialed as `localhost` or
+/// (`by_name` false) by their addresses; the certificates' directory goes with them.
+fn localhost_cluster(by_name: bool) -> (tempfile::TempDir, Cluster) {
     let certs = tempfile::tempdir().expect("tempdir");
     let ca = new_ca();
     let mut c = Cluster::new(3);
     for id in c.ids.clone() {
-        c.tls.insert(
-            id,
-            files_with(
-                certs.path(),
-                &format!("node{id}"),
-                &ca,
-                &["localhost"],
-                None,
-            ),
-        );
+        let name = format!("node{id}");
+        let files = files_with(certs.path(), &name, &ca, &["localhost"], None);
+        c.tls.insert(id, files);
+        if by_name {
+            c.hosts.insert(id, "localhost".to_owned());
+        }
     }
     c.start_all();
+    (certs, c)
+}
+
+/// A dialer that reaches a node by its address when the node's certificate names only
+/// `localhost` cannot verify it: the name checked is the one dialed.
+#[test]
+fn a_node_dialed_by_address_must_have_a_certificate_for_the_address() {
+    let (_certs, c) = localhost_cluster(false);
     // Every dial fails verification: wait until each node has counted a failed connect,
     // then no link may have connected.
     let lanes = |id: NodeId| c.nodes[&id].transport.metrics().lanes;
