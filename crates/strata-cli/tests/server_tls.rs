@@ -193,7 +193,7 @@ fn peers_must_have_the_allowed_common_name() {
             format!("--peer-cert-file={cert}"),
             format!("--peer-key-file={key}"),
             format!("--peer-trusted-ca-file={ca}"),
-            "--peer-client-cert-auth".to_owned(),
+            // No --peer-client-cert-auth: the trusted CA makes certificates required.
             format!("--peer-cert-allowed-cn={cn}"),
             "--heartbeat-interval=50".to_owned(),
             "--election-timeout=500".to_owned(),

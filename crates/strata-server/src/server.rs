@@ -605,7 +605,9 @@ impl Server {
                     ));
                 }
             };
-            t.client_cert_auth = tls.client_cert_auth;
+            // A trusted CA makes dialers' certificates required and checked against their
+            // addresses, with or without --peer-client-cert-auth: etcd's rule (the TLS
+            // config's default; a self-signed one asks for none).
             (t.allowed_cn, t.allowed_hostname) = tls.allowed_names.clone();
             t.crl_file.clone_from(&tls.crl_file);
             t.cipher_suites.clone_from(&config.cipher_suites);

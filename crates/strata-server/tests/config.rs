@@ -1554,7 +1554,7 @@ fn the_host_whitelist_is_any_host_unless_listed() {
 }
 
 #[test]
-fn allowed_peer_names_need_peer_client_certificates() {
+fn allowed_peer_names_need_the_peer_trusted_ca() {
     let dir = temp();
     let pki = |name: &str| file(dir.path(), name, "pem");
     let (cert, key, ca) = (pki("peer.crt"), pki("peer.key"), pki("ca.crt"));
@@ -1595,11 +1595,33 @@ fn allowed_peer_names_need_peer_client_certificates() {
         ]),
         (None, Some("peers.example".to_owned()))
     );
-    let refused = config(&["--peer-cert-allowed-cn", "etcd-peer"])
-        .expect_err("no client certificates to check")
+    // A trusted CA makes peers' certificates required (etcd's rule): the names need no
+    // --peer-client-cert-auth, but they need the CA.
+    assert_eq!(
+        names(&["--peer-cert-allowed-cn", "etcd-peer"]),
+        (Some("etcd-peer".to_owned()), None)
+    );
+    let without_ca = [
+        format!("--peer-cert-file={cert}"),
+        format!("--peer-key-file={key}"),
+        format!("--data-dir={data}"),
+        "--peer-cert-allowed-cn=etcd-peer".to_owned(),
+    ];
+    let words: Vec<&str> = without_ca.iter().map(String::as_str).collect();
+    let refused = ServerConfig::from_args(parse(&words).expect("clap"))
+        .expect_err("no CA to check the certificates with")
         .to_string();
     assert!(
-        refused.contains("--peer-cert-allowed-cn") && refused.contains("--peer-client-cert-auth"),
+        refused.contains("--peer-cert-allowed-cn") && refused.contains("--peer-trusted-ca-file"),
+        "{refused}"
+    );
+    let crl = format!("--peer-crl-file={ca}");
+    let words = [&words[..3], &[crl.as_str()]].concat();
+    let refused = ServerConfig::from_args(parse(&words).expect("clap"))
+        .expect_err("no CA to check the certificates with")
+        .to_string();
+    assert!(
+        refused.contains("--peer-crl-file") && refused.contains("--peer-trusted-ca-file"),
         "{refused}"
     );
 }
@@ -1629,11 +1651,10 @@ fn revocation_lists_and_allowed_client_names_need_client_certificates() {
     let peer_crl = format!("--peer-crl-file={crl}");
     let trusted = format!("--trusted-ca-file={ca}");
     refused(&[&client_crl], "--client-crl-file", "--trusted-ca-file");
-    refused(&[&peer_crl], "--peer-crl-file", "--peer-client-cert-auth");
     refused(
         &["--client-cert-allowed-hostname=client.example"],
         "--client-cert-allowed-hostname",
-        "--client-cert-auth",
+        "--trusted-ca-file",
     );
     let missing = format!(
         "--client-crl-file={}",
@@ -1643,9 +1664,7 @@ fn revocation_lists_and_allowed_client_names_need_client_certificates() {
     let ok = with_tls(&[
         &trusted,
         &client_crl,
-        "--client-cert-auth",
         "--client-cert-allowed-hostname=client.example",
-        "--peer-client-cert-auth",
         &peer_crl,
     ])
     .expect("valid");

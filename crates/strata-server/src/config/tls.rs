@@ -36,7 +36,7 @@ pub struct TlsArgs {
     /// certificate it lists is refused. Needs --trusted-ca-file.
     #[arg(long, env = "ETCD_CLIENT_CRL_FILE", value_name = "FILE", value_parser = path_parser())]
     pub client_crl_file: Option<PathBuf>,
-    /// A host name a client's certificate must be valid for. Needs --client-cert-auth.
+    /// A host name a client's certificate must be valid for. Needs --trusted-ca-file.
     #[arg(long, env = "ETCD_CLIENT_CERT_ALLOWED_HOSTNAME", value_name = "HOST")]
     pub client_cert_allowed_hostname: Option<String>,
     /// Path to the peer server TLS cert file.
@@ -62,11 +62,11 @@ pub struct TlsArgs {
     )]
     pub peer_client_cert_auth: bool,
     /// The common name a peer's certificate must have, checked both ways (with
-    /// --peer-cert-allowed-hostname too, either is enough). Needs --peer-client-cert-auth.
+    /// --peer-cert-allowed-hostname too, either is enough). Needs --peer-trusted-ca-file.
     #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", value_name = "CN")]
     pub peer_cert_allowed_cn: Option<String>,
     /// A host name a peer's certificate must be valid for, checked both ways. Needs
-    /// --peer-client-cert-auth.
+    /// --peer-trusted-ca-file.
     #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME", value_name = "HOST")]
     pub peer_cert_allowed_hostname: Option<String>,
     /// Skip verification of SAN field in client certificate for peer connections (a
@@ -84,7 +84,7 @@ pub struct TlsArgs {
     )]
     pub experimental_peer_skip_client_san_verification: bool,
     /// Path to the peer certificate revocation list file (PEM or DER): a member whose
-    /// certificate it lists is refused. Needs --peer-client-cert-auth.
+    /// certificate it lists is refused. Needs --peer-trusted-ca-file.
     #[arg(long, env = "ETCD_PEER_CRL_FILE", value_name = "FILE", value_parser = path_parser())]
     pub peer_crl_file: Option<PathBuf>,
     /// Client TLS using generated certificates (self-signed, in DATA-DIR/fixtures/client)
@@ -238,7 +238,7 @@ impl TlsFlags {
         allowed_cn: "",
         allowed_hostname: "client-cert-allowed-hostname",
         crl: "client-crl-file",
-        names_need: "client-cert-auth (the name is checked on clients' certificates)",
+        names_need: "trusted-ca-file (the name is checked on clients' certificates)",
     };
     pub(super) const PEER: TlsFlags = TlsFlags {
         cert: "peer-cert-file",
@@ -248,7 +248,7 @@ impl TlsFlags {
         allowed_cn: "peer-cert-allowed-cn",
         allowed_hostname: "peer-cert-allowed-hostname",
         crl: "peer-crl-file",
-        names_need: "peer-client-cert-auth (the names are checked on peers' certificates)",
+        names_need: "peer-trusted-ca-file (the names are checked on peers' certificates)",
     };
 }
 
@@ -300,7 +300,8 @@ fn tls_files(
 
 /// etcd's `--peer-cert-allowed-cn`, `--peer-cert-allowed-hostname` and
 /// `--client-cert-allowed-hostname` (empty: not given): they check the certificate the other
-/// side presents, so they need client certificates checked.
+/// side presents, so they need a trusted CA (which makes client certificates required: etcd's
+/// rule).
 fn with_allowed_names(
     flags: TlsFlags,
     tls: Option<TlsFiles>,
@@ -315,7 +316,7 @@ fn with_allowed_names(
         (None, Some(_)) => flags.allowed_hostname,
     };
     match tls {
-        Some(mut tls) if tls.client_cert_auth => {
+        Some(mut tls) if tls.trusted_ca_file.is_some() => {
             tls.allowed_names = (cn, hostname);
             Ok(Some(tls))
         }
@@ -327,7 +328,7 @@ fn with_allowed_names(
 }
 
 /// `--client-crl-file` and `--peer-crl-file`: the list is checked against the certificates
-/// clients present, which only a trusted CA asks for; the file must be readable now.
+/// clients present, which a trusted CA asks for; the file must be readable now.
 fn with_crl(
     flags: TlsFlags,
     tls: Option<TlsFiles>,
@@ -342,13 +343,6 @@ fn with_crl(
             missing: flags.trusted_ca,
         });
     };
-    // A member's CA verifies dialers only with --peer-client-cert-auth.
-    if flags.crl == TlsFlags::PEER.crl && !tls.client_cert_auth {
-        return Err(ConfigError::TlsIncomplete {
-            given: flags.crl,
-            missing: flags.client_cert_auth,
-        });
-    }
     check_readable_file(&crl).map_err(|source| ConfigError::TlsFile {
         flag: flags.crl,
         path: crl.clone(),
