@@ -634,10 +634,23 @@ fn auto_tls_members_make_their_own_certificates_and_keep_them() {
         assert_eq!(mode & 0o777, 0o600, "member {i}'s key is its own");
     }
     let before = std::fs::read(fixture(0, "client", "cert.pem")).expect("cert");
+    cluster.kill(0);
     cluster.restart(0);
     runtime.block_on(wait_served(&endpoints[0], &certificate(0), None));
     let after = std::fs::read(fixture(0, "client", "cert.pem")).expect("cert");
     assert_eq!(before, after, "a restarted member keeps its certificate");
+    // A key without its certificate, as a crash between the two writes leaves them: the
+    // next start makes a new pair, and serves with it.
+    cluster.kill(0);
+    std::fs::remove_file(fixture(0, "client", "cert.pem")).expect("remove the certificate");
+    let old_key = std::fs::read(fixture(0, "client", "key.pem")).expect("key");
+    cluster.restart(0);
+    runtime.block_on(wait_served(&endpoints[0], &certificate(0), None));
+    let new_key = std::fs::read(fixture(0, "client", "key.pem")).expect("key");
+    assert_ne!(
+        old_key, new_key,
+        "a new pair, not the old key with a new certificate"
+    );
 }
 
 /// An `http` client URL beside `https` ones is served plain, as etcd serves it, and only

@@ -100,6 +100,15 @@ async fn send_as_node_2(
     transport
 }
 
+/// A runtime for a test's own dialers.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Polls `count` until it passes `before`, with a bound.
 fn wait_counted(count: impl Fn() -> u64, before: u64, what: &str) {
     let deadline = std::time::Instant::now() + WAIT;
@@ -136,11 +145,7 @@ fn peers_with_certificates_from_the_cluster_ca_replicate_and_strangers_are_refus
     let other = new_ca();
     let stranger_files = node_files(certs.path(), "stranger", &other);
     let before = refused();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let stranger = runtime.block_on(send_as_node_2(stranger_files, target, c.addrs[&target]));
     wait_counted(refused, before, "a certificate from another CA");
     drop(stranger);
@@ -337,11 +342,7 @@ fn refused_and_unaffected(c: &Cluster, files: TlsConfig, what: &str) {
     let target: NodeId = 1;
     let refused = || c.nodes[&target].transport.metrics().refused;
     let before = refused();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let sent = runtime.block_on(send_as_node_2(files, target, c.addrs[&target]));
     wait_counted(refused, before, what);
     drop(sent);
