@@ -236,9 +236,11 @@ pub(crate) struct Driver {
     /// tells watchers the node stopped, so it must close only after the failure is recorded,
     /// not when a failed step drops the driver.
     status: Arc<watch::Sender<Status>>,
-    /// Reads asked in this loop iteration: they share one context.
+    /// Reads asked since the last round started: they share the next one's context.
     asked: Vec<ReadReply>,
     next_read: u64,
+    /// When the newest confirmation round started.
+    round_started: tokio::time::Instant,
 }
 
 impl Driver {
@@ -273,6 +275,7 @@ impl Driver {
             status: Arc::new(status),
             asked: Vec::new(),
             next_read: read_ids_start(),
+            round_started: tokio::time::Instant::now(),
         }
     }
 }
@@ -371,6 +374,8 @@ async fn run(mut d: Driver) {
                     return;
                 }
             }
+            // A round that Ready confirmed lets the reads waiting for it start the next.
+            d.start_reads();
         }
         if let Err(e) = d.pin().await {
             record(&d.failure, e);
@@ -435,11 +440,21 @@ impl Driver {
         }
     }
 
-    /// Starts one confirmation round for every read asked in this iteration.
+    /// Starts one confirmation round for every read asked since the last one started, unless
+    /// that one is still out.
+    ///
+    /// One round at a time: each costs a heartbeat to every follower and their answers (on a
+    /// follower, also the request to the leader and its answer), so under load the reads
+    /// asked while a round is out wait for it and share the next, as etcd's read loop has
+    /// them do. A round still out after a tick (a message lost, a peer paused) no longer holds
+    /// the next one back.
     fn start_reads(&mut self) {
-        if self.asked.is_empty() {
+        if self.asked.is_empty()
+            || (!self.io.reads.is_empty() && self.round_started.elapsed() < self.tick)
+        {
             return;
         }
+        self.round_started = tokio::time::Instant::now();
         let replies = std::mem::take(&mut self.asked);
         self.next_read += 1;
         let context = Bytes::copy_from_slice(&self.next_read.to_be_bytes());

@@ -22,9 +22,10 @@
 //!   for the state machine ([`NodeOptions::apply_batches_max`]) and the inbox's lanes
 //!   ([`INBOX_MESSAGES_MAX`], [`INBOX_CHUNKS_MAX`]) are bounded queues; no channel in the node
 //!   is unbounded.
-//! - **Reads.** Every [`RaftNode::read_index`] waiting in one loop iteration shares one
-//!   heartbeat round; on a follower, the read is forwarded to the leader, which answers with
-//!   its commit index.
+//! - **Reads.** Every [`RaftNode::read_index`] asked while no round is out shares one
+//!   heartbeat round, and those asked while one is out share the next (one at a time, unless
+//!   a round is still out after a tick); on a follower, the read is forwarded to the leader,
+//!   which answers with its commit index.
 //! - **Snapshots** as file sets (`strata-snapshot`), taken off the apply path
 //!   ([`StateMachine::snapshot`]), streamed to followers that need them, and restored from
 //!   ([`StateMachine::restore`]).

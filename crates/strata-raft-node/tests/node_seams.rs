@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use strata_raft::{ChangeKind, ConfChange, Config, NodeId, Role};
+use strata_raft::{ChangeKind, ConfChange, Config, MessageType, NodeId, Role};
 use strata_raft_log::{LogOptions, RaftLog};
 use strata_raft_node::{
     Committed, CommittedKind, DriverError, MemNetwork, NodeOptions, RaftNode, SnapshotWriter,
-    StateMachine,
+    StateMachine, Transport,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -242,4 +242,117 @@ async fn a_proposal_over_entry_bytes_max_is_refused_with_a_typed_error() {
         .await
         .expect("committed");
     c.shutdown().await;
+}
+
+/// A node's transport that keeps count of the reads a follower has out at the leader: +1 for
+/// each `ReadIndex` it sends, -1 for each answer the leader sends back.
+struct ReadsOut {
+    inner: Arc<dyn Transport>,
+    out: Arc<std::sync::atomic::AtomicI64>,
+    most: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Transport for ReadsOut {
+    fn send(&self, messages: Vec<strata_raft::Message>) {
+        use std::sync::atomic::Ordering;
+        for m in &messages {
+            let step = match m.kind() {
+                MessageType::ReadIndex => 1,
+                MessageType::ReadIndexResponse => -1,
+                _ => 0,
+            };
+            // Counted before the message leaves, so an answer never comes before its count.
+            let now = self.out.fetch_add(step, Ordering::SeqCst) + step;
+            self.most.fetch_max(now, Ordering::SeqCst);
+        }
+        self.inner.send(messages);
+    }
+
+    fn take_unreachable(&self) -> Vec<NodeId> {
+        self.inner.take_unreachable()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_has_one_read_round_out_at_a_time_and_every_read_is_answered() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = MemNetwork::new();
+    let (out, most) = (Arc::new(AtomicI64::new(0)), Arc::new(AtomicI64::new(0)));
+    // A long tick: a round out for less than one is never overtaken by the next, so at most one
+    // is out however slow the machine is.
+    let tick = Duration::from_millis(200);
+    let mut nodes: Vec<RaftNode> = IDS
+        .iter()
+        .map(|&id| {
+            let log = RaftLog::open(&dir.path().join(id.to_string()), LogOptions::default())
+                .expect("log");
+            let mut config = Config::new(id, IDS.to_vec());
+            config.election_tick = 5;
+            let (transport, inbox) = net.join(id);
+            let transport: Arc<dyn Transport> = Arc::new(ReadsOut {
+                inner: transport,
+                out: Arc::clone(&out),
+                most: Arc::clone(&most),
+            });
+            let options = NodeOptions::new(tick, dir.path().join(format!("{id}.snap")));
+            let seen = Arc::new(Mutex::new(Seen::default()));
+            RaftNode::start(
+                config,
+                options,
+                Arc::new(log),
+                Watcher(seen),
+                transport,
+                inbox,
+            )
+            .expect("start")
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let leader = loop {
+        if let Some(at) = nodes
+            .iter()
+            .position(|n| n.status().borrow().role == Role::Leader)
+        {
+            break at;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let follower = (leader + 1) % IDS.len();
+    nodes[leader]
+        .propose(Bytes::from_static(b"w"), WAIT)
+        .await
+        .expect("committed");
+    // Sixteen readers in a closed loop at the follower: each asks again as soon as it is
+    // answered, so new reads arrive while a round is out (they must wait for the next).
+    // Each reader in a task of its own, a few yields apart, so that their reads do not arrive
+    // together.
+    let node = Arc::new(nodes.swap_remove(follower));
+    let readers: Vec<_> = (0..16)
+        .map(|r| {
+            let node = Arc::clone(&node);
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    node.read_index(WAIT).await.expect("read");
+                    for _ in 0..(r + i) % 5 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.await.expect("reader");
+    }
+    let Ok(node) = Arc::try_unwrap(node) else {
+        panic!("a reader still holds the node");
+    };
+    nodes.push(node);
+    let rounds_most = most.load(Ordering::SeqCst);
+    assert_eq!(rounds_most, 1, "rounds out at once at the follower");
+    assert_eq!(out.load(Ordering::SeqCst), 0, "every round answered");
+    for node in nodes {
+        node.shutdown().await;
+    }
 }
