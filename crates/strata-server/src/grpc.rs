@@ -8,8 +8,11 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt as _;
 use tonic::service::RoutesBuilder;
 use tonic::transport::server::TcpIncoming;
+
+use crate::coalesce::Coalesced;
 use tonic::{Request, Response, Status};
 
 use crate::proto::clientpb::kvdb_server::KvdbServer;
@@ -240,6 +243,8 @@ fn listen_on(
         let signal = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
+        // Each connection's answers leave in as few writes as they can (`coalesce`).
+        let incoming = incoming.map(|tcp| tcp.map(Coalesced::new));
         let served = match tls {
             Some(tls) => {
                 let incoming = crate::tls::accept(incoming, tls);

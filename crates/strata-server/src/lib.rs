@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod background;
 pub mod cluster;
+pub mod coalesce;
 pub mod config;
 pub mod corrupt;
 pub mod election;

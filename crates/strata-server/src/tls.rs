@@ -28,6 +28,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tonic::codegen::http::Uri;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::coalesce::Coalesced;
 use crate::config::{ListenUrl, ServerConfig, TlsFiles};
 use crate::server::ServerError;
 
@@ -151,14 +152,17 @@ pub fn server_tls(config: &ServerConfig) -> Result<Option<Arc<ServerTls>>, Serve
     })))
 }
 
+/// A client port's connection below TLS.
+pub type Client = Coalesced<TcpStream>;
+
 /// The TLS connections of `incoming`: each handshake runs in its own task (at most 256 at
 /// once, each within 10 s), so a slow client holds up no other. A refused client is a warning in the log, as etcd logs it.
 pub fn accept<S>(
     mut incoming: S,
     tls: Arc<ServerTls>,
-) -> tokio_stream::wrappers::ReceiverStream<io::Result<tokio_rustls::server::TlsStream<TcpStream>>>
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<tokio_rustls::server::TlsStream<Client>>>
 where
-    S: tokio_stream::Stream<Item = io::Result<TcpStream>> + Send + Unpin + 'static,
+    S: tokio_stream::Stream<Item = io::Result<Client>> + Send + Unpin + 'static,
 {
     use tokio_stream::StreamExt as _;
     let (ready, ready_rx) = mpsc::channel(READY_MAX);
@@ -182,7 +186,7 @@ where
             };
             let (tls, ready) = (Arc::clone(&tls), ready.clone());
             tokio::spawn(async move {
-                let peer = tcp.peer_addr().ok();
+                let peer = tcp.get_ref().peer_addr().ok();
                 let acceptor = tls.acceptor.get();
                 let stream =
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
