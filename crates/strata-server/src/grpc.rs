@@ -11,10 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
 use tonic::service::RoutesBuilder;
 use tonic::transport::server::TcpIncoming;
-
-use crate::coalesce::Coalesced;
 use tonic::{Request, Response, Status};
 
+use crate::coalesce::Coalesced;
 use crate::proto::clientpb::kvdb_server::KvdbServer;
 use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
