@@ -228,14 +228,14 @@ mod tests {
     async fn writes_before_a_flush_leave_in_one_write() {
         let (mut io, writes) = counting(usize::MAX);
         for i in 0..10u8 {
-            io.write_all(&[i; 300]).await.unwrap();
+            io.write_all(&[i; 300]).await.expect("write");
         }
         assert_eq!(
             writes.load(Ordering::Relaxed),
             0,
             "nothing written before the flush"
         );
-        io.flush().await.unwrap();
+        io.flush().await.expect("flush");
         assert_eq!(writes.load(Ordering::Relaxed), 1);
         let expected: Vec<u8> = (0..10u8).flat_map(|i| [i; 300]).collect();
         assert_eq!(io.get_ref().data, expected);
@@ -266,18 +266,18 @@ mod tests {
                         io::IoSlice::new(&slices[1]),
                     ])
                     .await
-                    .unwrap()
+                    .expect("write")
                 } else {
-                    io.write(&data[sent..]).await.unwrap()
+                    io.write(&data[sent..]).await.expect("write")
                 };
                 sent += n;
             }
             expected.extend_from_slice(&data);
             if i % 7 == 0 {
-                io.flush().await.unwrap();
+                io.flush().await.expect("flush");
             }
         }
-        io.shutdown().await.unwrap();
+        io.shutdown().await.expect("shutdown");
         assert_eq!(io.get_ref().data.len(), expected.len());
         assert!(io.get_ref().data == expected, "the bytes differ");
     }
@@ -286,11 +286,11 @@ mod tests {
     async fn the_buffer_never_holds_more_than_its_limit() {
         let (mut io, writes) = counting(usize::MAX);
         for _ in 0..100 {
-            io.write_all(&[1; 3000]).await.unwrap();
+            io.write_all(&[1; 3000]).await.expect("write");
             assert!(io.buffered() <= BUFFER_MAX);
         }
         assert!(writes.load(Ordering::Relaxed) >= 100 * 3000 / BUFFER_MAX - 1);
-        io.flush().await.unwrap();
+        io.flush().await.expect("flush");
         assert_eq!(io.buffered(), 0);
         assert!(
             io.buffer.capacity() <= BUFFER_KEPT,
