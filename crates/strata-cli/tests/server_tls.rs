@@ -658,7 +658,6 @@ fn auto_tls_members_make_their_own_certificates_and_keep_them() {
 /// name in its certificate).
 #[test]
 fn an_http_url_beside_https_is_plain_and_has_the_host_whitelist() {
-    use std::io::{Read as _, Write as _};
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let ca = Ca::new(d, "ca");
@@ -703,17 +702,8 @@ fn an_http_url_beside_https_is_plain_and_has_the_host_whitelist() {
             .await
             .expect("gRPC over plain HTTP/2");
     });
-    let status = |host: &str| {
-        let mut stream = std::net::TcpStream::connect(&plain).expect("connect");
-        write!(
-            stream,
-            "GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )
-        .expect("write");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("read");
-        answer[9..12].to_owned()
-    };
+    let status =
+        |host: &str| support::cluster::http_get_as(&plain, host, "/health")[9..12].to_owned();
     assert_eq!(status("evil.example"), "421");
     assert_eq!(status("example.com"), "200");
 }

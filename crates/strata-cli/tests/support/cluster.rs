@@ -482,11 +482,16 @@ pub async fn wait_value(endpoint: &str, key: &str, value: Option<&str>) {
 
 /// The whole answer (status line, headers, body) to `GET path` on `addr`'s client port.
 pub fn http_get(addr: &str, path: &str) -> String {
+    http_get_as(addr, addr, path)
+}
+
+/// [`http_get`] with `host` in the `Host` header.
+pub fn http_get_as(addr: &str, host: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
     .expect("write");
     let mut answer = String::new();
