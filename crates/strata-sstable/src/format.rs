@@ -2,9 +2,11 @@
 
 /// The magic number at the end of every table file.
 pub const TABLE_MAGIC: [u8; 8] = *b"STRATSST";
-/// The format version this code writes, and the newest it reads. Version 2 writes block
-/// entries' lengths as varints; version 1 tables (fixed-width lengths) are still read.
-pub const FORMAT_VERSION: u32 = 2;
+/// The format version this code writes, and the newest it reads. Version 3 writes blocked
+/// bloom filters over a word-at-a-time hash; version 2 wrote block entries' lengths as
+/// varints (as 3 does) and spread filters over FNV-1a; version 1 (fixed-width lengths)
+/// tables are still read too.
+pub const FORMAT_VERSION: u32 = 3;
 /// Bytes in the footer.
 pub const FOOTER_BYTES: usize = 56;
 /// Bytes in a block trailer: compression type (1) and CRC-32 (4).

@@ -60,7 +60,7 @@ mod table;
 #[doc(hidden)]
 pub mod testing;
 
-pub use bloom::key_hash;
+pub use bloom::{FilterProbe, key_hash};
 pub use builder::{FilterKeyFn, TableBuilder, TableOptions, TableSummary, whole_key};
 pub use error::{Error, Result};
 pub use format::{

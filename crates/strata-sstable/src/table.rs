@@ -8,7 +8,7 @@ use bytes::Bytes;
 use strata_fs::IoError;
 
 use crate::block::{Block, BlockCursor, DataBlock, EntryHeader};
-use crate::bloom;
+use crate::bloom::{self, FilterProbe};
 use crate::builder::{FilterKeyFn, whole_key};
 use crate::error::{Error, Result};
 use crate::format::{
@@ -160,7 +160,7 @@ impl Table {
         table.index = table.read_block(footer.index)?;
         if footer.filter.size > 0 {
             let filter = table.read_raw(footer.filter)?;
-            bloom::check_filter(&filter)
+            bloom::check_filter(&filter, bloom::Layout::of_version(footer.version))
                 .ok_or_else(|| corruption(footer.filter.offset, "malformed bloom filter"))?;
             table.filter = Some(filter);
         }
@@ -229,15 +229,20 @@ impl Table {
     pub fn may_contain(&self, filter_key: &[u8]) -> bool {
         self.filter
             .as_ref()
-            .is_none_or(|filter| bloom::may_contain(filter, filter_key))
+            .is_none_or(|filter| bloom::may_contain(filter, self.filter_layout(), filter_key))
     }
 
-    /// [`may_contain`](Self::may_contain) for a part whose [`key_hash`](crate::key_hash) is
-    /// `hash`: hashed once, asked of many tables.
-    pub fn may_contain_hash(&self, hash: u64) -> bool {
-        self.filter
-            .as_ref()
-            .is_none_or(|filter| bloom::may_contain_hash(filter, hash))
+    /// [`may_contain`](Self::may_contain) for a filter key or part hashed once for many
+    /// tables.
+    pub fn may_contain_probe(&self, probe: &FilterProbe<'_>) -> bool {
+        self.filter.as_ref().is_none_or(|filter| {
+            let layout = self.filter_layout();
+            bloom::may_contain_hash(filter, layout, probe.hash(layout))
+        })
+    }
+
+    fn filter_layout(&self) -> bloom::Layout {
+        bloom::Layout::of_version(self.version)
     }
 
     /// The value stored for `key`, if any. Consults the bloom filter first, then reads (and

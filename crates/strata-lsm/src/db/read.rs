@@ -175,12 +175,14 @@ impl Db {
             Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
         };
         let extractor = self.inner.options.prefix_extractor.as_ref();
-        // The hash of what the tables' filters record for the prefix, if they can be asked.
+        // What the tables' filters record for the prefix, if they can be asked, hashed once.
         let part = prefix
             .filter(|_| extractor.is_some())
-            .map(|p| strata_sstable::key_hash(&crate::prefix::filter_part_of(p)));
+            .map(crate::prefix::filter_part_of);
+        let part = part.as_deref().map(strata_sstable::FilterProbe::new);
         let ruled_out = |handle: &TableHandle| {
-            part.is_some_and(|hash| handle.rules_out_prefix(extractor, hash))
+            part.as_ref()
+                .is_some_and(|probe| handle.rules_out_prefix(extractor, probe))
         };
         // The hash of the prefix as the memtables' filters record it.
         let memtable_part = prefix

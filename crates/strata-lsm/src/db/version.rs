@@ -44,16 +44,15 @@ pub(super) struct TableFile {
 }
 
 impl TableHandle {
-    /// Whether the table holds nothing under a prefix whose filter part hashes to `hash`, as its
+    /// Whether the table holds nothing under a prefix whose filter part is `probe`, as its
     /// filter (built with `extractor`, the store's) says; false when it cannot tell.
-    /// `hash` is the part's `strata_sstable::key_hash`.
     pub(super) fn rules_out_prefix(
         &self,
         extractor: Option<&crate::PrefixExtractor>,
-        hash: u64,
+        probe: &strata_sstable::FilterProbe<'_>,
     ) -> bool {
         extractor.is_some_and(|e| self.prefix_extractor.as_deref() == Some(e.name.as_bytes()))
-            && !self.table.may_contain_hash(hash)
+            && !self.table.may_contain_probe(probe)
     }
 
     /// Marks (or, for an install that is undone, unmarks) the file as replaced.
