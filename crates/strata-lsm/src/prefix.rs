@@ -156,23 +156,10 @@ impl MemtablePrefixes {
 }
 
 /// The hash a memtable's prefix filter records for a key's prefix (unescaped, as the user
-/// key begins): eight bytes at a time, then a `splitmix64` finish.
+/// key begins): the tables' filter hash ([`strata_sstable::key_hash`], eight bytes at a time).
+/// The memtable's filter lives in memory only, so nothing on disk depends on this choice.
 pub(crate) fn prefix_hash(prefix: &[u8]) -> u64 {
-    let mut h: u64 = 0x243f_6a88_85a3_08d3 ^ prefix.len() as u64;
-    let mut chunks = prefix.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        h = (h ^ u64::from_le_bytes(word))
-            .wrapping_mul(0x9fb2_1c65_1e98_df25)
-            .rotate_left(31);
-    }
-    let mut tail = [0u8; 8];
-    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(0x9fb2_1c65_1e98_df25);
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+    strata_sstable::key_hash(prefix)
 }
 
 #[cfg(test)]
