@@ -78,6 +78,8 @@ impl Db {
             }
         }
         let filter = user_filter_key(key);
+        // Hashed once for every table asked, not once per table.
+        let probe = strata_sstable::FilterProbe::new(&filter);
         let target = seek_key(key, seq);
         for (level, files) in version.levels.iter().enumerate() {
             if level == 0 {
@@ -91,7 +93,7 @@ impl Db {
                     if filter.as_slice() < smallest || filter.as_slice() > largest {
                         continue;
                     }
-                    if let Some(found) = table_get(handle, &filter, &target)? {
+                    if let Some(found) = table_get(handle, &filter, &probe, &target)? {
                         return Ok(found);
                     }
                 }
@@ -100,7 +102,7 @@ impl Db {
                 // table: the first whose largest key is not below the target.
                 let at = files.partition_point(|h| h.meta.largest.as_slice() < target.as_slice());
                 if let Some(handle) = files.get(at)
-                    && let Some(found) = table_get(handle, &filter, &target)?
+                    && let Some(found) = table_get(handle, &filter, &probe, &target)?
                 {
                     return Ok(found);
                 }
@@ -394,14 +396,16 @@ fn range_meets(smallest: &[u8], largest: &[u8], lower: Bound<&[u8]>, upper: Boun
     !below_lower && !above_upper
 }
 
-/// Looks a user key up in one table, given its filter key and the internal key to seek:
-/// `Some(Some(v))` found, `Some(None)` deleted, `None` absent.
+/// Looks a user key up in one table, given its filter key (and that key's probe of the
+/// tables' filters) and the internal key to seek: `Some(Some(v))` found, `Some(None)`
+/// deleted, `None` absent.
 fn table_get(
     handle: &TableHandle,
     filter: &[u8],
+    probe: &strata_sstable::FilterProbe<'_>,
     target: &[u8],
 ) -> Result<Option<Option<Vec<u8>>>> {
-    if !handle.table.may_contain(filter) {
+    if !handle.table.may_contain_probe(probe) {
         return Ok(None);
     }
     let mut iter = handle.table.iter();
