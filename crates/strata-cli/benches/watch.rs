@@ -1,6 +1,8 @@
 //! `cargo xtask bench watch`: events delivered per second to many watchers of one
 //! `strata server` member, and of one etcd member under the same load when `etcd` is
-//! installed, in the same run; driven by the etcd-client crate.
+//! installed, in the same run. The watchers are the etcd-client crate's; the writers put with
+//! the cluster bench's lean gRPC client (`support/grpc.rs`), which costs the shared cores
+//! about half as much per put.
 //!
 //! Two phases, each on a fresh single-member cluster:
 //! - `1stream`: one gRPC watch stream carrying `--watchers` watchers (default 10,000);
@@ -47,6 +49,8 @@
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
+#[path = "support/grpc.rs"]
+mod grpc;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,6 +59,8 @@ use std::time::{Duration, Instant};
 use bench_support::{Args, Baseline, Steps, median, print_bench, print_ratio, process_cpu_s};
 use cluster::{Cluster, client, wait_ready};
 use etcd_client::{Client, WatchOptions, WatchRequestSender, WatchResponseStream};
+use grpc::{Connection, Rpc};
+use strata_server::proto::etcdserverpb::{PutRequest, PutResponse};
 
 /// The client allocates per event and per request (tonic's buffers, etcd-client's
 /// messages): with glibc's malloc that cost CPU on the cores the server shares. The same
@@ -253,13 +259,12 @@ async fn open_stream(
 /// One writer: puts to its share of the keys until `seconds` pass, paced to `interval` per
 /// put if given; returns its successful puts per key and its failed puts.
 async fn write(
-    client: Client,
+    connection: Connection,
     writer: usize,
     settings: Settings,
     interval: Option<Duration>,
     epoch: Instant,
 ) -> (Vec<u64>, u64) {
-    let mut kv = client.kv_client();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(settings.seconds);
     let mut puts = vec![0u64; settings.watchers];
@@ -279,7 +284,12 @@ async fn write(
         }
         let k = (writer + step * settings.writers) % settings.watchers;
         value[..8].copy_from_slice(&now_ns(epoch).to_le_bytes());
-        match kv.put(key(k), value.clone(), None).await {
+        let put = PutRequest {
+            key: key(k).into_bytes(),
+            value: value.clone(),
+            ..PutRequest::default()
+        };
+        match connection.call::<_, PutResponse>(Rpc::Put, &put).await {
             Ok(_) => puts[k] += 1,
             Err(_) => failed += 1,
         }
@@ -300,7 +310,7 @@ struct LoadFigures {
 /// Runs one load (paced to `rate` puts/s, or saturating), waits until every watcher of every
 /// stream has exactly its events, and measures.
 async fn load(
-    writer_client: &Client,
+    writer_connection: &Connection,
     tallies: &[Arc<Tally>],
     settings: Settings,
     rate: Option<f64>,
@@ -330,7 +340,15 @@ async fn load(
     let start_ns = now_ns(epoch);
     let started = Instant::now();
     let writers: Vec<_> = (0..settings.writers)
-        .map(|w| tokio::spawn(write(writer_client.clone(), w, settings, interval, epoch)))
+        .map(|w| {
+            tokio::spawn(write(
+                writer_connection.clone(),
+                w,
+                settings,
+                interval,
+                epoch,
+            ))
+        })
         .collect();
     let mut puts = vec![0u64; settings.watchers];
     let mut failed = 0;
@@ -437,7 +455,9 @@ fn phase(program: &[&str], streams: usize, settings: Settings) -> Figures {
         for _ in 0..settings.connections.clamp(1, streams) {
             connections.push(client(&endpoints).await);
         }
-        let writer_client = client(&endpoints).await;
+        let writer_connection = Connection::connect(&endpoints[0])
+            .await
+            .expect("connect the writers");
         let epoch = Instant::now();
         let tallies: Vec<Arc<Tally>> = (0..streams)
             .map(|_| Arc::new(Tally::new(settings.watchers)))
@@ -477,7 +497,7 @@ fn phase(program: &[&str], streams: usize, settings: Settings) -> Figures {
         let rss_watchers_mib = proc_mib(pid, "VmRSS");
 
         let fixed = load(
-            &writer_client,
+            &writer_connection,
             &tallies,
             settings,
             Some(settings.rate),
@@ -485,7 +505,7 @@ fn phase(program: &[&str], streams: usize, settings: Settings) -> Figures {
         )
         .await;
         let cpu_before_s = pid.map_or(0.0, process_cpu_s);
-        let saturating = load(&writer_client, &tallies, settings, None, epoch).await;
+        let saturating = load(&writer_connection, &tallies, settings, None, epoch).await;
         let cpu_s = pid.map_or(0.0, process_cpu_s) - cpu_before_s;
         let peak_rss_mib = proc_mib(pid, "VmHWM");
         for (sender, task) in open {

@@ -24,7 +24,8 @@ use bench_support::{Args, print_bench, print_ratio};
 use etcd_client::{Client, MemberAddOptions};
 
 use crate::cluster::{Cluster, MemberSpec};
-use crate::{Workload, point, ready_connections};
+use crate::grpc::{Connection, Rpc};
+use crate::{PutResponse, Workload, point, put_request, ready_connections};
 
 /// The fill's value size: large, so the fill is quick, and random, so it does not compress.
 const FILL_VALUE_BYTES: usize = 64 * 1024;
@@ -165,12 +166,12 @@ pub fn large(args: &Args) {
 
 /// Puts random 64 KiB values under `fill/` until the first member reports a store of
 /// `bytes`; returns the store's size then.
-async fn fill(connections: &[Client], first: &str, bytes: u64) -> u64 {
+async fn fill(connections: &[Connection], first: &str, bytes: u64) -> u64 {
     let done = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..FILLERS)
         .map(|f| {
-            let mut c = connections[f % connections.len()].clone();
+            let c = connections[f % connections.len()].clone();
             let done = Arc::clone(&done);
             let next = Arc::clone(&next);
             tokio::spawn(async move {
@@ -179,7 +180,8 @@ async fn fill(connections: &[Client], first: &str, bytes: u64) -> u64 {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     bench_support::fill(&mut value, n + 1);
                     // A refused put (a leader change) is put again under another key.
-                    let _ = c.put(format!("fill/{n:012}"), value.clone(), None).await;
+                    let put = put_request(format!("fill/{n:012}").into_bytes(), value.clone());
+                    let _ = c.call::<_, PutResponse>(Rpc::Put, &put).await;
                 }
             })
         })

@@ -1,7 +1,7 @@
 //! `cargo xtask bench cluster`: a 3-member cluster of `strata server` processes against a
 //! 3-member etcd 3.4 cluster on the same machine, in the same run, driven by the same load
-//! generator (this file, on the etcd-client crate: the same code for both, so the comparison
-//! is fair). `cargo xtask bench cluster` installs Debian's `etcd-server` when it is missing.
+//! generator (this file: the same code for both, so the comparison is fair). `cargo xtask
+//! bench cluster` installs Debian's `etcd-server` when it is missing.
 //!
 //! Both clusters are started with the same flags (etcd's defaults), on loopback, and each has
 //! its leader moved to the first member before the load, so that neither gains from where its
@@ -17,8 +17,13 @@
 //! - `mixed_80_20`: 80% linearizable gets, 20% puts over the 10,000 keys.
 //!
 //! The load generator runs on the same cores as the servers, so its cost per request (the
-//! same for both systems) narrows every ratio towards 1; it allocates with mimalloc, as the
-//! `strata` binary does, which took a quarter off that cost.
+//! same for both systems) narrows every ratio towards 1. To keep that cost small it sends
+//! etcd's KV calls as plain gRPC on the `h2` crate (`../support/grpc.rs`: a request's HEADERS
+//! and DATA in one write, no task or buffer between the caller and the connection) rather than
+//! through the etcd-client crate, which took about as much CPU per linearizable get as the
+//! three members together; and it allocates with mimalloc, as the `strata` binary does, which
+//! took a quarter off that cost before. The setup (moving the leader) uses the etcd-client
+//! crate.
 //!
 //! Each member gets its share of the machine's cores for its runtime (`--member-threads`,
 //! default a third of the cores, at least 1): the same number in `GOMAXPROCS` for etcd's Go
@@ -60,6 +65,8 @@
 
 #[path = "../../tests/support/cluster.rs"]
 mod cluster;
+#[path = "../support/grpc.rs"]
+mod grpc;
 mod large;
 
 use std::sync::Arc;
@@ -70,7 +77,11 @@ use bench_support::{
     Args, Baseline, Load, Steps, closed_loop, median, print_bench, print_ratio, process_cpu_s,
 };
 use cluster::{Cluster, client, wait_ready};
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use grpc::{Connection, Rpc};
+use strata_server::proto::etcdserverpb::{
+    Compare, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
+    TxnRequest, TxnResponse, compare, request_op,
+};
 
 /// The load generator allocates per request (tonic's buffers, etcd-client's messages).
 /// With glibc's malloc that cost it about 7 µs of CPU per linearizable get (27 µs against
@@ -214,29 +225,41 @@ async fn lead_from_first(endpoints: &[String]) {
 
 /// Waits until every member answers, moves the leader to the first, and opens `n` (at least
 /// one) connections spread over the members in turn.
-async fn ready_connections(endpoints: &[String], n: usize) -> Vec<Client> {
+async fn ready_connections(endpoints: &[String], n: usize) -> Vec<Connection> {
     for e in endpoints {
         wait_ready(e).await;
     }
     lead_from_first(endpoints).await;
     let mut connections = Vec::new();
     for i in 0..n.max(1) {
-        connections.push(client(std::slice::from_ref(&endpoints[i % endpoints.len()])).await);
+        let endpoint = &endpoints[i % endpoints.len()];
+        let connection = Connection::connect(endpoint)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"));
+        connections.push(connection);
     }
     connections
 }
 
+fn put_request(key: Vec<u8>, value: Vec<u8>) -> PutRequest {
+    PutRequest {
+        key,
+        value,
+        ..PutRequest::default()
+    }
+}
+
 /// Puts the `KEYS` loaded keys with `LOADERS` clients.
-async fn load_keys(connections: &[Client]) {
+async fn load_keys(connections: &[Connection]) {
     let tasks: Vec<_> = (0..LOADERS)
         .map(|l| {
-            let mut c = connections[l % connections.len()].clone();
+            let c = connections[l % connections.len()].clone();
             tokio::spawn(async move {
-                let value = vec![b'v'; VALUE_BYTES];
                 for i in (l..KEYS).step_by(LOADERS) {
-                    c.put(loaded_key(i), value.clone(), None)
+                    let put = put_request(loaded_key(i), vec![b'v'; VALUE_BYTES]);
+                    c.call::<_, PutResponse>(Rpc::Put, &put)
                         .await
-                        .expect("load a key");
+                        .unwrap_or_else(|e| panic!("load a key: {e}"));
                 }
             })
         })
@@ -246,85 +269,124 @@ async fn load_keys(connections: &[Client]) {
     }
 }
 
+/// The revision a response's header carries (0 without a header).
+fn revision_of(header: Option<&ResponseHeader>) -> i64 {
+    header.map_or(0, |h| h.revision)
+}
+
+/// One request of `workload` by `client` at its `step`: whether it succeeded (a read must find
+/// what was loaded, a compare-and-set must succeed).
+async fn request(
+    c: &Connection,
+    workload: Workload,
+    client: usize,
+    step: u64,
+    cas_revisions: &[AtomicI64],
+) -> bool {
+    let get = |key: Vec<u8>, range_end: Vec<u8>, serializable: bool| RangeRequest {
+        key,
+        range_end,
+        serializable,
+        ..RangeRequest::default()
+    };
+    let range = async |request: RangeRequest, count: usize| {
+        c.call::<_, RangeResponse>(Rpc::Range, &request)
+            .await
+            .is_ok_and(|r| r.kvs.len() == count)
+    };
+    let put = async |key: Vec<u8>| {
+        c.call::<_, PutResponse>(Rpc::Put, &put_request(key, vec![b'v'; VALUE_BYTES]))
+            .await
+            .is_ok()
+    };
+    match workload {
+        Workload::Put => put(new_key(client, step)).await,
+        Workload::GetLinearizable => {
+            range(
+                get(loaded_key(pick(client, step, KEYS)), Vec::new(), false),
+                1,
+            )
+            .await
+        }
+        Workload::GetSerializable => {
+            range(
+                get(loaded_key(pick(client, step, KEYS)), Vec::new(), true),
+                1,
+            )
+            .await
+        }
+        Workload::Range100 => {
+            let start = pick(client, step, KEYS - RANGE_KEYS);
+            let request = get(loaded_key(start), loaded_key(start + RANGE_KEYS), false);
+            range(request, RANGE_KEYS).await
+        }
+        Workload::Mixed8020 => {
+            let key = loaded_key(pick(client, step, KEYS));
+            if step % 5 == 4 {
+                put(key).await
+            } else {
+                range(get(key, Vec::new(), false), 1).await
+            }
+        }
+        Workload::TxnCas => {
+            let key = cas_key(client);
+            let last = &cas_revisions[client];
+            let txn = TxnRequest {
+                compare: vec![Compare {
+                    result: compare::CompareResult::Equal as i32,
+                    target: compare::CompareTarget::Mod as i32,
+                    key: key.clone(),
+                    range_end: Vec::new(),
+                    target_union: Some(compare::TargetUnion::ModRevision(
+                        last.load(Ordering::Relaxed),
+                    )),
+                }],
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestPut(put_request(
+                        key,
+                        vec![b'v'; VALUE_BYTES],
+                    ))),
+                }],
+                failure: Vec::new(),
+            };
+            match c.call::<_, TxnResponse>(Rpc::Txn, &txn).await {
+                Ok(r) if r.succeeded => {
+                    last.store(revision_of(r.header.as_ref()), Ordering::Relaxed);
+                    true
+                }
+                // The compare failed: this client alone writes its key, so that is a lost
+                // or doubled write, which the bench reports.
+                _ => false,
+            }
+        }
+    }
+}
+
 /// Runs one workload at one client count against `connections`.
 async fn point(
     workload: Workload,
     clients: usize,
     seconds: f64,
-    connections: &[Client],
+    connections: &[Connection],
     cas_revisions: &Arc<Vec<AtomicI64>>,
     pids: &[u32],
 ) -> Point {
     let servers_cpu_s = || pids.iter().map(|&pid| process_cpu_s(pid)).sum::<f64>();
     let client_cpu_s = || process_cpu_s(std::process::id());
     let (servers_before, client_before) = (servers_cpu_s(), client_cpu_s());
-    let used: Vec<Client> = connections[..clients.min(connections.len())].to_vec();
+    let used: Arc<Vec<Connection>> =
+        Arc::new(connections[..clients.min(connections.len())].to_vec());
     let failed = Arc::new(AtomicU64::new(0));
-    let value = Arc::new(vec![b'v'; VALUE_BYTES]);
     let load: Load = {
         let failed = Arc::clone(&failed);
         let cas_revisions = Arc::clone(cas_revisions);
         closed_loop(clients, seconds, move |client, step| {
-            let mut c = used[client % used.len()].clone();
-            let value = Arc::clone(&value);
+            let used = Arc::clone(&used);
             let failed = Arc::clone(&failed);
             let cas_revisions = Arc::clone(&cas_revisions);
             async move {
-                let ok = match workload {
-                    Workload::Put => c
-                        .put(new_key(client, step), value.as_slice(), None)
-                        .await
-                        .is_ok(),
-                    Workload::GetLinearizable => c
-                        .get(loaded_key(pick(client, step, KEYS)), None)
-                        .await
-                        .is_ok_and(|r| r.count() == 1),
-                    Workload::GetSerializable => c
-                        .get(
-                            loaded_key(pick(client, step, KEYS)),
-                            Some(GetOptions::new().with_serializable()),
-                        )
-                        .await
-                        .is_ok_and(|r| r.count() == 1),
-                    Workload::Range100 => {
-                        let start = pick(client, step, KEYS - RANGE_KEYS);
-                        c.get(
-                            loaded_key(start),
-                            Some(GetOptions::new().with_range(loaded_key(start + RANGE_KEYS))),
-                        )
-                        .await
-                        .is_ok_and(|r| r.kvs().len() == RANGE_KEYS)
-                    }
-                    Workload::Mixed8020 => {
-                        let key = loaded_key(pick(client, step, KEYS));
-                        if step % 5 == 4 {
-                            c.put(key, value.as_slice(), None).await.is_ok()
-                        } else {
-                            c.get(key, None).await.is_ok_and(|r| r.count() == 1)
-                        }
-                    }
-                    Workload::TxnCas => {
-                        let key = cas_key(client);
-                        let last = &cas_revisions[client];
-                        let txn = Txn::new()
-                            .when([Compare::mod_revision(
-                                key.clone(),
-                                CompareOp::Equal,
-                                last.load(Ordering::Relaxed),
-                            )])
-                            .and_then([TxnOp::put(key, value.as_slice(), None)]);
-                        match c.txn(txn).await {
-                            Ok(r) if r.succeeded() => {
-                                let revision = r.header().map_or(0, |h| h.revision());
-                                last.store(revision, Ordering::Relaxed);
-                                true
-                            }
-                            // The compare failed: this client alone writes its key, so that
-                            // is a lost or doubled write, which the bench reports.
-                            _ => false,
-                        }
-                    }
-                };
+                let c = &used[client % used.len()];
+                let ok = request(c, workload, client, step, &cas_revisions).await;
                 if !ok {
                     failed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -371,12 +433,12 @@ fn run(
             Arc::new((0..clients_max).map(|_| AtomicI64::new(0)).collect());
         if workload == Workload::TxnCas {
             for (client, revision) in cas_revisions.iter().enumerate() {
-                let mut c = connections[client % connections.len()].clone();
-                let put = c
-                    .put(cas_key(client), "0", None)
+                let put = put_request(cas_key(client), b"0".to_vec());
+                let put: PutResponse = connections[client % connections.len()]
+                    .call(Rpc::Put, &put)
                     .await
-                    .expect("create a compare-and-set key");
-                revision.store(put.header().map_or(0, |h| h.revision()), Ordering::Relaxed);
+                    .unwrap_or_else(|e| panic!("create a compare-and-set key: {e}"));
+                revision.store(revision_of(put.header.as_ref()), Ordering::Relaxed);
             }
         }
         let mut points = Vec::new();
