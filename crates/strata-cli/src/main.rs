@@ -23,6 +23,7 @@ mod snaplog;
 mod snapshot;
 mod sst;
 mod stress;
+mod thp;
 mod wal;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -132,6 +133,7 @@ fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
 }
 
 fn main() {
+    thp::disable_unless_allowed();
     fatal::install();
     let cli = Cli::parse();
     progress::set_quiet(cli.quiet);

@@ -445,6 +445,49 @@ fn a_signal_that_ends_a_member_is_said_in_its_log() {
     }
 }
 
+/// A member runs without transparent huge pages (`thp.rs`), unless `MIMALLOC_ALLOW_THP` in its
+/// environment leaves them to mimalloc and the system.
+#[test]
+fn a_member_turns_transparent_huge_pages_off_unless_told_not_to() {
+    let thp_enabled = |pid: u32| -> Option<String> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .map(|v| v.trim().to_owned())
+    };
+    // A kernel built without them says 0 for every process, and an old one says nothing.
+    if thp_enabled(std::process::id()).as_deref() != Some("1") {
+        eprintln!("skipped: this kernel gives the test process no transparent huge pages");
+        return;
+    }
+    for (program, expected) in [
+        (vec![env!("CARGO_BIN_EXE_strata"), "server"], "0"),
+        (
+            vec![
+                "env",
+                "MIMALLOC_ALLOW_THP=1",
+                env!("CARGO_BIN_EXE_strata"),
+                "server",
+            ],
+            "1",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster = Cluster::start_program(&program, dir.path(), 1, &[]);
+        runtime().block_on(async {
+            wait_ready(&cluster.endpoints()[0]).await;
+        });
+        let pid = cluster.pid(0).expect("the member runs");
+        assert_eq!(
+            thp_enabled(pid).as_deref(),
+            Some(expected),
+            "{program:?}: {}",
+            cluster.log(0)
+        );
+    }
+}
+
 /// A member's stderr is its log, as etcd's is: warnings about its flags and its Raft role
 /// changes at the default level (`info`), nothing below `--log-level`.
 #[test]
