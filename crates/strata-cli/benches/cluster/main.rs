@@ -83,10 +83,10 @@ use strata_server::proto::etcdserverpb::{
     TxnRequest, TxnResponse, compare, request_op,
 };
 
-/// The load generator allocates per request (tonic's buffers, etcd-client's messages).
-/// With glibc's malloc that cost it about 7 µs of CPU per linearizable get (27 µs against
-/// 20), on the two cores the servers share: the same for both systems, but CPU taken from
-/// them. The same allocator as the `strata` binary's.
+/// The load generator allocates per request (its messages, h2's buffers). With glibc's
+/// malloc that cost the etcd-client generator it had before about 7 µs of CPU per
+/// linearizable get (27 µs against 20), on the two cores the servers share: the same for
+/// both systems, but CPU taken from them. The same allocator as the `strata` binary's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
