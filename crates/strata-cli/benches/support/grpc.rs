@@ -158,27 +158,35 @@ impl Connection {
             return Err(error);
         }
         let mut body = response.into_body();
-        // A message usually arrives in one DATA frame, which is then used as it is.
-        let mut message = Bytes::new();
+        // A message usually arrives in one DATA frame, which is then used as it is; a larger
+        // one is gathered into one buffer.
+        let mut first: Option<Bytes> = None;
+        let mut gathered: Option<BytesMut> = None;
         while let Some(chunk) = body.data().await {
             let chunk = chunk?;
             let _ = body.flow_control().release_capacity(chunk.len());
-            message = if message.is_empty() {
-                chunk
-            } else {
-                let mut joined = BytesMut::with_capacity(message.len() + chunk.len());
-                joined.extend_from_slice(&message);
-                joined.extend_from_slice(&chunk);
-                joined.freeze()
-            };
-        }
-        let trailers = body.trailers().await?;
-        match trailers.as_ref().and_then(status_error) {
-            Some(error) => return Err(error),
-            None if trailers.is_none() => {
-                return Err(CallError::Malformed("no trailers".to_owned()));
+            match (&mut gathered, first.take()) {
+                (Some(all), _) => all.extend_from_slice(&chunk),
+                (None, None) => first = Some(chunk),
+                (None, Some(earlier)) => {
+                    let mut all = BytesMut::with_capacity(2 * (earlier.len() + chunk.len()));
+                    all.extend_from_slice(&earlier);
+                    all.extend_from_slice(&chunk);
+                    gathered = Some(all);
+                }
             }
-            None => {}
+        }
+        let message = gathered.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze);
+        let Some(trailers) = body.trailers().await? else {
+            return Err(CallError::Malformed("no trailers".to_owned()));
+        };
+        if !trailers.contains_key("grpc-status") {
+            return Err(CallError::Malformed(
+                "trailers without grpc-status".to_owned(),
+            ));
+        }
+        if let Some(error) = status_error(&trailers) {
+            return Err(error);
         }
         decode_message(message)
     }
