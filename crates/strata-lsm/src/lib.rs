@@ -101,7 +101,10 @@
 //! index and term recorded as properties. [`Db::capture`] is cheap enough for the apply path
 //! (no I/O: it pins the tables and memtables at the last sequence number); the [`Capture`]
 //! moves to another thread, where [`Capture::write_to`] flushes the pinned memtables to tables,
-//! hard-links the pinned tables and writes one [`LSM_SNAPSHOT_FILE`] describing them. On the
+//! hard-links the pinned tables and writes one [`LSM_SNAPSHOT_FILE`] describing them. A store
+//! without a WAL, whose snapshot must also be in its own tables, captures with
+//! [`Db::capture_switching`] and calls [`Capture::flush`] first: the memtables are then written
+//! once, as the store's tables, and linked into the set. On the
 //! receiving node, [`Db::restore`] replaces the whole store with the set (keys the snapshot
 //! lacks are gone), and [`Db::snapshot_properties`] tells, across reopens, which snapshot the
 //! store was last restored from. [`SnapshotInfo::read`] reads a set's description.

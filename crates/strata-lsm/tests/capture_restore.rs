@@ -17,7 +17,7 @@ use strata_lsm::{
 
 mod support;
 
-use support::{Model, contents, table_files};
+use support::{Model, contents, crash_image, table_files};
 
 const KEYS: u8 = 24;
 
@@ -121,16 +121,29 @@ proptest! {
         before in proptest::collection::vec(op(), 0..40),
         after in proptest::collection::vec(op(), 0..40),
         target in proptest::collection::vec(op(), 0..20),
+        switching in any::<bool>(),
+        flush_at in 0u8..3,
     ) {
         let root = tempfile::tempdir().expect("tempdir");
         let source = Db::open(&root.path().join("source"), options()).expect("open");
         let mut model = Model::new();
         apply(&source, &before, &mut model);
         let at_capture = model.clone();
-        let capture = source.capture();
+        let capture = if switching {
+            source.capture_switching()
+        } else {
+            source.capture()
+        };
         prop_assert_eq!(capture.last_seq(), source.stats().last_seq);
-        // Writes, deletes, flushes and compactions after the capture: none may reach it.
+        // `Capture::flush` (none, before or after the later ops), then writes, deletes,
+        // flushes and compactions after the capture: none may reach it.
+        if flush_at == 1 {
+            capture.flush().expect("flush the capture");
+        }
         apply(&source, &after, &mut model);
+        if flush_at == 2 {
+            capture.flush().expect("flush the capture");
+        }
         let (snapshot, names) = write_capture(root.path(), "snapshot", capture);
         prop_assert_eq!(names.last().map(String::as_str), Some(LSM_SNAPSHOT_FILE));
         prop_assert!(names.iter().all(|n| !n.contains('/') && n != "meta"));
@@ -170,6 +183,116 @@ proptest! {
         // The source never changed because of any of this.
         assert_reads(&source, &model, "the source");
     }
+}
+
+/// The inode of `path`.
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).expect("metadata").ino()
+}
+
+#[test]
+fn a_switching_capture_links_the_tables_its_flush_made_instead_of_writing_them_again() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let source_dir = root.path().join("source");
+    let source = Db::open(&source_dir, options()).expect("open");
+    let mut model = Model::new();
+    apply(&source, &[Op::Put(1, 1, 10), Op::Put(2, 1, 10)], &mut model);
+    let at_capture = model.clone();
+    let capture = source.capture_switching();
+    // Into a new memtable: not in the capture, and not flushed by it.
+    apply(&source, &[Op::Put(1, 2, 10), Op::Delete(2)], &mut model);
+    capture.flush().expect("flush the capture");
+    let flushed = table_files(&source_dir);
+    assert_eq!(
+        flushed.len(),
+        1,
+        "the captured memtable alone became a table"
+    );
+    assert!(
+        source.stats().memtable_bytes > 0,
+        "later writes stay in the memtable"
+    );
+    let (snapshot, names) = write_capture(root.path(), "snapshot", capture);
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(
+        inode(&snapshot.join(&names[0])),
+        inode(&flushed[0]),
+        "the snapshot's table is the store's, linked"
+    );
+    let db = Db::open(&root.path().join("target"), options()).expect("open");
+    db.restore(&snapshot, &names).expect("restore");
+    assert_reads(&db, &at_capture, "restored");
+    assert_reads(&source, &model, "the source");
+}
+
+#[test]
+fn a_flushed_capture_survives_a_crash_of_a_store_without_a_wal() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let source_dir = root.path().join("source");
+    let no_wal = || Options {
+        wal: false,
+        ..options()
+    };
+    let source = Db::open(&source_dir, no_wal()).expect("open");
+    let mut model = Model::new();
+    apply(
+        &source,
+        &[Op::Put(1, 1, 10), Op::Flush, Op::Put(2, 1, 10)],
+        &mut model,
+    );
+    let at_capture = model.clone();
+    for switching in [false, true] {
+        let capture = if switching {
+            source.capture_switching()
+        } else {
+            source.capture()
+        };
+        capture.flush().expect("flush the capture");
+        // Without a WAL, only the tables survive a crash: they hold all the capture does.
+        let image = crash_image(&source_dir);
+        let reopened = Db::open(image.path(), no_wal()).expect("reopen the crash image");
+        assert_reads(&reopened, &at_capture, "after a crash");
+    }
+    apply(&source, &[Op::Put(3, 1, 10)], &mut model);
+    std::mem::forget(source);
+}
+
+#[test]
+fn a_switching_capture_whose_flushed_table_was_compacted_away_writes_the_memtable() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let source_dir = root.path().join("source");
+    let source = Db::open(&source_dir, options()).expect("open");
+    let mut model = Model::new();
+    apply(
+        &source,
+        &[
+            Op::Put(1, 1, 10),
+            Op::Flush,
+            Op::Put(2, 1, 10),
+            Op::Put(3, 1, 10),
+        ],
+        &mut model,
+    );
+    let at_capture = model.clone();
+    let capture = source.capture_switching();
+    capture.flush().expect("flush the capture");
+    let flushed: Vec<PathBuf> = table_files(&source_dir);
+    assert_eq!(flushed.len(), 2);
+    apply(
+        &source,
+        &[Op::Delete(3), Op::Flush, Op::Compact],
+        &mut model,
+    );
+    // The table the captured memtable became is replaced and gone (the capture pins only the
+    // tables of its own time).
+    let newest = flushed.iter().max().expect("a table");
+    assert!(!newest.exists(), "{} was compacted away", newest.display());
+    let (snapshot, names) = write_capture(root.path(), "snapshot", capture);
+    let db = Db::open(&root.path().join("target"), options()).expect("open");
+    db.restore(&snapshot, &names).expect("restore");
+    assert_reads(&db, &at_capture, "restored");
+    assert_reads(&source, &model, "the source");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Captures: a Raft snapshot taken on the apply path ([`Db::capture`], which only pins what
 //! makes up the store) and written out as a flat file set off it ([`Capture::write_to`]): the
 //! pinned memtables flushed to tables, the pinned tables hard-linked, and one `lsm-snapshot`
-//! file describing them (format in `docs/formats/lsm-snapshot.md`).
+//! file describing them (format in `docs/formats/lsm-snapshot.md`). [`Db::capture_switching`]
+//! and [`Capture::flush`] make the memtables the store's own tables first, and those are linked.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use strata_fs::{DEFAULT_FILE_MODE, hard_link, sync_dir, write_synced};
 
 use super::flush::write_memtable;
-use super::version::Version;
+use super::version::{Version, table_path};
 use super::{Db, Inner, MemtableHandle};
 use crate::error::{Error, Result};
 use crate::snapshot_file::{
@@ -30,9 +31,50 @@ impl Db {
     /// lock included) until then.
     pub fn capture(&self) -> Capture {
         let state = self.inner.state.lock();
+        self.capture_locked(&state, None)
+    }
+
+    /// [`capture`](Self::capture), also switching out the active memtable (if it holds
+    /// anything), as a flush would: every captured memtable then holds only versions up to the
+    /// capture's sequence number, so that once [`Capture::flush`] has made them tables,
+    /// [`Capture::write_to`] hard-links those tables rather than writing the memtables out a
+    /// second time. For a store whose snapshot must also be durable in its own tables (one
+    /// without a WAL, whose log is compacted behind the snapshot): capture this way, then
+    /// `flush` and `write_to` off the apply path.
+    ///
+    /// Still no I/O: the memtable switched out is flushed by the background thread (or by
+    /// `flush`), and writes go on into a new one. Waits for a write in progress to finish, as
+    /// [`Db::flush`] does.
+    pub fn capture_switching(&self) -> Capture {
+        let _writer = self.inner.write_lock.lock();
+        let mut state = self.inner.state.lock();
+        let switched = (!state.active.table.is_empty()).then(|| {
+            let active = Arc::clone(&state.active);
+            self.inner.rotate(&mut state);
+            active
+        });
+        self.capture_locked(&state, switched)
+    }
+
+    /// A capture of `state`: its memtables (`switched`, the active memtable just switched out,
+    /// is among the immutable ones) and tables.
+    fn capture_locked(
+        &self,
+        state: &super::State,
+        switched: Option<Arc<MemtableHandle>>,
+    ) -> Capture {
         let mut memtables = Vec::with_capacity(1 + state.immutables.len());
-        memtables.push(Arc::clone(&state.active));
-        memtables.extend(state.immutables.iter().cloned());
+        // An empty active memtable holds nothing of the capture: whatever it takes is newer.
+        if switched.is_none() && !state.active.table.is_empty() {
+            memtables.push(Captured {
+                frozen: false,
+                memtable: Arc::clone(&state.active),
+            });
+        }
+        memtables.extend(state.immutables.iter().map(|memtable| Captured {
+            frozen: true,
+            memtable: Arc::clone(memtable),
+        }));
         Capture {
             inner: Arc::clone(&self.inner),
             seq: state.last_seq,
@@ -40,6 +82,15 @@ impl Db {
             version: Arc::clone(&state.version),
         }
     }
+}
+
+/// A memtable a capture pinned.
+#[derive(Debug)]
+struct Captured {
+    /// Switched out before the capture: every version in it is in the capture, and the table
+    /// it is flushed to holds exactly those.
+    frozen: bool,
+    memtable: Arc<MemtableHandle>,
 }
 
 /// The store's state at one sequence number, pinned by [`Db::capture`] and written out by
@@ -50,9 +101,10 @@ pub struct Capture {
     inner: Arc<Inner>,
     /// Every write up to this sequence number, and none after it, is in the capture.
     seq: u64,
-    /// The active memtable, then the immutable ones, newest first. The active one may take
-    /// writes after the capture: only versions up to `seq` are written out.
-    memtables: Vec<Arc<MemtableHandle>>,
+    /// The active memtable (unless the capture switched it out, or it was empty), then the
+    /// immutable ones, newest first. The active one may take writes after the capture: only versions up to
+    /// `seq` are written out.
+    memtables: Vec<Captured>,
     /// The tables. Holding their handles pins their files: a table a compaction replaces is
     /// deleted only when its last handle goes.
     version: Arc<Version>,
@@ -64,12 +116,40 @@ impl Capture {
         self.seq
     }
 
+    /// Makes the store's tables hold everything in the capture: flushes the captured memtables
+    /// (switching out the active one first if the capture did not, as [`Db::flush`] does), or
+    /// waits for the background thread to, and returns once those tables are durable and in
+    /// the manifest. After [`Db::capture_switching`], [`write_to`](Self::write_to) then
+    /// hard-links the tables made here instead of writing the memtables again.
+    ///
+    /// # Errors
+    ///
+    /// As [`Db::flush`]; [`Error::Restored`] if the store was restored meanwhile (what the
+    /// capture holds is no longer the store's).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.writable()?;
+        // Flushes run oldest first: once the newest captured memtable is a table, so is every
+        // older one.
+        let Some(Captured { frozen, memtable }) = self.memtables.first() else {
+            return Ok(());
+        };
+        if !frozen {
+            let _writer = self.inner.write_lock.lock();
+            let mut state = self.inner.state.lock();
+            if Arc::ptr_eq(&state.active, memtable) {
+                self.inner.rotate(&mut state);
+            }
+        }
+        self.inner.flush_until(Some(memtable)).map(|_| ())
+    }
+
     /// Writes the captured state into `dir`, an existing directory on the store's file system,
     /// as a flat set of files, and returns their names (the [`LSM_SNAPSHOT_FILE`] last):
     ///
     /// - each memtable's versions up to the capture's sequence number (the newest of each
     ///   key), flushed to a new table `NNNNNN.sst`, numbered by the store so that no name
-    ///   collides with a table's;
+    ///   collides with a table's; or, for a memtable switched out before the capture and since
+    ///   flushed ([`flush`](Self::flush)), the table it became, hard-linked;
     /// - each pinned table hard-linked as `NNNNNN.sst` (through `strata_fs::hard_link`), so
     ///   it costs no copy;
     /// - [`LSM_SNAPSHOT_FILE`], listing the tables with their levels, key and sequence ranges,
@@ -116,7 +196,20 @@ impl Capture {
     ) -> Result<()> {
         let mut tables = Vec::new();
         // Memtables first: they are newer than every table, and level 0 lists newest first.
-        for memtable in &self.memtables {
+        for Captured { frozen, memtable } in &self.memtables {
+            // Switched out before the capture and flushed since (`flush`): its table holds
+            // exactly its versions, every one in the capture. Linked, unless it is gone (a
+            // compaction replaced it meanwhile): then written out as any memtable is.
+            let flushed = frozen.then(|| memtable.flushed_as.lock().clone()).flatten();
+            if let Some(meta) = flushed {
+                let name = table_file_name(meta.number);
+                // Not durable yet: one directory fsync below covers every name.
+                if hard_link(&table_path(&self.inner.dir, meta.number), &dir.join(&name)).is_ok() {
+                    written.push(name);
+                    tables.push(meta);
+                    continue;
+                }
+            }
             // A number of the store's own: never one of a pinned table, all of which were
             // numbered before the capture. (The store skips it; numbers are not reused.)
             let (number, _) = self.inner.new_table_number();

@@ -11,7 +11,7 @@ use strata_sstable::TableBuilder;
 
 use super::stats::bump;
 use super::version::{Version, open_table, table_path};
-use super::{Db, Inner, oldest_reader};
+use super::{Db, Inner, MemtableHandle, oldest_reader};
 use crate::error::{Error, Result};
 use crate::keys::encode_internal_key;
 use crate::manifest::{FileMeta, VersionEdit};
@@ -70,8 +70,16 @@ impl Inner {
                 Some(target)
             }
         };
-        // Flush until the memtable switched out above is a table (the background thread may
-        // flush some of the older ones, or even it, meanwhile).
+        self.flush_until(target.as_ref())
+    }
+
+    /// Flushes until `target`, a switched-out memtable, is a table (the background thread may
+    /// flush some of the older ones, or even it, meanwhile); with `None`, until no memtable
+    /// waits. Returns the tables this call wrote, and `target`'s.
+    pub(super) fn flush_until(
+        &self,
+        target: Option<&Arc<MemtableHandle>>,
+    ) -> Result<Vec<FileMeta>> {
         let mut written = Vec::new();
         loop {
             if let Some(target) = &target
