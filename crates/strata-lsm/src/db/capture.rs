@@ -102,8 +102,8 @@ pub struct Capture {
     /// Every write up to this sequence number, and none after it, is in the capture.
     seq: u64,
     /// The active memtable (unless the capture switched it out, or it was empty), then the
-    /// immutable ones, newest first. The active one may take writes after the capture: only versions up to
-    /// `seq` are written out.
+    /// immutable ones, newest first. The active one may take writes after the capture: only
+    /// versions up to `seq` are written out.
     memtables: Vec<Captured>,
     /// The tables. Holding their handles pins their files: a table a compaction replaces is
     /// deleted only when its last handle goes.
