@@ -148,8 +148,9 @@ impl Capture {
     ///
     /// - each memtable's versions up to the capture's sequence number (the newest of each
     ///   key), flushed to a new table `NNNNNN.sst`, numbered by the store so that no name
-    ///   collides with a table's; or, for a memtable switched out before the capture and since
-    ///   flushed ([`flush`](Self::flush)), the table it became, hard-linked;
+    ///   collides with a table's; or, for a memtable switched out before (or by) the capture and
+    ///   flushed to the store since (by its background thread, [`Db::flush`] or
+    ///   [`flush`](Self::flush)), the table it became, hard-linked;
     /// - each pinned table hard-linked as `NNNNNN.sst` (through `strata_fs::hard_link`), so
     ///   it costs no copy;
     /// - [`LSM_SNAPSHOT_FILE`], listing the tables with their levels, key and sequence ranges,
