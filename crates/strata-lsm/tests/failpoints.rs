@@ -1,6 +1,8 @@
 //! An fsync failure puts the store into a read-only error state: later writes fail, reads keep
 //! working, and a reopen recovers what was durable. Every test holds a `fail::FailScenario`.
 
+use std::sync::Arc;
+
 use fail::FailScenario;
 use strata_lsm::{Db, Options, WriteOptions};
 
@@ -139,6 +141,100 @@ fn writes_slow_down_then_stop_while_level_0_is_behind_and_resume_after_compactio
     assert!(db.stats().stall_micros > 0);
     for i in 0..5u8 {
         assert_eq!(db.get(&[i]).expect("get"), Some(b"v".to_vec()));
+    }
+    drop(db);
+    drop(scenario);
+}
+
+#[test]
+fn a_compaction_that_waits_holds_back_no_flush() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// Polls `done` for up to 30 s; whether it came true.
+    fn within_bound(done: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A compaction that reaches the failpoint says so, then waits there (holding the
+    // compaction lock) until the gate opens.
+    let entered = Arc::new(AtomicBool::new(false));
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    {
+        let (entered, gate) = (Arc::clone(&entered), Arc::clone(&gate));
+        fail::cfg_callback(strata_lsm::FP_COMPACTION, move || {
+            entered.store(true, Ordering::SeqCst);
+            let (open, opened) = &*gate;
+            let open = open.lock().expect("gate");
+            // Bounded, so that a failing test cannot hang its close.
+            let _ = opened
+                .wait_timeout_while(open, Duration::from_secs(60), |open| !*open)
+                .expect("gate");
+        })
+        .expect("cfg");
+    }
+    let open_gate = || {
+        let (open, opened) = &*gate;
+        *open.lock().expect("gate") = true;
+        opened.notify_all();
+    };
+    let options = Options {
+        // The smallest memtable, and writers wait as soon as one full memtable waits for its
+        // flush: nothing but background flushes lets the writes below go through.
+        memtable_bytes: 64 * 1024,
+        immutable_memtables_max: 1,
+        compaction: strata_lsm::CompactionOptions {
+            l0_trigger: 2,
+            l0_slowdown_trigger: 40,
+            l0_stop_trigger: 40,
+            ..strata_lsm::CompactionOptions::default()
+        },
+        ..Options::default()
+    };
+    let db = Db::open(dir.path(), options).expect("open");
+    for i in 0..2u8 {
+        db.put(&[i], b"v", WriteOptions::default()).expect("put");
+        db.flush().expect("flush");
+    }
+    // Level 0 is at its trigger: the compaction starts and stops at the failpoint.
+    assert!(
+        within_bound(|| entered.load(Ordering::SeqCst)),
+        "no compaction started"
+    );
+    // About 10 memtables' worth, in 4 KiB values.
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || -> strata_lsm::Result<()> {
+            for i in 0..160u32 {
+                db.put(&i.to_be_bytes(), &[7; 4096], WriteOptions::default())?;
+            }
+            Ok(())
+        })
+    };
+    let finished = within_bound(|| writer.is_finished());
+    let level_0 = db.stats().levels[0].tables;
+    open_gate();
+    assert!(
+        finished,
+        "the writes waited for flushes held back by a compaction ({level_0} tables in level 0)"
+    );
+    writer.join().expect("writer").expect("the writes");
+    assert!(
+        level_0 >= 8,
+        "the flushes ran while the compaction waited: {level_0} tables in level 0"
+    );
+    db.wait_for_background().expect("background work");
+    for i in 0..160u32 {
+        assert_eq!(db.get(&i.to_be_bytes()).expect("get"), Some(vec![7; 4096]));
     }
     drop(db);
     drop(scenario);

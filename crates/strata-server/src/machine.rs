@@ -734,15 +734,16 @@ impl StateMachine for Machine {
     }
 
     async fn snapshot(&mut self) -> io::Result<SnapshotWriter> {
-        // The capture holds the applied index too: it is written with every batch.
-        let capture = self.db.capture();
-        let db = Arc::clone(&self.db);
+        // The capture holds the applied index too: it is written with every batch. It
+        // switches the memtable out, so that what it holds is flushed once: the tables the
+        // flush below makes are linked into the snapshot, not written a second time.
+        let capture = self.db.capture_switching();
         Ok(Box::new(move |dir: &Path| {
             // The node compacts its log behind the snapshot once this returns, and the LSM has
             // no WAL of its own (`state::lsm_options`): its tables must hold at least what the
             // snapshot does first, or a crash would leave entries that are in neither. The
             // flush runs here, on the blocking pool, while applying goes on.
-            db.flush().map_err(io::Error::other)?;
+            capture.flush().map_err(io::Error::other)?;
             capture.write_to(dir, &[]).map_err(io::Error::other)
         }))
     }

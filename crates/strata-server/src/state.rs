@@ -568,13 +568,23 @@ pub fn load(db: &Db) -> Result<State, String> {
 /// The MVCC layout's prefix extractor records each user key's name in the tables' filters:
 /// every put looks for the key's newest version, and for a new key no table is read (it was a
 /// fifth of a member's CPU under puts of new keys).
+///
+/// Compactions run below the member's other threads' priority (`COMPACTION_NICE`): when the CPU
+/// is short, applying entries, the Raft log and the gRPC threads come first, and the compaction
+/// catches up when it is not (level 0's slowdown and stop triggers bound how far it falls
+/// behind).
 pub(crate) fn lsm_options() -> strata_lsm::Options {
     strata_lsm::Options {
         wal: false,
         prefix_extractor: Some(strata_mvcc::PREFIX_EXTRACTOR),
+        compaction_nice: COMPACTION_NICE,
         ..strata_lsm::Options::default()
     }
 }
+
+/// How much the LSM's compaction thread's nice value is above the member's: 10 gives it about a
+/// tenth of a busy CPU's share of a thread at the member's own (Linux's weights, 110 to 1,024).
+const COMPACTION_NICE: u8 = 10;
 
 /// The file in the member directory that records where its Raft log is (the log directory's
 /// path, as given), so that a start with another `--wal-dir` is refused rather than started on

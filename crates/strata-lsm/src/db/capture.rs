@@ -42,7 +42,7 @@ impl Db {
     /// without a WAL, whose log is compacted behind the snapshot): capture this way, then
     /// `flush` and `write_to` off the apply path.
     ///
-    /// Still no I/O: the memtable switched out is flushed by the background thread (or by
+    /// Still no I/O: the memtable switched out is flushed by the flush thread (or by
     /// `flush`), and writes go on into a new one. Waits for a write in progress to finish, as
     /// [`Db::flush`] does.
     pub fn capture_switching(&self) -> Capture {
@@ -118,7 +118,7 @@ impl Capture {
 
     /// Makes the store's tables hold everything in the capture: flushes the captured memtables
     /// (switching out the active one first if the capture did not, as [`Db::flush`] does), or
-    /// waits for the background thread to, and returns once those tables are durable and in
+    /// waits for the flush thread to, and returns once those tables are durable and in
     /// the manifest. After [`Db::capture_switching`], [`write_to`](Self::write_to) then
     /// hard-links the tables made here instead of writing the memtables again.
     ///
@@ -149,7 +149,7 @@ impl Capture {
     /// - each memtable's versions up to the capture's sequence number (the newest of each
     ///   key), flushed to a new table `NNNNNN.sst`, numbered by the store so that no name
     ///   collides with a table's; or, for a memtable switched out before (or by) the capture and
-    ///   flushed to the store since (by its background thread, [`Db::flush`] or
+    ///   flushed to the store since (by its flush thread, [`Db::flush`] or
     ///   [`flush`](Self::flush)), the table it became, hard-linked;
     /// - each pinned table hard-linked as `NNNNNN.sst` (through `strata_fs::hard_link`), so
     ///   it costs no copy;

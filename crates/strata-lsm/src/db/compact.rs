@@ -1,4 +1,4 @@
-//! Compactions: the flush thread runs the one `compaction::pick` chooses, [`Db::compact`]
+//! Compactions: the compaction thread runs the one `compaction::pick` chooses, [`Db::compact`]
 //! compacts everything down; both merge tables into new ones and install them in one manifest
 //! edit. One compaction runs at a time, under the compaction lock.
 
@@ -102,12 +102,67 @@ impl Inner {
         compaction::pick(&state.manifest_state.levels, &self.options.compaction).is_some()
     }
 
-    /// Takes the compaction lock for a caller other than the flusher; letting go wakes the
-    /// flusher, which may have found the lock taken.
+    /// Takes the compaction lock for a caller other than the compaction thread; letting go
+    /// wakes that thread, which may have found the lock taken.
     pub(super) fn manual_compaction_lock(&self) -> ManualCompaction<'_> {
         ManualCompaction {
             inner: self,
             guard: Some(self.compaction_lock.lock()),
+        }
+    }
+
+    /// The compaction thread: runs the compaction `pick` chooses whenever one is due, at the
+    /// priority `Options::compaction_nice` asks for.
+    pub(super) fn compaction_loop(&self) {
+        lower_thread_priority(self.options.compaction_nice);
+        loop {
+            let generation = {
+                let mut state = self.state.lock();
+                loop {
+                    // A failed flush or compaction leaves the store read-only.
+                    if state.closing || state.background_error.is_some() {
+                        return;
+                    }
+                    if self.compaction_due(&state) {
+                        break;
+                    }
+                    // Done by a manual compaction, say: nothing is held back any more.
+                    state.compaction_no_space = None;
+                    state.compaction_no_space_needs = None;
+                    self.changed.wait(&mut state);
+                }
+                state.generation
+            };
+            match self.compact_once() {
+                Ok(true) => {
+                    // It ran, or none was due.
+                    {
+                        let mut state = self.state.lock();
+                        state.compaction_no_space = None;
+                        state.compaction_no_space_needs = None;
+                    }
+                    self.background_succeeded();
+                }
+                Ok(false) => {
+                    // A manual compaction, ingest or checkpoint holds the compaction lock:
+                    // wait until it changes something or lets go (`ManualCompaction` bumps the
+                    // generation as it does).
+                    let mut state = self.state.lock();
+                    while state.generation == generation
+                        && !state.closing
+                        && state.background_error.is_none()
+                    {
+                        self.changed.wait(&mut state);
+                    }
+                }
+                Err(crate::Error::NoSpace { path, cause }) => {
+                    self.background_no_space(path, cause, true);
+                }
+                Err(e) => {
+                    self.fail(&e);
+                    return;
+                }
+            }
         }
     }
 
@@ -155,7 +210,7 @@ impl Inner {
         let needed: u64 = plan.inputs.iter().map(|f| f.size).sum();
         match strata_fs::available_bytes(&self.dir) {
             Ok(free) if free < needed => {
-                // What the flusher's `compaction_no_space` will wait for.
+                // What the compaction thread's `compaction_no_space` will wait for.
                 self.state.lock().compaction_no_space_needs = Some(needed);
                 Err(crate::Error::NoSpace {
                     path: self.dir.clone(),
@@ -308,6 +363,22 @@ impl Inner {
     }
 }
 
+/// Lowers the calling thread's CPU priority by `nice` (its nice value goes up by that much, to
+/// at most 19), on Linux, where a nice value is a thread's own; elsewhere, or at 0, nothing.
+/// Best effort: a failure leaves the thread as it was.
+fn lower_thread_priority(nice: u8) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        let tid = rustix::thread::gettid();
+        if let Ok(current) = rustix::process::getpriority_process(Some(tid)) {
+            let target = current.saturating_add(i32::from(nice)).min(19);
+            let _ = rustix::process::setpriority_process(Some(tid), target);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
 /// The compaction lock held by a manual compaction, ingest or checkpoint.
 pub(super) struct ManualCompaction<'a> {
     inner: &'a Inner,
@@ -316,7 +387,7 @@ pub(super) struct ManualCompaction<'a> {
 
 impl Drop for ManualCompaction<'_> {
     fn drop(&mut self) {
-        // Release first, then wake the flusher: woken earlier, it could find the lock still
+        // Release first, then wake the compaction thread: woken earlier, it could find the lock still
         // taken and wait for a change that never comes.
         drop(self.guard.take());
         self.inner.state.lock().generation += 1;

@@ -1,6 +1,5 @@
-//! Flushes: full memtables written to level-0 tables, in the background (the flush thread,
-//! which also runs compactions when they are due) or on demand, with properties a caller
-//! records in the table.
+//! Flushes: full memtables written to level-0 tables, in the background (the flush thread) or
+//! on demand, with properties a caller records in the table.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -127,83 +126,64 @@ impl Inner {
         }
     }
 
+    /// The flush thread: writes full memtables to level-0 tables, oldest first, as they come.
+    /// Compactions run on their own thread ([`Inner::compaction_loop`]), so a long one never
+    /// holds a flush back (writers wait for flushes once `immutable_memtables_max` memtables
+    /// are full).
     pub(super) fn flush_loop(&self) {
         loop {
-            let (flush, generation) = {
+            {
                 let mut state = self.state.lock();
                 loop {
-                    if state.closing {
+                    // A failed flush or compaction leaves the store read-only: nothing more is
+                    // written until a reopen.
+                    if state.closing || state.background_error.is_some() {
                         return;
                     }
-                    let due = self.compaction_due(&state);
-                    if !due {
-                        // Done by a manual compaction, say: nothing is held back any more.
-                        state.compaction_no_space = None;
-                        state.compaction_no_space_needs = None;
-                    }
-                    if due || !state.immutables.is_empty() {
+                    if !state.immutables.is_empty() {
                         break;
                     }
                     self.changed.wait(&mut state);
                 }
-                (!state.immutables.is_empty(), state.generation)
-            };
-            let result = if flush {
-                self.flush_oldest().map(|_| ())
-            } else {
-                match self.compact_once() {
-                    Ok(true) => {
-                        // It ran, or none was due.
-                        let mut state = self.state.lock();
-                        state.compaction_no_space = None;
-                        state.compaction_no_space_needs = None;
-                        Ok(())
-                    }
-                    Ok(false) => {
-                        // A manual compaction, ingest or checkpoint holds the compaction lock:
-                        // rather than block (flushes would stall behind it), wait until it
-                        // changes something or lets go, or a flush is needed.
-                        let mut state = self.state.lock();
-                        while state.generation == generation
-                            && state.immutables.is_empty()
-                            && !state.closing
-                        {
-                            self.changed.wait(&mut state);
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            };
-            match result {
-                Ok(()) => {
-                    let mut state = self.state.lock();
-                    if state.no_space.is_some() {
-                        state.no_space = None;
-                    }
-                }
-                // Nothing changed; a second later, perhaps with room again (a flush first,
-                // if one is waiting: it frees memory and holds less than a compaction).
-                Err(Error::NoSpace { path, cause }) => {
-                    bump(&self.counters.no_space_retries, 1);
-                    let until = std::time::Instant::now() + crate::NO_SPACE_RETRY;
-                    let mut state = self.state.lock();
-                    if !flush {
-                        state.compaction_no_space = Some(cause.clone());
-                    }
-                    state.no_space = Some((path, cause));
-                    // Wakes `wait_for_background`, which reports it.
-                    self.changed.notify_all();
-                    while !state.closing && !self.changed.wait_until(&mut state, until).timed_out()
-                    {
-                    }
-                }
+            }
+            match self.flush_oldest() {
+                Ok(_) => self.background_succeeded(),
+                // Nothing changed; a second later, perhaps with room again.
+                Err(Error::NoSpace { path, cause }) => self.background_no_space(path, cause, false),
                 Err(e) => {
                     self.fail(&e);
                     return;
                 }
             }
         }
+    }
+
+    /// A background flush or compaction succeeded: the disk had room.
+    pub(super) fn background_succeeded(&self) {
+        let mut state = self.state.lock();
+        if state.no_space.is_some() {
+            state.no_space = None;
+        }
+    }
+
+    /// A background flush or compaction found no room on the disk: records it (a compaction's
+    /// also in `compaction_no_space`), wakes `wait_for_background`, which reports it, and
+    /// waits [`crate::NO_SPACE_RETRY`] (or until the store closes) before the next try.
+    pub(super) fn background_no_space(
+        &self,
+        path: std::path::PathBuf,
+        cause: String,
+        compaction: bool,
+    ) {
+        bump(&self.counters.no_space_retries, 1);
+        let until = std::time::Instant::now() + crate::NO_SPACE_RETRY;
+        let mut state = self.state.lock();
+        if compaction {
+            state.compaction_no_space = Some(cause.clone());
+        }
+        state.no_space = Some((path, cause));
+        self.changed.notify_all();
+        while !state.closing && !self.changed.wait_until(&mut state, until).timed_out() {}
     }
 
     /// Writes the oldest full memtable to a level-0 table, records it in the manifest, and

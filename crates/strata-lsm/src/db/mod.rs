@@ -8,8 +8,8 @@
 //! - `open`: opening a store and recovering it (manifest, tables, WAL replay, leftovers).
 //! - `write`: group commit through the WAL into the memtable, memtable switches, backpressure.
 //! - `read`: point reads, scans and snapshots.
-//! - `flush`: writing full memtables to level-0 tables, and the background thread.
-//! - `compact`: picking and running compactions, and manual compaction.
+//! - `flush`: writing full memtables to level-0 tables, and the flush thread.
+//! - `compact`: picking and running compactions (the compaction thread), and manual compaction.
 //! - `external`: what crosses the store's boundary: checkpoints, ingest, live files.
 //! - `capture`: a Raft snapshot taken on the apply path ([`Db::capture`]) and written out as a
 //!   flat file set off it ([`Capture::write_to`]).
@@ -97,6 +97,14 @@ pub struct Options {
     /// Tables written without it, or with an extractor of another name, are read as before:
     /// their filters are not trusted for prefixes.
     pub prefix_extractor: Option<crate::PrefixExtractor>,
+    /// How much lower than the process's the compaction thread's CPU priority is: its nice
+    /// value is raised by this much (to at most 19), on Linux; elsewhere ignored. Default 0.
+    /// Flushes run on a thread of their own at the process's priority, so a long compaction
+    /// never holds one back; a lower priority also puts compactions behind the process's
+    /// foreground work (RocksDB's `LowerThreadPoolCPUPriority`) when the CPU is short, and
+    /// level 0's slowdown and stop triggers bound how far they then fall behind. For a process
+    /// whose writes and reads wait on other threads (a server's), not for a bulk load.
+    pub compaction_nice: u8,
 }
 
 impl Default for Options {
@@ -114,6 +122,7 @@ impl Default for Options {
             wal: true,
             create_if_missing: true,
             prefix_extractor: None,
+            compaction_nice: 0,
         }
     }
 }
@@ -133,7 +142,7 @@ const MEMTABLE_BYTES_MIN: usize = 64 * 1024;
 /// its flush, and writes would wait forever.
 const IMMUTABLE_MEMTABLES_MIN: usize = 1;
 
-/// The least `l0_trigger`: at 0 a compaction would always be due (the flush thread would never
+/// The least `l0_trigger`: at 0 a compaction would always be due (the compaction thread would never
 /// rest), and level 0 is there to gather more than one flush per compaction.
 const L0_TRIGGER_MIN: usize = 2;
 
@@ -260,7 +269,7 @@ struct State {
     /// The last background flush or compaction found no room on the disk
     /// ([`Error::NoSpace`]); cleared by the next one that succeeds.
     no_space: Option<(PathBuf, String)>,
-    /// The background thread's last compaction found no room on the disk (held back, or
+    /// The compaction thread's last compaction found no room on the disk (held back, or
     /// `ENOSPC` while writing its tables); cleared once a compaction finds room or none is due. Not
     /// cleared by a flush, unlike `no_space`: while it stays, level 0 only grows.
     compaction_no_space: Option<String>,
@@ -271,7 +280,8 @@ struct State {
     /// Sequence numbers pinned by live snapshots, with counts.
     snapshots: BTreeMap<u64, usize>,
     /// Bumped whenever `version` changes or a manual compaction lets go of the compaction
-    /// lock: the flusher, finding the lock taken, waits for this to move without missing it.
+    /// lock: the compaction thread, finding the lock taken, waits for this to move without
+    /// missing it.
     generation: u64,
     /// How many times [`Db::restore`] has replaced the store since open: a [`Snapshot`] taken
     /// under another count reads a state that is gone, and says so.
@@ -281,7 +291,7 @@ struct State {
     releasing: usize,
 }
 
-/// The store, shared by every [`Db`] handle and the flush thread.
+/// The store, shared by every [`Db`] handle and the background threads.
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
@@ -311,11 +321,11 @@ pub struct Db {
     _flusher: Arc<FlusherGuard>,
 }
 
-/// Stops the background flusher when the last `Db` handle goes.
+/// Stops the background threads (flush and compaction) when the last `Db` handle goes.
 #[derive(Debug)]
 struct FlusherGuard {
     inner: Arc<Inner>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for FlusherGuard {
@@ -328,7 +338,7 @@ impl Drop for FlusherGuard {
         }
         self.inner.state.lock().closing = true;
         self.inner.changed.notify_all();
-        if let Some(thread) = self.thread.lock().take() {
+        for thread in self.threads.lock().drain(..) {
             let _ = thread.join();
         }
     }

@@ -1,5 +1,6 @@
 //! Opening a store: the manifest and its tables, the WAL (replayed into memtables past what the
-//! tables hold), the removal of tables a crash left unlisted, and the flush thread.
+//! tables hold), the removal of tables a crash left unlisted, and the flush and compaction
+//! threads.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -94,16 +95,25 @@ impl Db {
             replay,
             cache,
         );
-        let flusher_inner = Arc::clone(&inner);
-        let thread = std::thread::Builder::new()
-            .name("strata-lsm-flush".into())
-            .spawn(move || flusher_inner.flush_loop())
-            .map_err(IoError::with("start the flush thread for", dir))?;
+        // The guard first: if the second thread cannot start, dropping it stops the first.
+        let guard = FlusherGuard {
+            inner: Arc::clone(&inner),
+            threads: Mutex::new(Vec::with_capacity(2)),
+        };
+        // Names of at most 15 bytes: Linux cuts a thread's name there (`top -H`, `perf`).
+        for (name, run) in [
+            ("strata-flush", Inner::flush_loop as fn(&Inner)),
+            ("strata-compact", Inner::compaction_loop),
+        ] {
+            let thread_inner = Arc::clone(&inner);
+            let thread = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || run(&thread_inner))
+                .map_err(IoError::with("start a background thread for", dir))?;
+            guard.threads.lock().push(thread);
+        }
         Ok(Db {
-            _flusher: Arc::new(FlusherGuard {
-                inner: Arc::clone(&inner),
-                thread: Mutex::new(Some(thread)),
-            }),
+            _flusher: Arc::new(guard),
             inner,
         })
     }
@@ -163,7 +173,7 @@ impl Db {
         Ok(Db {
             _flusher: Arc::new(FlusherGuard {
                 inner: Arc::clone(&inner),
-                thread: Mutex::new(None),
+                threads: Mutex::new(Vec::new()),
             }),
             inner,
         })

@@ -135,7 +135,7 @@ pub struct Stats {
     /// Memtables a seek within one prefix ([`Db::scan_in_prefix`]) did not search, their
     /// prefix filters holding nothing under the prefix.
     pub memtable_prefix_skips: u64,
-    /// Why the background thread's last compaction found no room on the disk (held back while
+    /// Why the compaction thread's last compaction found no room on the disk (held back while
     /// the disk has less free space than its input tables hold, or `ENOSPC` while writing its
     /// tables), while that lasts: `None` once a compaction finds room or none is due. While it is
     /// set, level 0 only grows, and writes wait once it reaches `l0_stop_trigger`: a server
