@@ -387,8 +387,8 @@ pub(super) struct ManualCompaction<'a> {
 
 impl Drop for ManualCompaction<'_> {
     fn drop(&mut self) {
-        // Release first, then wake the compaction thread: woken earlier, it could find the lock still
-        // taken and wait for a change that never comes.
+        // Release first, then wake the compaction thread: woken earlier, it could find the
+        // lock still taken and wait for a change that never comes.
         drop(self.guard.take());
         self.inner.state.lock().generation += 1;
         self.inner.changed.notify_all();
