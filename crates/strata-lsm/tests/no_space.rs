@@ -43,7 +43,12 @@ fn a_flush_that_finds_the_disk_full_removes_its_table_and_leaves_the_store_writa
     match db.flush() {
         Err(Error::NoSpace { path, .. }) => {
             assert!(!path.exists(), "the partial table {path:?} was left");
-            assert_eq!(support::table_files(dir.path()).len(), 0);
+            // The flush thread may have written the memtable since, once the disk had room:
+            // every table on disk is then a live one.
+            assert_eq!(
+                support::table_files(dir.path()).len(),
+                db.live_files().len()
+            );
         }
         Ok(_) => assert_eq!(
             db.stats().no_space_retries,

@@ -51,21 +51,23 @@ fn the_compaction_thread_runs_at_the_lower_priority_asked_for_and_the_flush_thre
         },
     )
     .expect("open");
-    // The thread lowers its own priority as it starts.
+    // Each thread names itself, and the compaction thread lowers its own priority, as it
+    // starts.
     let expected = (own + 7).min(19);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let compaction = nice_of_threads_named("strata-compact");
-        if compaction == [expected] {
+        let flush = nice_of_threads_named("strata-flush");
+        if compaction == [expected] && flush == [own] {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "compaction thread nice values {compaction:?}, expected [{expected}]"
+            "compaction thread nice values {compaction:?}, expected [{expected}]; flush thread \
+             {flush:?}, expected [{own}]"
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert_eq!(nice_of_threads_named("strata-flush"), [own]);
     drop(db);
     // Closed: both threads have been joined. The kernel lists a joined thread for a moment
     // longer (the join returns once the thread has cleared its id, before it is reaped).
