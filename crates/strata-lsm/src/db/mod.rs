@@ -142,8 +142,8 @@ const MEMTABLE_BYTES_MIN: usize = 64 * 1024;
 /// its flush, and writes would wait forever.
 const IMMUTABLE_MEMTABLES_MIN: usize = 1;
 
-/// The least `l0_trigger`: at 0 a compaction would always be due (the compaction thread would never
-/// rest), and level 0 is there to gather more than one flush per compaction.
+/// The least `l0_trigger`: at 0 a compaction would always be due (the compaction thread would
+/// never rest), and level 0 is there to gather more than one flush per compaction.
 const L0_TRIGGER_MIN: usize = 2;
 
 /// The arena bytes one operation's skiplist node is assumed to take beyond its key and value: a
