@@ -553,6 +553,98 @@ fn with_client_cert_auth_a_certificates_common_name_is_its_user() {
     });
 }
 
+/// A follower that has not applied `auth enable` yet (stopped while the leader applied it)
+/// still knows a client by its certificate: its write goes to the leader as that user, once
+/// the follower has caught up, and its linearizable read is checked as that user. Before, the
+/// follower took the client for nobody while its own auth was off, and the leader refused
+/// the write with "user name is empty" (CI caught it once, with no stopped member).
+#[cfg(unix)]
+#[test]
+fn a_follower_behind_auth_enable_still_knows_a_certificates_user() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ca = Ca::new(d, "ca");
+    let server = ca.issue(d, "server", 1, &["127.0.0.1"]);
+    let root = issue_named(&ca, d, "root", 2);
+    let alice = issue_named(&ca, d, "alice", 3);
+    let cluster = serving(
+        d,
+        3,
+        &server,
+        &["--trusted-ca-file", &ca.file, "--client-cert-auth"],
+    );
+    let endpoints = cluster.endpoints();
+    let with = |endpoint: String, cert: &Issued| {
+        let options = tls(&ca.file, Some((cert.cert.as_str(), cert.key.as_str())));
+        async move { Client::connect([endpoint], Some(options)).await }
+    };
+    let signal = |name: &str, i: usize| {
+        let pid = cluster.pid(i).expect("the member runs");
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -{name} {pid}");
+    };
+    support::cluster::runtime().block_on(async {
+        for e in &endpoints {
+            wait_served(e, &ca.file, Some(&root)).await;
+        }
+        // The leader, as the members say (bounded).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let leader = 'found: loop {
+            for (i, e) in endpoints.iter().enumerate() {
+                if let Ok(mut c) = with(e.clone(), &root).await
+                    && let Ok(status) = c.status().await
+                    && status
+                        .header()
+                        .is_some_and(|h| h.member_id() == status.leader())
+                {
+                    break 'found i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader");
+            tokio::task::yield_now().await;
+        };
+        let follower = (leader + 1) % endpoints.len();
+        let mut admin = with(endpoints[leader].clone(), &root)
+            .await
+            .expect("connect");
+        admin.user_add("root", "pw", None).await.expect("root");
+        admin
+            .user_grant_role("root", "root")
+            .await
+            .expect("root role");
+        admin.user_add("alice", "pw", None).await.expect("alice");
+        admin.put("secret", "x", None).await.expect("put");
+
+        // Three rounds, as the race is the member's: a first write or read may come before
+        // or after the catching up.
+        for round in 0..3 {
+            signal("STOP", follower);
+            admin.auth_enable().await.expect("auth enable");
+            // Both clients' first handshakes wait for the stopped member: their requests
+            // reach it as it resumes, before or while it catches up.
+            let write = tokio::spawn(with(endpoints[follower].clone(), &root));
+            let read = tokio::spawn(with(endpoints[follower].clone(), &alice));
+            signal("CONT", follower);
+            let mut as_root = write.await.expect("join").expect("connect");
+            let mut as_alice = read.await.expect("join").expect("connect");
+            let key = format!("by-certificate/{round}");
+            let (written, denied) = tokio::join!(
+                as_root.put(key.as_str(), "x", None),
+                as_alice.get("secret", None)
+            );
+            written.unwrap_or_else(|e| panic!("round {round}: root through the follower: {e}"));
+            let denied = denied.expect_err("alice has no role");
+            assert!(denied.to_string().contains("permission denied"), "{denied}");
+            let got = admin.get(key.as_str(), None).await.expect("get");
+            assert_eq!(got.kvs().len(), 1);
+            admin.auth_disable().await.expect("auth disable");
+        }
+    });
+}
+
 /// etcd's rule: a trusted CA alone (no `--client-cert-auth`) makes client certificates
 /// required.
 #[test]

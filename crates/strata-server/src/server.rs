@@ -297,6 +297,28 @@ impl Inner {
     ///
     /// The permission check's, the log's, the apply's refusal.
     pub async fn propose(&self, caller: &Caller, request: Request) -> Result<Answer, ApiError> {
+        // A user known by its certificate is forwarded vouched for with the members' secret,
+        // which this member learns by applying `auth enable`. Without it the request goes as
+        // nobody's, and a leader that has auth on already refuses it: then this member
+        // catches up (a ReadIndex round) and sends it once more, vouched for.
+        let unvouched = matches!(caller, Caller::User { token: None, .. })
+            && self.leader_now() != self.id
+            && self.credential(caller).is_none();
+        let again = unvouched.then(|| request.clone());
+        match (self.propose_once(caller, request).await, again) {
+            (Err(e), Some(request)) if is_user_empty(&e) => {
+                self.fresh_auth().await?;
+                if self.credential(caller).is_none() {
+                    return Err(e);
+                }
+                self.propose_once(caller, request).await
+            }
+            (answer, _) => answer,
+        }
+    }
+
+    /// [`Inner::propose`], once.
+    async fn propose_once(&self, caller: &Caller, request: Request) -> Result<Answer, ApiError> {
         let leader = self.leader().await?;
         let request = if leader == self.id {
             self.prepare(caller, request, now_ms()).await?
@@ -437,6 +459,15 @@ pub fn forwarded_error(status: tonic::Status) -> ApiError {
         tonic::Code::Unavailable | tonic::Code::Unknown => ApiError::LeaderChanged,
         tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => ApiError::Timeout,
         code => ApiError::Refused(code as i32, status.message().to_owned()),
+    }
+}
+
+/// Whether `e` is "user name is empty", as this member or the leader answered it.
+fn is_user_empty(e: &ApiError) -> bool {
+    match e {
+        ApiError::UserEmpty => true,
+        ApiError::Refused(_, message) => *message == ApiError::UserEmpty.to_string(),
+        _ => false,
     }
 }
 

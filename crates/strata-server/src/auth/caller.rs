@@ -46,7 +46,8 @@ impl Inner {
     /// `authorization` with an optional `Bearer `, as etcd's gateway), or, with
     /// `--client-cert-auth` and no token, the verified client certificate's subject common
     /// name (etcd's rule; the JSON gateway's calls carry no certificate, as etcd's do not
-    /// count its own); else nobody. Credentials are ignored while auth is off (etcd's).
+    /// count its own); else nobody. While auth is off nothing is refused (etcd's), but the
+    /// user is still named where the credentials name one.
     ///
     /// # Errors
     ///
@@ -76,9 +77,11 @@ impl Inner {
         let vouched = text(CERTIFIED_USER_HEADER)
             .map(str::to_owned)
             .zip(secret(VOUCHING_SECRET_HEADER));
-        // Parsing the certificate costs every request; it can only count without a token
-        // while auth is on.
-        let certified = if token.is_none() && self.auth().enabled {
+        // Read whenever `--client-cert-auth` is on and there is no token (etcd's rule), also
+        // while this member's auth is off: it may not have applied an `auth enable` the
+        // leader has, and must still know the user, for the checks it makes after catching up
+        // and for the leader it forwards to.
+        let certified = if token.is_none() {
             self.certified_user(request)
         } else {
             None
@@ -131,7 +134,16 @@ impl Inner {
             };
         }
         if !auth.enabled {
-            return Ok(Caller::Anonymous);
+            // Nothing is checked while auth is off, but this member may lag behind an `auth
+            // enable`: the user a certificate or a token names is kept (a token assigned or
+            // signed after what this member has applied is waited for, bounded; one that
+            // names nobody is ignored, as etcd ignores tokens while auth is off).
+            if let Some(token) = credentials.token {
+                return Ok(self.token_user(token).await.unwrap_or(Caller::Anonymous));
+            }
+            return Ok(credentials
+                .certified
+                .map_or(Caller::Anonymous, |name| Caller::User { name, token: None }));
         }
         if let Some((name, given)) = credentials.vouched {
             return if vouching(&given) {
