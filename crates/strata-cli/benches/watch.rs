@@ -1,8 +1,10 @@
 //! `cargo xtask bench watch`: events delivered per second to many watchers of one
 //! `strata server` member, and of one etcd member under the same load when `etcd` is
-//! installed, in the same run. The watchers are the etcd-client crate's; the writers put with
-//! the cluster bench's lean gRPC client (`support/grpc.rs`), which costs the shared cores
-//! about half as much per put.
+//! installed, in the same run. Writers and watchers use the cluster bench's lean gRPC client
+//! (`support/grpc.rs`), which costs the shared cores about half as much per put as the
+//! etcd-client crate; its watch stream decodes of each response only the fields the harness
+//! counts and checks (the watch id, created, canceled, and each event's value, where the
+//! send time is), skipping the rest.
 //!
 //! Two phases, each on a fresh single-member cluster:
 //! - `1stream`: one gRPC watch stream carrying `--watchers` watchers (default 10,000);
@@ -57,16 +59,53 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bench_support::{Args, Baseline, Steps, median, print_bench, print_ratio, process_cpu_s};
-use cluster::{Cluster, client, wait_ready};
-use etcd_client::{Client, WatchOptions, WatchRequestSender, WatchResponseStream};
-use grpc::{Connection, Rpc};
-use strata_server::proto::etcdserverpb::{PutRequest, PutResponse};
+use cluster::{Cluster, wait_ready};
+use grpc::{Connection, Rpc, WatchReceiver, WatchSender};
+use strata_server::proto::etcdserverpb::{
+    PutRequest, PutResponse, WatchCreateRequest, WatchRequest, watch_request,
+};
 
 /// The client allocates per event and per request (tonic's buffers, etcd-client's
 /// messages): with glibc's malloc that cost CPU on the cores the server shares. The same
 /// allocator as the `strata` binary's, the same for both systems.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Creates sent together (about 30 KiB; see `WatchSender::send`).
+const CREATES_PER_SEND: usize = 1_000;
+
+/// What the harness reads of a `WatchResponse` (etcd's field numbers): the rest of each
+/// response (the header, each event's key and revisions, `prev_kv`) is skipped as it is
+/// decoded, not copied out.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WatchResponse {
+    #[prost(int64, tag = "2")]
+    watch_id: i64,
+    #[prost(bool, tag = "3")]
+    created: bool,
+    #[prost(bool, tag = "4")]
+    canceled: bool,
+    #[prost(int64, tag = "5")]
+    compact_revision: i64,
+    #[prost(string, tag = "6")]
+    cancel_reason: String,
+    #[prost(message, repeated, tag = "11")]
+    events: Vec<Event>,
+}
+
+/// An event's `kv` (`mvccpb.Event`, field 2).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Event {
+    #[prost(message, optional, tag = "2")]
+    kv: Option<KeyValue>,
+}
+
+/// A version's value (`mvccpb.KeyValue`, field 5), as a slice of the received message.
+#[derive(Clone, PartialEq, prost::Message)]
+struct KeyValue {
+    #[prost(bytes = "bytes", tag = "5")]
+    value: bytes::Bytes,
+}
 
 /// Keys per prefix watcher: every `PREFIX_BLOCK`-th watcher watches the prefix of a block of
 /// this many keys.
@@ -157,14 +196,35 @@ fn is_prefix_watcher(i: usize) -> bool {
     i % PREFIX_BLOCK == PREFIX_BLOCK - 1
 }
 
-/// Watcher `i`'s key and options (its watch id is `i + 1`: 0 asks the server to pick).
-fn watch_of(i: usize) -> (String, WatchOptions) {
-    let options = WatchOptions::new().with_watch_id(i as i64 + 1);
+/// Watcher `i`'s key, or its prefix for a prefix watcher.
+fn watched(i: usize) -> String {
     if is_prefix_watcher(i) {
-        let prefix = format!("w/{:0width$}", i / PREFIX_BLOCK, width = KEY_DIGITS_MAX - 2);
-        (prefix, options.with_prefix())
+        format!("w/{:0width$}", i / PREFIX_BLOCK, width = KEY_DIGITS_MAX - 2)
     } else {
-        (key(i), options)
+        key(i)
+    }
+}
+
+/// Watcher `i`'s create request (its watch id is `i + 1`: 0 asks the server to pick).
+fn create_of(i: usize) -> WatchRequest {
+    let key = watched(i).into_bytes();
+    let range_end = if is_prefix_watcher(i) {
+        // The prefix's end: its last byte (an ASCII digit) plus one.
+        let mut end = key.clone();
+        *end.last_mut().expect("a prefix is not empty") += 1;
+        end
+    } else {
+        Vec::new()
+    };
+    WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                key,
+                range_end,
+                watch_id: i as i64 + 1,
+                ..WatchCreateRequest::default()
+            },
+        )),
     }
 }
 
@@ -183,42 +243,41 @@ fn now_ns(epoch: Instant) -> u64 {
 }
 
 /// Counts what one stream delivers until it closes.
-async fn drain(mut responses: WatchResponseStream, tally: Arc<Tally>, epoch: Instant) {
+async fn drain(mut responses: WatchReceiver, tally: Arc<Tally>, epoch: Instant) {
     loop {
-        let response = match responses.message().await {
+        let response = match responses.message::<WatchResponse>().await {
             Ok(Some(response)) => response,
             Ok(None) => return,
             Err(e) => return tally.fail(format!("stream error: {e}")),
         };
-        if response.canceled() {
+        if response.canceled {
             return tally.fail(format!(
                 "watcher {} canceled: {:?} (compact revision {})",
-                response.watch_id(),
-                response.cancel_reason(),
-                response.compact_revision()
+                response.watch_id, response.cancel_reason, response.compact_revision
             ));
         }
-        if response.created() {
+        if response.created {
             tally.created.fetch_add(1, Ordering::Relaxed);
         }
-        let events = response.events();
+        let events = &response.events;
         if events.is_empty() {
             continue;
         }
         let now = now_ns(epoch);
-        let slot = usize::try_from(response.watch_id() - 1)
+        let slot = usize::try_from(response.watch_id - 1)
             .ok()
             .and_then(|i| tally.events_per_watcher.get(i));
         let Some(slot) = slot else {
-            return tally.fail(format!("events for unknown id {}", response.watch_id()));
+            return tally.fail(format!("events for unknown id {}", response.watch_id));
         };
         slot.fetch_add(events.len() as u32, Ordering::Relaxed);
         {
             let mut latencies = tally.latencies_us.lock().expect("tally lock");
             for event in events {
                 let sent = event
-                    .kv()
-                    .and_then(|kv| kv.value().get(..8))
+                    .kv
+                    .as_ref()
+                    .and_then(|kv| kv.value.get(..8))
                     .map_or(now, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
                 latencies.push(u32::try_from(now.saturating_sub(sent) / 1_000).unwrap_or(u32::MAX));
             }
@@ -230,29 +289,22 @@ async fn drain(mut responses: WatchResponseStream, tally: Arc<Tally>, epoch: Ins
     }
 }
 
-/// Opens a watch stream on `client` and sends the creates of `watchers` watchers; its
+/// Opens a watch stream on `connection` and sends the creates of `watchers` watchers; its
 /// responses are counted into `tally`. The sender must live as long as the stream should.
 async fn open_stream(
-    client: Client,
+    connection: Connection,
     watchers: usize,
     tally: Arc<Tally>,
     epoch: Instant,
-) -> (WatchRequestSender, tokio::task::JoinHandle<()>) {
-    let (first, options) = watch_of(0);
-    let stream = client
-        .watch_client()
-        .watch(first, Some(options))
-        .await
-        .expect("open a watch stream");
-    let (mut sender, responses) = stream.split();
-    let task = tokio::spawn(drain(responses, tally, epoch));
-    for i in 1..watchers {
-        let (key, options) = watch_of(i);
-        sender
-            .watch(key, Some(options))
-            .await
-            .expect("send a create");
+) -> (WatchSender, tokio::task::JoinHandle<()>) {
+    let (mut sender, responses) = connection.watch().await.expect("open a watch stream");
+    for first in (0..watchers).step_by(CREATES_PER_SEND) {
+        let creates: Vec<WatchRequest> = (first..watchers.min(first + CREATES_PER_SEND))
+            .map(create_of)
+            .collect();
+        sender.send(&creates).expect("send creates");
     }
+    let task = tokio::spawn(drain(responses, tally, epoch));
     (sender, task)
 }
 
@@ -395,7 +447,7 @@ async fn load(
                 got,
                 expected[i],
                 "stream {s}, watcher {i} ({:?}): events received vs puts to its keys",
-                watch_of(i).0
+                watched(i)
             );
         }
     }
@@ -453,7 +505,11 @@ fn phase(program: &[&str], streams: usize, settings: Settings) -> Figures {
         wait_ready(&endpoints[0]).await;
         let mut connections = Vec::new();
         for _ in 0..settings.connections.clamp(1, streams) {
-            connections.push(client(&endpoints).await);
+            connections.push(
+                Connection::connect(&endpoints[0])
+                    .await
+                    .expect("connect the watchers"),
+            );
         }
         let writer_connection = Connection::connect(&endpoints[0])
             .await

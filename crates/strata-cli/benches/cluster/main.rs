@@ -65,6 +65,8 @@
 
 #[path = "../../tests/support/cluster.rs"]
 mod cluster;
+// Its watch stream is the watch bench's.
+#[allow(dead_code)]
 #[path = "../support/grpc.rs"]
 mod grpc;
 mod large;

@@ -1,5 +1,5 @@
-//! The load generators' gRPC client: unary etcd KV calls on an HTTP/2 connection of the `h2`
-//! crate, with nothing between the caller and the connection.
+//! The load generators' gRPC client: unary etcd KV calls, and etcd's watch stream, on an
+//! HTTP/2 connection of the `h2` crate, with nothing between the caller and the connection.
 //!
 //! The benches run the load generator on the cores the servers use, so whatever a request
 //! costs the generator is taken from both systems and narrows every ratio towards 1. The
@@ -51,6 +51,9 @@ impl Rpc {
         }
     }
 }
+
+/// The path of etcd's watch stream (`Watch/Watch`).
+const WATCH_PATH: &str = "/etcdserverpb.Watch/Watch";
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -116,35 +119,40 @@ impl Connection {
         Ok(Connection { send, uris })
     }
 
+    /// Opens a watch stream (`Watch/Watch`): requests go on the returned sender, responses
+    /// come from the receiver. Like etcd's clients, it sends nothing until the first
+    /// request, and the response headers come with the server's first message.
+    pub async fn watch(&self) -> Result<(WatchSender, WatchReceiver), CallError> {
+        let uri = format!(
+            "http://{}{WATCH_PATH}",
+            self.uris[0].authority().map_or("", |a| a.as_str())
+        )
+        .parse::<Uri>()
+        .map_err(|e| CallError::Malformed(e.to_string()))?;
+        let mut send = self.send.clone().ready().await?;
+        let (response, stream) = send.send_request(grpc_head(uri), false)?;
+        Ok((
+            WatchSender { stream },
+            WatchReceiver {
+                response: Some(response),
+                body: None,
+                buffer: BytesMut::new(),
+            },
+        ))
+    }
+
     /// Sends `request` to `rpc` and returns its decoded response.
     pub async fn call<Q: Message, A: Message + Default>(
         &self,
         rpc: Rpc,
         request: &Q,
     ) -> Result<A, CallError> {
-        let len = request.encoded_len();
-        let mut body = BytesMut::with_capacity(PREFIX_BYTES + len);
-        body.put_u8(0);
-        body.put_u32(u32::try_from(len).expect("a request under 4 GiB"));
-        request
-            .encode(&mut body)
-            .expect("BytesMut grows to fit a message");
-
-        let uri = self.uris[rpc as usize].clone();
-        let mut head = Request::new(());
-        *head.method_mut() = Method::POST;
-        *head.uri_mut() = uri;
-        let headers = head.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
-
+        let body = framed(request);
         let mut send = self.send.clone().ready().await?;
-        let (response, mut stream) = send.send_request(head, false)?;
+        let (response, mut stream) =
+            send.send_request(grpc_head(self.uris[rpc as usize].clone()), false)?;
         // Queued with the HEADERS frame: the connection task writes both in one go.
-        stream.send_data(body.freeze(), true)?;
+        stream.send_data(body, true)?;
 
         let response = response.await?;
         if response.status() != http::StatusCode::OK {
@@ -190,6 +198,142 @@ impl Connection {
         }
         decode_message(message)
     }
+}
+
+/// The requests of one watch stream.
+pub struct WatchSender {
+    stream: h2::SendStream<Bytes>,
+}
+
+impl WatchSender {
+    /// Queues `requests` on the stream in one DATA frame's worth of data (the connection task
+    /// sends it, in frames of at most the peer's frame size; h2 holds what the stream's window
+    /// does not yet allow).
+    ///
+    /// Requests sent together go together: hyper's h2 server sends a connection that floods
+    /// it with small DATA frames its application has not read yet a GOAWAY
+    /// (`too_many_data_frames`), and a stream of thousands of creates, each its own frame, is
+    /// one. etcd's Go client sends one create at a time, waiting for its answer.
+    pub fn send<'a, Q: Message + 'a>(
+        &mut self,
+        requests: impl IntoIterator<Item = &'a Q>,
+    ) -> Result<(), CallError> {
+        let mut body = BytesMut::new();
+        for request in requests {
+            put_framed(&mut body, request);
+        }
+        self.stream.send_data(body.freeze(), false)?;
+        Ok(())
+    }
+}
+
+/// The responses of one watch stream.
+pub struct WatchReceiver {
+    /// The response headers, until they have come.
+    response: Option<h2::client::ResponseFuture>,
+    body: Option<h2::RecvStream>,
+    /// What has come of messages not yet taken.
+    buffer: BytesMut,
+}
+
+impl WatchReceiver {
+    /// The next message, decoded as `A`; `None` once the server ends the stream with status
+    /// OK.
+    pub async fn message<A: Message + Default>(&mut self) -> Result<Option<A>, CallError> {
+        loop {
+            if let Some(message) = self.take_message()? {
+                return A::decode(message)
+                    .map(Some)
+                    .map_err(|e| CallError::Malformed(e.to_string()));
+            }
+            let Some(body) = &mut self.body else {
+                let Some(response) = self.response.take() else {
+                    return Ok(None);
+                };
+                let response = response.await?;
+                if response.status() != http::StatusCode::OK {
+                    return Err(CallError::Malformed(format!(
+                        "HTTP status {}",
+                        response.status()
+                    )));
+                }
+                if let Some(error) = status_error(response.headers()) {
+                    return Err(error);
+                }
+                self.body = Some(response.into_body());
+                continue;
+            };
+            match body.data().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    self.buffer.extend_from_slice(&chunk);
+                }
+                None => {
+                    if !self.buffer.is_empty() {
+                        return Err(CallError::Malformed(format!(
+                            "the stream ended inside a message ({} bytes)",
+                            self.buffer.len()
+                        )));
+                    }
+                    let trailers = body.trailers().await?;
+                    self.body = None;
+                    if let Some(error) = trailers.as_ref().and_then(status_error) {
+                        return Err(error);
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// A whole message from the buffer, without its prefix, if one has come.
+    fn take_message(&mut self) -> Result<Option<Bytes>, CallError> {
+        let Some(prefix) = self.buffer.get(..PREFIX_BYTES) else {
+            return Ok(None);
+        };
+        if prefix[0] != 0 {
+            return Err(CallError::Malformed("a compressed message".to_owned()));
+        }
+        let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+        if self.buffer.len() < PREFIX_BYTES + len {
+            return Ok(None);
+        }
+        self.buffer.advance(PREFIX_BYTES);
+        Ok(Some(self.buffer.split_to(len).freeze()))
+    }
+}
+
+/// `message` with its gRPC prefix (uncompressed, its length big-endian).
+fn framed<Q: Message>(message: &Q) -> Bytes {
+    let mut body = BytesMut::with_capacity(PREFIX_BYTES + message.encoded_len());
+    put_framed(&mut body, message);
+    body.freeze()
+}
+
+/// Appends `message` with its gRPC prefix to `body`.
+fn put_framed<Q: Message>(body: &mut BytesMut, message: &Q) {
+    let len = message.encoded_len();
+    body.reserve(PREFIX_BYTES + len);
+    body.put_u8(0);
+    body.put_u32(u32::try_from(len).expect("a message under 4 GiB"));
+    message
+        .encode(body)
+        .expect("BytesMut grows to fit a message");
+}
+
+/// A gRPC request's headers, for `uri`.
+fn grpc_head(uri: Uri) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = Method::POST;
+    *head.uri_mut() = uri;
+    let headers = head.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    head
 }
 
 /// The error a `grpc-status` header other than 0 stands for; `None` if there is none or it
