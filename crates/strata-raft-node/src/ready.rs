@@ -9,17 +9,21 @@
 //!    after it is persisted or applied.
 //! 2. `messages` go out at once (with the data of their snapshot chunks read in): a leader's
 //!    appends need not wait for its own persist, so followers persist in parallel with it.
-//! 3. The entries, then the hard state, are persisted: a commit index must never be durable
+//! 3. Committed entries and confirmed reads are handed to the state machine, also before the
+//!    persist: the core hands out only entries this node had persisted before this `Ready`
+//!    (and committed ones are never replaced), so applying them need not wait for this
+//!    `Ready`'s appends (etcd applies in parallel with its WAL write too). Waiting would make
+//!    a write under load wait for two `fdatasync`s, its own and the next batch's. A restart
+//!    that finds the state machine past the durable commit index takes it as committed.
+//! 4. The entries, then the hard state, are persisted: a commit index must never be durable
 //!    before the entries it covers (after a crash in between, a restart would apply entries
 //!    that a leader had replaced).
-//! 4. Only then `persisted_messages` go out (votes and acknowledgements promise what is now
+//! 5. Only then `persisted_messages` go out (votes and acknowledgements promise what is now
 //!    durable).
-//! 5. Committed entries and confirmed reads are handed to the state machine (the core hands
-//!    out only entries this node has persisted).
 //! 6. The core is told the persist is done ([`Raft::advance`]).
 //! 7. Received snapshot chunks are staged, and each outcome reported to the core.
 //!
-//! [`begin`] does 1–2, [`persist`] 3, [`finish`] 4–7; [`process_ready`] does all three. The
+//! [`begin`] does 1–3, [`persist`] 4, [`finish`] 5–7; [`process_ready`] does all three. The
 //! simulator may run them apart (a persist that takes time, and a crash before it ends).
 
 use strata_raft::{Message, MessageType, NodeId, Raft, ReadState, Ready, Storage};
@@ -125,8 +129,9 @@ pub fn process_ready<S: Storage, Io: ReadyIo<S>>(
     finish(core, io, ready)
 }
 
-/// Steps 1–2: installs a snapshot from the leader and sends what may go before the persist.
-/// Returns the rest of `ready`, for [`persist`] and [`finish`].
+/// Steps 1–3: installs a snapshot from the leader, sends what may go before the persist and
+/// hands out committed entries and confirmed reads. Returns the rest of `ready`, for
+/// [`persist`] and [`finish`].
 ///
 /// # Errors
 ///
@@ -151,10 +156,19 @@ pub fn begin<S: Storage, Io: ReadyIo<S>>(
         }
         io.send(messages);
     }
+    let committed = std::mem::take(&mut ready.committed_entries);
+    let reads = std::mem::take(&mut ready.read_states);
+    if !committed.is_empty() || !reads.is_empty() {
+        debug_assert!(
+            committed.windows(2).all(|w| w[1].index == w[0].index + 1),
+            "committed entries are consecutive"
+        );
+        io.apply(committed, reads)?;
+    }
     Ok(ready)
 }
 
-/// Step 3: persists `ready`'s entries, then its hard state.
+/// Step 4: persists `ready`'s entries, then its hard state.
 ///
 /// # Errors
 ///
@@ -170,8 +184,8 @@ pub fn persist<S: Storage, Io: ReadyIo<S>>(
     Ok(())
 }
 
-/// Steps 4–7, once [`persist`] is done: sends what had to wait for it, hands out committed
-/// entries and reads, advances the core, and stages received snapshot chunks.
+/// Steps 5–7, once [`persist`] is done: sends what had to wait for it, advances the core,
+/// and stages received snapshot chunks.
 ///
 /// # Errors
 ///
@@ -184,15 +198,6 @@ pub fn finish<S: Storage, Io: ReadyIo<S>>(
     let persisted = std::mem::take(&mut ready.persisted_messages);
     if !persisted.is_empty() {
         io.send(persisted);
-    }
-    let committed = std::mem::take(&mut ready.committed_entries);
-    let reads = std::mem::take(&mut ready.read_states);
-    if !committed.is_empty() || !reads.is_empty() {
-        debug_assert!(
-            committed.windows(2).all(|w| w[1].index == w[0].index + 1),
-            "committed entries are consecutive"
-        );
-        io.apply(committed, reads)?;
     }
     core.advance(&ready);
     for chunk in std::mem::take(&mut ready.snapshot_chunks) {

@@ -202,9 +202,10 @@ pub struct ReadState {
 /// What changed since the last [`Raft::ready`], for the driver to act on in this order:
 /// install `snapshot`; persist `hard_state` and `entries`; send `messages` (they need not
 /// wait for that; the driver fills in the data of `InstallSnapshot` chunks first); after
-/// persisting, send `persisted_messages`; apply `committed_entries`; answer `read_states`
-/// once applied; call [`Raft::advance`]; then stage `snapshot_chunks` and report each with
-/// [`Raft::snapshot_staged`].
+/// persisting, send `persisted_messages`; apply `committed_entries` (they need not wait for
+/// the persist either: they are entries this node had persisted before this `Ready`, and
+/// committed); answer `read_states` once applied; call [`Raft::advance`]; then stage
+/// `snapshot_chunks` and report each with [`Raft::snapshot_staged`].
 #[derive(Debug, Default)]
 pub struct Ready {
     /// A new role or leader, if either changed.
