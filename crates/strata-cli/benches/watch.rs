@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use bench_support::{Args, Baseline, Steps, median, print_bench, print_ratio, process_cpu_s};
 use cluster::{Cluster, wait_ready};
-use grpc::{Connection, Rpc, WatchReceiver, WatchSender};
+use grpc::{Connection, Rpc, WatchReceiver, WatchResponse, WatchSender};
 use strata_server::proto::etcdserverpb::{
     PutRequest, PutResponse, WatchCreateRequest, WatchRequest, watch_request,
 };
@@ -73,39 +73,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Creates sent together (about 30 KiB; see `WatchSender::send`).
 const CREATES_PER_SEND: usize = 1_000;
-
-/// What the harness reads of a `WatchResponse` (etcd's field numbers): the rest of each
-/// response (the header, each event's key and revisions, `prev_kv`) is skipped as it is
-/// decoded, not copied out.
-#[derive(Clone, PartialEq, prost::Message)]
-struct WatchResponse {
-    #[prost(int64, tag = "2")]
-    watch_id: i64,
-    #[prost(bool, tag = "3")]
-    created: bool,
-    #[prost(bool, tag = "4")]
-    canceled: bool,
-    #[prost(int64, tag = "5")]
-    compact_revision: i64,
-    #[prost(string, tag = "6")]
-    cancel_reason: String,
-    #[prost(message, repeated, tag = "11")]
-    events: Vec<Event>,
-}
-
-/// An event's `kv` (`mvccpb.Event`, field 2).
-#[derive(Clone, PartialEq, prost::Message)]
-struct Event {
-    #[prost(message, optional, tag = "2")]
-    kv: Option<KeyValue>,
-}
-
-/// A version's value (`mvccpb.KeyValue`, field 5), as a slice of the received message.
-#[derive(Clone, PartialEq, prost::Message)]
-struct KeyValue {
-    #[prost(bytes = "bytes", tag = "5")]
-    value: bytes::Bytes,
-}
 
 /// Keys per prefix watcher: every `PREFIX_BLOCK`-th watcher watches the prefix of a block of
 /// this many keys.

@@ -8,7 +8,7 @@ mod support;
 #[path = "../benches/support/grpc.rs"]
 mod grpc;
 
-use grpc::{CallError, Connection, Rpc};
+use grpc::{CallError, Connection, Rpc, WatchResponse};
 use strata_server::proto::etcdserverpb::{
     Compare, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, TxnRequest,
     TxnResponse, compare, request_op,
@@ -121,30 +121,6 @@ fn the_bench_client_puts_reads_and_reports_errors_as_etcd_client_sees_them() {
             .expect("range after an error");
         assert_eq!(answer.kvs.len(), 1);
     });
-}
-
-/// What the watch bench decodes of a `WatchResponse`: the watch id, `created`, and each
-/// event's value (field numbers as etcd's).
-#[derive(Clone, PartialEq, prost::Message)]
-struct WatchResponse {
-    #[prost(int64, tag = "2")]
-    watch_id: i64,
-    #[prost(bool, tag = "3")]
-    created: bool,
-    #[prost(message, repeated, tag = "11")]
-    events: Vec<Event>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Event {
-    #[prost(message, optional, tag = "2")]
-    kv: Option<KeyValue>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct KeyValue {
-    #[prost(bytes = "bytes", tag = "5")]
-    value: bytes::Bytes,
 }
 
 /// The lean watch stream: watchers created with the ids asked for, each put's event to the

@@ -461,39 +461,83 @@ fn issue_named(ca: &Ca, dir: &Path, cn: &str, serial: u64) -> Issued {
 /// client certificate names (its subject common name), on every member: a follower that
 /// forwards the write vouches for that user to the leader, which checks the user's
 /// permissions. A token, when given, wins.
-#[test]
-fn with_client_cert_auth_a_certificates_common_name_is_its_user() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    let ca = Ca::new(d, "ca");
-    let server = ca.issue(d, "server", 1, &["127.0.0.1"]);
-    let root = issue_named(&ca, d, "root", 2);
-    let alice = issue_named(&ca, d, "alice", 3);
-    let cluster = serving(
-        d,
-        3,
-        &server,
-        &["--trusted-ca-file", &ca.file, "--client-cert-auth"],
-    );
-    let endpoints = cluster.endpoints();
-    let with = |endpoint: &str, cert: &Issued, user: Option<&str>| {
-        let mut options = tls(&ca.file, Some((cert.cert.as_str(), cert.key.as_str())));
+/// Three members with `--client-cert-auth`, and client certificates named root and alice.
+struct CertAuth {
+    _dir: tempfile::TempDir,
+    ca: Ca,
+    root: Issued,
+    alice: Issued,
+    cluster: Cluster,
+}
+
+impl CertAuth {
+    fn start() -> CertAuth {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let ca = Ca::new(d, "ca");
+        let server = ca.issue(d, "server", 1, &["127.0.0.1"]);
+        let root = issue_named(&ca, d, "root", 2);
+        let alice = issue_named(&ca, d, "alice", 3);
+        let cluster = serving(
+            d,
+            3,
+            &server,
+            &["--trusted-ca-file", &ca.file, "--client-cert-auth"],
+        );
+        CertAuth {
+            _dir: dir,
+            ca,
+            root,
+            alice,
+            cluster,
+        }
+    }
+
+    /// A connection to `endpoint` presenting `cert`, logged in as `user` if given (the
+    /// future owns what it needs, so that it may be spawned).
+    fn connect(
+        &self,
+        endpoint: &str,
+        cert: &Issued,
+        user: Option<&str>,
+    ) -> impl Future<Output = Result<Client, etcd_client::Error>> + use<> {
+        let mut options = tls(&self.ca.file, Some((cert.cert.as_str(), cert.key.as_str())));
         if let Some(user) = user {
             options = options.with_user(user, "pw");
         }
-        Client::connect([endpoint.to_owned()], Some(options))
-    };
-    support::cluster::runtime().block_on(async {
-        for e in &endpoints {
-            wait_served(e, &ca.file, Some(&root)).await;
+        let endpoint = endpoint.to_owned();
+        async move { Client::connect([endpoint], Some(options)).await }
+    }
+
+    /// Waits until every member serves root's certificate, then adds the users root (with
+    /// the root role) and alice through `endpoint`, whose client it returns.
+    async fn add_users(&self, endpoint: &str) -> Client {
+        for e in &self.cluster.endpoints() {
+            wait_served(e, &self.ca.file, Some(&self.root)).await;
         }
-        let mut admin = with(&endpoints[0], &root, None).await.expect("connect");
+        let mut admin = self
+            .connect(endpoint, &self.root, None)
+            .await
+            .expect("connect");
         admin.user_add("root", "pw", None).await.expect("root");
         admin
             .user_grant_role("root", "root")
             .await
             .expect("root role");
         admin.user_add("alice", "pw", None).await.expect("alice");
+        admin
+    }
+}
+
+#[test]
+fn with_client_cert_auth_a_certificates_common_name_is_its_user() {
+    let set = CertAuth::start();
+    let (root, alice) = (&set.root, &set.alice);
+    let endpoints = set.cluster.endpoints();
+    let with =
+        |endpoint: &str, cert: &Issued, user: Option<&str>| set.connect(endpoint, cert, user);
+    support::cluster::runtime().block_on(async {
+        let mut admin = set.add_users(&endpoints[0]).await;
         admin.role_add("a").await.expect("role a");
         admin
             .role_grant_permission("a", etcd_client::Permission::read_write("a/").with_prefix())
@@ -507,13 +551,13 @@ fn with_client_cert_auth_a_certificates_common_name_is_its_user() {
 
         for (i, e) in endpoints.iter().enumerate() {
             // Root by certificate, on the leader and through the followers.
-            let mut as_root = with(e, &root, None).await.expect("connect");
+            let mut as_root = with(e, root, None).await.expect("connect");
             as_root
                 .put(format!("r/{i}"), "x", None)
                 .await
                 .unwrap_or_else(|err| panic!("root by certificate on {e}: {err}"));
             // Alice by certificate: her prefix only.
-            let mut as_alice = with(e, &alice, None).await.expect("connect");
+            let mut as_alice = with(e, alice, None).await.expect("connect");
             as_alice
                 .put(format!("a/{i}"), "x", None)
                 .await
@@ -532,14 +576,14 @@ fn with_client_cert_auth_a_certificates_common_name_is_its_user() {
                 "{e}: {read}"
             );
             // Root's certificate with alice's token: alice.
-            let mut token_wins = with(e, &root, Some("alice")).await.expect("alice's token");
+            let mut token_wins = with(e, root, Some("alice")).await.expect("alice's token");
             let denied = token_wins
                 .put(format!("r/token{i}"), "x", None)
                 .await
                 .expect_err("the token's user, not the certificate's");
             assert!(denied.to_string().contains("permission denied"), "{denied}");
         }
-        let mut as_root = with(&endpoints[0], &root, None).await.expect("connect");
+        let mut as_root = with(&endpoints[0], root, None).await.expect("connect");
         let keys = as_root
             .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
             .await
@@ -561,25 +605,12 @@ fn with_client_cert_auth_a_certificates_common_name_is_its_user() {
 #[cfg(unix)]
 #[test]
 fn a_follower_behind_auth_enable_still_knows_a_certificates_user() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    let ca = Ca::new(d, "ca");
-    let server = ca.issue(d, "server", 1, &["127.0.0.1"]);
-    let root = issue_named(&ca, d, "root", 2);
-    let alice = issue_named(&ca, d, "alice", 3);
-    let cluster = serving(
-        d,
-        3,
-        &server,
-        &["--trusted-ca-file", &ca.file, "--client-cert-auth"],
-    );
-    let endpoints = cluster.endpoints();
-    let with = |endpoint: String, cert: &Issued| {
-        let options = tls(&ca.file, Some((cert.cert.as_str(), cert.key.as_str())));
-        async move { Client::connect([endpoint], Some(options)).await }
-    };
+    let set = CertAuth::start();
+    let (root, alice) = (&set.root, &set.alice);
+    let endpoints = set.cluster.endpoints();
+    let with = |endpoint: String, cert: &Issued| set.connect(&endpoint, cert, None);
     let signal = |name: &str, i: usize| {
-        let pid = cluster.pid(i).expect("the member runs");
+        let pid = set.cluster.pid(i).expect("the member runs");
         let sent = std::process::Command::new("kill")
             .args([&format!("-{name}"), &pid.to_string()])
             .status()
@@ -588,13 +619,13 @@ fn a_follower_behind_auth_enable_still_knows_a_certificates_user() {
     };
     support::cluster::runtime().block_on(async {
         for e in &endpoints {
-            wait_served(e, &ca.file, Some(&root)).await;
+            wait_served(e, &set.ca.file, Some(root)).await;
         }
         // The leader, as the members say (bounded).
         let deadline = Instant::now() + Duration::from_secs(30);
         let leader = 'found: loop {
             for (i, e) in endpoints.iter().enumerate() {
-                if let Ok(mut c) = with(e.clone(), &root).await
+                if let Ok(mut c) = with(e.clone(), root).await
                     && let Ok(status) = c.status().await
                     && status
                         .header()
@@ -607,15 +638,7 @@ fn a_follower_behind_auth_enable_still_knows_a_certificates_user() {
             tokio::task::yield_now().await;
         };
         let follower = (leader + 1) % endpoints.len();
-        let mut admin = with(endpoints[leader].clone(), &root)
-            .await
-            .expect("connect");
-        admin.user_add("root", "pw", None).await.expect("root");
-        admin
-            .user_grant_role("root", "root")
-            .await
-            .expect("root role");
-        admin.user_add("alice", "pw", None).await.expect("alice");
+        let mut admin = set.add_users(&endpoints[leader]).await;
         admin.put("secret", "x", None).await.expect("put");
 
         // Three rounds, as the race is the member's: a first write or read may come before
@@ -625,8 +648,8 @@ fn a_follower_behind_auth_enable_still_knows_a_certificates_user() {
             admin.auth_enable().await.expect("auth enable");
             // Both clients' first handshakes wait for the stopped member: their requests
             // reach it as it resumes, before or while it catches up.
-            let write = tokio::spawn(with(endpoints[follower].clone(), &root));
-            let read = tokio::spawn(with(endpoints[follower].clone(), &alice));
+            let write = tokio::spawn(with(endpoints[follower].clone(), root));
+            let read = tokio::spawn(with(endpoints[follower].clone(), alice));
             signal("CONT", follower);
             let mut as_root = write.await.expect("join").expect("connect");
             let mut as_alice = read.await.expect("join").expect("connect");

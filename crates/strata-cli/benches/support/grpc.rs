@@ -154,18 +154,7 @@ impl Connection {
         // Queued with the HEADERS frame: the connection task writes both in one go.
         stream.send_data(body, true)?;
 
-        let response = response.await?;
-        if response.status() != http::StatusCode::OK {
-            return Err(CallError::Malformed(format!(
-                "HTTP status {}",
-                response.status()
-            )));
-        }
-        // A trailers-only response: the status is in the headers, and there is no message.
-        if let Some(error) = status_error(response.headers()) {
-            return Err(error);
-        }
-        let mut body = response.into_body();
+        let mut body = response_body(response).await?;
         // A message usually arrives in one DATA frame, which is then used as it is; a larger
         // one is gathered into one buffer.
         let mut first: Option<Bytes> = None;
@@ -250,17 +239,7 @@ impl WatchReceiver {
                 let Some(response) = self.response.take() else {
                     return Ok(None);
                 };
-                let response = response.await?;
-                if response.status() != http::StatusCode::OK {
-                    return Err(CallError::Malformed(format!(
-                        "HTTP status {}",
-                        response.status()
-                    )));
-                }
-                if let Some(error) = status_error(response.headers()) {
-                    return Err(error);
-                }
-                self.body = Some(response.into_body());
+                self.body = Some(response_body(response).await?);
                 continue;
             };
             match body.data().await {
@@ -302,6 +281,55 @@ impl WatchReceiver {
         self.buffer.advance(PREFIX_BYTES);
         Ok(Some(self.buffer.split_to(len).freeze()))
     }
+}
+
+/// The body of a response, once its head has come: HTTP 200 and no gRPC error status in the
+/// headers (a trailers-only response has its status there, and no message).
+async fn response_body(response: h2::client::ResponseFuture) -> Result<h2::RecvStream, CallError> {
+    let response = response.await?;
+    if response.status() != http::StatusCode::OK {
+        return Err(CallError::Malformed(format!(
+            "HTTP status {}",
+            response.status()
+        )));
+    }
+    if let Some(error) = status_error(response.headers()) {
+        return Err(error);
+    }
+    Ok(response.into_body())
+}
+
+/// What the watch bench reads of etcd's `WatchResponse` (etcd's field numbers): the rest of
+/// each response (the header, each event's key and revisions, `prev_kv`) is skipped as it is
+/// decoded, not copied out.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchResponse {
+    #[prost(int64, tag = "2")]
+    pub watch_id: i64,
+    #[prost(bool, tag = "3")]
+    pub created: bool,
+    #[prost(bool, tag = "4")]
+    pub canceled: bool,
+    #[prost(int64, tag = "5")]
+    pub compact_revision: i64,
+    #[prost(string, tag = "6")]
+    pub cancel_reason: String,
+    #[prost(message, repeated, tag = "11")]
+    pub events: Vec<Event>,
+}
+
+/// An event's `kv` (`mvccpb.Event`, field 2).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Event {
+    #[prost(message, optional, tag = "2")]
+    pub kv: Option<KeyValue>,
+}
+
+/// A version's value (`mvccpb.KeyValue`, field 5), as a slice of the received message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyValue {
+    #[prost(bytes = "bytes", tag = "5")]
+    pub value: Bytes,
 }
 
 /// `message` with its gRPC prefix (uncompressed, its length big-endian).
