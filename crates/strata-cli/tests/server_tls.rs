@@ -457,10 +457,6 @@ fn issue_named(ca: &Ca, dir: &Path, cn: &str, serial: u64) -> Issued {
     issued
 }
 
-/// etcd's rule with `--client-cert-auth`: a request without a token is the user its verified
-/// client certificate names (its subject common name), on every member: a follower that
-/// forwards the write vouches for that user to the leader, which checks the user's
-/// permissions. A token, when given, wins.
 /// Three members with `--client-cert-auth`, and client certificates named root and alice.
 struct CertAuth {
     _dir: tempfile::TempDir,
@@ -529,6 +525,10 @@ impl CertAuth {
     }
 }
 
+/// etcd's rule with `--client-cert-auth`: a request without a token is the user its verified
+/// client certificate names (its subject common name), on every member: a follower that
+/// forwards the write vouches for that user to the leader, which checks the user's
+/// permissions. A token, when given, wins.
 #[test]
 fn with_client_cert_auth_a_certificates_common_name_is_its_user() {
     let set = CertAuth::start();

@@ -227,7 +227,7 @@ pub struct WatchReceiver {
 
 impl WatchReceiver {
     /// The next message, decoded as `A`; `None` once the server ends the stream with status
-    /// OK.
+    /// OK (an end without a status is an error).
     pub async fn message<A: Message + Default>(&mut self) -> Result<Option<A>, CallError> {
         loop {
             if let Some(message) = self.take_message()? {
@@ -257,7 +257,14 @@ impl WatchReceiver {
                     }
                     let trailers = body.trailers().await?;
                     self.body = None;
-                    if let Some(error) = trailers.as_ref().and_then(status_error) {
+                    // As for a unary call: a stream the server ended has its status in the
+                    // trailers; without one it was cut off, not ended.
+                    let Some(trailers) = trailers.filter(|t| t.contains_key("grpc-status")) else {
+                        return Err(CallError::Malformed(
+                            "a stream ended without a grpc-status".to_owned(),
+                        ));
+                    };
+                    if let Some(error) = status_error(&trailers) {
                         return Err(error);
                     }
                     return Ok(None);
